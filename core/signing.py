@@ -1,0 +1,73 @@
+"""Ed25519 signatures over connector answers.
+
+A connector signs the canonical bytes of its answer: a domain label, the query id, its own
+connector id, the Paillier key fingerprint, and each field's name and ciphertext bytes in
+declared order, every part length-prefixed so no two answers share signed bytes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Sequence
+
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+
+from hedui.core.errors import CryptoError
+
+_ANSWER_LABEL = b"hedui/answer/v1"
+
+
+def answer_bytes(
+    query_id: str,
+    connector_id: str,
+    key_fingerprint: bytes,
+    fields: Sequence[tuple[str, bytes]],
+) -> bytes:
+    parts = [_ANSWER_LABEL, query_id.encode(), connector_id.encode(), key_fingerprint]
+    for name, ciphertext in fields:
+        parts += [name.encode(), ciphertext]
+    return b"".join(len(p).to_bytes(4, "big") + p for p in parts)
+
+
+def answer_digest(signed_bytes: bytes, signature: bytes) -> bytes:
+    """The digest of one signed answer, as recorded in the audit trail."""
+    return hashlib.sha256(signed_bytes + signature).digest()
+
+
+def sign(key: Ed25519PrivateKey, data: bytes) -> bytes:
+    return key.sign(data)
+
+
+def verify(key: Ed25519PublicKey, data: bytes, signature: bytes) -> None:
+    try:
+        key.verify(signature, data)
+    except InvalidSignature:
+        raise CryptoError("the signature does not verify") from None
+
+
+def private_key_to_pem(key: Ed25519PrivateKey) -> bytes:
+    return key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
+
+
+def public_key_to_pem(key: Ed25519PublicKey) -> bytes:
+    return key.public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+
+
+def load_private_key(pem: bytes) -> Ed25519PrivateKey:
+    key = serialization.load_pem_private_key(pem, password=None)
+    if not isinstance(key, Ed25519PrivateKey):
+        raise CryptoError("not an Ed25519 private key")
+    return key
+
+
+def load_public_key(pem: bytes) -> Ed25519PublicKey:
+    key = serialization.load_pem_public_key(pem)
+    if not isinstance(key, Ed25519PublicKey):
+        raise CryptoError("not an Ed25519 public key")
+    return key
