@@ -15,7 +15,7 @@ import hmac
 from dataclasses import dataclass
 
 from cryptography.hazmat.primitives import hashes
-from cryptography.hazmat.primitives.hkdf import HKDF
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from hedui.core.errors import CryptoError
 from hedui.core.resident_id import ResidentId

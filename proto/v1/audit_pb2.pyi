@@ -7,6 +7,7 @@ from collections import abc as _abc
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
 from google.protobuf.internal import containers as _containers
+from hedui.proto.v1 import common_pb2 as _common_pb2
 import builtins as _builtins
 import sys
 import typing as _typing
@@ -32,7 +33,7 @@ class AuditReceipt(_message.Message):
     """The checkpoint in C2SP signed-note text form."""
     @_builtins.property
     def inclusion_proof(self) -> _containers.RepeatedScalarFieldContainer[_builtins.bytes]:
-        """Inclusion proof of the leaf in that checkpoint's tree."""
+        """Inclusion proof of the leaf in that checkpoint's tree (RFC 6962 audit path)."""
 
     def __init__(
         self,
@@ -48,3 +49,302 @@ class AuditReceipt(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___AuditReceipt: _TypeAlias = AuditReceipt  # noqa: Y015
+
+@_typing.final
+class AuditEntry(_message.Message):
+    """One log entry. The leaf is SHA-256(0x00 ‖ deterministic serialisation of this message).
+    No entry ever holds a plaintext resident ID: applicants appear by audit token only
+    (HMAC-SHA256 under the deployment's audit key).
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TIME_UNIX_MS_FIELD_NUMBER: _builtins.int
+    CALLER_FIELD_NUMBER: _builtins.int
+    CALLER_ROLE_FIELD_NUMBER: _builtins.int
+    REQUEST_FIELD_NUMBER: _builtins.int
+    VERDICT_FIELD_NUMBER: _builtins.int
+    KEY_EVENT_FIELD_NUMBER: _builtins.int
+    CONFIG_CHANGE_FIELD_NUMBER: _builtins.int
+    SEARCH_FIELD_NUMBER: _builtins.int
+    time_unix_ms: _builtins.int
+    """Milliseconds since the Unix epoch, UTC."""
+    caller: _builtins.str
+    """Identity of the caller from its mTLS certificate (common name and role)."""
+    caller_role: _builtins.str
+    @_builtins.property
+    def request(self) -> Global___RequestEntry: ...
+    @_builtins.property
+    def verdict(self) -> Global___VerdictEntry: ...
+    @_builtins.property
+    def key_event(self) -> Global___KeyEvent: ...
+    @_builtins.property
+    def config_change(self) -> Global___ConfigChange: ...
+    @_builtins.property
+    def search(self) -> Global___AuditorSearch: ...
+    def __init__(
+        self,
+        *,
+        time_unix_ms: _builtins.int = ...,
+        caller: _builtins.str = ...,
+        caller_role: _builtins.str = ...,
+        request: Global___RequestEntry | None = ...,
+        verdict: Global___VerdictEntry | None = ...,
+        key_event: Global___KeyEvent | None = ...,
+        config_change: Global___ConfigChange | None = ...,
+        search: Global___AuditorSearch | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["body", b"body", "config_change", b"config_change", "key_event", b"key_event", "request", b"request", "search", b"search", "verdict", b"verdict"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["body", b"body", "caller", b"caller", "caller_role", b"caller_role", "config_change", b"config_change", "key_event", b"key_event", "request", b"request", "search", b"search", "time_unix_ms", b"time_unix_ms", "verdict", b"verdict"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType_body: _TypeAlias = _typing.Literal["request", "verdict", "key_event", "config_change", "search"]  # noqa: Y015
+    _WhichOneofArgType_body: _TypeAlias = _typing.Literal["body", b"body"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType_body) -> _WhichOneofReturnType_body | None: ...
+
+Global___AuditEntry: _TypeAlias = AuditEntry  # noqa: Y015
+
+@_typing.final
+class RequestEntry(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    REQUEST_ID_FIELD_NUMBER: _builtins.int
+    PROGRAM_FIELD_NUMBER: _builtins.int
+    REGION_FIELD_NUMBER: _builtins.int
+    CONSENT_REFERENCE_FIELD_NUMBER: _builtins.int
+    APPLICANT_AUDIT_TOKEN_FIELD_NUMBER: _builtins.int
+    AS_OF_FIELD_NUMBER: _builtins.int
+    request_id: _builtins.str
+    program: _builtins.str
+    region: _builtins.str
+    consent_reference: _builtins.str
+    applicant_audit_token: _builtins.bytes
+    as_of: _builtins.str
+    def __init__(
+        self,
+        *,
+        request_id: _builtins.str = ...,
+        program: _builtins.str = ...,
+        region: _builtins.str = ...,
+        consent_reference: _builtins.str = ...,
+        applicant_audit_token: _builtins.bytes = ...,
+        as_of: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["applicant_audit_token", b"applicant_audit_token", "as_of", b"as_of", "consent_reference", b"consent_reference", "program", b"program", "region", b"region", "request_id", b"request_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RequestEntry: _TypeAlias = RequestEntry  # noqa: Y015
+
+@_typing.final
+class AnswerDigest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CONNECTOR_ID_FIELD_NUMBER: _builtins.int
+    DIGEST_FIELD_NUMBER: _builtins.int
+    connector_id: _builtins.str
+    digest: _builtins.bytes
+    """SHA-256 of the signed answer bytes and the signature."""
+    def __init__(
+        self,
+        *,
+        connector_id: _builtins.str = ...,
+        digest: _builtins.bytes = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["connector_id", b"connector_id", "digest", b"digest"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___AnswerDigest: _TypeAlias = AnswerDigest  # noqa: Y015
+
+@_typing.final
+class RuleRecord(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ID_FIELD_NUMBER: _builtins.int
+    OUTCOME_FIELD_NUMBER: _builtins.int
+    VALUE_FIELD_NUMBER: _builtins.int
+    THRESHOLD_FIELD_NUMBER: _builtins.int
+    id: _builtins.str
+    outcome: _common_pb2.Outcome.ValueType
+    value: _builtins.int
+    threshold: _builtins.int
+    def __init__(
+        self,
+        *,
+        id: _builtins.str = ...,
+        outcome: _common_pb2.Outcome.ValueType = ...,
+        value: _builtins.int | None = ...,
+        threshold: _builtins.int | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_threshold", b"_threshold", "_value", b"_value", "threshold", b"threshold", "value", b"value"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_threshold", b"_threshold", "_value", b"_value", "id", b"id", "outcome", b"outcome", "threshold", b"threshold", "value", b"value"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType__threshold: _TypeAlias = _typing.Literal["threshold"]  # noqa: Y015
+    _WhichOneofArgType__threshold: _TypeAlias = _typing.Literal["_threshold", b"_threshold"]  # noqa: Y015
+    _WhichOneofReturnType__value: _TypeAlias = _typing.Literal["value"]  # noqa: Y015
+    _WhichOneofArgType__value: _TypeAlias = _typing.Literal["_value", b"_value"]  # noqa: Y015
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__threshold) -> _WhichOneofReturnType__threshold | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__value) -> _WhichOneofReturnType__value | None: ...
+
+Global___RuleRecord: _TypeAlias = RuleRecord  # noqa: Y015
+
+@_typing.final
+class VerdictEntry(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    REQUEST_ID_FIELD_NUMBER: _builtins.int
+    PROGRAM_FIELD_NUMBER: _builtins.int
+    REGION_FIELD_NUMBER: _builtins.int
+    CONSENT_REFERENCE_FIELD_NUMBER: _builtins.int
+    APPLICANT_AUDIT_TOKEN_FIELD_NUMBER: _builtins.int
+    AS_OF_FIELD_NUMBER: _builtins.int
+    CONNECTORS_ANSWERED_FIELD_NUMBER: _builtins.int
+    CONNECTORS_FAILED_FIELD_NUMBER: _builtins.int
+    ANSWER_DIGESTS_FIELD_NUMBER: _builtins.int
+    DECISION_FIELD_NUMBER: _builtins.int
+    RULES_FIELD_NUMBER: _builtins.int
+    POLICY_VERSION_FIELD_NUMBER: _builtins.int
+    BENEFIT_FEN_FIELD_NUMBER: _builtins.int
+    HOUSEHOLD_SIZE_FIELD_NUMBER: _builtins.int
+    QUERY_ID_FIELD_NUMBER: _builtins.int
+    request_id: _builtins.str
+    program: _builtins.str
+    region: _builtins.str
+    consent_reference: _builtins.str
+    applicant_audit_token: _builtins.bytes
+    as_of: _builtins.str
+    decision: _common_pb2.Decision.ValueType
+    policy_version: _builtins.str
+    benefit_fen: _builtins.int
+    household_size: _builtins.int
+    query_id: _builtins.str
+    @_builtins.property
+    def connectors_answered(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
+    @_builtins.property
+    def connectors_failed(self) -> _containers.RepeatedCompositeFieldContainer[_common_pb2.SourceFailure]: ...
+    @_builtins.property
+    def answer_digests(self) -> _containers.RepeatedCompositeFieldContainer[Global___AnswerDigest]: ...
+    @_builtins.property
+    def rules(self) -> _containers.RepeatedCompositeFieldContainer[Global___RuleRecord]: ...
+    def __init__(
+        self,
+        *,
+        request_id: _builtins.str = ...,
+        program: _builtins.str = ...,
+        region: _builtins.str = ...,
+        consent_reference: _builtins.str = ...,
+        applicant_audit_token: _builtins.bytes = ...,
+        as_of: _builtins.str = ...,
+        connectors_answered: _abc.Iterable[_builtins.str] | None = ...,
+        connectors_failed: _abc.Iterable[_common_pb2.SourceFailure] | None = ...,
+        answer_digests: _abc.Iterable[Global___AnswerDigest] | None = ...,
+        decision: _common_pb2.Decision.ValueType = ...,
+        rules: _abc.Iterable[Global___RuleRecord] | None = ...,
+        policy_version: _builtins.str = ...,
+        benefit_fen: _builtins.int = ...,
+        household_size: _builtins.int = ...,
+        query_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["answer_digests", b"answer_digests", "applicant_audit_token", b"applicant_audit_token", "as_of", b"as_of", "benefit_fen", b"benefit_fen", "connectors_answered", b"connectors_answered", "connectors_failed", b"connectors_failed", "consent_reference", b"consent_reference", "decision", b"decision", "household_size", b"household_size", "policy_version", b"policy_version", "program", b"program", "query_id", b"query_id", "region", b"region", "request_id", b"request_id", "rules", b"rules"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___VerdictEntry: _TypeAlias = VerdictEntry  # noqa: Y015
+
+@_typing.final
+class KeyEvent(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    EVENT_FIELD_NUMBER: _builtins.int
+    KEY_NAME_FIELD_NUMBER: _builtins.int
+    PUBLIC_FINGERPRINT_FIELD_NUMBER: _builtins.int
+    event: _builtins.str
+    """"generated", "rotated" """
+    key_name: _builtins.str
+    """e.g. "paillier", "log", "connector:bank-01:signing" """
+    public_fingerprint: _builtins.bytes
+    def __init__(
+        self,
+        *,
+        event: _builtins.str = ...,
+        key_name: _builtins.str = ...,
+        public_fingerprint: _builtins.bytes = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["event", b"event", "key_name", b"key_name", "public_fingerprint", b"public_fingerprint"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___KeyEvent: _TypeAlias = KeyEvent  # noqa: Y015
+
+@_typing.final
+class ConfigChange(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SETTING_FIELD_NUMBER: _builtins.int
+    OLD_VALUE_FIELD_NUMBER: _builtins.int
+    NEW_VALUE_FIELD_NUMBER: _builtins.int
+    setting: _builtins.str
+    old_value: _builtins.str
+    new_value: _builtins.str
+    def __init__(
+        self,
+        *,
+        setting: _builtins.str = ...,
+        old_value: _builtins.str = ...,
+        new_value: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["new_value", b"new_value", "old_value", b"old_value", "setting", b"setting"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ConfigChange: _TypeAlias = ConfigChange  # noqa: Y015
+
+@_typing.final
+class AuditorSearch(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    BY_FIELD_NUMBER: _builtins.int
+    APPLICANT_AUDIT_TOKEN_FIELD_NUMBER: _builtins.int
+    CALLER_FIELD_NUMBER: _builtins.int
+    SINCE_UNIX_MS_FIELD_NUMBER: _builtins.int
+    UNTIL_UNIX_MS_FIELD_NUMBER: _builtins.int
+    RESULTS_FIELD_NUMBER: _builtins.int
+    by: _builtins.str
+    """"applicant", "caller", "time" """
+    applicant_audit_token: _builtins.bytes
+    """For a search by applicant: the audit token searched for, never the ID typed in."""
+    caller: _builtins.str
+    since_unix_ms: _builtins.int
+    until_unix_ms: _builtins.int
+    results: _builtins.int
+    def __init__(
+        self,
+        *,
+        by: _builtins.str = ...,
+        applicant_audit_token: _builtins.bytes = ...,
+        caller: _builtins.str = ...,
+        since_unix_ms: _builtins.int = ...,
+        until_unix_ms: _builtins.int = ...,
+        results: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["applicant_audit_token", b"applicant_audit_token", "by", b"by", "caller", b"caller", "results", b"results", "since_unix_ms", b"since_unix_ms", "until_unix_ms", b"until_unix_ms"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___AuditorSearch: _TypeAlias = AuditorSearch  # noqa: Y015

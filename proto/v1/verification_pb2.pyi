@@ -7,8 +7,8 @@ from collections import abc as _abc
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
 from google.protobuf.internal import containers as _containers
-from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
 from hedui.proto.v1 import audit_pb2 as _audit_pb2
+from hedui.proto.v1 import common_pb2 as _common_pb2
 import builtins as _builtins
 import sys
 import typing as _typing
@@ -19,44 +19,6 @@ else:
     from typing_extensions import TypeAlias as _TypeAlias, Never as _Never
 
 DESCRIPTOR: _descriptor.FileDescriptor
-
-class _Decision:
-    ValueType = _typing.NewType("ValueType", _builtins.int)
-    V: _TypeAlias = ValueType  # noqa: Y015
-
-class _DecisionEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_Decision.ValueType], _builtins.type):
-    DESCRIPTOR: _descriptor.EnumDescriptor
-    DECISION_UNSPECIFIED: _Decision.ValueType  # 0
-    ELIGIBLE: _Decision.ValueType  # 1
-    INELIGIBLE: _Decision.ValueType  # 2
-    NEEDS_REVIEW: _Decision.ValueType  # 3
-
-class Decision(_Decision, metaclass=_DecisionEnumTypeWrapper): ...
-
-DECISION_UNSPECIFIED: Decision.ValueType  # 0
-ELIGIBLE: Decision.ValueType  # 1
-INELIGIBLE: Decision.ValueType  # 2
-NEEDS_REVIEW: Decision.ValueType  # 3
-Global___Decision: _TypeAlias = Decision  # noqa: Y015
-
-class _Outcome:
-    ValueType = _typing.NewType("ValueType", _builtins.int)
-    V: _TypeAlias = ValueType  # noqa: Y015
-
-class _OutcomeEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_Outcome.ValueType], _builtins.type):
-    DESCRIPTOR: _descriptor.EnumDescriptor
-    OUTCOME_UNSPECIFIED: _Outcome.ValueType  # 0
-    PASSED: _Outcome.ValueType  # 1
-    FAILED: _Outcome.ValueType  # 2
-    UNDECIDED: _Outcome.ValueType  # 3
-
-class Outcome(_Outcome, metaclass=_OutcomeEnumTypeWrapper): ...
-
-OUTCOME_UNSPECIFIED: Outcome.ValueType  # 0
-PASSED: Outcome.ValueType  # 1
-FAILED: Outcome.ValueType  # 2
-UNDECIDED: Outcome.ValueType  # 3
-Global___Outcome: _TypeAlias = Outcome  # noqa: Y015
 
 @_typing.final
 class VerifyRequest(_message.Message):
@@ -148,7 +110,7 @@ class RuleOutcome(_message.Message):
     MISSING_SOURCES_FIELD_NUMBER: _builtins.int
     FIGURES_FIELD_NUMBER: _builtins.int
     id: _builtins.str
-    outcome: Global___Outcome.ValueType
+    outcome: _common_pb2.Outcome.ValueType
     value: _builtins.int
     """The main figure and its threshold; absent when the rule is undecided for lack of data."""
     threshold: _builtins.int
@@ -166,7 +128,7 @@ class RuleOutcome(_message.Message):
         self,
         *,
         id: _builtins.str = ...,
-        outcome: Global___Outcome.ValueType = ...,
+        outcome: _common_pb2.Outcome.ValueType = ...,
         value: _builtins.int | None = ...,
         threshold: _builtins.int | None = ...,
         comparison: _builtins.str = ...,
@@ -192,28 +154,6 @@ class RuleOutcome(_message.Message):
 Global___RuleOutcome: _TypeAlias = RuleOutcome  # noqa: Y015
 
 @_typing.final
-class SourceFailure(_message.Message):
-    DESCRIPTOR: _descriptor.Descriptor
-
-    CONNECTOR_ID_FIELD_NUMBER: _builtins.int
-    REASON_FIELD_NUMBER: _builtins.int
-    connector_id: _builtins.str
-    reason: _builtins.str
-    def __init__(
-        self,
-        *,
-        connector_id: _builtins.str = ...,
-        reason: _builtins.str = ...,
-    ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
-    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["connector_id", b"connector_id", "reason", b"reason"]  # noqa: Y015
-    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    def WhichOneof(self, oneof_group: _Never) -> None: ...
-
-Global___SourceFailure: _TypeAlias = SourceFailure  # noqa: Y015
-
-@_typing.final
 class Verdict(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
@@ -230,7 +170,7 @@ class Verdict(_message.Message):
     FAILURES_FIELD_NUMBER: _builtins.int
     AUDIT_FIELD_NUMBER: _builtins.int
     request_id: _builtins.str
-    decision: Global___Decision.ValueType
+    decision: _common_pb2.Decision.ValueType
     benefit_fen: _builtins.int
     household_size: _builtins.int
     policy_version: _builtins.str
@@ -241,14 +181,14 @@ class Verdict(_message.Message):
     @_builtins.property
     def rules(self) -> _containers.RepeatedCompositeFieldContainer[Global___RuleOutcome]: ...
     @_builtins.property
-    def failures(self) -> _containers.RepeatedCompositeFieldContainer[Global___SourceFailure]: ...
+    def failures(self) -> _containers.RepeatedCompositeFieldContainer[_common_pb2.SourceFailure]: ...
     @_builtins.property
     def audit(self) -> _audit_pb2.AuditReceipt: ...
     def __init__(
         self,
         *,
         request_id: _builtins.str = ...,
-        decision: Global___Decision.ValueType = ...,
+        decision: _common_pb2.Decision.ValueType = ...,
         benefit_fen: _builtins.int = ...,
         household_size: _builtins.int = ...,
         policy_version: _builtins.str = ...,
@@ -257,7 +197,7 @@ class Verdict(_message.Message):
         region: _builtins.str = ...,
         as_of: _builtins.str = ...,
         connectors_answered: _builtins.int = ...,
-        failures: _abc.Iterable[Global___SourceFailure] | None = ...,
+        failures: _abc.Iterable[_common_pb2.SourceFailure] | None = ...,
         audit: _audit_pb2.AuditReceipt | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["audit", b"audit"]  # noqa: Y015

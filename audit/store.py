@@ -1,0 +1,237 @@
+"""The audit log in a database through SQLAlchemy: SQLite (WAL) by default, or PostgreSQL.
+
+Tables:
+- ``log_entry``: the entries, by gapless leaf index;
+- ``log_node``: the hash of every complete subtree (level, index), so a root or a proof takes
+  O(log n) reads;
+- ``log_state``: one counter row (the tree size). An append locks it (``SELECT … FOR UPDATE``
+  on PostgreSQL, ``BEGIN IMMEDIATE`` on SQLite) and stores the entry, its nodes and the new size
+  in the same transaction, so indexes are never skipped or reused;
+- ``log_checkpoint``: every checkpoint the log signed.
+
+Triggers reject UPDATE and DELETE on the entry, node and checkpoint tables (and TRUNCATE on
+PostgreSQL). They keep honest mistakes out; the guarantee against an insider is the hashes and
+the checkpoints auditors keep outside the database.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from sqlalchemy import (
+    BigInteger,
+    Connection,
+    Engine,
+    Integer,
+    LargeBinary,
+    create_engine,
+    event,
+    insert,
+    select,
+    text,
+    update,
+)
+from sqlalchemy.exc import OperationalError, SQLAlchemyError
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+from hedui.audit import merkle
+from hedui.audit.errors import AuditError
+
+
+class StorageError(AuditError):
+    """The log's database cannot be reached or used."""
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+class LogEntry(Base):
+    __tablename__ = "log_entry"
+    idx: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
+    entry: Mapped[bytes] = mapped_column(LargeBinary)
+    leaf_hash: Mapped[bytes] = mapped_column(LargeBinary(32))
+
+
+class LogNode(Base):
+    __tablename__ = "log_node"
+    level: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    idx: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
+    hash: Mapped[bytes] = mapped_column(LargeBinary(32))
+
+
+class LogState(Base):
+    __tablename__ = "log_state"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    size: Mapped[int] = mapped_column(BigInteger)
+
+
+class LogCheckpoint(Base):
+    __tablename__ = "log_checkpoint"
+    size: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
+    note: Mapped[bytes] = mapped_column(LargeBinary)
+
+
+LOG_TABLES = ("log_entry", "log_node", "log_checkpoint")
+
+
+def _sqlite_triggers() -> list[str]:
+    out = []
+    for table in LOG_TABLES:
+        for op in ("UPDATE", "DELETE"):
+            out.append(
+                f"CREATE TRIGGER IF NOT EXISTS {table}_no_{op.lower()} BEFORE {op} ON {table} "
+                f"BEGIN SELECT RAISE(ABORT, 'the audit log is append-only: {op} on {table}'); END"
+            )
+    return out
+
+
+def _postgres_triggers() -> list[str]:
+    out = [
+        "CREATE OR REPLACE FUNCTION hedui_log_append_only() RETURNS trigger AS $$ "
+        "BEGIN RAISE EXCEPTION 'the audit log is append-only: % on %', TG_OP, TG_TABLE_NAME; END; "
+        "$$ LANGUAGE plpgsql"
+    ]
+    for table in LOG_TABLES:
+        out.append(f"DROP TRIGGER IF EXISTS {table}_append_only ON {table}")
+        out.append(
+            f"CREATE TRIGGER {table}_append_only BEFORE UPDATE OR DELETE ON {table} "
+            "FOR EACH ROW EXECUTE FUNCTION hedui_log_append_only()"
+        )
+        out.append(f"DROP TRIGGER IF EXISTS {table}_no_truncate ON {table}")
+        out.append(
+            f"CREATE TRIGGER {table}_no_truncate BEFORE TRUNCATE ON {table} "
+            "FOR EACH STATEMENT EXECUTE FUNCTION hedui_log_append_only()"
+        )
+    return out
+
+
+def open_log_engine(url: str) -> Engine:
+    """An engine for the log database, with the schema and triggers in place."""
+    try:
+        engine = create_engine(url, pool_pre_ping=True)
+        if engine.dialect.name == "sqlite":
+
+            @event.listens_for(engine, "connect")
+            def _connect(dbapi_conn: object, _record: object) -> None:
+                dbapi_conn.isolation_level = None  # type: ignore[attr-defined]
+                cur = dbapi_conn.cursor()  # type: ignore[attr-defined]
+                cur.execute("PRAGMA journal_mode=WAL")
+                cur.execute("PRAGMA synchronous=FULL")
+                cur.execute("PRAGMA busy_timeout=30000")
+                cur.close()
+
+            @event.listens_for(engine, "begin")
+            def _begin(conn: Connection) -> None:
+                conn.exec_driver_sql("BEGIN IMMEDIATE")
+
+        with engine.begin() as conn:
+            if engine.dialect.name == "postgresql":
+                conn.execute(text("SELECT pg_advisory_xact_lock(694201)"))  # one schema creator
+            Base.metadata.create_all(conn)
+            if conn.scalar(select(LogState.size).where(LogState.id == 1)) is None:
+                conn.execute(insert(LogState).values(id=1, size=0))
+            triggers = _postgres_triggers() if engine.dialect.name == "postgresql" else _sqlite_triggers()
+            for ddl in triggers:
+                conn.execute(text(ddl))
+        return engine
+    except SQLAlchemyError as e:
+        raise StorageError(f"the audit database is not available: {e.__class__.__name__}: {e}") from None
+
+
+@dataclass(frozen=True)
+class Appended:
+    first_index: int
+    size: int  # the tree size after the append
+
+
+class LogStore:
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+
+    def _lock_size(self, conn: Connection) -> int:
+        stmt = select(LogState.size).where(LogState.id == 1)
+        if conn.dialect.name == "postgresql":
+            stmt = stmt.with_for_update()
+        size = conn.scalar(stmt)
+        if size is None:
+            raise StorageError("the log has no state row; the schema is damaged")
+        return int(size)
+
+    def append(self, entries: Sequence[bytes]) -> Appended:
+        """Append entries in one transaction; they get consecutive, gapless indexes."""
+        if not entries:
+            raise ValueError("nothing to append")
+        try:
+            with self.engine.begin() as conn:
+                size = self._lock_size(conn)
+                first = size
+                for entry in entries:
+                    h = merkle.leaf_hash(entry)
+                    conn.execute(insert(LogEntry).values(idx=size, entry=entry, leaf_hash=h))
+                    nodes = [{"level": 0, "idx": size, "hash": h}]
+                    level, i = 0, size
+                    while i & 1:
+                        left = self._node(conn, level, i - 1)
+                        h = merkle.node_hash(left, h)
+                        level, i = level + 1, i >> 1
+                        nodes.append({"level": level, "idx": i, "hash": h})
+                    conn.execute(insert(LogNode), nodes)
+                    size += 1
+                conn.execute(update(LogState).where(LogState.id == 1).values(size=size))
+            return Appended(first, size)
+        except OperationalError as e:
+            raise StorageError(f"the audit database refused the append: {e.orig}") from None
+
+    @staticmethod
+    def _node(conn: Connection, level: int, idx: int) -> bytes:
+        h = conn.scalar(select(LogNode.hash).where(LogNode.level == level, LogNode.idx == idx))
+        if h is None:
+            raise StorageError(f"missing tree node at level {level}, index {idx}")
+        return bytes(h)
+
+    def size(self) -> int:
+        with self.engine.connect() as conn:
+            return int(conn.scalar(select(LogState.size).where(LogState.id == 1)) or 0)
+
+    def _subtree(self, conn: Connection) -> merkle.SubtreeHash:
+        def subtree_hash(start: int, end: int) -> bytes:
+            level = (end - start).bit_length() - 1
+            return self._node(conn, level, start >> level)
+
+        return subtree_hash
+
+    def root(self, size: int) -> bytes:
+        with self.engine.connect() as conn:
+            return merkle.tree_root(size, self._subtree(conn))
+
+    def inclusion_proof(self, index: int, size: int) -> list[bytes]:
+        with self.engine.connect() as conn:
+            return merkle.inclusion_proof(index, size, self._subtree(conn))
+
+    def consistency_proof(self, size1: int, size2: int) -> list[bytes]:
+        with self.engine.connect() as conn:
+            return merkle.consistency_proof(size1, size2, self._subtree(conn))
+
+    def entries(self, start: int, end: int) -> list[tuple[int, bytes]]:
+        with self.engine.connect() as conn:
+            rows = conn.execute(
+                select(LogEntry.idx, LogEntry.entry)
+                .where(LogEntry.idx >= start, LogEntry.idx < end)
+                .order_by(LogEntry.idx)
+            )
+            return [(int(i), bytes(e)) for i, e in rows]
+
+    def save_checkpoint(self, size: int, note: bytes) -> None:
+        with self.engine.begin() as conn:
+            exists = conn.scalar(select(LogCheckpoint.size).where(LogCheckpoint.size == size))
+            if exists is None:
+                conn.execute(insert(LogCheckpoint).values(size=size, note=note))
+
+    def latest_checkpoint(self) -> tuple[int, bytes] | None:
+        with self.engine.connect() as conn:
+            row = conn.execute(
+                select(LogCheckpoint.size, LogCheckpoint.note).order_by(LogCheckpoint.size.desc()).limit(1)
+            ).first()
+            return None if row is None else (int(row[0]), bytes(row[1]))

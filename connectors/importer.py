@@ -1,0 +1,171 @@
+"""Import of connector data from CSV (DESIGN §10).
+
+UTF-8, a header row, the first column ``id_number`` then one column per declared field, integer
+values; several rows of one person are added up. Each ID number becomes the connector's token
+at once; the plaintext is not kept. The registry's file is
+``household_id,id_number,relation,birth_date``. A file with any error imports nothing: every
+problem is reported with the file, line and reason.
+"""
+
+from __future__ import annotations
+
+import csv
+import datetime as dt
+from collections import defaultdict
+from pathlib import Path
+
+from hedui.connectors.errors import ImportRejected, RowProblem
+from hedui.connectors.store import HoldingStore, Person, RegisterStore
+from hedui.core.deployment import ConnectorKind
+from hedui.core.errors import InvalidResidentId
+from hedui.core.resident_id import parse as parse_id
+from hedui.core.tokens import TokenKey
+
+RELATIONS = ("head", "spouse", "child", "parent", "grandchild", "sibling", "other")
+REGISTRY_HEADER = ["household_id", "id_number", "relation", "birth_date"]
+
+
+def _read(path: Path) -> tuple[list[list[str]], list[RowProblem]]:
+    try:
+        with path.open(encoding="utf-8-sig", newline="") as f:
+            return list(csv.reader(f)), []
+    except FileNotFoundError:
+        return [], [RowProblem(path.name, 0, f"{path} does not exist")]
+    except UnicodeDecodeError as e:
+        return [], [RowProblem(path.name, 0, f"not UTF-8 text ({e.reason})")]
+    except csv.Error as e:
+        return [], [RowProblem(path.name, 0, f"not a CSV file ({e})")]
+
+
+def _check_id(text: str, file: str, line: int, problems: list[RowProblem], today: dt.date) -> str | None:
+    try:
+        return parse_id(text, today=today).value
+    except InvalidResidentId as e:
+        problems.append(RowProblem(file, line, f"id_number: {e}"))
+        return None
+
+
+def read_holdings(
+    path: Path, kind: ConnectorKind, token_key: TokenKey, *, today: dt.date
+) -> dict[bytes, dict[str, int]]:
+    """Validate a connector's CSV and return the totals per token (raises ImportRejected)."""
+    rows, problems = _read(path)
+    name = path.name
+    totals: dict[bytes, dict[str, int]] = defaultdict(lambda: dict.fromkeys(kind.field_names, 0))
+    if not rows and not problems:
+        problems.append(RowProblem(name, 1, "the file is empty; it needs at least the header row"))
+    if problems:
+        raise ImportRejected(problems)
+    header = [h.strip() for h in rows[0]]
+    expected = ["id_number", *kind.field_names]
+    if header[:1] != ["id_number"] or sorted(header[1:]) != sorted(kind.field_names):
+        raise ImportRejected(
+            [RowProblem(name, 1, f"header must be {','.join(expected)}; got {','.join(header)}")]
+        )
+    limits = {f.name: f.max_value for f in kind.fields}
+    for line, row in enumerate(rows[1:], start=2):
+        if not any(cell.strip() for cell in row):
+            continue
+        if len(row) != len(header):
+            problems.append(RowProblem(name, line, f"{len(row)} columns, the header has {len(header)}"))
+            continue
+        id_number = _check_id(row[0], name, line, problems, today)
+        values: dict[str, int] = {}
+        for field, cell in zip(header[1:], row[1:], strict=True):
+            text = cell.strip()
+            if not text.isascii() or not text.isdigit():
+                problems.append(
+                    RowProblem(
+                        name, line,
+                        f"{field}: {text!r} is not a non-negative whole number "
+                        "(money is in fen, without a decimal point)",
+                    )
+                )
+                continue
+            value = int(text)
+            if value > limits[field]:
+                problems.append(RowProblem(name, line, f"{field}: {value} exceeds the declared maximum {limits[field]}"))
+                continue
+            values[field] = value
+        if id_number is None or len(values) != len(kind.fields):
+            continue
+        token_totals = totals[token_key.token(parse_id(id_number, today=today))]
+        for field, value in values.items():
+            token_totals[field] += value
+            if token_totals[field] > limits[field]:
+                problems.append(
+                    RowProblem(name, line, f"{field}: the person's total exceeds the declared maximum {limits[field]}")
+                )
+    if problems:
+        raise ImportRejected(problems)
+    return dict(totals)
+
+
+def read_register(path: Path, *, today: dt.date) -> list[Person]:
+    """Validate the household register's CSV (raises ImportRejected)."""
+    rows, problems = _read(path)
+    name = path.name
+    if not rows and not problems:
+        problems.append(RowProblem(name, 1, "the file is empty; it needs at least the header row"))
+    if problems:
+        raise ImportRejected(problems)
+    header = [h.strip() for h in rows[0]]
+    if header != REGISTRY_HEADER:
+        raise ImportRejected(
+            [RowProblem(name, 1, f"header must be {','.join(REGISTRY_HEADER)}; got {','.join(header)}")]
+        )
+    people: dict[str, Person] = {}
+    heads: dict[str, int] = defaultdict(int)
+    first_line: dict[str, int] = {}
+    for line, row in enumerate(rows[1:], start=2):
+        if not any(cell.strip() for cell in row):
+            continue
+        if len(row) != 4:
+            problems.append(RowProblem(name, line, f"{len(row)} columns, the header has 4"))
+            continue
+        household, raw_id, relation, birth = (c.strip() for c in row)
+        if not household or len(household) > 64:
+            problems.append(RowProblem(name, line, "household_id must be 1 to 64 characters"))
+        if relation not in RELATIONS:
+            problems.append(RowProblem(name, line, f"relation {relation!r} is not one of {', '.join(RELATIONS)}"))
+        try:
+            birth_date = dt.date.fromisoformat(birth)
+            if len(birth) != 10:
+                raise ValueError
+        except ValueError:
+            problems.append(RowProblem(name, line, f"birth_date {birth!r} is not a date YYYY-MM-DD"))
+            birth_date = None
+        id_number = _check_id(raw_id, name, line, problems, today)
+        if id_number is None:
+            continue
+        if birth_date is not None and id_number[6:14] != birth_date.strftime("%Y%m%d"):
+            problems.append(RowProblem(name, line, "birth_date differs from the birth date in the ID number"))
+        if id_number in people:
+            problems.append(
+                RowProblem(name, line, f"this ID number is already listed on line {first_line[id_number]}")
+            )
+            continue
+        first_line[id_number] = line
+        people[id_number] = Person(
+            id_number=id_number, household_id=household, relation=relation, birth_date=birth
+        )
+        if relation == "head":
+            heads[household] += 1
+    for household in {p.household_id for p in people.values()}:
+        if heads[household] != 1:
+            problems.append(
+                RowProblem(name, 0, f"household {household} has {heads[household]} heads, it needs exactly 1")
+            )
+    if problems:
+        raise ImportRejected(problems)
+    return list(people.values())
+
+
+def import_holdings(
+    path: Path, store: HoldingStore, kind: ConnectorKind, token_key: TokenKey, *, today: dt.date
+) -> int:
+    return store.replace_all(read_holdings(path, kind, token_key, today=today))
+
+
+def import_register(path: Path, store: RegisterStore, *, today: dt.date) -> int:
+    return store.replace_all(read_register(path, today=today))

@@ -1,0 +1,50 @@
+"""The household registry connector (公安户籍): the population register itself."""
+
+from __future__ import annotations
+
+import grpc
+
+from hedui.connectors.store import RegisterStore
+from hedui.core import rpc
+from hedui.core.errors import InvalidResidentId
+from hedui.core.resident_id import parse as parse_id
+from hedui.proto.v1 import connector_pb2, connector_pb2_grpc
+
+_RELATIONS = {
+    "head": connector_pb2.HEAD,
+    "spouse": connector_pb2.SPOUSE,
+    "child": connector_pb2.CHILD,
+    "parent": connector_pb2.PARENT,
+    "grandchild": connector_pb2.GRANDCHILD,
+    "sibling": connector_pb2.SIBLING,
+    "other": connector_pb2.OTHER,
+}
+
+
+class RegistryServicer(connector_pb2_grpc.RegistryServiceServicer):
+    def __init__(self, store: RegisterStore) -> None:
+        self._store = store
+
+    def GetHousehold(
+        self, request: connector_pb2.HouseholdRequest, context: grpc.ServicerContext
+    ) -> connector_pb2.Household:
+        try:
+            resident = parse_id(request.id_number)
+        except InvalidResidentId as e:
+            rpc.abort(
+                context, grpc.StatusCode.INVALID_ARGUMENT, str(e), rpc.bad_request("id_number", str(e))
+            )
+        members = self._store.household_of(resident.value)
+        if not members:
+            rpc.abort(
+                context, grpc.StatusCode.NOT_FOUND,
+                "the ID number is not in the household register",
+            )
+        return connector_pb2.Household(
+            members=[
+                connector_pb2.Member(
+                    id_number=m.id_number, relation=_RELATIONS[m.relation], birth_date=m.birth_date
+                )
+                for m in members
+            ]
+        )

@@ -1,0 +1,117 @@
+"""The connector SDK: answer a query with one signed, freshly encrypted total per field.
+
+A bank or department implements :class:`HoldingSource` over its own data (the reference
+connectors use :class:`hedui.connectors.store.HoldingStore`) and serves
+:class:`ConnectorServicer`. The SDK enforces the privacy contract: every queried token is
+answered (a token the source does not hold adds 0), the household is summed before encryption,
+every ciphertext gets fresh randomness, and the answer is signed over the query id.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from typing import Protocol
+
+import grpc
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from hedui.core import rpc, signing
+from hedui.core.deployment import ConnectorKind
+from hedui.core.paillier import PublicKey
+from hedui.proto.v1 import connector_pb2, connector_pb2_grpc
+
+MAX_TOKENS = 64
+TOKEN_BYTES = 32
+MAX_QUERY_ID = 128
+
+
+class HoldingSource(Protocol):
+    def sums(self, tokens: Sequence[bytes], fields: Iterable[str]) -> dict[str, int]: ...
+
+
+class Answerer:
+    """Builds a connector's signed answer; independent of gRPC so it can be tested directly."""
+
+    def __init__(
+        self,
+        connector_id: str,
+        kind: ConnectorKind,
+        source: HoldingSource,
+        public_key: PublicKey,
+        signing_key: Ed25519PrivateKey,
+    ) -> None:
+        self.connector_id = connector_id
+        self.kind = kind
+        self._source = source
+        self._public = public_key
+        self._signing_key = signing_key
+
+    def describe(self) -> connector_pb2.DescribeResponse:
+        return connector_pb2.DescribeResponse(
+            connector_id=self.connector_id,
+            kind=self.kind.kind,
+            display_name=self.kind.display_name,
+            is_bank=self.kind.is_bank,
+            fields=[
+                connector_pb2.FieldDescription(
+                    name=f.name, unit=f.unit, description=f.description, max_value=f.max_value
+                )
+                for f in self.kind.fields
+            ],
+            key_fingerprint=self._public.fingerprint,
+            signing_public_key=signing.public_key_to_pem(self._signing_key.public_key()),
+        )
+
+    def answer(self, query_id: str, tokens: Sequence[bytes]) -> connector_pb2.QueryResponse:
+        totals = self._source.sums(tokens, self.kind.field_names)
+        fields = [
+            (name, self._public.to_bytes(self._public.encrypt(totals[name])))
+            for name in self.kind.field_names
+        ]
+        signed = signing.answer_bytes(query_id, self.connector_id, self._public.fingerprint, fields)
+        return connector_pb2.QueryResponse(
+            connector_id=self.connector_id,
+            key_fingerprint=self._public.fingerprint,
+            fields=[connector_pb2.EncryptedField(name=n, ciphertext=c) for n, c in fields],
+            signature=signing.sign(self._signing_key, signed),
+        )
+
+
+class ConnectorServicer(connector_pb2_grpc.ConnectorServiceServicer):
+    def __init__(self, answerer: Answerer) -> None:
+        self._answerer = answerer
+
+    def Describe(
+        self, request: connector_pb2.DescribeRequest, context: grpc.ServicerContext
+    ) -> connector_pb2.DescribeResponse:
+        return self._answerer.describe()
+
+    def Query(
+        self, request: connector_pb2.QueryRequest, context: grpc.ServicerContext
+    ) -> connector_pb2.QueryResponse:
+        if not request.query_id or len(request.query_id) > MAX_QUERY_ID:
+            rpc.abort(
+                context, grpc.StatusCode.INVALID_ARGUMENT, "query_id is required",
+                rpc.bad_request("query_id", f"1 to {MAX_QUERY_ID} characters"),
+            )
+        if not 1 <= len(request.tokens) <= MAX_TOKENS:
+            rpc.abort(
+                context, grpc.StatusCode.INVALID_ARGUMENT, "a query holds 1 to 64 tokens",
+                rpc.bad_request("tokens", f"{len(request.tokens)} tokens; 1 to {MAX_TOKENS} allowed"),
+            )
+        if any(len(t) != TOKEN_BYTES for t in request.tokens):
+            rpc.abort(
+                context, grpc.StatusCode.INVALID_ARGUMENT, "tokens are 32 bytes",
+                rpc.bad_request("tokens", "every token is an HMAC-SHA256 of 32 bytes"),
+            )
+        fingerprint = self._answerer.describe().key_fingerprint
+        if request.key_fingerprint != fingerprint:
+            rpc.abort(
+                context, grpc.StatusCode.FAILED_PRECONDITION,
+                "this connector encrypts only under the custodian's pinned public key",
+                rpc.precondition_failure(
+                    "PAILLIER_KEY", "key_fingerprint",
+                    f"expected {fingerprint.hex()}, got {request.key_fingerprint.hex()}",
+                ),
+            )
+        return self._answerer.answer(request.query_id, list(request.tokens))

@@ -1,0 +1,67 @@
+"""Start reference connectors (registry, departments, banks) as gRPC servers."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import grpc
+
+from hedui.connectors.registry import RegistryServicer
+from hedui.connectors.sdk import Answerer, ConnectorServicer
+from hedui.connectors.store import HoldingStore, RegisterStore, open_engine
+from hedui.core.deployment import kind_of
+from hedui.core.keystore import KeyDir
+from hedui.core.rpc import RunningServer, create_server
+from hedui.proto.v1 import connector_pb2, connector_pb2_grpc
+
+CONNECTOR_SERVICE = connector_pb2.DESCRIPTOR.services_by_name["ConnectorService"].full_name
+REGISTRY_SERVICE = connector_pb2.DESCRIPTOR.services_by_name["RegistryService"].full_name
+
+
+@dataclass(frozen=True)
+class ConnectorSettings:
+    connector_id: str
+    database_url: str
+    address: str = "127.0.0.1:0"
+    insecure: bool = False
+    max_workers: int = 4
+
+
+def start_connector(settings: ConnectorSettings, keys: KeyDir) -> RunningServer:
+    """Serve one bank or department connector; only the verification service may query it."""
+    answerer = Answerer(
+        settings.connector_id,
+        kind_of(settings.connector_id),
+        HoldingStore(open_engine(settings.database_url)),
+        keys.paillier_public(),
+        keys.connector_signing_key(settings.connector_id),
+    )
+    servicer = ConnectorServicer(answerer)
+
+    def register(server: grpc.Server) -> None:
+        connector_pb2_grpc.add_ConnectorServiceServicer_to_server(servicer, server)
+
+    return create_server(
+        settings.address,
+        tls=None if settings.insecure else keys.tls(settings.connector_id),
+        roles={"service"},
+        register=[register],
+        service_names=[CONNECTOR_SERVICE],
+        max_workers=settings.max_workers,
+    )
+
+
+def start_registry(settings: ConnectorSettings, keys: KeyDir) -> RunningServer:
+    servicer = RegistryServicer(RegisterStore(open_engine(settings.database_url)))
+
+    def register(server: grpc.Server) -> None:
+        connector_pb2_grpc.add_RegistryServiceServicer_to_server(servicer, server)
+
+    return create_server(
+        settings.address,
+        tls=None if settings.insecure else keys.tls(settings.connector_id),
+        roles={"service"},
+        register=[register],
+        service_names=[REGISTRY_SERVICE],
+        max_workers=settings.max_workers,
+    )

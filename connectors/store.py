@@ -1,0 +1,135 @@
+"""Connector databases through SQLAlchemy (SQLite by default; the URL decides).
+
+An answering connector stores, per token, the total of each declared field: never a plaintext
+ID. The household registry is the population register itself and stores ID numbers.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
+
+from sqlalchemy import (
+    BigInteger,
+    Engine,
+    LargeBinary,
+    String,
+    create_engine,
+    delete,
+    event,
+    func,
+    insert,
+    select,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+class Holding(Base):
+    """One field's total for one token at this connector."""
+
+    __tablename__ = "holding"
+    token: Mapped[bytes] = mapped_column(LargeBinary(32), primary_key=True)
+    field: Mapped[str] = mapped_column(String(64), primary_key=True)
+    value: Mapped[int] = mapped_column(BigInteger)
+
+
+class Person(Base):
+    """One resident in the household register (registry connector only)."""
+
+    __tablename__ = "person"
+    id_number: Mapped[str] = mapped_column(String(18), primary_key=True)
+    household_id: Mapped[str] = mapped_column(String(64), index=True)
+    relation: Mapped[str] = mapped_column(String(16))
+    birth_date: Mapped[str] = mapped_column(String(10))
+
+
+def sqlite_url(path: Path) -> str:
+    return f"sqlite:///{path}"
+
+
+def open_engine(url: str) -> Engine:
+    engine = create_engine(url)
+    if engine.dialect.name == "sqlite":
+
+        @event.listens_for(engine, "connect")
+        def _pragmas(dbapi_conn: object, _record: object) -> None:
+            cur = dbapi_conn.cursor()  # type: ignore[attr-defined]
+            cur.execute("PRAGMA journal_mode=WAL")
+            cur.execute("PRAGMA synchronous=NORMAL")
+            cur.close()
+
+    Base.metadata.create_all(engine)
+    return engine
+
+
+class HoldingStore:
+    """The totals one answering connector holds, by token."""
+
+    def __init__(self, engine: Engine) -> None:
+        self._engine = engine
+
+    def replace_all(self, totals: Mapping[bytes, Mapping[str, int]]) -> int:
+        """Replace the whole data set in one transaction (an import is a full snapshot)."""
+        rows = [
+            {"token": token, "field": field, "value": value}
+            for token, fields in totals.items()
+            for field, value in fields.items()
+            if value
+        ]
+        with Session(self._engine) as s, s.begin():
+            s.execute(delete(Holding))
+            if rows:
+                s.execute(insert(Holding), rows)
+        return len(totals)
+
+    def sums(self, tokens: Sequence[bytes], fields: Iterable[str]) -> dict[str, int]:
+        """The total of every field over ``tokens`` (0 for a token or field not held)."""
+        out = dict.fromkeys(fields, 0)
+        if not tokens:
+            return out
+        stmt = (
+            select(Holding.field, func.sum(Holding.value))
+            .where(Holding.token.in_(list(tokens)))
+            .group_by(Holding.field)
+        )
+        with Session(self._engine) as s:
+            for field, total in s.execute(stmt):
+                if field in out:
+                    out[field] = int(total)
+        return out
+
+    def count_tokens(self) -> int:
+        with Session(self._engine) as s:
+            return int(s.scalar(select(func.count(func.distinct(Holding.token)))) or 0)
+
+
+class RegisterStore:
+    """The household register (公安户籍)."""
+
+    def __init__(self, engine: Engine) -> None:
+        self._engine = engine
+
+    def replace_all(self, people: Sequence[Person]) -> int:
+        with Session(self._engine) as s, s.begin():
+            s.execute(delete(Person))
+            s.add_all(people)
+        return len(people)
+
+    def household_of(self, id_number: str) -> list[Person]:
+        """Every member of the household of ``id_number``, head first; empty when unknown."""
+        with Session(self._engine) as s:
+            household = s.scalar(select(Person.household_id).where(Person.id_number == id_number))
+            if household is None:
+                return []
+            members = list(s.scalars(select(Person).where(Person.household_id == household)))
+            s.expunge_all()
+        members.sort(key=lambda p: (p.relation != "head", p.birth_date, p.id_number))
+        return members
+
+    def count(self) -> int:
+        with Session(self._engine) as s:
+            return int(s.scalar(select(func.count()).select_from(Person)) or 0)

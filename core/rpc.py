@@ -1,0 +1,178 @@
+"""gRPC plumbing shared by every hedui server and client.
+
+- errors as status codes with ``google.rpc`` details (``BadRequest``, ``PreconditionFailure``);
+- ``create_server``: health and reflection registered in one place, mutual TLS unless insecure,
+  a role check interceptor, bound to the address given (port 0 picks a free port);
+- channels with the same TLS material.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Collection, Sequence
+from concurrent import futures
+from dataclasses import dataclass
+from typing import Any, NoReturn
+
+import grpc
+from google.protobuf import any_pb2
+from google.rpc import code_pb2, error_details_pb2, status_pb2
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+from grpc_status import rpc_status
+
+from hedui.core.tls import PeerIdentity, TlsMaterial, channel_options, peer_identity
+
+HEALTH_SERVICE_NAME = health.SERVICE_NAME
+
+
+def _status(code: grpc.StatusCode, message: str, *details: Any) -> grpc.Status:
+    packed = []
+    for d in details:
+        a = any_pb2.Any()
+        a.Pack(d)
+        packed.append(a)
+    code_value = getattr(code_pb2, code.name)
+    return rpc_status.to_status(status_pb2.Status(code=code_value, message=message, details=packed))
+
+
+def abort(context: grpc.ServicerContext, code: grpc.StatusCode, message: str, *details: Any) -> NoReturn:
+    context.abort_with_status(_status(code, message, *details))
+    raise AssertionError("abort_with_status returned")  # pragma: no cover
+
+
+def bad_request(field: str, description: str) -> error_details_pb2.BadRequest:
+    return error_details_pb2.BadRequest(
+        field_violations=[
+            error_details_pb2.BadRequest.FieldViolation(field=field, description=description)
+        ]
+    )
+
+
+def precondition_failure(kind: str, subject: str, description: str) -> error_details_pb2.PreconditionFailure:
+    return error_details_pb2.PreconditionFailure(
+        violations=[
+            error_details_pb2.PreconditionFailure.Violation(
+                type=kind, subject=subject, description=description
+            )
+        ]
+    )
+
+
+def error_details(error: grpc.RpcError) -> list[Any]:
+    """The ``google.rpc`` detail messages of a failed call (client side)."""
+    if not isinstance(error, grpc.Call):
+        return []
+    status = rpc_status.from_call(error)
+    if status is None:
+        return []
+    out: list[Any] = []
+    for d in status.details:
+        for cls in (
+            error_details_pb2.BadRequest,
+            error_details_pb2.PreconditionFailure,
+            error_details_pb2.QuotaFailure,
+        ):
+            if d.Is(cls.DESCRIPTOR):
+                msg = cls()
+                d.Unpack(msg)
+                out.append(msg)
+    return out
+
+
+class RoleInterceptor(grpc.ServerInterceptor):
+    """Admit a call only when the peer's certificate has one of ``roles`` (health is open)."""
+
+    def __init__(self, roles: Collection[str]) -> None:
+        self._roles = frozenset(roles)
+
+    def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], grpc.RpcMethodHandler | None],
+        handler_call_details: grpc.HandlerCallDetails,
+    ) -> grpc.RpcMethodHandler | None:
+        handler = continuation(handler_call_details)
+        method = handler_call_details.method  # type: ignore[attr-defined]
+        if handler is None or method.startswith(("/grpc.health.", "/grpc.reflection.")):
+            return handler
+        if handler.unary_unary is None:
+            return handler  # streaming handlers check the role themselves
+        inner = handler.unary_unary
+        roles = self._roles
+
+        def guarded(request: Any, context: grpc.ServicerContext) -> Any:
+            peer = peer_identity(context)
+            if peer is not None and peer.role not in roles:
+                abort(
+                    context,
+                    grpc.StatusCode.PERMISSION_DENIED,
+                    f"certificate role {peer.role!r} of {peer.name!r} may not call {method}",
+                )
+            return inner(request, context)
+
+        return grpc.unary_unary_rpc_method_handler(
+            guarded,
+            request_deserializer=handler.request_deserializer,
+            response_serializer=handler.response_serializer,
+        )
+
+
+def caller(context: grpc.ServicerContext) -> PeerIdentity:
+    from hedui.core.tls import INSECURE_PEER
+
+    return peer_identity(context) or INSECURE_PEER
+
+
+@dataclass
+class RunningServer:
+    server: grpc.Server
+    port: int
+    health: health.HealthServicer
+
+    def stop(self, grace: float | None = 1.0) -> None:
+        self.health.enter_graceful_shutdown()
+        self.server.stop(grace).wait()
+
+
+def create_server(
+    address: str,
+    *,
+    tls: TlsMaterial | None,
+    roles: Collection[str],
+    register: Sequence[Callable[[grpc.Server], None]],
+    service_names: Sequence[str],
+    max_workers: int = 8,
+) -> RunningServer:
+    """Start a server with health and reflection; ``tls=None`` is plaintext (``--insecure``)."""
+    server = grpc.server(
+        futures.ThreadPoolExecutor(max_workers=max_workers),
+        interceptors=[RoleInterceptor(roles)],
+        options=[("grpc.so_reuseport", 0), ("grpc.max_receive_message_length", 4 * 1024 * 1024)],
+    )
+    for reg in register:
+        reg(server)
+    health_servicer = health.HealthServicer()
+    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+    for name in (*service_names, ""):
+        health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
+    reflection.enable_server_reflection((*service_names, HEALTH_SERVICE_NAME, reflection.SERVICE_NAME), server)
+    if tls is None:
+        port = server.add_insecure_port(address)
+    else:
+        port = server.add_secure_port(address, tls.server_credentials())
+    server.start()
+    return RunningServer(server, port, health_servicer)
+
+
+def open_channel(target: str, *, tls: TlsMaterial | None, server_name: str | None = None) -> grpc.Channel:
+    if tls is None:
+        return grpc.insecure_channel(target, options=channel_options(None))
+    return grpc.secure_channel(target, tls.channel_credentials(), options=channel_options(server_name))
+
+
+def wait_healthy(channel: grpc.Channel, timeout: float) -> None:
+    """Block until the server behind ``channel`` reports SERVING (raises grpc.RpcError)."""
+    stub = health_pb2_grpc.HealthStub(channel)
+    grpc.channel_ready_future(channel).result(timeout=timeout)
+    resp = stub.Check(health_pb2.HealthCheckRequest(service=""), timeout=timeout)
+    if resp.status != health_pb2.HealthCheckResponse.SERVING:
+        raise RuntimeError("server is not serving")

@@ -1,0 +1,19 @@
+"""The one error base of ``hedui.server``."""
+
+from hedui.core.errors import HeduiError
+
+
+class ServiceError(HeduiError):
+    """Base of every error of the verification service."""
+
+
+class ConfigError(ServiceError):
+    """A configuration file or override that cannot be used; the message names the setting."""
+
+
+class PolicyError(ServiceError):
+    """A programme, region or date for which no policy is in force."""
+
+
+class CustodianRefused(ServiceError):
+    """The key custodian refused to decrypt (bad signature, mismatched aggregate, too few banks)."""

@@ -1,0 +1,197 @@
+"""Concurrent queries to the registry and to every connector, each with a deadline.
+
+Nothing a connector sends is trusted: its layout comes from its ``Describe`` (checked against
+the pinned signing key and the custodian's Paillier key), and each answer must name the right
+connector and key, carry exactly the declared fields as well-formed ciphertexts, and verify
+under the connector's pinned Ed25519 key. Anything else is a named failure, never a zero.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+
+import grpc
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
+from hedui.core import signing
+from hedui.core.errors import CryptoError
+from hedui.core.paillier import PublicKey
+from hedui.core.resident_id import ResidentId
+from hedui.core.rpc import open_channel
+from hedui.core.tls import TlsMaterial
+from hedui.core.tokens import TokenMaster
+from hedui.proto.v1 import connector_pb2, connector_pb2_grpc
+from hedui.server.answers import SignedAnswer
+from hedui.server.errors import ServiceError
+from hedui.server.policy.engine import Member
+
+_RELATIONS = {v: k.lower() for k, v in connector_pb2.Relation.items() if v}
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    connector_id: str
+    address: str
+
+
+@dataclass(frozen=True)
+class Layout:
+    fields: tuple[str, ...]
+    is_bank: bool
+
+
+@dataclass(frozen=True)
+class FanOutResult:
+    answers: tuple[SignedAnswer, ...]
+    failures: Mapping[str, str]  # connector id -> reason
+    expected_fields: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+
+
+class RegistryNotFound(ServiceError):
+    pass
+
+
+class SourceUnavailable(ServiceError):
+    pass
+
+
+def _reason(error: grpc.RpcError, timeout: float) -> str:
+    code = error.code() if isinstance(error, grpc.Call) else None
+    if code == grpc.StatusCode.DEADLINE_EXCEEDED:
+        return f"no answer within {timeout:g} s"
+    if code == grpc.StatusCode.UNAVAILABLE:
+        return "unreachable"
+    details = error.details() if isinstance(error, grpc.Call) else str(error)
+    return f"{code.name if code else 'error'}: {details}"
+
+
+class RegistryClient:
+    def __init__(self, endpoint: Endpoint, tls: TlsMaterial | None, timeout: float) -> None:
+        self._channel = open_channel(endpoint.address, tls=tls, server_name=endpoint.connector_id)
+        self._stub = connector_pb2_grpc.RegistryServiceStub(self._channel)
+        self._timeout = timeout
+
+    def household(self, resident: ResidentId, query_id: str) -> list[tuple[ResidentId, Member]]:
+        try:
+            reply = self._stub.GetHousehold(
+                connector_pb2.HouseholdRequest(id_number=resident.value, query_id=query_id),
+                timeout=self._timeout,
+            )
+        except grpc.RpcError as e:
+            if isinstance(e, grpc.Call) and e.code() == grpc.StatusCode.NOT_FOUND:
+                raise RegistryNotFound("the ID number is not in the household register") from None
+            raise SourceUnavailable(f"household registry: {_reason(e, self._timeout)}") from None
+        out = []
+        for m in reply.members:
+            out.append(
+                (ResidentId(m.id_number), Member(_RELATIONS.get(m.relation, "other"), dt.date.fromisoformat(m.birth_date)))
+            )
+        if not any(r.value == resident.value for r, _ in out):
+            raise SourceUnavailable("household registry: the answer does not include the applicant")
+        return out
+
+    def close(self) -> None:
+        self._channel.close()
+
+
+class ConnectorPool:
+    def __init__(
+        self,
+        endpoints: Sequence[Endpoint],
+        *,
+        tls: TlsMaterial | None,
+        verify_keys: Mapping[str, Ed25519PublicKey],
+        public_key: PublicKey,
+        token_master: TokenMaster,
+        timeout: float,
+    ) -> None:
+        self._endpoints = {e.connector_id: e for e in endpoints}
+        self._channels = {
+            e.connector_id: open_channel(e.address, tls=tls, server_name=e.connector_id) for e in endpoints
+        }
+        self._stubs = {cid: connector_pb2_grpc.ConnectorServiceStub(ch) for cid, ch in self._channels.items()}
+        self._verify_keys = dict(verify_keys)
+        self._public = public_key
+        self._tokens = {cid: token_master.for_connector(cid) for cid in self._endpoints}
+        self._timeout = timeout
+        self._layouts: dict[str, Layout] = {}
+
+    @property
+    def connector_ids(self) -> tuple[str, ...]:
+        return tuple(self._endpoints)
+
+    def layout(self, connector_id: str) -> Layout | None:
+        return self._layouts.get(connector_id)
+
+    def _check_describe(self, cid: str, d: connector_pb2.DescribeResponse) -> Layout:
+        if d.connector_id != cid:
+            raise CryptoError(f"it describes itself as {d.connector_id!r}")
+        if d.key_fingerprint != self._public.fingerprint:
+            raise CryptoError("it encrypts under another Paillier key")
+        pinned = signing.public_key_to_pem(self._verify_keys[cid])
+        if d.signing_public_key != pinned:
+            raise CryptoError("its signing key is not the pinned one")
+        names = tuple(f.name for f in d.fields)
+        if not names or len(set(names)) != len(names):
+            raise CryptoError("it declares no fields or a field twice")
+        return Layout(names, d.is_bank)
+
+    def describe_missing(self, failures: dict[str, str]) -> None:
+        pending = {
+            cid: self._stubs[cid].Describe.future(connector_pb2.DescribeRequest(), timeout=self._timeout)
+            for cid in self._endpoints
+            if cid not in self._layouts
+        }
+        for cid, fut in pending.items():
+            try:
+                self._layouts[cid] = self._check_describe(cid, fut.result())
+            except grpc.RpcError as e:
+                failures[cid] = _reason(e, self._timeout)
+            except CryptoError as e:
+                failures[cid] = f"invalid description: {e}"
+
+    def _check_answer(self, cid: str, query_id: str, r: connector_pb2.QueryResponse) -> SignedAnswer:
+        layout = self._layouts[cid]
+        if r.connector_id != cid:
+            raise CryptoError(f"it answers as {r.connector_id!r}")
+        names = tuple(f.name for f in r.fields)
+        if names != layout.fields:
+            raise CryptoError(f"fields {', '.join(names)} differ from the declared {', '.join(layout.fields)}")
+        for f in r.fields:
+            self._public.from_bytes(f.ciphertext, r.key_fingerprint)
+        answer = SignedAnswer(
+            cid, layout.is_bank, tuple((f.name, f.ciphertext) for f in r.fields), r.signature, r.key_fingerprint
+        )
+        signing.verify(self._verify_keys[cid], answer.signed_bytes(query_id), answer.signature)
+        return answer
+
+    def query(self, query_id: str, members: Sequence[ResidentId]) -> FanOutResult:
+        failures: dict[str, str] = {}
+        self.describe_missing(failures)
+        futures = {}
+        for cid in self._endpoints:
+            if cid in failures:
+                continue
+            token_key = self._tokens[cid]
+            request = connector_pb2.QueryRequest(
+                query_id=query_id,
+                tokens=[token_key.token(m) for m in members],
+                key_fingerprint=self._public.fingerprint,
+            )
+            futures[cid] = self._stubs[cid].Query.future(request, timeout=self._timeout)
+        answers = []
+        for cid, fut in futures.items():
+            try:
+                answers.append(self._check_answer(cid, query_id, fut.result()))
+            except grpc.RpcError as e:
+                failures[cid] = _reason(e, self._timeout)
+            except CryptoError as e:
+                failures[cid] = f"invalid answer: {e}"
+        expected = {cid: layout.fields for cid, layout in self._layouts.items()}
+        return FanOutResult(tuple(answers), failures, expected)
+
+    def close(self) -> None:
+        for ch in self._channels.values():
+            ch.close()

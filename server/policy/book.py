@@ -1,0 +1,67 @@
+"""The programmes and regions a deployment applies, and the policy version of each verdict.
+
+The policy version is the SHA-256 of the rule code (the programme's modules) and the region's
+parameter file, so any change to either gives a new version in every verdict and audit entry.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from importlib import resources
+
+from hedui.server.errors import PolicyError
+from hedui.server.policy import dibao
+from hedui.server.policy.engine import Evaluation, HouseholdFacts
+from hedui.server.policy.params import RegionParameters, load_builtin
+
+Evaluate = Callable[[HouseholdFacts, RegionParameters, dt.date], Evaluation]
+
+PROGRAMS: Mapping[str, Evaluate] = {dibao.NAME: dibao.evaluate}
+_RULE_MODULES = ("engine.py", "params.py", "book.py", "dibao.py")
+
+
+def _code_digest() -> bytes:
+    h = hashlib.sha256(b"hedui/policy-code/v1")
+    folder = resources.files("hedui.server.policy")
+    for name in _RULE_MODULES:
+        h.update(name.encode() + b"\0" + (folder / name).read_bytes())
+    return h.digest()
+
+
+@dataclass(frozen=True)
+class Applied:
+    evaluation: Evaluation
+    policy_version: str
+
+
+class PolicyBook:
+    def __init__(self, regions: Mapping[str, RegionParameters], default_region: str) -> None:
+        if default_region not in regions:
+            raise PolicyError(f"no parameter file for the default region {default_region!r}")
+        self.regions = dict(regions)
+        self.default_region = default_region
+        self._code = _code_digest()
+
+    @classmethod
+    def builtin(cls, default_region: str = "demo") -> PolicyBook:
+        return cls(load_builtin(), default_region)
+
+    def version(self, region: str) -> str:
+        params = self.regions[region]
+        return hashlib.sha256(self._code + params.digest.encode()).hexdigest()[:32]
+
+    def check(self, program: str, region: str, as_of: dt.date) -> None:
+        """Raise PolicyError when the programme, region or date has no policy in force."""
+        if program not in PROGRAMS:
+            raise PolicyError(f"unknown programme {program!r}; known: {', '.join(PROGRAMS)}")
+        if region not in self.regions:
+            raise PolicyError(f"unknown region {region!r}; known: {', '.join(self.regions)}")
+        self.regions[region].get(f"{program}_standard", as_of)
+
+    def apply(self, program: str, region: str, facts: HouseholdFacts, as_of: dt.date) -> Applied:
+        self.check(program, region, as_of)
+        evaluation = PROGRAMS[program](facts, self.regions[region], as_of)
+        return Applied(evaluation, self.version(region))

@@ -1,0 +1,122 @@
+"""Household facts in, explained verdict out: the types every programme's rules share.
+
+A rule is passed, failed or undecided. Undecided is what a missing or invalid source gives:
+it is never turned into a pass. The decision is INELIGIBLE if any rule failed, else
+NEEDS_REVIEW if any is undecided, else ELIGIBLE.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import enum
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+
+
+class Outcome(enum.Enum):
+    PASSED = "passed"
+    FAILED = "failed"
+    UNDECIDED = "undecided"
+
+
+class Decision(enum.Enum):
+    ELIGIBLE = "ELIGIBLE"
+    INELIGIBLE = "INELIGIBLE"
+    NEEDS_REVIEW = "NEEDS_REVIEW"
+
+
+@dataclass(frozen=True)
+class Member:
+    relation: str
+    birth_date: dt.date
+
+    def age_on(self, date: dt.date) -> int:
+        before_birthday = (date.month, date.day) < (self.birth_date.month, self.birth_date.day)
+        return date.year - self.birth_date.year - before_birthday
+
+
+@dataclass(frozen=True)
+class Figure:
+    name: str
+    value: int
+    comparison: str
+    threshold: int
+    unit: str
+
+
+@dataclass(frozen=True)
+class RuleResult:
+    id: str
+    outcome: Outcome
+    value: int | None
+    threshold: int | None
+    comparison: str
+    unit: str
+    message_zh: str
+    message_en: str
+    missing_sources: tuple[str, ...] = ()
+    figures: tuple[Figure, ...] = ()
+    references: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class HouseholdFacts:
+    """What a programme may see: members' attributes and decrypted household totals.
+
+    ``missing`` maps a field to the sources whose answer for it is missing or invalid.
+    """
+
+    members: tuple[Member, ...]
+    totals: Mapping[str, int]
+    missing: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+
+    @property
+    def size(self) -> int:
+        return len(self.members)
+
+    def missing_for(self, fields: Iterable[str]) -> tuple[str, ...]:
+        out: set[str] = set()
+        for f in fields:
+            out.update(self.missing.get(f, ()))
+            if f not in self.totals and f not in self.missing:
+                out.add(f"no source for {f}")
+        return tuple(sorted(out))
+
+    def get(self, name: str) -> int:
+        return self.totals[name]
+
+
+@dataclass(frozen=True)
+class Evaluation:
+    decision: Decision
+    benefit_fen: int
+    rules: tuple[RuleResult, ...]
+
+
+def decide(rules: Iterable[RuleResult]) -> Decision:
+    outcomes = {r.outcome for r in rules}
+    if Outcome.FAILED in outcomes:
+        return Decision.INELIGIBLE
+    if Outcome.UNDECIDED in outcomes:
+        return Decision.NEEDS_REVIEW
+    return Decision.ELIGIBLE
+
+
+def undecided(rule_id: str, missing: tuple[str, ...], unit: str, zh: str, en: str) -> RuleResult:
+    sources = "、".join(missing)
+    return RuleResult(
+        rule_id, Outcome.UNDECIDED, None, None, "", unit,
+        f"{zh}：无法判断，缺少数据来源 {sources}",
+        f"{en}: undecided, missing source(s) {', '.join(missing)}",
+        missing_sources=missing,
+    )
+
+
+def round_up_to_yuan(fen: int) -> int:
+    return -(-fen // 100) * 100
+
+
+def yuan(fen: int) -> str:
+    """Fen as a yuan amount for a message, computed in integers (no floats for money)."""
+    sign = "-" if fen < 0 else ""
+    return f"{sign}{abs(fen) // 100}.{abs(fen) % 100:02d}"
