@@ -27,7 +27,6 @@ from dataclasses import dataclass
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
-
 from hedui.audit.errors import VerificationError
 
 EM_DASH = "\u2014"
@@ -165,9 +164,7 @@ def open_note(note: bytes, verifier_name: str, public_key: Ed25519PublicKey) -> 
         try:
             public_key.verify(signature, signed)
         except InvalidSignature:
-            raise VerificationError(
-                f"invalid signature by key {name}+{id_.hex()}"
-            ) from None
+            raise VerificationError(f"invalid signature by key {name}+{id_.hex()}") from None
         verified = True
     if not verified:
         raise VerificationError(f"note has no signature by key {verifier_name}+{want_id.hex()}")

@@ -76,7 +76,10 @@ def _path(m: int, start: int, end: int, subtree_hash: SubtreeHash) -> list[bytes
         return []
     k = _split(n)
     if m < k:
-        return [*_path(m, start, start + k, subtree_hash), _range_hash(start + k, end, subtree_hash)]
+        return [
+            *_path(m, start, start + k, subtree_hash),
+            _range_hash(start + k, end, subtree_hash),
+        ]
     return [*_path(m - k, start + k, end, subtree_hash), subtree_hash(start, start + k)]
 
 

@@ -48,7 +48,10 @@ class TokenKey:
     key: bytes
 
     def token(self, resident_id: ResidentId) -> bytes:
-        return hmac.digest(self.key, resident_id.value.encode("ascii"), "sha256")
+        return self.mac(resident_id.value.encode("ascii"))
+
+    def mac(self, data: bytes) -> bytes:
+        return hmac.digest(self.key, data, "sha256")
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,94 @@
+"""The audit log: append entries, sign checkpoints, serve receipts and proofs.
+
+The log signs a checkpoint after each append (or batch). Before it signs, it proves to itself
+that the new tree is consistent with the latest checkpoint it ever signed, so it never signs
+two checkpoints that contradict each other, even if someone has altered its database.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+
+from hedui.audit import merkle
+from hedui.audit.checkpoint import Checkpoint, parse_and_verify, sign_checkpoint
+from hedui.audit.errors import AuditError, VerificationError
+from hedui.audit.store import LogStore
+from hedui.proto.v1 import audit_pb2
+
+DEFAULT_ORIGIN = "hedui.example/demo-log"
+KEY_NAME = "hedui-log"
+
+
+def entry_bytes(entry: audit_pb2.AuditEntry) -> bytes:
+    """The canonical bytes of an entry: deterministic protobuf serialisation."""
+    return entry.SerializeToString(deterministic=True)
+
+
+@dataclass(frozen=True)
+class Receipt:
+    leaf_index: int
+    checkpoint: bytes
+    inclusion_proof: tuple[bytes, ...]
+
+
+class AuditLog:
+    def __init__(
+        self,
+        store: LogStore,
+        *,
+        origin: str,
+        signing_key: Ed25519PrivateKey,
+        key_name: str = KEY_NAME,
+    ) -> None:
+        self.store = store
+        self.origin = origin
+        self.key_name = key_name
+        self._key = signing_key
+        self._lock = threading.Lock()
+
+    @property
+    def public_key(self) -> Ed25519PublicKey:
+        return self._key.public_key()
+
+    def append(self, entries: Sequence[audit_pb2.AuditEntry]) -> list[Receipt]:
+        """Append entries and return a receipt for each, under one fresh checkpoint."""
+        appended = self.store.append([entry_bytes(e) for e in entries])
+        note = self.sign(appended.size)
+        return [
+            Receipt(i, note, tuple(self.store.inclusion_proof(i, appended.size)))
+            for i in range(appended.first_index, appended.size)
+        ]
+
+    def read_checkpoint(self, note: bytes) -> Checkpoint:
+        return parse_and_verify(note, self.key_name, self.public_key, origin=self.origin)
+
+    def sign(self, size: int) -> bytes:
+        """Sign a checkpoint of the tree at ``size`` after checking it against the latest one."""
+        with self._lock:
+            root = self.store.root(size)
+            latest = self.store.latest_checkpoint()
+            if latest is not None:
+                previous = self.read_checkpoint(latest[1])
+                try:
+                    if previous.size == size:
+                        if previous.root != root:
+                            raise VerificationError(f"root mismatch at size {size}")
+                        return latest[1]
+                    small, big = sorted(
+                        (previous, Checkpoint(self.origin, size, root)), key=lambda c: c.size
+                    )
+                    if small.size > 0:
+                        proof = self.store.consistency_proof(small.size, big.size)
+                        merkle.verify_consistency(small.size, big.size, proof, small.root, big.root)
+                except VerificationError as e:
+                    raise AuditError(
+                        f"refusing to sign: the tree at size {size} is inconsistent with the "
+                        f"checkpoint at size {previous.size} ({e}); the log database was altered"
+                    ) from None
+            note = sign_checkpoint(Checkpoint(self.origin, size, root), self.key_name, self._key)
+            self.store.save_checkpoint(size, note)
+            return note

@@ -1,0 +1,242 @@
+"""Run a whole deployment on this machine: ``hedui up`` and ``hedui demo``.
+
+The connectors run in a few worker processes (each connector is its own gRPC server with its
+own certificate and port); the verification service runs in this process. Every channel is
+mutual TLS unless ``insecure``. The operator commands live here, at the top of the import
+graph, because starting a deployment needs both the server and the connectors.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import multiprocessing as mp
+import os
+import shutil
+import signal
+import threading
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from multiprocessing.connection import Connection
+from pathlib import Path
+
+from hedui.connectors.errors import ConnectorError, ImportRejected
+from hedui.connectors.importer import read_holdings, read_register
+from hedui.connectors.server import ConnectorSettings, start_connector, start_registry
+from hedui.connectors.store import HoldingStore, RegisterStore, open_engine
+from hedui.core.deployment import default_connector_ids, kind_of
+from hedui.core.keystore import REGISTRY_ID
+from hedui.core.rpc import open_channel, wait_healthy
+from hedui.core.workdir import Workdir
+from hedui.server.app import RunningService, start_service
+from hedui.server.config import ServiceConfig
+from hedui.server.fanout import Endpoint
+
+log = logging.getLogger("hedui.deploy")
+
+
+@dataclass(frozen=True)
+class DeploySettings:
+    workdir: Path
+    data: Path | None = None
+    insecure: bool = False
+    paillier_bits: int = 2048
+    banks: int = 73
+    worker_processes: int = 2
+    min_banks: int = 3
+    query_timeout_seconds: float = 10.0
+    connector_ids: tuple[str, ...] = field(default=())
+
+    def connectors(self) -> tuple[str, ...]:
+        return self.connector_ids or default_connector_ids(self.banks)
+
+
+def prepare(settings: DeploySettings, say: Callable[[str], None], today: dt.date) -> Workdir:
+    """Create missing keys; import the CSVs of connectors that have no database yet."""
+    w = Workdir(settings.workdir)
+    w.prepare()
+    ids = settings.connectors()
+    w.keys.init(ids, paillier_bits=settings.paillier_bits, on_create=lambda what: say(f"creating {what}"))
+    todo = [c for c in (REGISTRY_ID, *ids) if not w.connector_db(c).exists()]
+    if not todo:
+        return w
+    if settings.data is None:
+        raise ConnectorError(
+            f"{w.root} has no data yet for {len(todo)} connector(s); pass --data DIR with the CSV files"
+        )
+    if not settings.data.is_dir():
+        raise ConnectorError(f"--data {settings.data} is not a directory")
+    loaded: dict[str, object] = {}
+    problems = []
+    for cid in todo:
+        path = settings.data / f"{cid}.csv"
+        if not path.exists():
+            loaded[cid] = None  # a connector without a file holds nothing
+            continue
+        try:
+            if cid == REGISTRY_ID:
+                loaded[cid] = read_register(path, today=today)
+            else:
+                loaded[cid] = read_holdings(path, kind_of(cid), w.keys.connector_token_key(cid), today=today)
+        except ImportRejected as e:
+            problems.extend(e.problems)
+    if problems:
+        raise ImportRejected(problems)
+    if REGISTRY_ID in todo and loaded.get(REGISTRY_ID) is None:
+        raise ConnectorError(f"{settings.data} has no registry.csv; the household register is required")
+    say(f"importing {sum(v is not None for v in loaded.values())} data file(s) into {w.root / 'db'}")
+    for cid, data in loaded.items():
+        final = w.connector_db(cid)
+        tmp = final.with_name(final.name + ".importing")
+        tmp.unlink(missing_ok=True)
+        engine = open_engine(f"sqlite:///{tmp}")
+        if cid == REGISTRY_ID:
+            RegisterStore(engine).replace_all(data)  # type: ignore[arg-type]
+        else:
+            HoldingStore(engine).replace_all(data or {})  # type: ignore[arg-type]
+        with engine.connect() as conn:
+            conn.exec_driver_sql("PRAGMA wal_checkpoint(TRUNCATE)")
+        engine.dispose()
+        for suffix in ("-wal", "-shm"):
+            Path(str(tmp) + suffix).unlink(missing_ok=True)
+        os.replace(tmp, final)
+    return w
+
+
+def _serve_group(root: str, ids: Sequence[str], insecure: bool, conn: Connection) -> None:
+    """Worker process: serve some connectors until told to stop (or the parent goes away)."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    w = Workdir(Path(root))
+    servers = []
+    try:
+        ports = {}
+        for cid in ids:
+            settings = ConnectorSettings(cid, w.connector_db_url(cid), insecure=insecure)
+            start = start_registry if cid == REGISTRY_ID else start_connector
+            running = start(settings, w.keys)
+            servers.append(running)
+            ports[cid] = running.port
+        conn.send(("ready", ports))
+        try:
+            conn.recv()
+        except EOFError:
+            pass
+    except Exception as e:  # reported to the parent, which prints it
+        conn.send(("error", f"{type(e).__name__}: {e}"))
+    finally:
+        for s in servers:
+            s.stop(0.5)
+
+
+class Deployment:
+    """A running deployment: connector worker processes plus the verification service."""
+
+    def __init__(self, settings: DeploySettings, workdir: Workdir) -> None:
+        self.settings = settings
+        self.workdir = workdir
+        self._workers: list[tuple[mp.process.BaseProcess, Connection]] = []
+        self.service: RunningService | None = None
+        self.config: ServiceConfig | None = None
+
+    @property
+    def address(self) -> str:
+        assert self.service is not None
+        return f"127.0.0.1:{self.service.port}"
+
+    def start(self) -> None:
+        ctx = mp.get_context("spawn")
+        ids = [REGISTRY_ID, *self.settings.connectors()]
+        n = max(1, self.settings.worker_processes)
+        groups = [ids[i::n] for i in range(n)]
+        for group in groups:
+            parent, child = ctx.Pipe()
+            p = ctx.Process(
+                target=_serve_group,
+                args=(str(self.workdir.root), group, self.settings.insecure, child),
+                daemon=True,
+            )
+            p.start()
+            self._workers.append((p, parent))
+        ports: dict[str, int] = {}
+        for p, parent in self._workers:
+            if not parent.poll(120):
+                self.stop()
+                raise ConnectorError("a connector worker did not start within 120 s")
+            kind, payload = parent.recv()
+            if kind != "ready":
+                self.stop()
+                raise ConnectorError(f"a connector worker failed to start: {payload}")
+            ports.update(payload)
+        w = self.workdir
+        self.config = ServiceConfig(
+            keys_dir=w.keys.root,
+            registry=Endpoint(REGISTRY_ID, f"127.0.0.1:{ports[REGISTRY_ID]}"),
+            connectors=tuple(Endpoint(c, f"127.0.0.1:{ports[c]}") for c in self.settings.connectors()),
+            audit_database=w.audit_db_url,
+            service_database=w.service_db_url,
+            insecure=self.settings.insecure,
+            min_banks=self.settings.min_banks,
+            query_timeout_seconds=self.settings.query_timeout_seconds,
+        )
+        w.service_config.write_text(self.config.to_toml(), encoding="utf-8")
+        self.service = start_service(self.config)
+        self._wait_healthy({**{c: p for c, p in ports.items()}, "service": self.service.port})
+        write_intake_profile(w, self.address, self.settings.insecure)
+
+    def _wait_healthy(self, ports: dict[str, int]) -> None:
+        tls = None if self.settings.insecure else self.workdir.keys.tls("service")
+        for name, port in ports.items():
+            channel = open_channel(f"127.0.0.1:{port}", tls=tls, server_name=name)
+            try:
+                wait_healthy(channel, timeout=30)
+            finally:
+                channel.close()
+
+    def stop(self) -> None:
+        if self.service is not None:
+            self.service.stop(1.0)
+            self.service = None
+        for p, parent in self._workers:
+            try:
+                parent.send("stop")
+            except (BrokenPipeError, OSError):
+                pass
+        for p, _ in self._workers:
+            p.join(10)
+            if p.is_alive():
+                p.terminate()
+                p.join(5)
+        self._workers.clear()
+
+
+def write_intake_profile(w: Workdir, address: str, insecure: bool) -> None:
+    cert, key = w.keys.tls_paths("intake")
+    text = (
+        "# hedui intake client profile (written by `hedui up`)\n"
+        f'address = "{address}"\n'
+        'server_name = "service"\n'
+        f"insecure = {'true' if insecure else 'false'}\n"
+        f'ca = "{w.keys.root / "ca.pem"}"\n'
+        f'cert = "{cert}"\n'
+        f'key = "{key}"\n'
+    )
+    w.intake_profile.write_text(text, encoding="utf-8")
+
+
+def run_until_signalled(deployment: Deployment, on_ready: Callable[[str], None]) -> None:
+    """Start, report ready, and stop cleanly on SIGINT or SIGTERM."""
+    stop = threading.Event()
+    previous = {s: signal.signal(s, lambda *_: stop.set()) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        deployment.start()
+        on_ready(deployment.address)
+        while not stop.wait(0.5):
+            pass
+    finally:
+        deployment.stop()
+        for s, handler in previous.items():
+            signal.signal(s, handler)
+
+
+def remove_workdir(path: Path) -> None:
+    shutil.rmtree(path, ignore_errors=True)

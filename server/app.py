@@ -1,0 +1,90 @@
+"""Assemble and start the verification service from its configuration."""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Callable
+from dataclasses import dataclass
+from zoneinfo import ZoneInfo
+
+import grpc
+
+from hedui.audit.log import AuditLog
+from hedui.audit.store import LogStore, open_log_engine
+from hedui.core.keystore import KeyDir
+from hedui.core.rpc import RunningServer, create_server
+from hedui.proto.v1 import verification_pb2, verification_pb2_grpc
+from hedui.server.config import ServiceConfig
+from hedui.server.custodian import KeyCustodian
+from hedui.server.fanout import ConnectorPool, RegistryClient
+from hedui.server.policy.book import PolicyBook
+from hedui.server.requests import RequestBook
+from hedui.server.verification import VerificationServicer, Verifier
+
+VERIFICATION_SERVICE = verification_pb2.DESCRIPTOR.services_by_name["VerificationService"].full_name
+
+
+@dataclass
+class RunningService:
+    server: RunningServer
+    verifier: Verifier
+
+    @property
+    def port(self) -> int:
+        return self.server.port
+
+    def stop(self, grace: float | None = 1.0) -> None:
+        self.server.stop(grace)
+        self.verifier.pool.close()
+        self.verifier.registry.close()
+
+
+def build_verifier(
+    config: ServiceConfig,
+    *,
+    now: Callable[[], dt.datetime] | None = None,
+    policy: PolicyBook | None = None,
+) -> Verifier:
+    keys = KeyDir(config.keys_dir)
+    tls = None if config.insecure else keys.tls("service")
+    private = keys.paillier_private()
+    verify_keys = {e.connector_id: keys.connector_verify_key(e.connector_id) for e in config.connectors}
+    zone = ZoneInfo(config.timezone)
+    clock = now or (lambda: dt.datetime.now(zone))
+    store = LogStore(open_log_engine(config.audit_database))
+    return Verifier(
+        registry=RegistryClient(config.registry, tls, config.registry_timeout_seconds),
+        pool=ConnectorPool(
+            config.connectors,
+            tls=tls,
+            verify_keys=verify_keys,
+            public_key=private.public,
+            token_master=keys.token_master(config.token_epoch),
+            timeout=config.query_timeout_seconds,
+        ),
+        custodian=KeyCustodian(private, verify_keys, min_banks=config.min_banks),
+        policy=policy or PolicyBook.builtin(config.default_region),
+        audit=AuditLog(store, origin=config.log_origin, signing_key=keys.log_signing_key()),
+        audit_key=keys.audit_token_key(),
+        requests=RequestBook(config.service_database),
+        now=clock,
+    )
+
+
+def start_service(config: ServiceConfig, verifier: Verifier | None = None) -> RunningService:
+    v = verifier or build_verifier(config)
+    keys = KeyDir(config.keys_dir)
+    servicer = VerificationServicer(v, today=lambda: v.now().date())
+
+    def register(server: grpc.Server) -> None:
+        verification_pb2_grpc.add_VerificationServiceServicer_to_server(servicer, server)
+
+    running = create_server(
+        config.address,
+        tls=None if config.insecure else keys.tls("service"),
+        roles={"intake"},
+        register=[register],
+        service_names=[VERIFICATION_SERVICE],
+        max_workers=16,
+    )
+    return RunningService(running, v)

@@ -1,0 +1,123 @@
+"""Service configuration: one TOML file (``hedui.toml``), overridable by ``HEDUI_*`` variables.
+
+The file is read once, at the edge, into frozen dataclasses that are passed in; nothing reads
+the environment later. Secrets are never in the file: it names the key directory.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from hedui.server.errors import ConfigError
+from hedui.server.fanout import Endpoint
+
+
+@dataclass(frozen=True)
+class ServiceConfig:
+    keys_dir: Path
+    registry: Endpoint
+    connectors: tuple[Endpoint, ...]
+    audit_database: str
+    service_database: str
+    address: str = "127.0.0.1:0"
+    default_region: str = "demo"
+    min_banks: int = 3
+    query_timeout_seconds: float = 10.0
+    registry_timeout_seconds: float = 5.0
+    insecure: bool = False
+    log_origin: str = "hedui.example/demo-log"
+    timezone: str = "Asia/Shanghai"
+    token_epoch: int = 1
+
+    def to_toml(self) -> str:
+        def q(v: object) -> str:
+            if isinstance(v, bool):
+                return "true" if v else "false"
+            if isinstance(v, int | float):
+                return str(v)
+            return '"' + str(v).replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+        lines = ["# hedui verification service", "[service]"]
+        for name in _SCALARS:
+            lines.append(f"{name} = {q(getattr(self, name))}")
+        lines.append(f"keys_dir = {q(self.keys_dir)}")
+        lines += ["", "[registry]", f"address = {q(self.registry.address)}", "", "[connectors]"]
+        lines += [f"{q(e.connector_id)} = {q(e.address)}" for e in self.connectors]
+        return "\n".join(lines) + "\n"
+
+
+_SCALARS: dict[str, type] = {
+    "address": str,
+    "default_region": str,
+    "min_banks": int,
+    "query_timeout_seconds": float,
+    "registry_timeout_seconds": float,
+    "insecure": bool,
+    "log_origin": str,
+    "timezone": str,
+    "token_epoch": int,
+    "audit_database": str,
+    "service_database": str,
+}
+
+
+def _coerce(name: str, value: Any, kind: type, source: str) -> Any:
+    if kind is bool:
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.lower() in ("1", "true", "yes", "0", "false", "no"):
+            return value.lower() in ("1", "true", "yes")
+    elif kind is float and isinstance(value, int | float | str) and not isinstance(value, bool):
+        try:
+            return float(value)
+        except ValueError:
+            pass
+    elif kind is int and isinstance(value, int | str) and not isinstance(value, bool):
+        try:
+            return int(value)
+        except ValueError:
+            pass
+    elif kind is str and isinstance(value, str):
+        return value
+    raise ConfigError(f"{source}: {name} must be a {kind.__name__}, got {value!r}")
+
+
+def load(path: Path, env: Mapping[str, str]) -> ServiceConfig:
+    """Read ``path`` and apply ``HEDUI_<SETTING>`` overrides from ``env``."""
+    try:
+        doc = tomllib.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError(f"{path} does not exist; start the deployment with `hedui up`") from None
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError(f"{path}: not valid TOML: {e}") from None
+    service = doc.get("service", {})
+    values: dict[str, Any] = {}
+    for name, kind in _SCALARS.items():
+        if name in service:
+            values[name] = _coerce(name, service[name], kind, str(path))
+        env_name = f"HEDUI_{name.upper()}"
+        if env_name in env:
+            values[name] = _coerce(name, env[env_name], kind, env_name)
+    for required in ("audit_database", "service_database"):
+        if required not in values:
+            raise ConfigError(f"{path}: [service] {required} is required")
+    registry = doc.get("registry", {}).get("address")
+    if not isinstance(registry, str):
+        raise ConfigError(f"{path}: [registry] address is required")
+    connectors = doc.get("connectors", {})
+    endpoints = tuple(Endpoint(str(k), str(v)) for k, v in connectors.items())
+    if not endpoints:
+        raise ConfigError(f"{path}: [connectors] lists no connector")
+    config = ServiceConfig(
+        keys_dir=Path(str(service.get("keys_dir", path.parent / "keys"))),
+        registry=Endpoint("registry", registry),
+        connectors=endpoints,
+        **values,
+    )
+    if config.min_banks < 2:
+        raise ConfigError(f"min_banks must be at least 2, got {config.min_banks}")
+    return config

@@ -1,0 +1,282 @@
+"""One verification: validate → audit request → household → fan-out → custodian → rules → audit verdict.
+
+:class:`Verifier` is the orchestration, free of gRPC; :class:`VerificationServicer` is the edge
+that turns requests into applications and errors into status codes with ``google.rpc`` details.
+Logs name the request id and the query id only, never an ID number.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import secrets
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import grpc
+
+from hedui.audit.errors import AuditError
+from hedui.audit.log import AuditLog, Receipt
+from hedui.core import rpc
+from hedui.core.deployment import kind_of
+from hedui.core.errors import InvalidResidentId
+from hedui.core.resident_id import ResidentId
+from hedui.core.resident_id import parse as parse_id
+from hedui.core.tls import PeerIdentity
+from hedui.core.tokens import TokenKey
+from hedui.proto.v1 import audit_pb2, common_pb2, verification_pb2, verification_pb2_grpc
+from hedui.server.answers import aggregate
+from hedui.server.custodian import KeyCustodian
+from hedui.server.errors import CustodianRefused, PolicyError
+from hedui.server.fanout import ConnectorPool, RegistryClient, RegistryNotFound, SourceUnavailable
+from hedui.server.policy.book import PROGRAMS, PolicyBook
+from hedui.server.policy.engine import Decision, HouseholdFacts, Outcome, RuleResult
+from hedui.server.requests import RequestBook
+
+log = logging.getLogger("hedui.server")
+
+MAX_TEXT = 128
+_DECISIONS = {
+    Decision.ELIGIBLE: common_pb2.ELIGIBLE,
+    Decision.INELIGIBLE: common_pb2.INELIGIBLE,
+    Decision.NEEDS_REVIEW: common_pb2.NEEDS_REVIEW,
+}
+_OUTCOMES = {
+    Outcome.PASSED: common_pb2.PASSED,
+    Outcome.FAILED: common_pb2.FAILED,
+    Outcome.UNDECIDED: common_pb2.UNDECIDED,
+}
+
+
+@dataclass(frozen=True)
+class Application:
+    request_id: str
+    resident: ResidentId
+    program: str
+    region: str
+    consent_reference: str
+    as_of: dt.date
+
+
+class RequestConflict(Exception):
+    pass
+
+
+class Verifier:
+    def __init__(
+        self,
+        *,
+        registry: RegistryClient,
+        pool: ConnectorPool,
+        custodian: KeyCustodian,
+        policy: PolicyBook,
+        audit: AuditLog,
+        audit_key: TokenKey,
+        requests: RequestBook,
+        now: Callable[[], dt.datetime],
+        new_query_id: Callable[[], str] = lambda: secrets.token_hex(16),
+    ) -> None:
+        self.registry = registry
+        self.pool = pool
+        self.custodian = custodian
+        self.policy = policy
+        self.audit = audit
+        self.audit_key = audit_key
+        self.requests = requests
+        self.now = now
+        self.new_query_id = new_query_id
+
+    def _entry(self, caller: PeerIdentity) -> audit_pb2.AuditEntry:
+        return audit_pb2.AuditEntry(
+            time_unix_ms=int(self.now().timestamp() * 1000), caller=caller.name, caller_role=caller.role
+        )
+
+    def verify(self, app: Application, caller: PeerIdentity) -> verification_pb2.Verdict:
+        self.policy.check(app.program, app.region, app.as_of)
+        request_key = self.audit_key.mac(f"request\0{caller.name}\0{app.request_id}".encode())
+        fingerprint = self.audit_key.mac(
+            "\0".join(
+                [app.resident.value, app.program, app.region, app.consent_reference, app.as_of.isoformat()]
+            ).encode()
+        )
+        earlier = self.requests.find(request_key)
+        if earlier is not None:
+            if earlier[0] != fingerprint:
+                raise RequestConflict(
+                    f"request id {app.request_id!r} was already used for a different application"
+                )
+            return verification_pb2.Verdict.FromString(earlier[1])
+
+        audit_token = self.audit_key.token(app.resident)
+        entry = self._entry(caller)
+        entry.request.CopyFrom(
+            audit_pb2.RequestEntry(
+                request_id=app.request_id, program=app.program, region=app.region,
+                consent_reference=app.consent_reference, applicant_audit_token=audit_token,
+                as_of=app.as_of.isoformat(),
+            )
+        )
+        self.audit.append([entry])
+
+        query_id = self.new_query_id()
+        household = self.registry.household(app.resident, query_id)
+        fan = self.pool.query(query_id, [r for r, _ in household])
+        claimed = aggregate(self.custodian.public_key, fan.answers)
+        totals = self.custodian.decrypt_totals(query_id, fan.answers, claimed)
+
+        missing: dict[str, set[str]] = {}
+        for cid in fan.failures:
+            layout = self.pool.layout(cid)
+            for name in layout.fields if layout else kind_of(cid).field_names:
+                missing.setdefault(name, set()).add(cid)
+        for name, reason in totals.refused.items():
+            missing.setdefault(name, set()).add(f"key custodian: {reason}")
+        facts = HouseholdFacts(
+            members=tuple(m for _, m in household),
+            totals=totals.values,
+            missing={k: tuple(sorted(v)) for k, v in missing.items()},
+        )
+        applied = self.policy.apply(app.program, app.region, facts, app.as_of)
+        ev = applied.evaluation
+
+        verdict = verification_pb2.Verdict(
+            request_id=app.request_id,
+            decision=_DECISIONS[ev.decision],
+            benefit_fen=ev.benefit_fen,
+            household_size=facts.size,
+            policy_version=applied.policy_version,
+            rules=[_rule_pb(r) for r in ev.rules],
+            program=app.program,
+            region=app.region,
+            as_of=app.as_of.isoformat(),
+            connectors_answered=len(fan.answers),
+            failures=[
+                common_pb2.SourceFailure(connector_id=c, reason=r) for c, r in sorted(fan.failures.items())
+            ],
+        )
+        entry = self._entry(caller)
+        entry.verdict.CopyFrom(
+            audit_pb2.VerdictEntry(
+                request_id=app.request_id, program=app.program, region=app.region,
+                consent_reference=app.consent_reference, applicant_audit_token=audit_token,
+                as_of=app.as_of.isoformat(),
+                connectors_answered=sorted(a.connector_id for a in fan.answers),
+                connectors_failed=list(verdict.failures),
+                answer_digests=[
+                    audit_pb2.AnswerDigest(connector_id=a.connector_id, digest=a.digest(query_id))
+                    for a in sorted(fan.answers, key=lambda a: a.connector_id)
+                ],
+                decision=verdict.decision,
+                rules=[
+                    audit_pb2.RuleRecord(id=r.id, outcome=_OUTCOMES[r.outcome], value=r.value, threshold=r.threshold)
+                    for r in ev.rules
+                ],
+                policy_version=applied.policy_version,
+                benefit_fen=ev.benefit_fen,
+                household_size=facts.size,
+                query_id=query_id,
+            )
+        )
+        (receipt,) = self.audit.append([entry])
+        verdict.audit.CopyFrom(_receipt_pb(receipt))
+        self.requests.save(request_key, fingerprint, verdict.SerializeToString(deterministic=True))
+        log.info(
+            "verified request=%s query=%s decision=%s answered=%d failed=%s leaf=%d",
+            app.request_id, query_id, ev.decision.value, len(fan.answers),
+            ",".join(sorted(fan.failures)) or "-", receipt.leaf_index,
+        )
+        return verdict
+
+
+def _rule_pb(r: RuleResult) -> verification_pb2.RuleOutcome:
+    return verification_pb2.RuleOutcome(
+        id=r.id, outcome=_OUTCOMES[r.outcome], value=r.value, threshold=r.threshold,
+        comparison=r.comparison, unit=r.unit, message_zh=r.message_zh, message_en=r.message_en,
+        missing_sources=list(r.missing_sources),
+        figures=[
+            verification_pb2.Figure(name=f.name, value=f.value, comparison=f.comparison, threshold=f.threshold, unit=f.unit)
+            for f in r.figures
+        ],
+    )
+
+
+def _receipt_pb(r: Receipt) -> audit_pb2.AuditReceipt:
+    return audit_pb2.AuditReceipt(
+        leaf_index=r.leaf_index, checkpoint=r.checkpoint, inclusion_proof=list(r.inclusion_proof)
+    )
+
+
+def _text_ok(value: str) -> bool:
+    return 0 < len(value) <= MAX_TEXT and value.isprintable()
+
+
+class VerificationServicer(verification_pb2_grpc.VerificationServiceServicer):
+    def __init__(self, verifier: Verifier, today: Callable[[], dt.date]) -> None:
+        self._verifier = verifier
+        self._today = today
+
+    def _application(
+        self, request: verification_pb2.VerifyRequest, context: grpc.ServicerContext
+    ) -> Application:
+        violations: list[tuple[str, str]] = []
+        today = self._today()
+        resident = None
+        try:
+            resident = parse_id(request.id_number, today=today)
+        except InvalidResidentId as e:
+            violations.append(("id_number", f"{e.reason}: {e}"))
+        if not _text_ok(request.request_id):
+            violations.append(("request_id", f"required, 1 to {MAX_TEXT} printable characters"))
+        if request.program not in PROGRAMS:
+            violations.append(
+                ("program", f"unknown programme {request.program[:40]!r}; known: {', '.join(PROGRAMS)}")
+            )
+        region = request.region or self._verifier.policy.default_region
+        if region not in self._verifier.policy.regions:
+            violations.append(("region", f"unknown region {region[:40]!r}"))
+        if not _text_ok(request.consent_reference):
+            violations.append(
+                ("consent_reference", f"the reference of the applicant's consent is required (1 to {MAX_TEXT} characters)")
+            )
+        as_of = today
+        if request.as_of:
+            try:
+                as_of = dt.date.fromisoformat(request.as_of)
+                if len(request.as_of) != 10:
+                    raise ValueError
+                if as_of > today:
+                    violations.append(("as_of", f"{request.as_of} is in the future"))
+            except ValueError:
+                violations.append(("as_of", f"{request.as_of[:40]!r} is not a date YYYY-MM-DD"))
+        if violations or resident is None:
+            detail = rpc.bad_request(*violations[0]) if violations else rpc.bad_request("id_number", "invalid")
+            for f, d in violations[1:]:
+                detail.field_violations.add(field=f, description=d)
+            rpc.abort(
+                context, grpc.StatusCode.INVALID_ARGUMENT,
+                "invalid request: " + "; ".join(f"{f}: {d}" for f, d in violations), detail,
+            )
+        return Application(
+            request.request_id, resident, request.program, region, request.consent_reference, as_of
+        )
+
+    def Verify(
+        self, request: verification_pb2.VerifyRequest, context: grpc.ServicerContext
+    ) -> verification_pb2.Verdict:
+        app = self._application(request, context)
+        try:
+            return self._verifier.verify(app, rpc.caller(context))
+        except PolicyError as e:
+            rpc.abort(
+                context, grpc.StatusCode.FAILED_PRECONDITION, str(e),
+                rpc.precondition_failure("POLICY", f"{app.program}/{app.region}/{app.as_of}", str(e)),
+            )
+        except RequestConflict as e:
+            rpc.abort(context, grpc.StatusCode.ALREADY_EXISTS, str(e))
+        except RegistryNotFound as e:
+            rpc.abort(context, grpc.StatusCode.NOT_FOUND, str(e))
+        except SourceUnavailable as e:
+            rpc.abort(context, grpc.StatusCode.UNAVAILABLE, str(e))
+        except (AuditError, CustodianRefused) as e:
+            log.error("request=%s failed: %s", app.request_id, e)
+            rpc.abort(context, grpc.StatusCode.UNAVAILABLE, f"the verification could not be completed: {e}")
