@@ -15,7 +15,7 @@ import os
 import shutil
 import signal
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from multiprocessing.connection import Connection
 from pathlib import Path
@@ -143,9 +143,11 @@ class Deployment:
         assert self.service is not None
         return f"127.0.0.1:{self.service.port}"
 
-    def start(self) -> None:
+    def start(self, endpoints: Mapping[str, str] | None = None) -> None:
+        """Start everything; ``endpoints`` points chosen connectors at other addresses instead."""
+        overrides = dict(endpoints or {})
         ctx = mp.get_context("spawn")
-        ids = [REGISTRY_ID, *self.settings.connectors()]
+        ids = [c for c in (REGISTRY_ID, *self.settings.connectors()) if c not in overrides]
         n = max(1, self.settings.worker_processes)
         groups = [ids[i::n] for i in range(n)]
         for group in groups:
@@ -167,11 +169,12 @@ class Deployment:
                 self.stop()
                 raise ConnectorError(f"a connector worker failed to start: {payload}")
             ports.update(payload)
+        addresses = {c: f"127.0.0.1:{p}" for c, p in ports.items()} | overrides
         w = self.workdir
         self.config = ServiceConfig(
             keys_dir=w.keys.root,
-            registry=Endpoint(REGISTRY_ID, f"127.0.0.1:{ports[REGISTRY_ID]}"),
-            connectors=tuple(Endpoint(c, f"127.0.0.1:{ports[c]}") for c in self.settings.connectors()),
+            registry=Endpoint(REGISTRY_ID, addresses[REGISTRY_ID]),
+            connectors=tuple(Endpoint(c, addresses[c]) for c in self.settings.connectors()),
             audit_database=w.audit_db_url,
             service_database=w.service_db_url,
             insecure=self.settings.insecure,
@@ -180,7 +183,7 @@ class Deployment:
         )
         w.service_config.write_text(self.config.to_toml(), encoding="utf-8")
         self.service = start_service(self.config)
-        self._wait_healthy({**{c: p for c, p in ports.items()}, "service": self.service.port})
+        self._wait_healthy({**ports, "service": self.service.port})
         write_intake_profile(w, self.address, self.settings.insecure)
 
     def _wait_healthy(self, ports: dict[str, int]) -> None:

@@ -507,6 +507,9 @@ def _vector_ids(path: Path | None) -> str:
 
 def test_vector_set_is_present_or_skipped() -> None:
     if VECTOR_DIR is None:
+        configured = os.environ.get("HEDUI_MERKLE_VECTORS")
+        if configured:
+            pytest.fail(f"HEDUI_MERKLE_VECTORS={configured} is not a directory")
         pytest.skip("no Merkle vectors: set HEDUI_MERKLE_VECTORS")
     assert len(VECTOR_FILES) > 100
     roots = json.loads((VECTOR_DIR / "roots.json").read_text())

@@ -1,0 +1,88 @@
+"""Deployments for end-to-end tests: real processes, real sockets, mutual TLS, 2048-bit keys."""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import grpc
+import pytest
+
+from hedui.clients.intake import IntakeProfile
+from hedui.connectors.population import PopulationSummary, generate
+from hedui.core.rpc import open_channel
+from hedui.core.workdir import Workdir
+from hedui.proto.v1 import verification_pb2_grpc
+
+TODAY = dt.datetime.now(dt.timezone(dt.timedelta(hours=8))).date()
+STANDARD = 126000
+
+
+@dataclass
+class Up:
+    workdir: Workdir
+    data: Path
+    summary: PopulationSummary
+    process: subprocess.Popen[str]
+    address: str
+
+    def stub(self, cert: str = "intake") -> verification_pb2_grpc.VerificationServiceStub:
+        tls = self.workdir.keys.tls(cert)
+        return verification_pb2_grpc.VerificationServiceStub(
+            open_channel(self.address, tls=tls, server_name="service")
+        )
+
+    def cli(self, *args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "hedui.clients.cli", *args],
+            capture_output=True, text=True, timeout=120, check=False,
+        )
+
+
+@pytest.fixture(scope="session")
+def up(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Up]:
+    """`hedui up` as a user runs it, on a generated population, all 87 connectors."""
+    root = tmp_path_factory.mktemp("up")
+    data, work = root / "data", root / "work"
+    summary = generate(data, households=40, seed=11, as_of=TODAY, standard_fen=STANDARD)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "hedui.clients.cli", "up", "--data", str(data), "--workdir", str(work)],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+    assert proc.stdout is not None
+    deadline = time.monotonic() + 300
+    line = ""
+    while time.monotonic() < deadline:
+        line = proc.stdout.readline()
+        if "ready" in line or not line:
+            break
+    m = re.search(r"127\.0\.0\.1:\d+", line)
+    if not m:
+        proc.kill()
+        pytest.fail(f"hedui up did not become ready: {line!r} {proc.stderr.read() if proc.stderr else ''}")
+    handle = Up(Workdir(work), data, summary, proc, m.group(0))
+    assert IntakeProfile.load(handle.workdir.intake_profile).address == handle.address
+    yield handle
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(60)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+
+
+def grpc_code(e: grpc.RpcError) -> grpc.StatusCode:
+    assert isinstance(e, grpc.Call)
+    return e.code()
+
+
+def env_without_hedui() -> dict[str, str]:
+    return {k: v for k, v in os.environ.items() if not k.startswith("HEDUI_")}

@@ -1,0 +1,184 @@
+"""End to end through `hedui up` + the intake client, against the rules read independently."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+
+import grpc
+import pytest
+from google.rpc import error_details_pb2
+
+from hedui.clients.intake import IntakeClient, IntakeProfile, verdict_to_dict
+from hedui.core.rpc import error_details
+from hedui.proto.v1 import verification_pb2
+from tests.e2e import oracle
+from tests.e2e.conftest import TODAY, Up, grpc_code
+
+USED_IDS: set[str] = set()
+
+
+def _verify(up: Up, id_number: str, request_id: str, **kw: str) -> dict:
+    USED_IDS.add(id_number)
+    client = IntakeClient(IntakeProfile.load(up.workdir.intake_profile))
+    try:
+        v = client.verify(
+            verification_pb2.VerifyRequest(
+                request_id=request_id, id_number=id_number, program="dibao",
+                consent_reference=f"consent/{request_id}", **kw,
+            )
+        )
+    finally:
+        client.close()
+    return verdict_to_dict(v)
+
+
+def test_verdicts_agree_with_the_rules(up: Up) -> None:
+    households, person = oracle.load(up.data)
+    heads = dict(up.summary.applicants)
+    cases = [(label, heads[h], h) for label, h in up.summary.thresholds]
+    cases += [("random", heads[h], h) for h in list(heads)[:3]]
+    seen_decisions = set()
+    for i, (label, id_number, household) in enumerate(cases):
+        got = _verify(up, id_number, f"agree-{i}")
+        want = oracle.expected(households[household], person, TODAY.isoformat())
+        assert got["decision"] == want["decision"], label
+        assert got["benefit_fen"] == want["benefit_fen"], label
+        assert got["household_size"] == want["household_size"], label
+        assert {r["id"]: r["passed"] for r in got["rules"]} == want["rules"], label
+        assert got["connectors_answered"] == 86 and got["failures"] == []
+        assert got["audit"]["checkpoint"].startswith("hedui.example/demo-log\n")
+        seen_decisions.add(got["decision"])
+    assert seen_decisions == {"ELIGIBLE", "INELIGIBLE", "NEEDS_REVIEW"}
+
+
+def test_cli_verify_json_and_text(up: Up) -> None:
+    id_number = up.summary.applicants[0][1]
+    USED_IDS.add(id_number)
+    r = up.cli("verify", "--workdir", str(up.workdir.root), "--id", id_number.lower(), "--program", "dibao", "--json")
+    assert r.returncode == 0, r.stderr
+    d = json.loads(r.stdout)
+    for key in ("decision", "benefit_fen", "household_size", "policy_version", "request_id", "rules", "audit"):
+        assert key in d
+    assert all({"id", "passed", "value", "threshold"} <= set(rule) for rule in d["rules"])
+    r = up.cli("verify", "--workdir", str(up.workdir.root), "--id", id_number, "--program", "dibao")
+    assert r.returncode == 0 and "decision" in r.stdout and "Traceback" not in r.stderr
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--id", "11010519491231002Y"], "id_number"),
+        (["--id", "110105194902300021"], "birth date"),
+        (["--id", "110105194912310022"], "check character"),
+        (["--program", "nope"], "unknown programme"),
+        (["--as-of", "2023-06-30"], "too early"),
+        (["--as-of", "2023-13-01"], "not a date"),
+    ],
+)
+def test_cli_errors_are_clear(up: Up, args: list[str], message: str) -> None:
+    base = {"--id": "11010519491231002X", "--program": "dibao"}
+    for k, v in zip(args[::2], args[1::2], strict=True):
+        base[k] = v
+    r = up.cli("verify", "--workdir", str(up.workdir.root), *[x for kv in base.items() for x in kv])
+    assert r.returncode != 0
+    assert message in r.stderr
+    assert "Traceback" not in r.stderr
+
+
+def _call(up: Up, **fields: str) -> grpc.RpcError:
+    req = {"request_id": "bad-1", "id_number": "11010519491231002X", "program": "dibao", "consent_reference": "c"}
+    req.update(fields)
+    with pytest.raises(grpc.RpcError) as info:
+        up.stub().Verify(verification_pb2.VerifyRequest(**req), timeout=30)
+    return info.value
+
+
+@pytest.mark.parametrize(
+    ("fields", "field"),
+    [
+        ({"id_number": "11010519491231002Y"}, "id_number"),
+        ({"id_number": "110105194912310021"}, "id_number"),  # bad check character
+        ({"id_number": "110105194902300027"}, "id_number"),  # 30 February
+        ({"id_number": ""}, "id_number"),
+        ({"id_number": "1" * 1_000_000}, "id_number"),
+        ({"program": "unknown"}, "program"),
+        ({"request_id": ""}, "request_id"),
+        ({"consent_reference": ""}, "consent_reference"),
+        ({"as_of": "yesterday"}, "as_of"),
+    ],
+)
+def test_bad_requests_are_invalid_argument_with_bad_request(up: Up, fields: dict, field: str) -> None:
+    e = _call(up, **fields)
+    assert grpc_code(e) == grpc.StatusCode.INVALID_ARGUMENT
+    details = [d for d in error_details(e) if isinstance(d, error_details_pb2.BadRequest)]
+    assert details and details[0].field_violations[0].field == field
+    assert details[0].field_violations[0].description
+
+
+def test_unknown_person_is_not_found(up: Up) -> None:
+    e = _call(up, id_number="11010519491231002X", request_id="nf-1")
+    assert grpc_code(e) == grpc.StatusCode.NOT_FOUND
+    assert "household register" in (e.details() or "")  # type: ignore[attr-defined]
+
+
+def test_date_before_first_standard_is_failed_precondition(up: Up) -> None:
+    e = _call(up, id_number=up.summary.applicants[1][1], as_of="2023-06-30", request_id="pre-1")
+    assert grpc_code(e) == grpc.StatusCode.FAILED_PRECONDITION
+    assert any(isinstance(d, error_details_pb2.PreconditionFailure) for d in error_details(e))
+
+
+def test_request_id_is_idempotent(up: Up) -> None:
+    a, b = up.summary.applicants[2][1], up.summary.applicants[3][1]
+    first = _verify(up, a, "idem-1")
+    again = _verify(up, a, "idem-1")
+    assert again == first
+    e = _call(up, id_number=b, request_id="idem-1", consent_reference="consent/idem-1")
+    assert grpc_code(e) == grpc.StatusCode.ALREADY_EXISTS
+
+
+def test_only_intake_certificates_may_verify(up: Up) -> None:
+    with pytest.raises(grpc.RpcError) as info:
+        up.stub("bank-01").Verify(verification_pb2.VerifyRequest(request_id="x"), timeout=30)
+    assert grpc_code(info.value) == grpc.StatusCode.PERMISSION_DENIED
+
+
+def test_plaintext_client_is_refused(up: Up) -> None:
+    channel = grpc.insecure_channel(up.address)
+    from hedui.proto.v1 import verification_pb2_grpc
+
+    with pytest.raises(grpc.RpcError) as info:
+        verification_pb2_grpc.VerificationServiceStub(channel).Verify(
+            verification_pb2.VerifyRequest(request_id="x"), timeout=5
+        )
+    assert grpc_code(info.value) == grpc.StatusCode.UNAVAILABLE
+
+
+def test_zz_no_plaintext_id_at_rest_and_clean_stop(up: Up) -> None:
+    """Runs last in this module: stop the deployment, then grep everything it wrote."""
+    assert USED_IDS
+    up.process.send_signal(signal.SIGTERM)
+    try:
+        assert up.process.wait(60) == 0
+    except subprocess.TimeoutExpired:
+        up.process.kill()
+        raise
+    registry_db = up.workdir.connector_db("registry")
+    scanned = 0
+    # every member of every queried household, not only the applicants
+    households, _ = oracle.load(up.data)
+    ids = set(USED_IDS)
+    for members in households.values():
+        if ids & set(members):
+            ids |= set(members)
+    needles = [i.encode() for i in ids] + [i.encode("utf-16-le") for i in ids]
+    for path in up.workdir.root.rglob("*"):
+        if not path.is_file() or path.name.startswith(registry_db.name):
+            continue
+        blob = path.read_bytes()
+        scanned += 1
+        for needle in needles:
+            assert needle not in blob, f"a plaintext ID number is in {path}"
+    assert scanned > 80
+    assert (up.workdir.log_dir / "hedui.log").stat().st_size > 0
