@@ -132,12 +132,16 @@ def open_log_engine(url: str) -> Engine:
             Base.metadata.create_all(conn)
             if conn.scalar(select(LogState.size).where(LogState.id == 1)) is None:
                 conn.execute(insert(LogState).values(id=1, size=0))
-            triggers = _postgres_triggers() if engine.dialect.name == "postgresql" else _sqlite_triggers()
+            triggers = (
+                _postgres_triggers() if engine.dialect.name == "postgresql" else _sqlite_triggers()
+            )
             for ddl in triggers:
                 conn.execute(text(ddl))
         return engine
     except SQLAlchemyError as e:
-        raise StorageError(f"the audit database is not available: {e.__class__.__name__}: {e}") from None
+        raise StorageError(
+            f"the audit database is not available: {e.__class__.__name__}: {e}"
+        ) from None
 
 
 @dataclass(frozen=True)
@@ -232,6 +236,8 @@ class LogStore:
     def latest_checkpoint(self) -> tuple[int, bytes] | None:
         with self.engine.connect() as conn:
             row = conn.execute(
-                select(LogCheckpoint.size, LogCheckpoint.note).order_by(LogCheckpoint.size.desc()).limit(1)
+                select(LogCheckpoint.size, LogCheckpoint.note)
+                .order_by(LogCheckpoint.size.desc())
+                .limit(1)
             ).first()
             return None if row is None else (int(row[0]), bytes(row[1]))

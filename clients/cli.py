@@ -18,7 +18,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
-from hedui.clients.deploy import DeploySettings, Deployment, prepare, run_until_signalled
+from hedui.clients.deploy import Deployment, DeploySettings, prepare, run_until_signalled
 from hedui.clients.errors import ClientError
 from hedui.clients.intake import (
     IntakeClient,
@@ -51,7 +51,8 @@ def _setup_logging(workdir: Path | None, verbose: bool) -> None:
     if verbose:
         handlers.append(logging.StreamHandler(sys.stderr))
     logging.basicConfig(
-        level=logging.INFO, handlers=handlers or [logging.NullHandler()],
+        level=logging.INFO,
+        handlers=handlers or [logging.NullHandler()],
         format="%(asctime)s %(levelname)s %(name)s %(message)s",
     )
 
@@ -60,10 +61,16 @@ def _setup_logging(workdir: Path | None, verbose: bool) -> None:
 
 
 def cmd_keys_init(args: argparse.Namespace) -> int:
-    settings = DeploySettings(workdir=args.workdir, paillier_bits=args.paillier_bits, banks=args.banks)
+    settings = DeploySettings(
+        workdir=args.workdir, paillier_bits=args.paillier_bits, banks=args.banks
+    )
     w = Workdir(args.workdir)
     w.prepare()
-    w.keys.init(settings.connectors(), paillier_bits=args.paillier_bits, on_create=lambda s: _say(f"creating {s}"))
+    w.keys.init(
+        settings.connectors(),
+        paillier_bits=args.paillier_bits,
+        on_create=lambda s: _say(f"creating {s}"),
+    )
     print(f"keys ready in {w.keys.root}")
     return 0
 
@@ -79,9 +86,15 @@ def cmd_population_generate(args: argparse.Namespace) -> int:
 
     as_of = args.as_of or _today()
     summary = generate(
-        args.out, households=args.households, seed=args.seed, as_of=as_of, standard_fen=_standard_on(as_of)
+        args.out,
+        households=args.households,
+        seed=args.seed,
+        as_of=as_of,
+        standard_fen=_standard_on(as_of),
     )
-    print(f"{summary.households} households, {summary.people} people, {len(summary.files)} files in {args.out}")
+    print(
+        f"{summary.households} households, {summary.people} people, {len(summary.files)} files in {args.out}"
+    )
     return 0
 
 
@@ -98,21 +111,29 @@ def cmd_connector_import(args: argparse.Namespace) -> int:
         try:
             kind = kind_of(cid)
         except KeyError as e:
-            raise ClientError(f"{e.args[0]}; connectors are registry, the departments and bank-01..bank-73") from None
+            raise ClientError(
+                f"{e.args[0]}; connectors are registry, the departments and bank-01..bank-73"
+            ) from None
     engine = open_engine(w.connector_db_url(cid))
     if cid == REGISTRY_ID:
         n = import_register(args.file, RegisterStore(engine), today=_today())
         print(f"imported {n} residents into the household register")
     else:
-        n = import_holdings(args.file, HoldingStore(engine), kind, w.keys.connector_token_key(cid), today=_today())
+        n = import_holdings(
+            args.file, HoldingStore(engine), kind, w.keys.connector_token_key(cid), today=_today()
+        )
         print(f"imported holdings of {n} people into {cid} (stored by token, not by ID number)")
     return 0
 
 
 def _deploy_settings(args: argparse.Namespace, workdir: Path, data: Path | None) -> DeploySettings:
     return DeploySettings(
-        workdir=workdir, data=data, insecure=args.insecure, paillier_bits=args.paillier_bits,
-        min_banks=args.min_banks, query_timeout_seconds=args.timeout,
+        workdir=workdir,
+        data=data,
+        insecure=args.insecure,
+        paillier_bits=args.paillier_bits,
+        min_banks=args.min_banks,
+        query_timeout_seconds=args.timeout,
     )
 
 
@@ -120,7 +141,9 @@ def cmd_up(args: argparse.Namespace) -> int:
     settings = _deploy_settings(args, args.workdir, args.data)
     w = prepare(settings, _say, _today())
     if args.insecure:
-        _say("WARNING: --insecure: plaintext channels without authentication; for local experiments only")
+        _say(
+            "WARNING: --insecure: plaintext channels without authentication; for local experiments only"
+        )
     deployment = Deployment(settings, w)
     _say(f"starting {len(settings.connectors()) + 1} connectors and the verification service …")
     run_until_signalled(
@@ -137,7 +160,10 @@ def cmd_up(args: argparse.Namespace) -> int:
 def _request(args: argparse.Namespace, id_number: str) -> verification_pb2.VerifyRequest:
     request_id = args.request_id or f"cli-{uuid.uuid4()}"
     return verification_pb2.VerifyRequest(
-        request_id=request_id, id_number=id_number, program=args.program, region=args.region or "",
+        request_id=request_id,
+        id_number=id_number,
+        program=args.program,
+        region=args.region or "",
         consent_reference=args.consent or f"consent-on-file:{request_id}",
         as_of=args.as_of.isoformat() if args.as_of else "",
     )
@@ -164,7 +190,10 @@ def cmd_demo(args: argparse.Namespace) -> int:
         root = Path(tmp)
         _say(f"generating {args.households} households …")
         summary = generate(
-            root / "data", households=args.households, seed=args.seed, as_of=today,
+            root / "data",
+            households=args.households,
+            seed=args.seed,
+            as_of=today,
             standard_fen=_standard_on(today),
         )
         settings = _deploy_settings(args, root / "work", root / "data")
@@ -200,14 +229,18 @@ def cmd_demo(args: argparse.Namespace) -> int:
             out.append(d)
         print(json.dumps(out, ensure_ascii=False, indent=2))
         return 0
-    print(f"{'sample':<24} {'applicant':<20} {'size':>4}  {'decision':<13} {'benefit':>10}  {'time':>7}  undecided/failed rules")
+    print(
+        f"{'sample':<24} {'applicant':<20} {'size':>4}  {'decision':<13} {'benefit':>10}  {'time':>7}  undecided/failed rules"
+    )
     for label, masked, v, ms in rows:
         notes = ",".join(r.id for r in v.rules if r.outcome != common_pb2.PASSED)
         print(
             f"{label:<24} {masked:<20} {v.household_size:>4}  {common_pb2.Decision.Name(v.decision):<13} "
             f"{format_fen(v.benefit_fen):>10}  {ms:>5.0f}ms  {notes or '-'}"
         )
-    print(f"\n{len(rows)} verifications against 87 connectors; benefit in yuan per month; policy {rows[0][2].policy_version if rows else '-'}")
+    print(
+        f"\n{len(rows)} verifications against 87 connectors; benefit in yuan per month; policy {rows[0][2].policy_version if rows else '-'}"
+    )
     return 0
 
 
@@ -232,25 +265,37 @@ def _positive(text: str) -> int:
 
 
 def _add_deploy_flags(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--insecure", action="store_true", help="plaintext channels (local experiments only)")
+    p.add_argument(
+        "--insecure", action="store_true", help="plaintext channels (local experiments only)"
+    )
     p.add_argument("--paillier-bits", type=int, default=2048, help="Paillier key size for new keys")
-    p.add_argument("--min-banks", type=int, default=3, help="fewest bank answers the custodian decrypts")
-    p.add_argument("--timeout", type=float, default=10.0, help="deadline of each connector query (s)")
+    p.add_argument(
+        "--min-banks", type=int, default=3, help="fewest bank answers the custodian decrypts"
+    )
+    p.add_argument(
+        "--timeout", type=float, default=10.0, help="deadline of each connector query (s)"
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="hedui", description="household economic-status verification (核对)")
+    parser = argparse.ArgumentParser(
+        prog="hedui", description="household economic-status verification (核对)"
+    )
     parser.add_argument("--verbose", action="store_true", help="log to stderr and show tracebacks")
     sub = parser.add_subparsers(dest="command", required=True)
 
-    keys = sub.add_parser("keys", help="key management").add_subparsers(dest="keys_command", required=True)
+    keys = sub.add_parser("keys", help="key management").add_subparsers(
+        dest="keys_command", required=True
+    )
     p = keys.add_parser("init", help="create the CA, certificates and keys of a deployment")
     p.add_argument("--workdir", type=Path, required=True)
     p.add_argument("--paillier-bits", type=int, default=2048)
     p.add_argument("--banks", type=int, default=73)
     p.set_defaults(func=cmd_keys_init)
 
-    pop = sub.add_parser("population", help="synthetic data").add_subparsers(dest="pop_command", required=True)
+    pop = sub.add_parser("population", help="synthetic data").add_subparsers(
+        dest="pop_command", required=True
+    )
     p = pop.add_parser("generate", help="write a synthetic population as one CSV per connector")
     p.add_argument("--households", type=_positive, required=True)
     p.add_argument("--seed", type=int, default=1)
@@ -258,7 +303,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--as-of", type=_date, help="date whose standard sets the threshold households")
     p.set_defaults(func=cmd_population_generate)
 
-    con = sub.add_parser("connector", help="connector data").add_subparsers(dest="con_command", required=True)
+    con = sub.add_parser("connector", help="connector data").add_subparsers(
+        dest="con_command", required=True
+    )
     p = con.add_parser("import", help="replace a connector's data with a CSV file")
     p.add_argument("--workdir", type=Path, required=True)
     p.add_argument("--connector", required=True, help="registry, hrss, tax, …, bank-01 … bank-73")
@@ -266,7 +313,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_connector_import)
 
     p = sub.add_parser("up", help="run a deployment on this machine until Ctrl-C")
-    p.add_argument("--data", type=Path, help="folder of <connector>.csv files (needed the first time)")
+    p.add_argument(
+        "--data", type=Path, help="folder of <connector>.csv files (needed the first time)"
+    )
     p.add_argument("--workdir", type=Path, required=True)
     _add_deploy_flags(p)
     p.set_defaults(func=cmd_up)
@@ -282,13 +331,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_verify)
 
-    p = sub.add_parser("demo", help="generate, start, verify a sample and stop, in a temporary folder")
+    p = sub.add_parser(
+        "demo", help="generate, start, verify a sample and stop, in a temporary folder"
+    )
     p.add_argument("--households", type=_positive, default=200)
     p.add_argument("--samples", type=_positive, default=14)
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--json", action="store_true")
     _add_deploy_flags(p)
-    p.set_defaults(func=cmd_demo, program="dibao", region=None, as_of=None, consent=None, request_id=None)
+    p.set_defaults(
+        func=cmd_demo, program="dibao", region=None, as_of=None, consent=None, request_id=None
+    )
     return parser
 
 

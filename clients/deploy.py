@@ -56,7 +56,9 @@ def prepare(settings: DeploySettings, say: Callable[[str], None], today: dt.date
     w = Workdir(settings.workdir)
     w.prepare()
     ids = settings.connectors()
-    w.keys.init(ids, paillier_bits=settings.paillier_bits, on_create=lambda what: say(f"creating {what}"))
+    w.keys.init(
+        ids, paillier_bits=settings.paillier_bits, on_create=lambda what: say(f"creating {what}")
+    )
     todo = [c for c in (REGISTRY_ID, *ids) if not w.connector_db(c).exists()]
     if not todo:
         return w
@@ -77,14 +79,20 @@ def prepare(settings: DeploySettings, say: Callable[[str], None], today: dt.date
             if cid == REGISTRY_ID:
                 loaded[cid] = read_register(path, today=today)
             else:
-                loaded[cid] = read_holdings(path, kind_of(cid), w.keys.connector_token_key(cid), today=today)
+                loaded[cid] = read_holdings(
+                    path, kind_of(cid), w.keys.connector_token_key(cid), today=today
+                )
         except ImportRejected as e:
             problems.extend(e.problems)
     if problems:
         raise ImportRejected(problems)
     if REGISTRY_ID in todo and loaded.get(REGISTRY_ID) is None:
-        raise ConnectorError(f"{settings.data} has no registry.csv; the household register is required")
-    say(f"importing {sum(v is not None for v in loaded.values())} data file(s) into {w.root / 'db'}")
+        raise ConnectorError(
+            f"{settings.data} has no registry.csv; the household register is required"
+        )
+    say(
+        f"importing {sum(v is not None for v in loaded.values())} data file(s) into {w.root / 'db'}"
+    )
     for cid, data in loaded.items():
         final = w.connector_db(cid)
         tmp = final.with_name(final.name + ".importing")
@@ -160,7 +168,7 @@ class Deployment:
             p.start()
             self._workers.append((p, parent))
         ports: dict[str, int] = {}
-        for p, parent in self._workers:
+        for _, parent in self._workers:
             if not parent.poll(120):
                 self.stop()
                 raise ConnectorError("a connector worker did not start within 120 s")
@@ -199,7 +207,7 @@ class Deployment:
         if self.service is not None:
             self.service.stop(1.0)
             self.service = None
-        for p, parent in self._workers:
+        for _, parent in self._workers:
             try:
                 parent.send("stop")
             except (BrokenPipeError, OSError):

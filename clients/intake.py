@@ -35,7 +35,9 @@ class IntakeProfile:
             tls = None
             if not doc.get("insecure", False):
                 tls = TlsMaterial(
-                    Path(doc["ca"]).read_bytes(), Path(doc["cert"]).read_bytes(), Path(doc["key"]).read_bytes()
+                    Path(doc["ca"]).read_bytes(),
+                    Path(doc["cert"]).read_bytes(),
+                    Path(doc["key"]).read_bytes(),
                 )
             return cls(str(doc["address"]), str(doc.get("server_name", "service")), tls)
         except KeyError as e:
@@ -46,7 +48,9 @@ class IntakeProfile:
 
 class IntakeClient:
     def __init__(self, profile: IntakeProfile, timeout: float = 60.0) -> None:
-        self._channel = open_channel(profile.address, tls=profile.tls, server_name=profile.server_name)
+        self._channel = open_channel(
+            profile.address, tls=profile.tls, server_name=profile.server_name
+        )
         self._stub = verification_pb2_grpc.VerificationServiceStub(self._channel)
         self._timeout = timeout
 

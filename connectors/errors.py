@@ -27,7 +27,5 @@ class ImportRejected(ConnectorError):
     def __init__(self, problems: list[RowProblem], limit: int = 20) -> None:
         shown = "\n".join(f"  {p}" for p in problems[:limit])
         more = f"\n  … and {len(problems) - limit} more" if len(problems) > limit else ""
-        super().__init__(
-            f"{len(problems)} problem(s); nothing was imported:\n{shown}{more}"
-        )
+        super().__init__(f"{len(problems)} problem(s); nothing was imported:\n{shown}{more}")
         self.problems = problems

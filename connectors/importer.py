@@ -37,7 +37,9 @@ def _read(path: Path) -> tuple[list[list[str]], list[RowProblem]]:
         return [], [RowProblem(path.name, 0, f"not a CSV file ({e})")]
 
 
-def _check_id(text: str, file: str, line: int, problems: list[RowProblem], today: dt.date) -> str | None:
+def _check_id(
+    text: str, file: str, line: int, problems: list[RowProblem], today: dt.date
+) -> str | None:
     try:
         return parse_id(text, today=today).value
     except InvalidResidentId as e:
@@ -67,7 +69,9 @@ def read_holdings(
         if not any(cell.strip() for cell in row):
             continue
         if len(row) != len(header):
-            problems.append(RowProblem(name, line, f"{len(row)} columns, the header has {len(header)}"))
+            problems.append(
+                RowProblem(name, line, f"{len(row)} columns, the header has {len(header)}")
+            )
             continue
         id_number = _check_id(row[0], name, line, problems, today)
         values: dict[str, int] = {}
@@ -76,7 +80,8 @@ def read_holdings(
             if not text.isascii() or not text.isdigit():
                 problems.append(
                     RowProblem(
-                        name, line,
+                        name,
+                        line,
                         f"{field}: {text!r} is not a non-negative whole number "
                         "(money is in fen, without a decimal point)",
                     )
@@ -84,7 +89,11 @@ def read_holdings(
                 continue
             value = int(text)
             if value > limits[field]:
-                problems.append(RowProblem(name, line, f"{field}: {value} exceeds the declared maximum {limits[field]}"))
+                problems.append(
+                    RowProblem(
+                        name, line, f"{field}: {value} exceeds the declared maximum {limits[field]}"
+                    )
+                )
                 continue
             values[field] = value
         if id_number is None or len(values) != len(kind.fields):
@@ -94,7 +103,11 @@ def read_holdings(
             token_totals[field] += value
             if token_totals[field] > limits[field]:
                 problems.append(
-                    RowProblem(name, line, f"{field}: the person's total exceeds the declared maximum {limits[field]}")
+                    RowProblem(
+                        name,
+                        line,
+                        f"{field}: the person's total exceeds the declared maximum {limits[field]}",
+                    )
                 )
     if problems:
         raise ImportRejected(problems)
@@ -112,7 +125,11 @@ def read_register(path: Path, *, today: dt.date) -> list[Person]:
     header = [h.strip() for h in rows[0]]
     if header != REGISTRY_HEADER:
         raise ImportRejected(
-            [RowProblem(name, 1, f"header must be {','.join(REGISTRY_HEADER)}; got {','.join(header)}")]
+            [
+                RowProblem(
+                    name, 1, f"header must be {','.join(REGISTRY_HEADER)}; got {','.join(header)}"
+                )
+            ]
         )
     people: dict[str, Person] = {}
     heads: dict[str, int] = defaultdict(int)
@@ -127,22 +144,32 @@ def read_register(path: Path, *, today: dt.date) -> list[Person]:
         if not household or len(household) > 64:
             problems.append(RowProblem(name, line, "household_id must be 1 to 64 characters"))
         if relation not in RELATIONS:
-            problems.append(RowProblem(name, line, f"relation {relation!r} is not one of {', '.join(RELATIONS)}"))
+            problems.append(
+                RowProblem(
+                    name, line, f"relation {relation!r} is not one of {', '.join(RELATIONS)}"
+                )
+            )
         try:
             birth_date = dt.date.fromisoformat(birth)
             if len(birth) != 10:
                 raise ValueError
         except ValueError:
-            problems.append(RowProblem(name, line, f"birth_date {birth!r} is not a date YYYY-MM-DD"))
+            problems.append(
+                RowProblem(name, line, f"birth_date {birth!r} is not a date YYYY-MM-DD")
+            )
             birth_date = None
         id_number = _check_id(raw_id, name, line, problems, today)
         if id_number is None:
             continue
         if birth_date is not None and id_number[6:14] != birth_date.strftime("%Y%m%d"):
-            problems.append(RowProblem(name, line, "birth_date differs from the birth date in the ID number"))
+            problems.append(
+                RowProblem(name, line, "birth_date differs from the birth date in the ID number")
+            )
         if id_number in people:
             problems.append(
-                RowProblem(name, line, f"this ID number is already listed on line {first_line[id_number]}")
+                RowProblem(
+                    name, line, f"this ID number is already listed on line {first_line[id_number]}"
+                )
             )
             continue
         first_line[id_number] = line
@@ -154,7 +181,11 @@ def read_register(path: Path, *, today: dt.date) -> list[Person]:
     for household in {p.household_id for p in people.values()}:
         if heads[household] != 1:
             problems.append(
-                RowProblem(name, 0, f"household {household} has {heads[household]} heads, it needs exactly 1")
+                RowProblem(
+                    name,
+                    0,
+                    f"household {household} has {heads[household]} heads, it needs exactly 1",
+                )
             )
     if problems:
         raise ImportRejected(problems)

@@ -32,12 +32,16 @@ class RegistryServicer(connector_pb2_grpc.RegistryServiceServicer):
             resident = parse_id(request.id_number)
         except InvalidResidentId as e:
             rpc.abort(
-                context, grpc.StatusCode.INVALID_ARGUMENT, str(e), rpc.bad_request("id_number", str(e))
+                context,
+                grpc.StatusCode.INVALID_ARGUMENT,
+                str(e),
+                rpc.bad_request("id_number", str(e)),
             )
         members = self._store.household_of(resident.value)
         if not members:
             rpc.abort(
-                context, grpc.StatusCode.NOT_FOUND,
+                context,
+                grpc.StatusCode.NOT_FOUND,
                 "the ID number is not in the household register",
             )
         return connector_pb2.Household(

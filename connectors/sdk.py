@@ -91,26 +91,36 @@ class ConnectorServicer(connector_pb2_grpc.ConnectorServiceServicer):
     ) -> connector_pb2.QueryResponse:
         if not request.query_id or len(request.query_id) > MAX_QUERY_ID:
             rpc.abort(
-                context, grpc.StatusCode.INVALID_ARGUMENT, "query_id is required",
+                context,
+                grpc.StatusCode.INVALID_ARGUMENT,
+                "query_id is required",
                 rpc.bad_request("query_id", f"1 to {MAX_QUERY_ID} characters"),
             )
         if not 1 <= len(request.tokens) <= MAX_TOKENS:
             rpc.abort(
-                context, grpc.StatusCode.INVALID_ARGUMENT, "a query holds 1 to 64 tokens",
-                rpc.bad_request("tokens", f"{len(request.tokens)} tokens; 1 to {MAX_TOKENS} allowed"),
+                context,
+                grpc.StatusCode.INVALID_ARGUMENT,
+                "a query holds 1 to 64 tokens",
+                rpc.bad_request(
+                    "tokens", f"{len(request.tokens)} tokens; 1 to {MAX_TOKENS} allowed"
+                ),
             )
         if any(len(t) != TOKEN_BYTES for t in request.tokens):
             rpc.abort(
-                context, grpc.StatusCode.INVALID_ARGUMENT, "tokens are 32 bytes",
+                context,
+                grpc.StatusCode.INVALID_ARGUMENT,
+                "tokens are 32 bytes",
                 rpc.bad_request("tokens", "every token is an HMAC-SHA256 of 32 bytes"),
             )
         fingerprint = self._answerer.describe().key_fingerprint
         if request.key_fingerprint != fingerprint:
             rpc.abort(
-                context, grpc.StatusCode.FAILED_PRECONDITION,
+                context,
+                grpc.StatusCode.FAILED_PRECONDITION,
                 "this connector encrypts only under the custodian's pinned public key",
                 rpc.precondition_failure(
-                    "PAILLIER_KEY", "key_fingerprint",
+                    "PAILLIER_KEY",
+                    "key_fingerprint",
                     f"expected {fingerprint.hex()}, got {request.key_fingerprint.hex()}",
                 ),
             )

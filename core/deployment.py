@@ -57,7 +57,9 @@ _KINDS: tuple[ConnectorKind, ...] = (
             _fen("monthly_unemployment_benefit", "unemployment benefit per month"),
         ),
     ),
-    ConnectorKind("tax", "税务 Taxation", (_fen("annual_taxable_income", "taxable income per year"),)),
+    ConnectorKind(
+        "tax", "税务 Taxation", (_fen("annual_taxable_income", "taxable income per year"),)
+    ),
     ConnectorKind(
         "realestate",
         "不动产 Real Estate Registration",
@@ -147,6 +149,4 @@ def default_connector_ids(banks: int = 73) -> tuple[str, ...]:
     return tuple(DEPARTMENT_KINDS) + bank_ids(banks)
 
 
-ALL_FIELDS: tuple[str, ...] = tuple(
-    f.name for kind in (*_KINDS, BANK) for f in kind.fields
-)
+ALL_FIELDS: tuple[str, ...] = tuple(f.name for kind in (*_KINDS, BANK) for f in kind.fields)

@@ -122,10 +122,14 @@ class KeyDir:
         return TokenKey(read_secret(self.connector_dir(connector_id) / "token.key"))
 
     def connector_signing_key(self, connector_id: str) -> Ed25519PrivateKey:
-        return signing.load_private_key(read_secret(self.connector_dir(connector_id) / "signing.key"))
+        return signing.load_private_key(
+            read_secret(self.connector_dir(connector_id) / "signing.key")
+        )
 
     def connector_verify_key(self, connector_id: str) -> Ed25519PublicKey:
-        return signing.load_public_key(read_public(self.connector_dir(connector_id) / "signing.pub"))
+        return signing.load_public_key(
+            read_public(self.connector_dir(connector_id) / "signing.pub")
+        )
 
     def log_signing_key(self) -> Ed25519PrivateKey:
         return signing.load_private_key(read_secret(self.root / "log" / "log.key"))

@@ -108,8 +108,12 @@ class PrivateKey:
 
     def to_json(self) -> str:
         return json.dumps(
-            {"kind": "hedui-paillier-private", "n": str(self.public.n), "p": str(self._p),
-             "q": str(self._q)}
+            {
+                "kind": "hedui-paillier-private",
+                "n": str(self.public.n),
+                "p": str(self._p),
+                "q": str(self._q),
+            }
         )
 
     @classmethod

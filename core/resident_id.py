@@ -67,7 +67,8 @@ def _parse_date(yyyymmdd: str) -> dt.date:
         return dt.date(int(yyyymmdd[:4]), int(yyyymmdd[4:6]), int(yyyymmdd[6:8]))
     except ValueError:
         raise InvalidResidentId(
-            "birth_date", f"the birth date {yyyymmdd[:4]}-{yyyymmdd[4:6]}-{yyyymmdd[6:8]} does not exist"
+            "birth_date",
+            f"the birth date {yyyymmdd[:4]}-{yyyymmdd[4:6]}-{yyyymmdd[6:8]} does not exist",
         ) from None
 
 
@@ -108,9 +109,13 @@ def parse(raw: str, *, today: dt.date | None = None) -> ResidentId:
     birth = _parse_date(body[6:14])
     limit = today if today is not None else dt.date.today()
     if birth > limit:
-        raise InvalidResidentId("birth_date", f"the birth date {birth.isoformat()} is in the future")
+        raise InvalidResidentId(
+            "birth_date", f"the birth date {birth.isoformat()} is in the future"
+        )
     if birth.year < 1890:
-        raise InvalidResidentId("birth_date", f"the birth date {birth.isoformat()} is not plausible")
+        raise InvalidResidentId(
+            "birth_date", f"the birth date {birth.isoformat()} is not plausible"
+        )
     expected = check_character(body)
     if check != expected:
         raise InvalidResidentId(

@@ -35,7 +35,9 @@ def _status(code: grpc.StatusCode, message: str, *details: Any) -> grpc.Status:
     return rpc_status.to_status(status_pb2.Status(code=code_value, message=message, details=packed))
 
 
-def abort(context: grpc.ServicerContext, code: grpc.StatusCode, message: str, *details: Any) -> NoReturn:
+def abort(
+    context: grpc.ServicerContext, code: grpc.StatusCode, message: str, *details: Any
+) -> NoReturn:
     context.abort_with_status(_status(code, message, *details))
     raise AssertionError("abort_with_status returned")  # pragma: no cover
 
@@ -48,7 +50,9 @@ def bad_request(field: str, description: str) -> error_details_pb2.BadRequest:
     )
 
 
-def precondition_failure(kind: str, subject: str, description: str) -> error_details_pb2.PreconditionFailure:
+def precondition_failure(
+    kind: str, subject: str, description: str
+) -> error_details_pb2.PreconditionFailure:
     return error_details_pb2.PreconditionFailure(
         violations=[
             error_details_pb2.PreconditionFailure.Violation(
@@ -79,7 +83,7 @@ def error_details(error: grpc.RpcError) -> list[Any]:
     return out
 
 
-class RoleInterceptor(grpc.ServerInterceptor):
+class RoleInterceptor(grpc.ServerInterceptor):  # type: ignore[type-arg]
     """Admit a call only when the peer's certificate has one of ``roles`` (health is open)."""
 
     def __init__(self, roles: Collection[str]) -> None:
@@ -87,11 +91,11 @@ class RoleInterceptor(grpc.ServerInterceptor):
 
     def intercept_service(
         self,
-        continuation: Callable[[grpc.HandlerCallDetails], grpc.RpcMethodHandler | None],
+        continuation: Callable[[grpc.HandlerCallDetails], grpc.RpcMethodHandler[Any, Any] | None],
         handler_call_details: grpc.HandlerCallDetails,
-    ) -> grpc.RpcMethodHandler | None:
+    ) -> grpc.RpcMethodHandler[Any, Any] | None:
         handler = continuation(handler_call_details)
-        method = handler_call_details.method  # type: ignore[attr-defined]
+        method: str = handler_call_details.method
         if handler is None or method.startswith(("/grpc.health.", "/grpc.reflection.")):
             return handler
         if handler.unary_unary is None:
@@ -154,7 +158,9 @@ def create_server(
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     for name in (*service_names, ""):
         health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
-    reflection.enable_server_reflection((*service_names, HEALTH_SERVICE_NAME, reflection.SERVICE_NAME), server)
+    reflection.enable_server_reflection(
+        (*service_names, HEALTH_SERVICE_NAME, reflection.SERVICE_NAME), server
+    )
     if tls is None:
         port = server.add_insecure_port(address)
     else:
@@ -163,10 +169,14 @@ def create_server(
     return RunningServer(server, port, health_servicer)
 
 
-def open_channel(target: str, *, tls: TlsMaterial | None, server_name: str | None = None) -> grpc.Channel:
+def open_channel(
+    target: str, *, tls: TlsMaterial | None, server_name: str | None = None
+) -> grpc.Channel:
     if tls is None:
         return grpc.insecure_channel(target, options=channel_options(None))
-    return grpc.secure_channel(target, tls.channel_credentials(), options=channel_options(server_name))
+    return grpc.secure_channel(
+        target, tls.channel_credentials(), options=channel_options(server_name)
+    )
 
 
 def wait_healthy(channel: grpc.Channel, timeout: float) -> None:

@@ -91,7 +91,9 @@ def issue(ca: Issued, *, name: str, role: str, now: dt.datetime) -> Issued:
         .add_extension(san, critical=False)
         .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
         .add_extension(
-            x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH]),
+            x509.ExtendedKeyUsage(
+                [ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH]
+            ),
             critical=False,
         )
         .sign(ca_key, hashes.SHA256())
@@ -144,10 +146,11 @@ def identity_from_pem(cert_pem: bytes) -> PeerIdentity:
 def peer_identity(context: grpc.ServicerContext) -> PeerIdentity | None:
     """The verified identity of the peer of a mutual-TLS call, or None on a plaintext channel."""
     auth = context.auth_context()
-    pems = auth.get("x509_pem_cert")
+    pems = list(auth.get("x509_pem_cert") or [])
     if not pems:
         return None
-    return identity_from_pem(pems[0])
+    first: bytes = pems[0]  # type: ignore[assignment]  # grpc-stubs types the values loosely
+    return identity_from_pem(first)
 
 
 def channel_options(server_name: str | None) -> list[tuple[str, object]]:

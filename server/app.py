@@ -48,7 +48,9 @@ def build_verifier(
     keys = KeyDir(config.keys_dir)
     tls = None if config.insecure else keys.tls("service")
     private = keys.paillier_private()
-    verify_keys = {e.connector_id: keys.connector_verify_key(e.connector_id) for e in config.connectors}
+    verify_keys = {
+        e.connector_id: keys.connector_verify_key(e.connector_id) for e in config.connectors
+    }
     zone = ZoneInfo(config.timezone)
     clock = now or (lambda: dt.datetime.now(zone))
     store = LogStore(open_log_engine(config.audit_database))

@@ -50,11 +50,15 @@ class KeyCustodian:
         for answer in answers:
             key = self._verify_keys.get(answer.connector_id)
             if key is None:
-                raise CustodianRefused(f"{answer.connector_id} is not a connector of this deployment")
+                raise CustodianRefused(
+                    f"{answer.connector_id} is not a connector of this deployment"
+                )
             try:
                 signing.verify(key, answer.signed_bytes(query_id), answer.signature)
             except CryptoError:
-                raise CustodianRefused(f"the answer of {answer.connector_id} is not signed by it") from None
+                raise CustodianRefused(
+                    f"the answer of {answer.connector_id} is not signed by it"
+                ) from None
         recomputed = aggregate(self._private.public, answers)
         if set(recomputed) != set(claimed):
             raise CustodianRefused("the aggregate names other fields than the signed answers")
@@ -62,7 +66,9 @@ class KeyCustodian:
         refused: dict[str, str] = {}
         for name, answers_of_field in contributors(answers).items():
             if recomputed[name].value != claimed[name].value:
-                raise CustodianRefused(f"the aggregate of {name} is not the sum of the signed answers")
+                raise CustodianRefused(
+                    f"the aggregate of {name} is not the sum of the signed answers"
+                )
             banks = sum(1 for a in answers_of_field if a.is_bank)
             if banks and banks < self.min_banks:
                 refused[name] = (

@@ -86,7 +86,12 @@ class RegistryClient:
         out = []
         for m in reply.members:
             out.append(
-                (ResidentId(m.id_number), Member(_RELATIONS.get(m.relation, "other"), dt.date.fromisoformat(m.birth_date)))
+                (
+                    ResidentId(m.id_number),
+                    Member(
+                        _RELATIONS.get(m.relation, "other"), dt.date.fromisoformat(m.birth_date)
+                    ),
+                )
             )
         if not any(r.value == resident.value for r, _ in out):
             raise SourceUnavailable("household registry: the answer does not include the applicant")
@@ -109,9 +114,12 @@ class ConnectorPool:
     ) -> None:
         self._endpoints = {e.connector_id: e for e in endpoints}
         self._channels = {
-            e.connector_id: open_channel(e.address, tls=tls, server_name=e.connector_id) for e in endpoints
+            e.connector_id: open_channel(e.address, tls=tls, server_name=e.connector_id)
+            for e in endpoints
         }
-        self._stubs = {cid: connector_pb2_grpc.ConnectorServiceStub(ch) for cid, ch in self._channels.items()}
+        self._stubs = {
+            cid: connector_pb2_grpc.ConnectorServiceStub(ch) for cid, ch in self._channels.items()
+        }
         self._verify_keys = dict(verify_keys)
         self._public = public_key
         self._tokens = {cid: token_master.for_connector(cid) for cid in self._endpoints}
@@ -140,7 +148,9 @@ class ConnectorPool:
 
     def describe_missing(self, failures: dict[str, str]) -> None:
         pending = {
-            cid: self._stubs[cid].Describe.future(connector_pb2.DescribeRequest(), timeout=self._timeout)
+            cid: self._stubs[cid].Describe.future(
+                connector_pb2.DescribeRequest(), timeout=self._timeout
+            )
             for cid in self._endpoints
             if cid not in self._layouts
         }
@@ -152,17 +162,25 @@ class ConnectorPool:
             except CryptoError as e:
                 failures[cid] = f"invalid description: {e}"
 
-    def _check_answer(self, cid: str, query_id: str, r: connector_pb2.QueryResponse) -> SignedAnswer:
+    def _check_answer(
+        self, cid: str, query_id: str, r: connector_pb2.QueryResponse
+    ) -> SignedAnswer:
         layout = self._layouts[cid]
         if r.connector_id != cid:
             raise CryptoError(f"it answers as {r.connector_id!r}")
         names = tuple(f.name for f in r.fields)
         if names != layout.fields:
-            raise CryptoError(f"fields {', '.join(names)} differ from the declared {', '.join(layout.fields)}")
+            raise CryptoError(
+                f"fields {', '.join(names)} differ from the declared {', '.join(layout.fields)}"
+            )
         for f in r.fields:
             self._public.from_bytes(f.ciphertext, r.key_fingerprint)
         answer = SignedAnswer(
-            cid, layout.is_bank, tuple((f.name, f.ciphertext) for f in r.fields), r.signature, r.key_fingerprint
+            cid,
+            layout.is_bank,
+            tuple((f.name, f.ciphertext) for f in r.fields),
+            r.signature,
+            r.key_fingerprint,
         )
         signing.verify(self._verify_keys[cid], answer.signed_bytes(query_id), answer.signature)
         return answer

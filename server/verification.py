@@ -88,7 +88,9 @@ class Verifier:
 
     def _entry(self, caller: PeerIdentity) -> audit_pb2.AuditEntry:
         return audit_pb2.AuditEntry(
-            time_unix_ms=int(self.now().timestamp() * 1000), caller=caller.name, caller_role=caller.role
+            time_unix_ms=int(self.now().timestamp() * 1000),
+            caller=caller.name,
+            caller_role=caller.role,
         )
 
     def verify(self, app: Application, caller: PeerIdentity) -> verification_pb2.Verdict:
@@ -96,7 +98,13 @@ class Verifier:
         request_key = self.audit_key.mac(f"request\0{caller.name}\0{app.request_id}".encode())
         fingerprint = self.audit_key.mac(
             "\0".join(
-                [app.resident.value, app.program, app.region, app.consent_reference, app.as_of.isoformat()]
+                [
+                    app.resident.value,
+                    app.program,
+                    app.region,
+                    app.consent_reference,
+                    app.as_of.isoformat(),
+                ]
             ).encode()
         )
         earlier = self.requests.find(request_key)
@@ -111,8 +119,11 @@ class Verifier:
         entry = self._entry(caller)
         entry.request.CopyFrom(
             audit_pb2.RequestEntry(
-                request_id=app.request_id, program=app.program, region=app.region,
-                consent_reference=app.consent_reference, applicant_audit_token=audit_token,
+                request_id=app.request_id,
+                program=app.program,
+                region=app.region,
+                consent_reference=app.consent_reference,
+                applicant_audit_token=audit_token,
                 as_of=app.as_of.isoformat(),
             )
         )
@@ -151,14 +162,18 @@ class Verifier:
             as_of=app.as_of.isoformat(),
             connectors_answered=len(fan.answers),
             failures=[
-                common_pb2.SourceFailure(connector_id=c, reason=r) for c, r in sorted(fan.failures.items())
+                common_pb2.SourceFailure(connector_id=c, reason=r)
+                for c, r in sorted(fan.failures.items())
             ],
         )
         entry = self._entry(caller)
         entry.verdict.CopyFrom(
             audit_pb2.VerdictEntry(
-                request_id=app.request_id, program=app.program, region=app.region,
-                consent_reference=app.consent_reference, applicant_audit_token=audit_token,
+                request_id=app.request_id,
+                program=app.program,
+                region=app.region,
+                consent_reference=app.consent_reference,
+                applicant_audit_token=audit_token,
                 as_of=app.as_of.isoformat(),
                 connectors_answered=sorted(a.connector_id for a in fan.answers),
                 connectors_failed=list(verdict.failures),
@@ -168,7 +183,9 @@ class Verifier:
                 ],
                 decision=verdict.decision,
                 rules=[
-                    audit_pb2.RuleRecord(id=r.id, outcome=_OUTCOMES[r.outcome], value=r.value, threshold=r.threshold)
+                    audit_pb2.RuleRecord(
+                        id=r.id, outcome=_OUTCOMES[r.outcome], value=r.value, threshold=r.threshold
+                    )
                     for r in ev.rules
                 ],
                 policy_version=applied.policy_version,
@@ -182,19 +199,35 @@ class Verifier:
         self.requests.save(request_key, fingerprint, verdict.SerializeToString(deterministic=True))
         log.info(
             "verified request=%s query=%s decision=%s answered=%d failed=%s leaf=%d",
-            app.request_id, query_id, ev.decision.value, len(fan.answers),
-            ",".join(sorted(fan.failures)) or "-", receipt.leaf_index,
+            app.request_id,
+            query_id,
+            ev.decision.value,
+            len(fan.answers),
+            ",".join(sorted(fan.failures)) or "-",
+            receipt.leaf_index,
         )
         return verdict
 
 
 def _rule_pb(r: RuleResult) -> verification_pb2.RuleOutcome:
     return verification_pb2.RuleOutcome(
-        id=r.id, outcome=_OUTCOMES[r.outcome], value=r.value, threshold=r.threshold,
-        comparison=r.comparison, unit=r.unit, message_zh=r.message_zh, message_en=r.message_en,
+        id=r.id,
+        outcome=_OUTCOMES[r.outcome],
+        value=r.value,
+        threshold=r.threshold,
+        comparison=r.comparison,
+        unit=r.unit,
+        message_zh=r.message_zh,
+        message_en=r.message_en,
         missing_sources=list(r.missing_sources),
         figures=[
-            verification_pb2.Figure(name=f.name, value=f.value, comparison=f.comparison, threshold=f.threshold, unit=f.unit)
+            verification_pb2.Figure(
+                name=f.name,
+                value=f.value,
+                comparison=f.comparison,
+                threshold=f.threshold,
+                unit=f.unit,
+            )
             for f in r.figures
         ],
     )
@@ -229,14 +262,20 @@ class VerificationServicer(verification_pb2_grpc.VerificationServiceServicer):
             violations.append(("request_id", f"required, 1 to {MAX_TEXT} printable characters"))
         if request.program not in PROGRAMS:
             violations.append(
-                ("program", f"unknown programme {request.program[:40]!r}; known: {', '.join(PROGRAMS)}")
+                (
+                    "program",
+                    f"unknown programme {request.program[:40]!r}; known: {', '.join(PROGRAMS)}",
+                )
             )
         region = request.region or self._verifier.policy.default_region
         if region not in self._verifier.policy.regions:
             violations.append(("region", f"unknown region {region[:40]!r}"))
         if not _text_ok(request.consent_reference):
             violations.append(
-                ("consent_reference", f"the reference of the applicant's consent is required (1 to {MAX_TEXT} characters)")
+                (
+                    "consent_reference",
+                    f"the reference of the applicant's consent is required (1 to {MAX_TEXT} characters)",
+                )
             )
         as_of = today
         if request.as_of:
@@ -249,12 +288,18 @@ class VerificationServicer(verification_pb2_grpc.VerificationServiceServicer):
             except ValueError:
                 violations.append(("as_of", f"{request.as_of[:40]!r} is not a date YYYY-MM-DD"))
         if violations or resident is None:
-            detail = rpc.bad_request(*violations[0]) if violations else rpc.bad_request("id_number", "invalid")
+            detail = (
+                rpc.bad_request(*violations[0])
+                if violations
+                else rpc.bad_request("id_number", "invalid")
+            )
             for f, d in violations[1:]:
                 detail.field_violations.add(field=f, description=d)
             rpc.abort(
-                context, grpc.StatusCode.INVALID_ARGUMENT,
-                "invalid request: " + "; ".join(f"{f}: {d}" for f, d in violations), detail,
+                context,
+                grpc.StatusCode.INVALID_ARGUMENT,
+                "invalid request: " + "; ".join(f"{f}: {d}" for f, d in violations),
+                detail,
             )
         return Application(
             request.request_id, resident, request.program, region, request.consent_reference, as_of
@@ -268,8 +313,12 @@ class VerificationServicer(verification_pb2_grpc.VerificationServiceServicer):
             return self._verifier.verify(app, rpc.caller(context))
         except PolicyError as e:
             rpc.abort(
-                context, grpc.StatusCode.FAILED_PRECONDITION, str(e),
-                rpc.precondition_failure("POLICY", f"{app.program}/{app.region}/{app.as_of}", str(e)),
+                context,
+                grpc.StatusCode.FAILED_PRECONDITION,
+                str(e),
+                rpc.precondition_failure(
+                    "POLICY", f"{app.program}/{app.region}/{app.as_of}", str(e)
+                ),
             )
         except RequestConflict as e:
             rpc.abort(context, grpc.StatusCode.ALREADY_EXISTS, str(e))
@@ -279,4 +328,8 @@ class VerificationServicer(verification_pb2_grpc.VerificationServiceServicer):
             rpc.abort(context, grpc.StatusCode.UNAVAILABLE, str(e))
         except (AuditError, CustodianRefused) as e:
             log.error("request=%s failed: %s", app.request_id, e)
-            rpc.abort(context, grpc.StatusCode.UNAVAILABLE, f"the verification could not be completed: {e}")
+            rpc.abort(
+                context,
+                grpc.StatusCode.UNAVAILABLE,
+                f"the verification could not be completed: {e}",
+            )

@@ -34,8 +34,11 @@ from hedui.server.policy.params import RegionParameters
 
 NAME = "dibao"
 INCOME_FIELDS = (
-    "monthly_wage", "monthly_pension", "monthly_unemployment_benefit",
-    "annual_taxable_income", "annual_land_income",
+    "monthly_wage",
+    "monthly_pension",
+    "monthly_unemployment_benefit",
+    "annual_taxable_income",
+    "annual_land_income",
 )
 ASSET_FIELDS = ("deposits", "wealth_products", "securities_value", "insurance_cash_value")
 
@@ -77,19 +80,39 @@ def income_rule(facts: HouseholdFacts, line: int, reference: str) -> tuple[RuleR
             f"{yuan(line)} yuan, {yuan(high)} yuan (tax) is not"
         )
     return (
-        RuleResult("income", outcome, value, line, cmp, "fen", zh, en, figures=figures, references=(reference,)),
+        RuleResult(
+            "income",
+            outcome,
+            value,
+            line,
+            cmp,
+            "fen",
+            zh,
+            en,
+            figures=figures,
+            references=(reference,),
+        ),
         high,
     )
 
 
-def financial_assets_rule(facts: HouseholdFacts, limit: int, references: tuple[str, ...]) -> RuleResult:
+def financial_assets_rule(
+    facts: HouseholdFacts, limit: int, references: tuple[str, ...]
+) -> RuleResult:
     missing = facts.missing_for(ASSET_FIELDS)
     if missing:
-        return undecided("financial_assets", missing, "fen", "家庭金融资产", "Household financial assets")
+        return undecided(
+            "financial_assets", missing, "fen", "家庭金融资产", "Household financial assets"
+        )
     total = sum(facts.get(f) for f in ASSET_FIELDS)
     ok = total <= limit
     return RuleResult(
-        "financial_assets", Outcome.PASSED if ok else Outcome.FAILED, total, limit, "<=", "fen",
+        "financial_assets",
+        Outcome.PASSED if ok else Outcome.FAILED,
+        total,
+        limit,
+        "<=",
+        "fen",
         f"家庭金融资产 {yuan(total)} 元，{'未超过' if ok else '超过'}上限 {yuan(limit)} 元",
         f"household financial assets of {yuan(total)} yuan {'do not exceed' if ok else 'exceed'} "
         f"the limit of {yuan(limit)} yuan",
@@ -105,7 +128,12 @@ def real_estate_rule(facts: HouseholdFacts, max_residential: int, reference: str
     res, com = (facts.get(f) for f in fields)
     ok = res <= max_residential and com == 0
     return RuleResult(
-        "real_estate", Outcome.PASSED if ok else Outcome.FAILED, res, max_residential, "<=", "count",
+        "real_estate",
+        Outcome.PASSED if ok else Outcome.FAILED,
+        res,
+        max_residential,
+        "<=",
+        "count",
         f"住宅 {res} 套（上限 {max_residential} 套），商业用房 {com} 套（上限 0 套）",
         f"{res} residential propert{'y' if res == 1 else 'ies'} (at most {max_residential}), "
         f"{com} commercial (none allowed)",
@@ -117,15 +145,23 @@ def real_estate_rule(facts: HouseholdFacts, max_residential: int, reference: str
     )
 
 
-def none_allowed_rule(facts: HouseholdFacts, rule_id: str, field: str, zh: str, en: str) -> RuleResult:
+def none_allowed_rule(
+    facts: HouseholdFacts, rule_id: str, field: str, zh: str, en: str
+) -> RuleResult:
     missing = facts.missing_for((field,))
     if missing:
         return undecided(rule_id, missing, "count", zh, en)
     n = facts.get(field)
     ok = n == 0
     return RuleResult(
-        rule_id, Outcome.PASSED if ok else Outcome.FAILED, n, 0, "==", "count",
-        f"{zh} {n}（不得拥有）", f"{en}: {n} (none allowed)",
+        rule_id,
+        Outcome.PASSED if ok else Outcome.FAILED,
+        n,
+        0,
+        "==",
+        "count",
+        f"{zh} {n}（不得拥有）",
+        f"{en}: {n} (none allowed)",
     )
 
 

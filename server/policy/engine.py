@@ -105,7 +105,12 @@ def decide(rules: Iterable[RuleResult]) -> Decision:
 def undecided(rule_id: str, missing: tuple[str, ...], unit: str, zh: str, en: str) -> RuleResult:
     sources = "、".join(missing)
     return RuleResult(
-        rule_id, Outcome.UNDECIDED, None, None, "", unit,
+        rule_id,
+        Outcome.UNDECIDED,
+        None,
+        None,
+        "",
+        unit,
         f"{zh}：无法判断，缺少数据来源 {sources}",
         f"{en}: undecided, missing source(s) {', '.join(missing)}",
         missing_sources=missing,

@@ -66,7 +66,7 @@ def parse(data: bytes, source: str) -> RegionParameters:
         raise PolicyError(f"{source}: not a TOML parameter file: {e}") from None
     params: dict[str, Parameter] = {}
     for name, body in doc.get("parameters", {}).items():
-        values = []
+        values: list[DatedValue] = []
         for i, v in enumerate(body.get("values", [])):
             start, value, ref = v.get("start"), v.get("value"), v.get("reference")
             where = f"{source}: parameters.{name}.values[{i}]"
@@ -81,11 +81,15 @@ def parse(data: bytes, source: str) -> RegionParameters:
             values.append(DatedValue(start, value, ref))
         if not values:
             raise PolicyError(f"{source}: parameters.{name} has no values")
-        params[name] = Parameter(name, str(body.get("unit", "")), str(body.get("description", "")), tuple(values))
+        params[name] = Parameter(
+            name, str(body.get("unit", "")), str(body.get("description", "")), tuple(values)
+        )
     region = doc.get("region")
     if not isinstance(region, str) or not region:
         raise PolicyError(f"{source}: the file must name its region")
-    return RegionParameters(region, str(doc.get("name", region)), params, hashlib.sha256(data).hexdigest())
+    return RegionParameters(
+        region, str(doc.get("name", region)), params, hashlib.sha256(data).hexdigest()
+    )
 
 
 def load_file(path: Path) -> RegionParameters:

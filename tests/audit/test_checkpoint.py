@@ -7,6 +7,9 @@ import hashlib
 
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
 from hedui.audit.checkpoint import (
     EM_DASH,
     Checkpoint,
@@ -19,8 +22,6 @@ from hedui.audit.checkpoint import (
     vkey,
 )
 from hedui.audit.errors import VerificationError
-from hypothesis import given, settings
-from hypothesis import strategies as st
 
 ORIGIN = "example.gov.cn/hedui/audit"
 NAME = ORIGIN

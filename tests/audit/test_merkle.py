@@ -11,6 +11,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
 from hedui.audit.errors import AuditError, VerificationError
 from hedui.audit.merkle import (
     EMPTY_ROOT,
@@ -24,8 +27,6 @@ from hedui.audit.merkle import (
     verify_consistency,
     verify_inclusion,
 )
-from hypothesis import given, settings
-from hypothesis import strategies as st
 
 # Known answers published by Certificate Transparency / transparency-dev/merkle
 # (testonly/constants.go and proof/verify_test.go, Apache-2.0).

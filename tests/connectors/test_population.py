@@ -9,6 +9,7 @@ from collections import Counter, defaultdict
 from pathlib import Path
 
 import pytest
+
 from hedui.connectors import population
 from hedui.core import deployment
 from hedui.core.resident_id import parse

@@ -78,7 +78,9 @@ def test_masked_hides_the_number() -> None:
     birth=st.dates(min_value=dt.date(1900, 1, 1), max_value=TODAY),
     seq=st.integers(0, 999),
 )
-def test_made_ids_round_trip_and_any_digit_change_is_caught(region: str, birth: dt.date, seq: int) -> None:
+def test_made_ids_round_trip_and_any_digit_change_is_caught(
+    region: str, birth: dt.date, seq: int
+) -> None:
     rid = make(region, birth, seq)
     assert parse(rid.value, today=TODAY) == rid
     body = rid.value[:17]

@@ -43,7 +43,10 @@ class Up:
     def cli(self, *args: str) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
             [sys.executable, "-m", "hedui.clients.cli", *args],
-            capture_output=True, text=True, timeout=120, check=False,
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
         )
 
 
@@ -54,8 +57,19 @@ def up(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Up]:
     data, work = root / "data", root / "work"
     summary = generate(data, households=40, seed=11, as_of=TODAY, standard_fen=STANDARD)
     proc = subprocess.Popen(
-        [sys.executable, "-m", "hedui.clients.cli", "up", "--data", str(data), "--workdir", str(work)],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        [
+            sys.executable,
+            "-m",
+            "hedui.clients.cli",
+            "up",
+            "--data",
+            str(data),
+            "--workdir",
+            str(work),
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
     )
     assert proc.stdout is not None
     deadline = time.monotonic() + 300
@@ -67,7 +81,9 @@ def up(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Up]:
     m = re.search(r"127\.0\.0\.1:\d+", line)
     if not m:
         proc.kill()
-        pytest.fail(f"hedui up did not become ready: {line!r} {proc.stderr.read() if proc.stderr else ''}")
+        pytest.fail(
+            f"hedui up did not become ready: {line!r} {proc.stderr.read() if proc.stderr else ''}"
+        )
     handle = Up(Workdir(work), data, summary, proc, m.group(0))
     assert IntakeProfile.load(handle.workdir.intake_profile).address == handle.address
     yield handle

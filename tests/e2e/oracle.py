@@ -46,7 +46,9 @@ def expected(members: list[str], person: dict[str, dict[str, int]], as_of: str) 
     land = t["annual_land_income"] // 12
     low, high = hrss + land, max(hrss, tax) + land
     income = True if high < line else (False if low >= line else None)
-    assets = t["deposits"] + t["wealth_products"] + t["securities_value"] + t["insurance_cash_value"]
+    assets = (
+        t["deposits"] + t["wealth_products"] + t["securities_value"] + t["insurance_cash_value"]
+    )
     rules = {
         "income": income,
         "financial_assets": assets <= h * 24 * s,

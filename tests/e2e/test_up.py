@@ -25,8 +25,11 @@ def _verify(up: Up, id_number: str, request_id: str, **kw: str) -> dict:
     try:
         v = client.verify(
             verification_pb2.VerifyRequest(
-                request_id=request_id, id_number=id_number, program="dibao",
-                consent_reference=f"consent/{request_id}", **kw,
+                request_id=request_id,
+                id_number=id_number,
+                program="dibao",
+                consent_reference=f"consent/{request_id}",
+                **kw,
             )
         )
     finally:
@@ -56,10 +59,27 @@ def test_verdicts_agree_with_the_rules(up: Up) -> None:
 def test_cli_verify_json_and_text(up: Up) -> None:
     id_number = up.summary.applicants[0][1]
     USED_IDS.add(id_number)
-    r = up.cli("verify", "--workdir", str(up.workdir.root), "--id", id_number.lower(), "--program", "dibao", "--json")
+    r = up.cli(
+        "verify",
+        "--workdir",
+        str(up.workdir.root),
+        "--id",
+        id_number.lower(),
+        "--program",
+        "dibao",
+        "--json",
+    )
     assert r.returncode == 0, r.stderr
     d = json.loads(r.stdout)
-    for key in ("decision", "benefit_fen", "household_size", "policy_version", "request_id", "rules", "audit"):
+    for key in (
+        "decision",
+        "benefit_fen",
+        "household_size",
+        "policy_version",
+        "request_id",
+        "rules",
+        "audit",
+    ):
         assert key in d
     assert all({"id", "passed", "value", "threshold"} <= set(rule) for rule in d["rules"])
     r = up.cli("verify", "--workdir", str(up.workdir.root), "--id", id_number, "--program", "dibao")
@@ -88,7 +108,12 @@ def test_cli_errors_are_clear(up: Up, args: list[str], message: str) -> None:
 
 
 def _call(up: Up, **fields: str) -> grpc.RpcError:
-    req = {"request_id": "bad-1", "id_number": "11010519491231002X", "program": "dibao", "consent_reference": "c"}
+    req = {
+        "request_id": "bad-1",
+        "id_number": "11010519491231002X",
+        "program": "dibao",
+        "consent_reference": "c",
+    }
     req.update(fields)
     with pytest.raises(grpc.RpcError) as info:
         up.stub().Verify(verification_pb2.VerifyRequest(**req), timeout=30)
@@ -109,7 +134,9 @@ def _call(up: Up, **fields: str) -> grpc.RpcError:
         ({"as_of": "yesterday"}, "as_of"),
     ],
 )
-def test_bad_requests_are_invalid_argument_with_bad_request(up: Up, fields: dict, field: str) -> None:
+def test_bad_requests_are_invalid_argument_with_bad_request(
+    up: Up, fields: dict, field: str
+) -> None:
     e = _call(up, **fields)
     assert grpc_code(e) == grpc.StatusCode.INVALID_ARGUMENT
     details = [d for d in error_details(e) if isinstance(d, error_details_pb2.BadRequest)]

@@ -19,7 +19,9 @@ FIELDS = (
 
 
 def household(h: int, **totals: int) -> HouseholdFacts:
-    members = tuple(Member("head" if i == 0 else "child", dt.date(1980 + i, 1, 1)) for i in range(h))
+    members = tuple(
+        Member("head" if i == 0 else "child", dt.date(1980 + i, 1, 1)) for i in range(h)
+    )
     return HouseholdFacts(members, {f: totals.get(f, 0) for f in FIELDS})
 
 
@@ -31,7 +33,9 @@ def rule(ev, rule_id: str):
     return next(r for r in ev.rules if r.id == rule_id)
 
 
-@pytest.mark.parametrize(("wage_delta", "outcome"), [(-1, Outcome.PASSED), (0, Outcome.FAILED), (1, Outcome.FAILED)])
+@pytest.mark.parametrize(
+    ("wage_delta", "outcome"), [(-1, Outcome.PASSED), (0, Outcome.FAILED), (1, Outcome.FAILED)]
+)
 @pytest.mark.parametrize("h", [1, 3, 6])
 def test_income_line(h: int, wage_delta: int, outcome: Outcome) -> None:
     ev = run(household(h, monthly_wage=h * S + wage_delta))
@@ -41,11 +45,25 @@ def test_income_line(h: int, wage_delta: int, outcome: Outcome) -> None:
 
 def test_income_sums_every_hrss_source_and_land() -> None:
     line = 2 * S
-    ev = run(household(2, monthly_wage=100, monthly_pension=200, monthly_unemployment_benefit=300,
-                       annual_land_income=12 * (line - 600)))
+    ev = run(
+        household(
+            2,
+            monthly_wage=100,
+            monthly_pension=200,
+            monthly_unemployment_benefit=300,
+            annual_land_income=12 * (line - 600),
+        )
+    )
     assert rule(ev, "income").outcome is Outcome.FAILED
-    ev = run(household(2, monthly_wage=100, monthly_pension=200, monthly_unemployment_benefit=300,
-                       annual_land_income=12 * (line - 600) - 12))
+    ev = run(
+        household(
+            2,
+            monthly_wage=100,
+            monthly_pension=200,
+            monthly_unemployment_benefit=300,
+            annual_land_income=12 * (line - 600) - 12,
+        )
+    )
     assert rule(ev, "income").outcome is Outcome.PASSED
     assert rule(ev, "income").value == line - 1
 
@@ -67,8 +85,12 @@ def test_tax_income_makes_sources_disagree(tax_annual: int, outcome: Outcome) ->
         assert "disagree" in rule(ev, "income").message_en
 
 
-@pytest.mark.parametrize(("delta", "outcome"), [(-1, Outcome.PASSED), (0, Outcome.PASSED), (1, Outcome.FAILED)])
-@pytest.mark.parametrize("field", ["deposits", "wealth_products", "securities_value", "insurance_cash_value"])
+@pytest.mark.parametrize(
+    ("delta", "outcome"), [(-1, Outcome.PASSED), (0, Outcome.PASSED), (1, Outcome.FAILED)]
+)
+@pytest.mark.parametrize(
+    "field", ["deposits", "wealth_products", "securities_value", "insurance_cash_value"]
+)
 def test_financial_assets_limit(field: str, delta: int, outcome: Outcome) -> None:
     h = 2
     limit = h * 24 * S
@@ -79,8 +101,12 @@ def test_financial_assets_limit(field: str, delta: int, outcome: Outcome) -> Non
 
 def test_financial_assets_are_summed() -> None:
     limit = 24 * S
-    parts = dict(deposits=limit // 4, wealth_products=limit // 4, securities_value=limit // 4,
-                 insurance_cash_value=limit - 3 * (limit // 4))
+    parts = dict(
+        deposits=limit // 4,
+        wealth_products=limit // 4,
+        securities_value=limit // 4,
+        insurance_cash_value=limit - 3 * (limit // 4),
+    )
     assert rule(run(household(1, **parts)), "financial_assets").outcome is Outcome.PASSED
     parts["deposits"] += 1
     assert rule(run(household(1, **parts)), "financial_assets").outcome is Outcome.FAILED
@@ -88,15 +114,25 @@ def test_financial_assets_are_summed() -> None:
 
 @pytest.mark.parametrize(
     ("res", "com", "outcome"),
-    [(0, 0, Outcome.PASSED), (1, 0, Outcome.PASSED), (2, 0, Outcome.FAILED), (0, 1, Outcome.FAILED), (1, 1, Outcome.FAILED)],
+    [
+        (0, 0, Outcome.PASSED),
+        (1, 0, Outcome.PASSED),
+        (2, 0, Outcome.FAILED),
+        (0, 1, Outcome.FAILED),
+        (1, 1, Outcome.FAILED),
+    ],
 )
 def test_real_estate(res: int, com: int, outcome: Outcome) -> None:
     ev = run(household(3, residential_properties=res, commercial_properties=com))
     assert rule(ev, "real_estate").outcome is outcome
 
 
-@pytest.mark.parametrize(("field", "rule_id"), [("vehicles", "vehicles"), ("enterprises", "business")])
-@pytest.mark.parametrize(("count", "outcome"), [(0, Outcome.PASSED), (1, Outcome.FAILED), (2, Outcome.FAILED)])
+@pytest.mark.parametrize(
+    ("field", "rule_id"), [("vehicles", "vehicles"), ("enterprises", "business")]
+)
+@pytest.mark.parametrize(
+    ("count", "outcome"), [(0, Outcome.PASSED), (1, Outcome.FAILED), (2, Outcome.FAILED)]
+)
 def test_none_allowed(field: str, rule_id: str, count: int, outcome: Outcome) -> None:
     assert rule(run(household(1, **{field: count})), rule_id).outcome is outcome
 
