@@ -1,0 +1,166 @@
+"""Faulty sources never give a favourable verdict: down, slow, garbage, too few banks."""
+
+from __future__ import annotations
+
+import csv
+import datetime as dt
+import socket
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import grpc
+import pytest
+
+from hedui.clients.deploy import DeploySettings, Deployment, prepare
+from hedui.clients.intake import IntakeClient, IntakeProfile, verdict_to_dict
+from hedui.connectors.sdk import Answerer, ConnectorServicer
+from hedui.connectors.server import CONNECTOR_SERVICE
+from hedui.connectors.store import HoldingStore, open_engine
+from hedui.core.deployment import DEPARTMENT_KINDS, kind_of
+from hedui.core.resident_id import make
+from hedui.core.rpc import RunningServer, create_server
+from hedui.core.workdir import Workdir
+from hedui.proto.v1 import connector_pb2, connector_pb2_grpc, verification_pb2
+
+BANKS = ("bank-01", "bank-02", "bank-03", "bank-04", "bank-05")
+HEAD = make("330106", dt.date(1970, 3, 4), 11)
+SPOUSE = make("330106", dt.date(1972, 5, 6), 22)
+CAR_OWNER = make("330212", dt.date(1980, 1, 2), 33)
+
+
+def _write(path: Path, header: list[str], rows: list[list[object]]) -> None:
+    with path.open("w", encoding="utf-8", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(header)
+        w.writerows(rows)
+
+
+def _population(data: Path) -> None:
+    """A hand-written population, not made by the project's generator."""
+    data.mkdir()
+    _write(data / "registry.csv", ["household_id", "id_number", "relation", "birth_date"], [
+        ["A", HEAD.value, "head", "1970-03-04"],
+        ["A", SPOUSE.value.lower(), "spouse", "1972-05-06"],
+        ["B", CAR_OWNER.value, "head", "1980-01-02"],
+    ])
+    _write(data / "hrss.csv", ["id_number", "monthly_pension", "monthly_wage", "monthly_unemployment_benefit"], [
+        [HEAD.value, 30000, 0, 0],
+        [HEAD.value, 12345, 0, 0],  # a second row for one person is added up
+        [SPOUSE.value, 0, 50000, 0],
+    ])
+    for i, bank in enumerate(BANKS, start=1):
+        _write(data / f"{bank}.csv", ["id_number", "deposits", "wealth_products"], [[HEAD.value, 1000 * i, 0]])
+    _write(data / "vehicles.csv", ["id_number", "vehicles", "vehicle_value"], [[CAR_OWNER.value, 1, 5000000]])
+
+
+class Garbage(connector_pb2_grpc.ConnectorServiceServicer):
+    def __init__(self, answerer: Answerer, delay: float = 0.0, corrupt: bool = True) -> None:
+        self.answerer, self.delay, self.corrupt = answerer, delay, corrupt
+
+    def Describe(self, request, context):
+        return self.answerer.describe()
+
+    def Query(self, request, context):
+        time.sleep(self.delay)
+        answer = self.answerer.answer(request.query_id, list(request.tokens))
+        if self.corrupt:
+            answer.fields[0].ciphertext = bytes(len(answer.fields[0].ciphertext) - 1) + b"\x07"
+        return answer
+
+
+def _serve(w: Workdir, bank: str, servicer: Garbage) -> RunningServer:
+    def register(server: grpc.Server) -> None:
+        connector_pb2_grpc.add_ConnectorServiceServicer_to_server(servicer, server)
+
+    return create_server("127.0.0.1:0", tls=w.keys.tls(bank), roles={"service"}, register=[register],
+                         service_names=[CONNECTOR_SERVICE])
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.fixture(scope="module")
+def faulty(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Workdir]:
+    root = tmp_path_factory.mktemp("faults")
+    _population(root / "data")
+    settings = DeploySettings(
+        workdir=root / "work", data=root / "data", connector_ids=(*DEPARTMENT_KINDS, *BANKS),
+        query_timeout_seconds=2.0, min_banks=3,
+    )
+    w = prepare(settings, lambda _: None, dt.date.today())
+    keys = w.keys
+
+    def answerer(bank: str) -> Answerer:
+        store = HoldingStore(open_engine(w.connector_db_url(bank)))
+        return Answerer(bank, kind_of(bank), store, keys.paillier_public(), keys.connector_signing_key(bank))
+
+    garbage = _serve(w, "bank-03", Garbage(answerer("bank-03")))
+    slow = _serve(w, "bank-04", Garbage(answerer("bank-04"), delay=5.0, corrupt=False))
+    deployment = Deployment(settings, w)
+    deployment.start({
+        "bank-02": f"127.0.0.1:{_free_port()}",  # nobody listens: the bank is down
+        "bank-03": f"127.0.0.1:{garbage.port}",
+        "bank-04": f"127.0.0.1:{slow.port}",
+    })
+    yield w
+    deployment.stop()
+    garbage.stop(0)
+    slow.stop(0)
+
+
+def _verify(w: Workdir, rid: str, id_number: str) -> dict:
+    client = IntakeClient(IntakeProfile.load(w.intake_profile))
+    try:
+        return verdict_to_dict(client.verify(verification_pb2.VerifyRequest(
+            request_id=rid, id_number=id_number, program="dibao", consent_reference="c-1")))
+    finally:
+        client.close()
+
+
+def test_down_slow_and_garbage_banks_give_needs_review_naming_them(faulty: Workdir) -> None:
+    v = _verify(faulty, "f-1", HEAD.value)
+    assert v["decision"] == "NEEDS_REVIEW" and v["benefit_fen"] == 0
+    failures = {f["connector_id"]: f["reason"] for f in v["failures"]}
+    assert set(failures) == {"bank-02", "bank-03", "bank-04"}
+    assert "unreachable" in failures["bank-02"]
+    assert "invalid answer" in failures["bank-03"]
+    assert "no answer within 2 s" in failures["bank-04"]
+    rules = {r["id"]: r for r in v["rules"]}
+    assets = rules["financial_assets"]
+    assert assets["passed"] is None and assets["value"] is None
+    assert {"bank-02", "bank-03", "bank-04"} <= set(assets["missing_sources"])
+    # two answering banks are fewer than min_banks = 3: the custodian refuses that total too
+    assert any(s.startswith("key custodian") for s in assets["missing_sources"])
+    # the rules that do not need a bank are decided from the answers that came
+    assert rules["income"]["passed"] is True and rules["income"]["value"] == 30000 + 12345 + 50000
+    assert rules["vehicles"]["passed"] is True
+
+
+def test_a_failure_that_is_decided_stays_ineligible(faulty: Workdir) -> None:
+    v = _verify(faulty, "f-2", CAR_OWNER.value)
+    assert v["decision"] == "INELIGIBLE"
+    assert {r["id"]: r["passed"] for r in v["rules"]}["vehicles"] is False
+
+
+def test_a_connector_refuses_another_paillier_key(faulty: Workdir) -> None:
+    from hedui.core.paillier import generate_keypair
+    from hedui.core.rpc import open_channel
+
+    cfg = faulty.service_config.read_text()
+    address = next(line.split("=")[1].strip().strip('"') for line in cfg.splitlines() if line.startswith('"bank-01"'))
+    stub = connector_pb2_grpc.ConnectorServiceStub(
+        open_channel(address, tls=faulty.keys.tls("service"), server_name="bank-01"))
+    with pytest.raises(grpc.RpcError) as info:
+        stub.Query(connector_pb2.QueryRequest(query_id="q", tokens=[bytes(32)],
+                                              key_fingerprint=generate_keypair(1024).public.fingerprint), timeout=10)
+    assert info.value.code() == grpc.StatusCode.FAILED_PRECONDITION  # type: ignore[attr-defined]
+    # an intake certificate may not query a connector at all
+    stub = connector_pb2_grpc.ConnectorServiceStub(
+        open_channel(address, tls=faulty.keys.tls("intake"), server_name="bank-01"))
+    with pytest.raises(grpc.RpcError) as info:
+        stub.Describe(connector_pb2.DescribeRequest(), timeout=10)
+    assert info.value.code() == grpc.StatusCode.PERMISSION_DENIED  # type: ignore[attr-defined]
