@@ -16,7 +16,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 from hedui.audit import merkle
 from hedui.audit.checkpoint import Checkpoint, parse_and_verify, sign_checkpoint
 from hedui.audit.errors import AuditError, VerificationError
-from hedui.audit.store import LogStore
+from hedui.audit.store import LogStore, SearchKeys
 from hedui.proto.v1 import audit_pb2
 
 DEFAULT_ORIGIN = "hedui.example/demo-log"
@@ -26,6 +26,14 @@ KEY_NAME = "hedui-log"
 def entry_bytes(entry: audit_pb2.AuditEntry) -> bytes:
     """The canonical bytes of an entry: deterministic protobuf serialisation."""
     return entry.SerializeToString(deterministic=True)
+
+
+def search_keys(entry: audit_pb2.AuditEntry) -> SearchKeys:
+    body = entry.WhichOneof("body")
+    token = None
+    if body in ("request", "verdict", "search"):
+        token = getattr(entry, body).applicant_audit_token or None
+    return SearchKeys(caller=entry.caller, time_ms=entry.time_unix_ms, applicant_token=token)
 
 
 @dataclass(frozen=True)
@@ -56,7 +64,7 @@ class AuditLog:
 
     def append(self, entries: Sequence[audit_pb2.AuditEntry]) -> list[Receipt]:
         """Append entries and return a receipt for each, under one fresh checkpoint."""
-        appended = self.store.append([entry_bytes(e) for e in entries])
+        appended = self.store.append([(entry_bytes(e), search_keys(e)) for e in entries])
         note = self.sign(appended.size)
         return [
             Receipt(i, note, tuple(self.store.inclusion_proof(i, appended.size)))

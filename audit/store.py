@@ -16,7 +16,8 @@ the checkpoints auditors keep outside the database.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 from sqlalchemy import (
@@ -25,6 +26,8 @@ from sqlalchemy import (
     Engine,
     Integer,
     LargeBinary,
+    String,
+    cast,
     create_engine,
     event,
     insert,
@@ -32,7 +35,7 @@ from sqlalchemy import (
     text,
     update,
 )
-from sqlalchemy.exc import OperationalError, SQLAlchemyError
+from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from hedui.audit import merkle
@@ -67,13 +70,30 @@ class LogState(Base):
     size: Mapped[int] = mapped_column(BigInteger)
 
 
+class LogSearch(Base):
+    """What an auditor may search an entry by: applicant audit token, caller, time."""
+
+    __tablename__ = "log_search"
+    idx: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
+    applicant_token: Mapped[bytes | None] = mapped_column(LargeBinary(32), index=True)
+    caller: Mapped[str] = mapped_column(String(128), index=True)
+    time_ms: Mapped[int] = mapped_column(BigInteger, index=True)
+
+
+@dataclass(frozen=True)
+class SearchKeys:
+    caller: str
+    time_ms: int
+    applicant_token: bytes | None = None
+
+
 class LogCheckpoint(Base):
     __tablename__ = "log_checkpoint"
     size: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
     note: Mapped[bytes] = mapped_column(LargeBinary)
 
 
-LOG_TABLES = ("log_entry", "log_node", "log_checkpoint")
+LOG_TABLES = ("log_entry", "log_node", "log_checkpoint", "log_search")
 
 
 def _sqlite_triggers() -> list[str]:
@@ -154,6 +174,15 @@ class LogStore:
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
 
+    @contextmanager
+    def _read(self) -> Iterator[Connection]:
+        """A connection for reading; driver errors become StorageError."""
+        try:
+            with self.engine.connect() as conn:
+                yield conn
+        except SQLAlchemyError as e:
+            raise StorageError(f"the audit database failed: {e.__class__.__name__}: {e}") from None
+
     def _lock_size(self, conn: Connection) -> int:
         stmt = select(LogState.size).where(LogState.id == 1)
         if conn.dialect.name == "postgresql":
@@ -163,7 +192,7 @@ class LogStore:
             raise StorageError("the log has no state row; the schema is damaged")
         return int(size)
 
-    def append(self, entries: Sequence[bytes]) -> Appended:
+    def append(self, entries: Sequence[tuple[bytes, SearchKeys]]) -> Appended:
         """Append entries in one transaction; they get consecutive, gapless indexes."""
         if not entries:
             raise ValueError("nothing to append")
@@ -171,9 +200,17 @@ class LogStore:
             with self.engine.begin() as conn:
                 size = self._lock_size(conn)
                 first = size
-                for entry in entries:
+                for entry, keys in entries:
                     h = merkle.leaf_hash(entry)
                     conn.execute(insert(LogEntry).values(idx=size, entry=entry, leaf_hash=h))
+                    conn.execute(
+                        insert(LogSearch).values(
+                            idx=size,
+                            applicant_token=keys.applicant_token,
+                            caller=keys.caller,
+                            time_ms=keys.time_ms,
+                        )
+                    )
                     nodes = [{"level": 0, "idx": size, "hash": h}]
                     level, i = 0, size
                     while i & 1:
@@ -185,8 +222,8 @@ class LogStore:
                     size += 1
                 conn.execute(update(LogState).where(LogState.id == 1).values(size=size))
             return Appended(first, size)
-        except OperationalError as e:
-            raise StorageError(f"the audit database refused the append: {e.orig}") from None
+        except SQLAlchemyError as e:
+            raise StorageError(f"the audit database refused the append: {e}") from None
 
     @staticmethod
     def _node(conn: Connection, level: int, idx: int) -> bytes:
@@ -196,7 +233,7 @@ class LogStore:
         return bytes(h)
 
     def size(self) -> int:
-        with self.engine.connect() as conn:
+        with self._read() as conn:
             return int(conn.scalar(select(LogState.size).where(LogState.id == 1)) or 0)
 
     def _subtree(self, conn: Connection) -> merkle.SubtreeHash:
@@ -207,34 +244,70 @@ class LogStore:
         return subtree_hash
 
     def root(self, size: int) -> bytes:
-        with self.engine.connect() as conn:
+        with self._read() as conn:
             return merkle.tree_root(size, self._subtree(conn))
 
     def inclusion_proof(self, index: int, size: int) -> list[bytes]:
-        with self.engine.connect() as conn:
+        with self._read() as conn:
             return merkle.inclusion_proof(index, size, self._subtree(conn))
 
     def consistency_proof(self, size1: int, size2: int) -> list[bytes]:
-        with self.engine.connect() as conn:
+        with self._read() as conn:
             return merkle.consistency_proof(size1, size2, self._subtree(conn))
 
     def entries(self, start: int, end: int) -> list[tuple[int, bytes]]:
-        with self.engine.connect() as conn:
+        with self._read() as conn:
             rows = conn.execute(
-                select(LogEntry.idx, LogEntry.entry)
+                select(LogEntry.idx, cast(LogEntry.entry, LargeBinary))
                 .where(LogEntry.idx >= start, LogEntry.idx < end)
                 .order_by(LogEntry.idx)
             )
             return [(int(i), bytes(e)) for i, e in rows]
 
+    def search(
+        self,
+        *,
+        applicant_token: bytes | None = None,
+        caller: str | None = None,
+        since_ms: int = 0,
+        until_ms: int = 0,
+        limit: int = 1000,
+    ) -> list[tuple[int, bytes]]:
+        stmt = select(LogEntry.idx, cast(LogEntry.entry, LargeBinary)).join(
+            LogSearch, LogSearch.idx == LogEntry.idx
+        )
+        if applicant_token is not None:
+            stmt = stmt.where(LogSearch.applicant_token == applicant_token)
+        if caller is not None:
+            stmt = stmt.where(LogSearch.caller == caller)
+        if since_ms:
+            stmt = stmt.where(LogSearch.time_ms >= since_ms)
+        if until_ms:
+            stmt = stmt.where(LogSearch.time_ms < until_ms)
+        with self._read() as conn:
+            rows = conn.execute(stmt.order_by(LogEntry.idx).limit(limit))
+            return [(int(i), bytes(e)) for i, e in rows]
+
+    def checkpoint_at(self, size: int) -> bytes | None:
+        with self._read() as conn:
+            note = conn.scalar(select(LogCheckpoint.note).where(LogCheckpoint.size == size))
+        return None if note is None else bytes(note)
+
+    def checkpoint_sizes(self) -> list[int]:
+        with self._read() as conn:
+            return [
+                int(s)
+                for s in conn.scalars(select(LogCheckpoint.size).order_by(LogCheckpoint.size))
+            ]
+
     def save_checkpoint(self, size: int, note: bytes) -> None:
-        with self.engine.begin() as conn:
+        with self._read() as conn, conn.begin():
             exists = conn.scalar(select(LogCheckpoint.size).where(LogCheckpoint.size == size))
             if exists is None:
                 conn.execute(insert(LogCheckpoint).values(size=size, note=note))
 
     def latest_checkpoint(self) -> tuple[int, bytes] | None:
-        with self.engine.connect() as conn:
+        with self._read() as conn:
             row = conn.execute(
                 select(LogCheckpoint.size, LogCheckpoint.note)
                 .order_by(LogCheckpoint.size.desc())

@@ -18,6 +18,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
+from hedui.clients import audit_cli
 from hedui.clients.deploy import Deployment, DeploySettings, prepare, run_until_signalled
 from hedui.clients.errors import ClientError
 from hedui.clients.intake import (
@@ -331,6 +332,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_verify)
 
+    audit_cli.add_parser(sub)
+
     p = sub.add_parser(
         "demo", help="generate, start, verify a sample and stop, in a temporary folder"
     )
@@ -360,6 +363,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("hedui: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # output piped into `head` and the like
+        sys.stderr.close()
+        return 0
 
 
 if __name__ == "__main__":

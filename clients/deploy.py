@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from multiprocessing.connection import Connection
 from pathlib import Path
 
+from hedui.clients.auditor import write_auditor_profile
 from hedui.connectors.errors import ConnectorError, ImportRejected
 from hedui.connectors.importer import read_holdings, read_register
 from hedui.connectors.server import ConnectorSettings, start_connector, start_registry
@@ -193,6 +194,7 @@ class Deployment:
         self.service = start_service(self.config)
         self._wait_healthy({**ports, "service": self.service.port})
         write_intake_profile(w, self.address, self.settings.insecure)
+        write_auditor_profile(w, self.address, self.settings.insecure)
 
     def _wait_healthy(self, ports: dict[str, int]) -> None:
         tls = None if self.settings.insecure else self.workdir.keys.tls("service")

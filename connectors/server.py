@@ -44,9 +44,8 @@ def start_connector(settings: ConnectorSettings, keys: KeyDir) -> RunningServer:
     return create_server(
         settings.address,
         tls=None if settings.insecure else keys.tls(settings.connector_id),
-        roles={"service"},
+        roles={CONNECTOR_SERVICE: {"service"}},
         register=[register],
-        service_names=[CONNECTOR_SERVICE],
         max_workers=settings.max_workers,
     )
 
@@ -60,8 +59,7 @@ def start_registry(settings: ConnectorSettings, keys: KeyDir) -> RunningServer:
     return create_server(
         settings.address,
         tls=None if settings.insecure else keys.tls(settings.connector_id),
-        roles={"service"},
+        roles={REGISTRY_SERVICE: {"service"}},
         register=[register],
-        service_names=[REGISTRY_SERVICE],
         max_workers=settings.max_workers,
     )

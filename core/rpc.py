@@ -8,7 +8,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Collection, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from concurrent import futures
 from dataclasses import dataclass
 from typing import Any, NoReturn
@@ -84,10 +84,15 @@ def error_details(error: grpc.RpcError) -> list[Any]:
 
 
 class RoleInterceptor(grpc.ServerInterceptor):  # type: ignore[type-arg]
-    """Admit a call only when the peer's certificate has one of ``roles`` (health is open)."""
+    """Admit a call only when the peer's certificate has a role allowed for the service.
 
-    def __init__(self, roles: Collection[str]) -> None:
-        self._roles = frozenset(roles)
+    ``roles`` maps a full service name (``hedui.v1.AuditService``) to the roles that may call
+    it; health and reflection are open to every authenticated peer. On a plaintext channel
+    (``--insecure``) there is no certificate and every call is admitted.
+    """
+
+    def __init__(self, roles: Mapping[str, Collection[str]]) -> None:
+        self._roles = {service: frozenset(r) for service, r in roles.items()}
 
     def intercept_service(
         self,
@@ -98,10 +103,10 @@ class RoleInterceptor(grpc.ServerInterceptor):  # type: ignore[type-arg]
         method: str = handler_call_details.method
         if handler is None or method.startswith(("/grpc.health.", "/grpc.reflection.")):
             return handler
+        roles = self._roles.get(method.split("/")[1], frozenset())
         if handler.unary_unary is None:
             return handler  # streaming handlers check the role themselves
         inner = handler.unary_unary
-        roles = self._roles
 
         def guarded(request: Any, context: grpc.ServicerContext) -> Any:
             peer = peer_identity(context)
@@ -141,12 +146,15 @@ def create_server(
     address: str,
     *,
     tls: TlsMaterial | None,
-    roles: Collection[str],
+    roles: Mapping[str, Collection[str]],
     register: Sequence[Callable[[grpc.Server], None]],
-    service_names: Sequence[str],
     max_workers: int = 8,
 ) -> RunningServer:
-    """Start a server with health and reflection; ``tls=None`` is plaintext (``--insecure``)."""
+    """Start a server with health and reflection; ``tls=None`` is plaintext (``--insecure``).
+
+    ``roles`` names every service the server offers and the certificate roles that may call it.
+    """
+    service_names = list(roles)
     server = grpc.server(
         futures.ThreadPoolExecutor(max_workers=max_workers),
         interceptors=[RoleInterceptor(roles)],

@@ -31,6 +31,14 @@ class Workdir:
         return self.root / "intake.toml"
 
     @property
+    def auditor_profile(self) -> Path:
+        return self.root / "auditor.toml"
+
+    @property
+    def auditor_state(self) -> Path:
+        return self.root / "auditor" / "state.json"
+
+    @property
     def service_config(self) -> Path:
         return self.root / "hedui.toml"
 

@@ -13,7 +13,8 @@ from hedui.audit.log import AuditLog
 from hedui.audit.store import LogStore, open_log_engine
 from hedui.core.keystore import KeyDir
 from hedui.core.rpc import RunningServer, create_server
-from hedui.proto.v1 import verification_pb2, verification_pb2_grpc
+from hedui.proto.v1 import audit_pb2, audit_pb2_grpc, verification_pb2, verification_pb2_grpc
+from hedui.server.audit_service import AuditServicer
 from hedui.server.config import ServiceConfig
 from hedui.server.custodian import KeyCustodian
 from hedui.server.fanout import ConnectorPool, RegistryClient
@@ -22,6 +23,7 @@ from hedui.server.requests import RequestBook
 from hedui.server.verification import VerificationServicer, Verifier
 
 VERIFICATION_SERVICE = verification_pb2.DESCRIPTOR.services_by_name["VerificationService"].full_name
+AUDIT_SERVICE = audit_pb2.DESCRIPTOR.services_by_name["AuditService"].full_name
 
 
 @dataclass
@@ -77,16 +79,17 @@ def start_service(config: ServiceConfig, verifier: Verifier | None = None) -> Ru
     v = verifier or build_verifier(config)
     keys = KeyDir(config.keys_dir)
     servicer = VerificationServicer(v, today=lambda: v.now().date())
+    auditor = AuditServicer(v.audit, v.audit_key, v.now)
 
     def register(server: grpc.Server) -> None:
         verification_pb2_grpc.add_VerificationServiceServicer_to_server(servicer, server)
+        audit_pb2_grpc.add_AuditServiceServicer_to_server(auditor, server)
 
     running = create_server(
         config.address,
         tls=None if config.insecure else keys.tls("service"),
-        roles={"intake"},
+        roles={VERIFICATION_SERVICE: {"intake"}, AUDIT_SERVICE: {"auditor"}},
         register=[register],
-        service_names=[VERIFICATION_SERVICE],
         max_workers=16,
     )
     return RunningService(running, v)

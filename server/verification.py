@@ -195,7 +195,7 @@ class Verifier:
             )
         )
         (receipt,) = self.audit.append([entry])
-        verdict.audit.CopyFrom(_receipt_pb(receipt))
+        verdict.audit.CopyFrom(receipt_pb(receipt))
         self.requests.save(request_key, fingerprint, verdict.SerializeToString(deterministic=True))
         log.info(
             "verified request=%s query=%s decision=%s answered=%d failed=%s leaf=%d",
@@ -233,7 +233,7 @@ def _rule_pb(r: RuleResult) -> verification_pb2.RuleOutcome:
     )
 
 
-def _receipt_pb(r: Receipt) -> audit_pb2.AuditReceipt:
+def receipt_pb(r: Receipt) -> audit_pb2.AuditReceipt:
     return audit_pb2.AuditReceipt(
         leaf_index=r.leaf_index, checkpoint=r.checkpoint, inclusion_proof=list(r.inclusion_proof)
     )

@@ -3,6 +3,7 @@
 import grpc
 import warnings
 
+from hedui.proto.v1 import audit_pb2 as hedui_dot_proto_dot_v1_dot_audit__pb2
 
 GRPC_GENERATED_VERSION = '1.85.1'
 GRPC_VERSION = grpc.__version__
@@ -22,3 +23,257 @@ if _version_not_supported:
         + f' Please upgrade your grpc module to grpcio>={GRPC_GENERATED_VERSION}'
         + f' or downgrade your generated code using grpcio-tools<={GRPC_VERSION}.'
     )
+
+
+class AuditServiceStub:
+    """The audit log, open to auditor certificates only. Entries are served as the exact bytes that
+    were hashed, so an auditor recomputes every leaf and root itself.
+    """
+
+    def __init__(self, channel):
+        """Constructor.
+
+        Args:
+            channel: A grpc.Channel.
+        """
+        self.GetCheckpoint = channel.unary_unary(
+                '/hedui.v1.AuditService/GetCheckpoint',
+                request_serializer=hedui_dot_proto_dot_v1_dot_audit__pb2.GetCheckpointRequest.SerializeToString,
+                response_deserializer=hedui_dot_proto_dot_v1_dot_audit__pb2.CheckpointResponse.FromString,
+                _registered_method=True)
+        self.GetEntries = channel.unary_unary(
+                '/hedui.v1.AuditService/GetEntries',
+                request_serializer=hedui_dot_proto_dot_v1_dot_audit__pb2.GetEntriesRequest.SerializeToString,
+                response_deserializer=hedui_dot_proto_dot_v1_dot_audit__pb2.GetEntriesResponse.FromString,
+                _registered_method=True)
+        self.GetInclusionProof = channel.unary_unary(
+                '/hedui.v1.AuditService/GetInclusionProof',
+                request_serializer=hedui_dot_proto_dot_v1_dot_audit__pb2.GetInclusionProofRequest.SerializeToString,
+                response_deserializer=hedui_dot_proto_dot_v1_dot_audit__pb2.ProofResponse.FromString,
+                _registered_method=True)
+        self.GetConsistencyProof = channel.unary_unary(
+                '/hedui.v1.AuditService/GetConsistencyProof',
+                request_serializer=hedui_dot_proto_dot_v1_dot_audit__pb2.GetConsistencyProofRequest.SerializeToString,
+                response_deserializer=hedui_dot_proto_dot_v1_dot_audit__pb2.ProofResponse.FromString,
+                _registered_method=True)
+        self.Search = channel.unary_unary(
+                '/hedui.v1.AuditService/Search',
+                request_serializer=hedui_dot_proto_dot_v1_dot_audit__pb2.SearchRequest.SerializeToString,
+                response_deserializer=hedui_dot_proto_dot_v1_dot_audit__pb2.SearchResponse.FromString,
+                _registered_method=True)
+
+
+class AuditServiceServicer:
+    """The audit log, open to auditor certificates only. Entries are served as the exact bytes that
+    were hashed, so an auditor recomputes every leaf and root itself.
+    """
+
+    def GetCheckpoint(self, request, context):
+        """The latest signed checkpoint, or the one the log signed at tree_size (NOT_FOUND if none).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetEntries(self, request, context):
+        """Entries [start, end) of the log; at most 1000 per call.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetInclusionProof(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetConsistencyProof(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Search(self, request, context):
+        """Entries about one applicant (the service computes the audit token of the ID given), by one
+        caller, or in a time range. Every search is itself appended to the log.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+
+def add_AuditServiceServicer_to_server(servicer, server):
+    rpc_method_handlers = {
+            'GetCheckpoint': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetCheckpoint,
+                    request_deserializer=hedui_dot_proto_dot_v1_dot_audit__pb2.GetCheckpointRequest.FromString,
+                    response_serializer=hedui_dot_proto_dot_v1_dot_audit__pb2.CheckpointResponse.SerializeToString,
+            ),
+            'GetEntries': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetEntries,
+                    request_deserializer=hedui_dot_proto_dot_v1_dot_audit__pb2.GetEntriesRequest.FromString,
+                    response_serializer=hedui_dot_proto_dot_v1_dot_audit__pb2.GetEntriesResponse.SerializeToString,
+            ),
+            'GetInclusionProof': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetInclusionProof,
+                    request_deserializer=hedui_dot_proto_dot_v1_dot_audit__pb2.GetInclusionProofRequest.FromString,
+                    response_serializer=hedui_dot_proto_dot_v1_dot_audit__pb2.ProofResponse.SerializeToString,
+            ),
+            'GetConsistencyProof': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetConsistencyProof,
+                    request_deserializer=hedui_dot_proto_dot_v1_dot_audit__pb2.GetConsistencyProofRequest.FromString,
+                    response_serializer=hedui_dot_proto_dot_v1_dot_audit__pb2.ProofResponse.SerializeToString,
+            ),
+            'Search': grpc.unary_unary_rpc_method_handler(
+                    servicer.Search,
+                    request_deserializer=hedui_dot_proto_dot_v1_dot_audit__pb2.SearchRequest.FromString,
+                    response_serializer=hedui_dot_proto_dot_v1_dot_audit__pb2.SearchResponse.SerializeToString,
+            ),
+    }
+    generic_handler = grpc.method_handlers_generic_handler(
+            'hedui.v1.AuditService', rpc_method_handlers)
+    server.add_generic_rpc_handlers((generic_handler,))
+    server.add_registered_method_handlers('hedui.v1.AuditService', rpc_method_handlers)
+
+
+ # This class is part of an EXPERIMENTAL API.
+class AuditService:
+    """The audit log, open to auditor certificates only. Entries are served as the exact bytes that
+    were hashed, so an auditor recomputes every leaf and root itself.
+    """
+
+    @staticmethod
+    def GetCheckpoint(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/hedui.v1.AuditService/GetCheckpoint',
+            hedui_dot_proto_dot_v1_dot_audit__pb2.GetCheckpointRequest.SerializeToString,
+            hedui_dot_proto_dot_v1_dot_audit__pb2.CheckpointResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetEntries(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/hedui.v1.AuditService/GetEntries',
+            hedui_dot_proto_dot_v1_dot_audit__pb2.GetEntriesRequest.SerializeToString,
+            hedui_dot_proto_dot_v1_dot_audit__pb2.GetEntriesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetInclusionProof(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/hedui.v1.AuditService/GetInclusionProof',
+            hedui_dot_proto_dot_v1_dot_audit__pb2.GetInclusionProofRequest.SerializeToString,
+            hedui_dot_proto_dot_v1_dot_audit__pb2.ProofResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetConsistencyProof(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/hedui.v1.AuditService/GetConsistencyProof',
+            hedui_dot_proto_dot_v1_dot_audit__pb2.GetConsistencyProofRequest.SerializeToString,
+            hedui_dot_proto_dot_v1_dot_audit__pb2.ProofResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Search(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/hedui.v1.AuditService/Search',
+            hedui_dot_proto_dot_v1_dot_audit__pb2.SearchRequest.SerializeToString,
+            hedui_dot_proto_dot_v1_dot_audit__pb2.SearchResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)

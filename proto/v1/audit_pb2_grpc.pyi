@@ -5,9 +5,16 @@ The append-only audit trail (RFC 6962 Merkle log, C2SP checkpoints)."""
 
 from collections import abc as _abc
 from grpc import aio as _aio
+from hedui.proto.v1 import audit_pb2 as _audit_pb2
 import abc as _abc_1
 import grpc as _grpc
+import sys
 import typing as _typing
+
+if sys.version_info >= (3, 11):
+    from typing import Self as _Self
+else:
+    from typing_extensions import Self as _Self
 
 _T = _typing.TypeVar("_T")
 
@@ -18,3 +25,88 @@ class _ServicerContext(_grpc.ServicerContext, _aio.ServicerContext):  # type: ig
 
 GRPC_GENERATED_VERSION: str
 GRPC_VERSION: str
+
+class AuditServiceStub:
+    """The audit log, open to auditor certificates only. Entries are served as the exact bytes that
+    were hashed, so an auditor recomputes every leaf and root itself.
+    """
+
+    @_typing.overload
+    def __new__(cls, channel: _grpc.Channel) -> _Self: ...
+    @_typing.overload
+    def __new__(cls, channel: _aio.Channel) -> AuditServiceAsyncStub: ...
+    GetCheckpoint: _grpc.UnaryUnaryMultiCallable[_audit_pb2.GetCheckpointRequest, _audit_pb2.CheckpointResponse]
+    """The latest signed checkpoint, or the one the log signed at tree_size (NOT_FOUND if none)."""
+    GetEntries: _grpc.UnaryUnaryMultiCallable[_audit_pb2.GetEntriesRequest, _audit_pb2.GetEntriesResponse]
+    """Entries [start, end) of the log; at most 1000 per call."""
+    GetInclusionProof: _grpc.UnaryUnaryMultiCallable[_audit_pb2.GetInclusionProofRequest, _audit_pb2.ProofResponse]
+    GetConsistencyProof: _grpc.UnaryUnaryMultiCallable[_audit_pb2.GetConsistencyProofRequest, _audit_pb2.ProofResponse]
+    Search: _grpc.UnaryUnaryMultiCallable[_audit_pb2.SearchRequest, _audit_pb2.SearchResponse]
+    """Entries about one applicant (the service computes the audit token of the ID given), by one
+    caller, or in a time range. Every search is itself appended to the log.
+    """
+
+@_typing.type_check_only
+class AuditServiceAsyncStub(AuditServiceStub):
+    """The audit log, open to auditor certificates only. Entries are served as the exact bytes that
+    were hashed, so an auditor recomputes every leaf and root itself.
+    """
+
+    def __init__(self, channel: _aio.Channel) -> None: ...
+    GetCheckpoint: _aio.UnaryUnaryMultiCallable[_audit_pb2.GetCheckpointRequest, _audit_pb2.CheckpointResponse]  # type: ignore[assignment]
+    """The latest signed checkpoint, or the one the log signed at tree_size (NOT_FOUND if none)."""
+    GetEntries: _aio.UnaryUnaryMultiCallable[_audit_pb2.GetEntriesRequest, _audit_pb2.GetEntriesResponse]  # type: ignore[assignment]
+    """Entries [start, end) of the log; at most 1000 per call."""
+    GetInclusionProof: _aio.UnaryUnaryMultiCallable[_audit_pb2.GetInclusionProofRequest, _audit_pb2.ProofResponse]  # type: ignore[assignment]
+    GetConsistencyProof: _aio.UnaryUnaryMultiCallable[_audit_pb2.GetConsistencyProofRequest, _audit_pb2.ProofResponse]  # type: ignore[assignment]
+    Search: _aio.UnaryUnaryMultiCallable[_audit_pb2.SearchRequest, _audit_pb2.SearchResponse]  # type: ignore[assignment]
+    """Entries about one applicant (the service computes the audit token of the ID given), by one
+    caller, or in a time range. Every search is itself appended to the log.
+    """
+
+class AuditServiceServicer(metaclass=_abc_1.ABCMeta):
+    """The audit log, open to auditor certificates only. Entries are served as the exact bytes that
+    were hashed, so an auditor recomputes every leaf and root itself.
+    """
+
+    @_abc_1.abstractmethod
+    def GetCheckpoint(
+        self,
+        request: _audit_pb2.GetCheckpointRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_audit_pb2.CheckpointResponse, _abc.Awaitable[_audit_pb2.CheckpointResponse]]:
+        """The latest signed checkpoint, or the one the log signed at tree_size (NOT_FOUND if none)."""
+
+    @_abc_1.abstractmethod
+    def GetEntries(
+        self,
+        request: _audit_pb2.GetEntriesRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_audit_pb2.GetEntriesResponse, _abc.Awaitable[_audit_pb2.GetEntriesResponse]]:
+        """Entries [start, end) of the log; at most 1000 per call."""
+
+    @_abc_1.abstractmethod
+    def GetInclusionProof(
+        self,
+        request: _audit_pb2.GetInclusionProofRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_audit_pb2.ProofResponse, _abc.Awaitable[_audit_pb2.ProofResponse]]: ...
+
+    @_abc_1.abstractmethod
+    def GetConsistencyProof(
+        self,
+        request: _audit_pb2.GetConsistencyProofRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_audit_pb2.ProofResponse, _abc.Awaitable[_audit_pb2.ProofResponse]]: ...
+
+    @_abc_1.abstractmethod
+    def Search(
+        self,
+        request: _audit_pb2.SearchRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_audit_pb2.SearchResponse, _abc.Awaitable[_audit_pb2.SearchResponse]]:
+        """Entries about one applicant (the service computes the audit token of the ID given), by one
+        caller, or in a time range. Every search is itself appended to the log.
+        """
+
+def add_AuditServiceServicer_to_server(servicer: AuditServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -12,9 +12,9 @@ from pathlib import Path
 import grpc
 import pytest
 
-from hedui.clients.deploy import DeploySettings, Deployment, prepare
+from hedui.clients.deploy import Deployment, DeploySettings, prepare
 from hedui.clients.intake import IntakeClient, IntakeProfile, verdict_to_dict
-from hedui.connectors.sdk import Answerer, ConnectorServicer
+from hedui.connectors.sdk import Answerer
 from hedui.connectors.server import CONNECTOR_SERVICE
 from hedui.connectors.store import HoldingStore, open_engine
 from hedui.core.deployment import DEPARTMENT_KINDS, kind_of
@@ -39,19 +39,35 @@ def _write(path: Path, header: list[str], rows: list[list[object]]) -> None:
 def _population(data: Path) -> None:
     """A hand-written population, not made by the project's generator."""
     data.mkdir()
-    _write(data / "registry.csv", ["household_id", "id_number", "relation", "birth_date"], [
-        ["A", HEAD.value, "head", "1970-03-04"],
-        ["A", SPOUSE.value.lower(), "spouse", "1972-05-06"],
-        ["B", CAR_OWNER.value, "head", "1980-01-02"],
-    ])
-    _write(data / "hrss.csv", ["id_number", "monthly_pension", "monthly_wage", "monthly_unemployment_benefit"], [
-        [HEAD.value, 30000, 0, 0],
-        [HEAD.value, 12345, 0, 0],  # a second row for one person is added up
-        [SPOUSE.value, 0, 50000, 0],
-    ])
+    _write(
+        data / "registry.csv",
+        ["household_id", "id_number", "relation", "birth_date"],
+        [
+            ["A", HEAD.value, "head", "1970-03-04"],
+            ["A", SPOUSE.value.lower(), "spouse", "1972-05-06"],
+            ["B", CAR_OWNER.value, "head", "1980-01-02"],
+        ],
+    )
+    _write(
+        data / "hrss.csv",
+        ["id_number", "monthly_pension", "monthly_wage", "monthly_unemployment_benefit"],
+        [
+            [HEAD.value, 30000, 0, 0],
+            [HEAD.value, 12345, 0, 0],  # a second row for one person is added up
+            [SPOUSE.value, 0, 50000, 0],
+        ],
+    )
     for i, bank in enumerate(BANKS, start=1):
-        _write(data / f"{bank}.csv", ["id_number", "deposits", "wealth_products"], [[HEAD.value, 1000 * i, 0]])
-    _write(data / "vehicles.csv", ["id_number", "vehicles", "vehicle_value"], [[CAR_OWNER.value, 1, 5000000]])
+        _write(
+            data / f"{bank}.csv",
+            ["id_number", "deposits", "wealth_products"],
+            [[HEAD.value, 1000 * i, 0]],
+        )
+    _write(
+        data / "vehicles.csv",
+        ["id_number", "vehicles", "vehicle_value"],
+        [[CAR_OWNER.value, 1, 5000000]],
+    )
 
 
 class Garbage(connector_pb2_grpc.ConnectorServiceServicer):
@@ -73,8 +89,12 @@ def _serve(w: Workdir, bank: str, servicer: Garbage) -> RunningServer:
     def register(server: grpc.Server) -> None:
         connector_pb2_grpc.add_ConnectorServiceServicer_to_server(servicer, server)
 
-    return create_server("127.0.0.1:0", tls=w.keys.tls(bank), roles={"service"}, register=[register],
-                         service_names=[CONNECTOR_SERVICE])
+    return create_server(
+        "127.0.0.1:0",
+        tls=w.keys.tls(bank),
+        roles={CONNECTOR_SERVICE: {"service"}},
+        register=[register],
+    )
 
 
 def _free_port() -> int:
@@ -88,24 +108,31 @@ def faulty(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Workdir]:
     root = tmp_path_factory.mktemp("faults")
     _population(root / "data")
     settings = DeploySettings(
-        workdir=root / "work", data=root / "data", connector_ids=(*DEPARTMENT_KINDS, *BANKS),
-        query_timeout_seconds=2.0, min_banks=3,
+        workdir=root / "work",
+        data=root / "data",
+        connector_ids=(*DEPARTMENT_KINDS, *BANKS),
+        query_timeout_seconds=2.0,
+        min_banks=3,
     )
     w = prepare(settings, lambda _: None, dt.date.today())
     keys = w.keys
 
     def answerer(bank: str) -> Answerer:
         store = HoldingStore(open_engine(w.connector_db_url(bank)))
-        return Answerer(bank, kind_of(bank), store, keys.paillier_public(), keys.connector_signing_key(bank))
+        return Answerer(
+            bank, kind_of(bank), store, keys.paillier_public(), keys.connector_signing_key(bank)
+        )
 
     garbage = _serve(w, "bank-03", Garbage(answerer("bank-03")))
     slow = _serve(w, "bank-04", Garbage(answerer("bank-04"), delay=5.0, corrupt=False))
     deployment = Deployment(settings, w)
-    deployment.start({
-        "bank-02": f"127.0.0.1:{_free_port()}",  # nobody listens: the bank is down
-        "bank-03": f"127.0.0.1:{garbage.port}",
-        "bank-04": f"127.0.0.1:{slow.port}",
-    })
+    deployment.start(
+        {
+            "bank-02": f"127.0.0.1:{_free_port()}",  # nobody listens: the bank is down
+            "bank-03": f"127.0.0.1:{garbage.port}",
+            "bank-04": f"127.0.0.1:{slow.port}",
+        }
+    )
     yield w
     deployment.stop()
     garbage.stop(0)
@@ -115,8 +142,13 @@ def faulty(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Workdir]:
 def _verify(w: Workdir, rid: str, id_number: str) -> dict:
     client = IntakeClient(IntakeProfile.load(w.intake_profile))
     try:
-        return verdict_to_dict(client.verify(verification_pb2.VerifyRequest(
-            request_id=rid, id_number=id_number, program="dibao", consent_reference="c-1")))
+        return verdict_to_dict(
+            client.verify(
+                verification_pb2.VerifyRequest(
+                    request_id=rid, id_number=id_number, program="dibao", consent_reference="c-1"
+                )
+            )
+        )
     finally:
         client.close()
 
@@ -151,16 +183,28 @@ def test_a_connector_refuses_another_paillier_key(faulty: Workdir) -> None:
     from hedui.core.rpc import open_channel
 
     cfg = faulty.service_config.read_text()
-    address = next(line.split("=")[1].strip().strip('"') for line in cfg.splitlines() if line.startswith('"bank-01"'))
+    address = next(
+        line.split("=")[1].strip().strip('"')
+        for line in cfg.splitlines()
+        if line.startswith('"bank-01"')
+    )
     stub = connector_pb2_grpc.ConnectorServiceStub(
-        open_channel(address, tls=faulty.keys.tls("service"), server_name="bank-01"))
+        open_channel(address, tls=faulty.keys.tls("service"), server_name="bank-01")
+    )
     with pytest.raises(grpc.RpcError) as info:
-        stub.Query(connector_pb2.QueryRequest(query_id="q", tokens=[bytes(32)],
-                                              key_fingerprint=generate_keypair(1024).public.fingerprint), timeout=10)
+        stub.Query(
+            connector_pb2.QueryRequest(
+                query_id="q",
+                tokens=[bytes(32)],
+                key_fingerprint=generate_keypair(1024).public.fingerprint,
+            ),
+            timeout=10,
+        )
     assert info.value.code() == grpc.StatusCode.FAILED_PRECONDITION  # type: ignore[attr-defined]
     # an intake certificate may not query a connector at all
     stub = connector_pb2_grpc.ConnectorServiceStub(
-        open_channel(address, tls=faulty.keys.tls("intake"), server_name="bank-01"))
+        open_channel(address, tls=faulty.keys.tls("intake"), server_name="bank-01")
+    )
     with pytest.raises(grpc.RpcError) as info:
         stub.Describe(connector_pb2.DescribeRequest(), timeout=10)
     assert info.value.code() == grpc.StatusCode.PERMISSION_DENIED  # type: ignore[attr-defined]

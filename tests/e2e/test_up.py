@@ -182,6 +182,47 @@ def test_plaintext_client_is_refused(up: Up) -> None:
     assert grpc_code(info.value) == grpc.StatusCode.UNAVAILABLE
 
 
+def test_auditor_verifies_searches_and_proves_over_grpc(up: Up) -> None:
+    w = str(up.workdir.root)
+    state = str(up.workdir.root.parent / "auditor-state.json")
+    r = up.cli("audit", "verify", "--workdir", w, "--state", state)
+    assert r.returncode == 0, r.stderr
+    assert "log OK" in r.stdout and "first verification" in r.stdout
+    applicant = up.summary.applicants[0][1]
+    r = up.cli("audit", "search", "--workdir", w, "--id", applicant)
+    assert r.returncode == 0, r.stderr
+    assert "verdict" in r.stdout and "request" in r.stdout
+    r = up.cli("audit", "prove", "1", "--workdir", w, "--json")
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout)["index"] == 1
+    r = up.cli("audit", "verify", "--workdir", w, "--state", state)
+    assert r.returncode == 0 and "consistent with the checkpoint" in r.stdout, r.stderr
+    # a verdict's receipt proves its entry against the signed checkpoint
+    v = _verify(up, up.summary.applicants[4][1], "receipt-1")
+    from hedui.audit import merkle
+    from hedui.audit.checkpoint import parse_and_verify
+
+    cp = parse_and_verify(
+        v["audit"]["checkpoint"].encode(), "hedui-log", up.workdir.keys.log_public_key()
+    )
+    entry = up.cli("audit", "prove", str(v["audit"]["leaf_index"]), "--workdir", w, "--json")
+    assert json.loads(entry.stdout)["entry"]["request_id"] == "receipt-1"
+    assert cp.size > v["audit"]["leaf_index"]
+    assert merkle.HASH_SIZE == 32
+
+
+def test_only_auditors_may_read_the_log(up: Up) -> None:
+    from hedui.core.rpc import open_channel
+    from hedui.proto.v1 import audit_pb2, audit_pb2_grpc
+
+    stub = audit_pb2_grpc.AuditServiceStub(
+        open_channel(up.address, tls=up.workdir.keys.tls("intake"), server_name="service")
+    )
+    with pytest.raises(grpc.RpcError) as info:
+        stub.GetCheckpoint(audit_pb2.GetCheckpointRequest(), timeout=10)
+    assert grpc_code(info.value) == grpc.StatusCode.PERMISSION_DENIED
+
+
 def test_zz_no_plaintext_id_at_rest_and_clean_stop(up: Up) -> None:
     """Runs last in this module: stop the deployment, then grep everything it wrote."""
     assert USED_IDS
@@ -209,3 +250,39 @@ def test_zz_no_plaintext_id_at_rest_and_clean_stop(up: Up) -> None:
             assert needle not in blob, f"a plaintext ID number is in {path}"
     assert scanned > 80
     assert (up.workdir.log_dir / "hedui.log").stat().st_size > 0
+
+
+def test_zzz_offline_audit_names_the_changed_entry(up: Up) -> None:
+    """After the stop: the auditor works on the database, and catches an insider's edit."""
+    import sqlite3
+
+    w = str(up.workdir.root)
+    r = up.cli(
+        "audit",
+        "verify",
+        "--workdir",
+        w,
+        "--state",
+        str(up.workdir.root.parent / "offline-state.json"),
+    )
+    assert r.returncode == 0, r.stderr
+    assert "not running" in r.stderr
+    db = sqlite3.connect(up.workdir.root / "db" / "audit.sqlite")
+    db.execute("DROP TRIGGER log_entry_no_update")
+    (entry,) = db.execute("SELECT entry FROM log_entry WHERE idx = 3").fetchone()
+    db.execute(
+        "UPDATE log_entry SET entry = ? WHERE idx = 3", (entry[:-1] + bytes([entry[-1] ^ 1]),)
+    )
+    db.commit()
+    db.close()
+    r = up.cli(
+        "audit",
+        "verify",
+        "--workdir",
+        w,
+        "--state",
+        str(up.workdir.root.parent / "offline-state.json"),
+    )
+    assert r.returncode == 2
+    assert "TAMPERING DETECTED" in r.stderr and "entry 3" in r.stderr
+    assert "Traceback" not in r.stderr

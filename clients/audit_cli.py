@@ -1,0 +1,197 @@
+"""``hedui audit …``: the auditor's commands."""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import sys
+from pathlib import Path
+from zoneinfo import ZoneInfo
+
+from hedui.audit.auditor import (
+    AuditorState,
+    TamperingDetected,
+    describe_entry,
+    verify_inclusion,
+    verify_log,
+)
+from hedui.clients.auditor import AuditorSession, export, open_session, search, verify_export
+from hedui.clients.errors import ClientError
+from hedui.clients.intake import format_fen
+from hedui.core.workdir import Workdir
+
+ZONE = ZoneInfo("Asia/Shanghai")
+
+
+def _say(msg: str) -> None:
+    print(msg, file=sys.stderr, flush=True)
+
+
+def _session(args: argparse.Namespace) -> AuditorSession:
+    return open_session(Workdir(args.workdir), offline=args.offline, say=_say)
+
+
+def _when(ms: int) -> str:
+    return dt.datetime.fromtimestamp(ms / 1000, ZONE).strftime("%Y-%m-%d %H:%M:%S")
+
+
+def cmd_verify(args: argparse.Namespace) -> int:
+    w = Workdir(args.workdir)
+    if args.export:
+        cp, n = verify_export(
+            args.export, w.keys.log_public_key(), open_session(w, offline=True, say=_say).origin
+        )
+        print(f"export OK: {n} entries, each proven included in the signed tree of size {cp.size}")
+        return 0
+    session = _session(args)
+    state = AuditorState.load(args.state or w.auditor_state)
+    try:
+        report = verify_log(session.source, session.public_key, session.origin, state)
+    except TamperingDetected as e:
+        print(f"TAMPERING DETECTED: {e}", file=sys.stderr)
+        return 2
+    kinds = ", ".join(f"{n} {k}" for k, n in sorted(report.kinds.items()))
+    since = (
+        f"; consistent with the checkpoint at size {report.previous_size} you verified before"
+        if report.previous_size is not None
+        else "; first verification, checkpoint saved"
+    )
+    print(
+        f"log OK: {report.entries} entries ({kinds or 'none'}), root matches the signed checkpoint{since}"
+    )
+    print(f"state: {state.path}")
+    return 0
+
+
+def cmd_show(args: argparse.Namespace) -> int:
+    session = _session(args)
+    note = session.source.checkpoint()
+    size = 0 if note is None else int(note.decode().split("\n")[1])
+    start = max(0, size - args.last)
+    rows = session.source.entries(start, size) if size else []
+    print(
+        f"{'index':>6}  {'time':<19}  {'kind':<8} {'caller':<14} {'request':<28} decision / detail"
+    )
+    for index, data in rows:
+        d = describe_entry(data)
+        detail = d.get("decision", "")
+        if d["kind"] == "verdict":
+            failed = [f["connector_id"] for f in d.get("connectors_failed", [])]
+            detail += f" benefit {format_fen(int(d.get('benefit_fen', 0)))}"
+            detail += f" ({len(d.get('connectors_answered', []))} answered{', failed ' + ','.join(failed) if failed else ''})"
+        elif d["kind"] == "search":
+            detail = f"search by {d.get('by', '?')}: {d.get('results', 0)} result(s)"
+        print(
+            f"{index:>6}  {_when(d['time_unix_ms']):<19}  {d['kind']:<8} {d['caller']:<14} {d.get('request_id', ''):<28} {detail}"
+        )
+    print(f"{size} entries in the log")
+    return 0
+
+
+def cmd_prove(args: argparse.Namespace) -> int:
+    session = _session(args)
+    data, cp, proof = verify_inclusion(
+        session.source, session.public_key, session.origin, args.index
+    )
+    if args.json:
+        print(
+            json.dumps(
+                {
+                    "index": args.index,
+                    "tree_size": cp.size,
+                    "root": cp.root.hex(),
+                    "proof": [h.hex() for h in proof],
+                    "entry": describe_entry(data),
+                },
+                ensure_ascii=False,
+                indent=2,
+            )
+        )
+        return 0
+    print(
+        f"entry {args.index} is included in the signed tree of size {cp.size} (root {cp.root.hex()})"
+    )
+    for i, h in enumerate(proof):
+        print(f"  proof[{i}] {h.hex()}")
+    print(json.dumps(describe_entry(data), ensure_ascii=False, indent=2))
+    return 0
+
+
+def _date(text: str) -> dt.datetime:
+    try:
+        return dt.datetime.combine(dt.date.fromisoformat(text), dt.time(), ZONE)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a date YYYY-MM-DD") from None
+
+
+def cmd_search(args: argparse.Namespace) -> int:
+    if not (args.id or args.caller or args.since):
+        raise ClientError("say what to search for: --id ID, --caller NAME or --since DATE")
+    session = _session(args)
+    until = args.until + dt.timedelta(days=1) if args.until else None
+    found = search(session, id_number=args.id, caller=args.caller, since=args.since, until=until)
+    for index, data in found:
+        d = describe_entry(data)
+        print(
+            f"{index:>6}  {_when(d['time_unix_ms'])}  {d['kind']:<8} {d['caller']:<14} "
+            f"{d.get('request_id', ''):<28} {d.get('decision', '')}"
+        )
+    print(
+        f"{len(found)} entr{'y' if len(found) == 1 else 'ies'} found; this search was itself logged"
+    )
+    return 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    session = _session(args)
+    n = export(session, args.since, args.until + dt.timedelta(days=1), args.out)
+    print(
+        f"exported {n} entries with inclusion proofs to {args.out}; check it with "
+        f"`hedui audit verify --workdir {args.workdir} --export {args.out}`"
+    )
+    return 0
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    audit = sub.add_parser("audit", help="auditor commands").add_subparsers(
+        dest="audit_command", required=True
+    )
+
+    def common(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--workdir", type=Path, required=True)
+        p.add_argument("--offline", action="store_true", help="read the database directly")
+
+    p = audit.add_parser("verify", help="verify the whole log against its signed checkpoint")
+    common(p)
+    p.add_argument(
+        "--state", type=Path, help="where this auditor keeps the last checkpoint it verified"
+    )
+    p.add_argument("--export", type=Path, help="verify an export file instead of the log")
+    p.set_defaults(func=cmd_verify)
+
+    p = audit.add_parser("show", help="recent entries")
+    common(p)
+    p.add_argument("--last", type=int, default=20)
+    p.set_defaults(func=cmd_show)
+
+    p = audit.add_parser("prove", help="prove that one entry is in the signed log")
+    common(p)
+    p.add_argument("index", type=int)
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_prove)
+
+    p = audit.add_parser("search", help="entries about a person, by a caller, or since a date")
+    common(p)
+    p.add_argument("--id", help="an applicant's ID number (searched by its audit token)")
+    p.add_argument("--caller", help="caller name from its certificate, e.g. intake")
+    p.add_argument("--since", type=_date)
+    p.add_argument("--until", type=_date)
+    p.set_defaults(func=cmd_search)
+
+    p = audit.add_parser("export", help="entries of a period with proofs, verifiable offline")
+    common(p)
+    p.add_argument("--since", type=_date, required=True)
+    p.add_argument("--until", type=_date, required=True)
+    p.add_argument("--out", type=Path, required=True)
+    p.set_defaults(func=cmd_export)

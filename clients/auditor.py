@@ -1,0 +1,236 @@
+"""The auditor's side: read the log over the AuditService (or, when the deployment is down,
+straight from its database) and check it with nothing but the log's public key."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import tomllib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import grpc
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
+from hedui.audit import merkle
+from hedui.audit.auditor import LogSource, StoreSource, describe_entry
+from hedui.audit.checkpoint import Checkpoint, parse_and_verify, vkey
+from hedui.audit.log import DEFAULT_ORIGIN, KEY_NAME, AuditLog
+from hedui.audit.store import LogStore, open_log_engine
+from hedui.clients.errors import ClientError
+from hedui.clients.intake import describe_rpc_error
+from hedui.core.resident_id import parse as parse_id
+from hedui.core.rpc import open_channel, wait_healthy
+from hedui.core.tls import TlsMaterial
+from hedui.core.workdir import Workdir
+from hedui.proto.v1 import audit_pb2, audit_pb2_grpc
+
+
+class GrpcSource:
+    """The log as the AuditService serves it."""
+
+    def __init__(self, channel: grpc.Channel, timeout: float = 30.0) -> None:
+        self._channel = channel
+        self._stub = audit_pb2_grpc.AuditServiceStub(channel)
+        self._timeout = timeout
+
+    def _call(self, method: Any, request: Any) -> Any:
+        try:
+            return method(request, timeout=self._timeout)
+        except grpc.RpcError as e:
+            if isinstance(e, grpc.Call) and e.code() == grpc.StatusCode.NOT_FOUND:
+                return None
+            raise ClientError(describe_rpc_error(e)) from None
+
+    def checkpoint(self, size: int = 0) -> bytes | None:
+        r = self._call(self._stub.GetCheckpoint, audit_pb2.GetCheckpointRequest(tree_size=size))
+        return None if r is None else bytes(r.checkpoint)
+
+    def entries(self, start: int, end: int) -> list[tuple[int, bytes]]:
+        r = self._call(self._stub.GetEntries, audit_pb2.GetEntriesRequest(start=start, end=end))
+        return [] if r is None else [(int(e.index), bytes(e.entry)) for e in r.entries]
+
+    def inclusion_proof(self, index: int, size: int) -> list[bytes]:
+        r = self._call(
+            self._stub.GetInclusionProof,
+            audit_pb2.GetInclusionProofRequest(index=index, tree_size=size),
+        )
+        return [bytes(h) for h in r.hashes]
+
+    def consistency_proof(self, size1: int, size2: int) -> list[bytes]:
+        r = self._call(
+            self._stub.GetConsistencyProof,
+            audit_pb2.GetConsistencyProofRequest(first=size1, second=size2),
+        )
+        return [bytes(h) for h in r.hashes]
+
+    def search(self, request: audit_pb2.SearchRequest) -> list[tuple[int, bytes]]:
+        r = self._call(self._stub.Search, request)
+        return [(int(e.index), bytes(e.entry)) for e in r.entries]
+
+    def close(self) -> None:
+        self._channel.close()
+
+
+@dataclass
+class AuditorSession:
+    """Everything an auditor command needs for one workdir."""
+
+    workdir: Workdir
+    source: LogSource
+    origin: str
+    online: bool
+
+    @property
+    def public_key(self) -> Ed25519PublicKey:
+        return self.workdir.keys.log_public_key()
+
+
+def _service_settings(w: Workdir) -> dict[str, Any]:
+    try:
+        return dict(tomllib.loads(w.service_config.read_text(encoding="utf-8")).get("service", {}))
+    except FileNotFoundError:
+        raise ClientError(
+            f"{w.service_config} does not exist; is {w.root} a hedui workdir?"
+        ) from None
+
+
+def write_auditor_profile(w: Workdir, address: str, insecure: bool) -> None:
+    cert, key = w.keys.tls_paths("auditor")
+    w.auditor_profile.write_text(
+        "# hedui auditor profile (written by `hedui up`)\n"
+        f'address = "{address}"\nserver_name = "service"\ninsecure = {"true" if insecure else "false"}\n'
+        f'ca = "{w.keys.root / "ca.pem"}"\ncert = "{cert}"\nkey = "{key}"\n',
+        encoding="utf-8",
+    )
+
+
+def open_session(w: Workdir, *, offline: bool = False, say: Any = print) -> AuditorSession:
+    settings = _service_settings(w)
+    origin = str(settings.get("log_origin", DEFAULT_ORIGIN))
+    if not offline and w.auditor_profile.exists():
+        doc = tomllib.loads(w.auditor_profile.read_text(encoding="utf-8"))
+        tls = None
+        if not doc.get("insecure", False):
+            tls = TlsMaterial(
+                Path(doc["ca"]).read_bytes(),
+                Path(doc["cert"]).read_bytes(),
+                Path(doc["key"]).read_bytes(),
+            )
+        channel = open_channel(
+            doc["address"], tls=tls, server_name=doc.get("server_name", "service")
+        )
+        try:
+            wait_healthy(channel, timeout=3)
+            return AuditorSession(w, GrpcSource(channel), origin, True)
+        except (grpc.RpcError, grpc.FutureTimeoutError, RuntimeError):
+            channel.close()
+            say("the deployment is not running: reading the log's database directly")
+    url = str(settings.get("audit_database", w.audit_db_url))
+    return AuditorSession(w, StoreSource(LogStore(open_log_engine(url))), origin, False)
+
+
+def search(
+    session: AuditorSession,
+    *,
+    id_number: str | None,
+    caller: str | None,
+    since: dt.datetime | None,
+    until: dt.datetime | None,
+) -> list[tuple[int, bytes]]:
+    since_ms = int(since.timestamp() * 1000) if since else 0
+    until_ms = int(until.timestamp() * 1000) if until else 0
+    if isinstance(session.source, GrpcSource):
+        req = audit_pb2.SearchRequest(since_unix_ms=since_ms, until_unix_ms=until_ms)
+        if id_number is not None:
+            req.applicant_id_number = id_number
+        elif caller is not None:
+            req.caller = caller
+        else:
+            req.time_range_only = True
+        return session.source.search(req)
+    # Offline: compute the audit token with the deployment's audit key, and log the search too.
+    assert isinstance(session.source, StoreSource)
+    store = session.source.store
+    w = session.workdir
+    token = w.keys.audit_token_key().token(parse_id(id_number)) if id_number is not None else None
+    found = store.search(applicant_token=token, caller=caller, since_ms=since_ms, until_ms=until_ms)
+    log = AuditLog(store, origin=session.origin, signing_key=w.keys.log_signing_key())
+    log.append(
+        [
+            audit_pb2.AuditEntry(
+                time_unix_ms=int(dt.datetime.now(dt.UTC).timestamp() * 1000),
+                caller="offline-auditor",
+                caller_role="auditor",
+                search=audit_pb2.AuditorSearch(
+                    by="applicant" if token else ("caller" if caller else "time"),
+                    applicant_audit_token=token or b"",
+                    caller=caller or "",
+                    since_unix_ms=since_ms,
+                    until_unix_ms=until_ms,
+                    results=len(found),
+                ),
+            )
+        ]
+    )
+    return found
+
+
+def export(session: AuditorSession, since: dt.datetime, until: dt.datetime, out: Path) -> int:
+    """Entries of a period with inclusion proofs against one checkpoint: verifiable offline."""
+    note = session.source.checkpoint()
+    if note is None:
+        raise ClientError("the log has no checkpoint yet")
+    cp = parse_and_verify(note, KEY_NAME, session.public_key, origin=session.origin)
+    lo, hi = int(since.timestamp() * 1000), int(until.timestamp() * 1000)
+    items = []
+    start = 0
+    while start < cp.size:
+        for index, data in session.source.entries(start, min(cp.size, start + 1000)):
+            d = describe_entry(data)
+            if lo <= d["time_unix_ms"] < hi:
+                items.append(
+                    {
+                        "index": index,
+                        "entry_hex": data.hex(),
+                        "entry": d,
+                        "inclusion_proof": [
+                            h.hex() for h in session.source.inclusion_proof(index, cp.size)
+                        ],
+                    }
+                )
+        start += 1000
+    doc = {
+        "format": "hedui-audit-export/v1",
+        "origin": session.origin,
+        "checkpoint": note.decode(),
+        "verifier_key": vkey(KEY_NAME, session.public_key),
+        "since": since.isoformat(),
+        "until": until.isoformat(),
+        "entries": items,
+    }
+    out.write_text(json.dumps(doc, ensure_ascii=False, indent=1), encoding="utf-8")
+    return len(items)
+
+
+def verify_export(path: Path, session_key: Ed25519PublicKey, origin: str) -> tuple[Checkpoint, int]:
+    """Check every entry of an export against its checkpoint, with the pinned log key."""
+    try:
+        doc = json.loads(path.read_text(encoding="utf-8"))
+        cp = parse_and_verify(doc["checkpoint"].encode(), KEY_NAME, session_key, origin=origin)
+        for item in doc["entries"]:
+            data = bytes.fromhex(item["entry_hex"])
+            proof = [bytes.fromhex(h) for h in item["inclusion_proof"]]
+            merkle.verify_inclusion(
+                merkle.leaf_hash(data), int(item["index"]), cp.size, proof, cp.root
+            )
+            if describe_entry(data) != item["entry"]:
+                raise ClientError(
+                    f"entry {item['index']}: the readable copy differs from the signed bytes"
+                )
+    except OSError as e:
+        raise ClientError(f"cannot read {path}: {e.strerror}") from None
+    except (ValueError, KeyError, TypeError) as e:
+        raise ClientError(f"{path} is not a hedui audit export: {e}") from None
+    return cp, len(doc["entries"])

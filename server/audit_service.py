@@ -1,0 +1,147 @@
+"""The AuditService: the log as auditors see it, over gRPC, auditor certificates only."""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Callable
+
+import grpc
+
+from hedui.audit.checkpoint import vkey
+from hedui.audit.log import AuditLog
+from hedui.core import rpc
+from hedui.core.errors import InvalidResidentId
+from hedui.core.resident_id import parse as parse_id
+from hedui.core.tokens import TokenKey
+from hedui.proto.v1 import audit_pb2, audit_pb2_grpc
+from hedui.server.verification import receipt_pb
+
+MAX_PAGE = 1000
+
+
+class AuditServicer(audit_pb2_grpc.AuditServiceServicer):
+    def __init__(self, log: AuditLog, audit_key: TokenKey, now: Callable[[], dt.datetime]) -> None:
+        self._log = log
+        self._store = log.store
+        self._audit_key = audit_key
+        self._now = now
+
+    def GetCheckpoint(
+        self, request: audit_pb2.GetCheckpointRequest, context: grpc.ServicerContext
+    ) -> audit_pb2.CheckpointResponse:
+        if request.tree_size:
+            note = self._store.checkpoint_at(request.tree_size)
+            if note is None:
+                rpc.abort(
+                    context,
+                    grpc.StatusCode.NOT_FOUND,
+                    f"the log signed no checkpoint at size {request.tree_size}",
+                )
+        else:
+            latest = self._store.latest_checkpoint()
+            note = latest[1] if latest else self._log.sign(self._store.size())
+        return audit_pb2.CheckpointResponse(
+            checkpoint=note, verifier_key=vkey(self._log.key_name, self._log.public_key)
+        )
+
+    def GetEntries(
+        self, request: audit_pb2.GetEntriesRequest, context: grpc.ServicerContext
+    ) -> audit_pb2.GetEntriesResponse:
+        size = self._store.size()
+        if request.start >= request.end or request.start >= size:
+            rpc.abort(
+                context,
+                grpc.StatusCode.OUT_OF_RANGE,
+                f"the log has entries 0..{size - 1}",
+                rpc.bad_request("start", f"[start, end) must lie within [0, {size})"),
+            )
+        end = min(request.end, request.start + MAX_PAGE, size)
+        return audit_pb2.GetEntriesResponse(
+            entries=[
+                audit_pb2.LogEntry(index=i, entry=e)
+                for i, e in self._store.entries(request.start, end)
+            ]
+        )
+
+    def GetInclusionProof(
+        self, request: audit_pb2.GetInclusionProofRequest, context: grpc.ServicerContext
+    ) -> audit_pb2.ProofResponse:
+        size = self._store.size()
+        if not 0 <= request.index < request.tree_size <= size:
+            rpc.abort(
+                context,
+                grpc.StatusCode.OUT_OF_RANGE,
+                "no such leaf in a tree of that size",
+                rpc.bad_request("index", f"need index < tree_size <= {size}"),
+            )
+        return audit_pb2.ProofResponse(
+            hashes=self._store.inclusion_proof(request.index, request.tree_size)
+        )
+
+    def GetConsistencyProof(
+        self, request: audit_pb2.GetConsistencyProofRequest, context: grpc.ServicerContext
+    ) -> audit_pb2.ProofResponse:
+        size = self._store.size()
+        if not 0 < request.first <= request.second <= size:
+            rpc.abort(
+                context,
+                grpc.StatusCode.OUT_OF_RANGE,
+                "no consistency proof between those sizes",
+                rpc.bad_request("first", f"need 0 < first <= second <= {size}"),
+            )
+        return audit_pb2.ProofResponse(
+            hashes=self._store.consistency_proof(request.first, request.second)
+        )
+
+    def Search(
+        self, request: audit_pb2.SearchRequest, context: grpc.ServicerContext
+    ) -> audit_pb2.SearchResponse:
+        by = request.WhichOneof("by")
+        if by is None:
+            rpc.abort(
+                context,
+                grpc.StatusCode.INVALID_ARGUMENT,
+                "say what to search by",
+                rpc.bad_request("by", "one of applicant_id_number, caller, time_range_only"),
+            )
+        token = None
+        if by == "applicant_id_number":
+            try:
+                token = self._audit_key.token(
+                    parse_id(request.applicant_id_number, today=self._now().date())
+                )
+            except InvalidResidentId as e:
+                rpc.abort(
+                    context,
+                    grpc.StatusCode.INVALID_ARGUMENT,
+                    str(e),
+                    rpc.bad_request("applicant_id_number", str(e)),
+                )
+        caller = request.caller if by == "caller" else None
+        limit = min(request.limit or MAX_PAGE, MAX_PAGE)
+        found = self._store.search(
+            applicant_token=token,
+            caller=caller,
+            since_ms=request.since_unix_ms,
+            until_ms=request.until_unix_ms,
+            limit=limit,
+        )
+        who = rpc.caller(context)
+        entry = audit_pb2.AuditEntry(
+            time_unix_ms=int(self._now().timestamp() * 1000),
+            caller=who.name,
+            caller_role=who.role,
+            search=audit_pb2.AuditorSearch(
+                by={"applicant_id_number": "applicant", "caller": "caller"}.get(by, "time"),
+                applicant_audit_token=token or b"",
+                caller=caller or "",
+                since_unix_ms=request.since_unix_ms,
+                until_unix_ms=request.until_unix_ms,
+                results=len(found),
+            ),
+        )
+        (receipt,) = self._log.append([entry])
+        return audit_pb2.SearchResponse(
+            entries=[audit_pb2.LogEntry(index=i, entry=e) for i, e in found],
+            search_receipt=receipt_pb(receipt),
+        )
