@@ -18,6 +18,7 @@ from hedui.server.audit_service import AuditServicer
 from hedui.server.config import ServiceConfig
 from hedui.server.custodian import KeyCustodian
 from hedui.server.fanout import ConnectorPool, RegistryClient
+from hedui.server.key_events import ed25519_fingerprint, record_startup
 from hedui.server.policy.book import PolicyBook
 from hedui.server.requests import RequestBook
 from hedui.server.verification import VerificationServicer, Verifier
@@ -75,8 +76,32 @@ def build_verifier(
     )
 
 
+def record_configuration(config: ServiceConfig, v: Verifier) -> None:
+    """Log key events and setting changes since the last start (see key_events)."""
+    keys = KeyDir(config.keys_dir)
+    fingerprints = {
+        "paillier": v.custodian.public_key.fingerprint,
+        "log": ed25519_fingerprint(v.audit.public_key),
+    }
+    for e in config.connectors:
+        fingerprints[f"connector:{e.connector_id}:signing"] = ed25519_fingerprint(
+            keys.connector_verify_key(e.connector_id)
+        )
+    settings = {
+        "min_banks": str(config.min_banks),
+        "query_timeout_seconds": str(config.query_timeout_seconds),
+        "default_region": config.default_region,
+        "connectors": ",".join(sorted(e.connector_id for e in config.connectors)),
+        "token_epoch": str(config.token_epoch),
+    }
+    for region in sorted(v.policy.regions):
+        settings[f"policy_version:{region}"] = v.policy.version(region)
+    record_startup(v.audit, keys=fingerprints, settings=settings, now=v.now())
+
+
 def start_service(config: ServiceConfig, verifier: Verifier | None = None) -> RunningService:
     v = verifier or build_verifier(config)
+    record_configuration(config, v)
     keys = KeyDir(config.keys_dir)
     servicer = VerificationServicer(v, today=lambda: v.now().date())
     auditor = AuditServicer(v.audit, v.audit_key, v.now)

@@ -188,6 +188,7 @@ def test_auditor_verifies_searches_and_proves_over_grpc(up: Up) -> None:
     r = up.cli("audit", "verify", "--workdir", w, "--state", state)
     assert r.returncode == 0, r.stderr
     assert "log OK" in r.stdout and "first verification" in r.stdout
+    assert "key_event" in r.stdout and "config_change" in r.stdout
     applicant = up.summary.applicants[0][1]
     r = up.cli("audit", "search", "--workdir", w, "--id", applicant)
     assert r.returncode == 0, r.stderr
