@@ -262,7 +262,6 @@ def describe_entry(data: bytes) -> dict[str, Any]:
                 {
                     "id": r.id,
                     "outcome": _OUTCOMES.get(r.outcome, "?"),
-                    "value": r.value if r.HasField("value") else None,
                     "threshold": r.threshold if r.HasField("threshold") else None,
                 }
                 for r in value

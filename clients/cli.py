@@ -18,7 +18,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
-from hedui.clients import audit_cli
+from hedui.clients import audit_cli, policy_cli
 from hedui.clients.deploy import Deployment, DeploySettings, prepare, run_until_signalled
 from hedui.clients.errors import ClientError
 from hedui.clients.intake import (
@@ -324,7 +324,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("verify", help="verify one applicant (the intake client)")
     p.add_argument("--workdir", type=Path, required=True)
     p.add_argument("--id", required=True, help="the applicant's resident ID number")
-    p.add_argument("--program", required=True, help="programme, e.g. dibao")
+    p.add_argument("--program", required=True, help="programme: dibao, dibian, zhichu or tekun")
     p.add_argument("--region", help="region (default: the deployment's)")
     p.add_argument("--as-of", type=_date, help="application date (default: today)")
     p.add_argument("--consent", help="reference of the applicant's consent")
@@ -333,6 +333,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_verify)
 
     audit_cli.add_parser(sub)
+    policy_cli.add_parser(sub)
 
     p = sub.add_parser(
         "demo", help="generate, start, verify a sample and stop, in a temporary folder"

@@ -103,6 +103,7 @@ def verdict_to_dict(v: verification_pb2.Verdict) -> dict[str, Any]:
                 "message_zh": r.message_zh,
                 "message_en": r.message_en,
                 "missing_sources": list(r.missing_sources),
+                "references": list(r.references),
             }
             for r in v.rules
         ],
@@ -131,9 +132,11 @@ def verdict_to_text(v: verification_pb2.Verdict) -> str:
     for f in v.failures:
         lines.append(f"  missing      {f.connector_id}: {f.reason}")
     lines.append("rules")
-    for r in d["rules"]:
-        lines.append(f"  {r['id']:<18} {marks[r['passed']]:<10} {r['message_en']}")
-        lines.append(f"  {'':<18} {'':<10} {r['message_zh']}")
+    for r, rule in zip(d["rules"], v.rules, strict=True):
+        lines.append(f"  {r['id']:<18} {marks[r['passed']]:<10} {r['message_zh']}")
+        lines.append(f"  {'':<18} {'':<10} {r['message_en']}")
+        for ref in rule.references:
+            lines.append(f"  {'':<18} {'':<10} 依据 basis: {ref}")
     lines += [
         f"policy version {v.policy_version}",
         f"request id     {v.request_id}",

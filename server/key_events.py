@@ -56,8 +56,12 @@ def record_startup(
         event = "rotated" if name in seen_keys else "generated"
         entries.append(
             audit_pb2.AuditEntry(
-                time_unix_ms=ms, caller=SERVICE_CALLER, caller_role="service",
-                key_event=audit_pb2.KeyEvent(event=event, key_name=name, public_fingerprint=fingerprint),
+                time_unix_ms=ms,
+                caller=SERVICE_CALLER,
+                caller_role="service",
+                key_event=audit_pb2.KeyEvent(
+                    event=event, key_name=name, public_fingerprint=fingerprint
+                ),
             )
         )
     for setting, value in sorted(settings.items()):
@@ -65,7 +69,9 @@ def record_startup(
             continue
         entries.append(
             audit_pb2.AuditEntry(
-                time_unix_ms=ms, caller=SERVICE_CALLER, caller_role="service",
+                time_unix_ms=ms,
+                caller=SERVICE_CALLER,
+                caller_role="service",
                 config_change=audit_pb2.ConfigChange(
                     setting=setting, old_value=seen_settings.get(setting, ""), new_value=value
                 ),

@@ -184,7 +184,7 @@ class Verifier:
                 decision=verdict.decision,
                 rules=[
                     audit_pb2.RuleRecord(
-                        id=r.id, outcome=_OUTCOMES[r.outcome], value=r.value, threshold=r.threshold
+                        id=r.id, outcome=_OUTCOMES[r.outcome], threshold=r.threshold
                     )
                     for r in ev.rules
                 ],
@@ -230,6 +230,9 @@ def _rule_pb(r: RuleResult) -> verification_pb2.RuleOutcome:
             )
             for f in r.figures
         ],
+        references=list(r.references),
+        title_zh=r.title_zh,
+        title_en=r.title_en,
     )
 
 

@@ -35,7 +35,7 @@ class VerifyRequest(_message.Message):
     id_number: _builtins.str
     """Resident ID number of the applicant (GB 11643-1999; 15-digit legacy numbers are converted)."""
     program: _builtins.str
-    """Programme: "dibao" (最低生活保障)."""
+    """Programme: "dibao" (最低生活保障), "dibian" (低收入家庭), "zhichu" (支出型困难家庭), "tekun" (特困人员)."""
     region: _builtins.str
     """Region whose policy applies; empty means the deployment's default region."""
     consent_reference: _builtins.str
@@ -109,6 +109,9 @@ class RuleOutcome(_message.Message):
     MESSAGE_EN_FIELD_NUMBER: _builtins.int
     MISSING_SOURCES_FIELD_NUMBER: _builtins.int
     FIGURES_FIELD_NUMBER: _builtins.int
+    REFERENCES_FIELD_NUMBER: _builtins.int
+    TITLE_ZH_FIELD_NUMBER: _builtins.int
+    TITLE_EN_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     outcome: _common_pb2.Outcome.ValueType
     value: _builtins.int
@@ -118,12 +121,18 @@ class RuleOutcome(_message.Message):
     unit: _builtins.str
     message_zh: _builtins.str
     message_en: _builtins.str
+    title_zh: _builtins.str
+    title_en: _builtins.str
     @_builtins.property
     def missing_sources(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
         """Sources whose answer was missing or invalid, which left the rule undecided."""
 
     @_builtins.property
     def figures(self) -> _containers.RepeatedCompositeFieldContainer[Global___Figure]: ...
+    @_builtins.property
+    def references(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """The provisions the thresholds come from (regulation and article)."""
+
     def __init__(
         self,
         *,
@@ -137,10 +146,13 @@ class RuleOutcome(_message.Message):
         message_en: _builtins.str = ...,
         missing_sources: _abc.Iterable[_builtins.str] | None = ...,
         figures: _abc.Iterable[Global___Figure] | None = ...,
+        references: _abc.Iterable[_builtins.str] | None = ...,
+        title_zh: _builtins.str = ...,
+        title_en: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["_threshold", b"_threshold", "_value", b"_value", "threshold", b"threshold", "value", b"value"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_threshold", b"_threshold", "_value", b"_value", "comparison", b"comparison", "figures", b"figures", "id", b"id", "message_en", b"message_en", "message_zh", b"message_zh", "missing_sources", b"missing_sources", "outcome", b"outcome", "threshold", b"threshold", "unit", b"unit", "value", b"value"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_threshold", b"_threshold", "_value", b"_value", "comparison", b"comparison", "figures", b"figures", "id", b"id", "message_en", b"message_en", "message_zh", b"message_zh", "missing_sources", b"missing_sources", "outcome", b"outcome", "references", b"references", "threshold", b"threshold", "title_en", b"title_en", "title_zh", b"title_zh", "unit", b"unit", "value", b"value"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__threshold: _TypeAlias = _typing.Literal["threshold"]  # noqa: Y015
     _WhichOneofArgType__threshold: _TypeAlias = _typing.Literal["_threshold", b"_threshold"]  # noqa: Y015

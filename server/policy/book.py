@@ -9,18 +9,40 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from importlib import resources
 
 from hedui.server.errors import PolicyError
-from hedui.server.policy import dibao
+from hedui.server.policy import dibao, dibian, tekun, zhichu
 from hedui.server.policy.engine import Evaluation, HouseholdFacts
 from hedui.server.policy.params import RegionParameters, load_builtin
 
 Evaluate = Callable[[HouseholdFacts, RegionParameters, dt.date], Evaluation]
 
-PROGRAMS: Mapping[str, Evaluate] = {dibao.NAME: dibao.evaluate}
-_RULE_MODULES = ("engine.py", "params.py", "book.py", "dibao.py")
+
+@dataclass(frozen=True)
+class Program:
+    name: str
+    title_zh: str
+    title_en: str
+    standard: str  # the parameter whose first date is the programme's first day
+    evaluate: Evaluate
+
+
+PROGRAMS: Mapping[str, Program] = {
+    m.NAME: Program(m.NAME, m.TITLE[0], m.TITLE[1], m.STANDARD, m.evaluate)
+    for m in (dibao, dibian, zhichu, tekun)
+}
+_RULE_MODULES = (
+    "engine.py",
+    "params.py",
+    "book.py",
+    "rules.py",
+    "dibao.py",
+    "dibian.py",
+    "zhichu.py",
+    "tekun.py",
+)
 
 
 def _code_digest() -> bytes:
@@ -59,9 +81,15 @@ class PolicyBook:
             raise PolicyError(f"unknown programme {program!r}; known: {', '.join(PROGRAMS)}")
         if region not in self.regions:
             raise PolicyError(f"unknown region {region!r}; known: {', '.join(self.regions)}")
-        self.regions[region].get(f"{program}_standard", as_of)
+        self.regions[region].get(PROGRAMS[program].standard, as_of)
 
     def apply(self, program: str, region: str, facts: HouseholdFacts, as_of: dt.date) -> Applied:
+        """Evaluate, then keep what the programme's disclosure setting lets the intake see."""
         self.check(program, region, as_of)
-        evaluation = PROGRAMS[program](facts, self.regions[region], as_of)
+        params = self.regions[region]
+        evaluation = PROGRAMS[program].evaluate(facts, params, as_of)
+        if params.disclosure(program) == "outcomes":
+            evaluation = replace(
+                evaluation, rules=tuple(r.outcome_only() for r in evaluation.rules)
+            )
         return Applied(evaluation, self.version(region))

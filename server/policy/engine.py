@@ -46,6 +46,8 @@ class Figure:
 
 @dataclass(frozen=True)
 class RuleResult:
+    """One rule's outcome, explained so a caseworker can read it aloud to the applicant."""
+
     id: str
     outcome: Outcome
     value: int | None
@@ -57,6 +59,35 @@ class RuleResult:
     missing_sources: tuple[str, ...] = ()
     figures: tuple[Figure, ...] = ()
     references: tuple[str, ...] = ()
+    title_zh: str = ""
+    title_en: str = ""
+
+    def outcome_only(self) -> RuleResult:
+        """The same result with every household figure removed (disclosure "outcomes")."""
+        word_zh = {
+            Outcome.PASSED: "符合",
+            Outcome.FAILED: "不符合",
+            Outcome.UNDECIDED: "无法判断，需人工复核",
+        }
+        word_en = {
+            Outcome.PASSED: "met",
+            Outcome.FAILED: "not met",
+            Outcome.UNDECIDED: "undecided, needs review",
+        }
+        return RuleResult(
+            self.id,
+            self.outcome,
+            None,
+            None,
+            self.comparison,
+            self.unit,
+            f"{self.title_zh}：{word_zh[self.outcome]}",
+            f"{self.title_en}: {word_en[self.outcome]}",
+            missing_sources=self.missing_sources,
+            references=self.references,
+            title_zh=self.title_zh,
+            title_en=self.title_en,
+        )
 
 
 @dataclass(frozen=True)
@@ -102,7 +133,14 @@ def decide(rules: Iterable[RuleResult]) -> Decision:
     return Decision.ELIGIBLE
 
 
-def undecided(rule_id: str, missing: tuple[str, ...], unit: str, zh: str, en: str) -> RuleResult:
+def undecided(
+    rule_id: str,
+    missing: tuple[str, ...],
+    unit: str,
+    zh: str,
+    en: str,
+    references: tuple[str, ...] = (),
+) -> RuleResult:
     sources = "、".join(missing)
     return RuleResult(
         rule_id,
@@ -114,6 +152,9 @@ def undecided(rule_id: str, missing: tuple[str, ...], unit: str, zh: str, en: st
         f"{zh}：无法判断，缺少数据来源 {sources}",
         f"{en}: undecided, missing source(s) {', '.join(missing)}",
         missing_sources=missing,
+        references=references,
+        title_zh=zh,
+        title_en=en,
     )
 
 

@@ -3,19 +3,26 @@
 A parameter has a unit, a description and a list of values, each with the date it takes
 effect and the legal reference it comes from. The value in force on a date is the last one
 that started on or before it; a date before the first value has no value at all.
+
+:func:`check` validates a file and names the line of every problem, for ``hedui policy check``.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import hashlib
+import re
 import tomllib
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
+from typing import Any
 
 from hedui.server.errors import PolicyError
+
+UNITS = ("fen/person/month", "fen", "months", "count", "percent", "years")
+DISCLOSURES = ("figures", "outcomes")
 
 
 @dataclass(frozen=True)
@@ -51,44 +58,151 @@ class RegionParameters:
     name: str
     parameters: Mapping[str, Parameter]
     digest: str  # SHA-256 of the file's bytes
+    disclosures: Mapping[str, str] = field(default_factory=dict)
+    source: str = ""
 
     def get(self, name: str, date: dt.date) -> DatedValue:
         try:
-            return self.parameters[name].at(date)
+            param = self.parameters[name]
         except KeyError:
             raise PolicyError(f"region {self.region} has no parameter {name}") from None
+        return param.at(date)
+
+    def disclosure(self, program: str) -> str:
+        return self.disclosures.get(program, "figures")
+
+
+@dataclass(frozen=True)
+class Problem:
+    line: int
+    message: str
+
+    def __str__(self) -> str:
+        return f"line {self.line}: {self.message}" if self.line else self.message
+
+
+def _line_of(text: str, *needles: str, after: int = 0) -> int:
+    """The first line (1-based) at or after ``after`` that holds every needle; 0 if none."""
+    for number, line in enumerate(text.splitlines(), start=1):
+        if number >= after and all(n in line for n in needles):
+            return number
+    return 0
+
+
+def _problems(doc: dict[str, Any], text: str) -> list[Problem]:
+    problems: list[Problem] = []
+    if not isinstance(doc.get("region"), str) or not doc["region"]:
+        problems.append(
+            Problem(_line_of(text, "region"), 'the file must name its region: region = "…"')
+        )
+    for program, body in doc.get("programs", {}).items():
+        disclosure = body.get("disclosure", "figures") if isinstance(body, dict) else None
+        if disclosure not in DISCLOSURES:
+            problems.append(
+                Problem(
+                    _line_of(text, f"[programs.{program}]"),
+                    f"programs.{program}.disclosure must be one of {', '.join(DISCLOSURES)}",
+                )
+            )
+    params = doc.get("parameters", {})
+    if not params:
+        problems.append(Problem(0, "the file defines no [parameters.*]"))
+    for name, body in params.items():
+        header = _line_of(text, f"[parameters.{name}]")
+        if not isinstance(body, dict):
+            problems.append(Problem(header, f"parameters.{name} must be a table"))
+            continue
+        if body.get("unit") not in UNITS:
+            problems.append(
+                Problem(
+                    _line_of(text, "unit", after=header) or header,
+                    f"parameters.{name}: unit must be one of {', '.join(UNITS)}",
+                )
+            )
+        values = body.get("values")
+        if not isinstance(values, list) or not values:
+            problems.append(Problem(header, f"parameters.{name} has no values"))
+            continue
+        previous: dt.date | None = None
+        for i, v in enumerate(values):
+            start = v.get("start") if isinstance(v, dict) else None
+            where = f"parameters.{name}.values[{i}]"
+            line = (
+                _line_of(text, f"start = {start.isoformat()}", after=header)
+                if isinstance(start, dt.date)
+                else 0
+            )
+            line = line or header
+            if not isinstance(v, dict):
+                problems.append(
+                    Problem(header, f"{where} must be {{ start = …, value = …, reference = … }}")
+                )
+                continue
+            if not isinstance(start, dt.date) or isinstance(start, dt.datetime):
+                problems.append(Problem(line, f"{where}: start must be a date such as 2025-07-01"))
+                continue
+            value = v.get("value")
+            if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+                problems.append(
+                    Problem(
+                        line,
+                        f"{where}: value must be a non-negative whole number in {body.get('unit')} (no decimals: money is in fen)",
+                    )
+                )
+            ref = v.get("reference")
+            if not isinstance(ref, str) or not ref.strip():
+                problems.append(Problem(line, f"{where}: every value needs its legal reference"))
+            if previous is not None and start <= previous:
+                problems.append(
+                    Problem(line, f"{where}: dates must increase ({start} is not after {previous})")
+                )
+            extra = set(v) - {"start", "value", "reference"}
+            if extra:
+                problems.append(
+                    Problem(line, f"{where}: unknown key(s) {', '.join(sorted(extra))}")
+                )
+            previous = start
+    return problems
+
+
+def check(data: bytes) -> list[Problem]:
+    """Every problem of a parameter file, each with its line number."""
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        return [Problem(0, f"not UTF-8 text: {e.reason}")]
+    try:
+        doc = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as e:
+        m = re.search(r"line (\d+)", str(e))
+        return [Problem(int(m.group(1)) if m else 0, f"not valid TOML: {e}")]
+    return _problems(doc, text)
 
 
 def parse(data: bytes, source: str) -> RegionParameters:
-    try:
-        doc = tomllib.loads(data.decode("utf-8"))
-    except (UnicodeDecodeError, tomllib.TOMLDecodeError) as e:
-        raise PolicyError(f"{source}: not a TOML parameter file: {e}") from None
-    params: dict[str, Parameter] = {}
-    for name, body in doc.get("parameters", {}).items():
-        values: list[DatedValue] = []
-        for i, v in enumerate(body.get("values", [])):
-            start, value, ref = v.get("start"), v.get("value"), v.get("reference")
-            where = f"{source}: parameters.{name}.values[{i}]"
-            if not isinstance(start, dt.date) or isinstance(start, dt.datetime):
-                raise PolicyError(f"{where}: start must be a date such as 2025-07-01")
-            if not isinstance(value, int) or isinstance(value, bool) or value < 0:
-                raise PolicyError(f"{where}: value must be a non-negative integer")
-            if not isinstance(ref, str) or not ref.strip():
-                raise PolicyError(f"{where}: every value needs its legal reference")
-            if values and start <= values[-1].start:
-                raise PolicyError(f"{where}: dates must increase")
-            values.append(DatedValue(start, value, ref))
-        if not values:
-            raise PolicyError(f"{source}: parameters.{name} has no values")
-        params[name] = Parameter(
-            name, str(body.get("unit", "")), str(body.get("description", "")), tuple(values)
+    problems = check(data)
+    if problems:
+        raise PolicyError(f"{source}: " + "; ".join(str(p) for p in problems))
+    doc = tomllib.loads(data.decode("utf-8"))
+    params = {
+        name: Parameter(
+            name,
+            body["unit"],
+            str(body.get("description", "")),
+            tuple(DatedValue(v["start"], v["value"], v["reference"]) for v in body["values"]),
         )
-    region = doc.get("region")
-    if not isinstance(region, str) or not region:
-        raise PolicyError(f"{source}: the file must name its region")
+        for name, body in doc["parameters"].items()
+    }
+    disclosures = {
+        p: str(b.get("disclosure", "figures")) for p, b in doc.get("programs", {}).items()
+    }
     return RegionParameters(
-        region, str(doc.get("name", region)), params, hashlib.sha256(data).hexdigest()
+        doc["region"],
+        str(doc.get("name", doc["region"])),
+        params,
+        hashlib.sha256(data).hexdigest(),
+        disclosures,
+        str(doc.get("source", "")),
     )
 
 

@@ -56,6 +56,38 @@ def test_verdicts_agree_with_the_rules(up: Up) -> None:
     assert seen_decisions == {"ELIGIBLE", "INELIGIBLE", "NEEDS_REVIEW"}
 
 
+def test_every_programme_over_grpc(up: Up) -> None:
+    id_number = up.summary.applicants[5][1]
+    seen = {}
+    for program in ("dibao", "dibian", "zhichu", "tekun"):
+        client = IntakeClient(IntakeProfile.load(up.workdir.intake_profile))
+        try:
+            v = verdict_to_dict(
+                client.verify(
+                    verification_pb2.VerifyRequest(
+                        request_id=f"prog-{program}",
+                        id_number=id_number,
+                        program=program,
+                        consent_reference="c",
+                    )
+                )
+            )
+        finally:
+            client.close()
+        USED_IDS.add(id_number)
+        assert v["program"] == program and v["decision"] in {
+            "ELIGIBLE",
+            "INELIGIBLE",
+            "NEEDS_REVIEW",
+        }
+        assert all(r["references"] and r["message_zh"] for r in v["rules"])
+        seen[program] = v
+    # the demo region discloses outcomes only for tekun: no household figure reaches the intake
+    assert all(r["value"] is None for r in seen["tekun"]["rules"])
+    assert any(r["value"] is not None for r in seen["dibao"]["rules"])
+    assert seen["dibian"]["benefit_fen"] == 0 and seen["zhichu"]["benefit_fen"] == 0
+
+
 def test_cli_verify_json_and_text(up: Up) -> None:
     id_number = up.summary.applicants[0][1]
     USED_IDS.add(id_number)

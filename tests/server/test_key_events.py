@@ -24,11 +24,21 @@ def _kinds(log: AuditLog) -> list[tuple[str, str, str]]:
 
 
 def test_startup_records_generated_rotated_and_changed(tmp_path: Path) -> None:
-    log = AuditLog(LogStore(open_log_engine(f"sqlite:///{tmp_path / 'a.sqlite'}")),
-                   origin="t/log", signing_key=Ed25519PrivateKey.generate())
+    log = AuditLog(
+        LogStore(open_log_engine(f"sqlite:///{tmp_path / 'a.sqlite'}")),
+        origin="t/log",
+        signing_key=Ed25519PrivateKey.generate(),
+    )
     keys = {"paillier": b"p1", "log": b"l1"}
     assert record_startup(log, keys=keys, settings={"min_banks": "3"}, now=NOW) == 3
-    assert record_startup(log, keys=keys, settings={"min_banks": "3"}, now=NOW) == 0  # a plain restart
-    assert record_startup(log, keys={"paillier": b"p2", "log": b"l1"}, settings={"min_banks": "5"}, now=NOW) == 2
+    assert (
+        record_startup(log, keys=keys, settings={"min_banks": "3"}, now=NOW) == 0
+    )  # a plain restart
+    assert (
+        record_startup(
+            log, keys={"paillier": b"p2", "log": b"l1"}, settings={"min_banks": "5"}, now=NOW
+        )
+        == 2
+    )
     assert _kinds(log)[3:] == [("key", "rotated", "paillier"), ("config", "min_banks", "3->5")]
     assert ("key", "generated", "log") in _kinds(log)[:3]
