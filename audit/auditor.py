@@ -100,6 +100,7 @@ class Report:
     entries: int
     previous_size: int | None
     kinds: dict[str, int] = field(default_factory=dict)
+    unsigned: int = 0  # entries stored beyond the latest signed checkpoint
 
 
 def read_entries(source: LogSource, size: int) -> Iterator[tuple[int, bytes]]:
@@ -118,28 +119,57 @@ def read_entries(source: LogSource, size: int) -> Iterator[tuple[int, bytes]]:
             expected += 1
 
 
+def _signed_root(
+    source: LogSource, size: int, public_key: Ed25519PublicKey, origin: str
+) -> bytes | None:
+    note = source.checkpoint(size)
+    return (
+        None if note is None else parse_and_verify(note, KEY_NAME, public_key, origin=origin).root
+    )
+
+
 def _locate(
     source: LogSource, tree: merkle.MemoryTree, public_key: Ed25519PublicKey, origin: str
-) -> str:
-    """Binary search the log's signed history for the first entry that no longer matches."""
+) -> tuple[str, int | None]:
+    """Find the first entry that no longer matches what the log signed.
+
+    A binary search over the log's signed history (a checkpoint per append or batch) finds the
+    first signed size whose root differs from the recomputed one. Inside a batch, each entry's
+    inclusion proof against that signed root tells which entries changed, unless the stored
+    hashes were rebuilt too.
+    """
     good, bad = 0, tree.size
     while bad - good > 1:
-        mid = (good + bad) // 2
-        probe = mid
-        note = source.checkpoint(probe)
-        while note is None and probe < bad - 1:  # the log may batch: take the next signed size
+        probe = (good + bad) // 2
+        root = _signed_root(source, probe, public_key, origin)
+        while root is None and probe < bad - 1:  # the log may batch: take the next signed size
             probe += 1
-            note = source.checkpoint(probe)
-        if note is None:
+            root = _signed_root(source, probe, public_key, origin)
+        if root is None:
             break
-        cp = parse_and_verify(note, KEY_NAME, public_key, origin=origin)
-        if cp.root == tree.root(probe):
+        if root == tree.root(probe):
             good = probe
         else:
             bad = probe
     if bad - good == 1:
-        return f"entry {good} differs from the entry the log signed at tree size {bad}"
-    return f"an entry in [{good}, {bad}) differs from what the log signed"
+        return f"entry {good} differs from the entry the log signed at tree size {bad}", good
+    root = _signed_root(source, bad, public_key, origin)
+    if root is not None:
+        for i in range(good, bad):
+            try:
+                proof = source.inclusion_proof(i, bad)
+                merkle.verify_inclusion(tree.subtree_hash(i, i + 1), i, bad, proof, root)
+            except (VerificationError, AuditError, ValueError):
+                if i + 1 < bad:
+                    later = source.inclusion_proof(i + 1, bad)
+                    try:
+                        merkle.verify_inclusion(
+                            tree.subtree_hash(i + 1, i + 2), i + 1, bad, later, root
+                        )
+                    except (VerificationError, AuditError, ValueError):
+                        break  # the stored hashes were rebuilt as well: only the range is known
+                return f"entry {i} differs from the entry the log signed at tree size {bad}", i
+    return f"an entry in [{good}, {bad}) differs from what the log signed", None
 
 
 def verify_log(
@@ -148,7 +178,23 @@ def verify_log(
     origin: str,
     state: AuditorState | None = None,
 ) -> Report:
-    """Verify everything; raise TamperingDetected or VerificationError saying what and where."""
+    """Verify everything; raise TamperingDetected saying what is wrong and where."""
+    try:
+        return _verify_log(source, public_key, origin, state)
+    except TamperingDetected:
+        raise
+    except VerificationError as e:
+        raise TamperingDetected(
+            f"a signed checkpoint or proof of the log does not verify: {e}"
+        ) from None
+
+
+def _verify_log(
+    source: LogSource,
+    public_key: Ed25519PublicKey,
+    origin: str,
+    state: AuditorState | None,
+) -> Report:
     note = source.checkpoint()
     if note is None:
         raise AuditError("the log has no signed checkpoint yet: nothing to verify")
@@ -171,12 +217,20 @@ def verify_log(
         kind = entry.WhichOneof("body") or "unknown"
         kinds[kind] = kinds.get(kind, 0) + 1
     if tree.root() != cp.root:
-        where = _locate(source, tree, public_key, origin)
+        where, changed = _locate(source, tree, public_key, origin)
         raise TamperingDetected(
-            f"the entries do not hash to the signed root at size {cp.size}: {where}",
-            _index_in(where),
+            f"the entries do not hash to the signed root at size {cp.size}: {where}", changed
         )
     previous_size = None
+    if (
+        state is not None
+        and state.verifier_key
+        and state.verifier_key != vkey(KEY_NAME, public_key)
+    ):
+        raise TamperingDetected(
+            f"the log's public key is not the one you verified with before ({state.verifier_key}); "
+            "a replaced key can sign any history"
+        )
     if state is not None and state.note is not None:
         old = parse_and_verify(state.note, KEY_NAME, public_key, origin=origin)
         previous_size = old.size
@@ -185,11 +239,11 @@ def verify_log(
                 f"the log was rolled back: it now has {cp.size} entries, you verified {old.size} before"
             )
         if old.size and tree.root(old.size) != old.root:
-            where = _locate(source, tree, public_key, origin)
+            where, changed = _locate(source, tree, public_key, origin)
             raise TamperingDetected(
                 f"the log forked: its first {old.size} entries differ from the checkpoint you "
                 f"verified before ({where})",
-                _index_in(where),
+                changed,
             )
         if 0 < old.size < cp.size:
             proof = source.consistency_proof(old.size, cp.size)
@@ -199,18 +253,10 @@ def verify_log(
                 raise TamperingDetected(
                     f"the log's consistency proof from {old.size} to {cp.size} fails: {e}"
                 ) from None
+    unsigned = len(source.entries(cp.size, cp.size + PAGE))
     if state is not None:
         state.save(note, vkey(KEY_NAME, public_key))
-    return Report(cp, tree.size, previous_size, kinds)
-
-
-def _index_in(message: str) -> int | None:
-    words = message.split()
-    if "entry" in words:
-        after = words[words.index("entry") + 1]
-        if after.isdigit():
-            return int(after)
-    return None
+    return Report(cp, tree.size, previous_size, kinds, unsigned)
 
 
 def verify_inclusion(

@@ -30,6 +30,7 @@ from sqlalchemy import (
     cast,
     create_engine,
     event,
+    func,
     insert,
     select,
     text,
@@ -93,6 +94,7 @@ class LogCheckpoint(Base):
     note: Mapped[bytes] = mapped_column(LargeBinary)
 
 
+_WRITE = "hedui_write"
 LOG_TABLES = ("log_entry", "log_node", "log_checkpoint", "log_search")
 
 
@@ -130,7 +132,7 @@ def _postgres_triggers() -> list[str]:
 def open_log_engine(url: str) -> Engine:
     """An engine for the log database, with the schema and triggers in place."""
     try:
-        engine = create_engine(url, pool_pre_ping=True)
+        engine = create_engine(url, pool_pre_ping=True, hide_parameters=True)
         if engine.dialect.name == "sqlite":
 
             @event.listens_for(engine, "connect")
@@ -144,9 +146,11 @@ def open_log_engine(url: str) -> Engine:
 
             @event.listens_for(engine, "begin")
             def _begin(conn: Connection) -> None:
-                conn.exec_driver_sql("BEGIN IMMEDIATE")
+                # writers take the write lock at once; readers read a WAL snapshot without it
+                write = conn.get_execution_options().get(_WRITE, False)
+                conn.exec_driver_sql("BEGIN IMMEDIATE" if write else "BEGIN")
 
-        with engine.begin() as conn:
+        with engine.connect().execution_options(**{_WRITE: True}) as conn, conn.begin():
             if engine.dialect.name == "postgresql":
                 conn.execute(text("SELECT pg_advisory_xact_lock(694201)"))  # one schema creator
             Base.metadata.create_all(conn)
@@ -183,6 +187,15 @@ class LogStore:
         except SQLAlchemyError as e:
             raise StorageError(f"the audit database failed: {e.__class__.__name__}: {e}") from None
 
+    @contextmanager
+    def _write(self) -> Iterator[Connection]:
+        """A write transaction (SQLite: BEGIN IMMEDIATE); driver errors become StorageError."""
+        try:
+            with self.engine.connect().execution_options(**{_WRITE: True}) as conn, conn.begin():
+                yield conn
+        except SQLAlchemyError as e:
+            raise StorageError(f"the audit database refused the write: {e}") from None
+
     def _lock_size(self, conn: Connection) -> int:
         stmt = select(LogState.size).where(LogState.id == 1)
         if conn.dialect.name == "postgresql":
@@ -196,34 +209,37 @@ class LogStore:
         """Append entries in one transaction; they get consecutive, gapless indexes."""
         if not entries:
             raise ValueError("nothing to append")
-        try:
-            with self.engine.begin() as conn:
-                size = self._lock_size(conn)
-                first = size
-                for entry, keys in entries:
-                    h = merkle.leaf_hash(entry)
-                    conn.execute(insert(LogEntry).values(idx=size, entry=entry, leaf_hash=h))
-                    conn.execute(
-                        insert(LogSearch).values(
-                            idx=size,
-                            applicant_token=keys.applicant_token,
-                            caller=keys.caller,
-                            time_ms=keys.time_ms,
-                        )
+        with self._write() as conn:
+            size = self._lock_size(conn)
+            last = conn.scalar(select(func.max(LogEntry.idx)))
+            if (last is None and size) or (last is not None and last != size - 1):
+                raise StorageError(
+                    f"the log holds {size} entries but its last stored index is {last}: the "
+                    "database was altered; run `hedui audit verify` and restore it before appending"
+                )
+            first = size
+            for entry, keys in entries:
+                h = merkle.leaf_hash(entry)
+                conn.execute(insert(LogEntry).values(idx=size, entry=entry, leaf_hash=h))
+                conn.execute(
+                    insert(LogSearch).values(
+                        idx=size,
+                        applicant_token=keys.applicant_token,
+                        caller=keys.caller,
+                        time_ms=keys.time_ms,
                     )
-                    nodes = [{"level": 0, "idx": size, "hash": h}]
-                    level, i = 0, size
-                    while i & 1:
-                        left = self._node(conn, level, i - 1)
-                        h = merkle.node_hash(left, h)
-                        level, i = level + 1, i >> 1
-                        nodes.append({"level": level, "idx": i, "hash": h})
-                    conn.execute(insert(LogNode), nodes)
-                    size += 1
-                conn.execute(update(LogState).where(LogState.id == 1).values(size=size))
-            return Appended(first, size)
-        except SQLAlchemyError as e:
-            raise StorageError(f"the audit database refused the append: {e}") from None
+                )
+                nodes = [{"level": 0, "idx": size, "hash": h}]
+                level, i = 0, size
+                while i & 1:
+                    left = self._node(conn, level, i - 1)
+                    h = merkle.node_hash(left, h)
+                    level, i = level + 1, i >> 1
+                    nodes.append({"level": level, "idx": i, "hash": h})
+                conn.execute(insert(LogNode), nodes)
+                size += 1
+            conn.execute(update(LogState).where(LogState.id == 1).values(size=size))
+        return Appended(first, size)
 
     @staticmethod
     def _node(conn: Connection, level: int, idx: int) -> bytes:
@@ -301,10 +317,14 @@ class LogStore:
             ]
 
     def save_checkpoint(self, size: int, note: bytes) -> None:
-        with self._read() as conn, conn.begin():
-            exists = conn.scalar(select(LogCheckpoint.size).where(LogCheckpoint.size == size))
-            if exists is None:
-                conn.execute(insert(LogCheckpoint).values(size=size, note=note))
+        try:
+            with self._write() as conn:
+                exists = conn.scalar(select(LogCheckpoint.size).where(LogCheckpoint.size == size))
+                if exists is None:
+                    conn.execute(insert(LogCheckpoint).values(size=size, note=note))
+        except StorageError:
+            if self.checkpoint_at(size) is None:  # not a concurrent save of the same size
+                raise
 
     def latest_checkpoint(self) -> tuple[int, bytes] | None:
         with self._read() as conn:

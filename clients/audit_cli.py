@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import hashlib
 import json
+import os
 import sys
 from pathlib import Path
 from zoneinfo import ZoneInfo
@@ -45,7 +47,7 @@ def cmd_verify(args: argparse.Namespace) -> int:
         print(f"export OK: {n} entries, each proven included in the signed tree of size {cp.size}")
         return 0
     session = _session(args)
-    state = AuditorState.load(args.state or w.auditor_state)
+    state = AuditorState.load(args.state or default_state_path(session.origin))
     try:
         report = verify_log(session.source, session.public_key, session.origin, state)
     except TamperingDetected as e:
@@ -60,8 +62,21 @@ def cmd_verify(args: argparse.Namespace) -> int:
     print(
         f"log OK: {report.entries} entries ({kinds or 'none'}), root matches the signed checkpoint{since}"
     )
+    if report.unsigned:
+        print(
+            f"warning: {report.unsigned} stored entr{'y' if report.unsigned == 1 else 'ies'} beyond the signed "
+            "checkpoint: either a writer stopped between storing and signing, or someone inserted rows; "
+            "they are not verified",
+            file=sys.stderr,
+        )
     print(f"state: {state.path}")
     return 0
+
+
+def default_state_path(origin: str) -> Path:
+    """Where an auditor keeps the last checkpoint seen: outside the operator's workdir."""
+    base = Path(os.environ.get("XDG_STATE_HOME") or Path.home() / ".local" / "state")
+    return base / "hedui" / f"auditor-{hashlib.sha256(origin.encode()).hexdigest()[:16]}.json"
 
 
 def cmd_show(args: argparse.Namespace) -> int:

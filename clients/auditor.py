@@ -16,11 +16,10 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from hedui.audit import merkle
 from hedui.audit.auditor import LogSource, StoreSource, describe_entry
 from hedui.audit.checkpoint import Checkpoint, parse_and_verify, vkey
-from hedui.audit.log import DEFAULT_ORIGIN, KEY_NAME, AuditLog
+from hedui.audit.log import DEFAULT_ORIGIN, KEY_NAME
 from hedui.audit.store import LogStore, open_log_engine
 from hedui.clients.errors import ClientError
 from hedui.clients.intake import describe_rpc_error
-from hedui.core.resident_id import parse as parse_id
 from hedui.core.rpc import open_channel, wait_healthy
 from hedui.core.tls import TlsMaterial
 from hedui.core.workdir import Workdir
@@ -150,31 +149,15 @@ def search(
         else:
             req.time_range_only = True
         return session.source.search(req)
-    # Offline: compute the audit token with the deployment's audit key, and log the search too.
+    # Offline there is no service to log the search: searching by person is refused (every
+    # search by person must leave its own audit entry), by caller or time is allowed.
+    if id_number is not None:
+        raise ClientError(
+            "searching by person needs the running deployment, which logs every such search; "
+            "start it with `hedui up`, or search by --caller or --since"
+        )
     assert isinstance(session.source, StoreSource)
-    store = session.source.store
-    w = session.workdir
-    token = w.keys.audit_token_key().token(parse_id(id_number)) if id_number is not None else None
-    found = store.search(applicant_token=token, caller=caller, since_ms=since_ms, until_ms=until_ms)
-    log = AuditLog(store, origin=session.origin, signing_key=w.keys.log_signing_key())
-    log.append(
-        [
-            audit_pb2.AuditEntry(
-                time_unix_ms=int(dt.datetime.now(dt.UTC).timestamp() * 1000),
-                caller="offline-auditor",
-                caller_role="auditor",
-                search=audit_pb2.AuditorSearch(
-                    by="applicant" if token else ("caller" if caller else "time"),
-                    applicant_audit_token=token or b"",
-                    caller=caller or "",
-                    since_unix_ms=since_ms,
-                    until_unix_ms=until_ms,
-                    results=len(found),
-                ),
-            )
-        ]
-    )
-    return found
+    return session.source.store.search(caller=caller, since_ms=since_ms, until_ms=until_ms)
 
 
 def export(session: AuditorSession, since: dt.datetime, until: dt.datetime, out: Path) -> int:

@@ -100,30 +100,26 @@ def cmd_population_generate(args: argparse.Namespace) -> int:
 
 
 def cmd_connector_import(args: argparse.Namespace) -> int:
-    from hedui.connectors.importer import import_holdings, import_register
-    from hedui.connectors.store import HoldingStore, RegisterStore, open_engine
-    from hedui.core.deployment import kind_of
+    from hedui.connectors.importer import read_dataset, write_database
+    from hedui.core.deployment import default_connector_ids
     from hedui.core.keystore import REGISTRY_ID
 
     w = Workdir(args.workdir)
-    w.prepare()
     cid = args.connector
-    if cid != REGISTRY_ID:
-        try:
-            kind = kind_of(cid)
-        except KeyError as e:
-            raise ClientError(
-                f"{e.args[0]}; connectors are registry, the departments and bank-01..bank-73"
-            ) from None
-    engine = open_engine(w.connector_db_url(cid))
-    if cid == REGISTRY_ID:
-        n = import_register(args.file, RegisterStore(engine), today=_today())
-        print(f"imported {n} residents into the household register")
-    else:
-        n = import_holdings(
-            args.file, HoldingStore(engine), kind, w.keys.connector_token_key(cid), today=_today()
+    if cid != REGISTRY_ID and cid not in default_connector_ids():
+        raise ClientError(
+            f"unknown connector {cid!r}; connectors are registry, the departments and bank-01..bank-73"
         )
-        print(f"imported holdings of {n} people into {cid} (stored by token, not by ID number)")
+    if not args.file.is_file():
+        raise ClientError(f"{args.file} is not a file")
+    data = read_dataset(args.file, cid, w.keys, today=_today())
+    write_database(w.connector_db(cid), data)
+    what = (
+        "residents into the household register"
+        if cid == REGISTRY_ID
+        else f"people into {cid} (stored by token, not by ID number)"
+    )
+    print(f"imported {data.size} {what}; restart `hedui up` to serve the new data")
     return 0
 
 

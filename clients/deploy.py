@@ -11,7 +11,6 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import multiprocessing as mp
-import os
 import shutil
 import signal
 import threading
@@ -22,10 +21,9 @@ from pathlib import Path
 
 from hedui.clients.auditor import write_auditor_profile
 from hedui.connectors.errors import ConnectorError, ImportRejected
-from hedui.connectors.importer import read_holdings, read_register
+from hedui.connectors.importer import Dataset, read_dataset, write_database
 from hedui.connectors.server import ConnectorSettings, start_connector, start_registry
-from hedui.connectors.store import HoldingStore, RegisterStore, open_engine
-from hedui.core.deployment import default_connector_ids, kind_of
+from hedui.core.deployment import default_connector_ids
 from hedui.core.keystore import REGISTRY_ID
 from hedui.core.rpc import open_channel, wait_healthy
 from hedui.core.workdir import Workdir
@@ -53,62 +51,48 @@ class DeploySettings:
 
 
 def prepare(settings: DeploySettings, say: Callable[[str], None], today: dt.date) -> Workdir:
-    """Create missing keys; import the CSVs of connectors that have no database yet."""
+    """Create missing keys; import the CSVs of connectors that have no database yet.
+
+    Every file is validated before anything is written; a connector without a file holds
+    nothing. The data folder is checked before any key is created, so a mistyped workdir
+    does not end up with a fresh key set.
+    """
     w = Workdir(settings.workdir)
-    w.prepare()
     ids = settings.connectors()
-    w.keys.init(
-        ids, paillier_bits=settings.paillier_bits, on_create=lambda what: say(f"creating {what}")
-    )
     todo = [c for c in (REGISTRY_ID, *ids) if not w.connector_db(c).exists()]
-    if not todo:
-        return w
-    if settings.data is None:
+    if todo and settings.data is None:
         raise ConnectorError(
             f"{w.root} has no data yet for {len(todo)} connector(s); pass --data DIR with the CSV files"
         )
-    if not settings.data.is_dir():
+    if todo and settings.data is not None and not settings.data.is_dir():
         raise ConnectorError(f"--data {settings.data} is not a directory")
-    loaded: dict[str, object] = {}
+    if (
+        todo
+        and settings.data is not None
+        and REGISTRY_ID in todo
+        and not (settings.data / "registry.csv").is_file()
+    ):
+        raise ConnectorError(
+            f"{settings.data} has no registry.csv; the household register is required"
+        )
+    w.prepare()
+    w.keys.init(
+        ids, paillier_bits=settings.paillier_bits, on_create=lambda what: say(f"creating {what}")
+    )
+    if not todo or settings.data is None:
+        return w
+    loaded: dict[str, Dataset] = {}
     problems = []
     for cid in todo:
-        path = settings.data / f"{cid}.csv"
-        if not path.exists():
-            loaded[cid] = None  # a connector without a file holds nothing
-            continue
         try:
-            if cid == REGISTRY_ID:
-                loaded[cid] = read_register(path, today=today)
-            else:
-                loaded[cid] = read_holdings(
-                    path, kind_of(cid), w.keys.connector_token_key(cid), today=today
-                )
+            loaded[cid] = read_dataset(settings.data / f"{cid}.csv", cid, w.keys, today=today)
         except ImportRejected as e:
             problems.extend(e.problems)
     if problems:
         raise ImportRejected(problems)
-    if REGISTRY_ID in todo and loaded.get(REGISTRY_ID) is None:
-        raise ConnectorError(
-            f"{settings.data} has no registry.csv; the household register is required"
-        )
-    say(
-        f"importing {sum(v is not None for v in loaded.values())} data file(s) into {w.root / 'db'}"
-    )
+    say(f"importing {len(todo)} connector database(s) into {w.root / 'db'}")
     for cid, data in loaded.items():
-        final = w.connector_db(cid)
-        tmp = final.with_name(final.name + ".importing")
-        tmp.unlink(missing_ok=True)
-        engine = open_engine(f"sqlite:///{tmp}")
-        if cid == REGISTRY_ID:
-            RegisterStore(engine).replace_all(data)  # type: ignore[arg-type]
-        else:
-            HoldingStore(engine).replace_all(data or {})  # type: ignore[arg-type]
-        with engine.connect() as conn:
-            conn.exec_driver_sql("PRAGMA wal_checkpoint(TRUNCATE)")
-        engine.dispose()
-        for suffix in ("-wal", "-shm"):
-            Path(str(tmp) + suffix).unlink(missing_ok=True)
-        os.replace(tmp, final)
+        write_database(w.connector_db(cid), data)
     return w
 
 

@@ -11,13 +11,16 @@ from __future__ import annotations
 
 import csv
 import datetime as dt
+import os
 from collections import defaultdict
+from dataclasses import dataclass
 from pathlib import Path
 
 from hedui.connectors.errors import ImportRejected, RowProblem
-from hedui.connectors.store import HoldingStore, Person, RegisterStore
-from hedui.core.deployment import ConnectorKind
+from hedui.connectors.store import HoldingStore, Person, RegisterStore, open_engine
+from hedui.core.deployment import ConnectorKind, kind_of
 from hedui.core.errors import InvalidResidentId
+from hedui.core.keystore import REGISTRY_ID, KeyDir
 from hedui.core.resident_id import parse as parse_id
 from hedui.core.tokens import TokenKey
 
@@ -31,6 +34,10 @@ def _read(path: Path) -> tuple[list[list[str]], list[RowProblem]]:
             return list(csv.reader(f)), []
     except FileNotFoundError:
         return [], [RowProblem(path.name, 0, f"{path} does not exist")]
+    except IsADirectoryError:
+        return [], [RowProblem(path.name, 0, f"{path} is a folder, not a CSV file")]
+    except OSError as e:
+        return [], [RowProblem(path.name, 0, f"cannot read {path}: {e.strerror}")]
     except UnicodeDecodeError as e:
         return [], [RowProblem(path.name, 0, f"not UTF-8 text ({e.reason})")]
     except csv.Error as e:
@@ -195,8 +202,62 @@ def read_register(path: Path, *, today: dt.date) -> list[Person]:
 def import_holdings(
     path: Path, store: HoldingStore, kind: ConnectorKind, token_key: TokenKey, *, today: dt.date
 ) -> int:
-    return store.replace_all(read_holdings(path, kind, token_key, today=today))
+    return store.replace_all(
+        read_holdings(path, kind, token_key, today=today), token_key.check_value()
+    )
 
 
 def import_register(path: Path, store: RegisterStore, *, today: dt.date) -> int:
     return store.replace_all(read_register(path, today=today))
+
+
+@dataclass(frozen=True)
+class Dataset:
+    """A validated data file, ready to be written: the register's people or a connector's totals."""
+
+    connector_id: str
+    people: list[Person] | None = None
+    totals: dict[bytes, dict[str, int]] | None = None
+    token_key_check: bytes = b""
+
+    @property
+    def size(self) -> int:
+        return len(self.people if self.people is not None else self.totals or {})
+
+
+def read_dataset(path: Path, connector_id: str, keys: KeyDir, *, today: dt.date) -> Dataset:
+    """Validate ``path`` for ``connector_id``; a missing file is an empty data set (not the register's)."""
+    if connector_id == REGISTRY_ID:
+        return Dataset(connector_id, people=read_register(path, today=today))
+    token_key = keys.connector_token_key(connector_id)
+    totals = (
+        read_holdings(path, kind_of(connector_id), token_key, today=today) if path.exists() else {}
+    )
+    return Dataset(connector_id, totals=totals, token_key_check=token_key.check_value())
+
+
+def write_database(db_path: Path, data: Dataset) -> None:
+    """Write a connector's database beside its place and move it there only once complete,
+    so a failed or interrupted import never leaves a half-filled database behind."""
+    db_path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = db_path.with_name(db_path.name + ".importing")
+    for p in (tmp, Path(f"{tmp}-wal"), Path(f"{tmp}-shm")):
+        p.unlink(missing_ok=True)
+    engine = open_engine(f"sqlite:///{tmp}")
+    try:
+        if data.people is not None:
+            RegisterStore(engine).replace_all(data.people)
+        else:
+            HoldingStore(engine).replace_all(data.totals or {}, data.token_key_check)
+        with engine.connect() as conn:
+            conn.exec_driver_sql("PRAGMA wal_checkpoint(TRUNCATE)")
+    finally:
+        engine.dispose()
+    for p in (
+        Path(f"{tmp}-wal"),
+        Path(f"{tmp}-shm"),
+        Path(f"{db_path}-wal"),
+        Path(f"{db_path}-shm"),
+    ):
+        p.unlink(missing_ok=True)
+    os.replace(tmp, db_path)

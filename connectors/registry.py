@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import logging
+
 import grpc
+from sqlalchemy.exc import SQLAlchemyError
 
 from hedui.connectors.store import RegisterStore
 from hedui.core import rpc
 from hedui.core.errors import InvalidResidentId
 from hedui.core.resident_id import parse as parse_id
 from hedui.proto.v1 import connector_pb2, connector_pb2_grpc
+
+log = logging.getLogger("hedui.connectors.registry")
 
 _RELATIONS = {
     "head": connector_pb2.HEAD,
@@ -37,7 +42,11 @@ class RegistryServicer(connector_pb2_grpc.RegistryServiceServicer):
                 str(e),
                 rpc.bad_request("id_number", str(e)),
             )
-        members = self._store.household_of(resident.value)
+        try:
+            members = self._store.household_of(resident.value)
+        except SQLAlchemyError as e:
+            log.error("registry database error: %s", type(e).__name__)
+            rpc.abort(context, grpc.StatusCode.INTERNAL, "the household register is not available")
         if not members:
             rpc.abort(
                 context,

@@ -9,16 +9,20 @@ every ciphertext gets fresh randomness, and the answer is signed over the query 
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterable, Sequence
 from typing import Protocol
 
 import grpc
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from sqlalchemy.exc import SQLAlchemyError
 
 from hedui.core import rpc, signing
 from hedui.core.deployment import ConnectorKind
 from hedui.core.paillier import PublicKey
 from hedui.proto.v1 import connector_pb2, connector_pb2_grpc
+
+log = logging.getLogger("hedui.connectors")
 
 MAX_TOKENS = 64
 TOKEN_BYTES = 32
@@ -39,12 +43,14 @@ class Answerer:
         source: HoldingSource,
         public_key: PublicKey,
         signing_key: Ed25519PrivateKey,
+        token_key_check: bytes,
     ) -> None:
         self.connector_id = connector_id
         self.kind = kind
         self._source = source
         self._public = public_key
         self._signing_key = signing_key
+        self._token_key_check = token_key_check
 
     def describe(self) -> connector_pb2.DescribeResponse:
         return connector_pb2.DescribeResponse(
@@ -60,6 +66,7 @@ class Answerer:
             ],
             key_fingerprint=self._public.fingerprint,
             signing_public_key=signing.public_key_to_pem(self._signing_key.public_key()),
+            token_key_check=self._token_key_check,
         )
 
     def answer(self, query_id: str, tokens: Sequence[bytes]) -> connector_pb2.QueryResponse:
@@ -68,7 +75,13 @@ class Answerer:
             (name, self._public.to_bytes(self._public.encrypt(totals[name])))
             for name in self.kind.field_names
         ]
-        signed = signing.answer_bytes(query_id, self.connector_id, self._public.fingerprint, fields)
+        signed = signing.answer_bytes(
+            query_id,
+            self.connector_id,
+            self._public.fingerprint,
+            signing.tokens_digest(tokens),
+            fields,
+        )
         return connector_pb2.QueryResponse(
             connector_id=self.connector_id,
             key_fingerprint=self._public.fingerprint,
@@ -124,4 +137,8 @@ class ConnectorServicer(connector_pb2_grpc.ConnectorServiceServicer):
                     f"expected {fingerprint.hex()}, got {request.key_fingerprint.hex()}",
                 ),
             )
-        return self._answerer.answer(request.query_id, list(request.tokens))
+        try:
+            return self._answerer.answer(request.query_id, list(request.tokens))
+        except SQLAlchemyError as e:
+            log.error("connector database error: %s", type(e).__name__)
+            rpc.abort(context, grpc.StatusCode.INTERNAL, "this connector's data is not available")

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 import grpc
 
+from hedui.connectors.errors import ConnectorError
 from hedui.connectors.registry import RegistryServicer
 from hedui.connectors.sdk import Answerer, ConnectorServicer
 from hedui.connectors.store import HoldingStore, RegisterStore, open_engine
@@ -29,12 +30,21 @@ class ConnectorSettings:
 
 def start_connector(settings: ConnectorSettings, keys: KeyDir) -> RunningServer:
     """Serve one bank or department connector; only the verification service may query it."""
+    store = HoldingStore(open_engine(settings.database_url))
+    check = keys.connector_token_key(settings.connector_id).check_value()
+    stored = store.token_key_check()
+    if stored is not None and stored != check:
+        raise ConnectorError(
+            f"{settings.connector_id}: its data was imported under another token key; "
+            "import the data again (`hedui connector import`)"
+        )
     answerer = Answerer(
         settings.connector_id,
         kind_of(settings.connector_id),
-        HoldingStore(open_engine(settings.database_url)),
+        store,
         keys.paillier_public(),
         keys.connector_signing_key(settings.connector_id),
+        check,
     )
     servicer = ConnectorServicer(answerer)
 

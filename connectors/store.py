@@ -37,6 +37,14 @@ class Holding(Base):
     value: Mapped[int] = mapped_column(BigInteger)
 
 
+class Meta(Base):
+    """Facts about the data set, e.g. the check value of the token key it was imported under."""
+
+    __tablename__ = "meta"
+    key: Mapped[str] = mapped_column(String(64), primary_key=True)
+    value: Mapped[bytes] = mapped_column(LargeBinary)
+
+
 class Person(Base):
     """One resident in the household register (registry connector only)."""
 
@@ -52,7 +60,7 @@ def sqlite_url(path: Path) -> str:
 
 
 def open_engine(url: str) -> Engine:
-    engine = create_engine(url)
+    engine = create_engine(url, hide_parameters=True)  # never an ID in an error message
     if engine.dialect.name == "sqlite":
 
         @event.listens_for(engine, "connect")
@@ -72,7 +80,7 @@ class HoldingStore:
     def __init__(self, engine: Engine) -> None:
         self._engine = engine
 
-    def replace_all(self, totals: Mapping[bytes, Mapping[str, int]]) -> int:
+    def replace_all(self, totals: Mapping[bytes, Mapping[str, int]], token_key_check: bytes) -> int:
         """Replace the whole data set in one transaction (an import is a full snapshot)."""
         rows = [
             {"token": token, "field": field, "value": value}
@@ -82,9 +90,17 @@ class HoldingStore:
         ]
         with Session(self._engine) as s, s.begin():
             s.execute(delete(Holding))
+            s.execute(delete(Meta).where(Meta.key == "token_key_check"))
+            s.add(Meta(key="token_key_check", value=token_key_check))
             if rows:
                 s.execute(insert(Holding), rows)
         return len(totals)
+
+    def token_key_check(self) -> bytes | None:
+        """The check value of the token key the data was imported under (None: never imported)."""
+        with Session(self._engine) as s:
+            v = s.scalar(select(Meta.value).where(Meta.key == "token_key_check"))
+        return None if v is None else bytes(v)
 
     def sums(self, tokens: Sequence[bytes], fields: Iterable[str]) -> dict[str, int]:
         """The total of every field over ``tokens`` (0 for a token or field not held)."""

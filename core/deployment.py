@@ -132,7 +132,7 @@ DEPARTMENT_KINDS: Mapping[str, ConnectorKind] = MappingProxyType({k.kind: k for 
 
 def kind_of(connector_id: str) -> ConnectorKind:
     """The kind of a connector from its id: ``bank-NN`` is a bank, otherwise the id is the kind."""
-    if connector_id.startswith("bank-"):
+    if connector_id.startswith("bank-") and connector_id[5:].isdigit() and len(connector_id) == 7:
         return BANK
     try:
         return DEPARTMENT_KINDS[connector_id]

@@ -104,11 +104,8 @@ class RoleInterceptor(grpc.ServerInterceptor):  # type: ignore[type-arg]
         if handler is None or method.startswith(("/grpc.health.", "/grpc.reflection.")):
             return handler
         roles = self._roles.get(method.split("/")[1], frozenset())
-        if handler.unary_unary is None:
-            return handler  # streaming handlers check the role themselves
-        inner = handler.unary_unary
 
-        def guarded(request: Any, context: grpc.ServicerContext) -> Any:
+        def check(context: grpc.ServicerContext) -> None:
             peer = peer_identity(context)
             if peer is not None and peer.role not in roles:
                 abort(
@@ -116,13 +113,29 @@ class RoleInterceptor(grpc.ServerInterceptor):  # type: ignore[type-arg]
                     grpc.StatusCode.PERMISSION_DENIED,
                     f"certificate role {peer.role!r} of {peer.name!r} may not call {method}",
                 )
-            return inner(request, context)
 
-        return grpc.unary_unary_rpc_method_handler(
-            guarded,
-            request_deserializer=handler.request_deserializer,
-            response_serializer=handler.response_serializer,
-        )
+        def guard(
+            behavior: Callable[[Any, grpc.ServicerContext], Any],
+        ) -> Callable[[Any, grpc.ServicerContext], Any]:
+            def guarded(request: Any, context: grpc.ServicerContext) -> Any:
+                check(context)
+                return behavior(request, context)
+
+            return guarded
+
+        ser = {
+            "request_deserializer": handler.request_deserializer,
+            "response_serializer": handler.response_serializer,
+        }
+        if handler.unary_unary is not None:
+            return grpc.unary_unary_rpc_method_handler(guard(handler.unary_unary), **ser)
+        if handler.unary_stream is not None:
+            return grpc.unary_stream_rpc_method_handler(guard(handler.unary_stream), **ser)
+        if handler.stream_unary is not None:
+            return grpc.stream_unary_rpc_method_handler(guard(handler.stream_unary), **ser)
+        if handler.stream_stream is not None:
+            return grpc.stream_stream_rpc_method_handler(guard(handler.stream_stream), **ser)
+        return None  # a handler of no known kind is refused
 
 
 def caller(context: grpc.ServicerContext) -> PeerIdentity:

@@ -1,8 +1,9 @@
 """Ed25519 signatures over connector answers.
 
 A connector signs the canonical bytes of its answer: a domain label, the query id, its own
-connector id, the Paillier key fingerprint, and each field's name and ciphertext bytes in
-declared order, every part length-prefixed so no two answers share signed bytes.
+connector id, the Paillier key fingerprint, the digest of the tokens it was asked about, and
+each field's name and ciphertext bytes in declared order, every part length-prefixed so no two
+answers share signed bytes.
 """
 
 from __future__ import annotations
@@ -19,13 +20,20 @@ from hedui.core.errors import CryptoError
 _ANSWER_LABEL = b"hedui/answer/v1"
 
 
+def tokens_digest(tokens: Sequence[bytes]) -> bytes:
+    """SHA-256 over the queried tokens in sorted order: what the answer is an answer to."""
+    return hashlib.sha256(b"".join(sorted(tokens))).digest()
+
+
 def answer_bytes(
     query_id: str,
     connector_id: str,
     key_fingerprint: bytes,
+    queried: bytes,
     fields: Sequence[tuple[str, bytes]],
 ) -> bytes:
-    parts = [_ANSWER_LABEL, query_id.encode(), connector_id.encode(), key_fingerprint]
+    """``queried`` is the :func:`tokens_digest` of the query's tokens."""
+    parts = [_ANSWER_LABEL, query_id.encode(), connector_id.encode(), key_fingerprint, queried]
     for name, ciphertext in fields:
         parts += [name.encode(), ciphertext]
     return b"".join(len(p).to_bytes(4, "big") + p for p in parts)

@@ -53,6 +53,10 @@ class TokenKey:
     def mac(self, data: bytes) -> bytes:
         return hmac.digest(self.key, data, "sha256")
 
+    def check_value(self) -> bytes:
+        """A key check value: shows two parties hold the same key without revealing it."""
+        return self.mac(b"hedui/token-key-check/v1")[:16]
+
 
 @dataclass(frozen=True)
 class TokenMaster:

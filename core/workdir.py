@@ -35,10 +35,6 @@ class Workdir:
         return self.root / "auditor.toml"
 
     @property
-    def auditor_state(self) -> Path:
-        return self.root / "auditor" / "state.json"
-
-    @property
     def service_config(self) -> Path:
         return self.root / "hedui.toml"
 

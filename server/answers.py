@@ -12,13 +12,15 @@ from hedui.core.paillier import Ciphertext, PublicKey
 @dataclass(frozen=True)
 class SignedAnswer:
     connector_id: str
-    is_bank: bool
     fields: tuple[tuple[str, bytes], ...]  # (field name, ciphertext bytes) in declared order
     signature: bytes
     key_fingerprint: bytes
+    queried: bytes  # signing.tokens_digest of the tokens this connector was asked about
 
     def signed_bytes(self, query_id: str) -> bytes:
-        return signing.answer_bytes(query_id, self.connector_id, self.key_fingerprint, self.fields)
+        return signing.answer_bytes(
+            query_id, self.connector_id, self.key_fingerprint, self.queried, self.fields
+        )
 
     def digest(self, query_id: str) -> bytes:
         return signing.answer_digest(self.signed_bytes(query_id), self.signature)

@@ -3,20 +3,22 @@
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from zoneinfo import ZoneInfo
 
 import grpc
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from hedui.audit.log import AuditLog
 from hedui.audit.store import LogStore, open_log_engine
+from hedui.core.deployment import kind_of
 from hedui.core.keystore import KeyDir
 from hedui.core.rpc import RunningServer, create_server
 from hedui.proto.v1 import audit_pb2, audit_pb2_grpc, verification_pb2, verification_pb2_grpc
 from hedui.server.audit_service import AuditServicer
 from hedui.server.config import ServiceConfig
-from hedui.server.custodian import KeyCustodian
+from hedui.server.custodian import Deployment, KeyCustodian
 from hedui.server.fanout import ConnectorPool, RegistryClient
 from hedui.server.key_events import ed25519_fingerprint, record_startup
 from hedui.server.policy.book import PolicyBook
@@ -40,6 +42,23 @@ class RunningService:
         self.server.stop(grace)
         self.verifier.pool.close()
         self.verifier.registry.close()
+
+
+def custodian_view(
+    config: ServiceConfig, verify_keys: Mapping[str, Ed25519PublicKey]
+) -> Deployment:
+    """The custodian's own picture of the deployment, from the configuration and kinds."""
+    holders: dict[str, set[str]] = {}
+    for e in config.connectors:
+        for name in kind_of(e.connector_id).field_names:
+            holders.setdefault(name, set()).add(e.connector_id)
+    return Deployment(
+        verify_keys=verify_keys,
+        banks=frozenset(
+            e.connector_id for e in config.connectors if kind_of(e.connector_id).is_bank
+        ),
+        holders={k: frozenset(v) for k, v in holders.items()},
+    )
 
 
 def build_verifier(
@@ -67,7 +86,9 @@ def build_verifier(
             token_master=keys.token_master(config.token_epoch),
             timeout=config.query_timeout_seconds,
         ),
-        custodian=KeyCustodian(private, verify_keys, min_banks=config.min_banks),
+        custodian=KeyCustodian(
+            private, custodian_view(config, verify_keys), min_banks=config.min_banks
+        ),
         policy=policy or PolicyBook.builtin(config.default_region),
         audit=AuditLog(store, origin=config.log_origin, signing_key=keys.log_signing_key()),
         audit_key=keys.audit_token_key(),

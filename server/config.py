@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from hedui.core.deployment import kind_of
 from hedui.server.errors import ConfigError
 from hedui.server.fanout import Endpoint
 
@@ -112,6 +113,13 @@ def load(path: Path, env: Mapping[str, str]) -> ServiceConfig:
     endpoints = tuple(Endpoint(str(k), str(v)) for k, v in connectors.items())
     if not endpoints:
         raise ConfigError(f"{path}: [connectors] lists no connector")
+    for endpoint in endpoints:
+        try:
+            kind_of(endpoint.connector_id)
+        except KeyError:
+            raise ConfigError(
+                f"{path}: [connectors] {endpoint.connector_id} is not a known connector"
+            ) from None
     config = ServiceConfig(
         keys_dir=Path(str(service.get("keys_dir", path.parent / "keys"))),
         registry=Endpoint("registry", registry),

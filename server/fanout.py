@@ -10,15 +10,16 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import grpc
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from hedui.core import signing
-from hedui.core.errors import CryptoError
+from hedui.core.errors import CryptoError, InvalidResidentId
 from hedui.core.paillier import PublicKey
 from hedui.core.resident_id import ResidentId
+from hedui.core.resident_id import parse as parse_id
 from hedui.core.rpc import open_channel
 from hedui.core.tls import TlsMaterial
 from hedui.core.tokens import TokenMaster
@@ -39,14 +40,12 @@ class Endpoint:
 @dataclass(frozen=True)
 class Layout:
     fields: tuple[str, ...]
-    is_bank: bool
 
 
 @dataclass(frozen=True)
 class FanOutResult:
     answers: tuple[SignedAnswer, ...]
     failures: Mapping[str, str]  # connector id -> reason
-    expected_fields: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
 
 
 class RegistryNotFound(ServiceError):
@@ -58,13 +57,18 @@ class SourceUnavailable(ServiceError):
 
 
 def _reason(error: grpc.RpcError, timeout: float) -> str:
+    """A fixed description of a failed call: a source's own error text is never passed on
+    (it could hold anything, and it would reach the intake and the audit log)."""
     code = error.code() if isinstance(error, grpc.Call) else None
     if code == grpc.StatusCode.DEADLINE_EXCEEDED:
         return f"no answer within {timeout:g} s"
     if code == grpc.StatusCode.UNAVAILABLE:
         return "unreachable"
-    details = error.details() if isinstance(error, grpc.Call) else str(error)
-    return f"{code.name if code else 'error'}: {details}"
+    if code == grpc.StatusCode.PERMISSION_DENIED:
+        return "refused the service's certificate"
+    if code == grpc.StatusCode.FAILED_PRECONDITION:
+        return "refused the query (key mismatch)"
+    return f"failed ({code.name if code else 'no status'})"
 
 
 class RegistryClient:
@@ -84,15 +88,16 @@ class RegistryClient:
                 raise RegistryNotFound("the ID number is not in the household register") from None
             raise SourceUnavailable(f"household registry: {_reason(e, self._timeout)}") from None
         out = []
-        for m in reply.members:
-            out.append(
-                (
-                    ResidentId(m.id_number),
-                    Member(
-                        _RELATIONS.get(m.relation, "other"), dt.date.fromisoformat(m.birth_date)
-                    ),
+        try:
+            for m in reply.members:
+                member = Member(
+                    _RELATIONS.get(m.relation, "other"), dt.date.fromisoformat(m.birth_date)
                 )
-            )
+                out.append((parse_id(m.id_number), member))
+        except (ValueError, InvalidResidentId):
+            raise SourceUnavailable(
+                "household registry: the answer holds a malformed member"
+            ) from None
         if not any(r.value == resident.value for r, _ in out):
             raise SourceUnavailable("household registry: the answer does not include the applicant")
         return out
@@ -141,10 +146,12 @@ class ConnectorPool:
         pinned = signing.public_key_to_pem(self._verify_keys[cid])
         if d.signing_public_key != pinned:
             raise CryptoError("its signing key is not the pinned one")
+        if d.token_key_check != self._tokens[cid].check_value():
+            raise CryptoError("its token key is not the one this service derives for it")
         names = tuple(f.name for f in d.fields)
         if not names or len(set(names)) != len(names):
             raise CryptoError("it declares no fields or a field twice")
-        return Layout(names, d.is_bank)
+        return Layout(names)
 
     def describe_missing(self, failures: dict[str, str]) -> None:
         pending = {
@@ -163,7 +170,7 @@ class ConnectorPool:
                 failures[cid] = f"invalid description: {e}"
 
     def _check_answer(
-        self, cid: str, query_id: str, r: connector_pb2.QueryResponse
+        self, cid: str, query_id: str, queried: bytes, r: connector_pb2.QueryResponse
     ) -> SignedAnswer:
         layout = self._layouts[cid]
         if r.connector_id != cid:
@@ -177,10 +184,10 @@ class ConnectorPool:
             self._public.from_bytes(f.ciphertext, r.key_fingerprint)
         answer = SignedAnswer(
             cid,
-            layout.is_bank,
             tuple((f.name, f.ciphertext) for f in r.fields),
             r.signature,
             r.key_fingerprint,
+            queried,
         )
         signing.verify(self._verify_keys[cid], answer.signed_bytes(query_id), answer.signature)
         return answer
@@ -189,26 +196,25 @@ class ConnectorPool:
         failures: dict[str, str] = {}
         self.describe_missing(failures)
         futures = {}
+        queried = {}
         for cid in self._endpoints:
             if cid in failures:
                 continue
-            token_key = self._tokens[cid]
+            tokens = [self._tokens[cid].token(m) for m in members]
+            queried[cid] = signing.tokens_digest(tokens)
             request = connector_pb2.QueryRequest(
-                query_id=query_id,
-                tokens=[token_key.token(m) for m in members],
-                key_fingerprint=self._public.fingerprint,
+                query_id=query_id, tokens=tokens, key_fingerprint=self._public.fingerprint
             )
             futures[cid] = self._stubs[cid].Query.future(request, timeout=self._timeout)
         answers = []
         for cid, fut in futures.items():
             try:
-                answers.append(self._check_answer(cid, query_id, fut.result()))
+                answers.append(self._check_answer(cid, query_id, queried[cid], fut.result()))
             except grpc.RpcError as e:
                 failures[cid] = _reason(e, self._timeout)
             except CryptoError as e:
                 failures[cid] = f"invalid answer: {e}"
-        expected = {cid: layout.fields for cid, layout in self._layouts.items()}
-        return FanOutResult(tuple(answers), failures, expected)
+        return FanOutResult(tuple(answers), failures)
 
     def close(self) -> None:
         for ch in self._channels.values():

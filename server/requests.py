@@ -1,12 +1,14 @@
-"""Idempotency: a verdict per (caller, request id), stored without the applicant's ID.
+"""Idempotency: one verdict per (caller, request id), stored without the applicant's ID.
 
-Keys and application fingerprints are HMACs under the audit key, so the table reveals neither
-the request ids nor whom they were about.
+A request id is claimed before the verification starts, so two concurrent calls with the same
+id never both verify: the second is told the first is in progress. Keys and application
+fingerprints are HMACs under the audit key, so the table reveals neither the request ids nor
+whom they were about.
 """
 
 from __future__ import annotations
 
-from sqlalchemy import Engine, LargeBinary, create_engine, insert, select
+from sqlalchemy import Engine, LargeBinary, create_engine, delete, insert, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
@@ -19,31 +21,47 @@ class VerdictRecord(Base):
     __tablename__ = "verdict_record"
     request_key: Mapped[bytes] = mapped_column(LargeBinary(32), primary_key=True)
     application: Mapped[bytes] = mapped_column(LargeBinary(32))
-    verdict: Mapped[bytes] = mapped_column(LargeBinary)
+    verdict: Mapped[bytes | None] = mapped_column(LargeBinary, nullable=True)  # None: in progress
 
 
 class RequestBook:
     def __init__(self, url: str) -> None:
-        self._engine: Engine = create_engine(url)
+        self._engine: Engine = create_engine(url, hide_parameters=True)
         Base.metadata.create_all(self._engine)
 
-    def find(self, request_key: bytes) -> tuple[bytes, bytes] | None:
-        """(application fingerprint, verdict bytes) of an earlier request, if any."""
-        with self._engine.connect() as conn:
-            row = conn.execute(
-                select(VerdictRecord.application, VerdictRecord.verdict).where(
-                    VerdictRecord.request_key == request_key
-                )
-            ).first()
-        return None if row is None else (bytes(row[0]), bytes(row[1]))
-
-    def save(self, request_key: bytes, application: bytes, verdict: bytes) -> None:
+    def claim(self, request_key: bytes, application: bytes) -> tuple[bytes, bytes | None] | None:
+        """Claim a request id. None: it is ours to verify. Otherwise the earlier claim's
+        (application fingerprint, verdict bytes or None while it is in progress)."""
         try:
             with self._engine.begin() as conn:
                 conn.execute(
-                    insert(VerdictRecord).values(
-                        request_key=request_key, application=application, verdict=verdict
-                    )
+                    insert(VerdictRecord).values(request_key=request_key, application=application)
                 )
+            return None
         except IntegrityError:
-            pass  # a concurrent duplicate: the first verdict stands
+            with self._engine.connect() as conn:
+                row = conn.execute(
+                    select(VerdictRecord.application, VerdictRecord.verdict).where(
+                        VerdictRecord.request_key == request_key
+                    )
+                ).first()
+            if row is None:  # released in between: try once more
+                return self.claim(request_key, application)
+            return bytes(row[0]), None if row[1] is None else bytes(row[1])
+
+    def complete(self, request_key: bytes, verdict: bytes) -> None:
+        with self._engine.begin() as conn:
+            conn.execute(
+                update(VerdictRecord)
+                .where(VerdictRecord.request_key == request_key)
+                .values(verdict=verdict)
+            )
+
+    def release(self, request_key: bytes) -> None:
+        """Give a claimed id back after a failure, so the caller may retry with it."""
+        with self._engine.begin() as conn:
+            conn.execute(
+                delete(VerdictRecord).where(
+                    VerdictRecord.request_key == request_key, VerdictRecord.verdict.is_(None)
+                )
+            )

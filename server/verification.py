@@ -27,7 +27,7 @@ from hedui.core.tokens import TokenKey
 from hedui.proto.v1 import audit_pb2, common_pb2, verification_pb2, verification_pb2_grpc
 from hedui.server.answers import aggregate
 from hedui.server.custodian import KeyCustodian
-from hedui.server.errors import CustodianRefused, PolicyError
+from hedui.server.errors import CustodianRefused, PolicyError, ServiceError
 from hedui.server.fanout import ConnectorPool, RegistryClient, RegistryNotFound, SourceUnavailable
 from hedui.server.policy.book import PROGRAMS, PolicyBook
 from hedui.server.policy.engine import Decision, HouseholdFacts, Outcome, RuleResult
@@ -56,9 +56,14 @@ class Application:
     region: str
     consent_reference: str
     as_of: dt.date
+    as_of_requested: str = ""  # as sent: empty means "today", so a retry after midnight matches
 
 
-class RequestConflict(Exception):
+class RequestConflict(ServiceError):
+    pass
+
+
+class RequestInProgress(ServiceError):
     pass
 
 
@@ -94,27 +99,37 @@ class Verifier:
         )
 
     def verify(self, app: Application, caller: PeerIdentity) -> verification_pb2.Verdict:
+        """Verify once per (caller, request id): a repeat gets the stored verdict."""
         self.policy.check(app.program, app.region, app.as_of)
         request_key = self.audit_key.mac(f"request\0{caller.name}\0{app.request_id}".encode())
-        fingerprint = self.audit_key.mac(
-            "\0".join(
-                [
-                    app.resident.value,
-                    app.program,
-                    app.region,
-                    app.consent_reference,
-                    app.as_of.isoformat(),
-                ]
-            ).encode()
-        )
-        earlier = self.requests.find(request_key)
+        parts = [
+            app.resident.value,
+            app.program,
+            app.region,
+            app.consent_reference,
+            app.as_of_requested,
+        ]
+        fingerprint = self.audit_key.mac("\0".join(parts).encode())
+        earlier = self.requests.claim(request_key, fingerprint)
         if earlier is not None:
             if earlier[0] != fingerprint:
                 raise RequestConflict(
                     f"request id {app.request_id!r} was already used for a different application"
                 )
+            if earlier[1] is None:
+                raise RequestInProgress(
+                    f"request {app.request_id!r} is being verified; retry shortly"
+                )
             return verification_pb2.Verdict.FromString(earlier[1])
+        try:
+            verdict = self._verify(app, caller)
+        except BaseException:
+            self.requests.release(request_key)
+            raise
+        self.requests.complete(request_key, verdict.SerializeToString(deterministic=True))
+        return verdict
 
+    def _verify(self, app: Application, caller: PeerIdentity) -> verification_pb2.Verdict:
         audit_token = self.audit_key.token(app.resident)
         entry = self._entry(caller)
         entry.request.CopyFrom(
@@ -130,7 +145,25 @@ class Verifier:
         self.audit.append([entry])
 
         query_id = self.new_query_id()
-        household = self.registry.household(app.resident, query_id)
+        try:
+            household = self.registry.household(app.resident, query_id)
+        except (RegistryNotFound, SourceUnavailable) as e:
+            # the request entry gets its outcome: no verdict, and why
+            entry = self._entry(caller)
+            entry.verdict.CopyFrom(
+                audit_pb2.VerdictEntry(
+                    request_id=app.request_id,
+                    program=app.program,
+                    region=app.region,
+                    consent_reference=app.consent_reference,
+                    applicant_audit_token=audit_token,
+                    as_of=app.as_of.isoformat(),
+                    query_id=query_id,
+                    error=str(e),
+                )
+            )
+            self.audit.append([entry])
+            raise
         fan = self.pool.query(query_id, [r for r, _ in household])
         claimed = aggregate(self.custodian.public_key, fan.answers)
         totals = self.custodian.decrypt_totals(query_id, fan.answers, claimed)
@@ -196,7 +229,6 @@ class Verifier:
         )
         (receipt,) = self.audit.append([entry])
         verdict.audit.CopyFrom(receipt_pb(receipt))
-        self.requests.save(request_key, fingerprint, verdict.SerializeToString(deterministic=True))
         log.info(
             "verified request=%s query=%s decision=%s answered=%d failed=%s leaf=%d",
             app.request_id,
@@ -305,7 +337,13 @@ class VerificationServicer(verification_pb2_grpc.VerificationServiceServicer):
                 detail,
             )
         return Application(
-            request.request_id, resident, request.program, region, request.consent_reference, as_of
+            request.request_id,
+            resident,
+            request.program,
+            region,
+            request.consent_reference,
+            as_of,
+            request.as_of,
         )
 
     def Verify(
@@ -325,14 +363,17 @@ class VerificationServicer(verification_pb2_grpc.VerificationServiceServicer):
             )
         except RequestConflict as e:
             rpc.abort(context, grpc.StatusCode.ALREADY_EXISTS, str(e))
+        except RequestInProgress as e:
+            rpc.abort(context, grpc.StatusCode.ABORTED, str(e))
         except RegistryNotFound as e:
             rpc.abort(context, grpc.StatusCode.NOT_FOUND, str(e))
         except SourceUnavailable as e:
             rpc.abort(context, grpc.StatusCode.UNAVAILABLE, str(e))
         except (AuditError, CustodianRefused) as e:
-            log.error("request=%s failed: %s", app.request_id, e)
+            log.error("request=%s failed: %s: %s", app.request_id, type(e).__name__, e)
+            what = "the audit log" if isinstance(e, AuditError) else "the key custodian"
             rpc.abort(
                 context,
                 grpc.StatusCode.UNAVAILABLE,
-                f"the verification could not be completed: {e}",
+                f"the verification could not be completed: {what} is not available; nothing was decided, retry later",
             )

@@ -211,6 +211,7 @@ class VerdictEntry(_message.Message):
     BENEFIT_FEN_FIELD_NUMBER: _builtins.int
     HOUSEHOLD_SIZE_FIELD_NUMBER: _builtins.int
     QUERY_ID_FIELD_NUMBER: _builtins.int
+    ERROR_FIELD_NUMBER: _builtins.int
     request_id: _builtins.str
     program: _builtins.str
     region: _builtins.str
@@ -222,6 +223,8 @@ class VerdictEntry(_message.Message):
     benefit_fen: _builtins.int
     household_size: _builtins.int
     query_id: _builtins.str
+    error: _builtins.str
+    """Set when no verdict was reached (e.g. not in the household register); decision is then unset."""
     @_builtins.property
     def connectors_answered(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
     @_builtins.property
@@ -248,10 +251,11 @@ class VerdictEntry(_message.Message):
         benefit_fen: _builtins.int = ...,
         household_size: _builtins.int = ...,
         query_id: _builtins.str = ...,
+        error: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["answer_digests", b"answer_digests", "applicant_audit_token", b"applicant_audit_token", "as_of", b"as_of", "benefit_fen", b"benefit_fen", "connectors_answered", b"connectors_answered", "connectors_failed", b"connectors_failed", "consent_reference", b"consent_reference", "decision", b"decision", "household_size", b"household_size", "policy_version", b"policy_version", "program", b"program", "query_id", b"query_id", "region", b"region", "request_id", b"request_id", "rules", b"rules"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["answer_digests", b"answer_digests", "applicant_audit_token", b"applicant_audit_token", "as_of", b"as_of", "benefit_fen", b"benefit_fen", "connectors_answered", b"connectors_answered", "connectors_failed", b"connectors_failed", "consent_reference", b"consent_reference", "decision", b"decision", "error", b"error", "household_size", b"household_size", "policy_version", b"policy_version", "program", b"program", "query_id", b"query_id", "region", b"region", "request_id", b"request_id", "rules", b"rules"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -102,6 +102,7 @@ class DescribeResponse(_message.Message):
     FIELDS_FIELD_NUMBER: _builtins.int
     KEY_FINGERPRINT_FIELD_NUMBER: _builtins.int
     SIGNING_PUBLIC_KEY_FIELD_NUMBER: _builtins.int
+    TOKEN_KEY_CHECK_FIELD_NUMBER: _builtins.int
     connector_id: _builtins.str
     kind: _builtins.str
     display_name: _builtins.str
@@ -110,6 +111,10 @@ class DescribeResponse(_message.Message):
     """Fingerprint of the Paillier public key this connector encrypts under."""
     signing_public_key: _builtins.bytes
     """The connector's Ed25519 answer-signing public key, PEM."""
+    token_key_check: _builtins.bytes
+    """Key check value of its token key: HMAC-SHA256(token key, "hedui/token-key-check/v1"),
+    first 16 bytes. A connector whose data was tokenised under another key is refused.
+    """
     @_builtins.property
     def fields(self) -> _containers.RepeatedCompositeFieldContainer[Global___FieldDescription]: ...
     def __init__(
@@ -122,10 +127,11 @@ class DescribeResponse(_message.Message):
         fields: _abc.Iterable[Global___FieldDescription] | None = ...,
         key_fingerprint: _builtins.bytes = ...,
         signing_public_key: _builtins.bytes = ...,
+        token_key_check: _builtins.bytes = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["connector_id", b"connector_id", "display_name", b"display_name", "fields", b"fields", "is_bank", b"is_bank", "key_fingerprint", b"key_fingerprint", "kind", b"kind", "signing_public_key", b"signing_public_key"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["connector_id", b"connector_id", "display_name", b"display_name", "fields", b"fields", "is_bank", b"is_bank", "key_fingerprint", b"key_fingerprint", "kind", b"kind", "signing_public_key", b"signing_public_key", "token_key_check", b"token_key_check"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -195,7 +201,9 @@ class QueryResponse(_message.Message):
     connector_id: _builtins.str
     key_fingerprint: _builtins.bytes
     signature: _builtins.bytes
-    """Ed25519 over hedui/answer/v1 ‖ query id ‖ connector id ‖ key fingerprint ‖ fields."""
+    """Ed25519 over hedui/answer/v1 ‖ query id ‖ connector id ‖ key fingerprint ‖
+    SHA-256(sorted tokens) ‖ fields, each part length-prefixed.
+    """
     @_builtins.property
     def fields(self) -> _containers.RepeatedCompositeFieldContainer[Global___EncryptedField]: ...
     def __init__(

@@ -41,10 +41,8 @@ def income(facts: HouseholdFacts) -> Income | None:
     tax = facts.get("annual_taxable_income") // 12
     land = facts.get("annual_land_income") // 12
     low, high = hrss + land, max(hrss, tax) + land
+    # household figures only: one department's own figure is never disclosed (DESIGN §1)
     figures = (
-        Figure("hrss_monthly_income", hrss, "", 0, "fen"),
-        Figure("tax_monthly_income", tax, "", 0, "fen"),
-        Figure("land_monthly_income", land, "", 0, "fen"),
         Figure("income_low", low, "", 0, "fen"),
         Figure("income_high", high, "", 0, "fen"),
     )
@@ -76,10 +74,10 @@ def income_below(
         en = f"household monthly income of at least {yuan(low)} yuan is not below {en_line} of {yuan(line)} yuan"
     else:
         outcome, value, cmp = Outcome.UNDECIDED, high, "<"
-        zh = f"收入来源不一致：人社口径 {yuan(low)} 元低于{zh_line} {yuan(line)} 元，税务口径 {yuan(high)} 元不低于"
+        zh = f"收入来源不一致：人社数据低于{zh_line} {yuan(line)} 元，税务数据不低于，需人工复核"
         en = (
-            f"income sources disagree: {yuan(low)} yuan (social security) is below {en_line} of "
-            f"{yuan(line)} yuan, {yuan(high)} yuan (tax) is not"
+            f"income sources disagree: social security puts the household below {en_line} of "
+            f"{yuan(line)} yuan, tax records do not; needs review"
         )
     return RuleResult(
         rule_id,

@@ -73,12 +73,12 @@ def _no_income(facts: HouseholdFacts, reference: str) -> RuleResult:
     zh = {
         Outcome.PASSED: "家庭无收入",
         Outcome.FAILED: f"家庭月收入 {yuan(value)} 元（须为 0）",
-        Outcome.UNDECIDED: f"收入来源不一致：人社口径无收入，税务口径月收入 {yuan(value)} 元",
+        Outcome.UNDECIDED: "收入来源不一致：人社数据无收入，税务数据有收入，需人工复核",
     }[outcome]
     en = {
         Outcome.PASSED: "the household has no income",
         Outcome.FAILED: f"household monthly income {yuan(value)} yuan (must be 0)",
-        Outcome.UNDECIDED: f"income sources disagree: none by social security, {yuan(value)} yuan a month by tax",
+        Outcome.UNDECIDED: "income sources disagree: none by social security, some by tax; needs review",
     }[outcome]
     return RuleResult(
         "no_income",

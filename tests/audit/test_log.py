@@ -287,3 +287,44 @@ def test_writer_killed_mid_append_leaves_no_partial_entry(log_url: str) -> None:
         audit_pb2.AuditEntry.FromString(data)
     log.sign(size)  # the next writer signs a checkpoint over everything committed
     assert verify_log(StoreSource(log.store), KEY.public_key(), ORIGIN).entries == size
+
+
+def test_a_change_inside_a_batch_is_pinned_to_its_entry(log_url: str) -> None:
+    log = make_log(log_url)
+    log.append([entry(i) for i in range(10)])  # one checkpoint for all ten
+    _insider(log, _one_byte_changed(log, 5))
+    with pytest.raises(TamperingDetected, match="entry 5 differs") as info:
+        verify_log(StoreSource(log.store), KEY.public_key(), ORIGIN)
+    assert info.value.index == 5
+
+
+def test_a_row_slipped_in_after_the_signed_tree(log_url: str) -> None:
+    from hedui.audit.store import StorageError
+
+    log = make_log(log_url, 4)
+    forged = entry(99).SerializeToString(deterministic=True).hex()
+    blob = (
+        f"decode('{forged}', 'hex')"
+        if log.store.engine.dialect.name == "postgresql"
+        else f"X'{forged}'"
+    )
+    _insider(log, f"INSERT INTO log_entry (idx, entry, leaf_hash) VALUES (4, {blob}, {blob})")
+    report = verify_log(StoreSource(log.store), KEY.public_key(), ORIGIN)
+    assert report.entries == 4 and report.unsigned == 1  # reported, never counted as verified
+    with pytest.raises(StorageError, match="last stored index is 4"):
+        log.append([entry(4)])
+
+
+def test_a_replaced_log_key_is_tampering(tmp_path: Path) -> None:
+    log = make_log(f"sqlite:///{tmp_path / 'a.sqlite'}", 3)
+    state = AuditorState.load(tmp_path / "state.json")
+    verify_log(StoreSource(log.store), KEY.public_key(), ORIGIN, state)
+    other = Ed25519PrivateKey.generate()
+    forged = make_log(f"sqlite:///{tmp_path / 'b.sqlite'}", 5, key=other)
+    with pytest.raises(TamperingDetected, match="public key is not the one you verified with"):
+        verify_log(
+            StoreSource(forged.store),
+            other.public_key(),
+            ORIGIN,
+            AuditorState.load(tmp_path / "state.json"),
+        )

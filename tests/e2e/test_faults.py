@@ -20,6 +20,7 @@ from hedui.connectors.store import HoldingStore, open_engine
 from hedui.core.deployment import DEPARTMENT_KINDS, kind_of
 from hedui.core.resident_id import make
 from hedui.core.rpc import RunningServer, create_server
+from hedui.core.tokens import TokenKey
 from hedui.core.workdir import Workdir
 from hedui.proto.v1 import connector_pb2, connector_pb2_grpc, verification_pb2
 
@@ -117,26 +118,34 @@ def faulty(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Workdir]:
     w = prepare(settings, lambda _: None, dt.date.today())
     keys = w.keys
 
-    def answerer(bank: str) -> Answerer:
+    def answerer(bank: str, token_key: TokenKey | None = None) -> Answerer:
         store = HoldingStore(open_engine(w.connector_db_url(bank)))
         return Answerer(
-            bank, kind_of(bank), store, keys.paillier_public(), keys.connector_signing_key(bank)
+            bank,
+            kind_of(bank),
+            store,
+            keys.paillier_public(),
+            keys.connector_signing_key(bank),
+            (token_key or keys.connector_token_key(bank)).check_value(),
         )
 
     garbage = _serve(w, "bank-03", Garbage(answerer("bank-03")))
     slow = _serve(w, "bank-04", Garbage(answerer("bank-04"), delay=5.0, corrupt=False))
+    # a bank whose data was tokenised under another key would answer 0 for everyone
+    stale = _serve(w, "bank-05", Garbage(answerer("bank-05", TokenKey(bytes(32))), corrupt=False))
     deployment = Deployment(settings, w)
     deployment.start(
         {
             "bank-02": f"127.0.0.1:{_free_port()}",  # nobody listens: the bank is down
             "bank-03": f"127.0.0.1:{garbage.port}",
             "bank-04": f"127.0.0.1:{slow.port}",
+            "bank-05": f"127.0.0.1:{stale.port}",
         }
     )
     yield w
     deployment.stop()
-    garbage.stop(0)
-    slow.stop(0)
+    for s in (garbage, slow, stale):
+        s.stop(0)
 
 
 def _verify(w: Workdir, rid: str, id_number: str) -> dict:
@@ -157,7 +166,8 @@ def test_down_slow_and_garbage_banks_give_needs_review_naming_them(faulty: Workd
     v = _verify(faulty, "f-1", HEAD.value)
     assert v["decision"] == "NEEDS_REVIEW" and v["benefit_fen"] == 0
     failures = {f["connector_id"]: f["reason"] for f in v["failures"]}
-    assert set(failures) == {"bank-02", "bank-03", "bank-04"}
+    assert set(failures) == {"bank-02", "bank-03", "bank-04", "bank-05"}
+    assert "token key" in failures["bank-05"]
     assert "unreachable" in failures["bank-02"]
     assert "invalid answer" in failures["bank-03"]
     assert "no answer within 2 s" in failures["bank-04"]
@@ -208,3 +218,43 @@ def test_a_connector_refuses_another_paillier_key(faulty: Workdir) -> None:
     with pytest.raises(grpc.RpcError) as info:
         stub.Describe(connector_pb2.DescribeRequest(), timeout=10)
     assert info.value.code() == grpc.StatusCode.PERMISSION_DENIED  # type: ignore[attr-defined]
+
+
+def test_concurrent_repeats_of_one_request_verify_once(faulty: Workdir) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    from hedui.audit.store import LogStore, open_log_engine
+    from hedui.clients.errors import ClientError
+    from hedui.proto.v1 import audit_pb2
+
+    def call(_: int) -> object:
+        try:
+            return _verify(faulty, "same-id", CAR_OWNER.value)
+        except ClientError as e:
+            return str(e)
+
+    with ThreadPoolExecutor(4) as pool:
+        results = list(pool.map(call, range(4)))
+    verdicts = [r for r in results if isinstance(r, dict)]
+    assert verdicts and all(v == verdicts[0] for v in verdicts)
+    assert all("ABORTED" in r for r in results if isinstance(r, str))
+    store = LogStore(open_log_engine(faulty.audit_db_url))
+    entries = [audit_pb2.AuditEntry.FromString(e) for _, e in store.entries(0, 10_000)]
+    assert (
+        sum(1 for e in entries if e.HasField("verdict") and e.verdict.request_id == "same-id") == 1
+    )
+
+
+def test_unknown_person_leaves_an_outcome_entry_without_the_id(faulty: Workdir) -> None:
+    from hedui.audit.store import LogStore, open_log_engine
+    from hedui.clients.errors import ClientError
+    from hedui.proto.v1 import audit_pb2
+
+    stranger = make("330106", dt.date(1990, 1, 1), 55)
+    with pytest.raises(ClientError, match="NOT_FOUND"):
+        _verify(faulty, "nf-1", stranger.value)
+    store = LogStore(open_log_engine(faulty.audit_db_url))
+    rows = store.entries(0, 10_000)
+    last = audit_pb2.AuditEntry.FromString(rows[-1][1])
+    assert last.verdict.request_id == "nf-1" and "household register" in last.verdict.error
+    assert all(stranger.value.encode() not in e for _, e in rows)

@@ -300,6 +300,10 @@ def test_zzz_offline_audit_names_the_changed_entry(up: Up) -> None:
     )
     assert r.returncode == 0, r.stderr
     assert "not running" in r.stderr
+    r = up.cli("audit", "search", "--workdir", w, "--id", up.summary.applicants[0][1])
+    assert r.returncode == 1 and "needs the running deployment" in r.stderr
+    r = up.cli("audit", "search", "--workdir", w, "--caller", "intake")
+    assert r.returncode == 0 and "verdict" in r.stdout
     db = sqlite3.connect(up.workdir.root / "db" / "audit.sqlite")
     db.execute("DROP TRIGGER log_entry_no_update")
     (entry,) = db.execute("SELECT entry FROM log_entry WHERE idx = 3").fetchone()
