@@ -66,10 +66,9 @@ class AuditLog:
         """Append entries and return a receipt for each, under one fresh checkpoint."""
         appended = self.store.append([(entry_bytes(e), search_keys(e)) for e in entries])
         note = self.sign(appended.size)
-        return [
-            Receipt(i, note, tuple(self.store.inclusion_proof(i, appended.size)))
-            for i in range(appended.first_index, appended.size)
-        ]
+        indexes = list(range(appended.first_index, appended.size))
+        proofs = self.store.inclusion_proofs(indexes, appended.size)
+        return [Receipt(i, note, tuple(p)) for i, p in zip(indexes, proofs, strict=True)]
 
     def read_checkpoint(self, note: bytes) -> Checkpoint:
         return parse_and_verify(note, self.key_name, self.public_key, origin=self.origin)

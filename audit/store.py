@@ -218,26 +218,34 @@ class LogStore:
                     "database was altered; run `hedui audit verify` and restore it before appending"
                 )
             first = size
+            entry_rows: list[dict[str, object]] = []
+            search_rows: list[dict[str, object]] = []
+            node_rows: list[dict[str, object]] = []
+            fresh: dict[tuple[int, int], bytes] = {}  # nodes made in this batch
             for entry, keys in entries:
                 h = merkle.leaf_hash(entry)
-                conn.execute(insert(LogEntry).values(idx=size, entry=entry, leaf_hash=h))
-                conn.execute(
-                    insert(LogSearch).values(
-                        idx=size,
-                        applicant_token=keys.applicant_token,
-                        caller=keys.caller,
-                        time_ms=keys.time_ms,
-                    )
+                entry_rows.append({"idx": size, "entry": entry, "leaf_hash": h})
+                search_rows.append(
+                    {
+                        "idx": size,
+                        "applicant_token": keys.applicant_token,
+                        "caller": keys.caller,
+                        "time_ms": keys.time_ms,
+                    }
                 )
-                nodes = [{"level": 0, "idx": size, "hash": h}]
                 level, i = 0, size
-                while i & 1:
-                    left = self._node(conn, level, i - 1)
+                fresh[(0, size)] = h
+                node_rows.append({"level": 0, "idx": size, "hash": h})
+                while i & 1:  # a right child completes its parent
+                    left = fresh.get((level, i - 1)) or self._node(conn, level, i - 1)
                     h = merkle.node_hash(left, h)
                     level, i = level + 1, i >> 1
-                    nodes.append({"level": level, "idx": i, "hash": h})
-                conn.execute(insert(LogNode), nodes)
+                    fresh[(level, i)] = h
+                    node_rows.append({"level": level, "idx": i, "hash": h})
                 size += 1
+            conn.execute(insert(LogEntry), entry_rows)
+            conn.execute(insert(LogSearch), search_rows)
+            conn.execute(insert(LogNode), node_rows)
             conn.execute(update(LogState).where(LogState.id == 1).values(size=size))
         return Appended(first, size)
 
@@ -264,8 +272,20 @@ class LogStore:
             return merkle.tree_root(size, self._subtree(conn))
 
     def inclusion_proof(self, index: int, size: int) -> list[bytes]:
+        return self.inclusion_proofs([index], size)[0]
+
+    def inclusion_proofs(self, indexes: Sequence[int], size: int) -> list[list[bytes]]:
+        """Proofs of several leaves in one tree, sharing reads: a batch's proofs overlap."""
         with self._read() as conn:
-            return merkle.inclusion_proof(index, size, self._subtree(conn))
+            fetch = self._subtree(conn)
+            memo: dict[tuple[int, int], bytes] = {}
+
+            def subtree_hash(start: int, end: int) -> bytes:
+                if (start, end) not in memo:
+                    memo[(start, end)] = fetch(start, end)
+                return memo[(start, end)]
+
+            return [merkle.inclusion_proof(i, size, subtree_hash) for i in indexes]
 
     def consistency_proof(self, size1: int, size2: int) -> list[bytes]:
         with self._read() as conn:
