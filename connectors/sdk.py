@@ -4,7 +4,8 @@ A bank or department implements :class:`HoldingSource` over its own data (the re
 connectors use :class:`hedui.connectors.store.HoldingStore`) and serves
 :class:`ConnectorServicer`. The SDK enforces the privacy contract: every queried token is
 answered (a token the source does not hold adds 0), the household is summed before encryption,
-every ciphertext gets fresh randomness, and the answer is signed over the query id.
+all fields are packed into their slots of the query's layout and encrypted once with fresh
+randomness, and the answer is signed over the query id, the tokens and the layout.
 """
 
 from __future__ import annotations
@@ -17,8 +18,11 @@ import grpc
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from sqlalchemy.exc import SQLAlchemyError
 
-from hedui.core import rpc, signing
+from hedui.connectors.errors import ConnectorError
+from hedui.core import packing, rpc, signing
 from hedui.core.deployment import ConnectorKind
+from hedui.core.errors import CryptoError
+from hedui.core.packing import Layout
 from hedui.core.paillier import PublicKey
 from hedui.proto.v1 import connector_pb2, connector_pb2_grpc
 
@@ -69,25 +73,39 @@ class Answerer:
             token_key_check=self._token_key_check,
         )
 
-    def answer(self, query_id: str, tokens: Sequence[bytes]) -> connector_pb2.QueryResponse:
+    def answer(
+        self, query_id: str, tokens: Sequence[bytes], layout: Layout
+    ) -> connector_pb2.QueryResponse:
+        """Sum the household's rows, pack every field into its slot, encrypt once, sign."""
         totals = self._source.sums(tokens, self.kind.field_names)
-        fields = [
-            (name, self._public.to_bytes(self._public.encrypt(totals[name])))
-            for name in self.kind.field_names
-        ]
+        for f in self.kind.fields:
+            if totals[f.name] > f.max_value:
+                raise AnswerRefused(
+                    f"the household total of {f.name} is above the declared maximum {f.max_value}"
+                )
+        try:
+            plaintext = layout.pack(totals)
+        except CryptoError as e:
+            raise AnswerRefused(f"the query's slot layout cannot hold this answer: {e}") from None
+        packed = self._public.to_bytes(self._public.encrypt(plaintext))
         signed = signing.answer_bytes(
             query_id,
             self.connector_id,
             self._public.fingerprint,
             signing.tokens_digest(tokens),
-            fields,
+            layout.digest(),
+            packed,
         )
         return connector_pb2.QueryResponse(
             connector_id=self.connector_id,
             key_fingerprint=self._public.fingerprint,
-            fields=[connector_pb2.EncryptedField(name=n, ciphertext=c) for n, c in fields],
+            packed=packed,
             signature=signing.sign(self._signing_key, signed),
         )
+
+
+class AnswerRefused(ConnectorError):
+    """An answer that cannot be given without breaking the declared limits."""
 
 
 class ConnectorServicer(connector_pb2_grpc.ConnectorServiceServicer):
@@ -138,7 +156,22 @@ class ConnectorServicer(connector_pb2_grpc.ConnectorServiceServicer):
                 ),
             )
         try:
-            return self._answerer.answer(request.query_id, list(request.tokens))
+            layout = packing.from_wire(
+                (s.field, s.offset, s.bits, s.max_total) for s in request.layout
+            )
+        except CryptoError as e:
+            rpc.abort(
+                context, grpc.StatusCode.INVALID_ARGUMENT, str(e), rpc.bad_request("layout", str(e))
+            )
+        try:
+            return self._answerer.answer(request.query_id, list(request.tokens), layout)
+        except AnswerRefused as e:
+            rpc.abort(
+                context,
+                grpc.StatusCode.FAILED_PRECONDITION,
+                str(e),
+                rpc.precondition_failure("DECLARED_MAXIMUM", self._answerer.connector_id, str(e)),
+            )
         except SQLAlchemyError as e:
             log.error("connector database error: %s", type(e).__name__)
             rpc.abort(context, grpc.StatusCode.INTERNAL, "this connector's data is not available")

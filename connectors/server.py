@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 import grpc
 
@@ -12,6 +13,7 @@ from hedui.connectors.sdk import Answerer, ConnectorServicer
 from hedui.connectors.store import HoldingStore, RegisterStore, open_engine
 from hedui.core.deployment import kind_of
 from hedui.core.keystore import KeyDir
+from hedui.core.paillier import PublicKey
 from hedui.core.rpc import RunningServer, create_server
 from hedui.proto.v1 import connector_pb2, connector_pb2_grpc
 
@@ -26,6 +28,22 @@ class ConnectorSettings:
     address: str = "127.0.0.1:0"
     insecure: bool = False
     max_workers: int = 4
+    randomness_pool: int = 512  # obfuscators made ahead of time per process (0: none)
+
+
+_PUBLIC_KEYS: dict[Path, PublicKey] = {}
+
+
+def shared_public_key(keys: KeyDir, pool_size: int) -> PublicKey:
+    """One Paillier public key per process, with one pool of fresh randomness that every
+    connector of the process draws from (a pool's table is several megabytes)."""
+    path = keys.paillier_public_path.resolve()
+    if path not in _PUBLIC_KEYS:
+        key = keys.paillier_public()
+        if pool_size and key.hs is not None:
+            key.start_pool(pool_size)
+        _PUBLIC_KEYS[path] = key
+    return _PUBLIC_KEYS[path]
 
 
 def start_connector(settings: ConnectorSettings, keys: KeyDir) -> RunningServer:
@@ -42,7 +60,7 @@ def start_connector(settings: ConnectorSettings, keys: KeyDir) -> RunningServer:
         settings.connector_id,
         kind_of(settings.connector_id),
         store,
-        keys.paillier_public(),
+        shared_public_key(keys, settings.randomness_pool),
         keys.connector_signing_key(settings.connector_id),
         check,
     )

@@ -32,8 +32,8 @@ class ConnectorKind:
         return tuple(f.name for f in self.fields)
 
 
-_FEN_MAX = 10**15  # 10 trillion yuan: far above any real holding, far below the Paillier modulus
-_COUNT_MAX = 10**6
+_FEN_MAX = 10**13  # 100 billion yuan per household at one connector: far above any real holding
+_COUNT_MAX = 10**4
 
 
 def _fen(name: str, description: str) -> FieldSpec:

@@ -1,8 +1,8 @@
 """Ed25519 signatures over connector answers.
 
 A connector signs the canonical bytes of its answer: a domain label, the query id, its own
-connector id, the Paillier key fingerprint, the digest of the tokens it was asked about, and
-each field's name and ciphertext bytes in declared order, every part length-prefixed so no two
+connector id, the Paillier key fingerprint, the digest of the tokens it was asked about, the
+digest of the slot layout, and the packed ciphertext, every part length-prefixed so no two
 answers share signed bytes.
 """
 
@@ -30,12 +30,20 @@ def answer_bytes(
     connector_id: str,
     key_fingerprint: bytes,
     queried: bytes,
-    fields: Sequence[tuple[str, bytes]],
+    layout: bytes,
+    packed: bytes,
 ) -> bytes:
-    """``queried`` is the :func:`tokens_digest` of the query's tokens."""
-    parts = [_ANSWER_LABEL, query_id.encode(), connector_id.encode(), key_fingerprint, queried]
-    for name, ciphertext in fields:
-        parts += [name.encode(), ciphertext]
+    """``queried`` is the :func:`tokens_digest` of the query's tokens, ``layout`` the digest
+    of the slot layout, ``packed`` the ciphertext bytes."""
+    parts = [
+        _ANSWER_LABEL,
+        query_id.encode(),
+        connector_id.encode(),
+        key_fingerprint,
+        queried,
+        layout,
+        packed,
+    ]
     return b"".join(len(p).to_bytes(4, "big") + p for p in parts)
 
 

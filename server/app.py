@@ -12,6 +12,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from hedui.audit.log import AuditLog
 from hedui.audit.store import LogStore, open_log_engine
+from hedui.core import packing
 from hedui.core.deployment import kind_of
 from hedui.core.keystore import KeyDir
 from hedui.core.rpc import RunningServer, create_server
@@ -19,6 +20,7 @@ from hedui.proto.v1 import audit_pb2, audit_pb2_grpc, verification_pb2, verifica
 from hedui.server.audit_service import AuditServicer
 from hedui.server.config import ServiceConfig
 from hedui.server.custodian import Deployment, KeyCustodian
+from hedui.server.errors import ConfigError
 from hedui.server.fanout import ConnectorPool, RegistryClient
 from hedui.server.key_events import ed25519_fingerprint, record_startup
 from hedui.server.policy.book import PolicyBook
@@ -58,6 +60,7 @@ def custodian_view(
             e.connector_id for e in config.connectors if kind_of(e.connector_id).is_bank
         ),
         holders={k: frozenset(v) for k, v in holders.items()},
+        layout=packing.for_connectors(e.connector_id for e in config.connectors),
     )
 
 
@@ -76,6 +79,12 @@ def build_verifier(
     zone = ZoneInfo(config.timezone)
     clock = now or (lambda: dt.datetime.now(zone))
     store = LogStore(open_log_engine(config.audit_database))
+    view = custodian_view(config, verify_keys)
+    if not view.layout.fits(private.public.max_plaintext_bits):
+        raise ConfigError(
+            f"the Paillier key ({private.public.bits} bits) is too small for this deployment's "
+            f"slot layout ({view.layout.total_bits} bits); create 2048-bit keys"
+        )
     return Verifier(
         registry=RegistryClient(config.registry, tls, config.registry_timeout_seconds),
         pool=ConnectorPool(
@@ -85,10 +94,9 @@ def build_verifier(
             public_key=private.public,
             token_master=keys.token_master(config.token_epoch),
             timeout=config.query_timeout_seconds,
+            layout=view.layout,
         ),
-        custodian=KeyCustodian(
-            private, custodian_view(config, verify_keys), min_banks=config.min_banks
-        ),
+        custodian=KeyCustodian(private, view, min_banks=config.min_banks),
         policy=policy or PolicyBook.builtin(config.default_region),
         audit=AuditLog(store, origin=config.log_origin, signing_key=keys.log_signing_key()),
         audit_key=keys.audit_token_key(),

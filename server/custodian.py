@@ -5,9 +5,11 @@ It trusts nothing the aggregator computed or was told by a connector:
 - it recomputes each field's homomorphic sum itself and refuses when the aggregator's differs;
 - which connectors are banks, and which connectors make up a field's total, it knows from the
   deployment, not from the connectors' own descriptions;
-- it decrypts a field only when every connector that holds that field contributed (otherwise the
-  total of 72 banks, compared with the total of 73, would give away one bank's figure), and a
-  bank field only with at least ``min_banks`` bank contributions;
+- it releases a field's total only when every connector that holds that field contributed
+  (otherwise the total of 72 banks, compared with the total of 73, would give away one bank's
+  figure), and a bank field only with at least ``min_banks`` bank contributions; the slots it
+  may not release are masked with random values before the one decryption, so the custodian
+  does not see them either;
 - it decrypts each query once.
 """
 
@@ -21,8 +23,9 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from hedui.core import signing
 from hedui.core.errors import CryptoError
+from hedui.core.packing import Layout
 from hedui.core.paillier import Ciphertext, PrivateKey, PublicKey
-from hedui.server.answers import SignedAnswer, aggregate, contributors
+from hedui.server.answers import SignedAnswer, aggregate
 from hedui.server.errors import CustodianRefused
 
 _REMEMBERED_QUERIES = 1_000_000
@@ -36,11 +39,13 @@ class Totals:
 
 @dataclass(frozen=True)
 class Deployment:
-    """What the custodian knows of the deployment: keys, banks and who holds which field."""
+    """What the custodian knows of the deployment: keys, banks, who holds which field, and the
+    slot layout every answer must be packed in."""
 
     verify_keys: Mapping[str, Ed25519PublicKey]
     banks: frozenset[str]
     holders: Mapping[str, frozenset[str]]  # field -> every connector that answers it
+    layout: Layout
 
 
 class KeyCustodian:
@@ -64,9 +69,11 @@ class KeyCustodian:
             self._decrypted.popitem(last=False)
 
     def decrypt_totals(
-        self, query_id: str, answers: Sequence[SignedAnswer], claimed: Mapping[str, Ciphertext]
+        self, query_id: str, answers: Sequence[SignedAnswer], claimed: Ciphertext
     ) -> Totals:
+        """Verify, recompute, mask what may not be seen, decrypt once, release complete totals."""
         d = self._deployment
+        digest = d.layout.digest()
         for answer in answers:
             key = d.verify_keys.get(answer.connector_id)
             if key is None:
@@ -74,33 +81,32 @@ class KeyCustodian:
                     f"{answer.connector_id} is not a connector of this deployment"
                 )
             try:
-                signing.verify(key, answer.signed_bytes(query_id), answer.signature)
+                signing.verify(key, answer.signed_bytes(query_id, digest), answer.signature)
             except CryptoError:
                 raise CustodianRefused(
-                    f"the answer of {answer.connector_id} is not signed by it"
+                    f"the answer of {answer.connector_id} is not signed by it for this query and layout"
                 ) from None
         self._remember(query_id)
-        recomputed = aggregate(self._private.public, answers)
-        if set(recomputed) != set(claimed):
-            raise CustodianRefused("the aggregate names other fields than the signed answers")
-        values: dict[str, int] = {}
+        public = self._private.public
+        recomputed = aggregate(public, answers)
+        if recomputed.value != claimed.value:
+            raise CustodianRefused("the aggregate is not the product of the signed answers")
+        present = {a.connector_id for a in answers}
         refused: dict[str, str] = {}
-        for name, answers_of_field in contributors(answers).items():
-            if recomputed[name].value != claimed[name].value:
-                raise CustodianRefused(
-                    f"the aggregate of {name} is not the sum of the signed answers"
+        for slot in d.layout.slots:
+            holders = d.holders.get(slot.field, frozenset())
+            answered = holders & present
+            banks = len(answered & d.banks)
+            if answered != holders:
+                refused[slot.field] = f"{len(holders - answered)} of its sources did not answer"
+            elif banks and banks < self.min_banks:
+                refused[slot.field] = (
+                    f"only {banks} bank answer(s); at least {self.min_banks} are needed"
                 )
-            present = {a.connector_id for a in answers_of_field}
-            expected = d.holders.get(name)
-            if expected is None or not present <= expected:
-                refused[name] = "a connector answered a field it does not hold"
-                continue
-            if present != expected:
-                refused[name] = f"{len(expected - present)} of its sources did not answer"
-                continue
-            banks = len(present & d.banks)
-            if banks and banks < self.min_banks:
-                refused[name] = f"only {banks} bank answer(s); at least {self.min_banks} are needed"
-                continue
-            values[name] = self._private.decrypt(recomputed[name])
+        # Slots that may not be seen are masked before decrypting: the custodian itself never
+        # sees a partial sum (e.g. 72 of 73 banks), from which a difference would give one bank.
+        mask, _ = d.layout.mask(f for f in refused if d.holders.get(f, frozenset()) & present)
+        masked = public.add([recomputed, public.encrypt(mask, r=1)]) if mask else recomputed
+        plain = d.layout.unpack(self._private.decrypt(masked))
+        values = {s.field: plain[s.field] for s in d.layout.slots if s.field not in refused}
         return Totals(values, refused)

@@ -17,6 +17,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from hedui.core import signing
 from hedui.core.errors import CryptoError, InvalidResidentId
+from hedui.core.packing import Layout
 from hedui.core.paillier import PublicKey
 from hedui.core.resident_id import ResidentId
 from hedui.core.resident_id import parse as parse_id
@@ -38,7 +39,9 @@ class Endpoint:
 
 
 @dataclass(frozen=True)
-class Layout:
+class Declared:
+    """What a connector's Describe declares."""
+
     fields: tuple[str, ...]
 
 
@@ -116,6 +119,7 @@ class ConnectorPool:
         public_key: PublicKey,
         token_master: TokenMaster,
         timeout: float,
+        layout: Layout,
     ) -> None:
         self._endpoints = {e.connector_id: e for e in endpoints}
         self._channels = {
@@ -129,16 +133,22 @@ class ConnectorPool:
         self._public = public_key
         self._tokens = {cid: token_master.for_connector(cid) for cid in self._endpoints}
         self._timeout = timeout
-        self._layouts: dict[str, Layout] = {}
+        self._layouts: dict[str, Declared] = {}
+        self.layout = layout
+        self.layout_digest = layout.digest()
+        self._wire_layout = [
+            connector_pb2.Slot(field=s.field, offset=s.offset, bits=s.bits, max_total=s.max_total)
+            for s in layout.slots
+        ]
 
     @property
     def connector_ids(self) -> tuple[str, ...]:
         return tuple(self._endpoints)
 
-    def layout(self, connector_id: str) -> Layout | None:
+    def declared(self, connector_id: str) -> Declared | None:
         return self._layouts.get(connector_id)
 
-    def _check_describe(self, cid: str, d: connector_pb2.DescribeResponse) -> Layout:
+    def _check_describe(self, cid: str, d: connector_pb2.DescribeResponse) -> Declared:
         if d.connector_id != cid:
             raise CryptoError(f"it describes itself as {d.connector_id!r}")
         if d.key_fingerprint != self._public.fingerprint:
@@ -151,7 +161,11 @@ class ConnectorPool:
         names = tuple(f.name for f in d.fields)
         if not names or len(set(names)) != len(names):
             raise CryptoError("it declares no fields or a field twice")
-        return Layout(names)
+        for f in d.fields:
+            slot = next((s for s in self.layout.slots if s.field == f.name), None)
+            if slot is None or f.max_value > slot.max_total:
+                raise CryptoError(f"its field {f.name} does not fit the deployment's slot layout")
+        return Declared(names)
 
     def describe_missing(self, failures: dict[str, str]) -> None:
         pending = {
@@ -172,24 +186,15 @@ class ConnectorPool:
     def _check_answer(
         self, cid: str, query_id: str, queried: bytes, r: connector_pb2.QueryResponse
     ) -> SignedAnswer:
-        layout = self._layouts[cid]
         if r.connector_id != cid:
             raise CryptoError(f"it answers as {r.connector_id!r}")
-        names = tuple(f.name for f in r.fields)
-        if names != layout.fields:
-            raise CryptoError(
-                f"fields {', '.join(names)} differ from the declared {', '.join(layout.fields)}"
-            )
-        for f in r.fields:
-            self._public.from_bytes(f.ciphertext, r.key_fingerprint)
-        answer = SignedAnswer(
-            cid,
-            tuple((f.name, f.ciphertext) for f in r.fields),
-            r.signature,
-            r.key_fingerprint,
-            queried,
+        self._public.from_bytes(r.packed, r.key_fingerprint)
+        answer = SignedAnswer(cid, r.packed, r.signature, r.key_fingerprint, queried)
+        signing.verify(
+            self._verify_keys[cid],
+            answer.signed_bytes(query_id, self.layout_digest),
+            answer.signature,
         )
-        signing.verify(self._verify_keys[cid], answer.signed_bytes(query_id), answer.signature)
         return answer
 
     def query(self, query_id: str, members: Sequence[ResidentId]) -> FanOutResult:
@@ -203,7 +208,10 @@ class ConnectorPool:
             tokens = [self._tokens[cid].token(m) for m in members]
             queried[cid] = signing.tokens_digest(tokens)
             request = connector_pb2.QueryRequest(
-                query_id=query_id, tokens=tokens, key_fingerprint=self._public.fingerprint
+                query_id=query_id,
+                tokens=tokens,
+                key_fingerprint=self._public.fingerprint,
+                layout=self._wire_layout,
             )
             futures[cid] = self._stubs[cid].Query.future(request, timeout=self._timeout)
         answers = []

@@ -170,8 +170,8 @@ class Verifier:
 
         missing: dict[str, set[str]] = {}
         for cid in fan.failures:
-            layout = self.pool.layout(cid)
-            for name in layout.fields if layout else kind_of(cid).field_names:
+            declared = self.pool.declared(cid)
+            for name in declared.fields if declared else kind_of(cid).field_names:
                 missing.setdefault(name, set()).add(cid)
         for name, reason in totals.refused.items():
             missing.setdefault(name, set()).add(f"key custodian: {reason}")
@@ -211,7 +211,10 @@ class Verifier:
                 connectors_answered=sorted(a.connector_id for a in fan.answers),
                 connectors_failed=list(verdict.failures),
                 answer_digests=[
-                    audit_pb2.AnswerDigest(connector_id=a.connector_id, digest=a.digest(query_id))
+                    audit_pb2.AnswerDigest(
+                        connector_id=a.connector_id,
+                        digest=a.digest(query_id, self.pool.layout_digest),
+                    )
                     for a in sorted(fan.answers, key=lambda a: a.connector_id)
                 ],
                 decision=verdict.decision,

@@ -144,6 +144,7 @@ class QueryRequest(_message.Message):
     QUERY_ID_FIELD_NUMBER: _builtins.int
     TOKENS_FIELD_NUMBER: _builtins.int
     KEY_FINGERPRINT_FIELD_NUMBER: _builtins.int
+    LAYOUT_FIELD_NUMBER: _builtins.int
     query_id: _builtins.str
     """Unique per verification; it is signed into the answer so answers cannot be replayed."""
     key_fingerprint: _builtins.bytes
@@ -152,43 +153,57 @@ class QueryRequest(_message.Message):
     def tokens(self) -> _containers.RepeatedScalarFieldContainer[_builtins.bytes]:
         """This connector's keyed tokens of every household member (HMAC-SHA256, 32 bytes each)."""
 
+    @_builtins.property
+    def layout(self) -> _containers.RepeatedCompositeFieldContainer[Global___Slot]:
+        """Where each field goes in the packed plaintext; the connector fills the slots of its fields."""
+
     def __init__(
         self,
         *,
         query_id: _builtins.str = ...,
         tokens: _abc.Iterable[_builtins.bytes] | None = ...,
         key_fingerprint: _builtins.bytes = ...,
+        layout: _abc.Iterable[Global___Slot] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["key_fingerprint", b"key_fingerprint", "query_id", b"query_id", "tokens", b"tokens"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["key_fingerprint", b"key_fingerprint", "layout", b"layout", "query_id", b"query_id", "tokens", b"tokens"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___QueryRequest: _TypeAlias = QueryRequest  # noqa: Y015
 
 @_typing.final
-class EncryptedField(_message.Message):
+class Slot(_message.Message):
+    """One slot of a packed plaintext: the value sits at bit ``offset`` and may not exceed ``max_total``
+    (bits includes room for a mask and a guard bit, so sums never carry into the next slot).
+    """
+
     DESCRIPTOR: _descriptor.Descriptor
 
-    NAME_FIELD_NUMBER: _builtins.int
-    CIPHERTEXT_FIELD_NUMBER: _builtins.int
-    name: _builtins.str
-    ciphertext: _builtins.bytes
-    """Big-endian Paillier ciphertext, the byte length of n²."""
+    FIELD_FIELD_NUMBER: _builtins.int
+    OFFSET_FIELD_NUMBER: _builtins.int
+    BITS_FIELD_NUMBER: _builtins.int
+    MAX_TOTAL_FIELD_NUMBER: _builtins.int
+    field: _builtins.str
+    offset: _builtins.int
+    bits: _builtins.int
+    max_total: _builtins.int
     def __init__(
         self,
         *,
-        name: _builtins.str = ...,
-        ciphertext: _builtins.bytes = ...,
+        field: _builtins.str = ...,
+        offset: _builtins.int = ...,
+        bits: _builtins.int = ...,
+        max_total: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["ciphertext", b"ciphertext", "name", b"name"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["bits", b"bits", "field", b"field", "max_total", b"max_total", "offset", b"offset"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
-Global___EncryptedField: _TypeAlias = EncryptedField  # noqa: Y015
+Global___Slot: _TypeAlias = Slot  # noqa: Y015
 
 @_typing.final
 class QueryResponse(_message.Message):
@@ -196,27 +211,29 @@ class QueryResponse(_message.Message):
 
     CONNECTOR_ID_FIELD_NUMBER: _builtins.int
     KEY_FINGERPRINT_FIELD_NUMBER: _builtins.int
-    FIELDS_FIELD_NUMBER: _builtins.int
     SIGNATURE_FIELD_NUMBER: _builtins.int
+    PACKED_FIELD_NUMBER: _builtins.int
     connector_id: _builtins.str
     key_fingerprint: _builtins.bytes
     signature: _builtins.bytes
     """Ed25519 over hedui/answer/v1 ‖ query id ‖ connector id ‖ key fingerprint ‖
-    SHA-256(sorted tokens) ‖ fields, each part length-prefixed.
+    SHA-256(sorted tokens) ‖ SHA-256(layout) ‖ packed ciphertext, each part length-prefixed.
     """
-    @_builtins.property
-    def fields(self) -> _containers.RepeatedCompositeFieldContainer[Global___EncryptedField]: ...
+    packed: _builtins.bytes
+    """One Paillier ciphertext (big-endian, the byte length of n²) of the household totals of all
+    this connector's fields, packed into their slots of the query's layout.
+    """
     def __init__(
         self,
         *,
         connector_id: _builtins.str = ...,
         key_fingerprint: _builtins.bytes = ...,
-        fields: _abc.Iterable[Global___EncryptedField] | None = ...,
         signature: _builtins.bytes = ...,
+        packed: _builtins.bytes = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["connector_id", b"connector_id", "fields", b"fields", "key_fingerprint", b"key_fingerprint", "signature", b"signature"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["connector_id", b"connector_id", "key_fingerprint", b"key_fingerprint", "packed", b"packed", "signature", b"signature"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -57,8 +57,8 @@ class ConnectorServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def Query(self, request, context):
-        """One Paillier ciphertext per declared field: the household total over all queried tokens.
-        Every token is answered; a token the connector does not know contributes 0.
+        """One packed Paillier ciphertext of the household totals over all queried tokens, one slot
+        per declared field. Every token is answered; a token the connector does not know adds 0.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

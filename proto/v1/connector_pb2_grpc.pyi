@@ -34,8 +34,8 @@ class ConnectorServiceStub:
     Describe: _grpc.UnaryUnaryMultiCallable[_connector_pb2.DescribeRequest, _connector_pb2.DescribeResponse]
     """Name, kind and declared fields: the source of truth for this connector's answer layout."""
     Query: _grpc.UnaryUnaryMultiCallable[_connector_pb2.QueryRequest, _connector_pb2.QueryResponse]
-    """One Paillier ciphertext per declared field: the household total over all queried tokens.
-    Every token is answered; a token the connector does not know contributes 0.
+    """One packed Paillier ciphertext of the household totals over all queried tokens, one slot
+    per declared field. Every token is answered; a token the connector does not know adds 0.
     """
 
 @_typing.type_check_only
@@ -44,8 +44,8 @@ class ConnectorServiceAsyncStub(ConnectorServiceStub):
     Describe: _aio.UnaryUnaryMultiCallable[_connector_pb2.DescribeRequest, _connector_pb2.DescribeResponse]  # type: ignore[assignment]
     """Name, kind and declared fields: the source of truth for this connector's answer layout."""
     Query: _aio.UnaryUnaryMultiCallable[_connector_pb2.QueryRequest, _connector_pb2.QueryResponse]  # type: ignore[assignment]
-    """One Paillier ciphertext per declared field: the household total over all queried tokens.
-    Every token is answered; a token the connector does not know contributes 0.
+    """One packed Paillier ciphertext of the household totals over all queried tokens, one slot
+    per declared field. Every token is answered; a token the connector does not know adds 0.
     """
 
 class ConnectorServiceServicer(metaclass=_abc_1.ABCMeta):
@@ -63,8 +63,8 @@ class ConnectorServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _connector_pb2.QueryRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_connector_pb2.QueryResponse, _abc.Awaitable[_connector_pb2.QueryResponse]]:
-        """One Paillier ciphertext per declared field: the household total over all queried tokens.
-        Every token is answered; a token the connector does not know contributes 0.
+        """One packed Paillier ciphertext of the household totals over all queried tokens, one slot
+        per declared field. Every token is answered; a token the connector does not know adds 0.
         """
 
 def add_ConnectorServiceServicer_to_server(servicer: ConnectorServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -41,7 +41,7 @@ def test_known_randomness_is_deterministic() -> None:
 
 
 def test_negative_float_and_huge_plaintexts_are_refused() -> None:
-    for bad in (-1, 2**200):
+    for bad in (-1, 2**KEY.public.bits):
         with pytest.raises(CryptoError):
             KEY.public.encrypt(bad)
     with pytest.raises(CryptoError):
@@ -74,3 +74,30 @@ def test_key_files_round_trip() -> None:
         PrivateKey.from_json(KEY.public.to_json())
     with pytest.raises(CryptoError):
         PublicKey.from_json("not json")
+
+
+def test_pooled_encryption_uses_fresh_randomness_and_decrypts() -> None:
+    key = generate_keypair(1024)
+    pub = key.public
+    pool = pub.start_pool(8)
+    try:
+        cts = [
+            pub.encrypt(42) for _ in range(20)
+        ]  # more than the pool holds: some made on the spot
+        assert len({c.value for c in cts}) == 20
+        assert all(key.decrypt(c) == 42 for c in cts)
+        assert key.decrypt(pub.add(cts)) == 42 * 20
+    finally:
+        pool.stop()
+
+
+def test_fixed_base_matches_powmod() -> None:
+    from hedui.core.paillier import FixedBase
+
+    pub = generate_keypair(1024).public
+    assert pub.hs is not None
+    fb = FixedBase(pub.hs, pub.n_square, 448)
+    for e in (0, 1, 2**447 + 12345, 2**448 - 1):
+        assert fb.power(e) == pow(pub.hs, e, pub.n_square)
+    with pytest.raises(CryptoError):
+        fb.power(2**448)

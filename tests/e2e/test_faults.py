@@ -18,6 +18,7 @@ from hedui.connectors.sdk import Answerer
 from hedui.connectors.server import CONNECTOR_SERVICE
 from hedui.connectors.store import HoldingStore, open_engine
 from hedui.core.deployment import DEPARTMENT_KINDS, kind_of
+from hedui.core.packing import from_wire
 from hedui.core.resident_id import make
 from hedui.core.rpc import RunningServer, create_server
 from hedui.core.tokens import TokenKey
@@ -80,9 +81,10 @@ class Garbage(connector_pb2_grpc.ConnectorServiceServicer):
 
     def Query(self, request, context):
         time.sleep(self.delay)
-        answer = self.answerer.answer(request.query_id, list(request.tokens))
+        layout = from_wire((s.field, s.offset, s.bits, s.max_total) for s in request.layout)
+        answer = self.answerer.answer(request.query_id, list(request.tokens), layout)
         if self.corrupt:
-            answer.fields[0].ciphertext = bytes(len(answer.fields[0].ciphertext) - 1) + b"\x07"
+            answer.packed = bytes(len(answer.packed) - 1) + b"\x07"
         return answer
 
 

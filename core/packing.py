@@ -1,0 +1,107 @@
+"""Slots: several values packed into one Paillier plaintext, so that one ciphertext per connector
+carries all its fields and one decryption yields every total (issue #5).
+
+The interactive layout has one slot per field of the deployment (banks share theirs). A slot's
+width is sized for the largest total it can hold (the field's declared maximum times the number
+of connectors that hold it), plus ``MASK_BITS`` so the key custodian can hide a slot under a
+random mask before decrypting, plus one guard bit: no sum of a deployment's answers, masked or
+not, can carry into the next slot. Overflow is impossible by construction, not by luck.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+
+from hedui.core.deployment import kind_of
+from hedui.core.errors import CryptoError
+
+MASK_BITS = 40  # statistical distance of a masked slot from uniform: at most 2^-40
+
+
+@dataclass(frozen=True)
+class Slot:
+    field: str
+    offset: int
+    bits: int
+    max_total: int  # the largest unmasked total the slot may hold
+
+
+@dataclass(frozen=True)
+class Layout:
+    slots: tuple[Slot, ...]
+
+    @property
+    def total_bits(self) -> int:
+        return sum(s.bits for s in self.slots)
+
+    def slot(self, field: str) -> Slot:
+        for s in self.slots:
+            if s.field == field:
+                return s
+        raise CryptoError(f"the layout has no slot for {field}")
+
+    def digest(self) -> bytes:
+        text = ";".join(f"{s.field}:{s.offset}:{s.bits}:{s.max_total}" for s in self.slots)
+        return hashlib.sha256(b"hedui/layout/v1\0" + text.encode()).digest()
+
+    def pack(self, values: Mapping[str, int]) -> int:
+        """One plaintext holding ``values`` in their slots (other slots 0)."""
+        m = 0
+        for field, value in values.items():
+            s = self.slot(field)
+            if not 0 <= value <= s.max_total:
+                raise CryptoError(f"{field} = {value} is outside 0..{s.max_total}")
+            m |= value << s.offset
+        return m
+
+    def unpack(self, m: int) -> dict[str, int]:
+        return {s.field: (m >> s.offset) & ((1 << s.bits) - 1) for s in self.slots}
+
+    def mask(self, fields: Iterable[str]) -> tuple[int, dict[str, int]]:
+        """A random plaintext that hides ``fields`` once added: each masked slot becomes
+        value + r with r uniform below 2^(value bits + MASK_BITS)."""
+        m, parts = 0, {}
+        for field in fields:
+            s = self.slot(field)
+            r = secrets.randbits(s.bits - 1)
+            parts[field] = r
+            m += r << s.offset
+        return m, parts
+
+    def fits(self, plaintext_bits: int) -> bool:
+        return self.total_bits <= plaintext_bits
+
+
+def for_connectors(connector_ids: Iterable[str]) -> Layout:
+    """The interactive layout of a deployment: one slot per field, in a fixed order."""
+    holders: dict[str, int] = {}
+    maxima: dict[str, int] = {}
+    for cid in connector_ids:
+        for f in kind_of(cid).fields:
+            holders[f.name] = holders.get(f.name, 0) + 1
+            maxima[f.name] = f.max_value
+    slots, offset = [], 0
+    for field in sorted(holders):
+        max_total = maxima[field] * holders[field]
+        bits = max_total.bit_length() + MASK_BITS + 1
+        slots.append(Slot(field, offset, bits, max_total))
+        offset += bits
+    return Layout(tuple(slots))
+
+
+def from_wire(slots: Iterable[tuple[str, int, int, int]]) -> Layout:
+    """A layout as a query carries it, checked for overlaps."""
+    out = tuple(Slot(f, o, b, m) for f, o, b, m in slots)
+    end = 0
+    for s in sorted(out, key=lambda s: s.offset):
+        if (
+            s.offset < end
+            or s.bits <= MASK_BITS
+            or s.max_total.bit_length() + MASK_BITS + 1 > s.bits
+        ):
+            raise CryptoError(f"slot {s.field} overlaps another or is too narrow")
+        end = s.offset + s.bits
+    return Layout(out)
