@@ -179,6 +179,22 @@ def cmd_verify(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_bench_load(args: argparse.Namespace) -> int:
+    from hedui.clients.loadgen import run_load
+
+    w = Workdir(args.workdir)
+    try:
+        applicants = [line.strip() for line in args.ids.read_text(encoding="utf-8").splitlines() if line.strip()]
+    except OSError as e:
+        raise ClientError(f"cannot read {args.ids}: {e.strerror}") from None
+    result = run_load(
+        IntakeProfile.load(w.intake_profile), applicants, concurrency=args.concurrency, seconds=args.seconds,
+        program=args.program, prefix=f"load-{uuid.uuid4().hex[:8]}",
+    )
+    print(result.summary())
+    return 0 if result.completed else 1
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from hedui.connectors.population import generate
 
@@ -330,6 +346,15 @@ def build_parser() -> argparse.ArgumentParser:
 
     audit_cli.add_parser(sub)
     policy_cli.add_parser(sub)
+
+    bench = sub.add_parser("bench", help="load generators").add_subparsers(dest="bench_command", required=True)
+    p = bench.add_parser("load", help="concurrent Verify calls against a running deployment")
+    p.add_argument("--workdir", type=Path, required=True)
+    p.add_argument("--ids", type=Path, required=True, help="applicant ID numbers, one per line")
+    p.add_argument("--concurrency", type=_positive, default=8)
+    p.add_argument("--seconds", type=float, default=30.0)
+    p.add_argument("--program", default="dibao")
+    p.set_defaults(func=cmd_bench_load)
 
     p = sub.add_parser(
         "demo", help="generate, start, verify a sample and stop, in a temporary folder"

@@ -124,9 +124,15 @@ def _serve_group(root: str, ids: Sequence[str], insecure: bool, conn: Connection
 class Deployment:
     """A running deployment: connector worker processes plus the verification service."""
 
-    def __init__(self, settings: DeploySettings, workdir: Workdir) -> None:
+    def __init__(
+        self,
+        settings: DeploySettings,
+        workdir: Workdir,
+        worker: Callable[[str, Sequence[str], bool, Connection], None] | None = None,
+    ) -> None:
         self.settings = settings
         self.workdir = workdir
+        self._worker = worker or _serve_group
         self._workers: list[tuple[mp.process.BaseProcess, Connection]] = []
         self.service: RunningService | None = None
         self.config: ServiceConfig | None = None
@@ -146,7 +152,7 @@ class Deployment:
         for group in groups:
             parent, child = ctx.Pipe()
             p = ctx.Process(
-                target=_serve_group,
+                target=self._worker,
                 args=(str(self.workdir.root), group, self.settings.insecure, child),
                 daemon=True,
             )

@@ -1,0 +1,87 @@
+"""A load generator for the intake side: many concurrent Verify calls for a while, then the
+throughput and the latency percentiles (``hedui bench load``)."""
+
+from __future__ import annotations
+
+import itertools
+import statistics
+import threading
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from hedui.clients.errors import ClientError
+from hedui.clients.intake import IntakeClient, IntakeProfile
+from hedui.proto.v1 import verification_pb2
+
+
+@dataclass(frozen=True)
+class LoadResult:
+    completed: int
+    failed: int
+    seconds: float
+    latencies: tuple[float, ...]
+
+    @property
+    def per_second(self) -> float:
+        return self.completed / self.seconds if self.seconds else 0.0
+
+    def percentile(self, q: int) -> float:
+        if len(self.latencies) < 2:
+            return self.latencies[0] if self.latencies else 0.0
+        return statistics.quantiles(self.latencies, n=100, method="inclusive")[q - 1]
+
+    def summary(self) -> str:
+        return (
+            f"{self.completed} verifications in {self.seconds:.1f} s: {self.per_second:.1f}/s; "
+            f"p50 {self.percentile(50) * 1000:.0f} ms, p95 {self.percentile(95) * 1000:.0f} ms; "
+            f"{self.failed} failed"
+        )
+
+
+def run_load(
+    profile: IntakeProfile,
+    applicants: Sequence[str],
+    *,
+    concurrency: int,
+    seconds: float,
+    program: str = "dibao",
+    prefix: str = "load",
+) -> LoadResult:
+    """Keep ``concurrency`` calls in flight for ``seconds`` (each caller waits for its answer)."""
+    if not applicants:
+        raise ClientError("no applicants to verify")
+    counter = itertools.count()
+    lock = threading.Lock()
+    latencies: list[float] = []
+    failed = [0]
+    deadline = time.monotonic() + seconds
+
+    def worker() -> None:
+        client = IntakeClient(profile)
+        try:
+            while time.monotonic() < deadline:
+                n = next(counter)
+                request = verification_pb2.VerifyRequest(
+                    request_id=f"{prefix}-{n}", id_number=applicants[n % len(applicants)], program=program,
+                    consent_reference=f"{prefix}-consent",
+                )
+                start = time.perf_counter()
+                try:
+                    client.verify(request)
+                except ClientError:
+                    with lock:
+                        failed[0] += 1
+                    continue
+                with lock:
+                    latencies.append(time.perf_counter() - start)
+        finally:
+            client.close()
+
+    started = time.monotonic()
+    threads = [threading.Thread(target=worker) for _ in range(concurrency)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return LoadResult(len(latencies), failed[0], time.monotonic() - started, tuple(latencies))

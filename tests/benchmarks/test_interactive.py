@@ -1,0 +1,134 @@
+"""Issue #5, interactive path: Verify p50/p95 for a 3-member household against all 87 connectors
+and the service on this machine (2048-bit keys, mutual TLS), against the same harness with the
+cryptography replaced by plaintext integers (tests/benchmarks/plaintext.py); and sustained
+verifications per second with the randomness cost counted (pools refilled, steady state)."""
+
+from __future__ import annotations
+
+import csv
+import datetime as dt
+import itertools
+import statistics
+import time
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from hedui.clients.deploy import Deployment, DeploySettings, prepare
+from hedui.clients.intake import IntakeClient, IntakeProfile
+from hedui.clients.loadgen import run_load
+from hedui.connectors.population import generate
+from hedui.core.deployment import DEPARTMENT_KINDS, bank_ids
+from hedui.core.paillier import generate_keypair
+from hedui.proto.v1 import verification_pb2
+from tests.benchmarks import plaintext
+
+RESULTS: dict[str, dict[str, float]] = {}
+CLASSIC_ENCRYPT = __import__(
+    "hedui.core.paillier", fromlist=["PublicKey"]
+).PublicKey.encrypt  # before any patch
+LOAD_SECONDS = 40
+
+
+@pytest.fixture(scope="module")
+def population(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list[str], str]:
+    data = tmp_path_factory.mktemp("pop")
+    summary = generate(data, households=300, seed=5, as_of=dt.date.today(), standard_fen=126000)
+    with (data / "registry.csv").open(encoding="utf-8") as f:
+        rows = list(csv.DictReader(f))
+    sizes = Counter(r["household_id"] for r in rows)
+    three = next(
+        r["id_number"] for r in rows if r["relation"] == "head" and sizes[r["household_id"]] == 3
+    )
+    return data, [i for _, i in summary.applicants], three
+
+
+@pytest.fixture(scope="module", params=["paillier", "plaintext"])
+def deployment(
+    request: pytest.FixtureRequest, population: Any, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[tuple[str, Deployment]]:
+    data, _, _ = population
+    settings = DeploySettings(workdir=tmp_path_factory.mktemp(request.param), data=data)
+    w = prepare(settings, lambda _: None, dt.date.today())
+    saved = plaintext.install() if request.param == "plaintext" else None
+    d = Deployment(settings, w, worker=plaintext.serve_group if saved is not None else None)
+    d.start()
+    time.sleep(5)  # let the randomness pools fill
+    yield request.param, d
+    d.stop()
+    if saved is not None:
+        plaintext.restore(saved)
+
+
+def test_latency(benchmark: Any, deployment: tuple[str, Deployment], population: Any) -> None:
+    mode, d = deployment
+    _, _, three = population
+    client = IntakeClient(IntakeProfile.load(d.workdir.intake_profile))
+    n = itertools.count()
+
+    def verify() -> None:
+        client.verify(
+            verification_pb2.VerifyRequest(
+                request_id=f"lat-{mode}-{next(n)}",
+                id_number=three,
+                program="dibao",
+                consent_reference="bench",
+            )
+        )
+
+    benchmark.pedantic(verify, rounds=40, iterations=1, warmup_rounds=3)
+    client.close()
+    data = benchmark.stats.stats.data
+    p95 = statistics.quantiles(data, n=100, method="inclusive")[94]
+    RESULTS.setdefault(mode, {}).update(p50=statistics.median(data), p95=p95)
+    benchmark.extra_info.update(
+        mode=mode, p50_ms=round(statistics.median(data) * 1000, 1), p95_ms=round(p95 * 1000, 1)
+    )
+
+
+def test_sustained(benchmark: Any, deployment: tuple[str, Deployment], population: Any) -> None:
+    mode, d = deployment
+    _, applicants, _ = population
+    result = benchmark.pedantic(
+        lambda: run_load(
+            IntakeProfile.load(d.workdir.intake_profile),
+            applicants,
+            concurrency=8,
+            seconds=LOAD_SECONDS,
+            prefix=f"sus-{mode}-{time.time_ns()}",
+        ),
+        rounds=1,
+        iterations=1,
+    )
+    RESULTS.setdefault(mode, {}).update(per_second=result.per_second)
+    benchmark.extra_info.update(
+        mode=mode, per_second=round(result.per_second, 1), summary=result.summary()
+    )
+    print(f"\n{mode}: {result.summary()}")
+
+
+def test_zz_ratios(benchmark: Any) -> None:
+    """The ratios of issue #5, from the runs above and one classic encryption measured now."""
+    key = generate_keypair(2048)
+    values = itertools.count()
+    benchmark(lambda: CLASSIC_ENCRYPT(key.public, next(values)))
+    encrypt = benchmark.stats.stats.median
+    fields = sum(len(k.fields) for k in DEPARTMENT_KINDS.values()) + 2 * len(bank_ids())
+    naive = fields * 3 * encrypt  # one phe.encrypt per field per member of a 3-member household
+    p, b = RESULTS.get("paillier", {}), RESULTS.get("plaintext", {})
+    extra = {
+        "paillier_p50_ms": round(p.get("p50", 0) * 1000, 1),
+        "paillier_p95_ms": round(p.get("p95", 0) * 1000, 1),
+        "plaintext_p50_ms": round(b.get("p50", 0) * 1000, 1),
+        "plaintext_p95_ms": round(b.get("p95", 0) * 1000, 1),
+        "p50_ratio_to_plaintext": round(p["p50"] / b["p50"], 2) if p and b else None,
+        "naive_encrypt_ms": round(naive * 1000),
+        "speedup_vs_naive": round(naive / p["p50"], 1) if p else None,
+        "paillier_per_second": round(p.get("per_second", 0), 1),
+        "plaintext_per_second": round(b.get("per_second", 0), 1),
+    }
+    benchmark.extra_info.update(extra)
+    print("\n" + "\n".join(f"{k}: {v}" for k, v in extra.items()))
