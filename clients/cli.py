@@ -184,15 +184,48 @@ def cmd_bench_load(args: argparse.Namespace) -> int:
 
     w = Workdir(args.workdir)
     try:
-        applicants = [line.strip() for line in args.ids.read_text(encoding="utf-8").splitlines() if line.strip()]
+        applicants = [
+            line.strip()
+            for line in args.ids.read_text(encoding="utf-8").splitlines()
+            if line.strip()
+        ]
     except OSError as e:
         raise ClientError(f"cannot read {args.ids}: {e.strerror}") from None
     result = run_load(
-        IntakeProfile.load(w.intake_profile), applicants, concurrency=args.concurrency, seconds=args.seconds,
-        program=args.program, prefix=f"load-{uuid.uuid4().hex[:8]}",
+        IntakeProfile.load(w.intake_profile),
+        applicants,
+        concurrency=args.concurrency,
+        seconds=args.seconds,
+        program=args.program,
+        prefix=f"load-{uuid.uuid4().hex[:8]}",
     )
     print(result.summary())
     return 0 if result.completed else 1
+
+
+def cmd_recheck(args: argparse.Namespace) -> int:
+    from hedui.clients.recheck import progress_bar, recheck
+
+    w = Workdir(args.workdir)
+    out = args.out or args.ids.with_suffix(".verdicts.jsonl")
+    try:
+        summary = recheck(
+            IntakeProfile.load(w.intake_profile),
+            args.ids,
+            out,
+            program=args.program,
+            campaign=args.campaign,
+            progress=progress_bar() if not args.quiet else (lambda d, t: None),
+        )
+    except KeyboardInterrupt:
+        print(
+            f"\ninterrupted; results so far are in {out}; run the same command to resume",
+            file=sys.stderr,
+        )
+        return 130
+    print(summary.text())
+    print(f"verdicts: {out}")
+    return 0
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
@@ -347,7 +380,24 @@ def build_parser() -> argparse.ArgumentParser:
     audit_cli.add_parser(sub)
     policy_cli.add_parser(sub)
 
-    bench = sub.add_parser("bench", help="load generators").add_subparsers(dest="bench_command", required=True)
+    p = sub.add_parser(
+        "recheck", help="re-verify a roster of enrolled applicants (半年复核), resumable"
+    )
+    p.add_argument("--workdir", type=Path, required=True)
+    p.add_argument("--ids", type=Path, required=True, help="the roster: one ID number per line")
+    p.add_argument("--program", default="dibao")
+    p.add_argument(
+        "--out", type=Path, help="JSON lines of verdicts (default: <ids>.verdicts.jsonl)"
+    )
+    p.add_argument(
+        "--campaign", help="name of this re-verification round (default: from the roster)"
+    )
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=cmd_recheck)
+
+    bench = sub.add_parser("bench", help="load generators").add_subparsers(
+        dest="bench_command", required=True
+    )
     p = bench.add_parser("load", help="concurrent Verify calls against a running deployment")
     p.add_argument("--workdir", type=Path, required=True)
     p.add_argument("--ids", type=Path, required=True, help="applicant ID numbers, one per line")

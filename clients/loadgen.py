@@ -63,7 +63,9 @@ def run_load(
             while time.monotonic() < deadline:
                 n = next(counter)
                 request = verification_pb2.VerifyRequest(
-                    request_id=f"{prefix}-{n}", id_number=applicants[n % len(applicants)], program=program,
+                    request_id=f"{prefix}-{n}",
+                    id_number=applicants[n % len(applicants)],
+                    program=program,
                     consent_reference=f"{prefix}-consent",
                 )
                 start = time.perf_counter()

@@ -22,19 +22,23 @@ from hedui.connectors.errors import ConnectorError
 from hedui.core import packing, rpc, signing
 from hedui.core.deployment import ConnectorKind
 from hedui.core.errors import CryptoError
-from hedui.core.packing import Layout
+from hedui.core.packing import BatchLayout, Layout
 from hedui.core.paillier import PublicKey
 from hedui.proto.v1 import connector_pb2, connector_pb2_grpc
 
 log = logging.getLogger("hedui.connectors")
 
 MAX_TOKENS = 64
+MAX_BATCH = 1024
 TOKEN_BYTES = 32
 MAX_QUERY_ID = 128
 
 
 class HoldingSource(Protocol):
     def sums(self, tokens: Sequence[bytes], fields: Iterable[str]) -> dict[str, int]: ...
+    def sums_many(
+        self, households: Sequence[Sequence[bytes]], fields: Iterable[str]
+    ) -> list[dict[str, int]]: ...
 
 
 class Answerer:
@@ -108,6 +112,34 @@ class AnswerRefused(ConnectorError):
     """An answer that cannot be given without breaking the declared limits."""
 
 
+def answer_batch(
+    answerer: Answerer, query_id: str, households: Sequence[Sequence[bytes]], layout: BatchLayout
+) -> connector_pb2.QueryBatchResponse:
+    """Every household's totals, ``layout.per_ciphertext`` households to a ciphertext, signed."""
+    a = answerer
+    totals = a._source.sums_many(households, a.kind.field_names)
+    for f in a.kind.fields:
+        if any(t[f.name] > f.max_value for t in totals):
+            raise AnswerRefused(
+                f"a household total of {f.name} is above the declared maximum {f.max_value}"
+            )
+    try:
+        plaintexts = layout.pack(list(totals))
+    except CryptoError as e:
+        raise AnswerRefused(f"the batch layout cannot hold this answer: {e}") from None
+    packed = [a._public.to_bytes(a._public.encrypt(m)) for m in plaintexts]
+    queried, ciphertexts = signing.batch_digests(households, packed)
+    signed = signing.answer_bytes(
+        query_id, a.connector_id, a._public.fingerprint, queried, layout.digest(), ciphertexts
+    )
+    return connector_pb2.QueryBatchResponse(
+        connector_id=a.connector_id,
+        key_fingerprint=a._public.fingerprint,
+        packed=packed,
+        signature=signing.sign(a._signing_key, signed),
+    )
+
+
 class ConnectorServicer(connector_pb2_grpc.ConnectorServiceServicer):
     def __init__(self, answerer: Answerer) -> None:
         self._answerer = answerer
@@ -116,6 +148,70 @@ class ConnectorServicer(connector_pb2_grpc.ConnectorServiceServicer):
         self, request: connector_pb2.DescribeRequest, context: grpc.ServicerContext
     ) -> connector_pb2.DescribeResponse:
         return self._answerer.describe()
+
+    def _check_common(
+        self, query_id: str, fingerprint: bytes, context: grpc.ServicerContext
+    ) -> None:
+        if not query_id or len(query_id) > MAX_QUERY_ID:
+            rpc.abort(
+                context,
+                grpc.StatusCode.INVALID_ARGUMENT,
+                "query_id is required",
+                rpc.bad_request("query_id", f"1 to {MAX_QUERY_ID} characters"),
+            )
+        pinned = self._answerer.describe().key_fingerprint
+        if fingerprint != pinned:
+            rpc.abort(
+                context,
+                grpc.StatusCode.FAILED_PRECONDITION,
+                "this connector encrypts only under the custodian's pinned public key",
+                rpc.precondition_failure(
+                    "PAILLIER_KEY",
+                    "key_fingerprint",
+                    f"expected {pinned.hex()}, got {fingerprint.hex()}",
+                ),
+            )
+
+    def QueryBatch(
+        self, request: connector_pb2.QueryBatchRequest, context: grpc.ServicerContext
+    ) -> connector_pb2.QueryBatchResponse:
+        self._check_common(request.query_id, request.key_fingerprint, context)
+        households = [list(h.tokens) for h in request.households]
+        if not 1 <= len(households) <= MAX_BATCH or any(
+            not 1 <= len(h) <= MAX_TOKENS or any(len(t) != TOKEN_BYTES for t in h)
+            for h in households
+        ):
+            rpc.abort(
+                context,
+                grpc.StatusCode.INVALID_ARGUMENT,
+                "malformed batch",
+                rpc.bad_request(
+                    "households", f"1 to {MAX_BATCH} households of 1 to {MAX_TOKENS} 32-byte tokens"
+                ),
+            )
+        try:
+            lay = request.layout
+            layout = packing.batch_from_wire(
+                ((s.field, s.offset, s.bits, s.max_total) for s in lay.slots),
+                lay.stride,
+                lay.per_ciphertext,
+            )
+        except CryptoError as e:
+            rpc.abort(
+                context, grpc.StatusCode.INVALID_ARGUMENT, str(e), rpc.bad_request("layout", str(e))
+            )
+        try:
+            return answer_batch(self._answerer, request.query_id, households, layout)
+        except AnswerRefused as e:
+            rpc.abort(
+                context,
+                grpc.StatusCode.FAILED_PRECONDITION,
+                str(e),
+                rpc.precondition_failure("DECLARED_MAXIMUM", self._answerer.connector_id, str(e)),
+            )
+        except SQLAlchemyError as e:
+            log.error("connector database error: %s", type(e).__name__)
+            rpc.abort(context, grpc.StatusCode.INTERNAL, "this connector's data is not available")
 
     def Query(
         self, request: connector_pb2.QueryRequest, context: grpc.ServicerContext

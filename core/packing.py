@@ -105,3 +105,86 @@ def from_wire(slots: Iterable[tuple[str, int, int, int]]) -> Layout:
             raise CryptoError(f"slot {s.field} overlaps another or is too narrow")
         end = s.offset + s.bits
     return Layout(out)
+
+
+@dataclass(frozen=True)
+class BatchLayout:
+    """The batch layout of one connector kind: ``per_ciphertext`` households to a plaintext.
+
+    Household i of a ciphertext starts at bit i * stride; its fields sit at their slot offsets
+    within the stride. Slots of a kind several connectors share (banks) leave room for a mask.
+    """
+
+    slots: tuple[Slot, ...]
+    stride: int
+    per_ciphertext: int
+
+    def digest(self) -> bytes:
+        text = ";".join(f"{s.field}:{s.offset}:{s.bits}:{s.max_total}" for s in self.slots)
+        return hashlib.sha256(
+            f"hedui/batch-layout/v1\0{self.stride}\0{self.per_ciphertext}\0{text}".encode()
+        ).digest()
+
+    def ciphertexts(self, households: int) -> int:
+        return -(-households // self.per_ciphertext)
+
+    def pack(self, households: list[Mapping[str, int]]) -> list[int]:
+        out = []
+        for start in range(0, len(households), self.per_ciphertext):
+            m = 0
+            for i, values in enumerate(households[start : start + self.per_ciphertext]):
+                for s in self.slots:
+                    v = values.get(s.field, 0)
+                    if not 0 <= v <= s.max_total:
+                        raise CryptoError(f"{s.field} = {v} is outside 0..{s.max_total}")
+                    m |= v << (i * self.stride + s.offset)
+            out.append(m)
+        return out
+
+    def unpack(self, plaintexts: list[int], households: int) -> list[dict[str, int]]:
+        out = []
+        for h in range(households):
+            m = plaintexts[h // self.per_ciphertext] >> ((h % self.per_ciphertext) * self.stride)
+            out.append({s.field: (m >> s.offset) & ((1 << s.bits) - 1) for s in self.slots})
+        return out
+
+    def mask(self, households: int) -> list[int]:
+        """Random masks over every slot of every household (for a kind that may not be seen)."""
+        masks = []
+        for start in range(0, households, self.per_ciphertext):
+            m = 0
+            for i in range(min(self.per_ciphertext, households - start)):
+                for s in self.slots:
+                    m += secrets.randbits(s.bits - 1) << (i * self.stride + s.offset)
+            masks.append(m)
+        return masks
+
+
+def batch_layout(
+    kind_fields: Iterable[tuple[str, int]], holders: int, plaintext_bits: int
+) -> BatchLayout:
+    """The batch layout of a kind whose fields (name, max_value) ``holders`` connectors share."""
+    slots, offset = [], 0
+    for name, max_value in kind_fields:
+        max_total = max_value * holders
+        bits = max_total.bit_length() + (MASK_BITS if holders > 1 else 0) + 1
+        slots.append(Slot(name, offset, bits, max_total))
+        offset += bits
+    per = max(1, plaintext_bits // offset)
+    if offset > plaintext_bits:
+        raise CryptoError("the key is too small for one household of this kind")
+    return BatchLayout(tuple(slots), offset, per)
+
+
+def batch_from_wire(
+    slots: Iterable[tuple[str, int, int, int]], stride: int, per_ciphertext: int
+) -> BatchLayout:
+    layout = BatchLayout(tuple(Slot(f, o, b, m) for f, o, b, m in slots), stride, per_ciphertext)
+    end = 0
+    for s in sorted(layout.slots, key=lambda s: s.offset):
+        if s.offset < end or s.max_total.bit_length() + 1 > s.bits:
+            raise CryptoError(f"slot {s.field} overlaps another or is too narrow")
+        end = s.offset + s.bits
+    if end > stride or per_ciphertext < 1:
+        raise CryptoError("the batch layout's stride is too small")
+    return layout

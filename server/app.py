@@ -18,6 +18,7 @@ from hedui.core.keystore import KeyDir
 from hedui.core.rpc import RunningServer, create_server
 from hedui.proto.v1 import audit_pb2, audit_pb2_grpc, verification_pb2, verification_pb2_grpc
 from hedui.server.audit_service import AuditServicer
+from hedui.server.batch import BatchVerifier
 from hedui.server.config import ServiceConfig
 from hedui.server.custodian import Deployment, KeyCustodian
 from hedui.server.errors import ConfigError
@@ -47,11 +48,13 @@ class RunningService:
 
 
 def custodian_view(
-    config: ServiceConfig, verify_keys: Mapping[str, Ed25519PublicKey]
+    config: ServiceConfig, verify_keys: Mapping[str, Ed25519PublicKey], plaintext_bits: int
 ) -> Deployment:
     """The custodian's own picture of the deployment, from the configuration and kinds."""
     holders: dict[str, set[str]] = {}
+    kinds: dict[str, set[str]] = {}
     for e in config.connectors:
+        kinds.setdefault(kind_of(e.connector_id).kind, set()).add(e.connector_id)
         for name in kind_of(e.connector_id).field_names:
             holders.setdefault(name, set()).add(e.connector_id)
     return Deployment(
@@ -61,6 +64,15 @@ def custodian_view(
         ),
         holders={k: frozenset(v) for k, v in holders.items()},
         layout=packing.for_connectors(e.connector_id for e in config.connectors),
+        kinds={k: frozenset(v) for k, v in kinds.items()},
+        batch_layouts={
+            k: packing.batch_layout(
+                [(f.name, f.max_value) for f in kind_of(next(iter(v))).fields],
+                len(v),
+                plaintext_bits,
+            )
+            for k, v in kinds.items()
+        },
     )
 
 
@@ -79,7 +91,7 @@ def build_verifier(
     zone = ZoneInfo(config.timezone)
     clock = now or (lambda: dt.datetime.now(zone))
     store = LogStore(open_log_engine(config.audit_database))
-    view = custodian_view(config, verify_keys)
+    view = custodian_view(config, verify_keys, private.public.max_plaintext_bits)
     if not view.layout.fits(private.public.max_plaintext_bits):
         raise ConfigError(
             f"the Paillier key ({private.public.bits} bits) is too small for this deployment's "
@@ -132,7 +144,7 @@ def start_service(config: ServiceConfig, verifier: Verifier | None = None) -> Ru
     v = verifier or build_verifier(config)
     record_configuration(config, v)
     keys = KeyDir(config.keys_dir)
-    servicer = VerificationServicer(v, today=lambda: v.now().date())
+    servicer = VerificationServicer(v, BatchVerifier(v), today=lambda: v.now().date())
     auditor = AuditServicer(v.audit, v.audit_key, v.now)
 
     def register(server: grpc.Server) -> None:

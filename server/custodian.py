@@ -23,9 +23,9 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from hedui.core import signing
 from hedui.core.errors import CryptoError
-from hedui.core.packing import Layout
+from hedui.core.packing import BatchLayout, Layout
 from hedui.core.paillier import Ciphertext, PrivateKey, PublicKey
-from hedui.server.answers import SignedAnswer, aggregate
+from hedui.server.answers import BatchAnswer, SignedAnswer, aggregate, aggregate_batch
 from hedui.server.errors import CustodianRefused
 
 _REMEMBERED_QUERIES = 1_000_000
@@ -46,6 +46,8 @@ class Deployment:
     banks: frozenset[str]
     holders: Mapping[str, frozenset[str]]  # field -> every connector that answers it
     layout: Layout
+    kinds: Mapping[str, frozenset[str]] = field(default_factory=dict)  # kind -> its connectors
+    batch_layouts: Mapping[str, BatchLayout] = field(default_factory=dict)  # kind -> layout
 
 
 class KeyCustodian:
@@ -60,6 +62,10 @@ class KeyCustodian:
     @property
     def public_key(self) -> PublicKey:
         return self._private.public
+
+    @property
+    def batch_layouts(self) -> Mapping[str, BatchLayout]:
+        return self._deployment.batch_layouts
 
     def _remember(self, query_id: str) -> None:
         if query_id in self._decrypted:
@@ -110,3 +116,54 @@ class KeyCustodian:
         plain = d.layout.unpack(self._private.decrypt(masked))
         values = {s.field: plain[s.field] for s in d.layout.slots if s.field not in refused}
         return Totals(values, refused)
+
+    def decrypt_batch(
+        self, query_id: str, answers: Sequence[BatchAnswer], households: int
+    ) -> list[Totals]:
+        """The batch path: per connector kind, verify every answer, sum the kind's answers
+        ciphertext by ciphertext, decrypt, unpack per household. A kind whose sources did not
+        all answer (or with too few banks) is not decrypted at all: each of its ciphertexts
+        holds only that kind's slots, so nothing else is lost."""
+        d = self._deployment
+        for answer in answers:
+            key = d.verify_keys.get(answer.connector_id)
+            layout = d.batch_layouts.get(answer.kind)
+            if (
+                key is None
+                or layout is None
+                or answer.connector_id not in d.kinds.get(answer.kind, ())
+            ):
+                raise CustodianRefused(
+                    f"{answer.connector_id} is not a {answer.kind} connector of this deployment"
+                )
+            try:
+                signing.verify(
+                    key, answer.signed_bytes(query_id, layout.digest()), answer.signature
+                )
+            except CryptoError:
+                raise CustodianRefused(
+                    f"the batch answer of {answer.connector_id} is not signed by it"
+                ) from None
+        self._remember(query_id)
+        public = self._private.public
+        values: list[dict[str, int]] = [{} for _ in range(households)]
+        refused: list[dict[str, str]] = [{} for _ in range(households)]
+        for kind, members in sorted(d.kinds.items()):
+            layout = d.batch_layouts[kind]
+            of_kind = [a for a in answers if a.kind == kind]
+            answered = {a.connector_id for a in of_kind}
+            banks = len(answered & d.banks)
+            reason = None
+            if answered != members:
+                reason = f"{len(members - answered)} of its sources did not answer"
+            elif banks and banks < self.min_banks:
+                reason = f"only {banks} bank answer(s); at least {self.min_banks} are needed"
+            if reason is not None:
+                for r in refused:
+                    r.update(dict.fromkeys((s.field for s in layout.slots), reason))
+                continue
+            sums = aggregate_batch(public, of_kind)
+            plain = layout.unpack([self._private.decrypt(c) for c in sums], households)
+            for h, totals in enumerate(plain):
+                values[h].update(totals)
+        return [Totals(v, r) for v, r in zip(values, refused, strict=True)]

@@ -16,8 +16,9 @@ import grpc
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from hedui.core import signing
+from hedui.core.deployment import kind_of
 from hedui.core.errors import CryptoError, InvalidResidentId
-from hedui.core.packing import Layout
+from hedui.core.packing import BatchLayout, Layout
 from hedui.core.paillier import PublicKey
 from hedui.core.resident_id import ResidentId
 from hedui.core.resident_id import parse as parse_id
@@ -25,7 +26,7 @@ from hedui.core.rpc import open_channel
 from hedui.core.tls import TlsMaterial
 from hedui.core.tokens import TokenMaster
 from hedui.proto.v1 import connector_pb2, connector_pb2_grpc
-from hedui.server.answers import SignedAnswer
+from hedui.server.answers import BatchAnswer, SignedAnswer
 from hedui.server.errors import ServiceError
 from hedui.server.policy.engine import Member
 
@@ -43,6 +44,12 @@ class Declared:
     """What a connector's Describe declares."""
 
     fields: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class BatchFanOut:
+    answers: tuple[BatchAnswer, ...]
+    failures: Mapping[str, str]
 
 
 @dataclass(frozen=True)
@@ -223,6 +230,64 @@ class ConnectorPool:
             except CryptoError as e:
                 failures[cid] = f"invalid answer: {e}"
         return FanOutResult(tuple(answers), failures)
+
+    def query_batch(
+        self,
+        query_id: str,
+        households: Sequence[Sequence[ResidentId]],
+        layouts: Mapping[str, BatchLayout],
+    ) -> BatchFanOut:
+        """One QueryBatch per connector for all the households."""
+        failures: dict[str, str] = {}
+        self.describe_missing(failures)
+        futures, queried = {}, {}
+        for cid in self._endpoints:
+            if cid in failures:
+                continue
+            kind = kind_of(cid).kind
+            layout = layouts[kind]
+            tokens = [[self._tokens[cid].token(m) for m in members] for members in households]
+            queried[cid] = (tokens, layout)
+            request = connector_pb2.QueryBatchRequest(
+                query_id=query_id,
+                households=[connector_pb2.TokenSet(tokens=t) for t in tokens],
+                key_fingerprint=self._public.fingerprint,
+                layout=connector_pb2.BatchLayout(
+                    slots=[
+                        connector_pb2.Slot(
+                            field=s.field, offset=s.offset, bits=s.bits, max_total=s.max_total
+                        )
+                        for s in layout.slots
+                    ],
+                    stride=layout.stride,
+                    per_ciphertext=layout.per_ciphertext,
+                ),
+            )
+            futures[cid] = self._stubs[cid].QueryBatch.future(request, timeout=self._timeout * 4)
+        answers = []
+        for cid, fut in futures.items():
+            tokens, layout = queried[cid]
+            try:
+                r = fut.result()
+                if r.connector_id != cid or len(r.packed) != layout.ciphertexts(len(households)):
+                    raise CryptoError("its batch answer has the wrong shape")
+                for c in r.packed:
+                    self._public.from_bytes(c, r.key_fingerprint)
+                q, cts = signing.batch_digests(tokens, list(r.packed))
+                answer = BatchAnswer(
+                    cid, kind_of(cid).kind, tuple(r.packed), r.signature, r.key_fingerprint, q, cts
+                )
+                signing.verify(
+                    self._verify_keys[cid],
+                    answer.signed_bytes(query_id, layout.digest()),
+                    r.signature,
+                )
+                answers.append(answer)
+            except grpc.RpcError as e:
+                failures[cid] = _reason(e, self._timeout * 4)
+            except CryptoError as e:
+                failures[cid] = f"invalid answer: {e}"
+        return BatchFanOut(tuple(answers), failures)
 
     def close(self) -> None:
         for ch in self._channels.values():

@@ -10,8 +10,9 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import secrets
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Protocol
 
 import grpc
 
@@ -26,11 +27,11 @@ from hedui.core.tls import PeerIdentity
 from hedui.core.tokens import TokenKey
 from hedui.proto.v1 import audit_pb2, common_pb2, verification_pb2, verification_pb2_grpc
 from hedui.server.answers import aggregate
-from hedui.server.custodian import KeyCustodian
+from hedui.server.custodian import KeyCustodian, Totals
 from hedui.server.errors import CustodianRefused, PolicyError, ServiceError
 from hedui.server.fanout import ConnectorPool, RegistryClient, RegistryNotFound, SourceUnavailable
 from hedui.server.policy.book import PROGRAMS, PolicyBook
-from hedui.server.policy.engine import Decision, HouseholdFacts, Outcome, RuleResult
+from hedui.server.policy.engine import Decision, HouseholdFacts, Member, Outcome, RuleResult
 from hedui.server.requests import RequestBook
 
 log = logging.getLogger("hedui.server")
@@ -98,10 +99,9 @@ class Verifier:
             caller_role=caller.role,
         )
 
-    def verify(self, app: Application, caller: PeerIdentity) -> verification_pb2.Verdict:
-        """Verify once per (caller, request id): a repeat gets the stored verdict."""
-        self.policy.check(app.program, app.region, app.as_of)
-        request_key = self.audit_key.mac(f"request\0{caller.name}\0{app.request_id}".encode())
+    def request_keys(self, app: Application, caller: PeerIdentity) -> tuple[bytes, bytes]:
+        """(idempotency key, application fingerprint): HMACs, so the table holds no ID."""
+        key = self.audit_key.mac(f"request\0{caller.name}\0{app.request_id}".encode())
         parts = [
             app.resident.value,
             app.program,
@@ -109,7 +109,12 @@ class Verifier:
             app.consent_reference,
             app.as_of_requested,
         ]
-        fingerprint = self.audit_key.mac("\0".join(parts).encode())
+        return key, self.audit_key.mac("\0".join(parts).encode())
+
+    def verify(self, app: Application, caller: PeerIdentity) -> verification_pb2.Verdict:
+        """Verify once per (caller, request id): a repeat gets the stored verdict."""
+        self.policy.check(app.program, app.region, app.as_of)
+        request_key, fingerprint = self.request_keys(app, caller)
         earlier = self.requests.claim(request_key, fingerprint)
         if earlier is not None:
             if earlier[0] != fingerprint:
@@ -129,8 +134,9 @@ class Verifier:
         self.requests.complete(request_key, verdict.SerializeToString(deterministic=True))
         return verdict
 
-    def _verify(self, app: Application, caller: PeerIdentity) -> verification_pb2.Verdict:
-        audit_token = self.audit_key.token(app.resident)
+    def request_entry(
+        self, app: Application, caller: PeerIdentity, audit_token: bytes
+    ) -> audit_pb2.AuditEntry:
         entry = self._entry(caller)
         entry.request.CopyFrom(
             audit_pb2.RequestEntry(
@@ -142,34 +148,73 @@ class Verifier:
                 as_of=app.as_of.isoformat(),
             )
         )
-        self.audit.append([entry])
+        return entry
 
+    def unfinished_entry(
+        self, app: Application, caller: PeerIdentity, audit_token: bytes, query_id: str, error: str
+    ) -> audit_pb2.AuditEntry:
+        """The outcome of a request that reached no verdict, and why."""
+        entry = self._entry(caller)
+        entry.verdict.CopyFrom(
+            audit_pb2.VerdictEntry(
+                request_id=app.request_id,
+                program=app.program,
+                region=app.region,
+                consent_reference=app.consent_reference,
+                applicant_audit_token=audit_token,
+                as_of=app.as_of.isoformat(),
+                query_id=query_id,
+                error=error,
+            )
+        )
+        return entry
+
+    def _verify(self, app: Application, caller: PeerIdentity) -> verification_pb2.Verdict:
+        audit_token = self.audit_key.token(app.resident)
+        self.audit.append([self.request_entry(app, caller, audit_token)])
         query_id = self.new_query_id()
         try:
             household = self.registry.household(app.resident, query_id)
         except (RegistryNotFound, SourceUnavailable) as e:
-            # the request entry gets its outcome: no verdict, and why
-            entry = self._entry(caller)
-            entry.verdict.CopyFrom(
-                audit_pb2.VerdictEntry(
-                    request_id=app.request_id,
-                    program=app.program,
-                    region=app.region,
-                    consent_reference=app.consent_reference,
-                    applicant_audit_token=audit_token,
-                    as_of=app.as_of.isoformat(),
-                    query_id=query_id,
-                    error=str(e),
-                )
-            )
-            self.audit.append([entry])
+            self.audit.append([self.unfinished_entry(app, caller, audit_token, query_id, str(e))])
             raise
         fan = self.pool.query(query_id, [r for r, _ in household])
         claimed = aggregate(self.custodian.public_key, fan.answers)
         totals = self.custodian.decrypt_totals(query_id, fan.answers, claimed)
 
+        digests = [
+            (a.connector_id, a.digest(query_id, self.pool.layout_digest)) for a in fan.answers
+        ]
+        verdict, entry = self.conclude(
+            app, caller, audit_token, query_id, household, fan.failures, digests, totals
+        )
+        (receipt,) = self.audit.append([entry])
+        verdict.audit.CopyFrom(receipt_pb(receipt))
+        log.info(
+            "verified request=%s query=%s decision=%s answered=%d failed=%s leaf=%d",
+            app.request_id,
+            query_id,
+            common_pb2.Decision.Name(verdict.decision),
+            len(fan.answers),
+            ",".join(sorted(fan.failures)) or "-",
+            receipt.leaf_index,
+        )
+        return verdict
+
+    def conclude(
+        self,
+        app: Application,
+        caller: PeerIdentity,
+        audit_token: bytes,
+        query_id: str,
+        household: Sequence[tuple[ResidentId, Member]],
+        failures: Mapping[str, str],
+        digests: Sequence[tuple[str, bytes]],
+        totals: Totals,
+    ) -> tuple[verification_pb2.Verdict, audit_pb2.AuditEntry]:
+        """From decrypted totals to the verdict and its audit entry (both paths end here)."""
         missing: dict[str, set[str]] = {}
-        for cid in fan.failures:
+        for cid in failures:
             declared = self.pool.declared(cid)
             for name in declared.fields if declared else kind_of(cid).field_names:
                 missing.setdefault(name, set()).add(cid)
@@ -182,7 +227,6 @@ class Verifier:
         )
         applied = self.policy.apply(app.program, app.region, facts, app.as_of)
         ev = applied.evaluation
-
         verdict = verification_pb2.Verdict(
             request_id=app.request_id,
             decision=_DECISIONS[ev.decision],
@@ -193,10 +237,10 @@ class Verifier:
             program=app.program,
             region=app.region,
             as_of=app.as_of.isoformat(),
-            connectors_answered=len(fan.answers),
+            connectors_answered=len(digests),
             failures=[
                 common_pb2.SourceFailure(connector_id=c, reason=r)
-                for c, r in sorted(fan.failures.items())
+                for c, r in sorted(failures.items())
             ],
         )
         entry = self._entry(caller)
@@ -208,14 +252,10 @@ class Verifier:
                 consent_reference=app.consent_reference,
                 applicant_audit_token=audit_token,
                 as_of=app.as_of.isoformat(),
-                connectors_answered=sorted(a.connector_id for a in fan.answers),
+                connectors_answered=sorted(c for c, _ in digests),
                 connectors_failed=list(verdict.failures),
                 answer_digests=[
-                    audit_pb2.AnswerDigest(
-                        connector_id=a.connector_id,
-                        digest=a.digest(query_id, self.pool.layout_digest),
-                    )
-                    for a in sorted(fan.answers, key=lambda a: a.connector_id)
+                    audit_pb2.AnswerDigest(connector_id=c, digest=d) for c, d in sorted(digests)
                 ],
                 decision=verdict.decision,
                 rules=[
@@ -230,18 +270,7 @@ class Verifier:
                 query_id=query_id,
             )
         )
-        (receipt,) = self.audit.append([entry])
-        verdict.audit.CopyFrom(receipt_pb(receipt))
-        log.info(
-            "verified request=%s query=%s decision=%s answered=%d failed=%s leaf=%d",
-            app.request_id,
-            query_id,
-            ev.decision.value,
-            len(fan.answers),
-            ",".join(sorted(fan.failures)) or "-",
-            receipt.leaf_index,
-        )
-        return verdict
+        return verdict, entry
 
 
 def _rule_pb(r: RuleResult) -> verification_pb2.RuleOutcome:
@@ -277,18 +306,35 @@ def receipt_pb(r: Receipt) -> audit_pb2.AuditReceipt:
     )
 
 
+def batch_error(request_id: str, code: str, message: str) -> verification_pb2.BatchResult:
+    return verification_pb2.BatchResult(
+        request_id=request_id, error=verification_pb2.BatchError(code=code, message=message)
+    )
+
+
 def _text_ok(value: str) -> bool:
     return 0 < len(value) <= MAX_TEXT and value.isprintable()
 
 
-class VerificationServicer(verification_pb2_grpc.VerificationServiceServicer):
-    def __init__(self, verifier: Verifier, today: Callable[[], dt.date]) -> None:
-        self._verifier = verifier
-        self._today = today
+class BatchRunner(Protocol):
+    def run(
+        self, apps: list[Application], caller: PeerIdentity
+    ) -> list[verification_pb2.BatchResult]: ...
 
-    def _application(
-        self, request: verification_pb2.VerifyRequest, context: grpc.ServicerContext
-    ) -> Application:
+
+class VerificationServicer(verification_pb2_grpc.VerificationServiceServicer):
+    def __init__(
+        self, verifier: Verifier, batch: BatchRunner, today: Callable[[], dt.date], chunk: int = 121
+    ) -> None:
+        self._verifier = verifier
+        self._batch = batch
+        self._today = today
+        self._chunk = chunk
+
+    def validate(
+        self, request: verification_pb2.VerifyRequest
+    ) -> Application | list[tuple[str, str]]:
+        """The application, or every field violation of the request."""
         violations: list[tuple[str, str]] = []
         today = self._today()
         resident = None
@@ -326,19 +372,7 @@ class VerificationServicer(verification_pb2_grpc.VerificationServiceServicer):
             except ValueError:
                 violations.append(("as_of", f"{request.as_of[:40]!r} is not a date YYYY-MM-DD"))
         if violations or resident is None:
-            detail = (
-                rpc.bad_request(*violations[0])
-                if violations
-                else rpc.bad_request("id_number", "invalid")
-            )
-            for f, d in violations[1:]:
-                detail.field_violations.add(field=f, description=d)
-            rpc.abort(
-                context,
-                grpc.StatusCode.INVALID_ARGUMENT,
-                "invalid request: " + "; ".join(f"{f}: {d}" for f, d in violations),
-                detail,
-            )
+            return violations or [("id_number", "invalid")]
         return Application(
             request.request_id,
             resident,
@@ -348,6 +382,44 @@ class VerificationServicer(verification_pb2_grpc.VerificationServiceServicer):
             as_of,
             request.as_of,
         )
+
+    def _application(
+        self, request: verification_pb2.VerifyRequest, context: grpc.ServicerContext
+    ) -> Application:
+        app = self.validate(request)
+        if isinstance(app, Application):
+            return app
+        detail = rpc.bad_request(*app[0])
+        for f, d in app[1:]:
+            detail.field_violations.add(field=f, description=d)
+        rpc.abort(
+            context,
+            grpc.StatusCode.INVALID_ARGUMENT,
+            "invalid request: " + "; ".join(f"{f}: {d}" for f, d in app),
+            detail,
+        )
+
+    def VerifyBatch(
+        self,
+        request_iterator: Iterator[verification_pb2.VerifyRequest],
+        context: grpc.ServicerContext,
+    ) -> Iterator[verification_pb2.BatchResult]:
+        """Read applications, verify them a chunk at a time, stream the results back."""
+        caller = rpc.caller(context)
+        chunk: list[Application] = []
+        for request in request_iterator:
+            app = self.validate(request)
+            if not isinstance(app, Application):
+                yield batch_error(
+                    request.request_id, "INVALID_ARGUMENT", "; ".join(f"{f}: {d}" for f, d in app)
+                )
+                continue
+            chunk.append(app)
+            if len(chunk) >= self._chunk:
+                yield from self._batch.run(chunk, caller)
+                chunk = []
+        if chunk:
+            yield from self._batch.run(chunk, caller)
 
     def Verify(
         self, request: verification_pb2.VerifyRequest, context: grpc.ServicerContext

@@ -306,3 +306,117 @@ class Household(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___Household: _TypeAlias = Household  # noqa: Y015
+
+@_typing.final
+class TokenSet(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TOKENS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def tokens(self) -> _containers.RepeatedScalarFieldContainer[_builtins.bytes]: ...
+    def __init__(
+        self,
+        *,
+        tokens: _abc.Iterable[_builtins.bytes] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["tokens", b"tokens"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___TokenSet: _TypeAlias = TokenSet  # noqa: Y015
+
+@_typing.final
+class BatchLayout(_message.Message):
+    """The batch layout of one connector kind: ``per_ciphertext`` households share a plaintext, household
+    i of a ciphertext at bit i * stride, each of its fields at the slot offset within the stride.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SLOTS_FIELD_NUMBER: _builtins.int
+    STRIDE_FIELD_NUMBER: _builtins.int
+    PER_CIPHERTEXT_FIELD_NUMBER: _builtins.int
+    stride: _builtins.int
+    per_ciphertext: _builtins.int
+    @_builtins.property
+    def slots(self) -> _containers.RepeatedCompositeFieldContainer[Global___Slot]: ...
+    def __init__(
+        self,
+        *,
+        slots: _abc.Iterable[Global___Slot] | None = ...,
+        stride: _builtins.int = ...,
+        per_ciphertext: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["per_ciphertext", b"per_ciphertext", "slots", b"slots", "stride", b"stride"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___BatchLayout: _TypeAlias = BatchLayout  # noqa: Y015
+
+@_typing.final
+class QueryBatchRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    QUERY_ID_FIELD_NUMBER: _builtins.int
+    HOUSEHOLDS_FIELD_NUMBER: _builtins.int
+    KEY_FINGERPRINT_FIELD_NUMBER: _builtins.int
+    LAYOUT_FIELD_NUMBER: _builtins.int
+    query_id: _builtins.str
+    key_fingerprint: _builtins.bytes
+    @_builtins.property
+    def households(self) -> _containers.RepeatedCompositeFieldContainer[Global___TokenSet]: ...
+    @_builtins.property
+    def layout(self) -> Global___BatchLayout: ...
+    def __init__(
+        self,
+        *,
+        query_id: _builtins.str = ...,
+        households: _abc.Iterable[Global___TokenSet] | None = ...,
+        key_fingerprint: _builtins.bytes = ...,
+        layout: Global___BatchLayout | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["layout", b"layout"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["households", b"households", "key_fingerprint", b"key_fingerprint", "layout", b"layout", "query_id", b"query_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___QueryBatchRequest: _TypeAlias = QueryBatchRequest  # noqa: Y015
+
+@_typing.final
+class QueryBatchResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CONNECTOR_ID_FIELD_NUMBER: _builtins.int
+    KEY_FINGERPRINT_FIELD_NUMBER: _builtins.int
+    PACKED_FIELD_NUMBER: _builtins.int
+    SIGNATURE_FIELD_NUMBER: _builtins.int
+    connector_id: _builtins.str
+    key_fingerprint: _builtins.bytes
+    signature: _builtins.bytes
+    """Ed25519 over hedui/answer/v1 ‖ query id ‖ connector id ‖ key fingerprint ‖
+    SHA-256(the households' token digests) ‖ SHA-256(layout) ‖ SHA-256(ciphertexts).
+    """
+    @_builtins.property
+    def packed(self) -> _containers.RepeatedScalarFieldContainer[_builtins.bytes]:
+        """ceil(households / per_ciphertext) ciphertexts, big-endian, each the byte length of n²."""
+
+    def __init__(
+        self,
+        *,
+        connector_id: _builtins.str = ...,
+        key_fingerprint: _builtins.bytes = ...,
+        packed: _abc.Iterable[_builtins.bytes] | None = ...,
+        signature: _builtins.bytes = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["connector_id", b"connector_id", "key_fingerprint", b"key_fingerprint", "packed", b"packed", "signature", b"signature"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___QueryBatchResponse: _TypeAlias = QueryBatchResponse  # noqa: Y015

@@ -44,6 +44,11 @@ class ConnectorServiceStub:
                 request_serializer=hedui_dot_proto_dot_v1_dot_connector__pb2.QueryRequest.SerializeToString,
                 response_deserializer=hedui_dot_proto_dot_v1_dot_connector__pb2.QueryResponse.FromString,
                 _registered_method=True)
+        self.QueryBatch = channel.unary_unary(
+                '/hedui.v1.ConnectorService/QueryBatch',
+                request_serializer=hedui_dot_proto_dot_v1_dot_connector__pb2.QueryBatchRequest.SerializeToString,
+                response_deserializer=hedui_dot_proto_dot_v1_dot_connector__pb2.QueryBatchResponse.FromString,
+                _registered_method=True)
 
 
 class ConnectorServiceServicer:
@@ -64,6 +69,14 @@ class ConnectorServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def QueryBatch(self, request, context):
+        """Many households at once (periodic re-verification): the totals of every household, packed
+        several households to a ciphertext in the slots of the batch layout.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_ConnectorServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -76,6 +89,11 @@ def add_ConnectorServiceServicer_to_server(servicer, server):
                     servicer.Query,
                     request_deserializer=hedui_dot_proto_dot_v1_dot_connector__pb2.QueryRequest.FromString,
                     response_serializer=hedui_dot_proto_dot_v1_dot_connector__pb2.QueryResponse.SerializeToString,
+            ),
+            'QueryBatch': grpc.unary_unary_rpc_method_handler(
+                    servicer.QueryBatch,
+                    request_deserializer=hedui_dot_proto_dot_v1_dot_connector__pb2.QueryBatchRequest.FromString,
+                    response_serializer=hedui_dot_proto_dot_v1_dot_connector__pb2.QueryBatchResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -132,6 +150,33 @@ class ConnectorService:
             '/hedui.v1.ConnectorService/Query',
             hedui_dot_proto_dot_v1_dot_connector__pb2.QueryRequest.SerializeToString,
             hedui_dot_proto_dot_v1_dot_connector__pb2.QueryResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def QueryBatch(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/hedui.v1.ConnectorService/QueryBatch',
+            hedui_dot_proto_dot_v1_dot_connector__pb2.QueryBatchRequest.SerializeToString,
+            hedui_dot_proto_dot_v1_dot_connector__pb2.QueryBatchResponse.FromString,
             options,
             channel_credentials,
             insecure,

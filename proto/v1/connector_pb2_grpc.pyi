@@ -37,6 +37,10 @@ class ConnectorServiceStub:
     """One packed Paillier ciphertext of the household totals over all queried tokens, one slot
     per declared field. Every token is answered; a token the connector does not know adds 0.
     """
+    QueryBatch: _grpc.UnaryUnaryMultiCallable[_connector_pb2.QueryBatchRequest, _connector_pb2.QueryBatchResponse]
+    """Many households at once (periodic re-verification): the totals of every household, packed
+    several households to a ciphertext in the slots of the batch layout.
+    """
 
 @_typing.type_check_only
 class ConnectorServiceAsyncStub(ConnectorServiceStub):
@@ -46,6 +50,10 @@ class ConnectorServiceAsyncStub(ConnectorServiceStub):
     Query: _aio.UnaryUnaryMultiCallable[_connector_pb2.QueryRequest, _connector_pb2.QueryResponse]  # type: ignore[assignment]
     """One packed Paillier ciphertext of the household totals over all queried tokens, one slot
     per declared field. Every token is answered; a token the connector does not know adds 0.
+    """
+    QueryBatch: _aio.UnaryUnaryMultiCallable[_connector_pb2.QueryBatchRequest, _connector_pb2.QueryBatchResponse]  # type: ignore[assignment]
+    """Many households at once (periodic re-verification): the totals of every household, packed
+    several households to a ciphertext in the slots of the batch layout.
     """
 
 class ConnectorServiceServicer(metaclass=_abc_1.ABCMeta):
@@ -65,6 +73,16 @@ class ConnectorServiceServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_connector_pb2.QueryResponse, _abc.Awaitable[_connector_pb2.QueryResponse]]:
         """One packed Paillier ciphertext of the household totals over all queried tokens, one slot
         per declared field. Every token is answered; a token the connector does not know adds 0.
+        """
+
+    @_abc_1.abstractmethod
+    def QueryBatch(
+        self,
+        request: _connector_pb2.QueryBatchRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_connector_pb2.QueryBatchResponse, _abc.Awaitable[_connector_pb2.QueryBatchResponse]]:
+        """Many households at once (periodic re-verification): the totals of every household, packed
+        several households to a ciphertext in the slots of the batch layout.
         """
 
 def add_ConnectorServiceServicer_to_server(servicer: ConnectorServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -26,21 +26,25 @@ from hedui.proto.v1 import audit_pb2 as hedui_dot_proto_dot_v1_dot_audit__pb2
 from hedui.proto.v1 import common_pb2 as hedui_dot_proto_dot_v1_dot_common__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n!hedui/proto/v1/verification.proto\x12\x08hedui.v1\x1a\x1ahedui/proto/v1/audit.proto\x1a\x1bhedui/proto/v1/common.proto\"\x81\x01\n\rVerifyRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x11\n\tid_number\x18\x02 \x01(\t\x12\x0f\n\x07program\x18\x03 \x01(\t\x12\x0e\n\x06region\x18\x04 \x01(\t\x12\x19\n\x11\x63onsent_reference\x18\x05 \x01(\t\x12\r\n\x05\x61s_of\x18\x06 \x01(\t\"Z\n\x06\x46igure\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x03\x12\x12\n\ncomparison\x18\x03 \x01(\t\x12\x11\n\tthreshold\x18\x04 \x01(\x03\x12\x0c\n\x04unit\x18\x05 \x01(\t\"\xbf\x02\n\x0bRuleOutcome\x12\n\n\x02id\x18\x01 \x01(\t\x12\"\n\x07outcome\x18\x02 \x01(\x0e\x32\x11.hedui.v1.Outcome\x12\x12\n\x05value\x18\x03 \x01(\x03H\x00\x88\x01\x01\x12\x16\n\tthreshold\x18\x04 \x01(\x03H\x01\x88\x01\x01\x12\x12\n\ncomparison\x18\x05 \x01(\t\x12\x0c\n\x04unit\x18\x06 \x01(\t\x12\x12\n\nmessage_zh\x18\x07 \x01(\t\x12\x12\n\nmessage_en\x18\x08 \x01(\t\x12\x17\n\x0fmissing_sources\x18\t \x03(\t\x12!\n\x07\x66igures\x18\n \x03(\x0b\x32\x10.hedui.v1.Figure\x12\x12\n\nreferences\x18\x0b \x03(\t\x12\x10\n\x08title_zh\x18\x0c \x01(\t\x12\x10\n\x08title_en\x18\r \x01(\tB\x08\n\x06_valueB\x0c\n\n_threshold\"\xcd\x02\n\x07Verdict\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12$\n\x08\x64\x65\x63ision\x18\x02 \x01(\x0e\x32\x12.hedui.v1.Decision\x12\x13\n\x0b\x62\x65nefit_fen\x18\x03 \x01(\x03\x12\x16\n\x0ehousehold_size\x18\x04 \x01(\x05\x12\x16\n\x0epolicy_version\x18\x05 \x01(\t\x12$\n\x05rules\x18\x06 \x03(\x0b\x32\x15.hedui.v1.RuleOutcome\x12\x0f\n\x07program\x18\x07 \x01(\t\x12\x0e\n\x06region\x18\x08 \x01(\t\x12\r\n\x05\x61s_of\x18\t \x01(\t\x12\x1b\n\x13\x63onnectors_answered\x18\n \x01(\x05\x12)\n\x08\x66\x61ilures\x18\x0b \x03(\x0b\x32\x17.hedui.v1.SourceFailure\x12%\n\x05\x61udit\x18\x0c \x01(\x0b\x32\x16.hedui.v1.AuditReceipt2K\n\x13VerificationService\x12\x34\n\x06Verify\x12\x17.hedui.v1.VerifyRequest\x1a\x11.hedui.v1.Verdictb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n!hedui/proto/v1/verification.proto\x12\x08hedui.v1\x1a\x1ahedui/proto/v1/audit.proto\x1a\x1bhedui/proto/v1/common.proto\"x\n\x0b\x42\x61tchResult\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12$\n\x07verdict\x18\x02 \x01(\x0b\x32\x11.hedui.v1.VerdictH\x00\x12%\n\x05\x65rror\x18\x03 \x01(\x0b\x32\x14.hedui.v1.BatchErrorH\x00\x42\x08\n\x06result\"+\n\nBatchError\x12\x0c\n\x04\x63ode\x18\x01 \x01(\t\x12\x0f\n\x07message\x18\x02 \x01(\t\"\x81\x01\n\rVerifyRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x11\n\tid_number\x18\x02 \x01(\t\x12\x0f\n\x07program\x18\x03 \x01(\t\x12\x0e\n\x06region\x18\x04 \x01(\t\x12\x19\n\x11\x63onsent_reference\x18\x05 \x01(\t\x12\r\n\x05\x61s_of\x18\x06 \x01(\t\"Z\n\x06\x46igure\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x03\x12\x12\n\ncomparison\x18\x03 \x01(\t\x12\x11\n\tthreshold\x18\x04 \x01(\x03\x12\x0c\n\x04unit\x18\x05 \x01(\t\"\xbf\x02\n\x0bRuleOutcome\x12\n\n\x02id\x18\x01 \x01(\t\x12\"\n\x07outcome\x18\x02 \x01(\x0e\x32\x11.hedui.v1.Outcome\x12\x12\n\x05value\x18\x03 \x01(\x03H\x00\x88\x01\x01\x12\x16\n\tthreshold\x18\x04 \x01(\x03H\x01\x88\x01\x01\x12\x12\n\ncomparison\x18\x05 \x01(\t\x12\x0c\n\x04unit\x18\x06 \x01(\t\x12\x12\n\nmessage_zh\x18\x07 \x01(\t\x12\x12\n\nmessage_en\x18\x08 \x01(\t\x12\x17\n\x0fmissing_sources\x18\t \x03(\t\x12!\n\x07\x66igures\x18\n \x03(\x0b\x32\x10.hedui.v1.Figure\x12\x12\n\nreferences\x18\x0b \x03(\t\x12\x10\n\x08title_zh\x18\x0c \x01(\t\x12\x10\n\x08title_en\x18\r \x01(\tB\x08\n\x06_valueB\x0c\n\n_threshold\"\xcd\x02\n\x07Verdict\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12$\n\x08\x64\x65\x63ision\x18\x02 \x01(\x0e\x32\x12.hedui.v1.Decision\x12\x13\n\x0b\x62\x65nefit_fen\x18\x03 \x01(\x03\x12\x16\n\x0ehousehold_size\x18\x04 \x01(\x05\x12\x16\n\x0epolicy_version\x18\x05 \x01(\t\x12$\n\x05rules\x18\x06 \x03(\x0b\x32\x15.hedui.v1.RuleOutcome\x12\x0f\n\x07program\x18\x07 \x01(\t\x12\x0e\n\x06region\x18\x08 \x01(\t\x12\r\n\x05\x61s_of\x18\t \x01(\t\x12\x1b\n\x13\x63onnectors_answered\x18\n \x01(\x05\x12)\n\x08\x66\x61ilures\x18\x0b \x03(\x0b\x32\x17.hedui.v1.SourceFailure\x12%\n\x05\x61udit\x18\x0c \x01(\x0b\x32\x16.hedui.v1.AuditReceipt2\x8e\x01\n\x13VerificationService\x12\x34\n\x06Verify\x12\x17.hedui.v1.VerifyRequest\x1a\x11.hedui.v1.Verdict\x12\x41\n\x0bVerifyBatch\x12\x17.hedui.v1.VerifyRequest\x1a\x15.hedui.v1.BatchResult(\x01\x30\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'hedui.proto.v1.verification_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_VERIFYREQUEST']._serialized_start=105
-  _globals['_VERIFYREQUEST']._serialized_end=234
-  _globals['_FIGURE']._serialized_start=236
-  _globals['_FIGURE']._serialized_end=326
-  _globals['_RULEOUTCOME']._serialized_start=329
-  _globals['_RULEOUTCOME']._serialized_end=648
-  _globals['_VERDICT']._serialized_start=651
-  _globals['_VERDICT']._serialized_end=984
-  _globals['_VERIFICATIONSERVICE']._serialized_start=986
-  _globals['_VERIFICATIONSERVICE']._serialized_end=1061
+  _globals['_BATCHRESULT']._serialized_start=104
+  _globals['_BATCHRESULT']._serialized_end=224
+  _globals['_BATCHERROR']._serialized_start=226
+  _globals['_BATCHERROR']._serialized_end=269
+  _globals['_VERIFYREQUEST']._serialized_start=272
+  _globals['_VERIFYREQUEST']._serialized_end=401
+  _globals['_FIGURE']._serialized_start=403
+  _globals['_FIGURE']._serialized_end=493
+  _globals['_RULEOUTCOME']._serialized_start=496
+  _globals['_RULEOUTCOME']._serialized_end=815
+  _globals['_VERDICT']._serialized_start=818
+  _globals['_VERDICT']._serialized_end=1151
+  _globals['_VERIFICATIONSERVICE']._serialized_start=1154
+  _globals['_VERIFICATIONSERVICE']._serialized_end=1296
 # @@protoc_insertion_point(module_scope)

@@ -39,6 +39,11 @@ class VerificationServiceStub:
                 request_serializer=hedui_dot_proto_dot_v1_dot_verification__pb2.VerifyRequest.SerializeToString,
                 response_deserializer=hedui_dot_proto_dot_v1_dot_verification__pb2.Verdict.FromString,
                 _registered_method=True)
+        self.VerifyBatch = channel.stream_stream(
+                '/hedui.v1.VerificationService/VerifyBatch',
+                request_serializer=hedui_dot_proto_dot_v1_dot_verification__pb2.VerifyRequest.SerializeToString,
+                response_deserializer=hedui_dot_proto_dot_v1_dot_verification__pb2.BatchResult.FromString,
+                _registered_method=True)
 
 
 class VerificationServiceServicer:
@@ -55,6 +60,15 @@ class VerificationServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def VerifyBatch(self, request_iterator, context):
+        """Periodic re-verification (半年复核): a stream of applications in, a stream of results out,
+        in any order (match them by request_id). Households are grouped so that every connector
+        answers many at once. A bad application gets its own error result; the stream goes on.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_VerificationServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -62,6 +76,11 @@ def add_VerificationServiceServicer_to_server(servicer, server):
                     servicer.Verify,
                     request_deserializer=hedui_dot_proto_dot_v1_dot_verification__pb2.VerifyRequest.FromString,
                     response_serializer=hedui_dot_proto_dot_v1_dot_verification__pb2.Verdict.SerializeToString,
+            ),
+            'VerifyBatch': grpc.stream_stream_rpc_method_handler(
+                    servicer.VerifyBatch,
+                    request_deserializer=hedui_dot_proto_dot_v1_dot_verification__pb2.VerifyRequest.FromString,
+                    response_serializer=hedui_dot_proto_dot_v1_dot_verification__pb2.BatchResult.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -91,6 +110,33 @@ class VerificationService:
             '/hedui.v1.VerificationService/Verify',
             hedui_dot_proto_dot_v1_dot_verification__pb2.VerifyRequest.SerializeToString,
             hedui_dot_proto_dot_v1_dot_verification__pb2.Verdict.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def VerifyBatch(request_iterator,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.stream_stream(
+            request_iterator,
+            target,
+            '/hedui.v1.VerificationService/VerifyBatch',
+            hedui_dot_proto_dot_v1_dot_verification__pb2.VerifyRequest.SerializeToString,
+            hedui_dot_proto_dot_v1_dot_verification__pb2.BatchResult.FromString,
             options,
             channel_credentials,
             insecure,

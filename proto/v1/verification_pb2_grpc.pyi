@@ -38,6 +38,11 @@ class VerificationServiceStub:
     ALREADY_EXISTS when a request id is reused for a different application, UNAVAILABLE when
     the registry or the key custodian cannot be reached.
     """
+    VerifyBatch: _grpc.StreamStreamMultiCallable[_verification_pb2.VerifyRequest, _verification_pb2.BatchResult]
+    """Periodic re-verification (半年复核): a stream of applications in, a stream of results out,
+    in any order (match them by request_id). Households are grouped so that every connector
+    answers many at once. A bad application gets its own error result; the stream goes on.
+    """
 
 @_typing.type_check_only
 class VerificationServiceAsyncStub(VerificationServiceStub):
@@ -48,6 +53,11 @@ class VerificationServiceAsyncStub(VerificationServiceStub):
     (google.rpc.PreconditionFailure) when no policy is in force on the application date,
     ALREADY_EXISTS when a request id is reused for a different application, UNAVAILABLE when
     the registry or the key custodian cannot be reached.
+    """
+    VerifyBatch: _aio.StreamStreamMultiCallable[_verification_pb2.VerifyRequest, _verification_pb2.BatchResult]  # type: ignore[assignment]
+    """Periodic re-verification (半年复核): a stream of applications in, a stream of results out,
+    in any order (match them by request_id). Households are grouped so that every connector
+    answers many at once. A bad application gets its own error result; the stream goes on.
     """
 
 class VerificationServiceServicer(metaclass=_abc_1.ABCMeta):
@@ -62,6 +72,17 @@ class VerificationServiceServicer(metaclass=_abc_1.ABCMeta):
         (google.rpc.PreconditionFailure) when no policy is in force on the application date,
         ALREADY_EXISTS when a request id is reused for a different application, UNAVAILABLE when
         the registry or the key custodian cannot be reached.
+        """
+
+    @_abc_1.abstractmethod
+    def VerifyBatch(
+        self,
+        request_iterator: _MaybeAsyncIterator[_verification_pb2.VerifyRequest],
+        context: _ServicerContext,
+    ) -> _typing.Union[_abc.Iterator[_verification_pb2.BatchResult], _abc.AsyncIterator[_verification_pb2.BatchResult]]:
+        """Periodic re-verification (半年复核): a stream of applications in, a stream of results out,
+        in any order (match them by request_id). Households are grouped so that every connector
+        answers many at once. A bad application gets its own error result; the stream goes on.
         """
 
 def add_VerificationServiceServicer_to_server(servicer: VerificationServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

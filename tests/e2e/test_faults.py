@@ -79,6 +79,9 @@ class Garbage(connector_pb2_grpc.ConnectorServiceServicer):
     def Describe(self, request, context):
         return self.answerer.describe()
 
+    def QueryBatch(self, request, context):
+        context.abort(grpc.StatusCode.UNIMPLEMENTED, "not in this test")
+
     def Query(self, request, context):
         time.sleep(self.delay)
         layout = from_wire((s.field, s.offset, s.bits, s.max_total) for s in request.layout)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import signal
 import subprocess
+from collections import Counter
 
 import grpc
 import pytest
@@ -212,6 +213,64 @@ def test_plaintext_client_is_refused(up: Up) -> None:
             verification_pb2.VerifyRequest(request_id="x"), timeout=5
         )
     assert grpc_code(info.value) == grpc.StatusCode.UNAVAILABLE
+
+
+def test_recheck_is_resumable_and_checks_each_household_once(up: Up) -> None:
+    from hedui.audit.store import LogStore, open_log_engine
+    from hedui.proto.v1 import audit_pb2
+
+    households, person = oracle.load(up.data)
+    picks = up.summary.applicants[10:22]
+    roster = up.workdir.root.parent / "roster.txt"
+    roster.write_text("\n".join([i for _, i in picks] + ["11010519491231002X", "not-an-id"]) + "\n")
+    out = up.workdir.root.parent / "roster.jsonl"
+    r = up.cli(
+        "recheck",
+        "--workdir",
+        str(up.workdir.root),
+        "--ids",
+        str(roster),
+        "--out",
+        str(out),
+        "--quiet",
+    )
+    assert r.returncode == 0, r.stderr
+    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    assert len(rows) == 14
+    by_line = {row["line"]: row for row in rows}
+    for n, (household, _) in enumerate(picks, start=1):
+        want = oracle.expected(households[household], person, TODAY.isoformat())
+        assert (
+            by_line[n]["decision"] == want["decision"]
+            and by_line[n]["benefit_fen"] == want["benefit_fen"]
+        )
+    assert (
+        by_line[13]["error"]["code"] == "NOT_FOUND"
+        and by_line[14]["error"]["code"] == "INVALID_ARGUMENT"
+    )
+    for _, i in picks:
+        assert i not in out.read_text()
+    # a crash after 5 lines, the sixth half written: run again, the rest is done, nothing twice
+    out.write_text("\n".join(out.read_text().splitlines()[:5]) + '\n{"line": 6, "req')
+    r = up.cli(
+        "recheck",
+        "--workdir",
+        str(up.workdir.root),
+        "--ids",
+        str(roster),
+        "--out",
+        str(out),
+        "--quiet",
+    )
+    assert r.returncode == 0, r.stderr
+    assert "5 already done" in r.stdout
+    store = LogStore(open_log_engine(up.workdir.audit_db_url))
+    verdicts = Counter(
+        e.verdict.request_id
+        for e in (audit_pb2.AuditEntry.FromString(b) for _, b in store.entries(0, 100_000))
+        if e.HasField("verdict") and e.verdict.request_id.startswith("recheck-")
+    )
+    assert len(verdicts) == 13 and set(verdicts.values()) == {1}
 
 
 def test_auditor_verifies_searches_and_proves_over_grpc(up: Up) -> None:

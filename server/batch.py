@@ -1,0 +1,145 @@
+"""The batch path (半年复核): many applications, one QueryBatch per connector.
+
+Each chunk of applications is claimed (idempotency: an application already verified returns its
+stored verdict and is not checked again), its request entries are appended in one batch, the
+registry is asked for every household, every connector answers every household in one call with
+several households packed per ciphertext, the custodian decrypts kind by kind, and the verdict
+entries are appended in one batch under one checkpoint.
+"""
+
+from __future__ import annotations
+
+import logging
+from concurrent.futures import ThreadPoolExecutor
+
+from hedui.audit.errors import AuditError
+from hedui.core.resident_id import ResidentId
+from hedui.core.tls import PeerIdentity
+from hedui.proto.v1 import audit_pb2, verification_pb2
+from hedui.server.errors import CustodianRefused, PolicyError
+from hedui.server.fanout import RegistryNotFound, SourceUnavailable
+from hedui.server.policy.engine import Member
+from hedui.server.verification import Application, Verifier, batch_error, receipt_pb
+
+log = logging.getLogger("hedui.server.batch")
+
+Household = list[tuple[ResidentId, Member]]
+
+
+class BatchVerifier:
+    def __init__(self, verifier: Verifier, registry_parallelism: int = 16) -> None:
+        self.v = verifier
+        self._lookups = ThreadPoolExecutor(registry_parallelism, thread_name_prefix="registry")
+
+    def _claim(
+        self, apps: list[Application], caller: PeerIdentity
+    ) -> tuple[list[verification_pb2.BatchResult], list[tuple[Application, bytes]]]:
+        done, todo = [], []
+        for app in apps:
+            try:
+                self.v.policy.check(app.program, app.region, app.as_of)
+            except PolicyError as e:
+                done.append(batch_error(app.request_id, "FAILED_PRECONDITION", str(e)))
+                continue
+            key, fingerprint = self.v.request_keys(app, caller)
+            earlier = self.v.requests.claim(key, fingerprint)
+            if earlier is None:
+                todo.append((app, key))
+            elif earlier[0] != fingerprint:
+                done.append(
+                    batch_error(
+                        app.request_id,
+                        "ALREADY_EXISTS",
+                        "request id already used for a different application",
+                    )
+                )
+            elif earlier[1] is None:
+                done.append(batch_error(app.request_id, "ABORTED", "being verified; retry shortly"))
+            else:
+                done.append(
+                    verification_pb2.BatchResult(
+                        request_id=app.request_id,
+                        verdict=verification_pb2.Verdict.FromString(earlier[1]),
+                    )
+                )
+        return done, todo
+
+    def run(
+        self, apps: list[Application], caller: PeerIdentity
+    ) -> list[verification_pb2.BatchResult]:
+        results, todo = self._claim(apps, caller)
+        if not todo:
+            return results
+        try:
+            results += self._verify(todo, caller)
+        except (AuditError, CustodianRefused) as e:
+            log.error("batch failed: %s: %s", type(e).__name__, e)
+            for app, key in todo:
+                self.v.requests.release(key)
+                results.append(
+                    batch_error(
+                        app.request_id, "UNAVAILABLE", "the batch could not be completed; retry"
+                    )
+                )
+        return results
+
+    def _verify(
+        self, todo: list[tuple[Application, bytes]], caller: PeerIdentity
+    ) -> list[verification_pb2.BatchResult]:
+        v = self.v
+        tokens = {app.request_id: v.audit_key.token(app.resident) for app, _ in todo}
+        v.audit.append([v.request_entry(app, caller, tokens[app.request_id]) for app, _ in todo])
+        query_id = v.new_query_id()
+        lookups = {
+            app.request_id: self._lookups.submit(v.registry.household, app.resident, query_id)
+            for app, _ in todo
+        }
+        results: list[verification_pb2.BatchResult] = []
+        outcome_entries: list[audit_pb2.AuditEntry] = []
+        found: list[tuple[Application, bytes, Household]] = []
+        for app, key in todo:
+            try:
+                found.append((app, key, lookups[app.request_id].result()))
+            except (RegistryNotFound, SourceUnavailable) as e:
+                code = "NOT_FOUND" if isinstance(e, RegistryNotFound) else "UNAVAILABLE"
+                outcome_entries.append(
+                    v.unfinished_entry(app, caller, tokens[app.request_id], query_id, str(e))
+                )
+                v.requests.release(key)
+                results.append(batch_error(app.request_id, code, str(e)))
+        if not found:
+            v.audit.append(outcome_entries)
+            return results
+        layouts = v.custodian.batch_layouts
+        fan = v.pool.query_batch(query_id, [[r for r, _ in hh] for _, _, hh in found], layouts)
+        per_household = v.custodian.decrypt_batch(query_id, fan.answers, len(found))
+        digests = [
+            (a.connector_id, a.digest(query_id, layouts[a.kind].digest())) for a in fan.answers
+        ]
+        verdicts, entries = [], []
+        for (app, _, household), totals in zip(found, per_household, strict=True):
+            verdict, entry = v.conclude(
+                app,
+                caller,
+                tokens[app.request_id],
+                query_id,
+                household,
+                fan.failures,
+                digests,
+                totals,
+            )
+            verdicts.append(verdict)
+            entries.append(entry)
+        receipts = v.audit.append(entries + outcome_entries)
+        for (app, key, _), verdict, receipt in zip(found, verdicts, receipts, strict=False):
+            verdict.audit.CopyFrom(receipt_pb(receipt))
+            v.requests.complete(key, verdict.SerializeToString(deterministic=True))
+            results.append(verification_pb2.BatchResult(request_id=app.request_id, verdict=verdict))
+        log.info(
+            "batch query=%s households=%d answered=%d failed=%s",
+            query_id,
+            len(found),
+            len(fan.answers),
+            ",".join(sorted(fan.failures)) or "-",
+        )
+        return results
