@@ -7,7 +7,7 @@ import logging
 import grpc
 from sqlalchemy.exc import SQLAlchemyError
 
-from hedui.connectors.store import RegisterStore
+from hedui.connectors.store import Person, RegisterStore
 from hedui.core import rpc
 from hedui.core.errors import InvalidResidentId
 from hedui.core.resident_id import parse as parse_id
@@ -53,11 +53,41 @@ class RegistryServicer(connector_pb2_grpc.RegistryServiceServicer):
                 grpc.StatusCode.NOT_FOUND,
                 "the ID number is not in the household register",
             )
-        return connector_pb2.Household(
-            members=[
-                connector_pb2.Member(
-                    id_number=m.id_number, relation=_RELATIONS[m.relation], birth_date=m.birth_date
-                )
-                for m in members
-            ]
-        )
+        return _household(members)
+
+    def GetHouseholds(
+        self, request: connector_pb2.HouseholdsRequest, context: grpc.ServicerContext
+    ) -> connector_pb2.HouseholdsResponse:
+        if not 1 <= len(request.id_numbers) <= 1024:
+            rpc.abort(
+                context,
+                grpc.StatusCode.INVALID_ARGUMENT,
+                "1 to 1024 ID numbers per call",
+                rpc.bad_request("id_numbers", "1 to 1024 ID numbers"),
+            )
+        try:
+            ids = [parse_id(i).value for i in request.id_numbers]
+        except InvalidResidentId as e:
+            rpc.abort(
+                context,
+                grpc.StatusCode.INVALID_ARGUMENT,
+                str(e),
+                rpc.bad_request("id_numbers", str(e)),
+            )
+        try:
+            found = self._store.households_of(ids)
+        except SQLAlchemyError as e:
+            log.error("registry database error: %s", type(e).__name__)
+            rpc.abort(context, grpc.StatusCode.INTERNAL, "the household register is not available")
+        return connector_pb2.HouseholdsResponse(households=[_household(m) for m in found])
+
+
+def _household(members: list[Person]) -> connector_pb2.Household:
+    return connector_pb2.Household(
+        members=[
+            connector_pb2.Member(
+                id_number=m.id_number, relation=_RELATIONS[m.relation], birth_date=m.birth_date
+            )
+            for m in members
+        ]
+    )

@@ -112,7 +112,8 @@ class BatchLayout:
     """The batch layout of one connector kind: ``per_ciphertext`` households to a plaintext.
 
     Household i of a ciphertext starts at bit i * stride; its fields sit at their slot offsets
-    within the stride. Slots of a kind several connectors share (banks) leave room for a mask.
+    within the stride. No room for masks: a kind's ciphertexts hold only that kind's slots, so
+    the custodian leaves a kind it may not release undecrypted instead of masking it.
     """
 
     slots: tuple[Slot, ...]
@@ -148,17 +149,6 @@ class BatchLayout:
             out.append({s.field: (m >> s.offset) & ((1 << s.bits) - 1) for s in self.slots})
         return out
 
-    def mask(self, households: int) -> list[int]:
-        """Random masks over every slot of every household (for a kind that may not be seen)."""
-        masks = []
-        for start in range(0, households, self.per_ciphertext):
-            m = 0
-            for i in range(min(self.per_ciphertext, households - start)):
-                for s in self.slots:
-                    m += secrets.randbits(s.bits - 1) << (i * self.stride + s.offset)
-            masks.append(m)
-        return masks
-
 
 def batch_layout(
     kind_fields: Iterable[tuple[str, int]], holders: int, plaintext_bits: int
@@ -167,7 +157,7 @@ def batch_layout(
     slots, offset = [], 0
     for name, max_value in kind_fields:
         max_total = max_value * holders
-        bits = max_total.bit_length() + (MASK_BITS if holders > 1 else 0) + 1
+        bits = max_total.bit_length() + 1  # one guard bit
         slots.append(Slot(name, offset, bits, max_total))
         offset += bits
     per = max(1, plaintext_bits // offset)

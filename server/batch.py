@@ -10,7 +10,6 @@ entries are appended in one batch under one checkpoint.
 from __future__ import annotations
 
 import logging
-from concurrent.futures import ThreadPoolExecutor
 
 from hedui.audit.errors import AuditError
 from hedui.core.resident_id import ResidentId
@@ -27,22 +26,22 @@ Household = list[tuple[ResidentId, Member]]
 
 
 class BatchVerifier:
-    def __init__(self, verifier: Verifier, registry_parallelism: int = 16) -> None:
+    def __init__(self, verifier: Verifier) -> None:
         self.v = verifier
-        self._lookups = ThreadPoolExecutor(registry_parallelism, thread_name_prefix="registry")
 
     def _claim(
         self, apps: list[Application], caller: PeerIdentity
     ) -> tuple[list[verification_pb2.BatchResult], list[tuple[Application, bytes]]]:
-        done, todo = [], []
+        done, ready = [], []
         for app in apps:
             try:
                 self.v.policy.check(app.program, app.region, app.as_of)
+                ready.append((app, *self.v.request_keys(app, caller)))
             except PolicyError as e:
                 done.append(batch_error(app.request_id, "FAILED_PRECONDITION", str(e)))
-                continue
-            key, fingerprint = self.v.request_keys(app, caller)
-            earlier = self.v.requests.claim(key, fingerprint)
+        todo = []
+        claims = self.v.requests.claim_many([(key, fp) for _, key, fp in ready])
+        for (app, key, fingerprint), earlier in zip(ready, claims, strict=True):
             if earlier is None:
                 todo.append((app, key))
             elif earlier[0] != fingerprint:
@@ -56,11 +55,9 @@ class BatchVerifier:
             elif earlier[1] is None:
                 done.append(batch_error(app.request_id, "ABORTED", "being verified; retry shortly"))
             else:
+                verdict = verification_pb2.Verdict.FromString(earlier[1])
                 done.append(
-                    verification_pb2.BatchResult(
-                        request_id=app.request_id,
-                        verdict=verification_pb2.Verdict.FromString(earlier[1]),
-                    )
+                    verification_pb2.BatchResult(request_id=app.request_id, verdict=verdict)
                 )
         return done, todo
 
@@ -90,23 +87,26 @@ class BatchVerifier:
         tokens = {app.request_id: v.audit_key.token(app.resident) for app, _ in todo}
         v.audit.append([v.request_entry(app, caller, tokens[app.request_id]) for app, _ in todo])
         query_id = v.new_query_id()
-        lookups = {
-            app.request_id: self._lookups.submit(v.registry.household, app.resident, query_id)
-            for app, _ in todo
-        }
+        try:
+            lookups: list[Household | RegistryNotFound | SourceUnavailable] = list(
+                v.registry.households([app.resident for app, _ in todo], query_id)
+            )
+        except SourceUnavailable as e:
+            lookups = [e] * len(todo)
         results: list[verification_pb2.BatchResult] = []
         outcome_entries: list[audit_pb2.AuditEntry] = []
         found: list[tuple[Application, bytes, Household]] = []
-        for app, key in todo:
-            try:
-                found.append((app, key, lookups[app.request_id].result()))
-            except (RegistryNotFound, SourceUnavailable) as e:
-                code = "NOT_FOUND" if isinstance(e, RegistryNotFound) else "UNAVAILABLE"
+        for (app, key), household in zip(todo, lookups, strict=True):
+            if isinstance(household, RegistryNotFound | SourceUnavailable):
+                code = "NOT_FOUND" if isinstance(household, RegistryNotFound) else "UNAVAILABLE"
+                token = tokens[app.request_id]
                 outcome_entries.append(
-                    v.unfinished_entry(app, caller, tokens[app.request_id], query_id, str(e))
+                    v.unfinished_entry(app, caller, token, query_id, str(household))
                 )
                 v.requests.release(key)
-                results.append(batch_error(app.request_id, code, str(e)))
+                results.append(batch_error(app.request_id, code, str(household)))
+            else:
+                found.append((app, key, household))
         if not found:
             v.audit.append(outcome_entries)
             return results
@@ -131,10 +131,12 @@ class BatchVerifier:
             verdicts.append(verdict)
             entries.append(entry)
         receipts = v.audit.append(entries + outcome_entries)
+        completed = []
         for (app, key, _), verdict, receipt in zip(found, verdicts, receipts, strict=False):
             verdict.audit.CopyFrom(receipt_pb(receipt))
-            v.requests.complete(key, verdict.SerializeToString(deterministic=True))
+            completed.append((key, verdict.SerializeToString(deterministic=True)))
             results.append(verification_pb2.BatchResult(request_id=app.request_id, verdict=verdict))
+        v.requests.complete_many(completed)
         log.info(
             "batch query=%s households=%d answered=%d failed=%s",
             query_id,

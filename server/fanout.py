@@ -97,23 +97,54 @@ class RegistryClient:
             if isinstance(e, grpc.Call) and e.code() == grpc.StatusCode.NOT_FOUND:
                 raise RegistryNotFound("the ID number is not in the household register") from None
             raise SourceUnavailable(f"household registry: {_reason(e, self._timeout)}") from None
-        out = []
+        return _members(resident, reply)
+
+    def households(
+        self, residents: Sequence[ResidentId], query_id: str
+    ) -> list[list[tuple[ResidentId, Member]] | RegistryNotFound]:
+        """Many households in one call (the batch path); raises SourceUnavailable."""
         try:
-            for m in reply.members:
-                member = Member(
-                    _RELATIONS.get(m.relation, "other"), dt.date.fromisoformat(m.birth_date)
-                )
-                out.append((parse_id(m.id_number), member))
-        except (ValueError, InvalidResidentId):
+            reply = self._stub.GetHouseholds(
+                connector_pb2.HouseholdsRequest(
+                    id_numbers=[r.value for r in residents], query_id=query_id
+                ),
+                timeout=self._timeout * 4,
+            )
+        except grpc.RpcError as e:
             raise SourceUnavailable(
-                "household registry: the answer holds a malformed member"
+                f"household registry: {_reason(e, self._timeout * 4)}"
             ) from None
-        if not any(r.value == resident.value for r, _ in out):
-            raise SourceUnavailable("household registry: the answer does not include the applicant")
+        if len(reply.households) != len(residents):
+            raise SourceUnavailable(
+                "household registry: the answer has the wrong number of households"
+            )
+        out: list[list[tuple[ResidentId, Member]] | RegistryNotFound] = []
+        for resident, h in zip(residents, reply.households, strict=True):
+            if not h.members:
+                out.append(RegistryNotFound("the ID number is not in the household register"))
+            else:
+                out.append(_members(resident, h))
         return out
 
     def close(self) -> None:
         self._channel.close()
+
+
+def _members(
+    resident: ResidentId, reply: connector_pb2.Household
+) -> list[tuple[ResidentId, Member]]:
+    out = []
+    try:
+        for m in reply.members:
+            member = Member(
+                _RELATIONS.get(m.relation, "other"), dt.date.fromisoformat(m.birth_date)
+            )
+            out.append((parse_id(m.id_number), member))
+    except (ValueError, InvalidResidentId):
+        raise SourceUnavailable("household registry: the answer holds a malformed member") from None
+    if not any(r.value == resident.value for r, _ in out):
+        raise SourceUnavailable("household registry: the answer does not include the applicant")
+    return out
 
 
 class ConnectorPool:

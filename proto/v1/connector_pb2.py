@@ -24,43 +24,47 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1ehedui/proto/v1/connector.proto\x12\x08hedui.v1\"\x11\n\x0f\x44\x65scribeRequest\"V\n\x10\x46ieldDescription\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0c\n\x04unit\x18\x02 \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\x03 \x01(\t\x12\x11\n\tmax_value\x18\x04 \x01(\x04\"\xd7\x01\n\x10\x44\x65scribeResponse\x12\x14\n\x0c\x63onnector_id\x18\x01 \x01(\t\x12\x0c\n\x04kind\x18\x02 \x01(\t\x12\x14\n\x0c\x64isplay_name\x18\x03 \x01(\t\x12\x0f\n\x07is_bank\x18\x04 \x01(\x08\x12*\n\x06\x66ields\x18\x05 \x03(\x0b\x32\x1a.hedui.v1.FieldDescription\x12\x17\n\x0fkey_fingerprint\x18\x06 \x01(\x0c\x12\x1a\n\x12signing_public_key\x18\x07 \x01(\x0c\x12\x17\n\x0ftoken_key_check\x18\x08 \x01(\x0c\"i\n\x0cQueryRequest\x12\x10\n\x08query_id\x18\x01 \x01(\t\x12\x0e\n\x06tokens\x18\x02 \x03(\x0c\x12\x17\n\x0fkey_fingerprint\x18\x03 \x01(\x0c\x12\x1e\n\x06layout\x18\x04 \x03(\x0b\x32\x0e.hedui.v1.Slot\"F\n\x04Slot\x12\r\n\x05\x66ield\x18\x01 \x01(\t\x12\x0e\n\x06offset\x18\x02 \x01(\r\x12\x0c\n\x04\x62its\x18\x03 \x01(\r\x12\x11\n\tmax_total\x18\x04 \x01(\x04\"g\n\rQueryResponse\x12\x14\n\x0c\x63onnector_id\x18\x01 \x01(\t\x12\x17\n\x0fkey_fingerprint\x18\x02 \x01(\x0c\x12\x11\n\tsignature\x18\x04 \x01(\x0c\x12\x0e\n\x06packed\x18\x05 \x01(\x0cJ\x04\x08\x03\x10\x04\"7\n\x10HouseholdRequest\x12\x11\n\tid_number\x18\x01 \x01(\t\x12\x10\n\x08query_id\x18\x02 \x01(\t\"U\n\x06Member\x12\x11\n\tid_number\x18\x01 \x01(\t\x12$\n\x08relation\x18\x02 \x01(\x0e\x32\x12.hedui.v1.Relation\x12\x12\n\nbirth_date\x18\x03 \x01(\t\".\n\tHousehold\x12!\n\x07members\x18\x01 \x03(\x0b\x32\x10.hedui.v1.Member\"\x1a\n\x08TokenSet\x12\x0e\n\x06tokens\x18\x01 \x03(\x0c\"T\n\x0b\x42\x61tchLayout\x12\x1d\n\x05slots\x18\x01 \x03(\x0b\x32\x0e.hedui.v1.Slot\x12\x0e\n\x06stride\x18\x02 \x01(\r\x12\x16\n\x0eper_ciphertext\x18\x03 \x01(\r\"\x8d\x01\n\x11QueryBatchRequest\x12\x10\n\x08query_id\x18\x01 \x01(\t\x12&\n\nhouseholds\x18\x02 \x03(\x0b\x32\x12.hedui.v1.TokenSet\x12\x17\n\x0fkey_fingerprint\x18\x03 \x01(\x0c\x12%\n\x06layout\x18\x04 \x01(\x0b\x32\x15.hedui.v1.BatchLayout\"f\n\x12QueryBatchResponse\x12\x14\n\x0c\x63onnector_id\x18\x01 \x01(\t\x12\x17\n\x0fkey_fingerprint\x18\x02 \x01(\x0c\x12\x0e\n\x06packed\x18\x03 \x03(\x0c\x12\x11\n\tsignature\x18\x04 \x01(\x0c*y\n\x08Relation\x12\x18\n\x14RELATION_UNSPECIFIED\x10\x00\x12\x08\n\x04HEAD\x10\x01\x12\n\n\x06SPOUSE\x10\x02\x12\t\n\x05\x43HILD\x10\x03\x12\n\n\x06PARENT\x10\x04\x12\x0e\n\nGRANDCHILD\x10\x05\x12\x0b\n\x07SIBLING\x10\x06\x12\t\n\x05OTHER\x10\x07\x32\xd8\x01\n\x10\x43onnectorService\x12\x41\n\x08\x44\x65scribe\x12\x19.hedui.v1.DescribeRequest\x1a\x1a.hedui.v1.DescribeResponse\x12\x38\n\x05Query\x12\x16.hedui.v1.QueryRequest\x1a\x17.hedui.v1.QueryResponse\x12G\n\nQueryBatch\x12\x1b.hedui.v1.QueryBatchRequest\x1a\x1c.hedui.v1.QueryBatchResponse2R\n\x0fRegistryService\x12?\n\x0cGetHousehold\x12\x1a.hedui.v1.HouseholdRequest\x1a\x13.hedui.v1.Householdb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1ehedui/proto/v1/connector.proto\x12\x08hedui.v1\"9\n\x11HouseholdsRequest\x12\x12\n\nid_numbers\x18\x01 \x03(\t\x12\x10\n\x08query_id\x18\x02 \x01(\t\"=\n\x12HouseholdsResponse\x12\'\n\nhouseholds\x18\x01 \x03(\x0b\x32\x13.hedui.v1.Household\"\x11\n\x0f\x44\x65scribeRequest\"V\n\x10\x46ieldDescription\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0c\n\x04unit\x18\x02 \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\x03 \x01(\t\x12\x11\n\tmax_value\x18\x04 \x01(\x04\"\xd7\x01\n\x10\x44\x65scribeResponse\x12\x14\n\x0c\x63onnector_id\x18\x01 \x01(\t\x12\x0c\n\x04kind\x18\x02 \x01(\t\x12\x14\n\x0c\x64isplay_name\x18\x03 \x01(\t\x12\x0f\n\x07is_bank\x18\x04 \x01(\x08\x12*\n\x06\x66ields\x18\x05 \x03(\x0b\x32\x1a.hedui.v1.FieldDescription\x12\x17\n\x0fkey_fingerprint\x18\x06 \x01(\x0c\x12\x1a\n\x12signing_public_key\x18\x07 \x01(\x0c\x12\x17\n\x0ftoken_key_check\x18\x08 \x01(\x0c\"i\n\x0cQueryRequest\x12\x10\n\x08query_id\x18\x01 \x01(\t\x12\x0e\n\x06tokens\x18\x02 \x03(\x0c\x12\x17\n\x0fkey_fingerprint\x18\x03 \x01(\x0c\x12\x1e\n\x06layout\x18\x04 \x03(\x0b\x32\x0e.hedui.v1.Slot\"F\n\x04Slot\x12\r\n\x05\x66ield\x18\x01 \x01(\t\x12\x0e\n\x06offset\x18\x02 \x01(\r\x12\x0c\n\x04\x62its\x18\x03 \x01(\r\x12\x11\n\tmax_total\x18\x04 \x01(\x04\"g\n\rQueryResponse\x12\x14\n\x0c\x63onnector_id\x18\x01 \x01(\t\x12\x17\n\x0fkey_fingerprint\x18\x02 \x01(\x0c\x12\x11\n\tsignature\x18\x04 \x01(\x0c\x12\x0e\n\x06packed\x18\x05 \x01(\x0cJ\x04\x08\x03\x10\x04\"7\n\x10HouseholdRequest\x12\x11\n\tid_number\x18\x01 \x01(\t\x12\x10\n\x08query_id\x18\x02 \x01(\t\"U\n\x06Member\x12\x11\n\tid_number\x18\x01 \x01(\t\x12$\n\x08relation\x18\x02 \x01(\x0e\x32\x12.hedui.v1.Relation\x12\x12\n\nbirth_date\x18\x03 \x01(\t\".\n\tHousehold\x12!\n\x07members\x18\x01 \x03(\x0b\x32\x10.hedui.v1.Member\"\x1a\n\x08TokenSet\x12\x0e\n\x06tokens\x18\x01 \x03(\x0c\"T\n\x0b\x42\x61tchLayout\x12\x1d\n\x05slots\x18\x01 \x03(\x0b\x32\x0e.hedui.v1.Slot\x12\x0e\n\x06stride\x18\x02 \x01(\r\x12\x16\n\x0eper_ciphertext\x18\x03 \x01(\r\"\x8d\x01\n\x11QueryBatchRequest\x12\x10\n\x08query_id\x18\x01 \x01(\t\x12&\n\nhouseholds\x18\x02 \x03(\x0b\x32\x12.hedui.v1.TokenSet\x12\x17\n\x0fkey_fingerprint\x18\x03 \x01(\x0c\x12%\n\x06layout\x18\x04 \x01(\x0b\x32\x15.hedui.v1.BatchLayout\"f\n\x12QueryBatchResponse\x12\x14\n\x0c\x63onnector_id\x18\x01 \x01(\t\x12\x17\n\x0fkey_fingerprint\x18\x02 \x01(\x0c\x12\x0e\n\x06packed\x18\x03 \x03(\x0c\x12\x11\n\tsignature\x18\x04 \x01(\x0c*y\n\x08Relation\x12\x18\n\x14RELATION_UNSPECIFIED\x10\x00\x12\x08\n\x04HEAD\x10\x01\x12\n\n\x06SPOUSE\x10\x02\x12\t\n\x05\x43HILD\x10\x03\x12\n\n\x06PARENT\x10\x04\x12\x0e\n\nGRANDCHILD\x10\x05\x12\x0b\n\x07SIBLING\x10\x06\x12\t\n\x05OTHER\x10\x07\x32\xd8\x01\n\x10\x43onnectorService\x12\x41\n\x08\x44\x65scribe\x12\x19.hedui.v1.DescribeRequest\x1a\x1a.hedui.v1.DescribeResponse\x12\x38\n\x05Query\x12\x16.hedui.v1.QueryRequest\x1a\x17.hedui.v1.QueryResponse\x12G\n\nQueryBatch\x12\x1b.hedui.v1.QueryBatchRequest\x1a\x1c.hedui.v1.QueryBatchResponse2\x9e\x01\n\x0fRegistryService\x12?\n\x0cGetHousehold\x12\x1a.hedui.v1.HouseholdRequest\x1a\x13.hedui.v1.Household\x12J\n\rGetHouseholds\x12\x1b.hedui.v1.HouseholdsRequest\x1a\x1c.hedui.v1.HouseholdsResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'hedui.proto.v1.connector_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_RELATION']._serialized_start=1207
-  _globals['_RELATION']._serialized_end=1328
-  _globals['_DESCRIBEREQUEST']._serialized_start=44
-  _globals['_DESCRIBEREQUEST']._serialized_end=61
-  _globals['_FIELDDESCRIPTION']._serialized_start=63
-  _globals['_FIELDDESCRIPTION']._serialized_end=149
-  _globals['_DESCRIBERESPONSE']._serialized_start=152
-  _globals['_DESCRIBERESPONSE']._serialized_end=367
-  _globals['_QUERYREQUEST']._serialized_start=369
-  _globals['_QUERYREQUEST']._serialized_end=474
-  _globals['_SLOT']._serialized_start=476
-  _globals['_SLOT']._serialized_end=546
-  _globals['_QUERYRESPONSE']._serialized_start=548
-  _globals['_QUERYRESPONSE']._serialized_end=651
-  _globals['_HOUSEHOLDREQUEST']._serialized_start=653
-  _globals['_HOUSEHOLDREQUEST']._serialized_end=708
-  _globals['_MEMBER']._serialized_start=710
-  _globals['_MEMBER']._serialized_end=795
-  _globals['_HOUSEHOLD']._serialized_start=797
-  _globals['_HOUSEHOLD']._serialized_end=843
-  _globals['_TOKENSET']._serialized_start=845
-  _globals['_TOKENSET']._serialized_end=871
-  _globals['_BATCHLAYOUT']._serialized_start=873
-  _globals['_BATCHLAYOUT']._serialized_end=957
-  _globals['_QUERYBATCHREQUEST']._serialized_start=960
-  _globals['_QUERYBATCHREQUEST']._serialized_end=1101
-  _globals['_QUERYBATCHRESPONSE']._serialized_start=1103
-  _globals['_QUERYBATCHRESPONSE']._serialized_end=1205
-  _globals['_CONNECTORSERVICE']._serialized_start=1331
-  _globals['_CONNECTORSERVICE']._serialized_end=1547
-  _globals['_REGISTRYSERVICE']._serialized_start=1549
-  _globals['_REGISTRYSERVICE']._serialized_end=1631
+  _globals['_RELATION']._serialized_start=1329
+  _globals['_RELATION']._serialized_end=1450
+  _globals['_HOUSEHOLDSREQUEST']._serialized_start=44
+  _globals['_HOUSEHOLDSREQUEST']._serialized_end=101
+  _globals['_HOUSEHOLDSRESPONSE']._serialized_start=103
+  _globals['_HOUSEHOLDSRESPONSE']._serialized_end=164
+  _globals['_DESCRIBEREQUEST']._serialized_start=166
+  _globals['_DESCRIBEREQUEST']._serialized_end=183
+  _globals['_FIELDDESCRIPTION']._serialized_start=185
+  _globals['_FIELDDESCRIPTION']._serialized_end=271
+  _globals['_DESCRIBERESPONSE']._serialized_start=274
+  _globals['_DESCRIBERESPONSE']._serialized_end=489
+  _globals['_QUERYREQUEST']._serialized_start=491
+  _globals['_QUERYREQUEST']._serialized_end=596
+  _globals['_SLOT']._serialized_start=598
+  _globals['_SLOT']._serialized_end=668
+  _globals['_QUERYRESPONSE']._serialized_start=670
+  _globals['_QUERYRESPONSE']._serialized_end=773
+  _globals['_HOUSEHOLDREQUEST']._serialized_start=775
+  _globals['_HOUSEHOLDREQUEST']._serialized_end=830
+  _globals['_MEMBER']._serialized_start=832
+  _globals['_MEMBER']._serialized_end=917
+  _globals['_HOUSEHOLD']._serialized_start=919
+  _globals['_HOUSEHOLD']._serialized_end=965
+  _globals['_TOKENSET']._serialized_start=967
+  _globals['_TOKENSET']._serialized_end=993
+  _globals['_BATCHLAYOUT']._serialized_start=995
+  _globals['_BATCHLAYOUT']._serialized_end=1079
+  _globals['_QUERYBATCHREQUEST']._serialized_start=1082
+  _globals['_QUERYBATCHREQUEST']._serialized_end=1223
+  _globals['_QUERYBATCHRESPONSE']._serialized_start=1225
+  _globals['_QUERYBATCHRESPONSE']._serialized_end=1327
+  _globals['_CONNECTORSERVICE']._serialized_start=1453
+  _globals['_CONNECTORSERVICE']._serialized_end=1669
+  _globals['_REGISTRYSERVICE']._serialized_start=1672
+  _globals['_REGISTRYSERVICE']._serialized_end=1830
 # @@protoc_insertion_point(module_scope)

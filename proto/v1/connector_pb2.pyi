@@ -47,6 +47,49 @@ OTHER: Relation.ValueType  # 7
 Global___Relation: _TypeAlias = Relation  # noqa: Y015
 
 @_typing.final
+class HouseholdsRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ID_NUMBERS_FIELD_NUMBER: _builtins.int
+    QUERY_ID_FIELD_NUMBER: _builtins.int
+    query_id: _builtins.str
+    @_builtins.property
+    def id_numbers(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
+    def __init__(
+        self,
+        *,
+        id_numbers: _abc.Iterable[_builtins.str] | None = ...,
+        query_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["id_numbers", b"id_numbers", "query_id", b"query_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___HouseholdsRequest: _TypeAlias = HouseholdsRequest  # noqa: Y015
+
+@_typing.final
+class HouseholdsResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    HOUSEHOLDS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def households(self) -> _containers.RepeatedCompositeFieldContainer[Global___Household]: ...
+    def __init__(
+        self,
+        *,
+        households: _abc.Iterable[Global___Household] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["households", b"households"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___HouseholdsResponse: _TypeAlias = HouseholdsResponse  # noqa: Y015
+
+@_typing.final
 class DescribeRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 

@@ -202,6 +202,11 @@ class RegistryServiceStub:
                 request_serializer=hedui_dot_proto_dot_v1_dot_connector__pb2.HouseholdRequest.SerializeToString,
                 response_deserializer=hedui_dot_proto_dot_v1_dot_connector__pb2.Household.FromString,
                 _registered_method=True)
+        self.GetHouseholds = channel.unary_unary(
+                '/hedui.v1.RegistryService/GetHouseholds',
+                request_serializer=hedui_dot_proto_dot_v1_dot_connector__pb2.HouseholdsRequest.SerializeToString,
+                response_deserializer=hedui_dot_proto_dot_v1_dot_connector__pb2.HouseholdsResponse.FromString,
+                _registered_method=True)
 
 
 class RegistryServiceServicer:
@@ -215,6 +220,14 @@ class RegistryServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GetHouseholds(self, request, context):
+        """Many households at once (the batch path): one Household per ID number, in request order;
+        a Household without members means that ID number is not in the register.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_RegistryServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -222,6 +235,11 @@ def add_RegistryServiceServicer_to_server(servicer, server):
                     servicer.GetHousehold,
                     request_deserializer=hedui_dot_proto_dot_v1_dot_connector__pb2.HouseholdRequest.FromString,
                     response_serializer=hedui_dot_proto_dot_v1_dot_connector__pb2.Household.SerializeToString,
+            ),
+            'GetHouseholds': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetHouseholds,
+                    request_deserializer=hedui_dot_proto_dot_v1_dot_connector__pb2.HouseholdsRequest.FromString,
+                    response_serializer=hedui_dot_proto_dot_v1_dot_connector__pb2.HouseholdsResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -251,6 +269,33 @@ class RegistryService:
             '/hedui.v1.RegistryService/GetHousehold',
             hedui_dot_proto_dot_v1_dot_connector__pb2.HouseholdRequest.SerializeToString,
             hedui_dot_proto_dot_v1_dot_connector__pb2.Household.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetHouseholds(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/hedui.v1.RegistryService/GetHouseholds',
+            hedui_dot_proto_dot_v1_dot_connector__pb2.HouseholdsRequest.SerializeToString,
+            hedui_dot_proto_dot_v1_dot_connector__pb2.HouseholdsResponse.FromString,
             options,
             channel_credentials,
             insecure,

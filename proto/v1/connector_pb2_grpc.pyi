@@ -96,6 +96,10 @@ class RegistryServiceStub:
     """The members of the household of the person with this ID number (公安户籍).
     NOT_FOUND when the ID number is not in the register.
     """
+    GetHouseholds: _grpc.UnaryUnaryMultiCallable[_connector_pb2.HouseholdsRequest, _connector_pb2.HouseholdsResponse]
+    """Many households at once (the batch path): one Household per ID number, in request order;
+    a Household without members means that ID number is not in the register.
+    """
 
 @_typing.type_check_only
 class RegistryServiceAsyncStub(RegistryServiceStub):
@@ -103,6 +107,10 @@ class RegistryServiceAsyncStub(RegistryServiceStub):
     GetHousehold: _aio.UnaryUnaryMultiCallable[_connector_pb2.HouseholdRequest, _connector_pb2.Household]  # type: ignore[assignment]
     """The members of the household of the person with this ID number (公安户籍).
     NOT_FOUND when the ID number is not in the register.
+    """
+    GetHouseholds: _aio.UnaryUnaryMultiCallable[_connector_pb2.HouseholdsRequest, _connector_pb2.HouseholdsResponse]  # type: ignore[assignment]
+    """Many households at once (the batch path): one Household per ID number, in request order;
+    a Household without members means that ID number is not in the register.
     """
 
 class RegistryServiceServicer(metaclass=_abc_1.ABCMeta):
@@ -114,6 +122,16 @@ class RegistryServiceServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_connector_pb2.Household, _abc.Awaitable[_connector_pb2.Household]]:
         """The members of the household of the person with this ID number (公安户籍).
         NOT_FOUND when the ID number is not in the register.
+        """
+
+    @_abc_1.abstractmethod
+    def GetHouseholds(
+        self,
+        request: _connector_pb2.HouseholdsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_connector_pb2.HouseholdsResponse, _abc.Awaitable[_connector_pb2.HouseholdsResponse]]:
+        """Many households at once (the batch path): one Household per ID number, in request order;
+        a Household without members means that ID number is not in the register.
         """
 
 def add_RegistryServiceServicer_to_server(servicer: RegistryServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

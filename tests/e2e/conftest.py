@@ -50,12 +50,10 @@ class Up:
         )
 
 
-@pytest.fixture(scope="session")
-def up(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Up]:
+def start_up(root: Path, households: int, seed: int = 11) -> Up:
     """`hedui up` as a user runs it, on a generated population, all 87 connectors."""
-    root = tmp_path_factory.mktemp("up")
     data, work = root / "data", root / "work"
-    summary = generate(data, households=40, seed=11, as_of=TODAY, standard_fen=STANDARD)
+    summary = generate(data, households=households, seed=seed, as_of=TODAY, standard_fen=STANDARD)
     proc = subprocess.Popen(
         [
             sys.executable,
@@ -86,13 +84,24 @@ def up(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Up]:
         )
     handle = Up(Workdir(work), data, summary, proc, m.group(0))
     assert IntakeProfile.load(handle.workdir.intake_profile).address == handle.address
-    yield handle
+    return handle
+
+
+def stop_up(handle: Up) -> None:
+    proc = handle.process
     if proc.poll() is None:
         proc.send_signal(signal.SIGTERM)
         try:
             proc.wait(60)
         except subprocess.TimeoutExpired:
             proc.kill()
+
+
+@pytest.fixture(scope="session")
+def up(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Up]:
+    handle = start_up(tmp_path_factory.mktemp("up"), households=40)
+    yield handle
+    stop_up(handle)
 
 
 def grpc_code(e: grpc.RpcError) -> grpc.StatusCode:
