@@ -97,12 +97,7 @@ def test_batch_recheck(benchmark: Any, tmp_path_factory: pytest.TempPathFactory)
         lay = batch_layout([(f.name, f.max_value) for f in kind.fields], 1, bits)
         per_chunk_enc += lay.ciphertexts(CHUNK)
         per_chunk_dec += lay.ciphertexts(CHUNK)
-    bank = batch_layout(
-        [(f.name, f.max_value) for f in DEPARTMENT_KINDS["hrss"].fields[:0]]
-        or [("deposits", 10**13), ("wealth_products", 10**13)],
-        len(bank_ids()),
-        bits,
-    )
+    bank = batch_layout([(f.name, f.max_value) for f in BANK.fields], len(bank_ids()), bits)
     per_chunk_enc += len(bank_ids()) * bank.ciphertexts(CHUNK)
     per_chunk_dec += bank.ciphertexts(CHUNK)
     least = (per_chunk_enc * fresh + per_chunk_dec * decrypt) / CHUNK
