@@ -18,6 +18,7 @@ from hedui.audit.auditor import (
     verify_inclusion,
     verify_log,
 )
+from hedui.clients.args import date_arg
 from hedui.clients.auditor import AuditorSession, export, open_session, search, verify_export
 from hedui.clients.errors import ClientError
 from hedui.clients.intake import format_fen
@@ -134,10 +135,8 @@ def cmd_prove(args: argparse.Namespace) -> int:
 
 
 def _date(text: str) -> dt.datetime:
-    try:
-        return dt.datetime.combine(dt.date.fromisoformat(text), dt.time(), ZONE)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a date YYYY-MM-DD") from None
+    """A date on the command line as the start of that day in China Standard Time."""
+    return dt.datetime.combine(date_arg(text), dt.time(), ZONE)
 
 
 def cmd_search(args: argparse.Namespace) -> int:

@@ -19,9 +19,8 @@ from hedui.audit.checkpoint import Checkpoint, parse_and_verify, vkey
 from hedui.audit.log import DEFAULT_ORIGIN, KEY_NAME
 from hedui.audit.store import LogStore, open_log_engine
 from hedui.clients.errors import ClientError
-from hedui.clients.intake import describe_rpc_error
+from hedui.clients.intake import IntakeProfile, describe_rpc_error
 from hedui.core.rpc import open_channel, wait_healthy
-from hedui.core.tls import TlsMaterial
 from hedui.core.workdir import Workdir
 from hedui.proto.v1 import audit_pb2, audit_pb2_grpc
 
@@ -109,17 +108,8 @@ def open_session(w: Workdir, *, offline: bool = False, say: Any = print) -> Audi
     settings = _service_settings(w)
     origin = str(settings.get("log_origin", DEFAULT_ORIGIN))
     if not offline and w.auditor_profile.exists():
-        doc = tomllib.loads(w.auditor_profile.read_text(encoding="utf-8"))
-        tls = None
-        if not doc.get("insecure", False):
-            tls = TlsMaterial(
-                Path(doc["ca"]).read_bytes(),
-                Path(doc["cert"]).read_bytes(),
-                Path(doc["key"]).read_bytes(),
-            )
-        channel = open_channel(
-            doc["address"], tls=tls, server_name=doc.get("server_name", "service")
-        )
+        profile = IntakeProfile.load(w.auditor_profile)  # the same client profile format
+        channel = open_channel(profile.address, tls=profile.tls, server_name=profile.server_name)
         try:
             wait_healthy(channel, timeout=3)
             return AuditorSession(w, GrpcSource(channel), origin, True)

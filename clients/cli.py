@@ -19,6 +19,7 @@ from pathlib import Path
 from zoneinfo import ZoneInfo
 
 from hedui.clients import audit_cli, policy_cli
+from hedui.clients.args import date_arg
 from hedui.clients.deploy import Deployment, DeploySettings, prepare, run_until_signalled
 from hedui.clients.errors import ClientError
 from hedui.clients.intake import (
@@ -293,13 +294,6 @@ def cmd_demo(args: argparse.Namespace) -> int:
 # -- parser ---------------------------------------------------------------------------------
 
 
-def _date(text: str) -> dt.date:
-    try:
-        return dt.date.fromisoformat(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a date YYYY-MM-DD") from None
-
-
 def _positive(text: str) -> int:
     try:
         value = int(text)
@@ -346,7 +340,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--households", type=_positive, required=True)
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--out", type=Path, required=True)
-    p.add_argument("--as-of", type=_date, help="date whose standard sets the threshold households")
+    p.add_argument(
+        "--as-of", type=date_arg, help="date whose standard sets the threshold households"
+    )
     p.set_defaults(func=cmd_population_generate)
 
     con = sub.add_parser("connector", help="connector data").add_subparsers(
@@ -371,7 +367,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--id", required=True, help="the applicant's resident ID number")
     p.add_argument("--program", required=True, help="programme: dibao, dibian, zhichu or tekun")
     p.add_argument("--region", help="region (default: the deployment's)")
-    p.add_argument("--as-of", type=_date, help="application date (default: today)")
+    p.add_argument("--as-of", type=date_arg, help="application date (default: today)")
     p.add_argument("--consent", help="reference of the applicant's consent")
     p.add_argument("--request-id", help="idempotency key (default: a new one)")
     p.add_argument("--json", action="store_true")

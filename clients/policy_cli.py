@@ -6,6 +6,7 @@ import argparse
 import datetime as dt
 from pathlib import Path
 
+from hedui.clients.args import date_arg
 from hedui.clients.errors import ClientError
 from hedui.server.errors import PolicyError
 from hedui.server.policy import params as params_module
@@ -95,13 +96,6 @@ def cmd_explain(args: argparse.Namespace) -> int:
     return 0
 
 
-def _date(text: str) -> dt.date:
-    try:
-        return dt.date.fromisoformat(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a date YYYY-MM-DD") from None
-
-
 def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     policy = sub.add_parser("policy", help="programmes and their parameters").add_subparsers(
         dest="policy_command", required=True
@@ -114,6 +108,6 @@ def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-ar
     p = policy.add_parser("explain", help="the parameters in force, with their references")
     p.add_argument("--program", required=True)
     p.add_argument("--region", default="demo")
-    p.add_argument("--as-of", type=_date)
+    p.add_argument("--as-of", type=date_arg)
     p.add_argument("--file", type=Path, help="a parameter file to use besides the built-in ones")
     p.set_defaults(func=cmd_explain)

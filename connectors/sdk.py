@@ -216,13 +216,7 @@ class ConnectorServicer(connector_pb2_grpc.ConnectorServiceServicer):
     def Query(
         self, request: connector_pb2.QueryRequest, context: grpc.ServicerContext
     ) -> connector_pb2.QueryResponse:
-        if not request.query_id or len(request.query_id) > MAX_QUERY_ID:
-            rpc.abort(
-                context,
-                grpc.StatusCode.INVALID_ARGUMENT,
-                "query_id is required",
-                rpc.bad_request("query_id", f"1 to {MAX_QUERY_ID} characters"),
-            )
+        self._check_common(request.query_id, request.key_fingerprint, context)
         if not 1 <= len(request.tokens) <= MAX_TOKENS:
             rpc.abort(
                 context,
@@ -238,18 +232,6 @@ class ConnectorServicer(connector_pb2_grpc.ConnectorServiceServicer):
                 grpc.StatusCode.INVALID_ARGUMENT,
                 "tokens are 32 bytes",
                 rpc.bad_request("tokens", "every token is an HMAC-SHA256 of 32 bytes"),
-            )
-        fingerprint = self._answerer.describe().key_fingerprint
-        if request.key_fingerprint != fingerprint:
-            rpc.abort(
-                context,
-                grpc.StatusCode.FAILED_PRECONDITION,
-                "this connector encrypts only under the custodian's pinned public key",
-                rpc.precondition_failure(
-                    "PAILLIER_KEY",
-                    "key_fingerprint",
-                    f"expected {fingerprint.hex()}, got {request.key_fingerprint.hex()}",
-                ),
             )
         try:
             layout = packing.from_wire(
