@@ -59,8 +59,14 @@ class Answerer:
         self._public = public_key
         self._signing_key = signing_key
         self._token_key_check = token_key_check
+        self._description: connector_pb2.DescribeResponse | None = None
 
     def describe(self) -> connector_pb2.DescribeResponse:
+        if self._description is None:
+            self._description = self._describe()
+        return self._description
+
+    def _describe(self) -> connector_pb2.DescribeResponse:
         return connector_pb2.DescribeResponse(
             connector_id=self.connector_id,
             kind=self.kind.kind,
@@ -143,6 +149,7 @@ def answer_batch(
 class ConnectorServicer(connector_pb2_grpc.ConnectorServiceServicer):
     def __init__(self, answerer: Answerer) -> None:
         self._answerer = answerer
+        self._known_layouts: dict[tuple[tuple[str, int, int, int], ...], Layout] = {}
 
     def Describe(
         self, request: connector_pb2.DescribeRequest, context: grpc.ServicerContext
@@ -213,6 +220,17 @@ class ConnectorServicer(connector_pb2_grpc.ConnectorServiceServicer):
             log.error("connector database error: %s", type(e).__name__)
             rpc.abort(context, grpc.StatusCode.INTERNAL, "this connector's data is not available")
 
+    def _layout(self, request: connector_pb2.QueryRequest) -> Layout:
+        """The query's slot layout, checked once and then remembered (it rarely changes)."""
+        wire = tuple((s.field, s.offset, s.bits, s.max_total) for s in request.layout)
+        layout = self._known_layouts.get(wire)
+        if layout is None:
+            layout = packing.from_wire(wire)
+            if len(self._known_layouts) > 16:
+                self._known_layouts.clear()
+            self._known_layouts[wire] = layout
+        return layout
+
     def Query(
         self, request: connector_pb2.QueryRequest, context: grpc.ServicerContext
     ) -> connector_pb2.QueryResponse:
@@ -234,9 +252,7 @@ class ConnectorServicer(connector_pb2_grpc.ConnectorServiceServicer):
                 rpc.bad_request("tokens", "every token is an HMAC-SHA256 of 32 bytes"),
             )
         try:
-            layout = packing.from_wire(
-                (s.field, s.offset, s.bits, s.max_total) for s in request.layout
-            )
+            layout = self._layout(request)
         except CryptoError as e:
             rpc.abort(
                 context, grpc.StatusCode.INVALID_ARGUMENT, str(e), rpc.bad_request("layout", str(e))

@@ -112,8 +112,8 @@ class HoldingStore:
             .where(Holding.token.in_(list(tokens)))
             .group_by(Holding.field)
         )
-        with Session(self._engine) as s:
-            for field, total in s.execute(stmt):
+        with self._engine.connect() as conn:  # Core, not an ORM session: this is the hot path
+            for field, total in conn.execute(stmt):
                 if field in out:
                     out[field] = int(total)
         return out
@@ -133,8 +133,8 @@ class HoldingStore:
         stmt = select(Holding.token, Holding.field, Holding.value).where(
             Holding.token.in_(list(owner))
         )
-        with Session(self._engine) as s:
-            for token, field, value in s.execute(stmt):
+        with self._engine.connect() as conn:
+            for token, field, value in conn.execute(stmt):
                 if field in out[0]:
                     for i in owner[bytes(token)]:
                         out[i][field] += int(value)
