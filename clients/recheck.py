@@ -63,17 +63,28 @@ def read_roster(path: Path) -> list[tuple[int, str]]:
     return out
 
 
-def _done_lines(out: Path) -> set[int]:
-    done: set[int] = set()
+def _done_requests(out: Path, campaign: str) -> set[str]:
+    """Request ids already answered in ``out``; a cut-off last line (a crash mid-write) is
+    removed, and a file of another campaign is refused rather than mixed up."""
+    done: set[str] = set()
     if not out.exists():
         return done
-    for raw in out.read_text(encoding="utf-8").splitlines():
+    data = out.read_bytes()
+    if data and not data.endswith(b"\n"):
+        data = data[: data.rfind(b"\n") + 1]
+        out.write_bytes(data)
+    for raw in data.decode("utf-8").splitlines():
         try:
             row = json.loads(raw)
         except json.JSONDecodeError:
-            continue  # a line cut short by a crash: that household is asked again (idempotently)
+            continue
+        if row.get("campaign") != campaign:
+            raise ClientError(
+                f"{out} holds results of another re-verification round ({row.get('campaign')}), "
+                "e.g. of an earlier roster or programme; choose another --out"
+            )
         if "decision" in row or row.get("error", {}).get("code") not in RETRYABLE:
-            done.add(int(row["line"]))
+            done.add(str(row["request_id"]))
     return done
 
 
@@ -84,8 +95,11 @@ def _masked(id_number: str) -> str:
         return "(invalid)"
 
 
-def _row(line: int, id_number: str, r: verification_pb2.BatchResult) -> dict[str, Any]:
+def _row(
+    campaign: str, line: int, id_number: str, r: verification_pb2.BatchResult
+) -> dict[str, Any]:
     row: dict[str, Any] = {
+        "campaign": campaign,
         "line": line,
         "request_id": r.request_id,
         "id_masked": _masked(id_number),
@@ -119,8 +133,8 @@ def recheck(
 ) -> Summary:
     entries = read_roster(roster)
     campaign = campaign or hashlib.sha256(roster.read_bytes() + program.encode()).hexdigest()[:12]
-    done = _done_lines(out)
-    todo = [(n, i) for n, i in entries if n not in done]
+    done = _done_requests(out, campaign)
+    todo = [(n, i) for n, i in entries if f"recheck-{campaign}-{n}" not in done]
     summary = Summary(total=len(entries), skipped=len(entries) - len(todo))
     by_request = {f"recheck-{campaign}-{n}": (n, i) for n, i in todo}
 
@@ -138,7 +152,7 @@ def recheck(
     start = time.monotonic()
     try:
         with out.open("a", encoding="utf-8") as f:
-            _stream(stub, requests(), by_request, f, summary, progress)
+            _stream(stub, requests(), by_request, campaign, f, summary, progress)
     except grpc.RpcError as e:
         raise ClientError(
             f"{describe_rpc_error(e)}\nrun the same command again to resume"
@@ -153,6 +167,7 @@ def _stream(
     stub: verification_pb2_grpc.VerificationServiceStub,
     requests: Iterator[verification_pb2.VerifyRequest],
     by_request: dict[str, tuple[int, str]],
+    campaign: str,
     f: TextIO,
     summary: Summary,
     progress: Callable[[int, int], None],
@@ -160,7 +175,7 @@ def _stream(
     count = 0
     for result in stub.VerifyBatch(requests):
         line, id_number = by_request[result.request_id]
-        row = _row(line, id_number, result)
+        row = _row(campaign, line, id_number, result)
         f.write(json.dumps(row, ensure_ascii=False) + "\n")
         f.flush()
         summary.outcomes[row.get("decision") or row["error"]["code"]] += 1

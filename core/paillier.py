@@ -53,6 +53,11 @@ class Ciphertext:
     fingerprint: bytes
 
 
+def exponent_bits_for(modulus_bits: int) -> int:
+    """448 bits for 2048-bit keys (4 × 112-bit security), 512 for 3072-bit (4 × 128)."""
+    return EXPONENT_BITS if modulus_bits <= 2048 else 512
+
+
 class FixedBase:
     """base^e mod m for exponents of up to ``bits`` bits, from a precomputed window table."""
 
@@ -96,6 +101,7 @@ class RandomnessPool:
     ) -> None:
         if public.hs is None:
             raise CryptoError("this public key has no h_s: generate the key pair again")
+        exponent_bits = max(exponent_bits, exponent_bits_for(public.bits))
         self._base = FixedBase(public.hs, public.n_square, exponent_bits)
         self._exponent_bits = exponent_bits
         self._capacity = capacity
@@ -242,7 +248,16 @@ class PrivateKey:
     def from_json(cls, text: str) -> PrivateKey:
         data = _load_json(text, "hedui-paillier-private")
         hs = int(data["hs"]) if "hs" in data else None
-        return cls(PublicKey(int(data["n"]), hs), int(data["p"]), int(data["q"]))
+        key = cls(PublicKey(int(data["n"]), hs), int(data["p"]), int(data["q"]))
+        if hs is not None:  # h_s must be an n-th residue (an encryption of 0) of full order
+            n = key.public.n
+            if (
+                hs in (0, 1)
+                or gmpy2.gcd(hs, n) != 1
+                or key.decrypt(Ciphertext(hs, key.public.fingerprint)) != 0
+            ):
+                raise CryptoError("the key file's h_s is not a valid n-th residue")
+        return key
 
 
 def generate_keypair(bits: int = DEFAULT_KEY_BITS) -> PrivateKey:

@@ -11,11 +11,10 @@ from __future__ import annotations
 
 import logging
 
-from hedui.audit.errors import AuditError
 from hedui.core.resident_id import ResidentId
 from hedui.core.tls import PeerIdentity
 from hedui.proto.v1 import audit_pb2, verification_pb2
-from hedui.server.errors import CustodianRefused, PolicyError
+from hedui.server.errors import PolicyError
 from hedui.server.fanout import RegistryNotFound, SourceUnavailable
 from hedui.server.policy.engine import Member
 from hedui.server.verification import Application, Verifier, batch_error, receipt_pb
@@ -69,7 +68,7 @@ class BatchVerifier:
             return results
         try:
             results += self._verify(todo, caller)
-        except (AuditError, CustodianRefused) as e:
+        except Exception as e:
             log.error("batch failed: %s: %s", type(e).__name__, e)
             for app, key in todo:
                 self.v.requests.release(key)

@@ -92,6 +92,7 @@ class KeyCustodian:
                 raise CustodianRefused(
                     f"the answer of {answer.connector_id} is not signed by it for this query and layout"
                 ) from None
+        _one_answer_each(answers)
         self._remember(query_id)
         public = self._private.public
         recomputed = aggregate(public, answers)
@@ -113,7 +114,12 @@ class KeyCustodian:
         # sees a partial sum (e.g. 72 of 73 banks), from which a difference would give one bank.
         mask, _ = d.layout.mask(f for f in refused if d.holders.get(f, frozenset()) & present)
         masked = public.add([recomputed, public.encrypt(mask, r=1)]) if mask else recomputed
-        plain = d.layout.unpack(self._private.decrypt(masked))
+        plain = d.layout.unpack(_decrypt(self._private, masked))
+        for slot in d.layout.slots:  # a carry or a wrap shows here: refuse rather than guess
+            if slot.field not in refused and plain[slot.field] > slot.max_total:
+                raise CustodianRefused(
+                    f"the total of {slot.field} is out of its range: an answer was forged"
+                )
         values = {s.field: plain[s.field] for s in d.layout.slots if s.field not in refused}
         return Totals(values, refused)
 
@@ -144,6 +150,13 @@ class KeyCustodian:
                 raise CustodianRefused(
                     f"the batch answer of {answer.connector_id} is not signed by it"
                 ) from None
+        _one_answer_each(answers)
+        for answer in answers:
+            expected = d.batch_layouts[answer.kind].ciphertexts(households)
+            if len(answer.packed) != expected:
+                raise CustodianRefused(
+                    f"the batch answer of {answer.connector_id} has the wrong shape"
+                )
         self._remember(query_id)
         public = self._private.public
         values: list[dict[str, int]] = [{} for _ in range(households)]
@@ -163,7 +176,29 @@ class KeyCustodian:
                     r.update(dict.fromkeys((s.field for s in layout.slots), reason))
                 continue
             sums = aggregate_batch(public, of_kind)
-            plain = layout.unpack([self._private.decrypt(c) for c in sums], households)
+            plain = layout.unpack([_decrypt(self._private, c) for c in sums], households)
+            for totals in plain:
+                for slot in layout.slots:
+                    if totals[slot.field] > slot.max_total:
+                        raise CustodianRefused(
+                            f"a total of {slot.field} is out of its range: an answer was forged"
+                        )
             for h, totals in enumerate(plain):
                 values[h].update(totals)
         return [Totals(v, r) for v, r in zip(values, refused, strict=True)]
+
+
+def _one_answer_each(answers: Sequence[SignedAnswer] | Sequence[BatchAnswer]) -> None:
+    """One answer per connector: counting one twice would reveal it by difference."""
+    ids = [a.connector_id for a in answers]
+    if len(set(ids)) != len(ids):
+        raise CustodianRefused("a connector's answer appears twice in the aggregate")
+
+
+def _decrypt(key: PrivateKey, c: Ciphertext) -> int:
+    try:
+        return key.decrypt(c)
+    except CryptoError:
+        raise CustodianRefused(
+            "the aggregate decrypts out of range: an answer was forged"
+        ) from None

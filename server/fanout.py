@@ -199,10 +199,10 @@ class ConnectorPool:
         names = tuple(f.name for f in d.fields)
         if not names or len(set(names)) != len(names):
             raise CryptoError("it declares no fields or a field twice")
+        own = {f.name: f.max_value for f in kind_of(cid).fields}
         for f in d.fields:
-            slot = next((s for s in self.layout.slots if s.field == f.name), None)
-            if slot is None or f.max_value > slot.max_total:
-                raise CryptoError(f"its field {f.name} does not fit the deployment's slot layout")
+            if f.name not in own or f.max_value > own[f.name]:
+                raise CryptoError(f"its field {f.name} is not declared as the deployment expects")
         return Declared(names)
 
     def describe_missing(self, failures: dict[str, str]) -> None:

@@ -446,9 +446,14 @@ class VerificationServicer(verification_pb2_grpc.VerificationServiceServicer):
             rpc.abort(context, grpc.StatusCode.UNAVAILABLE, str(e))
         except (AuditError, CustodianRefused) as e:
             log.error("request=%s failed: %s: %s", app.request_id, type(e).__name__, e)
-            what = "the audit log" if isinstance(e, AuditError) else "the key custodian"
+            # the custodian's reasons are its own words (no ID, no figure); storage errors are not
+            what = (
+                f"the key custodian refused: {e}"
+                if isinstance(e, CustodianRefused)
+                else "the audit log is not available"
+            )
             rpc.abort(
                 context,
                 grpc.StatusCode.UNAVAILABLE,
-                f"the verification could not be completed: {what} is not available; nothing was decided, retry later",
+                f"the verification could not be completed: {what}; nothing was decided, retry later",
             )
