@@ -8,9 +8,10 @@ whom they were about.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import time
+from collections.abc import Callable, Sequence
 
-from sqlalchemy import Engine, LargeBinary, create_engine, delete, insert, select, update
+from sqlalchemy import Engine, Float, LargeBinary, create_engine, delete, insert, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
@@ -24,12 +25,36 @@ class VerdictRecord(Base):
     request_key: Mapped[bytes] = mapped_column(LargeBinary(32), primary_key=True)
     application: Mapped[bytes] = mapped_column(LargeBinary(32))
     verdict: Mapped[bytes | None] = mapped_column(LargeBinary, nullable=True)  # None: in progress
+    claimed_at: Mapped[float] = mapped_column(Float, default=0.0)
 
 
 class RequestBook:
-    def __init__(self, url: str) -> None:
+    """``lease_seconds``: a claim still without a verdict after that long belongs to a process
+    that died mid-verification; the next caller with the same id takes it over (the audit log
+    then shows both attempts)."""
+
+    def __init__(
+        self, url: str, *, lease_seconds: float = 600.0, clock: Callable[[], float] = time.time
+    ) -> None:
         self._engine: Engine = create_engine(url, hide_parameters=True)
         Base.metadata.create_all(self._engine)
+        self._lease = lease_seconds
+        self._clock = clock
+
+    def _take_over(self, request_key: bytes) -> bool:
+        """Take over an abandoned claim (in progress for longer than the lease)."""
+        now = self._clock()
+        with self._engine.begin() as conn:
+            taken = conn.execute(
+                update(VerdictRecord)
+                .where(
+                    VerdictRecord.request_key == request_key,
+                    VerdictRecord.verdict.is_(None),
+                    VerdictRecord.claimed_at < now - self._lease,
+                )
+                .values(claimed_at=now)
+            ).rowcount
+        return bool(taken)
 
     def claim(self, request_key: bytes, application: bytes) -> tuple[bytes, bytes | None] | None:
         """Claim a request id. None: it is ours to verify. Otherwise the earlier claim's
@@ -37,7 +62,9 @@ class RequestBook:
         try:
             with self._engine.begin() as conn:
                 conn.execute(
-                    insert(VerdictRecord).values(request_key=request_key, application=application)
+                    insert(VerdictRecord).values(
+                        request_key=request_key, application=application, claimed_at=self._clock()
+                    )
                 )
             return None
         except IntegrityError:
@@ -49,6 +76,8 @@ class RequestBook:
                 ).first()
             if row is None:  # released in between: try once more
                 return self.claim(request_key, application)
+            if row[1] is None and bytes(row[0]) == application and self._take_over(request_key):
+                return None
             return bytes(row[0]), None if row[1] is None else bytes(row[1])
 
     def claim_many(
@@ -66,10 +95,21 @@ class RequestBook:
                 earlier = {
                     bytes(k): (bytes(a), None if v is None else bytes(v)) for k, a, v in rows
                 }
-                new = [{"request_key": k, "application": a} for k, a in items if k not in earlier]
+                now = self._clock()
+                new = [
+                    {"request_key": k, "application": a, "claimed_at": now}
+                    for k, a in items
+                    if k not in earlier
+                ]
                 if new:
                     conn.execute(insert(VerdictRecord), new)
-            return [earlier.get(k) for k in keys]
+            out = []
+            for k, a in items:
+                e = earlier.get(k)
+                if e is not None and e[1] is None and e[0] == a and self._take_over(k):
+                    e = None
+                out.append(e)
+            return out
         except IntegrityError:  # a concurrent claim of one of them: one at a time then
             return [self.claim(k, a) for k, a in items]
 
