@@ -45,18 +45,21 @@ def _say(msg: str) -> None:
     print(msg, file=sys.stderr, flush=True)
 
 
-def _setup_logging(workdir: Path | None, verbose: bool) -> None:
-    handlers: list[logging.Handler] = []
-    if workdir is not None:
-        (workdir / "log").mkdir(parents=True, exist_ok=True)
-        handlers.append(logging.FileHandler(workdir / "log" / "hedui.log", encoding="utf-8"))
-    if verbose:
-        handlers.append(logging.StreamHandler(sys.stderr))
-    logging.basicConfig(
-        level=logging.INFO,
-        handlers=handlers or [logging.NullHandler()],
-        format="%(asctime)s %(levelname)s %(name)s %(message)s",
-    )
+_LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s %(message)s"
+
+
+def _setup_logging(verbose: bool) -> None:
+    handlers: list[logging.Handler] = [
+        logging.StreamHandler(sys.stderr) if verbose else logging.NullHandler()
+    ]
+    logging.basicConfig(level=logging.INFO, handlers=handlers, format=_LOG_FORMAT)
+
+
+def _log_to(log_dir: Path) -> None:
+    """Also log to ``log_dir/hedui.log`` (for `hedui up`, once its workdir exists)."""
+    handler = logging.FileHandler(log_dir / "hedui.log", encoding="utf-8")
+    handler.setFormatter(logging.Formatter(_LOG_FORMAT))
+    logging.getLogger().addHandler(handler)
 
 
 # -- commands -------------------------------------------------------------------------------
@@ -138,6 +141,7 @@ def _deploy_settings(args: argparse.Namespace, workdir: Path, data: Path | None)
 def cmd_up(args: argparse.Namespace) -> int:
     settings = _deploy_settings(args, args.workdir, args.data)
     w = prepare(settings, _say, _today())
+    _log_to(w.log_dir)
     if args.insecure:
         _say(
             "WARNING: --insecure: plaintext channels without authentication; for local experiments only"
@@ -419,8 +423,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    workdir = getattr(args, "workdir", None)
-    _setup_logging(workdir if args.command == "up" else None, args.verbose)
+    _setup_logging(args.verbose)
     try:
         return int(args.func(args))
     except HeduiError as e:
