@@ -29,6 +29,7 @@ from hedui.core.rpc import open_channel, wait_healthy
 from hedui.core.workdir import Workdir
 from hedui.server.app import RunningService, start_service
 from hedui.server.config import ServiceConfig
+from hedui.server.custodian_service import CUSTODIAN_ID, start_custodian, write_custodian_config
 from hedui.server.fanout import Endpoint
 
 log = logging.getLogger("hedui.deploy")
@@ -104,9 +105,12 @@ def _serve_group(root: str, ids: Sequence[str], insecure: bool, conn: Connection
     try:
         ports = {}
         for cid in ids:
-            settings = ConnectorSettings(cid, w.connector_db_url(cid), insecure=insecure)
-            start = start_registry if cid == REGISTRY_ID else start_connector
-            running = start(settings, w.keys)
+            if cid == CUSTODIAN_ID:  # the key custodian, in a process of its own
+                running = start_custodian(w.custodian_config, w.keys, insecure=insecure)
+            else:
+                settings = ConnectorSettings(cid, w.connector_db_url(cid), insecure=insecure)
+                start = start_registry if cid == REGISTRY_ID else start_connector
+                running = start(settings, w.keys)
             servers.append(running)
             ports[cid] = running.port
         conn.send(("ready", ports))
@@ -149,6 +153,12 @@ class Deployment:
         ids = [c for c in (REGISTRY_ID, *self.settings.connectors()) if c not in overrides]
         n = max(1, self.settings.worker_processes)
         groups = [ids[i::n] for i in range(n)]
+        # the custodian alone in its own process: the service and the connectors never hold
+        # the private key
+        write_custodian_config(
+            self.workdir.custodian_config, self.settings.connectors(), self.settings.min_banks
+        )
+        groups.append([CUSTODIAN_ID])
         for group in groups:
             parent, child = ctx.Pipe()
             p = ctx.Process(
@@ -162,11 +172,11 @@ class Deployment:
         for _, parent in self._workers:
             if not parent.poll(120):
                 self.stop()
-                raise ConnectorError("a connector worker did not start within 120 s")
+                raise ConnectorError("a worker process did not start within 120 s")
             kind, payload = parent.recv()
             if kind != "ready":
                 self.stop()
-                raise ConnectorError(f"a connector worker failed to start: {payload}")
+                raise ConnectorError(f"a worker process failed to start: {payload}")
             ports.update(payload)
         addresses = {c: f"127.0.0.1:{p}" for c, p in ports.items()} | overrides
         w = self.workdir
@@ -178,6 +188,7 @@ class Deployment:
             service_database=w.service_db_url,
             insecure=self.settings.insecure,
             min_banks=self.settings.min_banks,
+            custodian_address=f"127.0.0.1:{ports[CUSTODIAN_ID]}",
             query_timeout_seconds=self.settings.query_timeout_seconds,
         )
         w.service_config.write_text(self.config.to_toml(), encoding="utf-8")

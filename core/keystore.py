@@ -29,7 +29,12 @@ from hedui.core.tls import Issued, TlsMaterial, create_ca, issue
 from hedui.core.tokens import KEY_BYTES, TokenKey, TokenMaster, audit_token_key
 
 REGISTRY_ID = "registry"
-SERVICE_PARTIES = {"service": "service", "intake": "intake", "auditor": "auditor"}
+SERVICE_PARTIES = {
+    "service": "service",
+    "intake": "intake",
+    "auditor": "auditor",
+    "custodian": "custodian",
+}
 
 
 class KeyDir:

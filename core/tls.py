@@ -19,7 +19,7 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from hedui.core.errors import CryptoError
 
-ROLES = ("service", "intake", "auditor", "connector")
+ROLES = ("service", "intake", "auditor", "connector", "custodian")
 _VALIDITY = dt.timedelta(days=825)
 
 

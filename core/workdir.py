@@ -35,6 +35,10 @@ class Workdir:
         return self.root / "auditor.toml"
 
     @property
+    def custodian_config(self) -> Path:
+        return self.root / "custodian.toml"
+
+    @property
     def service_config(self) -> Path:
         return self.root / "hedui.toml"
 

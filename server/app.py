@@ -3,24 +3,22 @@
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass
 from zoneinfo import ZoneInfo
 
 import grpc
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from hedui.audit.log import AuditLog
 from hedui.audit.store import LogStore, open_log_engine
-from hedui.core import packing
-from hedui.core.deployment import kind_of
 from hedui.core.keystore import KeyDir
 from hedui.core.rpc import RunningServer, create_server
 from hedui.proto.v1 import audit_pb2, audit_pb2_grpc, verification_pb2, verification_pb2_grpc
 from hedui.server.audit_service import AuditServicer
 from hedui.server.batch import BatchVerifier
 from hedui.server.config import ServiceConfig
-from hedui.server.custodian import Deployment, KeyCustodian
+from hedui.server.custodian import Custodian, KeyCustodian
+from hedui.server.custodian_service import RemoteCustodian, custodian_view
 from hedui.server.errors import ConfigError
 from hedui.server.fanout import ConnectorPool, RegistryClient
 from hedui.server.key_events import ed25519_fingerprint, record_startup
@@ -47,35 +45,6 @@ class RunningService:
         self.verifier.registry.close()
 
 
-def custodian_view(
-    config: ServiceConfig, verify_keys: Mapping[str, Ed25519PublicKey], plaintext_bits: int
-) -> Deployment:
-    """The custodian's own picture of the deployment, from the configuration and kinds."""
-    holders: dict[str, set[str]] = {}
-    kinds: dict[str, set[str]] = {}
-    for e in config.connectors:
-        kinds.setdefault(kind_of(e.connector_id).kind, set()).add(e.connector_id)
-        for name in kind_of(e.connector_id).field_names:
-            holders.setdefault(name, set()).add(e.connector_id)
-    return Deployment(
-        verify_keys=verify_keys,
-        banks=frozenset(
-            e.connector_id for e in config.connectors if kind_of(e.connector_id).is_bank
-        ),
-        holders={k: frozenset(v) for k, v in holders.items()},
-        layout=packing.for_connectors(e.connector_id for e in config.connectors),
-        kinds={k: frozenset(v) for k, v in kinds.items()},
-        batch_layouts={
-            k: packing.batch_layout(
-                [(f.name, f.max_value) for f in kind_of(next(iter(v))).fields],
-                len(v),
-                plaintext_bits,
-            )
-            for k, v in kinds.items()
-        },
-    )
-
-
 def build_verifier(
     config: ServiceConfig,
     *,
@@ -84,31 +53,40 @@ def build_verifier(
 ) -> Verifier:
     keys = KeyDir(config.keys_dir)
     tls = None if config.insecure else keys.tls("service")
-    private = keys.paillier_private()
+    public = keys.paillier_public()
     verify_keys = {
         e.connector_id: keys.connector_verify_key(e.connector_id) for e in config.connectors
     }
     zone = ZoneInfo(config.timezone)
     clock = now or (lambda: dt.datetime.now(zone))
     store = LogStore(open_log_engine(config.audit_database))
-    view = custodian_view(config, verify_keys, private.public.max_plaintext_bits)
-    if not view.layout.fits(private.public.max_plaintext_bits):
+    view = custodian_view(
+        [e.connector_id for e in config.connectors], verify_keys, public.max_plaintext_bits
+    )
+    if not view.layout.fits(public.max_plaintext_bits):
         raise ConfigError(
-            f"the Paillier key ({private.public.bits} bits) is too small for this deployment's "
+            f"the Paillier key ({public.bits} bits) is too small for this deployment's "
             f"slot layout ({view.layout.total_bits} bits); create 2048-bit keys"
         )
+    custodian: Custodian
+    if config.custodian_address:  # the custodian is its own process: no private key here
+        custodian = RemoteCustodian(
+            config.custodian_address, tls, public, view, config.query_timeout_seconds * 4
+        )
+    else:
+        custodian = KeyCustodian(keys.paillier_private(), view, min_banks=config.min_banks)
     return Verifier(
         registry=RegistryClient(config.registry, tls, config.registry_timeout_seconds),
         pool=ConnectorPool(
             config.connectors,
             tls=tls,
             verify_keys=verify_keys,
-            public_key=private.public,
+            public_key=public,
             token_master=keys.token_master(config.token_epoch),
             timeout=config.query_timeout_seconds,
             layout=view.layout,
         ),
-        custodian=KeyCustodian(private, view, min_banks=config.min_banks),
+        custodian=custodian,
         policy=policy or PolicyBook.builtin(config.default_region),
         audit=AuditLog(store, origin=config.log_origin, signing_key=keys.log_signing_key()),
         audit_key=keys.audit_token_key(),

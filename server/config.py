@@ -33,6 +33,7 @@ class ServiceConfig:
     log_origin: str = "hedui.example/demo-log"
     timezone: str = "Asia/Shanghai"
     token_epoch: int = 1
+    custodian_address: str = ""  # the key custodian's process; empty: in this process
 
     def to_toml(self) -> str:
         def q(v: object) -> str:
@@ -61,6 +62,7 @@ _SCALARS: dict[str, type] = {
     "log_origin": str,
     "timezone": str,
     "token_epoch": int,
+    "custodian_address": str,
     "audit_database": str,
     "service_database": str,
 }

@@ -18,6 +18,7 @@ from __future__ import annotations
 from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Protocol
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
@@ -48,6 +49,21 @@ class Deployment:
     layout: Layout
     kinds: Mapping[str, frozenset[str]] = field(default_factory=dict)  # kind -> its connectors
     batch_layouts: Mapping[str, BatchLayout] = field(default_factory=dict)  # kind -> layout
+
+
+class Custodian(Protocol):
+    """What the verification service needs of the custodian, in process or remote."""
+
+    @property
+    def public_key(self) -> PublicKey: ...
+    @property
+    def batch_layouts(self) -> Mapping[str, BatchLayout]: ...
+    def decrypt_totals(
+        self, query_id: str, answers: Sequence[SignedAnswer], claimed: Ciphertext
+    ) -> Totals: ...
+    def decrypt_batch(
+        self, query_id: str, answers: Sequence[BatchAnswer], households: int
+    ) -> list[Totals]: ...
 
 
 class KeyCustodian:

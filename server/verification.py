@@ -27,7 +27,7 @@ from hedui.core.tls import PeerIdentity
 from hedui.core.tokens import TokenKey
 from hedui.proto.v1 import audit_pb2, common_pb2, verification_pb2, verification_pb2_grpc
 from hedui.server.answers import aggregate
-from hedui.server.custodian import KeyCustodian, Totals
+from hedui.server.custodian import Custodian, Totals
 from hedui.server.errors import CustodianRefused, PolicyError, ServiceError
 from hedui.server.fanout import ConnectorPool, RegistryClient, RegistryNotFound, SourceUnavailable
 from hedui.server.policy.book import PROGRAMS, PolicyBook
@@ -74,7 +74,7 @@ class Verifier:
         *,
         registry: RegistryClient,
         pool: ConnectorPool,
-        custodian: KeyCustodian,
+        custodian: Custodian,
         policy: PolicyBook,
         audit: AuditLog,
         audit_key: TokenKey,

@@ -263,3 +263,33 @@ def test_unknown_person_leaves_an_outcome_entry_without_the_id(faulty: Workdir) 
     last = audit_pb2.AuditEntry.FromString(rows[-1][1])
     assert last.verdict.request_id == "nf-1" and "household register" in last.verdict.error
     assert all(stranger.value.encode() not in e for _, e in rows)
+
+
+def test_the_custodian_is_its_own_process_and_answers_only_the_service(faulty: Workdir) -> None:
+    from hedui.core.rpc import open_channel
+    from hedui.proto.v1 import custodian_pb2, custodian_pb2_grpc
+
+    config = faulty.service_config.read_text()
+    line = next(x for x in config.splitlines() if x.startswith("custodian_address"))
+    address = line.split("=")[1].strip().strip('"')
+    assert address.startswith("127.0.0.1:")
+    for role, code in (
+        ("intake", grpc.StatusCode.PERMISSION_DENIED),
+        ("auditor", grpc.StatusCode.PERMISSION_DENIED),
+    ):
+        stub = custodian_pb2_grpc.CustodianServiceStub(
+            open_channel(address, tls=faulty.keys.tls(role), server_name="custodian")
+        )
+        with pytest.raises(grpc.RpcError) as info:
+            stub.Decrypt(custodian_pb2.DecryptRequest(query_id="x"), timeout=10)
+        assert info.value.code() == code  # type: ignore[attr-defined]
+    # the service may call it, and a made-up request is refused without decrypting anything
+    stub = custodian_pb2_grpc.CustodianServiceStub(
+        open_channel(address, tls=faulty.keys.tls("service"), server_name="custodian")
+    )
+    with pytest.raises(grpc.RpcError) as info:
+        stub.Decrypt(custodian_pb2.DecryptRequest(query_id="x", aggregate=b"\x01"), timeout=10)
+    assert info.value.code() in (
+        grpc.StatusCode.INVALID_ARGUMENT,
+        grpc.StatusCode.FAILED_PRECONDITION,
+    )  # type: ignore[attr-defined]
