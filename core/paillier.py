@@ -254,7 +254,7 @@ class PrivateKey:
             if (
                 hs in (0, 1)
                 or gmpy2.gcd(hs, n) != 1
-                or key.decrypt(Ciphertext(hs, key.public.fingerprint)) != 0
+                or int(key._key.raw_decrypt(hs)) != 0  # phe directly: an n-th residue decrypts to 0
             ):
                 raise CryptoError("the key file's h_s is not a valid n-th residue")
         return key

@@ -54,13 +54,15 @@ def deployment(
     settings = DeploySettings(workdir=tmp_path_factory.mktemp(request.param), data=data)
     w = prepare(settings, lambda _: None, dt.date.today())
     saved = plaintext.install() if request.param == "plaintext" else None
-    d = Deployment(settings, w, worker=plaintext.serve_group if saved is not None else None)
-    d.start()
-    time.sleep(5)  # let the randomness pools fill
-    yield request.param, d
-    d.stop()
-    if saved is not None:
-        plaintext.restore(saved)
+    try:
+        d = Deployment(settings, w, worker=plaintext.serve_group if saved is not None else None)
+        d.start()
+        time.sleep(5)  # let the randomness pools fill
+        yield request.param, d
+        d.stop()
+    finally:
+        if saved is not None:
+            plaintext.restore(saved)
 
 
 def test_latency(benchmark: Any, deployment: tuple[str, Deployment], population: Any) -> None:
