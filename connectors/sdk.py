@@ -11,8 +11,8 @@ randomness, and the answer is signed over the query id, the tokens and the layou
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Sequence
-from typing import Protocol
+from collections.abc import Callable, Iterable, Sequence
+from typing import Protocol, TypeVar
 
 import grpc
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
@@ -27,6 +27,7 @@ from hedui.core.paillier import PublicKey
 from hedui.proto.v1 import connector_pb2, connector_pb2_grpc
 
 log = logging.getLogger("hedui.connectors")
+_T = TypeVar("_T")
 
 MAX_TOKENS = 64
 MAX_BATCH = 1024
@@ -207,8 +208,14 @@ class ConnectorServicer(connector_pb2_grpc.ConnectorServiceServicer):
             rpc.abort(
                 context, grpc.StatusCode.INVALID_ARGUMENT, str(e), rpc.bad_request("layout", str(e))
             )
+        return self._answering(
+            context, lambda: answer_batch(self._answerer, request.query_id, households, layout)
+        )
+
+    def _answering(self, context: grpc.ServicerContext, produce: Callable[[], _T]) -> _T:
+        """Make an answer; a refusal or a database failure becomes its status code."""
         try:
-            return answer_batch(self._answerer, request.query_id, households, layout)
+            return produce()
         except AnswerRefused as e:
             rpc.abort(
                 context,
@@ -257,15 +264,6 @@ class ConnectorServicer(connector_pb2_grpc.ConnectorServiceServicer):
             rpc.abort(
                 context, grpc.StatusCode.INVALID_ARGUMENT, str(e), rpc.bad_request("layout", str(e))
             )
-        try:
-            return self._answerer.answer(request.query_id, list(request.tokens), layout)
-        except AnswerRefused as e:
-            rpc.abort(
-                context,
-                grpc.StatusCode.FAILED_PRECONDITION,
-                str(e),
-                rpc.precondition_failure("DECLARED_MAXIMUM", self._answerer.connector_id, str(e)),
-            )
-        except SQLAlchemyError as e:
-            log.error("connector database error: %s", type(e).__name__)
-            rpc.abort(context, grpc.StatusCode.INTERNAL, "this connector's data is not available")
+        return self._answering(
+            context, lambda: self._answerer.answer(request.query_id, list(request.tokens), layout)
+        )
