@@ -11,7 +11,6 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import multiprocessing as mp
-import shutil
 import signal
 import threading
 from collections.abc import Callable, Mapping, Sequence
@@ -250,7 +249,3 @@ def run_until_signalled(deployment: Deployment, on_ready: Callable[[str], None])
         deployment.stop()
         for s, handler in previous.items():
             signal.signal(s, handler)
-
-
-def remove_workdir(path: Path) -> None:
-    shutil.rmtree(path, ignore_errors=True)

@@ -140,10 +140,6 @@ class HoldingStore:
                         out[i][field] += int(value)
         return out
 
-    def count_tokens(self) -> int:
-        with Session(self._engine) as s:
-            return int(s.scalar(select(func.count(func.distinct(Holding.token)))) or 0)
-
 
 class RegisterStore:
     """The household register (公安户籍)."""
@@ -191,7 +187,3 @@ class RegisterStore:
             )
             out.append(found)
         return out
-
-    def count(self) -> int:
-        with Session(self._engine) as s:
-            return int(s.scalar(select(func.count()).select_from(Person)) or 0)

@@ -14,6 +14,7 @@ import hashlib
 import secrets
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from functools import cached_property
 
 from hedui.core.deployment import kind_of
 from hedui.core.errors import CryptoError
@@ -37,13 +38,17 @@ class Layout:
     def total_bits(self) -> int:
         return sum(s.bits for s in self.slots)
 
+    def digest(self) -> bytes:
+        return self._digest
+
     def slot(self, field: str) -> Slot:
         for s in self.slots:
             if s.field == field:
                 return s
         raise CryptoError(f"the layout has no slot for {field}")
 
-    def digest(self) -> bytes:
+    @cached_property
+    def _digest(self) -> bytes:
         text = ";".join(f"{s.field}:{s.offset}:{s.bits}:{s.max_total}" for s in self.slots)
         return hashlib.sha256(b"hedui/layout/v1\0" + text.encode()).digest()
 
@@ -120,11 +125,15 @@ class BatchLayout:
     stride: int
     per_ciphertext: int
 
-    def digest(self) -> bytes:
+    @cached_property
+    def _digest(self) -> bytes:
         text = ";".join(f"{s.field}:{s.offset}:{s.bits}:{s.max_total}" for s in self.slots)
         return hashlib.sha256(
             f"hedui/batch-layout/v1\0{self.stride}\0{self.per_ciphertext}\0{text}".encode()
         ).digest()
+
+    def digest(self) -> bytes:
+        return self._digest
 
     def ciphertexts(self, households: int) -> int:
         return -(-households // self.per_ciphertext)

@@ -43,6 +43,8 @@ class RunningService:
         self.server.stop(grace)
         self.verifier.pool.close()
         self.verifier.registry.close()
+        if isinstance(self.verifier.custodian, RemoteCustodian):
+            self.verifier.custodian.close()
 
 
 def build_verifier(

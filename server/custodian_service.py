@@ -154,6 +154,22 @@ def start_custodian(
     )
 
 
+def _custody(a: SignedAnswer | BatchAnswer) -> custodian_pb2.CustodyAnswer:
+    """An answer as the custodian receives it: everything it needs to check the signature."""
+    out = custodian_pb2.CustodyAnswer(
+        connector_id=a.connector_id,
+        key_fingerprint=a.key_fingerprint,
+        queried=a.queried,
+        signature=a.signature,
+    )
+    if isinstance(a, BatchAnswer):
+        out.packed.extend(a.packed)
+        out.kind, out.ciphertexts = a.kind, a.ciphertexts
+    else:
+        out.packed.append(a.packed)
+    return out
+
+
 class RemoteCustodian:
     """The verification service's handle on the custodian process (same interface as
     :class:`KeyCustodian`, without the private key)."""
@@ -189,16 +205,7 @@ class RemoteCustodian:
     ) -> Totals:
         request = custodian_pb2.DecryptRequest(
             query_id=query_id,
-            answers=[
-                custodian_pb2.CustodyAnswer(
-                    connector_id=a.connector_id,
-                    key_fingerprint=a.key_fingerprint,
-                    queried=a.queried,
-                    signature=a.signature,
-                    packed=[a.packed],
-                )
-                for a in answers
-            ],
+            answers=[_custody(a) for a in answers],
             aggregate=self.public_key.to_bytes(claimed),
         )
         reply = self._call(self._stub.Decrypt, request)
@@ -211,18 +218,7 @@ class RemoteCustodian:
         request = custodian_pb2.DecryptBatchRequest(
             query_id=query_id,
             households=households,
-            answers=[
-                custodian_pb2.CustodyAnswer(
-                    connector_id=a.connector_id,
-                    key_fingerprint=a.key_fingerprint,
-                    queried=a.queried,
-                    signature=a.signature,
-                    packed=list(a.packed),
-                    kind=a.kind,
-                    ciphertexts=a.ciphertexts,
-                )
-                for a in answers
-            ],
+            answers=[_custody(a) for a in answers],
         )
         reply = self._call(self._stub.DecryptBatch, request)
         assert isinstance(reply, custodian_pb2.DecryptBatchResponse)

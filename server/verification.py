@@ -138,16 +138,7 @@ class Verifier:
         self, app: Application, caller: PeerIdentity, audit_token: bytes
     ) -> audit_pb2.AuditEntry:
         entry = self._entry(caller)
-        entry.request.CopyFrom(
-            audit_pb2.RequestEntry(
-                request_id=app.request_id,
-                program=app.program,
-                region=app.region,
-                consent_reference=app.consent_reference,
-                applicant_audit_token=audit_token,
-                as_of=app.as_of.isoformat(),
-            )
-        )
+        _about(entry.request, app, audit_token)
         return entry
 
     def unfinished_entry(
@@ -155,18 +146,8 @@ class Verifier:
     ) -> audit_pb2.AuditEntry:
         """The outcome of a request that reached no verdict, and why."""
         entry = self._entry(caller)
-        entry.verdict.CopyFrom(
-            audit_pb2.VerdictEntry(
-                request_id=app.request_id,
-                program=app.program,
-                region=app.region,
-                consent_reference=app.consent_reference,
-                applicant_audit_token=audit_token,
-                as_of=app.as_of.isoformat(),
-                query_id=query_id,
-                error=error,
-            )
-        )
+        entry.verdict.CopyFrom(audit_pb2.VerdictEntry(query_id=query_id, error=error))
+        _about(entry.verdict, app, audit_token)
         return entry
 
     def _verify(self, app: Application, caller: PeerIdentity) -> verification_pb2.Verdict:
@@ -246,12 +227,6 @@ class Verifier:
         entry = self._entry(caller)
         entry.verdict.CopyFrom(
             audit_pb2.VerdictEntry(
-                request_id=app.request_id,
-                program=app.program,
-                region=app.region,
-                consent_reference=app.consent_reference,
-                applicant_audit_token=audit_token,
-                as_of=app.as_of.isoformat(),
                 connectors_answered=sorted(c for c, _ in digests),
                 connectors_failed=list(verdict.failures),
                 answer_digests=[
@@ -270,7 +245,21 @@ class Verifier:
                 query_id=query_id,
             )
         )
+        _about(entry.verdict, app, audit_token)
         return verdict, entry
+
+
+def _about(
+    entry: audit_pb2.RequestEntry | audit_pb2.VerdictEntry, app: Application, audit_token: bytes
+) -> audit_pb2.RequestEntry | audit_pb2.VerdictEntry:
+    """Fill the fields every audit entry about one application carries (never the ID itself)."""
+    entry.request_id = app.request_id
+    entry.program = app.program
+    entry.region = app.region
+    entry.consent_reference = app.consent_reference
+    entry.applicant_audit_token = audit_token
+    entry.as_of = app.as_of.isoformat()
+    return entry
 
 
 def _rule_pb(r: RuleResult) -> verification_pb2.RuleOutcome:
