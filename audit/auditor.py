@@ -20,7 +20,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from hedui.audit import merkle
 from hedui.audit.checkpoint import Checkpoint, parse_and_verify, vkey
 from hedui.audit.errors import AuditError, VerificationError
-from hedui.audit.log import KEY_NAME
+from hedui.audit.log import key_name
 from hedui.audit.store import LogStore
 from hedui.proto.v1 import audit_pb2, common_pb2
 
@@ -124,7 +124,9 @@ def _signed_root(
 ) -> bytes | None:
     note = source.checkpoint(size)
     return (
-        None if note is None else parse_and_verify(note, KEY_NAME, public_key, origin=origin).root
+        None
+        if note is None
+        else parse_and_verify(note, key_name(origin), public_key, origin=origin).root
     )
 
 
@@ -199,7 +201,7 @@ def _verify_log(
     if note is None:
         raise AuditError("the log has no signed checkpoint yet: nothing to verify")
     try:
-        cp = parse_and_verify(note, KEY_NAME, public_key, origin=origin)
+        cp = parse_and_verify(note, key_name(origin), public_key, origin=origin)
     except VerificationError as e:
         raise TamperingDetected(
             f"the latest checkpoint is not signed by the log's key: {e}"
@@ -225,14 +227,14 @@ def _verify_log(
     if (
         state is not None
         and state.verifier_key
-        and state.verifier_key != vkey(KEY_NAME, public_key)
+        and state.verifier_key != vkey(key_name(origin), public_key)
     ):
         raise TamperingDetected(
             f"the log's public key is not the one you verified with before ({state.verifier_key}); "
             "a replaced key can sign any history"
         )
     if state is not None and state.note is not None:
-        old = parse_and_verify(state.note, KEY_NAME, public_key, origin=origin)
+        old = parse_and_verify(state.note, key_name(origin), public_key, origin=origin)
         previous_size = old.size
         if cp.size < old.size:
             raise TamperingDetected(
@@ -255,7 +257,7 @@ def _verify_log(
                 ) from None
     unsigned = len(source.entries(cp.size, cp.size + PAGE))
     if state is not None:
-        state.save(note, vkey(KEY_NAME, public_key))
+        state.save(note, vkey(key_name(origin), public_key))
     return Report(cp, tree.size, previous_size, kinds, unsigned)
 
 
@@ -266,7 +268,7 @@ def verify_inclusion(
     note = source.checkpoint()
     if note is None:
         raise AuditError("the log has no signed checkpoint yet")
-    cp = parse_and_verify(note, KEY_NAME, public_key, origin=origin)
+    cp = parse_and_verify(note, key_name(origin), public_key, origin=origin)
     if not 0 <= index < cp.size:
         raise AuditError(
             f"index {index} is outside the log, which has {cp.size} entries (0..{cp.size - 1})"
@@ -298,7 +300,9 @@ def describe_entry(data: bytes) -> dict[str, Any]:
         return out
     body = getattr(entry, kind)
     for f, value in body.ListFields():
-        name = f.name
+        # a body field never overwrites the entry's own: a search *for* a caller is
+        # ``search_caller``, while ``caller`` stays the authenticated party that searched
+        name = f.name if f.name not in out else f"{kind}_{f.name}"
         if isinstance(value, bytes):
             out[name] = value.hex()
         elif name == "decision":

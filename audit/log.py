@@ -20,7 +20,12 @@ from hedui.audit.store import LogStore, SearchKeys
 from hedui.proto.v1 import audit_pb2
 
 DEFAULT_ORIGIN = "hedui.example/demo-log"
-KEY_NAME = "hedui-log"
+
+
+def key_name(origin: str) -> str:
+    """The checkpoint key's name: the log's origin (C2SP tlog-checkpoint: the key name SHOULD
+    match the origin), so a generic note verifier finds the key by the checkpoint's first line."""
+    return origin
 
 
 def entry_bytes(entry: audit_pb2.AuditEntry) -> bytes:
@@ -50,11 +55,10 @@ class AuditLog:
         *,
         origin: str,
         signing_key: Ed25519PrivateKey,
-        key_name: str = KEY_NAME,
     ) -> None:
         self.store = store
         self.origin = origin
-        self.key_name = key_name
+        self.key_name = key_name(origin)
         self._key = signing_key
         self._lock = threading.Lock()
 

@@ -9,7 +9,6 @@ import json
 import os
 import sys
 from pathlib import Path
-from zoneinfo import ZoneInfo
 
 from hedui.audit.auditor import (
     AuditorState,
@@ -22,9 +21,8 @@ from hedui.clients.args import date_arg
 from hedui.clients.auditor import AuditorSession, export, open_session, search, verify_export
 from hedui.clients.errors import ClientError
 from hedui.clients.intake import format_fen
+from hedui.core.clock import DEPLOYMENT
 from hedui.core.workdir import Workdir
-
-ZONE = ZoneInfo("Asia/Shanghai")
 
 
 def _say(msg: str) -> None:
@@ -36,15 +34,19 @@ def _session(args: argparse.Namespace) -> AuditorSession:
 
 
 def _when(ms: int) -> str:
-    return dt.datetime.fromtimestamp(ms / 1000, ZONE).strftime("%Y-%m-%d %H:%M:%S")
+    return DEPLOYMENT.show(ms)
 
 
 def cmd_verify(args: argparse.Namespace) -> int:
     w = Workdir(args.workdir)
     if args.export:
-        cp, n = verify_export(
-            args.export, w.keys.log_public_key(), open_session(w, offline=True, say=_say).origin
-        )
+        try:
+            cp, n = verify_export(
+                args.export, w.keys.log_public_key(), open_session(w, offline=True, say=_say).origin
+            )
+        except TamperingDetected as e:
+            print(f"TAMPERING DETECTED in {args.export}: {e}", file=sys.stderr)
+            return 2
         print(f"export OK: {n} entries, each proven included in the signed tree of size {cp.size}")
         return 0
     session = _session(args)
@@ -87,7 +89,7 @@ def cmd_show(args: argparse.Namespace) -> int:
     start = max(0, size - args.last)
     rows = session.source.entries(start, size) if size else []
     print(
-        f"{'index':>6}  {'time':<19}  {'kind':<8} {'caller':<14} {'request':<28} decision / detail"
+        f"{'index':>6}  {'time':<26}  {'kind':<8} {'caller':<14} {'request':<28} decision / detail"
     )
     for index, data in rows:
         d = describe_entry(data)
@@ -99,7 +101,7 @@ def cmd_show(args: argparse.Namespace) -> int:
         elif d["kind"] == "search":
             detail = f"search by {d.get('by', '?')}: {d.get('results', 0)} result(s)"
         print(
-            f"{index:>6}  {_when(d['time_unix_ms']):<19}  {d['kind']:<8} {d['caller']:<14} {d.get('request_id', ''):<28} {detail}"
+            f"{index:>6}  {_when(d['time_unix_ms']):<26}  {d['kind']:<8} {d['caller']:<14} {d.get('request_id', ''):<28} {detail}"
         )
     print(f"{size} entries in the log")
     return 0
@@ -136,7 +138,7 @@ def cmd_prove(args: argparse.Namespace) -> int:
 
 def _date(text: str) -> dt.datetime:
     """A date on the command line as the start of that day in China Standard Time."""
-    return dt.datetime.combine(date_arg(text), dt.time(), ZONE)
+    return dt.datetime.combine(date_arg(text), dt.time(), DEPLOYMENT.zone)
 
 
 def cmd_search(args: argparse.Namespace) -> int:
@@ -151,9 +153,12 @@ def cmd_search(args: argparse.Namespace) -> int:
             f"{index:>6}  {_when(d['time_unix_ms'])}  {d['kind']:<8} {d['caller']:<14} "
             f"{d.get('request_id', ''):<28} {d.get('decision', '')}"
         )
-    print(
-        f"{len(found)} entr{'y' if len(found) == 1 else 'ies'} found; this search was itself logged"
+    logged = (
+        "this search was itself logged"
+        if session.online
+        else "read from the database directly (the service is down): this search was not logged"
     )
+    print(f"{len(found)} entr{'y' if len(found) == 1 else 'ies'} found; {logged}")
     return 0
 
 

@@ -14,9 +14,10 @@ import grpc
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from hedui.audit import merkle
-from hedui.audit.auditor import LogSource, StoreSource, describe_entry
+from hedui.audit.auditor import LogSource, StoreSource, TamperingDetected, describe_entry
 from hedui.audit.checkpoint import Checkpoint, parse_and_verify, vkey
-from hedui.audit.log import DEFAULT_ORIGIN, KEY_NAME
+from hedui.audit.errors import VerificationError
+from hedui.audit.log import DEFAULT_ORIGIN, key_name
 from hedui.audit.store import LogStore, open_log_engine
 from hedui.clients.errors import ClientError
 from hedui.clients.intake import IntakeProfile, describe_rpc_error
@@ -155,7 +156,7 @@ def export(session: AuditorSession, since: dt.datetime, until: dt.datetime, out:
     note = session.source.checkpoint()
     if note is None:
         raise ClientError("the log has no checkpoint yet")
-    cp = parse_and_verify(note, KEY_NAME, session.public_key, origin=session.origin)
+    cp = parse_and_verify(note, key_name(session.origin), session.public_key, origin=session.origin)
     lo, hi = int(since.timestamp() * 1000), int(until.timestamp() * 1000)
     items = []
     start = 0
@@ -178,7 +179,7 @@ def export(session: AuditorSession, since: dt.datetime, until: dt.datetime, out:
         "format": "hedui-audit-export/v1",
         "origin": session.origin,
         "checkpoint": note.decode(),
-        "verifier_key": vkey(KEY_NAME, session.public_key),
+        "verifier_key": vkey(key_name(session.origin), session.public_key),
         "since": since.isoformat(),
         "until": until.isoformat(),
         "entries": items,
@@ -191,16 +192,30 @@ def verify_export(path: Path, session_key: Ed25519PublicKey, origin: str) -> tup
     """Check every entry of an export against its checkpoint, with the pinned log key."""
     try:
         doc = json.loads(path.read_text(encoding="utf-8"))
-        cp = parse_and_verify(doc["checkpoint"].encode(), KEY_NAME, session_key, origin=origin)
+    except OSError as e:
+        raise ClientError(f"cannot read {path}: {e.strerror}") from None
+    except ValueError as e:
+        raise ClientError(f"{path} is not a hedui audit export: {e}") from None
+    try:
+        try:
+            cp = parse_and_verify(
+                doc["checkpoint"].encode(), key_name(origin), session_key, origin=origin
+            )
+        except VerificationError as e:
+            raise TamperingDetected(f"the export's checkpoint does not verify: {e}") from None
         for item in doc["entries"]:
+            index = int(item["index"])
             data = bytes.fromhex(item["entry_hex"])
             proof = [bytes.fromhex(h) for h in item["inclusion_proof"]]
-            merkle.verify_inclusion(
-                merkle.leaf_hash(data), int(item["index"]), cp.size, proof, cp.root
-            )
+            try:
+                merkle.verify_inclusion(merkle.leaf_hash(data), index, cp.size, proof, cp.root)
+            except VerificationError as e:
+                raise TamperingDetected(
+                    f"entry {index}: its signed bytes or its proof were changed ({e})", index
+                ) from None
             if describe_entry(data) != item["entry"]:
-                raise ClientError(
-                    f"entry {item['index']}: the readable copy differs from the signed bytes"
+                raise TamperingDetected(
+                    f"entry {index}: the readable copy differs from the signed bytes", index
                 )
     except OSError as e:
         raise ClientError(f"cannot read {path}: {e.strerror}") from None

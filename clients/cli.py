@@ -16,7 +16,6 @@ import time
 import uuid
 from collections.abc import Sequence
 from pathlib import Path
-from zoneinfo import ZoneInfo
 
 from hedui.clients import audit_cli, policy_cli
 from hedui.clients.args import date_arg
@@ -29,16 +28,15 @@ from hedui.clients.intake import (
     verdict_to_dict,
     verdict_to_text,
 )
+from hedui.core.clock import DEPLOYMENT
 from hedui.core.errors import HeduiError
 from hedui.core.resident_id import parse as parse_id
 from hedui.core.workdir import Workdir
 from hedui.proto.v1 import common_pb2, verification_pb2
 
-ZONE = ZoneInfo("Asia/Shanghai")
-
 
 def _today() -> dt.date:
-    return dt.datetime.now(ZONE).date()
+    return DEPLOYMENT.today()
 
 
 def _say(msg: str) -> None:
@@ -48,17 +46,26 @@ def _say(msg: str) -> None:
 _LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s %(message)s"
 
 
+class _ZonedFormatter(logging.Formatter):
+    """Log times in the deployment's zone, with the zone written out (not the machine's)."""
+
+    def formatTime(self, record: logging.LogRecord, datefmt: str | None = None) -> str:
+        return DEPLOYMENT.show(int(record.created * 1000))
+
+
 def _setup_logging(verbose: bool) -> None:
     handlers: list[logging.Handler] = [
         logging.StreamHandler(sys.stderr) if verbose else logging.NullHandler()
     ]
-    logging.basicConfig(level=logging.INFO, handlers=handlers, format=_LOG_FORMAT)
+    for h in handlers:
+        h.setFormatter(_ZonedFormatter(_LOG_FORMAT))
+    logging.basicConfig(level=logging.INFO, handlers=handlers)
 
 
 def _log_to(log_dir: Path) -> None:
     """Also log to ``log_dir/hedui.log`` (for `hedui up`, once its workdir exists)."""
     handler = logging.FileHandler(log_dir / "hedui.log", encoding="utf-8")
-    handler.setFormatter(logging.Formatter(_LOG_FORMAT))
+    handler.setFormatter(_ZonedFormatter(_LOG_FORMAT))
     logging.getLogger().addHandler(handler)
 
 
@@ -140,21 +147,26 @@ def _deploy_settings(args: argparse.Namespace, workdir: Path, data: Path | None)
 
 def cmd_up(args: argparse.Namespace) -> int:
     settings = _deploy_settings(args, args.workdir, args.data)
-    w = prepare(settings, _say, _today())
-    _log_to(w.log_dir)
-    if args.insecure:
-        _say(
-            "WARNING: --insecure: plaintext channels without authentication; for local experiments only"
+    holder = Workdir(args.workdir)
+    holder.lock()  # one deployment per workdir: a second `hedui up` refuses
+    try:
+        w = prepare(settings, _say, _today())
+        _log_to(w.log_dir)
+        if args.insecure:
+            _say(
+                "WARNING: --insecure: plaintext channels without authentication; for local experiments only"
+            )
+        deployment = Deployment(settings, w)
+        _say(f"starting {len(settings.connectors()) + 1} connectors and the verification service …")
+        run_until_signalled(
+            deployment,
+            lambda address: print(
+                f"ready: verification service at {address} (intake profile {w.intake_profile}); Ctrl-C stops",
+                flush=True,
+            ),
         )
-    deployment = Deployment(settings, w)
-    _say(f"starting {len(settings.connectors()) + 1} connectors and the verification service …")
-    run_until_signalled(
-        deployment,
-        lambda address: print(
-            f"ready: verification service at {address} (intake profile {w.intake_profile}); Ctrl-C stops",
-            flush=True,
-        ),
-    )
+    finally:
+        holder.unlock()
     _say("stopped")
     return 0
 

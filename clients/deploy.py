@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from multiprocessing.connection import Connection
 from pathlib import Path
 
+from hedui.audit.checkpoint import vkey
 from hedui.clients.auditor import write_auditor_profile
 from hedui.connectors.errors import ConnectorError, ImportRejected
 from hedui.connectors.importer import Dataset, read_dataset, write_database
@@ -195,6 +196,8 @@ class Deployment:
         self._wait_healthy({**ports, "service": self.service.port})
         write_intake_profile(w, self.address, self.settings.insecure)
         write_auditor_profile(w, self.address, self.settings.insecure)
+        audit = self.service.verifier.audit
+        w.log_vkey.write_text(vkey(audit.key_name, audit.public_key) + "\n", encoding="utf-8")
 
     def _wait_healthy(self, ports: dict[str, int]) -> None:
         tls = None if self.settings.insecure else self.workdir.keys.tls("service")

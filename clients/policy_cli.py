@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import argparse
-import datetime as dt
 from pathlib import Path
 
 from hedui.clients.args import date_arg
 from hedui.clients.errors import ClientError
+from hedui.core.clock import DEPLOYMENT
 from hedui.server.errors import PolicyError
 from hedui.server.policy import params as params_module
 from hedui.server.policy.book import PROGRAMS, PolicyBook
@@ -66,7 +66,7 @@ def cmd_explain(args: argparse.Namespace) -> int:
         raise ClientError(f"unknown programme {args.program!r}; known: {', '.join(PROGRAMS)}")
     if args.region not in book.regions:
         raise ClientError(f"unknown region {args.region!r}; known: {', '.join(book.regions)}")
-    as_of = args.as_of or dt.date.today()
+    as_of = args.as_of or DEPLOYMENT.today()
     region = book.regions[args.region]
     program = PROGRAMS[args.program]
     print(

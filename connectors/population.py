@@ -34,6 +34,17 @@ REGIONS: tuple[str, ...] = (
     "331003", "331004", "331102",
 )  # fmt: skip
 
+# One county-level division of every province-level code of GB/T 2260 (a few people of every
+# household were born elsewhere): 北京朝阳 … 重庆沙坪坝 … 新疆天山, and the codes of the residence
+# permits of Hong Kong (81), Macao (82) and Taiwan (83) residents and of Taiwan (71).
+NATIONWIDE: tuple[str, ...] = (
+    "110105", "120101", "130102", "140105", "150102", "210102", "220102", "230102",
+    "310104", "320102", "330106", "340102", "350102", "360102", "370102", "410102",
+    "420102", "430102", "440103", "450102", "460105", "500106", "510104", "520102",
+    "530102", "540102", "610102", "620102", "630102", "640104", "650102", "710000",
+    "810000", "820000", "830000",
+)  # fmt: skip
+
 RELATIONS: tuple[str, ...] = ("head", "spouse", "child", "parent", "grandchild", "sibling", "other")
 
 THRESHOLD_CASES: Mapping[str, str] = MappingProxyType({
@@ -155,7 +166,7 @@ class _Generator:
         home = rng.choice(REGIONS)
         members = []
         for relation, age, male in self._ages(template):
-            region = home if rng.random() < 0.85 else rng.choice(REGIONS)
+            region = home if rng.random() < 0.85 else rng.choice(REGIONS + NATIONWIDE)
             birth = self.as_of - dt.timedelta(days=age * 365 + age // 4 + rng.randrange(365))
             while True:
                 number = make(region, birth, rng.randrange(500) * 2 + male).value

@@ -9,6 +9,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from hedui.connectors.store import Person, RegisterStore
 from hedui.core import rpc
+from hedui.core.clock import DEPLOYMENT, Clock
 from hedui.core.errors import InvalidResidentId
 from hedui.core.resident_id import parse as parse_id
 from hedui.proto.v1 import connector_pb2, connector_pb2_grpc
@@ -27,14 +28,15 @@ _RELATIONS = {
 
 
 class RegistryServicer(connector_pb2_grpc.RegistryServiceServicer):
-    def __init__(self, store: RegisterStore) -> None:
+    def __init__(self, store: RegisterStore, clock: Clock = DEPLOYMENT) -> None:
         self._store = store
+        self._clock = clock
 
     def GetHousehold(
         self, request: connector_pb2.HouseholdRequest, context: grpc.ServicerContext
     ) -> connector_pb2.Household:
         try:
-            resident = parse_id(request.id_number)
+            resident = parse_id(request.id_number, today=self._clock.today())
         except InvalidResidentId as e:
             rpc.abort(
                 context,
@@ -65,21 +67,22 @@ class RegistryServicer(connector_pb2_grpc.RegistryServiceServicer):
                 "1 to 1024 ID numbers per call",
                 rpc.bad_request("id_numbers", "1 to 1024 ID numbers"),
             )
+        # one number that does not parse is one household not found, never the whole call
+        today = self._clock.today()
+        ids: list[str | None] = []
+        for raw in request.id_numbers:
+            try:
+                ids.append(parse_id(raw, today=today).value)
+            except InvalidResidentId:
+                ids.append(None)
         try:
-            ids = [parse_id(i).value for i in request.id_numbers]
-        except InvalidResidentId as e:
-            rpc.abort(
-                context,
-                grpc.StatusCode.INVALID_ARGUMENT,
-                str(e),
-                rpc.bad_request("id_numbers", str(e)),
-            )
-        try:
-            found = self._store.households_of(ids)
+            found = iter(self._store.households_of([i for i in ids if i is not None]))
         except SQLAlchemyError as e:
             log.error("registry database error: %s", type(e).__name__)
             rpc.abort(context, grpc.StatusCode.INTERNAL, "the household register is not available")
-        return connector_pb2.HouseholdsResponse(households=[_household(m) for m in found])
+        return connector_pb2.HouseholdsResponse(
+            households=[_household(next(found) if i is not None else []) for i in ids]
+        )
 
 
 def _household(members: list[Person]) -> connector_pb2.Household:

@@ -11,6 +11,7 @@ from hedui.connectors.errors import ConnectorError
 from hedui.connectors.registry import RegistryServicer
 from hedui.connectors.sdk import Answerer, ConnectorServicer
 from hedui.connectors.store import HoldingStore, RegisterStore, open_engine
+from hedui.core.clock import DEFAULT_TIMEZONE, Clock
 from hedui.core.deployment import kind_of
 from hedui.core.keystore import KeyDir
 from hedui.core.paillier import PublicKey
@@ -29,6 +30,7 @@ class ConnectorSettings:
     insecure: bool = False
     max_workers: int = 4
     randomness_pool: int = 512  # obfuscators made ahead of time per process (0: none)
+    timezone: str = DEFAULT_TIMEZONE  # the deployment's: "today" for ID birth dates
 
 
 _PUBLIC_KEYS: dict[Path, PublicKey] = {}
@@ -79,7 +81,9 @@ def start_connector(settings: ConnectorSettings, keys: KeyDir) -> RunningServer:
 
 
 def start_registry(settings: ConnectorSettings, keys: KeyDir) -> RunningServer:
-    servicer = RegistryServicer(RegisterStore(open_engine(settings.database_url)))
+    servicer = RegistryServicer(
+        RegisterStore(open_engine(settings.database_url)), Clock(settings.timezone)
+    )
 
     def register(server: grpc.Server) -> None:
         connector_pb2_grpc.add_RegistryServiceServicer_to_server(servicer, server)

@@ -23,3 +23,7 @@ class CryptoError(HeduiError):
 
 class KeyFileError(HeduiError):
     """A key or certificate file that is missing, unreadable or too widely readable."""
+
+
+class WorkdirError(HeduiError):
+    """A working directory that cannot be created or written, or is in use by another process."""

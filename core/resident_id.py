@@ -15,14 +15,28 @@ import datetime as dt
 import unicodedata
 from dataclasses import dataclass
 
+from hedui.core.clock import DEPLOYMENT
 from hedui.core.errors import InvalidResidentId
 
 MAX_INPUT_CHARS = 64
 _WEIGHTS = tuple(pow(2, 17 - i, 11) for i in range(17))  # 7 9 10 5 8 4 2 1 6 3 7 9 10 5 8 4 2
 _CHECK_CHARS = "10X98765432"
-# First digit of a region code: 1-8 are the provinces and regions of the mainland, Hong Kong,
-# Macao and Taiwan residence permits (8x). 0 and 9 are not issued.
-_VALID_REGION_FIRST_DIGITS = frozenset("12345678")
+# The province-level codes of GB/T 2260 (the first two digits of every region code): 11-15
+# 华北, 21-23 东北, 31-37 华东, 41-46 中南, 50-54 西南 (50 is 重庆), 61-65 西北, 71 台湾, 81-82
+# 香港/澳门 and 83 (the residence permits of Taiwan residents).
+PROVINCE_CODES = frozenset(
+    f"{n}"
+    for n in (
+        *range(11, 16),
+        *range(21, 24),
+        *range(31, 38),
+        *range(41, 47),
+        *range(50, 55),
+        *range(61, 66),
+        71,
+        *range(81, 84),
+    )
+)
 
 
 def check_character(first17: str) -> str:
@@ -80,7 +94,8 @@ def normalise(raw: str) -> str:
 def parse(raw: str, *, today: dt.date | None = None) -> ResidentId:
     """Validate ``raw`` and return the normalised 18-character number.
 
-    ``today`` bounds the birth date (injectable for tests); it defaults to the local date.
+    ``today`` bounds the birth date; it defaults to today in the deployment's time zone
+    (Asia/Shanghai), never the machine's own date.
     Raises :class:`InvalidResidentId` naming the first problem found.
     """
     if len(raw) > MAX_INPUT_CHARS:
@@ -104,10 +119,13 @@ def parse(raw: str, *, today: dt.date | None = None) -> ResidentId:
         raise InvalidResidentId(
             "characters", "only digits are allowed, and X as the last character"
         )
-    if body[0] not in _VALID_REGION_FIRST_DIGITS or body[:2].endswith("0"):
-        raise InvalidResidentId("region", f"{body[:6]} is not an administrative region code")
+    if body[:2] not in PROVINCE_CODES:
+        raise InvalidResidentId(
+            "region",
+            f"{body[:6]} is not an administrative region code (no province has the code {body[:2]})",
+        )
     birth = _parse_date(body[6:14])
-    limit = today if today is not None else dt.date.today()
+    limit = today if today is not None else DEPLOYMENT.today()
     if birth > limit:
         raise InvalidResidentId(
             "birth_date", f"the birth date {birth.isoformat()} is in the future"

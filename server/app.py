@@ -5,12 +5,12 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Callable
 from dataclasses import dataclass
-from zoneinfo import ZoneInfo
 
 import grpc
 
 from hedui.audit.log import AuditLog
 from hedui.audit.store import LogStore, open_log_engine
+from hedui.core.clock import Clock
 from hedui.core.keystore import KeyDir
 from hedui.core.rpc import RunningServer, create_server
 from hedui.proto.v1 import audit_pb2, audit_pb2_grpc, verification_pb2, verification_pb2_grpc
@@ -59,8 +59,8 @@ def build_verifier(
     verify_keys = {
         e.connector_id: keys.connector_verify_key(e.connector_id) for e in config.connectors
     }
-    zone = ZoneInfo(config.timezone)
-    clock = now or (lambda: dt.datetime.now(zone))
+    deployment_clock = Clock(config.timezone)
+    clock = now or deployment_clock.now
     store = LogStore(open_log_engine(config.audit_database))
     view = custodian_view(
         [e.connector_id for e in config.connectors], verify_keys, public.max_plaintext_bits
@@ -78,7 +78,12 @@ def build_verifier(
     else:
         custodian = KeyCustodian(keys.paillier_private(), view, min_banks=config.min_banks)
     return Verifier(
-        registry=RegistryClient(config.registry, tls, config.registry_timeout_seconds),
+        registry=RegistryClient(
+            config.registry,
+            tls,
+            config.registry_timeout_seconds,
+            Clock(config.timezone, lambda z: clock()),
+        ),
         pool=ConnectorPool(
             config.connectors,
             tls=tls,

@@ -115,23 +115,32 @@ class BatchVerifier:
         digests = [
             (a.connector_id, a.digest(query_id, layouts[a.kind].digest())) for a in fan.answers
         ]
-        verdicts, entries = [], []
-        for (app, _, household), totals in zip(found, per_household, strict=True):
-            verdict, entry = v.conclude(
-                app,
-                caller,
-                tokens[app.request_id],
-                query_id,
-                household,
-                fan.failures,
-                digests,
-                totals,
-            )
+        verdicts, entries, concluded = [], [], []
+        for (app, key, household), totals in zip(found, per_household, strict=True):
+            try:
+                verdict, entry = v.conclude(
+                    app,
+                    caller,
+                    tokens[app.request_id],
+                    query_id,
+                    household,
+                    fan.failures,
+                    digests,
+                    totals,
+                )
+            except PolicyError as e:  # this household's problem: only it gets the error
+                outcome_entries.append(
+                    v.unfinished_entry(app, caller, tokens[app.request_id], query_id, str(e))
+                )
+                v.requests.release(key)
+                results.append(batch_error(app.request_id, "FAILED_PRECONDITION", str(e)))
+                continue
             verdicts.append(verdict)
             entries.append(entry)
+            concluded.append((app, key))
         receipts = v.audit.append(entries + outcome_entries)
         completed = []
-        for (app, key, _), verdict, receipt in zip(found, verdicts, receipts, strict=False):
+        for (app, key), verdict, receipt in zip(concluded, verdicts, receipts, strict=False):
             verdict.audit.CopyFrom(receipt_pb(receipt))
             completed.append((key, verdict.SerializeToString(deterministic=True)))
             results.append(verification_pb2.BatchResult(request_id=app.request_id, verdict=verdict))

@@ -16,6 +16,7 @@ import grpc
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from hedui.core import signing
+from hedui.core.clock import DEPLOYMENT, Clock
 from hedui.core.deployment import kind_of
 from hedui.core.errors import CryptoError, InvalidResidentId
 from hedui.core.packing import BatchLayout, Layout
@@ -82,7 +83,14 @@ def _reason(error: grpc.RpcError, timeout: float) -> str:
 
 
 class RegistryClient:
-    def __init__(self, endpoint: Endpoint, tls: TlsMaterial | None, timeout: float) -> None:
+    def __init__(
+        self,
+        endpoint: Endpoint,
+        tls: TlsMaterial | None,
+        timeout: float,
+        clock: Clock = DEPLOYMENT,
+    ) -> None:
+        self._clock = clock
         self._channel = open_channel(endpoint.address, tls=tls, server_name=endpoint.connector_id)
         self._stub = connector_pb2_grpc.RegistryServiceStub(self._channel)
         self._timeout = timeout
@@ -97,12 +105,13 @@ class RegistryClient:
             if isinstance(e, grpc.Call) and e.code() == grpc.StatusCode.NOT_FOUND:
                 raise RegistryNotFound("the ID number is not in the household register") from None
             raise SourceUnavailable(f"household registry: {_reason(e, self._timeout)}") from None
-        return _members(resident, reply)
+        return _members(resident, reply, self._clock.today())
 
     def households(
         self, residents: Sequence[ResidentId], query_id: str
-    ) -> list[list[tuple[ResidentId, Member]] | RegistryNotFound]:
-        """Many households in one call (the batch path); raises SourceUnavailable."""
+    ) -> list[list[tuple[ResidentId, Member]] | RegistryNotFound | SourceUnavailable]:
+        """Many households in one call (the batch path); raises SourceUnavailable when the
+        call fails. A household whose answer is malformed is that household's error alone."""
         try:
             reply = self._stub.GetHouseholds(
                 connector_pb2.HouseholdsRequest(
@@ -118,12 +127,16 @@ class RegistryClient:
             raise SourceUnavailable(
                 "household registry: the answer has the wrong number of households"
             )
-        out: list[list[tuple[ResidentId, Member]] | RegistryNotFound] = []
+        out: list[list[tuple[ResidentId, Member]] | RegistryNotFound | SourceUnavailable] = []
+        today = self._clock.today()
         for resident, h in zip(residents, reply.households, strict=True):
             if not h.members:
                 out.append(RegistryNotFound("the ID number is not in the household register"))
-            else:
-                out.append(_members(resident, h))
+                continue
+            try:
+                out.append(_members(resident, h, today))
+            except SourceUnavailable as e:
+                out.append(e)
         return out
 
     def close(self) -> None:
@@ -131,7 +144,7 @@ class RegistryClient:
 
 
 def _members(
-    resident: ResidentId, reply: connector_pb2.Household
+    resident: ResidentId, reply: connector_pb2.Household, today: dt.date
 ) -> list[tuple[ResidentId, Member]]:
     out = []
     try:
@@ -139,7 +152,7 @@ def _members(
             member = Member(
                 _RELATIONS.get(m.relation, "other"), dt.date.fromisoformat(m.birth_date)
             )
-            out.append((parse_id(m.id_number), member))
+            out.append((parse_id(m.id_number, today=today), member))
     except (ValueError, InvalidResidentId):
         raise SourceUnavailable("household registry: the answer holds a malformed member") from None
     if not any(r.value == resident.value for r, _ in out):

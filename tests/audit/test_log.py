@@ -68,7 +68,7 @@ def test_appends_are_gapless_and_proofs_verify(log_url: str) -> None:
             merkle.verify_consistency(
                 s1, size, store.consistency_proof(s1, size), store.root(s1), store.root(size)
             )
-    cp = parse_and_verify(receipts[0].checkpoint, "hedui-log", KEY.public_key(), origin=ORIGIN)
+    cp = parse_and_verify(receipts[0].checkpoint, ORIGIN, KEY.public_key(), origin=ORIGIN)
     assert cp.size == 8
     merkle.verify_inclusion(leaves[6], 6, 8, list(receipts[1].inclusion_proof), cp.root)
 

@@ -87,3 +87,54 @@ def test_made_ids_round_trip_and_any_digit_change_is_caught(
     changed = body[:16] + str((int(body[16]) + 1) % 10) + rid.value[17]
     with pytest.raises(InvalidResidentId):
         parse(changed, today=TODAY)
+
+
+# One county of every province-level code of GB/T 2260 (11–15, 21–23, 31–37, 41–46, 50–54,
+# 61–65, 71, 81–83); 500106 is 重庆市沙坪坝区, which the old first-digit check refused.
+PROVINCES = {
+    "11": "110105", "12": "120101", "13": "130102", "14": "140105", "15": "150102",
+    "21": "210102", "22": "220102", "23": "230102",
+    "31": "310104", "32": "320102", "33": "330106", "34": "340102", "35": "350102",
+    "36": "360102", "37": "370102",
+    "41": "410102", "42": "420102", "43": "430102", "44": "440103", "45": "450102",
+    "46": "460105",
+    "50": "500106", "51": "510104", "52": "520102", "53": "530102", "54": "540102",
+    "61": "610102", "62": "620102", "63": "630102", "64": "640104", "65": "650102",
+    "71": "710000", "81": "810000", "82": "820000", "83": "830000",
+}  # fmt: skip
+
+
+def test_every_province_code_is_listed() -> None:
+    from hedui.core.resident_id import PROVINCE_CODES
+
+    assert set(PROVINCES) == PROVINCE_CODES
+
+
+@pytest.mark.parametrize("region", sorted(PROVINCES.values()))
+def test_an_id_of_every_province_parses(region: str) -> None:
+    eighteen = make(region, dt.date(1968, 3, 4), 123).value
+    assert parse(eighteen, today=TODAY).value == eighteen
+    legacy = region + "680304123"  # the 15-digit form of the same person
+    assert parse(legacy, today=TODAY).value == eighteen
+
+
+@pytest.mark.parametrize("province", ["10", "16", "20", "24", "30", "38", "47", "49", "55", "60", "66", "70", "72", "80", "84", "90", "99"])  # fmt: skip
+def test_codes_of_no_province_are_refused(province: str) -> None:
+    first17 = f"{province}0102" + "19680304123"
+    with pytest.raises(InvalidResidentId) as info:
+        parse(first17 + check_character(first17), today=TODAY)
+    assert info.value.reason == "region"
+
+
+def test_today_is_the_deployment_date_not_the_machine_date(monkeypatch) -> None:
+    """At 07:00 Beijing time it is still yesterday in UTC: a newborn of this morning is valid."""
+    from hedui.core import clock, resident_id
+
+    morning = dt.datetime(2026, 11, 24, 7, 0, tzinfo=dt.UTC) - dt.timedelta(hours=8)
+    monkeypatch.setattr(resident_id, "DEPLOYMENT", clock.fixed(morning))
+    newborn = make("500106", dt.date(2026, 11, 24), 2)
+    assert morning.date() == dt.date(2026, 11, 23)  # the machine's UTC date
+    assert parse(newborn.value).value == newborn.value
+    assert clock.fixed(morning).show(int(morning.timestamp() * 1000)) == (
+        "2026-11-24 07:00:00 +08:00"
+    )

@@ -5,7 +5,9 @@ from __future__ import annotations
 import json
 import signal
 import subprocess
+import sys
 from collections import Counter
+from pathlib import Path
 
 import grpc
 import pytest
@@ -292,15 +294,73 @@ def test_auditor_verifies_searches_and_proves_over_grpc(up: Up) -> None:
     # a verdict's receipt proves its entry against the signed checkpoint
     v = _verify(up, up.summary.applicants[4][1], "receipt-1")
     from hedui.audit import merkle
-    from hedui.audit.checkpoint import parse_and_verify
+    from hedui.audit.checkpoint import parse_and_verify, parse_vkey
 
-    cp = parse_and_verify(
-        v["audit"]["checkpoint"].encode(), "hedui-log", up.workdir.keys.log_public_key()
-    )
+    # the published vkey (C2SP note format) is named after the log's origin and verifies it
+    name, key = parse_vkey(up.workdir.log_vkey.read_text().strip())
+    note = v["audit"]["checkpoint"].encode()
+    assert note.decode().split("\n")[0] == name
+    cp = parse_and_verify(note, name, key)
     entry = up.cli("audit", "prove", str(v["audit"]["leaf_index"]), "--workdir", w, "--json")
     assert json.loads(entry.stdout)["entry"]["request_id"] == "receipt-1"
     assert cp.size > v["audit"]["leaf_index"]
     assert merkle.HASH_SIZE == 32
+
+
+def test_a_search_is_attributed_to_the_auditor_not_to_its_filter(up: Up) -> None:
+    w = str(up.workdir.root)
+    r = up.cli("audit", "search", "--workdir", w, "--caller", "intake")
+    assert r.returncode == 0, r.stderr
+    assert "this search was itself logged" in r.stdout
+    r = up.cli("audit", "show", "--workdir", w, "--last", "1")
+    assert r.returncode == 0, r.stderr
+    (line,) = [ln for ln in r.stdout.splitlines() if " search " in ln]
+    assert " auditor " in line and " intake " not in line, line
+    assert "+08:00" in line  # audit times are shown with their zone
+
+
+def test_a_tampered_export_exits_2_naming_the_entry(up: Up, tmp_path: Path) -> None:
+    w = str(up.workdir.root)
+    out = tmp_path / "export.json"
+    r = up.cli(
+        "audit", "export", "--workdir", w, "--since", "2020-01-01", "--until", "2099-12-31",
+        "--out", str(out),
+    )  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    r = up.cli("audit", "verify", "--workdir", w, "--export", str(out))
+    assert r.returncode == 0 and "export OK" in r.stdout, r.stderr
+    doc = json.loads(out.read_text())
+    item = doc["entries"][2]
+    data = bytearray.fromhex(item["entry_hex"])
+    data[-1] ^= 1  # one changed bit of the signed bytes
+    item["entry_hex"] = data.hex()
+    out.write_text(json.dumps(doc))
+    r = up.cli("audit", "verify", "--workdir", w, "--export", str(out))
+    assert r.returncode == 2, (r.stdout, r.stderr)
+    assert "TAMPERING DETECTED" in r.stderr and f"entry {item['index']}" in r.stderr
+    assert "Traceback" not in r.stderr
+
+
+def test_profiles_hold_absolute_paths_and_a_second_up_refuses(up: Up, tmp_path: Path) -> None:
+    for profile in (up.workdir.intake_profile, up.workdir.auditor_profile):
+        for line in profile.read_text().splitlines():
+            if line.startswith(("ca ", "cert ", "key ")):
+                assert Path(line.split('"')[1]).is_absolute(), line
+    before = up.workdir.intake_profile.read_text()
+    r = subprocess.run(
+        [sys.executable, "-m", "hedui.clients.cli", "up", "--workdir", "work"],
+        cwd=up.workdir.root.parent, capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    assert r.returncode == 1, (r.stdout, r.stderr)
+    assert "in use by a running deployment" in r.stderr and str(up.process.pid) in r.stderr
+    assert "Traceback" not in r.stderr
+    assert up.workdir.intake_profile.read_text() == before
+    # the profiles work from any directory
+    r = subprocess.run(
+        [sys.executable, "-m", "hedui.clients.cli", "audit", "show", "--workdir", str(up.workdir.root), "--last", "1"],
+        cwd=tmp_path, capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    assert r.returncode == 0, r.stderr
 
 
 def test_only_auditors_may_read_the_log(up: Up) -> None:
@@ -363,6 +423,8 @@ def test_zzz_offline_audit_names_the_changed_entry(up: Up) -> None:
     assert r.returncode == 1 and "needs the running deployment" in r.stderr
     r = up.cli("audit", "search", "--workdir", w, "--caller", "intake")
     assert r.returncode == 0 and "verdict" in r.stdout
+    # offline, nothing logs the search, and the CLI says so
+    assert "was not logged" in r.stdout and "itself logged" not in r.stdout
     db = sqlite3.connect(up.workdir.root / "db" / "audit.sqlite")
     db.execute("DROP TRIGGER log_entry_no_update")
     (entry,) = db.execute("SELECT entry FROM log_entry WHERE idx = 3").fetchone()
