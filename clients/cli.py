@@ -111,7 +111,13 @@ def cmd_population_generate(args: argparse.Namespace) -> int:
 
 
 def cmd_connector_import(args: argparse.Namespace) -> int:
-    from hedui.connectors.importer import read_dataset, write_database
+    from hedui.clients.deploy import record_import
+    from hedui.connectors.importer import (
+        check_shrink,
+        current_population,
+        read_dataset,
+        write_database,
+    )
     from hedui.core.deployment import default_connector_ids
     from hedui.core.keystore import REGISTRY_ID
 
@@ -124,13 +130,20 @@ def cmd_connector_import(args: argparse.Namespace) -> int:
     if not args.file.is_file():
         raise ClientError(f"{args.file} is not a file")
     data = read_dataset(args.file, cid, w.keys, today=_today())
+    before = current_population(w.connector_db(cid), cid)
+    if not args.allow_shrink:
+        check_shrink(cid, before, data.size)
     write_database(w.connector_db(cid), data)
+    index = record_import(w, cid, before, data.size)
     what = (
         "residents into the household register"
         if cid == REGISTRY_ID
         else f"people into {cid} (stored by token, not by ID number)"
     )
-    print(f"imported {data.size} {what}; restart `hedui up` to serve the new data")
+    print(
+        f"imported {data.size} {what} (before: {before if before is not None else 'none'}; "
+        f"audit entry {index}); restart `hedui up` to serve the new data"
+    )
     return 0
 
 
@@ -367,7 +380,12 @@ def build_parser() -> argparse.ArgumentParser:
     p = con.add_parser("import", help="replace a connector's data with a CSV file")
     p.add_argument("--workdir", type=Path, required=True)
     p.add_argument("--connector", required=True, help="registry, hrss, tax, …, bank-01 … bank-73")
-    p.add_argument("--file", type=Path, required=True)
+    p.add_argument("--file", type=Path, required=True, help="CSV file with a header row")
+    p.add_argument(
+        "--allow-shrink",
+        action="store_true",
+        help="accept a file that drops over 20%% of the connector's people (default: refused)",
+    )
     p.set_defaults(func=cmd_connector_import)
 
     p = sub.add_parser("up", help="run a deployment on this machine until Ctrl-C")

@@ -13,20 +13,25 @@ import logging
 import multiprocessing as mp
 import signal
 import threading
+import tomllib
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from multiprocessing.connection import Connection
 from pathlib import Path
 
 from hedui.audit.checkpoint import vkey
+from hedui.audit.log import DEFAULT_ORIGIN, AuditLog
+from hedui.audit.store import LogStore, open_log_engine
 from hedui.clients.auditor import write_auditor_profile
 from hedui.connectors.errors import ConnectorError, ImportRejected
 from hedui.connectors.importer import Dataset, read_dataset, write_database
 from hedui.connectors.server import ConnectorSettings, start_connector, start_registry
+from hedui.core.clock import DEPLOYMENT
 from hedui.core.deployment import default_connector_ids
 from hedui.core.keystore import REGISTRY_ID
 from hedui.core.rpc import open_channel, wait_healthy
 from hedui.core.workdir import Workdir
+from hedui.proto.v1 import audit_pb2
 from hedui.server.app import RunningService, start_service
 from hedui.server.config import ServiceConfig
 from hedui.server.custodian_service import CUSTODIAN_ID, start_custodian, write_custodian_config
@@ -95,6 +100,37 @@ def prepare(settings: DeploySettings, say: Callable[[str], None], today: dt.date
     for cid, data in loaded.items():
         write_database(w.connector_db(cid), data)
     return w
+
+
+IMPORT_CALLER = "hedui-operator"
+
+
+def record_import(w: Workdir, connector_id: str, before: int | None, after: int) -> int:
+    """Append the import (people before and after) to the deployment's audit log; its index."""
+    settings = {}
+    if w.service_config.exists():
+        settings = tomllib.loads(w.service_config.read_text(encoding="utf-8")).get("service", {})
+    engine = open_log_engine(str(settings.get("audit_database", w.audit_db_url)))
+    try:
+        log = AuditLog(
+            LogStore(engine),
+            origin=str(settings.get("log_origin", DEFAULT_ORIGIN)),
+            signing_key=w.keys.log_signing_key(),
+        )
+        entry = audit_pb2.AuditEntry(
+            time_unix_ms=int(DEPLOYMENT.now().timestamp() * 1000),
+            caller=IMPORT_CALLER,
+            caller_role="operator",
+            config_change=audit_pb2.ConfigChange(
+                setting=f"data:{connector_id}:people",
+                old_value="" if before is None else str(before),
+                new_value=str(after),
+            ),
+        )
+        (receipt,) = log.append([entry])
+    finally:
+        engine.dispose()
+    return receipt.leaf_index
 
 
 def _serve_group(root: str, ids: Sequence[str], insecure: bool, conn: Connection) -> None:

@@ -29,3 +29,7 @@ class ImportRejected(ConnectorError):
         more = f"\n  … and {len(problems) - limit} more" if len(problems) > limit else ""
         super().__init__(f"{len(problems)} problem(s); nothing was imported:\n{shown}{more}")
         self.problems = problems
+
+
+class ImportWouldShrink(ConnectorError):
+    """An import that would drop more of a connector's people than allowed (``--allow-shrink``)."""

@@ -16,7 +16,7 @@ from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
 
-from hedui.connectors.errors import ImportRejected, RowProblem
+from hedui.connectors.errors import ImportRejected, ImportWouldShrink, RowProblem
 from hedui.connectors.store import HoldingStore, Person, RegisterStore, open_engine
 from hedui.core.deployment import ConnectorKind, kind_of
 from hedui.core.errors import InvalidResidentId
@@ -234,6 +234,43 @@ def read_dataset(path: Path, connector_id: str, keys: KeyDir, *, today: dt.date)
         read_holdings(path, kind_of(connector_id), token_key, today=today) if path.exists() else {}
     )
     return Dataset(connector_id, totals=totals, token_key_check=token_key.check_value())
+
+
+MAX_SHRINK = 0.2  # an import may lose at most this share of a connector's people
+
+
+def current_population(db_path: Path, connector_id: str) -> int | None:
+    """How many people the connector's database holds now; None when it has none yet."""
+    if not db_path.exists():
+        return None
+    engine = open_engine(f"sqlite:///{db_path}")
+    try:
+        store = RegisterStore(engine) if connector_id == REGISTRY_ID else HoldingStore(engine)
+        return store.population()
+    finally:
+        engine.dispose()
+
+
+def check_shrink(
+    connector_id: str, before: int | None, after: int, *, max_share: float = MAX_SHRINK
+) -> None:
+    """Refuse an import that empties a connector or loses over ``max_share`` of its people.
+
+    A connector that holds nothing answers 0 for everyone: the favourable direction. So a
+    header-only file, or a truncated export, must not quietly replace real data.
+    """
+    if not before or after >= before * (1 - max_share):
+        return
+    what = (
+        "the file holds nobody"
+        if after == 0
+        else f"it would drop {before - after} of {before} people ({(before - after) / before:.0%})"
+    )
+    raise ImportWouldShrink(
+        f"{connector_id} holds {before} people now and {what}; nothing was imported. "
+        f"If that is intended, run it again with --allow-shrink (the limit is a loss of "
+        f"{max_share:.0%})"
+    )
 
 
 def write_database(db_path: Path, data: Dataset) -> None:

@@ -90,11 +90,20 @@ class HoldingStore:
         ]
         with Session(self._engine) as s, s.begin():
             s.execute(delete(Holding))
-            s.execute(delete(Meta).where(Meta.key == "token_key_check"))
+            s.execute(delete(Meta).where(Meta.key.in_(["token_key_check", "population"])))
             s.add(Meta(key="token_key_check", value=token_key_check))
+            s.add(Meta(key="population", value=str(len(totals)).encode()))
             if rows:
                 s.execute(insert(Holding), rows)
         return len(totals)
+
+    def population(self) -> int:
+        """How many people the last import held (rows of zeros included)."""
+        with Session(self._engine) as s:
+            v = s.scalar(select(Meta.value).where(Meta.key == "population"))
+            if v is not None:
+                return int(bytes(v))
+            return int(s.scalar(select(func.count(func.distinct(Holding.token)))) or 0)
 
     def token_key_check(self) -> bytes | None:
         """The check value of the token key the data was imported under (None: never imported)."""
@@ -152,6 +161,10 @@ class RegisterStore:
             s.execute(delete(Person))
             s.add_all(people)
         return len(people)
+
+    def population(self) -> int:
+        with Session(self._engine) as s:
+            return int(s.scalar(select(func.count()).select_from(Person)) or 0)
 
     def household_of(self, id_number: str) -> list[Person]:
         """Every member of the household of ``id_number``, head first; empty when unknown."""
