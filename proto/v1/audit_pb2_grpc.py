@@ -28,6 +28,11 @@ if _version_not_supported:
 class AuditServiceStub:
     """The audit log, open to auditor certificates only. Entries are served as the exact bytes that
     were hashed, so an auditor recomputes every leaf and root itself.
+    Served over mutual TLS by the verification service process, next to VerificationService and
+    under the same server certificate, named "service": clients must check the server name
+    "service" (grpc.ssl_target_name_override = "service", server_name = "service" in the auditor
+    profile, grpcurl -servername service). Callers present a certificate of the deployment's CA
+    with role (subject OU) "auditor"; any other role gets PERMISSION_DENIED.
     """
 
     def __init__(self, channel):
@@ -66,6 +71,11 @@ class AuditServiceStub:
 class AuditServiceServicer:
     """The audit log, open to auditor certificates only. Entries are served as the exact bytes that
     were hashed, so an auditor recomputes every leaf and root itself.
+    Served over mutual TLS by the verification service process, next to VerificationService and
+    under the same server certificate, named "service": clients must check the server name
+    "service" (grpc.ssl_target_name_override = "service", server_name = "service" in the auditor
+    profile, grpcurl -servername service). Callers present a certificate of the deployment's CA
+    with role (subject OU) "auditor"; any other role gets PERMISSION_DENIED.
     """
 
     def GetCheckpoint(self, request, context):
@@ -141,6 +151,11 @@ def add_AuditServiceServicer_to_server(servicer, server):
 class AuditService:
     """The audit log, open to auditor certificates only. Entries are served as the exact bytes that
     were hashed, so an auditor recomputes every leaf and root itself.
+    Served over mutual TLS by the verification service process, next to VerificationService and
+    under the same server certificate, named "service": clients must check the server name
+    "service" (grpc.ssl_target_name_override = "service", server_name = "service" in the auditor
+    profile, grpcurl -servername service). Callers present a certificate of the deployment's CA
+    with role (subject OU) "auditor"; any other role gets PERMISSION_DENIED.
     """
 
     @staticmethod

@@ -26,7 +26,11 @@ if _version_not_supported:
 
 
 class ConnectorServiceStub:
-    """Missing associated documentation comment in .proto file."""
+    """One server per connector, over mutual TLS. Its server certificate is named after the
+    connector id (e.g. "hrss", "tax", "bank-01"; the connector_id of DescribeResponse), so clients
+    set grpc.ssl_target_name_override to that id. Only the verification service (certificate role
+    "service") may call it; any other role gets PERMISSION_DENIED.
+    """
 
     def __init__(self, channel):
         """Constructor.
@@ -52,7 +56,11 @@ class ConnectorServiceStub:
 
 
 class ConnectorServiceServicer:
-    """Missing associated documentation comment in .proto file."""
+    """One server per connector, over mutual TLS. Its server certificate is named after the
+    connector id (e.g. "hrss", "tax", "bank-01"; the connector_id of DescribeResponse), so clients
+    set grpc.ssl_target_name_override to that id. Only the verification service (certificate role
+    "service") may call it; any other role gets PERMISSION_DENIED.
+    """
 
     def Describe(self, request, context):
         """Name, kind and declared fields: the source of truth for this connector's answer layout.
@@ -104,7 +112,11 @@ def add_ConnectorServiceServicer_to_server(servicer, server):
 
  # This class is part of an EXPERIMENTAL API.
 class ConnectorService:
-    """Missing associated documentation comment in .proto file."""
+    """One server per connector, over mutual TLS. Its server certificate is named after the
+    connector id (e.g. "hrss", "tax", "bank-01"; the connector_id of DescribeResponse), so clients
+    set grpc.ssl_target_name_override to that id. Only the verification service (certificate role
+    "service") may call it; any other role gets PERMISSION_DENIED.
+    """
 
     @staticmethod
     def Describe(request,
@@ -189,7 +201,10 @@ class ConnectorService:
 
 
 class RegistryServiceStub:
-    """Missing associated documentation comment in .proto file."""
+    """The household register (公安户籍), a server of its own over mutual TLS. Its server
+    certificate is named "registry", so clients set grpc.ssl_target_name_override = "registry".
+    Only the verification service (certificate role "service") may call it.
+    """
 
     def __init__(self, channel):
         """Constructor.
@@ -210,7 +225,10 @@ class RegistryServiceStub:
 
 
 class RegistryServiceServicer:
-    """Missing associated documentation comment in .proto file."""
+    """The household register (公安户籍), a server of its own over mutual TLS. Its server
+    certificate is named "registry", so clients set grpc.ssl_target_name_override = "registry".
+    Only the verification service (certificate role "service") may call it.
+    """
 
     def GetHousehold(self, request, context):
         """The members of the household of the person with this ID number (公安户籍).
@@ -250,7 +268,10 @@ def add_RegistryServiceServicer_to_server(servicer, server):
 
  # This class is part of an EXPERIMENTAL API.
 class RegistryService:
-    """Missing associated documentation comment in .proto file."""
+    """The household register (公安户籍), a server of its own over mutual TLS. Its server
+    certificate is named "registry", so clients set grpc.ssl_target_name_override = "registry".
+    Only the verification service (certificate role "service") may call it.
+    """
 
     @staticmethod
     def GetHousehold(request,

@@ -4,6 +4,10 @@ isort:skip_file
 The key custodian: the only holder of the Paillier private key. It decrypts household totals
 from signed connector answers, never a single bank's figure. Only the verification service
 (certificate role "service") may call it.
+
+Include root: the repository's proto/ folder, or the installed hedui/proto package folder.
+Every file is named and imported as hedui/proto/v1/<file>.proto, e.g.
+  protoc -I proto --python_out=OUT hedui/proto/v1/custodian.proto
 """
 
 from collections import abc as _abc

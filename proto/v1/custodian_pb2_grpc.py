@@ -26,7 +26,10 @@ if _version_not_supported:
 
 
 class CustodianServiceStub:
-    """Missing associated documentation comment in .proto file."""
+    """Served over mutual TLS by the custodian's own process. Its server certificate is named
+    "custodian", so clients set grpc.ssl_target_name_override = "custodian". Any caller whose
+    certificate role is not "service" gets PERMISSION_DENIED.
+    """
 
     def __init__(self, channel):
         """Constructor.
@@ -47,7 +50,10 @@ class CustodianServiceStub:
 
 
 class CustodianServiceServicer:
-    """Missing associated documentation comment in .proto file."""
+    """Served over mutual TLS by the custodian's own process. Its server certificate is named
+    "custodian", so clients set grpc.ssl_target_name_override = "custodian". Any caller whose
+    certificate role is not "service" gets PERMISSION_DENIED.
+    """
 
     def Decrypt(self, request, context):
         """Verify every answer, recompute the product, mask what may not be released, decrypt once.
@@ -86,7 +92,10 @@ def add_CustodianServiceServicer_to_server(servicer, server):
 
  # This class is part of an EXPERIMENTAL API.
 class CustodianService:
-    """Missing associated documentation comment in .proto file."""
+    """Served over mutual TLS by the custodian's own process. Its server certificate is named
+    "custodian", so clients set grpc.ssl_target_name_override = "custodian". Any caller whose
+    certificate role is not "service" gets PERMISSION_DENIED.
+    """
 
     @staticmethod
     def Decrypt(request,

@@ -4,6 +4,10 @@ isort:skip_file
 The key custodian: the only holder of the Paillier private key. It decrypts household totals
 from signed connector answers, never a single bank's figure. Only the verification service
 (certificate role "service") may call it.
+
+Include root: the repository's proto/ folder, or the installed hedui/proto package folder.
+Every file is named and imported as hedui/proto/v1/<file>.proto, e.g.
+  protoc -I proto --python_out=OUT hedui/proto/v1/custodian.proto
 """
 
 from collections import abc as _abc
@@ -30,6 +34,11 @@ GRPC_GENERATED_VERSION: str
 GRPC_VERSION: str
 
 class CustodianServiceStub:
+    """Served over mutual TLS by the custodian's own process. Its server certificate is named
+    "custodian", so clients set grpc.ssl_target_name_override = "custodian". Any caller whose
+    certificate role is not "service" gets PERMISSION_DENIED.
+    """
+
     @_typing.overload
     def __new__(cls, channel: _grpc.Channel) -> _Self: ...
     @_typing.overload
@@ -43,6 +52,11 @@ class CustodianServiceStub:
 
 @_typing.type_check_only
 class CustodianServiceAsyncStub(CustodianServiceStub):
+    """Served over mutual TLS by the custodian's own process. Its server certificate is named
+    "custodian", so clients set grpc.ssl_target_name_override = "custodian". Any caller whose
+    certificate role is not "service" gets PERMISSION_DENIED.
+    """
+
     def __init__(self, channel: _aio.Channel) -> None: ...
     Decrypt: _aio.UnaryUnaryMultiCallable[_custodian_pb2.DecryptRequest, _custodian_pb2.DecryptResponse]  # type: ignore[assignment]
     """Verify every answer, recompute the product, mask what may not be released, decrypt once.
@@ -52,6 +66,11 @@ class CustodianServiceAsyncStub(CustodianServiceStub):
     """The batch path: per connector kind, one decryption per kind ciphertext."""
 
 class CustodianServiceServicer(metaclass=_abc_1.ABCMeta):
+    """Served over mutual TLS by the custodian's own process. Its server certificate is named
+    "custodian", so clients set grpc.ssl_target_name_override = "custodian". Any caller whose
+    certificate role is not "service" gets PERMISSION_DENIED.
+    """
+
     @_abc_1.abstractmethod
     def Decrypt(
         self,

@@ -26,7 +26,14 @@ if _version_not_supported:
 
 
 class VerificationServiceStub:
-    """Missing associated documentation comment in .proto file."""
+    """Served over mutual TLS by the verification service process, together with AuditService.
+    Its server certificate is named "service" (CN and DNS SAN; it also names localhost, 127.0.0.1
+    and ::1 for loopback use), so clients must check the server name "service" whatever address
+    they dial: grpc.ssl_target_name_override = "service" (server_name = "service" in a hedui
+    client profile, grpcurl -servername service). Callers present a certificate of the
+    deployment's CA with role (subject OU) "intake"; any other role gets PERMISSION_DENIED.
+    A deployment started with --insecure serves plaintext and admits every caller.
+    """
 
     def __init__(self, channel):
         """Constructor.
@@ -47,14 +54,24 @@ class VerificationServiceStub:
 
 
 class VerificationServiceServicer:
-    """Missing associated documentation comment in .proto file."""
+    """Served over mutual TLS by the verification service process, together with AuditService.
+    Its server certificate is named "service" (CN and DNS SAN; it also names localhost, 127.0.0.1
+    and ::1 for loopback use), so clients must check the server name "service" whatever address
+    they dial: grpc.ssl_target_name_override = "service" (server_name = "service" in a hedui
+    client profile, grpcurl -servername service). Callers present a certificate of the
+    deployment's CA with role (subject OU) "intake"; any other role gets PERMISSION_DENIED.
+    A deployment started with --insecure serves plaintext and admits every caller.
+    """
 
     def Verify(self, request, context):
-        """Verify one application. Errors: INVALID_ARGUMENT (google.rpc.BadRequest) for a malformed
-        request, NOT_FOUND when the ID is not in the household registry, FAILED_PRECONDITION
+        """Verify one application. Errors: INVALID_ARGUMENT (google.rpc.BadRequest, one field violation
+        per bad field) when a required field of VerifyRequest is missing or malformed, NOT_FOUND when
+        the ID is not in the household registry, FAILED_PRECONDITION
         (google.rpc.PreconditionFailure) when no policy is in force on the application date,
-        ALREADY_EXISTS when a request id is reused for a different application, UNAVAILABLE when
-        the registry or the key custodian cannot be reached.
+        ALREADY_EXISTS when a request id is reused for a different application, ABORTED while the
+        first call with the same request id is still being verified (retry shortly), UNAVAILABLE
+        when the registry, the key custodian or the audit log cannot be reached, or the custodian
+        refuses to decrypt (nothing was decided; retry later). PERMISSION_DENIED: see above.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -63,7 +80,9 @@ class VerificationServiceServicer:
     def VerifyBatch(self, request_iterator, context):
         """Periodic re-verification (半年复核): a stream of applications in, a stream of results out,
         in any order (match them by request_id). Households are grouped so that every connector
-        answers many at once. A bad application gets its own error result; the stream goes on.
+        answers many at once. A bad application gets its own error result; the stream goes on:
+        a missing or malformed required field gives BatchError code "INVALID_ARGUMENT" with the
+        request_id as sent (empty when it was missing). The same fields are required as for Verify.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -91,7 +110,14 @@ def add_VerificationServiceServicer_to_server(servicer, server):
 
  # This class is part of an EXPERIMENTAL API.
 class VerificationService:
-    """Missing associated documentation comment in .proto file."""
+    """Served over mutual TLS by the verification service process, together with AuditService.
+    Its server certificate is named "service" (CN and DNS SAN; it also names localhost, 127.0.0.1
+    and ::1 for loopback use), so clients must check the server name "service" whatever address
+    they dial: grpc.ssl_target_name_override = "service" (server_name = "service" in a hedui
+    client profile, grpcurl -servername service). Callers present a certificate of the
+    deployment's CA with role (subject OU) "intake"; any other role gets PERMISSION_DENIED.
+    A deployment started with --insecure serves plaintext and admits every caller.
+    """
 
     @staticmethod
     def Verify(request,

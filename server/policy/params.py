@@ -10,6 +10,7 @@ that started on or before it; a date before the first value has no value at all.
 from __future__ import annotations
 
 import datetime as dt
+import difflib
 import hashlib
 import re
 import tomllib
@@ -23,6 +24,35 @@ from hedui.server.errors import PolicyError
 
 UNITS = ("fen/person/month", "fen", "months", "count", "percent", "years")
 DISCLOSURES = ("figures", "outcomes")
+
+
+@dataclass(frozen=True)
+class Declaration:
+    """What the rules expect of a parameter: its unit and a plausible range of values.
+
+    The range catches a slip of the pen, not a policy choice: a standard of 1320 fen (13.20
+    yuan, a hundred times too small) or an asset limit of 2400 months is refused by name.
+    """
+
+    unit: str
+    low: int
+    high: int
+
+
+# Every parameter the rules read. A name not listed here is a typo that would silently switch
+# a rule off, so it is an error.
+DECLARED: Mapping[str, Declaration] = {
+    "dibao_standard": Declaration("fen/person/month", 20_000, 500_000),  # 200–5000 yuan
+    "dibao_asset_months": Declaration("months", 1, 120),
+    "dibao_max_residential": Declaration("count", 0, 5),
+    "dibao_max_vehicles": Declaration("count", 0, 5),
+    "dibao_max_enterprises": Declaration("count", 0, 5),
+    "dibian_income_percent": Declaration("percent", 100, 300),
+    "zhichu_expenditure_share_percent": Declaration("percent", 10, 100),
+    "tekun_support_percent": Declaration("percent", 100, 300),
+    "tekun_working_age_min": Declaration("years", 14, 18),
+    "tekun_working_age_max": Declaration("years", 50, 70),
+}
 
 
 @dataclass(frozen=True)
@@ -109,14 +139,25 @@ def _problems(doc: dict[str, Any], text: str) -> list[Problem]:
         problems.append(Problem(0, "the file defines no [parameters.*]"))
     for name, body in params.items():
         header = _line_of(text, f"[parameters.{name}]")
+        declared = DECLARED.get(name)
+        if declared is None:
+            close = difflib.get_close_matches(name, DECLARED, n=1)
+            hint = f"did you mean {close[0]}? " if close else ""
+            problems.append(
+                Problem(
+                    header,
+                    f"unknown parameter {name}: no rule reads it; {hint}known: {', '.join(DECLARED)}",
+                )
+            )
+            continue
         if not isinstance(body, dict):
             problems.append(Problem(header, f"parameters.{name} must be a table"))
             continue
-        if body.get("unit") not in UNITS:
+        if body.get("unit") != declared.unit:
             problems.append(
                 Problem(
                     _line_of(text, "unit", after=header) or header,
-                    f"parameters.{name}: unit must be one of {', '.join(UNITS)}",
+                    f"parameters.{name}: unit must be {declared.unit!r}",
                 )
             )
         values = body.get("values")
@@ -147,6 +188,14 @@ def _problems(doc: dict[str, Any], text: str) -> list[Problem]:
                     Problem(
                         line,
                         f"{where}: value must be a non-negative whole number in {body.get('unit')} (no decimals: money is in fen)",
+                    )
+                )
+            elif not declared.low <= value <= declared.high:
+                problems.append(
+                    Problem(
+                        line,
+                        f"{where}: {value} {declared.unit} is outside the plausible range "
+                        f"{declared.low}–{declared.high}; check the unit (money is in fen)",
                     )
                 )
             ref = v.get("reference")

@@ -197,6 +197,6 @@ def test_missing_source_does_not_hide_a_failure() -> None:
 def test_policy_version_changes_with_parameters() -> None:
     from hedui.server.policy.params import parse
 
-    text = b'region = "demo"\n[parameters.dibao_standard]\nunit = "fen"\nvalues = [{ start = 2023-07-01, value = 1, reference = "x" }]\n'
+    text = b'region = "demo"\n[parameters.dibao_standard]\nunit = "fen/person/month"\nvalues = [{ start = 2023-07-01, value = 100000, reference = "x" }]\n'
     other = PolicyBook({"demo": parse(text, "t")}, "demo")
     assert other.version("demo") != BOOK.version("demo")

@@ -32,7 +32,7 @@ def test_problems_name_their_lines(tmp_path: Path, capsys: pytest.CaptureFixture
     assert main(["policy", "check", str(f)]) == 1
     out = capsys.readouterr().out
     assert f"{f}:2: programs.dibao.disclosure" in out
-    assert f"{f}:5: parameters.dibao_standard: unit must be one of" in out
+    assert f"{f}:5: parameters.dibao_standard: unit must be 'fen/person/month'" in out
     assert (
         f"{f}:7: parameters.dibao_standard.values[0]: value must be a non-negative whole number"
         in out
@@ -92,3 +92,31 @@ def test_explain_lists_parameters_with_references(capsys: pytest.CaptureFixture[
     out = capsys.readouterr().out
     assert "1595.00 yuan" in out and "130 percent" in out and "民发〔2021〕43号" in out
     assert main(["policy", "explain", "--program", "nope"]) == 1
+
+
+def test_a_misspelled_parameter_is_an_error_naming_the_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A typo used to print OK and silently switch dibao off."""
+    text = (PARAMS / "demo.toml").read_text(encoding="utf-8")
+    f = tmp_path / "typo.toml"
+    f.write_text(text.replace("[parameters.dibao_standard]", "[parameters.dibao_standrad]"))
+    assert main(["policy", "check", str(f)]) == 1
+    out = capsys.readouterr().out
+    line = text.splitlines().index("[parameters.dibao_standard]") + 1
+    assert f"{f}:{line}: unknown parameter dibao_standrad" in out
+    assert "did you mean dibao_standard?" in out
+
+
+def test_a_standard_a_hundred_times_too_small_is_refused(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    text = (PARAMS / "demo.toml").read_text(encoding="utf-8")
+    f = tmp_path / "small.toml"
+    f.write_text(text.replace("value = 126000", "value = 1320"))
+    assert main(["policy", "check", str(f)]) == 1
+    out = capsys.readouterr().out
+    line = next(i for i, ln in enumerate(text.splitlines(), 1) if "value = 126000" in ln)
+    assert (
+        f"{f}:{line}: parameters.dibao_standard.values[2]: 1320 fen/person/month is outside" in out
+    )
