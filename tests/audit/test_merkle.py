@@ -5,7 +5,6 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
-import os
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -478,23 +477,11 @@ def test_consistency_equal_sizes() -> None:
 # --- the public vector set (transparency-dev/merkle testdata), when it is present ---------------
 
 
-def _vector_dir() -> Path | None:
-    configured = os.environ.get("HEDUI_MERKLE_VECTORS")
-    if configured:
-        path = Path(configured)
-    else:
-        path = Path(__file__).resolve().parents[2].parent / "shared" / "vectors" / "merkle"
-    return path if path.is_dir() else None
-
-
-VECTOR_DIR = _vector_dir()
-VECTOR_FILES = (
-    sorted(p for kind in ("inclusion", "consistency") for p in (VECTOR_DIR / kind).rglob("*.json"))
-    if VECTOR_DIR
-    else []
-)
-NO_VECTORS = pytest.param(
-    None, marks=pytest.mark.skip(reason="no Merkle vectors: set HEDUI_MERKLE_VECTORS")
+# Copied into the repository with their LICENSE and source (tests/vectors/merkle/README.md), so a
+# fresh clone runs them: a missing set is a failure, never a skip.
+VECTOR_DIR = Path(__file__).resolve().parents[1] / "vectors" / "merkle"
+VECTOR_FILES = sorted(
+    p for kind in ("inclusion", "consistency") for p in (VECTOR_DIR / kind).rglob("*.json")
 )
 
 
@@ -502,23 +489,19 @@ def _b64(value: str) -> bytes:
     return base64.b64decode(value)
 
 
-def _vector_ids(path: Path | None) -> str:
-    return str(path.relative_to(VECTOR_DIR)) if path and VECTOR_DIR else "absent"
+def _vector_ids(path: Path) -> str:
+    return str(path.relative_to(VECTOR_DIR))
 
 
-def test_vector_set_is_present_or_skipped() -> None:
-    if VECTOR_DIR is None:
-        configured = os.environ.get("HEDUI_MERKLE_VECTORS")
-        if configured:
-            pytest.fail(f"HEDUI_MERKLE_VECTORS={configured} is not a directory")
-        pytest.skip("no Merkle vectors: set HEDUI_MERKLE_VECTORS")
+def test_vector_set_is_present() -> None:
+    assert (VECTOR_DIR / "LICENSE").is_file(), f"the Merkle vectors are missing from {VECTOR_DIR}"
     assert len(VECTOR_FILES) > 100
     roots = json.loads((VECTOR_DIR / "roots.json").read_text())
     assert [bytes.fromhex(h) for h in roots["leaf_inputs_hex"]] == LEAF_INPUTS
     assert [bytes.fromhex(h) for h in roots["root_hashes_hex_by_tree_size"]] == ROOTS_BY_SIZE
 
 
-@pytest.mark.parametrize("path", VECTOR_FILES or [NO_VECTORS], ids=_vector_ids)
+@pytest.mark.parametrize("path", VECTOR_FILES, ids=_vector_ids)
 def test_public_vector(path: Path) -> None:
     vector: dict[str, Any] = json.loads(path.read_text())
     proof = [_b64(p) for p in vector["proof"] or []]
