@@ -17,10 +17,17 @@ from hedui.audit.auditor import (
     verify_inclusion,
     verify_log,
 )
-from hedui.clients.args import date_arg
-from hedui.clients.auditor import AuditorSession, export, open_session, search, verify_export
+from hedui.clients.args import check_period, check_writable_file, date_arg, why_unwritable
+from hedui.clients.auditor import (
+    AuditorSession,
+    export,
+    log_origin,
+    open_session,
+    search,
+    verify_export,
+)
 from hedui.clients.errors import ClientError
-from hedui.clients.intake import format_fen
+from hedui.clients.intake import NO_BENEFIT, decision_text, format_fen
 from hedui.core.clock import DEPLOYMENT
 from hedui.core.workdir import Workdir
 
@@ -49,13 +56,26 @@ def cmd_verify(args: argparse.Namespace) -> int:
             return 2
         print(f"export OK: {n} entries, each proven included in the signed tree of size {cp.size}")
         return 0
+    # the state file is checked before the deployment is contacted: it is written at the end
+    state_path = args.state or default_state_path(log_origin(w))
+    check_writable_file(state_path, "--state", make_parents=True)
+    try:
+        state = AuditorState.load(state_path)
+    except OSError as e:
+        raise ClientError(
+            f"cannot read the auditor state {state_path}: {e.strerror}; give another --state"
+        ) from None
     session = _session(args)
-    state = AuditorState.load(args.state or default_state_path(session.origin))
     try:
         report = verify_log(session.source, session.public_key, session.origin, state)
     except TamperingDetected as e:
         print(f"TAMPERING DETECTED: {e}", file=sys.stderr)
         return 2
+    except OSError as e:  # AuditorState.save, the only file verify_log writes
+        raise ClientError(
+            f"the log verified, but the auditor state {state_path} cannot be saved: "
+            f"{why_unwritable(state_path, e)}; give --state a path in a folder you can write"
+        ) from None
     kinds = ", ".join(f"{n} {k}" for k, n in sorted(report.kinds.items()))
     since = (
         f"; consistent with the checkpoint at size {report.previous_size} you verified before"
@@ -93,10 +113,15 @@ def cmd_show(args: argparse.Namespace) -> int:
     )
     for index, data in rows:
         d = describe_entry(data)
-        detail = d.get("decision", "")
+        detail = decision_text(d["decision"]) if "decision" in d else ""
         if d["kind"] == "verdict":
             failed = [f["connector_id"] for f in d.get("connectors_failed", [])]
-            detail += f" benefit {format_fen(int(d.get('benefit_fen', 0)))}"
+            benefit = (
+                NO_BENEFIT
+                if d.get("decision") == "NEEDS_REVIEW"
+                else format_fen(int(d.get("benefit_fen", 0)))
+            )
+            detail += f" benefit {benefit}"
             detail += f" ({len(d.get('connectors_answered', []))} answered{', failed ' + ','.join(failed) if failed else ''})"
         elif d["kind"] == "search":
             detail = f"search by {d.get('by', '?')}: {d.get('results', 0)} result(s)"
@@ -136,6 +161,16 @@ def cmd_prove(args: argparse.Namespace) -> int:
     return 0
 
 
+def _count(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError("must be 0 or more")
+    return value
+
+
 def _date(text: str) -> dt.datetime:
     """A date on the command line as the start of that day in China Standard Time."""
     return dt.datetime.combine(date_arg(text), dt.time(), DEPLOYMENT.zone)
@@ -144,6 +179,7 @@ def _date(text: str) -> dt.datetime:
 def cmd_search(args: argparse.Namespace) -> int:
     if not (args.id or args.caller or args.since):
         raise ClientError("say what to search for: --id ID, --caller NAME or --since DATE")
+    check_period(args.since, args.until)
     session = _session(args)
     until = args.until + dt.timedelta(days=1) if args.until else None
     found = search(session, id_number=args.id, caller=args.caller, since=args.since, until=until)
@@ -151,7 +187,7 @@ def cmd_search(args: argparse.Namespace) -> int:
         d = describe_entry(data)
         print(
             f"{index:>6}  {_when(d['time_unix_ms'])}  {d['kind']:<8} {d['caller']:<14} "
-            f"{d.get('request_id', ''):<28} {d.get('decision', '')}"
+            f"{d.get('request_id', ''):<28} {decision_text(d['decision']) if 'decision' in d else ''}"
         )
     logged = (
         "this search was itself logged"
@@ -163,6 +199,8 @@ def cmd_search(args: argparse.Namespace) -> int:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
+    check_period(args.since, args.until)
+    check_writable_file(args.out, "--out")  # before the deployment is contacted
     session = _session(args)
     n = export(session, args.since, args.until + dt.timedelta(days=1), args.out)
     print(
@@ -178,39 +216,82 @@ def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-ar
     )
 
     def common(p: argparse.ArgumentParser) -> None:
-        p.add_argument("--workdir", type=Path, required=True)
-        p.add_argument("--offline", action="store_true", help="read the database directly")
+        p.add_argument(
+            "--workdir",
+            type=Path,
+            required=True,
+            help="the deployment's working directory (its auditor profile and log database)",
+        )
+        p.add_argument(
+            "--offline",
+            action="store_true",
+            help="read the log's database directly, without the service "
+            "(default: the service when it runs, else the database)",
+        )
 
     p = audit.add_parser("verify", help="verify the whole log against its signed checkpoint")
     common(p)
     p.add_argument(
-        "--state", type=Path, help="where this auditor keeps the last checkpoint it verified"
+        "--state",
+        type=Path,
+        help="file where this auditor keeps the last checkpoint it verified "
+        "(default: $XDG_STATE_HOME/hedui/auditor-<origin digest>.json, "
+        "or ~/.local/state/hedui/… without XDG_STATE_HOME)",
     )
-    p.add_argument("--export", type=Path, help="verify an export file instead of the log")
+    p.add_argument(
+        "--export",
+        type=Path,
+        help="verify this file from `hedui audit export` instead of the log (default: the log)",
+    )
     p.set_defaults(func=cmd_verify)
 
     p = audit.add_parser("show", help="recent entries")
     common(p)
-    p.add_argument("--last", type=int, default=20)
+    p.add_argument(
+        "--last",
+        type=_count,
+        default=20,
+        help="how many of the latest entries to show (default: %(default)s)",
+    )
     p.set_defaults(func=cmd_show)
 
     p = audit.add_parser("prove", help="prove that one entry is in the signed log")
     common(p)
-    p.add_argument("index", type=int)
-    p.add_argument("--json", action="store_true")
+    p.add_argument("index", type=_count, help="index of the entry (0 is the first)")
+    p.add_argument("--json", action="store_true", help="print the proof as JSON (default: text)")
     p.set_defaults(func=cmd_prove)
 
     p = audit.add_parser("search", help="entries about a person, by a caller, or since a date")
     common(p)
-    p.add_argument("--id", help="an applicant's ID number (searched by its audit token)")
-    p.add_argument("--caller", help="caller name from its certificate, e.g. intake")
-    p.add_argument("--since", type=_date)
-    p.add_argument("--until", type=_date)
+    p.add_argument(
+        "--id",
+        help="entries about this applicant's ID number, searched by its audit token; "
+        "needs the running service (default: any person)",
+    )
+    p.add_argument(
+        "--caller",
+        help="entries by this caller, named as in its certificate, e.g. intake "
+        "(default: any caller)",
+    )
+    p.add_argument(
+        "--since",
+        type=_date,
+        help="first day YYYY-MM-DD, China Standard Time (default: the log's start)",
+    )
+    p.add_argument(
+        "--until",
+        type=_date,
+        help="last day YYYY-MM-DD, included (default: no end)",
+    )
     p.set_defaults(func=cmd_search)
 
     p = audit.add_parser("export", help="entries of a period with proofs, verifiable offline")
     common(p)
-    p.add_argument("--since", type=_date, required=True)
-    p.add_argument("--until", type=_date, required=True)
-    p.add_argument("--out", type=Path, required=True)
+    p.add_argument(
+        "--since", type=_date, required=True, help="first day YYYY-MM-DD, China Standard Time"
+    )
+    p.add_argument("--until", type=_date, required=True, help="last day YYYY-MM-DD, included")
+    p.add_argument(
+        "--out", type=Path, required=True, help="JSON file to write (replaced if it exists)"
+    )
     p.set_defaults(func=cmd_export)

@@ -19,6 +19,7 @@ from hedui.audit.checkpoint import Checkpoint, parse_and_verify, vkey
 from hedui.audit.errors import VerificationError
 from hedui.audit.log import DEFAULT_ORIGIN, key_name
 from hedui.audit.store import LogStore, open_log_engine
+from hedui.clients.args import unwritable
 from hedui.clients.errors import ClientError
 from hedui.clients.intake import IntakeProfile, describe_rpc_error
 from hedui.core.rpc import open_channel, wait_healthy
@@ -89,10 +90,19 @@ class AuditorSession:
 def _service_settings(w: Workdir) -> dict[str, Any]:
     try:
         return dict(tomllib.loads(w.service_config.read_text(encoding="utf-8")).get("service", {}))
-    except FileNotFoundError:
+    except (FileNotFoundError, NotADirectoryError):
         raise ClientError(
             f"{w.service_config} does not exist; is {w.root} a hedui workdir?"
         ) from None
+    except OSError as e:
+        raise ClientError(f"cannot read {w.service_config}: {e.strerror}") from None
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
+        raise ClientError(f"{w.service_config} is not a valid hedui configuration: {e}") from None
+
+
+def log_origin(w: Workdir) -> str:
+    """The origin line of the workdir's audit log (read from its configuration, no network)."""
+    return str(_service_settings(w).get("log_origin", DEFAULT_ORIGIN))
 
 
 def write_auditor_profile(w: Workdir, address: str, insecure: bool) -> None:
@@ -184,7 +194,10 @@ def export(session: AuditorSession, since: dt.datetime, until: dt.datetime, out:
         "until": until.isoformat(),
         "entries": items,
     }
-    out.write_text(json.dumps(doc, ensure_ascii=False, indent=1), encoding="utf-8")
+    try:
+        out.write_text(json.dumps(doc, ensure_ascii=False, indent=1), encoding="utf-8")
+    except OSError as e:
+        raise unwritable(out, "--out", e) from None
     return len(items)
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import importlib.metadata
 import json
 import logging
 import sys
@@ -18,13 +19,21 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from hedui.clients import audit_cli, policy_cli
-from hedui.clients.args import date_arg
+from hedui.clients.args import (
+    check_writable_dir,
+    check_writable_file,
+    date_arg,
+    positive_seconds,
+    unwritable,
+)
 from hedui.clients.deploy import Deployment, DeploySettings, prepare, run_until_signalled
 from hedui.clients.errors import ClientError
 from hedui.clients.intake import (
     IntakeClient,
     IntakeProfile,
-    format_fen,
+    benefit_text,
+    decision_text,
+    pad,
     verdict_to_dict,
     verdict_to_text,
 )
@@ -93,29 +102,71 @@ def _standard_on(as_of: dt.date) -> int:
     return PolicyBook.builtin().regions["demo"].get("dibao_standard", as_of).value
 
 
+def known_regions() -> list[str]:
+    """The regions a deployment started by `hedui up` serves: the built-in parameter files."""
+    from hedui.server.policy.book import PolicyBook
+
+    return sorted(PolicyBook.builtin().regions)
+
+
 def cmd_population_generate(args: argparse.Namespace) -> int:
     from hedui.connectors.population import generate
 
+    check_writable_dir(args.out, "--out")
     as_of = args.as_of or _today()
-    summary = generate(
-        args.out,
-        households=args.households,
-        seed=args.seed,
-        as_of=as_of,
-        standard_fen=_standard_on(as_of),
-    )
+    try:
+        summary = generate(
+            args.out,
+            households=args.households,
+            seed=args.seed,
+            as_of=as_of,
+            standard_fen=_standard_on(as_of),
+        )
+    except OSError as e:
+        raise unwritable(Path(e.filename or args.out), "--out", e) from None
     print(
         f"{summary.households} households, {summary.people} people, {len(summary.files)} files in {args.out}"
     )
     return 0
 
 
+def _authority(w: Workdir, address: str | None) -> tuple[str, bool]:
+    """The token authority's address (the registry's) and whether channels are plaintext."""
+    import tomllib
+
+    try:
+        doc = tomllib.loads(w.service_config.read_text(encoding="utf-8"))
+    except (OSError, tomllib.TOMLDecodeError):
+        doc = {}
+    found = address or doc.get("registry", {}).get("address")
+    if not isinstance(found, str) or not found:
+        raise ClientError(
+            "a connector's import needs the token authority (the registry of the running "
+            "deployment): start it with `hedui up`, or pass --authority HOST:PORT"
+        )
+    return found, bool(doc.get("service", {}).get("insecure", False))
+
+
+def cmd_keys_rotate(args: argparse.Namespace) -> int:
+    w = Workdir(args.workdir)
+    if not args.tokens:
+        raise ClientError("say which keys to rotate: --tokens (a new token epoch)")
+    epoch = w.keys.rotate_token_epoch()
+    print(
+        f"token epoch {epoch} started. Restart `hedui up --data DIR`: every connector imports its "
+        "data again by blinded evaluation under the new epoch; until it has, its answers are "
+        "refused by name (NEEDS_REVIEW), never counted as 0"
+    )
+    return 0
+
+
 def cmd_connector_import(args: argparse.Namespace) -> int:
-    from hedui.clients.deploy import record_import
+    from hedui.clients.deploy import import_connector, record_import
     from hedui.connectors.importer import (
         check_shrink,
         current_population,
         read_dataset,
+        validate_dataset,
         write_database,
     )
     from hedui.core.deployment import default_connector_ids
@@ -129,10 +180,14 @@ def cmd_connector_import(args: argparse.Namespace) -> int:
         )
     if not args.file.is_file():
         raise ClientError(f"{args.file} is not a file")
-    data = read_dataset(args.file, cid, w.keys, today=_today())
     before = current_population(w.connector_db(cid), cid)
     if not args.allow_shrink:
-        check_shrink(cid, before, data.size)
+        check_shrink(cid, before, validate_dataset(args.file, cid, today=_today()))
+    if cid == REGISTRY_ID:
+        data = read_dataset(args.file, cid, None, today=_today())
+    else:  # the IDs become tokens at the token authority, blinded
+        address, insecure = _authority(w, args.authority)
+        data = import_connector(w, cid, args.file, address, insecure, _today())
     write_database(w.connector_db(cid), data)
     index = record_import(w, cid, before, data.size)
     what = (
@@ -197,6 +252,8 @@ def _request(args: argparse.Namespace, id_number: str) -> verification_pb2.Verif
 
 
 def cmd_verify(args: argparse.Namespace) -> int:
+    if args.region is not None and args.region not in (known := known_regions()):
+        raise ClientError(f"unknown region {args.region!r}; known regions: {', '.join(known)}")
     client = IntakeClient(IntakeProfile.load(Workdir(args.workdir).intake_profile))
     try:
         verdict = client.verify(_request(args, args.id))
@@ -229,8 +286,10 @@ def cmd_bench_load(args: argparse.Namespace) -> int:
         program=args.program,
         prefix=f"load-{uuid.uuid4().hex[:8]}",
     )
+    if not result.completed:
+        raise ClientError(result.summary())
     print(result.summary())
-    return 0 if result.completed else 1
+    return 0
 
 
 def cmd_recheck(args: argparse.Namespace) -> int:
@@ -238,6 +297,12 @@ def cmd_recheck(args: argparse.Namespace) -> int:
 
     w = Workdir(args.workdir)
     out = args.out or args.ids.with_suffix(".verdicts.jsonl")
+    if not args.ids.is_file():
+        raise ClientError(
+            f"the roster {args.ids} is not a file; give --ids the case system's export, "
+            "one ID number per line"
+        )
+    check_writable_file(out, "--out")  # before anything is contacted
     try:
         summary = recheck(
             IntakeProfile.load(w.intake_profile),
@@ -305,19 +370,27 @@ def cmd_demo(args: argparse.Namespace) -> int:
             out.append(d)
         print(json.dumps(out, ensure_ascii=False, indent=2))
         return 0
-    print(
-        f"{'sample':<24} {'applicant':<20} {'size':>4}  {'decision':<13} {'benefit':>10}  {'time':>7}  undecided/failed rules"
-    )
-    for label, masked, v, ms in rows:
-        notes = ",".join(r.id for r in v.rules if r.outcome != common_pb2.PASSED)
-        print(
-            f"{label:<24} {masked:<20} {v.household_size:>4}  {common_pb2.Decision.Name(v.decision):<13} "
-            f"{format_fen(v.benefit_fen):>10}  {ms:>5.0f}ms  {notes or '-'}"
-        )
+    print(demo_table(rows))
     print(
         f"\n{len(rows)} verifications against 87 connectors; benefit in yuan per month; policy {rows[0][2].policy_version if rows else '-'}"
     )
     return 0
+
+
+def demo_table(rows: Sequence[tuple[str, str, verification_pb2.Verdict, float]]) -> str:
+    """The `hedui demo` table: one line per sample, decisions in English and Chinese."""
+    width = 23  # "NEEDS_REVIEW 需人工复核" on a terminal (a Chinese character takes two columns)
+    lines = [
+        f"{'sample':<24} {'applicant':<20} {'size':>4}  {pad('decision', width)} {'benefit':>10}  "
+        f"{'time':>7}  undecided/failed rules"
+    ]
+    for label, masked, v, ms in rows:
+        notes = ",".join(r.id for r in v.rules if r.outcome != common_pb2.PASSED)
+        lines.append(
+            f"{label:<24} {masked:<20} {v.household_size:>4}  {pad(decision_text(v.decision), width)} "
+            f"{benefit_text(v):>10}  {ms:>5.0f}ms  {notes or '-'}"
+        )
+    return "\n".join(lines)
 
 
 # -- parser ---------------------------------------------------------------------------------
@@ -333,16 +406,41 @@ def _positive(text: str) -> int:
     return value
 
 
+def _version() -> str:
+    try:
+        return importlib.metadata.version("hedui")
+    except importlib.metadata.PackageNotFoundError:  # run from a checkout that is not installed
+        return "unknown (not installed)"
+
+
+WORKDIR_HELP = "the deployment's working directory (keys, databases, profiles and logs)"
+PROGRAM_HELP = "programme: dibao, dibian, zhichu or tekun (default: %(default)s)"
+
+
 def _add_deploy_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument(
-        "--insecure", action="store_true", help="plaintext channels (local experiments only)"
+        "--insecure",
+        action="store_true",
+        help="plaintext channels without authentication, for local experiments only "
+        "(default: mutual TLS)",
     )
-    p.add_argument("--paillier-bits", type=int, default=2048, help="Paillier key size for new keys")
     p.add_argument(
-        "--min-banks", type=int, default=3, help="fewest bank answers the custodian decrypts"
+        "--paillier-bits",
+        type=_positive,
+        default=2048,
+        help="Paillier key size in bits, used only when keys are created (default: %(default)s)",
     )
     p.add_argument(
-        "--timeout", type=float, default=10.0, help="deadline of each connector query (s)"
+        "--min-banks",
+        type=_positive,
+        default=3,
+        help="fewest bank answers the key custodian decrypts a total of (default: %(default)s)",
+    )
+    p.add_argument(
+        "--timeout",
+        type=positive_seconds,
+        default=10.0,
+        help="deadline of each connector query, in seconds (default: %(default)s)",
     )
 
 
@@ -350,27 +448,70 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="hedui", description="household economic-status verification (核对)"
     )
-    parser.add_argument("--verbose", action="store_true", help="log to stderr and show tracebacks")
+    parser.add_argument(
+        "--verbose",
+        action="store_true",
+        help="log to stderr and show a traceback on errors (default: quiet)",
+    )
+    parser.add_argument(
+        "--version",
+        action="version",
+        version=f"hedui {_version()}",
+        help="print the version of hedui and exit",
+    )
     sub = parser.add_subparsers(dest="command", required=True)
 
     keys = sub.add_parser("keys", help="key management").add_subparsers(
         dest="keys_command", required=True
     )
     p = keys.add_parser("init", help="create the CA, certificates and keys of a deployment")
-    p.add_argument("--workdir", type=Path, required=True)
-    p.add_argument("--paillier-bits", type=int, default=2048)
-    p.add_argument("--banks", type=int, default=73)
+    p.add_argument("--workdir", type=Path, required=True, help=WORKDIR_HELP)
+    p.add_argument(
+        "--paillier-bits",
+        type=_positive,
+        default=2048,
+        help="Paillier key size in bits (default: %(default)s)",
+    )
+    p.add_argument(
+        "--banks",
+        type=_positive,
+        default=73,
+        help="number of bank connectors to create keys for (default: %(default)s)",
+    )
     p.set_defaults(func=cmd_keys_init)
+    p = keys.add_parser("rotate", help="start a new key epoch")
+    p.add_argument("--workdir", type=Path, required=True, help=WORKDIR_HELP)
+    p.add_argument(
+        "--tokens",
+        action="store_true",
+        help="a new token epoch: a new OPRF key at the token authority (default: off)",
+    )
+    p.set_defaults(func=cmd_keys_rotate)
 
     pop = sub.add_parser("population", help="synthetic data").add_subparsers(
         dest="pop_command", required=True
     )
     p = pop.add_parser("generate", help="write a synthetic population as one CSV per connector")
-    p.add_argument("--households", type=_positive, required=True)
-    p.add_argument("--seed", type=int, default=1)
-    p.add_argument("--out", type=Path, required=True)
     p.add_argument(
-        "--as-of", type=date_arg, help="date whose standard sets the threshold households"
+        "--households", type=_positive, required=True, help="number of households to generate"
+    )
+    p.add_argument(
+        "--seed",
+        type=int,
+        default=1,
+        help="random seed; the same seed gives the same population (default: %(default)s)",
+    )
+    p.add_argument(
+        "--out",
+        type=Path,
+        required=True,
+        help="folder to write registry.csv and <connector>.csv into (created if missing)",
+    )
+    p.add_argument(
+        "--as-of",
+        type=date_arg,
+        help="date YYYY-MM-DD whose dibao standard sets the threshold households "
+        "(default: today in China Standard Time)",
     )
     p.set_defaults(func=cmd_population_generate)
 
@@ -378,33 +519,66 @@ def build_parser() -> argparse.ArgumentParser:
         dest="con_command", required=True
     )
     p = con.add_parser("import", help="replace a connector's data with a CSV file")
-    p.add_argument("--workdir", type=Path, required=True)
-    p.add_argument("--connector", required=True, help="registry, hrss, tax, …, bank-01 … bank-73")
+    p.add_argument("--workdir", type=Path, required=True, help=WORKDIR_HELP)
+    p.add_argument(
+        "--connector",
+        required=True,
+        help="the connector to replace: registry, hrss, tax, …, bank-01 … bank-73",
+    )
     p.add_argument("--file", type=Path, required=True, help="CSV file with a header row")
     p.add_argument(
         "--allow-shrink",
         action="store_true",
-        help="accept a file that drops over 20%% of the connector's people (default: refused)",
+        help="accept a file that empties the connector or drops over 20%% of its people "
+        "(default: refused)",
+    )
+    p.add_argument(
+        "--authority",
+        help="address of the token authority (the registry) "
+        "(default: the running deployment's, from hedui.toml)",
     )
     p.set_defaults(func=cmd_connector_import)
 
     p = sub.add_parser("up", help="run a deployment on this machine until Ctrl-C")
     p.add_argument(
-        "--data", type=Path, help="folder of <connector>.csv files (needed the first time)"
+        "--data",
+        type=Path,
+        help="folder of <connector>.csv files, e.g. from `hedui population generate` "
+        "(needed the first time; default: keep the data already imported)",
     )
-    p.add_argument("--workdir", type=Path, required=True)
+    p.add_argument(
+        "--workdir",
+        type=Path,
+        required=True,
+        help="the deployment's working directory, created if missing (keys, databases, "
+        "profiles and logs)",
+    )
     _add_deploy_flags(p)
     p.set_defaults(func=cmd_up)
 
     p = sub.add_parser("verify", help="verify one applicant (the intake client)")
-    p.add_argument("--workdir", type=Path, required=True)
+    p.add_argument("--workdir", type=Path, required=True, help=WORKDIR_HELP)
     p.add_argument("--id", required=True, help="the applicant's resident ID number")
     p.add_argument("--program", required=True, help="programme: dibao, dibian, zhichu or tekun")
-    p.add_argument("--region", help="region (default: the deployment's)")
-    p.add_argument("--as-of", type=date_arg, help="application date (default: today)")
-    p.add_argument("--consent", help="reference of the applicant's consent")
-    p.add_argument("--request-id", help="idempotency key (default: a new one)")
-    p.add_argument("--json", action="store_true")
+    p.add_argument(
+        "--region",
+        help="region whose parameters apply, e.g. demo or shanghai "
+        "(default: the deployment's default region)",
+    )
+    p.add_argument(
+        "--as-of",
+        type=date_arg,
+        help="application date YYYY-MM-DD (default: today in China Standard Time)",
+    )
+    p.add_argument(
+        "--consent",
+        help="reference of the applicant's signed consent (default: consent-on-file:<request id>)",
+    )
+    p.add_argument(
+        "--request-id",
+        help="idempotency key: the same key returns the stored verdict (default: a new one)",
+    )
+    p.add_argument("--json", action="store_true", help="print the verdict as JSON (default: text)")
     p.set_defaults(func=cmd_verify)
 
     audit_cli.add_parser(sub)
@@ -413,36 +587,66 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser(
         "recheck", help="re-verify a roster of enrolled applicants (半年复核), resumable"
     )
-    p.add_argument("--workdir", type=Path, required=True)
+    p.add_argument("--workdir", type=Path, required=True, help=WORKDIR_HELP)
     p.add_argument("--ids", type=Path, required=True, help="the roster: one ID number per line")
-    p.add_argument("--program", default="dibao")
+    p.add_argument("--program", default="dibao", help=PROGRAM_HELP)
     p.add_argument(
-        "--out", type=Path, help="JSON lines of verdicts (default: <ids>.verdicts.jsonl)"
+        "--out",
+        type=Path,
+        help="JSON lines file of verdicts, appended to and resumed from "
+        "(default: <ids>.verdicts.jsonl)",
     )
     p.add_argument(
-        "--campaign", help="name of this re-verification round (default: from the roster)"
+        "--campaign",
+        help="name of this re-verification round (default: a digest of the roster and programme)",
     )
-    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument(
+        "--quiet", action="store_true", help="no progress bar (default: a bar on stderr)"
+    )
     p.set_defaults(func=cmd_recheck)
 
     bench = sub.add_parser("bench", help="load generators").add_subparsers(
         dest="bench_command", required=True
     )
     p = bench.add_parser("load", help="concurrent Verify calls against a running deployment")
-    p.add_argument("--workdir", type=Path, required=True)
+    p.add_argument("--workdir", type=Path, required=True, help=WORKDIR_HELP)
     p.add_argument("--ids", type=Path, required=True, help="applicant ID numbers, one per line")
-    p.add_argument("--concurrency", type=_positive, default=8)
-    p.add_argument("--seconds", type=float, default=30.0)
-    p.add_argument("--program", default="dibao")
+    p.add_argument(
+        "--concurrency",
+        type=_positive,
+        default=8,
+        help="calls kept in flight at once (default: %(default)s)",
+    )
+    p.add_argument(
+        "--seconds",
+        type=positive_seconds,
+        default=30.0,
+        help="how long to keep calling, in seconds (default: %(default)s)",
+    )
+    p.add_argument("--program", default="dibao", help=PROGRAM_HELP)
     p.set_defaults(func=cmd_bench_load)
 
     p = sub.add_parser(
         "demo", help="generate, start, verify a sample and stop, in a temporary folder"
     )
-    p.add_argument("--households", type=_positive, default=200)
-    p.add_argument("--samples", type=_positive, default=14)
-    p.add_argument("--seed", type=int, default=1)
-    p.add_argument("--json", action="store_true")
+    p.add_argument(
+        "--households",
+        type=_positive,
+        default=200,
+        help="households in the synthetic population (default: %(default)s)",
+    )
+    p.add_argument(
+        "--samples",
+        type=_positive,
+        default=14,
+        help="applicants to verify, the threshold cases first (default: %(default)s)",
+    )
+    p.add_argument(
+        "--seed", type=int, default=1, help="random seed of the population (default: %(default)s)"
+    )
+    p.add_argument(
+        "--json", action="store_true", help="print the verdicts as JSON (default: a table)"
+    )
     _add_deploy_flags(p)
     p.set_defaults(
         func=cmd_demo, program="dibao", region=None, as_of=None, consent=None, request_id=None

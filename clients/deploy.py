@@ -14,9 +14,10 @@ import multiprocessing as mp
 import signal
 import threading
 import tomllib
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from multiprocessing.connection import Connection
+from multiprocessing.context import SpawnContext
 from pathlib import Path
 
 from hedui.audit.checkpoint import vkey
@@ -24,8 +25,10 @@ from hedui.audit.log import DEFAULT_ORIGIN, AuditLog
 from hedui.audit.store import LogStore, open_log_engine
 from hedui.clients.auditor import write_auditor_profile
 from hedui.connectors.errors import ConnectorError, ImportRejected
-from hedui.connectors.importer import Dataset, read_dataset, write_database
+from hedui.connectors.importer import Dataset, read_dataset, validate_dataset, write_database
 from hedui.connectors.server import ConnectorSettings, start_connector, start_registry
+from hedui.connectors.token_authority import AuthoritySettings
+from hedui.connectors.tokenizer import AuthorityTokenizer
 from hedui.core.clock import DEPLOYMENT
 from hedui.core.deployment import default_connector_ids
 from hedui.core.keystore import REGISTRY_ID
@@ -87,19 +90,72 @@ def prepare(settings: DeploySettings, say: Callable[[str], None], today: dt.date
     )
     if not todo or settings.data is None:
         return w
-    loaded: dict[str, Dataset] = {}
+    counts: dict[str, int] = {}
     problems = []
     for cid in todo:
         try:
-            loaded[cid] = read_dataset(settings.data / f"{cid}.csv", cid, w.keys, today=today)
+            counts[cid] = validate_dataset(settings.data / f"{cid}.csv", cid, today=today)
         except ImportRejected as e:
             problems.extend(e.problems)
     if problems:
         raise ImportRejected(problems)
-    say(f"importing {len(todo)} connector database(s) into {w.root / 'db'}")
-    for cid, data in loaded.items():
-        write_database(w.connector_db(cid), data)
+    # each connector may evaluate about twice its customers' tokens a month (an import and a
+    # re-import); more is refused by the token authority and recorded as an alert
+    write_authority_config(
+        w.authority_config, ids, {c: 2 * n + 16 for c, n in counts.items() if c != REGISTRY_ID}
+    )
+    if REGISTRY_ID in todo:
+        say(f"importing the household register into {w.root / 'db'}")
+        write_database(
+            w.connector_db(REGISTRY_ID),
+            read_dataset(settings.data / "registry.csv", REGISTRY_ID, None, today=today),
+        )
     return w
+
+
+def write_authority_config(
+    path: Path, connector_ids: Sequence[str], allowances: Mapping[str, int]
+) -> None:
+    """The token authority's settings: the deployment's connectors and their allowances."""
+    earlier = load_authority_settings(path).allowances if path.exists() else {}
+    merged = {**earlier, **allowances}
+    lines = [
+        "# hedui token authority (the registry)",
+        f"connectors = [{', '.join(repr(c).replace(chr(39), chr(34)) for c in connector_ids)}]",
+        "",
+        "[allowances]  # token evaluations per connector per 30 days",
+    ]
+    lines += [f'"{c}" = {n}' for c, n in sorted(merged.items())]
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+
+
+def load_authority_settings(path: Path) -> AuthoritySettings:
+    try:
+        doc = tomllib.loads(path.read_text(encoding="utf-8"))
+        return AuthoritySettings(
+            tuple(str(c) for c in doc["connectors"]),
+            {str(k): int(v) for k, v in doc.get("allowances", {}).items()},
+            default_allowance=int(doc.get("default_allowance", 64)),
+        )
+    except (OSError, KeyError, ValueError, TypeError, tomllib.TOMLDecodeError) as e:
+        raise ConnectorError(f"{path}: not a token authority configuration ({e})") from None
+
+
+def import_connector(
+    w: Workdir, connector_id: str, file: Path, registry_address: str, insecure: bool, today: dt.date
+) -> Dataset:
+    """Validate ``file`` and turn its IDs into the connector's tokens at the token authority
+    (blinded evaluation under the connector's own certificate)."""
+    tokenizer = AuthorityTokenizer(
+        registry_address,
+        None if insecure else w.keys.tls(connector_id),
+        connector_id,
+        w.keys.token_epoch(),
+    )
+    try:
+        return read_dataset(file, connector_id, tokenizer, today=today)
+    finally:
+        tokenizer.close()
 
 
 IMPORT_CALLER = "hedui-operator"
@@ -143,10 +199,14 @@ def _serve_group(root: str, ids: Sequence[str], insecure: bool, conn: Connection
         for cid in ids:
             if cid == CUSTODIAN_ID:  # the key custodian, in a process of its own
                 running = start_custodian(w.custodian_config, w.keys, insecure=insecure)
+            elif cid == REGISTRY_ID:
+                settings = ConnectorSettings(cid, w.connector_db_url(cid), insecure=insecure)
+                running = start_registry(
+                    settings, w.keys, load_authority_settings(w.authority_config)
+                )
             else:
                 settings = ConnectorSettings(cid, w.connector_db_url(cid), insecure=insecure)
-                start = start_registry if cid == REGISTRY_ID else start_connector
-                running = start(settings, w.keys)
+                running = start_connector(settings, w.keys)
             servers.append(running)
             ports[cid] = running.port
         conn.send(("ready", ports))
@@ -182,38 +242,78 @@ class Deployment:
         assert self.service is not None
         return f"127.0.0.1:{self.service.port}"
 
+    def _spawn(self, ctx: SpawnContext, group: list[str]) -> dict[str, int]:
+        parent, child = ctx.Pipe()
+        p = ctx.Process(
+            target=self._worker,
+            args=(str(self.workdir.root), group, self.settings.insecure, child),
+            daemon=True,
+        )
+        p.start()
+        self._workers.append((p, parent))
+        if not parent.poll(120):
+            self.stop()
+            raise ConnectorError("a worker process did not start within 120 s")
+        kind, payload = parent.recv()
+        if kind != "ready":
+            self.stop()
+            raise ConnectorError(f"a worker process failed to start: {payload}")
+        return dict(payload)
+
+    def _import_missing(self, registry_address: str, skip: Collection[str]) -> None:
+        """Connectors that have no database yet import their files through the token authority."""
+        w, data = self.workdir, self.settings.data
+        todo = [
+            c
+            for c in self.settings.connectors()
+            if c not in skip and not w.connector_db(c).exists()
+        ]
+        if not todo:
+            return
+        if data is None:
+            raise ConnectorError(f"{len(todo)} connector(s) have no data yet; pass --data DIR")
+        log.info("importing %d connector database(s) through the token authority", len(todo))
+        for cid in todo:
+            dataset = import_connector(
+                w,
+                cid,
+                data / f"{cid}.csv",
+                registry_address,
+                self.settings.insecure,
+                DEPLOYMENT.today(),
+            )
+            write_database(w.connector_db(cid), dataset)
+
     def start(self, endpoints: Mapping[str, str] | None = None) -> None:
-        """Start everything; ``endpoints`` points chosen connectors at other addresses instead."""
+        """Start everything; ``endpoints`` points chosen connectors at other addresses instead.
+
+        The registry (the token authority) starts first; connectors that have no database yet
+        import their data through it; then the connectors and the key custodian start."""
         overrides = dict(endpoints or {})
         ctx = mp.get_context("spawn")
-        ids = [c for c in (REGISTRY_ID, *self.settings.connectors()) if c not in overrides]
+        w = self.workdir
+        write_custodian_config(
+            w.custodian_config,
+            self.settings.connectors(),
+            self.settings.min_banks,
+            DEFAULT_ORIGIN,
+            w.custodian_dir,
+        )
+        if not w.authority_config.exists():
+            write_authority_config(w.authority_config, self.settings.connectors(), {})
+        ports = self._spawn(ctx, [REGISTRY_ID])
+        try:
+            self._import_missing(f"127.0.0.1:{ports[REGISTRY_ID]}", overrides)
+        except BaseException:
+            self.stop()
+            raise
+        ids = [c for c in self.settings.connectors() if c not in overrides]
         n = max(1, self.settings.worker_processes)
-        groups = [ids[i::n] for i in range(n)]
         # the custodian alone in its own process: the service and the connectors never hold
         # the private key
-        write_custodian_config(
-            self.workdir.custodian_config, self.settings.connectors(), self.settings.min_banks
-        )
-        groups.append([CUSTODIAN_ID])
-        for group in groups:
-            parent, child = ctx.Pipe()
-            p = ctx.Process(
-                target=self._worker,
-                args=(str(self.workdir.root), group, self.settings.insecure, child),
-                daemon=True,
-            )
-            p.start()
-            self._workers.append((p, parent))
-        ports: dict[str, int] = {}
-        for _, parent in self._workers:
-            if not parent.poll(120):
-                self.stop()
-                raise ConnectorError("a worker process did not start within 120 s")
-            kind, payload = parent.recv()
-            if kind != "ready":
-                self.stop()
-                raise ConnectorError(f"a worker process failed to start: {payload}")
-            ports.update(payload)
+        for group in [*(ids[i::n] for i in range(n)), [CUSTODIAN_ID]]:
+            if group:
+                ports.update(self._spawn(ctx, group))
         addresses = {c: f"127.0.0.1:{p}" for c, p in ports.items()} | overrides
         w = self.workdir
         self.config = ServiceConfig(

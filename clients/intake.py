@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import tomllib
+import unicodedata
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -68,8 +69,15 @@ def describe_rpc_error(e: grpc.RpcError) -> str:
     if not isinstance(e, grpc.Call):
         return str(e)
     code = e.code()
-    if code == grpc.StatusCode.UNAVAILABLE and "failed to connect" in (e.details() or "").lower():
-        return "the verification service is not reachable; is `hedui up` running?"
+    details = e.details() or ""
+    if code == grpc.StatusCode.UNAVAILABLE and "failed to connect" in details.lower():
+        # "failed to connect to all addresses; last error: UNKNOWN: ipv4:…: Connection refused"
+        cause = details.rsplit(": ", 1)[-1].strip().lower() if ": " in details else ""
+        because = f" ({cause})" if cause and "failed to connect" not in cause else ""
+        return (
+            f"UNAVAILABLE: the verification service is not reachable{because}; "
+            "is `hedui up` running?"
+        )
     lines = [f"{code.name}: {e.details()}"]
     for d in error_details(e):
         for v in getattr(d, "field_violations", []):
@@ -119,12 +127,39 @@ def format_fen(fen: int) -> str:
     return f"{fen // 100}.{fen % 100:02d}"
 
 
+DECISION_ZH = {"ELIGIBLE": "准予", "INELIGIBLE": "不予", "NEEDS_REVIEW": "需人工复核"}
+NO_BENEFIT = "—"  # a verdict that needs review has no benefit yet (not a benefit of 0.00)
+
+
+def decision_text(decision: common_pb2.Decision.ValueType | str) -> str:
+    """A decision for a person: ``ELIGIBLE 准予``, ``INELIGIBLE 不予``, ``NEEDS_REVIEW 需人工复核``."""
+    name = decision if isinstance(decision, str) else common_pb2.Decision.Name(decision)
+    zh = DECISION_ZH.get(name)
+    return f"{name} {zh}" if zh else name
+
+
+def benefit_text(v: verification_pb2.Verdict) -> str:
+    """The monthly benefit in yuan, or ``—`` while the verdict needs review."""
+    return NO_BENEFIT if v.decision == common_pb2.NEEDS_REVIEW else format_fen(v.benefit_fen)
+
+
+def width(text: str) -> int:
+    """Columns ``text`` takes on a terminal: a Chinese character takes two."""
+    return sum(2 if unicodedata.east_asian_width(ch) in "WF" else 1 for ch in text)
+
+
+def pad(text: str, columns: int) -> str:
+    """``text`` left-aligned in ``columns`` terminal columns."""
+    return text + " " * max(0, columns - width(text))
+
+
 def verdict_to_text(v: verification_pb2.Verdict) -> str:
     d = verdict_to_dict(v)
     marks = {True: "passed", False: "FAILED", None: "undecided"}
     lines = [
-        f"decision       {d['decision']}",
-        f"benefit        {format_fen(v.benefit_fen)} yuan per month",
+        f"decision       {decision_text(v.decision)}",
+        f"benefit        {benefit_text(v)} "
+        + ("(set after the review)" if v.decision == common_pb2.NEEDS_REVIEW else "yuan per month"),
         f"household      {v.household_size} member(s)",
         f"programme      {v.program} ({v.region}), application date {v.as_of}",
         f"sources        {v.connectors_answered} answered, {len(v.failures)} failed",

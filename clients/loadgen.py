@@ -7,8 +7,9 @@ import itertools
 import statistics
 import threading
 import time
+from collections import Counter
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from hedui.clients.errors import ClientError
 from hedui.clients.intake import IntakeClient, IntakeProfile
@@ -21,6 +22,7 @@ class LoadResult:
     failed: int
     seconds: float
     latencies: tuple[float, ...]
+    errors: Counter[str] = field(default_factory=Counter)  # why calls failed, and how often
 
     @property
     def per_second(self) -> float:
@@ -31,12 +33,28 @@ class LoadResult:
             return self.latencies[0] if self.latencies else 0.0
         return statistics.quantiles(self.latencies, n=100, method="inclusive")[q - 1]
 
+    def reasons(self) -> str:
+        """Why calls failed, the commonest reason first (at most three)."""
+        top = self.errors.most_common(3)
+        if len(top) == 1:
+            return top[0][0]
+        shown = "; ".join(f"{n}× {why}" for why, n in top)
+        more = len(self.errors) - len(top)
+        return shown + (f"; and {more} other reason(s)" if more > 0 else "")
+
     def summary(self) -> str:
-        return (
+        if not self.completed:
+            if not self.failed:
+                return f"no call finished in {self.seconds:.1f} s; give it more --seconds"
+            if self.failed == 1:
+                return f"the only call failed: {self.reasons()}"
+            return f"all {self.failed} calls failed: {self.reasons()}"
+        text = (
             f"{self.completed} verifications in {self.seconds:.1f} s: {self.per_second:.1f}/s; "
             f"p50 {self.percentile(50) * 1000:.0f} ms, p95 {self.percentile(95) * 1000:.0f} ms; "
             f"{self.failed} failed"
         )
+        return text + (f" ({self.reasons()})" if self.failed else "")
 
 
 def run_load(
@@ -54,7 +72,7 @@ def run_load(
     counter = itertools.count()
     lock = threading.Lock()
     latencies: list[float] = []
-    failed = [0]
+    errors: Counter[str] = Counter()
     deadline = time.monotonic() + seconds
 
     def worker() -> None:
@@ -71,9 +89,9 @@ def run_load(
                 start = time.perf_counter()
                 try:
                     client.verify(request)
-                except ClientError:
+                except ClientError as e:
                     with lock:
-                        failed[0] += 1
+                        errors[" ".join(str(e).split())] += 1
                     continue
                 with lock:
                     latencies.append(time.perf_counter() - start)
@@ -86,4 +104,10 @@ def run_load(
         t.start()
     for t in threads:
         t.join()
-    return LoadResult(len(latencies), failed[0], time.monotonic() - started, tuple(latencies))
+    return LoadResult(
+        len(latencies),
+        sum(errors.values()),
+        time.monotonic() - started,
+        tuple(latencies),
+        errors,
+    )

@@ -65,7 +65,9 @@ def cmd_explain(args: argparse.Namespace) -> int:
     if args.program not in PROGRAMS:
         raise ClientError(f"unknown programme {args.program!r}; known: {', '.join(PROGRAMS)}")
     if args.region not in book.regions:
-        raise ClientError(f"unknown region {args.region!r}; known: {', '.join(book.regions)}")
+        raise ClientError(
+            f"unknown region {args.region!r}; known regions: {', '.join(sorted(book.regions))}"
+        )
     as_of = args.as_of or DEPLOYMENT.today()
     region = book.regions[args.region]
     program = PROGRAMS[args.program]
@@ -103,11 +105,24 @@ def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-ar
     p = policy.add_parser(
         "check", help="validate a parameter file (schema, dates, units, references)"
     )
-    p.add_argument("file", type=Path)
+    p.add_argument("file", type=Path, help="the parameter file (TOML) to check")
     p.set_defaults(func=cmd_check)
     p = policy.add_parser("explain", help="the parameters in force, with their references")
-    p.add_argument("--program", required=True)
-    p.add_argument("--region", default="demo")
-    p.add_argument("--as-of", type=date_arg)
-    p.add_argument("--file", type=Path, help="a parameter file to use besides the built-in ones")
+    p.add_argument("--program", required=True, help=f"programme: {', '.join(PROGRAMS)}")
+    p.add_argument(
+        "--region",
+        default="demo",
+        help="region whose parameters to show, e.g. demo or shanghai, or the region of --file "
+        "(default: %(default)s)",
+    )
+    p.add_argument(
+        "--as-of",
+        type=date_arg,
+        help="the date YYYY-MM-DD to show the values of (default: today in China Standard Time)",
+    )
+    p.add_argument(
+        "--file",
+        type=Path,
+        help="a parameter file to use besides the built-in ones (default: only the built-in ones)",
+    )
     p.set_defaults(func=cmd_explain)

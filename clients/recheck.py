@@ -21,6 +21,7 @@ from typing import Any, TextIO
 
 import grpc
 
+from hedui.clients.args import unwritable
 from hedui.clients.errors import ClientError
 from hedui.clients.intake import IntakeProfile, describe_rpc_error
 from hedui.core.errors import InvalidResidentId
@@ -67,13 +68,23 @@ def _done_requests(out: Path, campaign: str) -> set[str]:
     """Request ids already answered in ``out``; a cut-off last line (a crash mid-write) is
     removed, and a file of another campaign is refused rather than mixed up."""
     done: set[str] = set()
+    if out.is_dir():
+        raise ClientError(f"--out {out} is a folder; give the path of a file")
     if not out.exists():
         return done
-    data = out.read_bytes()
-    if data and not data.endswith(b"\n"):
-        data = data[: data.rfind(b"\n") + 1]
-        out.write_bytes(data)
-    for raw in data.decode("utf-8").splitlines():
+    try:
+        data = out.read_bytes()
+        if data and not data.endswith(b"\n"):
+            data = data[: data.rfind(b"\n") + 1]
+            out.write_bytes(data)
+        text = data.decode("utf-8")
+    except OSError as e:
+        raise unwritable(out, "--out", e) from None
+    except UnicodeDecodeError:
+        raise ClientError(
+            f"{out} is not a results file of `hedui recheck` (not UTF-8 text); choose another --out"
+        ) from None
+    for raw in text.splitlines():
         try:
             row = json.loads(raw)
         except json.JSONDecodeError:
@@ -147,15 +158,24 @@ def recheck(
                 consent_reference=f"recheck:{campaign}",
             )
 
+    try:  # the results file is opened before the service is contacted
+        f = out.open("a", encoding="utf-8")
+    except OSError as e:
+        raise unwritable(out, "--out", e) from None
     channel = open_channel(profile.address, tls=profile.tls, server_name=profile.server_name)
     stub = verification_pb2_grpc.VerificationServiceStub(channel)
     start = time.monotonic()
     try:
-        with out.open("a", encoding="utf-8") as f:
+        with f:
             _stream(stub, requests(), by_request, campaign, f, summary, progress)
     except grpc.RpcError as e:
         raise ClientError(
             f"{describe_rpc_error(e)}\nrun the same command again to resume"
+        ) from None
+    except OSError as e:
+        raise ClientError(
+            f"cannot write {out}: {(e.strerror or str(e)).lower()}; the results written so far "
+            "are kept: free some space and run the same command again to resume"
         ) from None
     finally:
         channel.close()

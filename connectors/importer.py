@@ -2,7 +2,7 @@
 
 UTF-8, a header row, the first column ``id_number`` then one column per declared field, integer
 values; several rows of one person are added up. Each ID number becomes the connector's token
-at once; the plaintext is not kept. The registry's file is
+by blinded evaluation at the token authority; the plaintext is not kept. The registry's file is
 ``household_id,id_number,relation,birth_date``. A file with any error imports nothing: every
 problem is reported with the file, line and reason.
 """
@@ -18,11 +18,11 @@ from pathlib import Path
 
 from hedui.connectors.errors import ImportRejected, ImportWouldShrink, RowProblem
 from hedui.connectors.store import HoldingStore, Person, RegisterStore, open_engine
+from hedui.connectors.tokenizer import Tokenizer
 from hedui.core.deployment import ConnectorKind, kind_of
 from hedui.core.errors import InvalidResidentId
-from hedui.core.keystore import REGISTRY_ID, KeyDir
+from hedui.core.keystore import REGISTRY_ID
 from hedui.core.resident_id import parse as parse_id
-from hedui.core.tokens import TokenKey
 
 RELATIONS = ("head", "spouse", "child", "parent", "grandchild", "sibling", "other")
 REGISTRY_HEADER = ["household_id", "id_number", "relation", "birth_date"]
@@ -54,13 +54,12 @@ def _check_id(
         return None
 
 
-def read_holdings(
-    path: Path, kind: ConnectorKind, token_key: TokenKey, *, today: dt.date
-) -> dict[bytes, dict[str, int]]:
-    """Validate a connector's CSV and return the totals per token (raises ImportRejected)."""
+def parse_holdings(path: Path, kind: ConnectorKind, *, today: dt.date) -> dict[str, dict[str, int]]:
+    """Validate a connector's CSV and return the totals per ID number, in memory only
+    (raises ImportRejected)."""
     rows, problems = _read(path)
     name = path.name
-    totals: dict[bytes, dict[str, int]] = defaultdict(lambda: dict.fromkeys(kind.field_names, 0))
+    totals: dict[str, dict[str, int]] = defaultdict(lambda: dict.fromkeys(kind.field_names, 0))
     if not rows and not problems:
         problems.append(RowProblem(name, 1, "the file is empty; it needs at least the header row"))
     if problems:
@@ -105,7 +104,7 @@ def read_holdings(
             values[field] = value
         if id_number is None or len(values) != len(kind.fields):
             continue
-        token_totals = totals[token_key.token(parse_id(id_number, today=today))]
+        token_totals = totals[id_number]
         for field, value in values.items():
             token_totals[field] += value
             if token_totals[field] > limits[field]:
@@ -119,6 +118,17 @@ def read_holdings(
     if problems:
         raise ImportRejected(problems)
     return dict(totals)
+
+
+def read_holdings(
+    path: Path, kind: ConnectorKind, tokenizer: Tokenizer, *, today: dt.date
+) -> dict[bytes, dict[str, int]]:
+    """Validate a connector's CSV and return its totals per token: the ID numbers go to the
+    token authority blinded, and are not kept."""
+    per_id = parse_holdings(path, kind, today=today)
+    ids = list(per_id)
+    tokens = tokenizer.tokens(ids) if ids else []
+    return {t: per_id[i] for i, t in zip(ids, tokens, strict=True)}
 
 
 def read_register(path: Path, *, today: dt.date) -> list[Person]:
@@ -200,10 +210,12 @@ def read_register(path: Path, *, today: dt.date) -> list[Person]:
 
 
 def import_holdings(
-    path: Path, store: HoldingStore, kind: ConnectorKind, token_key: TokenKey, *, today: dt.date
+    path: Path, store: HoldingStore, kind: ConnectorKind, tokenizer: Tokenizer, *, today: dt.date
 ) -> int:
     return store.replace_all(
-        read_holdings(path, kind, token_key, today=today), token_key.check_value()
+        read_holdings(path, kind, tokenizer, today=today),
+        tokenizer.check_value(),
+        tokenizer.epoch,
     )
 
 
@@ -219,21 +231,40 @@ class Dataset:
     people: list[Person] | None = None
     totals: dict[bytes, dict[str, int]] | None = None
     token_key_check: bytes = b""
+    epoch: int = 0
 
     @property
     def size(self) -> int:
         return len(self.people if self.people is not None else self.totals or {})
 
 
-def read_dataset(path: Path, connector_id: str, keys: KeyDir, *, today: dt.date) -> Dataset:
-    """Validate ``path`` for ``connector_id``; a missing file is an empty data set (not the register's)."""
+def validate_dataset(path: Path, connector_id: str, *, today: dt.date) -> int:
+    """Check a data file without importing it (no token is made); the number of people."""
+    if connector_id == REGISTRY_ID:
+        return len(read_register(path, today=today))
+    if not path.exists():
+        return 0
+    return len(parse_holdings(path, kind_of(connector_id), today=today))
+
+
+def read_dataset(
+    path: Path, connector_id: str, tokenizer: Tokenizer | None, *, today: dt.date
+) -> Dataset:
+    """Validate ``path`` for ``connector_id`` and make its tokens (every connector but the
+    register needs the token authority); a missing file is an empty data set."""
     if connector_id == REGISTRY_ID:
         return Dataset(connector_id, people=read_register(path, today=today))
-    token_key = keys.connector_token_key(connector_id)
+    if tokenizer is None:
+        raise ImportRejected([RowProblem(path.name, 0, "tokens need the token authority")])
     totals = (
-        read_holdings(path, kind_of(connector_id), token_key, today=today) if path.exists() else {}
+        read_holdings(path, kind_of(connector_id), tokenizer, today=today) if path.exists() else {}
     )
-    return Dataset(connector_id, totals=totals, token_key_check=token_key.check_value())
+    return Dataset(
+        connector_id,
+        totals=totals,
+        token_key_check=tokenizer.check_value(),
+        epoch=tokenizer.epoch,
+    )
 
 
 MAX_SHRINK = 0.2  # an import may lose at most this share of a connector's people
@@ -285,7 +316,7 @@ def write_database(db_path: Path, data: Dataset) -> None:
         if data.people is not None:
             RegisterStore(engine).replace_all(data.people)
         else:
-            HoldingStore(engine).replace_all(data.totals or {}, data.token_key_check)
+            HoldingStore(engine).replace_all(data.totals or {}, data.token_key_check, data.epoch)
         with engine.connect() as conn:
             conn.exec_driver_sql("PRAGMA wal_checkpoint(TRUNCATE)")
     finally:

@@ -1,13 +1,21 @@
-"""The household registry connector (公安户籍): the population register itself."""
+"""The household registry connector (公安户籍): the population register itself.
+
+It is also the token authority (:mod:`hedui.connectors.token_authority`): it answers the
+verification service with each member's relation and birth date (never an ID number), every
+connector's padded tokens and the signed grant for the query.
+"""
 
 from __future__ import annotations
 
+import datetime as dt
 import logging
+from collections.abc import Sequence
 
 import grpc
 from sqlalchemy.exc import SQLAlchemyError
 
 from hedui.connectors.store import Person, RegisterStore
+from hedui.connectors.token_authority import TokenAuthority
 from hedui.core import rpc
 from hedui.core.clock import DEPLOYMENT, Clock
 from hedui.core.errors import InvalidResidentId
@@ -16,6 +24,7 @@ from hedui.proto.v1 import connector_pb2, connector_pb2_grpc
 
 log = logging.getLogger("hedui.connectors.registry")
 
+MAX_QUERY_ID = 128
 _RELATIONS = {
     "head": connector_pb2.HEAD,
     "spouse": connector_pb2.SPOUSE,
@@ -28,13 +37,26 @@ _RELATIONS = {
 
 
 class RegistryServicer(connector_pb2_grpc.RegistryServiceServicer):
-    def __init__(self, store: RegisterStore, clock: Clock = DEPLOYMENT) -> None:
+    def __init__(
+        self, store: RegisterStore, authority: TokenAuthority, clock: Clock = DEPLOYMENT
+    ) -> None:
         self._store = store
+        self._authority = authority
         self._clock = clock
+
+    def _query_id(self, query_id: str, context: grpc.ServicerContext) -> None:
+        if not 0 < len(query_id) <= MAX_QUERY_ID:
+            rpc.abort(
+                context,
+                grpc.StatusCode.INVALID_ARGUMENT,
+                "query_id is required",
+                rpc.bad_request("query_id", f"1 to {MAX_QUERY_ID} characters"),
+            )
 
     def GetHousehold(
         self, request: connector_pb2.HouseholdRequest, context: grpc.ServicerContext
-    ) -> connector_pb2.Household:
+    ) -> connector_pb2.HouseholdGrant:
+        self._query_id(request.query_id, context)
         try:
             resident = parse_id(request.id_number, today=self._clock.today())
         except InvalidResidentId as e:
@@ -55,11 +77,16 @@ class RegistryServicer(connector_pb2_grpc.RegistryServiceServicer):
                 grpc.StatusCode.NOT_FOUND,
                 "the ID number is not in the household register",
             )
-        return _household(members)
+        household = self._household(resident.value, members)
+        if household.problem:
+            rpc.abort(context, grpc.StatusCode.INTERNAL, household.problem)
+        grant = self._authority.grant(request.query_id, [_tokens_of(household)])
+        return connector_pb2.HouseholdGrant(household=household, grant=grant.to_pb())
 
     def GetHouseholds(
         self, request: connector_pb2.HouseholdsRequest, context: grpc.ServicerContext
     ) -> connector_pb2.HouseholdsResponse:
+        self._query_id(request.query_id, context)
         if not 1 <= len(request.id_numbers) <= 1024:
             rpc.abort(
                 context,
@@ -80,17 +107,41 @@ class RegistryServicer(connector_pb2_grpc.RegistryServiceServicer):
         except SQLAlchemyError as e:
             log.error("registry database error: %s", type(e).__name__)
             rpc.abort(context, grpc.StatusCode.INTERNAL, "the household register is not available")
+        households = [
+            self._household(i, next(found)) if i is not None else connector_pb2.Household()
+            for i in ids
+        ]
+        answered = [_tokens_of(h) for h in households if h.tokens]
+        grant = self._authority.grant(request.query_id, answered) if answered else None
         return connector_pb2.HouseholdsResponse(
-            households=[_household(next(found) if i is not None else []) for i in ids]
+            households=households, grant=grant.to_pb() if grant else None
+        )
+
+    def _household(self, applicant: str, members: Sequence[Person]) -> connector_pb2.Household:
+        """The household as the service may see it, or its problem (a malformed record)."""
+        if not members:
+            return connector_pb2.Household()
+        try:
+            out = [
+                connector_pb2.Member(
+                    relation=_RELATIONS[m.relation],
+                    birth_date=dt.date.fromisoformat(m.birth_date).isoformat(),
+                    applicant=m.id_number == applicant,
+                )
+                for m in members
+            ]
+        except (KeyError, ValueError):
+            log.error("registry: a household holds a malformed member record")
+            return connector_pb2.Household(problem="the register holds a malformed member record")
+        tokens = self._authority.tokens([m.id_number for m in members])
+        return connector_pb2.Household(
+            members=out,
+            tokens=[
+                connector_pb2.ConnectorTokens(connector_id=c, tokens=t)
+                for c, t in sorted(tokens.items())
+            ],
         )
 
 
-def _household(members: list[Person]) -> connector_pb2.Household:
-    return connector_pb2.Household(
-        members=[
-            connector_pb2.Member(
-                id_number=m.id_number, relation=_RELATIONS[m.relation], birth_date=m.birth_date
-            )
-            for m in members
-        ]
-    )
+def _tokens_of(household: connector_pb2.Household) -> dict[str, list[bytes]]:
+    return {t.connector_id: list(t.tokens) for t in household.tokens}

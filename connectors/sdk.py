@@ -12,16 +12,19 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
 from typing import Protocol, TypeVar
 
 import grpc
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 from sqlalchemy.exc import SQLAlchemyError
 
 from hedui.connectors.errors import ConnectorError
-from hedui.core import packing, rpc, signing
+from hedui.core import grants, packing, rpc, signing
+from hedui.core.clock import DEPLOYMENT, Clock
 from hedui.core.deployment import ConnectorKind
 from hedui.core.errors import CryptoError
+from hedui.core.grants import GRANT_TTL_MS, PAD, Grant
 from hedui.core.packing import BatchLayout, Layout
 from hedui.core.paillier import PublicKey
 from hedui.proto.v1 import connector_pb2, connector_pb2_grpc
@@ -40,6 +43,24 @@ class HoldingSource(Protocol):
     def sums_many(
         self, households: Sequence[Sequence[bytes]], fields: Iterable[str]
     ) -> list[dict[str, int]]: ...
+    def first_answer(self, query_id: str, time_ms: int, keep_ms: int) -> bool: ...
+
+
+class GrantRefused(ConnectorError):
+    """A query the token authority's grant does not cover; ``kind`` names the check."""
+
+    def __init__(self, kind: str, message: str) -> None:
+        super().__init__(message)
+        self.kind = kind
+
+
+@dataclass(frozen=True)
+class GrantPolicy:
+    """How a connector checks grants: the authority's pinned key, the epoch of its data."""
+
+    authority_key: Ed25519PublicKey
+    epoch: int
+    clock: Clock = DEPLOYMENT
 
 
 class Answerer:
@@ -53,6 +74,7 @@ class Answerer:
         public_key: PublicKey,
         signing_key: Ed25519PrivateKey,
         token_key_check: bytes,
+        grants: GrantPolicy,
     ) -> None:
         self.connector_id = connector_id
         self.kind = kind
@@ -60,7 +82,39 @@ class Answerer:
         self._public = public_key
         self._signing_key = signing_key
         self._token_key_check = token_key_check
+        self._grants = grants
         self._description: connector_pb2.DescribeResponse | None = None
+
+    def check_grant(
+        self, query_id: str, pb: connector_pb2.TokenGrant, digest: bytes, households: int
+    ) -> None:
+        """Refuse unless the authority granted exactly these tokens to this connector, for this
+        query id, in this epoch, recently, and the query id was never answered before."""
+        policy = self._grants
+        grant = Grant.from_pb(pb)
+        try:
+            grants.verify(policy.authority_key, grant)
+        except CryptoError:
+            raise GrantRefused(
+                "GRANT", "the query carries no valid grant of the token authority"
+            ) from None
+        if grant.query_id != query_id or grant.households != households:
+            raise GrantRefused("GRANT", "the grant is for another query")
+        if grant.epoch != policy.epoch:
+            raise GrantRefused(
+                "TOKEN_EPOCH",
+                f"this connector's data is of token epoch {policy.epoch}, the query is of epoch "
+                f"{grant.epoch}; its data must be imported again",
+            )
+        if grant.digest_for(self.connector_id) != digest:
+            raise GrantRefused(
+                "GRANT", "the queried tokens are not the ones granted to this connector"
+            )
+        now_ms = int(policy.clock.now().timestamp() * 1000)
+        if not -60_000 <= now_ms - grant.issued_unix_ms <= GRANT_TTL_MS:
+            raise GrantRefused("GRANT", "the grant has expired")
+        if not self._source.first_answer(query_id, now_ms, 24 * 3600 * 1000):
+            raise GrantRefused("REPLAY", "this query id was answered before")
 
     def describe(self) -> connector_pb2.DescribeResponse:
         if self._description is None:
@@ -82,6 +136,7 @@ class Answerer:
             key_fingerprint=self._public.fingerprint,
             signing_public_key=signing.public_key_to_pem(self._signing_key.public_key()),
             token_key_check=self._token_key_check,
+            token_epoch=self._grants.epoch,
         )
 
     def answer(
@@ -186,7 +241,7 @@ class ConnectorServicer(connector_pb2_grpc.ConnectorServiceServicer):
         self._check_common(request.query_id, request.key_fingerprint, context)
         households = [list(h.tokens) for h in request.households]
         if not 1 <= len(households) <= MAX_BATCH or any(
-            not 1 <= len(h) <= MAX_TOKENS or any(len(t) != TOKEN_BYTES for t in h)
+            not PAD <= len(h) <= MAX_TOKENS or len(h) % PAD or any(len(t) != TOKEN_BYTES for t in h)
             for h in households
         ):
             rpc.abort(
@@ -194,7 +249,8 @@ class ConnectorServicer(connector_pb2_grpc.ConnectorServiceServicer):
                 grpc.StatusCode.INVALID_ARGUMENT,
                 "malformed batch",
                 rpc.bad_request(
-                    "households", f"1 to {MAX_BATCH} households of 1 to {MAX_TOKENS} 32-byte tokens"
+                    "households",
+                    f"1 to {MAX_BATCH} households of {PAD} to {MAX_TOKENS} 32-byte tokens",
                 ),
             )
         try:
@@ -209,8 +265,26 @@ class ConnectorServicer(connector_pb2_grpc.ConnectorServiceServicer):
                 context, grpc.StatusCode.INVALID_ARGUMENT, str(e), rpc.bad_request("layout", str(e))
             )
         return self._answering(
-            context, lambda: answer_batch(self._answerer, request.query_id, households, layout)
+            context,
+            lambda: self._granted(
+                request.query_id,
+                request.grant,
+                signing.batch_queried(households),
+                len(households),
+                lambda: answer_batch(self._answerer, request.query_id, households, layout),
+            ),
         )
+
+    def _granted(
+        self,
+        query_id: str,
+        grant: connector_pb2.TokenGrant,
+        digest: bytes,
+        households: int,
+        produce: Callable[[], _T],
+    ) -> _T:
+        self._answerer.check_grant(query_id, grant, digest, households)
+        return produce()
 
     def _answering(self, context: grpc.ServicerContext, produce: Callable[[], _T]) -> _T:
         """Make an answer; a refusal or a database failure becomes its status code."""
@@ -222,6 +296,14 @@ class ConnectorServicer(connector_pb2_grpc.ConnectorServiceServicer):
                 grpc.StatusCode.FAILED_PRECONDITION,
                 str(e),
                 rpc.precondition_failure("DECLARED_MAXIMUM", self._answerer.connector_id, str(e)),
+            )
+        except GrantRefused as e:
+            log.warning("refused a query: %s", e.kind)
+            rpc.abort(
+                context,
+                grpc.StatusCode.FAILED_PRECONDITION,
+                str(e),
+                rpc.precondition_failure(e.kind, self._answerer.connector_id, str(e)),
             )
         except SQLAlchemyError as e:
             log.error("connector database error: %s", type(e).__name__)
@@ -242,13 +324,13 @@ class ConnectorServicer(connector_pb2_grpc.ConnectorServiceServicer):
         self, request: connector_pb2.QueryRequest, context: grpc.ServicerContext
     ) -> connector_pb2.QueryResponse:
         self._check_common(request.query_id, request.key_fingerprint, context)
-        if not 1 <= len(request.tokens) <= MAX_TOKENS:
+        if not PAD <= len(request.tokens) <= MAX_TOKENS or len(request.tokens) % PAD:
             rpc.abort(
                 context,
                 grpc.StatusCode.INVALID_ARGUMENT,
-                "a query holds 1 to 64 tokens",
+                f"a query holds {PAD} to {MAX_TOKENS} tokens, a multiple of {PAD}",
                 rpc.bad_request(
-                    "tokens", f"{len(request.tokens)} tokens; 1 to {MAX_TOKENS} allowed"
+                    "tokens", f"{len(request.tokens)} tokens; {PAD} to {MAX_TOKENS} allowed"
                 ),
             )
         if any(len(t) != TOKEN_BYTES for t in request.tokens):
@@ -264,6 +346,14 @@ class ConnectorServicer(connector_pb2_grpc.ConnectorServiceServicer):
             rpc.abort(
                 context, grpc.StatusCode.INVALID_ARGUMENT, str(e), rpc.bad_request("layout", str(e))
             )
+        tokens = list(request.tokens)
         return self._answering(
-            context, lambda: self._answerer.answer(request.query_id, list(request.tokens), layout)
+            context,
+            lambda: self._granted(
+                request.query_id,
+                request.grant,
+                signing.tokens_digest(tokens),
+                1,
+                lambda: self._answerer.answer(request.query_id, tokens, layout),
+            ),
         )

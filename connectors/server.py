@@ -9,8 +9,13 @@ import grpc
 
 from hedui.connectors.errors import ConnectorError
 from hedui.connectors.registry import RegistryServicer
-from hedui.connectors.sdk import Answerer, ConnectorServicer
+from hedui.connectors.sdk import Answerer, ConnectorServicer, GrantPolicy
 from hedui.connectors.store import HoldingStore, RegisterStore, open_engine
+from hedui.connectors.token_authority import (
+    AuthoritySettings,
+    TokenAuthority,
+    TokenAuthorityServicer,
+)
 from hedui.core.clock import DEFAULT_TIMEZONE, Clock
 from hedui.core.deployment import kind_of
 from hedui.core.keystore import KeyDir
@@ -20,6 +25,9 @@ from hedui.proto.v1 import connector_pb2, connector_pb2_grpc
 
 CONNECTOR_SERVICE = connector_pb2.DESCRIPTOR.services_by_name["ConnectorService"].full_name
 REGISTRY_SERVICE = connector_pb2.DESCRIPTOR.services_by_name["RegistryService"].full_name
+TOKEN_AUTHORITY_SERVICE = connector_pb2.DESCRIPTOR.services_by_name[
+    "TokenAuthorityService"
+].full_name
 
 
 @dataclass(frozen=True)
@@ -49,14 +57,15 @@ def shared_public_key(keys: KeyDir, pool_size: int) -> PublicKey:
 
 
 def start_connector(settings: ConnectorSettings, keys: KeyDir) -> RunningServer:
-    """Serve one bank or department connector; only the verification service may query it."""
+    """Serve one bank or department connector; only the verification service may query it,
+    and only about tokens the token authority granted."""
     store = HoldingStore(open_engine(settings.database_url))
-    check = keys.connector_token_key(settings.connector_id).check_value()
-    stored = store.token_key_check()
-    if stored is not None and stored != check:
+    epoch = store.token_epoch()
+    check = store.token_key_check()
+    if epoch is None or check is None:
         raise ConnectorError(
-            f"{settings.connector_id}: its data was imported under another token key; "
-            "import the data again (`hedui connector import`)"
+            f"{settings.connector_id}: its database holds no import; import its data first "
+            "(`hedui connector import`)"
         )
     answerer = Answerer(
         settings.connector_id,
@@ -65,6 +74,7 @@ def start_connector(settings: ConnectorSettings, keys: KeyDir) -> RunningServer:
         shared_public_key(keys, settings.randomness_pool),
         keys.connector_signing_key(settings.connector_id),
         check,
+        GrantPolicy(keys.grant_verify_key(), epoch, Clock(settings.timezone)),
     )
     servicer = ConnectorServicer(answerer)
 
@@ -80,18 +90,26 @@ def start_connector(settings: ConnectorSettings, keys: KeyDir) -> RunningServer:
     )
 
 
-def start_registry(settings: ConnectorSettings, keys: KeyDir) -> RunningServer:
-    servicer = RegistryServicer(
-        RegisterStore(open_engine(settings.database_url)), Clock(settings.timezone)
-    )
+def start_registry(
+    settings: ConnectorSettings, keys: KeyDir, authority: AuthoritySettings
+) -> RunningServer:
+    """The household register and the token authority: the service asks it for households
+    (with their tokens and grants), connectors for blinded evaluations at import."""
+    clock = Clock(settings.timezone)
+    store = RegisterStore(open_engine(settings.database_url))
+    epoch = keys.token_epoch()
+    ta = TokenAuthority(keys.oprf_key(epoch), epoch, keys.grant_signing_key(), authority, clock)
+    registry = RegistryServicer(store, ta, clock)
+    evaluator = TokenAuthorityServicer(ta, store)
 
     def register(server: grpc.Server) -> None:
-        connector_pb2_grpc.add_RegistryServiceServicer_to_server(servicer, server)
+        connector_pb2_grpc.add_RegistryServiceServicer_to_server(registry, server)
+        connector_pb2_grpc.add_TokenAuthorityServiceServicer_to_server(evaluator, server)
 
     return create_server(
         settings.address,
         tls=None if settings.insecure else keys.tls(settings.connector_id),
-        roles={REGISTRY_SERVICE: {"service"}},
+        roles={REGISTRY_SERVICE: {"service"}, TOKEN_AUTHORITY_SERVICE: {"connector"}},
         register=[register],
         max_workers=settings.max_workers,
     )

@@ -12,6 +12,7 @@ from pathlib import Path
 from sqlalchemy import (
     BigInteger,
     Engine,
+    Integer,
     LargeBinary,
     String,
     create_engine,
@@ -21,6 +22,7 @@ from sqlalchemy import (
     insert,
     select,
 )
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
 
 
@@ -55,6 +57,35 @@ class Person(Base):
     birth_date: Mapped[str] = mapped_column(String(10))
 
 
+class AnsweredQuery(Base):
+    """Query ids a connector has answered: a grant is good for one answer only."""
+
+    __tablename__ = "answered_query"
+    query_id: Mapped[str] = mapped_column(String(128), primary_key=True)
+    time_ms: Mapped[int] = mapped_column(BigInteger, index=True)
+
+
+class OprfUsage(Base):
+    """Elements the token authority evaluated for one connector on one day (UTC+8 date)."""
+
+    __tablename__ = "oprf_usage"
+    connector_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    day: Mapped[str] = mapped_column(String(10), primary_key=True)
+    count: Mapped[int] = mapped_column(BigInteger)
+
+
+class OprfAlert(Base):
+    """A connector that asked for more evaluations than its allowance."""
+
+    __tablename__ = "oprf_alert"
+    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True)
+    connector_id: Mapped[str] = mapped_column(String(64))
+    time_ms: Mapped[int] = mapped_column(BigInteger)
+    used: Mapped[int] = mapped_column(BigInteger)
+    requested: Mapped[int] = mapped_column(BigInteger)
+    allowance: Mapped[int] = mapped_column(BigInteger)
+
+
 def sqlite_url(path: Path) -> str:
     return f"sqlite:///{path}"
 
@@ -80,7 +111,9 @@ class HoldingStore:
     def __init__(self, engine: Engine) -> None:
         self._engine = engine
 
-    def replace_all(self, totals: Mapping[bytes, Mapping[str, int]], token_key_check: bytes) -> int:
+    def replace_all(
+        self, totals: Mapping[bytes, Mapping[str, int]], token_key_check: bytes, epoch: int = 1
+    ) -> int:
         """Replace the whole data set in one transaction (an import is a full snapshot)."""
         rows = [
             {"token": token, "field": field, "value": value}
@@ -90,8 +123,11 @@ class HoldingStore:
         ]
         with Session(self._engine) as s, s.begin():
             s.execute(delete(Holding))
-            s.execute(delete(Meta).where(Meta.key.in_(["token_key_check", "population"])))
+            s.execute(
+                delete(Meta).where(Meta.key.in_(["token_key_check", "population", "token_epoch"]))
+            )
             s.add(Meta(key="token_key_check", value=token_key_check))
+            s.add(Meta(key="token_epoch", value=str(epoch).encode()))
             s.add(Meta(key="population", value=str(len(totals)).encode()))
             if rows:
                 s.execute(insert(Holding), rows)
@@ -110,6 +146,26 @@ class HoldingStore:
         with Session(self._engine) as s:
             v = s.scalar(select(Meta.value).where(Meta.key == "token_key_check"))
         return None if v is None else bytes(v)
+
+    def token_epoch(self) -> int | None:
+        """The token epoch the data was imported under (None: never imported)."""
+        with Session(self._engine) as s:
+            v = s.scalar(select(Meta.value).where(Meta.key == "token_epoch"))
+        return None if v is None else int(bytes(v))
+
+    def first_answer(self, query_id: str, time_ms: int, keep_ms: int) -> bool:
+        """Record that ``query_id`` is being answered; False if it was answered before.
+        Records older than ``keep_ms`` are dropped (their grants have long expired)."""
+        try:
+            with self._engine.begin() as conn:
+                conn.execute(insert(AnsweredQuery).values(query_id=query_id, time_ms=time_ms))
+                if time_ms % 97 == 0:  # now and then, not on every answer
+                    conn.execute(
+                        delete(AnsweredQuery).where(AnsweredQuery.time_ms < time_ms - keep_ms)
+                    )
+        except IntegrityError:
+            return False
+        return True
 
     def sums(self, tokens: Sequence[bytes], fields: Iterable[str]) -> dict[str, int]:
         """The total of every field over ``tokens`` (0 for a token or field not held)."""
@@ -165,6 +221,50 @@ class RegisterStore:
     def population(self) -> int:
         with Session(self._engine) as s:
             return int(s.scalar(select(func.count()).select_from(Person)) or 0)
+
+    def use_evaluations(
+        self,
+        connector_id: str,
+        day: str,
+        window_days: Sequence[str],
+        requested: int,
+        allowance: int,
+        time_ms: int,
+    ) -> int | None:
+        """Count ``requested`` evaluations for the connector unless its total over
+        ``window_days`` would pass ``allowance``; then record an alert and return the total used."""
+        with Session(self._engine) as s, s.begin():
+            used = int(
+                s.scalar(
+                    select(func.coalesce(func.sum(OprfUsage.count), 0)).where(
+                        OprfUsage.connector_id == connector_id, OprfUsage.day.in_(list(window_days))
+                    )
+                )
+                or 0
+            )
+            if used + requested > allowance:
+                s.add(
+                    OprfAlert(
+                        connector_id=connector_id,
+                        time_ms=time_ms,
+                        used=used,
+                        requested=requested,
+                        allowance=allowance,
+                    )
+                )
+                return used
+            row = s.get(OprfUsage, (connector_id, day))
+            if row is None:
+                s.add(OprfUsage(connector_id=connector_id, day=day, count=requested))
+            else:
+                row.count += requested
+        return None
+
+    def alerts(self) -> list[OprfAlert]:
+        with Session(self._engine) as s:
+            out = list(s.scalars(select(OprfAlert).order_by(OprfAlert.id)))
+            s.expunge_all()
+        return out
 
     def household_of(self, id_number: str) -> list[Person]:
         """Every member of the household of ``id_number``, head first; empty when unknown."""

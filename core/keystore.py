@@ -4,10 +4,15 @@
     keys/tls/<name>.pem, <name>.key     mTLS certificate per party (service, intake, auditor,
                                         registry and every connector)
     keys/connectors/<id>/signing.key    Ed25519 answer-signing key (signing.pub beside it)
-    keys/connectors/<id>/token.key      the connector's token key (HKDF of the master)
     keys/custodian/paillier.key         Paillier private key (paillier.pub beside it)
-    keys/service/token-master.key       token master key; audit.key for audit tokens
+    keys/service/audit.key              key of the audit tokens
     keys/log/log.key                    Ed25519 checkpoint-signing key (log.pub beside it)
+    keys/token-authority/oprf-<n>.key   the OPRF key of token epoch n (RFC 9497 scalar)
+    keys/token-authority/epoch          the current token epoch
+    keys/token-authority/grant.key      Ed25519 key that signs token grants (grant.pub beside it)
+
+No connector and not the verification service holds a token key: tokens come from the token
+authority (see hedui.core.tokens).
 
 Secret files are 0600 and refused when others may read them. ``init`` only adds what is
 missing, so running it again reuses every existing key.
@@ -19,14 +24,19 @@ import datetime as dt
 import secrets
 from collections.abc import Callable, Iterable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
 from hedui.core import signing
+from hedui.core.errors import KeyFileError
 from hedui.core.keyfiles import read_public, read_secret, write_public, write_secret
 from hedui.core.paillier import DEFAULT_KEY_BITS, PrivateKey, PublicKey, generate_keypair
 from hedui.core.tls import Issued, TlsMaterial, create_ca, issue
-from hedui.core.tokens import KEY_BYTES, TokenKey, TokenMaster, audit_token_key
+from hedui.core.tokens import KEY_BYTES, TokenKey, audit_token_key
+
+if TYPE_CHECKING:
+    from hedui.core.oprf import ServerKey
 
 REGISTRY_ID = "registry"
 SERVICE_PARTIES = {
@@ -88,19 +98,22 @@ class KeyDir:
             private = generate_keypair(paillier_bits)
             write_secret(self.paillier_private_path, private.to_json().encode())
             write_public(self.paillier_public_path, private.public.to_json().encode())
-        master_path = self.root / "service" / "token-master.key"
-        for path in (master_path, self.root / "service" / "audit.key"):
-            if not path.exists():
-                write_secret(path, secrets.token_bytes(KEY_BYTES))
-        master = TokenMaster(read_secret(master_path))
+        if not (self.root / "service" / "audit.key").exists():
+            write_secret(self.root / "service" / "audit.key", secrets.token_bytes(KEY_BYTES))
         for cid in ids:
             d = self.connector_dir(cid)
             if not (d / "signing.key").exists():
                 key = Ed25519PrivateKey.generate()
                 write_secret(d / "signing.key", signing.private_key_to_pem(key))
                 write_public(d / "signing.pub", signing.public_key_to_pem(key.public_key()))
-            if not (d / "token.key").exists():
-                write_secret(d / "token.key", master.for_connector(cid).key)
+        if not self._epoch_path.exists():
+            on_create("token authority keys (OPRF, epoch 1)")
+            self._new_oprf_key(1)
+            write_public(self._epoch_path, b"1\n")
+        if not (self._ta / "grant.key").exists():
+            key = Ed25519PrivateKey.generate()
+            write_secret(self._ta / "grant.key", signing.private_key_to_pem(key))
+            write_public(self._ta / "grant.pub", signing.public_key_to_pem(key.public_key()))
         if not (self.root / "log" / "log.key").exists():
             key = Ed25519PrivateKey.generate()
             write_secret(self.root / "log" / "log.key", signing.private_key_to_pem(key))
@@ -117,14 +130,47 @@ class KeyDir:
     def paillier_private(self) -> PrivateKey:
         return PrivateKey.from_json(read_secret(self.paillier_private_path).decode())
 
-    def token_master(self, epoch: int = 1) -> TokenMaster:
-        return TokenMaster(read_secret(self.root / "service" / "token-master.key"), epoch)
+    # -- the token authority -------------------------------------------------------------
+    @property
+    def _ta(self) -> Path:
+        return self.root / "token-authority"
+
+    @property
+    def _epoch_path(self) -> Path:
+        return self._ta / "epoch"
+
+    def _new_oprf_key(self, epoch: int) -> None:
+        from hedui.core import oprf  # libsodium loads only in the processes that need it
+
+        write_secret(self._ta / f"oprf-{epoch}.key", oprf.ServerKey.generate().private_key)
+
+    def token_epoch(self) -> int:
+        text = read_public(self._epoch_path).decode().strip()
+        if not text.isdigit() or int(text) < 1:
+            raise KeyFileError(f"{self._epoch_path}: not a token epoch ({text[:20]!r})")
+        return int(text)
+
+    def rotate_token_epoch(self) -> int:
+        """Start a new token epoch: a new OPRF key; the old one stays for the record."""
+        epoch = self.token_epoch() + 1
+        self._new_oprf_key(epoch)
+        self._epoch_path.unlink()
+        write_public(self._epoch_path, f"{epoch}\n".encode())
+        return epoch
+
+    def oprf_key(self, epoch: int) -> ServerKey:
+        from hedui.core import oprf
+
+        return oprf.ServerKey(read_secret(self._ta / f"oprf-{epoch}.key"))
+
+    def grant_signing_key(self) -> Ed25519PrivateKey:
+        return signing.load_private_key(read_secret(self._ta / "grant.key"))
+
+    def grant_verify_key(self) -> Ed25519PublicKey:
+        return signing.load_public_key(read_public(self._ta / "grant.pub"))
 
     def audit_token_key(self) -> TokenKey:
         return audit_token_key(read_secret(self.root / "service" / "audit.key"))
-
-    def connector_token_key(self, connector_id: str) -> TokenKey:
-        return TokenKey(read_secret(self.connector_dir(connector_id) / "token.key"))
 
     def connector_signing_key(self, connector_id: str) -> Ed25519PrivateKey:
         return signing.load_private_key(

@@ -25,12 +25,17 @@ def tokens_digest(tokens: Sequence[bytes]) -> bytes:
     return hashlib.sha256(b"".join(sorted(tokens))).digest()
 
 
+def batch_queried(households: Sequence[Sequence[bytes]]) -> bytes:
+    """The digest of every household's token digest, in order: what a batch answers."""
+    return hashlib.sha256(b"".join(tokens_digest(t) for t in households)).digest()
+
+
 def batch_digests(
     households: Sequence[Sequence[bytes]], packed: Sequence[bytes]
 ) -> tuple[bytes, bytes]:
     """(digest of every household's token digest, digest of the ciphertexts) of a batch answer,
     signed in place of the tokens and the ciphertext of a single answer."""
-    queried = hashlib.sha256(b"".join(tokens_digest(t) for t in households)).digest()
+    queried = batch_queried(households)
     return queried, hashlib.sha256(b"".join(len(p).to_bytes(4, "big") + p for p in packed)).digest()
 
 

@@ -1,12 +1,19 @@
-"""Keyed pseudonyms for resident ID numbers (DESIGN §5).
+"""Pseudonyms for resident ID numbers (DESIGN §5).
 
-The verification service holds a 32-byte token master key. For each connector it derives a
-key with HKDF-SHA256 (info = ``hedui/token/v1`` ‖ connector id ‖ key epoch) and sends
-``token = HMAC-SHA256(connector key, normalised ID)``. Tokens of different connectors cannot
-be joined, and no one without a key can test candidate IDs against a token. A plain unkeyed
-hash of an ID number would be exhausted by brute force in minutes and is never used.
+**Connector tokens** come from an oblivious PRF (RFC 9497, ristretto255-SHA512, see
+:mod:`hedui.core.oprf`) whose key only the token authority holds. For one person the PRF output
+``y = F(k_epoch, ID)`` is computed once; each connector's token is then
+``HMAC-SHA256(y, "hedui/token/v2" ‖ connector id)``, so tokens of different connectors cannot be
+joined by anyone who does not know ``y``, and the authority's cost per member at query time is
+one PRF evaluation plus one HMAC per connector. A connector learns ``y`` only for the customers
+it imports, by blinded evaluation (the authority sees neither the ID nor ``y``), counted per
+connector: it holds no key with which it could compute the token of an ID it chooses.
 
-The audit log uses a separate key the same way (info = ``hedui/audit-token/v1``).
+**Audit tokens** stay keyed hashes: HMAC-SHA256 under a key derived with HKDF from the audit
+key (info = ``hedui/audit-token/v1``), so an auditor given an ID finds its entries.
+
+A plain unkeyed hash of an ID number would be exhausted by brute force in minutes and is never
+used.
 """
 
 from __future__ import annotations
@@ -23,8 +30,11 @@ from hedui.core.errors import CryptoError
 from hedui.core.resident_id import ResidentId
 
 KEY_BYTES = 32
-_TOKEN_INFO = b"hedui/token/v1"
+_TOKEN_LABEL = b"hedui/token/v2"
 _AUDIT_INFO = b"hedui/audit-token/v1"
+# The input whose tokens are each connector's key check value: a connector proves it imported
+# under the current epoch without revealing anything about its customers.
+CHECK_INPUT = b"hedui/token-key-check/v2"
 
 
 def _hkdf(master: bytes, info: bytes) -> bytes:
@@ -33,19 +43,26 @@ def _hkdf(master: bytes, info: bytes) -> bytes:
     return HKDF(algorithm=hashes.SHA256(), length=KEY_BYTES, salt=None, info=info).derive(master)
 
 
-def _len_prefixed(*parts: bytes) -> bytes:
-    return b"".join(len(p).to_bytes(2, "big") + p for p in parts)
+def oprf_input(resident: ResidentId) -> bytes:
+    """What the PRF is evaluated on: the normalised 18-character number."""
+    return resident.value.encode("ascii")
 
 
-def derive_connector_key(master: bytes, connector_id: str, epoch: int) -> bytes:
-    """The token key of one connector in one key epoch."""
-    info = _TOKEN_INFO + _len_prefixed(connector_id.encode(), str(epoch).encode())
-    return _hkdf(master, info)
+def connector_token(oprf_output: bytes, connector_id: str) -> bytes:
+    """One connector's token of a person from that person's PRF output."""
+    cid = connector_id.encode()
+    msg = _TOKEN_LABEL + len(cid).to_bytes(2, "big") + cid
+    return hmac.new(oprf_output, msg, hashlib.sha256).digest()
+
+
+def key_check_value(check_output: bytes, connector_id: str) -> bytes:
+    """The connector's key check value: its token of :data:`CHECK_INPUT`, first 16 bytes."""
+    return connector_token(check_output, connector_id)[:16]
 
 
 @dataclass(frozen=True)
 class TokenKey:
-    """The key one party uses to turn ID numbers into its tokens."""
+    """A keyed hash of ID numbers (the audit token)."""
 
     key: bytes
     _keyed: Any = field(init=False, repr=False, compare=False)
@@ -61,21 +78,6 @@ class TokenKey:
         h = self._keyed.copy()
         h.update(data)
         return bytes(h.digest())
-
-    def check_value(self) -> bytes:
-        """A key check value: shows two parties hold the same key without revealing it."""
-        return self.mac(b"hedui/token-key-check/v1")[:16]
-
-
-@dataclass(frozen=True)
-class TokenMaster:
-    """The service's token master key; it hands out per-connector token keys."""
-
-    master: bytes
-    epoch: int = 1
-
-    def for_connector(self, connector_id: str) -> TokenKey:
-        return TokenKey(derive_connector_key(self.master, connector_id, self.epoch))
 
 
 def audit_token_key(audit_master: bytes) -> TokenKey:

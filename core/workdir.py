@@ -49,6 +49,16 @@ class Workdir:
         return self.root / "custodian.toml"
 
     @property
+    def authority_config(self) -> Path:
+        """The token authority's settings (the registry): connectors and their allowances."""
+        return self.root / "registry.toml"
+
+    @property
+    def custodian_dir(self) -> Path:
+        """The key custodian's own state: its witness of the log and its decryption journal."""
+        return self.root / "custodian"
+
+    @property
     def service_config(self) -> Path:
         return self.root / "hedui.toml"
 

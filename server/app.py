@@ -17,7 +17,7 @@ from hedui.proto.v1 import audit_pb2, audit_pb2_grpc, verification_pb2, verifica
 from hedui.server.audit_service import AuditServicer
 from hedui.server.batch import BatchVerifier
 from hedui.server.config import ServiceConfig
-from hedui.server.custodian import Custodian, KeyCustodian
+from hedui.server.custodian import Custodian
 from hedui.server.custodian_service import RemoteCustodian, custodian_view
 from hedui.server.errors import ConfigError
 from hedui.server.fanout import ConnectorPool, RegistryClient
@@ -70,13 +70,14 @@ def build_verifier(
             f"the Paillier key ({public.bits} bits) is too small for this deployment's "
             f"slot layout ({view.layout.total_bits} bits); create 2048-bit keys"
         )
-    custodian: Custodian
-    if config.custodian_address:  # the custodian is its own process: no private key here
-        custodian = RemoteCustodian(
-            config.custodian_address, tls, public, view, config.query_timeout_seconds * 4
+    if not config.custodian_address:
+        raise ConfigError(
+            "custodian_address is required: the key custodian runs in its own process "
+            "(the verification service never holds the private key)"
         )
-    else:
-        custodian = KeyCustodian(keys.paillier_private(), view, min_banks=config.min_banks)
+    custodian: Custodian = RemoteCustodian(
+        config.custodian_address, tls, public, view, config.query_timeout_seconds * 4
+    )
     return Verifier(
         registry=RegistryClient(
             config.registry,
@@ -89,7 +90,6 @@ def build_verifier(
             tls=tls,
             verify_keys=verify_keys,
             public_key=public,
-            token_master=keys.token_master(config.token_epoch),
             timeout=config.query_timeout_seconds,
             layout=view.layout,
         ),

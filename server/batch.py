@@ -11,17 +11,13 @@ from __future__ import annotations
 
 import logging
 
-from hedui.core.resident_id import ResidentId
 from hedui.core.tls import PeerIdentity
 from hedui.proto.v1 import audit_pb2, verification_pb2
 from hedui.server.errors import PolicyError
-from hedui.server.fanout import RegistryNotFound, SourceUnavailable
-from hedui.server.policy.engine import Member
+from hedui.server.fanout import GrantedHousehold, RegistryNotFound, SourceUnavailable
 from hedui.server.verification import Application, Verifier, batch_error, receipt_pb
 
 log = logging.getLogger("hedui.server.batch")
-
-Household = list[tuple[ResidentId, Member]]
 
 
 class BatchVerifier:
@@ -84,18 +80,19 @@ class BatchVerifier:
     ) -> list[verification_pb2.BatchResult]:
         v = self.v
         tokens = {app.request_id: v.audit_key.token(app.resident) for app, _ in todo}
-        v.audit.append([v.request_entry(app, caller, tokens[app.request_id]) for app, _ in todo])
         query_id = v.new_query_id()
+        logged = v.audit.append(
+            [v.request_entry(app, caller, tokens[app.request_id], query_id) for app, _ in todo]
+        )
+        grant = None
         try:
-            lookups: list[Household | RegistryNotFound | SourceUnavailable] = list(
-                v.registry.households([app.resident for app, _ in todo], query_id)
-            )
+            lookups, grant = v.registry.households([app.resident for app, _ in todo], query_id)
         except SourceUnavailable as e:
             lookups = [e] * len(todo)
         results: list[verification_pb2.BatchResult] = []
         outcome_entries: list[audit_pb2.AuditEntry] = []
-        found: list[tuple[Application, bytes, Household]] = []
-        for (app, key), household in zip(todo, lookups, strict=True):
+        found: list[tuple[Application, bytes, GrantedHousehold, int]] = []
+        for (app, key), household, receipt in zip(todo, lookups, logged, strict=True):
             if isinstance(household, RegistryNotFound | SourceUnavailable):
                 code = "NOT_FOUND" if isinstance(household, RegistryNotFound) else "UNAVAILABLE"
                 token = tokens[app.request_id]
@@ -105,25 +102,27 @@ class BatchVerifier:
                 v.requests.release(key)
                 results.append(batch_error(app.request_id, code, str(household)))
             else:
-                found.append((app, key, household))
-        if not found:
+                found.append((app, key, household, receipt.leaf_index))
+        if not found or grant is None:
             v.audit.append(outcome_entries)
             return results
         layouts = v.custodian.batch_layouts
-        fan = v.pool.query_batch(query_id, [[r for r, _ in hh] for _, _, hh in found], layouts)
-        per_household = v.custodian.decrypt_batch(query_id, fan.answers, len(found))
+        fan = v.pool.query_batch(query_id, [hh.tokens for _, _, hh, _ in found], layouts, grant)
+        per_household = v.custodian.decrypt_batch(
+            query_id, fan.answers, len(found), grant, v.evidence([leaf for *_, leaf in found])
+        )
         digests = [
             (a.connector_id, a.digest(query_id, layouts[a.kind].digest())) for a in fan.answers
         ]
         verdicts, entries, concluded = [], [], []
-        for (app, key, household), totals in zip(found, per_household, strict=True):
+        for (app, key, household, _), totals in zip(found, per_household, strict=True):
             try:
                 verdict, entry = v.conclude(
                     app,
                     caller,
                     tokens[app.request_id],
                     query_id,
-                    household,
+                    household.members,
                     fan.failures,
                     digests,
                     totals,

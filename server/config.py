@@ -33,7 +33,7 @@ class ServiceConfig:
     log_origin: str = "hedui.example/demo-log"
     timezone: str = "Asia/Shanghai"
     token_epoch: int = 1
-    custodian_address: str = ""  # the key custodian's process; empty: in this process
+    custodian_address: str = ""  # the key custodian's process (required)
 
     def to_toml(self) -> str:
         def q(v: object) -> str:

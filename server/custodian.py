@@ -10,26 +10,40 @@ It trusts nothing the aggregator computed or was told by a connector:
   figure), and a bank field only with at least ``min_banks`` bank contributions; the slots it
   may not release are masked with random values before the one decryption, so the custodian
   does not see them either;
-- it decrypts each query once.
+- it decrypts each query once;
+- it decrypts only answers bound to one household: the token authority's grant must name every
+  answering connector with the digest of the tokens that connector signed it was asked about,
+  so the aggregator cannot aim one connector at one person and the rest at random tokens;
+- it decrypts only for a query whose request entries are in the audit log, proven against a
+  checkpoint consistent with the last it witnessed (:mod:`hedui.server.witness`), and records
+  every decryption and refusal in its own journal.
 """
 
 from __future__ import annotations
 
+import time
 from collections import OrderedDict
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Protocol, TypeVar
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
-from hedui.core import signing
+from hedui.core import grants, signing
 from hedui.core.errors import CryptoError
+from hedui.core.grants import Grant
 from hedui.core.packing import BatchLayout, Layout
 from hedui.core.paillier import Ciphertext, PrivateKey, PublicKey
 from hedui.server.answers import BatchAnswer, SignedAnswer, aggregate, aggregate_batch
 from hedui.server.errors import CustodianRefused
+from hedui.server.witness import DecryptionJournal, LogEvidence, LogWitness, WitnessMoved
 
 _REMEMBERED_QUERIES = 1_000_000
+
+_R = TypeVar("_R")
+
+# The evidence that a query is logged, for the custodian's last witnessed tree size.
+EvidenceSource = Callable[[int], LogEvidence]
 
 
 @dataclass(frozen=True)
@@ -49,6 +63,7 @@ class Deployment:
     layout: Layout
     kinds: Mapping[str, frozenset[str]] = field(default_factory=dict)  # kind -> its connectors
     batch_layouts: Mapping[str, BatchLayout] = field(default_factory=dict)  # kind -> layout
+    authority_key: Ed25519PublicKey | None = None  # the token authority's grant key
 
 
 class Custodian(Protocol):
@@ -59,21 +74,106 @@ class Custodian(Protocol):
     @property
     def batch_layouts(self) -> Mapping[str, BatchLayout]: ...
     def decrypt_totals(
-        self, query_id: str, answers: Sequence[SignedAnswer], claimed: Ciphertext
+        self,
+        query_id: str,
+        answers: Sequence[SignedAnswer],
+        claimed: Ciphertext,
+        grant: Grant,
+        evidence: EvidenceSource,
     ) -> Totals: ...
     def decrypt_batch(
-        self, query_id: str, answers: Sequence[BatchAnswer], households: int
+        self,
+        query_id: str,
+        answers: Sequence[BatchAnswer],
+        households: int,
+        grant: Grant,
+        evidence: EvidenceSource,
     ) -> list[Totals]: ...
 
 
 class KeyCustodian:
-    def __init__(self, private_key: PrivateKey, deployment: Deployment, *, min_banks: int) -> None:
+    def __init__(
+        self,
+        private_key: PrivateKey,
+        deployment: Deployment,
+        *,
+        min_banks: int,
+        witness: LogWitness,
+        journal: DecryptionJournal,
+    ) -> None:
         if min_banks < 2:
             raise CustodianRefused("min_banks must be at least 2")
+        if deployment.authority_key is None:
+            raise CustodianRefused("the custodian needs the token authority's grant key")
         self._private = private_key
         self._deployment = deployment
         self.min_banks = min_banks
+        self.witness = witness
+        self.journal = journal
         self._decrypted: OrderedDict[str, None] = OrderedDict()
+
+    def _bound(
+        self,
+        query_id: str,
+        answers: Sequence[SignedAnswer] | Sequence[BatchAnswer],
+        grant: Grant,
+        households: int,
+        evidence: EvidenceSource,
+    ) -> tuple[int, bytes, list[int]]:
+        """Refuse unless the answers are bound to the grant and the query is in the log;
+        (checkpoint size, root, request leaves) of the log it was proven in."""
+        key = self._deployment.authority_key
+        assert key is not None
+        try:
+            grants.verify(key, grant)
+        except CryptoError:
+            raise CustodianRefused("the token grant is not signed by the token authority") from None
+        if grant.query_id != query_id or grant.households != households:
+            raise CustodianRefused("the token grant is for another query")
+        for a in answers:
+            if grant.digest_for(a.connector_id) != a.queried:
+                raise CustodianRefused(
+                    f"the answer of {a.connector_id} is not about the tokens the grant gave it"
+                )
+        proof = evidence(self.witness.size)
+        try:
+            cp = self.witness.admit(query_id, proof, households)
+        except WitnessMoved as e:  # another request moved it on: prove again from there
+            proof = evidence(e.size)
+            cp = self.witness.admit(query_id, proof, households)
+        return cp.size, cp.root, [r.leaf_index for r in proof.requests]
+
+    def _journal(
+        self,
+        query_id: str,
+        answers: Sequence[SignedAnswer] | Sequence[BatchAnswer],
+        grant: Grant,
+        evidence: EvidenceSource,
+        households: int,
+        decrypt: Callable[[], _R],
+    ) -> _R:
+        """Check the binding, decrypt, and journal the decryption or the refusal."""
+        try:
+            size, root, leaves = self._bound(query_id, answers, grant, households, evidence)
+            result = decrypt()
+        except WitnessMoved:
+            raise  # not a refusal: the caller proves again from the custodian's new size
+        except CustodianRefused as e:
+            self.journal.record(
+                event="refused", query_id=query_id[:128], reason=str(e), time_ms=_now_ms()
+            )
+            raise
+        self.journal.record(
+            event="decrypted",
+            query_id=query_id,
+            households=households,
+            request_leaves=leaves,
+            tree_size=size,
+            root=root.hex(),
+            connectors=sorted(a.connector_id for a in answers),
+            time_ms=_now_ms(),
+        )
+        return result
 
     @property
     def public_key(self) -> PublicKey:
@@ -91,9 +191,27 @@ class KeyCustodian:
             self._decrypted.popitem(last=False)
 
     def decrypt_totals(
+        self,
+        query_id: str,
+        answers: Sequence[SignedAnswer],
+        claimed: Ciphertext,
+        grant: Grant,
+        evidence: EvidenceSource,
+    ) -> Totals:
+        """Check the grant and the log, then verify, recompute, mask what may not be seen,
+        decrypt once, and release complete totals."""
+        return self._journal(
+            query_id,
+            answers,
+            grant,
+            evidence,
+            1,
+            lambda: self._decrypt_totals(query_id, answers, claimed),
+        )
+
+    def _decrypt_totals(
         self, query_id: str, answers: Sequence[SignedAnswer], claimed: Ciphertext
     ) -> Totals:
-        """Verify, recompute, mask what may not be seen, decrypt once, release complete totals."""
         d = self._deployment
         digest = d.layout.digest()
         for answer in answers:
@@ -140,6 +258,23 @@ class KeyCustodian:
         return Totals(values, refused)
 
     def decrypt_batch(
+        self,
+        query_id: str,
+        answers: Sequence[BatchAnswer],
+        households: int,
+        grant: Grant,
+        evidence: EvidenceSource,
+    ) -> list[Totals]:
+        return self._journal(
+            query_id,
+            answers,
+            grant,
+            evidence,
+            households,
+            lambda: self._decrypt_batch(query_id, answers, households),
+        )
+
+    def _decrypt_batch(
         self, query_id: str, answers: Sequence[BatchAnswer], households: int
     ) -> list[Totals]:
         """The batch path: per connector kind, verify every answer, sum the kind's answers
@@ -202,6 +337,10 @@ class KeyCustodian:
             for h, totals in enumerate(plain):
                 values[h].update(totals)
         return [Totals(v, r) for v, r in zip(values, refused, strict=True)]
+
+
+def _now_ms() -> int:
+    return int(time.time() * 1000)
 
 
 def _one_answer_each(answers: Sequence[SignedAnswer] | Sequence[BatchAnswer]) -> None:

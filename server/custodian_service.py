@@ -8,29 +8,43 @@ answers and its aggregate, and gets back only the totals the custodian may relea
 from __future__ import annotations
 
 import tomllib
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
+from typing import NoReturn
 
 import grpc
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from hedui.core import packing, rpc
 from hedui.core.deployment import kind_of
+from hedui.core.grants import Grant
 from hedui.core.keystore import KeyDir
 from hedui.core.paillier import Ciphertext, PublicKey
 from hedui.core.rpc import RunningServer, create_server, open_channel
 from hedui.core.tls import TlsMaterial
 from hedui.proto.v1 import custodian_pb2, custodian_pb2_grpc
 from hedui.server.answers import BatchAnswer, SignedAnswer
-from hedui.server.custodian import Deployment, KeyCustodian, Totals
+from hedui.server.custodian import Deployment, EvidenceSource, KeyCustodian, Totals
 from hedui.server.errors import ConfigError, CustodianRefused
+from hedui.server.witness import (
+    DecryptionJournal,
+    LogEvidence,
+    LoggedRequest,
+    LogWitness,
+    WitnessMoved,
+)
 
 CUSTODIAN_SERVICE = custodian_pb2.DESCRIPTOR.services_by_name["CustodianService"].full_name
 CUSTODIAN_ID = "custodian"
+WITNESS_FILE = "witness.json"
+JOURNAL_FILE = "decryptions.jsonl"
 
 
 def custodian_view(
-    connector_ids: Sequence[str], verify_keys: Mapping[str, Ed25519PublicKey], plaintext_bits: int
+    connector_ids: Sequence[str],
+    verify_keys: Mapping[str, Ed25519PublicKey],
+    plaintext_bits: int,
+    authority_key: Ed25519PublicKey | None = None,
 ) -> Deployment:
     """The custodian's own picture of the deployment: from the connector ids and their kinds,
     never from what the connectors say of themselves."""
@@ -54,6 +68,7 @@ def custodian_view(
             )
             for k, v in kinds.items()
         },
+        authority_key=authority_key,
     )
 
 
@@ -70,14 +85,51 @@ def _totals(pb: custodian_pb2.Totals) -> Totals:
     )
 
 
+def _evidence(pb: custodian_pb2.LogEvidence) -> LogEvidence:
+    return LogEvidence(
+        bytes(pb.checkpoint),
+        tuple(
+            LoggedRequest(int(r.leaf_index), bytes(r.entry), tuple(r.inclusion_proof))
+            for r in pb.requests
+        ),
+        int(pb.witness_size),
+        tuple(pb.consistency_proof),
+    )
+
+
+def _evidence_pb(e: LogEvidence) -> custodian_pb2.LogEvidence:
+    return custodian_pb2.LogEvidence(
+        checkpoint=e.checkpoint,
+        requests=[
+            custodian_pb2.LoggedRequest(
+                leaf_index=r.leaf_index, entry=r.entry, inclusion_proof=r.inclusion_proof
+            )
+            for r in e.requests
+        ],
+        witness_size=e.witness_size,
+        consistency_proof=e.consistency_proof,
+    )
+
+
 class CustodianServicer(custodian_pb2_grpc.CustodianServiceServicer):
     def __init__(self, custodian: KeyCustodian) -> None:
         self._custodian = custodian
+
+    def _refuse(self, context: grpc.ServicerContext, e: CustodianRefused) -> NoReturn:
+        if isinstance(e, WitnessMoved):
+            rpc.abort(
+                context,
+                grpc.StatusCode.FAILED_PRECONDITION,
+                str(e),
+                rpc.precondition_failure("WITNESS", str(e.size), str(e)),
+            )
+        rpc.abort(context, grpc.StatusCode.FAILED_PRECONDITION, str(e))
 
     def Decrypt(
         self, request: custodian_pb2.DecryptRequest, context: grpc.ServicerContext
     ) -> custodian_pb2.DecryptResponse:
         public = self._custodian.public_key
+        evidence = _evidence(request.evidence)
         try:
             answers = [
                 SignedAnswer(a.connector_id, a.packed[0], a.signature, a.key_fingerprint, a.queried)
@@ -87,16 +139,25 @@ class CustodianServicer(custodian_pb2_grpc.CustodianServiceServicer):
             if len(answers) != len(request.answers):
                 raise CustodianRefused("an interactive answer holds exactly one ciphertext")
             claimed = public.from_bytes(request.aggregate, public.fingerprint)
-            totals = self._custodian.decrypt_totals(request.query_id, answers, claimed)
+            totals = self._custodian.decrypt_totals(
+                request.query_id,
+                answers,
+                claimed,
+                Grant.from_pb(request.grant),
+                lambda _size: evidence,
+            )
         except CustodianRefused as e:
-            rpc.abort(context, grpc.StatusCode.FAILED_PRECONDITION, str(e))
+            self._refuse(context, e)
         except Exception:
             rpc.abort(context, grpc.StatusCode.INVALID_ARGUMENT, "malformed answers or aggregate")
-        return custodian_pb2.DecryptResponse(totals=_totals_pb(totals))
+        return custodian_pb2.DecryptResponse(
+            totals=_totals_pb(totals), witnessed_size=self._custodian.witness.size
+        )
 
     def DecryptBatch(
         self, request: custodian_pb2.DecryptBatchRequest, context: grpc.ServicerContext
     ) -> custodian_pb2.DecryptBatchResponse:
+        evidence = _evidence(request.evidence)
         try:
             answers = [
                 BatchAnswer(
@@ -111,37 +172,62 @@ class CustodianServicer(custodian_pb2_grpc.CustodianServiceServicer):
                 for a in request.answers
             ]
             result = self._custodian.decrypt_batch(
-                request.query_id, answers, int(request.households)
+                request.query_id,
+                answers,
+                int(request.households),
+                Grant.from_pb(request.grant),
+                lambda _size: evidence,
             )
         except CustodianRefused as e:
-            rpc.abort(context, grpc.StatusCode.FAILED_PRECONDITION, str(e))
+            self._refuse(context, e)
         except Exception:
             rpc.abort(context, grpc.StatusCode.INVALID_ARGUMENT, "malformed batch answers")
-        return custodian_pb2.DecryptBatchResponse(households=[_totals_pb(t) for t in result])
+        return custodian_pb2.DecryptBatchResponse(
+            households=[_totals_pb(t) for t in result],
+            witnessed_size=self._custodian.witness.size,
+        )
 
 
-def write_custodian_config(path: Path, connector_ids: Iterable[str], min_banks: int) -> None:
+def write_custodian_config(
+    path: Path, connector_ids: Iterable[str], min_banks: int, log_origin: str, state_dir: Path
+) -> None:
     ids = ", ".join(f'"{c}"' for c in connector_ids)
     path.write_text(
-        f"# hedui key custodian\nmin_banks = {min_banks}\nconnectors = [{ids}]\n", encoding="utf-8"
+        f"# hedui key custodian\nmin_banks = {min_banks}\nconnectors = [{ids}]\n"
+        f'log_origin = "{log_origin}"\nstate_dir = "{state_dir}"\n',
+        encoding="utf-8",
     )
 
 
 def start_custodian(
     config_path: Path, keys: KeyDir, *, insecure: bool, address: str = "127.0.0.1:0"
 ) -> RunningServer:
-    """Serve the custodian with the private key from ``keys``; only the service may call it."""
+    """Serve the custodian with the private key from ``keys``; only the service may call it.
+    Its witness state and decryption journal live in its own ``state_dir``."""
     try:
         doc = tomllib.loads(config_path.read_text(encoding="utf-8"))
         ids = [str(c) for c in doc["connectors"]]
         min_banks = int(doc["min_banks"])
+        origin = str(doc["log_origin"])
+        state_dir = Path(str(doc["state_dir"]))
     except (OSError, KeyError, ValueError, tomllib.TOMLDecodeError) as e:
         raise ConfigError(f"{config_path}: not a custodian configuration ({e})") from None
+    state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
     private = keys.paillier_private()
     view = custodian_view(
-        ids, {c: keys.connector_verify_key(c) for c in ids}, private.public.max_plaintext_bits
+        ids,
+        {c: keys.connector_verify_key(c) for c in ids},
+        private.public.max_plaintext_bits,
+        keys.grant_verify_key(),
     )
-    servicer = CustodianServicer(KeyCustodian(private, view, min_banks=min_banks))
+    custodian = KeyCustodian(
+        private,
+        view,
+        min_banks=min_banks,
+        witness=LogWitness(keys.log_public_key(), origin, state_dir / WITNESS_FILE),
+        journal=DecryptionJournal(state_dir / JOURNAL_FILE),
+    )
+    servicer = CustodianServicer(custodian)
 
     def register(server: grpc.Server) -> None:
         custodian_pb2_grpc.add_CustodianServiceServicer_to_server(servicer, server)
@@ -187,6 +273,7 @@ class RemoteCustodian:
         self.public_key = public_key
         self.batch_layouts = view.batch_layouts
         self._timeout = timeout
+        self._witnessed = 0  # the custodian's last witnessed tree size, as last heard
 
     def _call(self, method: object, request: object) -> object:
         try:
@@ -194,33 +281,77 @@ class RemoteCustodian:
         except grpc.RpcError as e:
             detail = e.details() if isinstance(e, grpc.Call) else None
             code = e.code() if isinstance(e, grpc.Call) else None
-            if code == grpc.StatusCode.FAILED_PRECONDITION and detail:
-                raise CustodianRefused(detail) from None
+            if code == grpc.StatusCode.FAILED_PRECONDITION:
+                for d in rpc.error_details(e):
+                    for v in getattr(d, "violations", ()):
+                        if getattr(v, "type", "") == "WITNESS" and v.subject.isdigit():
+                            raise WitnessMoved(int(v.subject)) from None
+                if detail:
+                    raise CustodianRefused(detail) from None
             raise CustodianRefused(
                 f"the key custodian is not reachable ({code.name if code else 'error'})"
             ) from None
 
+    def _with_evidence(
+        self, evidence: EvidenceSource, send: Callable[[custodian_pb2.LogEvidence], object]
+    ) -> object:
+        """Prove from the custodian's last witnessed size; if another request moved it on in
+        the meantime, prove again from where it now is."""
+        for _ in range(8):
+            try:
+                reply = send(_evidence_pb(evidence(self._witnessed)))
+            except WitnessMoved as e:
+                self._witnessed = e.size
+                continue
+            self._witnessed = max(self._witnessed, int(getattr(reply, "witnessed_size", 0)))
+            return reply
+        raise CustodianRefused("the custodian's witness moved on too often; retry")
+
     def decrypt_totals(
-        self, query_id: str, answers: Sequence[SignedAnswer], claimed: Ciphertext
+        self,
+        query_id: str,
+        answers: Sequence[SignedAnswer],
+        claimed: Ciphertext,
+        grant: Grant,
+        evidence: EvidenceSource,
     ) -> Totals:
-        request = custodian_pb2.DecryptRequest(
-            query_id=query_id,
-            answers=[_custody(a) for a in answers],
-            aggregate=self.public_key.to_bytes(claimed),
-        )
-        reply = self._call(self._stub.Decrypt, request)
+        def send(proof: custodian_pb2.LogEvidence) -> object:
+            return self._call(
+                self._stub.Decrypt,
+                custodian_pb2.DecryptRequest(
+                    query_id=query_id,
+                    answers=[_custody(a) for a in answers],
+                    aggregate=self.public_key.to_bytes(claimed),
+                    grant=grant.to_pb(),
+                    evidence=proof,
+                ),
+            )
+
+        reply = self._with_evidence(evidence, send)
         assert isinstance(reply, custodian_pb2.DecryptResponse)
         return _totals(reply.totals)
 
     def decrypt_batch(
-        self, query_id: str, answers: Sequence[BatchAnswer], households: int
+        self,
+        query_id: str,
+        answers: Sequence[BatchAnswer],
+        households: int,
+        grant: Grant,
+        evidence: EvidenceSource,
     ) -> list[Totals]:
-        request = custodian_pb2.DecryptBatchRequest(
-            query_id=query_id,
-            households=households,
-            answers=[_custody(a) for a in answers],
-        )
-        reply = self._call(self._stub.DecryptBatch, request)
+        def send(proof: custodian_pb2.LogEvidence) -> object:
+            return self._call(
+                self._stub.DecryptBatch,
+                custodian_pb2.DecryptBatchRequest(
+                    query_id=query_id,
+                    households=households,
+                    answers=[_custody(a) for a in answers],
+                    grant=grant.to_pb(),
+                    evidence=proof,
+                ),
+            )
+
+        reply = self._with_evidence(evidence, send)
         assert isinstance(reply, custodian_pb2.DecryptBatchResponse)
         return [_totals(t) for t in reply.households]
 

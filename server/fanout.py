@@ -18,14 +18,13 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from hedui.core import signing
 from hedui.core.clock import DEPLOYMENT, Clock
 from hedui.core.deployment import kind_of
-from hedui.core.errors import CryptoError, InvalidResidentId
+from hedui.core.errors import CryptoError
+from hedui.core.grants import Grant
 from hedui.core.packing import BatchLayout, Layout
 from hedui.core.paillier import PublicKey
 from hedui.core.resident_id import ResidentId
-from hedui.core.resident_id import parse as parse_id
-from hedui.core.rpc import open_channel
+from hedui.core.rpc import error_details, open_channel
 from hedui.core.tls import TlsMaterial
-from hedui.core.tokens import TokenMaster
 from hedui.proto.v1 import connector_pb2, connector_pb2_grpc
 from hedui.server.answers import BatchAnswer, SignedAnswer
 from hedui.server.errors import ServiceError
@@ -67,6 +66,15 @@ class SourceUnavailable(ServiceError):
     pass
 
 
+_REFUSALS = {  # a connector's precondition type -> what the verdict says (fixed words only)
+    "TOKEN_EPOCH": "refused the query: its data is of another token epoch; import it again",
+    "GRANT": "refused the query: the token grant does not cover it",
+    "REPLAY": "refused the query: the query id was answered before",
+    "PAILLIER_KEY": "refused the query: it encrypts under another Paillier key",
+    "DECLARED_MAXIMUM": "refused the query: a total is above its declared maximum",
+}
+
+
 def _reason(error: grpc.RpcError, timeout: float) -> str:
     """A fixed description of a failed call: a source's own error text is never passed on
     (it could hold anything, and it would reach the intake and the audit log)."""
@@ -78,8 +86,21 @@ def _reason(error: grpc.RpcError, timeout: float) -> str:
     if code == grpc.StatusCode.PERMISSION_DENIED:
         return "refused the service's certificate"
     if code == grpc.StatusCode.FAILED_PRECONDITION:
-        return "refused the query (key mismatch)"
+        for detail in error_details(error):
+            for v in getattr(detail, "violations", ()):
+                if getattr(v, "type", "") in _REFUSALS:
+                    return _REFUSALS[v.type]
+        return "refused the query"
     return f"failed ({code.name if code else 'no status'})"
+
+
+@dataclass(frozen=True)
+class GrantedHousehold:
+    """A household as the registry answers it: members without ID numbers, and every
+    connector's padded tokens under the token authority's grant."""
+
+    members: list[Member]
+    tokens: Mapping[str, list[bytes]]
 
 
 class RegistryClient:
@@ -95,7 +116,7 @@ class RegistryClient:
         self._stub = connector_pb2_grpc.RegistryServiceStub(self._channel)
         self._timeout = timeout
 
-    def household(self, resident: ResidentId, query_id: str) -> list[tuple[ResidentId, Member]]:
+    def household(self, resident: ResidentId, query_id: str) -> tuple[GrantedHousehold, Grant]:
         try:
             reply = self._stub.GetHousehold(
                 connector_pb2.HouseholdRequest(id_number=resident.value, query_id=query_id),
@@ -105,13 +126,15 @@ class RegistryClient:
             if isinstance(e, grpc.Call) and e.code() == grpc.StatusCode.NOT_FOUND:
                 raise RegistryNotFound("the ID number is not in the household register") from None
             raise SourceUnavailable(f"household registry: {_reason(e, self._timeout)}") from None
-        return _members(resident, reply, self._clock.today())
+        household = _household(reply.household, self._clock.today())
+        return household, _grant(reply.grant, query_id, 1)
 
     def households(
         self, residents: Sequence[ResidentId], query_id: str
-    ) -> list[list[tuple[ResidentId, Member]] | RegistryNotFound | SourceUnavailable]:
-        """Many households in one call (the batch path); raises SourceUnavailable when the
-        call fails. A household whose answer is malformed is that household's error alone."""
+    ) -> tuple[list[GrantedHousehold | RegistryNotFound | SourceUnavailable], Grant | None]:
+        """Many households in one call (the batch path), and the grant that covers those with
+        tokens; raises SourceUnavailable when the call fails. A household the registry could
+        not answer is that household's error alone."""
         try:
             reply = self._stub.GetHouseholds(
                 connector_pb2.HouseholdsRequest(
@@ -127,37 +150,41 @@ class RegistryClient:
             raise SourceUnavailable(
                 "household registry: the answer has the wrong number of households"
             )
-        out: list[list[tuple[ResidentId, Member]] | RegistryNotFound | SourceUnavailable] = []
+        out: list[GrantedHousehold | RegistryNotFound | SourceUnavailable] = []
         today = self._clock.today()
-        for resident, h in zip(residents, reply.households, strict=True):
-            if not h.members:
+        for h in reply.households:
+            if h.problem:
+                out.append(SourceUnavailable("household registry: a member record is malformed"))
+            elif not h.members:
                 out.append(RegistryNotFound("the ID number is not in the household register"))
-                continue
-            try:
-                out.append(_members(resident, h, today))
-            except SourceUnavailable as e:
-                out.append(e)
-        return out
+            else:
+                out.append(_household(h, today))
+        with_tokens = sum(isinstance(h, GrantedHousehold) for h in out)
+        grant = _grant(reply.grant, query_id, with_tokens) if with_tokens else None
+        return out, grant
 
     def close(self) -> None:
         self._channel.close()
 
 
-def _members(
-    resident: ResidentId, reply: connector_pb2.Household, today: dt.date
-) -> list[tuple[ResidentId, Member]]:
-    out = []
+def _grant(pb: connector_pb2.TokenGrant, query_id: str, households: int) -> Grant:
+    grant = Grant.from_pb(pb)
+    if grant.query_id != query_id or grant.households != households:
+        raise SourceUnavailable("household registry: the token grant is not for this query")
+    return grant
+
+
+def _household(reply: connector_pb2.Household, today: dt.date) -> GrantedHousehold:
     try:
-        for m in reply.members:
-            member = Member(
-                _RELATIONS.get(m.relation, "other"), dt.date.fromisoformat(m.birth_date)
-            )
-            out.append((parse_id(m.id_number, today=today), member))
-    except (ValueError, InvalidResidentId):
+        members = [
+            Member(_RELATIONS.get(m.relation, "other"), dt.date.fromisoformat(m.birth_date))
+            for m in reply.members
+        ]
+    except ValueError:
         raise SourceUnavailable("household registry: the answer holds a malformed member") from None
-    if not any(r.value == resident.value for r, _ in out):
-        raise SourceUnavailable("household registry: the answer does not include the applicant")
-    return out
+    if sum(m.applicant for m in reply.members) != 1:
+        raise SourceUnavailable("household registry: the answer holds a malformed member")
+    return GrantedHousehold(members, {t.connector_id: list(t.tokens) for t in reply.tokens})
 
 
 class ConnectorPool:
@@ -168,7 +195,6 @@ class ConnectorPool:
         tls: TlsMaterial | None,
         verify_keys: Mapping[str, Ed25519PublicKey],
         public_key: PublicKey,
-        token_master: TokenMaster,
         timeout: float,
         layout: Layout,
     ) -> None:
@@ -182,7 +208,6 @@ class ConnectorPool:
         }
         self._verify_keys = dict(verify_keys)
         self._public = public_key
-        self._tokens = {cid: token_master.for_connector(cid) for cid in self._endpoints}
         self._timeout = timeout
         self._layouts: dict[str, Declared] = {}
         self.layout = layout
@@ -207,8 +232,6 @@ class ConnectorPool:
         pinned = signing.public_key_to_pem(self._verify_keys[cid])
         if d.signing_public_key != pinned:
             raise CryptoError("its signing key is not the pinned one")
-        if d.token_key_check != self._tokens[cid].check_value():
-            raise CryptoError("its token key is not the one this service derives for it")
         names = tuple(f.name for f in d.fields)
         if not names or len(set(names)) != len(names):
             raise CryptoError("it declares no fields or a field twice")
@@ -248,21 +271,28 @@ class ConnectorPool:
         )
         return answer
 
-    def query(self, query_id: str, members: Sequence[ResidentId]) -> FanOutResult:
+    def query(
+        self, query_id: str, tokens: Mapping[str, Sequence[bytes]], grant: Grant
+    ) -> FanOutResult:
+        """Ask every connector about the tokens the token authority granted it, under the grant."""
         failures: dict[str, str] = {}
         self.describe_missing(failures)
         futures = {}
         queried = {}
+        wire_grant = grant.to_pb()
         for cid in self._endpoints:
             if cid in failures:
                 continue
-            tokens = [self._tokens[cid].token(m) for m in members]
-            queried[cid] = signing.tokens_digest(tokens)
+            if cid not in tokens:
+                failures[cid] = "the token authority granted no tokens for it"
+                continue
+            queried[cid] = signing.tokens_digest(tokens[cid])
             request = connector_pb2.QueryRequest(
                 query_id=query_id,
-                tokens=tokens,
+                tokens=tokens[cid],
                 key_fingerprint=self._public.fingerprint,
                 layout=self._wire_layout,
+                grant=wire_grant,
             )
             futures[cid] = self._stubs[cid].Query.future(request, timeout=self._timeout)
         answers = []
@@ -278,19 +308,24 @@ class ConnectorPool:
     def query_batch(
         self,
         query_id: str,
-        households: Sequence[Sequence[ResidentId]],
+        households: Sequence[Mapping[str, Sequence[bytes]]],
         layouts: Mapping[str, BatchLayout],
+        grant: Grant,
     ) -> BatchFanOut:
-        """One QueryBatch per connector for all the households."""
+        """One QueryBatch per connector for all the households, under the grant."""
         failures: dict[str, str] = {}
         self.describe_missing(failures)
         futures, queried = {}, {}
+        wire_grant = grant.to_pb()
         for cid in self._endpoints:
             if cid in failures:
                 continue
+            if any(cid not in h for h in households):
+                failures[cid] = "the token authority granted no tokens for it"
+                continue
             kind = kind_of(cid).kind
             layout = layouts[kind]
-            tokens = [[self._tokens[cid].token(m) for m in members] for members in households]
+            tokens = [list(h[cid]) for h in households]
             queried[cid] = (tokens, layout)
             request = connector_pb2.QueryBatchRequest(
                 query_id=query_id,
@@ -306,6 +341,7 @@ class ConnectorPool:
                     stride=layout.stride,
                     per_ciphertext=layout.per_ciphertext,
                 ),
+                grant=wire_grant,
             )
             futures[cid] = self._stubs[cid].QueryBatch.future(request, timeout=self._timeout * 4)
         answers = []

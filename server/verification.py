@@ -27,12 +27,13 @@ from hedui.core.tls import PeerIdentity
 from hedui.core.tokens import TokenKey
 from hedui.proto.v1 import audit_pb2, common_pb2, verification_pb2, verification_pb2_grpc
 from hedui.server.answers import aggregate
-from hedui.server.custodian import Custodian, Totals
+from hedui.server.custodian import Custodian, EvidenceSource, Totals
 from hedui.server.errors import CustodianRefused, PolicyError, ServiceError
 from hedui.server.fanout import ConnectorPool, RegistryClient, RegistryNotFound, SourceUnavailable
 from hedui.server.policy.book import PROGRAMS, PolicyBook
 from hedui.server.policy.engine import Decision, HouseholdFacts, Member, Outcome, RuleResult
 from hedui.server.requests import RequestBook
+from hedui.server.witness import log_evidence
 
 log = logging.getLogger("hedui.server")
 
@@ -135,11 +136,16 @@ class Verifier:
         return verdict
 
     def request_entry(
-        self, app: Application, caller: PeerIdentity, audit_token: bytes
+        self, app: Application, caller: PeerIdentity, audit_token: bytes, query_id: str
     ) -> audit_pb2.AuditEntry:
         entry = self._entry(caller)
         _about(entry.request, app, audit_token)
+        entry.request.query_id = query_id
         return entry
+
+    def evidence(self, leaves: Sequence[int]) -> EvidenceSource:
+        """What proves to the custodian that these request entries are in the log."""
+        return log_evidence(self.audit, leaves)
 
     def unfinished_entry(
         self, app: Application, caller: PeerIdentity, audit_token: bytes, query_id: str, error: str
@@ -152,22 +158,24 @@ class Verifier:
 
     def _verify(self, app: Application, caller: PeerIdentity) -> verification_pb2.Verdict:
         audit_token = self.audit_key.token(app.resident)
-        self.audit.append([self.request_entry(app, caller, audit_token)])
         query_id = self.new_query_id()
+        (logged,) = self.audit.append([self.request_entry(app, caller, audit_token, query_id)])
         try:
-            household = self.registry.household(app.resident, query_id)
+            household, grant = self.registry.household(app.resident, query_id)
         except (RegistryNotFound, SourceUnavailable) as e:
             self.audit.append([self.unfinished_entry(app, caller, audit_token, query_id, str(e))])
             raise
-        fan = self.pool.query(query_id, [r for r, _ in household])
+        fan = self.pool.query(query_id, household.tokens, grant)
         claimed = aggregate(self.custodian.public_key, fan.answers)
-        totals = self.custodian.decrypt_totals(query_id, fan.answers, claimed)
+        totals = self.custodian.decrypt_totals(
+            query_id, fan.answers, claimed, grant, self.evidence([logged.leaf_index])
+        )
 
         digests = [
             (a.connector_id, a.digest(query_id, self.pool.layout_digest)) for a in fan.answers
         ]
         verdict, entry = self.conclude(
-            app, caller, audit_token, query_id, household, fan.failures, digests, totals
+            app, caller, audit_token, query_id, household.members, fan.failures, digests, totals
         )
         (receipt,) = self.audit.append([entry])
         verdict.audit.CopyFrom(receipt_pb(receipt))
@@ -188,7 +196,7 @@ class Verifier:
         caller: PeerIdentity,
         audit_token: bytes,
         query_id: str,
-        household: Sequence[tuple[ResidentId, Member]],
+        members: Sequence[Member],
         failures: Mapping[str, str],
         digests: Sequence[tuple[str, bytes]],
         totals: Totals,
@@ -202,7 +210,7 @@ class Verifier:
         for name, reason in totals.refused.items():
             missing.setdefault(name, set()).add(f"key custodian: {reason}")
         facts = HouseholdFacts(
-            members=tuple(m for _, m in household),
+            members=tuple(members),
             totals=totals.values,
             missing={k: tuple(sorted(v)) for k, v in missing.items()},
         )

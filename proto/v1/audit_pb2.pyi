@@ -123,12 +123,17 @@ class RequestEntry(_message.Message):
     CONSENT_REFERENCE_FIELD_NUMBER: _builtins.int
     APPLICANT_AUDIT_TOKEN_FIELD_NUMBER: _builtins.int
     AS_OF_FIELD_NUMBER: _builtins.int
+    QUERY_ID_FIELD_NUMBER: _builtins.int
     request_id: _builtins.str
     program: _builtins.str
     region: _builtins.str
     consent_reference: _builtins.str
     applicant_audit_token: _builtins.bytes
     as_of: _builtins.str
+    query_id: _builtins.str
+    """The query id the sources will be asked under: the key custodian decrypts only for a query
+    id whose request entry is in the log.
+    """
     def __init__(
         self,
         *,
@@ -138,10 +143,11 @@ class RequestEntry(_message.Message):
         consent_reference: _builtins.str = ...,
         applicant_audit_token: _builtins.bytes = ...,
         as_of: _builtins.str = ...,
+        query_id: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["applicant_audit_token", b"applicant_audit_token", "as_of", b"as_of", "consent_reference", b"consent_reference", "program", b"program", "region", b"region", "request_id", b"request_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["applicant_audit_token", b"applicant_audit_token", "as_of", b"as_of", "consent_reference", b"consent_reference", "program", b"program", "query_id", b"query_id", "region", b"region", "request_id", b"request_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -52,6 +52,173 @@ OTHER: Relation.ValueType  # 7
 Global___Relation: _TypeAlias = Relation  # noqa: Y015
 
 @_typing.final
+class BlindEvaluateRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    EPOCH_FIELD_NUMBER: _builtins.int
+    BLINDED_ELEMENTS_FIELD_NUMBER: _builtins.int
+    epoch: _builtins.int
+    """Required: the token epoch the caller imports under; FAILED_PRECONDITION if it is not the
+    authority's current epoch.
+    """
+    @_builtins.property
+    def blinded_elements(self) -> _containers.RepeatedScalarFieldContainer[_builtins.bytes]:
+        """1 to 1024 blinded elements, 32 bytes each (ristretto255 encodings)."""
+
+    def __init__(
+        self,
+        *,
+        epoch: _builtins.int = ...,
+        blinded_elements: _abc.Iterable[_builtins.bytes] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["blinded_elements", b"blinded_elements", "epoch", b"epoch"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___BlindEvaluateRequest: _TypeAlias = BlindEvaluateRequest  # noqa: Y015
+
+@_typing.final
+class BlindEvaluateResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    EPOCH_FIELD_NUMBER: _builtins.int
+    EVALUATED_ELEMENTS_FIELD_NUMBER: _builtins.int
+    epoch: _builtins.int
+    @_builtins.property
+    def evaluated_elements(self) -> _containers.RepeatedScalarFieldContainer[_builtins.bytes]: ...
+    def __init__(
+        self,
+        *,
+        epoch: _builtins.int = ...,
+        evaluated_elements: _abc.Iterable[_builtins.bytes] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["epoch", b"epoch", "evaluated_elements", b"evaluated_elements"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___BlindEvaluateResponse: _TypeAlias = BlindEvaluateResponse  # noqa: Y015
+
+@_typing.final
+class ConnectorDigest(_message.Message):
+    """The digest of the tokens one connector is to be asked about (hedui.core.grants)."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CONNECTOR_ID_FIELD_NUMBER: _builtins.int
+    DIGEST_FIELD_NUMBER: _builtins.int
+    connector_id: _builtins.str
+    digest: _builtins.bytes
+    def __init__(
+        self,
+        *,
+        connector_id: _builtins.str = ...,
+        digest: _builtins.bytes = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["connector_id", b"connector_id", "digest", b"digest"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ConnectorDigest: _TypeAlias = ConnectorDigest  # noqa: Y015
+
+@_typing.final
+class TokenGrant(_message.Message):
+    """Signed by the token authority (Ed25519, pinned by every connector and the custodian): for
+    one query id, exactly which tokens each connector may be asked about. A connector refuses a
+    query without a valid grant naming it, with other tokens, with another epoch, or with a
+    query id it has answered before; the custodian refuses an answer whose signed token digest
+    is not the grant's.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    QUERY_ID_FIELD_NUMBER: _builtins.int
+    EPOCH_FIELD_NUMBER: _builtins.int
+    HOUSEHOLDS_FIELD_NUMBER: _builtins.int
+    ISSUED_UNIX_MS_FIELD_NUMBER: _builtins.int
+    DIGESTS_FIELD_NUMBER: _builtins.int
+    SIGNATURE_FIELD_NUMBER: _builtins.int
+    query_id: _builtins.str
+    epoch: _builtins.int
+    households: _builtins.int
+    """1 for a verification, the number of households of a batch."""
+    issued_unix_ms: _builtins.int
+    signature: _builtins.bytes
+    @_builtins.property
+    def digests(self) -> _containers.RepeatedCompositeFieldContainer[Global___ConnectorDigest]: ...
+    def __init__(
+        self,
+        *,
+        query_id: _builtins.str = ...,
+        epoch: _builtins.int = ...,
+        households: _builtins.int = ...,
+        issued_unix_ms: _builtins.int = ...,
+        digests: _abc.Iterable[Global___ConnectorDigest] | None = ...,
+        signature: _builtins.bytes = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["digests", b"digests", "epoch", b"epoch", "households", b"households", "issued_unix_ms", b"issued_unix_ms", "query_id", b"query_id", "signature", b"signature"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___TokenGrant: _TypeAlias = TokenGrant  # noqa: Y015
+
+@_typing.final
+class ConnectorTokens(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CONNECTOR_ID_FIELD_NUMBER: _builtins.int
+    TOKENS_FIELD_NUMBER: _builtins.int
+    connector_id: _builtins.str
+    @_builtins.property
+    def tokens(self) -> _containers.RepeatedScalarFieldContainer[_builtins.bytes]:
+        """The member tokens padded with random fakes to a multiple of 8 (at least 8), sorted."""
+
+    def __init__(
+        self,
+        *,
+        connector_id: _builtins.str = ...,
+        tokens: _abc.Iterable[_builtins.bytes] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["connector_id", b"connector_id", "tokens", b"tokens"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ConnectorTokens: _TypeAlias = ConnectorTokens  # noqa: Y015
+
+@_typing.final
+class HouseholdGrant(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    HOUSEHOLD_FIELD_NUMBER: _builtins.int
+    GRANT_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def household(self) -> Global___Household: ...
+    @_builtins.property
+    def grant(self) -> Global___TokenGrant: ...
+    def __init__(
+        self,
+        *,
+        household: Global___Household | None = ...,
+        grant: Global___TokenGrant | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["grant", b"grant", "household", b"household"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["grant", b"grant", "household", b"household"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___HouseholdGrant: _TypeAlias = HouseholdGrant  # noqa: Y015
+
+@_typing.final
 class HouseholdsRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
@@ -83,16 +250,22 @@ class HouseholdsResponse(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     HOUSEHOLDS_FIELD_NUMBER: _builtins.int
+    GRANT_FIELD_NUMBER: _builtins.int
     @_builtins.property
     def households(self) -> _containers.RepeatedCompositeFieldContainer[Global___Household]: ...
+    @_builtins.property
+    def grant(self) -> Global___TokenGrant:
+        """Covers the households that have tokens, in response order."""
+
     def __init__(
         self,
         *,
         households: _abc.Iterable[Global___Household] | None = ...,
+        grant: Global___TokenGrant | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["grant", b"grant"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["households", b"households"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["grant", b"grant", "households", b"households"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -155,6 +328,7 @@ class DescribeResponse(_message.Message):
     KEY_FINGERPRINT_FIELD_NUMBER: _builtins.int
     SIGNING_PUBLIC_KEY_FIELD_NUMBER: _builtins.int
     TOKEN_KEY_CHECK_FIELD_NUMBER: _builtins.int
+    TOKEN_EPOCH_FIELD_NUMBER: _builtins.int
     connector_id: _builtins.str
     kind: _builtins.str
     display_name: _builtins.str
@@ -167,6 +341,8 @@ class DescribeResponse(_message.Message):
     """Key check value of its token key: HMAC-SHA256(token key, "hedui/token-key-check/v1"),
     first 16 bytes. A connector whose data was tokenised under another key is refused.
     """
+    token_epoch: _builtins.int
+    """The token epoch this connector's data was imported under."""
     @_builtins.property
     def fields(self) -> _containers.RepeatedCompositeFieldContainer[Global___FieldDescription]: ...
     def __init__(
@@ -180,10 +356,11 @@ class DescribeResponse(_message.Message):
         key_fingerprint: _builtins.bytes = ...,
         signing_public_key: _builtins.bytes = ...,
         token_key_check: _builtins.bytes = ...,
+        token_epoch: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["connector_id", b"connector_id", "display_name", b"display_name", "fields", b"fields", "is_bank", b"is_bank", "key_fingerprint", b"key_fingerprint", "kind", b"kind", "signing_public_key", b"signing_public_key", "token_key_check", b"token_key_check"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["connector_id", b"connector_id", "display_name", b"display_name", "fields", b"fields", "is_bank", b"is_bank", "key_fingerprint", b"key_fingerprint", "kind", b"kind", "signing_public_key", b"signing_public_key", "token_epoch", b"token_epoch", "token_key_check", b"token_key_check"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -197,6 +374,7 @@ class QueryRequest(_message.Message):
     TOKENS_FIELD_NUMBER: _builtins.int
     KEY_FINGERPRINT_FIELD_NUMBER: _builtins.int
     LAYOUT_FIELD_NUMBER: _builtins.int
+    GRANT_FIELD_NUMBER: _builtins.int
     query_id: _builtins.str
     """Required, 1 to 128 characters (else INVALID_ARGUMENT, google.rpc.BadRequest field
     "query_id"). Unique per verification; it is signed into the answer so answers cannot be
@@ -208,13 +386,19 @@ class QueryRequest(_message.Message):
     """
     @_builtins.property
     def tokens(self) -> _containers.RepeatedScalarFieldContainer[_builtins.bytes]:
-        """Required: 1 to 64 tokens. This connector's keyed tokens of every household member
-        (HMAC-SHA256, 32 bytes each).
+        """Required: 8 to 64 tokens (a multiple of 8). This connector's tokens of every household
+        member, padded with random fakes by the token authority (32 bytes each).
         """
 
     @_builtins.property
     def layout(self) -> _containers.RepeatedCompositeFieldContainer[Global___Slot]:
         """Where each field goes in the packed plaintext; the connector fills the slots of its fields."""
+
+    @_builtins.property
+    def grant(self) -> Global___TokenGrant:
+        """Required: the token authority's grant for this query id, naming this connector with the
+        digest of exactly these tokens (else FAILED_PRECONDITION, PreconditionFailure "GRANT").
+        """
 
     def __init__(
         self,
@@ -223,10 +407,11 @@ class QueryRequest(_message.Message):
         tokens: _abc.Iterable[_builtins.bytes] | None = ...,
         key_fingerprint: _builtins.bytes = ...,
         layout: _abc.Iterable[Global___Slot] | None = ...,
+        grant: Global___TokenGrant | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["grant", b"grant"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["key_fingerprint", b"key_fingerprint", "layout", b"layout", "query_id", b"query_id", "tokens", b"tokens"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["grant", b"grant", "key_fingerprint", b"key_fingerprint", "layout", b"layout", "query_id", b"query_id", "tokens", b"tokens"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -323,25 +508,28 @@ Global___HouseholdRequest: _TypeAlias = HouseholdRequest  # noqa: Y015
 
 @_typing.final
 class Member(_message.Message):
+    """A member as the verification service sees it: no ID number (the service never needs one)."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
-    ID_NUMBER_FIELD_NUMBER: _builtins.int
     RELATION_FIELD_NUMBER: _builtins.int
     BIRTH_DATE_FIELD_NUMBER: _builtins.int
-    id_number: _builtins.str
+    APPLICANT_FIELD_NUMBER: _builtins.int
     relation: Global___Relation.ValueType
     birth_date: _builtins.str
     """YYYY-MM-DD"""
+    applicant: _builtins.bool
+    """the member whose ID number was asked about"""
     def __init__(
         self,
         *,
-        id_number: _builtins.str = ...,
         relation: Global___Relation.ValueType = ...,
         birth_date: _builtins.str = ...,
+        applicant: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["birth_date", b"birth_date", "id_number", b"id_number", "relation", b"relation"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["applicant", b"applicant", "birth_date", b"birth_date", "relation", b"relation"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -352,16 +540,26 @@ class Household(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     MEMBERS_FIELD_NUMBER: _builtins.int
+    TOKENS_FIELD_NUMBER: _builtins.int
+    PROBLEM_FIELD_NUMBER: _builtins.int
+    problem: _builtins.str
+    """Set when this household could not be answered (batch path); members and tokens are empty."""
     @_builtins.property
     def members(self) -> _containers.RepeatedCompositeFieldContainer[Global___Member]: ...
+    @_builtins.property
+    def tokens(self) -> _containers.RepeatedCompositeFieldContainer[Global___ConnectorTokens]:
+        """Per connector of the deployment: the tokens to ask it about."""
+
     def __init__(
         self,
         *,
         members: _abc.Iterable[Global___Member] | None = ...,
+        tokens: _abc.Iterable[Global___ConnectorTokens] | None = ...,
+        problem: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["members", b"members"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["members", b"members", "problem", b"problem", "tokens", b"tokens"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -425,6 +623,7 @@ class QueryBatchRequest(_message.Message):
     HOUSEHOLDS_FIELD_NUMBER: _builtins.int
     KEY_FINGERPRINT_FIELD_NUMBER: _builtins.int
     LAYOUT_FIELD_NUMBER: _builtins.int
+    GRANT_FIELD_NUMBER: _builtins.int
     query_id: _builtins.str
     """Required, as in QueryRequest."""
     key_fingerprint: _builtins.bytes
@@ -435,6 +634,10 @@ class QueryBatchRequest(_message.Message):
 
     @_builtins.property
     def layout(self) -> Global___BatchLayout: ...
+    @_builtins.property
+    def grant(self) -> Global___TokenGrant:
+        """Required, as in QueryRequest; its digest covers every household's tokens in order."""
+
     def __init__(
         self,
         *,
@@ -442,10 +645,11 @@ class QueryBatchRequest(_message.Message):
         households: _abc.Iterable[Global___TokenSet] | None = ...,
         key_fingerprint: _builtins.bytes = ...,
         layout: Global___BatchLayout | None = ...,
+        grant: Global___TokenGrant | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["layout", b"layout"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["grant", b"grant", "layout", b"layout"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["households", b"households", "key_fingerprint", b"key_fingerprint", "layout", b"layout", "query_id", b"query_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["grant", b"grant", "households", b"households", "key_fingerprint", b"key_fingerprint", "layout", b"layout", "query_id", b"query_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

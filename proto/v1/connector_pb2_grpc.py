@@ -204,6 +204,10 @@ class RegistryServiceStub:
     """The household register (公安户籍), a server of its own over mutual TLS. Its server
     certificate is named "registry", so clients set grpc.ssl_target_name_override = "registry".
     Only the verification service (certificate role "service") may call it.
+
+    The registry is also the token authority (see TokenAuthorityService): it answers with the
+    members' relations and birth dates (never their ID numbers) and, for every connector, the
+    padded list of tokens that connector is to be asked about, under one signed TokenGrant.
     """
 
     def __init__(self, channel):
@@ -215,7 +219,7 @@ class RegistryServiceStub:
         self.GetHousehold = channel.unary_unary(
                 '/hedui.v1.RegistryService/GetHousehold',
                 request_serializer=hedui_dot_proto_dot_v1_dot_connector__pb2.HouseholdRequest.SerializeToString,
-                response_deserializer=hedui_dot_proto_dot_v1_dot_connector__pb2.Household.FromString,
+                response_deserializer=hedui_dot_proto_dot_v1_dot_connector__pb2.HouseholdGrant.FromString,
                 _registered_method=True)
         self.GetHouseholds = channel.unary_unary(
                 '/hedui.v1.RegistryService/GetHouseholds',
@@ -228,11 +232,15 @@ class RegistryServiceServicer:
     """The household register (公安户籍), a server of its own over mutual TLS. Its server
     certificate is named "registry", so clients set grpc.ssl_target_name_override = "registry".
     Only the verification service (certificate role "service") may call it.
+
+    The registry is also the token authority (see TokenAuthorityService): it answers with the
+    members' relations and birth dates (never their ID numbers) and, for every connector, the
+    padded list of tokens that connector is to be asked about, under one signed TokenGrant.
     """
 
     def GetHousehold(self, request, context):
-        """The members of the household of the person with this ID number (公安户籍).
-        NOT_FOUND when the ID number is not in the register.
+        """The members of the household of the person with this ID number (公安户籍), their tokens
+        per connector and the grant. NOT_FOUND when the ID number is not in the register.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -240,7 +248,8 @@ class RegistryServiceServicer:
 
     def GetHouseholds(self, request, context):
         """Many households at once (the batch path): one Household per ID number, in request order;
-        a Household without members means that ID number is not in the register.
+        a Household without members means that ID number is not in the register, one with a
+        problem could not be answered. One grant covers every household that has tokens.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -252,7 +261,7 @@ def add_RegistryServiceServicer_to_server(servicer, server):
             'GetHousehold': grpc.unary_unary_rpc_method_handler(
                     servicer.GetHousehold,
                     request_deserializer=hedui_dot_proto_dot_v1_dot_connector__pb2.HouseholdRequest.FromString,
-                    response_serializer=hedui_dot_proto_dot_v1_dot_connector__pb2.Household.SerializeToString,
+                    response_serializer=hedui_dot_proto_dot_v1_dot_connector__pb2.HouseholdGrant.SerializeToString,
             ),
             'GetHouseholds': grpc.unary_unary_rpc_method_handler(
                     servicer.GetHouseholds,
@@ -271,6 +280,10 @@ class RegistryService:
     """The household register (公安户籍), a server of its own over mutual TLS. Its server
     certificate is named "registry", so clients set grpc.ssl_target_name_override = "registry".
     Only the verification service (certificate role "service") may call it.
+
+    The registry is also the token authority (see TokenAuthorityService): it answers with the
+    members' relations and birth dates (never their ID numbers) and, for every connector, the
+    padded list of tokens that connector is to be asked about, under one signed TokenGrant.
     """
 
     @staticmethod
@@ -289,7 +302,7 @@ class RegistryService:
             target,
             '/hedui.v1.RegistryService/GetHousehold',
             hedui_dot_proto_dot_v1_dot_connector__pb2.HouseholdRequest.SerializeToString,
-            hedui_dot_proto_dot_v1_dot_connector__pb2.Household.FromString,
+            hedui_dot_proto_dot_v1_dot_connector__pb2.HouseholdGrant.FromString,
             options,
             channel_credentials,
             insecure,
@@ -317,6 +330,96 @@ class RegistryService:
             '/hedui.v1.RegistryService/GetHouseholds',
             hedui_dot_proto_dot_v1_dot_connector__pb2.HouseholdsRequest.SerializeToString,
             hedui_dot_proto_dot_v1_dot_connector__pb2.HouseholdsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+
+class TokenAuthorityServiceStub:
+    """The token authority (RFC 9497 OPRF, ristretto255-SHA512, mode OPRF), served by the registry
+    process. Open to connector certificates only: a connector turns its customers' ID numbers
+    into tokens by blinded evaluation, so the authority never learns which IDs a connector holds
+    and a connector never holds a key that computes the token of an ID it chooses. Every
+    evaluated element is counted per connector; beyond its allowance the call is refused with
+    RESOURCE_EXHAUSTED (google.rpc.QuotaFailure) and an alert is recorded.
+    """
+
+    def __init__(self, channel):
+        """Constructor.
+
+        Args:
+            channel: A grpc.Channel.
+        """
+        self.BlindEvaluate = channel.unary_unary(
+                '/hedui.v1.TokenAuthorityService/BlindEvaluate',
+                request_serializer=hedui_dot_proto_dot_v1_dot_connector__pb2.BlindEvaluateRequest.SerializeToString,
+                response_deserializer=hedui_dot_proto_dot_v1_dot_connector__pb2.BlindEvaluateResponse.FromString,
+                _registered_method=True)
+
+
+class TokenAuthorityServiceServicer:
+    """The token authority (RFC 9497 OPRF, ristretto255-SHA512, mode OPRF), served by the registry
+    process. Open to connector certificates only: a connector turns its customers' ID numbers
+    into tokens by blinded evaluation, so the authority never learns which IDs a connector holds
+    and a connector never holds a key that computes the token of an ID it chooses. Every
+    evaluated element is counted per connector; beyond its allowance the call is refused with
+    RESOURCE_EXHAUSTED (google.rpc.QuotaFailure) and an alert is recorded.
+    """
+
+    def BlindEvaluate(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+
+def add_TokenAuthorityServiceServicer_to_server(servicer, server):
+    rpc_method_handlers = {
+            'BlindEvaluate': grpc.unary_unary_rpc_method_handler(
+                    servicer.BlindEvaluate,
+                    request_deserializer=hedui_dot_proto_dot_v1_dot_connector__pb2.BlindEvaluateRequest.FromString,
+                    response_serializer=hedui_dot_proto_dot_v1_dot_connector__pb2.BlindEvaluateResponse.SerializeToString,
+            ),
+    }
+    generic_handler = grpc.method_handlers_generic_handler(
+            'hedui.v1.TokenAuthorityService', rpc_method_handlers)
+    server.add_generic_rpc_handlers((generic_handler,))
+    server.add_registered_method_handlers('hedui.v1.TokenAuthorityService', rpc_method_handlers)
+
+
+ # This class is part of an EXPERIMENTAL API.
+class TokenAuthorityService:
+    """The token authority (RFC 9497 OPRF, ristretto255-SHA512, mode OPRF), served by the registry
+    process. Open to connector certificates only: a connector turns its customers' ID numbers
+    into tokens by blinded evaluation, so the authority never learns which IDs a connector holds
+    and a connector never holds a key that computes the token of an ID it chooses. Every
+    evaluated element is counted per connector; beyond its allowance the call is refused with
+    RESOURCE_EXHAUSTED (google.rpc.QuotaFailure) and an alert is recorded.
+    """
+
+    @staticmethod
+    def BlindEvaluate(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/hedui.v1.TokenAuthorityService/BlindEvaluate',
+            hedui_dot_proto_dot_v1_dot_connector__pb2.BlindEvaluateRequest.SerializeToString,
+            hedui_dot_proto_dot_v1_dot_connector__pb2.BlindEvaluateResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -114,19 +114,24 @@ class RegistryServiceStub:
     """The household register (公安户籍), a server of its own over mutual TLS. Its server
     certificate is named "registry", so clients set grpc.ssl_target_name_override = "registry".
     Only the verification service (certificate role "service") may call it.
+
+    The registry is also the token authority (see TokenAuthorityService): it answers with the
+    members' relations and birth dates (never their ID numbers) and, for every connector, the
+    padded list of tokens that connector is to be asked about, under one signed TokenGrant.
     """
 
     @_typing.overload
     def __new__(cls, channel: _grpc.Channel) -> _Self: ...
     @_typing.overload
     def __new__(cls, channel: _aio.Channel) -> RegistryServiceAsyncStub: ...
-    GetHousehold: _grpc.UnaryUnaryMultiCallable[_connector_pb2.HouseholdRequest, _connector_pb2.Household]
-    """The members of the household of the person with this ID number (公安户籍).
-    NOT_FOUND when the ID number is not in the register.
+    GetHousehold: _grpc.UnaryUnaryMultiCallable[_connector_pb2.HouseholdRequest, _connector_pb2.HouseholdGrant]
+    """The members of the household of the person with this ID number (公安户籍), their tokens
+    per connector and the grant. NOT_FOUND when the ID number is not in the register.
     """
     GetHouseholds: _grpc.UnaryUnaryMultiCallable[_connector_pb2.HouseholdsRequest, _connector_pb2.HouseholdsResponse]
     """Many households at once (the batch path): one Household per ID number, in request order;
-    a Household without members means that ID number is not in the register.
+    a Household without members means that ID number is not in the register, one with a
+    problem could not be answered. One grant covers every household that has tokens.
     """
 
 @_typing.type_check_only
@@ -134,22 +139,31 @@ class RegistryServiceAsyncStub(RegistryServiceStub):
     """The household register (公安户籍), a server of its own over mutual TLS. Its server
     certificate is named "registry", so clients set grpc.ssl_target_name_override = "registry".
     Only the verification service (certificate role "service") may call it.
+
+    The registry is also the token authority (see TokenAuthorityService): it answers with the
+    members' relations and birth dates (never their ID numbers) and, for every connector, the
+    padded list of tokens that connector is to be asked about, under one signed TokenGrant.
     """
 
     def __init__(self, channel: _aio.Channel) -> None: ...
-    GetHousehold: _aio.UnaryUnaryMultiCallable[_connector_pb2.HouseholdRequest, _connector_pb2.Household]  # type: ignore[assignment]
-    """The members of the household of the person with this ID number (公安户籍).
-    NOT_FOUND when the ID number is not in the register.
+    GetHousehold: _aio.UnaryUnaryMultiCallable[_connector_pb2.HouseholdRequest, _connector_pb2.HouseholdGrant]  # type: ignore[assignment]
+    """The members of the household of the person with this ID number (公安户籍), their tokens
+    per connector and the grant. NOT_FOUND when the ID number is not in the register.
     """
     GetHouseholds: _aio.UnaryUnaryMultiCallable[_connector_pb2.HouseholdsRequest, _connector_pb2.HouseholdsResponse]  # type: ignore[assignment]
     """Many households at once (the batch path): one Household per ID number, in request order;
-    a Household without members means that ID number is not in the register.
+    a Household without members means that ID number is not in the register, one with a
+    problem could not be answered. One grant covers every household that has tokens.
     """
 
 class RegistryServiceServicer(metaclass=_abc_1.ABCMeta):
     """The household register (公安户籍), a server of its own over mutual TLS. Its server
     certificate is named "registry", so clients set grpc.ssl_target_name_override = "registry".
     Only the verification service (certificate role "service") may call it.
+
+    The registry is also the token authority (see TokenAuthorityService): it answers with the
+    members' relations and birth dates (never their ID numbers) and, for every connector, the
+    padded list of tokens that connector is to be asked about, under one signed TokenGrant.
     """
 
     @_abc_1.abstractmethod
@@ -157,9 +171,9 @@ class RegistryServiceServicer(metaclass=_abc_1.ABCMeta):
         self,
         request: _connector_pb2.HouseholdRequest,
         context: _ServicerContext,
-    ) -> _typing.Union[_connector_pb2.Household, _abc.Awaitable[_connector_pb2.Household]]:
-        """The members of the household of the person with this ID number (公安户籍).
-        NOT_FOUND when the ID number is not in the register.
+    ) -> _typing.Union[_connector_pb2.HouseholdGrant, _abc.Awaitable[_connector_pb2.HouseholdGrant]]:
+        """The members of the household of the person with this ID number (公安户籍), their tokens
+        per connector and the grant. NOT_FOUND when the ID number is not in the register.
         """
 
     @_abc_1.abstractmethod
@@ -169,7 +183,54 @@ class RegistryServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_connector_pb2.HouseholdsResponse, _abc.Awaitable[_connector_pb2.HouseholdsResponse]]:
         """Many households at once (the batch path): one Household per ID number, in request order;
-        a Household without members means that ID number is not in the register.
+        a Household without members means that ID number is not in the register, one with a
+        problem could not be answered. One grant covers every household that has tokens.
         """
 
 def add_RegistryServiceServicer_to_server(servicer: RegistryServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
+
+class TokenAuthorityServiceStub:
+    """The token authority (RFC 9497 OPRF, ristretto255-SHA512, mode OPRF), served by the registry
+    process. Open to connector certificates only: a connector turns its customers' ID numbers
+    into tokens by blinded evaluation, so the authority never learns which IDs a connector holds
+    and a connector never holds a key that computes the token of an ID it chooses. Every
+    evaluated element is counted per connector; beyond its allowance the call is refused with
+    RESOURCE_EXHAUSTED (google.rpc.QuotaFailure) and an alert is recorded.
+    """
+
+    @_typing.overload
+    def __new__(cls, channel: _grpc.Channel) -> _Self: ...
+    @_typing.overload
+    def __new__(cls, channel: _aio.Channel) -> TokenAuthorityServiceAsyncStub: ...
+    BlindEvaluate: _grpc.UnaryUnaryMultiCallable[_connector_pb2.BlindEvaluateRequest, _connector_pb2.BlindEvaluateResponse]
+
+@_typing.type_check_only
+class TokenAuthorityServiceAsyncStub(TokenAuthorityServiceStub):
+    """The token authority (RFC 9497 OPRF, ristretto255-SHA512, mode OPRF), served by the registry
+    process. Open to connector certificates only: a connector turns its customers' ID numbers
+    into tokens by blinded evaluation, so the authority never learns which IDs a connector holds
+    and a connector never holds a key that computes the token of an ID it chooses. Every
+    evaluated element is counted per connector; beyond its allowance the call is refused with
+    RESOURCE_EXHAUSTED (google.rpc.QuotaFailure) and an alert is recorded.
+    """
+
+    def __init__(self, channel: _aio.Channel) -> None: ...
+    BlindEvaluate: _aio.UnaryUnaryMultiCallable[_connector_pb2.BlindEvaluateRequest, _connector_pb2.BlindEvaluateResponse]  # type: ignore[assignment]
+
+class TokenAuthorityServiceServicer(metaclass=_abc_1.ABCMeta):
+    """The token authority (RFC 9497 OPRF, ristretto255-SHA512, mode OPRF), served by the registry
+    process. Open to connector certificates only: a connector turns its customers' ID numbers
+    into tokens by blinded evaluation, so the authority never learns which IDs a connector holds
+    and a connector never holds a key that computes the token of an ID it chooses. Every
+    evaluated element is counted per connector; beyond its allowance the call is refused with
+    RESOURCE_EXHAUSTED (google.rpc.QuotaFailure) and an alert is recorded.
+    """
+
+    @_abc_1.abstractmethod
+    def BlindEvaluate(
+        self,
+        request: _connector_pb2.BlindEvaluateRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_connector_pb2.BlindEvaluateResponse, _abc.Awaitable[_connector_pb2.BlindEvaluateResponse]]: ...
+
+def add_TokenAuthorityServiceServicer_to_server(servicer: TokenAuthorityServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

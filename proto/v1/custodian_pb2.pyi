@@ -14,6 +14,7 @@ from collections import abc as _abc
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
 from google.protobuf.internal import containers as _containers
+from hedui.proto.v1 import connector_pb2 as _connector_pb2
 import builtins as _builtins
 import sys
 import typing as _typing
@@ -69,27 +70,112 @@ class CustodyAnswer(_message.Message):
 Global___CustodyAnswer: _TypeAlias = CustodyAnswer  # noqa: Y015
 
 @_typing.final
+class LoggedRequest(_message.Message):
+    """One request entry of the audit log, with its proof of inclusion in the evidence's checkpoint."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    LEAF_INDEX_FIELD_NUMBER: _builtins.int
+    ENTRY_FIELD_NUMBER: _builtins.int
+    INCLUSION_PROOF_FIELD_NUMBER: _builtins.int
+    leaf_index: _builtins.int
+    entry: _builtins.bytes
+    """the entry's exact bytes (a RequestEntry naming the query id)"""
+    @_builtins.property
+    def inclusion_proof(self) -> _containers.RepeatedScalarFieldContainer[_builtins.bytes]: ...
+    def __init__(
+        self,
+        *,
+        leaf_index: _builtins.int = ...,
+        entry: _builtins.bytes = ...,
+        inclusion_proof: _abc.Iterable[_builtins.bytes] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["entry", b"entry", "inclusion_proof", b"inclusion_proof", "leaf_index", b"leaf_index"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___LoggedRequest: _TypeAlias = LoggedRequest  # noqa: Y015
+
+@_typing.final
+class LogEvidence(_message.Message):
+    """That the query's request entries are in the audit log. The custodian decrypts only for a
+    query id whose request entries are proven included in a checkpoint signed by the log key and
+    consistent with the last checkpoint the custodian saw (it keeps that state and refuses a
+    fork or a rollback).
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CHECKPOINT_FIELD_NUMBER: _builtins.int
+    REQUESTS_FIELD_NUMBER: _builtins.int
+    WITNESS_SIZE_FIELD_NUMBER: _builtins.int
+    CONSISTENCY_PROOF_FIELD_NUMBER: _builtins.int
+    checkpoint: _builtins.bytes
+    """C2SP signed note"""
+    witness_size: _builtins.int
+    """The custodian's last witnessed tree size as the caller believes it, and the consistency
+    proof between that size and the checkpoint's (in whichever order is ascending). A wrong
+    size is answered FAILED_PRECONDITION with PreconditionFailure type "WITNESS" whose
+    subject is the custodian's size; the caller retries with a proof from there.
+    """
+    @_builtins.property
+    def requests(self) -> _containers.RepeatedCompositeFieldContainer[Global___LoggedRequest]:
+        """1 for a verification, one per household of a batch"""
+
+    @_builtins.property
+    def consistency_proof(self) -> _containers.RepeatedScalarFieldContainer[_builtins.bytes]: ...
+    def __init__(
+        self,
+        *,
+        checkpoint: _builtins.bytes = ...,
+        requests: _abc.Iterable[Global___LoggedRequest] | None = ...,
+        witness_size: _builtins.int = ...,
+        consistency_proof: _abc.Iterable[_builtins.bytes] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["checkpoint", b"checkpoint", "consistency_proof", b"consistency_proof", "requests", b"requests", "witness_size", b"witness_size"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___LogEvidence: _TypeAlias = LogEvidence  # noqa: Y015
+
+@_typing.final
 class DecryptRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     QUERY_ID_FIELD_NUMBER: _builtins.int
     ANSWERS_FIELD_NUMBER: _builtins.int
     AGGREGATE_FIELD_NUMBER: _builtins.int
+    GRANT_FIELD_NUMBER: _builtins.int
+    EVIDENCE_FIELD_NUMBER: _builtins.int
     query_id: _builtins.str
     aggregate: _builtins.bytes
     """the aggregator's product of the packed ciphertexts"""
     @_builtins.property
     def answers(self) -> _containers.RepeatedCompositeFieldContainer[Global___CustodyAnswer]: ...
+    @_builtins.property
+    def grant(self) -> _connector_pb2.TokenGrant:
+        """required: the token authority's grant for query_id"""
+
+    @_builtins.property
+    def evidence(self) -> Global___LogEvidence:
+        """required"""
+
     def __init__(
         self,
         *,
         query_id: _builtins.str = ...,
         answers: _abc.Iterable[Global___CustodyAnswer] | None = ...,
         aggregate: _builtins.bytes = ...,
+        grant: _connector_pb2.TokenGrant | None = ...,
+        evidence: Global___LogEvidence | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["evidence", b"evidence", "grant", b"grant"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["aggregate", b"aggregate", "answers", b"answers", "query_id", b"query_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["aggregate", b"aggregate", "answers", b"answers", "evidence", b"evidence", "grant", b"grant", "query_id", b"query_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -168,16 +254,20 @@ class DecryptResponse(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     TOTALS_FIELD_NUMBER: _builtins.int
+    WITNESSED_SIZE_FIELD_NUMBER: _builtins.int
+    witnessed_size: _builtins.int
+    """the custodian's last witnessed tree size after this request"""
     @_builtins.property
     def totals(self) -> Global___Totals: ...
     def __init__(
         self,
         *,
         totals: Global___Totals | None = ...,
+        witnessed_size: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["totals", b"totals"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["totals", b"totals"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["totals", b"totals", "witnessed_size", b"witnessed_size"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -190,20 +280,32 @@ class DecryptBatchRequest(_message.Message):
     QUERY_ID_FIELD_NUMBER: _builtins.int
     ANSWERS_FIELD_NUMBER: _builtins.int
     HOUSEHOLDS_FIELD_NUMBER: _builtins.int
+    GRANT_FIELD_NUMBER: _builtins.int
+    EVIDENCE_FIELD_NUMBER: _builtins.int
     query_id: _builtins.str
     households: _builtins.int
     @_builtins.property
     def answers(self) -> _containers.RepeatedCompositeFieldContainer[Global___CustodyAnswer]: ...
+    @_builtins.property
+    def grant(self) -> _connector_pb2.TokenGrant:
+        """required"""
+
+    @_builtins.property
+    def evidence(self) -> Global___LogEvidence:
+        """required: one logged request per household"""
+
     def __init__(
         self,
         *,
         query_id: _builtins.str = ...,
         answers: _abc.Iterable[Global___CustodyAnswer] | None = ...,
         households: _builtins.int = ...,
+        grant: _connector_pb2.TokenGrant | None = ...,
+        evidence: Global___LogEvidence | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["evidence", b"evidence", "grant", b"grant"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["answers", b"answers", "households", b"households", "query_id", b"query_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["answers", b"answers", "evidence", b"evidence", "grant", b"grant", "households", b"households", "query_id", b"query_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -214,16 +316,19 @@ class DecryptBatchResponse(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     HOUSEHOLDS_FIELD_NUMBER: _builtins.int
+    WITNESSED_SIZE_FIELD_NUMBER: _builtins.int
+    witnessed_size: _builtins.int
     @_builtins.property
     def households(self) -> _containers.RepeatedCompositeFieldContainer[Global___Totals]: ...
     def __init__(
         self,
         *,
         households: _abc.Iterable[Global___Totals] | None = ...,
+        witnessed_size: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["households", b"households"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["households", b"households", "witnessed_size", b"witnessed_size"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

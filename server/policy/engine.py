@@ -133,6 +133,63 @@ def decide(rules: Iterable[RuleResult]) -> Decision:
     return Decision.ELIGIBLE
 
 
+# The Chinese names of the sources and fields a rule may miss, so that the Chinese text of a
+# rule names them in Chinese (the English text and ``missing_sources`` keep the exact ids).
+SOURCE_ZH: Mapping[str, str] = {
+    "registry": "户籍",
+    "hrss": "人社",
+    "tax": "税务",
+    "realestate": "不动产登记",
+    "vehicles": "公安交管",
+    "business": "市场监管",
+    "medical": "医保",
+    "housingfund": "公积金",
+    "disability": "残联",
+    "civil": "民政",
+    "education": "教育",
+    "agriculture": "农业农村",
+    "securities": "证券登记",
+    "insurance": "保险",
+}
+FIELD_ZH: Mapping[str, str] = {
+    "monthly_wage": "月工资",
+    "monthly_pension": "月养老金",
+    "monthly_unemployment_benefit": "月失业保险金",
+    "annual_taxable_income": "年应纳税所得",
+    "annual_land_income": "年土地承包收入",
+    "deposits": "存款",
+    "wealth_products": "理财产品",
+    "securities_value": "证券市值",
+    "insurance_cash_value": "保险现金价值",
+    "residential_properties": "住宅",
+    "commercial_properties": "商业用房",
+    "vehicles": "机动车辆",
+    "vehicle_value": "车辆价值",
+    "enterprises": "经营企业",
+    "registered_capital": "注册资本",
+    "annual_out_of_pocket": "年医疗自付费用",
+    "fund_balance": "公积金余额",
+    "severe_disability_members": "重度残疾成员",
+    "enrolled_assistance_members": "已享受救助成员",
+    "enrolled_students": "在校学生",
+    "annual_tuition": "年学费",
+}
+NO_SOURCE = "no source for "  # how HouseholdFacts.missing_for names a field nobody declares
+CUSTODIAN = "key custodian"  # the prefix of a field the key custodian did not decrypt
+
+
+def source_zh(source: str) -> str:
+    """A missing source as the Chinese text names it: ``bank-07`` → 07号银行, ``hrss`` → 人社."""
+    if source.startswith(NO_SOURCE):
+        name = FIELD_ZH.get(source[len(NO_SOURCE) :], "部分数据")
+        return f"{name}（未接入数据来源）"
+    if source.startswith(CUSTODIAN):
+        return "密钥托管方（未予解密）"
+    if source.startswith("bank-") and source[5:].isdigit():
+        return f"{source[5:]}号银行"
+    return SOURCE_ZH.get(source, "其他数据来源")
+
+
 def undecided(
     rule_id: str,
     missing: tuple[str, ...],
@@ -141,7 +198,7 @@ def undecided(
     en: str,
     references: tuple[str, ...] = (),
 ) -> RuleResult:
-    sources = "、".join(missing)
+    sources = "、".join(dict.fromkeys(source_zh(s) for s in missing))
     return RuleResult(
         rule_id,
         Outcome.UNDECIDED,
@@ -149,7 +206,7 @@ def undecided(
         None,
         "",
         unit,
-        f"{zh}：无法判断，缺少数据来源 {sources}",
+        f"{zh}：无法判断，缺少数据来源：{sources}",
         f"{en}: undecided, missing source(s) {', '.join(missing)}",
         missing_sources=missing,
         references=references,

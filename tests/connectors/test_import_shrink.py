@@ -15,10 +15,13 @@ from hedui.proto.v1 import audit_pb2
 
 
 def _bank_file(path: Path, people: int) -> Path:
-    rows = [
-        make("500106", dt.date(1960, 1, 1) + dt.timedelta(days=i), 1).value for i in range(people)
-    ]
-    path.write_text("id_number,deposits,wealth_products\n" + "".join(f"{i},100,0\n" for i in rows))
+    """A household register of ``people`` one-person households (the registry imports without
+    the token authority; a bank's import through it is tested end to end)."""
+    rows = []
+    for i in range(people):
+        birth = dt.date(1960, 1, 1) + dt.timedelta(days=i)
+        rows.append(f"H{i},{make('500106', birth, 1).value},head,{birth.isoformat()}\n")
+    path.write_text("household_id,id_number,relation,birth_date\n" + "".join(rows))
     return path
 
 
@@ -40,7 +43,7 @@ def _import(w: Path, file: Path, *extra: str) -> int:
             "--workdir",
             str(w),
             "--connector",
-            "bank-01",
+            "registry",
             "--file",
             str(file),
             *extra,
@@ -53,7 +56,7 @@ def test_shrinking_imports_are_refused_and_every_import_is_logged(
 ) -> None:
     assert _import(workdir, _bank_file(tmp_path / "ten.csv", 10)) == 0
     header_only = tmp_path / "header.csv"
-    header_only.write_text("id_number,deposits,wealth_products\n")
+    header_only.write_text("household_id,id_number,relation,birth_date\n")
     assert _import(workdir, header_only) == 1
     err = capsys.readouterr().err
     assert "holds 10 people now and the file holds nobody" in err and "--allow-shrink" in err
@@ -68,7 +71,7 @@ def test_shrinking_imports_are_refused_and_every_import_is_logged(
         if e.HasField("config_change")
     ]
     assert changes == [
-        ("hedui-operator", "data:bank-01:people", "", "10"),
-        ("hedui-operator", "data:bank-01:people", "10", "8"),
-        ("hedui-operator", "data:bank-01:people", "8", "0"),
+        ("hedui-operator", "data:registry:people", "", "10"),
+        ("hedui-operator", "data:registry:people", "10", "8"),
+        ("hedui-operator", "data:registry:people", "8", "0"),
     ]

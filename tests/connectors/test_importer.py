@@ -8,12 +8,12 @@ from hedui.connectors.importer import import_holdings, import_register, read_hol
 from hedui.connectors.store import HoldingStore, RegisterStore, open_engine
 from hedui.core.deployment import BANK, kind_of
 from hedui.core.resident_id import make
-from hedui.core.tokens import TokenMaster
+from tests.tokenizer import LocalTokenizer
 
 TODAY = dt.date(2026, 11, 22)
 A = make("330106", dt.date(1970, 3, 4), 11)
 B = make("330106", dt.date(1972, 5, 6), 22)
-KEY = TokenMaster(bytes(32)).for_connector("bank-01")
+KEY = LocalTokenizer("bank-01")
 
 
 def write(tmp_path: Path, name: str, text: str) -> Path:

@@ -104,7 +104,7 @@ def test_registry_ids_valid_unique_one_head_first(pop: Population) -> None:
             assert rid.value == number
             assert rid.birth_date == dt.date.fromisoformat(birth)
             assert relation in population.RELATIONS
-            assert rid.region in population.REGIONS
+            assert rid.region in population.REGIONS + population.NATIONWIDE
     sizes = Counter(len(m) for m in pop.members.values())
     assert set(sizes) == {1, 2, 3, 4, 5, 6}
     assert sizes[2] > sizes[5] > 0

@@ -8,9 +8,12 @@ from pathlib import Path
 
 import pytest
 
+from hedui.connectors.errors import ConnectorError
 from hedui.connectors.server import ConnectorSettings, start_registry
 from hedui.connectors.store import Person, RegisterStore, open_engine
-from hedui.core import clock
+from hedui.connectors.token_authority import AuthoritySettings
+from hedui.connectors.tokenizer import AuthorityTokenizer
+from hedui.core import clock, signing
 from hedui.core.keystore import KeyDir
 from hedui.core.resident_id import ResidentId, make
 from hedui.server.fanout import Endpoint, RegistryClient, RegistryNotFound, SourceUnavailable
@@ -23,8 +26,18 @@ SINGLE = make("330106", dt.date(1950, 1, 2), 11)
 BROKEN = make("110105", dt.date(1970, 3, 3), 21)  # its member's record is malformed
 
 
+CONNECTORS = ("hrss", "bank-01")
+
+
+@pytest.fixture(scope="module")
+def keys(tmp_path_factory: pytest.TempPathFactory) -> KeyDir:
+    k = KeyDir(tmp_path_factory.mktemp("keys"))
+    k.init(CONNECTORS, paillier_bits=1024)
+    return k
+
+
 @pytest.fixture
-def registry(tmp_path: Path, monkeypatch) -> Iterator[RegistryClient]:
+def served(tmp_path: Path, keys: KeyDir, monkeypatch) -> Iterator[tuple[RegistryClient, int]]:
     url = f"sqlite:///{tmp_path / 'registry.sqlite'}"
     RegisterStore(open_engine(url)).replace_all(
         [
@@ -38,27 +51,82 @@ def registry(tmp_path: Path, monkeypatch) -> Iterator[RegistryClient]:
     # both processes read the deployment's clock (Asia/Shanghai), pinned to MORNING
     monkeypatch.setattr("hedui.core.resident_id.DEPLOYMENT", clock.fixed(MORNING))
     fixed = clock.fixed(MORNING)
-    server = start_registry(ConnectorSettings("registry", url, insecure=True), KeyDir(tmp_path))
-    client = RegistryClient(Endpoint("registry", f"127.0.0.1:{server.port}"), None, 5.0, fixed)
-    yield client
+    server = start_registry(
+        ConnectorSettings("registry", url),
+        keys,
+        AuthoritySettings(CONNECTORS, {"bank-01": 20}, default_allowance=5),
+    )
+    client = RegistryClient(
+        Endpoint("registry", f"127.0.0.1:{server.port}"), keys.tls("service"), 5.0, fixed
+    )
+    yield client, server.port
     client.close()
     server.stop(0)
 
 
-def _ids(household: list) -> list[str]:
-    return [r.value for r, _ in household]
+@pytest.fixture
+def registry(served: tuple[RegistryClient, int]) -> RegistryClient:
+    return served[0]
+
+
+def _relations(household) -> list[tuple[str, str]]:
+    return [(m.relation, m.birth_date.isoformat()) for m in household.members]
 
 
 def test_a_newborn_of_this_morning_beijing_time_is_found(registry: RegistryClient) -> None:
-    assert _ids(registry.household(NEWBORN, "q1")) == [MOTHER.value, NEWBORN.value]
+    household, grant = registry.household(NEWBORN, "q1")
+    assert _relations(household) == [("head", "1996-05-01"), ("child", "2026-11-24")]
+    assert grant.query_id == "q1" and grant.connectors == set(CONNECTORS)
 
 
 def test_one_bad_household_fails_alone_in_a_batch(registry: RegistryClient) -> None:
     unknown = make("440103", dt.date(1980, 1, 1), 5)
     tomorrow = ResidentId(make("500106", dt.date(2026, 11, 25), 6).value)  # not born yet
-    found = registry.households([SINGLE, BROKEN, tomorrow, unknown, NEWBORN], "q2")
-    assert _ids(found[0]) == [SINGLE.value]  # type: ignore[arg-type]
+    found, grant = registry.households([SINGLE, BROKEN, tomorrow, unknown, NEWBORN], "q2")
+    assert _relations(found[0]) == [("head", "1950-01-02")]
     assert isinstance(found[1], SourceUnavailable)  # its own malformed member
     assert isinstance(found[2], RegistryNotFound)  # an ID that does not parse today
     assert isinstance(found[3], RegistryNotFound)
-    assert _ids(found[4]) == [MOTHER.value, NEWBORN.value]  # type: ignore[arg-type]
+    assert _relations(found[4]) == [("head", "1996-05-01"), ("child", "2026-11-24")]
+    assert grant is not None and grant.households == 2
+
+
+def test_the_service_sees_no_id_and_connectors_no_household_size(registry: RegistryClient) -> None:
+    """The registry answers relations, birth dates and padded tokens under a signed grant."""
+    single, grant1 = registry.household(SINGLE, "q3")
+    pair, grant2 = registry.household(MOTHER, "q4")
+    for household, grant in ((single, grant1), (pair, grant2)):
+        for cid in CONNECTORS:
+            tokens = household.tokens[cid]
+            assert len(tokens) == 8  # 1 or 2 members: a connector cannot tell
+            assert grant.digest_for(cid) == signing.tokens_digest(tokens)
+    assert set(single.tokens["hrss"]).isdisjoint(single.tokens["bank-01"])  # not joinable
+    # the wire answer holds no ID number at all
+    raw = str(single) + str(pair)
+    for person in (SINGLE, MOTHER, NEWBORN):
+        assert person.value not in raw
+
+
+def test_a_connector_learns_tokens_only_by_counted_blinded_evaluation(
+    served: tuple[RegistryClient, int], keys: KeyDir, tmp_path: Path
+) -> None:
+    registry, port = served
+    tokenizer = AuthorityTokenizer(f"127.0.0.1:{port}", keys.tls("bank-01"), "bank-01", 1)
+    # the token a bank makes for its customer is the token the authority asks it about
+    (token,) = tokenizer.tokens([MOTHER.value])
+    household, _ = registry.household(MOTHER, "q5")
+    assert token in household.tokens["bank-01"]
+    # a flood (the population, say) is refused beyond the bank's allowance, and recorded
+    with pytest.raises(ConnectorError, match="refused: bank-01 has used 1 of its 20"):
+        tokenizer.tokens(
+            [make("330106", dt.date(1950, 1, 1) + dt.timedelta(days=i), 1).value for i in range(40)]
+        )
+    hrss = AuthorityTokenizer(f"127.0.0.1:{port}", keys.tls("hrss"), "hrss", 1)
+    with pytest.raises(ConnectorError, match="of its 5"):  # the default allowance
+        hrss.tokens([SINGLE.value] * 6)
+    # only connector certificates may evaluate at all
+    service = AuthorityTokenizer(f"127.0.0.1:{port}", keys.tls("service"), "bank-01", 1)
+    with pytest.raises(ConnectorError, match="not reachable \\(PERMISSION_DENIED\\)"):
+        service.tokens([SINGLE.value])
+    for t in (tokenizer, hrss, service):
+        t.close()

@@ -14,14 +14,13 @@ import pytest
 
 from hedui.clients.deploy import Deployment, DeploySettings, prepare
 from hedui.clients.intake import IntakeClient, IntakeProfile, verdict_to_dict
-from hedui.connectors.sdk import Answerer
+from hedui.connectors.sdk import Answerer, ConnectorServicer, GrantPolicy
 from hedui.connectors.server import CONNECTOR_SERVICE
 from hedui.connectors.store import HoldingStore, open_engine
 from hedui.core.deployment import DEPARTMENT_KINDS, kind_of
 from hedui.core.packing import from_wire
 from hedui.core.resident_id import make
 from hedui.core.rpc import RunningServer, create_server
-from hedui.core.tokens import TokenKey
 from hedui.core.workdir import Workdir
 from hedui.proto.v1 import connector_pb2, connector_pb2_grpc, verification_pb2
 
@@ -91,7 +90,9 @@ class Garbage(connector_pb2_grpc.ConnectorServiceServicer):
         return answer
 
 
-def _serve(w: Workdir, bank: str, servicer: Garbage) -> RunningServer:
+def _serve(
+    w: Workdir, bank: str, servicer: connector_pb2_grpc.ConnectorServiceServicer
+) -> RunningServer:
     def register(server: grpc.Server) -> None:
         connector_pb2_grpc.add_ConnectorServiceServicer_to_server(servicer, server)
 
@@ -123,7 +124,7 @@ def faulty(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Workdir]:
     w = prepare(settings, lambda _: None, dt.date.today())
     keys = w.keys
 
-    def answerer(bank: str, token_key: TokenKey | None = None) -> Answerer:
+    def answerer(bank: str, epoch: int = 1) -> Answerer:
         store = HoldingStore(open_engine(w.connector_db_url(bank)))
         return Answerer(
             bank,
@@ -131,13 +132,14 @@ def faulty(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Workdir]:
             store,
             keys.paillier_public(),
             keys.connector_signing_key(bank),
-            (token_key or keys.connector_token_key(bank)).check_value(),
+            b"",
+            GrantPolicy(keys.grant_verify_key(), epoch),
         )
 
     garbage = _serve(w, "bank-03", Garbage(answerer("bank-03")))
     slow = _serve(w, "bank-04", Garbage(answerer("bank-04"), delay=5.0, corrupt=False))
-    # a bank whose data was tokenised under another key would answer 0 for everyone
-    stale = _serve(w, "bank-05", Garbage(answerer("bank-05", TokenKey(bytes(32))), corrupt=False))
+    # a bank whose data is of an older token epoch would answer 0 for everyone: it is refused
+    stale = _serve(w, "bank-05", ConnectorServicer(answerer("bank-05", epoch=0)))
     deployment = Deployment(settings, w)
     deployment.start(
         {
@@ -172,7 +174,7 @@ def test_down_slow_and_garbage_banks_give_needs_review_naming_them(faulty: Workd
     assert v["decision"] == "NEEDS_REVIEW" and v["benefit_fen"] == 0
     failures = {f["connector_id"]: f["reason"] for f in v["failures"]}
     assert set(failures) == {"bank-02", "bank-03", "bank-04", "bank-05"}
-    assert "token key" in failures["bank-05"]
+    assert "another token epoch" in failures["bank-05"]
     assert "unreachable" in failures["bank-02"]
     assert "invalid answer" in failures["bank-03"]
     assert "no answer within 2 s" in failures["bank-04"]
@@ -210,7 +212,7 @@ def test_a_connector_refuses_another_paillier_key(faulty: Workdir) -> None:
         stub.Query(
             connector_pb2.QueryRequest(
                 query_id="q",
-                tokens=[bytes(32)],
+                tokens=[bytes(32)] * 8,
                 key_fingerprint=generate_keypair(1024).public.fingerprint,
             ),
             timeout=10,

@@ -1,14 +1,20 @@
 """The key custodian: releases complete totals only, and refuses what an aggregator or a forged
 answer could use to learn or bend a single source's figure."""
 
+import time
+
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from hedui.core import packing, signing
+from hedui.audit.log import AuditLog
+from hedui.audit.store import LogStore, open_log_engine
+from hedui.core import grants, packing, signing
 from hedui.core.paillier import generate_keypair
+from hedui.proto.v1 import audit_pb2
 from hedui.server.answers import SignedAnswer, aggregate
 from hedui.server.custodian import Deployment, KeyCustodian
 from hedui.server.errors import CustodianRefused
+from hedui.server.witness import DecryptionJournal, LogWitness, log_evidence
 
 KEY = generate_keypair(2048)
 BANKS = ("bank-01", "bank-02", "bank-03")
@@ -19,7 +25,11 @@ DEPLOYMENT = Deployment(
     banks=frozenset(BANKS),
     holders={"deposits": frozenset(BANKS), "wealth_products": frozenset(BANKS)},
     layout=LAYOUT,
+    authority_key=(AUTHORITY := Ed25519PrivateKey.generate()).public_key(),
 )
+LOG_KEY = Ed25519PrivateKey.generate()
+ORIGIN = "hedui.test/custodian-log"
+TOKENS = grants.padded([bytes(32)])
 
 
 def answer(bank: str, query_id: str, plaintext: int) -> SignedAnswer:
@@ -31,13 +41,57 @@ def answer(bank: str, query_id: str, plaintext: int) -> SignedAnswer:
         packed = ((1 + plaintext * pub.n) * pow(12345, pub.n, n2) % n2).to_bytes(
             pub.ciphertext_bytes, "big"
         )
-    queried = signing.tokens_digest([bytes(32)])
+    queried = signing.tokens_digest(TOKENS)
     data = signing.answer_bytes(query_id, bank, pub.fingerprint, queried, LAYOUT.digest(), packed)
     return SignedAnswer(bank, packed, signing.sign(SIGNERS[bank], data), pub.fingerprint, queried)
 
 
-def custodian(min_banks: int = 3) -> KeyCustodian:
-    return KeyCustodian(KEY, DEPLOYMENT, min_banks=min_banks)
+class Run:
+    """A custodian with its own witness state, and the audit log it witnesses."""
+
+    def __init__(self, min_banks: int = 3) -> None:
+        self.log = AuditLog(
+            LogStore(open_log_engine("sqlite://")), origin=ORIGIN, signing_key=LOG_KEY
+        )
+        self.journal = DecryptionJournal(None)
+        self.custodian = KeyCustodian(
+            KEY,
+            DEPLOYMENT,
+            min_banks=min_banks,
+            witness=LogWitness(LOG_KEY.public_key(), ORIGIN, None),
+            journal=self.journal,
+        )
+
+    def logged(self, query_id: str) -> int:
+        entry = audit_pb2.AuditEntry(request=audit_pb2.RequestEntry(query_id=query_id))
+        (receipt,) = self.log.append([entry])
+        return receipt.leaf_index
+
+    def decrypt_totals(self, query_id: str, answers, claimed, *, grant=None, leaves=None):
+        if leaves is None:
+            leaves = [self.logged(query_id)]
+        return self.custodian.decrypt_totals(
+            query_id,
+            answers,
+            claimed,
+            grant or grant_for(query_id, {a.connector_id for a in answers}),
+            log_evidence(self.log, leaves),
+        )
+
+
+def grant_for(query_id: str, connectors, tokens=TOKENS) -> grants.Grant:
+    return grants.issue(
+        AUTHORITY,
+        query_id=query_id,
+        epoch=1,
+        households=1,
+        issued_unix_ms=int(time.time() * 1000),
+        digests={c: grants.single_digest(tokens) for c in connectors},
+    )
+
+
+def custodian(min_banks: int = 3) -> Run:
+    return Run(min_banks)
 
 
 def test_complete_totals_are_released_once() -> None:
@@ -92,3 +146,49 @@ def test_an_answer_signed_for_another_query_is_refused() -> None:
     answers = [answer(b, "q6", 0) for b in BANKS]
     with pytest.raises(CustodianRefused, match="not signed"):
         custodian().decrypt_totals("q7", answers, aggregate(KEY.public, answers))
+
+
+def test_an_answer_about_other_tokens_than_granted_is_refused() -> None:
+    """The aggregator aiming bank-01 at one person and the others at random tokens."""
+    answers = [answer(b, "q8", LAYOUT.pack({"deposits": 5})) for b in BANKS]
+    other = grant_for("q8", BANKS, tokens=grants.padded([b"\x01" * 32]))
+    run = custodian()
+    with pytest.raises(CustodianRefused, match="not about the tokens the grant gave it"):
+        run.decrypt_totals("q8", answers, aggregate(KEY.public, answers), grant=other)
+    forged = grants.Grant("q8", 1, 1, 0, grant_for("q8", BANKS).digests, b"\x00" * 64)
+    with pytest.raises(CustodianRefused, match="not signed by the token authority"):
+        run.decrypt_totals("q8", answers, aggregate(KEY.public, answers), grant=forged)
+    assert [r["event"] for r in run.journal.records] == ["refused", "refused"]
+
+
+def test_a_query_that_is_not_in_the_log_is_refused_and_journaled() -> None:
+    answers = [answer(b, "q9", LAYOUT.pack({"deposits": 5})) for b in BANKS]
+    run = custodian()
+    other = run.logged("another query")
+    with pytest.raises(CustodianRefused, match="not a request of this query"):
+        run.decrypt_totals("q9", answers, aggregate(KEY.public, answers), leaves=[other])
+    assert run.journal.records[-1]["event"] == "refused"
+    totals = run.decrypt_totals("q9", answers, aggregate(KEY.public, answers))
+    assert totals.values["deposits"] == 15
+    record = run.journal.records[-1]
+    assert record["event"] == "decrypted" and record["query_id"] == "q9"
+    assert record["tree_size"] == run.log.store.size() and record["request_leaves"] == [1]
+
+
+def test_a_forked_log_is_refused_by_the_witness() -> None:
+    run = custodian()
+    answers = [answer(b, "q10", LAYOUT.pack({"deposits": 5})) for b in BANKS]
+    run.decrypt_totals("q10", answers, aggregate(KEY.public, answers))
+    # an insider with the log key signs another history, with the query it wants decrypted
+    fork = AuditLog(LogStore(open_log_engine("sqlite://")), origin=ORIGIN, signing_key=LOG_KEY)
+    fork.append([audit_pb2.AuditEntry(request=audit_pb2.RequestEntry(query_id="x"))] * 3)
+    (receipt,) = fork.append([audit_pb2.AuditEntry(request=audit_pb2.RequestEntry(query_id="q11"))])
+    answers = [answer(b, "q11", LAYOUT.pack({"deposits": 5})) for b in BANKS]
+    with pytest.raises(CustodianRefused, match="fork or a rollback"):
+        run.custodian.decrypt_totals(
+            "q11",
+            answers,
+            aggregate(KEY.public, answers),
+            grant_for("q11", BANKS),
+            log_evidence(fork, [receipt.leaf_index]),
+        )

@@ -1,0 +1,169 @@
+"""The token authority, hosted by the household registry (which holds every ID anyway).
+
+It holds the OPRF key of the current token epoch (RFC 9497, :mod:`hedui.core.oprf`) and the
+Ed25519 key that signs grants. Two things only it can do:
+
+- at query time, turn the members of a household into each connector's tokens, pad every
+  connector's list with random fakes, and sign the grant that binds the query id to exactly
+  those tokens (:mod:`hedui.core.grants`);
+- at import time, evaluate blinded elements for a connector (:class:`TokenAuthorityServicer`),
+  counted per connector over a rolling window: beyond its allowance the call is refused and an
+  alert is recorded, so a connector cannot evaluate the population to recover who is who.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import secrets
+import threading
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+
+import grpc
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from google.rpc import error_details_pb2
+
+from hedui.connectors.store import RegisterStore
+from hedui.core import grants, rpc
+from hedui.core.clock import DEPLOYMENT, Clock
+from hedui.core.errors import CryptoError
+from hedui.core.grants import Grant
+from hedui.core.oprf import ServerKey
+from hedui.core.tokens import connector_token
+from hedui.proto.v1 import connector_pb2, connector_pb2_grpc
+
+log = logging.getLogger("hedui.connectors.token_authority")
+
+MAX_ELEMENTS = 1024  # per BlindEvaluate call
+WINDOW_DAYS = 30
+
+
+@dataclass(frozen=True)
+class AuthoritySettings:
+    connector_ids: tuple[str, ...]  # every connector of the deployment, tokens for each
+    allowances: Mapping[str, int] = field(default_factory=dict)  # evaluations per window
+    default_allowance: int = 1000
+
+
+class TokenAuthority:
+    def __init__(
+        self,
+        key: ServerKey,
+        epoch: int,
+        grant_key: Ed25519PrivateKey,
+        settings: AuthoritySettings,
+        clock: Clock = DEPLOYMENT,
+        rng: Callable[[int], bytes] = secrets.token_bytes,
+    ) -> None:
+        self._key = key
+        self.epoch = epoch
+        self._grant_key = grant_key
+        self.settings = settings
+        self._clock = clock
+        self._rng = rng
+
+    def tokens(self, id_numbers: Sequence[str]) -> dict[str, list[bytes]]:
+        """Every connector's padded tokens for these members: one PRF evaluation per member,
+        then one HMAC per member and connector."""
+        outputs = [self._key.evaluate(i.encode("ascii")) for i in id_numbers]
+        return {
+            cid: grants.padded([connector_token(y, cid) for y in outputs], self._rng)
+            for cid in self.settings.connector_ids
+        }
+
+    def grant(self, query_id: str, households: Sequence[Mapping[str, list[bytes]]]) -> Grant:
+        if len(households) == 1:
+            digests = {cid: grants.single_digest(t) for cid, t in households[0].items()}
+        else:
+            digests = {
+                cid: grants.batch_digest([h[cid] for h in households])
+                for cid in self.settings.connector_ids
+            }
+        return grants.issue(
+            self._grant_key,
+            query_id=query_id,
+            epoch=self.epoch,
+            households=len(households),
+            issued_unix_ms=int(self._clock.now().timestamp() * 1000),
+            digests=digests,
+        )
+
+    def now(self) -> dt.datetime:
+        return self._clock.now()
+
+    def blind_evaluate(self, elements: Sequence[bytes]) -> list[bytes]:
+        return self._key.blind_evaluate(elements)
+
+    def allowance(self, connector_id: str) -> int:
+        return self.settings.allowances.get(connector_id, self.settings.default_allowance)
+
+
+class TokenAuthorityServicer(connector_pb2_grpc.TokenAuthorityServiceServicer):
+    """Blinded evaluation for connectors' imports, counted and capped per connector."""
+
+    def __init__(self, authority: TokenAuthority, store: RegisterStore) -> None:
+        self._authority = authority
+        self._store = store
+        self._lock = threading.Lock()
+
+    def BlindEvaluate(
+        self, request: connector_pb2.BlindEvaluateRequest, context: grpc.ServicerContext
+    ) -> connector_pb2.BlindEvaluateResponse:
+        a = self._authority
+        if request.epoch != a.epoch:
+            rpc.abort(
+                context,
+                grpc.StatusCode.FAILED_PRECONDITION,
+                f"the token epoch is {a.epoch}, not {request.epoch}",
+                rpc.precondition_failure("TOKEN_EPOCH", str(a.epoch), "import under this epoch"),
+            )
+        n = len(request.blinded_elements)
+        if not 1 <= n <= MAX_ELEMENTS:
+            rpc.abort(
+                context,
+                grpc.StatusCode.INVALID_ARGUMENT,
+                f"1 to {MAX_ELEMENTS} blinded elements per call",
+                rpc.bad_request("blinded_elements", f"{n} given"),
+            )
+        caller = rpc.caller(context).name
+        now = a.now()
+        days = [(now.date() - dt.timedelta(days=i)).isoformat() for i in range(WINDOW_DAYS)]
+        allowance = a.allowance(caller)
+        with self._lock:
+            used = self._store.use_evaluations(
+                caller, days[0], days, n, allowance, int(now.timestamp() * 1000)
+            )
+        if used is not None:
+            log.warning(
+                "ALERT connector=%s asked for %d evaluations, %d used of %d in %d days",
+                caller,
+                n,
+                used,
+                allowance,
+                WINDOW_DAYS,
+            )
+            rpc.abort(
+                context,
+                grpc.StatusCode.RESOURCE_EXHAUSTED,
+                f"{caller} has used {used} of its {allowance} token evaluations in "
+                f"{WINDOW_DAYS} days; this request for {n} more was refused and recorded",
+                error_details_pb2.QuotaFailure(
+                    violations=[
+                        error_details_pb2.QuotaFailure.Violation(
+                            subject=caller,
+                            description=f"{allowance} evaluations per {WINDOW_DAYS} days",
+                        )
+                    ]
+                ),
+            )
+        try:
+            evaluated = a.blind_evaluate(list(request.blinded_elements))
+        except CryptoError:
+            rpc.abort(
+                context,
+                grpc.StatusCode.INVALID_ARGUMENT,
+                "a blinded element is not a valid ristretto255 element",
+                rpc.bad_request("blinded_elements", "32-byte canonical ristretto255 encodings"),
+            )
+        return connector_pb2.BlindEvaluateResponse(epoch=a.epoch, evaluated_elements=evaluated)

@@ -1,0 +1,123 @@
+"""Token grants: the token authority's signed word on which tokens each connector may be asked.
+
+For one query id the authority (the registry, which holds the register anyway) computes every
+member's tokens for every connector, pads each connector's list with random fakes to a multiple
+of :data:`PAD` (so a connector no longer learns the household's size), and signs one grant: the
+query id, the token epoch, the number of households and, per connector, the digest of exactly
+the tokens that connector is to be asked about. The aggregator can therefore no longer aim one
+connector at one person, or ask the others about random tokens: a connector refuses tokens its
+grant does not cover, and the custodian refuses an answer whose signed digest is not the grant's.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import secrets
+from collections.abc import Callable, Mapping, Sequence
+
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+
+from hedui.core import signing
+from hedui.core.errors import CryptoError
+from hedui.proto.v1 import connector_pb2
+
+PAD = 8  # token lists are padded to a multiple of this, at least this many
+TOKEN_BYTES = 32
+GRANT_TTL_MS = 10 * 60 * 1000  # a connector refuses a grant older than this
+_LABEL = b"hedui/token-grant/v1"
+
+
+def padded(
+    tokens: Sequence[bytes], rng: Callable[[int], bytes] = secrets.token_bytes
+) -> list[bytes]:
+    """The tokens with random fakes added up to the next multiple of :data:`PAD`, sorted (the
+    order tells nothing of which are real)."""
+    size = max(PAD, math.ceil(len(tokens) / PAD) * PAD)
+    return sorted([*tokens, *(rng(TOKEN_BYTES) for _ in range(size - len(tokens)))])
+
+
+@dataclasses.dataclass(frozen=True)
+class Grant:
+    query_id: str
+    epoch: int
+    households: int
+    issued_unix_ms: int
+    digests: tuple[tuple[str, bytes], ...]  # (connector id, token digest), sorted by id
+    signature: bytes = b""
+
+    def signed_bytes(self) -> bytes:
+        parts = [
+            _LABEL,
+            self.query_id.encode(),
+            str(self.epoch).encode(),
+            str(self.households).encode(),
+            str(self.issued_unix_ms).encode(),
+        ]
+        for cid, digest in self.digests:
+            parts += [cid.encode(), digest]
+        return b"".join(len(p).to_bytes(4, "big") + p for p in parts)
+
+    def digest_for(self, connector_id: str) -> bytes | None:
+        for cid, digest in self.digests:
+            if cid == connector_id:
+                return digest
+        return None
+
+    @property
+    def connectors(self) -> frozenset[str]:
+        return frozenset(c for c, _ in self.digests)
+
+    def to_pb(self) -> connector_pb2.TokenGrant:
+        return connector_pb2.TokenGrant(
+            query_id=self.query_id,
+            epoch=self.epoch,
+            households=self.households,
+            issued_unix_ms=self.issued_unix_ms,
+            digests=[
+                connector_pb2.ConnectorDigest(connector_id=c, digest=d) for c, d in self.digests
+            ],
+            signature=self.signature,
+        )
+
+    @classmethod
+    def from_pb(cls, pb: connector_pb2.TokenGrant) -> Grant:
+        return cls(
+            pb.query_id,
+            int(pb.epoch),
+            int(pb.households),
+            int(pb.issued_unix_ms),
+            tuple((d.connector_id, bytes(d.digest)) for d in pb.digests),
+            bytes(pb.signature),
+        )
+
+
+def issue(
+    key: Ed25519PrivateKey,
+    *,
+    query_id: str,
+    epoch: int,
+    households: int,
+    issued_unix_ms: int,
+    digests: Mapping[str, bytes],
+) -> Grant:
+    unsigned = Grant(query_id, epoch, households, issued_unix_ms, tuple(sorted(digests.items())))
+    return dataclasses.replace(unsigned, signature=signing.sign(key, unsigned.signed_bytes()))
+
+
+def verify(key: Ed25519PublicKey, grant: Grant) -> None:
+    """Raise :class:`CryptoError` unless the token authority signed this grant."""
+    ids = [c for c, _ in grant.digests]
+    if ids != sorted(set(ids)):
+        raise CryptoError("the grant names a connector twice or out of order")
+    signing.verify(key, grant.signed_bytes(), grant.signature)
+
+
+def single_digest(tokens: Sequence[bytes]) -> bytes:
+    """The digest a grant holds for one household's tokens (as the connector signs it)."""
+    return signing.tokens_digest(tokens)
+
+
+def batch_digest(households: Sequence[Sequence[bytes]]) -> bytes:
+    """The digest a grant holds for a batch: every household's token digest, in order."""
+    return signing.batch_queried(households)

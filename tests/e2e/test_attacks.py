@@ -1,0 +1,231 @@
+"""The attacks of issue #9, rerun against a real deployment (`hedui up`, mutual TLS).
+
+1. An insider of the verification service, with everything the service holds (its certificate,
+   the public keys, the audit and log keys, the addresses), tries to read one bank's figure for one
+   person: one bank asked about the target's real tokens, every other connector about random ones,
+   then the custodian asked to decrypt. Interactive and batch.
+2. A curious connector, with everything its directory holds, tries to compute the token of an ID
+   it chooses, and to learn a household's size from the queries it gets.
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+import sqlite3
+import tomllib
+
+import grpc
+import pytest
+
+from hedui.core import grants
+from hedui.core.grants import Grant
+from hedui.core.rpc import error_details, open_channel
+from hedui.proto.v1 import connector_pb2, connector_pb2_grpc, custodian_pb2, custodian_pb2_grpc
+from tests.e2e.conftest import Up, grpc_code
+
+TARGET_BANK = "bank-07"
+
+
+def _config(up: Up) -> dict:
+    return tomllib.loads(up.workdir.service_config.read_text())
+
+
+def _registry(up: Up) -> connector_pb2_grpc.RegistryServiceStub:
+    address = _config(up)["registry"]["address"]
+    return connector_pb2_grpc.RegistryServiceStub(
+        open_channel(address, tls=up.workdir.keys.tls("service"), server_name="registry")
+    )
+
+
+def _connector(up: Up, cid: str) -> connector_pb2_grpc.ConnectorServiceStub:
+    address = _config(up)["connectors"][cid]
+    return connector_pb2_grpc.ConnectorServiceStub(
+        open_channel(address, tls=up.workdir.keys.tls("service"), server_name=cid)
+    )
+
+
+def _layout(up: Up, cid: str) -> list[connector_pb2.Slot]:
+    from hedui.server.custodian_service import custodian_view
+
+    ids = list(_config(up)["connectors"])
+    view = custodian_view(ids, {}, up.workdir.keys.paillier_public().max_plaintext_bits)
+    return [
+        connector_pb2.Slot(field=s.field, offset=s.offset, bits=s.bits, max_total=s.max_total)
+        for s in view.layout.slots
+    ]
+
+
+def _refusal(e: grpc.RpcError) -> str:
+    assert grpc_code(e) == grpc.StatusCode.FAILED_PRECONDITION, e
+    return str(next(v.type for d in error_details(e) for v in d.violations))
+
+
+def _journal(up: Up) -> list[dict]:
+    path = up.workdir.custodian_dir / "decryptions.jsonl"
+    return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
+
+
+def test_the_service_cannot_aim_one_bank_at_one_person(up: Up) -> None:
+    keys = up.workdir.keys
+    fingerprint = keys.paillier_public().fingerprint
+    target = up.summary.applicants[3][1]
+    reply = _registry(up).GetHousehold(
+        connector_pb2.HouseholdRequest(id_number=target, query_id="attack-1"), timeout=10
+    )
+    grant = Grant.from_pb(reply.grant)
+    tokens = {t.connector_id: list(t.tokens) for t in reply.household.tokens}
+    layout = _layout(up, TARGET_BANK)
+    # the target bank, asked about the real tokens under the grant, answers
+    answer = _connector(up, TARGET_BANK).Query(
+        connector_pb2.QueryRequest(
+            query_id="attack-1",
+            tokens=tokens[TARGET_BANK],
+            key_fingerprint=fingerprint,
+            layout=layout,
+            grant=reply.grant,
+        ),
+        timeout=10,
+    )
+    # every other connector, asked about random tokens (an encryption of 0 before), refuses
+    for cid in ("bank-01", "bank-02", "hrss", "tax"):
+        with pytest.raises(grpc.RpcError) as info:
+            _connector(up, cid).Query(
+                connector_pb2.QueryRequest(
+                    query_id="attack-1",
+                    tokens=grants.padded([secrets.token_bytes(32)]),
+                    key_fingerprint=fingerprint,
+                    layout=layout,
+                    grant=reply.grant,
+                ),
+                timeout=10,
+            )
+        assert _refusal(info.value) == "GRANT"
+    # ... and without any grant
+    with pytest.raises(grpc.RpcError) as info:
+        _connector(up, "bank-01").Query(
+            connector_pb2.QueryRequest(
+                query_id="attack-1b",
+                tokens=grants.padded([secrets.token_bytes(32)]),
+                key_fingerprint=fingerprint,
+                layout=layout,
+            ),
+            timeout=10,
+        )
+    assert _refusal(info.value) == "GRANT"
+    # the same query id again: refused as a replay
+    with pytest.raises(grpc.RpcError) as info:
+        _connector(up, TARGET_BANK).Query(
+            connector_pb2.QueryRequest(
+                query_id="attack-1",
+                tokens=tokens[TARGET_BANK],
+                key_fingerprint=fingerprint,
+                layout=layout,
+                grant=reply.grant,
+            ),
+            timeout=10,
+        )
+    assert _refusal(info.value) == "REPLAY"
+    # the custodian will not decrypt the one answer: the query is not in the log
+    custodian = custodian_pb2_grpc.CustodianServiceStub(
+        open_channel(
+            _config(up)["service"]["custodian_address"],
+            tls=keys.tls("service"),
+            server_name="custodian",
+        )
+    )
+    before = len(_journal(up))
+    with pytest.raises(grpc.RpcError) as info:
+        custodian.Decrypt(
+            custodian_pb2.DecryptRequest(
+                query_id="attack-1",
+                answers=[
+                    custodian_pb2.CustodyAnswer(
+                        connector_id=TARGET_BANK,
+                        key_fingerprint=answer.key_fingerprint,
+                        queried=grant.digest_for(TARGET_BANK) or b"",
+                        signature=answer.signature,
+                        packed=[answer.packed],
+                    )
+                ],
+                aggregate=answer.packed,
+                grant=reply.grant,
+                evidence=custodian_pb2.LogEvidence(),
+            ),
+            timeout=30,
+        )
+    assert grpc_code(info.value) == grpc.StatusCode.FAILED_PRECONDITION
+    # the refusal is a trace the auditor reads
+    refused = _journal(up)[before:]
+    assert [r["event"] for r in refused] == ["refused"] and refused[0]["query_id"] == "attack-1"
+
+
+def test_the_batch_path_cannot_isolate_one_bank_either(up: Up) -> None:
+    keys = up.workdir.keys
+    targets = [a for _, a in up.summary.applicants[5:8]]
+    reply = _registry(up).GetHouseholds(
+        connector_pb2.HouseholdsRequest(id_numbers=targets, query_id="attack-2"), timeout=10
+    )
+    assert reply.grant.households == 3
+    with pytest.raises(grpc.RpcError) as info:
+        _connector(up, "bank-01").QueryBatch(
+            connector_pb2.QueryBatchRequest(
+                query_id="attack-2",
+                households=[
+                    connector_pb2.TokenSet(tokens=grants.padded([secrets.token_bytes(32)]))
+                    for _ in targets
+                ],
+                key_fingerprint=keys.paillier_public().fingerprint,
+                grant=reply.grant,
+            ),
+            timeout=10,
+        )
+    assert grpc_code(info.value) in (
+        grpc.StatusCode.FAILED_PRECONDITION,
+        grpc.StatusCode.INVALID_ARGUMENT,
+    )
+
+
+def test_a_connector_holds_no_token_key_and_cannot_flood_the_authority(up: Up) -> None:
+    from hedui.connectors.errors import ConnectorError
+    from hedui.connectors.tokenizer import AuthorityTokenizer
+    from hedui.core.resident_id import make
+
+    own = sorted(p.name for p in up.workdir.keys.connector_dir(TARGET_BANK).iterdir())
+    assert own == ["signing.key", "signing.pub"]  # nothing that computes a token
+    tokenizer = AuthorityTokenizer(
+        _config(up)["registry"]["address"],
+        up.workdir.keys.tls(TARGET_BANK),
+        TARGET_BANK,
+        up.workdir.keys.token_epoch(),
+    )
+    import datetime as dt
+
+    region = make("330106", dt.date(1960, 1, 1), 1).region
+    guesses = [
+        make(region, dt.date(1960, 1, 1) + dt.timedelta(days=d), 1).value for d in range(3000)
+    ]
+    with pytest.raises(ConnectorError, match="token authority refused"):
+        tokenizer.tokens(guesses)
+    tokenizer.close()
+    db = sqlite3.connect(up.workdir.connector_db("registry"))
+    alerts = db.execute("SELECT connector_id, requested FROM oprf_alert").fetchall()
+    db.close()
+    assert (TARGET_BANK, 1024) in alerts
+
+
+def test_a_connector_cannot_tell_the_household_size(up: Up) -> None:
+    from tests.e2e import oracle
+
+    households, _ = oracle.load(up.data)
+    by_size: dict[int, str] = {}
+    for members in households.values():
+        by_size.setdefault(len(members), members[0])
+    assert len(by_size) >= 3
+    for size, applicant in sorted(by_size.items()):
+        reply = _registry(up).GetHousehold(
+            connector_pb2.HouseholdRequest(id_number=applicant, query_id=f"size-{size}"),
+            timeout=10,
+        )
+        assert len(reply.household.members) == size
+        assert {len(t.tokens) for t in reply.household.tokens} == {8}
