@@ -10,7 +10,7 @@ recomputed one, which names the entry that was changed.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -324,4 +324,74 @@ def describe_entry(data: bytes) -> dict[str, Any]:
             out[name] = list(value)
         else:
             out[name] = value
+    return out
+
+
+@dataclass
+class DecryptionCheck:
+    """The key custodian's journal against the log (see hedui.server.witness)."""
+
+    decrypted: int = 0
+    refused: int = 0
+    forks: list[str] = field(default_factory=list)  # roots the log never had: tampering
+    not_logged: list[str] = field(default_factory=list)  # decryptions of no logged request
+    without_verdict: list[str] = field(default_factory=list)  # query ids without an outcome
+
+
+def check_decryptions(
+    source: LogSource, size: int, records: Iterable[Mapping[str, Any]]
+) -> DecryptionCheck:
+    """Every decryption the custodian journaled must be of request entries of the log's first
+    ``size`` entries, under a root the log really had, and end in a verdict (or an outcome) entry
+    of the same query id; anything else is listed."""
+    tree = merkle.MemoryTree()
+    requests: dict[int, str] = {}
+    outcomes: set[str] = set()
+    for index, data in read_entries(source, size):
+        tree.append(data)
+        entry = audit_pb2.AuditEntry.FromString(data)
+        if entry.HasField("request"):
+            requests[index] = entry.request.query_id
+        elif entry.HasField("verdict"):
+            outcomes.add(entry.verdict.query_id)
+    out = DecryptionCheck()
+    for r in records:
+        if r.get("event") == "refused":
+            out.refused += 1
+            continue
+        if r.get("event") != "decrypted":
+            continue
+        out.decrypted += 1
+        qid = str(r.get("query_id", ""))
+        witnessed = int(r.get("tree_size", 0))
+        if witnessed > tree.size:
+            out.forks.append(
+                f"query {qid}: the custodian was shown a log of {witnessed} entries, "
+                f"this log has {tree.size}"
+            )
+            continue
+        if tree.root(witnessed).hex() != r.get("root"):
+            out.forks.append(
+                f"query {qid}: the custodian was shown a root at size {witnessed} this log "
+                "never had (a forked history)"
+            )
+            continue
+        leaves = [int(i) for i in r.get("request_leaves", [])]
+        if not leaves or any(requests.get(i) != qid for i in leaves):
+            out.not_logged.append(f"query {qid}: its request entries are not in the log")
+        elif qid not in outcomes:
+            out.without_verdict.append(qid)
+    return out
+
+
+def read_journal(path: Path) -> list[dict[str, Any]]:
+    """The records of the key custodian's journal (JSON lines; a cut-off last line is skipped)."""
+    out = []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        try:
+            record = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(record, dict):
+            out.append(record)
     return out

@@ -13,7 +13,9 @@ from pathlib import Path
 from hedui.audit.auditor import (
     AuditorState,
     TamperingDetected,
+    check_decryptions,
     describe_entry,
+    read_journal,
     verify_inclusion,
     verify_log,
 )
@@ -93,6 +95,37 @@ def cmd_verify(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
     print(f"state: {state.path}")
+    return _check_journal(args, session, report.checkpoint.size)
+
+
+def _check_journal(args: argparse.Namespace, session: AuditorSession, size: int) -> int:
+    """The key custodian's journal of decryptions, counted against the verified log."""
+    path = args.journal or Workdir(args.workdir).custodian_dir / "decryptions.jsonl"
+    if not path.exists():
+        if args.journal:
+            raise ClientError(f"{path} does not exist; give the custodian's decryptions.jsonl")
+        return 0
+    try:
+        records = read_journal(path)
+    except OSError as e:
+        raise ClientError(f"cannot read the custodian's journal {path}: {e.strerror}") from None
+    check = check_decryptions(session.source, size, records)
+    print(
+        f"custodian journal: {check.decrypted} decryption(s), {check.refused} refusal(s) ({path})"
+    )
+    for problem in check.forks + check.not_logged:
+        print(f"TAMPERING DETECTED: {problem}", file=sys.stderr)
+    if check.forks or check.not_logged:
+        return 2
+    if check.without_verdict:
+        shown = ", ".join(check.without_verdict[:10])
+        more = " …" if len(check.without_verdict) > 10 else ""
+        print(
+            f"DECRYPTIONS WITHOUT A VERDICT: {len(check.without_verdict)} query id(s) were "
+            f"decrypted but no verdict or outcome entry followed: {shown}{more}",
+            file=sys.stderr,
+        )
+        return 3
     return 0
 
 
@@ -242,6 +275,12 @@ def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-ar
         "--export",
         type=Path,
         help="verify this file from `hedui audit export` instead of the log (default: the log)",
+    )
+    p.add_argument(
+        "--journal",
+        type=Path,
+        help="the key custodian's journal of decryptions, counted against the log "
+        "(default: <workdir>/custodian/decryptions.jsonl when present)",
     )
     p.set_defaults(func=cmd_verify)
 

@@ -151,17 +151,6 @@ class DecryptionJournal:
                 os.fsync(f.fileno())
 
 
-def read_journal(path: Path) -> list[dict[str, Any]]:
-    """The records of a custodian journal (a cut-off last line is ignored)."""
-    out = []
-    for line in path.read_text(encoding="utf-8").splitlines():
-        try:
-            out.append(json.loads(line))
-        except ValueError:
-            continue
-    return out
-
-
 def log_evidence(log: AuditLog, leaves: Sequence[int]) -> Callable[[int], LogEvidence]:
     """The evidence, for a given witness size, that these entries are in the log: inclusion in
     the latest checkpoint, and its consistency with that size."""

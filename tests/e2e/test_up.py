@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import signal
 import subprocess
 import sys
@@ -291,6 +292,9 @@ def test_auditor_verifies_searches_and_proves_over_grpc(up: Up) -> None:
     assert json.loads(r.stdout)["index"] == 1
     r = up.cli("audit", "verify", "--workdir", w, "--state", state)
     assert r.returncode == 0 and "consistent with the checkpoint" in r.stdout, r.stderr
+    # the custodian's journal: every decryption is of a logged request and ended in a verdict
+    m = re.search(r"custodian journal: (\d+) decryption\(s\)", r.stdout)
+    assert m and int(m.group(1)) > 0, r.stdout
     # a verdict's receipt proves its entry against the signed checkpoint
     v = _verify(up, up.summary.applicants[4][1], "receipt-1")
     from hedui.audit import merkle
