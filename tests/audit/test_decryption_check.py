@@ -23,7 +23,7 @@ def test_decryptions_without_verdict_or_of_a_forked_log_show() -> None:
     log.append([_request("q2")])  # leaf 1
     root2 = store.root(2)
     log.append([_verdict("q1")])  # leaf 2; q2 never gets one
-    records = [
+    records: list[dict] = [
         {"event": "decrypted", "query_id": "q1", "tree_size": 2, "root": root2.hex(), "request_leaves": [0]},
         {"event": "decrypted", "query_id": "q2", "tree_size": 2, "root": root2.hex(), "request_leaves": [1]},
         {"event": "decrypted", "query_id": "q3", "tree_size": 2, "root": "00" * 32, "request_leaves": [1]},
