@@ -27,6 +27,7 @@ from hedui.clients.auditor import write_auditor_profile
 from hedui.connectors.errors import ConnectorError, ImportRejected
 from hedui.connectors.importer import Dataset, read_dataset, validate_dataset, write_database
 from hedui.connectors.server import ConnectorSettings, start_connector, start_registry
+from hedui.connectors.store import HoldingStore, open_engine
 from hedui.connectors.token_authority import AuthoritySettings
 from hedui.connectors.tokenizer import AuthorityTokenizer
 from hedui.core.clock import DEPLOYMENT
@@ -221,6 +222,14 @@ def _serve_group(root: str, ids: Sequence[str], insecure: bool, conn: Connection
             s.stop(0.5)
 
 
+def _epoch_of(w: Workdir, connector_id: str) -> int | None:
+    engine = open_engine(w.connector_db_url(connector_id))
+    try:
+        return HoldingStore(engine).token_epoch()
+    finally:
+        engine.dispose()
+
+
 class Deployment:
     """A running deployment: connector worker processes plus the verification service."""
 
@@ -263,15 +272,27 @@ class Deployment:
     def _import_missing(self, registry_address: str, skip: Collection[str]) -> None:
         """Connectors that have no database yet import their files through the token authority."""
         w, data = self.workdir, self.settings.data
-        todo = [
+        epoch = w.keys.token_epoch()
+        missing = [
             c
             for c in self.settings.connectors()
             if c not in skip and not w.connector_db(c).exists()
         ]
-        if not todo:
+        if missing and data is None:
+            raise ConnectorError(f"{len(missing)} connector(s) have no data yet; pass --data DIR")
+        # after `hedui keys rotate --tokens`: with the data at hand, import again under the new
+        # epoch; without it, a stale connector is refused by name until its data comes again
+        stale = [
+            c
+            for c in self.settings.connectors()
+            if c not in skip
+            and c not in missing
+            and data is not None
+            and _epoch_of(w, c) != epoch
+        ]
+        todo = missing + stale
+        if not todo or data is None:
             return
-        if data is None:
-            raise ConnectorError(f"{len(todo)} connector(s) have no data yet; pass --data DIR")
         log.info("importing %d connector database(s) through the token authority", len(todo))
         for cid in todo:
             dataset = import_connector(
@@ -325,6 +346,7 @@ class Deployment:
             insecure=self.settings.insecure,
             min_banks=self.settings.min_banks,
             custodian_address=f"127.0.0.1:{ports[CUSTODIAN_ID]}",
+            token_epoch=w.keys.token_epoch(),
             query_timeout_seconds=self.settings.query_timeout_seconds,
         )
         w.service_config.write_text(self.config.to_toml(), encoding="utf-8")
