@@ -285,10 +285,7 @@ class Deployment:
         stale = [
             c
             for c in self.settings.connectors()
-            if c not in skip
-            and c not in missing
-            and data is not None
-            and _epoch_of(w, c) != epoch
+            if c not in skip and c not in missing and data is not None and _epoch_of(w, c) != epoch
         ]
         todo = missing + stale
         if not todo or data is None:
