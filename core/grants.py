@@ -33,8 +33,11 @@ def padded(
 ) -> list[bytes]:
     """The tokens with random fakes added up to the next multiple of :data:`PAD`, sorted (the
     order tells nothing of which are real)."""
-    size = max(PAD, math.ceil(len(tokens) / PAD) * PAD)
-    return sorted([*tokens, *(rng(TOKEN_BYTES) for _ in range(size - len(tokens)))])
+    fakes = max(PAD, math.ceil(len(tokens) / PAD) * PAD) - len(tokens)
+    noise = rng(TOKEN_BYTES * fakes)  # one call for all the fakes
+    return sorted(
+        [*tokens, *(noise[i : i + TOKEN_BYTES] for i in range(0, len(noise), TOKEN_BYTES))]
+    )
 
 
 @dataclasses.dataclass(frozen=True)

@@ -51,8 +51,7 @@ def oprf_input(resident: ResidentId) -> bytes:
 def connector_token(oprf_output: bytes, connector_id: str) -> bytes:
     """One connector's token of a person from that person's PRF output."""
     cid = connector_id.encode()
-    msg = _TOKEN_LABEL + len(cid).to_bytes(2, "big") + cid
-    return hmac.new(oprf_output, msg, hashlib.sha256).digest()
+    return hmac.digest(oprf_output, _TOKEN_LABEL + len(cid).to_bytes(2, "big") + cid, "sha256")
 
 
 def key_check_value(check_output: bytes, connector_id: str) -> bytes:
