@@ -350,7 +350,8 @@ class VerificationServicer(verification_pb2_grpc.VerificationServiceServicer):
             )
         region = request.region or self._verifier.policy.default_region
         if region not in self._verifier.policy.regions:
-            violations.append(("region", f"unknown region {region[:40]!r}"))
+            known = ", ".join(sorted(self._verifier.policy.regions))
+            violations.append(("region", f"unknown region {region[:40]!r}; known: {known}"))
         if not _text_ok(request.consent_reference):
             violations.append(
                 (
