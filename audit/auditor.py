@@ -355,6 +355,7 @@ def check_decryptions(
         elif entry.HasField("verdict"):
             outcomes.add(entry.verdict.query_id)
     out = DecryptionCheck()
+    seen: set[str] = set()
     for r in records:
         if r.get("event") == "refused":
             out.refused += 1
@@ -363,6 +364,10 @@ def check_decryptions(
             continue
         out.decrypted += 1
         qid = str(r.get("query_id", ""))
+        if qid in seen:
+            out.not_logged.append(f"query {qid}: decrypted more than once")
+            continue
+        seen.add(qid)
         witnessed = int(r.get("tree_size", 0))
         if witnessed > tree.size:
             out.forks.append(

@@ -45,12 +45,22 @@ class RegistryServicer(connector_pb2_grpc.RegistryServiceServicer):
         self._clock = clock
 
     def _query_id(self, query_id: str, context: grpc.ServicerContext) -> None:
+        """A query id is granted once, ever: an old (logged) query id cannot be reused to have
+        another household's sources asked under it."""
         if not 0 < len(query_id) <= MAX_QUERY_ID:
             rpc.abort(
                 context,
                 grpc.StatusCode.INVALID_ARGUMENT,
                 "query_id is required",
                 rpc.bad_request("query_id", f"1 to {MAX_QUERY_ID} characters"),
+            )
+        now_ms = int(self._clock.now().timestamp() * 1000)
+        if not self._store.first_use(query_id, now_ms):
+            rpc.abort(
+                context,
+                grpc.StatusCode.FAILED_PRECONDITION,
+                "this query id was granted before",
+                rpc.precondition_failure("REPLAY", "query_id", "a query id is granted once"),
             )
 
     def GetHousehold(
@@ -80,7 +90,7 @@ class RegistryServicer(connector_pb2_grpc.RegistryServiceServicer):
         household = self._household(resident.value, members)
         if household.problem:
             rpc.abort(context, grpc.StatusCode.INTERNAL, household.problem)
-        grant = self._authority.grant(request.query_id, [_tokens_of(household)])
+        grant = self._authority.grant(request.query_id, [_tokens_of(household)], batch=False)
         return connector_pb2.HouseholdGrant(household=household, grant=grant.to_pb())
 
     def GetHouseholds(
@@ -112,7 +122,7 @@ class RegistryServicer(connector_pb2_grpc.RegistryServiceServicer):
             for i in ids
         ]
         answered = [_tokens_of(h) for h in households if h.tokens]
-        grant = self._authority.grant(request.query_id, answered) if answered else None
+        grant = self._authority.grant(request.query_id, answered, batch=True) if answered else None
         return connector_pb2.HouseholdsResponse(
             households=households, grant=grant.to_pb() if grant else None
         )
@@ -133,7 +143,7 @@ class RegistryServicer(connector_pb2_grpc.RegistryServiceServicer):
         except (KeyError, ValueError):
             log.error("registry: a household holds a malformed member record")
             return connector_pb2.Household(problem="the register holds a malformed member record")
-        tokens = self._authority.tokens([m.id_number for m in members])
+        tokens = self._authority.tokens([m.id_number for m in members], members[0].household_id)
         return connector_pb2.Household(
             members=out,
             tokens=[

@@ -260,6 +260,15 @@ class RegisterStore:
                 row.count += requested
         return None
 
+    def first_use(self, query_id: str, time_ms: int) -> bool:
+        """Record a granted query id; False if it was granted before (kept for good)."""
+        try:
+            with self._engine.begin() as conn:
+                conn.execute(insert(AnsweredQuery).values(query_id=query_id, time_ms=time_ms))
+        except IntegrityError:
+            return False
+        return True
+
     def alerts(self) -> list[OprfAlert]:
         with Session(self._engine) as s:
             out = list(s.scalars(select(OprfAlert).order_by(OprfAlert.id)))

@@ -14,14 +14,16 @@ Ed25519 key that signs grants. Two things only it can do:
 from __future__ import annotations
 
 import datetime as dt
+import hmac
 import logging
-import secrets
 import threading
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 import grpc
+from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from google.rpc import error_details_pb2
 
 from hedui.connectors.store import RegisterStore
@@ -54,26 +56,46 @@ class TokenAuthority:
         grant_key: Ed25519PrivateKey,
         settings: AuthoritySettings,
         clock: Clock = DEPLOYMENT,
-        rng: Callable[[int], bytes] = secrets.token_bytes,
     ) -> None:
         self._key = key
         self.epoch = epoch
         self._grant_key = grant_key
         self.settings = settings
         self._clock = clock
-        self._rng = rng
+        # the padding key: derived from the epoch's OPRF key, so only the authority holds it
+        self._pad_key = HKDF(
+            algorithm=hashes.SHA256(), length=32, salt=None, info=b"hedui/token-padding/v1"
+        ).derive(key.private_key + epoch.to_bytes(4, "big"))
 
-    def tokens(self, id_numbers: Sequence[str]) -> dict[str, list[bytes]]:
+    def tokens(self, id_numbers: Sequence[str], household_id: str) -> dict[str, list[bytes]]:
         """Every connector's padded tokens for these members: one PRF evaluation per member,
-        then one HMAC per member and connector."""
+        then one HMAC per member and connector. The fakes are the same every time the same
+        household is asked about (a keyed stream per household and connector): fresh random
+        fakes would let a connector intersect two queries of one household and count it."""
         outputs = [self._key.evaluate(i.encode("ascii")) for i in id_numbers]
         return {
-            cid: grants.padded([connector_token(y, cid) for y in outputs], self._rng)
+            cid: grants.padded(
+                [connector_token(y, cid) for y in outputs], self._fakes(household_id, cid)
+            )
             for cid in self.settings.connector_ids
         }
 
-    def grant(self, query_id: str, households: Sequence[Mapping[str, list[bytes]]]) -> Grant:
-        if len(households) == 1:
+    def _fakes(self, household_id: str, connector_id: str) -> Callable[[int], bytes]:
+        seed = hmac.digest(self._pad_key, f"{household_id}\0{connector_id}".encode(), "sha256")
+
+        def stream(n: int) -> bytes:
+            blocks = (n + 31) // 32
+            out = b"".join(hmac.digest(seed, i.to_bytes(4, "big"), "sha256") for i in range(blocks))
+            return out[:n]
+
+        return stream
+
+    def grant(
+        self, query_id: str, households: Sequence[Mapping[str, list[bytes]]], *, batch: bool
+    ) -> Grant:
+        """The grant of a query: a verification (one household, the digest a Query signs) or a
+        batch (the digest a QueryBatch signs, even for a batch of one)."""
+        if not batch:
             digests = {cid: grants.single_digest(t) for cid, t in households[0].items()}
         else:
             digests = {
@@ -127,12 +149,13 @@ class TokenAuthorityServicer(connector_pb2_grpc.TokenAuthorityServiceServicer):
                 rpc.bad_request("blinded_elements", f"{n} given"),
             )
         caller = rpc.caller(context).name
+        account = f"{caller}/epoch-{a.epoch}"  # a new epoch is a new allowance
         now = a.now()
         days = [(now.date() - dt.timedelta(days=i)).isoformat() for i in range(WINDOW_DAYS)]
         allowance = a.allowance(caller)
         with self._lock:
             used = self._store.use_evaluations(
-                caller, days[0], days, n, allowance, int(now.timestamp() * 1000)
+                account, days[0], days, n, allowance, int(now.timestamp() * 1000)
             )
         if used is not None:
             log.warning(

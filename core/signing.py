@@ -35,8 +35,12 @@ def batch_digests(
 ) -> tuple[bytes, bytes]:
     """(digest of every household's token digest, digest of the ciphertexts) of a batch answer,
     signed in place of the tokens and the ciphertext of a single answer."""
-    queried = batch_queried(households)
-    return queried, hashlib.sha256(b"".join(len(p).to_bytes(4, "big") + p for p in packed)).digest()
+    return batch_queried(households), ciphertexts_digest(packed)
+
+
+def ciphertexts_digest(packed: Sequence[bytes]) -> bytes:
+    """The digest of a batch answer's ciphertexts, signed in place of the ciphertexts."""
+    return hashlib.sha256(b"".join(len(p).to_bytes(4, "big") + p for p in packed)).digest()
 
 
 def answer_bytes(

@@ -31,7 +31,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from hedui.core import grants, signing
 from hedui.core.errors import CryptoError
-from hedui.core.grants import Grant
+from hedui.core.grants import GRANT_TTL_MS, Grant
 from hedui.core.packing import BatchLayout, Layout
 from hedui.core.paillier import Ciphertext, PrivateKey, PublicKey
 from hedui.server.answers import BatchAnswer, SignedAnswer, aggregate, aggregate_batch
@@ -100,6 +100,7 @@ class KeyCustodian:
         min_banks: int,
         witness: LogWitness,
         journal: DecryptionJournal,
+        now_ms: Callable[[], int] = lambda: int(time.time() * 1000),
     ) -> None:
         if min_banks < 2:
             raise CustodianRefused("min_banks must be at least 2")
@@ -110,7 +111,10 @@ class KeyCustodian:
         self.min_banks = min_banks
         self.witness = witness
         self.journal = journal
-        self._decrypted: OrderedDict[str, None] = OrderedDict()
+        self._now_ms = now_ms
+        # every query id ever decrypted, from the journal: a restart must not allow a second
+        # decryption of one grant
+        self._decrypted: OrderedDict[str, None] = OrderedDict.fromkeys(journal.decrypted())
 
     def _bound(
         self,
@@ -130,6 +134,11 @@ class KeyCustodian:
             raise CustodianRefused("the token grant is not signed by the token authority") from None
         if grant.query_id != query_id or grant.households != households:
             raise CustodianRefused("the token grant is for another query")
+        age = self._now_ms() - grant.issued_unix_ms
+        if not -60_000 <= age <= GRANT_TTL_MS:
+            raise CustodianRefused("the token grant has expired")
+        if query_id in self._decrypted:
+            raise CustodianRefused(f"query {query_id} was decrypted already")
         for a in answers:
             if grant.digest_for(a.connector_id) != a.queried:
                 raise CustodianRefused(
@@ -303,6 +312,12 @@ class KeyCustodian:
                 ) from None
         _one_answer_each(answers)
         for answer in answers:
+            # the signature covers the digest of the ciphertexts: recompute it from the
+            # ciphertexts themselves, or any ciphertext could be slipped under a valid signature
+            if signing.ciphertexts_digest(answer.packed) != answer.ciphertexts:
+                raise CustodianRefused(
+                    f"the ciphertexts of {answer.connector_id} are not the ones it signed"
+                )
             expected = d.batch_layouts[answer.kind].ciphertexts(households)
             if len(answer.packed) != expected:
                 raise CustodianRefused(

@@ -15,7 +15,7 @@ from typing import NoReturn
 import grpc
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
-from hedui.core import packing, rpc
+from hedui.core import packing, rpc, signing
 from hedui.core.deployment import kind_of
 from hedui.core.grants import Grant
 from hedui.core.keystore import KeyDir
@@ -167,7 +167,7 @@ class CustodianServicer(custodian_pb2_grpc.CustodianServiceServicer):
                     a.signature,
                     a.key_fingerprint,
                     a.queried,
-                    a.ciphertexts,
+                    signing.ciphertexts_digest(a.packed),  # never the sender's word for it
                 )
                 for a in request.answers
             ]

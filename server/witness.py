@@ -139,6 +139,20 @@ class DecryptionJournal:
         self._lock = threading.Lock()
         self.records: list[dict[str, Any]] = []  # in memory when there is no file
 
+    def decrypted(self) -> list[str]:
+        """The query ids decrypted so far, from the journal (a restart forgets nothing)."""
+        if self._path is None or not self._path.exists():
+            return [str(r["query_id"]) for r in self.records if r.get("event") == "decrypted"]
+        out = []
+        for line in self._path.read_text(encoding="utf-8").splitlines():
+            try:
+                record = json.loads(line)
+            except ValueError:
+                continue
+            if isinstance(record, dict) and record.get("event") == "decrypted":
+                out.append(str(record.get("query_id", "")))
+        return out
+
     def record(self, **fields: Any) -> None:
         line = json.dumps(fields, sort_keys=True, ensure_ascii=False)
         with self._lock:

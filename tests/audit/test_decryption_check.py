@@ -29,9 +29,11 @@ def test_decryptions_without_verdict_or_of_a_forked_log_show() -> None:
         {"event": "decrypted", "query_id": "q3", "tree_size": 2, "root": "00" * 32, "request_leaves": [1]},
         {"event": "decrypted", "query_id": "q4", "tree_size": 2, "root": root2.hex(), "request_leaves": [1]},
         {"event": "refused", "query_id": "x", "reason": "no grant"},
+        {"event": "decrypted", "query_id": "q1", "tree_size": 2, "root": root2.hex(), "request_leaves": [0]},
     ]  # fmt: skip
     check = check_decryptions(StoreSource(store), store.size(), records)
-    assert (check.decrypted, check.refused) == (4, 1)
+    assert (check.decrypted, check.refused) == (5, 1)
     assert check.without_verdict == ["q2"]
     assert len(check.forks) == 1 and "q3" in check.forks[0]
-    assert len(check.not_logged) == 1 and "q4" in check.not_logged[0]
+    assert len(check.not_logged) == 2 and "q4" in check.not_logged[0]
+    assert "q1: decrypted more than once" in check.not_logged[1]

@@ -16,7 +16,13 @@ from hedui.connectors.tokenizer import AuthorityTokenizer
 from hedui.core import clock, signing
 from hedui.core.keystore import KeyDir
 from hedui.core.resident_id import ResidentId, make
-from hedui.server.fanout import Endpoint, RegistryClient, RegistryNotFound, SourceUnavailable
+from hedui.server.fanout import (
+    Endpoint,
+    GrantedHousehold,
+    RegistryClient,
+    RegistryNotFound,
+    SourceUnavailable,
+)
 
 # 07:00 on 24 November in Beijing, still 23 November in UTC
 MORNING = dt.datetime(2026, 11, 23, 23, 0, tzinfo=dt.UTC)
@@ -130,3 +136,27 @@ def test_a_connector_learns_tokens_only_by_counted_blinded_evaluation(
         service.tokens([SINGLE.value])
     for t in (tokenizer, hrss, service):
         t.close()
+
+
+def test_a_query_id_is_granted_once(registry: RegistryClient) -> None:
+    registry.household(SINGLE, "once")
+    with pytest.raises(SourceUnavailable, match="refused the query"):
+        registry.household(MOTHER, "once")  # an old query id aimed at another household
+
+
+def test_the_fakes_of_a_household_are_the_same_every_time(registry: RegistryClient) -> None:
+    """Fresh fakes would let a connector intersect two queries and count the real tokens."""
+    first, _ = registry.household(MOTHER, "pad-1")
+    second, _ = registry.household(MOTHER, "pad-2")
+    assert first.tokens == second.tokens
+    other, _ = registry.household(SINGLE, "pad-3")
+    assert set(other.tokens["bank-01"]).isdisjoint(first.tokens["bank-01"])
+
+
+def test_a_batch_of_one_household_has_a_batch_grant(registry: RegistryClient) -> None:
+    from hedui.core import grants
+
+    (household,), grant = registry.households([SINGLE], "batch-of-one")
+    assert grant is not None and grant.households == 1
+    assert isinstance(household, GrantedHousehold)
+    assert grant.digest_for("hrss") == grants.batch_digest([household.tokens["hrss"]])

@@ -211,7 +211,7 @@ def test_a_connector_holds_no_token_key_and_cannot_flood_the_authority(up: Up) -
     db = sqlite3.connect(up.workdir.connector_db("registry"))
     alerts = db.execute("SELECT connector_id, requested FROM oprf_alert").fetchall()
     db.close()
-    assert (TARGET_BANK, 1024) in alerts
+    assert (f"{TARGET_BANK}/epoch-1", 1024) in alerts
 
 
 def test_a_connector_cannot_tell_the_household_size(up: Up) -> None:

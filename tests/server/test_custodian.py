@@ -192,3 +192,102 @@ def test_a_forked_log_is_refused_by_the_witness() -> None:
             grant_for("q11", BANKS),
             log_evidence(fork, [receipt.leaf_index]),
         )
+
+
+def _batch_run(tmp_journal: DecryptionJournal | None = None) -> tuple[Run, object]:
+    """A custodian over the batch layout of the three banks."""
+    from hedui.server.custodian_service import custodian_view
+
+    view = custodian_view(
+        BANKS,
+        {b: k.public_key() for b, k in SIGNERS.items()},
+        KEY.public.max_plaintext_bits,
+        AUTHORITY.public_key(),
+    )
+    run = Run()
+    run.custodian = KeyCustodian(
+        KEY,
+        view,
+        min_banks=3,
+        witness=LogWitness(LOG_KEY.public_key(), ORIGIN, None),
+        journal=tmp_journal or run.journal,
+    )
+    return run, view.batch_layouts["bank"]
+
+
+def _batch_answer(bank: str, query_id: str, deposits: list[int], layout, households_tokens):
+    from hedui.server.answers import BatchAnswer
+
+    pub = KEY.public
+    plain = layout.pack([{"deposits": d, "wealth_products": 0} for d in deposits])
+    packed = tuple(pub.to_bytes(pub.encrypt(m)) for m in plain)
+    queried, cts = signing.batch_digests(households_tokens, packed)
+    data = signing.answer_bytes(query_id, bank, pub.fingerprint, queried, layout.digest(), cts)
+    return BatchAnswer(
+        bank, "bank", packed, signing.sign(SIGNERS[bank], data), pub.fingerprint, queried, cts
+    )
+
+
+def test_a_batch_ciphertext_swapped_under_a_valid_signature_is_refused() -> None:
+    """The aggregator keeps bank-01's answer and puts Enc(0) under the others' signatures:
+    the custodian would have decrypted bank-01's own figures per household."""
+    import dataclasses
+
+    run, layout = _batch_run()
+    households = [TOKENS, grants.padded([b"\x02" * 32])]
+    answers = [_batch_answer(b, "qb", [7, 9], layout, households) for b in BANKS]
+    zero = tuple(KEY.public.to_bytes(KEY.public.encrypt(0)) for _ in answers[1].packed)
+    forged = [answers[0], *(dataclasses.replace(a, packed=zero) for a in answers[1:])]
+    grant = grants.issue(
+        AUTHORITY,
+        query_id="qb",
+        epoch=1,
+        households=2,
+        issued_unix_ms=int(time.time() * 1000),
+        digests={b: grants.batch_digest(households) for b in BANKS},
+    )
+    leaves = [run.logged("qb"), run.logged("qb")]
+    with pytest.raises(CustodianRefused, match="not the ones it signed"):
+        run.custodian.decrypt_batch("qb", forged, 2, grant, log_evidence(run.log, leaves))
+    totals = run.custodian.decrypt_batch("qb", answers, 2, grant, log_evidence(run.log, leaves))
+    assert [t.values["deposits"] for t in totals] == [21, 27]
+
+
+def test_a_restarted_custodian_still_refuses_a_second_decryption(tmp_path) -> None:
+    journal = DecryptionJournal(tmp_path / "decryptions.jsonl")
+    run = custodian()
+    run.custodian = KeyCustodian(
+        KEY,
+        DEPLOYMENT,
+        min_banks=3,
+        witness=LogWitness(LOG_KEY.public_key(), ORIGIN, None),
+        journal=journal,
+    )
+    answers = [answer(b, "qr", LAYOUT.pack({"deposits": 5})) for b in BANKS]
+    grant = grant_for("qr", BANKS)
+    run.decrypt_totals("qr", answers, aggregate(KEY.public, answers), grant=grant)
+    restarted = KeyCustodian(
+        KEY,
+        DEPLOYMENT,
+        min_banks=3,
+        witness=LogWitness(LOG_KEY.public_key(), ORIGIN, None),
+        journal=DecryptionJournal(tmp_path / "decryptions.jsonl"),
+    )
+    with pytest.raises(CustodianRefused, match="decrypted already"):
+        restarted.decrypt_totals(
+            "qr", answers, aggregate(KEY.public, answers), grant, log_evidence(run.log, [0])
+        )
+
+
+def test_an_expired_grant_is_refused() -> None:
+    answers = [answer(b, "qe", LAYOUT.pack({"deposits": 5})) for b in BANKS]
+    old = grants.issue(
+        AUTHORITY,
+        query_id="qe",
+        epoch=1,
+        households=1,
+        issued_unix_ms=int(time.time() * 1000) - grants.GRANT_TTL_MS - 1000,
+        digests={b: grants.single_digest(TOKENS) for b in BANKS},
+    )
+    with pytest.raises(CustodianRefused, match="expired"):
+        custodian().decrypt_totals("qe", answers, aggregate(KEY.public, answers), grant=old)
