@@ -271,3 +271,23 @@ def test_rejects_bad_arguments(tmp_path: Path) -> None:
 def test_thousand_households(tmp_path: Path) -> None:
     summary = population.generate(tmp_path, households=1000, seed=2, as_of=AS_OF, standard_fen=S)
     assert summary.households == 1000 and summary.people > 2000
+
+
+def test_a_population_from_every_province_imports(tmp_path: Path) -> None:
+    """People born in every province-level division (Chongqing's 50 was refused before) are
+    generated, and every file of such a population validates for import."""
+    from hedui.connectors.importer import validate_dataset
+    from hedui.core.keystore import REGISTRY_ID
+    from hedui.core.resident_id import PROVINCE_CODES
+
+    today = dt.date(2026, 11, 23)
+    summary = population.generate(
+        tmp_path, households=1500, seed=3, as_of=today, standard_fen=126000
+    )
+    with (tmp_path / "registry.csv").open(encoding="utf-8") as f:
+        provinces = {row["id_number"][:2] for row in csv.DictReader(f)}
+    assert provinces == PROVINCE_CODES
+    assert validate_dataset(tmp_path / "registry.csv", REGISTRY_ID, today=today) == summary.people
+    for path in summary.files:
+        if path.stem != REGISTRY_ID:
+            validate_dataset(path, path.stem, today=today)
