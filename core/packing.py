@@ -79,6 +79,19 @@ class Layout:
     def fits(self, plaintext_bits: int) -> bool:
         return self.total_bits <= plaintext_bits
 
+    def restricted(self, fields: Iterable[str]) -> Layout:
+        """The same slots, only those of ``fields``: the layout one connector kind answers in.
+        Each kind's answers are summed and decrypted apart, so a connector cannot reach into
+        another kind's slots (a "negative" amount there would show outside its own)."""
+        keep = set(fields)
+        return Layout(tuple(s for s in self.slots if s.field in keep))
+
+    def outside(self, m: int) -> int:
+        """The bits of ``m`` that lie in no slot of this layout (0 for an honest sum)."""
+        for s in self.slots:
+            m &= ~(((1 << s.bits) - 1) << s.offset)
+        return m
+
 
 def for_connectors(connector_ids: Iterable[str]) -> Layout:
     """The interactive layout of a deployment: one slot per field, in a fixed order."""
@@ -95,6 +108,11 @@ def for_connectors(connector_ids: Iterable[str]) -> Layout:
         slots.append(Slot(field, offset, bits, max_total))
         offset += bits
     return Layout(tuple(slots))
+
+
+def kind_layout(layout: Layout, connector_id: str) -> Layout:
+    """The slots a connector answers in on the interactive path: those of its kind."""
+    return layout.restricted(kind_of(connector_id).field_names)
 
 
 def from_wire(slots: Iterable[tuple[str, int, int, int]]) -> Layout:

@@ -29,7 +29,8 @@ from typing import Protocol, TypeVar
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
-from hedui.core import grants, signing
+from hedui.core import grants, packing, signing
+from hedui.core.deployment import kind_of
 from hedui.core.errors import CryptoError
 from hedui.core.grants import GRANT_TTL_MS, Grant
 from hedui.core.packing import BatchLayout, Layout
@@ -222,13 +223,13 @@ class KeyCustodian:
         self, query_id: str, answers: Sequence[SignedAnswer], claimed: Ciphertext
     ) -> Totals:
         d = self._deployment
-        digest = d.layout.digest()
         for answer in answers:
             key = d.verify_keys.get(answer.connector_id)
             if key is None:
                 raise CustodianRefused(
                     f"{answer.connector_id} is not a connector of this deployment"
                 )
+            digest = packing.kind_layout(d.layout, answer.connector_id).digest()
             try:
                 signing.verify(key, answer.signed_bytes(query_id, digest), answer.signature)
             except CryptoError:
@@ -238,8 +239,7 @@ class KeyCustodian:
         _one_answer_each(answers)
         self._remember(query_id)
         public = self._private.public
-        recomputed = aggregate(public, answers)
-        if recomputed.value != claimed.value:
+        if aggregate(public, answers).value != claimed.value:
             raise CustodianRefused("the aggregate is not the product of the signed answers")
         present = {a.connector_id for a in answers}
         refused: dict[str, str] = {}
@@ -253,17 +253,29 @@ class KeyCustodian:
                 refused[slot.field] = (
                     f"only {banks} bank answer(s); at least {self.min_banks} are needed"
                 )
-        # Slots that may not be seen are masked before decrypting: the custodian itself never
-        # sees a partial sum (e.g. 72 of 73 banks), from which a difference would give one bank.
-        mask, _ = d.layout.mask(f for f in refused if d.holders.get(f, frozenset()) & present)
-        masked = public.add([recomputed, public.encrypt(mask, r=1)]) if mask else recomputed
-        plain = d.layout.unpack(_decrypt(self._private, masked))
-        for slot in d.layout.slots:  # a carry or a wrap shows here: refuse rather than guess
-            if slot.field not in refused and plain[slot.field] > slot.max_total:
+        # One sum and one decryption per connector kind: a kind that may not be released is not
+        # decrypted at all (the custodian never sees a partial sum, e.g. 72 of 73 banks), and a
+        # connector that wrote into another kind's slots shows as bits outside its own.
+        by_kind: dict[str, list[SignedAnswer]] = {}
+        for a in answers:
+            by_kind.setdefault(kind_of(a.connector_id).kind, []).append(a)
+        values: dict[str, int] = {}
+        for kind, of_kind in sorted(by_kind.items()):
+            layout = packing.kind_layout(d.layout, of_kind[0].connector_id)
+            if any(s.field in refused for s in layout.slots):
+                continue
+            m = _decrypt(self._private, aggregate(public, of_kind))
+            if layout.outside(m):
                 raise CustodianRefused(
-                    f"the total of {slot.field} is out of its range: an answer was forged"
+                    f"an answer of kind {kind} reaches outside its own slots: an answer was forged"
                 )
-        values = {s.field: plain[s.field] for s in d.layout.slots if s.field not in refused}
+            plain = layout.unpack(m)
+            for slot in layout.slots:  # a carry or a wrap shows here: refuse rather than guess
+                if plain[slot.field] > slot.max_total:
+                    raise CustodianRefused(
+                        f"the total of {slot.field} is out of its range: an answer was forged"
+                    )
+                values[slot.field] = plain[slot.field]
         return Totals(values, refused)
 
     def decrypt_batch(

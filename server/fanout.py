@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import grpc
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
-from hedui.core import signing
+from hedui.core import packing, signing
 from hedui.core.clock import DEPLOYMENT, Clock
 from hedui.core.deployment import kind_of
 from hedui.core.errors import CryptoError
@@ -211,11 +211,22 @@ class ConnectorPool:
         self._timeout = timeout
         self._layouts: dict[str, Declared] = {}
         self.layout = layout
-        self.layout_digest = layout.digest()
-        self._wire_layout = [
-            connector_pb2.Slot(field=s.field, offset=s.offset, bits=s.bits, max_total=s.max_total)
-            for s in layout.slots
-        ]
+        # each connector answers in the slots of its kind only: the custodian sums and decrypts
+        # kind by kind, so no connector can reach into another kind's slots
+        self._kind_layouts = {cid: packing.kind_layout(layout, cid) for cid in self._endpoints}
+        self._wire_layouts = {
+            cid: [
+                connector_pb2.Slot(
+                    field=s.field, offset=s.offset, bits=s.bits, max_total=s.max_total
+                )
+                for s in kl.slots
+            ]
+            for cid, kl in self._kind_layouts.items()
+        }
+
+    def layout_digest(self, connector_id: str) -> bytes:
+        """The digest of the layout ``connector_id`` answers in (its kind's slots)."""
+        return self._kind_layouts[connector_id].digest()
 
     @property
     def connector_ids(self) -> tuple[str, ...]:
@@ -266,7 +277,7 @@ class ConnectorPool:
         answer = SignedAnswer(cid, r.packed, r.signature, r.key_fingerprint, queried)
         signing.verify(
             self._verify_keys[cid],
-            answer.signed_bytes(query_id, self.layout_digest),
+            answer.signed_bytes(query_id, self.layout_digest(cid)),
             answer.signature,
         )
         return answer
@@ -291,7 +302,7 @@ class ConnectorPool:
                 query_id=query_id,
                 tokens=tokens[cid],
                 key_fingerprint=self._public.fingerprint,
-                layout=self._wire_layout,
+                layout=self._wire_layouts[cid],
                 grant=wire_grant,
             )
             futures[cid] = self._stubs[cid].Query.future(request, timeout=self._timeout)

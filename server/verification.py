@@ -172,7 +172,8 @@ class Verifier:
         )
 
         digests = [
-            (a.connector_id, a.digest(query_id, self.pool.layout_digest)) for a in fan.answers
+            (a.connector_id, a.digest(query_id, self.pool.layout_digest(a.connector_id)))
+            for a in fan.answers
         ]
         verdict, entry = self.conclude(
             app, caller, audit_token, query_id, household.members, fan.failures, digests, totals

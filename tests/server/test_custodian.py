@@ -291,3 +291,56 @@ def test_an_expired_grant_is_refused() -> None:
     )
     with pytest.raises(CustodianRefused, match="expired"):
         custodian().decrypt_totals("qe", answers, aggregate(KEY.public, answers), grant=old)
+
+
+def test_a_connector_cannot_reach_into_another_kinds_slots() -> None:
+    """A bank adding a "negative" wage to its answer would have lowered hrss's wage total: every
+    kind is summed and decrypted apart, so the bank's slots wrap and the answer is refused."""
+    from hedui.server.custodian_service import custodian_view
+
+    ids = ("hrss", *BANKS)
+    signers = {**SIGNERS, "hrss": Ed25519PrivateKey.generate()}
+    view = custodian_view(
+        ids,
+        {c: k.public_key() for c, k in signers.items()},
+        KEY.public.max_plaintext_bits,
+        AUTHORITY.public_key(),
+    )
+    pub = KEY.public
+
+    def signed(cid: str, plaintext: int, query_id: str = "qx") -> SignedAnswer:
+        layout = packing.kind_layout(view.layout, cid)
+        m, n2 = plaintext % pub.n, pub.n_square  # "negative": by hand, as a forger would
+        packed = ((1 + m * pub.n) * pow(12345, pub.n, n2) % n2).to_bytes(
+            pub.ciphertext_bytes, "big"
+        )
+        queried = signing.tokens_digest(TOKENS)
+        data = signing.answer_bytes(
+            query_id, cid, pub.fingerprint, queried, layout.digest(), packed
+        )
+        return SignedAnswer(cid, packed, signing.sign(signers[cid], data), pub.fingerprint, queried)
+
+    wage = view.layout.slot("monthly_wage")
+    honest = packing.kind_layout(view.layout, "bank-01").pack({"deposits": 5})
+    answers = [
+        signed("hrss", view.layout.pack({"monthly_wage": 500000})),
+        signed("bank-01", honest),
+        signed("bank-02", honest),
+        signed("bank-03", honest - (400000 << wage.offset)),  # "minus 400000" of hrss's wage
+    ]
+    run = Run()
+    run.custodian = KeyCustodian(
+        KEY,
+        view,
+        min_banks=3,
+        witness=LogWitness(LOG_KEY.public_key(), ORIGIN, None),
+        journal=run.journal,
+    )
+    with pytest.raises(CustodianRefused, match="forged"):
+        run.decrypt_totals("qx", answers, aggregate(pub, answers))
+    answers = [
+        signed("hrss", view.layout.pack({"monthly_wage": 500000}), "qy"),
+        *(signed(b, honest, "qy") for b in BANKS),
+    ]
+    totals = run.decrypt_totals("qy", answers, aggregate(pub, answers))
+    assert totals.values["monthly_wage"] == 500000 and totals.values["deposits"] == 15
