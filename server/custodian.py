@@ -24,6 +24,7 @@ from __future__ import annotations
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Protocol, TypeVar
 
@@ -40,6 +41,7 @@ from hedui.server.errors import CustodianRefused
 from hedui.server.witness import DecryptionJournal, LogEvidence, LogWitness, WitnessMoved
 
 _REMEMBERED_QUERIES = 1_000_000
+DECRYPT_THREADS = 2  # one decryption per connector kind, on this many cores
 
 _R = TypeVar("_R")
 
@@ -116,6 +118,9 @@ class KeyCustodian:
         # every query id ever decrypted, from the journal: a restart must not allow a second
         # decryption of one grant
         self._decrypted: OrderedDict[str, None] = OrderedDict.fromkeys(journal.decrypted())
+        self._workers = ThreadPoolExecutor(
+            DECRYPT_THREADS, thread_name_prefix="decrypt", initializer=_release_gil
+        )
 
     def _bound(
         self,
@@ -193,6 +198,10 @@ class KeyCustodian:
     def batch_layouts(self) -> Mapping[str, BatchLayout]:
         return self._deployment.batch_layouts
 
+    def _decrypt_many(self, ciphertexts: Sequence[Ciphertext]) -> list[int]:
+        """Decrypt on the custodian's worker threads (gmpy2 releases the GIL there)."""
+        return list(self._workers.map(lambda c: _decrypt(self._private, c), ciphertexts))
+
     def _remember(self, query_id: str) -> None:
         if query_id in self._decrypted:
             raise CustodianRefused(f"query {query_id} was decrypted already")
@@ -260,11 +269,13 @@ class KeyCustodian:
         for a in answers:
             by_kind.setdefault(kind_of(a.connector_id).kind, []).append(a)
         values: dict[str, int] = {}
+        todo = []
         for kind, of_kind in sorted(by_kind.items()):
             layout = packing.kind_layout(d.layout, of_kind[0].connector_id)
-            if any(s.field in refused for s in layout.slots):
-                continue
-            m = _decrypt(self._private, aggregate(public, of_kind))
+            if not any(s.field in refused for s in layout.slots):
+                todo.append((kind, layout, aggregate(public, of_kind)))
+        plaintexts = self._decrypt_many([c for _, _, c in todo])
+        for (kind, layout, _), m in zip(todo, plaintexts, strict=True):
             if layout.outside(m):
                 raise CustodianRefused(
                     f"an answer of kind {kind} reaches outside its own slots: an answer was forged"
@@ -354,7 +365,7 @@ class KeyCustodian:
                     r.update(dict.fromkeys((s.field for s in layout.slots), reason))
                 continue
             sums = aggregate_batch(public, of_kind)
-            plain = layout.unpack([_decrypt(self._private, c) for c in sums], households)
+            plain = layout.unpack(self._decrypt_many(sums), households)
             for totals in plain:
                 for slot in layout.slots:
                     if totals[slot.field] > slot.max_total:
@@ -364,6 +375,13 @@ class KeyCustodian:
             for h, totals in enumerate(plain):
                 values[h].update(totals)
         return [Totals(v, r) for v, r in zip(values, refused, strict=True)]
+
+
+def _release_gil() -> None:
+    """Let gmpy2 release the GIL during big-number arithmetic on this (worker) thread."""
+    import gmpy2  # type: ignore[import-not-found,unused-ignore]
+
+    gmpy2.get_context().allow_release_gil = True
 
 
 def _now_ms() -> int:
