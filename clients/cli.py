@@ -148,10 +148,22 @@ def _authority(w: Workdir, address: str | None) -> tuple[str, bool]:
 
 
 def cmd_keys_rotate(args: argparse.Namespace) -> int:
+    from hedui.clients.deploy import record_operator_entry
+    from hedui.proto.v1 import audit_pb2
+
     w = Workdir(args.workdir)
     if not args.tokens:
         raise ClientError("say which keys to rotate: --tokens (a new token epoch)")
     epoch = w.keys.rotate_token_epoch()
+    index = record_operator_entry(
+        w,
+        audit_pb2.AuditEntry(
+            key_event=audit_pb2.KeyEvent(
+                event="rotated", key_name=f"token-authority:oprf:epoch-{epoch}"
+            )
+        ),
+    )
+    print(f"token key rotated; audit entry {index}")
     print(
         f"token epoch {epoch} started. Restart `hedui up --data DIR`: every connector imports its "
         "data again by blinded evaluation under the new epoch; until it has, its answers are "

@@ -168,9 +168,24 @@ IMPORT_CALLER = "hedui-operator"
 
 def record_import(w: Workdir, connector_id: str, before: int | None, after: int) -> int:
     """Append the import (people before and after) to the deployment's audit log; its index."""
+    return record_operator_entry(
+        w,
+        audit_pb2.AuditEntry(
+            config_change=audit_pb2.ConfigChange(
+                setting=f"data:{connector_id}:people",
+                old_value="" if before is None else str(before),
+                new_value=str(after),
+            )
+        ),
+    )
+
+
+def record_operator_entry(w: Workdir, entry: audit_pb2.AuditEntry) -> int:
+    """Append an operator's act (an import, a key rotation) to the deployment's audit log."""
     settings = {}
     if w.service_config.exists():
         settings = tomllib.loads(w.service_config.read_text(encoding="utf-8")).get("service", {})
+    w.prepare()
     engine = open_log_engine(str(settings.get("audit_database", w.audit_db_url)))
     try:
         log = AuditLog(
@@ -178,16 +193,8 @@ def record_import(w: Workdir, connector_id: str, before: int | None, after: int)
             origin=str(settings.get("log_origin", DEFAULT_ORIGIN)),
             signing_key=w.keys.log_signing_key(),
         )
-        entry = audit_pb2.AuditEntry(
-            time_unix_ms=int(DEPLOYMENT.now().timestamp() * 1000),
-            caller=IMPORT_CALLER,
-            caller_role="operator",
-            config_change=audit_pb2.ConfigChange(
-                setting=f"data:{connector_id}:people",
-                old_value="" if before is None else str(before),
-                new_value=str(after),
-            ),
-        )
+        entry.time_unix_ms = int(DEPLOYMENT.now().timestamp() * 1000)
+        entry.caller, entry.caller_role = IMPORT_CALLER, "operator"
         (receipt,) = log.append([entry])
     finally:
         engine.dispose()

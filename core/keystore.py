@@ -24,12 +24,13 @@ import datetime as dt
 import secrets
 from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypeVar
 
+from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
 from hedui.core import signing
-from hedui.core.errors import KeyFileError
+from hedui.core.errors import CryptoError, KeyFileError
 from hedui.core.keyfiles import read_public, read_secret, write_public, write_secret
 from hedui.core.paillier import DEFAULT_KEY_BITS, PrivateKey, PublicKey, generate_keypair
 from hedui.core.tls import Issued, TlsMaterial, create_ca, issue
@@ -75,16 +76,20 @@ class KeyDir:
         now: dt.datetime | None = None,
         on_create: Callable[[str], None] = lambda _: None,
     ) -> None:
-        """Create whatever is missing; existing keys are kept."""
+        """Create a deployment's keys in an empty key directory; in an existing one, check that
+        every key is there and refuse, naming the file, when one is missing. hedui never
+        silently replaces a key: a new audit key would make every earlier entry unsearchable, a
+        new log key would sign another history, a new token key would answer 0 for everyone."""
+        ids = list(connector_ids)
+        if (self.root / "ca.pem").exists():
+            self.check(ids)
+            return
         when = now or dt.datetime.now(dt.UTC)
         ca_cert, ca_key = self.root / "ca.pem", self.root / "ca.key"
-        if not ca_cert.exists():
-            ca = create_ca("hedui deployment CA", when)
-            write_secret(ca_key, ca.key_pem)
-            write_public(ca_cert, ca.cert_pem)
-            on_create("certificate authority")
-        ca = Issued(read_public(ca_cert), read_secret(ca_key))
-        ids = list(connector_ids)
+        ca = create_ca("hedui deployment CA", when)
+        write_secret(ca_key, ca.key_pem)
+        on_create("certificate authority")
+        ca = Issued(ca.cert_pem, ca.key_pem)
         parties = [(n, r) for n, r in SERVICE_PARTIES.items()]
         parties += [(REGISTRY_ID, "connector")] + [(c, "connector") for c in ids]
         for name, role in parties:
@@ -118,17 +123,73 @@ class KeyDir:
             key = Ed25519PrivateKey.generate()
             write_secret(self.root / "log" / "log.key", signing.private_key_to_pem(key))
             write_public(self.root / "log" / "log.pub", signing.public_key_to_pem(key.public_key()))
+        write_public(ca_cert, ca.cert_pem)  # last: its presence marks a complete key set
+
+    def required(self, connector_ids: Iterable[str]) -> list[Path]:
+        """Every file of a complete key set for these connectors."""
+        paths = [self.root / "ca.pem", self.root / "ca.key"]
+        for name in [*SERVICE_PARTIES, REGISTRY_ID, *connector_ids]:
+            paths += self.tls_paths(name)
+        paths += [self.paillier_private_path, self.paillier_public_path]
+        paths += [self.root / "service" / "audit.key"]
+        paths += [self.root / "log" / "log.key", self.root / "log" / "log.pub"]
+        paths += [self._epoch_path, self._ta / "grant.key", self._ta / "grant.pub"]
+        for cid in connector_ids:
+            paths += [
+                self.connector_dir(cid) / "signing.key",
+                self.connector_dir(cid) / "signing.pub",
+            ]
+        return paths
+
+    def check(self, connector_ids: Iterable[str]) -> None:
+        """Refuse an incomplete key set, naming every missing file and what to do."""
+        ids = list(connector_ids)
+        missing = [p for p in self.required(ids) if not p.exists()]
+        if self._epoch_path.exists():
+            oprf_key = self._ta / f"oprf-{self.token_epoch()}.key"
+            if not oprf_key.exists():
+                missing.append(oprf_key)
+        if missing:
+            raise KeyFileError(
+                f"{self.root} is an existing key set, but {len(missing)} file(s) are missing: "
+                + ", ".join(str(p.relative_to(self.root)) for p in missing[:8])
+                + (" …" if len(missing) > 8 else "")
+                + ". Restore them from your backup. hedui creates keys only in an empty key "
+                "directory (`hedui keys init`) or by an explicit rotation (`hedui keys rotate "
+                "--tokens` for the token key), never silently: "
+                + _WHY.get(missing[0].name, "a replaced key would not match what others pinned")
+            )
 
     # -- loading -------------------------------------------------------------------------
-    def tls(self, name: str) -> TlsMaterial:
+    def tls(self, name: str, now: dt.datetime | None = None) -> TlsMaterial:
+        """The party's certificate, key and CA; refused when this machine's clock lies outside
+        the certificate's validity (TLS would fail with 'certificate is not yet valid')."""
         cert, key = self.tls_paths(name)
-        return TlsMaterial(read_public(self.root / "ca.pem"), read_public(cert), read_secret(key))
+        pem = read_public(cert)
+        try:
+            parsed = x509.load_pem_x509_certificate(pem)
+        except ValueError:
+            raise KeyFileError(f"{cert} is damaged; restore it from your backup") from None
+        when = now or dt.datetime.now(dt.UTC)
+        if when < parsed.not_valid_before_utc:
+            raise KeyFileError(
+                f"this machine's clock says {when:%Y-%m-%d %H:%M} UTC, before {cert} becomes "
+                f"valid ({parsed.not_valid_before_utc:%Y-%m-%d %H:%M} UTC): TLS would fail with "
+                "'certificate is not yet valid'. Fix the clock (NTP)"
+            )
+        if when > parsed.not_valid_after_utc:
+            raise KeyFileError(
+                f"{cert} expired on {parsed.not_valid_after_utc:%Y-%m-%d}; issue new certificates"
+            )
+        return TlsMaterial(read_public(self.root / "ca.pem"), pem, read_secret(key))
 
     def paillier_public(self) -> PublicKey:
-        return PublicKey.from_json(read_public(self.paillier_public_path).decode())
+        path = self.paillier_public_path
+        return _parsed(path, lambda: PublicKey.from_json(read_public(path).decode()))
 
     def paillier_private(self) -> PrivateKey:
-        return PrivateKey.from_json(read_secret(self.paillier_private_path).decode())
+        path = self.paillier_private_path
+        return _parsed(path, lambda: PrivateKey.from_json(read_secret(path).decode()))
 
     # -- the token authority -------------------------------------------------------------
     @property
@@ -161,29 +222,61 @@ class KeyDir:
     def oprf_key(self, epoch: int) -> ServerKey:
         from hedui.core import oprf
 
-        return oprf.ServerKey(read_secret(self._ta / f"oprf-{epoch}.key"))
+        path = self._ta / f"oprf-{epoch}.key"
+        return _parsed(path, lambda: oprf.ServerKey(read_secret(path)))
 
     def grant_signing_key(self) -> Ed25519PrivateKey:
-        return signing.load_private_key(read_secret(self._ta / "grant.key"))
+        return _private(self._ta / "grant.key")
 
     def grant_verify_key(self) -> Ed25519PublicKey:
-        return signing.load_public_key(read_public(self._ta / "grant.pub"))
+        return _public(self._ta / "grant.pub")
 
     def audit_token_key(self) -> TokenKey:
-        return audit_token_key(read_secret(self.root / "service" / "audit.key"))
+        path = self.root / "service" / "audit.key"
+        return _parsed(path, lambda: audit_token_key(read_secret(path)))
 
     def connector_signing_key(self, connector_id: str) -> Ed25519PrivateKey:
-        return signing.load_private_key(
-            read_secret(self.connector_dir(connector_id) / "signing.key")
-        )
+        return _private(self.connector_dir(connector_id) / "signing.key")
 
     def connector_verify_key(self, connector_id: str) -> Ed25519PublicKey:
-        return signing.load_public_key(
-            read_public(self.connector_dir(connector_id) / "signing.pub")
-        )
+        return _public(self.connector_dir(connector_id) / "signing.pub")
 
     def log_signing_key(self) -> Ed25519PrivateKey:
-        return signing.load_private_key(read_secret(self.root / "log" / "log.key"))
+        return _private(self.root / "log" / "log.key")
 
     def log_public_key(self) -> Ed25519PublicKey:
-        return signing.load_public_key(read_public(self.root / "log" / "log.pub"))
+        return _public(self.root / "log" / "log.pub")
+
+
+_T = TypeVar("_T")
+
+# what a replaced key would break, by file name
+_WHY = {
+    "audit.key": "a new audit key would make every earlier audit entry unsearchable by person",
+    "log.key": "a new log key would sign another history than the one auditors verified",
+    "log.pub": "auditors pinned the log's public key",
+    "paillier.key": "answers are encrypted under the pinned Paillier key",
+    "grant.key": "connectors and the custodian pinned the token authority's grant key",
+    "epoch": "connectors' data is of the current token epoch",
+    "ca.key": "every certificate was issued by this CA",
+}
+
+
+def _parsed(path: Path, load: Callable[[], _T]) -> _T:
+    """Load a key file; a damaged one is refused by name, never a traceback."""
+    try:
+        return load()
+    except KeyFileError:
+        raise
+    except (ValueError, TypeError, KeyError, UnicodeDecodeError, CryptoError) as e:
+        raise KeyFileError(
+            f"{path} is damaged ({type(e).__name__}); restore it from your backup"
+        ) from None
+
+
+def _private(path: Path) -> Ed25519PrivateKey:
+    return _parsed(path, lambda: signing.load_private_key(read_secret(path)))
+
+
+def _public(path: Path) -> Ed25519PublicKey:
+    return _parsed(path, lambda: signing.load_public_key(read_public(path)))
