@@ -173,7 +173,7 @@ def cmd_keys_rotate(args: argparse.Namespace) -> int:
 
 
 def cmd_connector_import(args: argparse.Namespace) -> int:
-    from hedui.clients.deploy import import_connector, record_import
+    from hedui.clients.deploy import connector_seal, import_connector, record_import
     from hedui.connectors.importer import (
         check_shrink,
         current_population,
@@ -200,7 +200,9 @@ def cmd_connector_import(args: argparse.Namespace) -> int:
     else:  # the IDs become tokens at the token authority, blinded
         address, insecure = _authority(w, args.authority)
         data = import_connector(w, cid, args.file, address, insecure, _today())
-    write_database(w.connector_db(cid), data)
+    write_database(
+        w.connector_db(cid), data, None if cid == REGISTRY_ID else connector_seal(w, cid)
+    )
     index = record_import(w, cid, before, data.size)
     what = (
         "residents into the household register"

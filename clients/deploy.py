@@ -26,6 +26,7 @@ from hedui.audit.store import LogStore, open_log_engine
 from hedui.clients.auditor import write_auditor_profile
 from hedui.connectors.errors import ConnectorError, ImportRejected
 from hedui.connectors.importer import Dataset, read_dataset, validate_dataset, write_database
+from hedui.connectors.integrity import RowSeal
 from hedui.connectors.server import ConnectorSettings, start_connector, start_registry
 from hedui.connectors.store import HoldingStore, open_engine
 from hedui.connectors.token_authority import AuthoritySettings
@@ -144,6 +145,10 @@ def load_authority_settings(path: Path) -> AuthoritySettings:
         )
     except (OSError, KeyError, ValueError, TypeError, tomllib.TOMLDecodeError) as e:
         raise ConnectorError(f"{path}: not a token authority configuration ({e})") from None
+
+
+def connector_seal(w: Workdir, connector_id: str) -> RowSeal:
+    return RowSeal(w.keys.connector_integrity_key(connector_id), connector_id)
 
 
 def import_connector(
@@ -311,7 +316,7 @@ class Deployment:
                 self.settings.insecure,
                 DEPLOYMENT.today(),
             )
-            write_database(w.connector_db(cid), dataset)
+            write_database(w.connector_db(cid), dataset, connector_seal(w, cid))
 
     def start(self, endpoints: Mapping[str, str] | None = None) -> None:
         """Start everything; ``endpoints`` points chosen connectors at other addresses instead.

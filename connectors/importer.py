@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from hedui.connectors.errors import ImportRejected, ImportWouldShrink, RowProblem
+from hedui.connectors.integrity import RowSeal
 from hedui.connectors.store import HoldingStore, Person, RegisterStore, open_engine
 from hedui.connectors.tokenizer import Tokenizer
 from hedui.core.deployment import ConnectorKind, kind_of
@@ -304,7 +305,7 @@ def check_shrink(
     )
 
 
-def write_database(db_path: Path, data: Dataset) -> None:
+def write_database(db_path: Path, data: Dataset, seal: RowSeal | None = None) -> None:
     """Write a connector's database beside its place and move it there only once complete,
     so a failed or interrupted import never leaves a half-filled database behind."""
     db_path.parent.mkdir(parents=True, exist_ok=True)
@@ -316,7 +317,9 @@ def write_database(db_path: Path, data: Dataset) -> None:
         if data.people is not None:
             RegisterStore(engine).replace_all(data.people)
         else:
-            HoldingStore(engine).replace_all(data.totals or {}, data.token_key_check, data.epoch)
+            HoldingStore(engine, seal).replace_all(
+                data.totals or {}, data.token_key_check, data.epoch
+            )
         with engine.connect() as conn:
             conn.exec_driver_sql("PRAGMA wal_checkpoint(TRUNCATE)")
     finally:

@@ -13,13 +13,14 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from typing import Protocol, TypeVar
+from typing import NoReturn, Protocol, TypeVar
 
 import grpc
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 from sqlalchemy.exc import SQLAlchemyError
 
 from hedui.connectors.errors import ConnectorError
+from hedui.connectors.integrity import DataIntegrityError
 from hedui.core import grants, packing, rpc, signing
 from hedui.core.clock import DEPLOYMENT, Clock
 from hedui.core.deployment import ConnectorKind
@@ -203,8 +204,9 @@ def answer_batch(
 
 
 class ConnectorServicer(connector_pb2_grpc.ConnectorServiceServicer):
-    def __init__(self, answerer: Answerer) -> None:
+    def __init__(self, answerer: Answerer, broken: str | None = None) -> None:
         self._answerer = answerer
+        self._broken = broken  # the data set's seal failed at start: refuse every query
         self._known_layouts: dict[tuple[tuple[str, int, int, int], ...], Layout] = {}
 
     def Describe(
@@ -288,8 +290,12 @@ class ConnectorServicer(connector_pb2_grpc.ConnectorServiceServicer):
 
     def _answering(self, context: grpc.ServicerContext, produce: Callable[[], _T]) -> _T:
         """Make an answer; a refusal or a database failure becomes its status code."""
+        if self._broken is not None:
+            self._refuse_damaged(context, [self._broken])
         try:
             return produce()
+        except DataIntegrityError as e:
+            self._refuse_damaged(context, e.rows)
         except AnswerRefused as e:
             rpc.abort(
                 context,
@@ -308,6 +314,20 @@ class ConnectorServicer(connector_pb2_grpc.ConnectorServiceServicer):
         except SQLAlchemyError as e:
             log.error("connector database error: %s", type(e).__name__)
             rpc.abort(context, grpc.StatusCode.INTERNAL, "this connector's data is not available")
+
+    def _refuse_damaged(self, context: grpc.ServicerContext, rows: Sequence[str]) -> NoReturn:
+        cid = self._answerer.connector_id
+        log.error(
+            "%s refused a query: stored rows fail their integrity check: %s",
+            cid,
+            "; ".join(rows[:10]),
+        )
+        rpc.abort(
+            context,
+            grpc.StatusCode.FAILED_PRECONDITION,
+            f"{cid}: its stored data fails its integrity check; it does not answer altered figures",
+            rpc.precondition_failure("DATA_INTEGRITY", cid, f"{len(rows)} damaged row(s)"),
+        )
 
     def _layout(self, request: connector_pb2.QueryRequest) -> Layout:
         """The query's slot layout, checked once and then remembered (it rarely changes)."""

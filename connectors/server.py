@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 
 import grpc
 
 from hedui.connectors.errors import ConnectorError
+from hedui.connectors.integrity import RowSeal
 from hedui.connectors.registry import RegistryServicer
 from hedui.connectors.sdk import Answerer, ConnectorServicer, GrantPolicy
 from hedui.connectors.store import HoldingStore, RegisterStore, open_engine
@@ -22,6 +24,8 @@ from hedui.core.keystore import KeyDir
 from hedui.core.paillier import PublicKey
 from hedui.core.rpc import RunningServer, create_server
 from hedui.proto.v1 import connector_pb2, connector_pb2_grpc
+
+log = logging.getLogger("hedui.connectors.server")
 
 CONNECTOR_SERVICE = connector_pb2.DESCRIPTOR.services_by_name["ConnectorService"].full_name
 REGISTRY_SERVICE = connector_pb2.DESCRIPTOR.services_by_name["RegistryService"].full_name
@@ -59,7 +63,10 @@ def shared_public_key(keys: KeyDir, pool_size: int) -> PublicKey:
 def start_connector(settings: ConnectorSettings, keys: KeyDir) -> RunningServer:
     """Serve one bank or department connector; only the verification service may query it,
     and only about tokens the token authority granted."""
-    store = HoldingStore(open_engine(settings.database_url))
+    store = HoldingStore(
+        open_engine(settings.database_url),
+        RowSeal(keys.connector_integrity_key(settings.connector_id), settings.connector_id),
+    )
     epoch = store.token_epoch()
     check = store.token_key_check()
     if epoch is None or check is None:
@@ -76,7 +83,14 @@ def start_connector(settings: ConnectorSettings, keys: KeyDir) -> RunningServer:
         check,
         GrantPolicy(keys.grant_verify_key(), epoch, Clock(settings.timezone)),
     )
-    servicer = ConnectorServicer(answerer)
+    # every stored row and the data set's seal, checked once at start: damaged rows are named
+    # to the operator (and refused whenever a query touches them); rows added or removed
+    # make the connector refuse every query
+    problems = store.verify_all()
+    for problem in problems[:20]:
+        log.error("%s: stored data fails its integrity check: %s", settings.connector_id, problem)
+    broken = problems[0] if problems and problems[0].startswith("the data set") else None
+    servicer = ConnectorServicer(answerer, broken=broken)
 
     def register(server: grpc.Server) -> None:
         connector_pb2_grpc.add_ConnectorServiceServicer_to_server(servicer, server)

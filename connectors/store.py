@@ -6,6 +6,7 @@ ID. The household registry is the population register itself and stores ID numbe
 
 from __future__ import annotations
 
+import hmac
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 
@@ -25,18 +26,22 @@ from sqlalchemy import (
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
 
+from hedui.connectors.errors import ConnectorError
+from hedui.connectors.integrity import DataIntegrityError, RowSeal, describe
+
 
 class Base(DeclarativeBase):
     pass
 
 
 class Holding(Base):
-    """One field's total for one token at this connector."""
+    """One field's total for one token at this connector, sealed by the connector's key."""
 
     __tablename__ = "holding"
     token: Mapped[bytes] = mapped_column(LargeBinary(32), primary_key=True)
     field: Mapped[str] = mapped_column(String(64), primary_key=True)
     value: Mapped[int] = mapped_column(BigInteger)
+    mac: Mapped[bytes] = mapped_column(LargeBinary(32))
 
 
 class Meta(Base):
@@ -106,32 +111,68 @@ def open_engine(url: str) -> Engine:
 
 
 class HoldingStore:
-    """The totals one answering connector holds, by token."""
+    """The totals one answering connector holds, by token; every row sealed with ``seal``
+    and checked when it is read (see :mod:`hedui.connectors.integrity`)."""
 
-    def __init__(self, engine: Engine) -> None:
+    def __init__(self, engine: Engine, seal: RowSeal | None = None) -> None:
         self._engine = engine
+        self._seal = seal
+
+    def _sealer(self) -> RowSeal:
+        if self._seal is None:
+            raise ConnectorError("this store was opened without the connector's integrity key")
+        return self._seal
 
     def replace_all(
         self, totals: Mapping[bytes, Mapping[str, int]], token_key_check: bytes, epoch: int = 1
     ) -> int:
         """Replace the whole data set in one transaction (an import is a full snapshot)."""
+        seal = self._sealer()
         rows = [
-            {"token": token, "field": field, "value": value}
+            {"token": token, "field": field, "value": value, "mac": seal.row(token, field, value)}
             for token, fields in totals.items()
             for field, value in fields.items()
             if value
         ]
+        data_set = seal.data_set(len(rows), len(totals), epoch, token_key_check)
+        keys = ["token_key_check", "population", "token_epoch", "data_set"]
         with Session(self._engine) as s, s.begin():
             s.execute(delete(Holding))
-            s.execute(
-                delete(Meta).where(Meta.key.in_(["token_key_check", "population", "token_epoch"]))
-            )
+            s.execute(delete(Meta).where(Meta.key.in_(keys)))
             s.add(Meta(key="token_key_check", value=token_key_check))
             s.add(Meta(key="token_epoch", value=str(epoch).encode()))
             s.add(Meta(key="population", value=str(len(totals)).encode()))
+            s.add(Meta(key="data_set", value=data_set))
             if rows:
                 s.execute(insert(Holding), rows)
         return len(totals)
+
+    def verify_all(self) -> list[str]:
+        """Check every row and the data set's seal (at start); the problems found, by row."""
+        seal = self._sealer()
+        problems: list[str] = []
+        rows = 0
+        with self._engine.connect() as conn:
+            for token, field, value, mac in conn.execute(
+                select(Holding.token, Holding.field, Holding.value, Holding.mac)
+            ):
+                rows += 1
+                if not hmac.compare_digest(seal.row(bytes(token), field, int(value)), bytes(mac)):
+                    problems.append(describe(bytes(token), field))
+        meta = self._meta()
+        expected = seal.data_set(
+            rows,
+            int(meta.get("population", b"0")),
+            int(meta.get("token_epoch", b"0")),
+            meta.get("token_key_check", b""),
+        )
+        if not hmac.compare_digest(expected, meta.get("data_set", b"")):
+            problems.insert(0, "the data set: rows were added or removed, or its facts changed")
+        return problems
+
+    def _meta(self) -> dict[str, bytes]:
+        with Session(self._engine) as s:
+            return {k: bytes(v) for k, v in s.execute(select(Meta.key, Meta.value))}
 
     def population(self) -> int:
         """How many people the last import held (rows of zeros included)."""
@@ -168,25 +209,15 @@ class HoldingStore:
         return True
 
     def sums(self, tokens: Sequence[bytes], fields: Iterable[str]) -> dict[str, int]:
-        """The total of every field over ``tokens`` (0 for a token or field not held)."""
-        out = dict.fromkeys(fields, 0)
-        if not tokens:
-            return out
-        stmt = (
-            select(Holding.field, func.sum(Holding.value))
-            .where(Holding.token.in_(list(tokens)))
-            .group_by(Holding.field)
-        )
-        with self._engine.connect() as conn:  # Core, not an ORM session: this is the hot path
-            for field, total in conn.execute(stmt):
-                if field in out:
-                    out[field] = int(total)
-        return out
+        """The total of every field over ``tokens`` (0 for a token or field not held); raises
+        :class:`DataIntegrityError` when a row it would add fails its seal."""
+        return self.sums_many([tokens], fields)[0]
 
     def sums_many(
         self, households: Sequence[Sequence[bytes]], fields: Iterable[str]
     ) -> list[dict[str, int]]:
         """:meth:`sums` for many households, with one query."""
+        seal = self._sealer()
         names = list(fields)
         out = [dict.fromkeys(names, 0) for _ in households]
         owner: dict[bytes, list[int]] = {}
@@ -195,14 +226,23 @@ class HoldingStore:
                 owner.setdefault(t, []).append(i)
         if not owner:
             return out
-        stmt = select(Holding.token, Holding.field, Holding.value).where(
+        stmt = select(Holding.token, Holding.field, Holding.value, Holding.mac).where(
             Holding.token.in_(list(owner))
         )
-        with self._engine.connect() as conn:
-            for token, field, value in conn.execute(stmt):
+        damaged: list[str] = []
+        with self._engine.connect() as conn:  # Core, not an ORM session: this is the hot path
+            for token, field, value, mac in conn.execute(stmt):
+                token = bytes(token)
+                if not hmac.compare_digest(seal.row(token, field, int(value)), bytes(mac)):
+                    damaged.append(describe(token, field))
+                    continue
                 if field in out[0]:
-                    for i in owner[bytes(token)]:
+                    for i in owner[token]:
                         out[i][field] += int(value)
+        if damaged:
+            raise DataIntegrityError(
+                f"{len(damaged)} stored row(s) fail their integrity check", damaged
+            )
         return out
 
 

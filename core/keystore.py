@@ -4,6 +4,7 @@
     keys/tls/<name>.pem, <name>.key     mTLS certificate per party (service, intake, auditor,
                                         registry and every connector)
     keys/connectors/<id>/signing.key    Ed25519 answer-signing key (signing.pub beside it)
+    keys/connectors/<id>/integrity.key  the key that seals the connector's stored figures
     keys/custodian/paillier.key         Paillier private key (paillier.pub beside it)
     keys/service/audit.key              key of the audit tokens
     keys/log/log.key                    Ed25519 checkpoint-signing key (log.pub beside it)
@@ -111,6 +112,8 @@ class KeyDir:
                 key = Ed25519PrivateKey.generate()
                 write_secret(d / "signing.key", signing.private_key_to_pem(key))
                 write_public(d / "signing.pub", signing.public_key_to_pem(key.public_key()))
+            if not (d / "integrity.key").exists():
+                write_secret(d / "integrity.key", secrets.token_bytes(KEY_BYTES))
         if not self._epoch_path.exists():
             on_create("token authority keys (OPRF, epoch 1)")
             self._new_oprf_key(1)
@@ -237,6 +240,14 @@ class KeyDir:
 
     def connector_signing_key(self, connector_id: str) -> Ed25519PrivateKey:
         return _private(self.connector_dir(connector_id) / "signing.key")
+
+    def connector_integrity_key(self, connector_id: str) -> bytes:
+        """The key that seals the connector's stored figures (its own; nobody else needs it)."""
+        path = self.connector_dir(connector_id) / "integrity.key"
+        key = read_secret(path)
+        if len(key) != KEY_BYTES:
+            raise KeyFileError(f"{path} is damaged; restore it from your backup")
+        return key
 
     def connector_verify_key(self, connector_id: str) -> Ed25519PublicKey:
         return _public(self.connector_dir(connector_id) / "signing.pub")

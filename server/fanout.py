@@ -72,6 +72,7 @@ _REFUSALS = {  # a connector's precondition type -> what the verdict says (fixed
     "REPLAY": "refused the query: the query id was answered before",
     "PAILLIER_KEY": "refused the query: it encrypts under another Paillier key",
     "DECLARED_MAXIMUM": "refused the query: a total is above its declared maximum",
+    "DATA_INTEGRITY": "refused the query: its stored data fails its integrity check",
 }
 
 

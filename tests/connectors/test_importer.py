@@ -5,6 +5,7 @@ import pytest
 
 from hedui.connectors.errors import ImportRejected
 from hedui.connectors.importer import import_holdings, import_register, read_holdings
+from hedui.connectors.integrity import RowSeal
 from hedui.connectors.store import HoldingStore, RegisterStore, open_engine
 from hedui.core.deployment import BANK, kind_of
 from hedui.core.resident_id import make
@@ -14,6 +15,7 @@ TODAY = dt.date(2026, 11, 22)
 A = make("330106", dt.date(1970, 3, 4), 11)
 B = make("330106", dt.date(1972, 5, 6), 22)
 KEY = LocalTokenizer("bank-01")
+SEAL = RowSeal(bytes(32), "bank-01")
 
 
 def write(tmp_path: Path, name: str, text: str) -> Path:
@@ -29,7 +31,7 @@ def test_rows_of_one_person_are_added_and_stored_by_token(tmp_path: Path) -> Non
         f"id_number,deposits,wealth_products\n{A},100,5\n{A.value.lower()},250,0\n{B},7,0\n",
     )
     db = tmp_path / "bank.sqlite"
-    store = HoldingStore(open_engine(f"sqlite:///{db}"))
+    store = HoldingStore(open_engine(f"sqlite:///{db}"), SEAL)
     assert import_holdings(f, store, BANK, KEY, today=TODAY) == 2
     assert store.sums([KEY.token(A)], BANK.field_names) == {"deposits": 350, "wealth_products": 5}
     assert store.sums([KEY.token(A), KEY.token(B)], BANK.field_names)["deposits"] == 357
@@ -59,7 +61,7 @@ def test_bad_rows_name_file_line_and_reason_and_import_nothing(
     tmp_path: Path, body: str, line: int, reason: str
 ) -> None:
     db = tmp_path / "bank.sqlite"
-    store = HoldingStore(open_engine(f"sqlite:///{db}"))
+    store = HoldingStore(open_engine(f"sqlite:///{db}"), SEAL)
     good = write(tmp_path, "good.csv", f"id_number,deposits,wealth_products\n{A},999,0\n")
     import_holdings(good, store, BANK, KEY, today=TODAY)
     bad = write(tmp_path, "bank-01.csv", f"id_number,deposits,wealth_products\n{body}\n")

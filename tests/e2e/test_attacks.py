@@ -192,7 +192,7 @@ def test_a_connector_holds_no_token_key_and_cannot_flood_the_authority(up: Up) -
     from hedui.core.resident_id import make
 
     own = sorted(p.name for p in up.workdir.keys.connector_dir(TARGET_BANK).iterdir())
-    assert own == ["signing.key", "signing.pub"]  # nothing that computes a token
+    assert own == ["integrity.key", "signing.key", "signing.pub"]  # nothing that makes a token
     tokenizer = AuthorityTokenizer(
         _config(up)["registry"]["address"],
         up.workdir.keys.tls(TARGET_BANK),

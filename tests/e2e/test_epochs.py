@@ -15,18 +15,22 @@ from hedui.proto.v1 import verification_pb2
 from tests.e2e.test_faults import BANKS, HEAD, _population
 
 
-def _verify(up: Deployment, rid: str) -> dict:
+def _verify_id(up: Deployment, rid: str, id_number: str) -> dict:
     client = IntakeClient(IntakeProfile.load(up.workdir.intake_profile))
     try:
         return verdict_to_dict(
             client.verify(
                 verification_pb2.VerifyRequest(
-                    request_id=rid, id_number=HEAD.value, program="dibao", consent_reference="c"
+                    request_id=rid, id_number=id_number, program="dibao", consent_reference="c"
                 )
             )
         )
     finally:
         client.close()
+
+
+def _verify(up: Deployment, rid: str) -> dict:
+    return _verify_id(up, rid, HEAD.value)
 
 
 def _run(settings: DeploySettings, rid: str) -> dict:

@@ -14,6 +14,7 @@ import pytest
 
 from hedui.clients.deploy import Deployment, DeploySettings, prepare
 from hedui.clients.intake import IntakeClient, IntakeProfile, verdict_to_dict
+from hedui.connectors.integrity import RowSeal
 from hedui.connectors.sdk import Answerer, ConnectorServicer, GrantPolicy
 from hedui.connectors.server import CONNECTOR_SERVICE
 from hedui.connectors.store import HoldingStore, open_engine
@@ -125,7 +126,10 @@ def faulty(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Workdir]:
     keys = w.keys
 
     def answerer(bank: str, epoch: int = 1) -> Answerer:
-        store = HoldingStore(open_engine(w.connector_db_url(bank)))
+        store = HoldingStore(
+            open_engine(w.connector_db_url(bank)),
+            RowSeal(keys.connector_integrity_key(bank), bank),
+        )
         return Answerer(
             bank,
             kind_of(bank),
