@@ -141,6 +141,8 @@ def recheck(
     program: str,
     campaign: str | None = None,
     progress: Callable[[int, int], None] = lambda done, total: None,
+    attempts: int = 8,
+    sleep: Callable[[float], None] = time.sleep,
 ) -> Summary:
     entries = read_roster(roster)
     campaign = campaign or hashlib.sha256(roster.read_bytes() + program.encode()).hexdigest()[:12]
@@ -149,8 +151,8 @@ def recheck(
     summary = Summary(total=len(entries), skipped=len(entries) - len(todo))
     by_request = {f"recheck-{campaign}-{n}": (n, i) for n, i in todo}
 
-    def requests() -> Iterator[verification_pb2.VerifyRequest]:
-        for request_id, (_, id_number) in by_request.items():
+    def requests(left: dict[str, tuple[int, str]]) -> Iterator[verification_pb2.VerifyRequest]:
+        for request_id, (_, id_number) in list(left.items()):
             yield verification_pb2.VerifyRequest(
                 request_id=request_id,
                 id_number=id_number,
@@ -165,13 +167,21 @@ def recheck(
     channel = open_channel(profile.address, tls=profile.tls, server_name=profile.server_name)
     stub = verification_pb2_grpc.VerificationServiceStub(channel)
     start = time.monotonic()
+    left = dict(by_request)
+    last_error = ""
     try:
         with f:
-            _stream(stub, requests(), by_request, campaign, f, summary, progress)
-    except grpc.RpcError as e:
-        raise ClientError(
-            f"{describe_rpc_error(e)}\nrun the same command again to resume"
-        ) from None
+            # a household is written once, with its verdict or a final refusal; one answered
+            # "being verified" or "unavailable" (a crash, a restart) is asked again, with backoff
+            for attempt in range(attempts):
+                if attempt:
+                    sleep(min(30.0, 2.0 ** (attempt - 1)))
+                try:
+                    last_error = _stream(stub, requests(left), left, campaign, f, summary, progress)
+                except grpc.RpcError as e:
+                    last_error = describe_rpc_error(e)
+                if not left:
+                    break
     except OSError as e:
         raise ClientError(
             f"cannot write {out}: {(e.strerror or str(e)).lower()}; the results written so far "
@@ -180,27 +190,43 @@ def recheck(
     finally:
         channel.close()
         summary.seconds = time.monotonic() - start
+    if left:
+        lines = sorted(n for n, _ in left.values())
+        shown = ", ".join(str(n) for n in lines[:20]) + (" …" if len(lines) > 20 else "")
+        raise ClientError(
+            f"{len(left)} household(s) could not be settled after {attempts} attempts "
+            f"(roster lines {shown}): {last_error or 'the service answered them as unavailable'}"
+            f"\nthe others are in {out}; run the same command again to resume"
+        )
     return summary
 
 
 def _stream(
     stub: verification_pb2_grpc.VerificationServiceStub,
     requests: Iterator[verification_pb2.VerifyRequest],
-    by_request: dict[str, tuple[int, str]],
+    left: dict[str, tuple[int, str]],
     campaign: str,
     f: TextIO,
     summary: Summary,
     progress: Callable[[int, int], None],
-) -> None:
-    count = 0
+) -> str:
+    """Stream the requests; write and drop from ``left`` every settled household; the last
+    retryable error seen (empty if none)."""
+    retryable = ""
     for result in stub.VerifyBatch(requests):
-        line, id_number = by_request[result.request_id]
+        if result.request_id not in left:
+            continue
+        line, id_number = left[result.request_id]
         row = _row(campaign, line, id_number, result)
+        if "error" in row and row["error"]["code"] in RETRYABLE:
+            retryable = f"{row['error']['code']}: {row['error']['message']}"
+            continue
         f.write(json.dumps(row, ensure_ascii=False) + "\n")
         f.flush()
+        del left[result.request_id]
         summary.outcomes[row.get("decision") or row["error"]["code"]] += 1
-        count += 1
-        progress(summary.skipped + count, summary.total)
+        progress(summary.total - len(left), summary.total)
+    return retryable
 
 
 def progress_bar(stream: TextIO = sys.stderr) -> Callable[[int, int], None]:

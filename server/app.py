@@ -128,6 +128,7 @@ def record_configuration(config: ServiceConfig, v: Verifier) -> None:
 def start_service(config: ServiceConfig, verifier: Verifier | None = None) -> RunningService:
     v = verifier or build_verifier(config)
     record_configuration(config, v)
+    v.settle()  # the claims a previous life of the service left in progress
     keys = KeyDir(config.keys_dir)
     servicer = VerificationServicer(v, BatchVerifier(v), today=lambda: v.now().date())
     auditor = AuditServicer(v.audit, v.audit_key, v.now)

@@ -11,10 +11,12 @@ from __future__ import annotations
 
 import logging
 
+from hedui.audit.log import Receipt
 from hedui.core.tls import PeerIdentity
 from hedui.proto.v1 import audit_pb2, verification_pb2
-from hedui.server.errors import PolicyError
+from hedui.server.errors import PolicyError, ServiceError
 from hedui.server.fanout import GrantedHousehold, RegistryNotFound, SourceUnavailable
+from hedui.server.requests import StateUnavailable
 from hedui.server.verification import Application, Verifier, batch_error, receipt_pb
 
 log = logging.getLogger("hedui.server.batch")
@@ -59,15 +61,21 @@ class BatchVerifier:
     def run(
         self, apps: list[Application], caller: PeerIdentity
     ) -> list[verification_pb2.BatchResult]:
-        results, todo = self._claim(apps, caller)
+        try:
+            results, todo = self._claim(apps, caller)
+        except StateUnavailable as e:
+            return [batch_error(app.request_id, "UNAVAILABLE", str(e)) for app in apps]
         if not todo:
             return results
         try:
             results += self._verify(todo, caller)
         except Exception as e:
-            log.error("batch failed: %s: %s", type(e).__name__, e)
+            log.error("batch failed: %s", type(e).__name__)
             for app, key in todo:
-                self.v.requests.release(key)
+                try:
+                    self.v.requests.release(key)
+                except StateUnavailable:
+                    pass  # the next start settles the claim
                 results.append(
                     batch_error(
                         app.request_id, "UNAVAILABLE", "the batch could not be completed; retry"
@@ -81,9 +89,31 @@ class BatchVerifier:
         v = self.v
         tokens = {app.request_id: v.audit_key.token(app.resident) for app, _ in todo}
         query_id = v.new_query_id()
+        size = v.audit.store.size()
+        v.requests.begin([(key, query_id, size) for _, key in todo])
         logged = v.audit.append(
             [v.request_entry(app, caller, tokens[app.request_id], query_id) for app, _ in todo]
         )
+        try:  # every way out from here leaves an outcome entry for every request entry
+            return self._after_logged(todo, caller, tokens, query_id, logged)
+        except ServiceError as e:
+            v.audit.append(
+                [
+                    v.unfinished_entry(app, caller, tokens[app.request_id], query_id, str(e))
+                    for app, _ in todo
+                ]
+            )
+            raise
+
+    def _after_logged(
+        self,
+        todo: list[tuple[Application, bytes]],
+        caller: PeerIdentity,
+        tokens: dict[str, bytes],
+        query_id: str,
+        logged: list[Receipt],
+    ) -> list[verification_pb2.BatchResult]:
+        v = self.v
         grant = None
         try:
             lookups, grant = v.registry.households([app.resident for app, _ in todo], query_id)
@@ -137,13 +167,22 @@ class BatchVerifier:
             verdicts.append(verdict)
             entries.append(entry)
             concluded.append((app, key))
+        v.requests.pending(
+            [
+                (key, verdict.SerializeToString(deterministic=True))
+                for (_, key), verdict in zip(concluded, verdicts, strict=True)
+            ]
+        )
         receipts = v.audit.append(entries + outcome_entries)
         completed = []
         for (app, key), verdict, receipt in zip(concluded, verdicts, receipts, strict=False):
             verdict.audit.CopyFrom(receipt_pb(receipt))
             completed.append((key, verdict.SerializeToString(deterministic=True)))
             results.append(verification_pb2.BatchResult(request_id=app.request_id, verdict=verdict))
-        v.requests.complete_many(completed)
+        try:
+            v.requests.complete_many(completed)
+        except StateUnavailable:  # the verdicts are logged: answer them; the next start settles
+            log.error("batch query=%s: verdicts logged, state not recorded", query_id)
         log.info(
             "batch query=%s households=%d answered=%d failed=%s",
             query_id,

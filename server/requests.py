@@ -8,12 +8,32 @@ whom they were about.
 
 from __future__ import annotations
 
+import functools
+import logging
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, TypeVar
 
-from sqlalchemy import Engine, Float, LargeBinary, create_engine, delete, insert, select, update
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy import (
+    BigInteger,
+    Engine,
+    Float,
+    LargeBinary,
+    String,
+    create_engine,
+    delete,
+    insert,
+    select,
+    update,
+)
+from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+from hedui.server.errors import ServiceError
+
+log = logging.getLogger("hedui.server.requests")
+_T = TypeVar("_T")
 
 
 class Base(DeclarativeBase):
@@ -26,6 +46,43 @@ class VerdictRecord(Base):
     application: Mapped[bytes] = mapped_column(LargeBinary(32))
     verdict: Mapped[bytes | None] = mapped_column(LargeBinary, nullable=True)  # None: in progress
     claimed_at: Mapped[float] = mapped_column(Float, default=0.0)
+    # the query id and the log's size just before its request entry was appended, and the
+    # verdict made before it was logged: what the next start needs to settle a claim its
+    # previous life left in progress
+    query_id: Mapped[str | None] = mapped_column(String(128), nullable=True)
+    from_size: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    pending: Mapped[bytes | None] = mapped_column(LargeBinary, nullable=True)
+
+
+class StateUnavailable(ServiceError):
+    """The service's state database failed; the message is for people (no SQL)."""
+
+
+@dataclass(frozen=True)
+class OpenClaim:
+    """A claim without a verdict: its query id and where in the log its request entry would be
+    (None: the verification never began), and the verdict made before the crash, if any."""
+
+    request_key: bytes
+    query_id: str | None
+    from_size: int | None
+    pending: bytes | None
+
+
+def _guarded(method: Callable[..., _T]) -> Callable[..., _T]:
+    """Storage failures become :class:`StateUnavailable` with a message for people."""
+
+    @functools.wraps(method)
+    def run(*args: Any, **kwargs: Any) -> _T:
+        try:
+            return method(*args, **kwargs)
+        except SQLAlchemyError as e:
+            log.error("state database error: %s", type(e).__name__)
+            raise StateUnavailable(
+                "the service's state database is not available; nothing was decided, retry later"
+            ) from None
+
+    return run
 
 
 class RequestBook:
@@ -56,6 +113,7 @@ class RequestBook:
             ).rowcount
         return bool(taken)
 
+    @_guarded
     def claim(self, request_key: bytes, application: bytes) -> tuple[bytes, bytes | None] | None:
         """Claim a request id. None: it is ours to verify. Otherwise the earlier claim's
         (application fingerprint, verdict bytes or None while it is in progress)."""
@@ -80,6 +138,7 @@ class RequestBook:
                 return None
             return bytes(row[0]), None if row[1] is None else bytes(row[1])
 
+    @_guarded
     def claim_many(
         self, items: Sequence[tuple[bytes, bytes]]
     ) -> list[tuple[bytes, bytes | None] | None]:
@@ -113,6 +172,7 @@ class RequestBook:
         except IntegrityError:  # a concurrent claim of one of them: one at a time then
             return [self.claim(k, a) for k, a in items]
 
+    @_guarded
     def complete_many(self, items: Sequence[tuple[bytes, bytes]]) -> None:
         with self._engine.begin() as conn:
             for key, verdict in items:
@@ -122,6 +182,7 @@ class RequestBook:
                     .values(verdict=verdict)
                 )
 
+    @_guarded
     def complete(self, request_key: bytes, verdict: bytes) -> None:
         with self._engine.begin() as conn:
             conn.execute(
@@ -130,6 +191,7 @@ class RequestBook:
                 .values(verdict=verdict)
             )
 
+    @_guarded
     def release(self, request_key: bytes) -> None:
         """Give a claimed id back after a failure, so the caller may retry with it."""
         with self._engine.begin() as conn:
@@ -138,3 +200,45 @@ class RequestBook:
                     VerdictRecord.request_key == request_key, VerdictRecord.verdict.is_(None)
                 )
             )
+
+    @_guarded
+    def begin(self, items: Sequence[tuple[bytes, str, int]]) -> None:
+        """Before the request entries are appended: each claim's query id and the log's size."""
+        with self._engine.begin() as conn:
+            for key, query_id, size in items:
+                conn.execute(
+                    update(VerdictRecord)
+                    .where(VerdictRecord.request_key == key)
+                    .values(query_id=query_id, from_size=size)
+                )
+
+    @_guarded
+    def pending(self, items: Sequence[tuple[bytes, bytes]]) -> None:
+        """Keep each verdict before its entry is appended to the log: if the process dies in
+        between, the next start answers the request from it (the log then holds the verdict)."""
+        with self._engine.begin() as conn:
+            for key, verdict in items:
+                conn.execute(
+                    update(VerdictRecord)
+                    .where(VerdictRecord.request_key == key)
+                    .values(pending=verdict)
+                )
+
+    @_guarded
+    def open_claims(self) -> list[OpenClaim]:
+        """Every claim still in progress (at start: those of a previous life of the service)."""
+        with self._engine.connect() as conn:
+            rows = conn.execute(
+                select(
+                    VerdictRecord.request_key,
+                    VerdictRecord.query_id,
+                    VerdictRecord.from_size,
+                    VerdictRecord.pending,
+                ).where(VerdictRecord.verdict.is_(None))
+            ).all()
+        return [
+            OpenClaim(
+                bytes(k), q, None if size is None else int(size), None if p is None else bytes(p)
+            )
+            for k, q, size, p in rows
+        ]

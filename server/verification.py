@@ -32,7 +32,7 @@ from hedui.server.errors import CustodianRefused, PolicyError, ServiceError
 from hedui.server.fanout import ConnectorPool, RegistryClient, RegistryNotFound, SourceUnavailable
 from hedui.server.policy.book import PROGRAMS, PolicyBook
 from hedui.server.policy.engine import Decision, HouseholdFacts, Member, Outcome, RuleResult
-from hedui.server.requests import RequestBook
+from hedui.server.requests import RequestBook, StateUnavailable
 from hedui.server.witness import log_evidence
 
 log = logging.getLogger("hedui.server")
@@ -128,12 +128,96 @@ class Verifier:
                 )
             return verification_pb2.Verdict.FromString(earlier[1])
         try:
-            verdict = self._verify(app, caller)
+            verdict = self._verify(app, caller, request_key)
         except BaseException:
             self.requests.release(request_key)
             raise
-        self.requests.complete(request_key, verdict.SerializeToString(deterministic=True))
+        try:
+            self.requests.complete(request_key, verdict.SerializeToString(deterministic=True))
+        except StateUnavailable:
+            # the verdict is in the audit log: the caller gets it; the next start of the
+            # service settles the claim from the verdict kept before it was logged
+            log.error("request=%s: verdict logged, state not recorded", app.request_id)
         return verdict
+
+    def settle(self) -> tuple[int, int]:
+        """At start: settle the claims a previous life of the service left in progress. A
+        request whose verdict is in the log is answered from the verdict kept before it was
+        logged; one with no outcome gets an "abandoned" outcome entry and may be retried at once.
+        Returns (answered from the log, abandoned)."""
+        claims = self.requests.open_claims()
+        if not claims:
+            return 0, 0
+        store = self.audit.store
+        size = store.size()  # every stored entry, signed or not
+        begun = {c.query_id for c in claims if c.query_id}
+        start = min((c.from_size for c in claims if c.from_size is not None), default=size)
+        requests: dict[bytes, audit_pb2.AuditEntry] = {}  # claim key -> its request entry
+        outcomes: dict[tuple[str, str, str], int] = {}  # (caller, request id, query id) -> leaf
+        failed: set[tuple[str, str, str]] = set()
+        for page in range(start, size, 1000):
+            for index, data in store.entries(page, min(size, page + 1000)):
+                e = audit_pb2.AuditEntry.FromString(data)
+                if e.HasField("request") and e.request.query_id in begun:
+                    key = self.audit_key.mac(
+                        f"request\0{e.caller}\0{e.request.request_id}".encode()
+                    )
+                    requests[key] = e
+                elif e.HasField("verdict") and e.verdict.query_id in begun:
+                    k = (e.caller, e.verdict.request_id, e.verdict.query_id)
+                    outcomes[k] = index
+                    if e.verdict.error:
+                        failed.add(k)
+        abandoned, answer = [], []
+        for c in claims:
+            request = requests.get(c.request_key)
+            if request is None:  # the verification never reached the log
+                self.requests.release(c.request_key)
+                continue
+            r = request.request
+            k = (request.caller, r.request_id, r.query_id)
+            if k in outcomes and k not in failed and c.pending is not None:
+                answer.append((c, outcomes[k]))
+                continue
+            if k not in outcomes:
+                abandoned.append(
+                    audit_pb2.AuditEntry(
+                        time_unix_ms=int(self.now().timestamp() * 1000),
+                        caller=request.caller,
+                        caller_role=request.caller_role,
+                        verdict=audit_pb2.VerdictEntry(
+                            request_id=r.request_id,
+                            program=r.program,
+                            region=r.region,
+                            consent_reference=r.consent_reference,
+                            applicant_audit_token=r.applicant_audit_token,
+                            as_of=r.as_of,
+                            query_id=r.query_id,
+                            error="abandoned: the service stopped before a verdict; retry",
+                        ),
+                    )
+                )
+            self.requests.release(c.request_key)
+        if abandoned:
+            self.audit.append(abandoned)  # its checkpoint covers every earlier entry too
+        if answer:
+            latest = store.latest_checkpoint()
+            if latest is None or latest[0] < size:
+                note = self.audit.sign(store.size())
+                latest = (store.size(), note)
+            completed = []
+            for c, leaf in answer:
+                assert c.pending is not None
+                verdict = verification_pb2.Verdict.FromString(c.pending)
+                proof = store.inclusion_proof(leaf, latest[0])
+                verdict.audit.CopyFrom(receipt_pb(Receipt(leaf, latest[1], tuple(proof))))
+                completed.append((c.request_key, verdict.SerializeToString(deterministic=True)))
+            self.requests.complete_many(completed)
+        if answer or abandoned:
+            log.info(
+                "settled %d request(s) from the log, %d abandoned", len(answer), len(abandoned)
+            )
+        return len(answer), len(abandoned)
 
     def request_entry(
         self, app: Application, caller: PeerIdentity, audit_token: bytes, query_id: str
@@ -156,28 +240,31 @@ class Verifier:
         _about(entry.verdict, app, audit_token)
         return entry
 
-    def _verify(self, app: Application, caller: PeerIdentity) -> verification_pb2.Verdict:
+    def _verify(
+        self, app: Application, caller: PeerIdentity, request_key: bytes
+    ) -> verification_pb2.Verdict:
         audit_token = self.audit_key.token(app.resident)
         query_id = self.new_query_id()
+        self.requests.begin([(request_key, query_id, self.audit.store.size())])
         (logged,) = self.audit.append([self.request_entry(app, caller, audit_token, query_id)])
-        try:
+        try:  # from here on, every way out leaves an outcome entry for the request entry
             household, grant = self.registry.household(app.resident, query_id)
-        except (RegistryNotFound, SourceUnavailable) as e:
+            fan = self.pool.query(query_id, household.tokens, grant)
+            claimed = aggregate(self.custodian.public_key, fan.answers)
+            totals = self.custodian.decrypt_totals(
+                query_id, fan.answers, claimed, grant, self.evidence([logged.leaf_index])
+            )
+            digests = [
+                (a.connector_id, a.digest(query_id, self.pool.layout_digest(a.connector_id)))
+                for a in fan.answers
+            ]
+            verdict, entry = self.conclude(
+                app, caller, audit_token, query_id, household.members, fan.failures, digests, totals
+            )
+            self.requests.pending([(request_key, verdict.SerializeToString(deterministic=True))])
+        except ServiceError as e:
             self.audit.append([self.unfinished_entry(app, caller, audit_token, query_id, str(e))])
             raise
-        fan = self.pool.query(query_id, household.tokens, grant)
-        claimed = aggregate(self.custodian.public_key, fan.answers)
-        totals = self.custodian.decrypt_totals(
-            query_id, fan.answers, claimed, grant, self.evidence([logged.leaf_index])
-        )
-
-        digests = [
-            (a.connector_id, a.digest(query_id, self.pool.layout_digest(a.connector_id)))
-            for a in fan.answers
-        ]
-        verdict, entry = self.conclude(
-            app, caller, audit_token, query_id, household.members, fan.failures, digests, totals
-        )
         (receipt,) = self.audit.append([entry])
         verdict.audit.CopyFrom(receipt_pb(receipt))
         log.info(
@@ -443,12 +530,14 @@ class VerificationServicer(verification_pb2_grpc.VerificationServiceServicer):
             rpc.abort(context, grpc.StatusCode.NOT_FOUND, str(e))
         except SourceUnavailable as e:
             rpc.abort(context, grpc.StatusCode.UNAVAILABLE, str(e))
-        except (AuditError, CustodianRefused) as e:
+        except (AuditError, CustodianRefused, StateUnavailable) as e:
             log.error("request=%s failed: %s: %s", app.request_id, type(e).__name__, e)
             # the custodian's reasons are its own words (no ID, no figure); storage errors are not
             what = (
                 f"the key custodian refused: {e}"
                 if isinstance(e, CustodianRefused)
+                else "the service's state database is not available"
+                if isinstance(e, StateUnavailable)
                 else "the audit log is not available"
             )
             rpc.abort(
