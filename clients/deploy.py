@@ -206,23 +206,33 @@ def record_operator_entry(w: Workdir, entry: audit_pb2.AuditEntry) -> int:
     return receipt.leaf_index
 
 
-def _serve_group(root: str, ids: Sequence[str], insecure: bool, conn: Connection) -> None:
-    """Worker process: serve some connectors until told to stop (or the parent goes away)."""
+def _serve_group(
+    root: str, ids: Sequence[str], insecure: bool, conn: Connection, fixed: Mapping[str, int]
+) -> None:
+    """Worker process: serve some connectors until told to stop (or the parent goes away).
+    ``fixed``: the ports of a restarted worker (the same as before, so callers reconnect)."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     w = Workdir(Path(root))
     servers = []
     try:
         ports = {}
         for cid in ids:
+            address = f"127.0.0.1:{fixed.get(cid, 0)}"
             if cid == CUSTODIAN_ID:  # the key custodian, in a process of its own
-                running = start_custodian(w.custodian_config, w.keys, insecure=insecure)
+                running = start_custodian(
+                    w.custodian_config, w.keys, insecure=insecure, address=address
+                )
             elif cid == REGISTRY_ID:
-                settings = ConnectorSettings(cid, w.connector_db_url(cid), insecure=insecure)
+                settings = ConnectorSettings(
+                    cid, w.connector_db_url(cid), address=address, insecure=insecure
+                )
                 running = start_registry(
                     settings, w.keys, load_authority_settings(w.authority_config)
                 )
             else:
-                settings = ConnectorSettings(cid, w.connector_db_url(cid), insecure=insecure)
+                settings = ConnectorSettings(
+                    cid, w.connector_db_url(cid), address=address, insecure=insecure
+                )
                 running = start_connector(settings, w.keys)
             servers.append(running)
             ports[cid] = running.port
@@ -253,12 +263,18 @@ class Deployment:
         self,
         settings: DeploySettings,
         workdir: Workdir,
-        worker: Callable[[str, Sequence[str], bool, Connection], None] | None = None,
+        worker: Callable[[str, Sequence[str], bool, Connection, Mapping[str, int]], None]
+        | None = None,
     ) -> None:
         self.settings = settings
         self.workdir = workdir
         self._worker = worker or _serve_group
         self._workers: list[tuple[mp.process.BaseProcess, Connection]] = []
+        self._groups: list[tuple[list[str], dict[str, int]]] = []  # per worker: ids, ports
+        self._lock = threading.Lock()
+        self._stopping = threading.Event()
+        self._supervisor: threading.Thread | None = None
+        self.restarts = 0
         self.service: RunningService | None = None
         self.config: ServiceConfig | None = None
 
@@ -267,23 +283,51 @@ class Deployment:
         assert self.service is not None
         return f"127.0.0.1:{self.service.port}"
 
-    def _spawn(self, ctx: SpawnContext, group: list[str]) -> dict[str, int]:
+    def _spawn(
+        self, ctx: SpawnContext, group: list[str], fixed: Mapping[str, int] | None = None
+    ) -> dict[str, int]:
         parent, child = ctx.Pipe()
         p = ctx.Process(
             target=self._worker,
-            args=(str(self.workdir.root), group, self.settings.insecure, child),
+            args=(str(self.workdir.root), group, self.settings.insecure, child, dict(fixed or {})),
             daemon=True,
         )
         p.start()
-        self._workers.append((p, parent))
         if not parent.poll(120):
-            self.stop()
+            p.terminate()
             raise ConnectorError("a worker process did not start within 120 s")
         kind, payload = parent.recv()
         if kind != "ready":
-            self.stop()
+            p.terminate()
             raise ConnectorError(f"a worker process failed to start: {payload}")
+        self._workers.append((p, parent))
+        self._groups.append((group, dict(payload)))
         return dict(payload)
+
+    def _supervise(self) -> None:
+        """Restart a worker process that died (a crash, a SIGKILL) on the same ports, so the
+        service's channels reconnect; meanwhile its connectors count as failed (NEEDS_REVIEW)."""
+        ctx = mp.get_context("spawn")
+        while not self._stopping.wait(0.5):
+            with self._lock:
+                for i, (p, _) in enumerate(list(self._workers)):
+                    if p.is_alive() or self._stopping.is_set():
+                        continue
+                    group, ports = self._groups[i]
+                    log.warning(
+                        "worker of %s died (exit %s); restarting it on the same ports",
+                        ",".join(group[:3]) + ("…" if len(group) > 3 else ""),
+                        p.exitcode,
+                    )
+                    del self._workers[i], self._groups[i]
+                    try:
+                        self._spawn(ctx, group, ports)
+                        self.restarts += 1
+                    except ConnectorError as e:
+                        log.error("restart failed: %s; retrying", e)
+                        self._workers.insert(i, (p, _))
+                        self._groups.insert(i, (group, ports))
+                    break
 
     def _import_missing(self, registry_address: str, skip: Collection[str]) -> None:
         """Connectors that have no database yet import their files through the token authority."""
@@ -379,7 +423,23 @@ class Deployment:
             finally:
                 channel.close()
 
+    def worker_pid(self, party: str) -> int:
+        """The pid of the worker process serving ``party`` (a connector id, registry, custodian)."""
+        with self._lock:
+            for (p, _), (group, _) in zip(self._workers, self._groups, strict=True):
+                if party in group and p.pid is not None:
+                    return p.pid
+        raise KeyError(party)
+
+    def supervise(self) -> None:
+        """Start restarting worker processes that die (`hedui up` does; tests may)."""
+        self._supervisor = threading.Thread(target=self._supervise, daemon=True, name="supervisor")
+        self._supervisor.start()
+
     def stop(self) -> None:
+        self._stopping.set()
+        if self._supervisor is not None:
+            self._supervisor.join(5)
         if self.service is not None:
             self.service.stop(1.0)
             self.service = None
@@ -416,6 +476,7 @@ def run_until_signalled(deployment: Deployment, on_ready: Callable[[str], None])
     previous = {s: signal.signal(s, lambda *_: stop.set()) for s in (signal.SIGINT, signal.SIGTERM)}
     try:
         deployment.start()
+        deployment.supervise()
         on_ready(deployment.address)
         while not stop.wait(0.5):
             pass

@@ -4,7 +4,7 @@ the difference between the two runs is the cost of the cryptography."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from multiprocessing.connection import Connection
 from typing import Any
 
@@ -51,7 +51,9 @@ def restore(saved: list[tuple[Any, str, Any]]) -> None:
         setattr(owner, name, fn)
 
 
-def serve_group(root: str, ids: Sequence[str], insecure: bool, conn: Connection) -> None:
+def serve_group(
+    root: str, ids: Sequence[str], insecure: bool, conn: Connection, fixed: Mapping[str, int]
+) -> None:
     """A connector worker process running on plaintext integers."""
     install()
-    _serve_group(root, ids, insecure, conn)
+    _serve_group(root, ids, insecure, conn, fixed)

@@ -1,0 +1,125 @@
+"""Fault injection (issue #10): under load, SIGKILL a connector worker, the registry and the key
+custodian; each comes back on its own ports without a restart of the deployment, no receipt
+returned to a caller is missing from the log, no verdict in the log was withheld from its
+caller, and the auditor's check passes."""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import signal
+import threading
+import time
+from pathlib import Path
+
+import grpc
+
+from hedui.audit.store import LogStore, open_log_engine
+from hedui.clients.cli import main
+from hedui.clients.deploy import Deployment, DeploySettings, prepare
+from hedui.clients.intake import IntakeProfile
+from hedui.core.deployment import DEPARTMENT_KINDS
+from hedui.core.rpc import open_channel
+from hedui.proto.v1 import audit_pb2, verification_pb2, verification_pb2_grpc
+from tests.e2e.test_faults import BANKS, HEAD, _population
+
+
+def _until(predicate, seconds: float = 60.0) -> None:
+    deadline = time.monotonic() + seconds
+    while not predicate():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.2)
+
+
+def test_killed_parties_come_back_and_no_receipt_is_lost(tmp_path: Path) -> None:
+    _population(tmp_path / "data")
+    settings = DeploySettings(
+        workdir=tmp_path / "work",
+        data=tmp_path / "data",
+        connector_ids=(*DEPARTMENT_KINDS, *BANKS),
+        min_banks=3,
+        query_timeout_seconds=3.0,
+    )
+    w = prepare(settings, lambda _: None, dt.date.today())
+    up = Deployment(settings, w)
+    up.start()
+    up.supervise()
+    profile = IntakeProfile.load(w.intake_profile)
+    channel = open_channel(profile.address, tls=profile.tls, server_name=profile.server_name)
+    stub = verification_pb2_grpc.VerificationServiceStub(channel)
+    returned: dict[str, int] = {}  # request id -> receipt leaf of a returned verdict
+    failed: dict[str, str] = {}  # request id -> status of a call that got no verdict
+    stop = threading.Event()
+
+    def load() -> None:
+        n = 0
+        while not stop.is_set():
+            rid = f"load-{n}"
+            n += 1
+            try:
+                v = stub.Verify(
+                    verification_pb2.VerifyRequest(
+                        request_id=rid, id_number=HEAD.value, program="dibao", consent_reference="c"
+                    ),
+                    timeout=30,
+                )
+                returned[rid] = v.audit.leaf_index
+            except grpc.RpcError as e:
+                failed[rid] = e.code().name  # type: ignore[attr-defined]
+
+    loader = threading.Thread(target=load)
+    loader.start()
+    try:
+        for party in ("hrss", "registry", "custodian"):
+            before = up.restarts
+            time.sleep(1.0)
+            os.kill(up.worker_pid(party), signal.SIGKILL)
+            _until(lambda before=before: up.restarts > before)
+        time.sleep(2.0)
+        stop.set()
+        loader.join(60)
+        # recovered: every source answers again
+        v = stub.Verify(
+            verification_pb2.VerifyRequest(
+                request_id="after", id_number=HEAD.value, program="dibao", consent_reference="c"
+            ),
+            timeout=30,
+        )
+        assert not v.failures, v.failures
+    finally:
+        stop.set()
+        channel.close()
+        up.stop()
+    assert returned and up.restarts == 3
+    store = LogStore(open_log_engine(w.audit_db_url))
+    entries = {i: audit_pb2.AuditEntry.FromString(b) for i, b in store.entries(0, 100_000)}
+    # 0 lost: every returned receipt points at its verdict
+    for rid, leaf in returned.items():
+        assert entries[leaf].verdict.request_id == rid and not entries[leaf].verdict.error
+    # 0 extra: every verdict in the log for a load request was returned to its caller
+    decided = {
+        e.verdict.request_id
+        for e in entries.values()
+        if e.HasField("verdict")
+        and not e.verdict.error
+        and e.verdict.request_id.startswith("load-")
+    }
+    assert decided == set(returned)
+    # every request entry has exactly one outcome
+    requests = [e.request.query_id for e in entries.values() if e.HasField("request")]
+    outcomes = [e.verdict.query_id for e in entries.values() if e.HasField("verdict")]
+    assert sorted(requests) == sorted(outcomes)
+    assert (
+        main(
+            [
+                "audit",
+                "verify",
+                "--workdir",
+                str(w.root),
+                "--offline",
+                "--state",
+                str(tmp_path / "s.json"),
+            ]
+        )
+        == 0
+    )
