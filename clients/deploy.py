@@ -127,7 +127,7 @@ def write_authority_config(
     merged = {**earlier, **allowances}
     lines = [
         "# hedui token authority (the registry)",
-        f"connectors = [{', '.join(repr(c).replace(chr(39), chr(34)) for c in connector_ids)}]",
+        "connectors = [" + ", ".join(f'"{c}"' for c in connector_ids) + "]",
         "",
         "[allowances]  # token evaluations per connector per 30 days",
     ]

@@ -115,6 +115,19 @@ def kind_layout(layout: Layout, connector_id: str) -> Layout:
     return layout.restricted(kind_of(connector_id).field_names)
 
 
+def kind_layouts(layout: Layout, connector_ids: Iterable[str]) -> dict[str, Layout]:
+    """:func:`kind_layout` of every connector, one shared instance per kind (so each kind's
+    digest is computed once)."""
+    by_kind: dict[str, Layout] = {}
+    out = {}
+    for cid in connector_ids:
+        kind = kind_of(cid).kind
+        if kind not in by_kind:
+            by_kind[kind] = kind_layout(layout, cid)
+        out[cid] = by_kind[kind]
+    return out
+
+
 def from_wire(slots: Iterable[tuple[str, int, int, int]]) -> Layout:
     """A layout as a query carries it, checked for overlaps."""
     out = tuple(Slot(f, o, b, m) for f, o, b, m in slots)

@@ -117,6 +117,7 @@ class KeyCustodian:
         self._now_ms = now_ms
         # every query id ever decrypted, from the journal: a restart must not allow a second
         # decryption of one grant
+        self._kind_layouts = packing.kind_layouts(deployment.layout, deployment.verify_keys)
         self._decrypted: OrderedDict[str, None] = OrderedDict.fromkeys(journal.decrypted())
         self._workers = ThreadPoolExecutor(
             DECRYPT_THREADS, thread_name_prefix="decrypt", initializer=_release_gil
@@ -238,7 +239,7 @@ class KeyCustodian:
                 raise CustodianRefused(
                     f"{answer.connector_id} is not a connector of this deployment"
                 )
-            digest = packing.kind_layout(d.layout, answer.connector_id).digest()
+            digest = self._kind_layouts[answer.connector_id].digest()
             try:
                 signing.verify(key, answer.signed_bytes(query_id, digest), answer.signature)
             except CryptoError:
@@ -248,7 +249,12 @@ class KeyCustodian:
         _one_answer_each(answers)
         self._remember(query_id)
         public = self._private.public
-        if aggregate(public, answers).value != claimed.value:
+        # one sum per connector kind; their product is the aggregator's claimed sum
+        by_kind: dict[str, list[SignedAnswer]] = {}
+        for a in answers:
+            by_kind.setdefault(kind_of(a.connector_id).kind, []).append(a)
+        sums = {kind: aggregate(public, of_kind) for kind, of_kind in sorted(by_kind.items())}
+        if public.add(sums.values()).value != claimed.value:
             raise CustodianRefused("the aggregate is not the product of the signed answers")
         present = {a.connector_id for a in answers}
         refused: dict[str, str] = {}
@@ -265,15 +271,12 @@ class KeyCustodian:
         # One sum and one decryption per connector kind: a kind that may not be released is not
         # decrypted at all (the custodian never sees a partial sum, e.g. 72 of 73 banks), and a
         # connector that wrote into another kind's slots shows as bits outside its own.
-        by_kind: dict[str, list[SignedAnswer]] = {}
-        for a in answers:
-            by_kind.setdefault(kind_of(a.connector_id).kind, []).append(a)
         values: dict[str, int] = {}
         todo = []
-        for kind, of_kind in sorted(by_kind.items()):
-            layout = packing.kind_layout(d.layout, of_kind[0].connector_id)
+        for kind, total in sums.items():
+            layout = self._kind_layouts[by_kind[kind][0].connector_id]
             if not any(s.field in refused for s in layout.slots):
-                todo.append((kind, layout, aggregate(public, of_kind)))
+                todo.append((kind, layout, total))
         plaintexts = self._decrypt_many([c for _, _, c in todo])
         for (kind, layout, _), m in zip(todo, plaintexts, strict=True):
             if layout.outside(m):

@@ -214,7 +214,7 @@ class ConnectorPool:
         self.layout = layout
         # each connector answers in the slots of its kind only: the custodian sums and decrypts
         # kind by kind, so no connector can reach into another kind's slots
-        self._kind_layouts = {cid: packing.kind_layout(layout, cid) for cid in self._endpoints}
+        self._kind_layouts = packing.kind_layouts(layout, self._endpoints)
         self._wire_layouts = {
             cid: [
                 connector_pb2.Slot(

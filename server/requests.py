@@ -172,24 +172,21 @@ class RequestBook:
         except IntegrityError:  # a concurrent claim of one of them: one at a time then
             return [self.claim(k, a) for k, a in items]
 
-    @_guarded
-    def complete_many(self, items: Sequence[tuple[bytes, bytes]]) -> None:
+    def _set_each(self, items: Sequence[tuple[bytes, dict[str, Any]]]) -> None:
+        """Update each claim's columns, in one transaction."""
         with self._engine.begin() as conn:
-            for key, verdict in items:
+            for key, values in items:
                 conn.execute(
-                    update(VerdictRecord)
-                    .where(VerdictRecord.request_key == key)
-                    .values(verdict=verdict)
+                    update(VerdictRecord).where(VerdictRecord.request_key == key).values(**values)
                 )
 
     @_guarded
+    def complete_many(self, items: Sequence[tuple[bytes, bytes]]) -> None:
+        self._set_each([(key, {"verdict": verdict}) for key, verdict in items])
+
+    @_guarded
     def complete(self, request_key: bytes, verdict: bytes) -> None:
-        with self._engine.begin() as conn:
-            conn.execute(
-                update(VerdictRecord)
-                .where(VerdictRecord.request_key == request_key)
-                .values(verdict=verdict)
-            )
+        self._set_each([(request_key, {"verdict": verdict})])
 
     @_guarded
     def release(self, request_key: bytes) -> None:
@@ -204,25 +201,13 @@ class RequestBook:
     @_guarded
     def begin(self, items: Sequence[tuple[bytes, str, int]]) -> None:
         """Before the request entries are appended: each claim's query id and the log's size."""
-        with self._engine.begin() as conn:
-            for key, query_id, size in items:
-                conn.execute(
-                    update(VerdictRecord)
-                    .where(VerdictRecord.request_key == key)
-                    .values(query_id=query_id, from_size=size)
-                )
+        self._set_each([(key, {"query_id": q, "from_size": size}) for key, q, size in items])
 
     @_guarded
     def pending(self, items: Sequence[tuple[bytes, bytes]]) -> None:
         """Keep each verdict before its entry is appended to the log: if the process dies in
         between, the next start answers the request from it (the log then holds the verdict)."""
-        with self._engine.begin() as conn:
-            for key, verdict in items:
-                conn.execute(
-                    update(VerdictRecord)
-                    .where(VerdictRecord.request_key == key)
-                    .values(pending=verdict)
-                )
+        self._set_each([(key, {"pending": verdict}) for key, verdict in items])
 
     @_guarded
     def open_claims(self) -> list[OpenClaim]:

@@ -38,6 +38,16 @@ from hedui.server.witness import log_evidence
 log = logging.getLogger("hedui.server")
 
 MAX_TEXT = 128
+# the fields a request entry and its outcome entry share
+_REQUEST_FIELDS = (
+    "request_id",
+    "program",
+    "region",
+    "consent_reference",
+    "applicant_audit_token",
+    "as_of",
+    "query_id",
+)
 _DECISIONS = {
     Decision.ELIGIBLE: common_pb2.ELIGIBLE,
     Decision.INELIGIBLE: common_pb2.INELIGIBLE,
@@ -180,23 +190,15 @@ class Verifier:
                 answer.append((c, outcomes[k]))
                 continue
             if k not in outcomes:
-                abandoned.append(
-                    audit_pb2.AuditEntry(
-                        time_unix_ms=int(self.now().timestamp() * 1000),
-                        caller=request.caller,
-                        caller_role=request.caller_role,
-                        verdict=audit_pb2.VerdictEntry(
-                            request_id=r.request_id,
-                            program=r.program,
-                            region=r.region,
-                            consent_reference=r.consent_reference,
-                            applicant_audit_token=r.applicant_audit_token,
-                            as_of=r.as_of,
-                            query_id=r.query_id,
-                            error="abandoned: the service stopped before a verdict; retry",
-                        ),
-                    )
+                entry = audit_pb2.AuditEntry(
+                    time_unix_ms=int(self.now().timestamp() * 1000),
+                    caller=request.caller,
+                    caller_role=request.caller_role,
                 )
+                for name in _REQUEST_FIELDS:  # the outcome names what its request named
+                    setattr(entry.verdict, name, getattr(r, name))
+                entry.verdict.error = "abandoned: the service stopped before a verdict; retry"
+                abandoned.append(entry)
             self.requests.release(c.request_key)
         if abandoned:
             self.audit.append(abandoned)  # its checkpoint covers every earlier entry too

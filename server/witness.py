@@ -22,6 +22,7 @@ from typing import Any
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from hedui.audit import merkle
+from hedui.audit.auditor import read_journal
 from hedui.audit.checkpoint import Checkpoint, parse_and_verify
 from hedui.audit.errors import AuditError, VerificationError
 from hedui.audit.log import AuditLog, key_name
@@ -141,17 +142,12 @@ class DecryptionJournal:
 
     def decrypted(self) -> list[str]:
         """The query ids decrypted so far, from the journal (a restart forgets nothing)."""
-        if self._path is None or not self._path.exists():
-            return [str(r["query_id"]) for r in self.records if r.get("event") == "decrypted"]
-        out = []
-        for line in self._path.read_text(encoding="utf-8").splitlines():
-            try:
-                record = json.loads(line)
-            except ValueError:
-                continue
-            if isinstance(record, dict) and record.get("event") == "decrypted":
-                out.append(str(record.get("query_id", "")))
-        return out
+        records = (
+            read_journal(self._path)
+            if self._path is not None and self._path.exists()
+            else self.records
+        )
+        return [str(r.get("query_id", "")) for r in records if r.get("event") == "decrypted"]
 
     def record(self, **fields: Any) -> None:
         line = json.dumps(fields, sort_keys=True, ensure_ascii=False)

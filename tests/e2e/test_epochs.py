@@ -9,28 +9,8 @@ from pathlib import Path
 
 from hedui.clients.cli import main
 from hedui.clients.deploy import Deployment, DeploySettings, prepare
-from hedui.clients.intake import IntakeClient, IntakeProfile, verdict_to_dict
 from hedui.core.deployment import DEPARTMENT_KINDS
-from hedui.proto.v1 import verification_pb2
-from tests.e2e.test_faults import BANKS, HEAD, _population
-
-
-def _verify_id(up: Deployment, rid: str, id_number: str) -> dict:
-    client = IntakeClient(IntakeProfile.load(up.workdir.intake_profile))
-    try:
-        return verdict_to_dict(
-            client.verify(
-                verification_pb2.VerifyRequest(
-                    request_id=rid, id_number=id_number, program="dibao", consent_reference="c"
-                )
-            )
-        )
-    finally:
-        client.close()
-
-
-def _verify(up: Deployment, rid: str) -> dict:
-    return _verify_id(up, rid, HEAD.value)
+from tests.e2e.test_faults import BANKS, HEAD, _verify, small_deployment
 
 
 def _run(settings: DeploySettings, rid: str) -> dict:
@@ -38,7 +18,7 @@ def _run(settings: DeploySettings, rid: str) -> dict:
     up = Deployment(settings, w)
     up.start()
     try:
-        return _verify(up, rid)
+        return _verify(up.workdir, rid, HEAD.value)
     finally:
         up.stop()
 
@@ -46,13 +26,7 @@ def _run(settings: DeploySettings, rid: str) -> dict:
 def test_a_rotated_epoch_refuses_stale_connectors_by_name_until_they_import_again(
     tmp_path: Path,
 ) -> None:
-    _population(tmp_path / "data")
-    settings = DeploySettings(
-        workdir=tmp_path / "work",
-        data=tmp_path / "data",
-        connector_ids=(*DEPARTMENT_KINDS, *BANKS),
-        min_banks=3,
-    )
+    settings = small_deployment(tmp_path)
     first = _run(settings, "e-1")
     assert not first["failures"]
     assert main(["keys", "rotate", "--tokens", "--workdir", str(tmp_path / "work")]) == 0

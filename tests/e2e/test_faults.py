@@ -8,6 +8,7 @@ import socket
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import grpc
 import pytest
@@ -91,6 +92,18 @@ class Garbage(connector_pb2_grpc.ConnectorServiceServicer):
         return answer
 
 
+def small_deployment(root: Path, **overrides: Any) -> DeploySettings:
+    """The hand-written population under ``root``, the departments and three banks."""
+    _population(root / "data")
+    return DeploySettings(
+        workdir=root / "work",
+        data=root / "data",
+        connector_ids=(*DEPARTMENT_KINDS, *BANKS),
+        min_banks=3,
+        **overrides,
+    )
+
+
 def _serve(
     w: Workdir, bank: str, servicer: connector_pb2_grpc.ConnectorServiceServicer
 ) -> RunningServer:
@@ -113,15 +126,7 @@ def _free_port() -> int:
 
 @pytest.fixture(scope="module")
 def faulty(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Workdir]:
-    root = tmp_path_factory.mktemp("faults")
-    _population(root / "data")
-    settings = DeploySettings(
-        workdir=root / "work",
-        data=root / "data",
-        connector_ids=(*DEPARTMENT_KINDS, *BANKS),
-        query_timeout_seconds=2.0,
-        min_banks=3,
-    )
+    settings = small_deployment(tmp_path_factory.mktemp("faults"), query_timeout_seconds=2.0)
     w = prepare(settings, lambda _: None, dt.date.today())
     keys = w.keys
 

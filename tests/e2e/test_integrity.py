@@ -8,25 +8,17 @@ import datetime as dt
 import sqlite3
 from pathlib import Path
 
-from hedui.clients.deploy import Deployment, DeploySettings, prepare
-from hedui.core.deployment import DEPARTMENT_KINDS
-from tests.e2e.test_epochs import _verify_id
-from tests.e2e.test_faults import BANKS, CAR_OWNER, HEAD, _population
+from hedui.clients.deploy import Deployment, prepare
+from tests.e2e.test_faults import CAR_OWNER, HEAD, _verify, small_deployment
 
 
 def test_a_changed_figure_is_refused_by_name(tmp_path: Path) -> None:
-    _population(tmp_path / "data")
-    settings = DeploySettings(
-        workdir=tmp_path / "work",
-        data=tmp_path / "data",
-        connector_ids=(*DEPARTMENT_KINDS, *BANKS),
-        min_banks=3,
-    )
+    settings = small_deployment(tmp_path)
     w = prepare(settings, lambda _: None, dt.date.today())
     up = Deployment(settings, w)
     up.start()
     try:
-        before = _verify_id(up, "i-1", HEAD.value)
+        before = _verify(up.workdir, "i-1", HEAD.value)
     finally:
         up.stop()
     assert not before["failures"]
@@ -38,8 +30,8 @@ def test_a_changed_figure_is_refused_by_name(tmp_path: Path) -> None:
     up = Deployment(settings, w)
     up.start()
     try:
-        after = _verify_id(up, "i-2", HEAD.value)
-        other = _verify_id(up, "i-3", CAR_OWNER.value)
+        after = _verify(up.workdir, "i-2", HEAD.value)
+        other = _verify(up.workdir, "i-3", CAR_OWNER.value)
     finally:
         up.stop()
     assert after["decision"] == "NEEDS_REVIEW"

@@ -16,12 +16,11 @@ import grpc
 
 from hedui.audit.store import LogStore, open_log_engine
 from hedui.clients.cli import main
-from hedui.clients.deploy import Deployment, DeploySettings, prepare
+from hedui.clients.deploy import Deployment, prepare
 from hedui.clients.intake import IntakeProfile
-from hedui.core.deployment import DEPARTMENT_KINDS
 from hedui.core.rpc import open_channel
 from hedui.proto.v1 import audit_pb2, verification_pb2, verification_pb2_grpc
-from tests.e2e.test_faults import BANKS, HEAD, _population
+from tests.e2e.test_faults import HEAD, small_deployment
 
 
 def _until(predicate, seconds: float = 60.0) -> None:
@@ -32,14 +31,7 @@ def _until(predicate, seconds: float = 60.0) -> None:
 
 
 def test_killed_parties_come_back_and_no_receipt_is_lost(tmp_path: Path) -> None:
-    _population(tmp_path / "data")
-    settings = DeploySettings(
-        workdir=tmp_path / "work",
-        data=tmp_path / "data",
-        connector_ids=(*DEPARTMENT_KINDS, *BANKS),
-        min_banks=3,
-        query_timeout_seconds=3.0,
-    )
+    settings = small_deployment(tmp_path, query_timeout_seconds=3.0)
     w = prepare(settings, lambda _: None, dt.date.today())
     up = Deployment(settings, w)
     up.start()

@@ -49,18 +49,17 @@ def answer(bank: str, query_id: str, plaintext: int) -> SignedAnswer:
 class Run:
     """A custodian with its own witness state, and the audit log it witnesses."""
 
-    def __init__(self, min_banks: int = 3) -> None:
+    def __init__(
+        self,
+        min_banks: int = 3,
+        deployment: Deployment = DEPLOYMENT,
+        journal: DecryptionJournal | None = None,
+    ) -> None:
         self.log = AuditLog(
             LogStore(open_log_engine("sqlite://")), origin=ORIGIN, signing_key=LOG_KEY
         )
-        self.journal = DecryptionJournal(None)
-        self.custodian = KeyCustodian(
-            KEY,
-            DEPLOYMENT,
-            min_banks=min_banks,
-            witness=LogWitness(LOG_KEY.public_key(), ORIGIN, None),
-            journal=self.journal,
-        )
+        self.journal = journal or DecryptionJournal(None)
+        self.custodian = new_custodian(deployment, self.journal, min_banks)
 
     def logged(self, query_id: str) -> int:
         entry = audit_pb2.AuditEntry(request=audit_pb2.RequestEntry(query_id=query_id))
@@ -77,6 +76,18 @@ class Run:
             grant or grant_for(query_id, {a.connector_id for a in answers}),
             log_evidence(self.log, leaves),
         )
+
+
+def new_custodian(
+    deployment: Deployment, journal: DecryptionJournal, min_banks: int = 3
+) -> KeyCustodian:
+    return KeyCustodian(
+        KEY,
+        deployment,
+        min_banks=min_banks,
+        witness=LogWitness(LOG_KEY.public_key(), ORIGIN, None),
+        journal=journal,
+    )
 
 
 def grant_for(query_id: str, connectors, tokens=TOKENS) -> grants.Grant:
@@ -204,15 +215,7 @@ def _batch_run(tmp_journal: DecryptionJournal | None = None) -> tuple[Run, objec
         KEY.public.max_plaintext_bits,
         AUTHORITY.public_key(),
     )
-    run = Run()
-    run.custodian = KeyCustodian(
-        KEY,
-        view,
-        min_banks=3,
-        witness=LogWitness(LOG_KEY.public_key(), ORIGIN, None),
-        journal=tmp_journal or run.journal,
-    )
-    return run, view.batch_layouts["bank"]
+    return Run(deployment=view, journal=tmp_journal), view.batch_layouts["bank"]
 
 
 def _batch_answer(bank: str, query_id: str, deposits: list[int], layout, households_tokens):
@@ -254,25 +257,11 @@ def test_a_batch_ciphertext_swapped_under_a_valid_signature_is_refused() -> None
 
 
 def test_a_restarted_custodian_still_refuses_a_second_decryption(tmp_path) -> None:
-    journal = DecryptionJournal(tmp_path / "decryptions.jsonl")
-    run = custodian()
-    run.custodian = KeyCustodian(
-        KEY,
-        DEPLOYMENT,
-        min_banks=3,
-        witness=LogWitness(LOG_KEY.public_key(), ORIGIN, None),
-        journal=journal,
-    )
+    run = Run(journal=DecryptionJournal(tmp_path / "decryptions.jsonl"))
     answers = [answer(b, "qr", LAYOUT.pack({"deposits": 5})) for b in BANKS]
     grant = grant_for("qr", BANKS)
     run.decrypt_totals("qr", answers, aggregate(KEY.public, answers), grant=grant)
-    restarted = KeyCustodian(
-        KEY,
-        DEPLOYMENT,
-        min_banks=3,
-        witness=LogWitness(LOG_KEY.public_key(), ORIGIN, None),
-        journal=DecryptionJournal(tmp_path / "decryptions.jsonl"),
-    )
+    restarted = new_custodian(DEPLOYMENT, DecryptionJournal(tmp_path / "decryptions.jsonl"))
     with pytest.raises(CustodianRefused, match="decrypted already"):
         restarted.decrypt_totals(
             "qr", answers, aggregate(KEY.public, answers), grant, log_evidence(run.log, [0])
@@ -328,14 +317,7 @@ def test_a_connector_cannot_reach_into_another_kinds_slots() -> None:
         signed("bank-02", honest),
         signed("bank-03", honest - (400000 << wage.offset)),  # "minus 400000" of hrss's wage
     ]
-    run = Run()
-    run.custodian = KeyCustodian(
-        KEY,
-        view,
-        min_banks=3,
-        witness=LogWitness(LOG_KEY.public_key(), ORIGIN, None),
-        journal=run.journal,
-    )
+    run = Run(deployment=view)
     with pytest.raises(CustodianRefused, match="forged"):
         run.decrypt_totals("qx", answers, aggregate(pub, answers))
     answers = [
