@@ -1,18 +1,22 @@
 """Run a whole deployment on this machine: ``hedui up`` and ``hedui demo``.
 
 The connectors run in a few worker processes (each connector is its own gRPC server with its
-own certificate and port); the verification service runs in this process. Every channel is
+own certificate and port); the registry, the key custodian and the verification service each run
+in a process of their own; this process supervises them and restarts one that dies. Every channel is
 mutual TLS unless ``insecure``. The operator commands live here, at the top of the import
 graph, because starting a deployment needs both the server and the connectors.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import logging
 import multiprocessing as mp
+import os
 import signal
 import threading
+import time
 import tomllib
 from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -21,7 +25,7 @@ from multiprocessing.context import SpawnContext
 from pathlib import Path
 
 from hedui.audit.checkpoint import vkey
-from hedui.audit.log import DEFAULT_ORIGIN, AuditLog
+from hedui.audit.log import DEFAULT_ORIGIN, AuditLog, key_name
 from hedui.audit.store import LogStore, open_log_engine
 from hedui.clients.auditor import write_auditor_profile
 from hedui.connectors.errors import ConnectorError, ImportRejected
@@ -33,16 +37,20 @@ from hedui.connectors.token_authority import AuthoritySettings
 from hedui.connectors.tokenizer import AuthorityTokenizer
 from hedui.core.clock import DEPLOYMENT
 from hedui.core.deployment import default_connector_ids
+from hedui.core.errors import HeduiError
 from hedui.core.keystore import REGISTRY_ID
-from hedui.core.rpc import open_channel, wait_healthy
+from hedui.core.rpc import RunningServer, open_channel, wait_healthy
 from hedui.core.workdir import Workdir
 from hedui.proto.v1 import audit_pb2
 from hedui.server.app import RunningService, start_service
 from hedui.server.config import ServiceConfig
+from hedui.server.config import load as load_service_config
 from hedui.server.custodian_service import CUSTODIAN_ID, start_custodian, write_custodian_config
 from hedui.server.fanout import Endpoint
 
 log = logging.getLogger("hedui.deploy")
+
+SERVICE_ID = "service"  # the worker group of the verification service
 
 
 @dataclass(frozen=True)
@@ -213,12 +221,16 @@ def _serve_group(
     ``fixed``: the ports of a restarted worker (the same as before, so callers reconnect)."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     w = Workdir(Path(root))
-    servers = []
+    servers: list[RunningServer | RunningService] = []
     try:
         ports = {}
         for cid in ids:
+            running: RunningServer | RunningService
             address = f"127.0.0.1:{fixed.get(cid, 0)}"
-            if cid == CUSTODIAN_ID:  # the key custodian, in a process of its own
+            if cid == SERVICE_ID:  # the verification service, in a process of its own
+                config = load_service_config(w.service_config, {})
+                running = start_service(dataclasses.replace(config, address=address))
+            elif cid == CUSTODIAN_ID:  # the key custodian, in a process of its own
                 running = start_custodian(
                     w.custodian_config, w.keys, insecure=insecure, address=address
                 )
@@ -236,16 +248,35 @@ def _serve_group(
                 running = start_connector(settings, w.keys)
             servers.append(running)
             ports[cid] = running.port
+        run = w.pid_file("x").parent
+        run.mkdir(exist_ok=True)
+        for cid in ids:
+            if cid in (SERVICE_ID, CUSTODIAN_ID, REGISTRY_ID):
+                w.pid_file(cid).write_text(f"{os.getpid()}\n", encoding="utf-8")
         conn.send(("ready", ports))
         try:
             conn.recv()
         except EOFError:
             pass
-    except Exception as e:  # reported to the parent, which prints it
+    except HeduiError as e:  # a message for people: reported to the parent, which prints it
+        conn.send(("error", str(e)))
+    except Exception as e:
         conn.send(("error", f"{type(e).__name__}: {e}"))
     finally:
         for s in servers:
             s.stop(0.5)
+
+
+def _describe(group: Sequence[str]) -> str:
+    named = {
+        SERVICE_ID: "the verification service",
+        CUSTODIAN_ID: "the key custodian",
+        REGISTRY_ID: "the registry",
+    }
+    if len(group) == 1 and group[0] in named:
+        return named[group[0]]
+    names = ",".join(group[:3]) + ("…" if len(group) > 3 else "")
+    return f"the worker of {names}"
 
 
 def _epoch_of(w: Workdir, connector_id: str) -> int | None:
@@ -275,13 +306,13 @@ class Deployment:
         self._stopping = threading.Event()
         self._supervisor: threading.Thread | None = None
         self.restarts = 0
-        self.service: RunningService | None = None
+        self.service_port: int | None = None
         self.config: ServiceConfig | None = None
 
     @property
     def address(self) -> str:
-        assert self.service is not None
-        return f"127.0.0.1:{self.service.port}"
+        assert self.service_port is not None
+        return f"127.0.0.1:{self.service_port}"
 
     def _spawn(
         self, ctx: SpawnContext, group: list[str], fixed: Mapping[str, int] | None = None
@@ -299,34 +330,56 @@ class Deployment:
         kind, payload = parent.recv()
         if kind != "ready":
             p.terminate()
-            raise ConnectorError(f"a worker process failed to start: {payload}")
+            raise ConnectorError(f"{_describe(group)} failed to start: {payload}")
         self._workers.append((p, parent))
         self._groups.append((group, dict(payload)))
         return dict(payload)
 
     def _supervise(self) -> None:
         """Restart a worker process that died (a crash, a SIGKILL) on the same ports, so the
-        service's channels reconnect; meanwhile its connectors count as failed (NEEDS_REVIEW)."""
+        service's channels reconnect; meanwhile its connectors count as failed (NEEDS_REVIEW).
+        A worker that keeps dying soon after its start is restarted with a growing delay."""
         ctx = mp.get_context("spawn")
+        started: dict[tuple[str, ...], float] = {}
+        failures: dict[tuple[str, ...], int] = {}
+        not_before: dict[tuple[str, ...], float] = {}
         while not self._stopping.wait(0.5):
             with self._lock:
-                for i, (p, _) in enumerate(list(self._workers)):
+                for i, (p, conn) in enumerate(list(self._workers)):
                     if p.is_alive() or self._stopping.is_set():
                         continue
                     group, ports = self._groups[i]
-                    log.warning(
-                        "worker of %s died (exit %s); restarting it on the same ports",
-                        ",".join(group[:3]) + ("…" if len(group) > 3 else ""),
-                        p.exitcode,
-                    )
+                    key, now = tuple(group), time.monotonic()
+                    if now < not_before.get(key, 0.0):
+                        continue
+                    if key not in not_before:  # first noticed
+                        short_lived = now - started.get(key, float("-inf")) < 30.0
+                        failures[key] = failures.get(key, 0) + 1 if short_lived else 0
+                        delay = min(60.0, 2.0 ** failures[key]) if failures[key] else 0.0
+                        not_before[key] = now + delay
+                        log.warning(
+                            "%s died (exit %s); restarting it on the same ports%s",
+                            _describe(group),
+                            p.exitcode,
+                            f" in {delay:.0f} s" if delay else "",
+                        )
+                        if delay:
+                            continue
                     del self._workers[i], self._groups[i]
                     try:
                         self._spawn(ctx, group, ports)
-                        self.restarts += 1
                     except ConnectorError as e:
-                        log.error("restart failed: %s; retrying", e)
-                        self._workers.insert(i, (p, _))
+                        failures[key] = failures.get(key, 0) + 1
+                        delay = min(60.0, 2.0 ** failures[key])
+                        not_before[key] = time.monotonic() + delay
+                        log.error("restart of %s failed: %s; next attempt in %.0f s", key, e, delay)
+                        self._workers.insert(i, (p, conn))
                         self._groups.insert(i, (group, ports))
+                    else:
+                        self.restarts += 1
+                        started[key] = time.monotonic()
+                        del not_before[key]
+                        log.warning("%s restarted", _describe(group))
                     break
 
     def _import_missing(self, registry_address: str, skip: Collection[str]) -> None:
@@ -407,12 +460,18 @@ class Deployment:
             query_timeout_seconds=self.settings.query_timeout_seconds,
         )
         w.service_config.write_text(self.config.to_toml(), encoding="utf-8")
-        self.service = start_service(self.config)
-        self._wait_healthy({**ports, "service": self.service.port})
+        try:
+            self.service_port = self._spawn(ctx, [SERVICE_ID])[SERVICE_ID]
+        except BaseException:
+            self.stop()
+            raise
+        self._wait_healthy({**ports, SERVICE_ID: self.service_port})
         write_intake_profile(w, self.address, self.settings.insecure)
         write_auditor_profile(w, self.address, self.settings.insecure)
-        audit = self.service.verifier.audit
-        w.log_vkey.write_text(vkey(audit.key_name, audit.public_key) + "\n", encoding="utf-8")
+        public = w.keys.log_signing_key().public_key()
+        w.log_vkey.write_text(
+            vkey(key_name(self.config.log_origin), public) + "\n", encoding="utf-8"
+        )
 
     def _wait_healthy(self, ports: dict[str, int]) -> None:
         tls = None if self.settings.insecure else self.workdir.keys.tls("service")
@@ -440,20 +499,24 @@ class Deployment:
         self._stopping.set()
         if self._supervisor is not None:
             self._supervisor.join(5)
-        if self.service is not None:
-            self.service.stop(1.0)
-            self.service = None
-        for _, parent in self._workers:
-            try:
-                parent.send("stop")
-            except (BrokenPipeError, OSError):
-                pass
-        for p, _ in self._workers:
-            p.join(10)
-            if p.is_alive():
-                p.terminate()
-                p.join(5)
+        # the service first, so that nothing new reaches the parties it calls
+        order = sorted(
+            zip(self._workers, self._groups, strict=True), key=lambda x: SERVICE_ID not in x[1][0]
+        )
+        for first in (True, False):
+            batch = [w for w, (group, _) in order if (SERVICE_ID in group) == first]
+            for _, parent in batch:
+                try:
+                    parent.send("stop")
+                except (BrokenPipeError, OSError):
+                    pass
+            for p, _ in batch:
+                p.join(10)
+                if p.is_alive():
+                    p.terminate()
+                    p.join(5)
         self._workers.clear()
+        self._groups.clear()
 
 
 def write_intake_profile(w: Workdir, address: str, insecure: bool) -> None:

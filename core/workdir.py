@@ -71,6 +71,10 @@ class Workdir:
     def log_dir(self) -> Path:
         return self.root / "log"
 
+    def pid_file(self, party: str) -> Path:
+        """The process id of the worker serving ``party`` (written by `hedui up`, for operators)."""
+        return self.root / "run" / f"{party}.pid"
+
     @property
     def lock_path(self) -> Path:
         return self.root / "up.lock"
