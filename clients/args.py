@@ -29,6 +29,24 @@ def positive_seconds(text: str) -> float:
     return value
 
 
+def database_url(text: str) -> str:
+    """A SQLAlchemy URL of a database hedui supports (SQLite or PostgreSQL)."""
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError
+
+    try:
+        backend = make_url(text).get_backend_name()
+    except ArgumentError:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not a database URL; e.g. postgresql+psycopg://user@host/db"
+        ) from None
+    if backend not in ("sqlite", "postgresql"):
+        raise argparse.ArgumentTypeError(
+            f"{backend} is not supported; use postgresql+psycopg://… or sqlite:///…"
+        )
+    return text
+
+
 def why_unwritable(path: Path, e: OSError) -> str:
     """Why ``path`` cannot be written, in words: the ancestor that is a file, or the system's."""
     for p in path.parents:

@@ -22,6 +22,7 @@ from hedui.clients import audit_cli, policy_cli
 from hedui.clients.args import (
     check_writable_dir,
     check_writable_file,
+    database_url,
     date_arg,
     positive_seconds,
     unwritable,
@@ -224,6 +225,7 @@ def _deploy_settings(args: argparse.Namespace, workdir: Path, data: Path | None)
         paillier_bits=args.paillier_bits,
         min_banks=args.min_banks,
         query_timeout_seconds=args.timeout,
+        database_url=getattr(args, "database_url", None) or "",
     )
 
 
@@ -568,6 +570,14 @@ def build_parser() -> argparse.ArgumentParser:
         "profiles and logs)",
     )
     _add_deploy_flags(p)
+    p.add_argument(
+        "--database-url",
+        type=database_url,
+        metavar="URL",
+        help="SQLAlchemy URL of the database for the service's state and the audit log, e.g. "
+        "postgresql+psycopg://hedui@db.example/hedui; kept in hedui.toml for later starts "
+        "(default: SQLite files in WORKDIR/db)",
+    )
     p.set_defaults(func=cmd_up)
 
     p = sub.add_parser("verify", help="verify one applicant (the intake client)")

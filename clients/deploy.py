@@ -64,6 +64,7 @@ class DeploySettings:
     min_banks: int = 3
     query_timeout_seconds: float = 10.0
     connector_ids: tuple[str, ...] = field(default=())
+    database_url: str = ""  # the service's state and the audit log; "" = SQLite in the workdir
 
     def connectors(self) -> tuple[str, ...]:
         return self.connector_ids or default_connector_ids(self.banks)
@@ -447,12 +448,13 @@ class Deployment:
                 ports.update(self._spawn(ctx, group))
         addresses = {c: f"127.0.0.1:{p}" for c, p in ports.items()} | overrides
         w = self.workdir
+        database = self.settings.database_url or self._earlier_database()
         self.config = ServiceConfig(
             keys_dir=w.keys.root,
             registry=Endpoint(REGISTRY_ID, addresses[REGISTRY_ID]),
             connectors=tuple(Endpoint(c, addresses[c]) for c in self.settings.connectors()),
-            audit_database=w.audit_db_url,
-            service_database=w.service_db_url,
+            audit_database=database or w.audit_db_url,
+            service_database=database or w.service_db_url,
             insecure=self.settings.insecure,
             min_banks=self.settings.min_banks,
             custodian_address=f"127.0.0.1:{ports[CUSTODIAN_ID]}",
@@ -472,6 +474,13 @@ class Deployment:
         w.log_vkey.write_text(
             vkey(key_name(self.config.log_origin), public) + "\n", encoding="utf-8"
         )
+
+    def _earlier_database(self) -> str:
+        """The database a previous start was given (kept in hedui.toml), if not SQLite's."""
+        if not self.workdir.service_config.exists():
+            return ""
+        earlier = load_service_config(self.workdir.service_config, {}).audit_database
+        return "" if earlier == self.workdir.audit_db_url else earlier
 
     def _wait_healthy(self, ports: dict[str, int]) -> None:
         tls = None if self.settings.insecure else self.workdir.keys.tls("service")

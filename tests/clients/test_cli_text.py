@@ -179,3 +179,15 @@ def test_since_equal_to_until_is_one_day(
     )  # fmt: skip
     assert code == 1  # no deployment here; but the period itself was accepted
     assert "after" not in err and "hedui.toml" in err
+
+
+@pytest.mark.parametrize(
+    ("url", "said"),
+    [("mysql://h/db", "mysql is not supported"), ("not a url", "is not a database URL")],
+)
+def test_up_database_url_must_be_sqlite_or_postgresql(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, url: str, said: str
+) -> None:
+    code, _, err = run(capsys, "up", "--workdir", str(tmp_path / "w"), "--database-url", url)
+    assert code == 2 and said in err and "--database-url" in err
+    assert not (tmp_path / "w").exists()

@@ -1,5 +1,5 @@
-"""Fault injection (issue #10): under load, SIGKILL a connector worker, the registry and the key
-custodian; each comes back on its own ports without a restart of the deployment, no receipt
+"""Fault injection (issue #10): under load, SIGKILL a connector worker, the registry, the key
+custodian and the verification service, on SQLite and on PostgreSQL; each comes back on its own ports without a restart of the deployment, no receipt
 returned to a caller is missing from the log, no verdict in the log was withheld from its
 caller, and the auditor's check passes."""
 
@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 
 import grpc
+import pytest
 
 from hedui.audit.store import LogStore, open_log_engine
 from hedui.clients.cli import main
@@ -30,8 +31,13 @@ def _until(predicate, seconds: float = 60.0) -> None:
         time.sleep(0.2)
 
 
-def test_killed_parties_come_back_and_no_receipt_is_lost(tmp_path: Path) -> None:
-    settings = small_deployment(tmp_path, query_timeout_seconds=3.0)
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def database_url(request: pytest.FixtureRequest) -> str:
+    return "" if request.param == "sqlite" else str(request.getfixturevalue("pg_url"))
+
+
+def test_killed_parties_come_back_and_no_receipt_is_lost(tmp_path: Path, database_url: str) -> None:
+    settings = small_deployment(tmp_path, query_timeout_seconds=3.0, database_url=database_url)
     w = prepare(settings, lambda _: None, dt.date.today())
     up = Deployment(settings, w)
     up.start()
@@ -92,7 +98,7 @@ def test_killed_parties_come_back_and_no_receipt_is_lost(tmp_path: Path) -> None
         channel.close()
         up.stop()
     assert returned and up.restarts == 4
-    store = LogStore(open_log_engine(w.audit_db_url))
+    store = LogStore(open_log_engine(database_url or w.audit_db_url))
     entries = {i: audit_pb2.AuditEntry.FromString(b) for i, b in store.entries(0, 100_000)}
     # 0 lost: every returned receipt points at its verdict
     for rid, leaf in returned.items():
