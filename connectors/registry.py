@@ -19,6 +19,7 @@ from hedui.connectors.token_authority import TokenAuthority
 from hedui.core import rpc
 from hedui.core.clock import DEPLOYMENT, Clock
 from hedui.core.errors import InvalidResidentId
+from hedui.core.grants import MAX_BATCH
 from hedui.core.resident_id import parse as parse_id
 from hedui.proto.v1 import connector_pb2, connector_pb2_grpc
 
@@ -97,12 +98,12 @@ class RegistryServicer(connector_pb2_grpc.RegistryServiceServicer):
         self, request: connector_pb2.HouseholdsRequest, context: grpc.ServicerContext
     ) -> connector_pb2.HouseholdsResponse:
         self._query_id(request.query_id, context)
-        if not 1 <= len(request.id_numbers) <= 1024:
+        if not 1 <= len(request.id_numbers) <= MAX_BATCH:
             rpc.abort(
                 context,
                 grpc.StatusCode.INVALID_ARGUMENT,
-                "1 to 1024 ID numbers per call",
-                rpc.bad_request("id_numbers", "1 to 1024 ID numbers"),
+                f"1 to {MAX_BATCH} ID numbers per call",
+                rpc.bad_request("id_numbers", f"1 to {MAX_BATCH} ID numbers"),
             )
         # one number that does not parse is one household not found, never the whole call
         today = self._clock.today()

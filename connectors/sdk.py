@@ -25,7 +25,7 @@ from hedui.core import grants, packing, rpc, signing
 from hedui.core.clock import DEPLOYMENT, Clock
 from hedui.core.deployment import ConnectorKind
 from hedui.core.errors import CryptoError
-from hedui.core.grants import GRANT_TTL_MS, PAD, Grant
+from hedui.core.grants import GRANT_TTL_MS, MAX_BATCH, PAD, Grant
 from hedui.core.packing import BatchLayout, Layout
 from hedui.core.paillier import PublicKey
 from hedui.proto.v1 import connector_pb2, connector_pb2_grpc
@@ -34,7 +34,6 @@ log = logging.getLogger("hedui.connectors")
 _T = TypeVar("_T")
 
 MAX_TOKENS = 64
-MAX_BATCH = 1024
 TOKEN_BYTES = 32
 MAX_QUERY_ID = 128
 
@@ -85,6 +84,11 @@ class Answerer:
         self._token_key_check = token_key_check
         self._grants = grants
         self._description: connector_pb2.DescribeResponse | None = None
+
+    @property
+    def plaintext_bits(self) -> int:
+        """The largest plaintext the custodian's key encrypts, in bits: every layout's bound."""
+        return self._public.max_plaintext_bits
 
     def check_grant(
         self, query_id: str, pb: connector_pb2.TokenGrant, digest: bytes, households: int
@@ -261,6 +265,7 @@ class ConnectorServicer(connector_pb2_grpc.ConnectorServiceServicer):
                 ((s.field, s.offset, s.bits, s.max_total) for s in lay.slots),
                 lay.stride,
                 lay.per_ciphertext,
+                self._answerer.plaintext_bits,
             )
         except CryptoError as e:
             rpc.abort(
@@ -334,7 +339,7 @@ class ConnectorServicer(connector_pb2_grpc.ConnectorServiceServicer):
         wire = tuple((s.field, s.offset, s.bits, s.max_total) for s in request.layout)
         layout = self._known_layouts.get(wire)
         if layout is None:
-            layout = packing.from_wire(wire)
+            layout = packing.from_wire(wire, self._answerer.plaintext_bits)
             if len(self._known_layouts) > 16:
                 self._known_layouts.clear()
             self._known_layouts[wire] = layout

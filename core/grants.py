@@ -24,6 +24,9 @@ from hedui.proto.v1 import connector_pb2
 
 PAD = 8  # token lists are padded to a multiple of this, at least this many
 TOKEN_BYTES = 32
+MAX_BATCH = (
+    1024  # households per batch query: the registry grants, connectors and custodian bound it
+)
 GRANT_TTL_MS = 10 * 60 * 1000  # a connector refuses a grant older than this
 _LABEL = b"hedui/token-grant/v1"
 

@@ -128,9 +128,27 @@ def kind_layouts(layout: Layout, connector_ids: Iterable[str]) -> dict[str, Layo
     return out
 
 
-def from_wire(slots: Iterable[tuple[str, int, int, int]]) -> Layout:
-    """A layout as a query carries it, checked for overlaps."""
-    out = tuple(Slot(f, o, b, m) for f, o, b, m in slots)
+MAX_SLOTS = 64  # more fields than any connector kind declares
+
+
+def _bounded(slots: Iterable[tuple[str, int, int, int]], plaintext_bits: int) -> tuple[Slot, ...]:
+    """Slots as a query carries them, each checked against the key's plaintext size before any
+    integer is built from them (an offset of 2^31 would otherwise allocate 256 MiB)."""
+    out: list[Slot] = []
+    for f, o, b, m in slots:
+        if len(out) == MAX_SLOTS:
+            raise CryptoError(f"a layout has at most {MAX_SLOTS} slots")
+        if not (0 <= o and 1 <= b and o + b <= plaintext_bits and 0 <= m < 1 << b):
+            raise CryptoError(
+                f"slot {f[:40]!r} lies outside the key's {plaintext_bits} plaintext bits"
+            )
+        out.append(Slot(f, o, b, m))
+    return tuple(out)
+
+
+def from_wire(slots: Iterable[tuple[str, int, int, int]], plaintext_bits: int) -> Layout:
+    """A layout as a query carries it, checked for bounds and overlaps."""
+    out = _bounded(slots, plaintext_bits)
     end = 0
     for s in sorted(out, key=lambda s: s.offset):
         if (
@@ -207,9 +225,17 @@ def batch_layout(
 
 
 def batch_from_wire(
-    slots: Iterable[tuple[str, int, int, int]], stride: int, per_ciphertext: int
+    slots: Iterable[tuple[str, int, int, int]],
+    stride: int,
+    per_ciphertext: int,
+    plaintext_bits: int,
 ) -> BatchLayout:
-    layout = BatchLayout(tuple(Slot(f, o, b, m) for f, o, b, m in slots), stride, per_ciphertext)
+    if not (1 <= stride <= plaintext_bits and 1 <= per_ciphertext <= plaintext_bits // stride):
+        raise CryptoError(
+            f"{per_ciphertext} households of {stride} bits do not fit the key's "
+            f"{plaintext_bits} plaintext bits"
+        )
+    layout = BatchLayout(_bounded(slots, stride), stride, per_ciphertext)
     end = 0
     for s in sorted(layout.slots, key=lambda s: s.offset):
         if s.offset < end or s.max_total.bit_length() + 1 > s.bits:

@@ -2,19 +2,22 @@
 
 - errors as status codes with ``google.rpc`` details (``BadRequest``, ``PreconditionFailure``);
 - ``create_server``: health and reflection registered in one place, mutual TLS unless insecure,
-  a role check interceptor, bound to the address given (port 0 picks a free port);
+  an interceptor that checks roles, admits calls (``Admission``) and turns an unexpected
+  exception into INTERNAL without its text, bound to the address given (port 0: a free port);
 - channels with the same TLS material.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Collection, Mapping, Sequence
+import logging
+import threading
+from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from concurrent import futures
 from dataclasses import dataclass
 from typing import Any, NoReturn
 
 import grpc
-from google.protobuf import any_pb2
+from google.protobuf import any_pb2, duration_pb2
 from google.rpc import code_pb2, error_details_pb2, status_pb2
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
@@ -23,6 +26,7 @@ from grpc_status import rpc_status
 from hedui.core.tls import PeerIdentity, TlsMaterial, channel_options, peer_identity
 
 HEALTH_SERVICE_NAME = health.SERVICE_NAME
+log = logging.getLogger("hedui.rpc")
 
 
 def _status(code: grpc.StatusCode, message: str, *details: Any) -> grpc.Status:
@@ -75,12 +79,73 @@ def error_details(error: grpc.RpcError) -> list[Any]:
             error_details_pb2.BadRequest,
             error_details_pb2.PreconditionFailure,
             error_details_pb2.QuotaFailure,
+            error_details_pb2.RetryInfo,
         ):
             if d.Is(cls.DESCRIPTOR):
                 msg = cls()
                 d.Unpack(msg)
                 out.append(msg)
     return out
+
+
+def _internal(context: grpc.ServicerContext, method: str) -> NoReturn:
+    """The last resort for an exception no handler expected: the traceback goes to the
+    operator's log, the caller gets INTERNAL without it (never UNKNOWN with raw text)."""
+    code = context.code()  # type: ignore[attr-defined]  # grpcio has it; the stubs do not
+    if code not in (None, grpc.StatusCode.OK):  # an abort on its way out
+        raise
+    log.exception("unexpected failure in %s", method)
+    abort(
+        context,
+        grpc.StatusCode.INTERNAL,
+        f"internal error in {method}; the operator's log has the details",
+    )
+
+
+def _guarded_stream(
+    responses: Iterator[Any],
+    context: grpc.ServicerContext,
+    method: str,
+    release: Callable[[], None],
+) -> Iterator[Any]:
+    try:
+        yield from responses
+    except Exception:
+        _internal(context, method)
+    finally:
+        release()
+
+
+class Admission:
+    """Admission control: at most ``limits[method]`` calls of a method at once; one more is
+    answered RESOURCE_EXHAUSTED at once instead of waiting behind the others."""
+
+    def __init__(self, limits: Mapping[str, int]) -> None:
+        self._slots = {m: threading.BoundedSemaphore(n) for m, n in limits.items()}
+        self.refused = 0
+
+    def admit(self, method: str, context: grpc.ServicerContext) -> Callable[[], None]:
+        """Take a slot for ``method`` (or abort); the function that gives it back."""
+        slot = self._slots.get(method)
+        if slot is None:
+            return lambda: None
+        if not slot.acquire(blocking=False):
+            self.refused += 1
+            abort(
+                context,
+                grpc.StatusCode.RESOURCE_EXHAUSTED,
+                "the service is saturated; try again in a few seconds",
+                error_details_pb2.RetryInfo(retry_delay=duration_pb2.Duration(seconds=2)),
+            )
+        released = threading.Event()
+
+        def release() -> None:
+            if not released.is_set():
+                released.set()
+                slot.release()
+
+        context.add_callback(release)  # also when the call ends before its handler does
+        return release
 
 
 class RoleInterceptor(grpc.ServerInterceptor):  # type: ignore[type-arg]
@@ -91,8 +156,11 @@ class RoleInterceptor(grpc.ServerInterceptor):  # type: ignore[type-arg]
     (``--insecure``) there is no certificate and every call is admitted.
     """
 
-    def __init__(self, roles: Mapping[str, Collection[str]]) -> None:
+    def __init__(
+        self, roles: Mapping[str, Collection[str]], admission: Admission | None = None
+    ) -> None:
         self._roles = {service: frozenset(r) for service, r in roles.items()}
+        self._admission = admission or Admission({})
 
     def intercept_service(
         self,
@@ -115,11 +183,20 @@ class RoleInterceptor(grpc.ServerInterceptor):  # type: ignore[type-arg]
                 )
 
         def guard(
-            behavior: Callable[[Any, grpc.ServicerContext], Any],
+            behavior: Callable[[Any, grpc.ServicerContext], Any], streaming: bool
         ) -> Callable[[Any, grpc.ServicerContext], Any]:
             def guarded(request: Any, context: grpc.ServicerContext) -> Any:
                 check(context)
-                return behavior(request, context)
+                admitted = self._admission.admit(method, context)
+                try:
+                    result = behavior(request, context)
+                except Exception:
+                    admitted()
+                    _internal(context, method)
+                if not streaming:
+                    admitted()
+                    return result
+                return _guarded_stream(result, context, method, admitted)
 
             return guarded
 
@@ -128,13 +205,13 @@ class RoleInterceptor(grpc.ServerInterceptor):  # type: ignore[type-arg]
             "response_serializer": handler.response_serializer,
         }
         if handler.unary_unary is not None:
-            return grpc.unary_unary_rpc_method_handler(guard(handler.unary_unary), **ser)
+            return grpc.unary_unary_rpc_method_handler(guard(handler.unary_unary, False), **ser)
         if handler.unary_stream is not None:
-            return grpc.unary_stream_rpc_method_handler(guard(handler.unary_stream), **ser)
+            return grpc.unary_stream_rpc_method_handler(guard(handler.unary_stream, True), **ser)
         if handler.stream_unary is not None:
-            return grpc.stream_unary_rpc_method_handler(guard(handler.stream_unary), **ser)
+            return grpc.stream_unary_rpc_method_handler(guard(handler.stream_unary, False), **ser)
         if handler.stream_stream is not None:
-            return grpc.stream_stream_rpc_method_handler(guard(handler.stream_stream), **ser)
+            return grpc.stream_stream_rpc_method_handler(guard(handler.stream_stream, True), **ser)
         return None  # a handler of no known kind is refused
 
 
@@ -162,6 +239,7 @@ def create_server(
     roles: Mapping[str, Collection[str]],
     register: Sequence[Callable[[grpc.Server], None]],
     max_workers: int = 8,
+    admission: Admission | None = None,
 ) -> RunningServer:
     """Start a server with health and reflection; ``tls=None`` is plaintext (``--insecure``).
 
@@ -170,7 +248,7 @@ def create_server(
     service_names = list(roles)
     server = grpc.server(
         futures.ThreadPoolExecutor(max_workers=max_workers),
-        interceptors=[RoleInterceptor(roles)],
+        interceptors=[RoleInterceptor(roles, admission)],
         options=[("grpc.so_reuseport", 0), ("grpc.max_receive_message_length", 4 * 1024 * 1024)],
     )
     for reg in register:

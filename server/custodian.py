@@ -123,6 +123,10 @@ class KeyCustodian:
             DECRYPT_THREADS, thread_name_prefix="decrypt", initializer=_release_gil
         )
 
+    @property
+    def deployment(self) -> Deployment:
+        return self._deployment
+
     def _bound(
         self,
         query_id: str,

@@ -17,7 +17,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from hedui.core import packing, rpc, signing
 from hedui.core.deployment import kind_of
-from hedui.core.grants import Grant
+from hedui.core.grants import MAX_BATCH, Grant
 from hedui.core.keystore import KeyDir
 from hedui.core.paillier import Ciphertext, PublicKey
 from hedui.core.rpc import RunningServer, create_server, open_channel
@@ -111,6 +111,62 @@ def _evidence_pb(e: LogEvidence) -> custodian_pb2.LogEvidence:
     )
 
 
+MAX_PROOF = 64  # hashes in an inclusion or consistency proof (a log of 2^64 entries)
+MAX_QUERY_ID = 128
+
+
+def _bad(context: grpc.ServicerContext, field: str, description: str) -> NoReturn:
+    rpc.abort(
+        context,
+        grpc.StatusCode.INVALID_ARGUMENT,
+        f"{field}: {description}",
+        rpc.bad_request(field, description),
+    )
+
+
+def _check_shape(
+    context: grpc.ServicerContext,
+    query_id: str,
+    answers: Sequence[custodian_pb2.CustodyAnswer],
+    evidence: custodian_pb2.LogEvidence,
+    households: int,
+    known: Mapping[str, str],
+    ciphertexts: Callable[[str], int],
+    ciphertext_bytes: int,
+) -> None:
+    """Every count, size and offset of a request, checked against the deployment before
+    anything is allocated or computed from it. ``known``: connector id -> kind;
+    ``ciphertexts(kind)``: how many ciphertexts an answer of that kind holds."""
+    if not 0 < len(query_id) <= MAX_QUERY_ID:
+        _bad(context, "query_id", f"1 to {MAX_QUERY_ID} characters")
+    if not 1 <= households <= MAX_BATCH:
+        _bad(context, "households", f"1 to {MAX_BATCH} households, got {households}")
+    if not 1 <= len(answers) <= len(known):
+        _bad(context, "answers", f"1 to {len(known)} answers (one per connector)")
+    seen: set[str] = set()
+    for i, a in enumerate(answers):
+        kind = known.get(a.connector_id)
+        if kind is None or a.connector_id in seen:
+            _bad(
+                context,
+                f"answers[{i}].connector_id",
+                "not a connector of this deployment, or twice",
+            )
+        seen.add(a.connector_id)
+        if len(a.packed) != ciphertexts(kind):
+            _bad(context, f"answers[{i}].packed", f"{ciphertexts(kind)} ciphertexts expected")
+        if any(len(c) > ciphertext_bytes for c in a.packed):
+            _bad(
+                context, f"answers[{i}].packed", f"ciphertexts of at most {ciphertext_bytes} bytes"
+            )
+        if len(a.signature) > 128 or len(a.key_fingerprint) > 64 or len(a.queried) > 64:
+            _bad(context, f"answers[{i}]", "signature, key fingerprint or digest too long")
+    if len(evidence.requests) > households or len(evidence.consistency_proof) > MAX_PROOF:
+        _bad(context, "evidence", f"at most {households} logged requests and {MAX_PROOF} hashes")
+    if any(len(r.inclusion_proof) > MAX_PROOF for r in evidence.requests):
+        _bad(context, "evidence.requests.inclusion_proof", f"at most {MAX_PROOF} hashes")
+
+
 class CustodianServicer(custodian_pb2_grpc.CustodianServiceServicer):
     def __init__(self, custodian: KeyCustodian) -> None:
         self._custodian = custodian
@@ -125,10 +181,25 @@ class CustodianServicer(custodian_pb2_grpc.CustodianServiceServicer):
             )
         rpc.abort(context, grpc.StatusCode.FAILED_PRECONDITION, str(e))
 
+    def _known(self) -> dict[str, str]:
+        return {c: k for k, ids in self._custodian.deployment.kinds.items() for c in ids}
+
     def Decrypt(
         self, request: custodian_pb2.DecryptRequest, context: grpc.ServicerContext
     ) -> custodian_pb2.DecryptResponse:
         public = self._custodian.public_key
+        _check_shape(
+            context,
+            request.query_id,
+            request.answers,
+            request.evidence,
+            1,
+            self._known(),
+            lambda _kind: 1,
+            public.ciphertext_bytes,
+        )
+        if len(request.aggregate) > public.ciphertext_bytes:
+            _bad(context, "aggregate", f"a ciphertext of at most {public.ciphertext_bytes} bytes")
         evidence = _evidence(request.evidence)
         try:
             answers = [
@@ -157,6 +228,18 @@ class CustodianServicer(custodian_pb2_grpc.CustodianServiceServicer):
     def DecryptBatch(
         self, request: custodian_pb2.DecryptBatchRequest, context: grpc.ServicerContext
     ) -> custodian_pb2.DecryptBatchResponse:
+        layouts = self._custodian.deployment.batch_layouts
+        households = int(request.households)
+        _check_shape(
+            context,
+            request.query_id,
+            request.answers,
+            request.evidence,
+            households,
+            self._known(),
+            lambda kind: -(-households // layouts[kind].per_ciphertext),
+            self._custodian.public_key.ciphertext_bytes,
+        )
         evidence = _evidence(request.evidence)
         try:
             answers = [

@@ -4,7 +4,7 @@ from hypothesis import strategies as st
 
 from hedui.core.deployment import default_connector_ids, kind_of
 from hedui.core.errors import CryptoError
-from hedui.core.packing import MASK_BITS, for_connectors, from_wire
+from hedui.core.packing import MASK_BITS, batch_from_wire, for_connectors, from_wire
 from hedui.core.paillier import generate_keypair
 
 IDS = default_connector_ids()
@@ -49,8 +49,37 @@ def test_values_outside_their_slot_are_refused() -> None:
 
 
 def test_wire_layouts_are_checked() -> None:
-    assert from_wire((s.field, s.offset, s.bits, s.max_total) for s in LAYOUT.slots) == LAYOUT
+    assert (
+        from_wire(((s.field, s.offset, s.bits, s.max_total) for s in LAYOUT.slots), 2046) == LAYOUT
+    )
     with pytest.raises(CryptoError, match="overlaps"):
-        from_wire([("a", 0, 100, 1), ("b", 50, 100, 1)])
+        from_wire([("a", 0, 100, 1), ("b", 50, 100, 1)], 2046)
     with pytest.raises(CryptoError):
-        from_wire([("a", 0, MASK_BITS + 5, 2**40)])
+        from_wire([("a", 0, MASK_BITS + 5, 2**40)], 2046)
+
+
+@pytest.mark.parametrize(
+    "slot",
+    [
+        ("a", 2**31, 100, 1),
+        ("a", -1, 100, 1),
+        ("a", 0, 0, 0),
+        ("a", 2000, 100, 1),
+        ("a", 0, 9, 512),
+    ],
+)
+def test_wire_layouts_stay_inside_the_key(slot: tuple[str, int, int, int]) -> None:
+    """Issue #11 item 7: an offset of 2^31 built a 256 MiB integer and answered UNKNOWN."""
+    with pytest.raises(CryptoError, match="outside the key"):
+        from_wire([slot], 2046)
+
+
+def test_wire_layouts_have_few_slots() -> None:
+    with pytest.raises(CryptoError, match="at most"):
+        from_wire([(f"f{i}", i * 20, 20, 1) for i in range(65)], 2046)
+
+
+@pytest.mark.parametrize(("stride", "per"), [(2**32 - 1, 1), (100, 21), (0, 1), (100, 0)])
+def test_batch_wire_layouts_stay_inside_the_key(stride: int, per: int) -> None:
+    with pytest.raises(CryptoError, match="do not fit"):
+        batch_from_wire([("a", 0, 50, 1)], stride, per, 2046)

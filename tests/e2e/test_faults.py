@@ -85,7 +85,7 @@ class Garbage(connector_pb2_grpc.ConnectorServiceServicer):
 
     def Query(self, request, context):
         time.sleep(self.delay)
-        layout = from_wire((s.field, s.offset, s.bits, s.max_total) for s in request.layout)
+        layout = from_wire(((s.field, s.offset, s.bits, s.max_total) for s in request.layout), 2046)
         answer = self.answerer.answer(request.query_id, list(request.tokens), layout)
         if self.corrupt:
             answer.packed = bytes(len(answer.packed) - 1) + b"\x07"
