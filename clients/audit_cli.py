@@ -158,6 +158,10 @@ def cmd_show(args: argparse.Namespace) -> int:
             detail += f" ({len(d.get('connectors_answered', []))} answered{', failed ' + ','.join(failed) if failed else ''})"
         elif d["kind"] == "search":
             detail = f"search by {d.get('by', '?')}: {d.get('results', 0)} result(s)"
+        elif d["kind"] == "alert":
+            detail = (
+                f"{d.get('alert_kind', '?')} {d.get('subject', '')}: {d.get('description', '')}"
+            )
         print(
             f"{index:>6}  {_when(d['time_unix_ms']):<26}  {d['kind']:<8} {d['caller']:<14} {d.get('request_id', ''):<28} {detail}"
         )
@@ -228,6 +232,29 @@ def cmd_search(args: argparse.Namespace) -> int:
         else "read from the database directly (the service is down): this search was not logged"
     )
     print(f"{len(found)} entr{'y' if len(found) == 1 else 'ies'} found; {logged}")
+    return 0
+
+
+ALERT_CALLER = "hedui-service"  # alerts are written by the service itself
+
+
+def cmd_alerts(args: argparse.Namespace) -> int:
+    check_period(args.since, args.until)
+    session = _session(args)
+    until = args.until + dt.timedelta(days=1) if args.until else None
+    found = [
+        (index, d)
+        for index, data in search(
+            session, id_number=None, caller=ALERT_CALLER, since=args.since, until=until
+        )
+        if (d := describe_entry(data))["kind"] == "alert"
+    ]
+    for index, d in found:
+        print(
+            f"{index:>6}  {_when(d['time_unix_ms'])}  {d.get('alert_kind', '?'):<16} "
+            f"{d.get('subject', ''):<24} {d.get('description', '')}"
+        )
+    print(f"{len(found)} alert{'' if len(found) == 1 else 's'}")
     return 0
 
 
@@ -323,6 +350,18 @@ def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-ar
         help="last day YYYY-MM-DD, included (default: no end)",
     )
     p.set_defaults(func=cmd_search)
+
+    p = audit.add_parser(
+        "alerts", help="alerts the service wrote to the log (e.g. bursts of unknown applicants)"
+    )
+    common(p)
+    p.add_argument(
+        "--since",
+        type=_date,
+        help="first day YYYY-MM-DD, China Standard Time (default: the log's start)",
+    )
+    p.add_argument("--until", type=_date, help="last day YYYY-MM-DD, included (default: no end)")
+    p.set_defaults(func=cmd_alerts)
 
     p = audit.add_parser("export", help="entries of a period with proofs, verifiable offline")
     common(p)

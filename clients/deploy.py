@@ -229,7 +229,7 @@ def _serve_group(
             running: RunningServer | RunningService
             address = f"127.0.0.1:{fixed.get(cid, 0)}"
             if cid == SERVICE_ID:  # the verification service, in a process of its own
-                config = load_service_config(w.service_config, {})
+                config = load_service_config(w.service_config, os.environ)
                 running = start_service(dataclasses.replace(config, address=address))
             elif cid == CUSTODIAN_ID:  # the key custodian, in a process of its own
                 running = start_custodian(

@@ -12,7 +12,7 @@ from hedui.audit.log import AuditLog
 from hedui.audit.store import LogStore, open_log_engine
 from hedui.core.clock import Clock
 from hedui.core.keystore import KeyDir
-from hedui.core.rpc import RunningServer, create_server
+from hedui.core.rpc import Admission, RunningServer, create_server
 from hedui.proto.v1 import audit_pb2, audit_pb2_grpc, verification_pb2, verification_pb2_grpc
 from hedui.server.audit_service import AuditServicer
 from hedui.server.batch import BatchVerifier
@@ -23,6 +23,7 @@ from hedui.server.errors import ConfigError
 from hedui.server.fanout import ConnectorPool, RegistryClient
 from hedui.server.key_events import ed25519_fingerprint, record_startup
 from hedui.server.policy.book import PolicyBook
+from hedui.server.quotas import Quotas
 from hedui.server.requests import RequestBook
 from hedui.server.verification import VerificationServicer, Verifier
 
@@ -130,7 +131,12 @@ def start_service(config: ServiceConfig, verifier: Verifier | None = None) -> Ru
     record_configuration(config, v)
     v.settle()  # the claims a previous life of the service left in progress
     keys = KeyDir(config.keys_dir)
-    servicer = VerificationServicer(v, BatchVerifier(v), today=lambda: v.now().date())
+    servicer = VerificationServicer(
+        v,
+        BatchVerifier(v),
+        today=lambda: v.now().date(),
+        quotas=Quotas(config.quotas(), v.now),
+    )
     auditor = AuditServicer(v.audit, v.audit_key, v.now)
 
     def register(server: grpc.Server) -> None:
@@ -142,6 +148,14 @@ def start_service(config: ServiceConfig, verifier: Verifier | None = None) -> Ru
         tls=None if config.insecure else keys.tls("service"),
         roles={VERIFICATION_SERVICE: {"intake"}, AUDIT_SERVICE: {"auditor"}},
         register=[register],
-        max_workers=16,
+        # threads for the admitted verifications, a batch stream and the auditors; a call over
+        # the limit of its method is answered RESOURCE_EXHAUSTED at once instead of queueing
+        max_workers=config.max_concurrent_verifications + 6,
+        admission=Admission(
+            {
+                f"/{VERIFICATION_SERVICE}/Verify": config.max_concurrent_verifications,
+                f"/{VERIFICATION_SERVICE}/VerifyBatch": 2,
+            }
+        ),
     )
     return RunningService(running, v)

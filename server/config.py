@@ -8,13 +8,14 @@ from __future__ import annotations
 
 import tomllib
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from hedui.core.deployment import kind_of
 from hedui.server.errors import ConfigError
 from hedui.server.fanout import Endpoint
+from hedui.server.quotas import QuotaSettings
 
 
 @dataclass(frozen=True)
@@ -34,6 +35,22 @@ class ServiceConfig:
     timezone: str = "Asia/Shanghai"
     token_epoch: int = 1
     custodian_address: str = ""  # the key custodian's process (required)
+    # admission control and per-caller quotas (issue #11 item 3)
+    max_concurrent_verifications: int = 12
+    rate_per_minute: int = 300
+    daily_quota: int = 20_000
+    not_found_alert: int = 20
+    not_found_window_seconds: int = 600
+    quota_overrides: Mapping[str, tuple[int, int]] = field(default_factory=dict)
+
+    def quotas(self) -> QuotaSettings:
+        return QuotaSettings(
+            self.rate_per_minute,
+            self.daily_quota,
+            self.not_found_alert,
+            self.not_found_window_seconds,
+            dict(self.quota_overrides),
+        )
 
     def to_toml(self) -> str:
         def q(v: object) -> str:
@@ -49,6 +66,9 @@ class ServiceConfig:
         lines.append(f"keys_dir = {q(self.keys_dir)}")
         lines += ["", "[registry]", f"address = {q(self.registry.address)}", "", "[connectors]"]
         lines += [f"{q(e.connector_id)} = {q(e.address)}" for e in self.connectors]
+        if self.quota_overrides:
+            lines += ["", "[quotas]  # caller = [per minute, per day]"]
+            lines += [f"{q(c)} = [{m}, {d}]" for c, (m, d) in sorted(self.quota_overrides.items())]
         return "\n".join(lines) + "\n"
 
 
@@ -65,7 +85,21 @@ _SCALARS: dict[str, type] = {
     "custodian_address": str,
     "audit_database": str,
     "service_database": str,
+    "max_concurrent_verifications": int,
+    "rate_per_minute": int,
+    "daily_quota": int,
+    "not_found_alert": int,
+    "not_found_window_seconds": int,
 }
+_POSITIVE = (
+    "max_concurrent_verifications",
+    "rate_per_minute",
+    "daily_quota",
+    "not_found_alert",
+    "not_found_window_seconds",
+    "query_timeout_seconds",
+    "registry_timeout_seconds",
+)
 
 
 def _coerce(name: str, value: Any, kind: type, source: str) -> Any:
@@ -122,10 +156,25 @@ def load(path: Path, env: Mapping[str, str]) -> ServiceConfig:
             raise ConfigError(
                 f"{path}: [connectors] {endpoint.connector_id} is not a known connector"
             ) from None
+    overrides: dict[str, tuple[int, int]] = {}
+    for caller, limits in doc.get("quotas", {}).items():
+        if not (
+            isinstance(limits, list)
+            and len(limits) == 2
+            and all(isinstance(n, int) and not isinstance(n, bool) and n > 0 for n in limits)
+        ):
+            raise ConfigError(
+                f"{path}: [quotas] {caller} must be [per minute, per day], two positive integers"
+            )
+        overrides[str(caller)] = (limits[0], limits[1])
+    for name in _POSITIVE:
+        if name in values and not values[name] > 0:
+            raise ConfigError(f"{path}: {name} must be above 0, got {values[name]}")
     config = ServiceConfig(
         keys_dir=Path(str(service.get("keys_dir", path.parent / "keys"))),
         registry=Endpoint("registry", registry),
         connectors=endpoints,
+        quota_overrides=overrides,
         **values,
     )
     if config.min_banks < 2:

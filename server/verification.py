@@ -10,11 +10,12 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import secrets
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
 import grpc
+from google.rpc import error_details_pb2
 
 from hedui.audit.errors import AuditError
 from hedui.audit.log import AuditLog, Receipt
@@ -32,9 +33,11 @@ from hedui.server.errors import CustodianRefused, PolicyError, ServiceError
 from hedui.server.fanout import ConnectorPool, RegistryClient, RegistryNotFound, SourceUnavailable
 from hedui.server.policy.book import PROGRAMS, PolicyBook
 from hedui.server.policy.engine import Decision, HouseholdFacts, Member, Outcome, RuleResult
+from hedui.server.quotas import Alert, QuotaExceeded, Quotas, QuotaSettings
 from hedui.server.requests import RequestBook, StateUnavailable
 from hedui.server.witness import log_evidence
 
+SELF = PeerIdentity("hedui-service", "service")  # the service's own entries (alerts)
 log = logging.getLogger("hedui.server")
 
 MAX_TEXT = 128
@@ -102,6 +105,21 @@ class Verifier:
         self.requests = requests
         self.now = now
         self.new_query_id = new_query_id
+
+    def log_alert(self, alert: Alert) -> None:
+        """Write an alert to the audit log, as the service itself."""
+        entry = self._entry(SELF)
+        entry.alert.CopyFrom(
+            audit_pb2.Alert(
+                kind=alert.kind,
+                subject=alert.subject,
+                description=alert.description,
+                count=alert.count,
+                window_seconds=alert.window_seconds,
+            )
+        )
+        self.audit.append([entry])
+        log.warning("alert %s for %s: %s", alert.kind, alert.subject, alert.description)
 
     def _entry(self, caller: PeerIdentity) -> audit_pb2.AuditEntry:
         return audit_pb2.AuditEntry(
@@ -411,12 +429,26 @@ class BatchRunner(Protocol):
 
 class VerificationServicer(verification_pb2_grpc.VerificationServiceServicer):
     def __init__(
-        self, verifier: Verifier, batch: BatchRunner, today: Callable[[], dt.date], chunk: int = 121
+        self,
+        verifier: Verifier,
+        batch: BatchRunner,
+        today: Callable[[], dt.date],
+        chunk: int = 121,
+        quotas: Quotas | None = None,
     ) -> None:
         self._verifier = verifier
         self._batch = batch
         self._today = today
         self._chunk = chunk
+        self._quotas = quotas or Quotas(QuotaSettings())
+
+    def _not_found(self, caller: str) -> None:
+        alert = self._quotas.not_found(caller)
+        if alert is not None:
+            try:
+                self._verifier.log_alert(alert)
+            except AuditError as e:  # the caller's answer does not wait on it; the operator sees
+                log.error("could not log alert %s for %s: %s", alert.kind, alert.subject, e)
 
     def validate(
         self, request: verification_pb2.VerifyRequest
@@ -502,19 +534,48 @@ class VerificationServicer(verification_pb2_grpc.VerificationServiceServicer):
                     request.request_id, "INVALID_ARGUMENT", "; ".join(f"{f}: {d}" for f, d in app)
                 )
                 continue
+            try:
+                self._quotas.charge(caller.name)
+            except QuotaExceeded as e:
+                yield batch_error(request.request_id, "RESOURCE_EXHAUSTED", str(e))
+                continue
             chunk.append(app)
             if len(chunk) >= self._chunk:
-                yield from self._batch.run(chunk, caller)
+                yield from self._counted(self._batch.run(chunk, caller), caller.name)
                 chunk = []
         if chunk:
-            yield from self._batch.run(chunk, caller)
+            yield from self._counted(self._batch.run(chunk, caller), caller.name)
+
+    def _counted(
+        self, results: Iterable[verification_pb2.BatchResult], caller: str
+    ) -> Iterator[verification_pb2.BatchResult]:
+        for r in results:
+            if r.HasField("error") and r.error.code == "NOT_FOUND":
+                self._not_found(caller)
+            yield r
 
     def Verify(
         self, request: verification_pb2.VerifyRequest, context: grpc.ServicerContext
     ) -> verification_pb2.Verdict:
         app = self._application(request, context)
+        caller = rpc.caller(context)
         try:
-            return self._verifier.verify(app, rpc.caller(context))
+            self._quotas.charge(caller.name)
+        except QuotaExceeded as e:
+            rpc.abort(
+                context,
+                grpc.StatusCode.RESOURCE_EXHAUSTED,
+                str(e),
+                error_details_pb2.QuotaFailure(
+                    violations=[
+                        error_details_pb2.QuotaFailure.Violation(
+                            subject=e.subject, description=str(e)
+                        )
+                    ]
+                ),
+            )
+        try:
+            return self._verifier.verify(app, caller)
         except PolicyError as e:
             rpc.abort(
                 context,
@@ -529,6 +590,7 @@ class VerificationServicer(verification_pb2_grpc.VerificationServiceServicer):
         except RequestInProgress as e:
             rpc.abort(context, grpc.StatusCode.ABORTED, str(e))
         except RegistryNotFound as e:
+            self._not_found(caller.name)
             rpc.abort(context, grpc.StatusCode.NOT_FOUND, str(e))
         except SourceUnavailable as e:
             rpc.abort(context, grpc.StatusCode.UNAVAILABLE, str(e))

@@ -72,6 +72,7 @@ class AuditEntry(_message.Message):
     KEY_EVENT_FIELD_NUMBER: _builtins.int
     CONFIG_CHANGE_FIELD_NUMBER: _builtins.int
     SEARCH_FIELD_NUMBER: _builtins.int
+    ALERT_FIELD_NUMBER: _builtins.int
     time_unix_ms: _builtins.int
     """Milliseconds since the Unix epoch, UTC."""
     caller: _builtins.str
@@ -87,6 +88,8 @@ class AuditEntry(_message.Message):
     def config_change(self) -> Global___ConfigChange: ...
     @_builtins.property
     def search(self) -> Global___AuditorSearch: ...
+    @_builtins.property
+    def alert(self) -> Global___Alert: ...
     def __init__(
         self,
         *,
@@ -98,16 +101,55 @@ class AuditEntry(_message.Message):
         key_event: Global___KeyEvent | None = ...,
         config_change: Global___ConfigChange | None = ...,
         search: Global___AuditorSearch | None = ...,
+        alert: Global___Alert | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["body", b"body", "config_change", b"config_change", "key_event", b"key_event", "request", b"request", "search", b"search", "verdict", b"verdict"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["alert", b"alert", "body", b"body", "config_change", b"config_change", "key_event", b"key_event", "request", b"request", "search", b"search", "verdict", b"verdict"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["body", b"body", "caller", b"caller", "caller_role", b"caller_role", "config_change", b"config_change", "key_event", b"key_event", "request", b"request", "search", b"search", "time_unix_ms", b"time_unix_ms", "verdict", b"verdict"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["alert", b"alert", "body", b"body", "caller", b"caller", "caller_role", b"caller_role", "config_change", b"config_change", "key_event", b"key_event", "request", b"request", "search", b"search", "time_unix_ms", b"time_unix_ms", "verdict", b"verdict"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    _WhichOneofReturnType_body: _TypeAlias = _typing.Literal["request", "verdict", "key_event", "config_change", "search"]  # noqa: Y015
+    _WhichOneofReturnType_body: _TypeAlias = _typing.Literal["request", "verdict", "key_event", "config_change", "search", "alert"]  # noqa: Y015
     _WhichOneofArgType_body: _TypeAlias = _typing.Literal["body", b"body"]  # noqa: Y015
     def WhichOneof(self, oneof_group: _WhichOneofArgType_body) -> _WhichOneofReturnType_body | None: ...
 
 Global___AuditEntry: _TypeAlias = AuditEntry  # noqa: Y015
+
+@_typing.final
+class Alert(_message.Message):
+    """Something an operator or auditor must look at, written by the service itself (caller
+    "hedui-service"): e.g. a caller's burst of NOT_FOUND answers (enumeration), or a caller
+    refused by its quota. Never an ID number; the subject is a caller's name.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    KIND_FIELD_NUMBER: _builtins.int
+    SUBJECT_FIELD_NUMBER: _builtins.int
+    DESCRIPTION_FIELD_NUMBER: _builtins.int
+    COUNT_FIELD_NUMBER: _builtins.int
+    WINDOW_SECONDS_FIELD_NUMBER: _builtins.int
+    kind: _builtins.str
+    """NOT_FOUND_BURST or QUOTA_EXCEEDED."""
+    subject: _builtins.str
+    description: _builtins.str
+    count: _builtins.int
+    """How many events within the window raised it."""
+    window_seconds: _builtins.int
+    def __init__(
+        self,
+        *,
+        kind: _builtins.str = ...,
+        subject: _builtins.str = ...,
+        description: _builtins.str = ...,
+        count: _builtins.int = ...,
+        window_seconds: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["count", b"count", "description", b"description", "kind", b"kind", "subject", b"subject", "window_seconds", b"window_seconds"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Alert: _TypeAlias = Alert  # noqa: Y015
 
 @_typing.final
 class RequestEntry(_message.Message):

@@ -1,0 +1,112 @@
+"""Per-caller quotas and the enumeration alarm (issue #11 item 3).
+
+Every intake system (the name in its certificate) has a rate per minute and a quota per day
+(China Standard Time); a call over either is refused with RESOURCE_EXHAUSTED and a
+``QuotaFailure`` naming the caller and the limit. NOT_FOUND answers are counted per caller: a
+burst (``not_found_alert`` within ``not_found_window_seconds``) raises one alert per window,
+which the service writes to the audit log (``hedui audit alerts`` lists them).
+
+Counts are kept in this process's memory: replicas each enforce the limits on their share.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import threading
+from collections import deque
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+
+from hedui.core.clock import DEPLOYMENT
+from hedui.server.errors import ServiceError
+
+
+@dataclass(frozen=True)
+class QuotaSettings:
+    per_minute: int = 300
+    per_day: int = 20_000
+    not_found_alert: int = 20
+    not_found_window_seconds: int = 600
+    # caller name -> (per minute, per day), for callers that need other limits than the default
+    overrides: Mapping[str, tuple[int, int]] = field(default_factory=dict)
+
+    def limits(self, caller: str) -> tuple[int, int]:
+        return self.overrides.get(caller, (self.per_minute, self.per_day))
+
+
+class QuotaExceeded(ServiceError):
+    """A caller over its rate or daily quota; ``subject`` and ``limit`` for the QuotaFailure."""
+
+    def __init__(self, subject: str, message: str) -> None:
+        super().__init__(message)
+        self.subject = subject
+
+
+@dataclass(frozen=True)
+class Alert:
+    kind: str
+    subject: str
+    description: str
+    count: int
+    window_seconds: int
+
+
+class Quotas:
+    def __init__(self, settings: QuotaSettings, now: Callable[[], dt.datetime] = DEPLOYMENT.now):
+        self._settings = settings
+        self._now = now
+        self._lock = threading.Lock()
+        self._recent: dict[str, deque[float]] = {}  # caller -> call times in the last minute
+        self._day: dict[str, tuple[dt.date, int]] = {}  # caller -> (CST date, calls that day)
+        self._not_found: dict[str, deque[float]] = {}
+        self._alerted: dict[str, float] = {}  # caller -> when its last burst alert was raised
+
+    def charge(self, caller: str, calls: int = 1) -> None:
+        """Count ``calls`` for ``caller`` or raise QuotaExceeded (nothing counted then)."""
+        per_minute, per_day = self._settings.limits(caller)
+        now = self._now()
+        t, today = now.timestamp(), now.astimezone(DEPLOYMENT.zone).date()
+        with self._lock:
+            recent = self._recent.setdefault(caller, deque())
+            while recent and recent[0] <= t - 60:
+                recent.popleft()
+            day, used = self._day.get(caller, (today, 0))
+            if day != today:
+                used = 0
+            if used + calls > per_day:
+                raise QuotaExceeded(
+                    f"caller:{caller}",
+                    f"{caller} has used its quota of {per_day} verifications for {today}; "
+                    "it renews at midnight China Standard Time",
+                )
+            if len(recent) + calls > per_minute:
+                raise QuotaExceeded(
+                    f"caller:{caller}",
+                    f"{caller} is over its rate of {per_minute} verifications a minute; "
+                    "slow down and retry",
+                )
+            recent.extend([t] * calls)
+            self._day[caller] = (today, used + calls)
+
+    def not_found(self, caller: str) -> Alert | None:
+        """Count a NOT_FOUND answer; the alert to log when it completes a burst (once a window)."""
+        s = self._settings
+        t = self._now().timestamp()
+        with self._lock:
+            seen = self._not_found.setdefault(caller, deque())
+            seen.append(t)
+            while seen and seen[0] <= t - s.not_found_window_seconds:
+                seen.popleft()
+            if len(seen) < s.not_found_alert:
+                return None
+            if t - self._alerted.get(caller, float("-inf")) < s.not_found_window_seconds:
+                return None
+            self._alerted[caller] = t
+            return Alert(
+                "NOT_FOUND_BURST",
+                f"caller:{caller}",
+                f"{len(seen)} applicants not found in the register within "
+                f"{s.not_found_window_seconds // 60} minutes: possible enumeration of ID numbers",
+                len(seen),
+                s.not_found_window_seconds,
+            )
