@@ -12,6 +12,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from importlib import resources
 
+from hedui.core.deployment import BANK, DEPARTMENT_KINDS
 from hedui.server.errors import PolicyError
 from hedui.server.policy import dibao, dibian, tekun, zhichu
 from hedui.server.policy.engine import Evaluation, HouseholdFacts
@@ -59,6 +60,12 @@ class Applied:
     policy_version: str
 
 
+# field -> the kind of source that holds it (a figure from one kind is one source's own)
+FIELD_KINDS: Mapping[str, str] = {
+    f.name: k.kind for k in (*DEPARTMENT_KINDS.values(), BANK) for f in k.fields
+}
+
+
 class PolicyBook:
     def __init__(self, regions: Mapping[str, RegionParameters], default_region: str) -> None:
         if default_region not in regions:
@@ -91,5 +98,17 @@ class PolicyBook:
         if params.disclosure(program) == "outcomes":
             evaluation = replace(
                 evaluation, rules=tuple(r.outcome_only() for r in evaluation.rules)
+            )
+        else:
+
+            def sources_of(fields: tuple[str, ...]) -> int:
+                return len({FIELD_KINDS[f] for f in fields if facts.totals.get(f, 0)})
+
+            evaluation = replace(
+                evaluation,
+                rules=tuple(
+                    r.minimised(sources_of, params.disclosed_by_law(program, r.id))
+                    for r in evaluation.rules
+                ),
             )
         return Applied(evaluation, self.version(region))

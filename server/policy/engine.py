@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import datetime as dt
 import enum
-from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field, replace
 
 
 class Outcome(enum.Enum):
@@ -42,6 +42,7 @@ class Figure:
     comparison: str
     threshold: int
     unit: str
+    fields: tuple[str, ...] = ()  # the source fields the value is the total of
 
 
 @dataclass(frozen=True)
@@ -61,6 +62,41 @@ class RuleResult:
     references: tuple[str, ...] = ()
     title_zh: str = ""
     title_en: str = ""
+    value_fields: tuple[str, ...] = ()  # the source fields ``value`` is the total of
+    threshold_fields: tuple[str, ...] = ()  # for a threshold computed from the household's data
+    message_has_figures: bool = True  # False: the messages name no household figure
+
+    def minimised(self, sources_of: Callable[[tuple[str, ...]], int], by_law: bool) -> RuleResult:
+        """Disclosure "figures": keep a figure only when it is the total of at least two
+        sources that answered with non-zero data (``sources_of(fields)`` counts them), or when
+        the region's policy names the rule as disclosed by law; otherwise say passed or failed
+        against the threshold, so that no disclosed figure is one department's own."""
+        if by_law:
+            return self
+        figures = tuple(f for f in self.figures if sources_of(f.fields) >= 2)
+        value_ok = self.value is None or sources_of(self.value_fields) >= 2
+        threshold_ok = not self.threshold_fields or sources_of(self.threshold_fields) >= 2
+        if value_ok and threshold_ok and figures == self.figures:
+            return self
+        shown = self.outcome_only()
+        threshold = self.threshold if threshold_ok else None
+        zh, en = shown.message_zh, shown.message_en
+        if not self.message_has_figures:
+            zh, en = self.message_zh, self.message_en
+        elif threshold is not None and self.comparison:
+            text = f"{yuan(threshold)} 元" if self.unit == "fen" else str(threshold)
+            text_en = f"{yuan(threshold)} yuan" if self.unit == "fen" else str(threshold)
+            zh, en = f"{zh}（{self.comparison} {text}）", f"{en} ({self.comparison} {text_en})"
+        return replace(
+            shown,
+            value=self.value if value_ok else None,
+            threshold=threshold,
+            message_zh=zh,
+            message_en=en,
+            figures=figures,
+            value_fields=self.value_fields,
+            threshold_fields=self.threshold_fields,
+        )
 
     def outcome_only(self) -> RuleResult:
         """The same result with every household figure removed (disclosure "outcomes")."""

@@ -90,6 +90,8 @@ class RegionParameters:
     digest: str  # SHA-256 of the file's bytes
     disclosures: Mapping[str, str] = field(default_factory=dict)
     source: str = ""
+    # programme -> rule ids whose figures the law requires to be shown (e.g. to the applicant)
+    by_law: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
 
     def get(self, name: str, date: dt.date) -> DatedValue:
         try:
@@ -99,7 +101,10 @@ class RegionParameters:
         return param.at(date)
 
     def disclosure(self, program: str) -> str:
-        return self.disclosures.get(program, "figures")
+        return self.disclosures.get(program, "outcomes")
+
+    def disclosed_by_law(self, program: str, rule_id: str) -> bool:
+        return rule_id in self.by_law.get(program, ())
 
 
 @dataclass(frozen=True)
@@ -126,12 +131,21 @@ def _problems(doc: dict[str, Any], text: str) -> list[Problem]:
             Problem(_line_of(text, "region"), 'the file must name its region: region = "…"')
         )
     for program, body in doc.get("programs", {}).items():
-        disclosure = body.get("disclosure", "figures") if isinstance(body, dict) else None
+        disclosure = body.get("disclosure", "outcomes") if isinstance(body, dict) else None
         if disclosure not in DISCLOSURES:
             problems.append(
                 Problem(
                     _line_of(text, f"[programs.{program}]"),
                     f"programs.{program}.disclosure must be one of {', '.join(DISCLOSURES)}",
+                )
+            )
+        by_law = body.get("disclosed_by_law", []) if isinstance(body, dict) else []
+        if not isinstance(by_law, list) or not all(isinstance(r, str) for r in by_law):
+            problems.append(
+                Problem(
+                    _line_of(text, "disclosed_by_law"),
+                    f"programs.{program}.disclosed_by_law must be a list of rule ids, "
+                    'e.g. ["income"]',
                 )
             )
     params = doc.get("parameters", {})
@@ -243,7 +257,11 @@ def parse(data: bytes, source: str) -> RegionParameters:
         for name, body in doc["parameters"].items()
     }
     disclosures = {
-        p: str(b.get("disclosure", "figures")) for p, b in doc.get("programs", {}).items()
+        p: str(b.get("disclosure", "outcomes")) for p, b in doc.get("programs", {}).items()
+    }
+    by_law = {
+        p: tuple(str(r) for r in b.get("disclosed_by_law", []))
+        for p, b in doc.get("programs", {}).items()
     }
     return RegionParameters(
         doc["region"],
@@ -252,6 +270,7 @@ def parse(data: bytes, source: str) -> RegionParameters:
         hashlib.sha256(data).hexdigest(),
         disclosures,
         str(doc.get("source", "")),
+        by_law,
     )
 
 

@@ -31,6 +31,8 @@ class Income:
     low: int
     high: int
     figures: tuple[Figure, ...]
+    low_fields: tuple[str, ...] = ()  # the fields each total is made of
+    high_fields: tuple[str, ...] = ()
 
 
 def income(facts: HouseholdFacts) -> Income | None:
@@ -41,12 +43,14 @@ def income(facts: HouseholdFacts) -> Income | None:
     tax = facts.get("annual_taxable_income") // 12
     land = facts.get("annual_land_income") // 12
     low, high = hrss + land, max(hrss, tax) + land
+    low_fields = (*INCOME_FIELDS[:3], "annual_land_income")
+    high_fields = low_fields if hrss >= tax else ("annual_taxable_income", "annual_land_income")
     # household figures only: one department's own figure is never disclosed (DESIGN §1)
     figures = (
-        Figure("income_low", low, "", 0, "fen"),
-        Figure("income_high", high, "", 0, "fen"),
+        Figure("income_low", low, "", 0, "fen", low_fields),
+        Figure("income_high", high, "", 0, "fen", high_fields),
     )
-    return Income(low, high, figures)
+    return Income(low, high, figures, low_fields, high_fields)
 
 
 def income_below(
@@ -92,6 +96,8 @@ def income_below(
         references=references,
         title_zh=title[0],
         title_en=title[1],
+        value_fields=inc.low_fields if outcome is Outcome.FAILED else inc.high_fields,
+        message_has_figures=outcome is not Outcome.UNDECIDED,
     )
 
 
@@ -115,6 +121,7 @@ def financial_assets(facts: HouseholdFacts, limit: int, references: tuple[str, .
         references=references,
         title_zh=title[0],
         title_en=title[1],
+        value_fields=ASSET_FIELDS,
     )
 
 
@@ -138,12 +145,13 @@ def real_estate(facts: HouseholdFacts, max_residential: DatedValue) -> RuleResul
         f"{res} residential propert{'y' if res == 1 else 'ies'} (at most {limit}), "
         f"{com} commercial (none allowed)",
         figures=(
-            Figure("residential_properties", res, "<=", limit, "count"),
-            Figure("commercial_properties", com, "==", 0, "count"),
+            Figure("residential_properties", res, "<=", limit, "count", PROPERTY_FIELDS[:1]),
+            Figure("commercial_properties", com, "==", 0, "count", PROPERTY_FIELDS[1:]),
         ),
         references=refs,
         title_zh=title[0],
         title_en=title[1],
+        value_fields=PROPERTY_FIELDS[:1],
     )
 
 
@@ -170,6 +178,7 @@ def at_most(
         references=refs,
         title_zh=zh,
         title_en=en,
+        value_fields=(field,),
     )
 
 

@@ -54,6 +54,7 @@ def _able(facts: HouseholdFacts, params: RegionParameters, as_of: dt.date) -> Ru
         references=refs,
         title_zh=title[0],
         title_en=title[1],
+        value_fields=("severe_disability_members",),
     )
 
 
@@ -65,11 +66,11 @@ def _no_income(facts: HouseholdFacts, reference: str) -> RuleResult:
             "no_income", facts.missing_for(rules.INCOME_FIELDS), "fen", *title, (reference,)
         )
     if inc.high == 0:
-        outcome, value = Outcome.PASSED, 0
+        outcome, value, fields = Outcome.PASSED, 0, inc.high_fields
     elif inc.low > 0:
-        outcome, value = Outcome.FAILED, inc.low
+        outcome, value, fields = Outcome.FAILED, inc.low, inc.low_fields
     else:
-        outcome, value = Outcome.UNDECIDED, inc.high
+        outcome, value, fields = Outcome.UNDECIDED, inc.high, inc.high_fields
     zh = {
         Outcome.PASSED: "家庭无收入",
         Outcome.FAILED: f"家庭月收入 {yuan(value)} 元（须为 0）",
@@ -93,6 +94,8 @@ def _no_income(facts: HouseholdFacts, reference: str) -> RuleResult:
         references=(reference,),
         title_zh=title[0],
         title_en=title[1],
+        value_fields=fields,
+        message_has_figures=outcome is Outcome.FAILED,
     )
 
 

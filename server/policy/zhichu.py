@@ -57,12 +57,14 @@ def _expenditure_share(rigid: int, inc: rules.Income, share: DatedValue) -> Rule
         f"{'at least' if outcome is Outcome.PASSED else 'not surely' if outcome is Outcome.UNDECIDED else 'less than'} "
         f"{p}% of the annual income of {yuan(annual)} yuan",
         figures=(
-            Figure("annual_income", annual, "", 0, "fen"),
-            Figure("rigid_expenditure", rigid, "", 0, "fen"),
+            Figure("annual_income", annual, "", 0, "fen", inc.high_fields),
+            Figure("rigid_expenditure", rigid, "", 0, "fen", EXPENDITURE_FIELDS),
         ),
         references=(share.reference,),
         title_zh=title[0],
         title_en=title[1],
+        value_fields=EXPENDITURE_FIELDS,
+        threshold_fields=inc.high_fields,
     )
 
 
@@ -71,11 +73,11 @@ def _net_income(rigid: int, inc: rules.Income, line: int, standard: DatedValue) 
     monthly_cost = rigid // 12
     high, low = inc.high - monthly_cost, inc.low - monthly_cost
     if high < line:
-        outcome, value = Outcome.PASSED, high
+        outcome, value, fields = Outcome.PASSED, high, inc.high_fields
     elif low >= line:
-        outcome, value = Outcome.FAILED, low
+        outcome, value, fields = Outcome.FAILED, low, inc.low_fields
     else:
-        outcome, value = Outcome.UNDECIDED, high
+        outcome, value, fields = Outcome.UNDECIDED, high, inc.high_fields
     word_zh = {Outcome.PASSED: "低于", Outcome.FAILED: "不低于", Outcome.UNDECIDED: "可能不低于"}[
         outcome
     ]
@@ -96,6 +98,7 @@ def _net_income(rigid: int, inc: rules.Income, line: int, standard: DatedValue) 
         references=(standard.reference,),
         title_zh=title[0],
         title_en=title[1],
+        value_fields=(*fields, *EXPENDITURE_FIELDS),
     )
 
 

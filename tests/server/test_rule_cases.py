@@ -77,4 +77,8 @@ def test_case(case: dict[str, Any]) -> None:
         assert all(r.value is None and r.threshold is None and not r.figures for r in ev.rules)
         assert all(ch not in r.message_en for r in ev.rules for ch in "0123456789")
     elif expect.get("disclosed") == "figures":
-        assert all(r.value is not None for r in ev.rules)
+        # a rule shows its figure only when two or more sources make it up (issue #11 item 4)
+        assert all(r.threshold is not None for r in ev.rules if r.comparison)
+        for r in ev.rules:
+            if r.value is None:
+                assert all(f.fields for f in r.figures)
