@@ -10,6 +10,7 @@ import os
 import sys
 from pathlib import Path
 
+from hedui.audit import commitment
 from hedui.audit.auditor import (
     AuditorState,
     TamperingDetected,
@@ -29,9 +30,10 @@ from hedui.clients.auditor import (
     verify_export,
 )
 from hedui.clients.errors import ClientError
-from hedui.clients.intake import NO_BENEFIT, decision_text, format_fen
+from hedui.clients.intake import NO_BENEFIT, decision_text, figures_from_dict, format_fen
 from hedui.core.clock import DEPLOYMENT
 from hedui.core.workdir import Workdir
+from hedui.proto.v1 import audit_pb2
 
 
 def _say(msg: str) -> None:
@@ -152,6 +154,8 @@ def cmd_show(args: argparse.Namespace) -> int:
             benefit = (
                 NO_BENEFIT
                 if d.get("decision") == "NEEDS_REVIEW"
+                else "committed"
+                if "figures_commitment" in d
                 else format_fen(int(d.get("benefit_fen", 0)))
             )
             detail += f" benefit {benefit}"
@@ -232,6 +236,43 @@ def cmd_search(args: argparse.Namespace) -> int:
         else "read from the database directly (the service is down): this search was not logged"
     )
     print(f"{len(found)} entr{'y' if len(found) == 1 else 'ies'} found; {logged}")
+    return 0
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    """A case file's verdict (``hedui verify --json`` output) against its audit entry: the
+    entry is proven in the signed log, then its commitment opened with the file's figures."""
+    try:
+        d = json.loads(args.verdict.read_text(encoding="utf-8"))
+        figures = figures_from_dict(d)
+        index = int(d["audit"]["leaf_index"])
+    except FileNotFoundError:
+        raise ClientError(f"{args.verdict} does not exist") from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise ClientError(f"cannot read {args.verdict}: {e}") from None
+    except (KeyError, TypeError, ValueError) as e:
+        raise ClientError(
+            f"{args.verdict} is not a verdict saved by `hedui verify --json` "
+            f"(missing or malformed: {e})"
+        ) from None
+    session = _session(args)
+    data, _cp, _proof = verify_inclusion(session.source, session.public_key, session.origin, index)
+    entry = audit_pb2.AuditEntry.FromString(data)
+    if not entry.HasField("verdict") or entry.verdict.request_id != d.get("request_id"):
+        print(f"entry {index} is not the verdict of request {d.get('request_id')!r}")
+        return 2
+    if not entry.verdict.figures_commitment:
+        print(f"entry {index} holds no commitment (logged before figures were committed)")
+        return 3
+    if not commitment.opens(entry.verdict.figures_commitment, figures):
+        print(
+            f"MISMATCH: the figures in {args.verdict} are not those committed to in entry {index}"
+        )
+        return 2
+    print(
+        f"the benefit and figures in {args.verdict} are those committed to in entry {index} "
+        "of the signed log"
+    )
     return 0
 
 
@@ -350,6 +391,18 @@ def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-ar
         help="last day YYYY-MM-DD, included (default: no end)",
     )
     p.set_defaults(func=cmd_search)
+
+    p = audit.add_parser(
+        "check", help="check a case file's verdict figures against the log's commitment"
+    )
+    common(p)
+    p.add_argument(
+        "--verdict",
+        type=Path,
+        required=True,
+        help="the verdict as saved with the case (`hedui verify --json` output)",
+    )
+    p.set_defaults(func=cmd_check)
 
     p = audit.add_parser(
         "alerts", help="alerts the service wrote to the log (e.g. bursts of unknown applicants)"

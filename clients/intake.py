@@ -112,15 +112,49 @@ def verdict_to_dict(v: verification_pb2.Verdict) -> dict[str, Any]:
                 "message_en": r.message_en,
                 "missing_sources": list(r.missing_sources),
                 "references": list(r.references),
+                "figures": [
+                    {
+                        "name": f.name,
+                        "value": f.value,
+                        "comparison": f.comparison,
+                        "threshold": f.threshold,
+                        "unit": f.unit,
+                    }
+                    for f in r.figures
+                ],
             }
             for r in v.rules
         ],
+        # keep it with the case: it opens the audit entry's commitment to these figures
+        "figures_opening": v.figures_opening.hex(),
         "audit": {
             "leaf_index": v.audit.leaf_index,
             "checkpoint": v.audit.checkpoint.decode("utf-8", "replace"),
             "inclusion_proof": [h.hex() for h in v.audit.inclusion_proof],
         },
     }
+
+
+def figures_from_dict(d: dict[str, Any]) -> verification_pb2.Verdict:
+    """The committed figures of a verdict saved by ``verdict_to_dict`` (a case file), for
+    ``hedui audit check``; KeyError, TypeError or ValueError for a file of another shape."""
+    v = verification_pb2.Verdict(
+        benefit_fen=int(d["benefit_fen"]), figures_opening=bytes.fromhex(d["figures_opening"])
+    )
+    for r in d["rules"]:
+        rule = v.rules.add(id=str(r["id"]))
+        if r.get("value") is not None:
+            rule.value = int(r["value"])
+        if r.get("threshold") is not None:
+            rule.threshold = int(r["threshold"])
+        for f in r.get("figures", []):
+            rule.figures.add(
+                name=str(f["name"]),
+                value=int(f["value"]),
+                comparison=str(f["comparison"]),
+                threshold=int(f["threshold"]),
+            )
+    return v
 
 
 def format_fen(fen: int) -> str:

@@ -127,6 +127,7 @@ def _row(
             audit_leaf=v.audit.leaf_index,
             undecided=[x.id for x in v.rules if x.outcome == common_pb2.UNDECIDED],
             failed_sources=[f.connector_id for f in v.failures],
+            figures_opening=v.figures_opening.hex(),
         )
     else:
         row["error"] = {"code": r.error.code, "message": r.error.message}

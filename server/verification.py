@@ -17,6 +17,7 @@ from typing import Protocol
 import grpc
 from google.rpc import error_details_pb2
 
+from hedui.audit import commitment
 from hedui.audit.errors import AuditError
 from hedui.audit.log import AuditLog, Receipt
 from hedui.core import rpc
@@ -95,6 +96,7 @@ class Verifier:
         requests: RequestBook,
         now: Callable[[], dt.datetime],
         new_query_id: Callable[[], str] = lambda: secrets.token_hex(16),
+        new_salt: Callable[[], bytes] = lambda: secrets.token_bytes(commitment.SALT_BYTES),
     ) -> None:
         self.registry = registry
         self.pool = pool
@@ -105,6 +107,7 @@ class Verifier:
         self.requests = requests
         self.now = now
         self.new_query_id = new_query_id
+        self.new_salt = new_salt
 
     def log_alert(self, alert: Alert) -> None:
         """Write an alert to the audit log, as the service itself."""
@@ -339,6 +342,7 @@ class Verifier:
                 common_pb2.SourceFailure(connector_id=c, reason=r)
                 for c, r in sorted(failures.items())
             ],
+            figures_opening=self.new_salt(),
         )
         entry = self._entry(caller)
         entry.verdict.CopyFrom(
@@ -349,16 +353,19 @@ class Verifier:
                     audit_pb2.AnswerDigest(connector_id=c, digest=d) for c, d in sorted(digests)
                 ],
                 decision=verdict.decision,
+                # no figure: a threshold of the policy only, the rest in the commitment
                 rules=[
                     audit_pb2.RuleRecord(
-                        id=r.id, outcome=_OUTCOMES[r.outcome], threshold=r.threshold
+                        id=r.id,
+                        outcome=_OUTCOMES[r.outcome],
+                        threshold=None if r.threshold_fields else r.threshold,
                     )
                     for r in ev.rules
                 ],
                 policy_version=applied.policy_version,
-                benefit_fen=ev.benefit_fen,
                 household_size=facts.size,
                 query_id=query_id,
+                figures_commitment=commitment.commit(verdict.figures_opening, verdict),
             )
         )
         _about(entry.verdict, app, audit_token)

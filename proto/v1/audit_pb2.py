@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from hedui.proto.v1 import common_pb2 as hedui_dot_proto_dot_v1_dot_common__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1ahedui/proto/v1/audit.proto\x12\x08hedui.v1\x1a\x1bhedui/proto/v1/common.proto\"O\n\x0c\x41uditReceipt\x12\x12\n\nleaf_index\x18\x01 \x01(\x04\x12\x12\n\ncheckpoint\x18\x02 \x01(\x0c\x12\x17\n\x0finclusion_proof\x18\x03 \x03(\x0c\"\xcc\x02\n\nAuditEntry\x12\x14\n\x0ctime_unix_ms\x18\x01 \x01(\x03\x12\x0e\n\x06\x63\x61ller\x18\x02 \x01(\t\x12\x13\n\x0b\x63\x61ller_role\x18\x03 \x01(\t\x12)\n\x07request\x18\n \x01(\x0b\x32\x16.hedui.v1.RequestEntryH\x00\x12)\n\x07verdict\x18\x0b \x01(\x0b\x32\x16.hedui.v1.VerdictEntryH\x00\x12\'\n\tkey_event\x18\x0c \x01(\x0b\x32\x12.hedui.v1.KeyEventH\x00\x12/\n\rconfig_change\x18\r \x01(\x0b\x32\x16.hedui.v1.ConfigChangeH\x00\x12)\n\x06search\x18\x0e \x01(\x0b\x32\x17.hedui.v1.AuditorSearchH\x00\x12 \n\x05\x61lert\x18\x0f \x01(\x0b\x32\x0f.hedui.v1.AlertH\x00\x42\x06\n\x04\x62ody\"b\n\x05\x41lert\x12\x0c\n\x04kind\x18\x01 \x01(\t\x12\x0f\n\x07subject\x18\x02 \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\x03 \x01(\t\x12\r\n\x05\x63ount\x18\x04 \x01(\r\x12\x16\n\x0ewindow_seconds\x18\x05 \x01(\r\"\x9e\x01\n\x0cRequestEntry\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x0f\n\x07program\x18\x02 \x01(\t\x12\x0e\n\x06region\x18\x03 \x01(\t\x12\x19\n\x11\x63onsent_reference\x18\x04 \x01(\t\x12\x1d\n\x15\x61pplicant_audit_token\x18\x05 \x01(\x0c\x12\r\n\x05\x61s_of\x18\x06 \x01(\t\x12\x10\n\x08query_id\x18\x07 \x01(\t\"4\n\x0c\x41nswerDigest\x12\x14\n\x0c\x63onnector_id\x18\x01 \x01(\t\x12\x0e\n\x06\x64igest\x18\x02 \x01(\x0c\"h\n\nRuleRecord\x12\n\n\x02id\x18\x01 \x01(\t\x12\"\n\x07outcome\x18\x02 \x01(\x0e\x32\x11.hedui.v1.Outcome\x12\x16\n\tthreshold\x18\x04 \x01(\x03H\x00\x88\x01\x01\x42\x0c\n\n_thresholdJ\x04\x08\x03\x10\x04\"\xbe\x03\n\x0cVerdictEntry\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x0f\n\x07program\x18\x02 \x01(\t\x12\x0e\n\x06region\x18\x03 \x01(\t\x12\x19\n\x11\x63onsent_reference\x18\x04 \x01(\t\x12\x1d\n\x15\x61pplicant_audit_token\x18\x05 \x01(\x0c\x12\r\n\x05\x61s_of\x18\x06 \x01(\t\x12\x1b\n\x13\x63onnectors_answered\x18\x07 \x03(\t\x12\x32\n\x11\x63onnectors_failed\x18\x08 \x03(\x0b\x32\x17.hedui.v1.SourceFailure\x12.\n\x0e\x61nswer_digests\x18\t \x03(\x0b\x32\x16.hedui.v1.AnswerDigest\x12$\n\x08\x64\x65\x63ision\x18\n \x01(\x0e\x32\x12.hedui.v1.Decision\x12#\n\x05rules\x18\x0b \x03(\x0b\x32\x14.hedui.v1.RuleRecord\x12\x16\n\x0epolicy_version\x18\x0c \x01(\t\x12\x13\n\x0b\x62\x65nefit_fen\x18\r \x01(\x03\x12\x16\n\x0ehousehold_size\x18\x0e \x01(\x05\x12\x10\n\x08query_id\x18\x0f \x01(\t\x12\r\n\x05\x65rror\x18\x10 \x01(\t\"G\n\x08KeyEvent\x12\r\n\x05\x65vent\x18\x01 \x01(\t\x12\x10\n\x08key_name\x18\x02 \x01(\t\x12\x1a\n\x12public_fingerprint\x18\x03 \x01(\x0c\"E\n\x0c\x43onfigChange\x12\x0f\n\x07setting\x18\x01 \x01(\t\x12\x11\n\told_value\x18\x02 \x01(\t\x12\x11\n\tnew_value\x18\x03 \x01(\t\"\x89\x01\n\rAuditorSearch\x12\n\n\x02\x62y\x18\x01 \x01(\t\x12\x1d\n\x15\x61pplicant_audit_token\x18\x02 \x01(\x0c\x12\x0e\n\x06\x63\x61ller\x18\x03 \x01(\t\x12\x15\n\rsince_unix_ms\x18\x04 \x01(\x03\x12\x15\n\runtil_unix_ms\x18\x05 \x01(\x03\x12\x0f\n\x07results\x18\x06 \x01(\r\")\n\x14GetCheckpointRequest\x12\x11\n\ttree_size\x18\x01 \x01(\x04\">\n\x12\x43heckpointResponse\x12\x12\n\ncheckpoint\x18\x01 \x01(\x0c\x12\x14\n\x0cverifier_key\x18\x02 \x01(\t\"/\n\x11GetEntriesRequest\x12\r\n\x05start\x18\x01 \x01(\x04\x12\x0b\n\x03\x65nd\x18\x02 \x01(\x04\"(\n\x08LogEntry\x12\r\n\x05index\x18\x01 \x01(\x04\x12\r\n\x05\x65ntry\x18\x02 \x01(\x0c\"9\n\x12GetEntriesResponse\x12#\n\x07\x65ntries\x18\x01 \x03(\x0b\x32\x12.hedui.v1.LogEntry\"<\n\x18GetInclusionProofRequest\x12\r\n\x05index\x18\x01 \x01(\x04\x12\x11\n\ttree_size\x18\x02 \x01(\x04\";\n\x1aGetConsistencyProofRequest\x12\r\n\x05\x66irst\x18\x01 \x01(\x04\x12\x0e\n\x06second\x18\x02 \x01(\x04\"\x1f\n\rProofResponse\x12\x0e\n\x06hashes\x18\x01 \x03(\x0c\"\x9e\x01\n\rSearchRequest\x12\x1d\n\x13\x61pplicant_id_number\x18\x01 \x01(\tH\x00\x12\x10\n\x06\x63\x61ller\x18\x02 \x01(\tH\x00\x12\x19\n\x0ftime_range_only\x18\x03 \x01(\x08H\x00\x12\x15\n\rsince_unix_ms\x18\x04 \x01(\x03\x12\x15\n\runtil_unix_ms\x18\x05 \x01(\x03\x12\r\n\x05limit\x18\x06 \x01(\rB\x04\n\x02\x62y\"e\n\x0eSearchResponse\x12#\n\x07\x65ntries\x18\x01 \x03(\x0b\x32\x12.hedui.v1.LogEntry\x12.\n\x0esearch_receipt\x18\x02 \x01(\x0b\x32\x16.hedui.v1.AuditReceipt2\x8b\x03\n\x0c\x41uditService\x12M\n\rGetCheckpoint\x12\x1e.hedui.v1.GetCheckpointRequest\x1a\x1c.hedui.v1.CheckpointResponse\x12G\n\nGetEntries\x12\x1b.hedui.v1.GetEntriesRequest\x1a\x1c.hedui.v1.GetEntriesResponse\x12P\n\x11GetInclusionProof\x12\".hedui.v1.GetInclusionProofRequest\x1a\x17.hedui.v1.ProofResponse\x12T\n\x13GetConsistencyProof\x12$.hedui.v1.GetConsistencyProofRequest\x1a\x17.hedui.v1.ProofResponse\x12;\n\x06Search\x12\x17.hedui.v1.SearchRequest\x1a\x18.hedui.v1.SearchResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1ahedui/proto/v1/audit.proto\x12\x08hedui.v1\x1a\x1bhedui/proto/v1/common.proto\"O\n\x0c\x41uditReceipt\x12\x12\n\nleaf_index\x18\x01 \x01(\x04\x12\x12\n\ncheckpoint\x18\x02 \x01(\x0c\x12\x17\n\x0finclusion_proof\x18\x03 \x03(\x0c\"\xcc\x02\n\nAuditEntry\x12\x14\n\x0ctime_unix_ms\x18\x01 \x01(\x03\x12\x0e\n\x06\x63\x61ller\x18\x02 \x01(\t\x12\x13\n\x0b\x63\x61ller_role\x18\x03 \x01(\t\x12)\n\x07request\x18\n \x01(\x0b\x32\x16.hedui.v1.RequestEntryH\x00\x12)\n\x07verdict\x18\x0b \x01(\x0b\x32\x16.hedui.v1.VerdictEntryH\x00\x12\'\n\tkey_event\x18\x0c \x01(\x0b\x32\x12.hedui.v1.KeyEventH\x00\x12/\n\rconfig_change\x18\r \x01(\x0b\x32\x16.hedui.v1.ConfigChangeH\x00\x12)\n\x06search\x18\x0e \x01(\x0b\x32\x17.hedui.v1.AuditorSearchH\x00\x12 \n\x05\x61lert\x18\x0f \x01(\x0b\x32\x0f.hedui.v1.AlertH\x00\x42\x06\n\x04\x62ody\"b\n\x05\x41lert\x12\x0c\n\x04kind\x18\x01 \x01(\t\x12\x0f\n\x07subject\x18\x02 \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\x03 \x01(\t\x12\r\n\x05\x63ount\x18\x04 \x01(\r\x12\x16\n\x0ewindow_seconds\x18\x05 \x01(\r\"\x9e\x01\n\x0cRequestEntry\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x0f\n\x07program\x18\x02 \x01(\t\x12\x0e\n\x06region\x18\x03 \x01(\t\x12\x19\n\x11\x63onsent_reference\x18\x04 \x01(\t\x12\x1d\n\x15\x61pplicant_audit_token\x18\x05 \x01(\x0c\x12\r\n\x05\x61s_of\x18\x06 \x01(\t\x12\x10\n\x08query_id\x18\x07 \x01(\t\"4\n\x0c\x41nswerDigest\x12\x14\n\x0c\x63onnector_id\x18\x01 \x01(\t\x12\x0e\n\x06\x64igest\x18\x02 \x01(\x0c\"h\n\nRuleRecord\x12\n\n\x02id\x18\x01 \x01(\t\x12\"\n\x07outcome\x18\x02 \x01(\x0e\x32\x11.hedui.v1.Outcome\x12\x16\n\tthreshold\x18\x04 \x01(\x03H\x00\x88\x01\x01\x42\x0c\n\n_thresholdJ\x04\x08\x03\x10\x04\"\xda\x03\n\x0cVerdictEntry\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x0f\n\x07program\x18\x02 \x01(\t\x12\x0e\n\x06region\x18\x03 \x01(\t\x12\x19\n\x11\x63onsent_reference\x18\x04 \x01(\t\x12\x1d\n\x15\x61pplicant_audit_token\x18\x05 \x01(\x0c\x12\r\n\x05\x61s_of\x18\x06 \x01(\t\x12\x1b\n\x13\x63onnectors_answered\x18\x07 \x03(\t\x12\x32\n\x11\x63onnectors_failed\x18\x08 \x03(\x0b\x32\x17.hedui.v1.SourceFailure\x12.\n\x0e\x61nswer_digests\x18\t \x03(\x0b\x32\x16.hedui.v1.AnswerDigest\x12$\n\x08\x64\x65\x63ision\x18\n \x01(\x0e\x32\x12.hedui.v1.Decision\x12#\n\x05rules\x18\x0b \x03(\x0b\x32\x14.hedui.v1.RuleRecord\x12\x16\n\x0epolicy_version\x18\x0c \x01(\t\x12\x13\n\x0b\x62\x65nefit_fen\x18\r \x01(\x03\x12\x16\n\x0ehousehold_size\x18\x0e \x01(\x05\x12\x10\n\x08query_id\x18\x0f \x01(\t\x12\r\n\x05\x65rror\x18\x10 \x01(\t\x12\x1a\n\x12\x66igures_commitment\x18\x11 \x01(\x0c\"G\n\x08KeyEvent\x12\r\n\x05\x65vent\x18\x01 \x01(\t\x12\x10\n\x08key_name\x18\x02 \x01(\t\x12\x1a\n\x12public_fingerprint\x18\x03 \x01(\x0c\"E\n\x0c\x43onfigChange\x12\x0f\n\x07setting\x18\x01 \x01(\t\x12\x11\n\told_value\x18\x02 \x01(\t\x12\x11\n\tnew_value\x18\x03 \x01(\t\"\x89\x01\n\rAuditorSearch\x12\n\n\x02\x62y\x18\x01 \x01(\t\x12\x1d\n\x15\x61pplicant_audit_token\x18\x02 \x01(\x0c\x12\x0e\n\x06\x63\x61ller\x18\x03 \x01(\t\x12\x15\n\rsince_unix_ms\x18\x04 \x01(\x03\x12\x15\n\runtil_unix_ms\x18\x05 \x01(\x03\x12\x0f\n\x07results\x18\x06 \x01(\r\")\n\x14GetCheckpointRequest\x12\x11\n\ttree_size\x18\x01 \x01(\x04\">\n\x12\x43heckpointResponse\x12\x12\n\ncheckpoint\x18\x01 \x01(\x0c\x12\x14\n\x0cverifier_key\x18\x02 \x01(\t\"/\n\x11GetEntriesRequest\x12\r\n\x05start\x18\x01 \x01(\x04\x12\x0b\n\x03\x65nd\x18\x02 \x01(\x04\"(\n\x08LogEntry\x12\r\n\x05index\x18\x01 \x01(\x04\x12\r\n\x05\x65ntry\x18\x02 \x01(\x0c\"9\n\x12GetEntriesResponse\x12#\n\x07\x65ntries\x18\x01 \x03(\x0b\x32\x12.hedui.v1.LogEntry\"<\n\x18GetInclusionProofRequest\x12\r\n\x05index\x18\x01 \x01(\x04\x12\x11\n\ttree_size\x18\x02 \x01(\x04\";\n\x1aGetConsistencyProofRequest\x12\r\n\x05\x66irst\x18\x01 \x01(\x04\x12\x0e\n\x06second\x18\x02 \x01(\x04\"\x1f\n\rProofResponse\x12\x0e\n\x06hashes\x18\x01 \x03(\x0c\"\x9e\x01\n\rSearchRequest\x12\x1d\n\x13\x61pplicant_id_number\x18\x01 \x01(\tH\x00\x12\x10\n\x06\x63\x61ller\x18\x02 \x01(\tH\x00\x12\x19\n\x0ftime_range_only\x18\x03 \x01(\x08H\x00\x12\x15\n\rsince_unix_ms\x18\x04 \x01(\x03\x12\x15\n\runtil_unix_ms\x18\x05 \x01(\x03\x12\r\n\x05limit\x18\x06 \x01(\rB\x04\n\x02\x62y\"e\n\x0eSearchResponse\x12#\n\x07\x65ntries\x18\x01 \x03(\x0b\x32\x12.hedui.v1.LogEntry\x12.\n\x0esearch_receipt\x18\x02 \x01(\x0b\x32\x16.hedui.v1.AuditReceipt2\x8b\x03\n\x0c\x41uditService\x12M\n\rGetCheckpoint\x12\x1e.hedui.v1.GetCheckpointRequest\x1a\x1c.hedui.v1.CheckpointResponse\x12G\n\nGetEntries\x12\x1b.hedui.v1.GetEntriesRequest\x1a\x1c.hedui.v1.GetEntriesResponse\x12P\n\x11GetInclusionProof\x12\".hedui.v1.GetInclusionProofRequest\x1a\x17.hedui.v1.ProofResponse\x12T\n\x13GetConsistencyProof\x12$.hedui.v1.GetConsistencyProofRequest\x1a\x17.hedui.v1.ProofResponse\x12;\n\x06Search\x12\x17.hedui.v1.SearchRequest\x1a\x18.hedui.v1.SearchResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -45,33 +45,33 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_RULERECORD']._serialized_start=800
   _globals['_RULERECORD']._serialized_end=904
   _globals['_VERDICTENTRY']._serialized_start=907
-  _globals['_VERDICTENTRY']._serialized_end=1353
-  _globals['_KEYEVENT']._serialized_start=1355
-  _globals['_KEYEVENT']._serialized_end=1426
-  _globals['_CONFIGCHANGE']._serialized_start=1428
-  _globals['_CONFIGCHANGE']._serialized_end=1497
-  _globals['_AUDITORSEARCH']._serialized_start=1500
-  _globals['_AUDITORSEARCH']._serialized_end=1637
-  _globals['_GETCHECKPOINTREQUEST']._serialized_start=1639
-  _globals['_GETCHECKPOINTREQUEST']._serialized_end=1680
-  _globals['_CHECKPOINTRESPONSE']._serialized_start=1682
-  _globals['_CHECKPOINTRESPONSE']._serialized_end=1744
-  _globals['_GETENTRIESREQUEST']._serialized_start=1746
-  _globals['_GETENTRIESREQUEST']._serialized_end=1793
-  _globals['_LOGENTRY']._serialized_start=1795
-  _globals['_LOGENTRY']._serialized_end=1835
-  _globals['_GETENTRIESRESPONSE']._serialized_start=1837
-  _globals['_GETENTRIESRESPONSE']._serialized_end=1894
-  _globals['_GETINCLUSIONPROOFREQUEST']._serialized_start=1896
-  _globals['_GETINCLUSIONPROOFREQUEST']._serialized_end=1956
-  _globals['_GETCONSISTENCYPROOFREQUEST']._serialized_start=1958
-  _globals['_GETCONSISTENCYPROOFREQUEST']._serialized_end=2017
-  _globals['_PROOFRESPONSE']._serialized_start=2019
-  _globals['_PROOFRESPONSE']._serialized_end=2050
-  _globals['_SEARCHREQUEST']._serialized_start=2053
-  _globals['_SEARCHREQUEST']._serialized_end=2211
-  _globals['_SEARCHRESPONSE']._serialized_start=2213
-  _globals['_SEARCHRESPONSE']._serialized_end=2314
-  _globals['_AUDITSERVICE']._serialized_start=2317
-  _globals['_AUDITSERVICE']._serialized_end=2712
+  _globals['_VERDICTENTRY']._serialized_end=1381
+  _globals['_KEYEVENT']._serialized_start=1383
+  _globals['_KEYEVENT']._serialized_end=1454
+  _globals['_CONFIGCHANGE']._serialized_start=1456
+  _globals['_CONFIGCHANGE']._serialized_end=1525
+  _globals['_AUDITORSEARCH']._serialized_start=1528
+  _globals['_AUDITORSEARCH']._serialized_end=1665
+  _globals['_GETCHECKPOINTREQUEST']._serialized_start=1667
+  _globals['_GETCHECKPOINTREQUEST']._serialized_end=1708
+  _globals['_CHECKPOINTRESPONSE']._serialized_start=1710
+  _globals['_CHECKPOINTRESPONSE']._serialized_end=1772
+  _globals['_GETENTRIESREQUEST']._serialized_start=1774
+  _globals['_GETENTRIESREQUEST']._serialized_end=1821
+  _globals['_LOGENTRY']._serialized_start=1823
+  _globals['_LOGENTRY']._serialized_end=1863
+  _globals['_GETENTRIESRESPONSE']._serialized_start=1865
+  _globals['_GETENTRIESRESPONSE']._serialized_end=1922
+  _globals['_GETINCLUSIONPROOFREQUEST']._serialized_start=1924
+  _globals['_GETINCLUSIONPROOFREQUEST']._serialized_end=1984
+  _globals['_GETCONSISTENCYPROOFREQUEST']._serialized_start=1986
+  _globals['_GETCONSISTENCYPROOFREQUEST']._serialized_end=2045
+  _globals['_PROOFRESPONSE']._serialized_start=2047
+  _globals['_PROOFRESPONSE']._serialized_end=2078
+  _globals['_SEARCHREQUEST']._serialized_start=2081
+  _globals['_SEARCHREQUEST']._serialized_end=2239
+  _globals['_SEARCHRESPONSE']._serialized_start=2241
+  _globals['_SEARCHRESPONSE']._serialized_end=2342
+  _globals['_AUDITSERVICE']._serialized_start=2345
+  _globals['_AUDITSERVICE']._serialized_end=2740
 # @@protoc_insertion_point(module_scope)

@@ -230,6 +230,9 @@ class RuleRecord(_message.Message):
     OUTCOME_FIELD_NUMBER: _builtins.int
     THRESHOLD_FIELD_NUMBER: _builtins.int
     id: _builtins.str
+    """threshold: set only for a threshold of the policy (e.g. the line for the household's size),
+    never for one computed from the household's own figures.
+    """
     outcome: _common_pb2.Outcome.ValueType
     threshold: _builtins.int
     def __init__(
@@ -269,6 +272,7 @@ class VerdictEntry(_message.Message):
     HOUSEHOLD_SIZE_FIELD_NUMBER: _builtins.int
     QUERY_ID_FIELD_NUMBER: _builtins.int
     ERROR_FIELD_NUMBER: _builtins.int
+    FIGURES_COMMITMENT_FIELD_NUMBER: _builtins.int
     request_id: _builtins.str
     program: _builtins.str
     region: _builtins.str
@@ -278,10 +282,18 @@ class VerdictEntry(_message.Message):
     decision: _common_pb2.Decision.ValueType
     policy_version: _builtins.str
     benefit_fen: _builtins.int
+    """No longer written (always 0): with the line, the benefit gave the household's income away.
+    The figures are in figures_commitment.
+    """
     household_size: _builtins.int
     query_id: _builtins.str
     error: _builtins.str
     """Set when no verdict was reached (e.g. not in the household register); decision is then unset."""
+    figures_commitment: _builtins.bytes
+    """SHA-256 commitment to the benefit and every figure the caller was shown, salted with the
+    verdict's figures_opening (which the caller keeps with the case): the log stores no figure,
+    and `hedui audit check` proves a case file's figures are the ones decided.
+    """
     @_builtins.property
     def connectors_answered(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
     @_builtins.property
@@ -309,10 +321,11 @@ class VerdictEntry(_message.Message):
         household_size: _builtins.int = ...,
         query_id: _builtins.str = ...,
         error: _builtins.str = ...,
+        figures_commitment: _builtins.bytes = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["answer_digests", b"answer_digests", "applicant_audit_token", b"applicant_audit_token", "as_of", b"as_of", "benefit_fen", b"benefit_fen", "connectors_answered", b"connectors_answered", "connectors_failed", b"connectors_failed", "consent_reference", b"consent_reference", "decision", b"decision", "error", b"error", "household_size", b"household_size", "policy_version", b"policy_version", "program", b"program", "query_id", b"query_id", "region", b"region", "request_id", b"request_id", "rules", b"rules"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["answer_digests", b"answer_digests", "applicant_audit_token", b"applicant_audit_token", "as_of", b"as_of", "benefit_fen", b"benefit_fen", "connectors_answered", b"connectors_answered", "connectors_failed", b"connectors_failed", "consent_reference", b"consent_reference", "decision", b"decision", "error", b"error", "figures_commitment", b"figures_commitment", "household_size", b"household_size", "policy_version", b"policy_version", "program", b"program", "query_id", b"query_id", "region", b"region", "request_id", b"request_id", "rules", b"rules"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

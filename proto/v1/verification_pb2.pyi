@@ -256,6 +256,7 @@ class Verdict(_message.Message):
     CONNECTORS_ANSWERED_FIELD_NUMBER: _builtins.int
     FAILURES_FIELD_NUMBER: _builtins.int
     AUDIT_FIELD_NUMBER: _builtins.int
+    FIGURES_OPENING_FIELD_NUMBER: _builtins.int
     request_id: _builtins.str
     decision: _common_pb2.Decision.ValueType
     benefit_fen: _builtins.int
@@ -265,6 +266,10 @@ class Verdict(_message.Message):
     region: _builtins.str
     as_of: _builtins.str
     connectors_answered: _builtins.int
+    figures_opening: _builtins.bytes
+    """The 32-byte salt of the audit entry's figures_commitment: keep it with the case; with this
+    verdict's benefit and rule figures it opens the commitment (`hedui audit check`).
+    """
     @_builtins.property
     def rules(self) -> _containers.RepeatedCompositeFieldContainer[Global___RuleOutcome]: ...
     @_builtins.property
@@ -286,10 +291,11 @@ class Verdict(_message.Message):
         connectors_answered: _builtins.int = ...,
         failures: _abc.Iterable[_common_pb2.SourceFailure] | None = ...,
         audit: _audit_pb2.AuditReceipt | None = ...,
+        figures_opening: _builtins.bytes = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["audit", b"audit"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["as_of", b"as_of", "audit", b"audit", "benefit_fen", b"benefit_fen", "connectors_answered", b"connectors_answered", "decision", b"decision", "failures", b"failures", "household_size", b"household_size", "policy_version", b"policy_version", "program", b"program", "region", b"region", "request_id", b"request_id", "rules", b"rules"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["as_of", b"as_of", "audit", b"audit", "benefit_fen", b"benefit_fen", "connectors_answered", b"connectors_answered", "decision", b"decision", "failures", b"failures", "figures_opening", b"figures_opening", "household_size", b"household_size", "policy_version", b"policy_version", "program", b"program", "region", b"region", "request_id", b"request_id", "rules", b"rules"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
