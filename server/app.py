@@ -12,7 +12,7 @@ from hedui.audit.log import AuditLog
 from hedui.audit.store import LogStore, open_log_engine
 from hedui.core.clock import Clock
 from hedui.core.keystore import KeyDir
-from hedui.core.rpc import Admission, RunningServer, create_server
+from hedui.core.rpc import Admission, RunningServer, create_server, open_channel
 from hedui.proto.v1 import audit_pb2, audit_pb2_grpc, verification_pb2, verification_pb2_grpc
 from hedui.server.audit_service import AuditServicer
 from hedui.server.batch import BatchVerifier
@@ -21,6 +21,7 @@ from hedui.server.custodian import Custodian
 from hedui.server.custodian_service import RemoteCustodian, custodian_view
 from hedui.server.errors import ConfigError
 from hedui.server.fanout import ConnectorPool, RegistryClient
+from hedui.server.health_watch import DependencyWatch
 from hedui.server.key_events import ed25519_fingerprint, record_startup
 from hedui.server.policy.book import PolicyBook
 from hedui.server.quotas import Quotas
@@ -35,12 +36,15 @@ AUDIT_SERVICE = audit_pb2.DESCRIPTOR.services_by_name["AuditService"].full_name
 class RunningService:
     server: RunningServer
     verifier: Verifier
+    watch: DependencyWatch | None = None
 
     @property
     def port(self) -> int:
         return self.server.port
 
     def stop(self, grace: float | None = 1.0) -> None:
+        if self.watch is not None:
+            self.watch.stop()
         self.server.stop(grace)
         self.verifier.pool.close()
         self.verifier.registry.close()
@@ -158,4 +162,18 @@ def start_service(config: ServiceConfig, verifier: Verifier | None = None) -> Ru
             }
         ),
     )
-    return RunningService(running, v)
+    tls = None if config.insecure else keys.tls("service")
+    watch = DependencyWatch(
+        running.health,
+        [VERIFICATION_SERVICE],
+        [
+            ("registry", open_channel(config.registry.address, tls=tls, server_name="registry")),
+            (
+                "key custodian",
+                open_channel(config.custodian_address, tls=tls, server_name="custodian"),
+            ),
+        ],
+    )
+    watch.check()
+    watch.start()
+    return RunningService(running, v, watch)

@@ -130,3 +130,32 @@ def test_killed_parties_come_back_and_no_receipt_is_lost(tmp_path: Path, databas
         )
         == 0
     )
+
+
+def test_health_says_not_serving_while_the_registry_or_custodian_is_down(tmp_path: Path) -> None:
+    """Issue #11 item 8: health said SERVING while every verification failed."""
+    from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+    settings = small_deployment(tmp_path)
+    w = prepare(settings, lambda _: None, dt.date.today())
+    up = Deployment(settings, w)
+    up.start()  # not supervised yet: a killed party stays down until supervise()
+    profile = IntakeProfile.load(w.intake_profile)
+    channel = open_channel(profile.address, tls=profile.tls, server_name=profile.server_name)
+    health = health_pb2_grpc.HealthStub(channel)
+
+    def status() -> int:
+        return int(health.Check(health_pb2.HealthCheckRequest(), timeout=5).status)
+
+    try:
+        assert status() == health_pb2.HealthCheckResponse.SERVING
+        os.kill(up.worker_pid("custodian"), signal.SIGKILL)
+        _until(lambda: status() == health_pb2.HealthCheckResponse.NOT_SERVING, 30)
+        os.kill(up.worker_pid("registry"), signal.SIGKILL)
+        time.sleep(2)
+        assert status() == health_pb2.HealthCheckResponse.NOT_SERVING
+        up.supervise()  # both come back, and so does the service's health
+        _until(lambda: status() == health_pb2.HealthCheckResponse.SERVING, 60)
+    finally:
+        channel.close()
+        up.stop()

@@ -1,0 +1,79 @@
+"""The service's health reflects its dependencies (issue #11 item 8).
+
+A verification needs the registry (the household and the tokens) and the key custodian (the
+totals): while either does not answer its own health check, the service reports NOT_SERVING for
+itself and its verification service, so a load balancer or an operator's probe sees the truth
+instead of SERVING over calls that would all fail. It turns back to SERVING when both answer.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Sequence
+
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+
+log = logging.getLogger("hedui.server")
+
+
+def _serving(channel: grpc.Channel, timeout: float) -> bool:
+    try:
+        reply = health_pb2_grpc.HealthStub(channel).Check(
+            health_pb2.HealthCheckRequest(), timeout=timeout
+        )
+    except grpc.RpcError:
+        return False
+    return bool(reply.status == health_pb2.HealthCheckResponse.SERVING)
+
+
+class DependencyWatch:
+    """Probe ``dependencies`` (name, channel) every ``interval`` seconds; set ``services`` (and
+    the server's overall status) on ``servicer`` to match."""
+
+    def __init__(
+        self,
+        servicer: health.HealthServicer,
+        services: Sequence[str],
+        dependencies: Sequence[tuple[str, grpc.Channel]],
+        interval: float = 1.0,
+    ) -> None:
+        self._servicer = servicer
+        self._services = (*services, "")
+        self._dependencies = dependencies
+        self._interval = interval
+        self._stop = threading.Event()
+        self._down: tuple[str, ...] = ()
+        self._thread = threading.Thread(target=self._run, daemon=True, name="health-watch")
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def check(self) -> tuple[str, ...]:
+        """Probe once and set the status; the dependencies that are down."""
+        down = tuple(n for n, ch in self._dependencies if not _serving(ch, self._interval))
+        if down != self._down:
+            if down:
+                log.warning("NOT_SERVING: %s not answering", ", ".join(down))
+            else:
+                log.warning("SERVING again: %s answer", ", ".join(self._down))
+            self._down = down
+        status = (
+            health_pb2.HealthCheckResponse.NOT_SERVING
+            if down
+            else health_pb2.HealthCheckResponse.SERVING
+        )
+        for name in self._services:
+            self._servicer.set(name, status)
+        return down
+
+    def _run(self) -> None:
+        while not self._stop.wait(self._interval):
+            self.check()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(5)
+        for _, channel in self._dependencies:
+            channel.close()
