@@ -36,9 +36,13 @@ def entry_bytes(entry: audit_pb2.AuditEntry) -> bytes:
 def search_keys(entry: audit_pb2.AuditEntry) -> SearchKeys:
     body = entry.WhichOneof("body")
     token = None
+    caller = entry.caller
     if body in ("request", "verdict", "search"):
         token = getattr(entry, body).applicant_audit_token or None
-    return SearchKeys(caller=entry.caller, time_ms=entry.time_unix_ms, applicant_token=token)
+    if body in ("request", "verdict") and getattr(entry, body).caseworker_id:
+        # "<caller>/<caseworker>": found by a search for the intake system or for the caseworker
+        caller = f"{caller}/{getattr(entry, body).caseworker_id}"[:128]
+    return SearchKeys(caller=caller, time_ms=entry.time_unix_ms, applicant_token=token)
 
 
 @dataclass(frozen=True)

@@ -32,6 +32,7 @@ from sqlalchemy import (
     event,
     func,
     insert,
+    or_,
     select,
     text,
     update,
@@ -314,8 +315,13 @@ class LogStore:
         )
         if applicant_token is not None:
             stmt = stmt.where(LogSearch.applicant_token == applicant_token)
-        if caller is not None:
-            stmt = stmt.where(LogSearch.caller == caller)
+        if caller is not None:  # the caller itself, or one of its caseworkers ("caller/…")
+            stmt = stmt.where(
+                or_(
+                    LogSearch.caller == caller,
+                    LogSearch.caller.startswith(f"{caller}/", autoescape=True),
+                )
+            )
         if since_ms:
             stmt = stmt.where(LogSearch.time_ms >= since_ms)
         if until_ms:

@@ -105,9 +105,11 @@ def log_origin(w: Workdir) -> str:
     return str(_service_settings(w).get("log_origin", DEFAULT_ORIGIN))
 
 
-def write_auditor_profile(w: Workdir, address: str, insecure: bool) -> None:
-    cert, key = w.keys.tls_paths("auditor")
-    w.auditor_profile.write_text(
+def write_auditor_profile(
+    w: Workdir, address: str, insecure: bool, *, name: str = "auditor", path: Path | None = None
+) -> None:
+    cert, key = w.keys.tls_paths(name)
+    (path or w.auditor_profile).write_text(
         "# hedui auditor profile (written by `hedui up`)\n"
         f'address = "{address}"\nserver_name = "service"\ninsecure = {"true" if insecure else "false"}\n'
         f'ca = "{w.keys.root / "ca.pem"}"\ncert = "{cert}"\nkey = "{key}"\n',

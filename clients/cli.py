@@ -148,6 +148,38 @@ def _authority(w: Workdir, address: str | None) -> tuple[str, bool]:
     return found, bool(doc.get("service", {}).get("insecure", False))
 
 
+def cmd_keys_issue(args: argparse.Namespace) -> int:
+    """A certificate of its own for one more intake system or auditor, and its profile."""
+    from hedui.clients.auditor import write_auditor_profile
+    from hedui.clients.deploy import record_operator_entry, write_intake_profile
+    from hedui.proto.v1 import audit_pb2
+
+    w = Workdir(args.workdir)
+    if not (w.keys.root / "ca.pem").exists():
+        raise ClientError(f"{w.keys.root} holds no deployment keys; run `hedui up` first")
+    w.keys.issue_client(args.name, args.role)
+    index = record_operator_entry(
+        w,
+        audit_pb2.AuditEntry(
+            config_change=audit_pb2.ConfigChange(
+                setting=f"certificate:{args.name}", new_value=f"issued, role {args.role}"
+            )
+        ),
+    )
+    profile = w.root / f"{args.name}.toml"
+    base = w.intake_profile if args.role == "intake" else w.auditor_profile
+    if base.exists():
+        address = IntakeProfile.load(base).address
+        insecure = "insecure = true" in base.read_text(encoding="utf-8")
+        write = write_intake_profile if args.role == "intake" else write_auditor_profile
+        write(w, address, insecure, name=args.name, path=profile)
+        print(f"certificate for {args.name} (role {args.role}) issued; profile {profile}")
+    else:
+        print(f"certificate for {args.name} (role {args.role}) issued in {w.keys.root / 'tls'}")
+    print(f"logged as audit entry {index}; its entries are found by `--caller {args.name}`")
+    return 0
+
+
 def cmd_keys_rotate(args: argparse.Namespace) -> int:
     from hedui.clients.deploy import record_operator_entry
     from hedui.proto.v1 import audit_pb2
@@ -264,13 +296,15 @@ def _request(args: argparse.Namespace, id_number: str) -> verification_pb2.Verif
         region=args.region or "",
         consent_reference=args.consent or f"consent-on-file:{request_id}",
         as_of=args.as_of.isoformat() if args.as_of else "",
+        caseworker_id=getattr(args, "caseworker", None) or "",
     )
 
 
 def cmd_verify(args: argparse.Namespace) -> int:
     if args.region is not None and args.region not in (known := known_regions()):
         raise ClientError(f"unknown region {args.region!r}; known regions: {', '.join(known)}")
-    client = IntakeClient(IntakeProfile.load(Workdir(args.workdir).intake_profile))
+    profile = args.profile or Workdir(args.workdir).intake_profile
+    client = IntakeClient(IntakeProfile.load(profile))
     try:
         verdict = client.verify(_request(args, args.id))
     finally:
@@ -495,6 +529,15 @@ def build_parser() -> argparse.ArgumentParser:
         help="number of bank connectors to create keys for (default: %(default)s)",
     )
     p.set_defaults(func=cmd_keys_init)
+    p = keys.add_parser(
+        "issue", help="a certificate of its own for another intake system or auditor"
+    )
+    p.add_argument("--workdir", type=Path, required=True, help=WORKDIR_HELP)
+    p.add_argument(
+        "--name", required=True, help="its name in the certificate, e.g. intake-hangzhou"
+    )
+    p.add_argument("--role", choices=["intake", "auditor"], required=True, help="its role")
+    p.set_defaults(func=cmd_keys_issue)
     p = keys.add_parser("rotate", help="start a new key epoch")
     p.add_argument("--workdir", type=Path, required=True, help=WORKDIR_HELP)
     p.add_argument(
@@ -597,6 +640,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--consent",
         help="reference of the applicant's signed consent (default: consent-on-file:<request id>)",
+    )
+    p.add_argument(
+        "--caseworker",
+        help="your user id at the intake system, logged with the request (default: none)",
+    )
+    p.add_argument(
+        "--profile",
+        type=Path,
+        help="the intake profile to call with, e.g. from `hedui keys issue` "
+        "(default: WORKDIR/intake.toml)",
     )
     p.add_argument(
         "--request-id",

@@ -528,8 +528,10 @@ class Deployment:
         self._groups.clear()
 
 
-def write_intake_profile(w: Workdir, address: str, insecure: bool) -> None:
-    cert, key = w.keys.tls_paths("intake")
+def write_intake_profile(
+    w: Workdir, address: str, insecure: bool, *, name: str = "intake", path: Path | None = None
+) -> None:
+    cert, key = w.keys.tls_paths(name)
     text = (
         "# hedui intake client profile (written by `hedui up`)\n"
         f'address = "{address}"\n'
@@ -539,7 +541,7 @@ def write_intake_profile(w: Workdir, address: str, insecure: bool) -> None:
         f'cert = "{cert}"\n'
         f'key = "{key}"\n'
     )
-    w.intake_profile.write_text(text, encoding="utf-8")
+    (path or w.intake_profile).write_text(text, encoding="utf-8")
 
 
 def run_until_signalled(deployment: Deployment, on_ready: Callable[[str], None]) -> None:

@@ -22,6 +22,7 @@ missing, so running it again reuses every existing key.
 from __future__ import annotations
 
 import datetime as dt
+import re
 import secrets
 from collections.abc import Callable, Iterable
 from pathlib import Path
@@ -47,6 +48,10 @@ SERVICE_PARTIES = {
     "auditor": "auditor",
     "custodian": "custodian",
 }
+
+
+CLIENT_ROLES = ("intake", "auditor")
+_CLIENT_NAME = re.compile(r"[a-z0-9][a-z0-9-]{1,46}[a-z0-9]")
 
 
 class KeyDir:
@@ -127,6 +132,25 @@ class KeyDir:
             write_secret(self.root / "log" / "log.key", signing.private_key_to_pem(key))
             write_public(self.root / "log" / "log.pub", signing.public_key_to_pem(key.public_key()))
         write_public(ca_cert, ca.cert_pem)  # last: its presence marks a complete key set
+
+    def issue_client(self, name: str, role: str, now: dt.datetime | None = None) -> Path:
+        """A certificate of its own for one more intake system or auditor (its name in the
+        subject, its role as the OU); the certificate's path. Refuses a name in use."""
+        if role not in CLIENT_ROLES:
+            raise CryptoError(f"a client certificate is for one of {', '.join(CLIENT_ROLES)}")
+        if not _CLIENT_NAME.fullmatch(name) or name in SERVICE_PARTIES or name == REGISTRY_ID:
+            raise CryptoError(
+                f"{name!r} is not a usable name: 3 to 48 lower-case letters, digits and "
+                "hyphens, e.g. intake-hangzhou, and not a party's name"
+            )
+        cert_path, key_path = self.tls_paths(name)
+        if cert_path.exists():
+            raise CryptoError(f"{cert_path} exists: {name} already has a certificate")
+        ca = Issued(read_public(self.root / "ca.pem"), read_secret(self.root / "ca.key"))
+        leaf = issue(ca, name=name, role=role, now=now or dt.datetime.now(dt.UTC))
+        write_secret(key_path, leaf.key_pem)
+        write_public(cert_path, leaf.cert_pem)
+        return cert_path
 
     def required(self, connector_ids: Iterable[str]) -> list[Path]:
         """Every file of a complete key set for these connectors."""

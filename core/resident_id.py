@@ -12,6 +12,7 @@ Input is normalised first: surrounding white space is dropped, full-width digits
 from __future__ import annotations
 
 import datetime as dt
+import re
 import unicodedata
 from dataclasses import dataclass
 
@@ -84,6 +85,16 @@ def _parse_date(yyyymmdd: str) -> dt.date:
             "birth_date",
             f"the birth date {yyyymmdd[:4]}-{yyyymmdd[4:6]}-{yyyymmdd[6:8]} does not exist",
         ) from None
+
+
+_ID_LIKE = re.compile(r"[0-9]{15}")
+
+
+def looks_like_id(text: str) -> bool:
+    """Whether free text holds what may be a resident ID number (15 digits in a row or more,
+    which every 15- and 18-character number has): such text is refused wherever it would be
+    stored or logged, so no ID reaches the audit log through a reference or a note."""
+    return _ID_LIKE.search(text) is not None
 
 
 def normalise(raw: str) -> str:

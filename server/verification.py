@@ -23,7 +23,7 @@ from hedui.audit.log import AuditLog, Receipt
 from hedui.core import rpc
 from hedui.core.deployment import kind_of
 from hedui.core.errors import InvalidResidentId
-from hedui.core.resident_id import ResidentId
+from hedui.core.resident_id import ResidentId, looks_like_id
 from hedui.core.resident_id import parse as parse_id
 from hedui.core.tls import PeerIdentity
 from hedui.core.tokens import TokenKey
@@ -73,6 +73,7 @@ class Application:
     consent_reference: str
     as_of: dt.date
     as_of_requested: str = ""  # as sent: empty means "today", so a retry after midnight matches
+    caseworker_id: str = ""  # the intake system's user who asked, if it says
 
 
 class RequestConflict(ServiceError):
@@ -382,6 +383,7 @@ def _about(
     entry.consent_reference = app.consent_reference
     entry.applicant_audit_token = audit_token
     entry.as_of = app.as_of.isoformat()
+    entry.caseworker_id = app.caseworker_id
     return entry
 
 
@@ -422,6 +424,9 @@ def batch_error(request_id: str, code: str, message: str) -> verification_pb2.Ba
     return verification_pb2.BatchResult(
         request_id=request_id, error=verification_pb2.BatchError(code=code, message=message)
     )
+
+
+MAX_CASEWORKER = 64
 
 
 def _text_ok(value: str) -> bool:
@@ -470,6 +475,21 @@ class VerificationServicer(verification_pb2_grpc.VerificationServiceServicer):
             violations.append(("id_number", f"{e.reason}: {e}"))
         if not _text_ok(request.request_id):
             violations.append(("request_id", f"required, 1 to {MAX_TEXT} printable characters"))
+        if request.caseworker_id and not (
+            len(request.caseworker_id) <= MAX_CASEWORKER and request.caseworker_id.isprintable()
+        ):
+            violations.append(
+                ("caseworker_id", f"optional, up to {MAX_CASEWORKER} printable characters")
+            )
+        for name in ("request_id", "consent_reference", "caseworker_id"):
+            if looks_like_id(getattr(request, name)):
+                violations.append(
+                    (
+                        name,
+                        "looks like a resident ID number; an ID is sent only as id_number "
+                        "(free text is logged)",
+                    )
+                )
         if request.program not in PROGRAMS:
             violations.append(
                 (
@@ -508,6 +528,7 @@ class VerificationServicer(verification_pb2_grpc.VerificationServiceServicer):
             request.consent_reference,
             as_of,
             request.as_of,
+            request.caseworker_id,
         )
 
     def _application(

@@ -166,6 +166,7 @@ class RequestEntry(_message.Message):
     APPLICANT_AUDIT_TOKEN_FIELD_NUMBER: _builtins.int
     AS_OF_FIELD_NUMBER: _builtins.int
     QUERY_ID_FIELD_NUMBER: _builtins.int
+    CASEWORKER_ID_FIELD_NUMBER: _builtins.int
     request_id: _builtins.str
     program: _builtins.str
     region: _builtins.str
@@ -176,6 +177,8 @@ class RequestEntry(_message.Message):
     """The query id the sources will be asked under: the key custodian decrypts only for a query
     id whose request entry is in the log.
     """
+    caseworker_id: _builtins.str
+    """The caseworker the intake system named (VerifyRequest.caseworker_id), if any."""
     def __init__(
         self,
         *,
@@ -186,10 +189,11 @@ class RequestEntry(_message.Message):
         applicant_audit_token: _builtins.bytes = ...,
         as_of: _builtins.str = ...,
         query_id: _builtins.str = ...,
+        caseworker_id: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["applicant_audit_token", b"applicant_audit_token", "as_of", b"as_of", "consent_reference", b"consent_reference", "program", b"program", "query_id", b"query_id", "region", b"region", "request_id", b"request_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["applicant_audit_token", b"applicant_audit_token", "as_of", b"as_of", "caseworker_id", b"caseworker_id", "consent_reference", b"consent_reference", "program", b"program", "query_id", b"query_id", "region", b"region", "request_id", b"request_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -273,6 +277,7 @@ class VerdictEntry(_message.Message):
     QUERY_ID_FIELD_NUMBER: _builtins.int
     ERROR_FIELD_NUMBER: _builtins.int
     FIGURES_COMMITMENT_FIELD_NUMBER: _builtins.int
+    CASEWORKER_ID_FIELD_NUMBER: _builtins.int
     request_id: _builtins.str
     program: _builtins.str
     region: _builtins.str
@@ -294,6 +299,7 @@ class VerdictEntry(_message.Message):
     verdict's figures_opening (which the caller keeps with the case): the log stores no figure,
     and `hedui audit check` proves a case file's figures are the ones decided.
     """
+    caseworker_id: _builtins.str
     @_builtins.property
     def connectors_answered(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
     @_builtins.property
@@ -322,10 +328,11 @@ class VerdictEntry(_message.Message):
         query_id: _builtins.str = ...,
         error: _builtins.str = ...,
         figures_commitment: _builtins.bytes = ...,
+        caseworker_id: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["answer_digests", b"answer_digests", "applicant_audit_token", b"applicant_audit_token", "as_of", b"as_of", "benefit_fen", b"benefit_fen", "connectors_answered", b"connectors_answered", "connectors_failed", b"connectors_failed", "consent_reference", b"consent_reference", "decision", b"decision", "error", b"error", "figures_commitment", b"figures_commitment", "household_size", b"household_size", "policy_version", b"policy_version", "program", b"program", "query_id", b"query_id", "region", b"region", "request_id", b"request_id", "rules", b"rules"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["answer_digests", b"answer_digests", "applicant_audit_token", b"applicant_audit_token", "as_of", b"as_of", "benefit_fen", b"benefit_fen", "caseworker_id", b"caseworker_id", "connectors_answered", b"connectors_answered", "connectors_failed", b"connectors_failed", "consent_reference", b"consent_reference", "decision", b"decision", "error", b"error", "figures_commitment", b"figures_commitment", "household_size", b"household_size", "policy_version", b"policy_version", "program", b"program", "query_id", b"query_id", "region", b"region", "request_id", b"request_id", "rules", b"rules"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

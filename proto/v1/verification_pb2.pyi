@@ -95,8 +95,11 @@ class VerifyRequest(_message.Message):
     REGION_FIELD_NUMBER: _builtins.int
     CONSENT_REFERENCE_FIELD_NUMBER: _builtins.int
     AS_OF_FIELD_NUMBER: _builtins.int
+    CASEWORKER_ID_FIELD_NUMBER: _builtins.int
     request_id: _builtins.str
-    """Required, 1 to 128 printable characters. Client-chosen idempotency key, scoped to the
+    """Free-text fields (request_id, consent_reference, caseworker_id) that look like a resident ID
+    number are INVALID_ARGUMENT: no ID reaches the audit log through them.
+    Required, 1 to 128 printable characters. Client-chosen idempotency key, scoped to the
     caller's certificate name: the same id with the same application returns the same verdict,
     reused for a different application it is ALREADY_EXISTS. Echoed in Verdict and BatchResult,
     and logged in the audit trail.
@@ -117,6 +120,11 @@ class VerifyRequest(_message.Message):
     """
     as_of: _builtins.str
     """Optional. Application date YYYY-MM-DD, not in the future; empty means today."""
+    caseworker_id: _builtins.str
+    """Optional, up to 64 printable characters. The user id of the caseworker at the intake system,
+    vouched for by the intake system (whose certificate authenticates the call); logged with the
+    request and verdict and searchable as "<caller>/<caseworker>" (`hedui audit search --caller`).
+    """
     def __init__(
         self,
         *,
@@ -126,10 +134,11 @@ class VerifyRequest(_message.Message):
         region: _builtins.str = ...,
         consent_reference: _builtins.str = ...,
         as_of: _builtins.str = ...,
+        caseworker_id: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["as_of", b"as_of", "consent_reference", b"consent_reference", "id_number", b"id_number", "program", b"program", "region", b"region", "request_id", b"request_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["as_of", b"as_of", "caseworker_id", b"caseworker_id", "consent_reference", b"consent_reference", "id_number", b"id_number", "program", b"program", "region", b"region", "request_id", b"request_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
