@@ -536,7 +536,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--name", required=True, help="its name in the certificate, e.g. intake-hangzhou"
     )
-    p.add_argument("--role", choices=["intake", "auditor"], required=True, help="its role")
+    p.add_argument(
+        "--role",
+        choices=["intake", "auditor"],
+        required=True,
+        help="intake (calls Verify) or auditor (reads the log)",
+    )
     p.set_defaults(func=cmd_keys_issue)
     p = keys.add_parser("rotate", help="start a new key epoch")
     p.add_argument("--workdir", type=Path, required=True, help=WORKDIR_HELP)
