@@ -38,6 +38,7 @@ from hedui.clients.intake import (
     verdict_to_dict,
     verdict_to_text,
 )
+from hedui.clients.logs import LOG_FORMAT, ZonedFormatter, log_to_file
 from hedui.core.clock import DEPLOYMENT
 from hedui.core.errors import HeduiError
 from hedui.core.resident_id import parse as parse_id
@@ -53,30 +54,13 @@ def _say(msg: str) -> None:
     print(msg, file=sys.stderr, flush=True)
 
 
-_LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s %(message)s"
-
-
-class _ZonedFormatter(logging.Formatter):
-    """Log times in the deployment's zone, with the zone written out (not the machine's)."""
-
-    def formatTime(self, record: logging.LogRecord, datefmt: str | None = None) -> str:
-        return DEPLOYMENT.show(int(record.created * 1000))
-
-
 def _setup_logging(verbose: bool) -> None:
     handlers: list[logging.Handler] = [
         logging.StreamHandler(sys.stderr) if verbose else logging.NullHandler()
     ]
     for h in handlers:
-        h.setFormatter(_ZonedFormatter(_LOG_FORMAT))
+        h.setFormatter(ZonedFormatter(LOG_FORMAT))
     logging.basicConfig(level=logging.INFO, handlers=handlers)
-
-
-def _log_to(log_dir: Path) -> None:
-    """Also log to ``log_dir/hedui.log`` (for `hedui up`, once its workdir exists)."""
-    handler = logging.FileHandler(log_dir / "hedui.log", encoding="utf-8")
-    handler.setFormatter(_ZonedFormatter(_LOG_FORMAT))
-    logging.getLogger().addHandler(handler)
 
 
 # -- commands -------------------------------------------------------------------------------
@@ -267,7 +251,7 @@ def cmd_up(args: argparse.Namespace) -> int:
     holder.lock()  # one deployment per workdir: a second `hedui up` refuses
     try:
         w = prepare(settings, _say, _today())
-        _log_to(w.log_dir)
+        log_to_file(w.log_dir)
         if args.insecure:
             _say(
                 "WARNING: --insecure: plaintext channels without authentication; for local experiments only"

@@ -28,6 +28,7 @@ from hedui.audit.checkpoint import vkey
 from hedui.audit.log import DEFAULT_ORIGIN, AuditLog, key_name
 from hedui.audit.store import LogStore, open_log_engine
 from hedui.clients.auditor import write_auditor_profile
+from hedui.clients.logs import worker_logging
 from hedui.connectors.errors import ConnectorError, ImportRejected
 from hedui.connectors.importer import Dataset, read_dataset, validate_dataset, write_database
 from hedui.connectors.integrity import RowSeal
@@ -222,6 +223,7 @@ def _serve_group(
     ``fixed``: the ports of a restarted worker (the same as before, so callers reconnect)."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     w = Workdir(Path(root))
+    worker_logging(w.log_dir)
     servers: list[RunningServer | RunningService] = []
     try:
         ports = {}

@@ -19,6 +19,10 @@ from hedui.server.verification import receipt_pb
 MAX_PAGE = 1000
 
 
+MAX_CALLER = 128  # as indexed (see hedui.audit.store.LogSearch)
+MAX_INDEX = 2**63 - 1  # a leaf index or tree size the database can hold
+
+
 class AuditServicer(audit_pb2_grpc.AuditServiceServicer):
     def __init__(self, log: AuditLog, audit_key: TokenKey, now: Callable[[], dt.datetime]) -> None:
         self._log = log
@@ -29,6 +33,13 @@ class AuditServicer(audit_pb2_grpc.AuditServiceServicer):
     def GetCheckpoint(
         self, request: audit_pb2.GetCheckpointRequest, context: grpc.ServicerContext
     ) -> audit_pb2.CheckpointResponse:
+        if request.tree_size > MAX_INDEX:
+            rpc.abort(
+                context,
+                grpc.StatusCode.INVALID_ARGUMENT,
+                f"tree_size is at most {MAX_INDEX}",
+                rpc.bad_request("tree_size", f"0 (the latest) to {MAX_INDEX}"),
+            )
         if request.tree_size:
             note = self._store.checkpoint_at(request.tree_size)
             if note is None:
@@ -49,6 +60,13 @@ class AuditServicer(audit_pb2_grpc.AuditServiceServicer):
     ) -> audit_pb2.GetEntriesResponse:
         """The stored entries in [start, end), at most 1000: as stored, so that an auditor also
         sees rows beyond the signed tree."""
+        if request.start > MAX_INDEX or request.end > MAX_INDEX:
+            rpc.abort(
+                context,
+                grpc.StatusCode.INVALID_ARGUMENT,
+                f"start and end are at most {MAX_INDEX}",
+                rpc.bad_request("end", f"an index from 0 to {MAX_INDEX}"),
+            )
         if request.start >= request.end:
             rpc.abort(
                 context,
@@ -119,6 +137,15 @@ class AuditServicer(audit_pb2_grpc.AuditServiceServicer):
                     rpc.bad_request("applicant_id_number", str(e)),
                 )
         caller = request.caller if by == "caller" else None
+        if caller is not None and not 0 < len(caller) <= MAX_CALLER:
+            rpc.abort(
+                context,
+                grpc.StatusCode.INVALID_ARGUMENT,
+                f"caller is 1 to {MAX_CALLER} characters",
+                rpc.bad_request(
+                    "caller", f"a certificate name (or name/caseworker), 1 to {MAX_CALLER}"
+                ),
+            )
         limit = min(request.limit or MAX_PAGE, MAX_PAGE)
         found = self._store.search(
             applicant_token=token,

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+import re
 import secrets
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -427,6 +428,7 @@ def batch_error(request_id: str, code: str, message: str) -> verification_pb2.Ba
 
 
 MAX_CASEWORKER = 64
+_DATE = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
 
 
 def _text_ok(value: str) -> bool:
@@ -511,9 +513,9 @@ class VerificationServicer(verification_pb2_grpc.VerificationServiceServicer):
         as_of = today
         if request.as_of:
             try:
-                as_of = dt.date.fromisoformat(request.as_of)
-                if len(request.as_of) != 10:
+                if not _DATE.fullmatch(request.as_of):  # not 2025-W01-1 nor 20250101
                     raise ValueError
+                as_of = dt.date.fromisoformat(request.as_of)
                 if as_of > today:
                     violations.append(("as_of", f"{request.as_of} is in the future"))
             except ValueError:

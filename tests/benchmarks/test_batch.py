@@ -43,7 +43,9 @@ def test_batch_recheck(benchmark: Any, tmp_path_factory: pytest.TempPathFactory)
     try:
         roster = up.workdir.root.parent / "roster.txt"
         roster.write_text("\n".join(i for _, i in up.summary.applicants) + "\n")
-        service, workers = up.process.pid, _children(up.process.pid)
+        # the service runs in a worker process of its own (its pid in w/run/service.pid)
+        service = int(up.workdir.pid_file("service").read_text())
+        workers = [p for p in _children(up.process.pid) if p != service]
         before = {p: _cpu(p) for p in (service, *workers)}
         out = up.workdir.root.parent / "verdicts.jsonl"
 

@@ -8,10 +8,13 @@ import re
 import signal
 import subprocess
 import sys
+import threading
 import time
+from collections import deque
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import IO
 
 import grpc
 import pytest
@@ -33,6 +36,7 @@ class Up:
     summary: PopulationSummary
     process: subprocess.Popen[str]
     address: str
+    output: deque[str] = field(default_factory=lambda: deque(maxlen=200))  # the last lines
 
     def stub(self, cert: str = "intake") -> verification_pb2_grpc.VerificationServiceStub:
         tls = self.workdir.keys.tls(cert)
@@ -48,6 +52,12 @@ class Up:
             timeout=120,
             check=False,
         )
+
+
+def _drain(stream: IO[str] | None, tail: deque[str]) -> None:
+    if stream is not None:
+        for line in stream:
+            tail.append(line)
 
 
 def start_up(root: Path, households: int, seed: int = 11) -> Up:
@@ -83,6 +93,9 @@ def start_up(root: Path, households: int, seed: int = 11) -> Up:
             f"hedui up did not become ready: {line!r} {proc.stderr.read() if proc.stderr else ''}"
         )
     handle = Up(Workdir(work), data, summary, proc, m.group(0))
+    # read what it prints from now on: a pipe nobody reads fills up and blocks the writer
+    for stream in (proc.stdout, proc.stderr):
+        threading.Thread(target=_drain, args=(stream, handle.output), daemon=True).start()
     assert IntakeProfile.load(handle.workdir.intake_profile).address == handle.address
     return handle
 

@@ -133,6 +133,7 @@ def test_cli_verify_json_and_text(up: Up) -> None:
         (["--program", "nope"], "unknown programme"),
         (["--as-of", "2023-06-30"], "too early"),
         (["--as-of", "2023-13-01"], "not a date"),
+        (["--as-of", "2025-W01-1"], "not a date"),
     ],
 )
 def test_cli_errors_are_clear(up: Up, args: list[str], message: str) -> None:
