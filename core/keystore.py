@@ -258,6 +258,11 @@ class KeyDir:
     def grant_verify_key(self) -> Ed25519PublicKey:
         return _public(self._ta / "grant.pub")
 
+    def service_secret(self) -> bytes:
+        """The service's own secret (the audit key's bytes), from which it derives the key that
+        seals the verdicts it keeps (see hedui.server.requests.StateSealer)."""
+        return read_secret(self.root / "service" / "audit.key")
+
     def audit_token_key(self) -> TokenKey:
         path = self.root / "service" / "audit.key"
         return _parsed(path, lambda: audit_token_key(read_secret(path)))

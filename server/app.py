@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import datetime as dt
+import logging
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -25,9 +27,10 @@ from hedui.server.health_watch import DependencyWatch
 from hedui.server.key_events import ed25519_fingerprint, record_startup
 from hedui.server.policy.book import PolicyBook
 from hedui.server.quotas import Quotas
-from hedui.server.requests import RequestBook
+from hedui.server.requests import RequestBook, StateSealer, StateUnavailable
 from hedui.server.verification import VerificationServicer, Verifier
 
+log = logging.getLogger("hedui.server")
 VERIFICATION_SERVICE = verification_pb2.DESCRIPTOR.services_by_name["VerificationService"].full_name
 AUDIT_SERVICE = audit_pb2.DESCRIPTOR.services_by_name["AuditService"].full_name
 
@@ -37,6 +40,7 @@ class RunningService:
     server: RunningServer
     verifier: Verifier
     watch: DependencyWatch | None = None
+    retention: Retention | None = None
 
     @property
     def port(self) -> int:
@@ -45,11 +49,43 @@ class RunningService:
     def stop(self, grace: float | None = 1.0) -> None:
         if self.watch is not None:
             self.watch.stop()
+        if self.retention is not None:
+            self.retention.stop()
         self.server.stop(grace)
         self.verifier.pool.close()
         self.verifier.registry.close()
         if isinstance(self.verifier.custodian, RemoteCustodian):
             self.verifier.custodian.close()
+
+
+class Retention:
+    """Purge the figures of kept verdicts older than ``days``: at start, then hourly."""
+
+    def __init__(self, book: RequestBook, days: int, now: Callable[[], float]) -> None:
+        self._book, self._seconds, self._now = book, days * 86400, now
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True, name="retention")
+
+    def purge(self) -> int:
+        try:
+            n = self._book.purge(self._now() - self._seconds)
+        except StateUnavailable as e:
+            log.error("retention: %s", e)
+            return 0
+        if n:
+            log.info("retention: purged the figures of %d verdict(s)", n)
+        return n
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def _run(self) -> None:
+        self.purge()
+        while not self._stop.wait(3600):
+            self.purge()
+
+    def stop(self) -> None:
+        self._stop.set()
 
 
 def build_verifier(
@@ -102,7 +138,7 @@ def build_verifier(
         policy=policy or PolicyBook.builtin(config.default_region),
         audit=AuditLog(store, origin=config.log_origin, signing_key=keys.log_signing_key()),
         audit_key=keys.audit_token_key(),
-        requests=RequestBook(config.service_database),
+        requests=RequestBook(config.service_database, sealer=StateSealer(keys.service_secret())),
         now=clock,
     )
 
@@ -176,4 +212,6 @@ def start_service(config: ServiceConfig, verifier: Verifier | None = None) -> Ru
     )
     watch.check()
     watch.start()
-    return RunningService(running, v, watch)
+    retention = Retention(v.requests, config.retention_days, lambda: v.now().timestamp())
+    retention.start()
+    return RunningService(running, v, watch, retention)

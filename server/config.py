@@ -42,6 +42,9 @@ class ServiceConfig:
     not_found_alert: int = 20
     not_found_window_seconds: int = 600
     quota_overrides: Mapping[str, tuple[int, int]] = field(default_factory=dict)
+    # days a kept verdict keeps its figures (for a retry of the same request id); after that
+    # only its decision, rule outcomes and receipt (the log keeps its commitment)
+    retention_days: int = 30
 
     def quotas(self) -> QuotaSettings:
         return QuotaSettings(
@@ -90,6 +93,7 @@ _SCALARS: dict[str, type] = {
     "daily_quota": int,
     "not_found_alert": int,
     "not_found_window_seconds": int,
+    "retention_days": int,
 }
 _POSITIVE = (
     "max_concurrent_verifications",
@@ -97,6 +101,7 @@ _POSITIVE = (
     "daily_quota",
     "not_found_alert",
     "not_found_window_seconds",
+    "retention_days",
     "query_timeout_seconds",
     "registry_timeout_seconds",
 )

@@ -10,11 +10,16 @@ from __future__ import annotations
 
 import functools
 import logging
+import os
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from sqlalchemy import (
     BigInteger,
     Engine,
@@ -24,6 +29,7 @@ from sqlalchemy import (
     create_engine,
     delete,
     insert,
+    or_,
     select,
     update,
 )
@@ -56,6 +62,51 @@ class VerdictRecord(Base):
 
 class StateUnavailable(ServiceError):
     """The service's state database failed; the message is for people (no SQL)."""
+
+
+class StateSealer:
+    """Verdicts at rest: AES-256-GCM under a key derived (HKDF-SHA256) from the service's audit
+    key, bound to the row's request key. A file copied off the machine shows no figure; a
+    verdict moved to another row, or altered, fails to open. Rows written before sealing
+    (no marker byte) are read as they are, until retention purges their figures."""
+
+    MARK = b"\x01"
+
+    def __init__(self, service_key: bytes) -> None:
+        key = HKDF(
+            algorithm=hashes.SHA256(), length=32, salt=None, info=b"hedui/service-state/v1"
+        ).derive(service_key)
+        self._aead = AESGCM(key)
+
+    def seal(self, request_key: bytes, data: bytes) -> bytes:
+        nonce = os.urandom(12)
+        return self.MARK + nonce + self._aead.encrypt(nonce, data, request_key)
+
+    def open(self, request_key: bytes, stored: bytes) -> bytes:
+        if not stored.startswith(self.MARK):
+            return stored  # written before verdicts were sealed
+        try:
+            return self._aead.decrypt(stored[1:13], stored[13:], request_key)
+        except InvalidTag:
+            log.error("a stored verdict fails its integrity check (altered or moved)")
+            raise StateUnavailable(
+                "a stored verdict of this request fails its integrity check; the operator must "
+                "look at the service's state database (the decision is in the audit log)"
+            ) from None
+
+
+def without_figures(verdict_bytes: bytes) -> bytes:
+    """What retention keeps of a verdict: the decision, each rule's outcome and the audit
+    receipt; no benefit, figure, threshold, message or opening."""
+    from hedui.proto.v1 import verification_pb2
+
+    v = verification_pb2.Verdict.FromString(verdict_bytes)
+    v.benefit_fen = 0
+    v.ClearField("figures_opening")
+    for r in v.rules:
+        for name in ("value", "threshold", "message_zh", "message_en", "figures"):
+            r.ClearField(name)
+    return v.SerializeToString(deterministic=True)
 
 
 @dataclass(frozen=True)
@@ -91,12 +142,26 @@ class RequestBook:
     then shows both attempts)."""
 
     def __init__(
-        self, url: str, *, lease_seconds: float = 600.0, clock: Callable[[], float] = time.time
+        self,
+        url: str,
+        *,
+        lease_seconds: float = 600.0,
+        clock: Callable[[], float] = time.time,
+        sealer: StateSealer | None = None,
     ) -> None:
         self._engine: Engine = create_engine(url, hide_parameters=True)
         Base.metadata.create_all(self._engine)
         self._lease = lease_seconds
         self._clock = clock
+        self._sealer = sealer
+
+    def _seal(self, key: bytes, data: bytes) -> bytes:
+        return data if self._sealer is None else self._sealer.seal(key, data)
+
+    def _open(self, key: bytes, stored: bytes | None) -> bytes | None:
+        if stored is None:
+            return None
+        return bytes(stored) if self._sealer is None else self._sealer.open(key, bytes(stored))
 
     def _take_over(self, request_key: bytes) -> bool:
         """Take over an abandoned claim (in progress for longer than the lease)."""
@@ -136,7 +201,7 @@ class RequestBook:
                 return self.claim(request_key, application)
             if row[1] is None and bytes(row[0]) == application and self._take_over(request_key):
                 return None
-            return bytes(row[0]), None if row[1] is None else bytes(row[1])
+            return bytes(row[0]), self._open(request_key, row[1])
 
     @_guarded
     def claim_many(
@@ -151,9 +216,7 @@ class RequestBook:
                         VerdictRecord.request_key, VerdictRecord.application, VerdictRecord.verdict
                     ).where(VerdictRecord.request_key.in_(keys))
                 ).all()
-                earlier = {
-                    bytes(k): (bytes(a), None if v is None else bytes(v)) for k, a, v in rows
-                }
+                earlier = {bytes(k): (bytes(a), self._open(bytes(k), v)) for k, a, v in rows}
                 now = self._clock()
                 new = [
                     {"request_key": k, "application": a, "claimed_at": now}
@@ -182,11 +245,34 @@ class RequestBook:
 
     @_guarded
     def complete_many(self, items: Sequence[tuple[bytes, bytes]]) -> None:
-        self._set_each([(key, {"verdict": verdict}) for key, verdict in items])
+        self._set_each([(key, {"verdict": self._seal(key, verdict)}) for key, verdict in items])
 
     @_guarded
     def complete(self, request_key: bytes, verdict: bytes) -> None:
-        self._set_each([(request_key, {"verdict": verdict})])
+        self._set_each([(request_key, {"verdict": self._seal(request_key, verdict)})])
+
+    @_guarded
+    def purge(self, older_than: float) -> int:
+        """Retention: the verdicts claimed before ``older_than`` keep their decision, rule
+        outcomes and audit receipt, never their figures (the log keeps its commitments); how
+        many were purged. A purged row is marked by an empty ``pending``."""
+        with self._engine.connect() as conn:
+            rows = conn.execute(
+                select(VerdictRecord.request_key, VerdictRecord.verdict).where(
+                    VerdictRecord.verdict.is_not(None),
+                    VerdictRecord.claimed_at < older_than,
+                    or_(VerdictRecord.pending.is_(None), VerdictRecord.pending != b""),
+                )
+            ).all()
+        items = []
+        for key, stored in rows:
+            verdict = self._open(bytes(key), stored)
+            assert verdict is not None
+            stripped = self._seal(bytes(key), without_figures(verdict))
+            items.append((bytes(key), {"verdict": stripped, "pending": b""}))
+        if items:
+            self._set_each(items)
+        return len(items)
 
     @_guarded
     def release(self, request_key: bytes) -> None:
@@ -207,7 +293,7 @@ class RequestBook:
     def pending(self, items: Sequence[tuple[bytes, bytes]]) -> None:
         """Keep each verdict before its entry is appended to the log: if the process dies in
         between, the next start answers the request from it (the log then holds the verdict)."""
-        self._set_each([(key, {"pending": verdict}) for key, verdict in items])
+        self._set_each([(key, {"pending": self._seal(key, verdict)}) for key, verdict in items])
 
     @_guarded
     def open_claims(self) -> list[OpenClaim]:
@@ -222,8 +308,6 @@ class RequestBook:
                 ).where(VerdictRecord.verdict.is_(None))
             ).all()
         return [
-            OpenClaim(
-                bytes(k), q, None if size is None else int(size), None if p is None else bytes(p)
-            )
+            OpenClaim(bytes(k), q, None if size is None else int(size), self._open(bytes(k), p))
             for k, q, size, p in rows
         ]
