@@ -319,7 +319,8 @@ class LogStore:
             stmt = stmt.where(
                 or_(
                     LogSearch.caller == caller,
-                    LogSearch.caller.startswith(f"{caller}/", autoescape=True),
+                    # not LIKE: SQLite's LIKE ignores case, and "/" may not be in a caseworker id
+                    func.substr(LogSearch.caller, 1, len(caller) + 1) == f"{caller}/",
                 )
             )
         if since_ms:

@@ -6,6 +6,7 @@ import argparse
 import datetime as dt
 import errno
 import os
+import re
 import tempfile
 from pathlib import Path
 
@@ -14,6 +15,8 @@ from hedui.clients.errors import ClientError
 
 def date_arg(text: str) -> dt.date:
     try:
+        if not re.fullmatch(r"[0-9]{4}-[0-9]{2}-[0-9]{2}", text):  # not 2025-W01-1, 20250101
+            raise ValueError
         return dt.date.fromisoformat(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"{text!r} is not a date YYYY-MM-DD") from None

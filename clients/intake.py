@@ -139,10 +139,19 @@ def figures_from_dict(d: dict[str, Any]) -> verification_pb2.Verdict:
     """The committed figures of a verdict saved by ``verdict_to_dict`` (a case file), for
     ``hedui audit check``; KeyError, TypeError or ValueError for a file of another shape."""
     v = verification_pb2.Verdict(
-        benefit_fen=int(d["benefit_fen"]), figures_opening=bytes.fromhex(d["figures_opening"])
+        request_id=str(d["request_id"]),
+        program=str(d["program"]),
+        region=str(d["region"]),
+        as_of=str(d["as_of"]),
+        policy_version=str(d["policy_version"]),
+        household_size=int(d["household_size"]),
+        decision=common_pb2.Decision.Value(str(d["decision"])),
+        benefit_fen=int(d["benefit_fen"]),
+        figures_opening=bytes.fromhex(d["figures_opening"]),
     )
+    outcomes = {True: common_pb2.PASSED, False: common_pb2.FAILED, None: common_pb2.UNDECIDED}
     for r in d["rules"]:
-        rule = v.rules.add(id=str(r["id"]))
+        rule = v.rules.add(id=str(r["id"]), outcome=outcomes[r["passed"]])
         if r.get("value") is not None:
             rule.value = int(r["value"])
         if r.get("threshold") is not None:

@@ -138,7 +138,12 @@ class KeyDir:
         subject, its role as the OU); the certificate's path. Refuses a name in use."""
         if role not in CLIENT_ROLES:
             raise CryptoError(f"a client certificate is for one of {', '.join(CLIENT_ROLES)}")
-        if not _CLIENT_NAME.fullmatch(name) or name in SERVICE_PARTIES or name == REGISTRY_ID:
+        if (
+            not _CLIENT_NAME.fullmatch(name)
+            or name in SERVICE_PARTIES
+            or name == REGISTRY_ID
+            or name.startswith("hedui-")  # the names the parties write their own entries as
+        ):
             raise CryptoError(
                 f"{name!r} is not a usable name: 3 to 48 lower-case letters, digits and "
                 "hyphens, e.g. intake-hangzhou, and not a party's name"

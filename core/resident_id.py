@@ -87,14 +87,28 @@ def _parse_date(yyyymmdd: str) -> dt.date:
         ) from None
 
 
-_ID_LIKE = re.compile(r"[0-9]{15}")
+_DIGIT_RUN = re.compile(r"[0-9]{15,}[Xx]?")
+_SEPARATORS = re.compile(r"[\s\-_.,/:;|·・]+")
 
 
 def looks_like_id(text: str) -> bool:
-    """Whether free text holds what may be a resident ID number (15 digits in a row or more,
-    which every 15- and 18-character number has): such text is refused wherever it would be
-    stored or logged, so no ID reaches the audit log through a reference or a note."""
-    return _ID_LIKE.search(text) is not None
+    """Whether free text holds a resident ID number: once full-width forms are folded (NFKC)
+    and spaces, dashes and other separators are taken out, some 18 or 15 characters in a row
+    parse as a valid number (region, birth date, check character). Such text is refused
+    wherever it would be stored or logged, so no ID reaches the audit log through a reference
+    or a note; a date or a long counter does not parse and is let through."""
+    folded = _SEPARATORS.sub("", unicodedata.normalize("NFKC", text))
+    for run in _DIGIT_RUN.findall(folded):
+        # an 18-character number anywhere in a run (it has a check character); a 15-digit
+        # legacy number (none) only as a run of its own, so that a counter is not taken for one
+        for size in (18, 15) if len(run) == 15 else (18,):
+            for start in range(len(run) - size + 1):
+                try:
+                    parse(run[start : start + size])
+                except InvalidResidentId:
+                    continue
+                return True
+    return False
 
 
 def normalise(raw: str) -> str:

@@ -16,8 +16,14 @@ from hedui.core.tls import PeerIdentity
 from hedui.proto.v1 import audit_pb2, verification_pb2
 from hedui.server.errors import PolicyError, ServiceError
 from hedui.server.fanout import GrantedHousehold, RegistryNotFound, SourceUnavailable
-from hedui.server.requests import StateUnavailable
-from hedui.server.verification import Application, Verifier, batch_error, receipt_pb
+from hedui.server.requests import StateUnavailable, is_purged
+from hedui.server.verification import (
+    Application,
+    Verifier,
+    batch_error,
+    purged_message,
+    receipt_pb,
+)
 
 log = logging.getLogger("hedui.server.batch")
 
@@ -53,6 +59,11 @@ class BatchVerifier:
                 done.append(batch_error(app.request_id, "ABORTED", "being verified; retry shortly"))
             else:
                 verdict = verification_pb2.Verdict.FromString(earlier[1])
+                if is_purged(verdict):
+                    done.append(
+                        batch_error(app.request_id, "FAILED_PRECONDITION", purged_message(verdict))
+                    )
+                    continue
                 done.append(
                     verification_pb2.BatchResult(request_id=app.request_id, verdict=verdict)
                 )

@@ -36,7 +36,7 @@ from hedui.server.fanout import ConnectorPool, RegistryClient, RegistryNotFound,
 from hedui.server.policy.book import PROGRAMS, PolicyBook
 from hedui.server.policy.engine import Decision, HouseholdFacts, Member, Outcome, RuleResult
 from hedui.server.quotas import Alert, QuotaExceeded, Quotas, QuotaSettings
-from hedui.server.requests import RequestBook, StateUnavailable
+from hedui.server.requests import RequestBook, StateUnavailable, is_purged
 from hedui.server.witness import log_evidence
 
 SELF = PeerIdentity("hedui-service", "service")  # the service's own entries (alerts)
@@ -45,6 +45,7 @@ log = logging.getLogger("hedui.server")
 MAX_TEXT = 128
 # the fields a request entry and its outcome entry share
 _REQUEST_FIELDS = (
+    "caseworker_id",
     "request_id",
     "program",
     "region",
@@ -79,6 +80,18 @@ class Application:
 
 class RequestConflict(ServiceError):
     pass
+
+
+class RequestExpired(ServiceError):
+    """A request id whose verdict's figures were purged after the retention period."""
+
+
+def purged_message(kept: verification_pb2.Verdict) -> str:
+    return (
+        f"request {kept.request_id!r} was decided ({common_pb2.Decision.Name(kept.decision)}, "
+        f"audit entry {kept.audit.leaf_index}); its figures were purged after the retention "
+        "period: the decision is in the audit log, a new check needs a new request id"
+    )
 
 
 class RequestInProgress(ServiceError):
@@ -159,7 +172,10 @@ class Verifier:
                 raise RequestInProgress(
                     f"request {app.request_id!r} is being verified; retry shortly"
                 )
-            return verification_pb2.Verdict.FromString(earlier[1])
+            kept = verification_pb2.Verdict.FromString(earlier[1])
+            if is_purged(kept):
+                raise RequestExpired(purged_message(kept))
+            return kept
         try:
             verdict = self._verify(app, caller, request_key)
         except BaseException:
@@ -478,10 +494,15 @@ class VerificationServicer(verification_pb2_grpc.VerificationServiceServicer):
         if not _text_ok(request.request_id):
             violations.append(("request_id", f"required, 1 to {MAX_TEXT} printable characters"))
         if request.caseworker_id and not (
-            len(request.caseworker_id) <= MAX_CASEWORKER and request.caseworker_id.isprintable()
+            len(request.caseworker_id) <= MAX_CASEWORKER
+            and request.caseworker_id.isprintable()
+            and "/" not in request.caseworker_id
         ):
             violations.append(
-                ("caseworker_id", f"optional, up to {MAX_CASEWORKER} printable characters")
+                (
+                    "caseworker_id",
+                    f"optional, up to {MAX_CASEWORKER} printable characters, without '/'",
+                )
             )
         for name in ("request_id", "consent_reference", "caseworker_id"):
             if looks_like_id(getattr(request, name)):
@@ -619,6 +640,13 @@ class VerificationServicer(verification_pb2_grpc.VerificationServiceServicer):
             rpc.abort(context, grpc.StatusCode.ALREADY_EXISTS, str(e))
         except RequestInProgress as e:
             rpc.abort(context, grpc.StatusCode.ABORTED, str(e))
+        except RequestExpired as e:
+            rpc.abort(
+                context,
+                grpc.StatusCode.FAILED_PRECONDITION,
+                str(e),
+                rpc.precondition_failure("RETENTION", app.request_id, str(e)),
+            )
         except RegistryNotFound as e:
             self._not_found(caller.name)
             rpc.abort(context, grpc.StatusCode.NOT_FOUND, str(e))

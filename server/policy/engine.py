@@ -65,6 +65,9 @@ class RuleResult:
     value_fields: tuple[str, ...] = ()  # the source fields ``value`` is the total of
     threshold_fields: tuple[str, ...] = ()  # for a threshold computed from the household's data
     message_has_figures: bool = True  # False: the messages name no household figure
+    # each group must also come from two or more sources: a value that, with another figure
+    # shown, gives a group's total by subtraction (zhichu: income - net income = expenditure)
+    value_groups: tuple[tuple[str, ...], ...] = ()
 
     def minimised(self, sources_of: Callable[[tuple[str, ...]], int], by_law: bool) -> RuleResult:
         """Disclosure "figures": keep a figure only when it is the total of at least two
@@ -74,7 +77,10 @@ class RuleResult:
         if by_law:
             return self
         figures = tuple(f for f in self.figures if sources_of(f.fields) >= 2)
-        value_ok = self.value is None or sources_of(self.value_fields) >= 2
+        value_ok = self.value is None or (
+            sources_of(self.value_fields) >= 2
+            and all(sources_of(g) >= 2 for g in self.value_groups)
+        )
         threshold_ok = not self.threshold_fields or sources_of(self.threshold_fields) >= 2
         if value_ok and threshold_ok and figures == self.figures:
             return self
@@ -96,6 +102,7 @@ class RuleResult:
             figures=figures,
             value_fields=self.value_fields,
             threshold_fields=self.threshold_fields,
+            value_groups=self.value_groups,
         )
 
     def outcome_only(self) -> RuleResult:

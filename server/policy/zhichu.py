@@ -99,6 +99,7 @@ def _net_income(rigid: int, inc: rules.Income, line: int, standard: DatedValue) 
         title_zh=title[0],
         title_en=title[1],
         value_fields=(*fields, *EXPENDITURE_FIELDS),
+        value_groups=(tuple(fields), EXPENDITURE_FIELDS),
     )
 
 

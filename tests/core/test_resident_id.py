@@ -138,3 +138,16 @@ def test_today_is_the_deployment_date_not_the_machine_date(monkeypatch) -> None:
     assert clock.fixed(morning).show(int(morning.timestamp() * 1000)) == (
         "2026-11-24 07:00:00 +08:00"
     )
+
+
+def test_free_text_holding_an_id_is_recognised_however_it_is_written() -> None:
+    """Issue #11: free text that holds an ID number is refused before it is logged."""
+    from hedui.core.resident_id import looks_like_id
+
+    n = make("330106", dt.date(1970, 3, 4), 11).value
+    wide = "".join(chr(ord(c) + 0xFEE0) if c.isdigit() else c for c in n)
+    for text in (n, f"note {n.lower()}", f"授权书 {wide}", f"{n[:6]} {n[6:14]} {n[14:]}",
+                 f"{n[:6]}-{n[6:14]}-{n[14:]}", n[:6] + n[8:17]):  # fmt: skip
+        assert looks_like_id(text), text
+    for text in ("recheck-123456789012-12345", "2025-11-24 12:00:00", "case 2025-000123", ""):
+        assert not looks_like_id(text), text

@@ -38,7 +38,6 @@ def _custodian(up: Up) -> grpc.Channel:
     [
         (2**31 - 1, 0, "households"),
         (0, 1, "households"),
-        (3, 0, "answers"),
         (3, 200, "answers"),
     ],
 )

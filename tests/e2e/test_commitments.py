@@ -28,9 +28,13 @@ def test_the_log_holds_commitments_not_figures(up: Up, tmp_path: Path) -> None:
         r = up.cli("audit", "check", "--workdir", work, "--verdict", str(case))
         assert r.returncode == 0, r.stdout + r.stderr
         assert "committed to in entry" in r.stdout
-        if d["benefit_fen"]:  # a forged case file with another benefit is caught
-            d["benefit_fen"] += 100
-            case.write_text(json.dumps(d))
+        forged = [
+            {**d, "benefit_fen": d["benefit_fen"] + 100},  # another benefit
+            {**d, "decision": "INELIGIBLE" if d["decision"] != "INELIGIBLE" else "ELIGIBLE"},
+            {**d, "household_size": d["household_size"] + 5},
+        ]
+        for f in forged:  # a doctored case file is caught
+            case.write_text(json.dumps(f))
             r = up.cli("audit", "check", "--workdir", work, "--verdict", str(case))
             assert r.returncode == 2 and "MISMATCH" in r.stdout
         checked += 1

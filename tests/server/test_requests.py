@@ -88,9 +88,20 @@ def test_retention_purges_the_figures_and_keeps_the_decision(tmp_path: Path) -> 
     assert recent == (APP, _verdict())
 
 
-def test_rows_written_before_sealing_are_read(tmp_path: Path) -> None:
+def test_an_unsealed_row_is_refused_and_a_damaged_row_does_not_stop_retention(
+    tmp_path: Path,
+) -> None:
     now = [1000.0]
     plain = RequestBook(f"sqlite:///{tmp_path / 's.sqlite'}", clock=lambda: now[0])
     assert plain.claim(KEY, APP) is None
-    plain.complete(KEY, _verdict())
-    assert _book(tmp_path, now).claim(KEY, APP) == (APP, _verdict())
+    plain.complete(KEY, _verdict())  # written unsealed, as an insider with the file could
+    book = _book(tmp_path, now)
+    with pytest.raises(StateUnavailable, match="integrity check"):
+        book.claim(KEY, APP)
+    assert book.claim(OTHER, APP) is None
+    book.complete(OTHER, _verdict())
+    now[0] += 40 * 86400
+    assert book.purge(now[0] - 30 * 86400) == 1  # the sealed one; the damaged one is named
+    kept = book.claim(OTHER, APP)
+    assert kept is not None and kept[1] is not None
+    assert not verification_pb2.Verdict.FromString(kept[1]).figures_opening
