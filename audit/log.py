@@ -16,7 +16,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 from hedui.audit import merkle
 from hedui.audit.checkpoint import Checkpoint, parse_and_verify, sign_checkpoint
 from hedui.audit.errors import AuditError, VerificationError
-from hedui.audit.store import LogStore, SearchKeys
+from hedui.audit.store import CALLER_CHARS, LogStore, SearchKeys
 from hedui.proto.v1 import audit_pb2
 
 DEFAULT_ORIGIN = "hedui.example/demo-log"
@@ -41,7 +41,7 @@ def search_keys(entry: audit_pb2.AuditEntry) -> SearchKeys:
         token = getattr(entry, body).applicant_audit_token or None
     if body in ("request", "verdict") and getattr(entry, body).caseworker_id:
         # "<caller>/<caseworker>": found by a search for the intake system or for the caseworker
-        caller = f"{caller}/{getattr(entry, body).caseworker_id}"[:128]
+        caller = f"{caller}/{getattr(entry, body).caseworker_id}"[:CALLER_CHARS]
     return SearchKeys(caller=caller, time_ms=entry.time_unix_ms, applicant_token=token)
 
 

@@ -72,13 +72,16 @@ class LogState(Base):
     size: Mapped[int] = mapped_column(BigInteger)
 
 
+CALLER_CHARS = 128  # a caller as indexed for search ("name" or "name/caseworker")
+
+
 class LogSearch(Base):
     """What an auditor may search an entry by: applicant audit token, caller, time."""
 
     __tablename__ = "log_search"
     idx: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
     applicant_token: Mapped[bytes | None] = mapped_column(LargeBinary(32), index=True)
-    caller: Mapped[str] = mapped_column(String(128), index=True)
+    caller: Mapped[str] = mapped_column(String(CALLER_CHARS), index=True)
     time_ms: Mapped[int] = mapped_column(BigInteger, index=True)
 
 

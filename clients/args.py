@@ -6,18 +6,16 @@ import argparse
 import datetime as dt
 import errno
 import os
-import re
 import tempfile
 from pathlib import Path
 
 from hedui.clients.errors import ClientError
+from hedui.core.clock import parse_date
 
 
 def date_arg(text: str) -> dt.date:
     try:
-        if not re.fullmatch(r"[0-9]{4}-[0-9]{2}-[0-9]{2}", text):  # not 2025-W01-1, 20250101
-            raise ValueError
-        return dt.date.fromisoformat(text)
+        return parse_date(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"{text!r} is not a date YYYY-MM-DD") from None
 

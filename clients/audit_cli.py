@@ -368,6 +368,16 @@ def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-ar
     p.add_argument("--json", action="store_true", help="print the proof as JSON (default: text)")
     p.set_defaults(func=cmd_prove)
 
+    def period(p: argparse.ArgumentParser) -> None:
+        p.add_argument(
+            "--since",
+            type=_date,
+            help="first day YYYY-MM-DD, China Standard Time (default: the log's start)",
+        )
+        p.add_argument(
+            "--until", type=_date, help="last day YYYY-MM-DD, included (default: no end)"
+        )
+
     p = audit.add_parser("search", help="entries about a person, by a caller, or since a date")
     common(p)
     p.add_argument(
@@ -380,16 +390,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-ar
         help="entries by this caller, named as in its certificate, e.g. intake "
         "(default: any caller)",
     )
-    p.add_argument(
-        "--since",
-        type=_date,
-        help="first day YYYY-MM-DD, China Standard Time (default: the log's start)",
-    )
-    p.add_argument(
-        "--until",
-        type=_date,
-        help="last day YYYY-MM-DD, included (default: no end)",
-    )
+    period(p)
     p.set_defaults(func=cmd_search)
 
     p = audit.add_parser(
@@ -408,12 +409,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-ar
         "alerts", help="alerts the service wrote to the log (e.g. bursts of unknown applicants)"
     )
     common(p)
-    p.add_argument(
-        "--since",
-        type=_date,
-        help="first day YYYY-MM-DD, China Standard Time (default: the log's start)",
-    )
-    p.add_argument("--until", type=_date, help="last day YYYY-MM-DD, included (default: no end)")
+    period(p)
     p.set_defaults(func=cmd_alerts)
 
     p = audit.add_parser("export", help="entries of a period with proofs, verifiable offline")

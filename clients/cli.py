@@ -153,10 +153,9 @@ def cmd_keys_issue(args: argparse.Namespace) -> int:
     profile = w.root / f"{args.name}.toml"
     base = w.intake_profile if args.role == "intake" else w.auditor_profile
     if base.exists():
-        address = IntakeProfile.load(base).address
-        insecure = "insecure = true" in base.read_text(encoding="utf-8")
+        earlier = IntakeProfile.load(base)
         write = write_intake_profile if args.role == "intake" else write_auditor_profile
-        write(w, address, insecure, name=args.name, path=profile)
+        write(w, earlier.address, earlier.tls is None, name=args.name, path=profile)
         print(f"certificate for {args.name} (role {args.role}) issued; profile {profile}")
     else:
         print(f"certificate for {args.name} (role {args.role}) issued in {w.keys.root / 'tls'}")

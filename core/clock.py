@@ -9,6 +9,7 @@ morning would be "born in the future" to one process and valid to the next. So n
 from __future__ import annotations
 
 import datetime as dt
+import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -55,6 +56,17 @@ class Clock:
 
 
 DEPLOYMENT = Clock()
+
+
+_ISO_DATE = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
+
+
+def parse_date(text: str) -> dt.date:
+    """A calendar date written YYYY-MM-DD, nothing else (not 2025-W01-1, not 20250101);
+    ValueError otherwise."""
+    if not _ISO_DATE.fullmatch(text):
+        raise ValueError(f"{text!r} is not a date YYYY-MM-DD")
+    return dt.date.fromisoformat(text)
 
 
 def fixed(at: dt.datetime, timezone: str = DEFAULT_TIMEZONE) -> Clock:

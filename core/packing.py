@@ -18,6 +18,7 @@ from functools import cached_property
 
 from hedui.core.deployment import kind_of
 from hedui.core.errors import CryptoError
+from hedui.proto.v1 import connector_pb2
 
 MASK_BITS = 40  # statistical distance of a masked slot from uniform: at most 2^-40
 
@@ -144,6 +145,21 @@ def _bounded(slots: Iterable[tuple[str, int, int, int]], plaintext_bits: int) ->
             )
         out.append(Slot(f, o, b, m))
     return tuple(out)
+
+
+def slots_pb(slots: Iterable[Slot]) -> list[connector_pb2.Slot]:
+    """Slots as a query carries them (the inverse of :func:`from_wire`)."""
+    return [
+        connector_pb2.Slot(field=s.field, offset=s.offset, bits=s.bits, max_total=s.max_total)
+        for s in slots
+    ]
+
+
+def batch_layout_pb(layout: BatchLayout) -> connector_pb2.BatchLayout:
+    """A batch layout as a query carries it (the inverse of :func:`batch_from_wire`)."""
+    return connector_pb2.BatchLayout(
+        slots=slots_pb(layout.slots), stride=layout.stride, per_ciphertext=layout.per_ciphertext
+    )
 
 
 def from_wire(slots: Iterable[tuple[str, int, int, int]], plaintext_bits: int) -> Layout:

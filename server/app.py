@@ -14,7 +14,7 @@ from hedui.audit.log import AuditLog
 from hedui.audit.store import LogStore, open_log_engine
 from hedui.core.clock import Clock
 from hedui.core.keystore import KeyDir
-from hedui.core.rpc import Admission, RunningServer, create_server, open_channel
+from hedui.core.rpc import Admission, RunningServer, create_server
 from hedui.proto.v1 import audit_pb2, audit_pb2_grpc, verification_pb2, verification_pb2_grpc
 from hedui.server.audit_service import AuditServicer
 from hedui.server.batch import BatchVerifier
@@ -198,18 +198,11 @@ def start_service(config: ServiceConfig, verifier: Verifier | None = None) -> Ru
             }
         ),
     )
-    tls = None if config.insecure else keys.tls("service")
-    watch = DependencyWatch(
-        running.health,
-        [VERIFICATION_SERVICE],
-        [
-            ("registry", open_channel(config.registry.address, tls=tls, server_name="registry")),
-            (
-                "key custodian",
-                open_channel(config.custodian_address, tls=tls, server_name="custodian"),
-            ),
-        ],
-    )
+    # probed over the channels the verifications use
+    dependencies = [("registry", v.registry.channel)]
+    if isinstance(v.custodian, RemoteCustodian):
+        dependencies.append(("key custodian", v.custodian.channel))
+    watch = DependencyWatch(running.health, [VERIFICATION_SERVICE], dependencies)
     watch.check()
     watch.start()
     retention = Retention(v.requests, config.retention_days, lambda: v.now().timestamp())

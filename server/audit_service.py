@@ -9,6 +9,7 @@ import grpc
 
 from hedui.audit.checkpoint import vkey
 from hedui.audit.log import AuditLog
+from hedui.audit.store import CALLER_CHARS
 from hedui.core import rpc
 from hedui.core.errors import InvalidResidentId
 from hedui.core.resident_id import parse as parse_id
@@ -19,7 +20,7 @@ from hedui.server.verification import receipt_pb
 MAX_PAGE = 1000
 
 
-MAX_CALLER = 128  # as indexed (see hedui.audit.store.LogSearch)
+MAX_CALLER = CALLER_CHARS  # as indexed for search
 MAX_INDEX = 2**63 - 1  # a leaf index or tree size the database can hold
 
 

@@ -170,6 +170,8 @@ def _check_shape(
 class CustodianServicer(custodian_pb2_grpc.CustodianServiceServicer):
     def __init__(self, custodian: KeyCustodian) -> None:
         self._custodian = custodian
+        # connector id -> kind, for the shape checks of every request
+        self._known = {c: k for k, ids in custodian.deployment.kinds.items() for c in ids}
 
     def _refuse(self, context: grpc.ServicerContext, e: CustodianRefused) -> NoReturn:
         if isinstance(e, WitnessMoved):
@@ -181,9 +183,6 @@ class CustodianServicer(custodian_pb2_grpc.CustodianServiceServicer):
             )
         rpc.abort(context, grpc.StatusCode.FAILED_PRECONDITION, str(e))
 
-    def _known(self) -> dict[str, str]:
-        return {c: k for k, ids in self._custodian.deployment.kinds.items() for c in ids}
-
     def Decrypt(
         self, request: custodian_pb2.DecryptRequest, context: grpc.ServicerContext
     ) -> custodian_pb2.DecryptResponse:
@@ -194,7 +193,7 @@ class CustodianServicer(custodian_pb2_grpc.CustodianServiceServicer):
             request.answers,
             request.evidence,
             1,
-            self._known(),
+            self._known,
             lambda _kind: 1,
             public.ciphertext_bytes,
         )
@@ -236,7 +235,7 @@ class CustodianServicer(custodian_pb2_grpc.CustodianServiceServicer):
             request.answers,
             request.evidence,
             households,
-            self._known(),
+            self._known,
             lambda kind: -(-households // layouts[kind].per_ciphertext),
             self._custodian.public_key.ciphertext_bytes,
         )
@@ -351,8 +350,8 @@ class RemoteCustodian:
         view: Deployment,
         timeout: float,
     ) -> None:
-        self._channel = open_channel(address, tls=tls, server_name=CUSTODIAN_ID)
-        self._stub = custodian_pb2_grpc.CustodianServiceStub(self._channel)
+        self.channel = open_channel(address, tls=tls, server_name=CUSTODIAN_ID)
+        self._stub = custodian_pb2_grpc.CustodianServiceStub(self.channel)
         self.public_key = public_key
         self.batch_layouts = view.batch_layouts
         self._timeout = timeout
@@ -439,4 +438,4 @@ class RemoteCustodian:
         return [_totals(t) for t in reply.households]
 
     def close(self) -> None:
-        self._channel.close()
+        self.channel.close()

@@ -113,8 +113,8 @@ class RegistryClient:
         clock: Clock = DEPLOYMENT,
     ) -> None:
         self._clock = clock
-        self._channel = open_channel(endpoint.address, tls=tls, server_name=endpoint.connector_id)
-        self._stub = connector_pb2_grpc.RegistryServiceStub(self._channel)
+        self.channel = open_channel(endpoint.address, tls=tls, server_name=endpoint.connector_id)
+        self._stub = connector_pb2_grpc.RegistryServiceStub(self.channel)
         self._timeout = timeout
 
     def household(self, resident: ResidentId, query_id: str) -> tuple[GrantedHousehold, Grant]:
@@ -165,7 +165,7 @@ class RegistryClient:
         return out, grant
 
     def close(self) -> None:
-        self._channel.close()
+        self.channel.close()
 
 
 def _grant(pb: connector_pb2.TokenGrant, query_id: str, households: int) -> Grant:
@@ -216,13 +216,7 @@ class ConnectorPool:
         # kind by kind, so no connector can reach into another kind's slots
         self._kind_layouts = packing.kind_layouts(layout, self._endpoints)
         self._wire_layouts = {
-            cid: [
-                connector_pb2.Slot(
-                    field=s.field, offset=s.offset, bits=s.bits, max_total=s.max_total
-                )
-                for s in kl.slots
-            ]
-            for cid, kl in self._kind_layouts.items()
+            cid: packing.slots_pb(kl.slots) for cid, kl in self._kind_layouts.items()
         }
 
     def layout_digest(self, connector_id: str) -> bytes:
@@ -343,16 +337,7 @@ class ConnectorPool:
                 query_id=query_id,
                 households=[connector_pb2.TokenSet(tokens=t) for t in tokens],
                 key_fingerprint=self._public.fingerprint,
-                layout=connector_pb2.BatchLayout(
-                    slots=[
-                        connector_pb2.Slot(
-                            field=s.field, offset=s.offset, bits=s.bits, max_total=s.max_total
-                        )
-                        for s in layout.slots
-                    ],
-                    stride=layout.stride,
-                    per_ciphertext=layout.per_ciphertext,
-                ),
+                layout=packing.batch_layout_pb(layout),
                 grant=wire_grant,
             )
             futures[cid] = self._stubs[cid].QueryBatch.future(request, timeout=self._timeout * 4)

@@ -29,8 +29,8 @@ def _serving(channel: grpc.Channel, timeout: float) -> bool:
 
 
 class DependencyWatch:
-    """Probe ``dependencies`` (name, channel) every ``interval`` seconds; set ``services`` (and
-    the server's overall status) on ``servicer`` to match."""
+    """Probe ``dependencies`` (name, channel; their owners close them) every ``interval``
+    seconds; set ``services`` (and the server's overall status) on ``servicer`` to match."""
 
     def __init__(
         self,
@@ -75,5 +75,3 @@ class DependencyWatch:
     def stop(self) -> None:
         self._stop.set()
         self._thread.join(5)
-        for _, channel in self._dependencies:
-            channel.close()

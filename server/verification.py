@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
-import re
 import secrets
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -22,6 +21,7 @@ from hedui.audit import commitment
 from hedui.audit.errors import AuditError
 from hedui.audit.log import AuditLog, Receipt
 from hedui.core import rpc
+from hedui.core.clock import parse_date
 from hedui.core.deployment import kind_of
 from hedui.core.errors import InvalidResidentId
 from hedui.core.resident_id import ResidentId, looks_like_id
@@ -444,7 +444,6 @@ def batch_error(request_id: str, code: str, message: str) -> verification_pb2.Ba
 
 
 MAX_CASEWORKER = 64
-_DATE = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
 
 
 def _text_ok(value: str) -> bool:
@@ -534,9 +533,7 @@ class VerificationServicer(verification_pb2_grpc.VerificationServiceServicer):
         as_of = today
         if request.as_of:
             try:
-                if not _DATE.fullmatch(request.as_of):  # not 2025-W01-1 nor 20250101
-                    raise ValueError
-                as_of = dt.date.fromisoformat(request.as_of)
+                as_of = parse_date(request.as_of)
                 if as_of > today:
                     violations.append(("as_of", f"{request.as_of} is in the future"))
             except ValueError:

@@ -20,6 +20,7 @@ import pytest
 
 from hedui.core import grants
 from hedui.core.grants import Grant
+from hedui.core.packing import slots_pb
 from hedui.core.rpc import error_details, open_channel
 from hedui.proto.v1 import connector_pb2, connector_pb2_grpc, custodian_pb2, custodian_pb2_grpc
 from tests.e2e.conftest import Up, grpc_code
@@ -50,10 +51,7 @@ def _layout(up: Up, cid: str) -> list[connector_pb2.Slot]:
 
     ids = list(_config(up)["connectors"])
     view = custodian_view(ids, {}, up.workdir.keys.paillier_public().max_plaintext_bits)
-    return [
-        connector_pb2.Slot(field=s.field, offset=s.offset, bits=s.bits, max_total=s.max_total)
-        for s in view.layout.slots
-    ]
+    return slots_pb(view.layout.slots)
 
 
 def _refusal(e: grpc.RpcError) -> str:

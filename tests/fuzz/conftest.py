@@ -154,23 +154,12 @@ class Deployment:
     def kind_layout(self, cid: str) -> list[connector_pb2.Slot]:
         """The slots ``cid`` answers a Query in, as the verification service sends them."""
         layout = packing.kind_layout(packing.for_connectors(self.connector_ids), cid)
-        return [
-            connector_pb2.Slot(field=s.field, offset=s.offset, bits=s.bits, max_total=s.max_total)
-            for s in layout.slots
-        ]
+        return packing.slots_pb(layout.slots)
 
     def batch_layout(self, kind: str) -> connector_pb2.BatchLayout:
         bits = self.up.workdir.keys.paillier_public().max_plaintext_bits
-        layout = custodian_view(self.connector_ids, {}, bits).batch_layouts[kind]
-        return connector_pb2.BatchLayout(
-            slots=[
-                connector_pb2.Slot(
-                    field=s.field, offset=s.offset, bits=s.bits, max_total=s.max_total
-                )
-                for s in layout.slots
-            ],
-            stride=layout.stride,
-            per_ciphertext=layout.per_ciphertext,
+        return packing.batch_layout_pb(
+            custodian_view(self.connector_ids, {}, bits).batch_layouts[kind]
         )
 
     def healthy(self, party: str) -> None:
