@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import hashlib
 import importlib.metadata
 import json
 import logging
@@ -17,6 +18,7 @@ import time
 import uuid
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from hedui.clients import audit_cli, policy_cli
 from hedui.clients.args import (
@@ -27,6 +29,7 @@ from hedui.clients.args import (
     positive_seconds,
     unwritable,
 )
+from hedui.clients.consent import StandingAuthorisation, form_digest, signed_consent
 from hedui.clients.deploy import Deployment, DeploySettings, prepare, run_until_signalled
 from hedui.clients.errors import ClientError
 from hedui.clients.intake import (
@@ -39,11 +42,14 @@ from hedui.clients.intake import (
     verdict_to_text,
 )
 from hedui.clients.logs import LOG_FORMAT, ZonedFormatter, log_to_file
-from hedui.core.clock import DEPLOYMENT
+from hedui.core.clock import DEPLOYMENT, age_on
 from hedui.core.errors import HeduiError
 from hedui.core.resident_id import parse as parse_id
 from hedui.core.workdir import Workdir
 from hedui.proto.v1 import common_pb2, verification_pb2
+
+if TYPE_CHECKING:
+    from hedui.connectors.population import PopulationSummary
 
 
 def _today() -> dt.date:
@@ -270,14 +276,15 @@ def cmd_up(args: argparse.Namespace) -> int:
     return 0
 
 
-def _request(args: argparse.Namespace, id_number: str) -> verification_pb2.VerifyRequest:
-    request_id = args.request_id or f"cli-{uuid.uuid4()}"
+def _request(
+    args: argparse.Namespace, id_number: str, consent: verification_pb2.Consent
+) -> verification_pb2.VerifyRequest:
     return verification_pb2.VerifyRequest(
-        request_id=request_id,
+        request_id=args.request_id or f"cli-{uuid.uuid4()}",
         id_number=id_number,
         program=args.program,
         region=args.region or "",
-        consent_reference=args.consent or f"consent-on-file:{request_id}",
+        consent=consent,
         as_of=args.as_of.isoformat() if args.as_of else "",
         caseworker_id=getattr(args, "caseworker", None) or "",
     )
@@ -287,9 +294,15 @@ def cmd_verify(args: argparse.Namespace) -> int:
     if args.region is not None and args.region not in (known := known_regions()):
         raise ClientError(f"unknown region {args.region!r}; known regions: {', '.join(known)}")
     profile = args.profile or Workdir(args.workdir).intake_profile
+    consent = signed_consent(
+        args.case_number,
+        args.signed_on,
+        form_digest(args.consent_form, "consent form"),
+        args.signer,
+    )
     client = IntakeClient(IntakeProfile.load(profile))
     try:
-        verdict = client.verify(_request(args, args.id))
+        verdict = client.verify(_request(args, args.id, consent))
     finally:
         client.close()
     if args.json:
@@ -336,12 +349,16 @@ def cmd_recheck(args: argparse.Namespace) -> int:
             "one ID number per line"
         )
     check_writable_file(out, "--out")  # before anything is contacted
+    authorisation = StandingAuthorisation.from_file(
+        args.authorisation, args.authorised_on, args.document_number
+    )
     try:
         summary = recheck(
             IntakeProfile.load(w.intake_profile),
             args.ids,
             out,
             program=args.program,
+            authorisation=authorisation,
             campaign=args.campaign,
             progress=progress_bar() if not args.quiet else (lambda d, t: None),
         )
@@ -388,7 +405,9 @@ def cmd_demo(args: argparse.Namespace) -> int:
                 for label, id_number in picks:
                     args.request_id = None
                     start = time.perf_counter()
-                    verdict = client.verify(_request(args, id_number))
+                    verdict = client.verify(
+                        _request(args, id_number, _demo_consent(summary, id_number, today))
+                    )
                     ms = (time.perf_counter() - start) * 1000
                     rows.append((label, parse_id(id_number).masked(), verdict, ms))
             finally:
@@ -408,6 +427,17 @@ def cmd_demo(args: argparse.Namespace) -> int:
         f"\n{len(rows)} verifications against 87 connectors; benefit in yuan per month; policy {rows[0][2].policy_version if rows else '-'}"
     )
     return 0
+
+
+def _demo_consent(
+    summary: PopulationSummary, applicant: str, today: dt.date
+) -> verification_pb2.Consent:
+    """The demo's consent for an applicant: signed today by the household's adult members,
+    the "scanned form" being a line of text that names the case."""
+    household = next(h for h, head in summary.applicants if head == applicant)
+    adults = [i for i in summary.members[household] if age_on(parse_id(i).birth_date, today) >= 18]
+    case = f"DEMO-{today.year}-{household}"
+    return signed_consent(case, today, hashlib.sha256(case.encode()).digest(), adults)
 
 
 def demo_table(rows: Sequence[tuple[str, str, verification_pb2.Verdict, float]]) -> str:
@@ -626,8 +656,30 @@ def build_parser() -> argparse.ArgumentParser:
         help="application date YYYY-MM-DD (default: today in China Standard Time)",
     )
     p.add_argument(
-        "--consent",
-        help="reference of the applicant's signed consent (default: consent-on-file:<request id>)",
+        "--case-number",
+        required=True,
+        help="the application's case number (案件编号), as on the signed consent form",
+    )
+    p.add_argument(
+        "--consent-form",
+        type=Path,
+        required=True,
+        metavar="FILE",
+        help="the scanned signed consent form (授权书); its SHA-256 is sent and logged",
+    )
+    p.add_argument(
+        "--signed-on",
+        type=date_arg,
+        required=True,
+        help="the date the consent was signed, YYYY-MM-DD",
+    )
+    p.add_argument(
+        "--signer",
+        action="append",
+        required=True,
+        metavar="ID",
+        help="resident ID number of a household member who signed (the applicant too); "
+        "repeat for each; every adult member of the household must have signed",
     )
     p.add_argument(
         "--caseworker",
@@ -664,6 +716,24 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--campaign",
         help="name of this re-verification round (default: a digest of the roster and programme)",
+    )
+    p.add_argument(
+        "--authorisation",
+        type=Path,
+        required=True,
+        metavar="FILE",
+        help="the campaign's standing authorisation (the scanned, dated document under which "
+        "enrolled households are re-checked); its SHA-256 goes with every request",
+    )
+    p.add_argument(
+        "--authorised-on",
+        type=date_arg,
+        required=True,
+        help="the date of the standing authorisation, YYYY-MM-DD",
+    )
+    p.add_argument(
+        "--document-number",
+        help="the authorisation's document number (文号) (default: the file's name)",
     )
     p.add_argument(
         "--quiet", action="store_true", help="no progress bar (default: a bar on stderr)"
@@ -713,9 +783,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--json", action="store_true", help="print the verdicts as JSON (default: a table)"
     )
     _add_deploy_flags(p)
-    p.set_defaults(
-        func=cmd_demo, program="dibao", region=None, as_of=None, consent=None, request_id=None
-    )
+    p.set_defaults(func=cmd_demo, program="dibao", region=None, as_of=None, request_id=None)
     return parser
 
 

@@ -3,6 +3,7 @@ throughput and the latency percentiles (``hedui bench load``)."""
 
 from __future__ import annotations
 
+import hashlib
 import itertools
 import statistics
 import threading
@@ -11,8 +12,10 @@ from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
+from hedui.clients.consent import StandingAuthorisation
 from hedui.clients.errors import ClientError
 from hedui.clients.intake import IntakeClient, IntakeProfile
+from hedui.core.clock import DEPLOYMENT
 from hedui.proto.v1 import verification_pb2
 
 
@@ -65,8 +68,19 @@ def run_load(
     seconds: float,
     program: str = "dibao",
     prefix: str = "load",
+    authorisation: StandingAuthorisation | None = None,
 ) -> LoadResult:
-    """Keep ``concurrency`` calls in flight for ``seconds`` (each caller waits for its answer)."""
+    """Keep ``concurrency`` calls in flight for ``seconds`` (each caller waits for its answer),
+    every call under one standing authorisation (by default a synthetic one named after
+    ``prefix``, dated today: a load test re-checks, it does not take applications)."""
+    consent = (
+        authorisation
+        or StandingAuthorisation(
+            f"{prefix}-authorisation",
+            DEPLOYMENT.today(),
+            hashlib.sha256(prefix.encode()).digest(),
+        )
+    ).consent()
     if not applicants:
         raise ClientError("no applicants to verify")
     counter = itertools.count()
@@ -84,7 +98,7 @@ def run_load(
                     request_id=f"{prefix}-{n}",
                     id_number=applicants[n % len(applicants)],
                     program=program,
-                    consent_reference=f"{prefix}-consent",
+                    consent=consent,
                 )
                 start = time.perf_counter()
                 try:

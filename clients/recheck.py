@@ -1,7 +1,8 @@
 """``hedui recheck``: periodic re-verification (半年复核) of a roster of enrolled applicants.
 
 The roster is the case system's export, one ID number per line. Every line becomes one
-application with the request id ``recheck-<campaign>-<line>``; results are appended to a JSON
+application with the request id ``recheck-<campaign>-<line>``, under the campaign's standing
+authorisation (a dated document whose SHA-256 every request carries and the audit log records); results are appended to a JSON
 lines file as they arrive and flushed at once. Run again after a crash or Ctrl-C and it skips the
 lines already in the file; a line that was sent but not yet written gets its stored verdict back
 from the service (same request id), so no household is checked twice in the audit log.
@@ -22,6 +23,7 @@ from typing import Any, TextIO
 import grpc
 
 from hedui.clients.args import unwritable
+from hedui.clients.consent import StandingAuthorisation
 from hedui.clients.errors import ClientError
 from hedui.clients.intake import IntakeProfile, describe_rpc_error
 from hedui.core.errors import InvalidResidentId
@@ -140,6 +142,7 @@ def recheck(
     out: Path,
     *,
     program: str,
+    authorisation: StandingAuthorisation,
     campaign: str | None = None,
     progress: Callable[[int, int], None] = lambda done, total: None,
     attempts: int = 8,
@@ -158,7 +161,7 @@ def recheck(
                 request_id=request_id,
                 id_number=id_number,
                 program=program,
-                consent_reference=f"recheck:{campaign}",
+                consent=authorisation.consent(),
             )
 
     try:  # the results file is opened before the service is contacted

@@ -17,7 +17,7 @@ import datetime as dt
 import random
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
 
@@ -88,6 +88,7 @@ class PopulationSummary:
     files: tuple[Path, ...]
     applicants: tuple[tuple[str, str], ...]  # (household_id, ID number of the head)
     thresholds: tuple[tuple[str, str], ...]  # (label from THRESHOLD_CASES, household_id)
+    members: Mapping[str, tuple[str, ...]] = field(default_factory=dict)  # household -> IDs
 
 
 @dataclass(frozen=True)
@@ -153,8 +154,16 @@ class _Generator:
             rows = [(pid, *values) for pid, values in self.rows.get(connector, [])]
             files.append(_write(out_dir / f"{connector}.csv", header, rows))
         thresholds.sort(key=lambda pair: labels.index(pair[0]))
+        members: dict[str, tuple[str, ...]] = defaultdict(tuple)
+        for hid, id_number, *_ in registry:
+            members[hid] += (id_number,)
         return PopulationSummary(
-            households, len(registry), tuple(files), tuple(applicants), tuple(thresholds)
+            households,
+            len(registry),
+            tuple(files),
+            tuple(applicants),
+            tuple(thresholds),
+            dict(members),
         )
 
     def _members(self, with_spouse: bool) -> list[_Member]:

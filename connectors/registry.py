@@ -3,6 +3,11 @@
 It is also the token authority (:mod:`hedui.connectors.token_authority`): it answers the
 verification service with each member's relation and birth date (never an ID number), every
 connector's padded tokens and the signed grant for the query.
+
+It also holds the consent to the register: unless the check is under a standing authorisation,
+every member who is an adult on the registry's date must be among the consent's signers, or the
+household gets no tokens and no grant, whatever the service asks (an insider of the service who
+knows one ID number cannot have a household's sources asked without every adult's ID number).
 """
 
 from __future__ import annotations
@@ -17,15 +22,18 @@ from sqlalchemy.exc import SQLAlchemyError
 from hedui.connectors.store import Person, RegisterStore
 from hedui.connectors.token_authority import TokenAuthority
 from hedui.core import rpc
-from hedui.core.clock import DEPLOYMENT, Clock
+from hedui.core.clock import DEPLOYMENT, Clock, age_on
 from hedui.core.errors import InvalidResidentId
 from hedui.core.grants import MAX_BATCH
+from hedui.core.resident_id import ResidentId
 from hedui.core.resident_id import parse as parse_id
 from hedui.proto.v1 import connector_pb2, connector_pb2_grpc
 
 log = logging.getLogger("hedui.connectors.registry")
 
 MAX_QUERY_ID = 128
+MAX_SIGNERS = 32
+ADULT_AGE = 18  # 《中华人民共和国民法典》第十七条: 十八周岁以上的自然人为成年人
 _RELATIONS = {
     "head": connector_pb2.HEAD,
     "spouse": connector_pb2.SPOUSE,
@@ -88,9 +96,11 @@ class RegistryServicer(connector_pb2_grpc.RegistryServiceServicer):
                 grpc.StatusCode.NOT_FOUND,
                 "the ID number is not in the household register",
             )
-        household = self._household(resident.value, members)
+        household = self._household(resident.value, members, request.signatures)
         if household.problem:
             rpc.abort(context, grpc.StatusCode.INTERNAL, household.problem)
+        if household.consent_missing:  # no tokens, no grant: its sources cannot be asked
+            return connector_pb2.HouseholdGrant(household=household)
         grant = self._authority.grant(request.query_id, [_tokens_of(household)], batch=False)
         return connector_pb2.HouseholdGrant(household=household, grant=grant.to_pb())
 
@@ -104,6 +114,13 @@ class RegistryServicer(connector_pb2_grpc.RegistryServiceServicer):
                 grpc.StatusCode.INVALID_ARGUMENT,
                 f"1 to {MAX_BATCH} ID numbers per call",
                 rpc.bad_request("id_numbers", f"1 to {MAX_BATCH} ID numbers"),
+            )
+        if len(request.signatures) != len(request.id_numbers):
+            rpc.abort(
+                context,
+                grpc.StatusCode.INVALID_ARGUMENT,
+                "one signatures entry per ID number",
+                rpc.bad_request("signatures", "one entry per ID number, in the same order"),
             )
         # one number that does not parse is one household not found, never the whole call
         today = self._clock.today()
@@ -119,8 +136,8 @@ class RegistryServicer(connector_pb2_grpc.RegistryServiceServicer):
             log.error("registry database error: %s", type(e).__name__)
             rpc.abort(context, grpc.StatusCode.INTERNAL, "the household register is not available")
         households = [
-            self._household(i, next(found)) if i is not None else connector_pb2.Household()
-            for i in ids
+            self._household(i, next(found), signed) if i is not None else connector_pb2.Household()
+            for i, signed in zip(ids, request.signatures, strict=True)
         ]
         answered = [_tokens_of(h) for h in households if h.tokens]
         grant = self._authority.grant(request.query_id, answered, batch=True) if answered else None
@@ -128,30 +145,62 @@ class RegistryServicer(connector_pb2_grpc.RegistryServiceServicer):
             households=households, grant=grant.to_pb() if grant else None
         )
 
-    def _household(self, applicant: str, members: Sequence[Person]) -> connector_pb2.Household:
-        """The household as the service may see it, or its problem (a malformed record)."""
+    def _household(
+        self, applicant: str, members: Sequence[Person], signatures: connector_pb2.Signatures
+    ) -> connector_pb2.Household:
+        """The household as the service may see it, or its problem (a malformed record); without
+        tokens when an adult member did not sign its consent."""
         if not members:
             return connector_pb2.Household()
+        today = self._clock.today()
+        signers = _signers(signatures, today)
+        missing = False
         try:
-            out = [
-                connector_pb2.Member(
-                    relation=_RELATIONS[m.relation],
-                    birth_date=dt.date.fromisoformat(m.birth_date).isoformat(),
-                    applicant=m.id_number == applicant,
+            out = []
+            for m in members:
+                born = dt.date.fromisoformat(m.birth_date)
+                signed = m.id_number in signers
+                unsigned_adult = (
+                    not signatures.standing and not signed and age_on(born, today) >= ADULT_AGE
                 )
-                for m in members
-            ]
+                missing = missing or unsigned_adult
+                out.append(
+                    connector_pb2.Member(
+                        relation=_RELATIONS[m.relation],
+                        birth_date=born.isoformat(),
+                        applicant=m.id_number == applicant,
+                        signed=signed,
+                        masked_id=ResidentId(m.id_number).masked() if unsigned_adult else "",
+                    )
+                )
         except (KeyError, ValueError):
             log.error("registry: a household holds a malformed member record")
             return connector_pb2.Household(problem="the register holds a malformed member record")
-        tokens = self._authority.tokens([m.id_number for m in members], members[0].household_id)
+        household_id = members[0].household_id
+        pseudonym = self._authority.pseudonym(household_id)
+        if missing:
+            return connector_pb2.Household(members=out, consent_missing=True, pseudonym=pseudonym)
+        tokens = self._authority.tokens([m.id_number for m in members], household_id)
         return connector_pb2.Household(
             members=out,
             tokens=[
                 connector_pb2.ConnectorTokens(connector_id=c, tokens=t)
                 for c, t in sorted(tokens.items())
             ],
+            pseudonym=pseudonym,
         )
+
+
+def _signers(signatures: connector_pb2.Signatures, today: dt.date) -> set[str]:
+    """The signers' normalised ID numbers (the first MAX_SIGNERS; one that does not parse
+    matches no member)."""
+    out = set()
+    for raw in signatures.id_numbers[:MAX_SIGNERS]:
+        try:
+            out.add(parse_id(raw, today=today).value)
+        except InvalidResidentId:
+            continue
+    return out
 
 
 def _tokens_of(household: connector_pb2.Household) -> dict[str, list[bytes]]:

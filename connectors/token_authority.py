@@ -66,6 +66,14 @@ class TokenAuthority:
         self._pad_key = HKDF(
             algorithm=hashes.SHA256(), length=32, salt=None, info=b"hedui/token-padding/v1"
         ).derive(key.private_key + epoch.to_bytes(4, "big"))
+        self._pseudonym_key = HKDF(
+            algorithm=hashes.SHA256(), length=32, salt=None, info=b"hedui/household-pseudonym/v1"
+        ).derive(key.private_key + epoch.to_bytes(4, "big"))
+
+    def pseudonym(self, household_id: str) -> bytes:
+        """The household's pseudonym for the service (case numbers are bound to it): a keyed
+        hash of its register number, stable within a token epoch."""
+        return hmac.digest(self._pseudonym_key, household_id.encode(), "sha256")
 
     def tokens(self, id_numbers: Sequence[str], household_id: str) -> dict[str, list[bytes]]:
         """Every connector's padded tokens for these members: one PRF evaluation per member,

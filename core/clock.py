@@ -72,3 +72,9 @@ def parse_date(text: str) -> dt.date:
 def fixed(at: dt.datetime, timezone: str = DEFAULT_TIMEZONE) -> Clock:
     """A clock that always reads ``at`` (an aware datetime), for tests."""
     return Clock(timezone, lambda _z: at)
+
+
+def age_on(birth: dt.date, date: dt.date) -> int:
+    """Completed years of age on ``date`` (a birthday counts from its day on)."""
+    before_birthday = (date.month, date.day) < (birth.month, birth.day)
+    return date.year - birth.year - before_birthday

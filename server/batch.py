@@ -14,8 +14,9 @@ import logging
 from hedui.audit.log import Receipt
 from hedui.core.tls import PeerIdentity
 from hedui.proto.v1 import audit_pb2, verification_pb2
+from hedui.server.consent import ConsentRefused
 from hedui.server.errors import PolicyError, ServiceError
-from hedui.server.fanout import GrantedHousehold, RegistryNotFound, SourceUnavailable
+from hedui.server.fanout import GrantedHousehold, RegistryNotFound
 from hedui.server.requests import StateUnavailable, is_purged
 from hedui.server.verification import (
     Application,
@@ -39,7 +40,10 @@ class BatchVerifier:
         for app in apps:
             try:
                 self.v.policy.check(app.program, app.region, app.as_of)
+                self.v.check_consent(app)
                 ready.append((app, *self.v.request_keys(app, caller)))
+            except ConsentRefused as e:
+                done.append(batch_error(app.request_id, "FAILED_PRECONDITION", e.detail))
             except PolicyError as e:
                 done.append(batch_error(app.request_id, "FAILED_PRECONDITION", str(e)))
         todo = []
@@ -126,22 +130,26 @@ class BatchVerifier:
     ) -> list[verification_pb2.BatchResult]:
         v = self.v
         grant = None
+        lookups: list[GrantedHousehold | ServiceError]
         try:
-            lookups, grant = v.registry.households([app.resident for app, _ in todo], query_id)
-        except SourceUnavailable as e:
+            lookups, grant = v.registry.households(
+                [app.resident for app, _ in todo],
+                query_id,
+                [app.consent.signatures_pb() for app, _ in todo],
+            )
+        except ServiceError as e:
             lookups = [e] * len(todo)
         results: list[verification_pb2.BatchResult] = []
         outcome_entries: list[audit_pb2.AuditEntry] = []
         found: list[tuple[Application, bytes, GrantedHousehold, int]] = []
         for (app, key), household, receipt in zip(todo, lookups, logged, strict=True):
-            if isinstance(household, RegistryNotFound | SourceUnavailable):
-                code = "NOT_FOUND" if isinstance(household, RegistryNotFound) else "UNAVAILABLE"
+            if isinstance(household, ServiceError):
                 token = tokens[app.request_id]
                 outcome_entries.append(
                     v.unfinished_entry(app, caller, token, query_id, str(household))
                 )
                 v.requests.release(key)
-                results.append(batch_error(app.request_id, code, str(household)))
+                results.append(batch_error(app.request_id, *_code(household)))
             else:
                 found.append((app, key, household, receipt.leaf_index))
         if not found or grant is None:
@@ -158,6 +166,9 @@ class BatchVerifier:
         verdicts, entries, concluded = [], [], []
         for (app, key, household, _), totals in zip(found, per_household, strict=True):
             try:
+                # a case number of another household: it is in the grant, so it was asked with
+                # the batch (the grant binds the batch's tokens), but its totals are not used
+                v.bind_case(app, caller, household.pseudonym)
                 verdict, entry = v.conclude(
                     app,
                     caller,
@@ -168,12 +179,12 @@ class BatchVerifier:
                     digests,
                     totals,
                 )
-            except PolicyError as e:  # this household's problem: only it gets the error
+            except (PolicyError, ConsentRefused) as e:  # this household's alone
                 outcome_entries.append(
                     v.unfinished_entry(app, caller, tokens[app.request_id], query_id, str(e))
                 )
                 v.requests.release(key)
-                results.append(batch_error(app.request_id, "FAILED_PRECONDITION", str(e)))
+                results.append(batch_error(app.request_id, *_code(e)))
                 continue
             verdicts.append(verdict)
             entries.append(entry)
@@ -202,3 +213,14 @@ class BatchVerifier:
             ",".join(sorted(fan.failures)) or "-",
         )
         return results
+
+
+def _code(error: ServiceError) -> tuple[str, str]:
+    """A household's error as a batch result: (code name, message)."""
+    if isinstance(error, RegistryNotFound):
+        return "NOT_FOUND", str(error)
+    if isinstance(error, ConsentRefused):
+        return "FAILED_PRECONDITION", error.detail
+    if isinstance(error, PolicyError):
+        return "FAILED_PRECONDITION", str(error)
+    return "UNAVAILABLE", str(error)

@@ -9,6 +9,7 @@ under the connector's pinned Ed25519 key. Anything else is a named failure, neve
 from __future__ import annotations
 
 import datetime as dt
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
@@ -27,10 +28,12 @@ from hedui.core.rpc import error_details, open_channel
 from hedui.core.tls import TlsMaterial
 from hedui.proto.v1 import connector_pb2, connector_pb2_grpc
 from hedui.server.answers import BatchAnswer, SignedAnswer
+from hedui.server.consent import ConsentRefused, unsigned_members
 from hedui.server.errors import ServiceError
 from hedui.server.policy.engine import Member
 
 _RELATIONS = {v: k.lower() for k, v in connector_pb2.Relation.items() if v}
+_MASKED = re.compile(r"[0-9]{3}\*{14}[0-9X]")
 
 
 @dataclass(frozen=True)
@@ -102,6 +105,7 @@ class GrantedHousehold:
 
     members: list[Member]
     tokens: Mapping[str, list[bytes]]
+    pseudonym: bytes = b""  # the registry's keyed name for the household (case numbers)
 
 
 class RegistryClient:
@@ -117,10 +121,15 @@ class RegistryClient:
         self._stub = connector_pb2_grpc.RegistryServiceStub(self.channel)
         self._timeout = timeout
 
-    def household(self, resident: ResidentId, query_id: str) -> tuple[GrantedHousehold, Grant]:
+    def household(
+        self, resident: ResidentId, query_id: str, signatures: connector_pb2.Signatures
+    ) -> tuple[GrantedHousehold, Grant]:
+        """The household and its grant; ConsentRefused when an adult member did not sign."""
         try:
             reply = self._stub.GetHousehold(
-                connector_pb2.HouseholdRequest(id_number=resident.value, query_id=query_id),
+                connector_pb2.HouseholdRequest(
+                    id_number=resident.value, query_id=query_id, signatures=signatures
+                ),
                 timeout=self._timeout,
             )
         except grpc.RpcError as e:
@@ -128,18 +137,26 @@ class RegistryClient:
                 raise RegistryNotFound("the ID number is not in the household register") from None
             raise SourceUnavailable(f"household registry: {_reason(e, self._timeout)}") from None
         household = _household(reply.household, self._clock.today())
+        if isinstance(household, ConsentRefused):
+            raise household
         return household, _grant(reply.grant, query_id, 1)
 
     def households(
-        self, residents: Sequence[ResidentId], query_id: str
-    ) -> tuple[list[GrantedHousehold | RegistryNotFound | SourceUnavailable], Grant | None]:
+        self,
+        residents: Sequence[ResidentId],
+        query_id: str,
+        signatures: Sequence[connector_pb2.Signatures],
+    ) -> tuple[list[GrantedHousehold | ServiceError], Grant | None]:
         """Many households in one call (the batch path), and the grant that covers those with
         tokens; raises SourceUnavailable when the call fails. A household the registry could
-        not answer is that household's error alone."""
+        not answer (RegistryNotFound, SourceUnavailable, ConsentRefused) is that household's
+        error alone."""
         try:
             reply = self._stub.GetHouseholds(
                 connector_pb2.HouseholdsRequest(
-                    id_numbers=[r.value for r in residents], query_id=query_id
+                    id_numbers=[r.value for r in residents],
+                    query_id=query_id,
+                    signatures=signatures,
                 ),
                 timeout=self._timeout * 4,
             )
@@ -151,7 +168,7 @@ class RegistryClient:
             raise SourceUnavailable(
                 "household registry: the answer has the wrong number of households"
             )
-        out: list[GrantedHousehold | RegistryNotFound | SourceUnavailable] = []
+        out: list[GrantedHousehold | ServiceError] = []
         today = self._clock.today()
         for h in reply.households:
             if h.problem:
@@ -159,7 +176,10 @@ class RegistryClient:
             elif not h.members:
                 out.append(RegistryNotFound("the ID number is not in the household register"))
             else:
-                out.append(_household(h, today))
+                try:
+                    out.append(_household(h, today))
+                except SourceUnavailable as e:
+                    out.append(e)
         with_tokens = sum(isinstance(h, GrantedHousehold) for h in out)
         grant = _grant(reply.grant, query_id, with_tokens) if with_tokens else None
         return out, grant
@@ -175,7 +195,12 @@ def _grant(pb: connector_pb2.TokenGrant, query_id: str, households: int) -> Gran
     return grant
 
 
-def _household(reply: connector_pb2.Household, today: dt.date) -> GrantedHousehold:
+def _masked(text: str) -> str:
+    """The registry's masked ID as shown to the caller, only if it is one (no free text)."""
+    return text if _MASKED.fullmatch(text) else "(ID not shown)"
+
+
+def _household(reply: connector_pb2.Household, today: dt.date) -> GrantedHousehold | ConsentRefused:
     try:
         members = [
             Member(_RELATIONS.get(m.relation, "other"), dt.date.fromisoformat(m.birth_date))
@@ -185,7 +210,21 @@ def _household(reply: connector_pb2.Household, today: dt.date) -> GrantedHouseho
         raise SourceUnavailable("household registry: the answer holds a malformed member") from None
     if sum(m.applicant for m in reply.members) != 1:
         raise SourceUnavailable("household registry: the answer holds a malformed member")
-    return GrantedHousehold(members, {t.connector_id: list(t.tokens) for t in reply.tokens})
+    if reply.consent_missing:
+        if reply.tokens:
+            raise SourceUnavailable("household registry: tokens for a household without consent")
+        return unsigned_members(
+            [
+                (m.relation, m.birth_date, _masked(p.masked_id))
+                for m, p in zip(members, reply.members, strict=True)
+                if p.masked_id
+            ]
+        )
+    if len(reply.pseudonym) != 32:
+        raise SourceUnavailable("household registry: the answer has no household pseudonym")
+    return GrantedHousehold(
+        members, {t.connector_id: list(t.tokens) for t in reply.tokens}, bytes(reply.pseudonym)
+    )
 
 
 class ConnectorPool:

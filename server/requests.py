@@ -60,6 +60,15 @@ class VerdictRecord(Base):
     pending: Mapped[bytes | None] = mapped_column(LargeBinary, nullable=True)
 
 
+class ConsentCase(Base):
+    """Which household a case number belongs to: both keyed (an HMAC of the caller and case
+    number under the audit key; the registry's household pseudonym), so the table names no one."""
+
+    __tablename__ = "consent_case"
+    case_key: Mapped[bytes] = mapped_column(LargeBinary(32), primary_key=True)
+    household: Mapped[bytes] = mapped_column(LargeBinary(32))
+
+
 class StateUnavailable(ServiceError):
     """The service's state database failed; the message is for people (no SQL)."""
 
@@ -206,6 +215,20 @@ class RequestBook:
             if row[1] is None and bytes(row[0]) == application and self._take_over(request_key):
                 return None
             return bytes(row[0]), self._open(request_key, row[1])
+
+    @_guarded
+    def bind_case(self, case_key: bytes, household: bytes) -> bool:
+        """Bind a case number to its household on first use; False when it is bound to another."""
+        try:
+            with self._engine.begin() as conn:
+                conn.execute(insert(ConsentCase).values(case_key=case_key, household=household))
+            return True
+        except IntegrityError:
+            with self._engine.connect() as conn:
+                bound = conn.execute(
+                    select(ConsentCase.household).where(ConsentCase.case_key == case_key)
+                ).scalar_one()
+            return bytes(bound) == household
 
     @_guarded
     def claim_many(

@@ -29,7 +29,9 @@ from hedui.core.resident_id import parse as parse_id
 from hedui.core.tls import PeerIdentity
 from hedui.core.tokens import TokenKey
 from hedui.proto.v1 import audit_pb2, common_pb2, verification_pb2, verification_pb2_grpc
+from hedui.server import consent
 from hedui.server.answers import aggregate
+from hedui.server.consent import Consent, ConsentRefused
 from hedui.server.custodian import Custodian, EvidenceSource, Totals
 from hedui.server.errors import CustodianRefused, PolicyError, ServiceError
 from hedui.server.fanout import ConnectorPool, RegistryClient, RegistryNotFound, SourceUnavailable
@@ -72,7 +74,7 @@ class Application:
     resident: ResidentId
     program: str
     region: str
-    consent_reference: str
+    consent: Consent
     as_of: dt.date
     as_of_requested: str = ""  # as sent: empty means "today", so a retry after midnight matches
     caseworker_id: str = ""  # the intake system's user who asked, if it says
@@ -153,7 +155,7 @@ class Verifier:
             app.resident.value,
             app.program,
             app.region,
-            app.consent_reference,
+            app.consent.fingerprint(),
             app.as_of_requested,
         ]
         return key, self.audit_key.mac("\0".join(parts).encode())
@@ -161,6 +163,7 @@ class Verifier:
     def verify(self, app: Application, caller: PeerIdentity) -> verification_pb2.Verdict:
         """Verify once per (caller, request id): a repeat gets the stored verdict."""
         self.policy.check(app.program, app.region, app.as_of)
+        self.check_consent(app)
         request_key, fingerprint = self.request_keys(app, caller)
         earlier = self.requests.claim(request_key, fingerprint)
         if earlier is not None:
@@ -236,6 +239,7 @@ class Verifier:
                 )
                 for name in _REQUEST_FIELDS:  # the outcome names what its request named
                     setattr(entry.verdict, name, getattr(r, name))
+                entry.verdict.consent.CopyFrom(r.consent)
                 entry.verdict.error = "abandoned: the service stopped before a verdict; retry"
                 abandoned.append(entry)
             self.requests.release(c.request_key)
@@ -260,11 +264,40 @@ class Verifier:
             )
         return len(answer), len(abandoned)
 
+    def check_consent(self, app: Application) -> None:
+        """Refuse a consent that is no longer in force on the check date (nothing is logged)."""
+        consent.check_in_force(app.consent, self.policy.regions[app.region], self.now().date())
+
+    def bind_case(self, app: Application, caller: PeerIdentity, pseudonym: bytes) -> None:
+        """A case number serves one household (per intake system); a standing authorisation
+        covers many."""
+        if app.consent.standing:
+            return
+        key = self.audit_key.mac(f"case\0{caller.name}\0{app.consent.case_number}".encode())
+        if not self.requests.bind_case(key, pseudonym):
+            raise consent.case_reused(app.consent.case_number)
+
+    def _about(
+        self,
+        entry: audit_pb2.RequestEntry | audit_pb2.VerdictEntry,
+        app: Application,
+        audit_token: bytes,
+    ) -> None:
+        """Fill the fields every audit entry about one application carries (never an ID)."""
+        entry.request_id = app.request_id
+        entry.program = app.program
+        entry.region = app.region
+        entry.consent_reference = app.consent.case_number
+        entry.consent.CopyFrom(app.consent.record(self.audit_key))
+        entry.applicant_audit_token = audit_token
+        entry.as_of = app.as_of.isoformat()
+        entry.caseworker_id = app.caseworker_id
+
     def request_entry(
         self, app: Application, caller: PeerIdentity, audit_token: bytes, query_id: str
     ) -> audit_pb2.AuditEntry:
         entry = self._entry(caller)
-        _about(entry.request, app, audit_token)
+        self._about(entry.request, app, audit_token)
         entry.request.query_id = query_id
         return entry
 
@@ -278,7 +311,7 @@ class Verifier:
         """The outcome of a request that reached no verdict, and why."""
         entry = self._entry(caller)
         entry.verdict.CopyFrom(audit_pb2.VerdictEntry(query_id=query_id, error=error))
-        _about(entry.verdict, app, audit_token)
+        self._about(entry.verdict, app, audit_token)
         return entry
 
     def _verify(
@@ -289,7 +322,10 @@ class Verifier:
         self.requests.begin([(request_key, query_id, self.audit.store.size())])
         (logged,) = self.audit.append([self.request_entry(app, caller, audit_token, query_id)])
         try:  # from here on, every way out leaves an outcome entry for the request entry
-            household, grant = self.registry.household(app.resident, query_id)
+            household, grant = self.registry.household(
+                app.resident, query_id, app.consent.signatures_pb()
+            )
+            self.bind_case(app, caller, household.pseudonym)
             fan = self.pool.query(query_id, household.tokens, grant)
             claimed = aggregate(self.custodian.public_key, fan.answers)
             totals = self.custodian.decrypt_totals(
@@ -386,22 +422,8 @@ class Verifier:
                 figures_commitment=commitment.commit(verdict.figures_opening, verdict),
             )
         )
-        _about(entry.verdict, app, audit_token)
+        self._about(entry.verdict, app, audit_token)
         return verdict, entry
-
-
-def _about(
-    entry: audit_pb2.RequestEntry | audit_pb2.VerdictEntry, app: Application, audit_token: bytes
-) -> audit_pb2.RequestEntry | audit_pb2.VerdictEntry:
-    """Fill the fields every audit entry about one application carries (never the ID itself)."""
-    entry.request_id = app.request_id
-    entry.program = app.program
-    entry.region = app.region
-    entry.consent_reference = app.consent_reference
-    entry.applicant_audit_token = audit_token
-    entry.as_of = app.as_of.isoformat()
-    entry.caseworker_id = app.caseworker_id
-    return entry
 
 
 def _rule_pb(r: RuleResult) -> verification_pb2.RuleOutcome:
@@ -503,7 +525,7 @@ class VerificationServicer(verification_pb2_grpc.VerificationServiceServicer):
                     f"optional, up to {MAX_CASEWORKER} printable characters, without '/'",
                 )
             )
-        for name in ("request_id", "consent_reference", "caseworker_id"):
+        for name in ("request_id", "caseworker_id"):
             if looks_like_id(getattr(request, name)):
                 violations.append(
                     (
@@ -523,13 +545,9 @@ class VerificationServicer(verification_pb2_grpc.VerificationServiceServicer):
         if region not in self._verifier.policy.regions:
             known = ", ".join(sorted(self._verifier.policy.regions))
             violations.append(("region", f"unknown region {region[:40]!r}; known: {known}"))
-        if not _text_ok(request.consent_reference):
-            violations.append(
-                (
-                    "consent_reference",
-                    f"the reference of the applicant's consent is required (1 to {MAX_TEXT} characters)",
-                )
-            )
+        signed = consent.parse(request.consent, today)
+        if not isinstance(signed, Consent):
+            violations += signed
         as_of = today
         if request.as_of:
             try:
@@ -538,14 +556,14 @@ class VerificationServicer(verification_pb2_grpc.VerificationServiceServicer):
                     violations.append(("as_of", f"{request.as_of} is in the future"))
             except ValueError:
                 violations.append(("as_of", f"{request.as_of[:40]!r} is not a date YYYY-MM-DD"))
-        if violations or resident is None:
+        if violations or resident is None or not isinstance(signed, Consent):
             return violations or [("id_number", "invalid")]
         return Application(
             request.request_id,
             resident,
             request.program,
             region,
-            request.consent_reference,
+            signed,
             as_of,
             request.as_of,
             request.caseworker_id,
@@ -631,6 +649,20 @@ class VerificationServicer(verification_pb2_grpc.VerificationServiceServicer):
                 str(e),
                 rpc.precondition_failure(
                     "POLICY", f"{app.program}/{app.region}/{app.as_of}", str(e)
+                ),
+            )
+        except ConsentRefused as e:
+            rpc.abort(
+                context,
+                grpc.StatusCode.FAILED_PRECONDITION,
+                e.detail,
+                error_details_pb2.PreconditionFailure(
+                    violations=[
+                        error_details_pb2.PreconditionFailure.Violation(
+                            type="CONSENT", subject=subject, description=description
+                        )
+                        for subject, description in e.violations
+                    ]
                 ),
             )
         except RequestConflict as e:

@@ -152,9 +152,48 @@ class Alert(_message.Message):
 Global___Alert: _TypeAlias = Alert  # noqa: Y015
 
 @_typing.final
+class ConsentRecord(_message.Message):
+    """The authorisation a check was made under (VerifyRequest.consent), without an ID number."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CASE_NUMBER_FIELD_NUMBER: _builtins.int
+    SIGNED_ON_FIELD_NUMBER: _builtins.int
+    FORM_SHA256_FIELD_NUMBER: _builtins.int
+    SIGNER_AUDIT_TOKENS_FIELD_NUMBER: _builtins.int
+    STANDING_FIELD_NUMBER: _builtins.int
+    case_number: _builtins.str
+    signed_on: _builtins.str
+    """YYYY-MM-DD"""
+    form_sha256: _builtins.bytes
+    standing: _builtins.bool
+    @_builtins.property
+    def signer_audit_tokens(self) -> _containers.RepeatedScalarFieldContainer[_builtins.bytes]:
+        """The signers' audit tokens (as applicant_audit_token), in the order sent."""
+
+    def __init__(
+        self,
+        *,
+        case_number: _builtins.str = ...,
+        signed_on: _builtins.str = ...,
+        form_sha256: _builtins.bytes = ...,
+        signer_audit_tokens: _abc.Iterable[_builtins.bytes] | None = ...,
+        standing: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["case_number", b"case_number", "form_sha256", b"form_sha256", "signed_on", b"signed_on", "signer_audit_tokens", b"signer_audit_tokens", "standing", b"standing"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ConsentRecord: _TypeAlias = ConsentRecord  # noqa: Y015
+
+@_typing.final
 class RequestEntry(_message.Message):
     """A request accepted for verification, logged before any source is queried. request_id and
-    consent_reference are always set: the service refuses a VerifyRequest without them.
+    consent are always set: the service refuses a VerifyRequest without them.
+    consent_reference: the consent's case number (entries written before ConsentRecord hold the
+    bare reference the request sent).
     """
 
     DESCRIPTOR: _descriptor.Descriptor
@@ -167,6 +206,7 @@ class RequestEntry(_message.Message):
     AS_OF_FIELD_NUMBER: _builtins.int
     QUERY_ID_FIELD_NUMBER: _builtins.int
     CASEWORKER_ID_FIELD_NUMBER: _builtins.int
+    CONSENT_FIELD_NUMBER: _builtins.int
     request_id: _builtins.str
     program: _builtins.str
     region: _builtins.str
@@ -179,6 +219,8 @@ class RequestEntry(_message.Message):
     """
     caseworker_id: _builtins.str
     """The caseworker the intake system named (VerifyRequest.caseworker_id), if any."""
+    @_builtins.property
+    def consent(self) -> Global___ConsentRecord: ...
     def __init__(
         self,
         *,
@@ -190,10 +232,11 @@ class RequestEntry(_message.Message):
         as_of: _builtins.str = ...,
         query_id: _builtins.str = ...,
         caseworker_id: _builtins.str = ...,
+        consent: Global___ConsentRecord | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["consent", b"consent"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["applicant_audit_token", b"applicant_audit_token", "as_of", b"as_of", "caseworker_id", b"caseworker_id", "consent_reference", b"consent_reference", "program", b"program", "query_id", b"query_id", "region", b"region", "request_id", b"request_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["applicant_audit_token", b"applicant_audit_token", "as_of", b"as_of", "caseworker_id", b"caseworker_id", "consent", b"consent", "consent_reference", b"consent_reference", "program", b"program", "query_id", b"query_id", "region", b"region", "request_id", b"request_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -278,6 +321,7 @@ class VerdictEntry(_message.Message):
     ERROR_FIELD_NUMBER: _builtins.int
     FIGURES_COMMITMENT_FIELD_NUMBER: _builtins.int
     CASEWORKER_ID_FIELD_NUMBER: _builtins.int
+    CONSENT_FIELD_NUMBER: _builtins.int
     request_id: _builtins.str
     program: _builtins.str
     region: _builtins.str
@@ -308,6 +352,8 @@ class VerdictEntry(_message.Message):
     def answer_digests(self) -> _containers.RepeatedCompositeFieldContainer[Global___AnswerDigest]: ...
     @_builtins.property
     def rules(self) -> _containers.RepeatedCompositeFieldContainer[Global___RuleRecord]: ...
+    @_builtins.property
+    def consent(self) -> Global___ConsentRecord: ...
     def __init__(
         self,
         *,
@@ -329,10 +375,11 @@ class VerdictEntry(_message.Message):
         error: _builtins.str = ...,
         figures_commitment: _builtins.bytes = ...,
         caseworker_id: _builtins.str = ...,
+        consent: Global___ConsentRecord | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["consent", b"consent"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["answer_digests", b"answer_digests", "applicant_audit_token", b"applicant_audit_token", "as_of", b"as_of", "benefit_fen", b"benefit_fen", "caseworker_id", b"caseworker_id", "connectors_answered", b"connectors_answered", "connectors_failed", b"connectors_failed", "consent_reference", b"consent_reference", "decision", b"decision", "error", b"error", "figures_commitment", b"figures_commitment", "household_size", b"household_size", "policy_version", b"policy_version", "program", b"program", "query_id", b"query_id", "region", b"region", "request_id", b"request_id", "rules", b"rules"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["answer_digests", b"answer_digests", "applicant_audit_token", b"applicant_audit_token", "as_of", b"as_of", "benefit_fen", b"benefit_fen", "caseworker_id", b"caseworker_id", "connectors_answered", b"connectors_answered", "connectors_failed", b"connectors_failed", "consent", b"consent", "consent_reference", b"consent_reference", "decision", b"decision", "error", b"error", "figures_commitment", b"figures_commitment", "household_size", b"household_size", "policy_version", b"policy_version", "program", b"program", "query_id", b"query_id", "region", b"region", "request_id", b"request_id", "rules", b"rules"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

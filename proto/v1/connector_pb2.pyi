@@ -224,6 +224,7 @@ class HouseholdsRequest(_message.Message):
 
     ID_NUMBERS_FIELD_NUMBER: _builtins.int
     QUERY_ID_FIELD_NUMBER: _builtins.int
+    SIGNATURES_FIELD_NUMBER: _builtins.int
     query_id: _builtins.str
     @_builtins.property
     def id_numbers(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
@@ -231,15 +232,20 @@ class HouseholdsRequest(_message.Message):
         answered as not in the register, never failing the whole call.
         """
 
+    @_builtins.property
+    def signatures(self) -> _containers.RepeatedCompositeFieldContainer[Global___Signatures]:
+        """One per ID number, in the same order (else INVALID_ARGUMENT)."""
+
     def __init__(
         self,
         *,
         id_numbers: _abc.Iterable[_builtins.str] | None = ...,
         query_id: _builtins.str = ...,
+        signatures: _abc.Iterable[Global___Signatures] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["id_numbers", b"id_numbers", "query_id", b"query_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["id_numbers", b"id_numbers", "query_id", b"query_id", "signatures", b"signatures"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -489,22 +495,61 @@ class HouseholdRequest(_message.Message):
 
     ID_NUMBER_FIELD_NUMBER: _builtins.int
     QUERY_ID_FIELD_NUMBER: _builtins.int
+    SIGNATURES_FIELD_NUMBER: _builtins.int
     id_number: _builtins.str
     """Required: a valid resident ID number (else INVALID_ARGUMENT, google.rpc.BadRequest)."""
     query_id: _builtins.str
+    @_builtins.property
+    def signatures(self) -> Global___Signatures:
+        """Who signed the application's consent: see Signatures."""
+
     def __init__(
         self,
         *,
         id_number: _builtins.str = ...,
         query_id: _builtins.str = ...,
+        signatures: Global___Signatures | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["signatures", b"signatures"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["id_number", b"id_number", "query_id", b"query_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["id_number", b"id_number", "query_id", b"query_id", "signatures", b"signatures"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___HouseholdRequest: _TypeAlias = HouseholdRequest  # noqa: Y015
+
+@_typing.final
+class Signatures(_message.Message):
+    """The members who signed a consent (VerifyRequest.consent), for the registry to match against
+    the register. Unless standing, every member who is 18 or older on the registry's date must be
+    among them: otherwise the household is answered with its members (those who did not sign
+    carry masked_id) and consent_missing, without tokens and outside the grant, so its sources
+    cannot be asked. Signers who are not members are ignored.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ID_NUMBERS_FIELD_NUMBER: _builtins.int
+    STANDING_FIELD_NUMBER: _builtins.int
+    standing: _builtins.bool
+    """A standing authorisation (re-verification of an enrolled household): no signer needed."""
+    @_builtins.property
+    def id_numbers(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """At most 32 ID numbers; one that does not parse matches no member."""
+
+    def __init__(
+        self,
+        *,
+        id_numbers: _abc.Iterable[_builtins.str] | None = ...,
+        standing: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["id_numbers", b"id_numbers", "standing", b"standing"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Signatures: _TypeAlias = Signatures  # noqa: Y015
 
 @_typing.final
 class Member(_message.Message):
@@ -515,21 +560,31 @@ class Member(_message.Message):
     RELATION_FIELD_NUMBER: _builtins.int
     BIRTH_DATE_FIELD_NUMBER: _builtins.int
     APPLICANT_FIELD_NUMBER: _builtins.int
+    SIGNED_FIELD_NUMBER: _builtins.int
+    MASKED_ID_FIELD_NUMBER: _builtins.int
     relation: Global___Relation.ValueType
     birth_date: _builtins.str
     """YYYY-MM-DD"""
     applicant: _builtins.bool
     """the member whose ID number was asked about"""
+    signed: _builtins.bool
+    """among the consent's signers"""
+    masked_id: _builtins.str
+    """Only for an adult member who did not sign: the ID number masked (first three characters and
+    the check character), so the caseworker can tell whose signature is missing.
+    """
     def __init__(
         self,
         *,
         relation: Global___Relation.ValueType = ...,
         birth_date: _builtins.str = ...,
         applicant: _builtins.bool = ...,
+        signed: _builtins.bool = ...,
+        masked_id: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["applicant", b"applicant", "birth_date", b"birth_date", "relation", b"relation"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["applicant", b"applicant", "birth_date", b"birth_date", "masked_id", b"masked_id", "relation", b"relation", "signed", b"signed"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -542,8 +597,17 @@ class Household(_message.Message):
     MEMBERS_FIELD_NUMBER: _builtins.int
     TOKENS_FIELD_NUMBER: _builtins.int
     PROBLEM_FIELD_NUMBER: _builtins.int
+    CONSENT_MISSING_FIELD_NUMBER: _builtins.int
+    PSEUDONYM_FIELD_NUMBER: _builtins.int
     problem: _builtins.str
     """Set when this household could not be answered (batch path); members and tokens are empty."""
+    consent_missing: _builtins.bool
+    """An adult member did not sign the consent: no tokens, not in the grant (see Signatures)."""
+    pseudonym: _builtins.bytes
+    """The household's pseudonym: a keyed hash of its register number under the registry's key,
+    the same for every query about it, so the service can tell that a case number is reused for
+    another household without learning which household it is.
+    """
     @_builtins.property
     def members(self) -> _containers.RepeatedCompositeFieldContainer[Global___Member]: ...
     @_builtins.property
@@ -556,10 +620,12 @@ class Household(_message.Message):
         members: _abc.Iterable[Global___Member] | None = ...,
         tokens: _abc.Iterable[Global___ConnectorTokens] | None = ...,
         problem: _builtins.str = ...,
+        consent_missing: _builtins.bool = ...,
+        pseudonym: _builtins.bytes = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["members", b"members", "problem", b"problem", "tokens", b"tokens"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["consent_missing", b"consent_missing", "members", b"members", "problem", b"problem", "pseudonym", b"pseudonym", "tokens", b"tokens"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

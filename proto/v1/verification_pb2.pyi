@@ -80,11 +80,11 @@ Global___BatchError: _TypeAlias = BatchError  # noqa: Y015
 
 @_typing.final
 class VerifyRequest(_message.Message):
-    """One application. Required: request_id, id_number, program and consent_reference; region and
+    """One application. Required: request_id, id_number, program and consent; region and
     as_of are optional. A request missing a required field (or with a malformed one) is refused
     with INVALID_ARGUMENT before anything is looked up or logged: the status message is
     "invalid request: <field>: <description>; ..." and its google.rpc.BadRequest details hold one
-    field violation per bad field, named as here (e.g. field "consent_reference").
+    field violation per bad field, named as here (e.g. field "consent.case_number").
     """
 
     DESCRIPTOR: _descriptor.Descriptor
@@ -93,11 +93,11 @@ class VerifyRequest(_message.Message):
     ID_NUMBER_FIELD_NUMBER: _builtins.int
     PROGRAM_FIELD_NUMBER: _builtins.int
     REGION_FIELD_NUMBER: _builtins.int
-    CONSENT_REFERENCE_FIELD_NUMBER: _builtins.int
     AS_OF_FIELD_NUMBER: _builtins.int
     CASEWORKER_ID_FIELD_NUMBER: _builtins.int
+    CONSENT_FIELD_NUMBER: _builtins.int
     request_id: _builtins.str
-    """Free-text fields (request_id, consent_reference, caseworker_id) that look like a resident ID
+    """Free-text fields (request_id, consent.case_number, caseworker_id) that look like a resident ID
     number are INVALID_ARGUMENT: no ID reaches the audit log through them.
     Required, 1 to 128 printable characters. Client-chosen idempotency key, scoped to the
     caller's certificate name: the same id with the same application returns the same verdict,
@@ -113,11 +113,6 @@ class VerifyRequest(_message.Message):
     """Required. Programme: "dibao" (最低生活保障), "dibian" (低收入家庭), "zhichu" (支出型困难家庭), "tekun" (特困人员)."""
     region: _builtins.str
     """Optional. Region whose policy applies; empty means the deployment's default region."""
-    consent_reference: _builtins.str
-    """Required, 1 to 128 printable characters. Reference of the applicant's signed consent to the
-    check (授权书). The service does not fetch the consent; it records this reference in the
-    audit log with the request and the verdict, so the consent can be produced on audit.
-    """
     as_of: _builtins.str
     """Optional. Application date YYYY-MM-DD, not in the future; empty means today."""
     caseworker_id: _builtins.str
@@ -125,6 +120,12 @@ class VerifyRequest(_message.Message):
     vouched for by the intake system (whose certificate authenticates the call); logged with the
     request and verdict and searchable as "<caller>/<caseworker>" (`hedui audit search --caller`).
     """
+    @_builtins.property
+    def consent(self) -> Global___Consent:
+        """Required. The household's signed authorisation of the check (授权书), checked by the service
+        before any source is asked: see Consent.
+        """
+
     def __init__(
         self,
         *,
@@ -132,17 +133,78 @@ class VerifyRequest(_message.Message):
         id_number: _builtins.str = ...,
         program: _builtins.str = ...,
         region: _builtins.str = ...,
-        consent_reference: _builtins.str = ...,
         as_of: _builtins.str = ...,
         caseworker_id: _builtins.str = ...,
+        consent: Global___Consent | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["consent", b"consent"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["as_of", b"as_of", "caseworker_id", b"caseworker_id", "consent_reference", b"consent_reference", "id_number", b"id_number", "program", b"program", "region", b"region", "request_id", b"request_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["as_of", b"as_of", "caseworker_id", b"caseworker_id", "consent", b"consent", "id_number", b"id_number", "program", b"program", "region", b"region", "request_id", b"request_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___VerifyRequest: _TypeAlias = VerifyRequest  # noqa: Y015
+
+@_typing.final
+class Consent(_message.Message):
+    """The authorisation of a check (授权书). Either an applicant's consent, signed by the household's
+    adult members, or (standing = true) a standing authorisation: the dated document under which
+    a re-verification campaign (复核) re-checks enrolled households.
+
+    Refused with INVALID_ARGUMENT (field "consent.<name>") when malformed; with
+    FAILED_PRECONDITION and a google.rpc.PreconditionFailure (type "CONSENT", subject
+    "consent.<what>") when
+      - it is older than the region's validity on the check date (policy parameters
+        consent_validity_months, standing_consent_validity_months), subject "consent.signed_on";
+      - a member of the registered household who is an adult (18 or older, 《民法典》第十七条) did
+        not sign it: one violation per such member, subject "consent.signers", naming the member
+        masked (e.g. "spouse born 1981, 330**************2"); the household's sources are not asked;
+      - its case number was already used with this intake system for another household, subject
+        "consent.case_number".
+    The audit log records the case number, date, form digest and the signers' audit tokens,
+    never their ID numbers.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CASE_NUMBER_FIELD_NUMBER: _builtins.int
+    SIGNED_ON_FIELD_NUMBER: _builtins.int
+    FORM_SHA256_FIELD_NUMBER: _builtins.int
+    SIGNER_ID_NUMBERS_FIELD_NUMBER: _builtins.int
+    STANDING_FIELD_NUMBER: _builtins.int
+    case_number: _builtins.str
+    """Required, 1 to 64 printable characters: the case number (案件编号) of the application, or
+    the document number (文号) of a standing authorisation.
+    """
+    signed_on: _builtins.str
+    """Required, YYYY-MM-DD, not after today: when the form was signed (or the authorisation issued)."""
+    form_sha256: _builtins.bytes
+    """Required, 32 bytes: SHA-256 of the scanned signed form (or of the authorisation document)."""
+    standing: _builtins.bool
+    """A standing authorisation: no signers; its case number may cover many households."""
+    @_builtins.property
+    def signer_id_numbers(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """The resident ID numbers of the household members who signed (applicant included), at most
+        32; required unless standing. Forwarded to the household registry to be matched against
+        the register; never stored.
+        """
+
+    def __init__(
+        self,
+        *,
+        case_number: _builtins.str = ...,
+        signed_on: _builtins.str = ...,
+        form_sha256: _builtins.bytes = ...,
+        signer_id_numbers: _abc.Iterable[_builtins.str] | None = ...,
+        standing: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["case_number", b"case_number", "form_sha256", b"form_sha256", "signed_on", b"signed_on", "signer_id_numbers", b"signer_id_numbers", "standing", b"standing"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Consent: _TypeAlias = Consent  # noqa: Y015
 
 @_typing.final
 class Figure(_message.Message):

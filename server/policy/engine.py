@@ -12,6 +12,8 @@ import enum
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, replace
 
+from hedui.core.clock import age_on
+
 
 class Outcome(enum.Enum):
     PASSED = "passed"
@@ -31,8 +33,7 @@ class Member:
     birth_date: dt.date
 
     def age_on(self, date: dt.date) -> int:
-        before_birthday = (date.month, date.day) < (self.birth_date.month, self.birth_date.day)
-        return date.year - self.birth_date.year - before_birthday
+        return age_on(self.birth_date, date)
 
 
 @dataclass(frozen=True)

@@ -52,6 +52,8 @@ DECLARED: Mapping[str, Declaration] = {
     "tekun_support_percent": Declaration("percent", 100, 300),
     "tekun_working_age_min": Declaration("years", 14, 18),
     "tekun_working_age_max": Declaration("years", 50, 70),
+    "consent_validity_months": Declaration("months", 1, 36),
+    "standing_consent_validity_months": Declaration("months", 1, 60),
 }
 
 

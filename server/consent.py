@@ -1,0 +1,219 @@
+"""The authorisation of a check (授权书), as the verification service checks it.
+
+A request carries a consent record (:class:`Consent`): the case number, the date it was signed,
+the SHA-256 of the scanned signed form and the ID numbers of the household members who signed,
+or, for a re-verification campaign, a standing authorisation (a dated document, no signers).
+The checks, in the order a request meets them:
+
+1. well-formed (:func:`parse`): INVALID_ARGUMENT before anything is logged;
+2. in force (:func:`check_in_force`): not older than the region's validity on the check date
+   (dated policy parameters ``consent_validity_months`` and
+   ``standing_consent_validity_months``); refused before anything is logged;
+3. signed by every adult member: the household registry matches the signers against the
+   register and answers a household with an unsigned adult without tokens or grant
+   (:mod:`hedui.connectors.registry`), so no source can be asked; the service names the
+   members masked (:func:`unsigned_members`);
+4. the case number belongs to one household (:meth:`RequestBook.bind_case`): the registry's
+   household pseudonym, never an ID.
+
+The ID numbers of the signers reach the registry and nowhere else: the audit log records their
+audit tokens (:meth:`Consent.record`).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from hedui.core.clock import parse_date
+from hedui.core.errors import InvalidResidentId
+from hedui.core.resident_id import ResidentId, looks_like_id
+from hedui.core.resident_id import parse as parse_id
+from hedui.core.tokens import TokenKey
+from hedui.proto.v1 import audit_pb2, connector_pb2, verification_pb2
+from hedui.server.errors import ServiceError
+from hedui.server.policy.params import RegionParameters
+
+MAX_CASE_NUMBER = 64
+MAX_SIGNERS = 32
+VALIDITY = "consent_validity_months"
+STANDING_VALIDITY = "standing_consent_validity_months"
+
+
+class ConsentRefused(ServiceError):
+    """The consent does not cover the check: one (subject, description) per reason for the
+    caller, and ``str()`` a summary for the logs and the audit entry (no masked ID there)."""
+
+    def __init__(self, violations: Sequence[tuple[str, str]], summary: str = "") -> None:
+        self.violations = tuple(violations)
+        self.detail = "consent refused: " + "; ".join(d for _, d in self.violations)
+        super().__init__(summary or self.detail)
+
+
+@dataclass(frozen=True)
+class Consent:
+    case_number: str
+    signed_on: dt.date
+    form_sha256: bytes
+    signers: tuple[ResidentId, ...]
+    standing: bool
+
+    def signatures_pb(self) -> connector_pb2.Signatures:
+        """What the registry is told: who signed (the only place their ID numbers go)."""
+        return connector_pb2.Signatures(
+            id_numbers=[s.value for s in self.signers], standing=self.standing
+        )
+
+    def record(self, audit_key: TokenKey) -> audit_pb2.ConsentRecord:
+        """What the audit log records: no ID number, the signers as audit tokens."""
+        return audit_pb2.ConsentRecord(
+            case_number=self.case_number,
+            signed_on=self.signed_on.isoformat(),
+            form_sha256=self.form_sha256,
+            signer_audit_tokens=[audit_key.token(s) for s in self.signers],
+            standing=self.standing,
+        )
+
+    def fingerprint(self) -> str:
+        """The consent's part of an application's fingerprint (it is MACed, never stored)."""
+        signers = ",".join(sorted(s.value for s in self.signers))
+        return "\0".join(
+            [
+                self.case_number,
+                self.signed_on.isoformat(),
+                self.form_sha256.hex(),
+                signers,
+                "standing" if self.standing else "",
+            ]
+        )
+
+
+def parse(pb: verification_pb2.Consent, today: dt.date) -> Consent | list[tuple[str, str]]:
+    """The consent, or every field violation (fields named "consent.<name>")."""
+    violations: list[tuple[str, str]] = []
+    case = pb.case_number
+    if not (0 < len(case) <= MAX_CASE_NUMBER and case.isprintable()):
+        violations.append(
+            (
+                "consent.case_number",
+                f"the case number of the signed consent is required "
+                f"(1 to {MAX_CASE_NUMBER} printable characters)",
+            )
+        )
+    elif looks_like_id(case):
+        violations.append(
+            (
+                "consent.case_number",
+                "looks like a resident ID number; an ID is sent only as id_number or as a "
+                "signer (free text is logged)",
+            )
+        )
+    signed_on = None
+    if not pb.signed_on:
+        violations.append(("consent.signed_on", "the date the consent was signed is required"))
+    else:
+        try:
+            signed_on = parse_date(pb.signed_on)
+            if signed_on > today:
+                violations.append(("consent.signed_on", f"{pb.signed_on} is in the future"))
+        except ValueError:
+            violations.append(
+                ("consent.signed_on", f"{pb.signed_on[:40]!r} is not a date YYYY-MM-DD")
+            )
+    if len(pb.form_sha256) != 32:
+        violations.append(
+            ("consent.form_sha256", "the SHA-256 of the scanned signed form (32 bytes) is required")
+        )
+    signers: list[ResidentId] = []
+    if pb.standing and pb.signer_id_numbers:
+        violations.append(("consent.signer_id_numbers", "a standing authorisation has no signers"))
+    elif not pb.standing and not pb.signer_id_numbers:
+        violations.append(
+            (
+                "consent.signer_id_numbers",
+                "the ID numbers of the household members who signed are required "
+                "(every adult member must sign)",
+            )
+        )
+    elif len(pb.signer_id_numbers) > MAX_SIGNERS:
+        violations.append(("consent.signer_id_numbers", f"at most {MAX_SIGNERS} signers"))
+    else:
+        for i, raw in enumerate(pb.signer_id_numbers):
+            try:
+                signers.append(parse_id(raw, today=today))
+            except InvalidResidentId as e:
+                violations.append((f"consent.signer_id_numbers[{i}]", f"{e.reason}: {e}"))
+    if violations or signed_on is None:
+        return violations or [("consent.signed_on", "invalid")]
+    return Consent(case, signed_on, bytes(pb.form_sha256), tuple(signers), pb.standing)
+
+
+def _months_later(date: dt.date, months: int) -> dt.date:
+    """The same day ``months`` later (the month's last day when it has no such day)."""
+    year, month = divmod(date.month - 1 + months, 12)
+    year += date.year
+    month += 1
+    for day in (date.day, 30, 29, 28):
+        try:
+            return dt.date(year, month, day)
+        except ValueError:
+            continue
+    raise AssertionError("unreachable")
+
+
+def check_in_force(consent: Consent, region: RegionParameters, today: dt.date) -> None:
+    """Refuse a consent older than the region's validity on the check date (``today``)."""
+    name = STANDING_VALIDITY if consent.standing else VALIDITY
+    param = region.get(name, today)
+    expires = _months_later(consent.signed_on, param.value)
+    if today >= expires:
+        what = "standing authorisation" if consent.standing else "consent"
+        raise ConsentRefused(
+            [
+                (
+                    "consent.signed_on",
+                    f"the {what} signed on {consent.signed_on.isoformat()} expired on "
+                    f"{expires.isoformat()} ({param.value} months, {param.reference}); "
+                    "a new signed consent is needed",
+                )
+            ]
+        )
+
+
+_RELATION_ZH = {
+    "head": "户主",
+    "spouse": "配偶",
+    "child": "子女",
+    "parent": "父母",
+    "grandchild": "孙子女",
+    "sibling": "兄弟姐妹",
+    "other": "其他成员",
+}
+
+
+def unsigned_members(members: Sequence[tuple[str, dt.date, str]]) -> ConsentRefused:
+    """The refusal naming each adult member who did not sign: (relation, birth date, masked ID)."""
+    return ConsentRefused(
+        [
+            (
+                "consent.signers",
+                f"{relation} ({_RELATION_ZH.get(relation, relation)}) born {born.year}, "
+                f"{masked}, did not sign the consent; every adult member of the household must sign",
+            )
+            for relation, born, masked in members
+        ]
+        or [("consent.signers", "an adult member of the household did not sign the consent")],
+        f"consent refused: {max(1, len(members))} adult member(s) of the household did not sign",
+    )
+
+
+def case_reused(case_number: str) -> ConsentRefused:
+    return ConsentRefused(
+        [
+            (
+                "consent.case_number",
+                f"case number {case_number!r} was already used for another household",
+            )
+        ]
+    )
