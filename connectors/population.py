@@ -154,16 +154,16 @@ class _Generator:
             rows = [(pid, *values) for pid, values in self.rows.get(connector, [])]
             files.append(_write(out_dir / f"{connector}.csv", header, rows))
         thresholds.sort(key=lambda pair: labels.index(pair[0]))
-        members: dict[str, tuple[str, ...]] = defaultdict(tuple)
+        by_household: dict[str, tuple[str, ...]] = defaultdict(tuple)
         for hid, id_number, *_ in registry:
-            members[hid] += (id_number,)
+            by_household[hid] += (id_number,)
         return PopulationSummary(
             households,
             len(registry),
             tuple(files),
             tuple(applicants),
             tuple(thresholds),
-            dict(members),
+            dict(by_household),
         )
 
     def _members(self, with_spouse: bool) -> list[_Member]:

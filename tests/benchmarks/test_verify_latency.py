@@ -62,7 +62,7 @@ def test_verify_latency_3_member_household(benchmark: Any, up: Up) -> None:
                 request_id=f"bench-{next(n)}",
                 id_number=applicant,
                 program="dibao",
-                consent_reference="bench",
+                consent=up.consent(applicant),
             )
         )
 

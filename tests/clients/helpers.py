@@ -5,6 +5,7 @@ from __future__ import annotations
 import socket
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -35,3 +36,20 @@ def closed_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
+
+
+def authorisation(folder: Path) -> list[str]:
+    """`hedui recheck`'s standing authorisation flags, the document written in ``folder``."""
+    doc = folder / "authorisation.pdf"
+    doc.write_bytes(b"standing authorisation")
+    return ["--authorisation", str(doc), "--authorised-on", "2026-01-05"]
+
+
+def consent_flags(folder: Path, signer: str) -> list[str]:
+    """`hedui verify`'s consent flags, the form written in ``folder``."""
+    form = folder / "consent.pdf"
+    form.write_bytes(b"scanned consent")
+    return [
+        "--case-number", "case-1", "--consent-form", str(form), "--signed-on", "2026-01-05",
+        "--signer", signer,
+    ]  # fmt: skip

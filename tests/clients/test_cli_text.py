@@ -13,7 +13,7 @@ import pytest
 
 from hedui.clients.cli import build_parser
 from hedui.clients.loadgen import LoadResult
-from tests.clients.helpers import run
+from tests.clients.helpers import consent_flags, run
 
 ID = "11010519491231002X"
 
@@ -99,7 +99,7 @@ def test_verify_unknown_region_lists_the_known_ones(
     # refused on this side, before the (absent) deployment is contacted
     code, _, err = run(
         capsys, "verify", "--workdir", str(tmp_path), "--id", ID, "--program", "dibao",
-        "--region", "nowhere",
+        "--region", "nowhere", *consent_flags(tmp_path, ID),
     )  # fmt: skip
     assert code == 1
     assert "unknown region 'nowhere'; known regions: demo, shanghai" in err

@@ -3,14 +3,16 @@ traceback, and it is found before anything is contacted."""
 
 from __future__ import annotations
 
+import datetime as dt
 from pathlib import Path
 
 import pytest
 
+from hedui.clients.consent import StandingAuthorisation
 from hedui.clients.errors import ClientError
 from hedui.clients.intake import IntakeProfile
 from hedui.clients.recheck import recheck
-from tests.clients.helpers import closed_port, run, run_process
+from tests.clients.helpers import authorisation, closed_port, run, run_process
 
 
 def assert_clean_error(code: int, err: str, path: Path, option: str) -> None:
@@ -66,6 +68,7 @@ def test_recheck_out_under_a_file_is_refused_before_anything(
         "--out",
         str(out),
         "--quiet",
+        *authorisation(tmp_path),
     )
     assert_clean_error(code, err, out, "--out")
 
@@ -83,6 +86,7 @@ def test_recheck_out_is_a_folder(
         "--out",
         str(tmp_path),
         "--quiet",
+        *authorisation(tmp_path),
     )
     assert_clean_error(code, err, tmp_path, "--out")
     assert "is a folder" in err
@@ -94,7 +98,13 @@ def test_recheck_library_opens_out_before_connecting(tmp_path: Path, a_file: Pat
     out = a_file / "verdicts.jsonl"
     profile = IntakeProfile(f"127.0.0.1:{closed_port()}", "service", None)
     with pytest.raises(ClientError) as info:
-        recheck(profile, roster, out, program="dibao")
+        recheck(
+            profile,
+            roster,
+            out,
+            program="dibao",
+            authorisation=StandingAuthorisation("doc-1", dt.date(2026, 1, 5), bytes(32)),
+        )
     assert str(out) in str(info.value) and "not reachable" not in str(info.value)
 
 
@@ -105,7 +115,14 @@ def test_recheck_default_out_next_to_a_roster_in_an_unwritable_place(
     default_out = roster.with_suffix(".verdicts.jsonl")
     default_out.mkdir()
     code, _, err = run(
-        capsys, "recheck", "--workdir", str(stopped_workdir), "--ids", str(roster), "--quiet"
+        capsys,
+        "recheck",
+        "--workdir",
+        str(stopped_workdir),
+        "--ids",
+        str(roster),
+        "--quiet",
+        *authorisation(tmp_path),
     )
     assert_clean_error(code, err, default_out, "--out")
 
@@ -205,5 +222,7 @@ def test_recheck_missing_roster_is_named_before_its_default_out(
     capsys: pytest.CaptureFixture[str], tmp_path: Path
 ) -> None:
     ids = tmp_path / "missing" / "roster.txt"
-    code, _, err = run(capsys, "recheck", "--workdir", str(tmp_path), "--ids", str(ids))
+    code, _, err = run(
+        capsys, "recheck", "--workdir", str(tmp_path), "--ids", str(ids), *authorisation(tmp_path)
+    )
     assert code == 1 and f"the roster {ids} is not a file" in err, err

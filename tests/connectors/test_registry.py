@@ -16,6 +16,8 @@ from hedui.connectors.tokenizer import AuthorityTokenizer
 from hedui.core import clock, signing
 from hedui.core.keystore import KeyDir
 from hedui.core.resident_id import ResidentId, make
+from hedui.proto.v1 import connector_pb2
+from hedui.server.consent import ConsentRefused
 from hedui.server.fanout import (
     Endpoint,
     GrantedHousehold,
@@ -33,6 +35,11 @@ BROKEN = make("110105", dt.date(1970, 3, 3), 21)  # its member's record is malfo
 
 
 CONNECTORS = ("hrss", "bank-01")
+STANDING = connector_pb2.Signatures(standing=True)
+
+
+def _by(*signers: ResidentId) -> connector_pb2.Signatures:
+    return connector_pb2.Signatures(id_numbers=[s.value for s in signers])
 
 
 @pytest.fixture(scope="module")
@@ -80,7 +87,7 @@ def _relations(household) -> list[tuple[str, str]]:
 
 
 def test_a_newborn_of_this_morning_beijing_time_is_found(registry: RegistryClient) -> None:
-    household, grant = registry.household(NEWBORN, "q1")
+    household, grant = registry.household(NEWBORN, "q1", _by(MOTHER))
     assert _relations(household) == [("head", "1996-05-01"), ("child", "2026-11-24")]
     assert grant.query_id == "q1" and grant.connectors == set(CONNECTORS)
 
@@ -88,7 +95,9 @@ def test_a_newborn_of_this_morning_beijing_time_is_found(registry: RegistryClien
 def test_one_bad_household_fails_alone_in_a_batch(registry: RegistryClient) -> None:
     unknown = make("440103", dt.date(1980, 1, 1), 5)
     tomorrow = ResidentId(make("500106", dt.date(2026, 11, 25), 6).value)  # not born yet
-    found, grant = registry.households([SINGLE, BROKEN, tomorrow, unknown, NEWBORN], "q2")
+    found, grant = registry.households(
+        [SINGLE, BROKEN, tomorrow, unknown, NEWBORN], "q2", [STANDING] * 5
+    )
     assert _relations(found[0]) == [("head", "1950-01-02")]
     assert isinstance(found[1], SourceUnavailable)  # its own malformed member
     assert isinstance(found[2], RegistryNotFound)  # an ID that does not parse today
@@ -99,8 +108,8 @@ def test_one_bad_household_fails_alone_in_a_batch(registry: RegistryClient) -> N
 
 def test_the_service_sees_no_id_and_connectors_no_household_size(registry: RegistryClient) -> None:
     """The registry answers relations, birth dates and padded tokens under a signed grant."""
-    single, grant1 = registry.household(SINGLE, "q3")
-    pair, grant2 = registry.household(MOTHER, "q4")
+    single, grant1 = registry.household(SINGLE, "q3", _by(SINGLE))
+    pair, grant2 = registry.household(MOTHER, "q4", _by(MOTHER))
     for household, grant in ((single, grant1), (pair, grant2)):
         for cid in CONNECTORS:
             tokens = household.tokens[cid]
@@ -120,7 +129,7 @@ def test_a_connector_learns_tokens_only_by_counted_blinded_evaluation(
     tokenizer = AuthorityTokenizer(f"127.0.0.1:{port}", keys.tls("bank-01"), "bank-01", 1)
     # the token a bank makes for its customer is the token the authority asks it about
     (token,) = tokenizer.tokens([MOTHER.value])
-    household, _ = registry.household(MOTHER, "q5")
+    household, _ = registry.household(MOTHER, "q5", _by(MOTHER))
     assert token in household.tokens["bank-01"]
     # a flood (the population, say) is refused beyond the bank's allowance, and recorded
     with pytest.raises(ConnectorError, match="refused: bank-01 has used 1 of its 20"):
@@ -139,24 +148,67 @@ def test_a_connector_learns_tokens_only_by_counted_blinded_evaluation(
 
 
 def test_a_query_id_is_granted_once(registry: RegistryClient) -> None:
-    registry.household(SINGLE, "once")
+    registry.household(SINGLE, "once", _by(SINGLE))
     with pytest.raises(SourceUnavailable, match="refused the query"):
-        registry.household(MOTHER, "once")  # an old query id aimed at another household
+        registry.household(
+            MOTHER, "once", _by(MOTHER)
+        )  # an old query id aimed at another household
 
 
 def test_the_fakes_of_a_household_are_the_same_every_time(registry: RegistryClient) -> None:
     """Fresh fakes would let a connector intersect two queries and count the real tokens."""
-    first, _ = registry.household(MOTHER, "pad-1")
-    second, _ = registry.household(MOTHER, "pad-2")
+    first, _ = registry.household(MOTHER, "pad-1", _by(MOTHER))
+    second, _ = registry.household(MOTHER, "pad-2", _by(MOTHER))
     assert first.tokens == second.tokens
-    other, _ = registry.household(SINGLE, "pad-3")
+    other, _ = registry.household(SINGLE, "pad-3", _by(SINGLE))
     assert set(other.tokens["bank-01"]).isdisjoint(first.tokens["bank-01"])
 
 
 def test_a_batch_of_one_household_has_a_batch_grant(registry: RegistryClient) -> None:
     from hedui.core import grants
 
-    (household,), grant = registry.households([SINGLE], "batch-of-one")
+    (household,), grant = registry.households([SINGLE], "batch-of-one", [_by(SINGLE)])
     assert grant is not None and grant.households == 1
     assert isinstance(household, GrantedHousehold)
     assert grant.digest_for("hrss") == grants.batch_digest([household.tokens["hrss"]])
+
+
+def test_no_tokens_without_every_adult_signature(registry: RegistryClient) -> None:
+    """The registry holds the consent: a household with an adult who did not sign gets no
+    tokens and no grant, whatever the service asks; the adult is named masked."""
+    with pytest.raises(ConsentRefused) as refused:
+        registry.household(NEWBORN, "c1", _by(NEWBORN))  # the baby's signature, not the mother's
+    (subject, description), *_ = refused.value.violations
+    assert subject == "consent.signers"
+    assert "head (户主) born 1996" in description and MOTHER.masked() in description
+    assert MOTHER.value not in str(refused.value) + refused.value.detail
+    with pytest.raises(ConsentRefused):
+        registry.household(SINGLE, "c2", connector_pb2.Signatures())  # nobody signed
+    # a stranger's signature does not stand in for a member's
+    with pytest.raises(ConsentRefused):
+        registry.household(SINGLE, "c3", _by(MOTHER))
+    household, grant = registry.household(NEWBORN, "c4", _by(MOTHER))
+    assert grant.query_id == "c4" and household.tokens
+    # a standing authorisation (re-verification) needs no signer
+    household, _ = registry.household(SINGLE, "c5", STANDING)
+    assert household.tokens
+
+
+def test_a_batch_household_without_consent_fails_alone_outside_the_grant(
+    registry: RegistryClient,
+) -> None:
+    found, grant = registry.households(
+        [SINGLE, MOTHER, NEWBORN], "c6", [_by(SINGLE), _by(NEWBORN), STANDING]
+    )
+    assert isinstance(found[0], GrantedHousehold) and isinstance(found[2], GrantedHousehold)
+    assert isinstance(found[1], ConsentRefused)
+    assert grant is not None and grant.households == 2
+
+
+def test_the_household_pseudonym_is_stable_and_names_no_one(registry: RegistryClient) -> None:
+    mother, _ = registry.household(MOTHER, "p1", _by(MOTHER))
+    baby, _ = registry.household(NEWBORN, "p2", _by(MOTHER))
+    single, _ = registry.household(SINGLE, "p3", _by(SINGLE))
+    assert len(mother.pseudonym) == 32
+    assert mother.pseudonym == baby.pseudonym != single.pseudonym
+    assert b"h1" not in mother.pseudonym

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import os
 import re
 import signal
@@ -19,11 +20,14 @@ from typing import IO
 import grpc
 import pytest
 
+from hedui.clients.consent import signed_consent
 from hedui.clients.intake import IntakeProfile
 from hedui.connectors.population import PopulationSummary, generate
+from hedui.core.clock import age_on
+from hedui.core.resident_id import parse as parse_id
 from hedui.core.rpc import open_channel
 from hedui.core.workdir import Workdir
-from hedui.proto.v1 import verification_pb2_grpc
+from hedui.proto.v1 import verification_pb2, verification_pb2_grpc
 
 TODAY = dt.datetime.now(dt.timezone(dt.timedelta(hours=8))).date()
 STANDARD = 126000
@@ -44,6 +48,29 @@ class Up:
             open_channel(self.address, tls=tls, server_name="service")
         )
 
+    def consent(self, id_number: str, **kw: object) -> verification_pb2.Consent:
+        return consent_for(self.summary, id_number, **kw)  # type: ignore[arg-type]
+
+    def consent_args(self, id_number: str) -> list[str]:
+        """`hedui verify`'s consent flags for this applicant: a scanned form on disk, signed
+        today by the household's adults."""
+        c = self.consent(id_number)
+        form = self.data / "forms" / f"{c.case_number}.pdf"
+        form.parent.mkdir(exist_ok=True)
+        form.write_bytes(f"scanned consent {c.case_number}".encode())
+        args = ["--case-number", c.case_number, "--consent-form", str(form)]
+        args += ["--signed-on", c.signed_on]
+        for signer in c.signer_id_numbers:
+            args += ["--signer", signer]
+        return args
+
+    def authorisation_args(self) -> list[str]:
+        """`hedui recheck`'s standing authorisation flags: a dated document on disk."""
+        doc = self.data / "forms" / "recheck-authorisation.pdf"
+        doc.parent.mkdir(exist_ok=True)
+        doc.write_bytes(b"standing authorisation of the re-verification campaign")
+        return ["--authorisation", str(doc), "--authorised-on", TODAY.isoformat()]
+
     def cli(self, *args: str) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
             [sys.executable, "-m", "hedui.clients.cli", *args],
@@ -52,6 +79,36 @@ class Up:
             timeout=120,
             check=False,
         )
+
+
+def simple_consent(case: str, signers: list[str]) -> verification_pb2.Consent:
+    """A consent signed today by these people, for hand-written populations."""
+    return signed_consent(case, TODAY, hashlib.sha256(case.encode()).digest(), signers)
+
+
+def household_of(summary: PopulationSummary, id_number: str) -> str:
+    return next(h for h, ids in summary.members.items() if id_number in ids)
+
+
+def consent_for(
+    summary: PopulationSummary,
+    id_number: str,
+    *,
+    case: str | None = None,
+    signed_on: dt.date = TODAY,
+    signers: list[str] | None = None,
+) -> verification_pb2.Consent:
+    """An applicant's consent: by default case "case-<household>", signed today by every adult
+    of the household (as the registry holds it)."""
+    household = household_of(summary, id_number)
+    adults = [i for i in summary.members[household] if age_on(parse_id(i).birth_date, TODAY) >= 18]
+    case = case or f"case-{household}"
+    return signed_consent(
+        case,
+        signed_on,
+        hashlib.sha256(f"scanned consent {case}".encode()).digest(),
+        adults if signers is None else signers,
+    )
 
 
 def _drain(stream: IO[str] | None, tail: deque[str]) -> None:

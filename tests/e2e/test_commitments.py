@@ -19,7 +19,17 @@ def test_the_log_holds_commitments_not_figures(up: Up, tmp_path: Path) -> None:
     work = str(up.workdir.root)
     checked = 0
     for _, id_number in up.summary.applicants[10:16]:
-        r = up.cli("verify", "--workdir", work, "--id", id_number, "--program", "dibao", "--json")
+        r = up.cli(
+            "verify",
+            "--workdir",
+            work,
+            "--id",
+            id_number,
+            "--program",
+            "dibao",
+            "--json",
+            *up.consent_args(id_number),
+        )
         assert r.returncode == 0, r.stderr
         case = tmp_path / f"{checked}.json"
         case.write_text(r.stdout)

@@ -19,17 +19,18 @@ from pathlib import Path
 from hedui.audit.store import LogStore, open_log_engine
 from hedui.proto.v1 import audit_pb2
 from tests.e2e import oracle
-from tests.e2e.conftest import TODAY, start_up, stop_up
+from tests.e2e.conftest import TODAY, Up, start_up, stop_up
 
 HOUSEHOLDS = 300
 KILLS = 5
 
 
-def _recheck(work: Path, roster: Path, out: Path) -> subprocess.Popen[str]:
+def _recheck(up: Up, roster: Path, out: Path) -> subprocess.Popen[str]:
     return subprocess.Popen(
         [
-            sys.executable, "-m", "hedui.clients.cli", "recheck", "--workdir", str(work),
+            sys.executable, "-m", "hedui.clients.cli", "recheck", "--workdir", str(up.workdir.root),
             "--ids", str(roster), "--out", str(out), "--quiet", "--campaign", "crash",
+            *up.authorisation_args(),
         ],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )  # fmt: skip
@@ -60,7 +61,7 @@ def test_a_service_killed_five_times_mid_recheck_checks_no_household_twice(tmp_p
     roster.write_text("\n".join(i for _, i in up.summary.applicants) + "\n")
     pid_file = up.workdir.pid_file("service")
     try:
-        run = _recheck(up.workdir.root, roster, out)
+        run = _recheck(up, roster, out)
         pid, progress = _pid(pid_file), []
         for _ in range(KILLS):
             time.sleep(rng.uniform(0.2, 4.0))  # a random point: mid-chunk, between chunks, …
@@ -107,7 +108,7 @@ def test_a_service_killed_five_times_mid_recheck_checks_no_household_twice(tmp_p
         abandoned = len(recheck_requests) - HOUSEHOLDS
         assert 0 < abandoned <= KILLS * 128, (abandoned, progress)  # a chunk in flight each time
         # run again: nothing left to do, nothing asked twice
-        again = _recheck(up.workdir.root, roster, out)
+        again = _recheck(up, roster, out)
         assert again.wait(120) == 0
         assert len(out.read_text().splitlines()) == HOUSEHOLDS
         # the auditor: the log verifies; a decryption cut off by a kill shows (exit 3), not 2

@@ -25,11 +25,19 @@ from hedui.core.resident_id import make
 from hedui.core.rpc import RunningServer, create_server
 from hedui.core.workdir import Workdir
 from hedui.proto.v1 import connector_pb2, connector_pb2_grpc, verification_pb2
+from tests.e2e.conftest import simple_consent
 
 BANKS = ("bank-01", "bank-02", "bank-03", "bank-04", "bank-05")
 HEAD = make("330106", dt.date(1970, 3, 4), 11)
 SPOUSE = make("330106", dt.date(1972, 5, 6), 22)
 CAR_OWNER = make("330212", dt.date(1980, 1, 2), 33)
+
+
+def consent_of(id_number: str) -> verification_pb2.Consent:
+    """The consent of the household of this population the person is in, signed by its adults."""
+    if id_number in (HEAD.value, SPOUSE.value):
+        return simple_consent("case-A", [HEAD.value, SPOUSE.value])
+    return simple_consent(f"case-{id_number[-4:]}", [id_number])
 
 
 def _write(path: Path, header: list[str], rows: list[list[object]]) -> None:
@@ -170,7 +178,10 @@ def _verify(w: Workdir, rid: str, id_number: str) -> dict:
         return verdict_to_dict(
             client.verify(
                 verification_pb2.VerifyRequest(
-                    request_id=rid, id_number=id_number, program="dibao", consent_reference="c-1"
+                    request_id=rid,
+                    id_number=id_number,
+                    program="dibao",
+                    consent=consent_of(id_number),
                 )
             )
         )

@@ -21,7 +21,7 @@ def test_each_intake_system_and_caseworker_is_named_in_the_log(up: Up) -> None:
     _, id_number = up.summary.applicants[20]
     r = up.cli(
         "verify", "--workdir", work, "--profile", str(profile), "--id", id_number,
-        "--program", "dibao", "--caseworker", "zhang.wei", "--json",
+        "--program", "dibao", "--caseworker", "zhang.wei", "--json", *up.consent_args(id_number),
     )  # fmt: skip
     assert r.returncode == 0, r.stderr
     request_id = json.loads(r.stdout)["request_id"]
@@ -46,9 +46,9 @@ def test_each_intake_system_and_caseworker_is_named_in_the_log(up: Up) -> None:
 
 def test_free_text_that_looks_like_an_id_is_refused(up: Up) -> None:
     _, id_number = up.summary.applicants[21]
-    for flag in ("--request-id", "--consent", "--caseworker"):
+    for flag in ("--request-id", "--case-number", "--caseworker"):
         r = up.cli(
             "verify", "--workdir", str(up.workdir.root), "--id", id_number, "--program", "dibao",
-            flag, f"note {id_number}",
+            *up.consent_args(id_number), flag, f"note {id_number}",
         )  # fmt: skip
         assert r.returncode != 0 and "looks like a resident ID number" in r.stderr, flag

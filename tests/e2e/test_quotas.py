@@ -20,7 +20,7 @@ from hedui.core.rpc import error_details, open_channel
 from hedui.core.workdir import Workdir
 from hedui.proto.v1 import verification_pb2, verification_pb2_grpc
 from tests.e2e.conftest import grpc_code
-from tests.e2e.test_faults import HEAD, small_deployment
+from tests.e2e.test_faults import HEAD, consent_of, small_deployment
 
 STRANGERS = [make("110101", dt.date(1980, 1, 1), n) for n in range(1, 4)]
 
@@ -51,7 +51,7 @@ def _stub(w: Workdir) -> verification_pb2_grpc.VerificationServiceStub:
 def _verify(stub: verification_pb2_grpc.VerificationServiceStub, rid: str, id_number: str) -> None:
     stub.Verify(
         verification_pb2.VerifyRequest(
-            request_id=rid, id_number=id_number, program="dibao", consent_reference="c-1"
+            request_id=rid, id_number=id_number, program="dibao", consent=consent_of(id_number)
         ),
         timeout=30,
     )

@@ -21,7 +21,7 @@ from hedui.clients.deploy import Deployment, prepare
 from hedui.clients.intake import IntakeProfile
 from hedui.core.rpc import open_channel
 from hedui.proto.v1 import audit_pb2, verification_pb2, verification_pb2_grpc
-from tests.e2e.test_faults import HEAD, small_deployment
+from tests.e2e.test_faults import HEAD, consent_of, small_deployment
 
 
 def _until(predicate, seconds: float = 60.0) -> None:
@@ -61,7 +61,7 @@ def test_killed_parties_come_back_and_no_receipt_is_lost(tmp_path: Path, databas
                             request_id=rid,
                             id_number=HEAD.value,
                             program="dibao",
-                            consent_reference="c",
+                            consent=consent_of(HEAD.value),
                         ),
                         timeout=30,
                     )
@@ -88,7 +88,10 @@ def test_killed_parties_come_back_and_no_receipt_is_lost(tmp_path: Path, databas
         # recovered: every source answers again
         v = stub.Verify(
             verification_pb2.VerifyRequest(
-                request_id="after", id_number=HEAD.value, program="dibao", consent_reference="c"
+                request_id="after",
+                id_number=HEAD.value,
+                program="dibao",
+                consent=consent_of(HEAD.value),
             ),
             timeout=30,
         )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 import signal
@@ -14,6 +15,7 @@ import grpc
 import pytest
 from google.rpc import error_details_pb2
 
+from hedui.clients.consent import signed_consent
 from hedui.clients.intake import IntakeClient, IntakeProfile, verdict_to_dict
 from hedui.core.rpc import error_details
 from hedui.proto.v1 import verification_pb2
@@ -32,7 +34,7 @@ def _verify(up: Up, id_number: str, request_id: str, **kw: str) -> dict:
                 request_id=request_id,
                 id_number=id_number,
                 program="dibao",
-                consent_reference=f"consent/{request_id}",
+                consent=up.consent(id_number),
                 **kw,
             )
         )
@@ -72,7 +74,7 @@ def test_every_programme_over_grpc(up: Up) -> None:
                         request_id=f"prog-{program}",
                         id_number=id_number,
                         program=program,
-                        consent_reference="c",
+                        consent=up.consent(id_number),
                     )
                 )
             )
@@ -105,6 +107,7 @@ def test_cli_verify_json_and_text(up: Up) -> None:
         id_number.lower(),
         "--program",
         "dibao",
+        *up.consent_args(id_number),
         "--json",
     )
     assert r.returncode == 0, r.stderr
@@ -120,7 +123,16 @@ def test_cli_verify_json_and_text(up: Up) -> None:
     ):
         assert key in d
     assert all({"id", "passed", "value", "threshold"} <= set(rule) for rule in d["rules"])
-    r = up.cli("verify", "--workdir", str(up.workdir.root), "--id", id_number, "--program", "dibao")
+    r = up.cli(
+        "verify",
+        "--workdir",
+        str(up.workdir.root),
+        "--id",
+        id_number,
+        "--program",
+        "dibao",
+        *up.consent_args(id_number),
+    )
     assert r.returncode == 0 and "decision" in r.stdout and "Traceback" not in r.stderr
 
 
@@ -134,10 +146,24 @@ def test_cli_verify_json_and_text(up: Up) -> None:
         (["--as-of", "2023-06-30"], "too early"),
         (["--as-of", "2023-13-01"], "not a date"),
         (["--as-of", "2025-W01-1"], "not a date"),
+        (["--signed-on", "2025-02-30"], "not a date"),
+        (["--consent-form", "/nonexistent/form.pdf"], "cannot read the consent form"),
+        (["--signer", "110105194912310022"], "consent.signer_id_numbers[0]"),
+        (["--case-number", "110105 19491231002X"], "looks like a resident ID"),
     ],
 )
 def test_cli_errors_are_clear(up: Up, args: list[str], message: str) -> None:
-    base = {"--id": "11010519491231002X", "--program": "dibao"}
+    form = up.data / "forms" / "unread.pdf"
+    form.parent.mkdir(exist_ok=True)
+    form.write_bytes(b"scanned")
+    base = {
+        "--id": "11010519491231002X",
+        "--program": "dibao",
+        "--case-number": "case-cli",
+        "--consent-form": str(form),
+        "--signed-on": TODAY.isoformat(),
+        "--signer": "11010519491231002X",
+    }
     for k, v in zip(args[::2], args[1::2], strict=True):
         base[k] = v
     r = up.cli("verify", "--workdir", str(up.workdir.root), *[x for kv in base.items() for x in kv])
@@ -146,16 +172,19 @@ def test_cli_errors_are_clear(up: Up, args: list[str], message: str) -> None:
     assert "Traceback" not in r.stderr
 
 
-def _call(up: Up, **fields: str) -> grpc.RpcError:
+def _call(up: Up, consent: verification_pb2.Consent | None = None, **fields: str) -> grpc.RpcError:
     req = {
         "request_id": "bad-1",
         "id_number": "11010519491231002X",
         "program": "dibao",
-        "consent_reference": "c",
     }
     req.update(fields)
+    if consent is None:
+        consent = signed_consent(
+            "case-bad", TODAY, hashlib.sha256(b"form").digest(), [req["id_number"]]
+        )
     with pytest.raises(grpc.RpcError) as info:
-        up.stub().Verify(verification_pb2.VerifyRequest(**req), timeout=30)
+        up.stub().Verify(verification_pb2.VerifyRequest(consent=consent, **req), timeout=30)
     return info.value
 
 
@@ -169,7 +198,6 @@ def _call(up: Up, **fields: str) -> grpc.RpcError:
         ({"id_number": "1" * 1_000_000}, "id_number"),
         ({"program": "unknown"}, "program"),
         ({"request_id": ""}, "request_id"),
-        ({"consent_reference": ""}, "consent_reference"),
         ({"as_of": "yesterday"}, "as_of"),
     ],
 )
@@ -200,7 +228,7 @@ def test_request_id_is_idempotent(up: Up) -> None:
     first = _verify(up, a, "idem-1")
     again = _verify(up, a, "idem-1")
     assert again == first
-    e = _call(up, id_number=b, request_id="idem-1", consent_reference="consent/idem-1")
+    e = _call(up, id_number=b, request_id="idem-1")
     assert grpc_code(e) == grpc.StatusCode.ALREADY_EXISTS
 
 
@@ -239,6 +267,7 @@ def test_recheck_is_resumable_and_checks_each_household_once(up: Up) -> None:
         "--out",
         str(out),
         "--quiet",
+        *up.authorisation_args(),
     )
     assert r.returncode == 0, r.stderr
     rows = [json.loads(line) for line in out.read_text().splitlines()]
@@ -267,6 +296,7 @@ def test_recheck_is_resumable_and_checks_each_household_once(up: Up) -> None:
         "--out",
         str(out),
         "--quiet",
+        *up.authorisation_args(),
     )
     assert r.returncode == 0, r.stderr
     assert "5 already done" in r.stdout

@@ -25,7 +25,9 @@ from google.protobuf.message import Message
 from hypothesis import HealthCheck, Phase, assume, given, settings
 from hypothesis import strategies as st
 
+from hedui.clients.consent import StandingAuthorisation
 from hedui.core import oprf, signing
+from hedui.core.clock import DEPLOYMENT
 from hedui.core.grants import Grant
 from hedui.proto.v1 import (
     audit_pb2,
@@ -212,7 +214,7 @@ def _application(d: Deployment, i: int = 0) -> verification_pb2.VerifyRequest:
         request_id=rid,
         id_number=d.applicants[i % len(d.applicants)],
         program="dibao",
-        consent_reference=f"consent/{rid}",
+        consent=StandingAuthorisation(f"fuzz-{rid}", DEPLOYMENT.today(), bytes(32)).consent(),
     )
 
 
