@@ -9,6 +9,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
@@ -106,14 +107,54 @@ def _guarded_stream(
     responses: Iterator[Any],
     context: grpc.ServicerContext,
     method: str,
-    release: Callable[[], None],
+    slot: Slot,
 ) -> Iterator[Any]:
     try:
-        yield from responses
-    except Exception:
-        _internal(context, method)
+        while True:
+            with slot.working():  # the slot is held while the handler runs, cancelled or not
+                try:
+                    response = next(responses)
+                except StopIteration:
+                    return
+                except Exception:
+                    _internal(context, method)
+            yield response
     finally:
-        release()
+        slot.end()
+
+
+class Slot:
+    """One admitted call's place. It is given back once the call has ended (its handler
+    returned, or its caller went away) and no handler code of it is running: a caller that
+    cancels does not free the place while the work it started goes on."""
+
+    def __init__(self, release: Callable[[], None]) -> None:
+        self._release = release
+        self._lock = threading.Lock()
+        self._busy = 0
+        self._ended = False
+        self._released = False
+
+    def _maybe_release(self) -> None:
+        if self._ended and not self._busy and not self._released:
+            self._released = True
+            self._release()
+
+    @contextlib.contextmanager
+    def working(self) -> Iterator[None]:
+        with self._lock:
+            self._busy += 1
+        try:
+            yield
+        finally:
+            with self._lock:
+                self._busy -= 1
+                self._maybe_release()
+
+    def end(self) -> None:
+        with self._lock:
+            self._ended = True
+            self._maybe_release()
 
 
 class Admission:
@@ -124,12 +165,13 @@ class Admission:
         self._slots = {m: threading.BoundedSemaphore(n) for m, n in limits.items()}
         self.refused = 0
 
-    def admit(self, method: str, context: grpc.ServicerContext) -> Callable[[], None]:
-        """Take a slot for ``method`` (or abort); the function that gives it back."""
-        slot = self._slots.get(method)
-        if slot is None:
-            return lambda: None
-        if not slot.acquire(blocking=False):
+    def admit(self, method: str, context: grpc.ServicerContext) -> Slot:
+        """Take a place for ``method`` (or abort); it is given back when the call has ended and
+        none of its handler code runs (see :class:`Slot`)."""
+        semaphore = self._slots.get(method)
+        if semaphore is None:
+            return Slot(lambda: None)
+        if not semaphore.acquire(blocking=False):
             self.refused += 1
             abort(
                 context,
@@ -137,15 +179,9 @@ class Admission:
                 "the service is saturated; try again in a few seconds",
                 error_details_pb2.RetryInfo(retry_delay=duration_pb2.Duration(seconds=2)),
             )
-        released = threading.Event()
-
-        def release() -> None:
-            if not released.is_set():
-                released.set()
-                slot.release()
-
-        context.add_callback(release)  # also when the call ends before its handler does
-        return release
+        slot = Slot(semaphore.release)
+        context.add_callback(slot.end)  # the caller went away: given back once idle
+        return slot
 
 
 class RoleInterceptor(grpc.ServerInterceptor):  # type: ignore[type-arg]
@@ -187,16 +223,17 @@ class RoleInterceptor(grpc.ServerInterceptor):  # type: ignore[type-arg]
         ) -> Callable[[Any, grpc.ServicerContext], Any]:
             def guarded(request: Any, context: grpc.ServicerContext) -> Any:
                 check(context)
-                admitted = self._admission.admit(method, context)
+                slot = self._admission.admit(method, context)
                 try:
-                    result = behavior(request, context)
+                    with slot.working():
+                        result = behavior(request, context)
                 except Exception:
-                    admitted()
+                    slot.end()
                     _internal(context, method)
                 if not streaming:
-                    admitted()
+                    slot.end()
                     return result
-                return _guarded_stream(result, context, method, admitted)
+                return _guarded_stream(result, context, method, slot)
 
             return guarded
 

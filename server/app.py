@@ -176,6 +176,7 @@ def start_service(config: ServiceConfig, verifier: Verifier | None = None) -> Ru
         BatchVerifier(v),
         today=lambda: v.now().date(),
         quotas=Quotas(config.quotas(), v.now),
+        batch_idle_seconds=config.batch_idle_seconds,
     )
     auditor = AuditServicer(v.audit, v.audit_key, v.now)
 

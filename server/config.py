@@ -45,6 +45,8 @@ class ServiceConfig:
     # days a kept verdict keeps its figures (for a retry of the same request id); after that
     # only its decision, rule outcomes and receipt (the log keeps its commitment)
     retention_days: int = 30
+    # a VerifyBatch stream that sends nothing for this long is closed (ABORTED), freeing its place
+    batch_idle_seconds: float = 60.0
 
     def quotas(self) -> QuotaSettings:
         return QuotaSettings(
@@ -94,6 +96,7 @@ _SCALARS: dict[str, type] = {
     "not_found_alert": int,
     "not_found_window_seconds": int,
     "retention_days": int,
+    "batch_idle_seconds": float,
 }
 _POSITIVE = (
     "max_concurrent_verifications",
@@ -102,6 +105,7 @@ _POSITIVE = (
     "not_found_alert",
     "not_found_window_seconds",
     "retention_days",
+    "batch_idle_seconds",
     "query_timeout_seconds",
     "registry_timeout_seconds",
 )

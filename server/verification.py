@@ -39,6 +39,7 @@ from hedui.server.policy.book import PROGRAMS, PolicyBook
 from hedui.server.policy.engine import Decision, HouseholdFacts, Member, Outcome, RuleResult
 from hedui.server.quotas import Alert, QuotaExceeded, Quotas, QuotaSettings
 from hedui.server.requests import RequestBook, StateUnavailable, is_purged
+from hedui.server.streams import PAUSE, StreamIdle, paced
 from hedui.server.witness import log_evidence
 
 SELF = PeerIdentity("hedui-service", "service")  # the service's own entries (alerts)
@@ -486,12 +487,14 @@ class VerificationServicer(verification_pb2_grpc.VerificationServiceServicer):
         today: Callable[[], dt.date],
         chunk: int = 121,
         quotas: Quotas | None = None,
+        batch_idle_seconds: float = 60.0,
     ) -> None:
         self._verifier = verifier
         self._batch = batch
         self._today = today
         self._chunk = chunk
         self._quotas = quotas or Quotas(QuotaSettings())
+        self._idle = batch_idle_seconds
 
     def _not_found(self, caller: str) -> None:
         alert = self._quotas.not_found(caller)
@@ -593,7 +596,19 @@ class VerificationServicer(verification_pb2_grpc.VerificationServiceServicer):
         """Read applications, verify them a chunk at a time, stream the results back."""
         caller = rpc.caller(context)
         chunk: list[Application] = []
-        for request in request_iterator:
+        requests = paced(request_iterator, min(2.0, self._idle / 2), self._idle)
+        while True:
+            try:
+                request = next(requests)
+            except StopIteration:
+                break
+            except StreamIdle as e:
+                rpc.abort(context, grpc.StatusCode.ABORTED, str(e))
+            if request is PAUSE:  # the client paused: answer what it sent so far
+                if chunk:
+                    yield from self._counted(self._batch.run(chunk, caller), caller.name)
+                    chunk = []
+                continue
             app = self.validate(request)
             if not isinstance(app, Application):
                 yield batch_error(

@@ -89,3 +89,63 @@ def test_a_saturated_method_is_refused_at_once_and_frees_its_slot() -> None:
     assert admission.refused == 1
     channel.close()
     running.stop(0)  # type: ignore[attr-defined]
+
+
+def test_a_cancelled_call_keeps_its_slot_until_its_handler_returns() -> None:
+    """Before: the slot was given back when the caller cancelled, while the handler went on
+    working, so cancel-and-call again ran any number of verifications at once."""
+    entered, release, finished = threading.Event(), threading.Event(), threading.Event()
+
+    def slow(request: bytes, context: grpc.ServicerContext) -> bytes:
+        if request == b"1":
+            entered.set()
+            release.wait(10)
+            finished.set()
+        return b"done"
+
+    admission = Admission({f"/{SERVICE}/Call": 1})
+    channel, running = _server(slow, admission=admission)
+    call = channel.unary_unary(f"/{SERVICE}/Call")  # type: ignore[call-arg]
+    first = call.future(b"1", timeout=10)
+    assert entered.wait(5)
+    first.cancel()  # type: ignore[no-untyped-call]
+    with pytest.raises(grpc.RpcError) as info:  # its handler still runs: still saturated
+        call(b"2", timeout=5)
+    assert info.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED  # type: ignore[attr-defined]
+    release.set()
+    assert finished.wait(5)
+    for _ in range(50):  # the handler returned: the slot comes back
+        try:
+            assert call(b"3", timeout=5) == b"done"
+            break
+        except grpc.RpcError:
+            threading.Event().wait(0.1)
+    else:
+        pytest.fail("the slot never came back")
+    channel.close()
+    running.stop(0)  # type: ignore[attr-defined]
+
+
+def test_a_stream_abandoned_between_responses_gives_its_slot_back() -> None:
+    def endless(request: bytes, context: grpc.ServicerContext) -> Iterator[bytes]:
+        while True:
+            yield b"more"
+
+    admission = Admission({f"/{SERVICE}/Call": 1})
+    channel, running = _server(endless, streaming=True, admission=admission)
+    stream = channel.unary_stream(f"/{SERVICE}/Call")  # type: ignore[call-arg]
+    first: Any = stream(b"x", timeout=10)
+    assert next(first) == b"more"
+    first.cancel()
+    for _ in range(50):
+        second: Any = stream(b"y", timeout=10)
+        try:
+            assert next(second) == b"more"
+            second.cancel()
+            break
+        except grpc.RpcError:
+            threading.Event().wait(0.1)
+    else:
+        pytest.fail("the slot of the cancelled stream never came back")
+    channel.close()
+    running.stop(0)  # type: ignore[attr-defined]

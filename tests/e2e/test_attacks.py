@@ -39,6 +39,9 @@ def _registry(up: Up) -> connector_pb2_grpc.RegistryServiceStub:
     )
 
 
+STANDING = connector_pb2.Signatures(standing=True)
+
+
 def _connector(up: Up, cid: str) -> connector_pb2_grpc.ConnectorServiceStub:
     address = _config(up)["connectors"][cid]
     return connector_pb2_grpc.ConnectorServiceStub(
@@ -68,8 +71,22 @@ def test_the_service_cannot_aim_one_bank_at_one_person(up: Up) -> None:
     keys = up.workdir.keys
     fingerprint = keys.paillier_public().fingerprint
     target = up.summary.applicants[3][1]
+    # knowing one ID number is not enough: without every adult's signature, no token, no grant
+    bare = _registry(up).GetHousehold(
+        connector_pb2.HouseholdRequest(
+            id_number=target,
+            query_id="attack-0",
+            signatures=connector_pb2.Signatures(id_numbers=[]),
+        ),
+        timeout=10,
+    )
+    assert bare.household.consent_missing and not bare.household.tokens
+    assert not bare.HasField("grant")
+    # a standing authorisation is the one way past the signers (the log records it): past it,
+    # the grant still binds every connector to the household's tokens
     reply = _registry(up).GetHousehold(
-        connector_pb2.HouseholdRequest(id_number=target, query_id="attack-1"), timeout=10
+        connector_pb2.HouseholdRequest(id_number=target, query_id="attack-1", signatures=STANDING),
+        timeout=10,
     )
     grant = Grant.from_pb(reply.grant)
     tokens = {t.connector_id: list(t.tokens) for t in reply.household.tokens}
@@ -162,7 +179,10 @@ def test_the_batch_path_cannot_isolate_one_bank_either(up: Up) -> None:
     keys = up.workdir.keys
     targets = [a for _, a in up.summary.applicants[5:8]]
     reply = _registry(up).GetHouseholds(
-        connector_pb2.HouseholdsRequest(id_numbers=targets, query_id="attack-2"), timeout=10
+        connector_pb2.HouseholdsRequest(
+            id_numbers=targets, query_id="attack-2", signatures=[STANDING] * len(targets)
+        ),
+        timeout=10,
     )
     assert reply.grant.households == 3
     with pytest.raises(grpc.RpcError) as info:
@@ -222,7 +242,9 @@ def test_a_connector_cannot_tell_the_household_size(up: Up) -> None:
     assert len(by_size) >= 3
     for size, applicant in sorted(by_size.items()):
         reply = _registry(up).GetHousehold(
-            connector_pb2.HouseholdRequest(id_number=applicant, query_id=f"size-{size}"),
+            connector_pb2.HouseholdRequest(
+                id_number=applicant, query_id=f"size-{size}", signatures=STANDING
+            ),
             timeout=10,
         )
         assert len(reply.household.members) == size

@@ -310,11 +310,13 @@ def test_registry_one_field_changed(
     base: Message
     if batch:
         base = connector_pb2.HouseholdsRequest(
-            id_numbers=d.applicants[:3], query_id=d.fresh_id("fuzz-households")
+            id_numbers=d.applicants[:3],
+            query_id=d.fresh_id("fuzz-households"),
+            signatures=[STANDING] * 3,
         )
     else:
         base = connector_pb2.HouseholdRequest(
-            id_number=d.applicants[1], query_id=d.fresh_id("fuzz-household")
+            id_number=d.applicants[1], query_id=d.fresh_id("fuzz-household"), signatures=STANDING
         )
     mutation = data.draw(mutations(type(base)))
     method = "GetHouseholds" if batch else "GetHousehold"
@@ -339,10 +341,14 @@ def test_blind_evaluate_one_field_changed(
 
 # -- connectors: real queries under real grants, changed in one field --------------------------
 
+STANDING = connector_pb2.Signatures(standing=True)  # the service's way past the signer check
+
 
 def _household(d: Deployment, qid: str, i: int = 0) -> connector_pb2.HouseholdGrant:
     reply = d.registry().GetHousehold(
-        connector_pb2.HouseholdRequest(id_number=d.applicants[i % len(d.applicants)], query_id=qid),
+        connector_pb2.HouseholdRequest(
+            id_number=d.applicants[i % len(d.applicants)], query_id=qid, signatures=STANDING
+        ),
         timeout=DEADLINE,
     )
     assert isinstance(reply, connector_pb2.HouseholdGrant)
@@ -351,7 +357,9 @@ def _household(d: Deployment, qid: str, i: int = 0) -> connector_pb2.HouseholdGr
 
 def _households(d: Deployment, qid: str, n: int) -> connector_pb2.HouseholdsResponse:
     reply = d.registry().GetHouseholds(
-        connector_pb2.HouseholdsRequest(id_numbers=d.applicants[:n], query_id=qid),
+        connector_pb2.HouseholdsRequest(
+            id_numbers=d.applicants[:n], query_id=qid, signatures=[STANDING] * n
+        ),
         timeout=DEADLINE,
     )
     assert isinstance(reply, connector_pb2.HouseholdsResponse)
