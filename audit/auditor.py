@@ -329,7 +329,7 @@ def describe_entry(data: bytes) -> dict[str, Any]:
 
 @dataclass
 class DecryptionCheck:
-    """The key custodian's journal against the log (see hedui.server.witness)."""
+    """The key custodian's journal against the log (see hedui.custodian.witness)."""
 
     decrypted: int = 0
     refused: int = 0

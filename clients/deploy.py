@@ -37,16 +37,17 @@ from hedui.connectors.store import HoldingStore, open_engine
 from hedui.connectors.token_authority import AuthoritySettings
 from hedui.connectors.tokenizer import AuthorityTokenizer
 from hedui.core.clock import DEPLOYMENT
+from hedui.core.custody import CUSTODIAN_ID
 from hedui.core.deployment import default_connector_ids
 from hedui.core.errors import HeduiError
 from hedui.core.keystore import REGISTRY_ID
 from hedui.core.rpc import RunningServer, open_channel, wait_healthy
 from hedui.core.workdir import Workdir
+from hedui.custodian.service import start_custodian, write_custodian_config
 from hedui.proto.v1 import audit_pb2
 from hedui.server.app import RunningService, start_service
 from hedui.server.config import ServiceConfig
 from hedui.server.config import load as load_service_config
-from hedui.server.custodian_service import CUSTODIAN_ID, start_custodian, write_custodian_config
 from hedui.server.fanout import Endpoint
 
 log = logging.getLogger("hedui.deploy")

@@ -13,14 +13,14 @@ import grpc
 from hedui.audit.log import AuditLog
 from hedui.audit.store import LogStore, open_log_engine
 from hedui.core.clock import Clock
+from hedui.core.custody import custodian_view
 from hedui.core.keystore import KeyDir
 from hedui.core.rpc import Admission, RunningServer, create_server
 from hedui.proto.v1 import audit_pb2, audit_pb2_grpc, verification_pb2, verification_pb2_grpc
 from hedui.server.audit_service import AuditServicer
 from hedui.server.batch import BatchVerifier
 from hedui.server.config import ServiceConfig
-from hedui.server.custodian import Custodian
-from hedui.server.custodian_service import RemoteCustodian, custodian_view
+from hedui.server.custodian_client import Custodian, RemoteCustodian
 from hedui.server.errors import ConfigError
 from hedui.server.fanout import ConnectorPool, RegistryClient
 from hedui.server.health_watch import DependencyWatch

@@ -17,6 +17,7 @@ import grpc
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from hedui.core import packing, signing
+from hedui.core.answers import BatchAnswer, SignedAnswer
 from hedui.core.clock import DEPLOYMENT, Clock
 from hedui.core.deployment import kind_of
 from hedui.core.errors import CryptoError
@@ -27,7 +28,6 @@ from hedui.core.resident_id import ResidentId
 from hedui.core.rpc import error_details, open_channel
 from hedui.core.tls import TlsMaterial
 from hedui.proto.v1 import connector_pb2, connector_pb2_grpc
-from hedui.server.answers import BatchAnswer, SignedAnswer
 from hedui.server.consent import ConsentRefused, unsigned_members
 from hedui.server.errors import ServiceError
 from hedui.server.policy.engine import Member

@@ -21,7 +21,9 @@ from hedui.audit import commitment
 from hedui.audit.errors import AuditError
 from hedui.audit.log import AuditLog, Receipt
 from hedui.core import rpc
+from hedui.core.answers import aggregate
 from hedui.core.clock import parse_date
+from hedui.core.custody import EvidenceSource, Totals
 from hedui.core.deployment import kind_of
 from hedui.core.errors import InvalidResidentId
 from hedui.core.resident_id import ResidentId, looks_like_id
@@ -30,17 +32,16 @@ from hedui.core.tls import PeerIdentity
 from hedui.core.tokens import TokenKey
 from hedui.proto.v1 import audit_pb2, common_pb2, verification_pb2, verification_pb2_grpc
 from hedui.server import consent
-from hedui.server.answers import aggregate
 from hedui.server.consent import Consent, ConsentRefused
-from hedui.server.custodian import Custodian, EvidenceSource, Totals
+from hedui.server.custodian_client import Custodian
 from hedui.server.errors import CustodianRefused, PolicyError, ServiceError
+from hedui.server.evidence import log_evidence
 from hedui.server.fanout import ConnectorPool, RegistryClient, RegistryNotFound, SourceUnavailable
 from hedui.server.policy.book import PROGRAMS, PolicyBook
 from hedui.server.policy.engine import Decision, HouseholdFacts, Member, Outcome, RuleResult
 from hedui.server.quotas import Alert, QuotaExceeded, Quotas, QuotaSettings
 from hedui.server.requests import RequestBook, StateUnavailable, is_purged
 from hedui.server.streams import PAUSE, StreamIdle, paced
-from hedui.server.witness import log_evidence
 
 SELF = PeerIdentity("hedui-service", "service")  # the service's own entries (alerts)
 log = logging.getLogger("hedui.server")

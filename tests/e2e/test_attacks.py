@@ -50,7 +50,7 @@ def _connector(up: Up, cid: str) -> connector_pb2_grpc.ConnectorServiceStub:
 
 
 def _layout(up: Up, cid: str) -> list[connector_pb2.Slot]:
-    from hedui.server.custodian_service import custodian_view
+    from hedui.core.custody import custodian_view
 
     ids = list(_config(up)["connectors"])
     view = custodian_view(ids, {}, up.workdir.keys.paillier_public().max_plaintext_bits)

@@ -17,6 +17,7 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from hedui.core import packing
+from hedui.core.custody import custodian_view
 from hedui.core.rpc import open_channel
 from hedui.proto.v1 import (
     audit_pb2_grpc,
@@ -25,7 +26,6 @@ from hedui.proto.v1 import (
     custodian_pb2_grpc,
     verification_pb2_grpc,
 )
-from hedui.server.custodian_service import custodian_view
 from tests.e2e.conftest import Up, start_up, stop_up
 
 T = TypeVar("T")

@@ -15,7 +15,7 @@ It trusts nothing the aggregator computed or was told by a connector:
   answering connector with the digest of the tokens that connector signed it was asked about,
   so the aggregator cannot aim one connector at one person and the rest at random tokens;
 - it decrypts only for a query whose request entries are in the audit log, proven against a
-  checkpoint consistent with the last it witnessed (:mod:`hedui.server.witness`), and records
+  checkpoint consistent with the last it witnessed (:mod:`hedui.custodian.witness`), and records
   every decryption and refusal in its own journal.
 """
 
@@ -25,73 +25,23 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
-from typing import Protocol, TypeVar
-
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+from typing import TypeVar
 
 from hedui.core import grants, packing, signing
+from hedui.core.answers import BatchAnswer, SignedAnswer, aggregate, aggregate_batch
+from hedui.core.custody import Deployment, EvidenceSource, Totals
 from hedui.core.deployment import kind_of
 from hedui.core.errors import CryptoError
 from hedui.core.grants import GRANT_TTL_MS, Grant
-from hedui.core.packing import BatchLayout, Layout
+from hedui.core.packing import BatchLayout
 from hedui.core.paillier import Ciphertext, PrivateKey, PublicKey
-from hedui.server.answers import BatchAnswer, SignedAnswer, aggregate, aggregate_batch
-from hedui.server.errors import CustodianRefused
-from hedui.server.witness import DecryptionJournal, LogEvidence, LogWitness, WitnessMoved
+from hedui.custodian.errors import Refused
+from hedui.custodian.witness import DecryptionJournal, LogWitness, WitnessMoved
 
 _REMEMBERED_QUERIES = 1_000_000
 DECRYPT_THREADS = 2  # one decryption per connector kind, on this many cores
 
 _R = TypeVar("_R")
-
-# The evidence that a query is logged, for the custodian's last witnessed tree size.
-EvidenceSource = Callable[[int], LogEvidence]
-
-
-@dataclass(frozen=True)
-class Totals:
-    values: Mapping[str, int]
-    refused: Mapping[str, str] = field(default_factory=dict)  # field -> reason
-
-
-@dataclass(frozen=True)
-class Deployment:
-    """What the custodian knows of the deployment: keys, banks, who holds which field, and the
-    slot layout every answer must be packed in."""
-
-    verify_keys: Mapping[str, Ed25519PublicKey]
-    banks: frozenset[str]
-    holders: Mapping[str, frozenset[str]]  # field -> every connector that answers it
-    layout: Layout
-    kinds: Mapping[str, frozenset[str]] = field(default_factory=dict)  # kind -> its connectors
-    batch_layouts: Mapping[str, BatchLayout] = field(default_factory=dict)  # kind -> layout
-    authority_key: Ed25519PublicKey | None = None  # the token authority's grant key
-
-
-class Custodian(Protocol):
-    """What the verification service needs of the custodian, in process or remote."""
-
-    @property
-    def public_key(self) -> PublicKey: ...
-    @property
-    def batch_layouts(self) -> Mapping[str, BatchLayout]: ...
-    def decrypt_totals(
-        self,
-        query_id: str,
-        answers: Sequence[SignedAnswer],
-        claimed: Ciphertext,
-        grant: Grant,
-        evidence: EvidenceSource,
-    ) -> Totals: ...
-    def decrypt_batch(
-        self,
-        query_id: str,
-        answers: Sequence[BatchAnswer],
-        households: int,
-        grant: Grant,
-        evidence: EvidenceSource,
-    ) -> list[Totals]: ...
 
 
 class KeyCustodian:
@@ -106,9 +56,9 @@ class KeyCustodian:
         now_ms: Callable[[], int] = lambda: int(time.time() * 1000),
     ) -> None:
         if min_banks < 2:
-            raise CustodianRefused("min_banks must be at least 2")
+            raise Refused("min_banks must be at least 2")
         if deployment.authority_key is None:
-            raise CustodianRefused("the custodian needs the token authority's grant key")
+            raise Refused("the custodian needs the token authority's grant key")
         self._private = private_key
         self._deployment = deployment
         self.min_banks = min_banks
@@ -142,17 +92,17 @@ class KeyCustodian:
         try:
             grants.verify(key, grant)
         except CryptoError:
-            raise CustodianRefused("the token grant is not signed by the token authority") from None
+            raise Refused("the token grant is not signed by the token authority") from None
         if grant.query_id != query_id or grant.households != households:
-            raise CustodianRefused("the token grant is for another query")
+            raise Refused("the token grant is for another query")
         age = self._now_ms() - grant.issued_unix_ms
         if not -60_000 <= age <= GRANT_TTL_MS:
-            raise CustodianRefused("the token grant has expired")
+            raise Refused("the token grant has expired")
         if query_id in self._decrypted:
-            raise CustodianRefused(f"query {query_id} was decrypted already")
+            raise Refused(f"query {query_id} was decrypted already")
         for a in answers:
             if grant.digest_for(a.connector_id) != a.queried:
-                raise CustodianRefused(
+                raise Refused(
                     f"the answer of {a.connector_id} is not about the tokens the grant gave it"
                 )
         proof = evidence(self.witness.size)
@@ -178,7 +128,7 @@ class KeyCustodian:
             result = decrypt()
         except WitnessMoved:
             raise  # not a refusal: the caller proves again from the custodian's new size
-        except CustodianRefused as e:
+        except Refused as e:
             self.journal.record(
                 event="refused", query_id=query_id[:128], reason=str(e), time_ms=_now_ms()
             )
@@ -209,7 +159,7 @@ class KeyCustodian:
 
     def _remember(self, query_id: str) -> None:
         if query_id in self._decrypted:
-            raise CustodianRefused(f"query {query_id} was decrypted already")
+            raise Refused(f"query {query_id} was decrypted already")
         self._decrypted[query_id] = None
         if len(self._decrypted) > _REMEMBERED_QUERIES:
             self._decrypted.popitem(last=False)
@@ -240,14 +190,12 @@ class KeyCustodian:
         for answer in answers:
             key = d.verify_keys.get(answer.connector_id)
             if key is None:
-                raise CustodianRefused(
-                    f"{answer.connector_id} is not a connector of this deployment"
-                )
+                raise Refused(f"{answer.connector_id} is not a connector of this deployment")
             digest = self._kind_layouts[answer.connector_id].digest()
             try:
                 signing.verify(key, answer.signed_bytes(query_id, digest), answer.signature)
             except CryptoError:
-                raise CustodianRefused(
+                raise Refused(
                     f"the answer of {answer.connector_id} is not signed by it for this query and layout"
                 ) from None
         _one_answer_each(answers)
@@ -259,7 +207,7 @@ class KeyCustodian:
             by_kind.setdefault(kind_of(a.connector_id).kind, []).append(a)
         sums = {kind: aggregate(public, of_kind) for kind, of_kind in sorted(by_kind.items())}
         if public.add(sums.values()).value != claimed.value:
-            raise CustodianRefused("the aggregate is not the product of the signed answers")
+            raise Refused("the aggregate is not the product of the signed answers")
         present = {a.connector_id for a in answers}
         refused: dict[str, str] = {}
         for slot in d.layout.slots:
@@ -284,13 +232,13 @@ class KeyCustodian:
         plaintexts = self._decrypt_many([c for _, _, c in todo])
         for (kind, layout, _), m in zip(todo, plaintexts, strict=True):
             if layout.outside(m):
-                raise CustodianRefused(
+                raise Refused(
                     f"an answer of kind {kind} reaches outside its own slots: an answer was forged"
                 )
             plain = layout.unpack(m)
             for slot in layout.slots:  # a carry or a wrap shows here: refuse rather than guess
                 if plain[slot.field] > slot.max_total:
-                    raise CustodianRefused(
+                    raise Refused(
                         f"the total of {slot.field} is out of its range: an answer was forged"
                     )
                 values[slot.field] = plain[slot.field]
@@ -329,7 +277,7 @@ class KeyCustodian:
                 or layout is None
                 or answer.connector_id not in d.kinds.get(answer.kind, ())
             ):
-                raise CustodianRefused(
+                raise Refused(
                     f"{answer.connector_id} is not a {answer.kind} connector of this deployment"
                 )
             try:
@@ -337,7 +285,7 @@ class KeyCustodian:
                     key, answer.signed_bytes(query_id, layout.digest()), answer.signature
                 )
             except CryptoError:
-                raise CustodianRefused(
+                raise Refused(
                     f"the batch answer of {answer.connector_id} is not signed by it"
                 ) from None
         _one_answer_each(answers)
@@ -345,14 +293,12 @@ class KeyCustodian:
             # the signature covers the digest of the ciphertexts: recompute it from the
             # ciphertexts themselves, or any ciphertext could be slipped under a valid signature
             if signing.ciphertexts_digest(answer.packed) != answer.ciphertexts:
-                raise CustodianRefused(
+                raise Refused(
                     f"the ciphertexts of {answer.connector_id} are not the ones it signed"
                 )
             expected = d.batch_layouts[answer.kind].ciphertexts(households)
             if len(answer.packed) != expected:
-                raise CustodianRefused(
-                    f"the batch answer of {answer.connector_id} has the wrong shape"
-                )
+                raise Refused(f"the batch answer of {answer.connector_id} has the wrong shape")
         self._remember(query_id)
         public = self._private.public
         values: list[dict[str, int]] = [{} for _ in range(households)]
@@ -376,7 +322,7 @@ class KeyCustodian:
             for totals in plain:
                 for slot in layout.slots:
                     if totals[slot.field] > slot.max_total:
-                        raise CustodianRefused(
+                        raise Refused(
                             f"a total of {slot.field} is out of its range: an answer was forged"
                         )
             for h, totals in enumerate(plain):
@@ -399,13 +345,11 @@ def _one_answer_each(answers: Sequence[SignedAnswer] | Sequence[BatchAnswer]) ->
     """One answer per connector: counting one twice would reveal it by difference."""
     ids = [a.connector_id for a in answers]
     if len(set(ids)) != len(ids):
-        raise CustodianRefused("a connector's answer appears twice in the aggregate")
+        raise Refused("a connector's answer appears twice in the aggregate")
 
 
 def _decrypt(key: PrivateKey, c: Ciphertext) -> int:
     try:
         return key.decrypt(c)
     except CryptoError:
-        raise CustodianRefused(
-            "the aggregate decrypts out of range: an answer was forged"
-        ) from None
+        raise Refused("the aggregate decrypts out of range: an answer was forged") from None

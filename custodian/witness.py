@@ -14,8 +14,6 @@ from __future__ import annotations
 import json
 import os
 import threading
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -24,28 +22,14 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from hedui.audit import merkle
 from hedui.audit.auditor import read_journal
 from hedui.audit.checkpoint import Checkpoint, parse_and_verify
-from hedui.audit.errors import AuditError, VerificationError
-from hedui.audit.log import AuditLog, key_name
+from hedui.audit.errors import VerificationError
+from hedui.audit.log import key_name
+from hedui.core.custody import LogEvidence
+from hedui.custodian.errors import Refused
 from hedui.proto.v1 import audit_pb2
-from hedui.server.errors import CustodianRefused
 
 
-@dataclass(frozen=True)
-class LoggedRequest:
-    leaf_index: int
-    entry: bytes
-    inclusion_proof: tuple[bytes, ...]
-
-
-@dataclass(frozen=True)
-class LogEvidence:
-    checkpoint: bytes
-    requests: tuple[LoggedRequest, ...]
-    witness_size: int  # the custodian's last witnessed size, as the prover believes it
-    consistency_proof: tuple[bytes, ...]  # between witness_size and the checkpoint's size
-
-
-class WitnessMoved(CustodianRefused):
+class WitnessMoved(Refused):
     """The evidence proves consistency from a size the custodian is no longer at."""
 
     def __init__(self, size: int) -> None:
@@ -65,7 +49,7 @@ class LogWitness:
                 doc = json.loads(state.read_text(encoding="utf-8"))
                 self._size, self._root = int(doc["size"]), bytes.fromhex(doc["root"])
             except (OSError, ValueError, KeyError, TypeError) as e:
-                raise CustodianRefused(f"{state}: the witness state is unreadable ({e})") from None
+                raise Refused(f"{state}: the witness state is unreadable ({e})") from None
 
     @property
     def size(self) -> int:
@@ -79,20 +63,20 @@ class LogWitness:
                 evidence.checkpoint, key_name(self._origin), self._key, origin=self._origin
             )
         except VerificationError as e:
-            raise CustodianRefused(f"the log checkpoint does not verify: {e}") from None
+            raise Refused(f"the log checkpoint does not verify: {e}") from None
         if len(evidence.requests) != households:
-            raise CustodianRefused(
+            raise Refused(
                 f"{households} logged request(s) are needed, {len(evidence.requests)} were shown"
             )
         if len({r.leaf_index for r in evidence.requests}) != households:
-            raise CustodianRefused("one logged request is shown twice")
+            raise Refused("one logged request is shown twice")
         for r in evidence.requests:
             try:
                 entry = audit_pb2.AuditEntry.FromString(r.entry)
             except Exception:
-                raise CustodianRefused("a logged request is not an audit entry") from None
+                raise Refused("a logged request is not an audit entry") from None
             if not entry.HasField("request") or entry.request.query_id != query_id:
-                raise CustodianRefused(f"entry {r.leaf_index} is not a request of this query")
+                raise Refused(f"entry {r.leaf_index} is not a request of this query")
             try:
                 merkle.verify_inclusion(
                     merkle.leaf_hash(r.entry),
@@ -102,7 +86,7 @@ class LogWitness:
                     cp.root,
                 )
             except VerificationError:
-                raise CustodianRefused(
+                raise Refused(
                     f"entry {r.leaf_index} is not proven to be in the signed log"
                 ) from None
         with self._lock:
@@ -115,7 +99,7 @@ class LogWitness:
                 elif cp.size < self._size:
                     merkle.verify_consistency(cp.size, self._size, proof, cp.root, self._root)
             except VerificationError:
-                raise CustodianRefused(
+                raise Refused(
                     f"the log at size {cp.size} is not consistent with the log the custodian "
                     f"witnessed at size {self._size}: a fork or a rollback"
                 ) from None
@@ -159,30 +143,3 @@ class DecryptionJournal:
                 f.write(line + "\n")
                 f.flush()
                 os.fsync(f.fileno())
-
-
-def log_evidence(log: AuditLog, leaves: Sequence[int]) -> Callable[[int], LogEvidence]:
-    """The evidence, for a given witness size, that these entries are in the log: inclusion in
-    the latest checkpoint, and its consistency with that size."""
-
-    def build(witness_size: int) -> LogEvidence:
-        store = log.store
-        latest = store.latest_checkpoint()
-        if latest is None:
-            raise AuditError("the audit log has no checkpoint")
-        size, note = latest
-        entries = dict(store.entries(min(leaves), max(leaves) + 1))
-        proofs = store.inclusion_proofs(list(leaves), size)
-        consistency: list[bytes] = []
-        if 0 < witness_size != size:
-            consistency = store.consistency_proof(*sorted((witness_size, size)))
-        return LogEvidence(
-            note,
-            tuple(
-                LoggedRequest(i, entries[i], tuple(p)) for i, p in zip(leaves, proofs, strict=True)
-            ),
-            witness_size,
-            tuple(consistency),
-        )
-
-    return build

@@ -1,8 +1,7 @@
 """The key custodian as its own process: a gRPC server holding the only copy of the Paillier
-private key, and the client the verification service uses to reach it.
-
-The verification service (the aggregator) never holds the private key: it sends the signed
-answers and its aggregate, and gets back only the totals the custodian may release.
+private key. Only the verification service may call it (the service's client is
+:mod:`hedui.server.custodian_client`): it sends the signed answers and its aggregate, and gets
+back only the totals the custodian may release.
 """
 
 from __future__ import annotations
@@ -13,102 +12,26 @@ from pathlib import Path
 from typing import NoReturn
 
 import grpc
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
-from hedui.core import packing, rpc, signing
-from hedui.core.deployment import kind_of
+from hedui.core import rpc, signing
+from hedui.core.answers import BatchAnswer, SignedAnswer
+from hedui.core.custody import (
+    CUSTODIAN_ID,
+    CUSTODIAN_SERVICE,
+    custodian_view,
+    evidence_from_pb,
+    totals_pb,
+)
 from hedui.core.grants import MAX_BATCH, Grant
 from hedui.core.keystore import KeyDir
-from hedui.core.paillier import Ciphertext, PublicKey
-from hedui.core.rpc import RunningServer, create_server, open_channel
-from hedui.core.tls import TlsMaterial
+from hedui.core.rpc import RunningServer, create_server
+from hedui.custodian.errors import ConfigError, Refused
+from hedui.custodian.keeper import KeyCustodian
+from hedui.custodian.witness import DecryptionJournal, LogWitness, WitnessMoved
 from hedui.proto.v1 import custodian_pb2, custodian_pb2_grpc
-from hedui.server.answers import BatchAnswer, SignedAnswer
-from hedui.server.custodian import Deployment, EvidenceSource, KeyCustodian, Totals
-from hedui.server.errors import ConfigError, CustodianRefused
-from hedui.server.witness import (
-    DecryptionJournal,
-    LogEvidence,
-    LoggedRequest,
-    LogWitness,
-    WitnessMoved,
-)
 
-CUSTODIAN_SERVICE = custodian_pb2.DESCRIPTOR.services_by_name["CustodianService"].full_name
-CUSTODIAN_ID = "custodian"
 WITNESS_FILE = "witness.json"
 JOURNAL_FILE = "decryptions.jsonl"
-
-
-def custodian_view(
-    connector_ids: Sequence[str],
-    verify_keys: Mapping[str, Ed25519PublicKey],
-    plaintext_bits: int,
-    authority_key: Ed25519PublicKey | None = None,
-) -> Deployment:
-    """The custodian's own picture of the deployment: from the connector ids and their kinds,
-    never from what the connectors say of themselves."""
-    holders: dict[str, set[str]] = {}
-    kinds: dict[str, set[str]] = {}
-    for cid in connector_ids:
-        kinds.setdefault(kind_of(cid).kind, set()).add(cid)
-        for name in kind_of(cid).field_names:
-            holders.setdefault(name, set()).add(cid)
-    return Deployment(
-        verify_keys=verify_keys,
-        banks=frozenset(c for c in connector_ids if kind_of(c).is_bank),
-        holders={k: frozenset(v) for k, v in holders.items()},
-        layout=packing.for_connectors(connector_ids),
-        kinds={k: frozenset(v) for k, v in kinds.items()},
-        batch_layouts={
-            k: packing.batch_layout(
-                [(f.name, f.max_value) for f in kind_of(next(iter(v))).fields],
-                len(v),
-                plaintext_bits,
-            )
-            for k, v in kinds.items()
-        },
-        authority_key=authority_key,
-    )
-
-
-def _totals_pb(t: Totals) -> custodian_pb2.Totals:
-    return custodian_pb2.Totals(
-        values=[custodian_pb2.FieldTotal(field=k, value=v) for k, v in sorted(t.values.items())],
-        refused=[custodian_pb2.Refusal(field=k, reason=r) for k, r in sorted(t.refused.items())],
-    )
-
-
-def _totals(pb: custodian_pb2.Totals) -> Totals:
-    return Totals(
-        {v.field: int(v.value) for v in pb.values}, {r.field: r.reason for r in pb.refused}
-    )
-
-
-def _evidence(pb: custodian_pb2.LogEvidence) -> LogEvidence:
-    return LogEvidence(
-        bytes(pb.checkpoint),
-        tuple(
-            LoggedRequest(int(r.leaf_index), bytes(r.entry), tuple(r.inclusion_proof))
-            for r in pb.requests
-        ),
-        int(pb.witness_size),
-        tuple(pb.consistency_proof),
-    )
-
-
-def _evidence_pb(e: LogEvidence) -> custodian_pb2.LogEvidence:
-    return custodian_pb2.LogEvidence(
-        checkpoint=e.checkpoint,
-        requests=[
-            custodian_pb2.LoggedRequest(
-                leaf_index=r.leaf_index, entry=r.entry, inclusion_proof=r.inclusion_proof
-            )
-            for r in e.requests
-        ],
-        witness_size=e.witness_size,
-        consistency_proof=e.consistency_proof,
-    )
 
 
 MAX_PROOF = 64  # hashes in an inclusion or consistency proof (a log of 2^64 entries)
@@ -173,7 +96,7 @@ class CustodianServicer(custodian_pb2_grpc.CustodianServiceServicer):
         # connector id -> kind, for the shape checks of every request
         self._known = {c: k for k, ids in custodian.deployment.kinds.items() for c in ids}
 
-    def _refuse(self, context: grpc.ServicerContext, e: CustodianRefused) -> NoReturn:
+    def _refuse(self, context: grpc.ServicerContext, e: Refused) -> NoReturn:
         if isinstance(e, WitnessMoved):
             rpc.abort(
                 context,
@@ -199,7 +122,7 @@ class CustodianServicer(custodian_pb2_grpc.CustodianServiceServicer):
         )
         if len(request.aggregate) > public.ciphertext_bytes:
             _bad(context, "aggregate", f"a ciphertext of at most {public.ciphertext_bytes} bytes")
-        evidence = _evidence(request.evidence)
+        evidence = evidence_from_pb(request.evidence)
         try:
             answers = [
                 SignedAnswer(a.connector_id, a.packed[0], a.signature, a.key_fingerprint, a.queried)
@@ -207,7 +130,7 @@ class CustodianServicer(custodian_pb2_grpc.CustodianServiceServicer):
                 if len(a.packed) == 1
             ]
             if len(answers) != len(request.answers):
-                raise CustodianRefused("an interactive answer holds exactly one ciphertext")
+                raise Refused("an interactive answer holds exactly one ciphertext")
             claimed = public.from_bytes(request.aggregate, public.fingerprint)
             totals = self._custodian.decrypt_totals(
                 request.query_id,
@@ -216,12 +139,12 @@ class CustodianServicer(custodian_pb2_grpc.CustodianServiceServicer):
                 Grant.from_pb(request.grant),
                 lambda _size: evidence,
             )
-        except CustodianRefused as e:
+        except Refused as e:
             self._refuse(context, e)
         except Exception:
             rpc.abort(context, grpc.StatusCode.INVALID_ARGUMENT, "malformed answers or aggregate")
         return custodian_pb2.DecryptResponse(
-            totals=_totals_pb(totals), witnessed_size=self._custodian.witness.size
+            totals=totals_pb(totals), witnessed_size=self._custodian.witness.size
         )
 
     def DecryptBatch(
@@ -239,7 +162,7 @@ class CustodianServicer(custodian_pb2_grpc.CustodianServiceServicer):
             lambda kind: -(-households // layouts[kind].per_ciphertext),
             self._custodian.public_key.ciphertext_bytes,
         )
-        evidence = _evidence(request.evidence)
+        evidence = evidence_from_pb(request.evidence)
         try:
             answers = [
                 BatchAnswer(
@@ -260,12 +183,12 @@ class CustodianServicer(custodian_pb2_grpc.CustodianServiceServicer):
                 Grant.from_pb(request.grant),
                 lambda _size: evidence,
             )
-        except CustodianRefused as e:
+        except Refused as e:
             self._refuse(context, e)
         except Exception:
             rpc.abort(context, grpc.StatusCode.INVALID_ARGUMENT, "malformed batch answers")
         return custodian_pb2.DecryptBatchResponse(
-            households=[_totals_pb(t) for t in result],
+            households=[totals_pb(t) for t in result],
             witnessed_size=self._custodian.witness.size,
         )
 
@@ -320,122 +243,3 @@ def start_custodian(
         roles={CUSTODIAN_SERVICE: {"service"}},
         register=[register],
     )
-
-
-def _custody(a: SignedAnswer | BatchAnswer) -> custodian_pb2.CustodyAnswer:
-    """An answer as the custodian receives it: everything it needs to check the signature."""
-    out = custodian_pb2.CustodyAnswer(
-        connector_id=a.connector_id,
-        key_fingerprint=a.key_fingerprint,
-        queried=a.queried,
-        signature=a.signature,
-    )
-    if isinstance(a, BatchAnswer):
-        out.packed.extend(a.packed)
-        out.kind, out.ciphertexts = a.kind, a.ciphertexts
-    else:
-        out.packed.append(a.packed)
-    return out
-
-
-class RemoteCustodian:
-    """The verification service's handle on the custodian process (same interface as
-    :class:`KeyCustodian`, without the private key)."""
-
-    def __init__(
-        self,
-        address: str,
-        tls: TlsMaterial | None,
-        public_key: PublicKey,
-        view: Deployment,
-        timeout: float,
-    ) -> None:
-        self.channel = open_channel(address, tls=tls, server_name=CUSTODIAN_ID)
-        self._stub = custodian_pb2_grpc.CustodianServiceStub(self.channel)
-        self.public_key = public_key
-        self.batch_layouts = view.batch_layouts
-        self._timeout = timeout
-        self._witnessed = 0  # the custodian's last witnessed tree size, as last heard
-
-    def _call(self, method: object, request: object) -> object:
-        try:
-            return method(request, timeout=self._timeout)  # type: ignore[operator]
-        except grpc.RpcError as e:
-            detail = e.details() if isinstance(e, grpc.Call) else None
-            code = e.code() if isinstance(e, grpc.Call) else None
-            if code == grpc.StatusCode.FAILED_PRECONDITION:
-                for d in rpc.error_details(e):
-                    for v in getattr(d, "violations", ()):
-                        if getattr(v, "type", "") == "WITNESS" and v.subject.isdigit():
-                            raise WitnessMoved(int(v.subject)) from None
-                if detail:
-                    raise CustodianRefused(detail) from None
-            raise CustodianRefused(
-                f"the key custodian is not reachable ({code.name if code else 'error'})"
-            ) from None
-
-    def _with_evidence(
-        self, evidence: EvidenceSource, send: Callable[[custodian_pb2.LogEvidence], object]
-    ) -> object:
-        """Prove from the custodian's last witnessed size; if another request moved it on in
-        the meantime, prove again from where it now is."""
-        for _ in range(8):
-            try:
-                reply = send(_evidence_pb(evidence(self._witnessed)))
-            except WitnessMoved as e:
-                self._witnessed = e.size
-                continue
-            self._witnessed = max(self._witnessed, int(getattr(reply, "witnessed_size", 0)))
-            return reply
-        raise CustodianRefused("the custodian's witness moved on too often; retry")
-
-    def decrypt_totals(
-        self,
-        query_id: str,
-        answers: Sequence[SignedAnswer],
-        claimed: Ciphertext,
-        grant: Grant,
-        evidence: EvidenceSource,
-    ) -> Totals:
-        def send(proof: custodian_pb2.LogEvidence) -> object:
-            return self._call(
-                self._stub.Decrypt,
-                custodian_pb2.DecryptRequest(
-                    query_id=query_id,
-                    answers=[_custody(a) for a in answers],
-                    aggregate=self.public_key.to_bytes(claimed),
-                    grant=grant.to_pb(),
-                    evidence=proof,
-                ),
-            )
-
-        reply = self._with_evidence(evidence, send)
-        assert isinstance(reply, custodian_pb2.DecryptResponse)
-        return _totals(reply.totals)
-
-    def decrypt_batch(
-        self,
-        query_id: str,
-        answers: Sequence[BatchAnswer],
-        households: int,
-        grant: Grant,
-        evidence: EvidenceSource,
-    ) -> list[Totals]:
-        def send(proof: custodian_pb2.LogEvidence) -> object:
-            return self._call(
-                self._stub.DecryptBatch,
-                custodian_pb2.DecryptBatchRequest(
-                    query_id=query_id,
-                    households=households,
-                    answers=[_custody(a) for a in answers],
-                    grant=grant.to_pb(),
-                    evidence=proof,
-                ),
-            )
-
-        reply = self._with_evidence(evidence, send)
-        assert isinstance(reply, custodian_pb2.DecryptBatchResponse)
-        return [_totals(t) for t in reply.households]
-
-    def close(self) -> None:
-        self.channel.close()

@@ -9,12 +9,14 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from hedui.audit.log import AuditLog
 from hedui.audit.store import LogStore, open_log_engine
 from hedui.core import grants, packing, signing
+from hedui.core.answers import SignedAnswer, aggregate
+from hedui.core.custody import Deployment
 from hedui.core.paillier import generate_keypair
+from hedui.custodian.errors import Refused as CustodianRefused
+from hedui.custodian.keeper import KeyCustodian
+from hedui.custodian.witness import DecryptionJournal, LogWitness
 from hedui.proto.v1 import audit_pb2
-from hedui.server.answers import SignedAnswer, aggregate
-from hedui.server.custodian import Deployment, KeyCustodian
-from hedui.server.errors import CustodianRefused
-from hedui.server.witness import DecryptionJournal, LogWitness, log_evidence
+from hedui.server.evidence import log_evidence
 
 KEY = generate_keypair(2048)
 BANKS = ("bank-01", "bank-02", "bank-03")
@@ -207,7 +209,7 @@ def test_a_forked_log_is_refused_by_the_witness() -> None:
 
 def _batch_run(tmp_journal: DecryptionJournal | None = None) -> tuple[Run, object]:
     """A custodian over the batch layout of the three banks."""
-    from hedui.server.custodian_service import custodian_view
+    from hedui.core.custody import custodian_view
 
     view = custodian_view(
         BANKS,
@@ -219,7 +221,7 @@ def _batch_run(tmp_journal: DecryptionJournal | None = None) -> tuple[Run, objec
 
 
 def _batch_answer(bank: str, query_id: str, deposits: list[int], layout, households_tokens):
-    from hedui.server.answers import BatchAnswer
+    from hedui.core.answers import BatchAnswer
 
     pub = KEY.public
     plain = layout.pack([{"deposits": d, "wealth_products": 0} for d in deposits])
@@ -285,7 +287,7 @@ def test_an_expired_grant_is_refused() -> None:
 def test_a_connector_cannot_reach_into_another_kinds_slots() -> None:
     """A bank adding a "negative" wage to its answer would have lowered hrss's wage total: every
     kind is summed and decrypted apart, so the bank's slots wrap and the answer is refused."""
-    from hedui.server.custodian_service import custodian_view
+    from hedui.core.custody import custodian_view
 
     ids = ("hrss", *BANKS)
     signers = {**SIGNERS, "hrss": Ed25519PrivateKey.generate()}

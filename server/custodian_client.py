@@ -1,0 +1,180 @@
+"""The verification service's handle on the key custodian process (which alone holds the
+Paillier private key): it sends the signed answers, its aggregate and the evidence that the
+query is logged, and gets back only the totals the custodian may release."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from typing import Protocol
+
+import grpc
+
+from hedui.core import rpc
+from hedui.core.answers import BatchAnswer, SignedAnswer
+from hedui.core.custody import (
+    CUSTODIAN_ID,
+    Deployment,
+    EvidenceSource,
+    Totals,
+    evidence_pb,
+    totals_from_pb,
+)
+from hedui.core.grants import Grant
+from hedui.core.packing import BatchLayout
+from hedui.core.paillier import Ciphertext, PublicKey
+from hedui.core.rpc import open_channel
+from hedui.core.tls import TlsMaterial
+from hedui.proto.v1 import custodian_pb2, custodian_pb2_grpc
+from hedui.server.errors import CustodianRefused
+
+
+class Custodian(Protocol):
+    """What the verification service needs of the custodian, in process or remote."""
+
+    @property
+    def public_key(self) -> PublicKey: ...
+    @property
+    def batch_layouts(self) -> Mapping[str, BatchLayout]: ...
+    def decrypt_totals(
+        self,
+        query_id: str,
+        answers: Sequence[SignedAnswer],
+        claimed: Ciphertext,
+        grant: Grant,
+        evidence: EvidenceSource,
+    ) -> Totals: ...
+    def decrypt_batch(
+        self,
+        query_id: str,
+        answers: Sequence[BatchAnswer],
+        households: int,
+        grant: Grant,
+        evidence: EvidenceSource,
+    ) -> list[Totals]: ...
+
+
+class _WitnessMoved(CustodianRefused):
+    """The custodian has witnessed the log at another size: prove again from there."""
+
+    def __init__(self, size: int) -> None:
+        super().__init__(f"the custodian has witnessed the log at size {size}")
+        self.size = size
+
+
+def _custody(a: SignedAnswer | BatchAnswer) -> custodian_pb2.CustodyAnswer:
+    """An answer as the custodian receives it: everything it needs to check the signature."""
+    out = custodian_pb2.CustodyAnswer(
+        connector_id=a.connector_id,
+        key_fingerprint=a.key_fingerprint,
+        queried=a.queried,
+        signature=a.signature,
+    )
+    if isinstance(a, BatchAnswer):
+        out.packed.extend(a.packed)
+        out.kind, out.ciphertexts = a.kind, a.ciphertexts
+    else:
+        out.packed.append(a.packed)
+    return out
+
+
+class RemoteCustodian:
+    """The verification service's handle on the custodian process (same interface as
+    :class:`KeyCustodian`, without the private key)."""
+
+    def __init__(
+        self,
+        address: str,
+        tls: TlsMaterial | None,
+        public_key: PublicKey,
+        view: Deployment,
+        timeout: float,
+    ) -> None:
+        self.channel = open_channel(address, tls=tls, server_name=CUSTODIAN_ID)
+        self._stub = custodian_pb2_grpc.CustodianServiceStub(self.channel)
+        self.public_key = public_key
+        self.batch_layouts = view.batch_layouts
+        self._timeout = timeout
+        self._witnessed = 0  # the custodian's last witnessed tree size, as last heard
+
+    def _call(self, method: object, request: object) -> object:
+        try:
+            return method(request, timeout=self._timeout)  # type: ignore[operator]
+        except grpc.RpcError as e:
+            detail = e.details() if isinstance(e, grpc.Call) else None
+            code = e.code() if isinstance(e, grpc.Call) else None
+            if code == grpc.StatusCode.FAILED_PRECONDITION:
+                for d in rpc.error_details(e):
+                    for v in getattr(d, "violations", ()):
+                        if getattr(v, "type", "") == "WITNESS" and v.subject.isdigit():
+                            raise _WitnessMoved(int(v.subject)) from None
+                if detail:
+                    raise CustodianRefused(detail) from None
+            raise CustodianRefused(
+                f"the key custodian is not reachable ({code.name if code else 'error'})"
+            ) from None
+
+    def _with_evidence(
+        self, evidence: EvidenceSource, send: Callable[[custodian_pb2.LogEvidence], object]
+    ) -> object:
+        """Prove from the custodian's last witnessed size; if another request moved it on in
+        the meantime, prove again from where it now is."""
+        for _ in range(8):
+            try:
+                reply = send(evidence_pb(evidence(self._witnessed)))
+            except _WitnessMoved as e:
+                self._witnessed = e.size
+                continue
+            self._witnessed = max(self._witnessed, int(getattr(reply, "witnessed_size", 0)))
+            return reply
+        raise CustodianRefused("the custodian's witness moved on too often; retry")
+
+    def decrypt_totals(
+        self,
+        query_id: str,
+        answers: Sequence[SignedAnswer],
+        claimed: Ciphertext,
+        grant: Grant,
+        evidence: EvidenceSource,
+    ) -> Totals:
+        def send(proof: custodian_pb2.LogEvidence) -> object:
+            return self._call(
+                self._stub.Decrypt,
+                custodian_pb2.DecryptRequest(
+                    query_id=query_id,
+                    answers=[_custody(a) for a in answers],
+                    aggregate=self.public_key.to_bytes(claimed),
+                    grant=grant.to_pb(),
+                    evidence=proof,
+                ),
+            )
+
+        reply = self._with_evidence(evidence, send)
+        assert isinstance(reply, custodian_pb2.DecryptResponse)
+        return totals_from_pb(reply.totals)
+
+    def decrypt_batch(
+        self,
+        query_id: str,
+        answers: Sequence[BatchAnswer],
+        households: int,
+        grant: Grant,
+        evidence: EvidenceSource,
+    ) -> list[Totals]:
+        def send(proof: custodian_pb2.LogEvidence) -> object:
+            return self._call(
+                self._stub.DecryptBatch,
+                custodian_pb2.DecryptBatchRequest(
+                    query_id=query_id,
+                    households=households,
+                    answers=[_custody(a) for a in answers],
+                    grant=grant.to_pb(),
+                    evidence=proof,
+                ),
+            )
+
+        reply = self._with_evidence(evidence, send)
+        assert isinstance(reply, custodian_pb2.DecryptBatchResponse)
+        return [totals_from_pb(t) for t in reply.households]
+
+    def close(self) -> None:
+        self.channel.close()
