@@ -320,6 +320,14 @@ def describe_entry(data: bytes) -> dict[str, Any]:
             out[name] = [{"connector_id": x.connector_id, "reason": x.reason} for x in value]
         elif name == "answer_digests":
             out[name] = {x.connector_id: x.digest.hex() for x in value}
+        elif name == "consent":
+            out[name] = {
+                "case_number": value.case_number,
+                "signed_on": value.signed_on,
+                "form_sha256": value.form_sha256.hex(),
+                "signer_audit_tokens": [t.hex() for t in value.signer_audit_tokens],
+                "standing": value.standing,
+            }
         elif f.is_repeated:
             out[name] = list(value)
         else:

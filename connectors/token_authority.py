@@ -66,13 +66,16 @@ class TokenAuthority:
         self._pad_key = HKDF(
             algorithm=hashes.SHA256(), length=32, salt=None, info=b"hedui/token-padding/v1"
         ).derive(key.private_key + epoch.to_bytes(4, "big"))
+        # from the grant key, which a token-epoch rotation keeps: a case number stays bound
+        # to its household across epochs
         self._pseudonym_key = HKDF(
             algorithm=hashes.SHA256(), length=32, salt=None, info=b"hedui/household-pseudonym/v1"
-        ).derive(key.private_key + epoch.to_bytes(4, "big"))
+        ).derive(grant_key.private_bytes_raw())
 
     def pseudonym(self, household_id: str) -> bytes:
         """The household's pseudonym for the service (case numbers are bound to it): a keyed
-        hash of its register number, stable within a token epoch."""
+        hash of its register number under a key only the authority holds, the same in every
+        token epoch."""
         return hmac.digest(self._pseudonym_key, household_id.encode(), "sha256")
 
     def tokens(self, id_numbers: Sequence[str], household_id: str) -> dict[str, list[bytes]]:
