@@ -29,7 +29,7 @@ from hedui.clients.args import (
     positive_seconds,
     unwritable,
 )
-from hedui.clients.consent import StandingAuthorisation, form_digest, signed_consent
+from hedui.clients.consent import StandingAuthorisation, adults, form_digest, signed_consent
 from hedui.clients.deploy import Deployment, DeploySettings, prepare, run_until_signalled
 from hedui.clients.errors import ClientError
 from hedui.clients.intake import (
@@ -42,7 +42,7 @@ from hedui.clients.intake import (
     verdict_to_text,
 )
 from hedui.clients.logs import LOG_FORMAT, ZonedFormatter, log_to_file
-from hedui.core.clock import DEPLOYMENT, age_on
+from hedui.core.clock import DEPLOYMENT
 from hedui.core.errors import HeduiError
 from hedui.core.resident_id import parse as parse_id
 from hedui.core.workdir import Workdir
@@ -435,9 +435,13 @@ def _demo_consent(
     """The demo's consent for an applicant: signed today by the household's adult members,
     the "scanned form" being a line of text that names the case."""
     household = next(h for h, head in summary.applicants if head == applicant)
-    adults = [i for i in summary.members[household] if age_on(parse_id(i).birth_date, today) >= 18]
     case = f"DEMO-{today.year}-{household}"
-    return signed_consent(case, today, hashlib.sha256(case.encode()).digest(), adults)
+    return signed_consent(
+        case,
+        today,
+        hashlib.sha256(case.encode()).digest(),
+        adults(summary.members[household], today),
+    )
 
 
 def demo_table(rows: Sequence[tuple[str, str, verification_pb2.Verdict, float]]) -> str:

@@ -15,6 +15,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from hedui.clients.errors import ClientError
+from hedui.core.clock import is_adult
+from hedui.core.resident_id import parse as parse_id
 from hedui.proto.v1 import verification_pb2
 
 
@@ -30,6 +32,11 @@ def form_digest(path: Path, what: str) -> bytes:
     if not data:
         raise ClientError(f"the {what} {path} is empty; give the scanned file")
     return hashlib.sha256(data).digest()
+
+
+def adults(id_numbers: Sequence[str], on: dt.date) -> list[str]:
+    """Those of these ID numbers whose holders are adults on ``on``: who must sign."""
+    return [i for i in id_numbers if is_adult(parse_id(i).birth_date, on)]
 
 
 def signed_consent(

@@ -22,7 +22,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from hedui.connectors.store import Person, RegisterStore
 from hedui.connectors.token_authority import TokenAuthority
 from hedui.core import rpc
-from hedui.core.clock import DEPLOYMENT, Clock, age_on
+from hedui.core.clock import DEPLOYMENT, Clock, is_adult
 from hedui.core.errors import InvalidResidentId
 from hedui.core.grants import MAX_BATCH
 from hedui.core.resident_id import ResidentId
@@ -33,7 +33,6 @@ log = logging.getLogger("hedui.connectors.registry")
 
 MAX_QUERY_ID = 128
 MAX_SIGNERS = 32
-ADULT_AGE = 18  # 《中华人民共和国民法典》第十七条: 十八周岁以上的自然人为成年人
 _RELATIONS = {
     "head": connector_pb2.HEAD,
     "spouse": connector_pb2.SPOUSE,
@@ -160,9 +159,7 @@ class RegistryServicer(connector_pb2_grpc.RegistryServiceServicer):
             for m in members:
                 born = dt.date.fromisoformat(m.birth_date)
                 signed = m.id_number in signers
-                unsigned_adult = (
-                    not signatures.standing and not signed and age_on(born, today) >= ADULT_AGE
-                )
+                unsigned_adult = not signatures.standing and not signed and is_adult(born, today)
                 missing = missing or unsigned_adult
                 out.append(
                     connector_pb2.Member(

@@ -78,3 +78,11 @@ def age_on(birth: dt.date, date: dt.date) -> int:
     """Completed years of age on ``date`` (a birthday counts from its day on)."""
     before_birthday = (date.month, date.day) < (birth.month, birth.day)
     return date.year - birth.year - before_birthday
+
+
+ADULT_AGE = 18  # 《中华人民共和国民法典》第十七条: 十八周岁以上的自然人为成年人
+
+
+def is_adult(birth: dt.date, date: dt.date) -> bool:
+    """Whether someone born on ``birth`` is an adult on ``date`` (who must sign a consent)."""
+    return age_on(birth, date) >= ADULT_AGE

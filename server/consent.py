@@ -22,6 +22,7 @@ audit tokens (:meth:`Consent.record`).
 
 from __future__ import annotations
 
+import calendar
 import datetime as dt
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -151,15 +152,9 @@ def parse(pb: verification_pb2.Consent, today: dt.date) -> Consent | list[tuple[
 
 def _months_later(date: dt.date, months: int) -> dt.date:
     """The same day ``months`` later (the month's last day when it has no such day)."""
-    year, month = divmod(date.month - 1 + months, 12)
-    year += date.year
-    month += 1
-    for day in (date.day, 30, 29, 28):
-        try:
-            return dt.date(year, month, day)
-        except ValueError:
-            continue
-    raise AssertionError("unreachable")
+    years, month0 = divmod(date.month - 1 + months, 12)
+    year, month = date.year + years, month0 + 1
+    return dt.date(year, month, min(date.day, calendar.monthrange(year, month)[1]))
 
 
 def check_in_force(consent: Consent, region: RegionParameters, today: dt.date) -> None:

@@ -597,34 +597,32 @@ class VerificationServicer(verification_pb2_grpc.VerificationServiceServicer):
         """Read applications, verify them a chunk at a time, stream the results back."""
         caller = rpc.caller(context)
         chunk: list[Application] = []
-        requests = paced(request_iterator, min(2.0, self._idle / 2), self._idle)
-        while True:
-            try:
-                request = next(requests)
-            except StopIteration:
-                break
-            except StreamIdle as e:
-                rpc.abort(context, grpc.StatusCode.ABORTED, str(e))
-            if request is PAUSE:  # the client paused: answer what it sent so far
-                if chunk:
+        try:
+            for request in paced(request_iterator, min(2.0, self._idle / 2), self._idle):
+                if request is PAUSE:  # the client paused: answer what it sent so far
+                    if chunk:
+                        yield from self._counted(self._batch.run(chunk, caller), caller.name)
+                        chunk = []
+                    continue
+                app = self.validate(request)
+                if not isinstance(app, Application):
+                    yield batch_error(
+                        request.request_id,
+                        "INVALID_ARGUMENT",
+                        "; ".join(f"{f}: {d}" for f, d in app),
+                    )
+                    continue
+                try:
+                    self._quotas.charge(caller.name)
+                except QuotaExceeded as e:
+                    yield batch_error(request.request_id, "RESOURCE_EXHAUSTED", str(e))
+                    continue
+                chunk.append(app)
+                if len(chunk) >= self._chunk:
                     yield from self._counted(self._batch.run(chunk, caller), caller.name)
                     chunk = []
-                continue
-            app = self.validate(request)
-            if not isinstance(app, Application):
-                yield batch_error(
-                    request.request_id, "INVALID_ARGUMENT", "; ".join(f"{f}: {d}" for f, d in app)
-                )
-                continue
-            try:
-                self._quotas.charge(caller.name)
-            except QuotaExceeded as e:
-                yield batch_error(request.request_id, "RESOURCE_EXHAUSTED", str(e))
-                continue
-            chunk.append(app)
-            if len(chunk) >= self._chunk:
-                yield from self._counted(self._batch.run(chunk, caller), caller.name)
-                chunk = []
+        except StreamIdle as e:
+            rpc.abort(context, grpc.StatusCode.ABORTED, str(e))
         if chunk:
             yield from self._counted(self._batch.run(chunk, caller), caller.name)
 

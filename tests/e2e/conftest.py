@@ -20,11 +20,9 @@ from typing import IO
 import grpc
 import pytest
 
-from hedui.clients.consent import signed_consent
+from hedui.clients.consent import adults, signed_consent
 from hedui.clients.intake import IntakeProfile
 from hedui.connectors.population import PopulationSummary, generate
-from hedui.core.clock import age_on
-from hedui.core.resident_id import parse as parse_id
 from hedui.core.rpc import open_channel
 from hedui.core.workdir import Workdir
 from hedui.proto.v1 import verification_pb2, verification_pb2_grpc
@@ -101,13 +99,12 @@ def consent_for(
     """An applicant's consent: by default case "case-<household>", signed today by every adult
     of the household (as the registry holds it)."""
     household = household_of(summary, id_number)
-    adults = [i for i in summary.members[household] if age_on(parse_id(i).birth_date, TODAY) >= 18]
     case = case or f"case-{household}"
     return signed_consent(
         case,
         signed_on,
         hashlib.sha256(f"scanned consent {case}".encode()).digest(),
-        adults if signers is None else signers,
+        adults(summary.members[household], TODAY) if signers is None else signers,
     )
 
 

@@ -15,7 +15,7 @@ import pytest
 from google.rpc import error_details_pb2
 
 from hedui.audit.store import LogStore, open_log_engine
-from hedui.core.clock import age_on
+from hedui.clients.consent import adults
 from hedui.core.resident_id import parse as parse_id
 from hedui.core.rpc import error_details
 from hedui.proto.v1 import audit_pb2, verification_pb2
@@ -23,7 +23,7 @@ from tests.e2e.conftest import TODAY, Up, consent_for, grpc_code
 
 
 def _adults(up: Up, household: str) -> list[str]:
-    return [i for i in up.summary.members[household] if age_on(parse_id(i).birth_date, TODAY) >= 18]
+    return adults(up.summary.members[household], TODAY)
 
 
 def _two_adult_households(up: Up) -> list[str]:
