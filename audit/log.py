@@ -17,6 +17,7 @@ from hedui.audit import merkle
 from hedui.audit.checkpoint import Checkpoint, parse_and_verify, sign_checkpoint
 from hedui.audit.errors import AuditError, VerificationError
 from hedui.audit.store import CALLER_CHARS, LogStore, SearchKeys
+from hedui.core import metrics
 from hedui.proto.v1 import audit_pb2
 
 DEFAULT_ORIGIN = "hedui.example/demo-log"
@@ -73,6 +74,7 @@ class AuditLog:
     def append(self, entries: Sequence[audit_pb2.AuditEntry]) -> list[Receipt]:
         """Append entries and return a receipt for each, under one fresh checkpoint."""
         appended = self.store.append([(entry_bytes(e), search_keys(e)) for e in entries])
+        metrics.AUDIT_APPENDS.inc(len(entries))
         note = self.sign(appended.size)
         indexes = list(range(appended.first_index, appended.size))
         proofs = self.store.inclusion_proofs(indexes, appended.size)

@@ -53,7 +53,9 @@ def cmd_verify(args: argparse.Namespace) -> int:
     if args.export:
         try:
             cp, n = verify_export(
-                args.export, w.keys.log_public_key(), open_session(w, offline=True, say=_say).origin
+                args.export,
+                w.keys("auditor").log_public_key(),
+                open_session(w, offline=True, say=_say).origin,
             )
         except TamperingDetected as e:
             print(f"TAMPERING DETECTED in {args.export}: {e}", file=sys.stderr)

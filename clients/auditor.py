@@ -84,7 +84,7 @@ class AuditorSession:
 
     @property
     def public_key(self) -> Ed25519PublicKey:
-        return self.workdir.keys.log_public_key()
+        return self.workdir.keys("auditor").log_public_key()
 
 
 def _service_settings(w: Workdir) -> dict[str, Any]:
@@ -108,11 +108,12 @@ def log_origin(w: Workdir) -> str:
 def write_auditor_profile(
     w: Workdir, address: str, insecure: bool, *, name: str = "auditor", path: Path | None = None
 ) -> None:
-    cert, key = w.keys.tls_paths(name)
+    keys = w.keys(name)
+    cert, key = keys.tls_paths(name)
     (path or w.auditor_profile).write_text(
         "# hedui auditor profile (written by `hedui up`)\n"
         f'address = "{address}"\nserver_name = "service"\ninsecure = {"true" if insecure else "false"}\n'
-        f'ca = "{w.keys.root / "ca.pem"}"\ncert = "{cert}"\nkey = "{key}"\n',
+        f'ca = "{keys.root / "ca.pem"}"\ncert = "{cert}"\nkey = "{key}"\n',
         encoding="utf-8",
     )
 

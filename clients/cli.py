@@ -20,7 +20,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from hedui.clients import audit_cli, policy_cli
+from hedui.clients import audit_cli, party_cli, policy_cli
 from hedui.clients.args import (
     check_writable_dir,
     check_writable_file,
@@ -76,14 +76,17 @@ def cmd_keys_init(args: argparse.Namespace) -> int:
     settings = DeploySettings(
         workdir=args.workdir, paillier_bits=args.paillier_bits, banks=args.banks
     )
+    from hedui.clients.provision import provision
+
     w = Workdir(args.workdir)
-    w.prepare()
-    w.keys.init(
+    parties = provision(
+        w,
         settings.connectors(),
+        dt.datetime.now(dt.UTC),
         paillier_bits=args.paillier_bits,
         on_create=lambda s: _say(f"creating {s}"),
     )
-    print(f"keys ready in {w.keys.root}")
+    print(f"{len(parties)} parties enrolled, each in its own directory under {w.root / 'parties'}")
     return 0
 
 
@@ -142,12 +145,13 @@ def cmd_keys_issue(args: argparse.Namespace) -> int:
     """A certificate of its own for one more intake system or auditor, and its profile."""
     from hedui.clients.auditor import write_auditor_profile
     from hedui.clients.deploy import record_operator_entry, write_intake_profile
+    from hedui.clients.provision import enrol_client
     from hedui.proto.v1 import audit_pb2
 
     w = Workdir(args.workdir)
-    if not (w.keys.root / "ca.pem").exists():
-        raise ClientError(f"{w.keys.root} holds no deployment keys; run `hedui up` first")
-    w.keys.issue_client(args.name, args.role)
+    if not w.ca.exists():
+        raise ClientError(f"{w.root} holds no deployment CA; run `hedui up` first")
+    enrol_client(w, args.name, args.role, dt.datetime.now(dt.UTC))
     index = record_operator_entry(
         w,
         audit_pb2.AuditEntry(
@@ -164,7 +168,7 @@ def cmd_keys_issue(args: argparse.Namespace) -> int:
         write(w, earlier.address, earlier.tls is None, name=args.name, path=profile)
         print(f"certificate for {args.name} (role {args.role}) issued; profile {profile}")
     else:
-        print(f"certificate for {args.name} (role {args.role}) issued in {w.keys.root / 'tls'}")
+        print(f"certificate for {args.name} (role {args.role}) issued in {w.party_dir(args.name)}")
     print(f"logged as audit entry {index}; its entries are found by `--caller {args.name}`")
     return 0
 
@@ -176,7 +180,9 @@ def cmd_keys_rotate(args: argparse.Namespace) -> int:
     w = Workdir(args.workdir)
     if not args.tokens:
         raise ClientError("say which keys to rotate: --tokens (a new token epoch)")
-    epoch = w.keys.rotate_token_epoch()
+    from hedui.core.keystore import REGISTRY_ID
+
+    epoch = w.keys(REGISTRY_ID).rotate_token_epoch()
     index = record_operator_entry(
         w,
         audit_pb2.AuditEntry(
@@ -195,6 +201,19 @@ def cmd_keys_rotate(args: argparse.Namespace) -> int:
 
 
 def cmd_connector_import(args: argparse.Namespace) -> int:
+    if args.config is not None:
+        from hedui.clients.connector_cli import import_on_host
+
+        return import_on_host(
+            args.config,
+            args.file,
+            args.authority,
+            args.epoch,
+            _today(),
+            allow_shrink=args.allow_shrink,
+        )
+    if args.connector is None:
+        raise ClientError("with --workdir, say which connector: --connector NAME")
     from hedui.clients.deploy import connector_seal, import_connector, record_import
     from hedui.connectors.importer import (
         check_shrink,
@@ -568,6 +587,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="a new token epoch: a new OPRF key at the token authority (default: off)",
     )
     p.set_defaults(func=cmd_keys_rotate)
+    party_cli.add_keys_parsers(keys)
 
     pop = sub.add_parser("population", help="synthetic data").add_subparsers(
         dest="pop_command", required=True
@@ -600,11 +620,23 @@ def build_parser() -> argparse.ArgumentParser:
         dest="con_command", required=True
     )
     p = con.add_parser("import", help="replace a connector's data with a CSV file")
-    p.add_argument("--workdir", type=Path, required=True, help=WORKDIR_HELP)
+    where = p.add_mutually_exclusive_group(required=True)
+    where.add_argument("--workdir", type=Path, help=WORKDIR_HELP)
+    where.add_argument(
+        "--config",
+        type=Path,
+        help="on the connector's own host: its config file (as for `hedui serve connector`)",
+    )
     p.add_argument(
         "--connector",
-        required=True,
-        help="the connector to replace: registry, hrss, tax, …, bank-01 … bank-73",
+        help="the connector to replace: registry, hrss, tax, …, bank-01 … bank-73 "
+        "(with --workdir; with --config, the config names it)",
+    )
+    p.add_argument(
+        "--epoch",
+        type=_positive,
+        default=1,
+        help="with --config: the token epoch the registry's operator announced (default: 1)",
     )
     p.add_argument("--file", type=Path, required=True, help="CSV file with a header row")
     p.add_argument(
@@ -616,7 +648,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--authority",
         help="address of the token authority (the registry) "
-        "(default: the running deployment's, from hedui.toml)",
+        "(default: the running deployment's, from the service's config)",
     )
     p.set_defaults(func=cmd_connector_import)
 
@@ -640,7 +672,7 @@ def build_parser() -> argparse.ArgumentParser:
         type=database_url,
         metavar="URL",
         help="SQLAlchemy URL of the database for the service's state and the audit log, e.g. "
-        "postgresql+psycopg://hedui@db.example/hedui; kept in hedui.toml for later starts "
+        "postgresql+psycopg://hedui@db.example/hedui; kept in the service's config for later starts "
         "(default: SQLite files in WORKDIR/db)",
     )
     p.set_defaults(func=cmd_up)
@@ -703,6 +735,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_verify)
 
     audit_cli.add_parser(sub)
+    party_cli.add_parser(sub)
     policy_cli.add_parser(sub)
 
     p = sub.add_parser(

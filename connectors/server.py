@@ -18,6 +18,7 @@ from hedui.connectors.token_authority import (
     TokenAuthority,
     TokenAuthorityServicer,
 )
+from hedui.core import metrics
 from hedui.core.clock import DEFAULT_TIMEZONE, Clock
 from hedui.core.deployment import kind_of
 from hedui.core.keystore import KeyDir
@@ -43,21 +44,25 @@ class ConnectorSettings:
     max_workers: int = 4
     randomness_pool: int = 512  # obfuscators made ahead of time per process (0: none)
     timezone: str = DEFAULT_TIMEZONE  # the deployment's: "today" for ID birth dates
+    keys_dir: Path | None = None  # the party's own key directory (`hedui serve`)
+    authority_config: Path | None = None  # the registry's token authority settings
+    metrics_address: str = ""  # HOST:PORT of its Prometheus /metrics ("" = none)
 
 
-_PUBLIC_KEYS: dict[Path, PublicKey] = {}
+_PUBLIC_KEYS: dict[bytes, PublicKey] = {}
 
 
 def shared_public_key(keys: KeyDir, pool_size: int) -> PublicKey:
-    """One Paillier public key per process, with one pool of fresh randomness that every
-    connector of the process draws from (a pool's table is several megabytes)."""
-    path = keys.paillier_public_path.resolve()
-    if path not in _PUBLIC_KEYS:
-        key = keys.paillier_public()
+    """One Paillier public key per process (by fingerprint: each connector holds its own copy
+    of the file), with one pool of fresh randomness that every connector of the process draws
+    from (a pool's table is several megabytes)."""
+    key = keys.paillier_public()
+    if key.fingerprint not in _PUBLIC_KEYS:
         if pool_size and key.hs is not None:
-            key.start_pool(pool_size)
-        _PUBLIC_KEYS[path] = key
-    return _PUBLIC_KEYS[path]
+            pool = key.start_pool(pool_size)
+            metrics.watch_pool_depth(lambda: len(pool))
+        _PUBLIC_KEYS[key.fingerprint] = key
+    return _PUBLIC_KEYS[key.fingerprint]
 
 
 def start_connector(settings: ConnectorSettings, keys: KeyDir) -> RunningServer:
@@ -101,6 +106,7 @@ def start_connector(settings: ConnectorSettings, keys: KeyDir) -> RunningServer:
         roles={CONNECTOR_SERVICE: {"service"}},
         register=[register],
         max_workers=settings.max_workers,
+        party=settings.connector_id,
     )
 
 
@@ -126,4 +132,5 @@ def start_registry(
         roles={REGISTRY_SERVICE: {"service"}, TOKEN_AUTHORITY_SERVICE: {"connector"}},
         register=[register],
         max_workers=settings.max_workers,
+        party=settings.connector_id,
     )

@@ -27,3 +27,8 @@ class KeyFileError(HeduiError):
 
 class WorkdirError(HeduiError):
     """A working directory that cannot be created or written, or is in use by another process."""
+
+
+class ConfigFileError(HeduiError):
+    """A party's configuration file or ``HEDUI_*`` override that cannot be used; the message
+    names the file or variable and the setting."""

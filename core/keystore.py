@@ -29,13 +29,23 @@ from pathlib import Path
 from typing import TYPE_CHECKING, TypeVar
 
 from cryptography import x509
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
 from hedui.core import signing
 from hedui.core.errors import CryptoError, KeyFileError
 from hedui.core.keyfiles import read_public, read_secret, write_public, write_secret
 from hedui.core.paillier import DEFAULT_KEY_BITS, PrivateKey, PublicKey, generate_keypair
-from hedui.core.tls import Issued, TlsMaterial, create_ca, issue
+from hedui.core.tls import (
+    Issued,
+    PeerIdentity,
+    TlsMaterial,
+    create_ca,
+    identity_from_pem,
+    issue,
+    request,
+)
 from hedui.core.tokens import KEY_BYTES, TokenKey, audit_token_key
 
 if TYPE_CHECKING:
@@ -51,7 +61,7 @@ SERVICE_PARTIES = {
 
 
 CLIENT_ROLES = ("intake", "auditor")
-_CLIENT_NAME = re.compile(r"[a-z0-9][a-z0-9-]{1,46}[a-z0-9]")
+CLIENT_NAME = re.compile(r"[a-z0-9][a-z0-9-]{1,46}[a-z0-9]")
 
 
 class KeyDir:
@@ -133,29 +143,103 @@ class KeyDir:
             write_public(self.root / "log" / "log.pub", signing.public_key_to_pem(key.public_key()))
         write_public(ca_cert, ca.cert_pem)  # last: its presence marks a complete key set
 
-    def issue_client(self, name: str, role: str, now: dt.datetime | None = None) -> Path:
-        """A certificate of its own for one more intake system or auditor (its name in the
-        subject, its role as the OU); the certificate's path. Refuses a name in use."""
-        if role not in CLIENT_ROLES:
-            raise CryptoError(f"a client certificate is for one of {', '.join(CLIENT_ROLES)}")
-        if (
-            not _CLIENT_NAME.fullmatch(name)
-            or name in SERVICE_PARTIES
-            or name == REGISTRY_ID
-            or name.startswith("hedui-")  # the names the parties write their own entries as
-        ):
-            raise CryptoError(
-                f"{name!r} is not a usable name: 3 to 48 lower-case letters, digits and "
-                "hyphens, e.g. intake-hangzhou, and not a party's name"
-            )
+    # -- one party's own directory (enrolment) ---------------------------------------------
+    def request_certificate(self, name: str, role: str, hosts: Iterable[str] = ()) -> Path:
+        """Make this party's TLS key here and a signing request beside it (``tls/<name>.csr``,
+        the only file that goes to the CA); the request's path. A key that has no
+        certificate yet is replaced; one with a certificate is refused."""
         cert_path, key_path = self.tls_paths(name)
         if cert_path.exists():
-            raise CryptoError(f"{cert_path} exists: {name} already has a certificate")
-        ca = Issued(read_public(self.root / "ca.pem"), read_secret(self.root / "ca.key"))
-        leaf = issue(ca, name=name, role=role, now=now or dt.datetime.now(dt.UTC))
-        write_secret(key_path, leaf.key_pem)
-        write_public(cert_path, leaf.cert_pem)
-        return cert_path
+            raise CryptoError(
+                f"{cert_path} exists: {name} is enrolled; revoke its certificate at the CA "
+                "and remove it before requesting a new one"
+            )
+        made = request(name, role, tuple(hosts))
+        write_secret(key_path, made.key_pem)
+        csr = cert_path.with_suffix(".csr")
+        write_public(csr, made.cert_pem)
+        return csr
+
+    def install_certificate(self, name: str, cert_pem: bytes, ca_pem: bytes) -> PeerIdentity:
+        """Install the certificate the CA signed for this party's request, and the CA's own
+        certificate; refused when it is not for this party's key or not from that CA."""
+        cert_path, key_path = self.tls_paths(name)
+        try:
+            cert = x509.load_pem_x509_certificate(cert_pem)
+            ca = x509.load_pem_x509_certificate(ca_pem)
+        except ValueError:
+            raise CryptoError("not a PEM certificate") from None
+        key = serialization.load_pem_private_key(read_secret(key_path), password=None)
+        if cert.public_key().public_bytes(
+            serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+        ) != key.public_key().public_bytes(
+            serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+        ):
+            raise CryptoError(f"the certificate is not for the key in {key_path}")
+        try:
+            cert.verify_directly_issued_by(ca)
+        except (ValueError, TypeError, InvalidSignature):
+            raise CryptoError("the certificate was not issued by the CA given") from None
+        who = identity_from_pem(cert_pem)
+        if who.name != name:
+            raise CryptoError(f"the certificate names {who.name!r}, not {name!r}")
+        write_public(self.root / "ca.pem", ca_pem)
+        write_public(cert_path, cert_pem)
+        cert_path.with_suffix(".csr").unlink(missing_ok=True)
+        return who
+
+    def create_own_keys(
+        self,
+        party: str,
+        role: str,
+        *,
+        paillier_bits: int = DEFAULT_KEY_BITS,
+        on_create: Callable[[str], None] = lambda _: None,
+    ) -> None:
+        """The secrets a party makes for itself, in its own directory: the custodian its
+        Paillier key pair; the service its audit key and the log's signing key; the registry
+        the token authority's keys; a connector its answer-signing and integrity keys. Keys
+        that exist are kept."""
+        if role == "custodian" and not self.paillier_private_path.exists():
+            on_create(f"Paillier key pair ({paillier_bits} bits) for {party}")
+            private = generate_keypair(paillier_bits)
+            write_secret(self.paillier_private_path, private.to_json().encode())
+            write_public(self.paillier_public_path, private.public.to_json().encode())
+        if role == "service":
+            if not (self.root / "service" / "audit.key").exists():
+                write_secret(self.root / "service" / "audit.key", secrets.token_bytes(KEY_BYTES))
+            _signing_pair(self.root / "log" / "log.key", self.root / "log" / "log.pub")
+        if role == "connector" and party == REGISTRY_ID:
+            if not self._epoch_path.exists():
+                on_create("token authority keys (OPRF, epoch 1)")
+                self._new_oprf_key(1)
+                write_public(self._epoch_path, b"1\n")
+            _signing_pair(self._ta / "grant.key", self._ta / "grant.pub")
+        elif role == "connector":
+            d = self.connector_dir(party)
+            _signing_pair(d / "signing.key", d / "signing.pub")
+            if not (d / "integrity.key").exists():
+                write_secret(d / "integrity.key", secrets.token_bytes(KEY_BYTES))
+
+    def public_files(self) -> list[Path]:
+        """What this directory holds that others may have (paths relative to its root)."""
+        return sorted(
+            p.relative_to(self.root)
+            for p in self.root.rglob("*")
+            if p.is_file() and p.suffix in (".pub", ".pem") and p.parent.name != "tls"
+        ) + ([self._epoch_path.relative_to(self.root)] if self._epoch_path.exists() else [])
+
+    def trust(self, source: KeyDir, relative: Path) -> None:
+        """Copy one public file of another party into this directory (what an operator
+        does with the files another party's operator sends)."""
+        if relative.suffix == ".key":
+            raise CryptoError(f"{relative} is a private key; parties exchange public files only")
+        data = read_public(source.root / relative)
+        target = self.root / relative
+        if not target.exists() or target.read_bytes() != data:
+            tmp = target.with_name(target.name + ".tmp")
+            write_public(tmp, data)
+            tmp.replace(target)
 
     def required(self, connector_ids: Iterable[str]) -> list[Path]:
         """Every file of a complete key set for these connectors."""
@@ -213,7 +297,9 @@ class KeyDir:
             raise KeyFileError(
                 f"{cert} expired on {parsed.not_valid_after_utc:%Y-%m-%d}; issue new certificates"
             )
-        return TlsMaterial(read_public(self.root / "ca.pem"), pem, read_secret(key))
+        # the CA's revocation list, as its operator last copied it here (checked on each call)
+        crl = self.root / "crl.pem"
+        return TlsMaterial(read_public(self.root / "ca.pem"), pem, read_secret(key), crl)
 
     def paillier_public(self) -> PublicKey:
         path = self.paillier_public_path
@@ -317,6 +403,13 @@ def _parsed(path: Path, load: Callable[[], _T]) -> _T:
         raise KeyFileError(
             f"{path} is damaged ({type(e).__name__}); restore it from your backup"
         ) from None
+
+
+def _signing_pair(private: Path, public: Path) -> None:
+    if not private.exists():
+        key = Ed25519PrivateKey.generate()
+        write_secret(private, signing.private_key_to_pem(key))
+        write_public(public, signing.public_key_to_pem(key.public_key()))
 
 
 def _private(path: Path) -> Ed25519PrivateKey:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import threading
+import time
 from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from concurrent import futures
 from dataclasses import dataclass
@@ -24,7 +25,16 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 from grpc_status import rpc_status
 
-from hedui.core.tls import PeerIdentity, TlsMaterial, channel_options, peer_identity
+from hedui.core import metrics
+from hedui.core.errors import CryptoError
+from hedui.core.tls import (
+    PeerIdentity,
+    Revocations,
+    TlsMaterial,
+    channel_options,
+    peer_identity,
+    peer_serial,
+)
 
 HEALTH_SERVICE_NAME = health.SERVICE_NAME
 log = logging.getLogger("hedui.rpc")
@@ -108,7 +118,9 @@ def _guarded_stream(
     context: grpc.ServicerContext,
     method: str,
     slot: Slot,
+    done: Callable[[bool], None],
 ) -> Iterator[Any]:
+    raised = True
     try:
         while True:
             with slot.working():  # the slot is held while the handler runs, cancelled or not
@@ -119,8 +131,10 @@ def _guarded_stream(
                 except Exception:
                     _internal(context, method)
             yield response
+        raised = False
     finally:
         slot.end()
+        done(raised)
 
 
 class Slot:
@@ -173,6 +187,7 @@ class Admission:
             return Slot(lambda: None)
         if not semaphore.acquire(blocking=False):
             self.refused += 1
+            metrics.QUOTA_REFUSALS.labels("admission").inc()
             abort(
                 context,
                 grpc.StatusCode.RESOURCE_EXHAUSTED,
@@ -189,14 +204,49 @@ class RoleInterceptor(grpc.ServerInterceptor):  # type: ignore[type-arg]
 
     ``roles`` maps a full service name (``hedui.v1.AuditService``) to the roles that may call
     it; health and reflection are open to every authenticated peer. On a plaintext channel
-    (``--insecure``) there is no certificate and every call is admitted.
+    (``--insecure``) there is no certificate and every call is admitted. A peer whose
+    certificate the CA revoked gets UNAUTHENTICATED on every call, health included.
     """
 
     def __init__(
-        self, roles: Mapping[str, Collection[str]], admission: Admission | None = None
+        self,
+        roles: Mapping[str, Collection[str]],
+        admission: Admission | None = None,
+        revocations: Revocations | None = None,
+        party: str = "",
     ) -> None:
         self._roles = {service: frozenset(r) for service, r in roles.items()}
         self._admission = admission or Admission({})
+        self._revocations = revocations
+        self._party = party
+
+    def _record(
+        self, method: str, context: grpc.ServicerContext, start: float, raised: bool
+    ) -> None:
+        code = context.code()  # type: ignore[attr-defined]  # grpcio has it; the stubs do not
+        if code is None:
+            code = grpc.StatusCode.UNKNOWN if raised else grpc.StatusCode.OK
+        name = code.name if isinstance(code, grpc.StatusCode) else str(code)
+        metrics.RPC_REQUESTS.labels(self._party, method, name).inc()
+        metrics.RPC_LATENCY.labels(self._party, method).observe(time.monotonic() - start)
+
+    def _revoked(self, context: grpc.ServicerContext) -> None:
+        if self._revocations is None:
+            return
+        serial = peer_serial(context)
+        if serial is None:
+            return
+        try:
+            revoked = self._revocations.revoked(serial)
+        except CryptoError as e:  # fail closed: an unreadable list admits nobody
+            log.error("%s; refusing every call until it is replaced", e)
+            abort(context, grpc.StatusCode.UNAVAILABLE, "the server's revocation list is damaged")
+        if revoked:
+            abort(
+                context,
+                grpc.StatusCode.UNAUTHENTICATED,
+                f"certificate serial {serial:x} was revoked by the deployment's CA",
+            )
 
     def intercept_service(
         self,
@@ -205,11 +255,15 @@ class RoleInterceptor(grpc.ServerInterceptor):  # type: ignore[type-arg]
     ) -> grpc.RpcMethodHandler[Any, Any] | None:
         handler = continuation(handler_call_details)
         method: str = handler_call_details.method
-        if handler is None or method.startswith(("/grpc.health.", "/grpc.reflection.")):
-            return handler
+        if handler is None:
+            return None
+        open_to_all = method.startswith(("/grpc.health.", "/grpc.reflection."))
         roles = self._roles.get(method.split("/")[1], frozenset())
 
         def check(context: grpc.ServicerContext) -> None:
+            self._revoked(context)
+            if open_to_all:
+                return
             peer = peer_identity(context)
             if peer is not None and peer.role not in roles:
                 abort(
@@ -222,18 +276,31 @@ class RoleInterceptor(grpc.ServerInterceptor):  # type: ignore[type-arg]
             behavior: Callable[[Any, grpc.ServicerContext], Any], streaming: bool
         ) -> Callable[[Any, grpc.ServicerContext], Any]:
             def guarded(request: Any, context: grpc.ServicerContext) -> Any:
-                check(context)
-                slot = self._admission.admit(method, context)
+                start, raised, handed_over = time.monotonic(), True, False
                 try:
-                    with slot.working():
-                        result = behavior(request, context)
-                except Exception:
-                    slot.end()
-                    _internal(context, method)
-                if not streaming:
-                    slot.end()
-                    return result
-                return _guarded_stream(result, context, method, slot)
+                    check(context)
+                    slot = self._admission.admit(method, context)
+                    try:
+                        with slot.working():
+                            result = behavior(request, context)
+                    except Exception:
+                        slot.end()
+                        _internal(context, method)
+                    raised = False
+                    if not streaming:
+                        slot.end()
+                        return result
+                    handed_over = True
+                    return _guarded_stream(
+                        result,
+                        context,
+                        method,
+                        slot,
+                        lambda failed: self._record(method, context, start, failed),
+                    )
+                finally:
+                    if not handed_over:
+                        self._record(method, context, start, raised)
 
             return guarded
 
@@ -277,15 +344,19 @@ def create_server(
     register: Sequence[Callable[[grpc.Server], None]],
     max_workers: int = 8,
     admission: Admission | None = None,
+    party: str = "",
 ) -> RunningServer:
     """Start a server with health and reflection; ``tls=None`` is plaintext (``--insecure``).
 
     ``roles`` names every service the server offers and the certificate roles that may call it.
     """
     service_names = list(roles)
+    revocations = (
+        Revocations(tls.ca_pem, tls.crl_path) if tls is not None and tls.crl_path else None
+    )
     server = grpc.server(
         futures.ThreadPoolExecutor(max_workers=max_workers),
-        interceptors=[RoleInterceptor(roles, admission)],
+        interceptors=[RoleInterceptor(roles, admission, revocations, party)],
         options=[("grpc.so_reuseport", 0), ("grpc.max_receive_message_length", 4 * 1024 * 1024)],
     )
     for reg in register:
@@ -308,11 +379,15 @@ def create_server(
 def open_channel(
     target: str, *, tls: TlsMaterial | None, server_name: str | None = None
 ) -> grpc.Channel:
+    """A channel to ``target``; a comma-separated list of ``IP:PORT`` (the service's replicas)
+    is one channel that spreads calls round-robin over those that answer."""
+    options = channel_options(None if tls is None else server_name)
+    if "," in target:
+        target = "ipv4:" + ",".join(t.strip() for t in target.split(","))
+        options.append(("grpc.lb_policy_name", "round_robin"))
     if tls is None:
-        return grpc.insecure_channel(target, options=channel_options(None))
-    return grpc.secure_channel(
-        target, tls.channel_credentials(), options=channel_options(server_name)
-    )
+        return grpc.insecure_channel(target, options=options)
+    return grpc.secure_channel(target, tls.channel_credentials(), options=options)
 
 
 def wait_healthy(channel: grpc.Channel, timeout: float) -> None:

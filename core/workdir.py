@@ -12,29 +12,58 @@ import os
 from pathlib import Path
 from typing import IO
 
+from hedui.core.ca import CertificateAuthority
 from hedui.core.errors import WorkdirError
 from hedui.core.keystore import KeyDir
+from hedui.core.tls import TlsMaterial
 
 
 class Workdir:
+    """``W/ca`` is the deployment's offline CA; ``W/parties/<party>`` is one party's own
+    directory (0700): its keys (``keys/``, a :class:`KeyDir` holding that party's secrets and
+    the public files of others it trusts), its databases (``db/``), its state and its config
+    file. On a real deployment each party directory is on that party's own host."""
+
     def __init__(self, root: Path) -> None:
         self.root = Path(root).expanduser().resolve()
-        self.keys = KeyDir(self.root / "keys")
+        self.ca = CertificateAuthority(self.root / "ca")
         self._lock: IO[str] | None = None
 
+    def party_dir(self, party: str) -> Path:
+        return self.root / "parties" / party
+
+    def keys(self, party: str) -> KeyDir:
+        """The key directory of one party: its own secrets and the public files it trusts."""
+        return KeyDir(self.party_dir(party) / "keys")
+
+    def tls(self, party: str) -> TlsMaterial:
+        return self.keys(party).tls(party)
+
+    def parties(self) -> list[str]:
+        base = self.root / "parties"
+        return sorted(p.name for p in base.iterdir() if p.is_dir()) if base.is_dir() else []
+
+    def config_file(self, party: str) -> Path:
+        """The TOML file ``hedui serve`` reads for this party."""
+        return self.party_dir(party) / f"{party}.toml"
+
+    def listening_file(self, party: str) -> Path:
+        """Written by ``hedui serve`` once the party listens: its address."""
+        return self.party_dir(party) / "run" / f"{party}.listening"
+
     def connector_db(self, connector_id: str) -> Path:
-        return self.root / "db" / f"{connector_id}.sqlite"
+        return self.party_dir(connector_id) / "db" / f"{connector_id}.sqlite"
 
     def connector_db_url(self, connector_id: str) -> str:
         return f"sqlite:///{self.connector_db(connector_id)}"
 
     @property
     def audit_db_url(self) -> str:
-        return f"sqlite:///{self.root / 'db' / 'audit.sqlite'}"
+        return f"sqlite:///{self.party_dir('service') / 'db' / 'audit.sqlite'}"
 
     @property
     def service_db_url(self) -> str:
-        return f"sqlite:///{self.root / 'db' / 'service.sqlite'}"
+        return f"sqlite:///{self.party_dir('service') / 'db' / 'service.sqlite'}"
 
     @property
     def intake_profile(self) -> Path:
@@ -46,21 +75,21 @@ class Workdir:
 
     @property
     def custodian_config(self) -> Path:
-        return self.root / "custodian.toml"
+        return self.config_file("custodian")
 
     @property
     def authority_config(self) -> Path:
         """The token authority's settings (the registry): connectors and their allowances."""
-        return self.root / "registry.toml"
+        return self.party_dir("registry") / "authority.toml"
 
     @property
     def custodian_dir(self) -> Path:
         """The key custodian's own state: its witness of the log and its decryption journal."""
-        return self.root / "custodian"
+        return self.party_dir("custodian") / "state"
 
     @property
     def service_config(self) -> Path:
-        return self.root / "hedui.toml"
+        return self.config_file("service")
 
     @property
     def log_vkey(self) -> Path:
@@ -69,19 +98,28 @@ class Workdir:
 
     @property
     def log_dir(self) -> Path:
+        """Each party's log (``<party>.log``), as `hedui up` collects them."""
         return self.root / "log"
 
     def pid_file(self, party: str) -> Path:
-        """The process id of the worker serving ``party`` (written by `hedui up`, for operators)."""
+        """The process id of the process serving ``party`` (written by `hedui up`, for operators)."""
         return self.root / "run" / f"{party}.pid"
 
     @property
     def lock_path(self) -> Path:
         return self.root / "up.lock"
 
+    def prepare_party(self, party: str) -> Path:
+        """Create a party's directory (0700: only its operator may read it)."""
+        d = self.party_dir(party)
+        for sub in (d, d / "keys", d / "db", d / "run"):
+            sub.mkdir(parents=True, exist_ok=True, mode=0o700)
+        d.chmod(0o700)
+        return d
+
     def prepare(self) -> None:
         try:
-            for d in (self.root, self.root / "db", self.log_dir):
+            for d in (self.root, self.root / "parties", self.log_dir, self.root / "run"):
                 d.mkdir(parents=True, exist_ok=True, mode=0o700)
         except OSError as e:
             raise WorkdirError(

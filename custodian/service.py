@@ -6,15 +6,16 @@ back only the totals the custodian may release.
 
 from __future__ import annotations
 
-import tomllib
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import NoReturn
 
 import grpc
 
-from hedui.core import rpc, signing
+from hedui.core import metrics, rpc, signing
 from hedui.core.answers import BatchAnswer, SignedAnswer
+from hedui.core.config import load_settings, read_toml, to_toml
 from hedui.core.custody import (
     CUSTODIAN_ID,
     CUSTODIAN_SERVICE,
@@ -22,6 +23,7 @@ from hedui.core.custody import (
     evidence_from_pb,
     totals_pb,
 )
+from hedui.core.errors import ConfigFileError
 from hedui.core.grants import MAX_BATCH, Grant
 from hedui.core.keystore import KeyDir
 from hedui.core.rpc import RunningServer, create_server
@@ -96,7 +98,8 @@ class CustodianServicer(custodian_pb2_grpc.CustodianServiceServicer):
         # connector id -> kind, for the shape checks of every request
         self._known = {c: k for k, ids in custodian.deployment.kinds.items() for c in ids}
 
-    def _refuse(self, context: grpc.ServicerContext, e: Refused) -> NoReturn:
+    def _refuse(self, context: grpc.ServicerContext, e: Refused, method: str) -> NoReturn:
+        metrics.DECRYPTIONS.labels(method, "refused").inc()
         if isinstance(e, WitnessMoved):
             rpc.abort(
                 context,
@@ -140,9 +143,10 @@ class CustodianServicer(custodian_pb2_grpc.CustodianServiceServicer):
                 lambda _size: evidence,
             )
         except Refused as e:
-            self._refuse(context, e)
+            self._refuse(context, e, "Decrypt")
         except Exception:
             rpc.abort(context, grpc.StatusCode.INVALID_ARGUMENT, "malformed answers or aggregate")
+        metrics.DECRYPTIONS.labels("Decrypt", "released").inc()
         return custodian_pb2.DecryptResponse(
             totals=totals_pb(totals), witnessed_size=self._custodian.witness.size
         )
@@ -184,39 +188,56 @@ class CustodianServicer(custodian_pb2_grpc.CustodianServiceServicer):
                 lambda _size: evidence,
             )
         except Refused as e:
-            self._refuse(context, e)
+            self._refuse(context, e, "DecryptBatch")
         except Exception:
             rpc.abort(context, grpc.StatusCode.INVALID_ARGUMENT, "malformed batch answers")
+        metrics.DECRYPTIONS.labels("DecryptBatch", "released").inc()
         return custodian_pb2.DecryptBatchResponse(
             households=[totals_pb(t) for t in result],
             witnessed_size=self._custodian.witness.size,
         )
 
 
-def write_custodian_config(
-    path: Path, connector_ids: Iterable[str], min_banks: int, log_origin: str, state_dir: Path
-) -> None:
-    ids = ", ".join(f'"{c}"' for c in connector_ids)
-    path.write_text(
-        f"# hedui key custodian\nmin_banks = {min_banks}\nconnectors = [{ids}]\n"
-        f'log_origin = "{log_origin}"\nstate_dir = "{state_dir}"\n',
-        encoding="utf-8",
-    )
+@dataclass(frozen=True)
+class CustodianConfig:
+    """The key custodian's settings (``[custodian]`` of its config file)."""
+
+    keys_dir: Path  # its own key directory: the Paillier private key and what it trusts
+    state_dir: Path  # its witness of the log and its decryption journal
+    connectors: tuple[str, ...]  # the answering connectors whose answers it accepts
+    log_origin: str
+    min_banks: int = 3
+    address: str = "127.0.0.1:0"
+    insecure: bool = False
+    metrics_address: str = ""  # HOST:PORT of its Prometheus /metrics ("" = none)
+
+    def to_toml(self) -> str:
+        return to_toml(self, "hedui key custodian", "custodian")
 
 
-def start_custodian(
-    config_path: Path, keys: KeyDir, *, insecure: bool, address: str = "127.0.0.1:0"
-) -> RunningServer:
-    """Serve the custodian with the private key from ``keys``; only the service may call it.
-    Its witness state and decryption journal live in its own ``state_dir``."""
+def load_custodian_config(path: Path, env: Mapping[str, str]) -> CustodianConfig:
     try:
-        doc = tomllib.loads(config_path.read_text(encoding="utf-8"))
-        ids = [str(c) for c in doc["connectors"]]
-        min_banks = int(doc["min_banks"])
-        origin = str(doc["log_origin"])
-        state_dir = Path(str(doc["state_dir"]))
-    except (OSError, KeyError, ValueError, tomllib.TOMLDecodeError) as e:
-        raise ConfigError(f"{config_path}: not a custodian configuration ({e})") from None
+        table = read_toml(path, "write the custodian's config (see README, Operating hedui)")
+        config = load_settings(
+            CustodianConfig, table.get("custodian", {}), env, f"{path} [custodian]"
+        )
+    except ConfigFileError as e:
+        raise ConfigError(str(e)) from None
+    if not config.connectors:
+        raise ConfigError(f"{path}: [custodian] connectors lists no connector")
+    return config
+
+
+def start_custodian(config: CustodianConfig) -> RunningServer:
+    """Serve the custodian with the private key from its key directory; only the service may
+    call it. Its witness state and decryption journal live in its own ``state_dir``."""
+    keys = KeyDir(config.keys_dir)
+    ids, min_banks, origin, state_dir = (
+        list(config.connectors),
+        config.min_banks,
+        config.log_origin,
+        config.state_dir,
+    )
     state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
     private = keys.paillier_private()
     view = custodian_view(
@@ -238,8 +259,9 @@ def start_custodian(
         custodian_pb2_grpc.add_CustodianServiceServicer_to_server(servicer, server)
 
     return create_server(
-        address,
-        tls=None if insecure else keys.tls(CUSTODIAN_ID),
+        config.address,
+        tls=None if config.insecure else keys.tls(CUSTODIAN_ID),
         roles={CUSTODIAN_SERVICE: {"service"}},
         register=[register],
+        party=CUSTODIAN_ID,
     )

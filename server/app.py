@@ -41,6 +41,7 @@ class RunningService:
     verifier: Verifier
     watch: DependencyWatch | None = None
     retention: Retention | None = None
+    settler: Settler | None = None
 
     @property
     def port(self) -> int:
@@ -51,11 +52,45 @@ class RunningService:
             self.watch.stop()
         if self.retention is not None:
             self.retention.stop()
+        if self.settler is not None:
+            self.settler.stop()
         self.server.stop(grace)
+        self.verifier.requests.close()
         self.verifier.pool.close()
         self.verifier.registry.close()
         if isinstance(self.verifier.custodian, RemoteCustodian):
             self.verifier.custodian.close()
+
+
+class Settler:
+    """Every ``seconds``: settle the claims of a replica that died (its requests answered from
+    the log or given an "abandoned" outcome), so its callers' retries go on at once on the
+    replicas that live instead of waiting for the claim's lease."""
+
+    def __init__(self, verifier: Verifier, seconds: float = 15.0) -> None:
+        self._verifier, self._seconds = verifier, seconds
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True, name="settler")
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stop.wait(self._seconds):
+            try:
+                answered, abandoned = self._verifier.settle()
+            except Exception:  # a database hiccup: next round
+                log.exception("settling the claims of a replica that stopped failed")
+                continue
+            if answered or abandoned:
+                log.warning(
+                    "settled a stopped replica's claims: %d answered from the log, %d abandoned",
+                    answered,
+                    abandoned,
+                )
+
+    def stop(self) -> None:
+        self._stop.set()
 
 
 class Retention:
@@ -192,6 +227,7 @@ def start_service(config: ServiceConfig, verifier: Verifier | None = None) -> Ru
         # threads for the admitted verifications, a batch stream and the auditors; a call over
         # the limit of its method is answered RESOURCE_EXHAUSTED at once instead of queueing
         max_workers=config.max_concurrent_verifications + 6,
+        party="service",
         admission=Admission(
             {
                 f"/{VERIFICATION_SERVICE}/Verify": config.max_concurrent_verifications,
@@ -208,4 +244,6 @@ def start_service(config: ServiceConfig, verifier: Verifier | None = None) -> Ru
     watch.start()
     retention = Retention(v.requests, config.retention_days, lambda: v.now().timestamp())
     retention.start()
-    return RunningService(running, v, watch, retention)
+    settler = Settler(v)
+    settler.start()
+    return RunningService(running, v, watch, retention, settler)

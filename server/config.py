@@ -1,4 +1,4 @@
-"""Service configuration: one TOML file (``hedui.toml``), overridable by ``HEDUI_*`` variables.
+"""Service configuration: one TOML file (``service.toml``), overridable by ``HEDUI_*`` variables.
 
 The file is read once, at the edge, into frozen dataclasses that are passed in; nothing reads
 the environment later. Secrets are never in the file: it names the key directory.
@@ -6,13 +6,15 @@ the environment later. Secrets are never in the file: it names the key directory
 
 from __future__ import annotations
 
-import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from hedui.core.config import coerce, read_toml
+from hedui.core.config import toml_value as q
 from hedui.core.deployment import kind_of
+from hedui.core.errors import ConfigFileError
 from hedui.server.errors import ConfigError
 from hedui.server.fanout import Endpoint
 from hedui.server.quotas import QuotaSettings
@@ -47,6 +49,7 @@ class ServiceConfig:
     retention_days: int = 30
     # a VerifyBatch stream that sends nothing for this long is closed (ABORTED), freeing its place
     batch_idle_seconds: float = 60.0
+    metrics_address: str = ""  # HOST:PORT of its Prometheus /metrics ("" = none)
 
     def quotas(self) -> QuotaSettings:
         return QuotaSettings(
@@ -58,13 +61,6 @@ class ServiceConfig:
         )
 
     def to_toml(self) -> str:
-        def q(v: object) -> str:
-            if isinstance(v, bool):
-                return "true" if v else "false"
-            if isinstance(v, int | float):
-                return str(v)
-            return '"' + str(v).replace("\\", "\\\\").replace('"', '\\"') + '"'
-
         lines = ["# hedui verification service", "[service]"]
         for name in _SCALARS:
             lines.append(f"{name} = {q(getattr(self, name))}")
@@ -97,6 +93,7 @@ _SCALARS: dict[str, type] = {
     "not_found_window_seconds": int,
     "retention_days": int,
     "batch_idle_seconds": float,
+    "metrics_address": str,
 }
 _POSITIVE = (
     "max_concurrent_verifications",
@@ -111,43 +108,24 @@ _POSITIVE = (
 )
 
 
-def _coerce(name: str, value: Any, kind: type, source: str) -> Any:
-    if kind is bool:
-        if isinstance(value, bool):
-            return value
-        if isinstance(value, str) and value.lower() in ("1", "true", "yes", "0", "false", "no"):
-            return value.lower() in ("1", "true", "yes")
-    elif kind is float and isinstance(value, int | float | str) and not isinstance(value, bool):
-        try:
-            return float(value)
-        except ValueError:
-            pass
-    elif kind is int and isinstance(value, int | str) and not isinstance(value, bool):
-        try:
-            return int(value)
-        except ValueError:
-            pass
-    elif kind is str and isinstance(value, str):
-        return value
-    raise ConfigError(f"{source}: {name} must be a {kind.__name__}, got {value!r}")
-
-
 def load(path: Path, env: Mapping[str, str]) -> ServiceConfig:
     """Read ``path`` and apply ``HEDUI_<SETTING>`` overrides from ``env``."""
     try:
-        doc = tomllib.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise ConfigError(f"{path} does not exist; start the deployment with `hedui up`") from None
-    except tomllib.TOMLDecodeError as e:
-        raise ConfigError(f"{path}: not valid TOML: {e}") from None
+        return _load(path, env)
+    except ConfigFileError as e:
+        raise ConfigError(str(e)) from None
+
+
+def _load(path: Path, env: Mapping[str, str]) -> ServiceConfig:
+    doc = read_toml(path, "start the deployment with `hedui up`, or write the service's config")
     service = doc.get("service", {})
     values: dict[str, Any] = {}
     for name, kind in _SCALARS.items():
         if name in service:
-            values[name] = _coerce(name, service[name], kind, str(path))
+            values[name] = coerce(name, service[name], kind, str(path))
         env_name = f"HEDUI_{name.upper()}"
         if env_name in env:
-            values[name] = _coerce(name, env[env_name], kind, env_name)
+            values[name] = coerce(name, env[env_name], kind, env_name)
     for required in ("audit_database", "service_database"):
         if required not in values:
             raise ConfigError(f"{path}: [service] {required} is required")

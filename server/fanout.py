@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import grpc
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
-from hedui.core import packing, signing
+from hedui.core import metrics, packing, signing
 from hedui.core.answers import BatchAnswer, SignedAnswer
 from hedui.core.clock import DEPLOYMENT, Clock
 from hedui.core.deployment import kind_of
@@ -348,6 +348,8 @@ class ConnectorPool:
                 failures[cid] = _reason(e, self._timeout)
             except CryptoError as e:
                 failures[cid] = f"invalid answer: {e}"
+        for cid in futures:
+            metrics.CONNECTOR_ANSWERS.labels(cid, "failed" if cid in failures else "answered").inc()
         return FanOutResult(tuple(answers), failures)
 
     def query_batch(

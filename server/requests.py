@@ -9,9 +9,11 @@ whom they were about.
 from __future__ import annotations
 
 import functools
+import hashlib
 import logging
 import os
 import time
+import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -22,6 +24,7 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from sqlalchemy import (
     BigInteger,
+    Connection,
     Engine,
     Float,
     LargeBinary,
@@ -29,8 +32,10 @@ from sqlalchemy import (
     create_engine,
     delete,
     insert,
+    inspect,
     or_,
     select,
+    text,
     update,
 )
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
@@ -58,6 +63,9 @@ class VerdictRecord(Base):
     query_id: Mapped[str | None] = mapped_column(String(128), nullable=True)
     from_size: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
     pending: Mapped[bytes | None] = mapped_column(LargeBinary, nullable=True)
+    # the service process (replica) that holds the claim; only it completes or releases it,
+    # and another settles it only once that process is gone (see RequestBook.open_claims)
+    owner: Mapped[str | None] = mapped_column(String(64), nullable=True)
 
 
 class ConsentCase(Base):
@@ -149,10 +157,23 @@ def _guarded(method: Callable[..., _T]) -> Callable[..., _T]:
     return run
 
 
+def _lock_key(owner: str) -> int:
+    """The PostgreSQL advisory lock (a signed 64-bit key) a replica holds while it lives."""
+    return int.from_bytes(
+        hashlib.sha256(b"hedui-owner\0" + owner.encode()).digest()[:8], "big", signed=True
+    )
+
+
 class RequestBook:
-    """``lease_seconds``: a claim still without a verdict after that long belongs to a process
-    that died mid-verification; the next caller with the same id takes it over (the audit log
-    then shows both attempts)."""
+    """Claims of request ids, shared by every replica of the service on one database.
+
+    Each process claims as ``owner`` (a fresh id per process). On PostgreSQL it holds an
+    advisory lock named after its owner id for its whole life, on a connection of its own: when
+    the process dies, PostgreSQL drops the lock with the connection, and another replica may
+    then settle its claims (:meth:`open_claims`). On SQLite (one service process) every other
+    owner is a previous life of the service. ``lease_seconds``: a claim still without a verdict
+    after that long is taken over by the next caller with the same id (the audit log then shows
+    both attempts)."""
 
     def __init__(
         self,
@@ -161,12 +182,46 @@ class RequestBook:
         lease_seconds: float = 600.0,
         clock: Callable[[], float] = time.time,
         sealer: StateSealer | None = None,
+        owner: str | None = None,
     ) -> None:
         self._engine: Engine = create_engine(url, hide_parameters=True)
-        Base.metadata.create_all(self._engine)
+        self._postgres = self._engine.dialect.name == "postgresql"
+        with self._engine.begin() as conn:
+            if self._postgres:  # replicas starting together: one creates the schema
+                conn.execute(text("SELECT pg_advisory_xact_lock(694202)"))
+            Base.metadata.create_all(conn)
+            columns = {c["name"] for c in inspect(conn).get_columns("verdict_record")}
+            if "owner" not in columns:  # a database of the previous release
+                conn.execute(text("ALTER TABLE verdict_record ADD COLUMN owner VARCHAR(64)"))
         self._lease = lease_seconds
         self._clock = clock
         self._sealer = sealer
+        self.owner = owner or uuid.uuid4().hex
+        self._life: Connection | None = None
+        if self._postgres:
+            self._life = self._engine.connect()
+            self._life.execute(text("SELECT pg_advisory_lock(:k)"), {"k": _lock_key(self.owner)})
+            self._life.commit()
+
+    def close(self) -> None:
+        if self._life is not None:
+            self._life.close()
+            self._life = None
+        self._engine.dispose()
+
+    def _gone(self, owner: str | None) -> bool:
+        """Whether the process that claimed as ``owner`` no longer runs."""
+        if owner == self.owner:
+            return False
+        if owner is None or not self._postgres:
+            return True
+        with self._engine.connect() as conn:
+            k = _lock_key(owner)
+            free = bool(conn.execute(text("SELECT pg_try_advisory_lock(:k)"), {"k": k}).scalar())
+            if free:
+                conn.execute(text("SELECT pg_advisory_unlock(:k)"), {"k": k})
+            conn.commit()
+        return free
 
     def _seal(self, key: bytes, data: bytes) -> bytes:
         return data if self._sealer is None else self._sealer.seal(key, data)
@@ -187,7 +242,7 @@ class RequestBook:
                     VerdictRecord.verdict.is_(None),
                     VerdictRecord.claimed_at < now - self._lease,
                 )
-                .values(claimed_at=now)
+                .values(claimed_at=now, owner=self.owner)
             ).rowcount
         return bool(taken)
 
@@ -199,7 +254,10 @@ class RequestBook:
             with self._engine.begin() as conn:
                 conn.execute(
                     insert(VerdictRecord).values(
-                        request_key=request_key, application=application, claimed_at=self._clock()
+                        request_key=request_key,
+                        application=application,
+                        claimed_at=self._clock(),
+                        owner=self.owner,
                     )
                 )
             return None
@@ -246,7 +304,7 @@ class RequestBook:
                 earlier = {bytes(k): (bytes(a), self._open(bytes(k), v)) for k, a, v in rows}
                 now = self._clock()
                 new = [
-                    {"request_key": k, "application": a, "claimed_at": now}
+                    {"request_key": k, "application": a, "claimed_at": now, "owner": self.owner}
                     for k, a in items
                     if k not in earlier
                 ]
@@ -262,13 +320,17 @@ class RequestBook:
         except IntegrityError:  # a concurrent claim of one of them: one at a time then
             return [self.claim(k, a) for k, a in items]
 
-    def _set_each(self, items: Sequence[tuple[bytes, dict[str, Any]]]) -> None:
-        """Update each claim's columns, in one transaction."""
+    def _set_each(
+        self, items: Sequence[tuple[bytes, dict[str, Any]]], *, mine: bool = True
+    ) -> None:
+        """Update each claim's columns, in one transaction; ``mine``: only claims this process
+        holds (one another replica took over is left to it)."""
         with self._engine.begin() as conn:
             for key, values in items:
-                conn.execute(
-                    update(VerdictRecord).where(VerdictRecord.request_key == key).values(**values)
-                )
+                where = [VerdictRecord.request_key == key]
+                if mine:
+                    where.append(VerdictRecord.owner == self.owner)
+                conn.execute(update(VerdictRecord).where(*where).values(**values))
 
     @_guarded
     def complete_many(self, items: Sequence[tuple[bytes, bytes]]) -> None:
@@ -304,7 +366,7 @@ class RequestBook:
             stripped = self._seal(bytes(key), without_figures(verdict))
             items.append((bytes(key), {"verdict": stripped, "pending": b""}))
         if items:
-            self._set_each(items)
+            self._set_each(items, mine=False)
         return len(items)
 
     @_guarded
@@ -313,7 +375,9 @@ class RequestBook:
         with self._engine.begin() as conn:
             conn.execute(
                 delete(VerdictRecord).where(
-                    VerdictRecord.request_key == request_key, VerdictRecord.verdict.is_(None)
+                    VerdictRecord.request_key == request_key,
+                    VerdictRecord.verdict.is_(None),
+                    VerdictRecord.owner == self.owner,
                 )
             )
 
@@ -330,7 +394,9 @@ class RequestBook:
 
     @_guarded
     def open_claims(self) -> list[OpenClaim]:
-        """Every claim still in progress (at start: those of a previous life of the service)."""
+        """The claims still in progress whose process is gone (a previous life of this service,
+        or a replica that died), each adopted by this process so that no two replicas settle
+        the same one."""
         with self._engine.connect() as conn:
             rows = conn.execute(
                 select(
@@ -338,9 +404,33 @@ class RequestBook:
                     VerdictRecord.query_id,
                     VerdictRecord.from_size,
                     VerdictRecord.pending,
-                ).where(VerdictRecord.verdict.is_(None))
+                    VerdictRecord.owner,
+                ).where(
+                    VerdictRecord.verdict.is_(None),
+                    or_(VerdictRecord.owner.is_(None), VerdictRecord.owner != self.owner),
+                )
             ).all()
-        return [
-            OpenClaim(bytes(k), q, None if size is None else int(size), self._open(bytes(k), p))
-            for k, q, size, p in rows
-        ]
+        gone = {o: self._gone(o) for o in {r[4] for r in rows}}
+        out = []
+        for k, q, size, p, owner in rows:
+            if not gone[owner]:
+                continue
+            with self._engine.begin() as conn:
+                adopted = conn.execute(
+                    update(VerdictRecord)
+                    .where(
+                        VerdictRecord.request_key == k,
+                        VerdictRecord.verdict.is_(None),
+                        VerdictRecord.owner.is_(None)
+                        if owner is None
+                        else VerdictRecord.owner == owner,
+                    )
+                    .values(owner=self.owner)
+                ).rowcount
+            if adopted:
+                out.append(
+                    OpenClaim(
+                        bytes(k), q, None if size is None else int(size), self._open(bytes(k), p)
+                    )
+                )
+        return out

@@ -20,7 +20,7 @@ from google.rpc import error_details_pb2
 from hedui.audit import commitment
 from hedui.audit.errors import AuditError
 from hedui.audit.log import AuditLog, Receipt
-from hedui.core import rpc
+from hedui.core import metrics, rpc
 from hedui.core.answers import aggregate
 from hedui.core.clock import parse_date
 from hedui.core.custody import EvidenceSource, Totals
@@ -615,6 +615,7 @@ class VerificationServicer(verification_pb2_grpc.VerificationServiceServicer):
                 try:
                     self._quotas.charge(caller.name)
                 except QuotaExceeded as e:
+                    metrics.QUOTA_REFUSALS.labels("caller").inc()
                     yield batch_error(request.request_id, "RESOURCE_EXHAUSTED", str(e))
                     continue
                 chunk.append(app)
@@ -642,6 +643,7 @@ class VerificationServicer(verification_pb2_grpc.VerificationServiceServicer):
         try:
             self._quotas.charge(caller.name)
         except QuotaExceeded as e:
+            metrics.QUOTA_REFUSALS.labels("caller").inc()
             rpc.abort(
                 context,
                 grpc.StatusCode.RESOURCE_EXHAUSTED,

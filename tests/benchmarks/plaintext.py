@@ -4,12 +4,14 @@ the difference between the two runs is the cost of the cryptography."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
-from multiprocessing.connection import Connection
+import os
+from collections.abc import Iterable, Mapping
+from pathlib import Path
 from typing import Any
 
-from hedui.clients.deploy import _serve_group
 from hedui.core import paillier
+
+SITE = Path(__file__).parent / "plaintext_site"  # its sitecustomize installs the patches
 
 
 def _encrypt(self: paillier.PublicKey, value: int, *, r: int | None = None) -> paillier.Ciphertext:
@@ -51,9 +53,12 @@ def restore(saved: list[tuple[Any, str, Any]]) -> None:
         setattr(owner, name, fn)
 
 
-def serve_group(
-    root: str, ids: Sequence[str], insecure: bool, conn: Connection, fixed: Mapping[str, int]
-) -> None:
-    """A connector worker process running on plaintext integers."""
-    install()
-    _serve_group(root, ids, insecure, conn, fixed)
+def environment(base: Mapping[str, str] | None = None) -> dict[str, str]:
+    """The environment of a deployment whose every party process runs on plaintext integers:
+    ``plaintext_site`` first on PYTHONPATH, whose ``sitecustomize`` calls :func:`install`."""
+    env = dict(os.environ if base is None else base)
+    root = str(Path(__file__).resolve().parents[2])
+    env["PYTHONPATH"] = os.pathsep.join([str(SITE), root, env.get("PYTHONPATH", "")]).rstrip(
+        os.pathsep
+    )
+    return env

@@ -58,7 +58,8 @@ def deployment(
     w = prepare(settings, lambda _: None, dt.date.today())
     saved = plaintext.install() if request.param == "plaintext" else None
     try:
-        d = Deployment(settings, w, worker=plaintext.serve_group if saved is not None else None)
+        env = plaintext.environment() if saved is not None else None
+        d = Deployment(settings, w, env=env)
         d.start()
         time.sleep(5)  # let the randomness pools fill
         yield request.param, d

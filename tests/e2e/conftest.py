@@ -41,7 +41,7 @@ class Up:
     output: deque[str] = field(default_factory=lambda: deque(maxlen=200))  # the last lines
 
     def stub(self, cert: str = "intake") -> verification_pb2_grpc.VerificationServiceStub:
-        tls = self.workdir.keys.tls(cert)
+        tls = self.workdir.tls(cert)
         return verification_pb2_grpc.VerificationServiceStub(
             open_channel(self.address, tls=tls, server_name="service")
         )

@@ -35,7 +35,7 @@ def _config(up: Up) -> dict:
 def _registry(up: Up) -> connector_pb2_grpc.RegistryServiceStub:
     address = _config(up)["registry"]["address"]
     return connector_pb2_grpc.RegistryServiceStub(
-        open_channel(address, tls=up.workdir.keys.tls("service"), server_name="registry")
+        open_channel(address, tls=up.workdir.tls("service"), server_name="registry")
     )
 
 
@@ -45,7 +45,7 @@ STANDING = connector_pb2.Signatures(standing=True)
 def _connector(up: Up, cid: str) -> connector_pb2_grpc.ConnectorServiceStub:
     address = _config(up)["connectors"][cid]
     return connector_pb2_grpc.ConnectorServiceStub(
-        open_channel(address, tls=up.workdir.keys.tls("service"), server_name=cid)
+        open_channel(address, tls=up.workdir.tls("service"), server_name=cid)
     )
 
 
@@ -53,7 +53,9 @@ def _layout(up: Up, cid: str) -> list[connector_pb2.Slot]:
     from hedui.core.custody import custodian_view
 
     ids = list(_config(up)["connectors"])
-    view = custodian_view(ids, {}, up.workdir.keys.paillier_public().max_plaintext_bits)
+    view = custodian_view(
+        ids, {}, up.workdir.keys("custodian").paillier_public().max_plaintext_bits
+    )
     return slots_pb(view.layout.slots)
 
 
@@ -68,7 +70,7 @@ def _journal(up: Up) -> list[dict]:
 
 
 def test_the_service_cannot_aim_one_bank_at_one_person(up: Up) -> None:
-    keys = up.workdir.keys
+    keys = up.workdir.keys("service")  # the insider holds the service's own directory
     fingerprint = keys.paillier_public().fingerprint
     target = up.summary.applicants[3][1]
     # knowing one ID number is not enough: without every adult's signature, no token, no grant
@@ -145,7 +147,7 @@ def test_the_service_cannot_aim_one_bank_at_one_person(up: Up) -> None:
     custodian = custodian_pb2_grpc.CustodianServiceStub(
         open_channel(
             _config(up)["service"]["custodian_address"],
-            tls=keys.tls("service"),
+            tls=up.workdir.tls("service"),
             server_name="custodian",
         )
     )
@@ -176,7 +178,7 @@ def test_the_service_cannot_aim_one_bank_at_one_person(up: Up) -> None:
 
 
 def test_the_batch_path_cannot_isolate_one_bank_either(up: Up) -> None:
-    keys = up.workdir.keys
+    keys = up.workdir.keys("service")  # the insider holds the service's own directory
     targets = [a for _, a in up.summary.applicants[5:8]]
     reply = _registry(up).GetHouseholds(
         connector_pb2.HouseholdsRequest(
@@ -209,13 +211,13 @@ def test_a_connector_holds_no_token_key_and_cannot_flood_the_authority(up: Up) -
     from hedui.connectors.tokenizer import AuthorityTokenizer
     from hedui.core.resident_id import make
 
-    own = sorted(p.name for p in up.workdir.keys.connector_dir(TARGET_BANK).iterdir())
+    own = sorted(p.name for p in up.workdir.keys(TARGET_BANK).connector_dir(TARGET_BANK).iterdir())
     assert own == ["integrity.key", "signing.key", "signing.pub"]  # nothing that makes a token
     tokenizer = AuthorityTokenizer(
         _config(up)["registry"]["address"],
-        up.workdir.keys.tls(TARGET_BANK),
+        up.workdir.tls(TARGET_BANK),
         TARGET_BANK,
-        up.workdir.keys.token_epoch(),
+        up.workdir.keys("registry").token_epoch(),
     )
     import datetime as dt
 

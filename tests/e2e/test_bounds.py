@@ -28,7 +28,7 @@ def _bad_field(e: grpc.RpcError) -> str:
 def _custodian(up: Up) -> grpc.Channel:
     return open_channel(
         _config(up)["service"]["custodian_address"],
-        tls=up.workdir.keys.tls("service"),
+        tls=up.workdir.tls("service"),
         server_name="custodian",
     )
 
@@ -76,7 +76,7 @@ def test_the_custodian_wants_the_ciphertexts_the_layout_makes(up: Up) -> None:
 
 @pytest.mark.parametrize("offset", [2**31, 2**32 - 1, 2046])
 def test_a_connector_refuses_a_slot_outside_the_key(up: Up, offset: int) -> None:
-    fingerprint = up.workdir.keys.paillier_public().fingerprint
+    fingerprint = up.workdir.keys("custodian").paillier_public().fingerprint
     with pytest.raises(grpc.RpcError) as info:
         _connector(up, "hrss").Query(
             connector_pb2.QueryRequest(
@@ -93,7 +93,7 @@ def test_a_connector_refuses_a_slot_outside_the_key(up: Up, offset: int) -> None
 
 
 def test_a_connector_refuses_a_batch_stride_outside_the_key(up: Up) -> None:
-    fingerprint = up.workdir.keys.paillier_public().fingerprint
+    fingerprint = up.workdir.keys("custodian").paillier_public().fingerprint
     with pytest.raises(grpc.RpcError) as info:
         _connector(up, "hrss").QueryBatch(
             connector_pb2.QueryBatchRequest(

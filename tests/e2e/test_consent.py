@@ -94,7 +94,7 @@ def test_the_log_records_the_consent_without_an_id(up: Up) -> None:
     head = _head(up, household)
     consent = consent_for(up.summary, head)
     _verify(up, "consent-recorded", head, consent)
-    audit_key = up.workdir.keys.audit_token_key()
+    audit_key = up.workdir.keys("service").audit_token_key()
     (request,) = [x for x in _entries(up) if x.request.request_id == "consent-recorded"]
     record = request.request.consent
     assert record.case_number == consent.case_number == request.request.consent_reference

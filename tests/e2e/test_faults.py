@@ -120,7 +120,7 @@ def _serve(
 
     return create_server(
         "127.0.0.1:0",
-        tls=w.keys.tls(bank),
+        tls=w.tls(bank),
         roles={CONNECTOR_SERVICE: {"service"}},
         register=[register],
     )
@@ -136,9 +136,9 @@ def _free_port() -> int:
 def faulty(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Workdir]:
     settings = small_deployment(tmp_path_factory.mktemp("faults"), query_timeout_seconds=2.0)
     w = prepare(settings, lambda _: None, dt.date.today())
-    keys = w.keys
 
     def answerer(bank: str, epoch: int = 1) -> Answerer:
+        keys = w.keys(bank)  # the bank's own directory: its keys and what it trusts
         store = HoldingStore(
             open_engine(w.connector_db_url(bank)),
             RowSeal(keys.connector_integrity_key(bank), bank),
@@ -229,7 +229,7 @@ def test_a_connector_refuses_another_paillier_key(faulty: Workdir) -> None:
         if line.startswith('"bank-01"')
     )
     stub = connector_pb2_grpc.ConnectorServiceStub(
-        open_channel(address, tls=faulty.keys.tls("service"), server_name="bank-01")
+        open_channel(address, tls=faulty.tls("service"), server_name="bank-01")
     )
     with pytest.raises(grpc.RpcError) as info:
         stub.Query(
@@ -243,7 +243,7 @@ def test_a_connector_refuses_another_paillier_key(faulty: Workdir) -> None:
     assert info.value.code() == grpc.StatusCode.FAILED_PRECONDITION  # type: ignore[attr-defined]
     # an intake certificate may not query a connector at all
     stub = connector_pb2_grpc.ConnectorServiceStub(
-        open_channel(address, tls=faulty.keys.tls("intake"), server_name="bank-01")
+        open_channel(address, tls=faulty.tls("intake"), server_name="bank-01")
     )
     with pytest.raises(grpc.RpcError) as info:
         stub.Describe(connector_pb2.DescribeRequest(), timeout=10)
@@ -303,14 +303,14 @@ def test_the_custodian_is_its_own_process_and_answers_only_the_service(faulty: W
         ("auditor", grpc.StatusCode.PERMISSION_DENIED),
     ):
         stub = custodian_pb2_grpc.CustodianServiceStub(
-            open_channel(address, tls=faulty.keys.tls(role), server_name="custodian")
+            open_channel(address, tls=faulty.tls(role), server_name="custodian")
         )
         with pytest.raises(grpc.RpcError) as info:
             stub.Decrypt(custodian_pb2.DecryptRequest(query_id="x"), timeout=10)
         assert info.value.code() == code  # type: ignore[attr-defined]
     # the service may call it, and a made-up request is refused without decrypting anything
     stub = custodian_pb2_grpc.CustodianServiceStub(
-        open_channel(address, tls=faulty.keys.tls("service"), server_name="custodian")
+        open_channel(address, tls=faulty.tls("service"), server_name="custodian")
     )
     with pytest.raises(grpc.RpcError) as info:
         stub.Decrypt(custodian_pb2.DecryptRequest(query_id="x", aggregate=b"\x01"), timeout=10)

@@ -405,7 +405,7 @@ def test_only_auditors_may_read_the_log(up: Up) -> None:
     from hedui.proto.v1 import audit_pb2, audit_pb2_grpc
 
     stub = audit_pb2_grpc.AuditServiceStub(
-        open_channel(up.address, tls=up.workdir.keys.tls("intake"), server_name="service")
+        open_channel(up.address, tls=up.workdir.tls("intake"), server_name="service")
     )
     with pytest.raises(grpc.RpcError) as info:
         stub.GetCheckpoint(audit_pb2.GetCheckpointRequest(), timeout=10)

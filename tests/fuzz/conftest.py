@@ -125,7 +125,7 @@ class Deployment:
         key = (party, cert)
         if key not in self._channels:
             self._channels[key] = open_channel(
-                self.address(party), tls=self.up.workdir.keys.tls(cert), server_name=party
+                self.address(party), tls=self.up.workdir.tls(cert), server_name=party
             )
         return self._channels[key]
 
@@ -157,7 +157,7 @@ class Deployment:
         return packing.slots_pb(layout.slots)
 
     def batch_layout(self, kind: str) -> connector_pb2.BatchLayout:
-        bits = self.up.workdir.keys.paillier_public().max_plaintext_bits
+        bits = self.up.workdir.keys("custodian").paillier_public().max_plaintext_bits
         return packing.batch_layout_pb(
             custodian_view(self.connector_ids, {}, bits).batch_layouts[kind]
         )
@@ -197,8 +197,8 @@ def deployment(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployment]
             config=config,
             connector_ids=list(config["connectors"]),
             applicants=[a for _, a in up.summary.applicants],
-            fingerprint=up.workdir.keys.paillier_public().fingerprint,
-            epoch=up.workdir.keys.token_epoch(),
+            fingerprint=up.workdir.keys("custodian").paillier_public().fingerprint,
+            epoch=up.workdir.keys("registry").token_epoch(),
             baseline_rss={p: _peak_rss(p) for p in _tree(up.process.pid)},
         )
         yield d

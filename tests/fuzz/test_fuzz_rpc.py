@@ -447,7 +447,7 @@ def _decrypt(d: Deployment) -> custodian_pb2.DecryptRequest:
     qid = d.fresh_id("fuzz-decrypt")
     reply = _household(d, qid)
     grant = Grant.from_pb(reply.grant)
-    public = d.up.workdir.keys.paillier_public()
+    public = d.up.workdir.keys("custodian").paillier_public()
     answers = []
     for cid in ANSWERING:
         r = d.connector(cid).Query(

@@ -1,0 +1,198 @@
+"""The commands of a party's own operator, on that party's host.
+
+    hedui ca init --dir CA                         the deployment's offline CA
+    hedui keys request --party NAME --role ROLE --keys DIR
+                                                   the party's keys, made here; a CSR to send
+    hedui ca sign --dir CA REQUEST.csr             the CA signs it (writes REQUEST.pem)
+    hedui keys install --party NAME --keys DIR --cert CERT --ca CA.pem [--crl CRL.pem]
+    hedui ca revoke --dir CA --name NAME           a new revocation list, to copy to every party
+    hedui serve service|custodian|registry|connector [NAME] --config FILE
+
+Each `serve` runs the party's own code (``hedui.server.serve``, ``hedui.custodian.serve``,
+``hedui.connectors.serve``) with only the key directory its config names.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import os
+from pathlib import Path
+
+from hedui.clients.errors import ClientError
+from hedui.clients.logs import configure_party_logging
+from hedui.clients.provision import own_secrets
+from hedui.core.ca import CertificateAuthority
+from hedui.core.keyfiles import read_public
+from hedui.core.keystore import KeyDir
+from hedui.core.tls import ROLES
+
+
+def _now() -> dt.datetime:
+    return dt.datetime.now(dt.UTC)
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    configure_party_logging(args.log_format)
+    env = dict(os.environ)
+    if args.party == "service":
+        from hedui.server.serve import serve
+
+        serve(args.config[0], env)
+    elif args.party == "custodian":
+        from hedui.custodian.serve import serve as serve_custodian
+
+        serve_custodian(args.config[0], env)
+    elif args.party == "registry":
+        from hedui.connectors.serve import serve_registry
+
+        serve_registry(args.config[0], env)
+    else:
+        from hedui.connectors.serve import serve_connectors
+
+        if args.name is not None and len(args.config) != 1:
+            raise ClientError("with a NAME, give its one --config FILE")
+        serve_connectors(args.config, env, args.name)
+    return 0
+
+
+def cmd_ca_init(args: argparse.Namespace) -> int:
+    ca = CertificateAuthority(args.dir)
+    if not ca.init(_now()):
+        print(f"{args.dir} already holds a CA; nothing changed")
+        return 0
+    print(f"CA created in {args.dir}: give {ca.cert_path} and {ca.crl_path} to every party;")
+    print(f"{args.dir / 'ca.key'} never leaves this directory")
+    return 0
+
+
+def cmd_ca_sign(args: argparse.Namespace) -> int:
+    ca = CertificateAuthority(args.dir)
+    try:
+        csr = args.request.read_bytes()
+    except OSError as e:
+        raise ClientError(f"cannot read {args.request}: {e.strerror}") from None
+    cert = ca.sign(csr, _now())
+    out = args.out or args.request.with_suffix(".pem")
+    out.write_bytes(cert)
+    print(f"signed: {out}; send it with {ca.cert_path} and {ca.crl_path} to the party")
+    return 0
+
+
+def cmd_ca_revoke(args: argparse.Namespace) -> int:
+    ca = CertificateAuthority(args.dir)
+    serial = None
+    if args.serial is not None:
+        try:
+            serial = int(args.serial, 16)
+        except ValueError:
+            raise ClientError(f"--serial {args.serial!r} is not a hexadecimal number") from None
+    revoked = ca.revoke(_now(), name=args.name, serial=serial)
+    print(
+        f"revoked certificate {revoked:x}; copy {ca.crl_path} to every party's key directory "
+        "(its servers read it again on the next call)"
+    )
+    return 0
+
+
+def cmd_ca_list(args: argparse.Namespace) -> int:
+    for r in CertificateAuthority(args.dir).records():
+        print(f"{r.serial:x}\t{r.name}\t{r.role}\t{r.issued_on}\t{'revoked' if r.revoked else ''}")
+    return 0
+
+
+def cmd_keys_request(args: argparse.Namespace) -> int:
+    keys = KeyDir(args.keys)
+    args.keys.mkdir(parents=True, exist_ok=True, mode=0o700)
+    keys.create_own_keys(args.party, args.role, paillier_bits=args.paillier_bits)
+    csr = keys.request_certificate(args.party, args.role, args.host or ())
+    made = [str(p) for p in own_secrets(keys, args.party) if p.exists()]
+    print(f"keys of {args.party} made in {args.keys}" + (f": {', '.join(made)}" if made else ""))
+    print(f"send {csr} (a certificate signing request, no secret) to the CA's operator")
+    return 0
+
+
+def cmd_keys_install(args: argparse.Namespace) -> int:
+    keys = KeyDir(args.keys)
+    who = keys.install_certificate(args.party, read_public(args.cert), read_public(args.ca))
+    if args.crl is not None:
+        (keys.root / "crl.pem").write_bytes(read_public(args.crl))
+    print(f"certificate of {who.name} (role {who.role}) installed in {keys.tls_paths(who.name)[0]}")
+    return 0
+
+
+def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser("serve", help="run one party on this host (its operator's command)")
+    p.add_argument(
+        "party",
+        choices=["service", "custodian", "registry", "connector"],
+        help="which party: the verification service, the key custodian, the household "
+        "registry (and token authority), or a bank's or department's connector",
+    )
+    p.add_argument(
+        "name", nargs="?", help="connector only: its id, e.g. bank-07 (checked against the config)"
+    )
+    p.add_argument(
+        "--config",
+        type=Path,
+        action="append",
+        required=True,
+        help="the party's TOML config; every setting may be overridden by a HEDUI_<SETTING> "
+        "variable (connector: repeat to serve several connectors from one process)",
+    )
+    p.add_argument(
+        "--log-format",
+        choices=["json", "text"],
+        default="json",
+        help="log lines on stderr: JSON with the time zone (default), or text",
+    )
+    p.set_defaults(func=cmd_serve)
+
+    ca = sub.add_parser("ca", help="the deployment's certificate authority (offline)")
+    cas = ca.add_subparsers(dest="ca_command", required=True)
+    p = cas.add_parser("init", help="create the CA and an empty revocation list")
+    p.add_argument("--dir", type=Path, required=True, help="the CA's directory (kept offline)")
+    p.set_defaults(func=cmd_ca_init)
+    p = cas.add_parser("sign", help="sign a party's certificate signing request")
+    p.add_argument("--dir", type=Path, required=True, help="the CA's directory")
+    p.add_argument("request", type=Path, help="the party's .csr file (from `hedui keys request`)")
+    p.add_argument("--out", type=Path, help="where to write the certificate (default: REQUEST.pem)")
+    p.set_defaults(func=cmd_ca_sign)
+    p = cas.add_parser("revoke", help="revoke a certificate and write a new revocation list")
+    p.add_argument("--dir", type=Path, required=True, help="the CA's directory")
+    group = p.add_mutually_exclusive_group(required=True)
+    group.add_argument("--name", help="the party whose live certificate to revoke")
+    group.add_argument("--serial", help="the certificate's serial number (hex, see `ca list`)")
+    p.set_defaults(func=cmd_ca_revoke)
+    p = cas.add_parser("list", help="every certificate the CA signed")
+    p.add_argument("--dir", type=Path, required=True, help="the CA's directory")
+    p.set_defaults(func=cmd_ca_list)
+
+
+def add_keys_parsers(keys: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = keys.add_parser(
+        "request", help="make a party's keys on its host and a certificate signing request"
+    )
+    p.add_argument("--party", required=True, help="its name, e.g. bank-07, service, custodian")
+    p.add_argument("--role", choices=ROLES, required=True, help="its certificate role")
+    p.add_argument("--keys", type=Path, required=True, help="the party's key directory")
+    p.add_argument(
+        "--host",
+        action="append",
+        help="a DNS name or IP address its server answers on (repeatable; loopback is "
+        "always included)",
+    )
+    p.add_argument(
+        "--paillier-bits",
+        type=int,
+        default=2048,
+        help="custodian only: the Paillier key size (default: %(default)s)",
+    )
+    p.set_defaults(func=cmd_keys_request)
+    p = keys.add_parser("install", help="install the certificate the CA signed")
+    p.add_argument("--party", required=True, help="its name, as in the request")
+    p.add_argument("--keys", type=Path, required=True, help="the party's key directory")
+    p.add_argument("--cert", type=Path, required=True, help="the signed certificate")
+    p.add_argument("--ca", type=Path, required=True, help="the CA's certificate (ca.pem)")
+    p.add_argument("--crl", type=Path, help="the CA's revocation list (crl.pem)")
+    p.set_defaults(func=cmd_keys_install)

@@ -1,0 +1,152 @@
+"""Enrol every party of a deployment on one machine (what `hedui up` does for development).
+
+On a real deployment each step happens on its own host, by that party's operator (README,
+"Operating hedui"): the party makes its own keys and a certificate signing request
+(`hedui keys request`), the CA's operator signs it (`hedui ca sign`) and sends back the
+certificate, the CA's certificate and its revocation list; the parties exchange their *public*
+files. Here the same steps run one after another, each party in its own directory
+``W/parties/<party>`` (0700), so that no directory holds another party's private key.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Callable, Iterable, Sequence
+from pathlib import Path
+
+from hedui.core.custody import CUSTODIAN_ID
+from hedui.core.deployment import DEPARTMENT_KINDS
+from hedui.core.errors import CryptoError, KeyFileError
+from hedui.core.keyfiles import read_public
+from hedui.core.keystore import CLIENT_NAME, CLIENT_ROLES, REGISTRY_ID, KeyDir
+from hedui.core.tls import identity_from_pem
+from hedui.core.workdir import Workdir
+
+SERVICE = "service"
+CLIENTS = ("intake", "auditor")  # the default intake system and auditor of a dev deployment
+
+
+def role_of(party: str) -> str:
+    """A party's certificate role: its name for the service, custodian and the default
+    clients; ``connector`` for the registry and every bank and department."""
+    if party in (SERVICE, CUSTODIAN_ID, *CLIENTS):
+        return party
+    return "connector"
+
+
+def own_secrets(keys: KeyDir, party: str) -> list[Path]:
+    """The private files a party makes for itself (beyond its TLS key)."""
+    role = role_of(party)
+    if role == CUSTODIAN_ID:
+        return [keys.paillier_private_path]
+    if role == SERVICE:
+        return [keys.root / "service" / "audit.key", keys.root / "log" / "log.key"]
+    if party == REGISTRY_ID:
+        return [keys.root / "token-authority" / "grant.key"]
+    if role == "connector":
+        d = keys.connector_dir(party)
+        return [d / "signing.key", d / "integrity.key"]
+    return []
+
+
+def enrol(
+    w: Workdir,
+    party: str,
+    now: dt.datetime,
+    *,
+    paillier_bits: int,
+    on_create: Callable[[str], None] = lambda _: None,
+) -> None:
+    """Give ``party`` its own keys and a certificate from the deployment's CA; a party
+    already enrolled keeps everything, and one whose key went missing is refused by name
+    (hedui never silently replaces a key that others pinned)."""
+    w.prepare_party(party)
+    keys = w.keys(party)
+    cert, tls_key = keys.tls_paths(party)
+    if cert.exists():
+        missing = [p for p in [tls_key, *own_secrets(keys, party)] if not p.exists()]
+        if missing:
+            raise KeyFileError(
+                f"{party} is enrolled, but {', '.join(str(p) for p in missing)} is missing: "
+                "restore it from the party's backup; hedui does not replace a key others pinned"
+            )
+        return
+    keys.create_own_keys(party, role_of(party), paillier_bits=paillier_bits, on_create=on_create)
+    csr = keys.request_certificate(party, role_of(party))
+    keys.install_certificate(party, w.ca.sign(csr.read_bytes(), now), w.ca.cert_path.read_bytes())
+
+
+def trusted_files(party: str, role: str, connector_ids: Sequence[str]) -> list[tuple[str, Path]]:
+    """The public files ``party`` needs from others: (whose, path in their key directory)."""
+    paillier = (CUSTODIAN_ID, Path("custodian/paillier.pub"))
+    grant = (REGISTRY_ID, Path("token-authority/grant.pub"))
+    log_key = (SERVICE, Path("log/log.pub"))
+    answers = [(c, Path("connectors") / c / "signing.pub") for c in connector_ids]
+    if party == SERVICE:
+        return [paillier, *answers]
+    if party == CUSTODIAN_ID:
+        return [grant, log_key, *answers]
+    if role == "auditor":
+        return [log_key]
+    if role == "connector" and party != REGISTRY_ID:
+        return [paillier, grant]
+    return []
+
+
+def distribute(w: Workdir, parties: Iterable[str], connector_ids: Sequence[str]) -> None:
+    """Copy to each party the CA's certificate and revocation list and the public files of
+    others it needs (what the parties' operators exchange)."""
+    ca_pem, crl_pem = w.ca.cert_path.read_bytes(), w.ca.crl_path.read_bytes()
+    for party in parties:
+        keys = w.keys(party)
+        for name, data in (("ca.pem", ca_pem), ("crl.pem", crl_pem)):
+            target = keys.root / name
+            if not target.exists() or target.read_bytes() != data:
+                tmp = target.with_name(name + ".tmp")
+                tmp.write_bytes(data)
+                tmp.replace(target)
+        role = identity_from_pem(read_public(keys.tls_paths(party)[0])).role
+        for whose, relative in trusted_files(party, role, connector_ids):
+            keys.trust(w.keys(whose), relative)
+
+
+def provision(
+    w: Workdir,
+    connector_ids: Sequence[str],
+    now: dt.datetime,
+    *,
+    paillier_bits: int,
+    on_create: Callable[[str], None] = lambda _: None,
+) -> list[str]:
+    """The CA, every party enrolled, and the public files exchanged; the parties."""
+    w.prepare()
+    if w.ca.init(now):
+        on_create("certificate authority")
+    parties = [REGISTRY_ID, *connector_ids, CUSTODIAN_ID, SERVICE, *CLIENTS]
+    for party in parties:
+        enrol(w, party, now, paillier_bits=paillier_bits, on_create=on_create)
+    distribute(w, parties, connector_ids)
+    return parties
+
+
+def enrol_client(w: Workdir, name: str, role: str, now: dt.datetime) -> None:
+    """One more intake system or auditor: its own directory, key and certificate."""
+    if role not in CLIENT_ROLES:
+        raise CryptoError(f"a client certificate is for one of {', '.join(CLIENT_ROLES)}")
+    if (
+        not CLIENT_NAME.fullmatch(name)
+        or name in (SERVICE, CUSTODIAN_ID, REGISTRY_ID, *CLIENTS)
+        or name.startswith(("hedui-", "bank-"))  # the names parties write their own entries as
+        or name in DEPARTMENT_KINDS
+    ):
+        raise CryptoError(
+            f"{name!r} is not a usable name: 3 to 48 lower-case letters, digits and "
+            "hyphens, e.g. intake-hangzhou, and not a party's name"
+        )
+    if w.keys(name).tls_paths(name)[0].exists():
+        raise CryptoError(f"{name} already has a certificate in {w.party_dir(name)}")
+    w.prepare_party(name)
+    keys = w.keys(name)
+    csr = keys.request_certificate(name, role)
+    keys.install_certificate(name, w.ca.sign(csr.read_bytes(), now), w.ca.cert_path.read_bytes())
+    distribute(w, [name], ())

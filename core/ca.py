@@ -1,0 +1,127 @@
+"""The deployment's certificate authority: an offline directory (``hedui ca init``).
+
+    ca/ca.pem        the CA certificate every party trusts (copied to each party)
+    ca/ca.key        its private key: never leaves this directory
+    ca/issued.tsv    one line per certificate signed: serial (hex), name, role, date
+    ca/crl.pem       the revocation list: copied to every party, whose servers check it on
+                     each call (a revoked certificate gets UNAUTHENTICATED)
+
+The CA signs certificate signing requests (``hedui ca sign``); it never sees a party's key.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass
+from pathlib import Path
+
+from cryptography import x509
+
+from hedui.core.errors import CryptoError, KeyFileError
+from hedui.core.keyfiles import read_public, read_secret, write_public, write_secret
+from hedui.core.tls import Issued, create_ca, revocation_list, sign_request
+
+
+@dataclass(frozen=True)
+class IssuedRecord:
+    serial: int
+    name: str
+    role: str
+    issued_on: str
+    revoked: bool
+
+
+class CertificateAuthority:
+    def __init__(self, root: Path) -> None:
+        self.root = root
+
+    @property
+    def cert_path(self) -> Path:
+        return self.root / "ca.pem"
+
+    @property
+    def crl_path(self) -> Path:
+        return self.root / "crl.pem"
+
+    @property
+    def _key_path(self) -> Path:
+        return self.root / "ca.key"
+
+    @property
+    def _issued_path(self) -> Path:
+        return self.root / "issued.tsv"
+
+    def exists(self) -> bool:
+        return self.cert_path.exists()
+
+    def init(self, now: dt.datetime, name: str = "hedui deployment CA") -> bool:
+        """Create the CA (and an empty revocation list) unless it exists; whether it was made."""
+        if self.exists():
+            return False
+        if self._key_path.exists():
+            raise KeyFileError(
+                f"{self._key_path} exists without ca.pem: restore ca.pem from your backup"
+            )
+        made = create_ca(name, now)
+        write_secret(self._key_path, made.key_pem)
+        self.root.chmod(0o700)
+        write_public(self._issued_path, b"")
+        write_public(self.crl_path, revocation_list(made, [], now=now))
+        write_public(self.cert_path, made.cert_pem)  # last: marks a complete CA
+        return True
+
+    def _ca(self) -> Issued:
+        if not self.exists():
+            raise KeyFileError(f"{self.root} holds no CA; run `hedui ca init --dir {self.root}`")
+        return Issued(read_public(self.cert_path), read_secret(self._key_path))
+
+    def sign(self, csr_pem: bytes, now: dt.datetime) -> bytes:
+        """A certificate for the request; refused when its name already holds a valid one
+        (revoke that first), so that one name never has two live certificates."""
+        cert_pem, who = sign_request(self._ca(), csr_pem, now=now)
+        live = [r for r in self.records() if r.name == who.name and not r.revoked]
+        if live:
+            raise CryptoError(
+                f"{who.name} already holds certificate {live[0].serial:x} (issued "
+                f"{live[0].issued_on}); revoke it first: hedui ca revoke --dir {self.root} "
+                f"--name {who.name}"
+            )
+        serial = x509.load_pem_x509_certificate(cert_pem).serial_number
+        with self._issued_path.open("a", encoding="utf-8") as f:
+            f.write(f"{serial:x}\t{who.name}\t{who.role}\t{now:%Y-%m-%d}\t\n")
+        return cert_pem
+
+    def records(self) -> list[IssuedRecord]:
+        if not self._issued_path.exists():
+            return []
+        out = []
+        for line in self._issued_path.read_text(encoding="utf-8").splitlines():
+            serial, name, role, when, revoked = (line.split("\t") + [""] * 5)[:5]
+            out.append(IssuedRecord(int(serial, 16), name, role, when, revoked == "revoked"))
+        return out
+
+    def revoke(
+        self, now: dt.datetime, *, name: str | None = None, serial: int | None = None
+    ) -> int:
+        """Revoke the live certificate of ``name`` (or the one with ``serial``); write the new
+        revocation list. Returns the serial revoked."""
+        records = self.records()
+        found = [
+            r
+            for r in records
+            if not r.revoked and (r.name == name if name is not None else r.serial == serial)
+        ]
+        if not found:
+            what = f"name {name}" if name is not None else f"serial {serial:x}"
+            raise CryptoError(f"no live certificate with {what} in {self._issued_path}")
+        target = found[0].serial
+        lines = []
+        for r in records:
+            mark = "revoked" if r.revoked or r.serial == target else ""
+            lines.append(f"{r.serial:x}\t{r.name}\t{r.role}\t{r.issued_on}\t{mark}\n")
+        write_public(self._issued_path, "".join(lines).encode())
+        revoked = [r.serial for r in records if r.revoked or r.serial == target]
+        tmp = self.crl_path.with_name("crl.pem.tmp")
+        write_public(tmp, revocation_list(self._ca(), revoked, now=now))
+        tmp.replace(self.crl_path)
+        return target

@@ -1,0 +1,263 @@
+"""A deployment installed party by party, as README "Operating hedui" walks it: each party in
+its own directory (its "host") with only its own keys, enrolled at an offline CA by a signing
+request, public files exchanged by hand, each started with `hedui serve`. Its verdicts agree
+with the independent oracle; a revoked certificate gets UNAUTHENTICATED; and no party's
+directory holds another party's private key."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import grpc
+import pytest
+
+from hedui.clients.cli import main
+from hedui.clients.intake import IntakeClient, IntakeProfile, verdict_to_dict
+from hedui.connectors.population import PopulationSummary, generate
+from hedui.core.deployment import DEPARTMENT_KINDS, bank_ids
+from hedui.core.rpc import open_channel
+from hedui.proto.v1 import verification_pb2, verification_pb2_grpc
+from tests.e2e import oracle
+from tests.e2e.conftest import STANDARD, TODAY, consent_for, grpc_code
+
+BANKS = bank_ids(3)
+CONNECTORS = (*DEPARTMENT_KINDS, *BANKS)
+ROLES = {"registry": "connector", "custodian": "custodian", "service": "service"}
+ROLES |= {"intake": "intake", "intake-b": "intake"} | {c: "connector" for c in CONNECTORS}
+
+
+def _hedui(*args: str) -> None:
+    assert main(list(args)) == 0, args
+
+
+@dataclass
+class Install:
+    root: Path
+    data: Path
+    summary: PopulationSummary
+    processes: dict[str, subprocess.Popen[bytes]]
+    addresses: dict[str, str]
+
+    def host(self, party: str) -> Path:
+        return self.root / party
+
+    def profile(self, name: str) -> Path:
+        keys = self.host(name) / "keys"
+        path = self.host(name) / "intake.toml"
+        path.write_text(
+            f'address = "{self.addresses["service"]}"\nserver_name = "service"\n'
+            f'ca = "{keys / "ca.pem"}"\ncert = "{keys / "tls" / f"{name}.pem"}"\n'
+            f'key = "{keys / "tls" / f"{name}.key"}"\n'
+        )
+        return path
+
+
+def _exchange(root: Path) -> None:
+    """The public files the parties' operators send each other (README, step 3)."""
+
+    def give(whose: str, relative: str, to: list[str]) -> None:
+        for party in to:
+            target = root / party / "keys" / relative
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(root / whose / "keys" / relative, target)
+
+    give("custodian", "custodian/paillier.pub", ["service", *CONNECTORS])
+    give("registry", "token-authority/grant.pub", ["custodian", *CONNECTORS])
+    give("service", "log/log.pub", ["custodian"])
+    for c in CONNECTORS:
+        give(c, f"connectors/{c}/signing.pub", ["service", "custodian"])
+
+
+def _serve(root: Path, party: str, *args: str) -> subprocess.Popen[bytes]:
+    log = (root / party / "serve.log").open("ab")
+    return subprocess.Popen(
+        [sys.executable, "-m", "hedui.clients.cli", "serve", *args],
+        stdout=log,
+        stderr=log,
+        env={k: v for k, v in os.environ.items() if not k.startswith("HEDUI_")},
+    )
+
+
+def _address(root: Path, party: str, proc: subprocess.Popen[bytes]) -> str:
+    path = root / party / "run" / f"{party}.listening"
+    deadline = time.monotonic() + 120
+    while not path.exists():
+        if proc.poll() is not None or time.monotonic() > deadline:
+            pytest.fail(f"{party} did not start: {(root / party / 'serve.log').read_text()}")
+        time.sleep(0.1)
+    return path.read_text().strip()
+
+
+def _connector_toml(root: Path, party: str, extra: str = "") -> Path:
+    path = root / party / f"{party}.toml"
+    path.write_text(
+        f'[connector]\nconnector_id = "{party}"\n'
+        f'database_url = "sqlite:///{root / party / "db" / f"{party}.sqlite"}"\n'
+        f'keys_dir = "{root / party / "keys"}"\naddress = "127.0.0.1:0"\n{extra}'
+    )
+    return path
+
+
+@pytest.fixture(scope="module")
+def install(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Install]:
+    root = tmp_path_factory.mktemp("hosts")
+    data = tmp_path_factory.mktemp("data")
+    summary = generate(data, households=12, seed=5, as_of=TODAY, standard_fen=STANDARD)
+    for f in data.glob("bank-*.csv"):  # three banks in this deployment
+        if f.stem not in BANKS:
+            f.unlink()
+    # 1. the CA (offline), and each party's keys made on its own host; only requests leave
+    _hedui("ca", "init", "--dir", str(root / "ca"))
+    for party, role in ROLES.items():
+        keys = root / party / "keys"
+        _hedui("keys", "request", "--party", party, "--role", role, "--keys", str(keys))
+        # 2. the CA signs; the party installs its certificate, the CA's and the revocation list
+        csr = keys / "tls" / f"{party}.csr"
+        _hedui(
+            "ca", "sign", "--dir", str(root / "ca"), str(csr), "--out", str(root / f"{party}.pem")
+        )
+        _hedui(
+            "keys", "install", "--party", party, "--keys", str(keys),
+            "--cert", str(root / f"{party}.pem"), "--ca", str(root / "ca" / "ca.pem"),
+            "--crl", str(root / "ca" / "crl.pem"),
+        )  # fmt: skip
+    # 3. public files exchanged
+    _exchange(root)
+    processes: dict[str, subprocess.Popen[bytes]] = {}
+    addresses: dict[str, str] = {}
+    try:
+        # 4. the registry: its register imported, then served
+        (root / "registry" / "authority.toml").write_text(
+            "connectors = [" + ", ".join(f'"{c}"' for c in CONNECTORS) + "]\n"
+            "[allowances]\n" + "".join(f'"{c}" = 1000\n' for c in CONNECTORS)
+        )
+        config = _connector_toml(
+            root, "registry", f'authority_config = "{root / "registry" / "authority.toml"}"\n'
+        )
+        (root / "registry" / "db").mkdir()
+        _hedui("connector", "import", "--config", str(config), "--file", str(data / "registry.csv"))
+        processes["registry"] = _serve(root, "registry", "registry", "--config", str(config))
+        addresses["registry"] = _address(root, "registry", processes["registry"])
+        # 5. each connector imports its data through the token authority and is served
+        for c in CONNECTORS:
+            (root / c / "db").mkdir()
+            config = _connector_toml(root, c)
+            file = data / f"{c}.csv"
+            _hedui(
+                "connector", "import", "--config", str(config), "--file", str(file),
+                "--authority", addresses["registry"],
+            )  # fmt: skip
+            processes[c] = _serve(root, c, "connector", c, "--config", str(config))
+        for c in CONNECTORS:
+            addresses[c] = _address(root, c, processes[c])
+        # 6. the key custodian
+        (root / "custodian" / "custodian.toml").write_text(
+            f'[custodian]\nkeys_dir = "{root / "custodian" / "keys"}"\n'
+            f'state_dir = "{root / "custodian" / "state"}"\n'
+            "connectors = [" + ", ".join(f'"{c}"' for c in CONNECTORS) + "]\n"
+            'log_origin = "hedui.example/demo-log"\nmin_banks = 3\naddress = "127.0.0.1:0"\n'
+        )
+        processes["custodian"] = _serve(
+            root, "custodian", "custodian", "--config", str(root / "custodian" / "custodian.toml")
+        )
+        addresses["custodian"] = _address(root, "custodian", processes["custodian"])
+        # 7. the verification service
+        db = root / "service" / "db"
+        db.mkdir()
+        (root / "service" / "service.toml").write_text(
+            f'[service]\nkeys_dir = "{root / "service" / "keys"}"\n'
+            f'audit_database = "sqlite:///{db / "audit.sqlite"}"\n'
+            f'service_database = "sqlite:///{db / "service.sqlite"}"\n'
+            f'custodian_address = "{addresses["custodian"]}"\naddress = "127.0.0.1:0"\n'
+            f'[registry]\naddress = "{addresses["registry"]}"\n[connectors]\n'
+            + "".join(f'"{c}" = "{addresses[c]}"\n' for c in CONNECTORS)
+        )
+        processes["service"] = _serve(
+            root, "service", "service", "--config", str(root / "service" / "service.toml")
+        )
+        addresses["service"] = _address(root, "service", processes["service"])
+        yield Install(root, data, summary, processes, addresses)
+    finally:
+        for proc in processes.values():
+            proc.send_signal(signal.SIGTERM)
+        for proc in processes.values():
+            try:
+                proc.wait(15)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+
+
+def _verify(install: Install, id_number: str, request_id: str, who: str = "intake") -> dict:
+    client = IntakeClient(IntakeProfile.load(install.profile(who)))
+    try:
+        v = client.verify(
+            verification_pb2.VerifyRequest(
+                request_id=request_id,
+                id_number=id_number,
+                program="dibao",
+                consent=consent_for(install.summary, id_number),
+            )
+        )
+    finally:
+        client.close()
+    return verdict_to_dict(v)
+
+
+def test_verdicts_agree_with_the_oracle(install: Install) -> None:
+    households, person = oracle.load(install.data)
+    heads = dict(install.summary.applicants)
+    cases = [(label, heads[h], h) for label, h in install.summary.thresholds][:4]
+    for i, (label, id_number, household) in enumerate(cases):
+        got = _verify(install, id_number, f"party-{i}")
+        want = oracle.expected(households[household], person, TODAY.isoformat())
+        assert got["decision"] == want["decision"], label
+        assert got["benefit_fen"] == want["benefit_fen"], label
+        assert {r["id"]: r["passed"] for r in got["rules"]} == want["rules"], label
+        assert got["connectors_answered"] == len(CONNECTORS) and got["failures"] == []
+
+
+def test_no_host_holds_another_partys_private_key(install: Install) -> None:
+    for host in [p for p in install.root.iterdir() if p.is_dir() and p.name in ROLES]:
+        assert host.stat().st_mode & 0o077 == 0 or (host / "keys").stat().st_mode & 0o077 == 0
+        for path in host.rglob("*"):
+            if path.is_file() and b"PRIVATE KEY" in path.read_bytes()[:200]:
+                assert path.name in (
+                    f"{host.name}.key", "signing.key", "log.key", "grant.key"
+                ), path  # fmt: skip
+                if path.name == "signing.key":
+                    assert path.parent.name == host.name, path
+            if path.suffix == ".key":
+                assert path.stat().st_mode & 0o077 == 0, path
+    assert not any(p.name == "ca.key" for p in install.root.rglob("*") if "ca" not in p.parts)
+
+
+def test_a_revoked_certificate_is_refused_on_its_next_call(install: Install) -> None:
+    id_number = install.summary.applicants[0][1]
+    assert _verify(install, id_number, "before-revocation", who="intake-b")["decision"]
+    _hedui("ca", "revoke", "--dir", str(install.root / "ca"), "--name", "intake-b")
+    # the CA's operator sends the new list; the service's operator copies it in place
+    shutil.copyfile(install.root / "ca" / "crl.pem", install.root / "service" / "keys" / "crl.pem")
+    profile = IntakeProfile.load(install.profile("intake-b"))
+    channel = open_channel(profile.address, tls=profile.tls, server_name="service")
+    stub = verification_pb2_grpc.VerificationServiceStub(channel)
+    request = verification_pb2.VerifyRequest(
+        request_id="after-revocation",
+        id_number=id_number,
+        program="dibao",
+        consent=consent_for(install.summary, id_number),
+    )
+    with pytest.raises(grpc.RpcError) as info:
+        stub.Verify(request, timeout=30)
+    channel.close()
+    assert grpc_code(info.value) == grpc.StatusCode.UNAUTHENTICATED
+    assert "revoked" in (info.value.details() or "")  # type: ignore[attr-defined]
+    # the others go on
+    assert _verify(install, id_number, "other-intake", who="intake")["decision"]
