@@ -1,0 +1,142 @@
+"""Enrolment at an offline CA and revocation checked on each call (issue #12 item 3), the one
+config loader, and each party's metrics and log lines (item 6)."""
+
+from __future__ import annotations
+
+import datetime as dt
+import io
+import json
+import logging
+import urllib.request
+from pathlib import Path
+
+import grpc
+import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from hedui.clients.logs import ZonedJsonFormatter
+from hedui.core import metrics
+from hedui.core.ca import CertificateAuthority
+from hedui.core.config import load_settings
+from hedui.core.errors import ConfigFileError, CryptoError
+from hedui.core.keystore import KeyDir
+from hedui.core.rpc import create_server, open_channel
+from hedui.core.tls import revocation_list
+from hedui.custodian.service import CustodianConfig
+
+NOW = dt.datetime.now(dt.UTC)
+
+
+def _enrol(ca: CertificateAuthority, root: Path, name: str, role: str) -> KeyDir:
+    keys = KeyDir(root / name)
+    csr = keys.request_certificate(name, role)
+    assert b"PRIVATE" not in csr.read_bytes()  # only the request leaves the party's host
+    keys.install_certificate(name, ca.sign(csr.read_bytes(), NOW), ca.cert_path.read_bytes())
+    (keys.root / "crl.pem").write_bytes(ca.crl_path.read_bytes())
+    return keys
+
+
+@pytest.fixture
+def ca(tmp_path: Path) -> CertificateAuthority:
+    authority = CertificateAuthority(tmp_path / "ca")
+    assert authority.init(NOW) and not authority.init(NOW)  # made once, then kept
+    return authority
+
+
+def test_a_name_has_one_live_certificate_and_a_certificate_fits_only_its_key(
+    ca: CertificateAuthority, tmp_path: Path
+) -> None:
+    keys = _enrol(ca, tmp_path, "bank-07", "connector")
+    again = KeyDir(tmp_path / "again").request_certificate("bank-07", "connector")
+    with pytest.raises(CryptoError, match="already holds certificate"):
+        ca.sign(again.read_bytes(), NOW)
+    other = _enrol(ca, tmp_path, "bank-08", "connector")
+    with pytest.raises(CryptoError, match="not for the key"):
+        keys.install_certificate(
+            "bank-07", other.tls_paths("bank-08")[0].read_bytes(), ca.cert_path.read_bytes()
+        )
+    stranger = CertificateAuthority(tmp_path / "stranger")
+    stranger.init(NOW)
+    with pytest.raises(CryptoError, match="not issued by the CA"):
+        keys.install_certificate(
+            "bank-07", keys.tls_paths("bank-07")[0].read_bytes(), stranger.cert_path.read_bytes()
+        )
+    for party in ("bank-07", "bank-08"):  # a party holds its own key, never the CA's
+        keys_found = {p.name for p in (tmp_path / party).rglob("*.key")}
+        assert keys_found == {f"{party}.key"}
+
+
+def _health(address: str, keys: KeyDir, name: str) -> None:
+    channel = open_channel(address, tls=keys.tls(name), server_name="registry")
+    try:
+        health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=10)
+    finally:
+        channel.close()
+
+
+def test_revocation_takes_effect_on_the_next_call_and_a_forged_list_admits_nobody(
+    ca: CertificateAuthority, tmp_path: Path
+) -> None:
+    server_keys = _enrol(ca, tmp_path, "registry", "connector")
+    good = _enrol(ca, tmp_path, "service", "service")
+    bad = _enrol(ca, tmp_path, "intake-b", "intake")
+    running = create_server(
+        "127.0.0.1:0", tls=server_keys.tls("registry"), roles={}, register=[], party="registry"
+    )
+    address = f"127.0.0.1:{running.port}"
+    try:
+        _health(address, bad, "intake-b")
+        ca.revoke(NOW, name="intake-b")
+        (server_keys.root / "crl.pem").write_bytes(ca.crl_path.read_bytes())
+        with pytest.raises(grpc.RpcError) as info:
+            _health(address, bad, "intake-b")
+        assert info.value.code() == grpc.StatusCode.UNAUTHENTICATED  # type: ignore[attr-defined]
+        _health(address, good, "service")  # the others go on
+        # a list signed by another CA would un-revoke: it is refused, and so is every call
+        stranger = CertificateAuthority(tmp_path / "stranger")
+        stranger.init(NOW)
+        forged = revocation_list(stranger._ca(), [], now=NOW)
+        (server_keys.root / "crl.pem").write_bytes(forged)
+        with pytest.raises(grpc.RpcError) as info:
+            _health(address, good, "service")
+        assert info.value.code() == grpc.StatusCode.UNAVAILABLE  # type: ignore[attr-defined]
+    finally:
+        running.stop(0)
+    scraped = _scrape()
+    assert 'hedui_rpc_requests_total{code="UNAUTHENTICATED"' in scraped
+    assert 'party="registry"' in scraped
+
+
+def _scrape() -> str:
+    server = metrics.serve_metrics("127.0.0.1:0")
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{server.server_port}/metrics") as r:
+            return str(r.read().decode())
+    finally:
+        server.shutdown()
+
+
+def test_one_loader_names_a_bad_setting_and_takes_overrides(tmp_path: Path) -> None:
+    table = {"keys_dir": "k", "state_dir": "s", "connectors": ["hrss"], "log_origin": "o"}
+    config = load_settings(CustodianConfig, table, {"HEDUI_MIN_BANKS": "5"}, "c.toml")
+    assert config.min_banks == 5 and config.keys_dir == Path("k")
+    with pytest.raises(ConfigFileError, match="HEDUI_MIN_BANKS: min_banks must be a int"):
+        load_settings(CustodianConfig, table, {"HEDUI_MIN_BANKS": "many"}, "c.toml")
+    with pytest.raises(ConfigFileError, match="unknown setting.*min_bank"):
+        load_settings(CustodianConfig, {**table, "min_bank": 3}, {}, "c.toml")
+    with pytest.raises(ConfigFileError, match="state_dir required"):
+        load_settings(
+            CustodianConfig, {"keys_dir": "k", "connectors": [], "log_origin": "o"}, {}, "c"
+        )
+
+
+def test_a_party_logs_json_lines_with_its_time_zone() -> None:
+    out = io.StringIO()
+    handler = logging.StreamHandler(out)
+    handler.setFormatter(ZonedJsonFormatter())
+    logger = logging.getLogger("hedui.test.json")
+    logger.addHandler(handler)
+    logger.warning("registry listening on %s", "127.0.0.1:7001")
+    line = json.loads(out.getvalue())
+    assert line["message"] == "registry listening on 127.0.0.1:7001"
+    assert line["level"] == "WARNING" and line["time"].endswith("+08:00")
