@@ -122,7 +122,7 @@ def test_one_loader_names_a_bad_setting_and_takes_overrides(tmp_path: Path) -> N
     assert config.min_banks == 5 and config.keys_dir == Path("k")
     with pytest.raises(ConfigFileError, match="HEDUI_MIN_BANKS: min_banks must be a int"):
         load_settings(CustodianConfig, table, {"HEDUI_MIN_BANKS": "many"}, "c.toml")
-    with pytest.raises(ConfigFileError, match="unknown setting.*min_bank"):
+    with pytest.raises(ConfigFileError, match=r"unknown setting.*min_bank"):
         load_settings(CustodianConfig, {**table, "min_bank": 3}, {}, "c.toml")
     with pytest.raises(ConfigFileError, match="state_dir required"):
         load_settings(
