@@ -200,6 +200,20 @@ def cmd_keys_rotate(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_connector_sync(args: argparse.Namespace) -> int:
+    from hedui.clients.connector_cli import sync_on_host
+
+    return sync_on_host(
+        args.name,
+        args.config,
+        args.authority,
+        args.epoch,
+        _today(),
+        allow_shrink=args.allow_shrink,
+        say=_say,
+    )
+
+
 def cmd_connector_import(args: argparse.Namespace) -> int:
     if args.config is not None:
         from hedui.clients.connector_cli import import_on_host
@@ -651,6 +665,26 @@ def build_parser() -> argparse.ArgumentParser:
         "(default: the running deployment's, from the service's config)",
     )
     p.set_defaults(func=cmd_connector_import)
+    p = con.add_parser(
+        "sync", help="build a connector's token index from its source database ([source])"
+    )
+    p.add_argument("name", help="the connector, e.g. bank-07 (checked against the config)")
+    p.add_argument("--config", type=Path, required=True, help="the connector's config file")
+    p.add_argument(
+        "--authority", required=True, help="address of the token authority (the registry)"
+    )
+    p.add_argument(
+        "--epoch",
+        type=_positive,
+        default=1,
+        help="the token epoch the registry's operator announced (default: 1)",
+    )
+    p.add_argument(
+        "--allow-shrink",
+        action="store_true",
+        help="accept a source that empties the connector or drops over 20%% of its people",
+    )
+    p.set_defaults(func=cmd_connector_sync)
 
     p = sub.add_parser("up", help="run a deployment on this machine until Ctrl-C")
     p.add_argument(

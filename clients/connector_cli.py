@@ -1,4 +1,5 @@
-"""A connector's data on its own host: import a CSV file (`hedui connector import --config`).
+"""A connector's data on its own host: import a CSV file (`hedui connector import --config`)
+or read its source system's database (`hedui connector sync NAME --config FILE`).
 
 The IDs of the file become the connector's tokens at the token authority (blinded evaluation
 under the connector's own certificate); the database is written atomically and sealed with the
@@ -9,10 +10,13 @@ from __future__ import annotations
 
 import datetime as dt
 import os
+import time
+from collections.abc import Callable
 from pathlib import Path
 
 from hedui.clients.errors import ClientError
 from hedui.connectors.importer import (
+    Dataset,
     check_shrink,
     current_population,
     read_dataset,
@@ -22,7 +26,9 @@ from hedui.connectors.importer import (
 from hedui.connectors.integrity import RowSeal
 from hedui.connectors.serve import load_connector_config
 from hedui.connectors.server import ConnectorSettings
+from hedui.connectors.source import load_source, read_source
 from hedui.connectors.tokenizer import AuthorityTokenizer
+from hedui.core.deployment import kind_of
 from hedui.core.keystore import REGISTRY_ID, KeyDir
 
 
@@ -69,4 +75,59 @@ def import_on_host(
         tokenizer.close()
     write_database(db, data, RowSeal(keys.connector_integrity_key(cid), cid))
     print(f"imported {data.size} people into {cid} ({db}, stored by token, not by ID number)")
+    return 0
+
+
+def sync_on_host(
+    name: str,
+    config: Path,
+    authority: str,
+    epoch: int,
+    today: dt.date,
+    *,
+    allow_shrink: bool = False,
+    say: Callable[[str], None] = lambda _: None,
+) -> int:
+    """Build the connector's token index from its source database: read every declared field's
+    query, turn the IDs into tokens at the token authority, write the sealed index atomically,
+    and report the counts."""
+    settings = load_connector_config(config, dict(os.environ))
+    assert settings.keys_dir is not None
+    cid = settings.connector_id
+    if cid != name:
+        raise ClientError(f"{config} configures {cid}, not {name}")
+    if cid == REGISTRY_ID:
+        raise ClientError("the household register is imported from its file (connector import)")
+    source = load_source(config, dict(os.environ))
+    keys, db = KeyDir(settings.keys_dir), sqlite_path(settings)
+    started = time.monotonic()
+
+    def progress(field: str, rows: int) -> None:
+        say(f"{cid}: {field}: {rows} rows read")
+
+    per_id = read_source(source, kind_of(cid), today=today, progress=progress)
+    before = current_population(db, cid)
+    if not allow_shrink:
+        check_shrink(cid, before, len(per_id))
+    tokenizer = AuthorityTokenizer(
+        authority, None if settings.insecure else keys.tls(cid), cid, epoch
+    )
+    try:
+        ids = list(per_id)
+        say(f"{cid}: {len(ids)} people; making their tokens at the token authority …")
+        tokens = tokenizer.tokens(ids) if ids else []
+        data = Dataset(
+            cid,
+            totals={t: per_id[i] for i, t in zip(ids, tokens, strict=True)},
+            token_key_check=tokenizer.check_value(),
+            epoch=tokenizer.epoch,
+        )
+    finally:
+        tokenizer.close()
+    write_database(db, data, RowSeal(keys.connector_integrity_key(cid), cid))
+    print(
+        f"synced {cid} from its source: {data.size} people (before: "
+        f"{before if before is not None else 'none'}), {len(source.queries)} fields, in "
+        f"{time.monotonic() - started:.1f} s; restart `hedui serve connector {cid}` to serve it"
+    )
     return 0

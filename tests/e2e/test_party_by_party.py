@@ -1,12 +1,15 @@
 """A deployment installed party by party, as README "Operating hedui" walks it: each party in
 its own directory (its "host") with only its own keys, enrolled at an offline CA by a signing
-request, public files exchanged by hand, each started with `hedui serve`. Its verdicts agree
+request, public files exchanged by hand, each started with `hedui serve`; one bank's connector
+reads its core system's PostgreSQL database (`hedui connector sync`), the others CSV files. Its verdicts agree
 with the independent oracle; a revoked certificate gets UNAUTHENTICATED; and no party's
 directory holds another party's private key."""
 
 from __future__ import annotations
 
+import csv
 import os
+import secrets
 import shutil
 import signal
 import subprocess
@@ -18,6 +21,7 @@ from pathlib import Path
 
 import grpc
 import pytest
+from sqlalchemy import create_engine, text
 
 from hedui.clients.cli import main
 from hedui.clients.intake import IntakeClient, IntakeProfile, verdict_to_dict
@@ -25,6 +29,7 @@ from hedui.connectors.population import PopulationSummary, generate
 from hedui.core.deployment import DEPARTMENT_KINDS, bank_ids
 from hedui.core.rpc import open_channel
 from hedui.proto.v1 import verification_pb2, verification_pb2_grpc
+from tests.conftest import PG, PG_BASE
 from tests.e2e import oracle
 from tests.e2e.conftest import STANDARD, TODAY, consent_for, grpc_code
 
@@ -106,8 +111,65 @@ def _connector_toml(root: Path, party: str, extra: str = "") -> Path:
     return path
 
 
+SYNCED = BANKS[0]
+
+
+def _core_banking(url: str, csv_file: Path) -> str:
+    """A bank's core system standing in: customers and their accounts (several per person, two
+    kinds) in a PostgreSQL schema of its own, filled from the bank's CSV; the connector's
+    [source] table that reads it."""
+    engine = create_engine(url)
+    with engine.begin() as conn:
+        conn.execute(
+            text("CREATE TABLE customers (customer_no serial PRIMARY KEY, id_number text)")
+        )
+        conn.execute(text("CREATE TABLE accounts (customer_no int, kind text, balance_fen bigint)"))
+        with csv_file.open() as f:
+            for row in csv.DictReader(f):
+                no = conn.execute(
+                    text("INSERT INTO customers (id_number) VALUES (:i) RETURNING customer_no"),
+                    {"i": row["id_number"]},
+                ).scalar_one()
+                deposits = int(row["deposits"])
+                for kind, fen in (
+                    ("deposit", deposits // 2),
+                    ("deposit", deposits - deposits // 2),
+                    ("wealth", int(row["wealth_products"])),
+                ):
+                    conn.execute(
+                        text("INSERT INTO accounts VALUES (:n, :k, :b)"),
+                        {"n": no, "k": kind, "b": fen},
+                    )
+    engine.dispose()
+    query = (
+        "SELECT c.id_number, a.balance_fen FROM accounts a "
+        "JOIN customers c USING (customer_no) WHERE a.kind = '{}'"
+    )
+    return (
+        f'\n[source]\nurl = "{url}"\n[source.queries]\n'
+        f'deposits = "{query.format("deposit")}"\nwealth_products = "{query.format("wealth")}"\n'
+    )
+
+
 @pytest.fixture(scope="module")
-def install(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Install]:
+def source() -> Iterator[str]:
+    """A PostgreSQL schema of its own (the bank's core system)."""
+    if not PG:
+        if os.environ.get("CI"):
+            pytest.fail("PostgreSQL on 127.0.0.1:5432 is required in CI")
+        pytest.skip("PostgreSQL is not running on 127.0.0.1:5432")
+    schema = f"corebank_{secrets.token_hex(4)}"
+    admin = create_engine(PG_BASE, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(text(f"CREATE SCHEMA {schema}"))
+    yield f"{PG_BASE}?options=-csearch_path%3D{schema}"
+    with admin.connect() as conn:
+        conn.execute(text(f"DROP SCHEMA {schema} CASCADE"))
+    admin.dispose()
+
+
+@pytest.fixture(scope="module")
+def install(tmp_path_factory: pytest.TempPathFactory, source: str) -> Iterator[Install]:
     root = tmp_path_factory.mktemp("hosts")
     data = tmp_path_factory.mktemp("data")
     summary = generate(data, households=12, seed=5, as_of=TODAY, standard_fen=STANDARD)
@@ -146,15 +208,20 @@ def install(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Install]:
         _hedui("connector", "import", "--config", str(config), "--file", str(data / "registry.csv"))
         processes["registry"] = _serve(root, "registry", "registry", "--config", str(config))
         addresses["registry"] = _address(root, "registry", processes["registry"])
-        # 5. each connector imports its data through the token authority and is served
+        # 5. each connector imports its data through the token authority and is served; the
+        # first bank reads its core system's database (PostgreSQL) instead of a file
         for c in CONNECTORS:
             (root / c / "db").mkdir()
-            config = _connector_toml(root, c)
-            file = data / f"{c}.csv"
-            _hedui(
-                "connector", "import", "--config", str(config), "--file", str(file),
-                "--authority", addresses["registry"],
-            )  # fmt: skip
+            if c == SYNCED:
+                config = _connector_toml(root, c, _core_banking(source, data / f"{c}.csv"))
+                _hedui("connector", "sync", c, "--config", str(config),
+                       "--authority", addresses["registry"])  # fmt: skip
+            else:
+                config = _connector_toml(root, c)
+                _hedui(
+                    "connector", "import", "--config", str(config), "--file", str(data / f"{c}.csv"),
+                    "--authority", addresses["registry"],
+                )  # fmt: skip
             processes[c] = _serve(root, c, "connector", c, "--config", str(config))
         for c in CONNECTORS:
             addresses[c] = _address(root, c, processes[c])
