@@ -103,7 +103,8 @@ def test_the_log_records_the_consent_without_an_id(up: Up) -> None:
         audit_key.token(parse_id(i)) for i in consent.signer_id_numbers
     ]
     # every database but the population register, and every log file
-    stores = [*up.workdir.root.joinpath("db").glob("*"), *up.workdir.log_dir.glob("*")]
+    stores = [*up.workdir.root.glob("parties/*/db/*"), *up.workdir.log_dir.glob("*")]
+    assert len(stores) > 80
     for path in (p for p in stores if p.name != "registry.sqlite"):
         data = path.read_bytes()
         for signer in consent.signer_id_numbers:

@@ -462,7 +462,7 @@ def test_zzz_offline_audit_names_the_changed_entry(up: Up) -> None:
     assert r.returncode == 0 and "verdict" in r.stdout
     # offline, nothing logs the search, and the CLI says so
     assert "was not logged" in r.stdout and "itself logged" not in r.stdout
-    db = sqlite3.connect(up.workdir.root / "db" / "audit.sqlite")
+    db = sqlite3.connect(up.workdir.party_dir("service") / "db" / "audit.sqlite")
     db.execute("DROP TRIGGER log_entry_no_update")
     (entry,) = db.execute("SELECT entry FROM log_entry WHERE idx = 3").fetchone()
     db.execute(
