@@ -56,6 +56,20 @@ from hedui.server.fanout import Endpoint
 log = logging.getLogger("hedui.deploy")
 
 SERVICE_ID = SERVICE  # the verification service's party name
+PER_PARTY = frozenset(
+    "HEDUI_" + name.upper()
+    for name in (
+        "address",
+        "metrics_address",
+        "keys_dir",
+        "state_dir",
+        "database_url",
+        "audit_database",
+        "service_database",
+        "connector_id",
+        "authority_config",
+    )
+)
 __all__ = ["load_authority_settings", "write_authority_config"]  # re-exported for the CLI
 
 
@@ -243,7 +257,11 @@ class Deployment:
     ) -> None:
         self.settings = settings
         self.workdir = workdir
-        self._env = dict(os.environ if env is None else env)
+        # the operator's HEDUI_* overrides reach every party, except those that name one party's
+        # own place (its address, keys, databases): `hedui up` writes those per party
+        self._env = {
+            k: v for k, v in (os.environ if env is None else env).items() if k not in PER_PARTY
+        }
         self._processes: list[PartyProcess] = []
         self._lock = threading.Lock()
         self._stopping = threading.Event()

@@ -3,7 +3,7 @@
     hedui ca init --dir CA                         the deployment's offline CA
     hedui keys request --party NAME --role ROLE --keys DIR
                                                    the party's keys, made here; a CSR to send
-    hedui ca sign --dir CA REQUEST.csr             the CA signs it (writes REQUEST.pem)
+    hedui ca sign --dir CA REQUEST.csr --name NAME --role ROLE   the CA signs it (REQUEST.pem)
     hedui keys install --party NAME --keys DIR --cert CERT --ca CA.pem [--crl CRL.pem]
     hedui ca revoke --dir CA --name NAME           a new revocation list, to copy to every party
     hedui serve service|custodian|registry|connector [NAME] --config FILE
@@ -25,7 +25,7 @@ from hedui.clients.provision import own_secrets
 from hedui.core.ca import CertificateAuthority
 from hedui.core.keyfiles import read_public
 from hedui.core.keystore import KeyDir
-from hedui.core.tls import ROLES
+from hedui.core.tls import ROLES, requested_hosts
 
 
 def _now() -> dt.datetime:
@@ -72,10 +72,12 @@ def cmd_ca_sign(args: argparse.Namespace) -> int:
         csr = args.request.read_bytes()
     except OSError as e:
         raise ClientError(f"cannot read {args.request}: {e.strerror}") from None
-    cert = ca.sign(csr, _now())
+    cert = ca.sign(csr, _now(), name=args.name, role=args.role)
     out = args.out or args.request.with_suffix(".pem")
     out.write_bytes(cert)
-    print(f"signed: {out}; send it with {ca.cert_path} and {ca.crl_path} to the party")
+    hosts = ", ".join(requested_hosts(csr)) or "loopback only"
+    print(f"signed {args.name} in role {args.role} (hosts: {hosts}): {out}")
+    print(f"send it with {ca.cert_path} and {ca.crl_path} to the party")
     return 0
 
 
@@ -156,6 +158,8 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     p = cas.add_parser("sign", help="sign a party's certificate signing request")
     p.add_argument("--dir", type=Path, required=True, help="the CA's directory")
     p.add_argument("request", type=Path, help="the party's .csr file (from `hedui keys request`)")
+    p.add_argument("--name", required=True, help="the party the request must be for, e.g. bank-07")
+    p.add_argument("--role", choices=ROLES, required=True, help="the role it must ask for")
     p.add_argument("--out", type=Path, help="where to write the certificate (default: REQUEST.pem)")
     p.set_defaults(func=cmd_ca_sign)
     p = cas.add_parser("revoke", help="revoke a certificate and write a new revocation list")

@@ -14,11 +14,12 @@ import datetime as dt
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 
+from hedui.core.ca import PARTY_NAME
 from hedui.core.custody import CUSTODIAN_ID
 from hedui.core.deployment import DEPARTMENT_KINDS
 from hedui.core.errors import CryptoError, KeyFileError
 from hedui.core.keyfiles import read_public
-from hedui.core.keystore import CLIENT_NAME, CLIENT_ROLES, REGISTRY_ID, KeyDir
+from hedui.core.keystore import CLIENT_ROLES, REGISTRY_ID, KeyDir
 from hedui.core.tls import identity_from_pem
 from hedui.core.workdir import Workdir
 
@@ -73,7 +74,8 @@ def enrol(
         return
     keys.create_own_keys(party, role_of(party), paillier_bits=paillier_bits, on_create=on_create)
     csr = keys.request_certificate(party, role_of(party))
-    keys.install_certificate(party, w.ca.sign(csr.read_bytes(), now), w.ca.cert_path.read_bytes())
+    signed = w.ca.sign(csr.read_bytes(), now, name=party, role=role_of(party))
+    keys.install_certificate(party, signed, w.ca.cert_path.read_bytes())
 
 
 def trusted_files(party: str, role: str, connector_ids: Sequence[str]) -> list[tuple[str, Path]]:
@@ -134,7 +136,7 @@ def enrol_client(w: Workdir, name: str, role: str, now: dt.datetime) -> None:
     if role not in CLIENT_ROLES:
         raise CryptoError(f"a client certificate is for one of {', '.join(CLIENT_ROLES)}")
     if (
-        not CLIENT_NAME.fullmatch(name)
+        not PARTY_NAME.fullmatch(name)
         or name in (SERVICE, CUSTODIAN_ID, REGISTRY_ID, *CLIENTS)
         or name.startswith(("hedui-", "bank-"))  # the names parties write their own entries as
         or name in DEPARTMENT_KINDS
@@ -148,5 +150,6 @@ def enrol_client(w: Workdir, name: str, role: str, now: dt.datetime) -> None:
     w.prepare_party(name)
     keys = w.keys(name)
     csr = keys.request_certificate(name, role)
-    keys.install_certificate(name, w.ca.sign(csr.read_bytes(), now), w.ca.cert_path.read_bytes())
+    signed = w.ca.sign(csr.read_bytes(), now, name=name, role=role)
+    keys.install_certificate(name, signed, w.ca.cert_path.read_bytes())
     distribute(w, [name], ())

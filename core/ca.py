@@ -12,6 +12,7 @@ The CA signs certificate signing requests (``hedui ca sign``); it never sees a p
 from __future__ import annotations
 
 import datetime as dt
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -19,7 +20,9 @@ from cryptography import x509
 
 from hedui.core.errors import CryptoError, KeyFileError
 from hedui.core.keyfiles import read_public, read_secret, write_public, write_secret
-from hedui.core.tls import Issued, create_ca, revocation_list, sign_request
+from hedui.core.tls import Issued, create_ca, requested_hosts, revocation_list, sign_request
+
+PARTY_NAME = re.compile(r"[a-z0-9][a-z0-9-]{1,46}[a-z0-9]")
 
 
 @dataclass(frozen=True)
@@ -75,10 +78,37 @@ class CertificateAuthority:
             raise KeyFileError(f"{self.root} holds no CA; run `hedui ca init --dir {self.root}`")
         return Issued(read_public(self.cert_path), read_secret(self._key_path))
 
-    def sign(self, csr_pem: bytes, now: dt.datetime) -> bytes:
+    def sign(
+        self,
+        csr_pem: bytes,
+        now: dt.datetime,
+        *,
+        name: str | None = None,
+        role: str | None = None,
+    ) -> bytes:
         """A certificate for the request; refused when its name already holds a valid one
-        (revoke that first), so that one name never has two live certificates."""
+        (revoke that first), so that one name never has two live certificates. ``name`` and
+        ``role``: what the CA's operator expects (checked against the request, which names
+        them itself). A name is 3 to 48 lower-case letters, digits and hyphens; an extra host
+        name the request asks for must be a DNS name with a dot (a host), never a bare name
+        that could be another party's (``custodian``, ``service``, ``bank-08``)."""
         cert_pem, who = sign_request(self._ca(), csr_pem, now=now)
+        if not PARTY_NAME.fullmatch(who.name) or who.name.startswith("hedui-"):
+            raise CryptoError(
+                f"the request names {who.name!r}: a party's name is 3 to 48 lower-case letters, "
+                "digits and hyphens (not starting with hedui-)"
+            )
+        if (name is not None and who.name != name) or (role is not None and who.role != role):
+            raise CryptoError(
+                f"the request is for {who.name} in role {who.role}, not {name} in role {role}; "
+                "nothing was signed"
+            )
+        for host in requested_hosts(csr_pem):
+            if host != who.name and "." not in host and ":" not in host:
+                raise CryptoError(
+                    f"the request asks for the bare host name {host!r}, which could be another "
+                    "party's name; give hosts as full DNS names (bank07.example) or IP addresses"
+                )
         live = [r for r in self.records() if r.name == who.name and not r.revoked]
         if live:
             raise CryptoError(

@@ -22,7 +22,6 @@ missing, so running it again reuses every existing key.
 from __future__ import annotations
 
 import datetime as dt
-import re
 import secrets
 from collections.abc import Callable, Iterable
 from pathlib import Path
@@ -61,7 +60,6 @@ SERVICE_PARTIES = {
 
 
 CLIENT_ROLES = ("intake", "auditor")
-CLIENT_NAME = re.compile(r"[a-z0-9][a-z0-9-]{1,46}[a-z0-9]")
 
 
 class KeyDir:

@@ -90,6 +90,16 @@ def request(name: str, role: str, hosts: Sequence[str] = ()) -> Issued:
     return Issued(csr.public_bytes(serialization.Encoding.PEM), _key_pem(key))
 
 
+def requested_hosts(csr_pem: bytes) -> list[str]:
+    """The DNS names and IP addresses a signing request asks to be valid for."""
+    try:
+        csr = x509.load_pem_x509_csr(csr_pem)
+        san = csr.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    except (ValueError, x509.ExtensionNotFound):
+        return []
+    return [str(n.value) for n in san if isinstance(n, x509.DNSName | x509.IPAddress)]
+
+
 def _ca_parts(ca: Issued) -> tuple[x509.Certificate, ec.EllipticCurvePrivateKey]:
     ca_cert = x509.load_pem_x509_certificate(ca.cert_pem)
     ca_key = serialization.load_pem_private_key(ca.key_pem, password=None)

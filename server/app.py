@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+import os
+import signal
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -77,6 +79,15 @@ class Settler:
 
     def _run(self) -> None:
         while not self._stop.wait(self._seconds):
+            if not self._verifier.requests.holds_its_lock():
+                # PostgreSQL dropped this replica's owner lock: the others may settle its
+                # claims as a dead replica's, so it stops (its supervisor starts a new life)
+                log.error(
+                    "this replica lost its claim lock on the state database (a database "
+                    "restart?); stopping so that no two replicas decide one request"
+                )
+                os.kill(os.getpid(), signal.SIGTERM)
+                return
             try:
                 answered, abandoned = self._verifier.settle()
             except Exception:  # a database hiccup: next round

@@ -203,6 +203,25 @@ class RequestBook:
             self._life.execute(text("SELECT pg_advisory_lock(:k)"), {"k": _lock_key(self.owner)})
             self._life.commit()
 
+    def holds_its_lock(self) -> bool:
+        """Whether this process still holds its owner lock (always, on SQLite). False once
+        PostgreSQL dropped the connection (a restart, a terminated backend): other replicas may
+        then settle this process's claims, so it must stop."""
+        if self._life is None:
+            return not self._postgres
+        try:
+            held = self._life.execute(
+                text(
+                    "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND granted "
+                    "AND pid = pg_backend_pid() AND objid::bigint = (CAST(:k AS bigint) & 4294967295)"
+                ),
+                {"k": _lock_key(self.owner)},
+            ).scalar()
+            self._life.commit()
+            return bool(held)
+        except SQLAlchemyError:
+            return False
+
     def close(self) -> None:
         if self._life is not None:
             self._life.close()

@@ -140,3 +140,22 @@ def test_a_party_logs_json_lines_with_its_time_zone() -> None:
     line = json.loads(out.getvalue())
     assert line["message"] == "registry listening on 127.0.0.1:7001"
     assert line["level"] == "WARNING" and line["time"].endswith("+08:00")
+
+
+def test_the_ca_signs_only_what_its_operator_expects(
+    ca: CertificateAuthority, tmp_path: Path
+) -> None:
+    """A bank asking for the service's role, or for a bare host name that is another party's,
+    or a name with odd characters, gets nothing signed."""
+    asks_service = KeyDir(tmp_path / "a").request_certificate("bank-07", "service")
+    with pytest.raises(CryptoError, match="not bank-07 in role connector"):
+        ca.sign(asks_service.read_bytes(), NOW, name="bank-07", role="connector")
+    posing = KeyDir(tmp_path / "b").request_certificate("bank-08", "connector", ["custodian"])
+    with pytest.raises(CryptoError, match="bare host name 'custodian'"):
+        ca.sign(posing.read_bytes(), NOW, name="bank-08", role="connector")
+    odd = KeyDir(tmp_path / "c").request_certificate("bank-09\tx", "connector")
+    with pytest.raises(CryptoError, match="lower-case letters"):
+        ca.sign(odd.read_bytes(), NOW)
+    hosted = KeyDir(tmp_path / "d").request_certificate("bank-10", "connector", ["bank10.example"])
+    ca.sign(hosted.read_bytes(), NOW, name="bank-10", role="connector")
+    assert [r.name for r in ca.records()] == ["bank-10"]

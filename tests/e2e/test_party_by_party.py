@@ -184,8 +184,9 @@ def install(tmp_path_factory: pytest.TempPathFactory, source: str) -> Iterator[I
         # 2. the CA signs; the party installs its certificate, the CA's and the revocation list
         csr = keys / "tls" / f"{party}.csr"
         _hedui(
-            "ca", "sign", "--dir", str(root / "ca"), str(csr), "--out", str(root / f"{party}.pem")
-        )
+            "ca", "sign", "--dir", str(root / "ca"), str(csr), "--out", str(root / f"{party}.pem"),
+            "--name", party, "--role", role,
+        )  # fmt: skip
         _hedui(
             "keys", "install", "--party", party, "--keys", str(keys),
             "--cert", str(root / f"{party}.pem"), "--ca", str(root / "ca" / "ca.pem"),
