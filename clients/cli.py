@@ -635,22 +635,28 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p = con.add_parser("import", help="replace a connector's data with a CSV file")
     where = p.add_mutually_exclusive_group(required=True)
-    where.add_argument("--workdir", type=Path, help=WORKDIR_HELP)
+    where.add_argument(
+        "--workdir",
+        type=Path,
+        help="the `hedui up` working directory (default: none; give --workdir or --config)",
+    )
     where.add_argument(
         "--config",
         type=Path,
-        help="on the connector's own host: its config file (as for `hedui serve connector`)",
+        help="on the connector's own host: its config file, as for `hedui serve connector` "
+        "(default: none; give --workdir or --config)",
     )
     p.add_argument(
         "--connector",
-        help="the connector to replace: registry, hrss, tax, …, bank-01 … bank-73 "
-        "(with --workdir; with --config, the config names it)",
+        help="with --workdir, the connector to replace: registry, hrss, tax, …, bank-01 … "
+        "bank-73 (default: none; with --config, the config names it)",
     )
     p.add_argument(
         "--epoch",
         type=_positive,
         default=1,
-        help="with --config: the token epoch the registry's operator announced (default: 1)",
+        help="with --config: the token epoch the registry's operator announced "
+        "(default: %(default)s)",
     )
     p.add_argument("--file", type=Path, required=True, help="CSV file with a header row")
     p.add_argument(
@@ -677,12 +683,13 @@ def build_parser() -> argparse.ArgumentParser:
         "--epoch",
         type=_positive,
         default=1,
-        help="the token epoch the registry's operator announced (default: 1)",
+        help="the token epoch the registry's operator announced (default: %(default)s)",
     )
     p.add_argument(
         "--allow-shrink",
         action="store_true",
-        help="accept a source that empties the connector or drops over 20%% of its people",
+        help="accept a source that empties the connector or drops over 20%% of its people "
+        "(default: refused)",
     )
     p.set_defaults(func=cmd_connector_sync)
 

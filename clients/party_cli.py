@@ -146,7 +146,7 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
         "--log-format",
         choices=["json", "text"],
         default="json",
-        help="log lines on stderr: JSON with the time zone (default), or text",
+        help="log lines on stderr: json (with the time zone) or text (default: %(default)s)",
     )
     p.set_defaults(func=cmd_serve)
 
@@ -165,8 +165,13 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     p = cas.add_parser("revoke", help="revoke a certificate and write a new revocation list")
     p.add_argument("--dir", type=Path, required=True, help="the CA's directory")
     group = p.add_mutually_exclusive_group(required=True)
-    group.add_argument("--name", help="the party whose live certificate to revoke")
-    group.add_argument("--serial", help="the certificate's serial number (hex, see `ca list`)")
+    group.add_argument(
+        "--name", help="the party whose live certificate to revoke (default: give --serial)"
+    )
+    group.add_argument(
+        "--serial",
+        help="the certificate's serial number, hex, see `ca list` (default: give --name)",
+    )
     p.set_defaults(func=cmd_ca_revoke)
     p = cas.add_parser("list", help="every certificate the CA signed")
     p.add_argument("--dir", type=Path, required=True, help="the CA's directory")
@@ -183,8 +188,8 @@ def add_keys_parsers(keys: argparse._SubParsersAction[argparse.ArgumentParser]) 
     p.add_argument(
         "--host",
         action="append",
-        help="a DNS name or IP address its server answers on (repeatable; loopback is "
-        "always included)",
+        help="a full DNS name or IP address its server answers on (repeatable; default: "
+        "loopback only)",
     )
     p.add_argument(
         "--paillier-bits",
@@ -198,5 +203,7 @@ def add_keys_parsers(keys: argparse._SubParsersAction[argparse.ArgumentParser]) 
     p.add_argument("--keys", type=Path, required=True, help="the party's key directory")
     p.add_argument("--cert", type=Path, required=True, help="the signed certificate")
     p.add_argument("--ca", type=Path, required=True, help="the CA's certificate (ca.pem)")
-    p.add_argument("--crl", type=Path, help="the CA's revocation list (crl.pem)")
+    p.add_argument(
+        "--crl", type=Path, help="the CA's revocation list, crl.pem (default: none; copy it later)"
+    )
     p.set_defaults(func=cmd_keys_install)

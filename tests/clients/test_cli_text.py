@@ -178,7 +178,7 @@ def test_since_equal_to_until_is_one_day(
         "--until", "2025-03-01", "--out", str(tmp_path / "e.json"),
     )  # fmt: skip
     assert code == 1  # no deployment here; but the period itself was accepted
-    assert "after" not in err and "hedui.toml" in err
+    assert "after" not in err and "service.toml" in err
 
 
 @pytest.mark.parametrize(

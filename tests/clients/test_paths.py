@@ -150,10 +150,19 @@ def test_audit_export_out_under_a_file_is_refused_before_anything(
     assert_clean_error(code, err, out, "--out")
 
 
+def _service_config(root: Path) -> None:
+    """A workdir's service config, with no running deployment."""
+    from hedui.core.workdir import Workdir
+
+    path = Workdir(root).service_config
+    path.parent.mkdir(parents=True)
+    path.write_text("[service]\n")
+
+
 def test_audit_verify_state_under_a_file_is_refused_before_anything(
     capsys: pytest.CaptureFixture[str], tmp_path: Path, a_file: Path
 ) -> None:
-    (tmp_path / "hedui.toml").write_text("[service]\n")  # a workdir, no running deployment
+    _service_config(tmp_path)  # a workdir, no running deployment
     state = a_file / "auditor" / "state.json"
     code, _, err = run(capsys, "audit", "verify", "--workdir", str(tmp_path), "--state", str(state))
     assert_clean_error(code, err, state, "--state")
@@ -161,7 +170,7 @@ def test_audit_verify_state_under_a_file_is_refused_before_anything(
 
 
 def test_audit_verify_state_is_a_folder(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
-    (tmp_path / "hedui.toml").write_text("[service]\n")
+    _service_config(tmp_path)
     code, _, err = run(
         capsys, "audit", "verify", "--workdir", str(tmp_path), "--state", str(tmp_path)
     )
@@ -174,7 +183,7 @@ def test_audit_verify_default_state_in_an_unwritable_home(
     a_file: Path,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    (tmp_path / "hedui.toml").write_text("[service]\n")
+    _service_config(tmp_path)
     monkeypatch.setenv("XDG_STATE_HOME", str(a_file / "state"))
     code, _, err = run(capsys, "audit", "verify", "--workdir", str(tmp_path))
     assert_clean_error(code, err, a_file / "state", "--state")
