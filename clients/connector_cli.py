@@ -16,9 +16,10 @@ from pathlib import Path
 
 from hedui.clients.errors import ClientError
 from hedui.connectors.importer import (
-    Dataset,
+    by_token,
     check_shrink,
     current_population,
+    holdings_dataset,
     read_dataset,
     validate_dataset,
     write_database,
@@ -40,6 +41,14 @@ def sqlite_path(settings: ConnectorSettings) -> Path:
             f"sqlite:///PATH), not {settings.database_url.split(':', 1)[0]}"
         )
     return Path(settings.database_url[len(prefix) :])
+
+
+def _tokenizer(
+    settings: ConnectorSettings, keys: KeyDir, authority: str, epoch: int
+) -> AuthorityTokenizer:
+    """The connector's client of the token authority, under its own certificate."""
+    cid = settings.connector_id
+    return AuthorityTokenizer(authority, None if settings.insecure else keys.tls(cid), cid, epoch)
 
 
 def import_on_host(
@@ -66,9 +75,7 @@ def import_on_host(
         return 0
     if not authority:
         raise ClientError("--authority HOST:PORT is required: the token authority (the registry)")
-    tokenizer = AuthorityTokenizer(
-        authority, None if settings.insecure else keys.tls(cid), cid, epoch
-    )
+    tokenizer = _tokenizer(settings, keys, authority, epoch)
     try:
         data = read_dataset(file, cid, tokenizer, today=today)
     finally:
@@ -109,19 +116,10 @@ def sync_on_host(
     before = current_population(db, cid)
     if not allow_shrink:
         check_shrink(cid, before, len(per_id))
-    tokenizer = AuthorityTokenizer(
-        authority, None if settings.insecure else keys.tls(cid), cid, epoch
-    )
+    tokenizer = _tokenizer(settings, keys, authority, epoch)
     try:
-        ids = list(per_id)
-        say(f"{cid}: {len(ids)} people; making their tokens at the token authority …")
-        tokens = tokenizer.tokens(ids) if ids else []
-        data = Dataset(
-            cid,
-            totals={t: per_id[i] for i, t in zip(ids, tokens, strict=True)},
-            token_key_check=tokenizer.check_value(),
-            epoch=tokenizer.epoch,
-        )
+        say(f"{cid}: {len(per_id)} people; making their tokens at the token authority …")
+        data = holdings_dataset(cid, by_token(per_id, tokenizer), tokenizer)
     finally:
         tokenizer.close()
     write_database(db, data, RowSeal(keys.connector_integrity_key(cid), cid))

@@ -33,11 +33,7 @@ from hedui.clients.provision import SERVICE, provision
 from hedui.connectors.errors import ConnectorError, ImportRejected
 from hedui.connectors.importer import Dataset, read_dataset, validate_dataset, write_database
 from hedui.connectors.integrity import RowSeal
-from hedui.connectors.serve import (
-    connector_config_toml,
-    load_authority_settings,
-    write_authority_config,
-)
+from hedui.connectors.serve import connector_config_toml, write_authority_config
 from hedui.connectors.server import ConnectorSettings
 from hedui.connectors.store import HoldingStore, open_engine
 from hedui.connectors.tokenizer import AuthorityTokenizer
@@ -70,7 +66,6 @@ PER_PARTY = frozenset(
         "authority_config",
     )
 )
-__all__ = ["load_authority_settings", "write_authority_config"]  # re-exported for the CLI
 
 
 @dataclass(frozen=True)
@@ -222,7 +217,6 @@ def _epoch_of(w: Workdir, connector_id: str) -> int | None:
 class PartyProcess:
     """One ``hedui serve`` process: the parties it serves, its command, its OS process."""
 
-    kind: str  # registry, connector, custodian, service
     parties: list[str]
     argv: list[str]
     log_file: Path
@@ -321,6 +315,15 @@ class Deployment:
             )
         p.started_at = time.monotonic()
 
+    def _ready(self, p: PartyProcess) -> dict[str, int]:
+        """Wait until the process listens (see _await); then note its pid for operators."""
+        ports = self._await(p)
+        assert p.process is not None
+        for party in p.parties:
+            if party in (SERVICE_ID, CUSTODIAN_ID, REGISTRY_ID):
+                self.workdir.pid_file(party).write_text(f"{p.process.pid}\n", encoding="utf-8")
+        return ports
+
     def _await(self, p: PartyProcess, timeout: float = 180.0) -> dict[str, int]:
         """The ports of the process's parties once each listens; an error naming the process
         (and the last lines of its log) if it exits first."""
@@ -343,15 +346,11 @@ class Deployment:
     def _start_process(self, kind: str, parties: list[str], configs: list[Path]) -> dict[str, int]:
         label = parties[0] if len(parties) == 1 else f"connectors-{len(self._processes)}"
         p = PartyProcess(
-            kind, parties, serve_command(kind, configs), self.workdir.log_dir / f"{label}.log"
+            parties, serve_command(kind, configs), self.workdir.log_dir / f"{label}.log"
         )
         self._launch(p)
-        ports = self._await(p)
+        ports = self._ready(p)
         self._processes.append(p)
-        assert p.process is not None
-        for party in parties:
-            if party in (SERVICE_ID, CUSTODIAN_ID, REGISTRY_ID):
-                self.workdir.pid_file(party).write_text(f"{p.process.pid}\n", encoding="utf-8")
         return ports
 
     def _supervise(self) -> None:
@@ -383,7 +382,7 @@ class Deployment:
                             continue
                     try:
                         self._launch(p)
-                        self._await(p)
+                        self._ready(p)
                     except ConnectorError as e:
                         failures[i] = failures.get(i, 0) + 1
                         delay = min(60.0, 2.0 ** failures[i])
@@ -392,12 +391,6 @@ class Deployment:
                     else:
                         self.restarts += 1
                         del not_before[i]
-                        assert p.process is not None
-                        for party in p.parties:
-                            if party in (SERVICE_ID, CUSTODIAN_ID, REGISTRY_ID):
-                                self.workdir.pid_file(party).write_text(
-                                    f"{p.process.pid}\n", encoding="utf-8"
-                                )
                         log.warning("%s restarted", p.describe())
                     break
 

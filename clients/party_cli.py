@@ -118,7 +118,7 @@ def cmd_keys_install(args: argparse.Namespace) -> int:
     keys = KeyDir(args.keys)
     who = keys.install_certificate(args.party, read_public(args.cert), read_public(args.ca))
     if args.crl is not None:
-        (keys.root / "crl.pem").write_bytes(read_public(args.crl))
+        keys.receive("crl.pem", read_public(args.crl))
     print(f"certificate of {who.name} (role {who.role}) installed in {keys.tls_paths(who.name)[0]}")
     return 0
 

@@ -101,12 +101,8 @@ def distribute(w: Workdir, parties: Iterable[str], connector_ids: Sequence[str])
     ca_pem, crl_pem = w.ca.cert_path.read_bytes(), w.ca.crl_path.read_bytes()
     for party in parties:
         keys = w.keys(party)
-        for name, data in (("ca.pem", ca_pem), ("crl.pem", crl_pem)):
-            target = keys.root / name
-            if not target.exists() or target.read_bytes() != data:
-                tmp = target.with_name(name + ".tmp")
-                tmp.write_bytes(data)
-                tmp.replace(target)
+        keys.receive("ca.pem", ca_pem)
+        keys.receive("crl.pem", crl_pem)
         role = identity_from_pem(read_public(keys.tls_paths(party)[0])).role
         for whose, relative in trusted_files(party, role, connector_ids):
             keys.trust(w.keys(whose), relative)

@@ -126,7 +126,13 @@ def read_holdings(
 ) -> dict[bytes, dict[str, int]]:
     """Validate a connector's CSV and return its totals per token: the ID numbers go to the
     token authority blinded, and are not kept."""
-    per_id = parse_holdings(path, kind, today=today)
+    return by_token(parse_holdings(path, kind, today=today), tokenizer)
+
+
+def by_token(
+    per_id: dict[str, dict[str, int]], tokenizer: Tokenizer
+) -> dict[bytes, dict[str, int]]:
+    """Totals per ID number as totals per token (the IDs go to the token authority blinded)."""
     ids = list(per_id)
     tokens = tokenizer.tokens(ids) if ids else []
     return {t: per_id[i] for i, t in zip(ids, tokens, strict=True)}
@@ -260,6 +266,13 @@ def read_dataset(
     totals = (
         read_holdings(path, kind_of(connector_id), tokenizer, today=today) if path.exists() else {}
     )
+    return holdings_dataset(connector_id, totals, tokenizer)
+
+
+def holdings_dataset(
+    connector_id: str, totals: dict[bytes, dict[str, int]], tokenizer: Tokenizer
+) -> Dataset:
+    """A connector's data set: its totals per token, of the tokenizer's epoch and key."""
     return Dataset(
         connector_id,
         totals=totals,

@@ -19,13 +19,7 @@ from hedui.core.config import load_settings, read_toml, to_toml, toml_value
 from hedui.core.errors import ConfigFileError
 from hedui.core.keystore import REGISTRY_ID, KeyDir
 from hedui.core.rpc import RunningServer
-from hedui.core.serving import (
-    Started,
-    host_of,
-    listening_file,
-    run_until_signalled,
-    start_metrics,
-)
+from hedui.core.serving import Started, run_until_signalled
 
 
 def load_connector_config(path: Path, env: Mapping[str, str]) -> ConnectorSettings:
@@ -86,13 +80,11 @@ def _start(path: Path, env: Mapping[str, str], registry: bool) -> Started:
         if settings.connector_id == REGISTRY_ID:
             raise ConfigFileError(f"{path} is the registry's: use `hedui serve registry`")
         running = start_connector(settings, keys)
-    return Started(settings.connector_id, host_of(settings.address), running, listening_file(path))
+    return Started(settings.connector_id, settings.address, running, path, settings.metrics_address)
 
 
 def serve_registry(config_path: Path, env: Mapping[str, str]) -> None:
-    started = _start(config_path, env, registry=True)
-    start_metrics(load_connector_config(config_path, env).metrics_address)
-    run_until_signalled([started])
+    run_until_signalled([_start(config_path, env, registry=True)])
 
 
 def serve_connectors(
@@ -107,9 +99,6 @@ def serve_connectors(
                 s.server.stop(0)
                 raise ConfigFileError(f"{path} configures {s.party}, not {name}")
             started.append(s)
-        # one endpoint per process: the first config that names one
-        addresses = [load_connector_config(p, env).metrics_address for p in config_paths]
-        start_metrics(next((a for a in addresses if a), ""))
     except BaseException:
         for s in started:
             s.server.stop(0)

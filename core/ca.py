@@ -19,7 +19,13 @@ from pathlib import Path
 from cryptography import x509
 
 from hedui.core.errors import CryptoError, KeyFileError
-from hedui.core.keyfiles import read_public, read_secret, write_public, write_secret
+from hedui.core.keyfiles import (
+    read_public,
+    read_secret,
+    replace_public,
+    write_public,
+    write_secret,
+)
 from hedui.core.tls import Issued, create_ca, requested_hosts, revocation_list, sign_request
 
 PARTY_NAME = re.compile(r"[a-z0-9][a-z0-9-]{1,46}[a-z0-9]")
@@ -151,7 +157,5 @@ class CertificateAuthority:
             lines.append(f"{r.serial:x}\t{r.name}\t{r.role}\t{r.issued_on}\t{mark}\n")
         write_public(self._issued_path, "".join(lines).encode())
         revoked = [r.serial for r in records if r.revoked or r.serial == target]
-        tmp = self.crl_path.with_name("crl.pem.tmp")
-        write_public(tmp, revocation_list(self._ca(), revoked, now=now))
-        tmp.replace(self.crl_path)
+        replace_public(self.crl_path, revocation_list(self._ca(), revoked, now=now))
         return target

@@ -27,6 +27,14 @@ def write_public(path: Path, data: bytes) -> None:
     path.write_bytes(data)
 
 
+def replace_public(path: Path, data: bytes) -> None:
+    """Write a public file in one step (a reader never sees half of it): beside it, then moved."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_bytes(data)
+    tmp.replace(path)
+
+
 def read_secret(path: Path) -> bytes:
     """Read a secret file, refusing one that its group or other users may read."""
     try:

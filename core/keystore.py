@@ -34,7 +34,13 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 
 from hedui.core import signing
 from hedui.core.errors import CryptoError, KeyFileError
-from hedui.core.keyfiles import read_public, read_secret, write_public, write_secret
+from hedui.core.keyfiles import (
+    read_public,
+    read_secret,
+    replace_public,
+    write_public,
+    write_secret,
+)
 from hedui.core.paillier import DEFAULT_KEY_BITS, PrivateKey, PublicKey, generate_keypair
 from hedui.core.tls import (
     Issued,
@@ -219,25 +225,19 @@ class KeyDir:
             if not (d / "integrity.key").exists():
                 write_secret(d / "integrity.key", secrets.token_bytes(KEY_BYTES))
 
-    def public_files(self) -> list[Path]:
-        """What this directory holds that others may have (paths relative to its root)."""
-        return sorted(
-            p.relative_to(self.root)
-            for p in self.root.rglob("*")
-            if p.is_file() and p.suffix in (".pub", ".pem") and p.parent.name != "tls"
-        ) + ([self._epoch_path.relative_to(self.root)] if self._epoch_path.exists() else [])
-
     def trust(self, source: KeyDir, relative: Path) -> None:
         """Copy one public file of another party into this directory (what an operator
         does with the files another party's operator sends)."""
         if relative.suffix == ".key":
             raise CryptoError(f"{relative} is a private key; parties exchange public files only")
-        data = read_public(source.root / relative)
+        self.receive(relative, read_public(source.root / relative))
+
+    def receive(self, relative: Path | str, data: bytes) -> None:
+        """Put a public file received from elsewhere (another party's key, the CA's
+        certificate or revocation list) in its place, in one step, when it changed."""
         target = self.root / relative
         if not target.exists() or target.read_bytes() != data:
-            tmp = target.with_name(target.name + ".tmp")
-            write_public(tmp, data)
-            tmp.replace(target)
+            replace_public(target, data)
 
     def required(self, connector_ids: Iterable[str]) -> list[Path]:
         """Every file of a complete key set for these connectors."""

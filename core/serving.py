@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
+from hedui.core.keyfiles import replace_public
 from hedui.core.metrics import serve_metrics
 
 log = logging.getLogger("hedui.serve")
@@ -30,46 +31,46 @@ class Stoppable(Protocol):
 
 @dataclass(frozen=True)
 class Started:
+    """A party's running server, as its config placed it."""
+
     party: str
-    host: str
+    configured: str  # the address of its config, HOST:PORT (port 0: any free one)
     server: Stoppable
-    listening_file: Path | None
+    config_path: Path
+    metrics_address: str = ""  # HOST:PORT of the process's /metrics ("" = none)
 
     @property
     def address(self) -> str:
-        return f"{self.host}:{self.server.port}"
+        return f"{self.configured.rsplit(':', 1)[0]}:{self.server.port}"
 
-
-def listening_file(config_path: Path) -> Path:
-    """Where ``hedui serve --config DIR/NAME.toml`` writes its address: ``DIR/run/NAME.listening``."""
-    return config_path.parent / "run" / f"{config_path.stem}.listening"
-
-
-def host_of(address: str) -> str:
-    return address.rsplit(":", 1)[0]
+    @property
+    def listening_file(self) -> Path:
+        """``DIR/run/NAME.listening`` for ``--config DIR/NAME.toml``."""
+        return self.config_path.parent / "run" / f"{self.config_path.stem}.listening"
 
 
 def announce(started: Started) -> None:
     log.info("%s listening on %s (pid %d)", started.party, started.address, os.getpid())
-    if started.listening_file is not None:
-        started.listening_file.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-        tmp = started.listening_file.with_name(started.listening_file.name + ".tmp")
-        tmp.write_text(f"{started.address}\n", encoding="utf-8")
-        tmp.replace(started.listening_file)
+    started.listening_file.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    replace_public(started.listening_file, f"{started.address}\n".encode())
 
 
 def start_metrics(address: str) -> None:
     """Serve this process's Prometheus metrics on ``address`` (HOST:PORT), unless empty."""
     if address:
         server = serve_metrics(address)
-        log.info("metrics on http://%s:%d/metrics", host_of(address), server.server_port)
+        log.info(
+            "metrics on http://%s/metrics", f"{address.rsplit(':', 1)[0]}:{server.server_port}"
+        )
 
 
 def run_until_signalled(started: Sequence[Started], grace: float = 2.0) -> None:
-    """Announce every server, wait for SIGTERM or SIGINT, stop them (the last started first)."""
+    """Announce every server, serve the process's metrics (on the first address a config
+    names), wait for SIGTERM or SIGINT, stop them (the last started first)."""
     stop = threading.Event()
     previous = {s: signal.signal(s, lambda *_: stop.set()) for s in (signal.SIGINT, signal.SIGTERM)}
     try:
+        start_metrics(next((s.metrics_address for s in started if s.metrics_address), ""))
         for s in started:
             announce(s)
         while not stop.wait(1.0):
@@ -77,8 +78,7 @@ def run_until_signalled(started: Sequence[Started], grace: float = 2.0) -> None:
         log.info("stopping %s", ", ".join(s.party for s in started))
     finally:
         for s in reversed(started):
-            if s.listening_file is not None:
-                s.listening_file.unlink(missing_ok=True)
+            s.listening_file.unlink(missing_ok=True)
             s.server.stop(grace)
         for sig, handler in previous.items():
             signal.signal(sig, handler)

@@ -8,6 +8,7 @@ admit a peer by role (see :func:`peer_identity`). Keys are ECDSA P-256.
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import ipaddress
 import os
 import threading
@@ -227,16 +228,27 @@ def _identity(subject: x509.Name) -> PeerIdentity:
 
 
 def identity_from_pem(cert_pem: bytes) -> PeerIdentity:
-    return _identity(x509.load_pem_x509_certificate(cert_pem).subject)
+    return _identity(_certificate(cert_pem).subject)
+
+
+@functools.lru_cache(maxsize=1024)
+def _certificate(cert_pem: bytes) -> x509.Certificate:
+    """A peer certificate, parsed once however many calls it makes (identity, revocation)."""
+    return x509.load_pem_x509_certificate(cert_pem)
+
+
+def _peer_pem(context: grpc.ServicerContext) -> bytes | None:
+    pems = list(context.auth_context().get("x509_pem_cert") or [])
+    if not pems:
+        return None
+    first: bytes = pems[0]  # type: ignore[assignment]  # grpc-stubs types the values loosely
+    return first
 
 
 def peer_serial(context: grpc.ServicerContext) -> int | None:
     """The serial number of the peer's verified certificate, or None on a plaintext channel."""
-    pems = list(context.auth_context().get("x509_pem_cert") or [])
-    if not pems:
-        return None
-    first: bytes = pems[0]  # type: ignore[assignment]
-    return int(x509.load_pem_x509_certificate(first).serial_number)
+    pem = _peer_pem(context)
+    return None if pem is None else int(_certificate(pem).serial_number)
 
 
 @dataclass
@@ -277,12 +289,8 @@ class Revocations:
 
 def peer_identity(context: grpc.ServicerContext) -> PeerIdentity | None:
     """The verified identity of the peer of a mutual-TLS call, or None on a plaintext channel."""
-    auth = context.auth_context()
-    pems = list(auth.get("x509_pem_cert") or [])
-    if not pems:
-        return None
-    first: bytes = pems[0]  # type: ignore[assignment]  # grpc-stubs types the values loosely
-    return identity_from_pem(first)
+    pem = _peer_pem(context)
+    return None if pem is None else identity_from_pem(pem)
 
 
 def channel_options(server_name: str | None) -> list[tuple[str, object]]:

@@ -39,10 +39,6 @@ class Workdir:
     def tls(self, party: str) -> TlsMaterial:
         return self.keys(party).tls(party)
 
-    def parties(self) -> list[str]:
-        base = self.root / "parties"
-        return sorted(p.name for p in base.iterdir() if p.is_dir()) if base.is_dir() else []
-
     def config_file(self, party: str) -> Path:
         """The TOML file ``hedui serve`` reads for this party."""
         return self.party_dir(party) / f"{party}.toml"

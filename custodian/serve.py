@@ -6,19 +6,13 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from hedui.core.custody import CUSTODIAN_ID
-from hedui.core.serving import (
-    Started,
-    host_of,
-    listening_file,
-    run_until_signalled,
-    start_metrics,
-)
+from hedui.core.serving import Started, run_until_signalled
 from hedui.custodian.service import load_custodian_config, start_custodian
 
 
 def serve(config_path: Path, env: Mapping[str, str]) -> None:
     config = load_custodian_config(config_path, env)
     running = start_custodian(config)
-    start_metrics(config.metrics_address)
-    listening = listening_file(config_path)
-    run_until_signalled([Started(CUSTODIAN_ID, host_of(config.address), running, listening)])
+    run_until_signalled(
+        [Started(CUSTODIAN_ID, config.address, running, config_path, config.metrics_address)]
+    )

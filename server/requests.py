@@ -250,20 +250,25 @@ class RequestBook:
             return None
         return bytes(stored) if self._sealer is None else self._sealer.open(key, bytes(stored))
 
-    def _take_over(self, request_key: bytes) -> bool:
-        """Take over an abandoned claim (in progress for longer than the lease)."""
-        now = self._clock()
+    def _take(self, request_key: bytes, condition: Any, **values: Any) -> bool:
+        """Make an open claim this process's when ``condition`` still holds (one statement,
+        so two processes never both take it); whether it was taken."""
         with self._engine.begin() as conn:
             taken = conn.execute(
                 update(VerdictRecord)
                 .where(
                     VerdictRecord.request_key == request_key,
                     VerdictRecord.verdict.is_(None),
-                    VerdictRecord.claimed_at < now - self._lease,
+                    condition,
                 )
-                .values(claimed_at=now, owner=self.owner)
+                .values(owner=self.owner, **values)
             ).rowcount
         return bool(taken)
+
+    def _take_over(self, request_key: bytes) -> bool:
+        """Take over an abandoned claim (in progress for longer than the lease)."""
+        now = self._clock()
+        return self._take(request_key, VerdictRecord.claimed_at < now - self._lease, claimed_at=now)
 
     @_guarded
     def claim(self, request_key: bytes, application: bytes) -> tuple[bytes, bytes | None] | None:
@@ -432,21 +437,10 @@ class RequestBook:
         gone = {o: self._gone(o) for o in {r[4] for r in rows}}
         out = []
         for k, q, size, p, owner in rows:
-            if not gone[owner]:
-                continue
-            with self._engine.begin() as conn:
-                adopted = conn.execute(
-                    update(VerdictRecord)
-                    .where(
-                        VerdictRecord.request_key == k,
-                        VerdictRecord.verdict.is_(None),
-                        VerdictRecord.owner.is_(None)
-                        if owner is None
-                        else VerdictRecord.owner == owner,
-                    )
-                    .values(owner=self.owner)
-                ).rowcount
-            if adopted:
+            still_theirs = (
+                VerdictRecord.owner.is_(None) if owner is None else VerdictRecord.owner == owner
+            )
+            if gone[owner] and self._take(k, still_theirs):
                 out.append(
                     OpenClaim(
                         bytes(k), q, None if size is None else int(size), self._open(bytes(k), p)

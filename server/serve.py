@@ -6,13 +6,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from pathlib import Path
 
-from hedui.core.serving import (
-    Started,
-    host_of,
-    listening_file,
-    run_until_signalled,
-    start_metrics,
-)
+from hedui.core.serving import Started, run_until_signalled
 from hedui.server.app import start_service
 from hedui.server.config import load
 
@@ -20,6 +14,6 @@ from hedui.server.config import load
 def serve(config_path: Path, env: Mapping[str, str]) -> None:
     config = load(config_path, env)
     running = start_service(config)
-    start_metrics(config.metrics_address)
-    listening = listening_file(config_path)
-    run_until_signalled([Started("service", host_of(config.address), running, listening)])
+    run_until_signalled(
+        [Started("service", config.address, running, config_path, config.metrics_address)]
+    )

@@ -25,13 +25,14 @@ def _pg_available() -> bool:
 PG = _pg_available()
 
 
-@pytest.fixture
-def pg_url() -> Iterator[str]:
+def pg_schema(prefix: str) -> Iterator[str]:
+    """A PostgreSQL schema of its own, as a URL whose search path is that schema; dropped
+    afterwards (required in CI, skipped elsewhere when the server is not running)."""
     if not PG:
         if os.environ.get("CI"):
             pytest.fail("PostgreSQL on 127.0.0.1:5432 is required in CI")
         pytest.skip("PostgreSQL is not running on 127.0.0.1:5432")
-    schema = f"t_{secrets.token_hex(6)}"
+    schema = f"{prefix}_{secrets.token_hex(6)}"
     admin = create_engine(PG_BASE, isolation_level="AUTOCOMMIT")
     with admin.connect() as conn:
         conn.execute(text(f"CREATE SCHEMA {schema}"))
@@ -39,3 +40,8 @@ def pg_url() -> Iterator[str]:
     with admin.connect() as conn:
         conn.execute(text(f"DROP SCHEMA {schema} CASCADE"))
     admin.dispose()
+
+
+@pytest.fixture
+def pg_url() -> Iterator[str]:
+    yield from pg_schema("t")

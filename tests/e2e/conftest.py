@@ -21,7 +21,7 @@ import grpc
 import pytest
 
 from hedui.clients.consent import adults, signed_consent
-from hedui.clients.intake import IntakeProfile
+from hedui.clients.intake import IntakeClient, IntakeProfile, verdict_to_dict
 from hedui.connectors.population import PopulationSummary, generate
 from hedui.core.rpc import open_channel
 from hedui.core.workdir import Workdir
@@ -82,6 +82,26 @@ class Up:
 def simple_consent(case: str, signers: list[str]) -> verification_pb2.Consent:
     """A consent signed today by these people, for hand-written populations."""
     return signed_consent(case, TODAY, hashlib.sha256(case.encode()).digest(), signers)
+
+
+def verify_dibao(
+    profile: Path, id_number: str, request_id: str, consent: verification_pb2.Consent, **kw: str
+) -> dict:
+    """One dibao verification through the intake client of ``profile``, as a dict."""
+    client = IntakeClient(IntakeProfile.load(profile))
+    try:
+        v = client.verify(
+            verification_pb2.VerifyRequest(
+                request_id=request_id,
+                id_number=id_number,
+                program="dibao",
+                consent=consent,
+                **kw,
+            )
+        )
+    finally:
+        client.close()
+    return verdict_to_dict(v)
 
 
 def household_of(summary: PopulationSummary, id_number: str) -> str:

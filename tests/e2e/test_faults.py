@@ -14,7 +14,6 @@ import grpc
 import pytest
 
 from hedui.clients.deploy import Deployment, DeploySettings, prepare
-from hedui.clients.intake import IntakeClient, IntakeProfile, verdict_to_dict
 from hedui.connectors.integrity import RowSeal
 from hedui.connectors.sdk import Answerer, ConnectorServicer, GrantPolicy
 from hedui.connectors.server import CONNECTOR_SERVICE
@@ -25,7 +24,7 @@ from hedui.core.resident_id import make
 from hedui.core.rpc import RunningServer, create_server
 from hedui.core.workdir import Workdir
 from hedui.proto.v1 import connector_pb2, connector_pb2_grpc, verification_pb2
-from tests.e2e.conftest import simple_consent
+from tests.e2e.conftest import simple_consent, verify_dibao
 
 BANKS = ("bank-01", "bank-02", "bank-03", "bank-04", "bank-05")
 HEAD = make("330106", dt.date(1970, 3, 4), 11)
@@ -173,20 +172,7 @@ def faulty(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Workdir]:
 
 
 def _verify(w: Workdir, rid: str, id_number: str) -> dict:
-    client = IntakeClient(IntakeProfile.load(w.intake_profile))
-    try:
-        return verdict_to_dict(
-            client.verify(
-                verification_pb2.VerifyRequest(
-                    request_id=rid,
-                    id_number=id_number,
-                    program="dibao",
-                    consent=consent_of(id_number),
-                )
-            )
-        )
-    finally:
-        client.close()
+    return verify_dibao(w.intake_profile, id_number, rid, consent_of(id_number))
 
 
 def test_down_slow_and_garbage_banks_give_needs_review_naming_them(faulty: Workdir) -> None:

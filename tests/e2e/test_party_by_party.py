@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import csv
 import os
-import secrets
 import shutil
 import signal
 import subprocess
@@ -24,14 +23,14 @@ import pytest
 from sqlalchemy import create_engine, text
 
 from hedui.clients.cli import main
-from hedui.clients.intake import IntakeClient, IntakeProfile, verdict_to_dict
+from hedui.clients.intake import IntakeProfile
 from hedui.connectors.population import PopulationSummary, generate
 from hedui.core.deployment import DEPARTMENT_KINDS, bank_ids
 from hedui.core.rpc import open_channel
 from hedui.proto.v1 import verification_pb2, verification_pb2_grpc
-from tests.conftest import PG, PG_BASE
+from tests.conftest import pg_schema
 from tests.e2e import oracle
-from tests.e2e.conftest import STANDARD, TODAY, consent_for, grpc_code
+from tests.e2e.conftest import STANDARD, TODAY, consent_for, grpc_code, verify_dibao
 
 BANKS = bank_ids(3)
 CONNECTORS = (*DEPARTMENT_KINDS, *BANKS)
@@ -154,18 +153,7 @@ def _core_banking(url: str, csv_file: Path) -> str:
 @pytest.fixture(scope="module")
 def source() -> Iterator[str]:
     """A PostgreSQL schema of its own (the bank's core system)."""
-    if not PG:
-        if os.environ.get("CI"):
-            pytest.fail("PostgreSQL on 127.0.0.1:5432 is required in CI")
-        pytest.skip("PostgreSQL is not running on 127.0.0.1:5432")
-    schema = f"corebank_{secrets.token_hex(4)}"
-    admin = create_engine(PG_BASE, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(text(f"CREATE SCHEMA {schema}"))
-    yield f"{PG_BASE}?options=-csearch_path%3D{schema}"
-    with admin.connect() as conn:
-        conn.execute(text(f"DROP SCHEMA {schema} CASCADE"))
-    admin.dispose()
+    yield from pg_schema("corebank")
 
 
 @pytest.fixture(scope="module")
@@ -264,19 +252,8 @@ def install(tmp_path_factory: pytest.TempPathFactory, source: str) -> Iterator[I
 
 
 def _verify(install: Install, id_number: str, request_id: str, who: str = "intake") -> dict:
-    client = IntakeClient(IntakeProfile.load(install.profile(who)))
-    try:
-        v = client.verify(
-            verification_pb2.VerifyRequest(
-                request_id=request_id,
-                id_number=id_number,
-                program="dibao",
-                consent=consent_for(install.summary, id_number),
-            )
-        )
-    finally:
-        client.close()
-    return verdict_to_dict(v)
+    consent = consent_for(install.summary, id_number)
+    return verify_dibao(install.profile(who), id_number, request_id, consent)
 
 
 def test_verdicts_agree_with_the_oracle(install: Install) -> None:

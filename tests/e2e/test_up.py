@@ -20,27 +20,16 @@ from hedui.clients.intake import IntakeClient, IntakeProfile, verdict_to_dict
 from hedui.core.rpc import error_details
 from hedui.proto.v1 import verification_pb2
 from tests.e2e import oracle
-from tests.e2e.conftest import TODAY, Up, grpc_code
+from tests.e2e.conftest import TODAY, Up, grpc_code, verify_dibao
 
 USED_IDS: set[str] = set()
 
 
 def _verify(up: Up, id_number: str, request_id: str, **kw: str) -> dict:
     USED_IDS.add(id_number)
-    client = IntakeClient(IntakeProfile.load(up.workdir.intake_profile))
-    try:
-        v = client.verify(
-            verification_pb2.VerifyRequest(
-                request_id=request_id,
-                id_number=id_number,
-                program="dibao",
-                consent=up.consent(id_number),
-                **kw,
-            )
-        )
-    finally:
-        client.close()
-    return verdict_to_dict(v)
+    return verify_dibao(
+        up.workdir.intake_profile, id_number, request_id, up.consent(id_number), **kw
+    )
 
 
 def test_verdicts_agree_with_the_rules(up: Up) -> None:
