@@ -145,8 +145,9 @@ def recheck(
     authorisation: StandingAuthorisation,
     campaign: str | None = None,
     progress: Callable[[int, int], None] = lambda done, total: None,
-    attempts: int = 8,
+    patience: float = 300.0,
     sleep: Callable[[float], None] = time.sleep,
+    clock: Callable[[], float] = time.monotonic,
 ) -> Summary:
     entries = read_roster(roster)
     campaign = campaign or hashlib.sha256(roster.read_bytes() + program.encode()).hexdigest()[:12]
@@ -176,16 +177,24 @@ def recheck(
     try:
         with f:
             # a household is written once, with its verdict or a final refusal; one answered
-            # "being verified" or "unavailable" (a crash, a restart) is asked again, with backoff
-            for attempt in range(attempts):
-                if attempt:
-                    sleep(min(30.0, 2.0 ** (attempt - 1)))
+            # "being verified" or "unavailable" (a crash, a restart) is asked again, with backoff;
+            # it gives up once `patience` seconds have passed without a household settled (a
+            # service restarted after repeated crashes may be held back a minute by `hedui up`)
+            stalled, progressed_at = 0, clock()
+            while left:
+                if stalled:
+                    if clock() - progressed_at >= patience:
+                        break
+                    sleep(min(30.0, 2.0 ** (stalled - 1)))
+                before = len(left)
                 try:
                     last_error = _stream(stub, requests(left), left, campaign, f, summary, progress)
                 except grpc.RpcError as e:
                     last_error = describe_rpc_error(e)
-                if not left:
-                    break
+                if len(left) < before:
+                    stalled, progressed_at = 0, clock()
+                else:
+                    stalled += 1
     except OSError as e:
         raise ClientError(
             f"cannot write {out}: {(e.strerror or str(e)).lower()}; the results written so far "
@@ -198,7 +207,8 @@ def recheck(
         lines = sorted(n for n, _ in left.values())
         shown = ", ".join(str(n) for n in lines[:20]) + (" …" if len(lines) > 20 else "")
         raise ClientError(
-            f"{len(left)} household(s) could not be settled after {attempts} attempts "
+            f"{len(left)} household(s) could not be settled: {patience:.0f} s passed without "
+            "progress "
             f"(roster lines {shown}): {last_error or 'the service answered them as unavailable'}"
             f"\nthe others are in {out}; run the same command again to resume"
         )

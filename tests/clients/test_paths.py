@@ -235,3 +235,33 @@ def test_recheck_missing_roster_is_named_before_its_default_out(
         capsys, "recheck", "--workdir", str(tmp_path), "--ids", str(ids), *authorisation(tmp_path)
     )
     assert code == 1 and f"the roster {ids} is not a file" in err, err
+
+
+def test_recheck_keeps_retrying_an_unreachable_service_until_its_patience_runs_out(
+    tmp_path: Path,
+) -> None:
+    roster = tmp_path / "roster.txt"
+    roster.write_text("11010519491231002X\n")
+    out = tmp_path / "verdicts.jsonl"
+    now = [0.0]
+    slept: list[float] = []
+
+    def sleep(s: float) -> None:
+        slept.append(s)
+        now[0] += s
+
+    with pytest.raises(ClientError) as info:
+        recheck(
+            IntakeProfile(f"127.0.0.1:{closed_port()}", "service", None),
+            roster,
+            out,
+            program="dibao",
+            authorisation=StandingAuthorisation("doc-1", dt.date(2026, 1, 5), bytes(32)),
+            patience=120.0,
+            sleep=sleep,
+            clock=lambda: now[0],
+        )
+    # backoff doubles up to 30 s, and stops once 120 s passed with nothing settled
+    assert slept == [1.0, 2.0, 4.0, 8.0, 16.0, 30.0, 30.0, 30.0]
+    assert "1 household(s) could not be settled: 120 s passed without progress" in str(info.value)
+    assert "not reachable" in str(info.value) and out.read_text() == ""
