@@ -9,8 +9,8 @@ Tables:
   in the same transaction, so indexes are never skipped or reused;
 - ``log_checkpoint``: every checkpoint the log signed.
 
-Triggers reject UPDATE and DELETE on the entry, node and checkpoint tables (and TRUNCATE on
-PostgreSQL). They keep honest mistakes out; the guarantee against an insider is the hashes and
+The schema comes from Alembic migrations (``hedui.audit:migrations``). Triggers reject UPDATE
+and DELETE on the entry, node, search and checkpoint tables (and TRUNCATE on PostgreSQL). They keep honest mistakes out; the guarantee against an insider is the hashes and
 the checkpoints auditors keep outside the database.
 """
 
@@ -34,7 +34,6 @@ from sqlalchemy import (
     insert,
     or_,
     select,
-    text,
     update,
 )
 from sqlalchemy.exc import SQLAlchemyError
@@ -42,6 +41,9 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from hedui.audit import merkle
 from hedui.audit.errors import AuditError
+from hedui.audit.schema import AUDIT_SCHEMA
+from hedui.core import migrations
+from hedui.core.migrations import SchemaError
 
 
 class StorageError(AuditError):
@@ -99,42 +101,11 @@ class LogCheckpoint(Base):
 
 
 _WRITE = "hedui_write"
-LOG_TABLES = ("log_entry", "log_node", "log_checkpoint", "log_search")
-
-
-def _sqlite_triggers() -> list[str]:
-    out = []
-    for table in LOG_TABLES:
-        for op in ("UPDATE", "DELETE"):
-            out.append(
-                f"CREATE TRIGGER IF NOT EXISTS {table}_no_{op.lower()} BEFORE {op} ON {table} "
-                f"BEGIN SELECT RAISE(ABORT, 'the audit log is append-only: {op} on {table}'); END"
-            )
-    return out
-
-
-def _postgres_triggers() -> list[str]:
-    out = [
-        "CREATE OR REPLACE FUNCTION hedui_log_append_only() RETURNS trigger AS $$ "
-        "BEGIN RAISE EXCEPTION 'the audit log is append-only: % on %', TG_OP, TG_TABLE_NAME; END; "
-        "$$ LANGUAGE plpgsql"
-    ]
-    for table in LOG_TABLES:
-        out.append(f"DROP TRIGGER IF EXISTS {table}_append_only ON {table}")
-        out.append(
-            f"CREATE TRIGGER {table}_append_only BEFORE UPDATE OR DELETE ON {table} "
-            "FOR EACH ROW EXECUTE FUNCTION hedui_log_append_only()"
-        )
-        out.append(f"DROP TRIGGER IF EXISTS {table}_no_truncate ON {table}")
-        out.append(
-            f"CREATE TRIGGER {table}_no_truncate BEFORE TRUNCATE ON {table} "
-            "FOR EACH STATEMENT EXECUTE FUNCTION hedui_log_append_only()"
-        )
-    return out
 
 
 def open_log_engine(url: str) -> Engine:
-    """An engine for the log database, with the schema and triggers in place."""
+    """An engine for the log database, its schema at this release's revision (created in an
+    empty database; see ``hedui.core.migrations``)."""
     try:
         engine = create_engine(url, pool_pre_ping=True, hide_parameters=True)
         if engine.dialect.name == "sqlite":
@@ -155,17 +126,10 @@ def open_log_engine(url: str) -> Engine:
                 conn.exec_driver_sql("BEGIN IMMEDIATE" if write else "BEGIN")
 
         with engine.connect().execution_options(**{_WRITE: True}) as conn, conn.begin():
-            if engine.dialect.name == "postgresql":
-                conn.execute(text("SELECT pg_advisory_xact_lock(694201)"))  # one schema creator
-            Base.metadata.create_all(conn)
-            if conn.scalar(select(LogState.size).where(LogState.id == 1)) is None:
-                conn.execute(insert(LogState).values(id=1, size=0))
-            triggers = (
-                _postgres_triggers() if engine.dialect.name == "postgresql" else _sqlite_triggers()
-            )
-            for ddl in triggers:
-                conn.execute(text(ddl))
+            migrations.ensure(conn, AUDIT_SCHEMA)
         return engine
+    except SchemaError as e:
+        raise StorageError(str(e)) from None
     except SQLAlchemyError as e:
         raise StorageError(
             f"the audit database is not available: {e.__class__.__name__}: {e}"

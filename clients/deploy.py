@@ -47,6 +47,7 @@ from hedui.custodian.service import CustodianConfig
 from hedui.proto.v1 import audit_pb2
 from hedui.server.config import ServiceConfig
 from hedui.server.config import load as load_service_config
+from hedui.server.databases import upgrade_databases
 from hedui.server.fanout import Endpoint
 
 log = logging.getLogger("hedui.deploy")
@@ -472,6 +473,9 @@ class Deployment:
                 query_timeout_seconds=self.settings.query_timeout_seconds,
             )
             w.service_config.write_text(self.config.to_toml(), encoding="utf-8")
+            for done in upgrade_databases(self.config):  # as its operator runs `hedui db upgrade`
+                if done.applied:
+                    log.info("%s: applied %s", done.schema.name, ", ".join(done.applied))
             self.service_port = self._start_process("service", [SERVICE_ID], [w.service_config])[
                 SERVICE_ID
             ]

@@ -7,6 +7,7 @@
     hedui keys install --party NAME --keys DIR --cert CERT --ca CA.pem [--crl CRL.pem]
     hedui ca revoke --dir CA --name NAME           a new revocation list, to copy to every party
     hedui serve service|custodian|registry|connector [NAME] --config FILE
+    hedui db upgrade|status --config FILE          the service's databases: schema migrations
 
 Each `serve` runs the party's own code (``hedui.server.serve``, ``hedui.custodian.serve``,
 ``hedui.connectors.serve``) with only the key directory its config names.
@@ -97,8 +98,23 @@ def cmd_ca_revoke(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_ca_refresh(args: argparse.Namespace) -> int:
+    issued = CertificateAuthority(args.dir).refresh(_now())
+    print(
+        f"revocation list number {issued.number} issued, valid until "
+        f"{issued.next_update:%Y-%m-%d %H:%M} UTC; copy {args.dir / 'crl.pem'} to every party's "
+        "key directory before the old one expires"
+    )
+    return 0
+
+
 def cmd_ca_list(args: argparse.Namespace) -> int:
-    for r in CertificateAuthority(args.dir).records():
+    ca = CertificateAuthority(args.dir)
+    crl = ca.revocation_list()
+    print(
+        f"# revocation list number {crl.number}, valid until {crl.next_update:%Y-%m-%d %H:%M} UTC"
+    )
+    for r in ca.records():
         print(f"{r.serial:x}\t{r.name}\t{r.role}\t{r.issued_on}\t{'revoked' if r.revoked else ''}")
     return 0
 
@@ -116,10 +132,41 @@ def cmd_keys_request(args: argparse.Namespace) -> int:
 
 def cmd_keys_install(args: argparse.Namespace) -> int:
     keys = KeyDir(args.keys)
-    who = keys.install_certificate(args.party, read_public(args.cert), read_public(args.ca))
-    if args.crl is not None:
-        keys.receive("crl.pem", read_public(args.crl))
+    who = keys.install_certificate(
+        args.party,
+        read_public(args.cert),
+        read_public(args.ca),
+        crl_pem=None if args.crl is None else read_public(args.crl),
+        replace_ca=args.replace_ca,
+        now=_now(),
+    )
     print(f"certificate of {who.name} (role {who.role}) installed in {keys.tls_paths(who.name)[0]}")
+    return 0
+
+
+def cmd_db_upgrade(args: argparse.Namespace) -> int:
+    from hedui.server.config import load
+    from hedui.server.databases import upgrade_databases
+
+    for done in upgrade_databases(load(args.config, dict(os.environ))):
+        if done.adopted:
+            print(
+                f"{done.schema.name}: a database from before migrations, recorded at {done.before}"
+            )
+        if done.applied:
+            print(f"{done.schema.name}: applied {', '.join(done.applied)}; now at {done.after}")
+        else:
+            print(f"{done.schema.name}: already at {done.after}; nothing to do")
+    return 0
+
+
+def cmd_db_status(args: argparse.Namespace) -> int:
+    from hedui.server.config import load
+    from hedui.server.databases import database_status
+
+    for schema, found, needed in database_status(load(args.config, dict(os.environ))):
+        verdict = "up to date" if found == needed else "run `hedui db upgrade`"
+        print(f"{schema.name}: at {found}; this release needs {needed} ({verdict})")
     return 0
 
 
@@ -150,6 +197,21 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     )
     p.set_defaults(func=cmd_serve)
 
+    db = sub.add_parser("db", help="the service's databases (audit log and state): schema")
+    dbs = db.add_subparsers(dest="db_command", required=True)
+    for name, func, what in (
+        ("upgrade", cmd_db_upgrade, "bring them to this release's schema (back them up first)"),
+        ("status", cmd_db_status, "show each one's schema revision and this release's"),
+    ):
+        p = dbs.add_parser(name, help=what)
+        p.add_argument(
+            "--config",
+            type=Path,
+            required=True,
+            help="the service's TOML config (its audit_database and service_database)",
+        )
+        p.set_defaults(func=func)
+
     ca = sub.add_parser("ca", help="the deployment's certificate authority (offline)")
     cas = ca.add_subparsers(dest="ca_command", required=True)
     p = cas.add_parser("init", help="create the CA and an empty revocation list")
@@ -173,6 +235,11 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
         help="the certificate's serial number, hex, see `ca list` (default: give --name)",
     )
     p.set_defaults(func=cmd_ca_revoke)
+    p = cas.add_parser(
+        "refresh", help="issue a fresh revocation list before the current one expires"
+    )
+    p.add_argument("--dir", type=Path, required=True, help="the CA's directory")
+    p.set_defaults(func=cmd_ca_refresh)
     p = cas.add_parser("list", help="every certificate the CA signed")
     p.add_argument("--dir", type=Path, required=True, help="the CA's directory")
     p.set_defaults(func=cmd_ca_list)
@@ -204,6 +271,14 @@ def add_keys_parsers(keys: argparse._SubParsersAction[argparse.ArgumentParser]) 
     p.add_argument("--cert", type=Path, required=True, help="the signed certificate")
     p.add_argument("--ca", type=Path, required=True, help="the CA's certificate (ca.pem)")
     p.add_argument(
-        "--crl", type=Path, help="the CA's revocation list, crl.pem (default: none; copy it later)"
+        "--crl",
+        type=Path,
+        help="the CA's revocation list, crl.pem, checked against the CA (default: none; copy "
+        "it later: the party's servers refuse every call until it is there)",
+    )
+    p.add_argument(
+        "--replace-ca",
+        action="store_true",
+        help="trust this CA instead of the one installed before (default: refuse another CA)",
     )
     p.set_defaults(func=cmd_keys_install)

@@ -20,7 +20,7 @@ from hedui.core.deployment import DEPARTMENT_KINDS
 from hedui.core.errors import CryptoError, KeyFileError
 from hedui.core.keyfiles import read_public
 from hedui.core.keystore import CLIENT_ROLES, REGISTRY_ID, KeyDir
-from hedui.core.tls import identity_from_pem
+from hedui.core.tls import CRL_DAYS, identity_from_pem
 from hedui.core.workdir import Workdir
 
 SERVICE = "service"
@@ -120,6 +120,9 @@ def provision(
     w.prepare()
     if w.ca.init(now):
         on_create("certificate authority")
+    elif w.ca.revocation_list().next_update < now + dt.timedelta(days=CRL_DAYS / 2):
+        w.ca.refresh(now)  # as the CA's operator would, well before every server refuses calls
+        on_create("revocation list (refreshed)")
     parties = [REGISTRY_ID, *connector_ids, CUSTODIAN_ID, SERVICE, *CLIENTS]
     for party in parties:
         enrol(w, party, now, paillier_bits=paillier_bits, on_create=on_create)

@@ -15,7 +15,7 @@ from pathlib import Path
 from hedui.connectors.errors import ConnectorError
 from hedui.connectors.server import ConnectorSettings, start_connector, start_registry
 from hedui.connectors.token_authority import AuthoritySettings
-from hedui.core.config import load_settings, read_toml, to_toml, toml_value
+from hedui.core.config import load_settings, read_toml, section, to_toml, toml_value
 from hedui.core.errors import ConfigFileError
 from hedui.core.keystore import REGISTRY_ID, KeyDir
 from hedui.core.rpc import RunningServer
@@ -25,7 +25,7 @@ from hedui.core.serving import Started, run_until_signalled
 def load_connector_config(path: Path, env: Mapping[str, str]) -> ConnectorSettings:
     table = read_toml(path, "write the connector's config (see README, Operating hedui)")
     settings = load_settings(
-        ConnectorSettings, table.get("connector", {}), env, f"{path} [connector]"
+        ConnectorSettings, section(table, "connector", path), env, f"{path} [connector]"
     )
     if settings.keys_dir is None:
         raise ConfigFileError(f"{path} [connector]: keys_dir required")

@@ -23,11 +23,12 @@ from sqlalchemy import (
     insert,
     select,
 )
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
 
 from hedui.connectors.errors import ConnectorError
 from hedui.connectors.integrity import DataIntegrityError, RowSeal, describe
+from hedui.core.config import unusable_url
 
 
 class Base(DeclarativeBase):
@@ -96,7 +97,13 @@ def sqlite_url(path: Path) -> str:
 
 
 def open_engine(url: str) -> Engine:
-    engine = create_engine(url, hide_parameters=True)  # never an ID in an error message
+    try:
+        engine = create_engine(url, hide_parameters=True)  # never an ID in an error message
+    except (SQLAlchemyError, ImportError) as e:
+        raise ConnectorError(
+            f"the connector's database_url cannot be used ({unusable_url(e)}): give a SQLAlchemy URL such as "
+            "sqlite:///path or postgresql+psycopg://user@host/db"
+        ) from None
     if engine.dialect.name == "sqlite":
 
         @event.listens_for(engine, "connect")
@@ -106,7 +113,14 @@ def open_engine(url: str) -> Engine:
             cur.execute("PRAGMA synchronous=NORMAL")
             cur.close()
 
-    Base.metadata.create_all(engine)
+    try:
+        Base.metadata.create_all(engine)
+    except SQLAlchemyError as e:
+        where = engine.url.render_as_string(hide_password=True)
+        raise ConnectorError(
+            f"the connector's database {where} cannot be opened ({type(e).__name__}): check "
+            "database_url in its config and that the database is running"
+        ) from None
     return engine
 
 

@@ -26,7 +26,15 @@ from hedui.core.keyfiles import (
     write_public,
     write_secret,
 )
-from hedui.core.tls import Issued, create_ca, requested_hosts, revocation_list, sign_request
+from hedui.core.tls import (
+    Issued,
+    RevocationList,
+    check_revocation_list,
+    create_ca,
+    requested_hosts,
+    revocation_list,
+    sign_request,
+)
 
 PARTY_NAME = re.compile(r"[a-z0-9][a-z0-9-]{1,46}[a-z0-9]")
 
@@ -75,7 +83,7 @@ class CertificateAuthority:
         write_secret(self._key_path, made.key_pem)
         self.root.chmod(0o700)
         write_public(self._issued_path, b"")
-        write_public(self.crl_path, revocation_list(made, [], now=now))
+        write_public(self.crl_path, revocation_list(made, [], now=now, number=int(now.timestamp())))
         write_public(self.cert_path, made.cert_pem)  # last: marks a complete CA
         return True
 
@@ -156,6 +164,25 @@ class CertificateAuthority:
             mark = "revoked" if r.revoked or r.serial == target else ""
             lines.append(f"{r.serial:x}\t{r.name}\t{r.role}\t{r.issued_on}\t{mark}\n")
         write_public(self._issued_path, "".join(lines).encode())
-        revoked = [r.serial for r in records if r.revoked or r.serial == target]
-        replace_public(self.crl_path, revocation_list(self._ca(), revoked, now=now))
+        self._issue_list(now, [r.serial for r in records if r.revoked or r.serial == target])
         return target
+
+    def refresh(self, now: dt.datetime) -> RevocationList:
+        """A fresh revocation list (same serials, a new next-update time): issued before the
+        last one expires, since every server refuses calls once its list has expired."""
+        return self._issue_list(now, [r.serial for r in self.records() if r.revoked])
+
+    def revocation_list(self) -> RevocationList:
+        """The list the CA issued last."""
+        return check_revocation_list(
+            read_public(self.cert_path), read_public(self.crl_path), str(self.crl_path)
+        )
+
+    def _issue_list(self, now: dt.datetime, serials: list[int]) -> RevocationList:
+        ca = self._ca()
+        # numbered by issue time, so a lost crl.pem never restarts the count below the lists
+        # parties hold
+        earlier = self.revocation_list().number if self.crl_path.exists() else 0
+        number = max(earlier + 1, int(now.timestamp()))
+        replace_public(self.crl_path, revocation_list(ca, serials, now=now, number=number))
+        return self.revocation_list()

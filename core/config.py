@@ -36,6 +36,17 @@ def read_toml(path: Path, hint: str) -> dict[str, Any]:
         raise ConfigFileError(f"{path}: not valid TOML: {e}") from None
 
 
+def section(doc: Mapping[str, Any], name: str, where: object) -> dict[str, Any]:
+    """The table ``[name]`` of a parsed config (empty when absent); anything else there is a
+    :class:`ConfigFileError` naming it."""
+    found = doc.get(name, {})
+    if not isinstance(found, dict):
+        raise ConfigFileError(
+            f"{where}: {name} must be a table ([{name}] followed by its settings), not {found!r}"
+        )
+    return found
+
+
 def coerce(name: str, value: Any, kind: Any, source: str) -> Any:
     """``value`` as ``kind`` (a TOML value or an environment string), or a clear error."""
     if kind is bool:
@@ -131,3 +142,10 @@ def to_toml(settings: object, title: str, table: str) -> str:
         if value is not None:
             lines.append(f"{name} = {toml_value(value)}")
     return "\n".join(lines) + "\n"
+
+
+def unusable_url(e: Exception) -> str:
+    """Why a database URL was refused, without echoing it (it may hold a password)."""
+    if isinstance(e, ImportError):
+        return f"its driver {e.name or 'module'} is not installed"
+    return "not a URL SQLAlchemy can use"

@@ -32,3 +32,7 @@ class WorkdirError(HeduiError):
 class ConfigFileError(HeduiError):
     """A party's configuration file or ``HEDUI_*`` override that cannot be used; the message
     names the file or variable and the setting."""
+
+
+class ListenError(HeduiError):
+    """A server that cannot listen on its configured address (in use, or not this host's)."""

@@ -46,10 +46,13 @@ from hedui.core.tls import (
     Issued,
     PeerIdentity,
     TlsMaterial,
+    check_revocation_list,
     create_ca,
     identity_from_pem,
     issue,
+    record_accepted,
     request,
+    revocation_list,
 )
 from hedui.core.tokens import KEY_BYTES, TokenKey, audit_token_key
 
@@ -110,6 +113,7 @@ class KeyDir:
         write_secret(ca_key, ca.key_pem)
         on_create("certificate authority")
         ca = Issued(ca.cert_pem, ca.key_pem)
+        write_public(self.root / "crl.pem", revocation_list(ca, [], now=when, number=1))
         parties = [(n, r) for n, r in SERVICE_PARTIES.items()]
         parties += [(REGISTRY_ID, "connector")] + [(c, "connector") for c in ids]
         for name, role in parties:
@@ -164,9 +168,20 @@ class KeyDir:
         write_public(csr, made.cert_pem)
         return csr
 
-    def install_certificate(self, name: str, cert_pem: bytes, ca_pem: bytes) -> PeerIdentity:
-        """Install the certificate the CA signed for this party's request, and the CA's own
-        certificate; refused when it is not for this party's key or not from that CA."""
+    def install_certificate(
+        self,
+        name: str,
+        cert_pem: bytes,
+        ca_pem: bytes,
+        *,
+        crl_pem: bytes | None = None,
+        replace_ca: bool = False,
+        now: dt.datetime | None = None,
+    ) -> PeerIdentity:
+        """Install the certificate the CA signed for this party's request, the CA's own
+        certificate and (optionally) its revocation list; refused when the certificate is not
+        for this party's key or not from that CA, when the list is not that CA's, and when the
+        directory already trusts another CA (unless ``replace_ca``: a re-keyed deployment)."""
         cert_path, key_path = self.tls_paths(name)
         try:
             cert = x509.load_pem_x509_certificate(cert_pem)
@@ -187,7 +202,21 @@ class KeyDir:
         who = identity_from_pem(cert_pem)
         if who.name != name:
             raise CryptoError(f"the certificate names {who.name!r}, not {name!r}")
-        write_public(self.root / "ca.pem", ca_pem)
+        trusted = self.root / "ca.pem"
+        if not replace_ca and trusted.exists() and not _same_certificate(trusted, ca):
+            raise CryptoError(
+                f"{trusted} is another CA's certificate; a party trusts one CA. If this "
+                "deployment's CA was replaced, install again with --replace-ca"
+            )
+        floor = self.root / "crl.number"
+        if crl_pem is not None:  # checked before anything is written
+            number = check_revocation_list(
+                ca_pem, crl_pem, "the revocation list given", now=now, floor_path=floor
+            ).number
+        self.receive("ca.pem", ca_pem)
+        if crl_pem is not None:
+            self.receive("crl.pem", crl_pem)
+            record_accepted(floor, number)
         write_public(cert_path, cert_pem)
         cert_path.with_suffix(".csr").unlink(missing_ok=True)
         return who
@@ -389,6 +418,13 @@ _WHY = {
     "epoch": "connectors' data is of the current token epoch",
     "ca.key": "every certificate was issued by this CA",
 }
+
+
+def _same_certificate(path: Path, cert: x509.Certificate) -> bool:
+    try:
+        return x509.load_pem_x509_certificate(read_public(path)) == cert
+    except ValueError:
+        return False  # a damaged file: not the same
 
 
 def _parsed(path: Path, load: Callable[[], _T]) -> _T:

@@ -12,7 +12,7 @@ from wsgiref.simple_server import WSGIServer
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
 
-from hedui.core.errors import ConfigFileError
+from hedui.core.errors import ConfigFileError, ListenError
 
 REGISTRY = CollectorRegistry(auto_describe=True)
 
@@ -66,5 +66,11 @@ def serve_metrics(address: str) -> WSGIServer:
     host, _, port = address.rpartition(":")
     if not host or not port.isdigit():
         raise ConfigFileError(f"metrics_address {address!r} is not HOST:PORT")
-    server, _thread = start_http_server(int(port), addr=host, registry=REGISTRY)
+    try:
+        server, _thread = start_http_server(int(port), addr=host, registry=REGISTRY)
+    except OSError as e:
+        raise ListenError(
+            f"cannot serve metrics on {address}: {e.strerror}; free the port or give another "
+            "metrics_address (or HEDUI_METRICS_ADDRESS)"
+        ) from None
     return server

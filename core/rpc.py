@@ -26,7 +26,7 @@ from grpc_reflection.v1alpha import reflection
 from grpc_status import rpc_status
 
 from hedui.core import metrics
-from hedui.core.errors import CryptoError
+from hedui.core.errors import CryptoError, ListenError
 from hedui.core.tls import (
     PeerIdentity,
     Revocations,
@@ -238,9 +238,14 @@ class RoleInterceptor(grpc.ServerInterceptor):  # type: ignore[type-arg]
             return
         try:
             revoked = self._revocations.revoked(serial)
-        except CryptoError as e:  # fail closed: an unreadable list admits nobody
+        except CryptoError as e:  # fail closed: without a list in force nobody is admitted
             log.error("%s; refusing every call until it is replaced", e)
-            abort(context, grpc.StatusCode.UNAVAILABLE, "the server's revocation list is damaged")
+            abort(
+                context,
+                grpc.StatusCode.UNAVAILABLE,
+                "the server cannot check revocations (its revocation list is missing, damaged "
+                "or expired); its operator's log says which",
+            )
         if revoked:
             abort(
                 context,
@@ -368,10 +373,17 @@ def create_server(
     reflection.enable_server_reflection(
         (*service_names, HEALTH_SERVICE_NAME, reflection.SERVICE_NAME), server
     )
-    if tls is None:
-        port = server.add_insecure_port(address)
-    else:
-        port = server.add_secure_port(address, tls.server_credentials())
+    try:
+        if tls is None:
+            port = server.add_insecure_port(address)
+        else:
+            port = server.add_secure_port(address, tls.server_credentials())
+    except RuntimeError:  # grpc: "Failed to bind to address"
+        server.stop(0)
+        raise ListenError(
+            f"cannot listen on {address}: the port is in use or the address is not this "
+            "host's; free it or give another address (its config's address, or HEDUI_ADDRESS)"
+        ) from None
     server.start()
     return RunningServer(server, port, health_servicer)
 

@@ -10,9 +10,10 @@ from __future__ import annotations
 import datetime as dt
 import functools
 import ipaddress
+import logging
 import os
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -23,6 +24,8 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from hedui.core.errors import CryptoError
+
+log = logging.getLogger("hedui.tls")
 
 ROLES = ("service", "intake", "auditor", "connector", "custodian")
 _VALIDITY = dt.timedelta(days=825)
@@ -166,14 +169,20 @@ def issue(ca: Issued, *, name: str, role: str, now: dt.datetime) -> Issued:
     return Issued(cert_pem, made.key_pem)
 
 
-def revocation_list(ca: Issued, serials: Sequence[int], *, now: dt.datetime) -> bytes:
-    """The CA's signed list of revoked certificate serial numbers (a CRL, PEM), valid 30 days."""
+CRL_DAYS = 30  # a revocation list's validity: the CA's operator issues a fresh one before
+
+
+def revocation_list(ca: Issued, serials: Sequence[int], *, now: dt.datetime, number: int) -> bytes:
+    """The CA's signed list of revoked certificate serial numbers (a CRL, PEM), valid
+    ``CRL_DAYS``; ``number`` (its CRL number) is above every earlier list's, so a server never
+    goes back to an older one."""
     ca_cert, ca_key = _ca_parts(ca)
     builder = (
         x509.CertificateRevocationListBuilder()
         .issuer_name(ca_cert.subject)
         .last_update(now - dt.timedelta(minutes=5))
-        .next_update(now + dt.timedelta(days=30))
+        .next_update(now + dt.timedelta(days=CRL_DAYS))
+        .add_extension(x509.CRLNumber(number), critical=False)
     )
     for serial in serials:
         builder = builder.add_revoked_certificate(
@@ -252,39 +261,131 @@ def peer_serial(context: grpc.ServicerContext) -> int | None:
 
 
 @dataclass
+@dataclass(frozen=True)
+class RevocationList:
+    number: int  # its CRL number (0 for a list without one)
+    next_update: dt.datetime
+    serials: frozenset[int]
+
+
+def check_revocation_list(
+    ca_pem: bytes,
+    crl_pem: bytes,
+    where: str,
+    *,
+    now: dt.datetime | None = None,
+    floor_path: Path | None = None,
+) -> RevocationList:
+    """A revocation list signed by the CA ``ca_pem``; refused otherwise (a forged list could
+    un-revoke a certificate), when past its next update at ``now``, or when its number is below
+    the one recorded in ``floor_path`` (a party's highest accepted list)."""
+    ca = x509.load_pem_x509_certificate(ca_pem)
+    try:
+        crl = x509.load_pem_x509_crl(crl_pem)
+    except ValueError:
+        raise CryptoError(f"{where} is not a revocation list") from None
+    ca_key = ca.public_key()
+    if not isinstance(ca_key, ec.EllipticCurvePublicKey) or not crl.is_signature_valid(ca_key):
+        raise CryptoError(f"{where} is not signed by this deployment's CA")
+    try:
+        number = crl.extensions.get_extension_for_class(x509.CRLNumber).value.crl_number
+    except x509.ExtensionNotFound:
+        number = 0
+    next_update = crl.next_update_utc
+    if next_update is None:
+        raise CryptoError(f"{where} has no next-update time; the CA issues lists that expire")
+    if now is not None and now > next_update:
+        raise CryptoError(
+            f"{where} expired on {next_update:%Y-%m-%d %H:%M} UTC; ask the CA's operator for a "
+            "fresh one (hedui ca refresh)"
+        )
+    floor = highest_accepted(floor_path)
+    if number < floor:
+        raise CryptoError(
+            f"{where} is list number {number}, older than number {floor} this party already "
+            "accepted: a rollback would un-revoke certificates; get the CA's current crl.pem"
+        )
+    return RevocationList(number, next_update, frozenset(r.serial_number for r in crl))
+
+
+def highest_accepted(floor_path: Path | None) -> int:
+    """The highest revocation list number a party recorded (0: none)."""
+    if floor_path is None:
+        return 0
+    try:
+        return int(floor_path.read_text(encoding="ascii").strip() or 0)
+    except FileNotFoundError:
+        return 0
+    except (OSError, ValueError):
+        raise CryptoError(f"{floor_path} is damaged; restore it from your backup") from None
+
+
+def record_accepted(floor_path: Path, number: int) -> None:
+    """Raise the party's recorded highest list number (never lowers it)."""
+    if number > highest_accepted(floor_path):
+        tmp = floor_path.with_name(floor_path.name + ".tmp")
+        tmp.write_text(f"{number}\n", encoding="ascii")
+        tmp.replace(floor_path)
+
+
+def _utc_now() -> dt.datetime:
+    return dt.datetime.now(dt.UTC)
+
+
+@dataclass
 class Revocations:
     """The serial numbers a CA revoked, from its CRL file; read again whenever the file
-    changes, so that `hedui ca revoke` and a copied list take effect without a restart. A list
-    whose signature does not verify under the CA is refused (a forged list could un-revoke)."""
+    changes, so that `hedui ca revoke` and a copied list take effect without a restart.
+
+    It fails closed: a missing list, one not signed by the CA, or one past its next-update time
+    raises :class:`CryptoError` (the server then refuses every call). A list older than one
+    already accepted (a lower CRL number: a backup restored by mistake, or a rollback that would
+    un-revoke) is not taken: the highest number accepted is recorded beside the list
+    (``crl.number``), so this holds across restarts; a running server keeps the newer list, a
+    starting one refuses every call until the current list is back."""
 
     ca_pem: bytes
     path: Path
+    clock: Callable[[], dt.datetime] = _utc_now
     _lock: threading.Lock = field(default_factory=threading.Lock)
     _seen: tuple[int, int] | None = None
-    _serials: frozenset[int] = frozenset()
+    _in_force: RevocationList | None = None
+
+    @property
+    def floor(self) -> Path:
+        return self.path.with_name("crl.number")
 
     def revoked(self, serial: int) -> bool:
         try:
             st = os.stat(self.path)
         except FileNotFoundError:
-            return False  # no list issued yet: nothing is revoked
+            raise CryptoError(
+                f"{self.path} is missing: copy the CA's crl.pem there (hedui keys install --crl)"
+            ) from None
         stamp = (st.st_mtime_ns, st.st_size)
         with self._lock:
             if stamp != self._seen:
-                self._serials = self._load()
+                self._seen = None
+                try:
+                    read = check_revocation_list(
+                        self.ca_pem, self.path.read_bytes(), str(self.path), floor_path=self.floor
+                    )
+                except CryptoError as e:
+                    if self._in_force is None or "older than number" not in str(e):
+                        raise
+                    log.error("%s; kept the newer list in force", e)
+                else:
+                    record_accepted(self.floor, read.number)
+                    self._in_force = read
                 self._seen = stamp
-            return serial in self._serials
-
-    def _load(self) -> frozenset[int]:
-        ca = x509.load_pem_x509_certificate(self.ca_pem)
-        try:
-            crl = x509.load_pem_x509_crl(self.path.read_bytes())
-        except ValueError:
-            raise CryptoError(f"{self.path} is not a revocation list") from None
-        ca_key = ca.public_key()
-        if not isinstance(ca_key, ec.EllipticCurvePublicKey) or not crl.is_signature_valid(ca_key):
-            raise CryptoError(f"{self.path} is not signed by this deployment's CA")
-        return frozenset(r.serial_number for r in crl)
+            assert self._in_force is not None
+            if self.clock() > self._in_force.next_update:
+                raise CryptoError(
+                    f"the revocation list in {self.path} expired on "
+                    f"{self._in_force.next_update:%Y-%m-%d %H:%M} UTC: the CA's operator issues "
+                    "a fresh one (hedui ca refresh) and copies it here"
+                )
+            return serial in self._in_force.serials
 
 
 def peer_identity(context: grpc.ServicerContext) -> PeerIdentity | None:

@@ -15,7 +15,7 @@ import grpc
 
 from hedui.core import metrics, rpc, signing
 from hedui.core.answers import BatchAnswer, SignedAnswer
-from hedui.core.config import load_settings, read_toml, to_toml
+from hedui.core.config import load_settings, read_toml, section, to_toml
 from hedui.core.custody import (
     CUSTODIAN_ID,
     CUSTODIAN_SERVICE,
@@ -219,7 +219,7 @@ def load_custodian_config(path: Path, env: Mapping[str, str]) -> CustodianConfig
     try:
         table = read_toml(path, "write the custodian's config (see README, Operating hedui)")
         config = load_settings(
-            CustodianConfig, table.get("custodian", {}), env, f"{path} [custodian]"
+            CustodianConfig, section(table, "custodian", path), env, f"{path} [custodian]"
         )
     except ConfigFileError as e:
         raise ConfigError(str(e)) from None

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from hedui.core.config import coerce, read_toml
+from hedui.core.config import coerce, read_toml, section
 from hedui.core.config import toml_value as q
 from hedui.core.deployment import kind_of
 from hedui.core.errors import ConfigFileError
@@ -118,7 +118,13 @@ def load(path: Path, env: Mapping[str, str]) -> ServiceConfig:
 
 def _load(path: Path, env: Mapping[str, str]) -> ServiceConfig:
     doc = read_toml(path, "start the deployment with `hedui up`, or write the service's config")
-    service = doc.get("service", {})
+    service = section(doc, "service", path)
+    unknown = sorted(set(service) - set(_SCALARS) - {"keys_dir"})
+    if unknown:
+        raise ConfigError(
+            f"{path}: [service] has no setting {', '.join(unknown)} (known: keys_dir, "
+            f"{', '.join(_SCALARS)})"
+        )
     values: dict[str, Any] = {}
     for name, kind in _SCALARS.items():
         if name in service:
@@ -129,10 +135,10 @@ def _load(path: Path, env: Mapping[str, str]) -> ServiceConfig:
     for required in ("audit_database", "service_database"):
         if required not in values:
             raise ConfigError(f"{path}: [service] {required} is required")
-    registry = doc.get("registry", {}).get("address")
+    registry = section(doc, "registry", path).get("address")
     if not isinstance(registry, str):
         raise ConfigError(f"{path}: [registry] address is required")
-    connectors = doc.get("connectors", {})
+    connectors = section(doc, "connectors", path)
     endpoints = tuple(Endpoint(str(k), str(v)) for k, v in connectors.items())
     if not endpoints:
         raise ConfigError(f"{path}: [connectors] lists no connector")
@@ -144,7 +150,7 @@ def _load(path: Path, env: Mapping[str, str]) -> ServiceConfig:
                 f"{path}: [connectors] {endpoint.connector_id} is not a known connector"
             ) from None
     overrides: dict[str, tuple[int, int]] = {}
-    for caller, limits in doc.get("quotas", {}).items():
+    for caller, limits in section(doc, "quotas", path).items():
         if not (
             isinstance(limits, list)
             and len(limits) == 2

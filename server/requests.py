@@ -32,23 +32,21 @@ from sqlalchemy import (
     create_engine,
     delete,
     insert,
-    inspect,
     or_,
     select,
     text,
     update,
 )
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
-from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+from sqlalchemy.orm import Mapped, mapped_column
 
+from hedui.core import migrations
+from hedui.core.migrations import SchemaError
 from hedui.server.errors import ServiceError
+from hedui.server.schema import SERVICE_SCHEMA, Base
 
 log = logging.getLogger("hedui.server.requests")
 _T = TypeVar("_T")
-
-
-class Base(DeclarativeBase):
-    pass
 
 
 class VerdictRecord(Base):
@@ -186,13 +184,11 @@ class RequestBook:
     ) -> None:
         self._engine: Engine = create_engine(url, hide_parameters=True)
         self._postgres = self._engine.dialect.name == "postgresql"
-        with self._engine.begin() as conn:
-            if self._postgres:  # replicas starting together: one creates the schema
-                conn.execute(text("SELECT pg_advisory_xact_lock(694202)"))
-            Base.metadata.create_all(conn)
-            columns = {c["name"] for c in inspect(conn).get_columns("verdict_record")}
-            if "owner" not in columns:  # a database of the previous release
-                conn.execute(text("ALTER TABLE verdict_record ADD COLUMN owner VARCHAR(64)"))
+        try:  # replicas starting together on an empty database: one creates the schema
+            with self._engine.begin() as conn:
+                migrations.ensure(conn, SERVICE_SCHEMA)
+        except SchemaError as e:
+            raise StateUnavailable(str(e)) from None
         self._lease = lease_seconds
         self._clock = clock
         self._sealer = sealer

@@ -26,10 +26,11 @@ from hedui.audit.auditor import (
 from hedui.audit.checkpoint import parse_and_verify
 from hedui.audit.errors import AuditError
 from hedui.audit.log import AuditLog
-from hedui.audit.store import LOG_TABLES, LogStore, open_log_engine
+from hedui.audit.store import LogStore, open_log_engine
 from hedui.proto.v1 import audit_pb2
 
 ORIGIN = "test.example/log"
+LOG_TABLES = ("log_entry", "log_node", "log_checkpoint", "log_search")  # append-only
 KEY = Ed25519PrivateKey.from_private_bytes(bytes(range(32)))
 
 

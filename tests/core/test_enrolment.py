@@ -21,7 +21,7 @@ from hedui.core.config import load_settings
 from hedui.core.errors import ConfigFileError, CryptoError
 from hedui.core.keystore import KeyDir
 from hedui.core.rpc import create_server, open_channel
-from hedui.core.tls import revocation_list
+from hedui.core.tls import CRL_DAYS, Revocations, revocation_list
 from hedui.custodian.service import CustodianConfig
 
 NOW = dt.datetime.now(dt.UTC)
@@ -84,6 +84,7 @@ def test_revocation_takes_effect_on_the_next_call_and_a_forged_list_admits_nobod
         "127.0.0.1:0", tls=server_keys.tls("registry"), roles={}, register=[], party="registry"
     )
     address = f"127.0.0.1:{running.port}"
+    first_list = ca.crl_path.read_bytes()
     try:
         _health(address, bad, "intake-b")
         ca.revoke(NOW, name="intake-b")
@@ -95,8 +96,19 @@ def test_revocation_takes_effect_on_the_next_call_and_a_forged_list_admits_nobod
         # a list signed by another CA would un-revoke: it is refused, and so is every call
         stranger = CertificateAuthority(tmp_path / "stranger")
         stranger.init(NOW)
-        forged = revocation_list(stranger._ca(), [], now=NOW)
+        forged = revocation_list(stranger._ca(), [], now=NOW, number=99)
         (server_keys.root / "crl.pem").write_bytes(forged)
+        with pytest.raises(grpc.RpcError) as info:
+            _health(address, good, "service")
+        assert info.value.code() == grpc.StatusCode.UNAVAILABLE  # type: ignore[attr-defined]
+        # an older list of this CA (number 1, before the revocation) does not un-revoke
+        (server_keys.root / "crl.pem").write_bytes(first_list)
+        with pytest.raises(grpc.RpcError) as info:
+            _health(address, bad, "intake-b")
+        assert info.value.code() == grpc.StatusCode.UNAUTHENTICATED  # type: ignore[attr-defined]
+        _health(address, good, "service")
+        # no list at all: nobody is admitted (fail closed)
+        (server_keys.root / "crl.pem").unlink()
         with pytest.raises(grpc.RpcError) as info:
             _health(address, good, "service")
         assert info.value.code() == grpc.StatusCode.UNAVAILABLE  # type: ignore[attr-defined]
@@ -105,6 +117,76 @@ def test_revocation_takes_effect_on_the_next_call_and_a_forged_list_admits_nobod
     scraped = _scrape()
     assert 'hedui_rpc_requests_total{code="UNAUTHENTICATED"' in scraped
     assert 'party="registry"' in scraped
+
+
+def test_an_expired_list_admits_nobody_until_the_ca_refreshes_it(
+    ca: CertificateAuthority, tmp_path: Path
+) -> None:
+    keys = _enrol(ca, tmp_path, "registry", "connector")
+    later = [NOW]
+    checks = Revocations(ca.cert_path.read_bytes(), keys.root / "crl.pem", clock=lambda: later[0])
+    assert not checks.revoked(1)
+    later[0] = NOW + dt.timedelta(days=CRL_DAYS, hours=1)
+    with pytest.raises(CryptoError, match=r"expired on .*hedui ca refresh"):
+        checks.revoked(1)
+    first = ca.revocation_list().number
+    fresh = ca.refresh(later[0])
+    assert fresh.number > first and fresh.next_update > later[0]
+    (keys.root / "crl.pem").write_bytes(ca.crl_path.read_bytes())
+    assert not checks.revoked(1)
+
+
+def test_a_rollback_of_the_list_is_refused_after_a_restart_and_at_install(
+    ca: CertificateAuthority, tmp_path: Path
+) -> None:
+    keys = _enrol(ca, tmp_path, "registry", "connector")
+    old_list = ca.crl_path.read_bytes()
+    ca.revoke(NOW + dt.timedelta(seconds=1), name="registry")
+    revoked = ca.records()[0].serial
+    (keys.root / "crl.pem").write_bytes(ca.crl_path.read_bytes())
+    assert Revocations(ca.cert_path.read_bytes(), keys.root / "crl.pem").revoked(revoked)
+    (keys.root / "crl.pem").write_bytes(old_list)  # the older list, then a restart
+    with pytest.raises(CryptoError, match="older than number"):
+        Revocations(ca.cert_path.read_bytes(), keys.root / "crl.pem").revoked(revoked)
+    cert = keys.tls_paths("registry")[0].read_bytes()
+    with pytest.raises(CryptoError, match="older than number"):
+        keys.install_certificate("registry", cert, ca.cert_path.read_bytes(), crl_pem=old_list)
+    with pytest.raises(CryptoError, match=r"expired on .*hedui ca refresh"):
+        keys.install_certificate(
+            "registry",
+            cert,
+            ca.cert_path.read_bytes(),
+            crl_pem=ca.crl_path.read_bytes(),
+            now=NOW + dt.timedelta(days=CRL_DAYS + 1),
+        )
+    # a CA that lost its crl.pem still numbers its next list above every earlier one
+    number = ca.revocation_list().number
+    ca.crl_path.unlink()
+    assert ca.refresh(NOW + dt.timedelta(seconds=5)).number > number
+
+
+def test_install_takes_only_this_ca_s_list_and_keeps_the_ca_it_trusts(
+    ca: CertificateAuthority, tmp_path: Path
+) -> None:
+    keys = _enrol(ca, tmp_path, "bank-07", "connector")
+    cert = keys.tls_paths("bank-07")[0].read_bytes()
+    stranger = CertificateAuthority(tmp_path / "stranger")
+    stranger.init(NOW)
+    with pytest.raises(CryptoError, match="not signed by this deployment's CA"):
+        keys.install_certificate(
+            "bank-07", cert, ca.cert_path.read_bytes(), crl_pem=stranger.crl_path.read_bytes()
+        )
+    (keys.root / "ca.pem").write_bytes(stranger.cert_path.read_bytes())  # trusted before
+    with pytest.raises(CryptoError, match=r"another CA.s certificate.*--replace-ca"):
+        keys.install_certificate("bank-07", cert, ca.cert_path.read_bytes())
+    keys.install_certificate(
+        "bank-07",
+        cert,
+        ca.cert_path.read_bytes(),
+        crl_pem=ca.crl_path.read_bytes(),
+        replace_ca=True,
+    )
+    assert (keys.root / "ca.pem").read_bytes() == ca.cert_path.read_bytes()
 
 
 def _scrape() -> str:

@@ -236,6 +236,7 @@ def install(tmp_path_factory: pytest.TempPathFactory, source: str) -> Iterator[I
             f'[registry]\naddress = "{addresses["registry"]}"\n[connectors]\n'
             + "".join(f'"{c}" = "{addresses[c]}"\n' for c in CONNECTORS)
         )
+        _hedui("db", "upgrade", "--config", str(root / "service" / "service.toml"))
         processes["service"] = _serve(
             root, "service", "service", "--config", str(root / "service" / "service.toml")
         )

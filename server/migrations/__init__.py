@@ -1,0 +1,1 @@
+"""Alembic migration scripts of this package's tables (see ``hedui.core.migrations``)."""
