@@ -21,6 +21,8 @@ from pathlib import Path
 from typing import Any
 
 from hedui.server.errors import PolicyError
+from hedui.server.policy import monitoring
+from hedui.server.policy.monitoring import MonitoringRules
 
 UNITS = ("fen/person/month", "fen", "months", "count", "percent", "years")
 DISCLOSURES = ("figures", "outcomes")
@@ -94,6 +96,8 @@ class RegionParameters:
     source: str = ""
     # programme -> rule ids whose figures the law requires to be shown (e.g. to the applicant)
     by_law: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+    # 主动发现: which events re-check a monitored household (None: the region monitors none)
+    monitoring: MonitoringRules | None = None
 
     def get(self, name: str, date: dt.date) -> DatedValue:
         try:
@@ -150,6 +154,13 @@ def _problems(doc: dict[str, Any], text: str) -> list[Problem]:
                     'e.g. ["income"]',
                 )
             )
+    if "monitoring" in doc:
+        problems += [
+            Problem(line, message)
+            for line, message in monitoring.problems(
+                doc["monitoring"], lambda *needles: _line_of(text, *needles)
+            )
+        ]
     params = doc.get("parameters", {})
     if not params:
         problems.append(Problem(0, "the file defines no [parameters.*]"))
@@ -273,6 +284,7 @@ def parse(data: bytes, source: str) -> RegionParameters:
         disclosures,
         str(doc.get("source", "")),
         by_law,
+        monitoring.parse(doc["monitoring"]) if "monitoring" in doc else None,
     )
 
 
