@@ -20,7 +20,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from hedui.clients import audit_cli, party_cli, policy_cli
+from hedui.clients import audit_cli, monitoring_cli, party_cli, policy_cli
 from hedui.clients.args import (
     check_writable_dir,
     check_writable_file,
@@ -211,6 +211,21 @@ def cmd_connector_sync(args: argparse.Namespace) -> int:
         _today(),
         allow_shrink=args.allow_shrink,
         say=_say,
+    )
+
+
+def cmd_connector_events(args: argparse.Namespace) -> int:
+    from hedui.clients.connector_cli import events_on_host
+
+    return events_on_host(
+        args.name,
+        args.config,
+        file=args.file,
+        since=args.since,
+        authority=args.authority,
+        service=args.service,
+        epoch=args.epoch,
+        today=_today(),
     )
 
 
@@ -693,6 +708,31 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.set_defaults(func=cmd_connector_sync)
 
+    p = con.add_parser(
+        "events", help="push a department's events (主动发现) to the verification service"
+    )
+    p.add_argument("name", help="the connector, e.g. civil (checked against the config)")
+    p.add_argument("--config", type=Path, required=True, help="the connector's config file")
+    p.add_argument(
+        "--file", type=Path, help="CSV of id_number,kind,occurred_on,amount_fen (default: none)"
+    )
+    p.add_argument(
+        "--since",
+        type=date_arg,
+        help="send the events of [source] events from this day, YYYY-MM-DD (default: none)",
+    )
+    p.add_argument(
+        "--authority", required=True, help="address of the token authority (the registry)"
+    )
+    p.add_argument("--service", required=True, help="address of the verification service")
+    p.add_argument(
+        "--epoch",
+        type=_positive,
+        default=1,
+        help="the token epoch the registry's operator announced (default: %(default)s)",
+    )
+    p.set_defaults(func=cmd_connector_events)
+
     p = sub.add_parser("up", help="run a deployment on this machine until Ctrl-C")
     p.add_argument(
         "--data",
@@ -778,6 +818,7 @@ def build_parser() -> argparse.ArgumentParser:
     audit_cli.add_parser(sub)
     party_cli.add_parser(sub)
     policy_cli.add_parser(sub)
+    monitoring_cli.add_parser(sub)
 
     p = sub.add_parser(
         "recheck", help="re-verify a roster of enrolled applicants (半年复核), resumable"

@@ -15,6 +15,12 @@ from collections.abc import Callable
 from pathlib import Path
 
 from hedui.clients.errors import ClientError
+from hedui.connectors.events import (
+    load_events_query,
+    push_events,
+    read_events_csv,
+    read_events_source,
+)
 from hedui.connectors.importer import (
     by_token,
     check_shrink,
@@ -128,4 +134,44 @@ def sync_on_host(
         f"{before if before is not None else 'none'}), {len(source.queries)} fields, in "
         f"{time.monotonic() - started:.1f} s; restart `hedui serve connector {cid}` to serve it"
     )
+    return 0
+
+
+def events_on_host(
+    name: str,
+    config: Path,
+    *,
+    file: Path | None,
+    since: dt.date | None,
+    authority: str,
+    service: str,
+    epoch: int,
+    today: dt.date,
+) -> int:
+    """Push a department's events to the service: from a CSV file, or from the source
+    database's events query since a date."""
+    settings = load_connector_config(config, dict(os.environ))
+    assert settings.keys_dir is not None
+    cid = settings.connector_id
+    if cid != name:
+        raise ClientError(f"{config} configures {cid}, not {name}")
+    if (file is None) == (since is None):
+        raise ClientError("give the events either as --file CSV or as --since DATE from [source]")
+    if file is not None:
+        if not file.is_file():
+            raise ClientError(f"{file} is not a file")
+        events = read_events_csv(file, today)
+    else:
+        assert since is not None
+        url, query = load_events_query(config, dict(os.environ))
+        events = read_events_source(url, query, since, today)
+    keys = KeyDir(settings.keys_dir)
+    tokenizer = _tokenizer(settings, keys, authority, epoch)
+    try:
+        received = push_events(
+            events, tokenizer, service, None if settings.insecure else keys.tls(cid)
+        )
+    finally:
+        tokenizer.close()
+    print(f"{cid}: {received} event(s) sent to the verification service")
     return 0

@@ -10,6 +10,7 @@ problem is reported with the file, line and reason.
 from __future__ import annotations
 
 import csv
+import dataclasses
 import datetime as dt
 import os
 from collections import defaultdict
@@ -27,6 +28,16 @@ from hedui.core.resident_id import parse as parse_id
 
 RELATIONS = ("head", "spouse", "child", "parent", "grandchild", "sibling", "other")
 REGISTRY_HEADER = ["household_id", "id_number", "relation", "birth_date"]
+# an optional fifth column: the household's county-level district (GB/T 2260, 6 digits)
+DISTRICT = "district"
+
+
+@dataclass(frozen=True)
+class Register:
+    """The household register as read from its CSV file."""
+
+    people: list[Person]
+    districts: dict[str, str]  # household id -> district, for the households that name one
 
 
 def _read(path: Path) -> tuple[list[list[str]], list[RowProblem]]:
@@ -138,7 +149,7 @@ def by_token(
     return {t: per_id[i] for i, t in zip(ids, tokens, strict=True)}
 
 
-def read_register(path: Path, *, today: dt.date) -> list[Person]:
+def read_register(path: Path, *, today: dt.date) -> Register:
     """Validate the household register's CSV (raises ImportRejected)."""
     rows, problems = _read(path)
     name = path.name
@@ -147,24 +158,43 @@ def read_register(path: Path, *, today: dt.date) -> list[Person]:
     if problems:
         raise ImportRejected(problems)
     header = [h.strip() for h in rows[0]]
-    if header != REGISTRY_HEADER:
+    if header not in (REGISTRY_HEADER, [*REGISTRY_HEADER, DISTRICT]):
         raise ImportRejected(
             [
                 RowProblem(
-                    name, 1, f"header must be {','.join(REGISTRY_HEADER)}; got {','.join(header)}"
+                    name,
+                    1,
+                    f"header must be {','.join(REGISTRY_HEADER)}[,{DISTRICT}]; got {','.join(header)}",
                 )
             ]
         )
     people: dict[str, Person] = {}
+    districts: dict[str, str] = {}
     heads: dict[str, int] = defaultdict(int)
     first_line: dict[str, int] = {}
     for line, row in enumerate(rows[1:], start=2):
         if not any(cell.strip() for cell in row):
             continue
-        if len(row) != 4:
-            problems.append(RowProblem(name, line, f"{len(row)} columns, the header has 4"))
+        if len(row) != len(header):
+            problems.append(
+                RowProblem(name, line, f"{len(row)} columns, the header has {len(header)}")
+            )
             continue
-        household, raw_id, relation, birth = (c.strip() for c in row)
+        household, raw_id, relation, birth, *place = (c.strip() for c in row)
+        if place and place[0]:
+            if not (len(place[0]) == 6 and place[0].isascii() and place[0].isdigit()):
+                problems.append(
+                    RowProblem(name, line, f"district {place[0]!r} is not a 6-digit GB/T 2260 code")
+                )
+            elif districts.setdefault(household, place[0]) != place[0]:
+                problems.append(
+                    RowProblem(
+                        name,
+                        line,
+                        f"household {household} is in district {districts[household]} on an "
+                        "earlier line",
+                    )
+                )
         if not household or len(household) > 64:
             problems.append(RowProblem(name, line, "household_id must be 1 to 64 characters"))
         if relation not in RELATIONS:
@@ -213,7 +243,7 @@ def read_register(path: Path, *, today: dt.date) -> list[Person]:
             )
     if problems:
         raise ImportRejected(problems)
-    return list(people.values())
+    return Register(list(people.values()), districts)
 
 
 def import_holdings(
@@ -227,7 +257,8 @@ def import_holdings(
 
 
 def import_register(path: Path, store: RegisterStore, *, today: dt.date) -> int:
-    return store.replace_all(read_register(path, today=today))
+    register = read_register(path, today=today)
+    return store.replace_all(register.people, register.districts)
 
 
 @dataclass(frozen=True)
@@ -236,6 +267,7 @@ class Dataset:
 
     connector_id: str
     people: list[Person] | None = None
+    districts: dict[str, str] = dataclasses.field(default_factory=dict)
     totals: dict[bytes, dict[str, int]] | None = None
     token_key_check: bytes = b""
     epoch: int = 0
@@ -248,7 +280,7 @@ class Dataset:
 def validate_dataset(path: Path, connector_id: str, *, today: dt.date) -> int:
     """Check a data file without importing it (no token is made); the number of people."""
     if connector_id == REGISTRY_ID:
-        return len(read_register(path, today=today))
+        return len(read_register(path, today=today).people)
     if not path.exists():
         return 0
     return len(parse_holdings(path, kind_of(connector_id), today=today))
@@ -260,7 +292,8 @@ def read_dataset(
     """Validate ``path`` for ``connector_id`` and make its tokens (every connector but the
     register needs the token authority); a missing file is an empty data set."""
     if connector_id == REGISTRY_ID:
-        return Dataset(connector_id, people=read_register(path, today=today))
+        register = read_register(path, today=today)
+        return Dataset(connector_id, people=register.people, districts=register.districts)
     if tokenizer is None:
         raise ImportRejected([RowProblem(path.name, 0, "tokens need the token authority")])
     totals = (
@@ -328,7 +361,7 @@ def write_database(db_path: Path, data: Dataset, seal: RowSeal | None = None) ->
     engine = open_engine(f"sqlite:///{tmp}")
     try:
         if data.people is not None:
-            RegisterStore(engine).replace_all(data.people)
+            RegisterStore(engine).replace_all(data.people, data.districts)
         else:
             HoldingStore(engine, seal).replace_all(
                 data.totals or {}, data.token_key_check, data.epoch

@@ -78,7 +78,7 @@ _SIZE_WEIGHTS = (22, 28, 24, 14, 8, 4)  # household sizes 1..6
 _BIG_BANKS = deployment.bank_ids(6)  # the big state-owned banks hold most accounts
 _BANKS_PER_PERSON = (15, 35, 30, 15, 5)  # weights of holding 0..4 banks
 _YUAN = 100
-_REGISTRY_HEADER = ("household_id", "id_number", "relation", "birth_date")
+_REGISTRY_HEADER = ("household_id", "id_number", "relation", "birth_date", "district")
 
 
 @dataclass(frozen=True)
@@ -133,14 +133,14 @@ class _Generator:
         rng = self.rng
         labels = list(THRESHOLD_CASES) if households >= 20 else []
         special = dict(zip(rng.sample(range(households), len(labels)), labels, strict=True))
-        registry: list[tuple[str, str, str, str]] = []
+        registry: list[tuple[str, str, str, str, str]] = []
         applicants: list[tuple[str, str]] = []
         thresholds: list[tuple[str, str]] = []
         for index in range(households):
             hid = f"HH{index + 1:06d}"
             label = special.get(index)
-            members = self._members(label is not None)
-            registry += [(hid, m.id_number, m.relation, m.birth.isoformat()) for m in members]
+            members, home = self._members(label is not None)
+            registry += [(hid, m.id_number, m.relation, m.birth.isoformat(), home) for m in members]
             applicants.append((hid, members[0].id_number))
             if label is None:
                 self._random_economy(members)
@@ -166,7 +166,8 @@ class _Generator:
             dict(by_household),
         )
 
-    def _members(self, with_spouse: bool) -> list[_Member]:
+    def _members(self, with_spouse: bool) -> tuple[list[_Member], str]:
+        """The members of a new household, and its district (most were born there too)."""
         rng = self.rng
         if with_spouse:  # threshold households: 2-5 people, so money spreads over members
             template = rng.choice([t for t in _TEMPLATES[rng.randint(2, 5)] if "spouse" in t])
@@ -191,7 +192,7 @@ class _Generator:
                 banks = int(rng.random() < 0.4)
             self.accounts[number] = self._pick_banks(banks, ())
             members.append(_Member(number, relation, birth, age, student))
-        return members
+        return members, home
 
     def _ages(self, template: tuple[str, ...]) -> list[tuple[str, int, bool]]:
         rng = self.rng

@@ -20,7 +20,7 @@ import grpc
 from sqlalchemy.exc import SQLAlchemyError
 
 from hedui.connectors.store import Person, RegisterStore
-from hedui.connectors.token_authority import TokenAuthority
+from hedui.connectors.token_authority import MONITOR_DAYS, HandleRefused, TokenAuthority
 from hedui.core import rpc
 from hedui.core.clock import DEPLOYMENT, Clock, is_adult
 from hedui.core.errors import InvalidResidentId
@@ -75,8 +75,30 @@ class RegistryServicer(connector_pb2_grpc.RegistryServiceServicer):
         self, request: connector_pb2.HouseholdRequest, context: grpc.ServicerContext
     ) -> connector_pb2.HouseholdGrant:
         self._query_id(request.query_id, context)
+        today = self._clock.today()
+        if (request.monitoring_handle or request.monitor_until) and not request.signatures.standing:
+            rpc.abort(
+                context,
+                grpc.StatusCode.FAILED_PRECONDITION,
+                "monitoring needs a standing authorisation",
+                rpc.precondition_failure(
+                    "CONSENT", "signatures.standing", "monitoring is under a standing authorisation"
+                ),
+            )
+        if request.monitoring_handle:
+            try:
+                id_number = self._authority.open_handle(bytes(request.monitoring_handle), today)
+            except HandleRefused as e:
+                rpc.abort(
+                    context,
+                    grpc.StatusCode.FAILED_PRECONDITION,
+                    str(e),
+                    rpc.precondition_failure("MONITORING", "monitoring_handle", str(e)),
+                )
+        else:
+            id_number = request.id_number
         try:
-            resident = parse_id(request.id_number, today=self._clock.today())
+            resident = parse_id(id_number, today=today)
         except InvalidResidentId as e:
             rpc.abort(
                 context,
@@ -84,6 +106,7 @@ class RegistryServicer(connector_pb2_grpc.RegistryServiceServicer):
                 str(e),
                 rpc.bad_request("id_number", str(e)),
             )
+        until = self._monitor_until(request.monitor_until, today, context)
         try:
             members = self._store.household_of(resident.value)
         except SQLAlchemyError as e:
@@ -100,8 +123,33 @@ class RegistryServicer(connector_pb2_grpc.RegistryServiceServicer):
             rpc.abort(context, grpc.StatusCode.INTERNAL, household.problem)
         if household.consent_missing:  # no tokens, no grant: its sources cannot be asked
             return connector_pb2.HouseholdGrant(household=household)
+        household.district = self._store.district_of(members[0].household_id)
+        if until is not None:
+            household.monitoring_handle = self._authority.monitoring_handle(resident.value, until)
         grant = self._authority.grant(request.query_id, [_tokens_of(household)], batch=False)
         return connector_pb2.HouseholdGrant(household=household, grant=grant.to_pb())
+
+    def _monitor_until(
+        self, text: str, today: dt.date, context: grpc.ServicerContext
+    ) -> dt.date | None:
+        if not text:
+            return None
+        try:
+            until = dt.date.fromisoformat(text)
+            if len(text) != 10:
+                raise ValueError
+        except ValueError:
+            until = None
+        last = today + dt.timedelta(days=MONITOR_DAYS)
+        if until is None or not today <= until <= last:
+            reason = f"a date YYYY-MM-DD from {today.isoformat()} to {last.isoformat()}"
+            rpc.abort(
+                context,
+                grpc.StatusCode.INVALID_ARGUMENT,
+                f"monitor_until must be {reason}",
+                rpc.bad_request("monitor_until", reason),
+            )
+        return until
 
     def GetHouseholds(
         self, request: connector_pb2.HouseholdsRequest, context: grpc.ServicerContext

@@ -63,6 +63,15 @@ class Person(Base):
     birth_date: Mapped[str] = mapped_column(String(10))
 
 
+class HouseholdPlace(Base):
+    """Where a household is registered (registry connector only): its county-level district
+    (GB/T 2260), to which 主动发现 alerts about it are assigned."""
+
+    __tablename__ = "household_place"
+    household_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    district: Mapped[str] = mapped_column(String(6))
+
+
 class AnsweredQuery(Base):
     """Query ids a connector has answered: a grant is good for one answer only."""
 
@@ -266,11 +275,21 @@ class RegisterStore:
     def __init__(self, engine: Engine) -> None:
         self._engine = engine
 
-    def replace_all(self, people: Sequence[Person]) -> int:
+    def replace_all(self, people: Sequence[Person], districts: Mapping[str, str] = {}) -> int:
         with Session(self._engine) as s, s.begin():
             s.execute(delete(Person))
+            s.execute(delete(HouseholdPlace))
             s.add_all(people)
+            s.add_all(HouseholdPlace(household_id=h, district=d) for h, d in districts.items())
         return len(people)
+
+    def district_of(self, household_id: str) -> str:
+        """The household's district, or "" when the register does not say."""
+        with Session(self._engine) as s:
+            found = s.scalar(
+                select(HouseholdPlace.district).where(HouseholdPlace.household_id == household_id)
+            )
+        return found or ""
 
     def population(self) -> int:
         with Session(self._engine) as s:

@@ -50,6 +50,13 @@ QUOTA_REFUSALS = Counter(
     ["kind"],
     registry=REGISTRY,
 )
+MONITORING_EVENTS = Counter(
+    "hedui_monitoring_events",
+    "department events the service received (all), and those about monitored households "
+    "(queued for a re-check); aggregate only, never per person",
+    ["outcome"],
+    registry=REGISTRY,
+)
 POOL_DEPTH = Gauge(
     "hedui_randomness_pool_depth",
     "precomputed Paillier obfuscators ready in this process's pool",

@@ -33,6 +33,14 @@ class AlertError(ServiceError):
     """An alert step that cannot be taken (unknown alert, wrong state, bad outcome or note)."""
 
 
+class AlertNotFound(AlertError):
+    pass
+
+
+class AlertWrongState(AlertError):
+    """The step does not fit the alert's state (or another caseworker took it meanwhile)."""
+
+
 class AlertRow(Base):
     __tablename__ = "alert"
     alert_id: Mapped[str] = mapped_column(String(32), primary_key=True)
@@ -56,6 +64,8 @@ class AlertRow(Base):
     outcome: Mapped[str | None] = mapped_column(String(16), nullable=True)
     note: Mapped[str | None] = mapped_column(String(NOTE_CHARS), nullable=True)
     version: Mapped[int] = mapped_column(Integer)  # each step adds one (no lost update)
+    recheck_request_id: Mapped[str] = mapped_column(String(64), default="")
+    level_logged: Mapped[int] = mapped_column(Integer, default=0)  # overdue/escalated, logged
 
 
 _TABLE = AlertRow.__table__
@@ -83,6 +93,8 @@ class Alert:
     closed_on: dt.date | None
     outcome: str | None
     note: str | None
+    recheck_request_id: str
+    level_logged: int
 
     def level(self, today: dt.date) -> int:
         """0: with the district, in time; 1: overdue; 2: escalated to the next level."""
@@ -107,6 +119,7 @@ class NewAlert:
     decision_after: str
     benefit_fen: int
     suggest: str
+    recheck_request_id: str = ""
 
 
 _DATES = ("event_on", "raised_on", "due_on", "escalate_on", "closed_on")
@@ -143,11 +156,23 @@ class AlertBook:
         self._today = today
         self._new_id = new_id
 
-    def raise_alert(self, new: NewAlert, deadline_days: int, escalate_after_days: int) -> Alert:
+    def raise_alert(
+        self,
+        new: NewAlert,
+        deadline_days: int,
+        escalate_after_days: int,
+        alert_id: str | None = None,
+    ) -> Alert:
+        """Raise an alert; with ``alert_id``, once (a repeat returns the alert raised before)."""
+        if alert_id is not None:
+            try:
+                return self.get(alert_id)
+            except AlertNotFound:
+                pass
         today = self._today()
         due = today + dt.timedelta(days=deadline_days)
         row = {
-            "alert_id": self._new_id(),
+            "alert_id": alert_id or self._new_id(),
             **{k: getattr(new, k) for k in NewAlert.__dataclass_fields__},
             "event_on": new.event_on.isoformat(),
             "raised_on": today.isoformat(),
@@ -155,6 +180,7 @@ class AlertBook:
             "escalate_on": (due + dt.timedelta(days=escalate_after_days)).isoformat(),
             "state": "open",
             "version": 1,
+            "level_logged": 0,
         }
         with self._engine.begin() as conn:
             conn.execute(insert(AlertRow).values(**row))
@@ -166,7 +192,7 @@ class AlertBook:
                 conn.execute(select(_TABLE).where(_TABLE.c.alert_id == alert_id)).mappings().first()
             )
         if row is None:
-            raise AlertError(f"no alert {alert_id!r}; `hedui alerts list` shows them")
+            raise AlertNotFound(f"no alert {alert_id!r}; `hedui alerts list` shows them")
         return _alert(row)
 
     def find(self, *, district: str | None = None, state: str | None = None) -> list[Alert]:
@@ -187,7 +213,7 @@ class AlertBook:
     def _step(self, alert_id: str, allowed: Sequence[str], **values: object) -> Alert:
         current = self.get(alert_id)
         if current.state not in allowed:
-            raise AlertError(
+            raise AlertWrongState(
                 f"alert {alert_id} is {current.state}; this step needs it {' or '.join(allowed)}"
             )
         with self._engine.begin() as conn:
@@ -197,7 +223,7 @@ class AlertBook:
                 .values(version=AlertRow.version + 1, **values)
             ).rowcount
         if done != 1:
-            raise AlertError(f"alert {alert_id} changed meanwhile; look at it again")
+            raise AlertWrongState(f"alert {alert_id} changed meanwhile; look at it again")
         return self.get(alert_id)
 
     def accept(self, alert_id: str, who: str) -> Alert:
@@ -219,6 +245,23 @@ class AlertBook:
             outcome=outcome,
             note=note,
         )
+
+    def levels_to_log(self) -> list[tuple[Alert, int]]:
+        """Open alerts that went overdue (1) or were escalated (2) since that was logged."""
+        today = self._today()
+        out = []
+        for a in self.find():
+            if a.state != "closed" and a.level(today) > a.level_logged:
+                out.append((a, a.level(today)))
+        return out
+
+    def level_logged(self, alert_id: str, level: int) -> None:
+        with self._engine.begin() as conn:
+            conn.execute(
+                update(AlertRow)
+                .where(AlertRow.alert_id == alert_id, AlertRow.level_logged < level)
+                .values(level_logged=level)
+            )
 
     def report(self, month: str) -> list[DistrictMonth]:
         """Per district, the alerts raised in ``month`` (YYYY-MM) and what became of them by

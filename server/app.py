@@ -18,23 +18,36 @@ from hedui.core.clock import Clock
 from hedui.core.custody import custodian_view
 from hedui.core.keystore import KeyDir
 from hedui.core.rpc import Admission, RunningServer, create_server
-from hedui.proto.v1 import audit_pb2, audit_pb2_grpc, verification_pb2, verification_pb2_grpc
+from hedui.proto.v1 import (
+    audit_pb2,
+    audit_pb2_grpc,
+    monitoring_pb2,
+    monitoring_pb2_grpc,
+    verification_pb2,
+    verification_pb2_grpc,
+)
+from hedui.server.alerts import AlertBook
 from hedui.server.audit_service import AuditServicer
 from hedui.server.batch import BatchVerifier
 from hedui.server.config import ServiceConfig
 from hedui.server.custodian_client import Custodian, RemoteCustodian
 from hedui.server.errors import ConfigError
 from hedui.server.fanout import ConnectorPool, RegistryClient
+from hedui.server.followup import FollowUpServicer, MonitoringServicer
 from hedui.server.health_watch import DependencyWatch
 from hedui.server.key_events import ed25519_fingerprint, record_startup
+from hedui.server.monitor import Monitor, MonitorWorker
 from hedui.server.policy.book import PolicyBook
 from hedui.server.quotas import Quotas
 from hedui.server.requests import RequestBook, StateSealer, StateUnavailable
 from hedui.server.verification import VerificationServicer, Verifier
+from hedui.server.watchlist import WatchList
 
 log = logging.getLogger("hedui.server")
 VERIFICATION_SERVICE = verification_pb2.DESCRIPTOR.services_by_name["VerificationService"].full_name
 AUDIT_SERVICE = audit_pb2.DESCRIPTOR.services_by_name["AuditService"].full_name
+MONITORING_SERVICE = monitoring_pb2.DESCRIPTOR.services_by_name["MonitoringService"].full_name
+FOLLOW_UP_SERVICE = monitoring_pb2.DESCRIPTOR.services_by_name["FollowUpService"].full_name
 
 
 @dataclass
@@ -44,6 +57,7 @@ class RunningService:
     watch: DependencyWatch | None = None
     retention: Retention | None = None
     settler: Settler | None = None
+    monitor: MonitorWorker | None = None
 
     @property
     def port(self) -> int:
@@ -56,6 +70,8 @@ class RunningService:
             self.retention.stop()
         if self.settler is not None:
             self.settler.stop()
+        if self.monitor is not None:
+            self.monitor.stop()
         self.server.stop(grace)
         self.verifier.requests.close()
         self.verifier.pool.close()
@@ -225,15 +241,34 @@ def start_service(config: ServiceConfig, verifier: Verifier | None = None) -> Ru
         batch_idle_seconds=config.batch_idle_seconds,
     )
     auditor = AuditServicer(v.audit, v.audit_key, v.now)
+    monitor = Monitor(
+        v,
+        WatchList(
+            v.requests.engine, lambda: v.now().date(), lambda: int(v.now().timestamp() * 1000)
+        ),
+        AlertBook(v.requests.engine, lambda: v.now().date()),
+    )
+    worker = MonitorWorker(monitor, v.requests.owner)
 
     def register(server: grpc.Server) -> None:
         verification_pb2_grpc.add_VerificationServiceServicer_to_server(servicer, server)
         audit_pb2_grpc.add_AuditServiceServicer_to_server(auditor, server)
+        monitoring_pb2_grpc.add_MonitoringServiceServicer_to_server(
+            MonitoringServicer(monitor, worker.wake.set), server
+        )
+        monitoring_pb2_grpc.add_FollowUpServiceServicer_to_server(
+            FollowUpServicer(monitor, servicer), server
+        )
 
     running = create_server(
         config.address,
         tls=None if config.insecure else keys.tls("service"),
-        roles={VERIFICATION_SERVICE: {"intake"}, AUDIT_SERVICE: {"auditor"}},
+        roles={
+            VERIFICATION_SERVICE: {"intake"},
+            AUDIT_SERVICE: {"auditor"},
+            MONITORING_SERVICE: {"connector"},
+            FOLLOW_UP_SERVICE: {"intake"},
+        },
         register=[register],
         # threads for the admitted verifications, a batch stream and the auditors; a call over
         # the limit of its method is answered RESOURCE_EXHAUSTED at once instead of queueing
@@ -257,4 +292,5 @@ def start_service(config: ServiceConfig, verifier: Verifier | None = None) -> Ru
     retention.start()
     settler = Settler(v)
     settler.start()
-    return RunningService(running, v, watch, retention, settler)
+    worker.start()
+    return RunningService(running, v, watch, retention, settler, worker)

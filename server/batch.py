@@ -24,6 +24,7 @@ from hedui.server.verification import (
     batch_error,
     purged_message,
     receipt_pb,
+    resident_of,
 )
 
 log = logging.getLogger("hedui.server.batch")
@@ -102,7 +103,7 @@ class BatchVerifier:
         self, todo: list[tuple[Application, bytes]], caller: PeerIdentity
     ) -> list[verification_pb2.BatchResult]:
         v = self.v
-        tokens = {app.request_id: v.audit_key.token(app.resident) for app, _ in todo}
+        tokens = {app.request_id: v.applicant_token(app) for app, _ in todo}
         query_id = v.new_query_id()
         size = v.audit.store.size()
         v.requests.begin([(key, query_id, size) for _, key in todo])
@@ -133,7 +134,7 @@ class BatchVerifier:
         lookups: list[GrantedHousehold | ServiceError]
         try:
             lookups, grant = v.registry.households(
-                [app.resident for app, _ in todo],
+                [resident_of(app) for app, _ in todo],
                 query_id,
                 [app.consent.signatures_pb() for app, _ in todo],
             )

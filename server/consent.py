@@ -157,12 +157,17 @@ def _months_later(date: dt.date, months: int) -> dt.date:
     return dt.date(year, month, min(date.day, calendar.monthrange(year, month)[1]))
 
 
+def expires_on(consent: Consent, region: RegionParameters, today: dt.date) -> dt.date:
+    """The first day a consent is no longer in force (the validity in force ``today``)."""
+    name = STANDING_VALIDITY if consent.standing else VALIDITY
+    return _months_later(consent.signed_on, region.get(name, today).value)
+
+
 def check_in_force(consent: Consent, region: RegionParameters, today: dt.date) -> None:
     """Refuse a consent older than the region's validity on the check date (``today``)."""
-    name = STANDING_VALIDITY if consent.standing else VALIDITY
-    param = region.get(name, today)
-    expires = _months_later(consent.signed_on, param.value)
+    expires = expires_on(consent, region, today)
     if today >= expires:
+        param = region.get(STANDING_VALIDITY if consent.standing else VALIDITY, today)
         what = "standing authorisation" if consent.standing else "consent"
         raise ConsentRefused(
             [

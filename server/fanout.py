@@ -69,6 +69,10 @@ class SourceUnavailable(ServiceError):
     pass
 
 
+class MonitoringRefused(ServiceError):
+    """The registry refused a monitoring handle (past its date, not its own) or its issue."""
+
+
 _REFUSALS = {  # a connector's precondition type -> what the verdict says (fixed words only)
     "TOKEN_EPOCH": "refused the query: its data is of another token epoch; import it again",
     "GRANT": "refused the query: the token grant does not cover it",
@@ -106,6 +110,8 @@ class GrantedHousehold:
     members: list[Member]
     tokens: Mapping[str, list[bytes]]
     pseudonym: bytes = b""  # the registry's keyed name for the household (case numbers)
+    district: str = ""  # its county-level district in the register (alerts go there)
+    handle: bytes = b""  # a monitoring handle, when one was asked for
 
 
 class RegistryClient:
@@ -122,19 +128,31 @@ class RegistryClient:
         self._timeout = timeout
 
     def household(
-        self, resident: ResidentId, query_id: str, signatures: connector_pb2.Signatures
+        self,
+        resident: ResidentId | bytes,
+        query_id: str,
+        signatures: connector_pb2.Signatures,
+        monitor_until: dt.date | None = None,
     ) -> tuple[GrantedHousehold, Grant]:
-        """The household and its grant; ConsentRefused when an adult member did not sign."""
+        """The household of an ID number or of a monitoring handle the registry issued, and its
+        grant; ConsentRefused when an adult member did not sign. With ``monitor_until`` the
+        registry also issues a monitoring handle for the applicant."""
+        request = connector_pb2.HouseholdRequest(query_id=query_id, signatures=signatures)
+        if isinstance(resident, ResidentId):
+            request.id_number = resident.value
+        else:
+            request.monitoring_handle = resident
+        if monitor_until is not None:
+            request.monitor_until = monitor_until.isoformat()
         try:
-            reply = self._stub.GetHousehold(
-                connector_pb2.HouseholdRequest(
-                    id_number=resident.value, query_id=query_id, signatures=signatures
-                ),
-                timeout=self._timeout,
-            )
+            reply = self._stub.GetHousehold(request, timeout=self._timeout)
         except grpc.RpcError as e:
             if isinstance(e, grpc.Call) and e.code() == grpc.StatusCode.NOT_FOUND:
                 raise RegistryNotFound("the ID number is not in the household register") from None
+            refused = isinstance(e, grpc.Call) and e.code() == grpc.StatusCode.FAILED_PRECONDITION
+            if refused and (request.monitoring_handle or request.monitor_until):
+                assert isinstance(e, grpc.Call)
+                raise MonitoringRefused(f"household registry: {e.details()}") from None
             raise SourceUnavailable(f"household registry: {_reason(e, self._timeout)}") from None
         household = _household(reply.household, self._clock.today())
         if isinstance(household, ConsentRefused):
@@ -223,7 +241,11 @@ def _household(reply: connector_pb2.Household, today: dt.date) -> GrantedHouseho
     if len(reply.pseudonym) != 32:
         raise SourceUnavailable("household registry: the answer has no household pseudonym")
     return GrantedHousehold(
-        members, {t.connector_id: list(t.tokens) for t in reply.tokens}, bytes(reply.pseudonym)
+        members,
+        {t.connector_id: list(t.tokens) for t in reply.tokens},
+        bytes(reply.pseudonym),
+        reply.district,
+        bytes(reply.monitoring_handle),
     )
 
 

@@ -218,6 +218,11 @@ class RequestBook:
         except SQLAlchemyError:
             return False
 
+    @property
+    def engine(self) -> Engine:
+        """The state database (the watch-list and alerts live there too)."""
+        return self._engine
+
     def close(self) -> None:
         if self._life is not None:
             self._life.close()

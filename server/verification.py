@@ -12,7 +12,7 @@ import logging
 import secrets
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Protocol, TypeVar
 
 import grpc
 from google.rpc import error_details_pb2
@@ -36,13 +36,21 @@ from hedui.server.consent import Consent, ConsentRefused
 from hedui.server.custodian_client import Custodian
 from hedui.server.errors import CustodianRefused, PolicyError, ServiceError
 from hedui.server.evidence import log_evidence
-from hedui.server.fanout import ConnectorPool, RegistryClient, RegistryNotFound, SourceUnavailable
+from hedui.server.fanout import (
+    ConnectorPool,
+    GrantedHousehold,
+    MonitoringRefused,
+    RegistryClient,
+    RegistryNotFound,
+    SourceUnavailable,
+)
 from hedui.server.policy.book import PROGRAMS, PolicyBook
 from hedui.server.policy.engine import Decision, HouseholdFacts, Member, Outcome, RuleResult
 from hedui.server.quotas import Alert, QuotaExceeded, Quotas, QuotaSettings
 from hedui.server.requests import RequestBook, StateUnavailable, is_purged
 from hedui.server.streams import PAUSE, StreamIdle, paced
 
+T = TypeVar("T")
 SELF = PeerIdentity("hedui-service", "service")  # the service's own entries (alerts)
 log = logging.getLogger("hedui.server")
 
@@ -71,15 +79,32 @@ _OUTCOMES = {
 
 
 @dataclass(frozen=True)
+class Monitored:
+    """A monitored household's applicant, named by the handle the registry issued at enrolment
+    (the service keeps no ID number) and the audit token computed then."""
+
+    handle: bytes
+    audit_token: bytes
+
+
+@dataclass(frozen=True)
 class Application:
     request_id: str
-    resident: ResidentId
+    resident: ResidentId | Monitored
     program: str
     region: str
     consent: Consent
     as_of: dt.date
     as_of_requested: str = ""  # as sent: empty means "today", so a retry after midnight matches
     caseworker_id: str = ""  # the intake system's user who asked, if it says
+    monitor_until: dt.date | None = None  # ask the registry for a monitoring handle
+
+
+def resident_of(app: Application) -> ResidentId:
+    """The applicant's ID number (the batch path has one for every application)."""
+    if isinstance(app.resident, ResidentId):
+        return app.resident
+    raise ServiceError("a monitored household is re-checked on its own, not in a batch")
 
 
 class RequestConflict(ServiceError):
@@ -130,7 +155,7 @@ class Verifier:
 
     def log_alert(self, alert: Alert) -> None:
         """Write an alert to the audit log, as the service itself."""
-        entry = self._entry(SELF)
+        entry = self.entry_for(SELF)
         entry.alert.CopyFrom(
             audit_pb2.Alert(
                 kind=alert.kind,
@@ -143,7 +168,7 @@ class Verifier:
         self.audit.append([entry])
         log.warning("alert %s for %s: %s", alert.kind, alert.subject, alert.description)
 
-    def _entry(self, caller: PeerIdentity) -> audit_pb2.AuditEntry:
+    def entry_for(self, caller: PeerIdentity) -> audit_pb2.AuditEntry:
         return audit_pb2.AuditEntry(
             time_unix_ms=int(self.now().timestamp() * 1000),
             caller=caller.name,
@@ -153,8 +178,9 @@ class Verifier:
     def request_keys(self, app: Application, caller: PeerIdentity) -> tuple[bytes, bytes]:
         """(idempotency key, application fingerprint): HMACs, so the table holds no ID."""
         key = self.audit_key.mac(f"request\0{caller.name}\0{app.request_id}".encode())
+        who = app.resident
         parts = [
-            app.resident.value,
+            who.value if isinstance(who, ResidentId) else f"monitored:{who.audit_token.hex()}",
             app.program,
             app.region,
             app.consent.fingerprint(),
@@ -164,6 +190,17 @@ class Verifier:
 
     def verify(self, app: Application, caller: PeerIdentity) -> verification_pb2.Verdict:
         """Verify once per (caller, request id): a repeat gets the stored verdict."""
+        return self.check(app, caller)[0]
+
+    def applicant_token(self, app: Application) -> bytes:
+        who = app.resident
+        return self.audit_key.token(who) if isinstance(who, ResidentId) else who.audit_token
+
+    def check(
+        self, app: Application, caller: PeerIdentity
+    ) -> tuple[verification_pb2.Verdict, GrantedHousehold | None]:
+        """:meth:`verify`, and the household as the registry answered it (None for a repeat,
+        answered from the stored verdict)."""
         self.policy.check(app.program, app.region, app.as_of)
         self.check_consent(app)
         request_key, fingerprint = self.request_keys(app, caller)
@@ -180,9 +217,9 @@ class Verifier:
             kept = verification_pb2.Verdict.FromString(earlier[1])
             if is_purged(kept):
                 raise RequestExpired(purged_message(kept))
-            return kept
+            return kept, None
         try:
-            verdict = self._verify(app, caller, request_key)
+            verdict, household = self._verify(app, caller, request_key)
         except BaseException:
             self.requests.release(request_key)
             raise
@@ -192,7 +229,7 @@ class Verifier:
             # the verdict is in the audit log: the caller gets it; the next start of the
             # service settles the claim from the verdict kept before it was logged
             log.error("request=%s: verdict logged, state not recorded", app.request_id)
-        return verdict
+        return verdict, household
 
     def settle(self) -> tuple[int, int]:
         """At start: settle the claims a previous life of the service left in progress. A
@@ -298,7 +335,7 @@ class Verifier:
     def request_entry(
         self, app: Application, caller: PeerIdentity, audit_token: bytes, query_id: str
     ) -> audit_pb2.AuditEntry:
-        entry = self._entry(caller)
+        entry = self.entry_for(caller)
         self._about(entry.request, app, audit_token)
         entry.request.query_id = query_id
         return entry
@@ -311,21 +348,25 @@ class Verifier:
         self, app: Application, caller: PeerIdentity, audit_token: bytes, query_id: str, error: str
     ) -> audit_pb2.AuditEntry:
         """The outcome of a request that reached no verdict, and why."""
-        entry = self._entry(caller)
+        entry = self.entry_for(caller)
         entry.verdict.CopyFrom(audit_pb2.VerdictEntry(query_id=query_id, error=error))
         self._about(entry.verdict, app, audit_token)
         return entry
 
     def _verify(
         self, app: Application, caller: PeerIdentity, request_key: bytes
-    ) -> verification_pb2.Verdict:
-        audit_token = self.audit_key.token(app.resident)
+    ) -> tuple[verification_pb2.Verdict, GrantedHousehold]:
+        audit_token = self.applicant_token(app)
+        who = app.resident
         query_id = self.new_query_id()
         self.requests.begin([(request_key, query_id, self.audit.store.size())])
         (logged,) = self.audit.append([self.request_entry(app, caller, audit_token, query_id)])
         try:  # from here on, every way out leaves an outcome entry for the request entry
             household, grant = self.registry.household(
-                app.resident, query_id, app.consent.signatures_pb()
+                who if isinstance(who, ResidentId) else who.handle,
+                query_id,
+                app.consent.signatures_pb(),
+                app.monitor_until,
             )
             self.bind_case(app, caller, household.pseudonym)
             fan = self.pool.query(query_id, household.tokens, grant)
@@ -355,7 +396,7 @@ class Verifier:
             ",".join(sorted(fan.failures)) or "-",
             receipt.leaf_index,
         )
-        return verdict
+        return verdict, household
 
     def conclude(
         self,
@@ -400,7 +441,7 @@ class Verifier:
             ],
             figures_opening=self.new_salt(),
         )
-        entry = self._entry(caller)
+        entry = self.entry_for(caller)
         entry.verdict.CopyFrom(
             audit_pb2.VerdictEntry(
                 connectors_answered=sorted(c for c, _ in digests),
@@ -656,8 +697,26 @@ class VerificationServicer(verification_pb2_grpc.VerificationServiceServicer):
                     ]
                 ),
             )
+        return self.guarded(context, app, caller, lambda: self._verifier.verify(app, caller))
+
+    def guarded(
+        self,
+        context: grpc.ServicerContext,
+        app: Application,
+        caller: PeerIdentity,
+        work: Callable[[], T],
+    ) -> T:
+        """Run a verification (or an enrolment, which is one) and turn its refusals into
+        status codes with their details."""
         try:
-            return self._verifier.verify(app, caller)
+            return work()
+        except MonitoringRefused as e:
+            rpc.abort(
+                context,
+                grpc.StatusCode.FAILED_PRECONDITION,
+                str(e),
+                rpc.precondition_failure("MONITORING", "monitoring_handle", str(e)),
+            )
         except PolicyError as e:
             rpc.abort(
                 context,

@@ -73,6 +73,7 @@ class AuditEntry(_message.Message):
     CONFIG_CHANGE_FIELD_NUMBER: _builtins.int
     SEARCH_FIELD_NUMBER: _builtins.int
     ALERT_FIELD_NUMBER: _builtins.int
+    MONITORING_FIELD_NUMBER: _builtins.int
     time_unix_ms: _builtins.int
     """Milliseconds since the Unix epoch, UTC."""
     caller: _builtins.str
@@ -90,6 +91,8 @@ class AuditEntry(_message.Message):
     def search(self) -> Global___AuditorSearch: ...
     @_builtins.property
     def alert(self) -> Global___Alert: ...
+    @_builtins.property
+    def monitoring(self) -> Global___MonitoringEntry: ...
     def __init__(
         self,
         *,
@@ -102,16 +105,78 @@ class AuditEntry(_message.Message):
         config_change: Global___ConfigChange | None = ...,
         search: Global___AuditorSearch | None = ...,
         alert: Global___Alert | None = ...,
+        monitoring: Global___MonitoringEntry | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["alert", b"alert", "body", b"body", "config_change", b"config_change", "key_event", b"key_event", "request", b"request", "search", b"search", "verdict", b"verdict"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["alert", b"alert", "body", b"body", "config_change", b"config_change", "key_event", b"key_event", "monitoring", b"monitoring", "request", b"request", "search", b"search", "verdict", b"verdict"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["alert", b"alert", "body", b"body", "caller", b"caller", "caller_role", b"caller_role", "config_change", b"config_change", "key_event", b"key_event", "request", b"request", "search", b"search", "time_unix_ms", b"time_unix_ms", "verdict", b"verdict"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["alert", b"alert", "body", b"body", "caller", b"caller", "caller_role", b"caller_role", "config_change", b"config_change", "key_event", b"key_event", "monitoring", b"monitoring", "request", b"request", "search", b"search", "time_unix_ms", b"time_unix_ms", "verdict", b"verdict"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    _WhichOneofReturnType_body: _TypeAlias = _typing.Literal["request", "verdict", "key_event", "config_change", "search", "alert"]  # noqa: Y015
+    _WhichOneofReturnType_body: _TypeAlias = _typing.Literal["request", "verdict", "key_event", "config_change", "search", "alert", "monitoring"]  # noqa: Y015
     _WhichOneofArgType_body: _TypeAlias = _typing.Literal["body", b"body"]  # noqa: Y015
     def WhichOneof(self, oneof_group: _WhichOneofArgType_body) -> _WhichOneofReturnType_body | None: ...
 
 Global___AuditEntry: _TypeAlias = AuditEntry  # noqa: Y015
+
+@_typing.final
+class MonitoringEntry(_message.Message):
+    """A step of 主动发现 (never a figure, never an ID number): a household enrolled, a department's
+    event about a monitored household, an alert raised, accepted, closed, overdue or escalated.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    STEP_FIELD_NUMBER: _builtins.int
+    WATCH_ID_FIELD_NUMBER: _builtins.int
+    APPLICANT_AUDIT_TOKEN_FIELD_NUMBER: _builtins.int
+    PROGRAM_FIELD_NUMBER: _builtins.int
+    DISTRICT_FIELD_NUMBER: _builtins.int
+    EVENT_KIND_FIELD_NUMBER: _builtins.int
+    EVENT_ON_FIELD_NUMBER: _builtins.int
+    ALERT_ID_FIELD_NUMBER: _builtins.int
+    OUTCOME_FIELD_NUMBER: _builtins.int
+    UNTIL_FIELD_NUMBER: _builtins.int
+    REQUEST_ID_FIELD_NUMBER: _builtins.int
+    CASEWORKER_ID_FIELD_NUMBER: _builtins.int
+    step: _builtins.str
+    """enrolled, event, alert_raised, alert_accepted, alert_closed, alert_overdue, alert_escalated."""
+    watch_id: _builtins.str
+    applicant_audit_token: _builtins.bytes
+    program: _builtins.str
+    district: _builtins.str
+    event_kind: _builtins.str
+    event_on: _builtins.str
+    alert_id: _builtins.str
+    outcome: _builtins.str
+    """alert_closed: visited, applied, enrolled or not_needed."""
+    until: _builtins.str
+    """enrolled: the last day of monitoring."""
+    request_id: _builtins.str
+    """event, alert_raised: the re-check's request id; enrolled: the baseline's."""
+    caseworker_id: _builtins.str
+    """alert_accepted, alert_closed: the intake system's user."""
+    def __init__(
+        self,
+        *,
+        step: _builtins.str = ...,
+        watch_id: _builtins.str = ...,
+        applicant_audit_token: _builtins.bytes = ...,
+        program: _builtins.str = ...,
+        district: _builtins.str = ...,
+        event_kind: _builtins.str = ...,
+        event_on: _builtins.str = ...,
+        alert_id: _builtins.str = ...,
+        outcome: _builtins.str = ...,
+        until: _builtins.str = ...,
+        request_id: _builtins.str = ...,
+        caseworker_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["alert_id", b"alert_id", "applicant_audit_token", b"applicant_audit_token", "caseworker_id", b"caseworker_id", "district", b"district", "event_kind", b"event_kind", "event_on", b"event_on", "outcome", b"outcome", "program", b"program", "request_id", b"request_id", "step", b"step", "until", b"until", "watch_id", b"watch_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___MonitoringEntry: _TypeAlias = MonitoringEntry  # noqa: Y015
 
 @_typing.final
 class Alert(_message.Message):

@@ -496,9 +496,19 @@ class HouseholdRequest(_message.Message):
     ID_NUMBER_FIELD_NUMBER: _builtins.int
     QUERY_ID_FIELD_NUMBER: _builtins.int
     SIGNATURES_FIELD_NUMBER: _builtins.int
+    MONITOR_UNTIL_FIELD_NUMBER: _builtins.int
+    MONITORING_HANDLE_FIELD_NUMBER: _builtins.int
     id_number: _builtins.str
     """Required: a valid resident ID number (else INVALID_ARGUMENT, google.rpc.BadRequest)."""
     query_id: _builtins.str
+    monitor_until: _builtins.str
+    """With a standing authorisation: also issue a monitoring handle valid until this date
+    (YYYY-MM-DD, at most three years ahead), for re-checks without the ID number.
+    """
+    monitoring_handle: _builtins.bytes
+    """Instead of id_number: a monitoring handle the registry issued (standing only). Refused
+    (FAILED_PRECONDITION) once past its date or when not the registry's.
+    """
     @_builtins.property
     def signatures(self) -> Global___Signatures:
         """Who signed the application's consent: see Signatures."""
@@ -509,10 +519,12 @@ class HouseholdRequest(_message.Message):
         id_number: _builtins.str = ...,
         query_id: _builtins.str = ...,
         signatures: Global___Signatures | None = ...,
+        monitor_until: _builtins.str = ...,
+        monitoring_handle: _builtins.bytes = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["signatures", b"signatures"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["id_number", b"id_number", "query_id", b"query_id", "signatures", b"signatures"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["id_number", b"id_number", "monitor_until", b"monitor_until", "monitoring_handle", b"monitoring_handle", "query_id", b"query_id", "signatures", b"signatures"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -599,6 +611,8 @@ class Household(_message.Message):
     PROBLEM_FIELD_NUMBER: _builtins.int
     CONSENT_MISSING_FIELD_NUMBER: _builtins.int
     PSEUDONYM_FIELD_NUMBER: _builtins.int
+    DISTRICT_FIELD_NUMBER: _builtins.int
+    MONITORING_HANDLE_FIELD_NUMBER: _builtins.int
     problem: _builtins.str
     """Set when this household could not be answered (batch path); members and tokens are empty."""
     consent_missing: _builtins.bool
@@ -607,6 +621,12 @@ class Household(_message.Message):
     """The household's pseudonym: a keyed hash of its register number under the registry's key,
     the same for every query about it, so the service can tell that a case number is reused for
     another household without learning which household it is.
+    """
+    district: _builtins.str
+    """The household's district in the register (GB/T 2260 county-level code), or empty."""
+    monitoring_handle: _builtins.bytes
+    """Asked for with monitor_until: an opaque handle (sealed under a key only the registry
+    holds) naming the applicant until that date.
     """
     @_builtins.property
     def members(self) -> _containers.RepeatedCompositeFieldContainer[Global___Member]: ...
@@ -622,10 +642,12 @@ class Household(_message.Message):
         problem: _builtins.str = ...,
         consent_missing: _builtins.bool = ...,
         pseudonym: _builtins.bytes = ...,
+        district: _builtins.str = ...,
+        monitoring_handle: _builtins.bytes = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["consent_missing", b"consent_missing", "members", b"members", "problem", b"problem", "pseudonym", b"pseudonym", "tokens", b"tokens"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["consent_missing", b"consent_missing", "district", b"district", "members", b"members", "monitoring_handle", b"monitoring_handle", "problem", b"problem", "pseudonym", b"pseudonym", "tokens", b"tokens"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -94,12 +94,17 @@ def test_summary_matches_files(pop: Population) -> None:
 
 
 def test_registry_ids_valid_unique_one_head_first(pop: Population) -> None:
-    assert pop.registry[0] == ["household_id", "id_number", "relation", "birth_date"]
+    assert pop.registry[0] == ["household_id", "id_number", "relation", "birth_date", "district"]
+    # a household lives in one district, a county-level code of GB/T 2260
+    districts: dict[str, set[str]] = {}
+    for row in pop.registry[1:]:
+        districts.setdefault(row[0], set()).add(row[4])
+    assert all(len(d) == 1 and next(iter(d)).isdigit() for d in districts.values())
     ids = [row[1] for row in pop.registry[1:]]
     assert len(ids) == len(set(ids))
     for hid, members in pop.members.items():
         assert [m[2] for m in members].count("head") == 1 and members[0][2] == "head", hid
-        for _, number, relation, birth in members:
+        for _, number, relation, birth, _district in members:
             rid = parse(number, today=AS_OF)
             assert rid.value == number
             assert rid.birth_date == dt.date.fromisoformat(birth)

@@ -24,6 +24,7 @@ from hedui.proto.v1 import audit_pb2
 from hedui.server import alerts as _alerts  # noqa: F401  (its tables join the metadata)
 from hedui.server import requests as service_state
 from hedui.server import schema as service_schema
+from hedui.server import watchlist as _watchlist  # noqa: F401
 from hedui.server.config import ServiceConfig
 from hedui.server.fanout import Endpoint
 from hedui.server.requests import RequestBook, StateUnavailable
@@ -81,7 +82,7 @@ def test_an_empty_database_is_brought_to_this_release(
     assert code == 0, out
     assert "the audit log: applied audit_0001; now at audit_0001" in out
     assert (
-        "the service's state: applied service_0001, service_0002, service_0003; now at service_0003"
+        "the service's state: applied service_0001, service_0002, service_0003, service_0004; now at service_0004"
         in out
     )
 
@@ -169,7 +170,10 @@ def test_a_release_0_1_0_database_is_adopted_and_upgraded(
     assert "the audit log: a database from before migrations, recorded at audit_0001" in out
     assert "the audit log: already at audit_0001; nothing to do" in out
     assert "the service's state: a database from before migrations, recorded at service_0001" in out
-    assert "the service's state: applied service_0002, service_0003; now at service_0003" in out
+    assert (
+        "the service's state: applied service_0002, service_0003, service_0004; now at service_0004"
+        in out
+    )
 
     # the log goes on from where 0.1.0 left it: same root, gapless, verifiable, append-only
     log = AuditLog(LogStore(open_log_engine(db_url)), origin=ORIGIN, signing_key=KEY)
@@ -200,7 +204,7 @@ def test_a_database_of_a_build_after_0_1_0_is_adopted_at_its_revision(
     code, out, _ = _db(["upgrade", "--config", str(_config(tmp_path, db_url))], capsys)
     assert code == 0, out
     assert "the service's state: a database from before migrations, recorded at service_0002" in out
-    assert "the service's state: applied service_0003; now at service_0003" in out
+    assert "the service's state: applied service_0003, service_0004; now at service_0004" in out
 
 
 def test_a_database_that_is_neither_empty_nor_hedui_s_is_refused(tmp_path: Path) -> None:
