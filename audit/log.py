@@ -38,7 +38,7 @@ def search_keys(entry: audit_pb2.AuditEntry) -> SearchKeys:
     body = entry.WhichOneof("body")
     token = None
     caller = entry.caller
-    if body in ("request", "verdict", "search"):
+    if body in ("request", "verdict", "search", "monitoring"):
         token = getattr(entry, body).applicant_audit_token or None
     if body in ("request", "verdict") and getattr(entry, body).caseworker_id:
         # "<caller>/<caseworker>": found by a search for the intake system or for the caseworker

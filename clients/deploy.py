@@ -39,7 +39,7 @@ from hedui.connectors.store import HoldingStore, open_engine
 from hedui.connectors.tokenizer import AuthorityTokenizer
 from hedui.core.clock import DEPLOYMENT
 from hedui.core.custody import CUSTODIAN_ID
-from hedui.core.deployment import default_connector_ids
+from hedui.core.deployment import default_connector_ids, kind_of
 from hedui.core.keystore import REGISTRY_ID
 from hedui.core.rpc import open_channel, wait_healthy
 from hedui.core.workdir import Workdir
@@ -135,10 +135,17 @@ def prepare(settings: DeploySettings, say: Callable[[str], None], today: dt.date
     # an alert. A re-import within 30 days under the same epoch needs its allowance raised in
     # the registry's authority.toml; a new epoch (`hedui keys rotate --tokens`) starts a new
     # allowance.
+    # A department that pushes 主动发现 events (`hedui connector events`) evaluates the tokens of
+    # the people its events are about: it gets a tenth of the population more per 30 days.
+    people = counts.get(REGISTRY_ID, 0)
     write_authority_config(
         w.authority_config,
         ids,
-        {c: n + 16 + n // 50 for c, n in counts.items() if c != REGISTRY_ID},
+        {
+            c: n + 16 + n // 50 + (0 if kind_of(c).is_bank else people // 10)
+            for c, n in counts.items()
+            if c != REGISTRY_ID
+        },
     )
     if REGISTRY_ID in todo:
         say(f"importing the household register into {w.connector_db(REGISTRY_ID)}")
