@@ -460,6 +460,10 @@ def cmd_demo(args: argparse.Namespace) -> int:
                     rows.append((label, parse_id(id_number).masked(), verdict, ms))
             finally:
                 client.close()
+            _say(
+                "主动发现: enrolling one household, then the civil affairs department reports a death …"
+            )
+            discovered = monitoring_cli.demo_discovery(w, summary.applicants[-1][1], root, today)
         finally:
             deployment.stop()
     if args.json:
@@ -474,6 +478,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     print(
         f"\n{len(rows)} verifications against 87 connectors; benefit in yuan per month; policy {rows[0][2].policy_version if rows else '-'}"
     )
+    print(f"\n{discovered}")
     return 0
 
 
