@@ -27,7 +27,7 @@ EVENTS = int(os.environ.get("HEDUI_BENCH_EVENTS", "20000"))
 RESULTS: dict[str, Any] = {}
 
 
-def _enrol(up: Up, heads: list[str]) -> monitoring_pb2_grpc.FollowUpServiceStub:
+def _enrol(up: Up, heads: list[str], batch: str) -> monitoring_pb2_grpc.FollowUpServiceStub:
     profile = IntakeProfile.load(up.workdir.intake_profile)
     stub = monitoring_pb2_grpc.FollowUpServiceStub(
         open_channel(profile.address, tls=profile.tls, server_name=profile.server_name)
@@ -38,7 +38,7 @@ def _enrol(up: Up, heads: list[str]) -> monitoring_pb2_grpc.FollowUpServiceStub:
     for n, h in enumerate(heads):
         stub.Enrol(
             monitoring_pb2.EnrolRequest(
-                request_id=f"bench-enrol-{n}",
+                request_id=f"bench-enrol-{batch}-{n}",
                 id_number=h,
                 program="dibao",
                 consent=consent,
@@ -63,7 +63,7 @@ def _token(up: Up, id_number: str) -> bytes:
 def test_events_matched_per_second(benchmark: Any, up: Up) -> None:
     heads = [i for _, i in up.summary.applicants]
     monitored = heads[:10]
-    _enrol(up, monitored)
+    _enrol(up, monitored, "rate")
     # civil affairs reports deaths: 1 % about monitored people (queued, re-checked in the
     # background after the push), 99 % about people nobody monitors (a lookup and a drop)
     ours = [_token(up, h) for h in monitored]
@@ -93,7 +93,7 @@ def test_events_matched_per_second(benchmark: Any, up: Up) -> None:
 
 def test_event_to_alert_against_a_plain_verify(benchmark: Any, up: Up) -> None:
     heads = [i for _, i in up.summary.applicants]
-    follow_up = _enrol(up, heads[10:20])
+    follow_up = _enrol(up, heads[10:20], "latency")
     civil = _civil(up)
     # let the first benchmark's background re-checks finish before measuring
     deadline = time.monotonic() + 600
