@@ -30,6 +30,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from hedui.connectors.errors import ConnectorError, ImportRejected, RowProblem
 from hedui.connectors.tokenizer import Tokenizer
 from hedui.core.config import ENV_PREFIX, read_toml
+from hedui.core.deployment import EVENT_AMOUNTS
 from hedui.core.errors import InvalidResidentId
 from hedui.core.resident_id import parse as parse_id
 from hedui.core.rpc import open_channel
@@ -37,16 +38,6 @@ from hedui.core.tls import TlsMaterial
 from hedui.proto.v1 import monitoring_pb2, monitoring_pb2_grpc
 
 HEADER = ["id_number", "kind", "occurred_on", "amount_fen"]
-KINDS = (
-    "death",
-    "unemployment",
-    "medical_self_pay",
-    "disability",
-    "vehicle",
-    "commercial_property",
-    "business",
-)
-AMOUNT_KINDS = ("medical_self_pay",)
 MAX_PROBLEMS = 50
 
 
@@ -70,8 +61,9 @@ def _event(
         id_number = parse_id(id_text, today=today).value
     except InvalidResidentId as e:
         problems.append(RowProblem(where, line, f"id_number: {e}"))
-    if kind not in KINDS:
-        problems.append(RowProblem(where, line, f"kind {kind!r} is not one of {', '.join(KINDS)}"))
+    if kind not in EVENT_AMOUNTS:
+        known = ", ".join(EVENT_AMOUNTS)
+        problems.append(RowProblem(where, line, f"kind {kind!r} is not one of {known}"))
     try:
         on = dt.date.fromisoformat(on_text[:10])
         if on > today:
@@ -79,7 +71,7 @@ def _event(
     except ValueError:
         problems.append(RowProblem(where, line, f"occurred_on {on_text!r} is not YYYY-MM-DD"))
     amount = 0
-    if kind in AMOUNT_KINDS:
+    if EVENT_AMOUNTS.get(kind):
         if not (amount_text.isascii() and amount_text.isdigit()):
             problems.append(
                 RowProblem(where, line, f"amount_fen {amount_text!r}: a whole number of fen")

@@ -129,6 +129,20 @@ BANK = ConnectorKind(
 
 DEPARTMENT_KINDS: Mapping[str, ConnectorKind] = MappingProxyType({k.kind: k for k in _KINDS})
 
+# 主动发现: the events a department may push, and whether each carries an amount in fen (medical
+# self-pay: the 12-month running total). The region's rules say which department reports which.
+EVENT_AMOUNTS: Mapping[str, bool] = MappingProxyType(
+    {
+        "death": False,
+        "unemployment": False,
+        "medical_self_pay": True,
+        "disability": False,
+        "vehicle": False,
+        "commercial_property": False,
+        "business": False,
+    }
+)
+
 
 def kind_of(connector_id: str) -> ConnectorKind:
     """The kind of a connector from its id: ``bank-NN`` is a bank, otherwise the id is the kind."""

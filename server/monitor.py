@@ -61,9 +61,19 @@ class Monitor:
             raise MonitoringError(f"region {region!r} has no [monitoring] rules in its policy")
         return found
 
-    def _log(self, caller: PeerIdentity, step: audit_pb2.MonitoringEntry) -> None:
+    def _log(self, caller: PeerIdentity, watch: Watch, step: str, **fields: str) -> None:
+        """A monitoring step in the audit log, about a watched household (never a figure)."""
         entry = self.verifier.entry_for(caller)
-        entry.monitoring.CopyFrom(step)
+        entry.monitoring.CopyFrom(
+            audit_pb2.MonitoringEntry(
+                step=step,
+                watch_id=watch.watch_id,
+                applicant_audit_token=watch.applicant_token,
+                program=watch.program,
+                district=watch.district,
+                **fields,
+            )
+        )
         self.verifier.audit.append([entry])
 
     # -- enrolment --------------------------------------------------------------------------
@@ -116,16 +126,11 @@ class Monitor:
         )
         self._log(
             caller,
-            audit_pb2.MonitoringEntry(
-                step="enrolled",
-                watch_id=watch.watch_id,
-                applicant_audit_token=watch.applicant_token,
-                program=watch.program,
-                district=watch.district,
-                until=until.isoformat(),
-                request_id=app.request_id,
-                caseworker_id=app.caseworker_id,
-            ),
+            watch,
+            "enrolled",
+            until=until.isoformat(),
+            request_id=app.request_id,
+            caseworker_id=app.caseworker_id,
         )
         return watch, verdict
 
@@ -146,19 +151,13 @@ class Monitor:
         """Match a slice of one connector's events; the matched are queued and logged."""
         queued = self.watchlist.match(events, self.rules())
         for q in queued:
-            watch = self.watchlist.get(q.watch_id)
             self._log(
                 caller,
-                audit_pb2.MonitoringEntry(
-                    step="event",
-                    watch_id=q.watch_id,
-                    applicant_audit_token=watch.applicant_token,
-                    program=watch.program,
-                    district=watch.district,
-                    event_kind=q.kind,
-                    event_on=q.occurred_on.isoformat(),
-                    request_id=recheck_request_id(q.event_id),
-                ),
+                self.watchlist.get(q.watch_id),
+                "event",
+                event_kind=q.kind,
+                event_on=q.occurred_on.isoformat(),
+                request_id=recheck_request_id(q.event_id),
             )
         return len(queued)
 
@@ -173,9 +172,7 @@ class Monitor:
             return None
         rules = self.rules(watch.region)
         rule = rules.rule(q.kind)
-        signed = consent.parse(
-            verification_pb2.Consent.FromString(watch.consent), self.verifier.now().date()
-        )
+        signed = consent.parse(verification_pb2.Consent.FromString(watch.consent), today)
         if not isinstance(signed, Consent):
             raise WatchError(f"watch {watch.watch_id} holds an unusable authorisation")
         request_id = recheck_request_id(q.event_id)
@@ -212,17 +209,12 @@ class Monitor:
             )
             self._log(
                 SELF,
-                audit_pb2.MonitoringEntry(
-                    step="alert_raised",
-                    watch_id=watch.watch_id,
-                    applicant_audit_token=watch.applicant_token,
-                    program=watch.program,
-                    district=watch.district,
-                    event_kind=q.kind,
-                    event_on=q.occurred_on.isoformat(),
-                    alert_id=alert.alert_id,
-                    request_id=request_id,
-                ),
+                watch,
+                "alert_raised",
+                event_kind=q.kind,
+                event_on=q.occurred_on.isoformat(),
+                alert_id=alert.alert_id,
+                request_id=request_id,
             )
         tokens = _watched_tokens(household, rules) if household is not None else None
         self.watchlist.rechecked(watch.watch_id, after, verdict.benefit_fen, tokens)
@@ -248,20 +240,14 @@ class Monitor:
     # -- follow-up --------------------------------------------------------------------------
 
     def _step(self, caller: PeerIdentity, a: Alert, step: str, caseworker: str) -> None:
-        watch = self.watchlist.get(a.watch_id)
         self._log(
             caller,
-            audit_pb2.MonitoringEntry(
-                step=step,
-                watch_id=a.watch_id,
-                applicant_audit_token=watch.applicant_token,
-                program=a.program,
-                district=a.district,
-                event_kind=a.kind,
-                alert_id=a.alert_id,
-                outcome=a.outcome or "",
-                caseworker_id=caseworker,
-            ),
+            self.watchlist.get(a.watch_id),
+            step,
+            event_kind=a.kind,
+            alert_id=a.alert_id,
+            outcome=a.outcome or "",
+            caseworker_id=caseworker,
         )
 
     def accept(self, alert_id: str, caller: PeerIdentity, caseworker: str) -> Alert:

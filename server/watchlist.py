@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import datetime as dt
 import uuid
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 from sqlalchemy import (
@@ -257,11 +257,6 @@ class WatchList:
             raise WatchError(f"no watch {watch_id!r}")
         return _watch(found)
 
-    def watches(self) -> list[Watch]:
-        with self._engine.connect() as conn:
-            rows = conn.execute(select(_WATCH).order_by(_WATCH.c.watch_id)).mappings().all()
-        return [_watch(r) for r in rows]
-
     def rechecked(
         self,
         watch_id: str,
@@ -426,10 +421,3 @@ class WatchList:
         with self._engine.connect() as conn:
             rows = conn.execute(select(_EVENT.c.event_id).where(_EVENT.c.state == "queued"))
             return len(rows.all())
-
-    def events(self, watch_ids: Iterable[str] | None = None) -> list[MonitorEventRow]:
-        with self._engine.connect() as conn:
-            stmt = select(_EVENT).order_by(_EVENT.c.event_id)
-            if watch_ids is not None:
-                stmt = stmt.where(_EVENT.c.watch_id.in_(list(watch_ids)))
-            return [MonitorEventRow(**dict(r)) for r in conn.execute(stmt).mappings()]

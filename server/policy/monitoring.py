@@ -26,41 +26,41 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from hedui.core.deployment import DEPARTMENT_KINDS, REGISTRY_KIND
+from hedui.core.deployment import DEPARTMENT_KINDS, EVENT_AMOUNTS, REGISTRY_KIND
 
 
 @dataclass(frozen=True)
 class EventKind:
-    """An event a department may push: whether it carries an amount (fen) and its words."""
+    """An event a department may push, in words; whether it carries an amount is the
+    deployment's (``core.deployment.EVENT_AMOUNTS``, which connectors check too)."""
 
     name: str
-    amount: bool
     zh: str
     en: str
+
+    @property
+    def amount(self) -> bool:
+        return EVENT_AMOUNTS[self.name]
 
 
 EVENT_KINDS: Mapping[str, EventKind] = {
     k.name: k
     for k in (
-        EventKind("death", False, "家庭成员死亡", "a household member died"),
-        EventKind("unemployment", False, "家庭成员登记失业", "a member registered as unemployed"),
+        EventKind("death", "家庭成员死亡", "a household member died"),
+        EventKind("unemployment", "家庭成员登记失业", "a member registered as unemployed"),
         EventKind(
             "medical_self_pay",
-            True,
             "家庭成员年度医疗自付费用超过",
             "a member's medical self-pay over 12 months passed",
         ),
-        EventKind(
-            "disability", False, "家庭成员新认定残疾", "a member was newly certified disabled"
-        ),
-        EventKind("vehicle", False, "家庭成员新登记机动车", "a member registered a vehicle"),
+        EventKind("disability", "家庭成员新认定残疾", "a member was newly certified disabled"),
+        EventKind("vehicle", "家庭成员新登记机动车", "a member registered a vehicle"),
         EventKind(
             "commercial_property",
-            False,
             "家庭成员新登记商业用房",
             "a member registered commercial property",
         ),
-        EventKind("business", False, "家庭成员新登记经营主体", "a member registered a business"),
+        EventKind("business", "家庭成员新登记经营主体", "a member registered a business"),
     )
 }
 ALERT_WHEN = ("always", "on_change")

@@ -83,3 +83,11 @@ def test_policy_check_names_each_problem_by_line(
     )
     assert "monitoring.events.medical_self_pay.alert must be one of always, on_change" in out
     assert "6 problem(s)" in out
+
+
+def test_every_event_kind_has_its_words_and_the_deployments_amount_flag() -> None:
+    from hedui.core.deployment import EVENT_AMOUNTS
+    from hedui.server.policy.monitoring import EVENT_KINDS
+
+    assert list(EVENT_KINDS) == list(EVENT_AMOUNTS)
+    assert [k for k, v in EVENT_KINDS.items() if v.amount] == ["medical_self_pay"]
