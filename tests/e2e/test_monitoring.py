@@ -11,17 +11,26 @@ import csv
 import datetime as dt
 import json
 import re
+import secrets
 import sqlite3
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import grpc
 import pytest
 
 from hedui.audit.store import LogStore, open_log_engine
+from hedui.core.rpc import open_channel
 from hedui.core.tokens import connector_token
-from hedui.proto.v1 import audit_pb2
-from tests.e2e.conftest import TODAY, Up, start_up, stop_up
+from hedui.proto.v1 import (
+    audit_pb2,
+    connector_pb2,
+    connector_pb2_grpc,
+    monitoring_pb2,
+    monitoring_pb2_grpc,
+)
+from tests.e2e.conftest import TODAY, Up, grpc_code, start_up, stop_up
 
 DEADLINE_DAYS, ESCALATE_DAYS = 15, 5
 MEDICAL_THRESHOLD_FEN = 4_000_000
@@ -242,3 +251,89 @@ def _monitoring_steps(up: Up) -> list[str]:
         if e.WhichOneof("body") == "monitoring":
             out.append(e.monitoring.step)
     return out
+
+
+def _events_stub(up: Up, cert: str) -> monitoring_pb2_grpc.MonitoringServiceStub:
+    return monitoring_pb2_grpc.MonitoringServiceStub(
+        open_channel(up.address, tls=up.workdir.tls(cert), server_name="service")
+    )
+
+
+def _registry_as_service(up: Up) -> connector_pb2_grpc.RegistryServiceStub:
+    address = up.workdir.listening_file("registry").read_text().strip()
+    return connector_pb2_grpc.RegistryServiceStub(
+        open_channel(address, tls=up.workdir.tls("service"), server_name="registry")
+    )
+
+
+def test_insiders_learn_nothing_of_who_is_monitored_and_cannot_stretch_a_handle(
+    deployment: Up, tmp_path: Path
+) -> None:
+    up = deployment
+    heads = [r["id_number"] for r in _register(up) if r["relation"] == "head"]
+    roster = tmp_path / "roster.txt"
+    roster.write_text(heads[-1] + "\n")
+    r = up.cli(
+        "monitor", "enrol", "--workdir", str(up.workdir.root), "--roster", str(roster),
+        "--until", (TODAY + dt.timedelta(days=30)).isoformat(), *up.authorisation_args(),
+    )  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    keys = up.workdir.keys("registry")
+    key = keys.oprf_key(keys.token_epoch())
+    day = (TODAY - dt.timedelta(days=1)).isoformat()
+
+    # a curious department: the answer about a monitored person and about anyone else is the same
+    civil = _events_stub(up, "civil")
+    answers = [
+        civil.PushEvents(
+            iter([monitoring_pb2.Event(token=connector_token(key.evaluate(i.encode()), "civil"),
+                                       kind="death", occurred_on=day)]),
+            timeout=30,
+        ).SerializeToString()
+        for i in (heads[-1], heads[-2])
+    ]  # fmt: skip
+    assert answers[0] == answers[1]
+    # a department may push only its own kind; an intake system may not push at all
+    with pytest.raises(grpc.RpcError) as e:
+        _events_stub(up, "hrss").PushEvents(
+            iter([monitoring_pb2.Event(token=bytes(32), kind="death", occurred_on=day)]),
+            timeout=30,
+        )
+    assert grpc_code(e.value) == grpc.StatusCode.PERMISSION_DENIED
+    assert "reported by the civil connector" in str(e.value.details())
+    with pytest.raises(grpc.RpcError) as e:
+        _events_stub(up, "intake").PushEvents(
+            iter([monitoring_pb2.Event(token=bytes(32), kind="death", occurred_on=day)]),
+            timeout=30,
+        )
+    assert grpc_code(e.value) == grpc.StatusCode.PERMISSION_DENIED
+
+    # an insider of the service with everything in its directory: the handle it holds cannot be
+    # altered to name someone else or stretched, and a handle needs the standing authorisation
+    stored = _rows(up, "watch")[-1]["handle"]
+    assert isinstance(stored, bytes)
+    handle = stored
+    registry = _registry_as_service(up)
+    for forged, signatures in (
+        (handle[:-1] + bytes([handle[-1] ^ 1]), connector_pb2.Signatures(standing=True)),
+        (handle, connector_pb2.Signatures(standing=False)),
+    ):
+        with pytest.raises(grpc.RpcError) as e:
+            registry.GetHousehold(
+                connector_pb2.HouseholdRequest(
+                    query_id=secrets.token_hex(16), monitoring_handle=forged, signatures=signatures
+                ),
+                timeout=30,
+            )
+        assert grpc_code(e.value) == grpc.StatusCode.FAILED_PRECONDITION
+    with pytest.raises(grpc.RpcError) as e:
+        registry.GetHousehold(
+            connector_pb2.HouseholdRequest(
+                query_id=secrets.token_hex(16),
+                id_number=heads[-3],
+                signatures=connector_pb2.Signatures(standing=True),
+                monitor_until=(TODAY + dt.timedelta(days=5 * 366)).isoformat(),
+            ),
+            timeout=30,
+        )
+    assert grpc_code(e.value) == grpc.StatusCode.INVALID_ARGUMENT
