@@ -61,6 +61,12 @@ class IntakeClient:
         except grpc.RpcError as e:
             raise ClientError(describe_rpc_error(e)) from None
 
+    def report(self, request: verification_pb2.ReportRequest) -> verification_pb2.Report:
+        try:
+            return self._stub.GetReport(request, timeout=self._timeout)
+        except grpc.RpcError as e:
+            raise ClientError(describe_rpc_error(e)) from None
+
     def close(self) -> None:
         self._channel.close()
 

@@ -221,7 +221,11 @@ def _masked(text: str) -> str:
 def _household(reply: connector_pb2.Household, today: dt.date) -> GrantedHousehold | ConsentRefused:
     try:
         members = [
-            Member(_RELATIONS.get(m.relation, "other"), dt.date.fromisoformat(m.birth_date))
+            Member(
+                _RELATIONS.get(m.relation, "other"),
+                dt.date.fromisoformat(m.birth_date),
+                applicant=m.applicant,
+            )
             for m in reply.members
         ]
     except ValueError:

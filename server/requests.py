@@ -121,6 +121,7 @@ def without_figures(verdict_bytes: bytes) -> bytes:
 
     v = verification_pb2.Verdict.FromString(verdict_bytes)
     v.benefit_fen = 0
+    v.ClearField("members")
     v.ClearField("figures_opening")  # its absence marks a purged verdict (see is_purged)
     for r in v.rules:
         for name in ("value", "threshold", "message_zh", "message_en", "figures"):
@@ -298,6 +299,18 @@ class RequestBook:
             if row[1] is None and bytes(row[0]) == application and self._take_over(request_key):
                 return None
             return bytes(row[0]), self._open(request_key, row[1])
+
+    @_guarded
+    def lookup(self, request_key: bytes) -> tuple[bool, bytes | None]:
+        """A request id's state without claiming it: (known, verdict bytes or None while it
+        is being verified). (False, None): no request with this key."""
+        with self._engine.connect() as conn:
+            row = conn.execute(
+                select(VerdictRecord.verdict).where(VerdictRecord.request_key == request_key)
+            ).first()
+        if row is None:
+            return False, None
+        return True, self._open(request_key, row[0])
 
     @_guarded
     def bind_case(self, case_key: bytes, household: bytes) -> bool:

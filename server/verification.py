@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+import re
 import secrets
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -17,12 +18,12 @@ from typing import Protocol, TypeVar
 import grpc
 from google.rpc import error_details_pb2
 
-from hedui.audit import commitment
-from hedui.audit.errors import AuditError
+from hedui.audit import commitment, merkle
+from hedui.audit.errors import AuditError, VerificationError
 from hedui.audit.log import AuditLog, Receipt
 from hedui.core import metrics, rpc
 from hedui.core.answers import aggregate
-from hedui.core.clock import parse_date
+from hedui.core.clock import DEPLOYMENT, is_adult, parse_date
 from hedui.core.custody import EvidenceSource, Totals
 from hedui.core.deployment import kind_of
 from hedui.core.errors import InvalidResidentId
@@ -30,7 +31,13 @@ from hedui.core.resident_id import ResidentId, looks_like_id
 from hedui.core.resident_id import parse as parse_id
 from hedui.core.tls import PeerIdentity
 from hedui.core.tokens import TokenKey
-from hedui.proto.v1 import audit_pb2, common_pb2, verification_pb2, verification_pb2_grpc
+from hedui.proto.v1 import (
+    audit_pb2,
+    common_pb2,
+    connector_pb2,
+    verification_pb2,
+    verification_pb2_grpc,
+)
 from hedui.server import consent
 from hedui.server.consent import Consent, ConsentRefused
 from hedui.server.custodian_client import Custodian
@@ -47,6 +54,15 @@ from hedui.server.fanout import (
 from hedui.server.policy.book import PROGRAMS, PolicyBook
 from hedui.server.policy.engine import Decision, HouseholdFacts, Member, Outcome, RuleResult
 from hedui.server.quotas import Alert, QuotaExceeded, Quotas, QuotaSettings
+from hedui.server.report import (
+    LANGS,
+    PdfUnavailable,
+    ReportNotFound,
+    ReportNotReady,
+    ReportSource,
+    render_html,
+    render_pdf,
+)
 from hedui.server.requests import RequestBook, StateUnavailable, is_purged
 from hedui.server.streams import PAUSE, StreamIdle, paced
 
@@ -175,9 +191,13 @@ class Verifier:
             caller_role=caller.role,
         )
 
+    def request_key(self, caller: PeerIdentity, request_id: str) -> bytes:
+        """A request's row in the state: an HMAC of its caller and request id."""
+        return self.audit_key.mac(f"request\0{caller.name}\0{request_id}".encode())
+
     def request_keys(self, app: Application, caller: PeerIdentity) -> tuple[bytes, bytes]:
         """(idempotency key, application fingerprint): HMACs, so the table holds no ID."""
-        key = self.audit_key.mac(f"request\0{caller.name}\0{app.request_id}".encode())
+        key = self.request_key(caller, app.request_id)
         who = app.resident
         parts = [
             who.value if isinstance(who, ResidentId) else f"monitored:{who.audit_token.hex()}",
@@ -302,6 +322,36 @@ class Verifier:
                 "settled %d request(s) from the log, %d abandoned", len(answer), len(abandoned)
             )
         return len(answer), len(abandoned)
+
+    def report_source(self, request_id: str, caller: PeerIdentity) -> ReportSource:
+        """What the report of ``caller``'s request is made from: the kept verdict, its audit
+        entry, and the signed checkpoint of its receipt with the entry's proof checked."""
+        known, kept = self.requests.lookup(self.request_key(caller, request_id))
+        if not known:
+            raise ReportNotFound(f"no verification by {caller.name} has request id {request_id!r}")
+        if kept is None:
+            raise ReportNotReady(f"request {request_id!r} is being verified; ask again shortly")
+        verdict = verification_pb2.Verdict.FromString(kept)
+        index = verdict.audit.leaf_index
+        rows = self.audit.store.entries(index, index + 1)
+        entry = audit_pb2.AuditEntry.FromString(rows[0][1]) if rows else audit_pb2.AuditEntry()
+        if entry.verdict.request_id != request_id:
+            raise AuditError(f"audit entry {index} is not the verdict of request {request_id!r}")
+        note = verdict.audit.checkpoint
+        checkpoint = self.audit.read_checkpoint(note)
+        try:
+            merkle.verify_inclusion(
+                merkle.leaf_hash(rows[0][1]),
+                index,
+                checkpoint.size,
+                self.audit.store.inclusion_proof(index, checkpoint.size),
+                checkpoint.root,
+            )
+            proven = True
+        except VerificationError:
+            log.error("request=%s: its audit entry %d is not proven in the log", request_id, index)
+            proven = False
+        return ReportSource(verdict, entry, index, note, checkpoint, proven)
 
     def check_consent(self, app: Application) -> None:
         """Refuse a consent that is no longer in force on the check date (nothing is logged)."""
@@ -440,6 +490,7 @@ class Verifier:
                 for c, r in sorted(failures.items())
             ],
             figures_opening=self.new_salt(),
+            members=household_members(members, app),
         )
         entry = self.entry_for(caller)
         entry.verdict.CopyFrom(
@@ -494,6 +545,26 @@ def _rule_pb(r: RuleResult) -> verification_pb2.RuleOutcome:
         title_zh=r.title_zh,
         title_en=r.title_en,
     )
+
+
+def household_members(
+    members: Sequence[Member], app: Application
+) -> list[verification_pb2.HouseholdMember]:
+    """The household for the caseworker's report: relation, year of birth, the applicant's ID
+    masked. Under a signed consent a verdict exists only when every adult signed it (the
+    registry gives no tokens otherwise), so an adult's ``signed`` is true."""
+    resident = app.resident
+    applicant = resident.masked() if isinstance(resident, ResidentId) else ""
+    return [
+        verification_pb2.HouseholdMember(
+            relation=connector_pb2.Relation.Value(m.relation.upper()),
+            birth_year=m.birth_date.year,
+            applicant=m.applicant,
+            signed=not app.consent.standing and is_adult(m.birth_date, app.as_of),
+            masked_id=applicant if m.applicant else "",
+        )
+        for m in members
+    ]
 
 
 def receipt_pb(r: Receipt) -> audit_pb2.AuditReceipt:
@@ -698,6 +769,57 @@ class VerificationServicer(verification_pb2_grpc.VerificationServiceServicer):
                 ),
             )
         return self.guarded(context, app, caller, lambda: self._verifier.verify(app, caller))
+
+    def GetReport(
+        self, request: verification_pb2.ReportRequest, context: grpc.ServicerContext
+    ) -> verification_pb2.Report:
+        caller = rpc.caller(context)
+        lang = request.lang or "zh"
+        if not request.request_id:
+            rpc.abort(
+                context,
+                grpc.StatusCode.INVALID_ARGUMENT,
+                "request_id is required",
+                rpc.bad_request("request_id", "the request id the verification was made with"),
+            )
+        if lang not in LANGS:
+            rpc.abort(
+                context,
+                grpc.StatusCode.INVALID_ARGUMENT,
+                f"unknown report language {lang!r}",
+                rpc.bad_request("lang", f"one of {', '.join(LANGS)}"),
+            )
+        pdf = request.format == verification_pb2.PDF
+        try:
+            source = self._verifier.report_source(request.request_id, caller)
+            html = render_html(source, lang, DEPLOYMENT, self._verifier.now())
+            document = render_pdf(html) if pdf else html.encode()
+        except ReportNotFound as e:
+            rpc.abort(context, grpc.StatusCode.NOT_FOUND, str(e))
+        except ReportNotReady as e:
+            rpc.abort(
+                context,
+                grpc.StatusCode.FAILED_PRECONDITION,
+                str(e),
+                rpc.precondition_failure("IN_PROGRESS", request.request_id, str(e)),
+            )
+        except PdfUnavailable as e:
+            rpc.abort(context, grpc.StatusCode.UNAVAILABLE, str(e))
+        except (AuditError, StateUnavailable) as e:
+            log.error("report of request=%s: %s: %s", request.request_id, type(e).__name__, e)
+            rpc.abort(
+                context,
+                grpc.StatusCode.UNAVAILABLE,
+                "the verdict or its audit entry cannot be read now; the operator must look at "
+                "the service's log",
+            )
+        safe_id = re.sub(r"[^A-Za-z0-9._-]", "_", request.request_id)
+        return verification_pb2.Report(
+            document=document,
+            media_type="application/pdf" if pdf else "text/html; charset=utf-8",
+            filename=f"report-{safe_id}.{'pdf' if pdf else 'html'}",
+            verdict=source.verdict,
+        )
 
     def guarded(
         self,

@@ -12,8 +12,10 @@ from collections import abc as _abc
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
 from google.protobuf.internal import containers as _containers
+from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
 from hedui.proto.v1 import audit_pb2 as _audit_pb2
 from hedui.proto.v1 import common_pb2 as _common_pb2
+from hedui.proto.v1 import connector_pb2 as _connector_pb2
 import builtins as _builtins
 import sys
 import typing as _typing
@@ -24,6 +26,83 @@ else:
     from typing_extensions import TypeAlias as _TypeAlias, Never as _Never
 
 DESCRIPTOR: _descriptor.FileDescriptor
+
+class _ReportFormat:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _ReportFormatEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_ReportFormat.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    REPORT_FORMAT_UNSPECIFIED: _ReportFormat.ValueType  # 0
+    HTML: _ReportFormat.ValueType  # 1
+    PDF: _ReportFormat.ValueType  # 2
+
+class ReportFormat(_ReportFormat, metaclass=_ReportFormatEnumTypeWrapper): ...
+
+REPORT_FORMAT_UNSPECIFIED: ReportFormat.ValueType  # 0
+HTML: ReportFormat.ValueType  # 1
+PDF: ReportFormat.ValueType  # 2
+Global___ReportFormat: _TypeAlias = ReportFormat  # noqa: Y015
+
+@_typing.final
+class ReportRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    REQUEST_ID_FIELD_NUMBER: _builtins.int
+    FORMAT_FIELD_NUMBER: _builtins.int
+    LANG_FIELD_NUMBER: _builtins.int
+    request_id: _builtins.str
+    format: Global___ReportFormat.ValueType
+    """unspecified: HTML"""
+    lang: _builtins.str
+    """"zh" (default) or "en" """
+    def __init__(
+        self,
+        *,
+        request_id: _builtins.str = ...,
+        format: Global___ReportFormat.ValueType = ...,
+        lang: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["format", b"format", "lang", b"lang", "request_id", b"request_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ReportRequest: _TypeAlias = ReportRequest  # noqa: Y015
+
+@_typing.final
+class Report(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    DOCUMENT_FIELD_NUMBER: _builtins.int
+    MEDIA_TYPE_FIELD_NUMBER: _builtins.int
+    FILENAME_FIELD_NUMBER: _builtins.int
+    VERDICT_FIELD_NUMBER: _builtins.int
+    document: _builtins.bytes
+    media_type: _builtins.str
+    """"text/html; charset=utf-8" or "application/pdf" """
+    filename: _builtins.str
+    """a suggested file name, e.g. "report-REQ-1.html" """
+    @_builtins.property
+    def verdict(self) -> Global___Verdict:
+        """the verdict the report was made from"""
+
+    def __init__(
+        self,
+        *,
+        document: _builtins.bytes = ...,
+        media_type: _builtins.str = ...,
+        filename: _builtins.str = ...,
+        verdict: Global___Verdict | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["verdict", b"verdict"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["document", b"document", "filename", b"filename", "media_type", b"media_type", "verdict", b"verdict"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Report: _TypeAlias = Report  # noqa: Y015
 
 @_typing.final
 class BatchResult(_message.Message):
@@ -328,6 +407,7 @@ class Verdict(_message.Message):
     FAILURES_FIELD_NUMBER: _builtins.int
     AUDIT_FIELD_NUMBER: _builtins.int
     FIGURES_OPENING_FIELD_NUMBER: _builtins.int
+    MEMBERS_FIELD_NUMBER: _builtins.int
     request_id: _builtins.str
     decision: _common_pb2.Decision.ValueType
     benefit_fen: _builtins.int
@@ -347,6 +427,12 @@ class Verdict(_message.Message):
     def failures(self) -> _containers.RepeatedCompositeFieldContainer[_common_pb2.SourceFailure]: ...
     @_builtins.property
     def audit(self) -> _audit_pb2.AuditReceipt: ...
+    @_builtins.property
+    def members(self) -> _containers.RepeatedCompositeFieldContainer[Global___HouseholdMember]:
+        """The household as the register answered it, for the caseworker's report: relation, year of
+        birth and whether each member signed the consent. No ID number; the applicant's masked.
+        """
+
     def __init__(
         self,
         *,
@@ -363,11 +449,46 @@ class Verdict(_message.Message):
         failures: _abc.Iterable[_common_pb2.SourceFailure] | None = ...,
         audit: _audit_pb2.AuditReceipt | None = ...,
         figures_opening: _builtins.bytes = ...,
+        members: _abc.Iterable[Global___HouseholdMember] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["audit", b"audit"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["as_of", b"as_of", "audit", b"audit", "benefit_fen", b"benefit_fen", "connectors_answered", b"connectors_answered", "decision", b"decision", "failures", b"failures", "figures_opening", b"figures_opening", "household_size", b"household_size", "policy_version", b"policy_version", "program", b"program", "region", b"region", "request_id", b"request_id", "rules", b"rules"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["as_of", b"as_of", "audit", b"audit", "benefit_fen", b"benefit_fen", "connectors_answered", b"connectors_answered", "decision", b"decision", "failures", b"failures", "figures_opening", b"figures_opening", "household_size", b"household_size", "members", b"members", "policy_version", b"policy_version", "program", b"program", "region", b"region", "request_id", b"request_id", "rules", b"rules"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___Verdict: _TypeAlias = Verdict  # noqa: Y015
+
+@_typing.final
+class HouseholdMember(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    RELATION_FIELD_NUMBER: _builtins.int
+    BIRTH_YEAR_FIELD_NUMBER: _builtins.int
+    APPLICANT_FIELD_NUMBER: _builtins.int
+    SIGNED_FIELD_NUMBER: _builtins.int
+    MASKED_ID_FIELD_NUMBER: _builtins.int
+    relation: _connector_pb2.Relation.ValueType
+    birth_year: _builtins.int
+    applicant: _builtins.bool
+    signed: _builtins.bool
+    masked_id: _builtins.str
+    """The applicant, and an adult who did not sign: the ID number masked (first three characters
+    and the check character). Empty for the others.
+    """
+    def __init__(
+        self,
+        *,
+        relation: _connector_pb2.Relation.ValueType = ...,
+        birth_year: _builtins.int = ...,
+        applicant: _builtins.bool = ...,
+        signed: _builtins.bool = ...,
+        masked_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["applicant", b"applicant", "birth_year", b"birth_year", "masked_id", b"masked_id", "relation", b"relation", "signed", b"signed"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___HouseholdMember: _TypeAlias = HouseholdMember  # noqa: Y015

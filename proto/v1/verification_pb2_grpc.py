@@ -51,6 +51,11 @@ class VerificationServiceStub:
                 request_serializer=hedui_dot_proto_dot_v1_dot_verification__pb2.VerifyRequest.SerializeToString,
                 response_deserializer=hedui_dot_proto_dot_v1_dot_verification__pb2.BatchResult.FromString,
                 _registered_method=True)
+        self.GetReport = channel.unary_unary(
+                '/hedui.v1.VerificationService/GetReport',
+                request_serializer=hedui_dot_proto_dot_v1_dot_verification__pb2.ReportRequest.SerializeToString,
+                response_deserializer=hedui_dot_proto_dot_v1_dot_verification__pb2.Report.FromString,
+                _registered_method=True)
 
 
 class VerificationServiceServicer:
@@ -88,6 +93,17 @@ class VerificationServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GetReport(self, request, context):
+        """The 核对报告 of a verification this caller made (by its request id), to print and file:
+        a self-contained A4 HTML document, or a PDF. Errors: NOT_FOUND when this caller made no
+        verification with that request id (another caller's requests are not visible),
+        FAILED_PRECONDITION while it is still being verified, UNAVAILABLE when PDF is asked for and
+        the service cannot render it (no PDF library or no CJK font on its host: ask for HTML).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_VerificationServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -100,6 +116,11 @@ def add_VerificationServiceServicer_to_server(servicer, server):
                     servicer.VerifyBatch,
                     request_deserializer=hedui_dot_proto_dot_v1_dot_verification__pb2.VerifyRequest.FromString,
                     response_serializer=hedui_dot_proto_dot_v1_dot_verification__pb2.BatchResult.SerializeToString,
+            ),
+            'GetReport': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetReport,
+                    request_deserializer=hedui_dot_proto_dot_v1_dot_verification__pb2.ReportRequest.FromString,
+                    response_serializer=hedui_dot_proto_dot_v1_dot_verification__pb2.Report.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -163,6 +184,33 @@ class VerificationService:
             '/hedui.v1.VerificationService/VerifyBatch',
             hedui_dot_proto_dot_v1_dot_verification__pb2.VerifyRequest.SerializeToString,
             hedui_dot_proto_dot_v1_dot_verification__pb2.BatchResult.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetReport(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/hedui.v1.VerificationService/GetReport',
+            hedui_dot_proto_dot_v1_dot_verification__pb2.ReportRequest.SerializeToString,
+            hedui_dot_proto_dot_v1_dot_verification__pb2.Report.FromString,
             options,
             channel_credentials,
             insecure,

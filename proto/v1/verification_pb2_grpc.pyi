@@ -62,6 +62,13 @@ class VerificationServiceStub:
     a missing or malformed required field gives BatchError code "INVALID_ARGUMENT" with the
     request_id as sent (empty when it was missing). The same fields are required as for Verify.
     """
+    GetReport: _grpc.UnaryUnaryMultiCallable[_verification_pb2.ReportRequest, _verification_pb2.Report]
+    """The 核对报告 of a verification this caller made (by its request id), to print and file:
+    a self-contained A4 HTML document, or a PDF. Errors: NOT_FOUND when this caller made no
+    verification with that request id (another caller's requests are not visible),
+    FAILED_PRECONDITION while it is still being verified, UNAVAILABLE when PDF is asked for and
+    the service cannot render it (no PDF library or no CJK font on its host: ask for HTML).
+    """
 
 @_typing.type_check_only
 class VerificationServiceAsyncStub(VerificationServiceStub):
@@ -91,6 +98,13 @@ class VerificationServiceAsyncStub(VerificationServiceStub):
     answers many at once. A bad application gets its own error result; the stream goes on:
     a missing or malformed required field gives BatchError code "INVALID_ARGUMENT" with the
     request_id as sent (empty when it was missing). The same fields are required as for Verify.
+    """
+    GetReport: _aio.UnaryUnaryMultiCallable[_verification_pb2.ReportRequest, _verification_pb2.Report]  # type: ignore[assignment]
+    """The 核对报告 of a verification this caller made (by its request id), to print and file:
+    a self-contained A4 HTML document, or a PDF. Errors: NOT_FOUND when this caller made no
+    verification with that request id (another caller's requests are not visible),
+    FAILED_PRECONDITION while it is still being verified, UNAVAILABLE when PDF is asked for and
+    the service cannot render it (no PDF library or no CJK font on its host: ask for HTML).
     """
 
 class VerificationServiceServicer(metaclass=_abc_1.ABCMeta):
@@ -130,6 +144,19 @@ class VerificationServiceServicer(metaclass=_abc_1.ABCMeta):
         answers many at once. A bad application gets its own error result; the stream goes on:
         a missing or malformed required field gives BatchError code "INVALID_ARGUMENT" with the
         request_id as sent (empty when it was missing). The same fields are required as for Verify.
+        """
+
+    @_abc_1.abstractmethod
+    def GetReport(
+        self,
+        request: _verification_pb2.ReportRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_verification_pb2.Report, _abc.Awaitable[_verification_pb2.Report]]:
+        """The 核对报告 of a verification this caller made (by its request id), to print and file:
+        a self-contained A4 HTML document, or a PDF. Errors: NOT_FOUND when this caller made no
+        verification with that request id (another caller's requests are not visible),
+        FAILED_PRECONDITION while it is still being verified, UNAVAILABLE when PDF is asked for and
+        the service cannot render it (no PDF library or no CJK font on its host: ask for HTML).
         """
 
 def add_VerificationServiceServicer_to_server(servicer: VerificationServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

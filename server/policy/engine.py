@@ -31,6 +31,7 @@ class Decision(enum.Enum):
 class Member:
     relation: str
     birth_date: dt.date
+    applicant: bool = False  # the member whose ID number was asked about
 
     def age_on(self, date: dt.date) -> int:
         return age_on(self.birth_date, date)

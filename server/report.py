@@ -1,0 +1,270 @@
+"""The 核对报告: the printable report of one verification, for the caseworker's file.
+
+Made by the service from what it already holds: the verdict kept for the request (by the caller
+that made it), the verdict's entry in the audit log (caseworker, intake system, consent record,
+which sources answered), and the signed checkpoint the entry is proven under. A4, in Chinese or
+English, self-contained HTML (styles and the receipt's QR code inline, nothing fetched) or PDF
+through WeasyPrint. It names sources, never a figure of one source: the figures shown are the
+household's totals the rules compared, as in the verdict.
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime as dt
+import shutil
+import subprocess
+from dataclasses import dataclass
+from functools import cache
+from typing import Any
+
+import jinja2
+import segno
+
+from hedui.audit import commitment
+from hedui.audit.checkpoint import Checkpoint
+from hedui.core.clock import Clock
+from hedui.core.deployment import BANK, kind_of
+from hedui.proto.v1 import audit_pb2, common_pb2, connector_pb2, verification_pb2
+from hedui.server.errors import ServiceError
+from hedui.server.policy.book import PROGRAMS
+
+LANGS = ("zh", "en")
+
+
+class ReportError(ServiceError):
+    """A report that cannot be made; the message says why and what to do."""
+
+
+class ReportNotFound(ReportError):
+    """No verification of this caller has the request id."""
+
+
+class ReportNotReady(ReportError):
+    """The request is still being verified."""
+
+
+class PdfUnavailable(ReportError):
+    """This host cannot render PDF (no WeasyPrint, or no CJK font)."""
+
+
+@dataclass(frozen=True)
+class ReportSource:
+    """What a report is made from: the kept verdict, its audit entry and index, the signed
+    checkpoint (note and parsed) that entry is proven under, and whether the proof held."""
+
+    verdict: verification_pb2.Verdict
+    entry: audit_pb2.AuditEntry
+    leaf_index: int
+    note: bytes
+    checkpoint: Checkpoint
+    proven: bool
+
+
+_DECISIONS = {
+    "zh": {"ELIGIBLE": "准予", "INELIGIBLE": "不予", "NEEDS_REVIEW": "需人工复核"},
+    "en": {"ELIGIBLE": "Eligible", "INELIGIBLE": "Not eligible", "NEEDS_REVIEW": "Needs review"},
+}
+_OUTCOMES = {
+    "zh": {"PASSED": "符合", "FAILED": "不符合", "UNDECIDED": "无法判定"},
+    "en": {"PASSED": "met", "FAILED": "not met", "UNDECIDED": "undecided"},
+}
+_RELATIONS = {
+    "zh": {
+        "HEAD": "户主",
+        "SPOUSE": "配偶",
+        "CHILD": "子女",
+        "PARENT": "父母",
+        "GRANDCHILD": "孙子女",
+        "SIBLING": "兄弟姐妹",
+        "OTHER": "其他",
+    },
+    "en": {
+        "HEAD": "head",
+        "SPOUSE": "spouse",
+        "CHILD": "child",
+        "PARENT": "parent",
+        "GRANDCHILD": "grandchild",
+        "SIBLING": "sibling",
+        "OTHER": "other",
+    },
+}
+_COMPARISONS = {"<": "<", "<=": "≤", "==": "=", ">=": "≥"}
+
+
+def yuan(fen: int) -> str:
+    """Integer fen as yuan with two decimals (no float on the way)."""
+    sign = "-" if fen < 0 else ""
+    fen = abs(fen)
+    return f"{sign}{fen // 100:,}.{fen % 100:02d}"
+
+
+def _amount(value: int | None, unit: str, lang: str) -> str:
+    if value is None:
+        return "—"
+    if unit == "fen":
+        return f"{yuan(value)} 元" if lang == "zh" else f"¥{yuan(value)}"
+    return str(value)
+
+
+def source_name(connector_id: str, lang: str) -> str:
+    """A connector for a person: a department by its name, a bank as 银行 bank-NN."""
+    try:
+        kind = kind_of(connector_id)
+    except KeyError:
+        return connector_id
+    zh, _, en = kind.display_name.partition(" ")
+    if kind is BANK:
+        return f"{zh if lang == 'zh' else en} {connector_id}"
+    return zh if lang == "zh" else en
+
+
+def receipt_text(source: ReportSource) -> str:
+    """What the QR code holds: the command that checks the receipt, the request id and the
+    signed checkpoint itself, so the receipt can be checked without this report."""
+    return (
+        f"hedui audit prove {source.leaf_index}\n"
+        f"request {source.verdict.request_id}\n" + source.note.decode("utf-8", "replace")
+    )
+
+
+def qr_svg(text: str) -> str:
+    return str(segno.make(text, error="m").svg_inline(scale=2, border=2))
+
+
+def context(source: ReportSource, lang: str, clock: Clock, made_at: dt.datetime) -> dict[str, Any]:
+    """The template's facts, every one already in words for ``lang``."""
+    if lang not in LANGS:
+        raise ReportError(f"unknown report language {lang!r}; use zh or en")
+    v, e = source.verdict, source.entry
+    ve = e.verdict
+    program = PROGRAMS.get(v.program)
+    decision = common_pb2.Decision.Name(v.decision)
+    purged = bool(v.decision) and not v.figures_opening
+    rules = []
+    for r in v.rules:
+        unit = r.unit or "fen"
+        rules.append(
+            {
+                "title": (r.title_zh if lang == "zh" else r.title_en) or r.id,
+                "id": r.id,
+                "value": _amount(r.value if r.HasField("value") else None, unit, lang),
+                "comparison": _COMPARISONS.get(r.comparison, r.comparison),
+                "threshold": _amount(r.threshold if r.HasField("threshold") else None, unit, lang),
+                "outcome": _OUTCOMES[lang].get(common_pb2.Outcome.Name(r.outcome), "?"),
+                "outcome_class": common_pb2.Outcome.Name(r.outcome).lower(),
+                "message": r.message_zh if lang == "zh" else r.message_en,
+                "references": list(r.references),
+                "missing": [source_name(c, lang) for c in r.missing_sources],
+            }
+        )
+    answered = list(ve.connectors_answered)
+    departments = [source_name(c, lang) for c in answered if kind_of_or_none(c) is not BANK]
+    banks = [c for c in answered if kind_of_or_none(c) is BANK]
+    consent = ve.consent
+    return {
+        "lang": lang,
+        "request_id": v.request_id,
+        "program": (program.title_zh if lang == "zh" else program.title_en)
+        if program
+        else v.program,
+        "program_id": v.program,
+        "region": v.region,
+        "as_of": v.as_of,
+        "policy_version": v.policy_version,
+        "decision": decision,
+        "decision_text": _DECISIONS[lang].get(decision, decision),
+        "benefit": None
+        if decision != "ELIGIBLE" or purged
+        else _amount(v.benefit_fen, "fen", lang),
+        "purged": purged,
+        "household_size": v.household_size,
+        "members": [
+            {
+                "relation": _RELATIONS[lang].get(connector_pb2.Relation.Name(m.relation), "?"),
+                "birth_year": m.birth_year or "—",
+                "applicant": m.applicant,
+                "signed": m.signed,
+                "masked_id": m.masked_id,
+            }
+            for m in v.members
+        ],
+        "rules": rules,
+        "departments": departments,
+        "banks": banks,
+        "answered": len(answered),
+        "failures": [
+            {"name": source_name(f.connector_id, lang), "reason": f.reason} for f in v.failures
+        ],
+        "caseworker": ve.caseworker_id,
+        "intake": e.caller,
+        "consent": {
+            "case_number": consent.case_number or ve.consent_reference,
+            "signed_on": consent.signed_on,
+            "form_sha256": consent.form_sha256.hex(),
+            "signers": len(consent.signer_audit_tokens),
+            "standing": consent.standing,
+        },
+        "decided_at": clock.show(e.time_unix_ms),
+        "made_at": clock.show(int(made_at.timestamp() * 1000)),
+        "leaf_index": source.leaf_index,
+        "tree_size": source.checkpoint.size,
+        "origin": source.checkpoint.origin,
+        "root_b64": base64.b64encode(source.checkpoint.root).decode(),
+        "proven": source.proven,
+        "committed": bool(ve.figures_commitment)
+        and not purged
+        and commitment.opens(ve.figures_commitment, v),
+        "qr": qr_svg(receipt_text(source)),
+        "receipt_text": receipt_text(source),
+    }
+
+
+def kind_of_or_none(connector_id: str) -> object:
+    try:
+        return kind_of(connector_id)
+    except KeyError:
+        return None
+
+
+@cache
+def _templates() -> jinja2.Environment:
+    return jinja2.Environment(
+        loader=jinja2.PackageLoader("hedui.server", "templates"),
+        autoescape=True,
+        undefined=jinja2.StrictUndefined,
+        trim_blocks=True,
+        lstrip_blocks=True,
+    )
+
+
+def render_html(source: ReportSource, lang: str, clock: Clock, made_at: dt.datetime) -> str:
+    return _templates().get_template("report.html").render(**context(source, lang, clock, made_at))
+
+
+def render_pdf(html: str) -> bytes:
+    """The HTML printed to A4 PDF by WeasyPrint, with the host's CJK font."""
+    try:
+        import weasyprint  # type: ignore[import-untyped]
+    except (ImportError, OSError) as e:
+        raise PdfUnavailable(
+            f"PDF needs WeasyPrint and Pango on the service's host ({e}); install "
+            "hedui[pdf] there, or ask for HTML and print it from a browser"
+        ) from None
+    if not has_cjk_font():
+        raise PdfUnavailable(
+            "no Chinese font on the service's host (fontconfig finds none for zh): install one "
+            "(Debian: apt-get install fonts-wqy-microhei), or ask for HTML"
+        )
+    return bytes(weasyprint.HTML(string=html).write_pdf())
+
+
+@cache
+def has_cjk_font() -> bool:
+    fc_list = shutil.which("fc-list")
+    if fc_list is None:
+        return False
+    out = subprocess.run(
+        [fc_list, ":lang=zh", "family"], capture_output=True, text=True, check=False
+    )
+    return bool(out.stdout.strip())
