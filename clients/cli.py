@@ -20,7 +20,14 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from hedui.clients import audit_cli, monitoring_cli, party_cli, policy_cli, report_cli
+from hedui.clients import (
+    audit_cli,
+    console_cli,
+    monitoring_cli,
+    party_cli,
+    policy_cli,
+    report_cli,
+)
 from hedui.clients.args import (
     check_writable_dir,
     check_writable_file,
@@ -825,6 +832,7 @@ def build_parser() -> argparse.ArgumentParser:
     policy_cli.add_parser(sub)
     monitoring_cli.add_parser(sub)
     report_cli.add_parser(sub)
+    console_cli.add_parser(sub)
 
     p = sub.add_parser(
         "recheck", help="re-verify a roster of enrolled applicants (半年复核), resumable"

@@ -49,9 +49,13 @@ class Clock:
     def today(self) -> dt.date:
         return self.now().date()
 
+    def local(self, unix_ms: int) -> dt.datetime:
+        """A stored timestamp (Unix milliseconds) as an aware time in the deployment's zone."""
+        return dt.datetime.fromtimestamp(unix_ms / 1000, self.zone)
+
     def show(self, unix_ms: int) -> str:
         """A stored timestamp as a person reads it, with its zone: ``2026-11-23 08:05:00 +08:00``."""
-        t = dt.datetime.fromtimestamp(unix_ms / 1000, self.zone)
+        t = self.local(unix_ms)
         return t.strftime("%Y-%m-%d %H:%M:%S ") + t.strftime("%z")[:3] + ":" + t.strftime("%z")[3:]
 
 

@@ -175,7 +175,7 @@ class BatchVerifier:
                     caller,
                     tokens[app.request_id],
                     query_id,
-                    household.members,
+                    household,
                     fan.failures,
                     digests,
                     totals,

@@ -429,7 +429,7 @@ class Verifier:
                 for a in fan.answers
             ]
             verdict, entry = self.conclude(
-                app, caller, audit_token, query_id, household.members, fan.failures, digests, totals
+                app, caller, audit_token, query_id, household, fan.failures, digests, totals
             )
             self.requests.pending([(request_key, verdict.SerializeToString(deterministic=True))])
         except ServiceError as e:
@@ -454,7 +454,7 @@ class Verifier:
         caller: PeerIdentity,
         audit_token: bytes,
         query_id: str,
-        members: Sequence[Member],
+        household: GrantedHousehold,
         failures: Mapping[str, str],
         digests: Sequence[tuple[str, bytes]],
         totals: Totals,
@@ -467,6 +467,7 @@ class Verifier:
                 missing.setdefault(name, set()).add(cid)
         for name, reason in totals.refused.items():
             missing.setdefault(name, set()).add(f"key custodian: {reason}")
+        members = household.members
         facts = HouseholdFacts(
             members=tuple(members),
             totals=totals.values,
@@ -514,6 +515,7 @@ class Verifier:
                 household_size=facts.size,
                 query_id=query_id,
                 figures_commitment=commitment.commit(verdict.figures_opening, verdict),
+                district=household.district,
             )
         )
         self._about(entry.verdict, app, audit_token)

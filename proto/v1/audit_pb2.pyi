@@ -387,6 +387,7 @@ class VerdictEntry(_message.Message):
     FIGURES_COMMITMENT_FIELD_NUMBER: _builtins.int
     CASEWORKER_ID_FIELD_NUMBER: _builtins.int
     CONSENT_FIELD_NUMBER: _builtins.int
+    DISTRICT_FIELD_NUMBER: _builtins.int
     request_id: _builtins.str
     program: _builtins.str
     region: _builtins.str
@@ -409,6 +410,10 @@ class VerdictEntry(_message.Message):
     and `hedui audit check` proves a case file's figures are the ones decided.
     """
     caseworker_id: _builtins.str
+    district: _builtins.str
+    """The household's county-level district in the register (GB/T 2260), or empty: for
+    supervision by district (the web console's charts); it names no person.
+    """
     @_builtins.property
     def connectors_answered(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
     @_builtins.property
@@ -441,10 +446,11 @@ class VerdictEntry(_message.Message):
         figures_commitment: _builtins.bytes = ...,
         caseworker_id: _builtins.str = ...,
         consent: Global___ConsentRecord | None = ...,
+        district: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["consent", b"consent"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["answer_digests", b"answer_digests", "applicant_audit_token", b"applicant_audit_token", "as_of", b"as_of", "benefit_fen", b"benefit_fen", "caseworker_id", b"caseworker_id", "connectors_answered", b"connectors_answered", "connectors_failed", b"connectors_failed", "consent", b"consent", "consent_reference", b"consent_reference", "decision", b"decision", "error", b"error", "figures_commitment", b"figures_commitment", "household_size", b"household_size", "policy_version", b"policy_version", "program", b"program", "query_id", b"query_id", "region", b"region", "request_id", b"request_id", "rules", b"rules"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["answer_digests", b"answer_digests", "applicant_audit_token", b"applicant_audit_token", "as_of", b"as_of", "benefit_fen", b"benefit_fen", "caseworker_id", b"caseworker_id", "connectors_answered", b"connectors_answered", "connectors_failed", b"connectors_failed", "consent", b"consent", "consent_reference", b"consent_reference", "decision", b"decision", "district", b"district", "error", b"error", "figures_commitment", b"figures_commitment", "household_size", b"household_size", "policy_version", b"policy_version", "program", b"program", "query_id", b"query_id", "region", b"region", "request_id", b"request_id", "rules", b"rules"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -1,0 +1,1 @@
+"""The web console (`hedui console`): see app.py."""

@@ -1,0 +1,477 @@
+"""``hedui console``: the auditor's and supervisor's web console.
+
+A small Starlette app that reads the audit log the way ``hedui audit`` does (over the
+AuditService with the auditor certificate of the workdir, or from the log's database when the
+deployment is down) and shows it to a browser on this host:
+
+- the log page by page, filtered by kind, caller, district and date, and one entry in detail;
+- a search by person, which goes through the service and is itself logged;
+- checks in the page: the browser fetches the signed checkpoint, entries and proofs as bytes
+  and checks them with its own JavaScript (static/verify.js); the server gives no verdict on
+  them, and the log's public key comes from the auditor's own key directory;
+- decisions by district per re-verification campaign and per month, alerts raised, closed in
+  time and overdue, and a printable monthly bulletin (通报).
+
+Anyone reaching it must present the access token printed at start (as Jupyter does); it is
+exchanged for a session cookie (HttpOnly, SameSite=Strict) and never written to a log.
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime as dt
+import hmac
+import json
+import re
+import secrets
+from collections import Counter, defaultdict
+from collections.abc import Awaitable, Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from starlette.applications import Starlette
+from starlette.middleware import Middleware
+from starlette.middleware.base import BaseHTTPMiddleware
+from starlette.requests import Request
+from starlette.responses import JSONResponse, RedirectResponse, Response
+from starlette.routing import Mount, Route
+from starlette.staticfiles import StaticFiles
+from starlette.templating import Jinja2Templates
+
+from hedui.audit.auditor import describe_entry
+from hedui.audit.checkpoint import vkey
+from hedui.audit.log import key_name
+from hedui.clients.auditor import AuditorSession, search
+from hedui.clients.intake import DECISION_ZH, format_fen
+from hedui.core.clock import DEPLOYMENT, Clock
+from hedui.core.errors import HeduiError
+
+HERE = Path(__file__).resolve().parent
+COOKIE = "hedui_console"
+MAX_ENTRIES = 1000  # per /api/entries call, as the AuditService pages
+KINDS = ("request", "verdict", "outcome", "search", "alert", "monitoring", "key_event", "config")
+DECISIONS = ("ELIGIBLE", "INELIGIBLE", "NEEDS_REVIEW")
+_CAMPAIGN = re.compile(r"^recheck-([0-9a-zA-Z]+)-\d+$")
+
+
+@dataclass(frozen=True)
+class ConsoleSettings:
+    """How the console serves: page size, and how many of the latest entries the filters and
+    charts read (the log itself is checked whole, in the browser)."""
+
+    page_size: int = 50
+    scan_limit: int = 20_000
+
+
+@dataclass(frozen=True)
+class Filters:
+    kind: str = ""
+    caller: str = ""
+    district: str = ""
+    since: dt.date | None = None
+    until: dt.date | None = None
+
+    @classmethod
+    def of(cls, request: Request) -> Filters:
+        q = request.query_params
+        return cls(
+            kind=q.get("kind", "") if q.get("kind", "") in KINDS else "",
+            caller=q.get("caller", "").strip(),
+            district=q.get("district", "").strip(),
+            since=_date(q.get("since", "")),
+            until=_date(q.get("until", "")),
+        )
+
+    def match(self, d: dict[str, Any], clock: Clock) -> bool:
+        day = clock.local(d["time_unix_ms"]).date()
+        return (
+            (not self.kind or d["kind"] == self.kind)
+            and (not self.caller or str(d["caller"]).startswith(self.caller))
+            and (not self.district or d.get("district") == self.district)
+            and (self.since is None or day >= self.since)
+            and (self.until is None or day <= self.until)
+        )
+
+    def query(self) -> str:
+        parts = {
+            "kind": self.kind,
+            "caller": self.caller,
+            "district": self.district,
+            "since": self.since.isoformat() if self.since else "",
+            "until": self.until.isoformat() if self.until else "",
+        }
+        return "&".join(f"{k}={v}" for k, v in parts.items() if v)
+
+
+def _date(text: str) -> dt.date | None:
+    try:
+        return dt.date.fromisoformat(text) if text else None
+    except ValueError:
+        return None
+
+
+@dataclass
+class Console:
+    """The console's state: the auditor's session, the access token and the open sessions."""
+
+    session: AuditorSession
+    settings: ConsoleSettings = field(default_factory=ConsoleSettings)
+    clock: Clock = DEPLOYMENT
+    token: str = field(default_factory=lambda: secrets.token_urlsafe(24))
+    sessions: set[str] = field(default_factory=set)
+
+    def size(self) -> int:
+        note = self.session.source.checkpoint()
+        return 0 if note is None else int(note.decode().split("\n")[1])
+
+    def scan(self, size: int) -> Iterator[tuple[int, dict[str, Any]]]:
+        """The latest entries (at most ``scan_limit``), newest first, described."""
+        start = max(0, size - self.settings.scan_limit)
+        end = size
+        while end > start:
+            lo = max(start, end - MAX_ENTRIES)
+            rows = self.session.source.entries(lo, end)
+            for index, data in reversed(rows):
+                yield index, describe_entry(data)
+            end = lo
+
+    def vkey(self) -> str:
+        return vkey(key_name(self.session.origin), self.session.public_key)
+
+
+# -- the pages ---------------------------------------------------------------------------
+
+
+def _row(index: int, d: dict[str, Any], clock: Clock) -> dict[str, Any]:
+    detail = ""
+    if d["kind"] == "verdict":
+        decision = d.get("decision", "")
+        detail = f"{decision} {DECISION_ZH.get(decision, '')}"
+        failed = d.get("connectors_failed", [])
+        if failed:
+            detail += " · 未答复 " + ",".join(f["connector_id"] for f in failed)
+    elif d["kind"] == "monitoring":
+        detail = " ".join(str(d.get(k, "")) for k in ("step", "event_kind", "alert_id")).strip()
+    elif d["kind"] == "search":
+        detail = f"search by {d.get('by', '?')}: {d.get('results', 0)} result(s)"
+    elif d["kind"] == "alert":
+        detail = f"{d.get('alert_kind', '')} {d.get('description', '')}"
+    elif d["kind"] == "outcome":
+        detail = str(d.get("error", ""))
+    return {
+        "index": index,
+        "time": clock.show(d["time_unix_ms"]),
+        "kind": d["kind"],
+        "caller": d["caller"],
+        "request_id": d.get("request_id", ""),
+        "district": d.get("district", ""),
+        "program": d.get("program", ""),
+        "decision": d.get("decision", ""),
+        "detail": detail,
+    }
+
+
+def _group_of(d: dict[str, Any], clock: Clock) -> tuple[str, str]:
+    """(kind, name) of the chart a verdict belongs to: its re-verification campaign, or the
+    month it was decided in."""
+    m = _CAMPAIGN.match(str(d.get("request_id", "")))
+    if m:
+        return "campaign", m.group(1)
+    return "month", clock.local(d["time_unix_ms"]).strftime("%Y-%m")
+
+
+@dataclass
+class Stats:
+    """Decisions by district per campaign and month; alerts per month."""
+
+    decisions: dict[tuple[str, str], dict[str, Counter[str]]] = field(
+        default_factory=lambda: defaultdict(lambda: defaultdict(Counter))
+    )
+    programs: dict[str, Counter[str]] = field(default_factory=lambda: defaultdict(Counter))
+    raised: Counter[str] = field(default_factory=Counter)
+    closed: dict[str, str] = field(default_factory=dict)  # alert id -> month closed
+    overdue: set[str] = field(default_factory=set)
+    escalated: set[str] = field(default_factory=set)
+    raised_in: dict[str, str] = field(default_factory=dict)  # alert id -> month raised
+    searches: Counter[str] = field(default_factory=Counter)
+    failures: Counter[str] = field(default_factory=Counter)  # month -> verdicts with a failure
+
+    @classmethod
+    def of(cls, rows: Iterator[tuple[int, dict[str, Any]]], clock: Clock) -> Stats:
+        s = cls()
+        for _, d in rows:
+            month = clock.local(d["time_unix_ms"]).strftime("%Y-%m")
+            if d["kind"] == "verdict":
+                s.decisions[_group_of(d, clock)][d.get("district") or "—"][
+                    d.get("decision", "?")
+                ] += 1
+                s.programs[month][d.get("program", "?")] += 1
+                if d.get("connectors_failed"):
+                    s.failures[month] += 1
+            elif d["kind"] == "search" and d.get("by") == "applicant":
+                s.searches[month] += 1
+            elif d["kind"] == "monitoring":
+                alert, step = str(d.get("alert_id", "")), d.get("step")
+                if step == "alert_raised":
+                    s.raised[month] += 1
+                    s.raised_in[alert] = month
+                elif step == "alert_closed":
+                    s.closed[alert] = month
+                elif step == "alert_overdue":
+                    s.overdue.add(alert)
+                elif step == "alert_escalated":
+                    s.escalated.add(alert)
+        return s
+
+    def alerts(self, month: str) -> dict[str, int]:
+        ids = [a for a, m in self.raised_in.items() if m == month]
+        return {
+            "raised": self.raised[month],
+            "closed_in_time": sum(a in self.closed and a not in self.overdue for a in ids),
+            "closed_late": sum(a in self.closed and a in self.overdue for a in ids),
+            "overdue_open": sum(a not in self.closed and a in self.overdue for a in ids),
+            "escalated": sum(a in self.escalated for a in ids),
+            "open": sum(a not in self.closed for a in ids),
+        }
+
+    def months(self) -> list[str]:
+        found = {m for (k, m) in self.decisions if k == "month"} | set(self.raised)
+        return sorted(found, reverse=True)
+
+    def chart(self, group: tuple[str, str]) -> dict[str, Any]:
+        by_district = self.decisions[group]
+        districts = sorted(by_district)
+        return {
+            "labels": districts,
+            "series": [
+                {
+                    "decision": d,
+                    "label": f"{d} {DECISION_ZH[d]}",
+                    "data": [by_district[x][d] for x in districts],
+                }
+                for d in DECISIONS
+            ],
+        }
+
+    def totals(self, group: tuple[str, str]) -> Counter[str]:
+        out: Counter[str] = Counter()
+        for c in self.decisions[group].values():
+            out.update(c)
+        return out
+
+
+def build_app(console: Console, *, templates_dir: Path = HERE / "templates") -> Starlette:
+    templates = Jinja2Templates(directory=str(templates_dir))
+    templates.env.globals["zone"] = "+08:00"
+    templates.env.filters["fen"] = format_fen
+
+    def page(request: Request, name: str, status: int = 200, **ctx: Any) -> Response:
+        return templates.TemplateResponse(request, name, ctx, status_code=status)
+
+    def log_page(request: Request) -> Response:
+        filters = Filters.of(request)
+        try:
+            number = max(1, int(request.query_params.get("page", "1")))
+        except ValueError:
+            number = 1
+        size = console.size()
+        per = console.settings.page_size
+        matched = ((i, d) for i, d in console.scan(size) if filters.match(d, console.clock))
+        rows, total = [], 0
+        for i, d in matched:
+            if (number - 1) * per <= total < number * per:
+                rows.append(_row(i, d, console.clock))
+            total += 1
+        return page(
+            request,
+            "log.html",
+            rows=rows,
+            page=number,
+            pages=max(1, -(-total // per)),
+            total=total,
+            size=size,
+            filters=filters,
+            kinds=KINDS,
+            online=console.session.online,
+        )
+
+    def entry_page(request: Request) -> Response:
+        index = int(request.path_params["index"])
+        rows = console.session.source.entries(index, index + 1)
+        if not rows:
+            return page(request, "error.html", 404, message=f"日志中没有第 {index} 条。")
+        d = describe_entry(rows[0][1])
+        return page(
+            request,
+            "entry.html",
+            index=index,
+            row=_row(index, d, console.clock),
+            detail=json.dumps(d, ensure_ascii=False, indent=2),
+        )
+
+    def verify_page(request: Request) -> Response:
+        return page(request, "verify.html", origin=console.session.origin, vkey=console.vkey())
+
+    async def search_page(request: Request) -> Response:
+        if request.method == "GET":
+            return page(request, "search.html", rows=None, error=None)
+        form = await request.form()
+        id_number = str(form.get("id_number", "")).strip()
+        try:
+            found = search(
+                console.session, id_number=id_number, caller=None, since=None, until=None
+            )
+        except HeduiError as e:
+            return page(request, "search.html", 400, rows=None, error=str(e))
+        rows = [_row(i, describe_entry(data), console.clock) for i, data in found]
+        return page(request, "search.html", rows=rows, error=None)
+
+    def campaigns_page(request: Request) -> Response:
+        stats = Stats.of(console.scan(console.size()), console.clock)
+        groups = sorted(stats.decisions, key=lambda g: (g[0] != "campaign", g[1]), reverse=False)
+        charts = [
+            {
+                "kind": kind,
+                "name": name,
+                "id": f"chart-{kind}-{name}",
+                "data": stats.chart((kind, name)),
+                "totals": stats.totals((kind, name)),
+            }
+            for kind, name in groups
+        ]
+        alerts = [{"month": m, **stats.alerts(m)} for m in stats.months()]
+        return page(request, "campaigns.html", charts=charts, alerts=alerts, decisions=DECISIONS)
+
+    def bulletin_page(request: Request) -> Response:
+        today = console.clock.today()
+        month = request.query_params.get("month") or today.strftime("%Y-%m")
+        if not re.fullmatch(r"\d{4}-(0[1-9]|1[0-2])", month):
+            return page(request, "error.html", 400, message=f"月份 {month!r} 的格式应为 YYYY-MM。")
+        size = console.size()
+        stats = Stats.of(console.scan(size), console.clock)
+        group = ("month", month)
+        return page(
+            request,
+            "bulletin.html",
+            month=month,
+            chart=stats.chart(group),
+            totals=stats.totals(group),
+            programs=stats.programs[month],
+            alerts=stats.alerts(month),
+            searches=stats.searches[month],
+            failures=stats.failures[month],
+            size=size,
+            made_at=console.clock.show(int(console.clock.now().timestamp() * 1000)),
+            decisions=DECISIONS,
+            origin=console.session.origin,
+        )
+
+    # -- the bytes the browser checks; no verdict on them ---------------------------------
+
+    def api_checkpoint(request: Request) -> Response:
+        size = _int(request, "size", 0)
+        note = console.session.source.checkpoint(size)
+        if note is None:
+            return JSONResponse({"error": "no checkpoint of that size"}, status_code=404)
+        return JSONResponse(
+            {"note": note.decode(), "vkey": console.vkey(), "origin": console.session.origin}
+        )
+
+    def api_entries(request: Request) -> Response:
+        start = _int(request, "start", 0)
+        end = min(_int(request, "end", start + 1), start + MAX_ENTRIES)
+        rows = console.session.source.entries(start, end) if end > start else []
+        return JSONResponse({"entries": [{"index": i, "entry": _b64(e)} for i, e in rows]})
+
+    def api_inclusion(request: Request) -> Response:
+        hashes = console.session.source.inclusion_proof(
+            _int(request, "index", 0), _int(request, "size", 0)
+        )
+        return JSONResponse({"hashes": [_b64(h) for h in hashes]})
+
+    def api_consistency(request: Request) -> Response:
+        hashes = console.session.source.consistency_proof(
+            _int(request, "first", 0), _int(request, "second", 0)
+        )
+        return JSONResponse({"hashes": [_b64(h) for h in hashes]})
+
+    async def login(request: Request) -> Response:
+        if request.method == "POST":
+            token = str((await request.form()).get("token", ""))
+            if hmac.compare_digest(token.encode(), console.token.encode()):
+                return _signed_in(console, "/log")
+            return page(request, "login.html", 403, error="访问令牌不正确。")
+        return page(request, "login.html", error=None)
+
+    routes = [
+        Route("/", lambda r: RedirectResponse("/log", status_code=303)),
+        Route("/login", login, methods=["GET", "POST"]),
+        Route("/log", log_page),
+        Route("/entry/{index:int}", entry_page),
+        Route("/verify", verify_page),
+        Route("/search", search_page, methods=["GET", "POST"]),
+        Route("/campaigns", campaigns_page),
+        Route("/bulletin", bulletin_page),
+        Route("/api/checkpoint", api_checkpoint),
+        Route("/api/entries", api_entries),
+        Route("/api/proof/inclusion", api_inclusion),
+        Route("/api/proof/consistency", api_consistency),
+        Mount("/static", StaticFiles(directory=str(HERE / "static")), name="static"),
+    ]
+
+    async def on_error(request: Request, exc: Exception) -> Response:
+        message = str(exc) if isinstance(exc, HeduiError) else "内部错误，详见控制台的终端输出。"
+        if request.url.path.startswith("/api/"):
+            return JSONResponse({"error": message}, status_code=503)
+        return page(request, "error.html", 503, message=message)
+
+    return Starlette(
+        routes=routes,
+        middleware=[Middleware(BaseHTTPMiddleware, dispatch=_gate(console))],
+        exception_handlers={HeduiError: on_error, Exception: on_error},
+    )
+
+
+def _signed_in(console: Console, to: str) -> Response:
+    session = secrets.token_urlsafe(32)
+    console.sessions.add(session)
+    response = RedirectResponse(to, status_code=303)
+    response.set_cookie(COOKIE, session, httponly=True, samesite="strict", path="/")
+    return response
+
+
+def _gate(
+    console: Console,
+) -> Callable[[Request, Callable[[Request], Awaitable[Response]]], Awaitable[Response]]:
+    """Every path but /login needs the session cookie; ``?token=`` (the printed link) signs
+    in once and redirects to the same page without it."""
+
+    async def dispatch(
+        request: Request, call_next: Callable[[Request], Awaitable[Response]]
+    ) -> Response:
+        if request.cookies.get(COOKIE) in console.sessions or request.url.path == "/login":
+            response = await call_next(request)
+            response.headers["Cache-Control"] = "no-store"
+            response.headers["X-Frame-Options"] = "DENY"
+            response.headers["Referrer-Policy"] = "no-referrer"
+            return response
+        token = request.query_params.get("token", "")
+        if token and hmac.compare_digest(token.encode(), console.token.encode()):
+            return _signed_in(console, request.url.path)
+        if request.url.path.startswith(("/api/", "/static/")):
+            return JSONResponse({"error": "sign in with the console's access token"}, 401)
+        return RedirectResponse("/login", status_code=303)
+
+    return dispatch
+
+
+def _int(request: Request, name: str, default: int) -> int:
+    try:
+        return max(0, int(request.query_params.get(name, default)))
+    except ValueError:
+        return default
+
+
+def _b64(data: bytes) -> str:
+    return base64.b64encode(data).decode()
