@@ -182,10 +182,16 @@ class RegistryServicer(connector_pb2_grpc.RegistryServiceServicer):
         except SQLAlchemyError as e:
             log.error("registry database error: %s", type(e).__name__)
             rpc.abort(context, grpc.StatusCode.INTERNAL, "the household register is not available")
-        households = [
-            self._household(i, next(found), signed) if i is not None else connector_pb2.Household()
-            for i, signed in zip(ids, request.signatures, strict=True)
-        ]
+        households = []
+        for i, signed in zip(ids, request.signatures, strict=True):
+            if i is None:
+                households.append(connector_pb2.Household())
+                continue
+            members = next(found)
+            household = self._household(i, members, signed)
+            if household.tokens:
+                household.district = self._store.district_of(members[0].household_id)
+            households.append(household)
         answered = [_tokens_of(h) for h in households if h.tokens]
         grant = self._authority.grant(request.query_id, answered, batch=True) if answered else None
         return connector_pb2.HouseholdsResponse(

@@ -22,6 +22,7 @@ import base64
 import datetime as dt
 import hmac
 import json
+import logging
 import re
 import secrets
 from collections import Counter, defaultdict
@@ -48,6 +49,7 @@ from hedui.core.clock import DEPLOYMENT, Clock
 from hedui.core.errors import HeduiError
 
 HERE = Path(__file__).resolve().parent
+log = logging.getLogger("hedui.console")
 COOKIE = "hedui_console"
 MAX_ENTRIES = 1000  # per /api/entries call, as the AuditService pages
 KINDS = ("request", "verdict", "outcome", "search", "alert", "monitoring", "key_event", "config")
@@ -172,13 +174,11 @@ def _row(index: int, d: dict[str, Any], clock: Clock) -> dict[str, Any]:
     }
 
 
-def _group_of(d: dict[str, Any], clock: Clock) -> tuple[str, str]:
-    """(kind, name) of the chart a verdict belongs to: its re-verification campaign, or the
-    month it was decided in."""
+def _groups_of(d: dict[str, Any], month: str) -> list[tuple[str, str]]:
+    """The charts a verdict counts in: the month it was decided in, and its re-verification
+    campaign if it is part of one (request id ``recheck-<campaign>-<line>``)."""
     m = _CAMPAIGN.match(str(d.get("request_id", "")))
-    if m:
-        return "campaign", m.group(1)
-    return "month", clock.local(d["time_unix_ms"]).strftime("%Y-%m")
+    return [("month", month), *([("campaign", m.group(1))] if m else [])]
 
 
 @dataclass
@@ -203,9 +203,9 @@ class Stats:
         for _, d in rows:
             month = clock.local(d["time_unix_ms"]).strftime("%Y-%m")
             if d["kind"] == "verdict":
-                s.decisions[_group_of(d, clock)][d.get("district") or "—"][
-                    d.get("decision", "?")
-                ] += 1
+                district, decision = d.get("district") or "—", d.get("decision", "?")
+                for group in _groups_of(d, month):
+                    s.decisions[group][district][decision] += 1
                 s.programs[month][d.get("program", "?")] += 1
                 if d.get("connectors_failed"):
                     s.failures[month] += 1
@@ -421,6 +421,8 @@ def build_app(console: Console, *, templates_dir: Path = HERE / "templates") -> 
     ]
 
     async def on_error(request: Request, exc: Exception) -> Response:
+        if not isinstance(exc, HeduiError):
+            log.error("%s %s failed", request.method, request.url.path, exc_info=exc)
         message = str(exc) if isinstance(exc, HeduiError) else "内部错误，详见控制台的终端输出。"
         if request.url.path.startswith("/api/"):
             return JSONResponse({"error": message}, status_code=503)
