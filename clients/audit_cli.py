@@ -9,6 +9,7 @@ import json
 import os
 import sys
 from pathlib import Path
+from typing import Any
 
 from hedui.audit import commitment
 from hedui.audit.auditor import (
@@ -48,6 +49,16 @@ def _when(ms: int) -> str:
     return DEPLOYMENT.show(ms)
 
 
+def _emit(doc: dict[str, Any]) -> None:
+    print(json.dumps(doc, ensure_ascii=False, indent=2))
+
+
+def _entry_doc(index: int, data: bytes) -> dict[str, Any]:
+    """An entry for ``--json``: its index, its time with the zone, and its described fields."""
+    d = describe_entry(data)
+    return {"index": index, "time": _when(d["time_unix_ms"]), **d}
+
+
 def cmd_verify(args: argparse.Namespace) -> int:
     w = Workdir(args.workdir)
     if args.export:
@@ -58,9 +69,17 @@ def cmd_verify(args: argparse.Namespace) -> int:
                 open_session(w, offline=True, say=_say).origin,
             )
         except TamperingDetected as e:
-            print(f"TAMPERING DETECTED in {args.export}: {e}", file=sys.stderr)
+            if args.json:
+                _emit({"ok": False, "export": str(args.export), "tampering": str(e)})
+            else:
+                print(f"TAMPERING DETECTED in {args.export}: {e}", file=sys.stderr)
             return 2
-        print(f"export OK: {n} entries, each proven included in the signed tree of size {cp.size}")
+        if args.json:
+            _emit({"ok": True, "export": str(args.export), "entries": n, "tree_size": cp.size})
+        else:
+            print(
+                f"export OK: {n} entries, each proven included in the signed tree of size {cp.size}"
+            )
         return 0
     # the state file is checked before the deployment is contacted: it is written at the end
     state_path = args.state or default_state_path(log_origin(w))
@@ -75,35 +94,56 @@ def cmd_verify(args: argparse.Namespace) -> int:
     try:
         report = verify_log(session.source, session.public_key, session.origin, state)
     except TamperingDetected as e:
-        print(f"TAMPERING DETECTED: {e}", file=sys.stderr)
+        if args.json:
+            _emit({"ok": False, "tampering": str(e)})
+        else:
+            print(f"TAMPERING DETECTED: {e}", file=sys.stderr)
         return 2
     except OSError as e:  # AuditorState.save, the only file verify_log writes
         raise ClientError(
             f"the log verified, but the auditor state {state_path} cannot be saved: "
             f"{why_unwritable(state_path, e)}; give --state a path in a folder you can write"
         ) from None
-    kinds = ", ".join(f"{n} {k}" for k, n in sorted(report.kinds.items()))
-    since = (
-        f"; consistent with the checkpoint at size {report.previous_size} you verified before"
-        if report.previous_size is not None
-        else "; first verification, checkpoint saved"
-    )
-    print(
-        f"log OK: {report.entries} entries ({kinds or 'none'}), root matches the signed checkpoint{since}"
-    )
-    if report.unsigned:
-        print(
-            f"warning: {report.unsigned} stored entr{'y' if report.unsigned == 1 else 'ies'} beyond the signed "
-            "checkpoint: either a writer stopped between storing and signing, or someone inserted rows; "
-            "they are not verified",
-            file=sys.stderr,
+    doc: dict[str, Any] = {
+        "ok": True,
+        "entries": report.entries,
+        "kinds": dict(sorted(report.kinds.items())),
+        "tree_size": report.checkpoint.size,
+        "root": report.checkpoint.root.hex(),
+        "consistent_with_size": report.previous_size,
+        "unsigned_entries": report.unsigned,
+        "state": str(state.path),
+    }
+    if not args.json:
+        kinds = ", ".join(f"{n} {k}" for k, n in sorted(report.kinds.items()))
+        since = (
+            f"; consistent with the checkpoint at size {report.previous_size} you verified before"
+            if report.previous_size is not None
+            else "; first verification, checkpoint saved"
         )
-    print(f"state: {state.path}")
-    return _check_journal(args, session, report.checkpoint.size)
+        print(
+            f"log OK: {report.entries} entries ({kinds or 'none'}), root matches the signed checkpoint{since}"
+        )
+        if report.unsigned:
+            print(
+                f"warning: {report.unsigned} stored entr{'y' if report.unsigned == 1 else 'ies'} beyond the signed "
+                "checkpoint: either a writer stopped between storing and signing, or someone inserted rows; "
+                "they are not verified",
+                file=sys.stderr,
+            )
+        print(f"state: {state.path}")
+    rc = _check_journal(args, session, report.checkpoint.size, doc)
+    if args.json:
+        doc["ok"] = rc == 0
+        _emit(doc)
+    return rc
 
 
-def _check_journal(args: argparse.Namespace, session: AuditorSession, size: int) -> int:
-    """The key custodian's journal of decryptions, counted against the verified log."""
+def _check_journal(
+    args: argparse.Namespace, session: AuditorSession, size: int, doc: dict[str, Any]
+) -> int:
+    """The key custodian's journal of decryptions, counted against the verified log (in
+    ``doc["journal"]``; printed unless ``--json``)."""
     path = args.journal or Workdir(args.workdir).custodian_dir / "decryptions.jsonl"
     if not path.exists():
         if args.journal:
@@ -114,21 +154,31 @@ def _check_journal(args: argparse.Namespace, session: AuditorSession, size: int)
     except OSError as e:
         raise ClientError(f"cannot read the custodian's journal {path}: {e.strerror}") from None
     check = check_decryptions(session.source, size, records)
-    print(
-        f"custodian journal: {check.decrypted} decryption(s), {check.refused} refusal(s) ({path})"
-    )
-    for problem in check.forks + check.not_logged:
-        print(f"TAMPERING DETECTED: {problem}", file=sys.stderr)
+    doc["journal"] = {
+        "path": str(path),
+        "decrypted": check.decrypted,
+        "refused": check.refused,
+        "tampering": check.forks + check.not_logged,
+        "decrypted_without_verdict": check.without_verdict,
+    }
+    quiet = args.json
+    if not quiet:
+        print(
+            f"custodian journal: {check.decrypted} decryption(s), {check.refused} refusal(s) ({path})"
+        )
+        for problem in check.forks + check.not_logged:
+            print(f"TAMPERING DETECTED: {problem}", file=sys.stderr)
     if check.forks or check.not_logged:
         return 2
     if check.without_verdict:
-        shown = ", ".join(check.without_verdict[:10])
-        more = " …" if len(check.without_verdict) > 10 else ""
-        print(
-            f"DECRYPTIONS WITHOUT A VERDICT: {len(check.without_verdict)} query id(s) were "
-            f"decrypted but no verdict or outcome entry followed: {shown}{more}",
-            file=sys.stderr,
-        )
+        if not quiet:
+            shown = ", ".join(check.without_verdict[:10])
+            more = " …" if len(check.without_verdict) > 10 else ""
+            print(
+                f"DECRYPTIONS WITHOUT A VERDICT: {len(check.without_verdict)} query id(s) were "
+                f"decrypted but no verdict or outcome entry followed: {shown}{more}",
+                file=sys.stderr,
+            )
         return 3
     return 0
 
@@ -145,6 +195,9 @@ def cmd_show(args: argparse.Namespace) -> int:
     size = 0 if note is None else int(note.decode().split("\n")[1])
     start = max(0, size - args.last)
     rows = session.source.entries(start, size) if size else []
+    if args.json:
+        _emit({"size": size, "entries": [_entry_doc(i, data) for i, data in rows]})
+        return 0
     print(
         f"{'index':>6}  {'time':<26}  {'kind':<8} {'caller':<14} {'request':<28} decision / detail"
     )
@@ -226,6 +279,9 @@ def cmd_search(args: argparse.Namespace) -> int:
     session = _session(args)
     until = args.until + dt.timedelta(days=1) if args.until else None
     found = search(session, id_number=args.id, caller=args.caller, since=args.since, until=until)
+    if args.json:
+        _emit({"entries": [_entry_doc(i, data) for i, data in found], "logged": session.online})
+        return 0
     for index, data in found:
         d = describe_entry(data)
         print(
@@ -292,6 +348,9 @@ def cmd_alerts(args: argparse.Namespace) -> int:
         )
         if (d := describe_entry(data))["kind"] == "alert"
     ]
+    if args.json:
+        _emit({"alerts": [{"index": i, "time": _when(d["time_unix_ms"]), **d} for i, d in found]})
+        return 0
     for index, d in found:
         print(
             f"{index:>6}  {_when(d['time_unix_ms'])}  {d.get('alert_kind', '?'):<16} "
@@ -352,6 +411,11 @@ def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-ar
         help="the key custodian's journal of decryptions, counted against the log "
         "(default: <workdir>/custodian/decryptions.jsonl when present)",
     )
+    p.add_argument(
+        "--json",
+        action="store_true",
+        help="print the result as JSON, times with their zone (default: text)",
+    )
     p.set_defaults(func=cmd_verify)
 
     p = audit.add_parser("show", help="recent entries")
@@ -361,6 +425,11 @@ def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-ar
         type=_count,
         default=20,
         help="how many of the latest entries to show (default: %(default)s)",
+    )
+    p.add_argument(
+        "--json",
+        action="store_true",
+        help="print the entries as JSON, times with their zone (default: text)",
     )
     p.set_defaults(func=cmd_show)
 
@@ -393,6 +462,11 @@ def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-ar
         "(default: any caller)",
     )
     period(p)
+    p.add_argument(
+        "--json",
+        action="store_true",
+        help="print the entries found as JSON, times with their zone (default: text)",
+    )
     p.set_defaults(func=cmd_search)
 
     p = audit.add_parser(
@@ -412,6 +486,11 @@ def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-ar
     )
     common(p)
     period(p)
+    p.add_argument(
+        "--json",
+        action="store_true",
+        help="print the alerts as JSON, times with their zone (default: text)",
+    )
     p.set_defaults(func=cmd_alerts)
 
     p = audit.add_parser("export", help="entries of a period with proofs, verifiable offline")

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import json
 from pathlib import Path
+from typing import Any
 
 from hedui.clients.args import date_arg
 from hedui.clients.errors import ClientError
@@ -71,30 +73,63 @@ def cmd_explain(args: argparse.Namespace) -> int:
     as_of = args.as_of or DEPLOYMENT.today()
     region = book.regions[args.region]
     program = PROGRAMS[args.program]
+    parameters: list[dict[str, Any]] = []
+    for name in USES[args.program]:
+        param = region.parameters.get(name)
+        if param is None:
+            parameters.append({"name": name, "defined": False})
+            continue
+        try:
+            v = param.at(as_of)
+        except PolicyError as e:
+            parameters.append({"name": name, "defined": True, "error": str(e)})
+            continue
+        parameters.append(
+            {
+                "name": name,
+                "defined": True,
+                "value": v.value,
+                "unit": param.unit,
+                "since": v.start.isoformat(),
+                "description": param.description,
+                "reference": v.reference,
+            }
+        )
+    if args.json:
+        doc = {
+            "program": program.name,
+            "title_zh": program.title_zh,
+            "title_en": program.title_en,
+            "region": region.name,
+            "as_of": as_of.isoformat(),
+            "policy_version": book.version(args.region),
+            "disclosure": region.disclosure(args.program),
+            "parameters": parameters,
+        }
+        print(json.dumps(doc, ensure_ascii=False, indent=2))
+        return 0
     print(
         f"{program.title_zh} {program.name} ({program.title_en}), {region.name}, on {as_of.isoformat()}"
     )
     print(
         f"policy version {book.version(args.region)}; disclosure to intake: {region.disclosure(args.program)}"
     )
-    for name in USES[args.program]:
-        param = region.parameters.get(name)
-        if param is None:
+    for p in parameters:
+        name = p["name"]
+        if not p["defined"]:
             print(f"  {name:<34} (not defined in this region)")
-            continue
-        try:
-            v = param.at(as_of)
-        except PolicyError as e:
-            print(f"  {name:<34} no value: {e}")
-            continue
-        shown = (
-            f"{v.value // 100}.{v.value % 100:02d} yuan"
-            if param.unit.startswith("fen")
-            else f"{v.value} {param.unit}"
-        )
-        print(f"  {name:<34} {shown:<16} since {v.start.isoformat()}")
-        print(f"  {'':<34} {param.description}")
-        print(f"  {'':<34} {v.reference}")
+        elif "error" in p:
+            print(f"  {name:<34} no value: {p['error']}")
+        else:
+            value = int(p["value"])
+            shown = (
+                f"{value // 100}.{value % 100:02d} yuan"
+                if str(p["unit"]).startswith("fen")
+                else f"{value} {p['unit']}"
+            )
+            print(f"  {name:<34} {shown:<16} since {p['since']}")
+            print(f"  {'':<34} {p['description']}")
+            print(f"  {'':<34} {p['reference']}")
     return 0
 
 
@@ -124,5 +159,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-ar
         "--file",
         type=Path,
         help="a parameter file to use besides the built-in ones (default: only the built-in ones)",
+    )
+    p.add_argument(
+        "--json", action="store_true", help="print the parameters as JSON (default: text)"
     )
     p.set_defaults(func=cmd_explain)

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import csv
 import datetime as dt
 import hashlib
+import json
 import os
 import re
 import signal
@@ -198,3 +200,36 @@ def grpc_code(e: grpc.RpcError) -> grpc.StatusCode:
 
 def env_without_hedui() -> dict[str, str]:
     return {k: v for k, v in os.environ.items() if not k.startswith("HEDUI_")}
+
+
+def push_events(up: Up, connector: str, rows: list[tuple[str, str, str, str]], tmp: Path) -> None:
+    """Events (ID, kind, date, amount) pushed by ``connector`` through `hedui connector events`."""
+    path = tmp / f"{connector}-events.csv"
+    with path.open("w", encoding="utf-8", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["id_number", "kind", "occurred_on", "amount_fen"])
+        w.writerows(rows)
+    registry = up.workdir.listening_file("registry").read_text().strip()
+    r = up.cli(
+        "connector", "events", connector, "--config", str(up.workdir.config_file(connector)),
+        "--file", str(path), "--authority", registry, "--service", up.address,
+    )  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    assert f"{len(rows)} event(s) sent" in r.stdout
+
+
+def list_alerts(up: Up, *extra: str) -> list[dict[str, object]]:
+    r = up.cli("alerts", "list", "--workdir", str(up.workdir.root), "--json", *extra)
+    assert r.returncode == 0, r.stderr
+    return [json.loads(line) for line in r.stdout.splitlines() if line.strip()]
+
+
+def wait_for_alerts(up: Up, n: int) -> list[dict[str, object]]:
+    deadline = time.monotonic() + 180
+    while time.monotonic() < deadline:
+        found = list_alerts(up)
+        if len(found) >= n:
+            time.sleep(3)  # and nothing more comes
+            return list_alerts(up)
+        time.sleep(1)
+    raise AssertionError(f"{len(list_alerts(up))} alerts after 180 s, expected {n}")

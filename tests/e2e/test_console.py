@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import csv
+import datetime as dt
 import json
 import os
 import re
@@ -26,7 +27,7 @@ from typing import Any
 import pytest
 
 from tests.e2e import oracle
-from tests.e2e.conftest import TODAY, Up
+from tests.e2e.conftest import TODAY, Up, push_events, wait_for_alerts
 
 playwright = pytest.importorskip("playwright.sync_api", reason="the dev extra installs playwright")
 MERKLE_VECTORS = Path(__file__).resolve().parents[1] / "vectors" / "merkle"
@@ -267,7 +268,7 @@ def test_the_pages_javascript_passes_the_rfc6962_public_vectors(
 
 
 def test_campaigns_alerts_and_the_monthly_bulletin(
-    up: Up, browser: Any, console: Console, shots: Path
+    up: Up, browser: Any, console: Console, shots: Path, tmp_path: Path
 ) -> None:
     picks = up.summary.applicants[30:38]
     roster = up.workdir.root.parent / "console-roster.txt"
@@ -284,9 +285,33 @@ def test_campaigns_alerts_and_the_monthly_bulletin(
     for household, _ in picks:
         decision = oracle.expected(households[household], person, TODAY.isoformat())["decision"]
         want[districts[household]][decision] += 1
+    # 主动发现: two households monitored, a death in one of them reported by the civil
+    # connector; the alert raised is closed in time through the CLI, as a caseworker would
+    work = str(up.workdir.root)
+    enrolled = up.summary.applicants[38:40]
+    monitored = up.workdir.root.parent / "console-monitored.txt"
+    monitored.write_text("".join(i + "\n" for _, i in enrolled))
+    until = (TODAY + dt.timedelta(days=90)).isoformat()
+    r = up.cli(
+        "monitor", "enrol", "--workdir", work, "--roster", str(monitored), "--program", "dibao",
+        "--until", until, *up.authorisation_args(),
+    )  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    died = up.summary.members[enrolled[0][0]][-1]
+    push_events(
+        up, "civil", [(died, "death", (TODAY - dt.timedelta(days=1)).isoformat(), "")], tmp_path
+    )
+    alert = wait_for_alerts(up, 1)[0]
+    for step in (["accept", str(alert["alert_id"])],
+                 ["close", str(alert["alert_id"]), "--outcome", "visited"]):  # fmt: skip
+        r = up.cli("alerts", step[0], "--workdir", work, *step[1:])
+        assert r.returncode == 0, r.stderr
     page = _signed_in(browser, console)
     page.goto(console.base + "/campaigns")
     page.wait_for_selector("#chart-campaign-console[data-drawn='1']", timeout=30_000)
+    month = page.locator("#alerts tr", has_text=TODAY.strftime("%Y-%m"))
+    cells = [int(x) for x in month.locator("td.num").all_inner_texts()]
+    assert cells == [1, 1, 0, 0, 0, 0]  # raised, closed in time, late, overdue, escalated, open
     data = json.loads(page.get_attribute("#chart-campaign-console", "data-chart") or "{}")
     got = {
         district: Counter({s["decision"]: s["data"][i] for s in data["series"] if s["data"][i]})
@@ -297,6 +322,7 @@ def test_campaigns_alerts_and_the_monthly_bulletin(
     page.goto(console.base + "/bulletin?month=" + TODAY.strftime("%Y-%m"))
     page.wait_for_selector("#chart-bulletin[data-drawn='1']", timeout=30_000)
     assert int(page.inner_text("#verdicts")) >= len(picks)
+    assert "本月新增预警 1 件，按期办结 1 件" in page.inner_text("main")
     _shoot(page, shots, "console-bulletin")
     pdf = page.pdf(format="A4")
     assert pdf.startswith(b"%PDF-") and len(pdf) > 10_000

@@ -13,7 +13,6 @@ import json
 import re
 import secrets
 import sqlite3
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -30,7 +29,16 @@ from hedui.proto.v1 import (
     monitoring_pb2,
     monitoring_pb2_grpc,
 )
-from tests.e2e.conftest import TODAY, Up, grpc_code, start_up, stop_up
+from tests.e2e.conftest import (
+    TODAY,
+    Up,
+    grpc_code,
+    list_alerts,
+    push_events,
+    start_up,
+    stop_up,
+    wait_for_alerts,
+)
 
 DEADLINE_DAYS, ESCALATE_DAYS = 15, 5
 MEDICAL_THRESHOLD_FEN = 4_000_000
@@ -50,38 +58,6 @@ def _register(up: Up) -> list[dict[str, str]]:
 
 def _masked(id_number: str) -> str:
     return id_number[:3] + "*" * 14 + id_number[-1]
-
-
-def _push(up: Up, connector: str, rows: list[tuple[str, str, str, str]], tmp: Path) -> None:
-    path = tmp / f"{connector}-events.csv"
-    with path.open("w", encoding="utf-8", newline="") as f:
-        w = csv.writer(f)
-        w.writerow(["id_number", "kind", "occurred_on", "amount_fen"])
-        w.writerows(rows)
-    registry = up.workdir.listening_file("registry").read_text().strip()
-    r = up.cli(
-        "connector", "events", connector, "--config", str(up.workdir.config_file(connector)),
-        "--file", str(path), "--authority", registry, "--service", up.address,
-    )  # fmt: skip
-    assert r.returncode == 0, r.stderr
-    assert f"{len(rows)} event(s) sent" in r.stdout
-
-
-def _alerts(up: Up, *extra: str) -> list[dict[str, object]]:
-    r = up.cli("alerts", "list", "--workdir", str(up.workdir.root), "--json", *extra)
-    assert r.returncode == 0, r.stderr
-    return [json.loads(line) for line in r.stdout.splitlines() if line.strip()]
-
-
-def _wait_for(up: Up, n: int) -> list[dict[str, object]]:
-    deadline = time.monotonic() + 180
-    while time.monotonic() < deadline:
-        found = _alerts(up)
-        if len(found) >= n:
-            time.sleep(3)  # and nothing more comes
-            return _alerts(up)
-        time.sleep(1)
-    raise AssertionError(f"{len(_alerts(up))} alerts after 180 s, expected {n}")
 
 
 def _service_files(up: Up) -> list[Path]:
@@ -138,9 +114,9 @@ def test_a_day_of_events_raises_exactly_the_expected_alerts(deployment: Up, tmp_
     for connector, rows in (
         ("civil", civil), ("hrss", hrss), ("medical", medical), ("vehicles", vehicles),
     ):  # fmt: skip
-        _push(up, connector, rows, tmp_path)
+        push_events(up, connector, rows, tmp_path)
     # the same running total again does not raise it twice
-    _push(up, "medical", medical[:1], tmp_path)
+    push_events(up, "medical", medical[:1], tmp_path)
 
     # expected, by the rules: death and unemployment always; medical self-pay once
     # over 40,000 yuan, suggesting zhichu; a vehicle only if the decision changed (the data
@@ -150,7 +126,7 @@ def test_a_day_of_events_raises_exactly_the_expected_alerts(deployment: Up, tmp_
         (monitored[1]["household_id"], "unemployment", ""),
         (monitored[2]["household_id"], "medical_self_pay", "zhichu"),
     }
-    alerts = _wait_for(up, len(expected))
+    alerts = wait_for_alerts(up, len(expected))
     got = {(watch_of[str(a["watch_id"])[:12]], a["kind"], a.get("suggest", "")) for a in alerts}
     assert got == expected
     for a in alerts:
@@ -220,7 +196,7 @@ def test_a_day_of_events_raises_exactly_the_expected_alerts(deployment: Up, tmp_
     report = json.loads(r.stdout)
     assert sum(d["raised"] for d in report["districts"]) == 3
     assert sum(d["closed_in_time"] for d in report["districts"]) == 1
-    assert _alerts(up, "--state", "closed")[0]["outcome"] == "visited"
+    assert list_alerts(up, "--state", "closed")[0]["outcome"] == "visited"
     r = up.cli("alerts", "overdue", "--workdir", w, "--json")
     assert r.returncode == 0 and r.stdout.strip() == ""
 
