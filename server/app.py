@@ -272,12 +272,13 @@ def start_service(config: ServiceConfig, verifier: Verifier | None = None) -> Ru
         register=[register],
         # threads for the admitted verifications, a batch stream and the auditors; a call over
         # the limit of its method is answered RESOURCE_EXHAUSTED at once instead of queueing
-        max_workers=config.max_concurrent_verifications + 6,
+        max_workers=config.max_concurrent_verifications + 8,
         party="service",
         admission=Admission(
             {
                 f"/{VERIFICATION_SERVICE}/Verify": config.max_concurrent_verifications,
                 f"/{VERIFICATION_SERVICE}/VerifyBatch": 2,
+                f"/{VERIFICATION_SERVICE}/GetReport": 2,  # a PDF takes a CPU for a second
             }
         ),
     )

@@ -335,7 +335,7 @@ class Verifier:
         index = verdict.audit.leaf_index
         rows = self.audit.store.entries(index, index + 1)
         entry = audit_pb2.AuditEntry.FromString(rows[0][1]) if rows else audit_pb2.AuditEntry()
-        if entry.verdict.request_id != request_id:
+        if entry.verdict.request_id != request_id or entry.caller != caller.name:
             raise AuditError(f"audit entry {index} is not the verdict of request {request_id!r}")
         note = verdict.audit.checkpoint
         checkpoint = self.audit.read_checkpoint(note)

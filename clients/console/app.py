@@ -25,6 +25,7 @@ import json
 import logging
 import re
 import secrets
+import urllib.parse
 from collections import Counter, defaultdict
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
@@ -103,7 +104,7 @@ class Filters:
             "since": self.since.isoformat() if self.since else "",
             "until": self.until.isoformat() if self.until else "",
         }
-        return "&".join(f"{k}={v}" for k, v in parts.items() if v)
+        return urllib.parse.urlencode({k: v for k, v in parts.items() if v})
 
 
 def _date(text: str) -> dt.date | None:
@@ -306,6 +307,7 @@ def build_app(console: Console, *, templates_dir: Path = HERE / "templates") -> 
             request,
             "entry.html",
             index=index,
+            entry_b64=_b64(rows[0][1]),
             row=_row(index, d, console.clock),
             detail=json.dumps(d, ensure_ascii=False, indent=2),
         )
@@ -327,8 +329,12 @@ def build_app(console: Console, *, templates_dir: Path = HERE / "templates") -> 
         rows = [_row(i, describe_entry(data), console.clock) for i, data in found]
         return page(request, "search.html", rows=rows, error=None)
 
+    def coverage(size: int) -> dict[str, int]:
+        return {"size": size, "scanned": min(size, console.settings.scan_limit)}
+
     def campaigns_page(request: Request) -> Response:
-        stats = Stats.of(console.scan(console.size()), console.clock)
+        size = console.size()
+        stats = Stats.of(console.scan(size), console.clock)
         groups = sorted(stats.decisions, key=lambda g: (g[0] != "campaign", g[1]), reverse=False)
         charts = [
             {
@@ -341,7 +347,14 @@ def build_app(console: Console, *, templates_dir: Path = HERE / "templates") -> 
             for kind, name in groups
         ]
         alerts = [{"month": m, **stats.alerts(m)} for m in stats.months()]
-        return page(request, "campaigns.html", charts=charts, alerts=alerts, decisions=DECISIONS)
+        return page(
+            request,
+            "campaigns.html",
+            charts=charts,
+            alerts=alerts,
+            decisions=DECISIONS,
+            coverage=coverage(size),
+        )
 
     def bulletin_page(request: Request) -> Response:
         today = console.clock.today()
@@ -365,6 +378,7 @@ def build_app(console: Console, *, templates_dir: Path = HERE / "templates") -> 
             made_at=console.clock.show(int(console.clock.now().timestamp() * 1000)),
             decisions=DECISIONS,
             origin=console.session.origin,
+            coverage=coverage(size),
         )
 
     # -- the bytes the browser checks; no verdict on them ---------------------------------
@@ -452,6 +466,8 @@ def _gate(
     async def dispatch(
         request: Request, call_next: Callable[[Request], Awaitable[Response]]
     ) -> Response:
+        if request.method == "POST" and not _same_origin(request):
+            return JSONResponse({"error": "a form of this console only"}, 403)
         if request.cookies.get(COOKIE) in console.sessions or request.url.path == "/login":
             response = await call_next(request)
             response.headers["Cache-Control"] = "no-store"
@@ -460,12 +476,26 @@ def _gate(
             return response
         token = request.query_params.get("token", "")
         if token and hmac.compare_digest(token.encode(), console.token.encode()):
-            return _signed_in(console, request.url.path)
+            path = request.url.path
+            return _signed_in(console, path if _LOCAL_PATH.match(path) else "/log")
         if request.url.path.startswith(("/api/", "/static/")):
             return JSONResponse({"error": "sign in with the console's access token"}, 401)
         return RedirectResponse("/login", status_code=303)
 
     return dispatch
+
+
+_LOCAL_PATH = re.compile(r"^/(?![/\\])[A-Za-z0-9/_.-]*$")
+
+
+def _same_origin(request: Request) -> bool:
+    """A POST from this console's own pages: another site, or another port of this host
+    (which SameSite cookies do not tell apart), may not submit its forms."""
+    site = request.headers.get("sec-fetch-site")
+    if site is not None:
+        return site in ("same-origin", "none")
+    origin = request.headers.get("origin")
+    return origin is None or origin in ("null", f"http://{request.headers.get('host', '')}")
 
 
 def _int(request: Request, name: str, default: int) -> int:

@@ -144,6 +144,17 @@ def test_the_token_is_needed_and_never_logged(browser: Any, console: Console, sh
     with page.expect_navigation():
         page.click("button[type=submit]")
     assert page.url == console.base + "/log"
+    # a form posted from another origin (another port of this host) is refused, even signed in
+    other = page.request.post(
+        console.base + "/search",
+        form={"id_number": "11010519491231002X"},
+        headers={"Origin": "http://127.0.0.1:9"},
+    )
+    assert other.status == 403
+    # the printed link signs in and stays on this console, whatever path it names
+    fresh = browser.new_context().request
+    r = fresh.get(console.base + f"/%2F%2Fevil.example?token={console.token}", max_redirects=0)
+    assert r.status == 303 and r.headers["location"] == "/log"
     context.close()
     assert console.token not in "".join(console.output)  # only in the line that printed it
 

@@ -289,11 +289,12 @@ def test_recheck_is_resumable_and_checks_each_household_once(up: Up) -> None:
     )
     assert r.returncode == 0, r.stderr
     assert "5 already done" in r.stdout
+    campaign = rows[0]["campaign"]  # other tests' campaigns share this deployment's log
     store = LogStore(open_log_engine(up.workdir.audit_db_url))
     verdicts = Counter(
         e.verdict.request_id
         for e in (audit_pb2.AuditEntry.FromString(b) for _, b in store.entries(0, 100_000))
-        if e.HasField("verdict") and e.verdict.request_id.startswith("recheck-")
+        if e.HasField("verdict") and e.verdict.request_id.startswith(f"recheck-{campaign}-")
     )
     assert len(verdicts) == 13 and set(verdicts.values()) == {1}
 

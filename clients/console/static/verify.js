@@ -95,6 +95,11 @@
     if (!equal(r, root)) throw new Error("the computed root differs from the checkpoint's");
   }
 
+  function isPowerOfTwo(n) {  // without 32-bit bitwise operators: sizes may pass 2^31
+    while (n > 1 && n % 2 === 0) n /= 2;
+    return n === 1;
+  }
+
   // RFC 9162 §2.1.4.2: verifying a consistency proof.
   async function verifyConsistency(size1, size2, proof, root1, root2) {
     checkHashes([root1, root2, ...proof]);
@@ -110,7 +115,7 @@
     }
     if (proof.length === 0) throw new Error("empty consistency proof");
     let path = proof;
-    if ((size1 & (size1 - 1)) === 0) path = [root1, ...proof]; // size1 is a power of two
+    if (isPowerOfTwo(size1)) path = [root1, ...proof];
     let fn = size1 - 1;
     let sn = size2 - 1;
     while (fn % 2 === 1) {
@@ -193,23 +198,60 @@
     return r.json();
   }
 
-  async function fetchCheckpoint(size) {
-    const cp = await getJSON("/api/checkpoint" + (size ? "?size=" + size : ""));
+  // The latest signed checkpoint. The log's key comes from the auditor's key directory through
+  // the console; this browser pins it on first use and refuses a different one later, and the
+  // key's name must be the log's origin (C2SP tlog-checkpoint).
+  async function fetchCheckpoint() {
+    const cp = await getJSON("/api/checkpoint");
+    const pinned = localStorage.getItem("hedui-vkey:" + cp.origin);
+    if (pinned !== null && pinned !== cp.vkey) {
+      throw new Error("the log's public key differs from the one this browser pinned before");
+    }
     const opened = await openCheckpoint(cp.note, cp.vkey);
-    if (opened.origin !== cp.origin) throw new Error("the checkpoint is of another log");
+    if (opened.origin !== cp.origin || opened.signer !== opened.origin) {
+      throw new Error("the checkpoint is of another log");
+    }
+    localStorage.setItem("hedui-vkey:" + cp.origin, cp.vkey);
     return opened;
+  }
+
+  // Consistency of the checkpoint with the one this browser verified before (a fork signed by
+  // the log's key is caught here); then it becomes the one remembered. Returns the older size.
+  async function consistentWithRemembered(cp) {
+    const key = "hedui-checkpoint:" + cp.origin;
+    const before = JSON.parse(localStorage.getItem(key) || "null");
+    let consistent = null;
+    if (before && before.size > cp.size) {
+      throw new Error("the log is smaller than when this browser last verified it");
+    }
+    if (before) {
+      const proof = await getJSON(
+        "/api/proof/consistency?first=" + before.size + "&second=" + cp.size);
+      await verifyConsistency(
+        before.size, cp.size, proof.hashes.map(b64decode), b64decode(before.root), cp.root);
+      consistent = before.size;
+    }
+    localStorage.setItem(key, JSON.stringify({ size: cp.size, root: b64encode(cp.root) }));
+    return consistent;
   }
 
   // One entry: the checkpoint's signature, then the entry's own bytes hashed here and proven
   // under the checkpoint's root.
-  async function checkEntry(index) {
+  // ``shown``: the entry's bytes as the page shows them (base64), so what is proven is what
+  // the auditor reads.
+  async function checkEntry(index, shown) {
     const cp = await fetchCheckpoint();
-    const got = await getJSON("/api/entries?start=" + index + "&end=" + (index + 1));
-    if (got.entries.length !== 1) throw new Error("entry " + index + " is not in the log");
-    const leaf = await leafHash(b64decode(got.entries[0].entry));
+    let bytes = shown;
+    if (!bytes) {
+      const got = await getJSON("/api/entries?start=" + index + "&end=" + (index + 1));
+      if (got.entries.length !== 1) throw new Error("entry " + index + " is not in the log");
+      bytes = got.entries[0].entry;
+    }
+    const leaf = await leafHash(b64decode(bytes));
     const proof = await getJSON("/api/proof/inclusion?index=" + index + "&size=" + cp.size);
     await verifyInclusion(leaf, index, cp.size, proof.hashes.map(b64decode), cp.root);
-    return { size: cp.size, root: b64encode(cp.root), leaf: hex(leaf) };
+    const consistent = await consistentWithRemembered(cp);
+    return { size: cp.size, root: b64encode(cp.root), leaf: hex(leaf), consistent };
   }
 
   // The whole log: every entry hashed here and the tree hash compared with the signed root;
@@ -229,19 +271,7 @@
     if (!equal(root, cp.root)) {
       throw new Error("the entries do not hash to the signed root: the log was altered");
     }
-    const key = "hedui-checkpoint:" + cp.origin;
-    const before = JSON.parse(localStorage.getItem(key) || "null");
-    let consistent = null;
-    if (before && before.size <= cp.size) {
-      const proof = await getJSON(
-        "/api/proof/consistency?first=" + before.size + "&second=" + cp.size);
-      await verifyConsistency(
-        before.size, cp.size, proof.hashes.map(b64decode), b64decode(before.root), cp.root);
-      consistent = before.size;
-    } else if (before && before.size > cp.size) {
-      throw new Error("the log is smaller than when this browser last verified it");
-    }
-    localStorage.setItem(key, JSON.stringify({ size: cp.size, root: b64encode(cp.root) }));
+    const consistent = await consistentWithRemembered(cp);
     return { size: cp.size, root: b64encode(cp.root), origin: cp.origin, consistent };
   }
 
@@ -262,7 +292,7 @@
     const zh = document.documentElement.lang.startsWith("zh");
     try {
       if (panel.dataset.check === "entry") {
-        const r = await checkEntry(Number(panel.dataset.index));
+        const r = await checkEntry(Number(panel.dataset.index), panel.dataset.entry);
         show(panel, true, (zh ? "✔ 已在浏览器中验证：条目包含在签名树（大小 " : "✔ Verified in this browser: the entry is in the signed tree of size ") +
           r.size + (zh ? "）中，签名有效。" : "), and its signature holds."));
       } else {
