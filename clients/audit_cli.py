@@ -53,9 +53,10 @@ def _emit(doc: dict[str, Any]) -> None:
     print(json.dumps(doc, ensure_ascii=False, indent=2))
 
 
-def _entry_doc(index: int, data: bytes) -> dict[str, Any]:
-    """An entry for ``--json``: its index, its time with the zone, and its described fields."""
-    d = describe_entry(data)
+def _entry_doc(index: int, data: bytes | dict[str, Any]) -> dict[str, Any]:
+    """An entry (bytes, or already described) for ``--json``: its index, its time with the
+    zone, and its described fields."""
+    d = describe_entry(data) if isinstance(data, bytes) else data
     return {"index": index, "time": _when(d["time_unix_ms"]), **d}
 
 
@@ -191,8 +192,7 @@ def default_state_path(origin: str) -> Path:
 
 def cmd_show(args: argparse.Namespace) -> int:
     session = _session(args)
-    note = session.source.checkpoint()
-    size = 0 if note is None else int(note.decode().split("\n")[1])
+    size = session.signed_size()
     start = max(0, size - args.last)
     rows = session.source.entries(start, size) if size else []
     if args.json:
@@ -349,7 +349,7 @@ def cmd_alerts(args: argparse.Namespace) -> int:
         if (d := describe_entry(data))["kind"] == "alert"
     ]
     if args.json:
-        _emit({"alerts": [{"index": i, "time": _when(d["time_unix_ms"]), **d} for i, d in found]})
+        _emit({"alerts": [_entry_doc(i, d) for i, d in found]})
         return 0
     for index, d in found:
         print(

@@ -86,6 +86,11 @@ class AuditorSession:
     def public_key(self) -> Ed25519PublicKey:
         return self.workdir.keys("auditor").log_public_key()
 
+    def signed_size(self) -> int:
+        """The size of the latest signed checkpoint, as the source gives it (not verified)."""
+        note = self.source.checkpoint()
+        return 0 if note is None else int(note.decode().split("\n")[1])
+
 
 def _service_settings(w: Workdir) -> dict[str, Any]:
     try:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 import sys
 import time
 from collections import Counter
@@ -64,6 +65,20 @@ def read_roster(path: Path) -> list[tuple[int, str]]:
         if line and not line.startswith("#"):
             out.append((n, line))
     return out
+
+
+_REQUEST_ID = re.compile(r"^recheck-([0-9A-Za-z_.-]+)-([0-9]+)$")
+
+
+def request_id_of(campaign: str, line: int) -> str:
+    """The request id of a roster line in a campaign: ``recheck-<campaign>-<line>``."""
+    return f"recheck-{campaign}-{line}"
+
+
+def campaign_of(request_id: str) -> str | None:
+    """The campaign a request id belongs to, or None for a request outside any campaign."""
+    m = _REQUEST_ID.match(request_id)
+    return m.group(1) if m else None
 
 
 def _done_requests(out: Path, campaign: str) -> set[str]:
@@ -152,9 +167,9 @@ def recheck(
     entries = read_roster(roster)
     campaign = campaign or hashlib.sha256(roster.read_bytes() + program.encode()).hexdigest()[:12]
     done = _done_requests(out, campaign)
-    todo = [(n, i) for n, i in entries if f"recheck-{campaign}-{n}" not in done]
+    todo = [(n, i) for n, i in entries if request_id_of(campaign, n) not in done]
     summary = Summary(total=len(entries), skipped=len(entries) - len(todo))
-    by_request = {f"recheck-{campaign}-{n}": (n, i) for n, i in todo}
+    by_request = {request_id_of(campaign, n): (n, i) for n, i in todo}
 
     def requests(left: dict[str, tuple[int, str]]) -> Iterator[verification_pb2.VerifyRequest]:
         for request_id, (_, id_number) in list(left.items()):

@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import argparse
-import re
 import sys
 from pathlib import Path
 
-from hedui.clients.args import check_writable_file, unwritable
+from hedui.clients.args import check_writable_dir, check_writable_file, unwritable
 from hedui.clients.intake import IntakeClient, IntakeProfile
 from hedui.core.workdir import Workdir
 from hedui.proto.v1 import verification_pb2
@@ -15,13 +14,12 @@ from hedui.proto.v1 import verification_pb2
 FORMATS = {"html": verification_pb2.HTML, "pdf": verification_pb2.PDF}
 
 
-def default_out(request_id: str, fmt: str) -> Path:
-    return Path(f"report-{re.sub(r'[^A-Za-z0-9._-]', '_', request_id)}.{fmt}")
-
-
 def cmd_report(args: argparse.Namespace) -> int:
-    out: Path = args.out or default_out(args.request_id, args.format)
-    check_writable_file(out, "--out")  # before the service is asked
+    # checked before the service is asked; without --out, the name the service suggests, here
+    if args.out:
+        check_writable_file(args.out, "--out")
+    else:
+        check_writable_dir(Path.cwd(), "the current folder")
     client = IntakeClient(IntakeProfile.load(args.profile or Workdir(args.workdir).intake_profile))
     try:
         report = client.report(
@@ -31,6 +29,7 @@ def cmd_report(args: argparse.Namespace) -> int:
         )
     finally:
         client.close()
+    out: Path = args.out or Path(Path(report.filename).name or "report.html")
     try:
         out.write_bytes(report.document)
     except OSError as e:

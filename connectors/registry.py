@@ -182,7 +182,7 @@ class RegistryServicer(connector_pb2_grpc.RegistryServiceServicer):
         except SQLAlchemyError as e:
             log.error("registry database error: %s", type(e).__name__)
             rpc.abort(context, grpc.StatusCode.INTERNAL, "the household register is not available")
-        households = []
+        households, answered_in = [], []
         for i, signed in zip(ids, request.signatures, strict=True):
             if i is None:
                 households.append(connector_pb2.Household())
@@ -190,8 +190,11 @@ class RegistryServicer(connector_pb2_grpc.RegistryServiceServicer):
             members = next(found)
             household = self._household(i, members, signed)
             if household.tokens:
-                household.district = self._store.district_of(members[0].household_id)
+                answered_in.append((household, members[0].household_id))
             households.append(household)
+        districts = self._store.districts_of([h for _, h in answered_in])
+        for household, household_id in answered_in:
+            household.district = districts.get(household_id, "")
         answered = [_tokens_of(h) for h in households if h.tokens]
         grant = self._authority.grant(request.query_id, answered, batch=True) if answered else None
         return connector_pb2.HouseholdsResponse(

@@ -285,11 +285,17 @@ class RegisterStore:
 
     def district_of(self, household_id: str) -> str:
         """The household's district, or "" when the register does not say."""
+        return self.districts_of([household_id]).get(household_id, "")
+
+    def districts_of(self, household_ids: Sequence[str]) -> dict[str, str]:
+        """The districts of these households, in one query (a household without one is absent)."""
         with Session(self._engine) as s:
-            found = s.scalar(
-                select(HouseholdPlace.district).where(HouseholdPlace.household_id == household_id)
+            rows = s.execute(
+                select(HouseholdPlace.household_id, HouseholdPlace.district).where(
+                    HouseholdPlace.household_id.in_(set(household_ids))
+                )
             )
-        return found or ""
+            return {h: d for h, d in rows if d}
 
     def population(self) -> int:
         with Session(self._engine) as s:

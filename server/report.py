@@ -15,7 +15,7 @@ import datetime as dt
 import shutil
 import subprocess
 from dataclasses import dataclass
-from functools import cache
+from functools import cache, partial
 from typing import Any
 
 import jinja2
@@ -24,9 +24,10 @@ import segno
 from hedui.audit import commitment
 from hedui.audit.checkpoint import Checkpoint
 from hedui.core.clock import Clock
-from hedui.core.deployment import BANK, kind_of
+from hedui.core.deployment import BANK, ConnectorKind, kind_of
 from hedui.proto.v1 import audit_pb2, common_pb2, connector_pb2, verification_pb2
 from hedui.server.errors import ServiceError
+from hedui.server.policy import engine
 from hedui.server.policy.book import PROGRAMS
 
 LANGS = ("zh", "en")
@@ -92,11 +93,7 @@ _RELATIONS = {
 _COMPARISONS = {"<": "<", "<=": "≤", "==": "=", ">=": "≥"}
 
 
-def yuan(fen: int) -> str:
-    """Integer fen as yuan with two decimals (no float on the way)."""
-    sign = "-" if fen < 0 else ""
-    fen = abs(fen)
-    return f"{sign}{fen // 100:,}.{fen % 100:02d}"
+yuan = partial(engine.yuan, grouped=True)  # 1,234.56: integer fen as printed yuan
 
 
 def _amount(value: int | None, unit: str, lang: str) -> str:
@@ -107,11 +104,17 @@ def _amount(value: int | None, unit: str, lang: str) -> str:
     return str(value)
 
 
+def _kind(connector_id: str) -> ConnectorKind | None:
+    try:
+        return kind_of(connector_id)
+    except KeyError:
+        return None
+
+
 def source_name(connector_id: str, lang: str) -> str:
     """A connector for a person: a department by its name, a bank as 银行 bank-NN."""
-    try:
-        kind = kind_of(connector_id)
-    except KeyError:
+    kind = _kind(connector_id)
+    if kind is None:
         return connector_id
     zh, _, en = kind.display_name.partition(" ")
     if kind is BANK:
@@ -159,8 +162,8 @@ def context(source: ReportSource, lang: str, clock: Clock, made_at: dt.datetime)
             }
         )
     answered = list(ve.connectors_answered)
-    departments = [source_name(c, lang) for c in answered if kind_of_or_none(c) is not BANK]
-    banks = [c for c in answered if kind_of_or_none(c) is BANK]
+    banks = [c for c in answered if _kind(c) is BANK]
+    departments = [source_name(c, lang) for c in answered if c not in banks]
     consent = ve.consent
     return {
         "lang": lang,
@@ -216,15 +219,7 @@ def context(source: ReportSource, lang: str, clock: Clock, made_at: dt.datetime)
         and not purged
         and commitment.opens(ve.figures_commitment, v),
         "qr": qr_svg(receipt_text(source)),
-        "receipt_text": receipt_text(source),
     }
-
-
-def kind_of_or_none(connector_id: str) -> object:
-    try:
-        return kind_of(connector_id)
-    except KeyError:
-        return None
 
 
 @cache

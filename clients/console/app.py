@@ -45,7 +45,8 @@ from hedui.audit.auditor import describe_entry
 from hedui.audit.checkpoint import vkey
 from hedui.audit.log import key_name
 from hedui.clients.auditor import AuditorSession, search
-from hedui.clients.intake import DECISION_ZH, format_fen
+from hedui.clients.intake import DECISION_ZH
+from hedui.clients.recheck import campaign_of
 from hedui.core.clock import DEPLOYMENT, Clock
 from hedui.core.errors import HeduiError
 
@@ -55,7 +56,6 @@ COOKIE = "hedui_console"
 MAX_ENTRIES = 1000  # per /api/entries call, as the AuditService pages
 KINDS = ("request", "verdict", "outcome", "search", "alert", "monitoring", "key_event", "config")
 DECISIONS = ("ELIGIBLE", "INELIGIBLE", "NEEDS_REVIEW")
-_CAMPAIGN = re.compile(r"^recheck-([0-9a-zA-Z]+)-\d+$")
 
 
 @dataclass(frozen=True)
@@ -125,8 +125,7 @@ class Console:
     sessions: set[str] = field(default_factory=set)
 
     def size(self) -> int:
-        note = self.session.source.checkpoint()
-        return 0 if note is None else int(note.decode().split("\n")[1])
+        return self.session.signed_size()
 
     def scan(self, size: int) -> Iterator[tuple[int, dict[str, Any]]]:
         """The latest entries (at most ``scan_limit``), newest first, described."""
@@ -178,8 +177,8 @@ def _row(index: int, d: dict[str, Any], clock: Clock) -> dict[str, Any]:
 def _groups_of(d: dict[str, Any], month: str) -> list[tuple[str, str]]:
     """The charts a verdict counts in: the month it was decided in, and its re-verification
     campaign if it is part of one (request id ``recheck-<campaign>-<line>``)."""
-    m = _CAMPAIGN.match(str(d.get("request_id", "")))
-    return [("month", month), *([("campaign", m.group(1))] if m else [])]
+    campaign = campaign_of(str(d.get("request_id", "")))
+    return [("month", month), *([("campaign", campaign)] if campaign else [])]
 
 
 @dataclass
@@ -264,8 +263,7 @@ class Stats:
 
 def build_app(console: Console, *, templates_dir: Path = HERE / "templates") -> Starlette:
     templates = Jinja2Templates(directory=str(templates_dir))
-    templates.env.globals["zone"] = "+08:00"
-    templates.env.filters["fen"] = format_fen
+    templates.env.globals["zone"] = console.clock.now().isoformat()[-6:]  # e.g. +08:00
 
     def page(request: Request, name: str, status: int = 200, **ctx: Any) -> Response:
         return templates.TemplateResponse(request, name, ctx, status_code=status)
@@ -335,7 +333,7 @@ def build_app(console: Console, *, templates_dir: Path = HERE / "templates") -> 
     def campaigns_page(request: Request) -> Response:
         size = console.size()
         stats = Stats.of(console.scan(size), console.clock)
-        groups = sorted(stats.decisions, key=lambda g: (g[0] != "campaign", g[1]), reverse=False)
+        groups = sorted(stats.decisions, key=lambda g: (g[0] != "campaign", g[1]))
         charts = [
             {
                 "kind": kind,

@@ -264,7 +264,9 @@ def round_up_to_yuan(fen: int) -> int:
     return -(-fen // 100) * 100
 
 
-def yuan(fen: int) -> str:
-    """Fen as a yuan amount for a message, computed in integers (no floats for money)."""
+def yuan(fen: int, *, grouped: bool = False) -> str:
+    """Fen as a yuan amount for a message, computed in integers (no floats for money); with
+    ``grouped``, thousands separated by commas (a printed report)."""
     sign = "-" if fen < 0 else ""
-    return f"{sign}{abs(fen) // 100}.{abs(fen) % 100:02d}"
+    whole = f"{abs(fen) // 100:,}" if grouped else str(abs(fen) // 100)
+    return f"{sign}{whole}.{abs(fen) % 100:02d}"
