@@ -53,6 +53,23 @@ def _pid(path: Path, other_than: int = 0, timeout: float = 60.0) -> int:
     raise AssertionError(f"{path} names no new process")
 
 
+def _first_request_logged(up: Up, timeout: float = 120.0) -> None:
+    """Wait until the service has logged a request of the campaign (the recheck's process and
+    its first chunk take a moment to start, longer on a loaded machine)."""
+    store = LogStore(open_log_engine(up.workdir.audit_db_url))
+    deadline = time.monotonic() + timeout
+    seen = 0
+    while time.monotonic() < deadline:
+        size = store.size()
+        for _, data in store.entries(seen, size):
+            e = audit_pb2.AuditEntry.FromString(data)
+            if e.HasField("request") and e.request.request_id.startswith("recheck-crash-"):
+                return
+        seen = size
+        time.sleep(0.05)
+    raise AssertionError("the recheck logged no request")
+
+
 def test_a_service_killed_five_times_mid_recheck_checks_no_household_twice(tmp_path: Path) -> None:
     rng = random.Random(10)
     out = tmp_path / "verdicts.jsonl"
@@ -63,6 +80,7 @@ def test_a_service_killed_five_times_mid_recheck_checks_no_household_twice(tmp_p
     try:
         run = _recheck(up, roster, out)
         pid, progress = _pid(pid_file), []
+        _first_request_logged(up)  # the kills start once the recheck is under way, not before
         for _ in range(KILLS):
             time.sleep(rng.uniform(0.2, 4.0))  # a random point: mid-chunk, between chunks, …
             os.kill(pid, signal.SIGKILL)
