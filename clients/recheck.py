@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 import grpc
+from google.rpc import error_details_pb2
 
 from hedui.clients.args import unwritable
 from hedui.clients.consent import StandingAuthorisation
@@ -29,10 +30,14 @@ from hedui.clients.errors import ClientError
 from hedui.clients.intake import IntakeProfile, describe_rpc_error
 from hedui.core.errors import InvalidResidentId
 from hedui.core.resident_id import parse as parse_id
+from hedui.core.rpc import error_details as rpc_details
 from hedui.core.rpc import open_channel
 from hedui.proto.v1 import common_pb2, verification_pb2, verification_pb2_grpc
 
-RETRYABLE = {"ABORTED", "UNAVAILABLE"}
+# "nothing was decided, ask again later": never written as a household's final line
+RETRYABLE = {"ABORTED", "UNAVAILABLE", "RESOURCE_EXHAUSTED"}
+DECISIONS = {"ELIGIBLE", "INELIGIBLE", "NEEDS_REVIEW"}
+MAX_WAIT = 60.0  # the longest pause between rounds, whatever the service suggests
 
 
 @dataclass
@@ -43,13 +48,25 @@ class Summary:
     seconds: float = 0.0
 
     def text(self) -> str:
+        decided = {k: n for k, n in self.outcomes.items() if k in DECISIONS}
+        refused = {k: n for k, n in self.outcomes.items() if k not in DECISIONS}
         done = sum(self.outcomes.values())
         rate = done / self.seconds if self.seconds else 0.0
-        parts = ", ".join(f"{n} {k}" for k, n in sorted(self.outcomes.items()))
-        return (
-            f"{done} of {self.total} households checked in {self.seconds:.1f} s ({rate:.1f}/s)"
-            f"{f', {self.skipped} already done before' if self.skipped else ''}: {parts or 'nothing to do'}"
+        text = (
+            f"{done} of {self.total} households settled in {self.seconds:.1f} s ({rate:.1f}/s)"
+            f"{f', {self.skipped} already done before' if self.skipped else ''}"
         )
+        if not done:
+            return text + ": nothing to do"
+        text += f": {sum(decided.values())} decided"
+        if decided:
+            text += " (" + ", ".join(f"{n} {k}" for k, n in sorted(decided.items())) + ")"
+        if refused:
+            text += f", {sum(refused.values())} refused (" + ", ".join(
+                f"{n} {k}" for k, n in sorted(refused.items())
+            )
+            text += "; their lines say why)"
+        return text
 
 
 def read_roster(path: Path) -> list[tuple[int, str]]:
@@ -192,20 +209,24 @@ def recheck(
     try:
         with f:
             # a household is written once, with its verdict or a final refusal; one answered
-            # "being verified" or "unavailable" (a crash, a restart) is asked again, with backoff;
-            # it gives up once `patience` seconds have passed without a household settled (a
-            # service restarted after repeated crashes may be held back a minute by `hedui up`)
-            stalled, progressed_at = 0, clock()
+            # "ask again later" (being verified, unavailable, over a limit) is asked again after
+            # the delay the service asks for, or with backoff; it gives up once `patience`
+            # seconds have passed without a household settled (a service restarted after
+            # repeated crashes may be held back a minute by `hedui up`)
+            stalled, progressed_at, wait = 0, clock(), 0.0
             while left:
-                if stalled:
+                if stalled or wait:
                     if clock() - progressed_at >= patience:
                         break
-                    sleep(min(30.0, 2.0 ** (stalled - 1)))
+                    backoff = min(30.0, 2.0 ** (stalled - 1)) if stalled else 0.0
+                    sleep(min(MAX_WAIT, max(backoff, wait)))
                 before = len(left)
                 try:
-                    last_error = _stream(stub, requests(left), left, campaign, f, summary, progress)
+                    last_error, wait = _stream(
+                        stub, requests(left), left, campaign, f, summary, progress
+                    )
                 except grpc.RpcError as e:
-                    last_error = describe_rpc_error(e)
+                    last_error, wait = describe_rpc_error(e), _retry_delay(rpc_details(e))
                 if len(left) < before:
                     stalled, progressed_at = 0, clock()
                 else:
@@ -230,6 +251,23 @@ def recheck(
     return summary
 
 
+def _retry_delay(details: list[Any]) -> float:
+    """The delay a RetryInfo among ``details`` asks for (0 when none does)."""
+    for d in details:
+        if isinstance(d, error_details_pb2.RetryInfo):
+            return float(d.retry_delay.seconds + d.retry_delay.nanos / 1e9)
+    return 0.0
+
+
+def _result_delay(result: verification_pb2.BatchResult) -> float:
+    details = []
+    for packed in result.status.details:
+        info = error_details_pb2.RetryInfo()
+        if packed.Unpack(info):
+            details.append(info)
+    return _retry_delay(details)
+
+
 def _stream(
     stub: verification_pb2_grpc.VerificationServiceStub,
     requests: Iterator[verification_pb2.VerifyRequest],
@@ -238,10 +276,10 @@ def _stream(
     f: TextIO,
     summary: Summary,
     progress: Callable[[int, int], None],
-) -> str:
+) -> tuple[str, float]:
     """Stream the requests; write and drop from ``left`` every settled household; the last
-    retryable error seen (empty if none)."""
-    retryable = ""
+    retryable error seen (empty if none) and the longest delay the service asked for."""
+    retryable, wait = "", 0.0
     for result in stub.VerifyBatch(requests):
         if result.request_id not in left:
             continue
@@ -249,13 +287,14 @@ def _stream(
         row = _row(campaign, line, id_number, result)
         if "error" in row and row["error"]["code"] in RETRYABLE:
             retryable = f"{row['error']['code']}: {row['error']['message']}"
+            wait = max(wait, _result_delay(result))
             continue
         f.write(json.dumps(row, ensure_ascii=False) + "\n")
         f.flush()
         del left[result.request_id]
         summary.outcomes[row.get("decision") or row["error"]["code"]] += 1
         progress(summary.total - len(left), summary.total)
-    return retryable
+    return retryable, wait
 
 
 def progress_bar(stream: TextIO = sys.stderr) -> Callable[[int, int], None]:

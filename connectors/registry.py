@@ -71,67 +71,9 @@ class RegistryServicer(connector_pb2_grpc.RegistryServiceServicer):
                 rpc.precondition_failure("REPLAY", "query_id", "a query id is granted once"),
             )
 
-    def GetHousehold(
-        self, request: connector_pb2.HouseholdRequest, context: grpc.ServicerContext
-    ) -> connector_pb2.HouseholdGrant:
-        self._query_id(request.query_id, context)
-        today = self._clock.today()
-        if (request.monitoring_handle or request.monitor_until) and not request.signatures.standing:
-            rpc.abort(
-                context,
-                grpc.StatusCode.FAILED_PRECONDITION,
-                "monitoring needs a standing authorisation",
-                rpc.precondition_failure(
-                    "CONSENT", "signatures.standing", "monitoring is under a standing authorisation"
-                ),
-            )
-        if request.monitoring_handle:
-            try:
-                id_number = self._authority.open_handle(bytes(request.monitoring_handle), today)
-            except HandleRefused as e:
-                rpc.abort(
-                    context,
-                    grpc.StatusCode.FAILED_PRECONDITION,
-                    str(e),
-                    rpc.precondition_failure("MONITORING", "monitoring_handle", str(e)),
-                )
-        else:
-            id_number = request.id_number
-        try:
-            resident = parse_id(id_number, today=today)
-        except InvalidResidentId as e:
-            rpc.abort(
-                context,
-                grpc.StatusCode.INVALID_ARGUMENT,
-                str(e),
-                rpc.bad_request("id_number", str(e)),
-            )
-        until = self._monitor_until(request.monitor_until, today, context)
-        try:
-            members = self._store.household_of(resident.value)
-        except SQLAlchemyError as e:
-            log.error("registry database error: %s", type(e).__name__)
-            rpc.abort(context, grpc.StatusCode.INTERNAL, "the household register is not available")
-        if not members:
-            rpc.abort(
-                context,
-                grpc.StatusCode.NOT_FOUND,
-                "the ID number is not in the household register",
-            )
-        household = self._household(resident.value, members, request.signatures)
-        if household.problem:
-            rpc.abort(context, grpc.StatusCode.INTERNAL, household.problem)
-        if household.consent_missing:  # no tokens, no grant: its sources cannot be asked
-            return connector_pb2.HouseholdGrant(household=household)
-        household.district = self._store.district_of(members[0].household_id)
-        if until is not None:
-            household.monitoring_handle = self._authority.monitoring_handle(resident.value, until)
-        grant = self._authority.grant(request.query_id, [_tokens_of(household)], batch=False)
-        return connector_pb2.HouseholdGrant(household=household, grant=grant.to_pb())
-
-    def _monitor_until(
-        self, text: str, today: dt.date, context: grpc.ServicerContext
-    ) -> dt.date | None:
+    def _monitor_until(self, text: str, today: dt.date) -> dt.date | None:
+        """The date a monitoring handle is asked for (None: none asked); HandleRefused when it
+        is not a date from today to MONITOR_DAYS ahead."""
         if not text:
             return None
         try:
@@ -142,61 +84,76 @@ class RegistryServicer(connector_pb2_grpc.RegistryServiceServicer):
             until = None
         last = today + dt.timedelta(days=MONITOR_DAYS)
         if until is None or not today <= until <= last:
-            reason = f"a date YYYY-MM-DD from {today.isoformat()} to {last.isoformat()}"
-            rpc.abort(
-                context,
-                grpc.StatusCode.INVALID_ARGUMENT,
-                f"monitor_until must be {reason}",
-                rpc.bad_request("monitor_until", reason),
+            raise HandleRefused(
+                f"monitor_until must be a date YYYY-MM-DD from {today.isoformat()} "
+                f"to {last.isoformat()}"
             )
         return until
+
+    def _applicant(
+        self, a: connector_pb2.Applicant, today: dt.date
+    ) -> tuple[str | None, dt.date | None]:
+        """(the applicant's normalised ID number or None when it does not parse, the date of
+        the monitoring handle asked for); HandleRefused for a monitoring request it refuses."""
+        if (a.monitoring_handle or a.monitor_until) and not a.signatures.standing:
+            raise HandleRefused("monitoring needs a standing authorisation")
+        id_number = a.id_number
+        if a.monitoring_handle:
+            id_number = self._authority.open_handle(bytes(a.monitoring_handle), today)
+        until = self._monitor_until(a.monitor_until, today)
+        try:
+            return parse_id(id_number, today=today).value, until
+        except InvalidResidentId:
+            return None, until
 
     def GetHouseholds(
         self, request: connector_pb2.HouseholdsRequest, context: grpc.ServicerContext
     ) -> connector_pb2.HouseholdsResponse:
         self._query_id(request.query_id, context)
-        if not 1 <= len(request.id_numbers) <= MAX_BATCH:
+        if not 1 <= len(request.applicants) <= MAX_BATCH:
             rpc.abort(
                 context,
                 grpc.StatusCode.INVALID_ARGUMENT,
-                f"1 to {MAX_BATCH} ID numbers per call",
-                rpc.bad_request("id_numbers", f"1 to {MAX_BATCH} ID numbers"),
+                f"1 to {MAX_BATCH} applicants per call",
+                rpc.bad_request("applicants", f"1 to {MAX_BATCH} applicants"),
             )
-        if len(request.signatures) != len(request.id_numbers):
-            rpc.abort(
-                context,
-                grpc.StatusCode.INVALID_ARGUMENT,
-                "one signatures entry per ID number",
-                rpc.bad_request("signatures", "one entry per ID number, in the same order"),
-            )
-        # one number that does not parse is one household not found, never the whole call
+        # one applicant that cannot be answered is that household's answer, never the whole call
         today = self._clock.today()
-        ids: list[str | None] = []
-        for raw in request.id_numbers:
+        asked: list[tuple[str | None, dt.date | None] | HandleRefused] = []
+        for a in request.applicants:
             try:
-                ids.append(parse_id(raw, today=today).value)
-            except InvalidResidentId:
-                ids.append(None)
+                asked.append(self._applicant(a, today))
+            except HandleRefused as e:
+                asked.append(e)
+        ids = [x[0] for x in asked if not isinstance(x, HandleRefused) and x[0] is not None]
         try:
-            found = iter(self._store.households_of([i for i in ids if i is not None]))
+            found = iter(self._store.households_of(ids))
         except SQLAlchemyError as e:
             log.error("registry database error: %s", type(e).__name__)
             rpc.abort(context, grpc.StatusCode.INTERNAL, "the household register is not available")
         households, answered_in = [], []
-        for i, signed in zip(ids, request.signatures, strict=True):
-            if i is None:
+        for a, x in zip(request.applicants, asked, strict=True):
+            if isinstance(x, HandleRefused):
+                households.append(connector_pb2.Household(monitoring_refused=str(x)))
+                continue
+            applicant, until = x
+            if applicant is None:
                 households.append(connector_pb2.Household())
                 continue
             members = next(found)
-            household = self._household(i, members, signed)
+            household = self._household(applicant, members, a.signatures)
             if household.tokens:
                 answered_in.append((household, members[0].household_id))
+                if until is not None:
+                    household.monitoring_handle = self._authority.monitoring_handle(
+                        applicant, until
+                    )
             households.append(household)
         districts = self._store.districts_of([h for _, h in answered_in])
         for household, household_id in answered_in:
             household.district = districts.get(household_id, "")
         answered = [_tokens_of(h) for h in households if h.tokens]
-        grant = self._authority.grant(request.query_id, answered, batch=True) if answered else None
+        grant = self._authority.grant(request.query_id, answered) if answered else None
         return connector_pb2.HouseholdsResponse(
             households=households, grant=grant.to_pb() if grant else None
         )

@@ -26,7 +26,7 @@ from hedui.core.clock import DEPLOYMENT, Clock
 from hedui.core.deployment import ConnectorKind
 from hedui.core.errors import CryptoError
 from hedui.core.grants import GRANT_TTL_MS, MAX_BATCH, PAD, Grant
-from hedui.core.packing import BatchLayout, Layout
+from hedui.core.packing import BatchLayout
 from hedui.core.paillier import PublicKey
 from hedui.proto.v1 import connector_pb2, connector_pb2_grpc
 
@@ -39,7 +39,6 @@ MAX_QUERY_ID = 128
 
 
 class HoldingSource(Protocol):
-    def sums(self, tokens: Sequence[bytes], fields: Iterable[str]) -> dict[str, int]: ...
     def sums_many(
         self, households: Sequence[Sequence[bytes]], fields: Iterable[str]
     ) -> list[dict[str, int]]: ...
@@ -145,29 +144,31 @@ class Answerer:
         )
 
     def answer(
-        self, query_id: str, tokens: Sequence[bytes], layout: Layout
-    ) -> connector_pb2.QueryResponse:
-        """Sum the household's rows, pack every field into its slot, encrypt once, sign."""
-        totals = self._source.sums(tokens, self.kind.field_names)
+        self, query_id: str, households: Sequence[Sequence[bytes]], layout: BatchLayout
+    ) -> connector_pb2.QueryBatchResponse:
+        """Every household's totals, ``layout.per_ciphertext`` households to a plaintext, each
+        plaintext encrypted with fresh randomness, the whole answer signed once."""
+        totals = self._source.sums_many(households, self.kind.field_names)
         for f in self.kind.fields:
-            if totals[f.name] > f.max_value:
+            if any(t[f.name] > f.max_value for t in totals):
                 raise AnswerRefused(
-                    f"the household total of {f.name} is above the declared maximum {f.max_value}"
+                    f"a household total of {f.name} is above the declared maximum {f.max_value}"
                 )
         try:
-            plaintext = layout.pack(totals)
+            plaintexts = layout.pack(list(totals))
         except CryptoError as e:
-            raise AnswerRefused(f"the query's slot layout cannot hold this answer: {e}") from None
-        packed = self._public.to_bytes(self._public.encrypt(plaintext))
+            raise AnswerRefused(f"the query's layout cannot hold this answer: {e}") from None
+        packed = [self._public.to_bytes(self._public.encrypt(m)) for m in plaintexts]
+        queried, ciphertexts = signing.batch_digests(households, packed)
         signed = signing.answer_bytes(
             query_id,
             self.connector_id,
             self._public.fingerprint,
-            signing.tokens_digest(tokens),
+            queried,
             layout.digest(),
-            packed,
+            ciphertexts,
         )
-        return connector_pb2.QueryResponse(
+        return connector_pb2.QueryBatchResponse(
             connector_id=self.connector_id,
             key_fingerprint=self._public.fingerprint,
             packed=packed,
@@ -179,39 +180,10 @@ class AnswerRefused(ConnectorError):
     """An answer that cannot be given without breaking the declared limits."""
 
 
-def answer_batch(
-    answerer: Answerer, query_id: str, households: Sequence[Sequence[bytes]], layout: BatchLayout
-) -> connector_pb2.QueryBatchResponse:
-    """Every household's totals, ``layout.per_ciphertext`` households to a ciphertext, signed."""
-    a = answerer
-    totals = a._source.sums_many(households, a.kind.field_names)
-    for f in a.kind.fields:
-        if any(t[f.name] > f.max_value for t in totals):
-            raise AnswerRefused(
-                f"a household total of {f.name} is above the declared maximum {f.max_value}"
-            )
-    try:
-        plaintexts = layout.pack(list(totals))
-    except CryptoError as e:
-        raise AnswerRefused(f"the batch layout cannot hold this answer: {e}") from None
-    packed = [a._public.to_bytes(a._public.encrypt(m)) for m in plaintexts]
-    queried, ciphertexts = signing.batch_digests(households, packed)
-    signed = signing.answer_bytes(
-        query_id, a.connector_id, a._public.fingerprint, queried, layout.digest(), ciphertexts
-    )
-    return connector_pb2.QueryBatchResponse(
-        connector_id=a.connector_id,
-        key_fingerprint=a._public.fingerprint,
-        packed=packed,
-        signature=signing.sign(a._signing_key, signed),
-    )
-
-
 class ConnectorServicer(connector_pb2_grpc.ConnectorServiceServicer):
     def __init__(self, answerer: Answerer, broken: str | None = None) -> None:
         self._answerer = answerer
         self._broken = broken  # the data set's seal failed at start: refuse every query
-        self._known_layouts: dict[tuple[tuple[str, int, int, int], ...], Layout] = {}
 
     def Describe(
         self, request: connector_pb2.DescribeRequest, context: grpc.ServicerContext
@@ -271,27 +243,15 @@ class ConnectorServicer(connector_pb2_grpc.ConnectorServiceServicer):
             rpc.abort(
                 context, grpc.StatusCode.INVALID_ARGUMENT, str(e), rpc.bad_request("layout", str(e))
             )
-        return self._answering(
-            context,
-            lambda: self._granted(
-                request.query_id,
-                request.grant,
-                signing.batch_queried(households),
-                len(households),
-                lambda: answer_batch(self._answerer, request.query_id, households, layout),
-            ),
-        )
 
-    def _granted(
-        self,
-        query_id: str,
-        grant: connector_pb2.TokenGrant,
-        digest: bytes,
-        households: int,
-        produce: Callable[[], _T],
-    ) -> _T:
-        self._answerer.check_grant(query_id, grant, digest, households)
-        return produce()
+        def produce() -> connector_pb2.QueryBatchResponse:
+            a = self._answerer
+            a.check_grant(
+                request.query_id, request.grant, signing.batch_queried(households), len(households)
+            )
+            return a.answer(request.query_id, households, layout)
+
+        return self._answering(context, produce)
 
     def _answering(self, context: grpc.ServicerContext, produce: Callable[[], _T]) -> _T:
         """Make an answer; a refusal or a database failure becomes its status code."""
@@ -332,53 +292,4 @@ class ConnectorServicer(connector_pb2_grpc.ConnectorServiceServicer):
             grpc.StatusCode.FAILED_PRECONDITION,
             f"{cid}: its stored data fails its integrity check; it does not answer altered figures",
             rpc.precondition_failure("DATA_INTEGRITY", cid, f"{len(rows)} damaged row(s)"),
-        )
-
-    def _layout(self, request: connector_pb2.QueryRequest) -> Layout:
-        """The query's slot layout, checked once and then remembered (it rarely changes)."""
-        wire = tuple((s.field, s.offset, s.bits, s.max_total) for s in request.layout)
-        layout = self._known_layouts.get(wire)
-        if layout is None:
-            layout = packing.from_wire(wire, self._answerer.plaintext_bits)
-            if len(self._known_layouts) > 16:
-                self._known_layouts.clear()
-            self._known_layouts[wire] = layout
-        return layout
-
-    def Query(
-        self, request: connector_pb2.QueryRequest, context: grpc.ServicerContext
-    ) -> connector_pb2.QueryResponse:
-        self._check_common(request.query_id, request.key_fingerprint, context)
-        if not PAD <= len(request.tokens) <= MAX_TOKENS or len(request.tokens) % PAD:
-            rpc.abort(
-                context,
-                grpc.StatusCode.INVALID_ARGUMENT,
-                f"a query holds {PAD} to {MAX_TOKENS} tokens, a multiple of {PAD}",
-                rpc.bad_request(
-                    "tokens", f"{len(request.tokens)} tokens; {PAD} to {MAX_TOKENS} allowed"
-                ),
-            )
-        if any(len(t) != TOKEN_BYTES for t in request.tokens):
-            rpc.abort(
-                context,
-                grpc.StatusCode.INVALID_ARGUMENT,
-                "tokens are 32 bytes",
-                rpc.bad_request("tokens", "every token is an HMAC-SHA256 of 32 bytes"),
-            )
-        try:
-            layout = self._layout(request)
-        except CryptoError as e:
-            rpc.abort(
-                context, grpc.StatusCode.INVALID_ARGUMENT, str(e), rpc.bad_request("layout", str(e))
-            )
-        tokens = list(request.tokens)
-        return self._answering(
-            context,
-            lambda: self._granted(
-                request.query_id,
-                request.grant,
-                signing.tokens_digest(tokens),
-                1,
-                lambda: self._answerer.answer(request.query_id, tokens, layout),
-            ),
         )

@@ -231,15 +231,12 @@ class HoldingStore:
             return False
         return True
 
-    def sums(self, tokens: Sequence[bytes], fields: Iterable[str]) -> dict[str, int]:
-        """The total of every field over ``tokens`` (0 for a token or field not held); raises
-        :class:`DataIntegrityError` when a row it would add fails its seal."""
-        return self.sums_many([tokens], fields)[0]
-
     def sums_many(
         self, households: Sequence[Sequence[bytes]], fields: Iterable[str]
     ) -> list[dict[str, int]]:
-        """:meth:`sums` for many households, with one query."""
+        """Every household's total of every field over its tokens (0 for a token or field not
+        held), with one query; raises :class:`DataIntegrityError` when a row it would add fails
+        its seal."""
         seal = self._sealer()
         names = list(fields)
         out = [dict.fromkeys(names, 0) for _ in households]
@@ -282,10 +279,6 @@ class RegisterStore:
             s.add_all(people)
             s.add_all(HouseholdPlace(household_id=h, district=d) for h, d in districts.items())
         return len(people)
-
-    def district_of(self, household_id: str) -> str:
-        """The household's district, or "" when the register does not say."""
-        return self.districts_of([household_id]).get(household_id, "")
 
     def districts_of(self, household_ids: Sequence[str]) -> dict[str, str]:
         """The districts of these households, in one query (a household without one is absent)."""
@@ -354,19 +347,9 @@ class RegisterStore:
             s.expunge_all()
         return out
 
-    def household_of(self, id_number: str) -> list[Person]:
-        """Every member of the household of ``id_number``, head first; empty when unknown."""
-        with Session(self._engine) as s:
-            household = s.scalar(select(Person.household_id).where(Person.id_number == id_number))
-            if household is None:
-                return []
-            members = list(s.scalars(select(Person).where(Person.household_id == household)))
-            s.expunge_all()
-        members.sort(key=lambda p: (p.relation != "head", p.birth_date, p.id_number))
-        return members
-
     def households_of(self, id_numbers: Sequence[str]) -> list[list[Person]]:
-        """:meth:`household_of` for many ID numbers, with two queries."""
+        """Every member of the household of each ID number, head first (empty when unknown),
+        with two queries."""
         with Session(self._engine) as s:
             rows = s.execute(
                 select(Person.id_number, Person.household_id).where(

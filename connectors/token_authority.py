@@ -134,18 +134,13 @@ class TokenAuthority:
 
         return stream
 
-    def grant(
-        self, query_id: str, households: Sequence[Mapping[str, list[bytes]]], *, batch: bool
-    ) -> Grant:
-        """The grant of a query: a verification (one household, the digest a Query signs) or a
-        batch (the digest a QueryBatch signs, even for a batch of one)."""
-        if not batch:
-            digests = {cid: grants.single_digest(t) for cid, t in households[0].items()}
-        else:
-            digests = {
-                cid: grants.batch_digest([h[cid] for h in households])
-                for cid in self.settings.connector_ids
-            }
+    def grant(self, query_id: str, households: Sequence[Mapping[str, list[bytes]]]) -> Grant:
+        """The grant of a query about one or many households: per connector, the digest of
+        every household's tokens in order (the digest its QueryBatch answer signs)."""
+        digests = {
+            cid: grants.batch_digest([h[cid] for h in households])
+            for cid in self.settings.connector_ids
+        }
         return grants.issue(
             self._grant_key,
             query_id=query_id,

@@ -10,30 +10,8 @@ from hedui.core.paillier import Ciphertext, PublicKey
 
 
 @dataclass(frozen=True)
-class SignedAnswer:
-    connector_id: str
-    packed: bytes  # the packed ciphertext, big-endian
-    signature: bytes
-    key_fingerprint: bytes
-    queried: bytes  # signing.tokens_digest of the tokens this connector was asked about
-
-    def signed_bytes(self, query_id: str, layout: bytes) -> bytes:
-        return signing.answer_bytes(
-            query_id, self.connector_id, self.key_fingerprint, self.queried, layout, self.packed
-        )
-
-    def digest(self, query_id: str, layout: bytes) -> bytes:
-        return signing.answer_digest(self.signed_bytes(query_id, layout), self.signature)
-
-
-def aggregate(public: PublicKey, answers: Sequence[SignedAnswer]) -> Ciphertext:
-    """The product of the packed ciphertexts: the encryption of every slot's household total."""
-    return public.add(public.from_bytes(a.packed, a.key_fingerprint) for a in answers)
-
-
-@dataclass(frozen=True)
 class BatchAnswer:
-    """A connector's signed answer for a batch of households."""
+    """A connector's signed answer about one or many households."""
 
     connector_id: str
     kind: str

@@ -15,7 +15,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from hedui.core import packing
 from hedui.core.deployment import kind_of
-from hedui.core.packing import BatchLayout, Layout
+from hedui.core.packing import BatchLayout
 from hedui.proto.v1 import custodian_pb2
 
 CUSTODIAN_ID = "custodian"  # the custodian's certificate and server name
@@ -49,13 +49,11 @@ EvidenceSource = Callable[[int], LogEvidence]
 
 @dataclass(frozen=True)
 class Deployment:
-    """What the custodian knows of the deployment: keys, banks, who holds which field, and the
-    slot layout every answer must be packed in."""
+    """What the custodian knows of the deployment: keys, banks, the connectors of each kind,
+    and the slot layout every answer of a kind must be packed in."""
 
     verify_keys: Mapping[str, Ed25519PublicKey]
     banks: frozenset[str]
-    holders: Mapping[str, frozenset[str]]  # field -> every connector that answers it
-    layout: Layout
     kinds: Mapping[str, frozenset[str]] = field(default_factory=dict)  # kind -> its connectors
     batch_layouts: Mapping[str, BatchLayout] = field(default_factory=dict)  # kind -> layout
     authority_key: Ed25519PublicKey | None = None  # the token authority's grant key
@@ -69,17 +67,12 @@ def custodian_view(
 ) -> Deployment:
     """The custodian's own picture of the deployment: from the connector ids and their kinds,
     never from what the connectors say of themselves."""
-    holders: dict[str, set[str]] = {}
     kinds: dict[str, set[str]] = {}
     for cid in connector_ids:
         kinds.setdefault(kind_of(cid).kind, set()).add(cid)
-        for name in kind_of(cid).field_names:
-            holders.setdefault(name, set()).add(cid)
     return Deployment(
         verify_keys=verify_keys,
         banks=frozenset(c for c in connector_ids if kind_of(c).is_bank),
-        holders={k: frozenset(v) for k, v in holders.items()},
-        layout=packing.for_connectors(connector_ids),
         kinds={k: frozenset(v) for k, v in kinds.items()},
         batch_layouts={
             k: packing.batch_layout(

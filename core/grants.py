@@ -119,11 +119,6 @@ def verify(key: Ed25519PublicKey, grant: Grant) -> None:
     signing.verify(key, grant.signed_bytes(), grant.signature)
 
 
-def single_digest(tokens: Sequence[bytes]) -> bytes:
-    """The digest a grant holds for one household's tokens (as the connector signs it)."""
-    return signing.tokens_digest(tokens)
-
-
 def batch_digest(households: Sequence[Sequence[bytes]]) -> bytes:
-    """The digest a grant holds for a batch: every household's token digest, in order."""
+    """The digest a grant holds for one connector: every household's token digest, in order."""
     return signing.batch_queried(households)

@@ -1,26 +1,23 @@
-"""Slots: several values packed into one Paillier plaintext, so that one ciphertext per connector
-carries all its fields and one decryption yields every total (issue #5).
+"""Slots: several households' values packed into one Paillier plaintext, so that a connector
+answers many households with few ciphertexts and one decryption yields many totals (issue #5).
 
-The interactive layout has one slot per field of the deployment (banks share theirs). A slot's
-width is sized for the largest total it can hold (the field's declared maximum times the number
-of connectors that hold it), plus ``MASK_BITS`` so the key custodian can hide a slot under a
-random mask before decrypting, plus one guard bit: no sum of a deployment's answers, masked or
-not, can carry into the next slot. Overflow is impossible by construction, not by luck.
+Every connector kind has one layout (:class:`BatchLayout`), for one household or a thousand: one
+slot per field of the kind, household i of a ciphertext at bit i * stride. A slot's width is sized
+for the largest total it can hold (the field's declared maximum times the number of connectors
+of the kind) plus one guard bit: no sum of a kind's answers can carry into the next slot.
+Overflow is impossible by construction, not by luck. A kind's ciphertexts hold only that kind's
+slots, so the key custodian leaves a kind it may not release undecrypted instead of masking it.
 """
 
 from __future__ import annotations
 
 import hashlib
-import secrets
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from functools import cached_property
 
-from hedui.core.deployment import kind_of
 from hedui.core.errors import CryptoError
 from hedui.proto.v1 import connector_pb2
-
-MASK_BITS = 40  # statistical distance of a masked slot from uniform: at most 2^-40
 
 
 @dataclass(frozen=True)
@@ -28,105 +25,7 @@ class Slot:
     field: str
     offset: int
     bits: int
-    max_total: int  # the largest unmasked total the slot may hold
-
-
-@dataclass(frozen=True)
-class Layout:
-    slots: tuple[Slot, ...]
-
-    @property
-    def total_bits(self) -> int:
-        return sum(s.bits for s in self.slots)
-
-    def digest(self) -> bytes:
-        return self._digest
-
-    def slot(self, field: str) -> Slot:
-        for s in self.slots:
-            if s.field == field:
-                return s
-        raise CryptoError(f"the layout has no slot for {field}")
-
-    @cached_property
-    def _digest(self) -> bytes:
-        text = ";".join(f"{s.field}:{s.offset}:{s.bits}:{s.max_total}" for s in self.slots)
-        return hashlib.sha256(b"hedui/layout/v1\0" + text.encode()).digest()
-
-    def pack(self, values: Mapping[str, int]) -> int:
-        """One plaintext holding ``values`` in their slots (other slots 0)."""
-        m = 0
-        for field, value in values.items():
-            s = self.slot(field)
-            if not 0 <= value <= s.max_total:
-                raise CryptoError(f"{field} = {value} is outside 0..{s.max_total}")
-            m |= value << s.offset
-        return m
-
-    def unpack(self, m: int) -> dict[str, int]:
-        return {s.field: (m >> s.offset) & ((1 << s.bits) - 1) for s in self.slots}
-
-    def mask(self, fields: Iterable[str]) -> tuple[int, dict[str, int]]:
-        """A random plaintext that hides ``fields`` once added: each masked slot becomes
-        value + r with r uniform below 2^(value bits + MASK_BITS)."""
-        m, parts = 0, {}
-        for field in fields:
-            s = self.slot(field)
-            r = secrets.randbits(s.bits - 1)
-            parts[field] = r
-            m += r << s.offset
-        return m, parts
-
-    def fits(self, plaintext_bits: int) -> bool:
-        return self.total_bits <= plaintext_bits
-
-    def restricted(self, fields: Iterable[str]) -> Layout:
-        """The same slots, only those of ``fields``: the layout one connector kind answers in.
-        Each kind's answers are summed and decrypted apart, so a connector cannot reach into
-        another kind's slots (a "negative" amount there would show outside its own)."""
-        keep = set(fields)
-        return Layout(tuple(s for s in self.slots if s.field in keep))
-
-    def outside(self, m: int) -> int:
-        """The bits of ``m`` that lie in no slot of this layout (0 for an honest sum)."""
-        for s in self.slots:
-            m &= ~(((1 << s.bits) - 1) << s.offset)
-        return m
-
-
-def for_connectors(connector_ids: Iterable[str]) -> Layout:
-    """The interactive layout of a deployment: one slot per field, in a fixed order."""
-    holders: dict[str, int] = {}
-    maxima: dict[str, int] = {}
-    for cid in connector_ids:
-        for f in kind_of(cid).fields:
-            holders[f.name] = holders.get(f.name, 0) + 1
-            maxima[f.name] = f.max_value
-    slots, offset = [], 0
-    for field in sorted(holders):
-        max_total = maxima[field] * holders[field]
-        bits = max_total.bit_length() + MASK_BITS + 1
-        slots.append(Slot(field, offset, bits, max_total))
-        offset += bits
-    return Layout(tuple(slots))
-
-
-def kind_layout(layout: Layout, connector_id: str) -> Layout:
-    """The slots a connector answers in on the interactive path: those of its kind."""
-    return layout.restricted(kind_of(connector_id).field_names)
-
-
-def kind_layouts(layout: Layout, connector_ids: Iterable[str]) -> dict[str, Layout]:
-    """:func:`kind_layout` of every connector, one shared instance per kind (so each kind's
-    digest is computed once)."""
-    by_kind: dict[str, Layout] = {}
-    out = {}
-    for cid in connector_ids:
-        kind = kind_of(cid).kind
-        if kind not in by_kind:
-            by_kind[kind] = kind_layout(layout, cid)
-        out[cid] = by_kind[kind]
-    return out
+    max_total: int  # the largest total the slot may hold
 
 
 MAX_SLOTS = 64  # more fields than any connector kind declares
@@ -162,29 +61,12 @@ def batch_layout_pb(layout: BatchLayout) -> connector_pb2.BatchLayout:
     )
 
 
-def from_wire(slots: Iterable[tuple[str, int, int, int]], plaintext_bits: int) -> Layout:
-    """A layout as a query carries it, checked for bounds and overlaps."""
-    out = _bounded(slots, plaintext_bits)
-    end = 0
-    for s in sorted(out, key=lambda s: s.offset):
-        if (
-            s.offset < end
-            or s.bits <= MASK_BITS
-            or s.max_total.bit_length() + MASK_BITS + 1 > s.bits
-        ):
-            raise CryptoError(f"slot {s.field} overlaps another or is too narrow")
-        end = s.offset + s.bits
-    return Layout(out)
-
-
 @dataclass(frozen=True)
 class BatchLayout:
-    """The batch layout of one connector kind: ``per_ciphertext`` households to a plaintext.
+    """The layout of one connector kind: ``per_ciphertext`` households to a plaintext.
 
     Household i of a ciphertext starts at bit i * stride; its fields sit at their slot offsets
-    within the stride. No room for masks: a kind's ciphertexts hold only that kind's slots, so
-    the custodian leaves a kind it may not release undecrypted instead of masking it.
-    """
+    within the stride."""
 
     slots: tuple[Slot, ...]
     stride: int
@@ -227,7 +109,7 @@ class BatchLayout:
 def batch_layout(
     kind_fields: Iterable[tuple[str, int]], holders: int, plaintext_bits: int
 ) -> BatchLayout:
-    """The batch layout of a kind whose fields (name, max_value) ``holders`` connectors share."""
+    """The layout of a kind whose fields (name, max_value) ``holders`` connectors share."""
     slots, offset = [], 0
     for name, max_value in kind_fields:
         max_total = max_value * holders

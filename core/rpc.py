@@ -40,14 +40,26 @@ HEALTH_SERVICE_NAME = health.SERVICE_NAME
 log = logging.getLogger("hedui.rpc")
 
 
-def _status(code: grpc.StatusCode, message: str, *details: Any) -> grpc.Status:
+def status_pb(code: grpc.StatusCode, message: str, *details: Any) -> status_pb2.Status:
+    """A ``google.rpc.Status`` with its details packed (as a call's trailers or a stream's
+    per-item result carry it)."""
     packed = []
     for d in details:
         a = any_pb2.Any()
         a.Pack(d)
         packed.append(a)
     code_value = getattr(code_pb2, code.name)
-    return rpc_status.to_status(status_pb2.Status(code=code_value, message=message, details=packed))
+    return status_pb2.Status(code=code_value, message=message, details=packed)
+
+
+def _status(code: grpc.StatusCode, message: str, *details: Any) -> grpc.Status:
+    return rpc_status.to_status(status_pb(code, message, *details))
+
+
+def abort_with(context: grpc.ServicerContext, status: status_pb2.Status) -> NoReturn:
+    """End the call with ``status`` (see :func:`status_pb`)."""
+    context.abort_with_status(rpc_status.to_status(status))
+    raise AssertionError("abort_with_status returned")  # pragma: no cover
 
 
 def abort(
@@ -172,12 +184,57 @@ class Slot:
 
 
 class Admission:
-    """Admission control: at most ``limits[method]`` calls of a method at once; one more is
-    answered RESOURCE_EXHAUSTED at once instead of waiting behind the others."""
+    """Admission control: at most ``limits[method]`` calls of a method at once, and of those at
+    most ``per_caller[method]`` from one caller (the name in its certificate), so that one
+    intake system cannot take every place from another; one more is answered
+    RESOURCE_EXHAUSTED at once instead of waiting behind the others."""
 
-    def __init__(self, limits: Mapping[str, int]) -> None:
+    def __init__(
+        self, limits: Mapping[str, int], per_caller: Mapping[str, int] | None = None
+    ) -> None:
         self._slots = {m: threading.BoundedSemaphore(n) for m, n in limits.items()}
+        self._per_caller = dict(per_caller or {})
+        self._held: dict[tuple[str, str], int] = {}  # (method, caller) -> places held
+        self._lock = threading.Lock()
         self.refused = 0
+
+    def _refuse(self, context: grpc.ServicerContext, message: str) -> NoReturn:
+        self.refused += 1
+        metrics.QUOTA_REFUSALS.labels("admission").inc()
+        abort(
+            context,
+            grpc.StatusCode.RESOURCE_EXHAUSTED,
+            message,
+            error_details_pb2.RetryInfo(retry_delay=duration_pb2.Duration(seconds=2)),
+        )
+
+    def _take_share(self, method: str, context: grpc.ServicerContext) -> Callable[[], None]:
+        """Count the caller's place (or refuse it); what gives it back."""
+        share = self._per_caller.get(method)
+        peer = peer_identity(context) if share is not None else None
+        if share is None or peer is None:
+            return lambda: None
+        key = (method, peer.name)
+        with self._lock:
+            if self._held.get(key, 0) >= share:
+                held = True
+            else:
+                held = False
+                self._held[key] = self._held.get(key, 0) + 1
+        if held:
+            self._refuse(
+                context,
+                f"{peer.name} has {share} calls in progress, its share of the service; "
+                "try again in a few seconds",
+            )
+
+        def give_back() -> None:
+            with self._lock:
+                self._held[key] -= 1
+                if not self._held[key]:
+                    del self._held[key]
+
+        return give_back
 
     def admit(self, method: str, context: grpc.ServicerContext) -> Slot:
         """Take a place for ``method`` (or abort); it is given back when the call has ended and
@@ -185,16 +242,16 @@ class Admission:
         semaphore = self._slots.get(method)
         if semaphore is None:
             return Slot(lambda: None)
+        give_back = self._take_share(method, context)
         if not semaphore.acquire(blocking=False):
-            self.refused += 1
-            metrics.QUOTA_REFUSALS.labels("admission").inc()
-            abort(
-                context,
-                grpc.StatusCode.RESOURCE_EXHAUSTED,
-                "the service is saturated; try again in a few seconds",
-                error_details_pb2.RetryInfo(retry_delay=duration_pb2.Duration(seconds=2)),
-            )
-        slot = Slot(semaphore.release)
+            give_back()
+            self._refuse(context, "the service is saturated; try again in a few seconds")
+
+        def release() -> None:
+            semaphore.release()
+            give_back()
+
+        slot = Slot(release)
         context.add_callback(slot.end)  # the caller went away: given back once idle
         return slot
 

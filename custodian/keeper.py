@@ -5,15 +5,15 @@ It trusts nothing the aggregator computed or was told by a connector:
 - it recomputes each field's homomorphic sum itself and refuses when the aggregator's differs;
 - which connectors are banks, and which connectors make up a field's total, it knows from the
   deployment, not from the connectors' own descriptions;
-- it releases a field's total only when every connector that holds that field contributed
-  (otherwise the total of 72 banks, compared with the total of 73, would give away one bank's
-  figure), and a bank field only with at least ``min_banks`` bank contributions; the slots it
-  may not release are masked with random values before the one decryption, so the custodian
-  does not see them either;
+- it releases a kind's totals only when every connector of that kind contributed (otherwise
+  the total of 72 banks, compared with the total of 73, would give away one bank's figure), and
+  the banks' only with at least ``min_banks`` bank contributions; a kind it may not release is
+  not decrypted at all, so the custodian does not see it either;
 - it decrypts each query once;
-- it decrypts only answers bound to one household: the token authority's grant must name every
-  answering connector with the digest of the tokens that connector signed it was asked about,
-  so the aggregator cannot aim one connector at one person and the rest at random tokens;
+- it decrypts only answers bound to the query's households: the token authority's grant must
+  name every answering connector with the digest of the tokens that connector signed it was
+  asked about, so the aggregator cannot aim one connector at one person and the rest at random
+  tokens;
 - it decrypts only for a query whose request entries are in the audit log, proven against a
   checkpoint consistent with the last it witnessed (:mod:`hedui.custodian.witness`), and records
   every decryption and refusal in its own journal.
@@ -27,10 +27,9 @@ from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import TypeVar
 
-from hedui.core import grants, packing, signing
-from hedui.core.answers import BatchAnswer, SignedAnswer, aggregate, aggregate_batch
+from hedui.core import grants, signing
+from hedui.core.answers import BatchAnswer, aggregate_batch
 from hedui.core.custody import Deployment, EvidenceSource, Totals
-from hedui.core.deployment import kind_of
 from hedui.core.errors import CryptoError
 from hedui.core.grants import GRANT_TTL_MS, Grant
 from hedui.core.packing import BatchLayout
@@ -67,7 +66,6 @@ class KeyCustodian:
         self._now_ms = now_ms
         # every query id ever decrypted, from the journal: a restart must not allow a second
         # decryption of one grant
-        self._kind_layouts = packing.kind_layouts(deployment.layout, deployment.verify_keys)
         self._decrypted: OrderedDict[str, None] = OrderedDict.fromkeys(journal.decrypted())
         self._workers = ThreadPoolExecutor(
             DECRYPT_THREADS, thread_name_prefix="decrypt", initializer=_release_gil
@@ -80,7 +78,7 @@ class KeyCustodian:
     def _bound(
         self,
         query_id: str,
-        answers: Sequence[SignedAnswer] | Sequence[BatchAnswer],
+        answers: Sequence[BatchAnswer],
         grant: Grant,
         households: int,
         evidence: EvidenceSource,
@@ -116,7 +114,7 @@ class KeyCustodian:
     def _journal(
         self,
         query_id: str,
-        answers: Sequence[SignedAnswer] | Sequence[BatchAnswer],
+        answers: Sequence[BatchAnswer],
         grant: Grant,
         evidence: EvidenceSource,
         households: int,
@@ -164,87 +162,7 @@ class KeyCustodian:
         if len(self._decrypted) > _REMEMBERED_QUERIES:
             self._decrypted.popitem(last=False)
 
-    def decrypt_totals(
-        self,
-        query_id: str,
-        answers: Sequence[SignedAnswer],
-        claimed: Ciphertext,
-        grant: Grant,
-        evidence: EvidenceSource,
-    ) -> Totals:
-        """Check the grant and the log, then verify, recompute, mask what may not be seen,
-        decrypt once, and release complete totals."""
-        return self._journal(
-            query_id,
-            answers,
-            grant,
-            evidence,
-            1,
-            lambda: self._decrypt_totals(query_id, answers, claimed),
-        )
-
-    def _decrypt_totals(
-        self, query_id: str, answers: Sequence[SignedAnswer], claimed: Ciphertext
-    ) -> Totals:
-        d = self._deployment
-        for answer in answers:
-            key = d.verify_keys.get(answer.connector_id)
-            if key is None:
-                raise Refused(f"{answer.connector_id} is not a connector of this deployment")
-            digest = self._kind_layouts[answer.connector_id].digest()
-            try:
-                signing.verify(key, answer.signed_bytes(query_id, digest), answer.signature)
-            except CryptoError:
-                raise Refused(
-                    f"the answer of {answer.connector_id} is not signed by it for this query and layout"
-                ) from None
-        _one_answer_each(answers)
-        self._remember(query_id)
-        public = self._private.public
-        # one sum per connector kind; their product is the aggregator's claimed sum
-        by_kind: dict[str, list[SignedAnswer]] = {}
-        for a in answers:
-            by_kind.setdefault(kind_of(a.connector_id).kind, []).append(a)
-        sums = {kind: aggregate(public, of_kind) for kind, of_kind in sorted(by_kind.items())}
-        if public.add(sums.values()).value != claimed.value:
-            raise Refused("the aggregate is not the product of the signed answers")
-        present = {a.connector_id for a in answers}
-        refused: dict[str, str] = {}
-        for slot in d.layout.slots:
-            holders = d.holders.get(slot.field, frozenset())
-            answered = holders & present
-            banks = len(answered & d.banks)
-            if answered != holders:
-                refused[slot.field] = f"{len(holders - answered)} of its sources did not answer"
-            elif banks and banks < self.min_banks:
-                refused[slot.field] = (
-                    f"only {banks} bank answer(s); at least {self.min_banks} are needed"
-                )
-        # One sum and one decryption per connector kind: a kind that may not be released is not
-        # decrypted at all (the custodian never sees a partial sum, e.g. 72 of 73 banks), and a
-        # connector that wrote into another kind's slots shows as bits outside its own.
-        values: dict[str, int] = {}
-        todo = []
-        for kind, total in sums.items():
-            layout = self._kind_layouts[by_kind[kind][0].connector_id]
-            if not any(s.field in refused for s in layout.slots):
-                todo.append((kind, layout, total))
-        plaintexts = self._decrypt_many([c for _, _, c in todo])
-        for (kind, layout, _), m in zip(todo, plaintexts, strict=True):
-            if layout.outside(m):
-                raise Refused(
-                    f"an answer of kind {kind} reaches outside its own slots: an answer was forged"
-                )
-            plain = layout.unpack(m)
-            for slot in layout.slots:  # a carry or a wrap shows here: refuse rather than guess
-                if plain[slot.field] > slot.max_total:
-                    raise Refused(
-                        f"the total of {slot.field} is out of its range: an answer was forged"
-                    )
-                values[slot.field] = plain[slot.field]
-        return Totals(values, refused)
-
-    def decrypt_batch(
+    def decrypt(
         self,
         query_id: str,
         answers: Sequence[BatchAnswer],
@@ -258,16 +176,17 @@ class KeyCustodian:
             grant,
             evidence,
             households,
-            lambda: self._decrypt_batch(query_id, answers, households),
+            lambda: self._decrypt(query_id, answers, households),
         )
 
-    def _decrypt_batch(
+    def _decrypt(
         self, query_id: str, answers: Sequence[BatchAnswer], households: int
     ) -> list[Totals]:
-        """The batch path: per connector kind, verify every answer, sum the kind's answers
-        ciphertext by ciphertext, decrypt, unpack per household. A kind whose sources did not
-        all answer (or with too few banks) is not decrypted at all: each of its ciphertexts
-        holds only that kind's slots, so nothing else is lost."""
+        """Per connector kind, verify every answer, sum the kind's answers ciphertext by
+        ciphertext, decrypt, unpack per household. A kind whose sources did not all answer (or
+        with too few banks) is not decrypted at all (the custodian never sees a partial sum,
+        e.g. 72 of 73 banks): each of its ciphertexts holds only that kind's slots, so nothing
+        else is lost."""
         d = self._deployment
         for answer in answers:
             key = d.verify_keys.get(answer.connector_id)
@@ -318,7 +237,12 @@ class KeyCustodian:
                     r.update(dict.fromkeys((s.field for s in layout.slots), reason))
                 continue
             sums = aggregate_batch(public, of_kind)
-            plain = layout.unpack(self._decrypt_many(sums), households)
+            plaintexts = self._decrypt_many(sums)
+            if any(m >> (layout.per_ciphertext * layout.stride) for m in plaintexts):
+                raise Refused(
+                    f"an answer of kind {kind} reaches outside its own slots: an answer was forged"
+                )
+            plain = layout.unpack(plaintexts, households)
             for totals in plain:
                 for slot in layout.slots:
                     if totals[slot.field] > slot.max_total:
@@ -341,7 +265,7 @@ def _now_ms() -> int:
     return int(time.time() * 1000)
 
 
-def _one_answer_each(answers: Sequence[SignedAnswer] | Sequence[BatchAnswer]) -> None:
+def _one_answer_each(answers: Sequence[BatchAnswer]) -> None:
     """One answer per connector: counting one twice would reveal it by difference."""
     ids = [a.connector_id for a in answers]
     if len(set(ids)) != len(ids):

@@ -1,7 +1,7 @@
 """The key custodian as its own process: a gRPC server holding the only copy of the Paillier
 private key. Only the verification service may call it (the service's client is
-:mod:`hedui.server.custodian_client`): it sends the signed answers and its aggregate, and gets
-back only the totals the custodian may release.
+:mod:`hedui.server.custodian_client`): it sends the signed answers about a query's households,
+and gets back only the totals the custodian may release.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from typing import NoReturn
 import grpc
 
 from hedui.core import metrics, rpc, signing
-from hedui.core.answers import BatchAnswer, SignedAnswer
+from hedui.core.answers import BatchAnswer
 from hedui.core.config import load_settings, read_toml, section, to_toml
 from hedui.core.custody import (
     CUSTODIAN_ID,
@@ -109,48 +109,6 @@ class CustodianServicer(custodian_pb2_grpc.CustodianServiceServicer):
             )
         rpc.abort(context, grpc.StatusCode.FAILED_PRECONDITION, str(e))
 
-    def Decrypt(
-        self, request: custodian_pb2.DecryptRequest, context: grpc.ServicerContext
-    ) -> custodian_pb2.DecryptResponse:
-        public = self._custodian.public_key
-        _check_shape(
-            context,
-            request.query_id,
-            request.answers,
-            request.evidence,
-            1,
-            self._known,
-            lambda _kind: 1,
-            public.ciphertext_bytes,
-        )
-        if len(request.aggregate) > public.ciphertext_bytes:
-            _bad(context, "aggregate", f"a ciphertext of at most {public.ciphertext_bytes} bytes")
-        evidence = evidence_from_pb(request.evidence)
-        try:
-            answers = [
-                SignedAnswer(a.connector_id, a.packed[0], a.signature, a.key_fingerprint, a.queried)
-                for a in request.answers
-                if len(a.packed) == 1
-            ]
-            if len(answers) != len(request.answers):
-                raise Refused("an interactive answer holds exactly one ciphertext")
-            claimed = public.from_bytes(request.aggregate, public.fingerprint)
-            totals = self._custodian.decrypt_totals(
-                request.query_id,
-                answers,
-                claimed,
-                Grant.from_pb(request.grant),
-                lambda _size: evidence,
-            )
-        except Refused as e:
-            self._refuse(context, e, "Decrypt")
-        except Exception:
-            rpc.abort(context, grpc.StatusCode.INVALID_ARGUMENT, "malformed answers or aggregate")
-        metrics.DECRYPTIONS.labels("Decrypt", "released").inc()
-        return custodian_pb2.DecryptResponse(
-            totals=totals_pb(totals), witnessed_size=self._custodian.witness.size
-        )
-
     def DecryptBatch(
         self, request: custodian_pb2.DecryptBatchRequest, context: grpc.ServicerContext
     ) -> custodian_pb2.DecryptBatchResponse:
@@ -180,7 +138,7 @@ class CustodianServicer(custodian_pb2_grpc.CustodianServiceServicer):
                 )
                 for a in request.answers
             ]
-            result = self._custodian.decrypt_batch(
+            result = self._custodian.decrypt(
                 request.query_id,
                 answers,
                 int(request.households),

@@ -28,22 +28,24 @@ from hedui.proto.v1 import (
 )
 from hedui.server.alerts import AlertBook
 from hedui.server.audit_service import AuditServicer
-from hedui.server.batch import BatchVerifier
 from hedui.server.config import ServiceConfig
 from hedui.server.custodian_client import Custodian, RemoteCustodian
 from hedui.server.errors import ConfigError
-from hedui.server.fanout import ConnectorPool, RegistryClient
+from hedui.server.fanout import ConnectorPool
 from hedui.server.followup import FollowUpServicer, MonitoringServicer
 from hedui.server.health_watch import DependencyWatch
 from hedui.server.key_events import ed25519_fingerprint, record_startup
 from hedui.server.monitor import Monitor, MonitorWorker
 from hedui.server.policy.book import PolicyBook
 from hedui.server.quotas import Quotas
+from hedui.server.registry_client import RegistryClient
 from hedui.server.requests import RequestBook, StateSealer, StateUnavailable
-from hedui.server.verification import VerificationServicer, Verifier
+from hedui.server.verification import VerificationServicer
+from hedui.server.verifier import Verifier
 from hedui.server.watchlist import WatchList
 
 log = logging.getLogger("hedui.server")
+MIN_PAILLIER_BITS = 2048
 VERIFICATION_SERVICE = verification_pb2.DESCRIPTOR.services_by_name["VerificationService"].full_name
 AUDIT_SERVICE = audit_pb2.DESCRIPTOR.services_by_name["AuditService"].full_name
 MONITORING_SERVICE = monitoring_pb2.DESCRIPTOR.services_by_name["MonitoringService"].full_name
@@ -165,14 +167,14 @@ def build_verifier(
     deployment_clock = Clock(config.timezone)
     clock = now or deployment_clock.now
     store = LogStore(open_log_engine(config.audit_database))
+    if public.bits < MIN_PAILLIER_BITS:
+        raise ConfigError(
+            f"the Paillier key ({public.bits} bits) is too small; create "
+            f"{MIN_PAILLIER_BITS}-bit keys"
+        )
     view = custodian_view(
         [e.connector_id for e in config.connectors], verify_keys, public.max_plaintext_bits
     )
-    if not view.layout.fits(public.max_plaintext_bits):
-        raise ConfigError(
-            f"the Paillier key ({public.bits} bits) is too small for this deployment's "
-            f"slot layout ({view.layout.total_bits} bits); create 2048-bit keys"
-        )
     if not config.custodian_address:
         raise ConfigError(
             "custodian_address is required: the key custodian runs in its own process "
@@ -194,7 +196,7 @@ def build_verifier(
             verify_keys=verify_keys,
             public_key=public,
             timeout=config.query_timeout_seconds,
-            layout=view.layout,
+            layouts=view.batch_layouts,
         ),
         custodian=custodian,
         policy=policy or PolicyBook.builtin(config.default_region),
@@ -235,10 +237,11 @@ def start_service(config: ServiceConfig, verifier: Verifier | None = None) -> Ru
     keys = KeyDir(config.keys_dir)
     servicer = VerificationServicer(
         v,
-        BatchVerifier(v),
         today=lambda: v.now().date(),
         quotas=Quotas(config.quotas(), v.now),
         batch_idle_seconds=config.batch_idle_seconds,
+        gather_max_households=config.gather_max_households,
+        gather_window_ms=config.gather_window_ms,
     )
     auditor = AuditServicer(v.audit, v.audit_key, v.now)
     monitor = Monitor(
@@ -279,7 +282,13 @@ def start_service(config: ServiceConfig, verifier: Verifier | None = None) -> Ru
                 f"/{VERIFICATION_SERVICE}/Verify": config.max_concurrent_verifications,
                 f"/{VERIFICATION_SERVICE}/VerifyBatch": 2,
                 f"/{VERIFICATION_SERVICE}/GetReport": 2,  # a PDF takes a CPU for a second
-            }
+            },
+            per_caller={
+                f"/{VERIFICATION_SERVICE}/Verify": min(
+                    config.max_concurrent_per_caller, config.max_concurrent_verifications
+                ),
+                f"/{VERIFICATION_SERVICE}/VerifyBatch": 1,  # one campaign at a time per intake
+            },
         ),
     )
     # probed over the channels the verifications use

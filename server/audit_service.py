@@ -15,7 +15,7 @@ from hedui.core.errors import InvalidResidentId
 from hedui.core.resident_id import parse as parse_id
 from hedui.core.tokens import TokenKey
 from hedui.proto.v1 import audit_pb2, audit_pb2_grpc
-from hedui.server.verification import receipt_pb
+from hedui.server.verdicts import receipt_pb
 
 MAX_PAGE = 1000
 

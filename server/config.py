@@ -39,11 +39,21 @@ class ServiceConfig:
     custodian_address: str = ""  # the key custodian's process (required)
     # admission control and per-caller quotas (issue #11 item 3)
     max_concurrent_verifications: int = 12
+    # of those, at most this many for one intake system, so that another keeps its share
+    max_concurrent_per_caller: int = 8
     rate_per_minute: int = 300
     daily_quota: int = 20_000
     not_found_alert: int = 20
     not_found_window_seconds: int = 600
     quota_overrides: Mapping[str, tuple[int, int]] = field(default_factory=dict)
+    # a re-verification campaign (VerifyBatch) is not counted against the rate and quota above
+    # but against its own daily budget per intake system
+    campaign_daily_budget: int = 2_000_000
+    # concurrent Verify calls are gathered into one pipeline run: at most this many households,
+    # waiting at most this long for more while another run is in flight (an idle service
+    # answers a lone call at once)
+    gather_max_households: int = 32
+    gather_window_ms: float = 10.0
     # days a kept verdict keeps its figures (for a retry of the same request id); after that
     # only its decision, rule outcomes and receipt (the log keeps its commitment)
     retention_days: int = 30
@@ -58,6 +68,7 @@ class ServiceConfig:
             self.not_found_alert,
             self.not_found_window_seconds,
             dict(self.quota_overrides),
+            self.campaign_daily_budget,
         )
 
     def to_toml(self) -> str:
@@ -87,6 +98,7 @@ _SCALARS: dict[str, type] = {
     "audit_database": str,
     "service_database": str,
     "max_concurrent_verifications": int,
+    "max_concurrent_per_caller": int,
     "rate_per_minute": int,
     "daily_quota": int,
     "not_found_alert": int,
@@ -94,9 +106,15 @@ _SCALARS: dict[str, type] = {
     "retention_days": int,
     "batch_idle_seconds": float,
     "metrics_address": str,
+    "campaign_daily_budget": int,
+    "gather_max_households": int,
+    "gather_window_ms": float,
 }
 _POSITIVE = (
     "max_concurrent_verifications",
+    "max_concurrent_per_caller",
+    "campaign_daily_budget",
+    "gather_max_households",
     "rate_per_minute",
     "daily_quota",
     "not_found_alert",

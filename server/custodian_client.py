@@ -1,6 +1,6 @@
 """The verification service's handle on the key custodian process (which alone holds the
-Paillier private key): it sends the signed answers, its aggregate and the evidence that the
-query is logged, and gets back only the totals the custodian may release."""
+Paillier private key): it sends the signed answers about a query's households and the evidence
+that the query is logged, and gets back only the totals the custodian may release."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from typing import Protocol
 import grpc
 
 from hedui.core import rpc
-from hedui.core.answers import BatchAnswer, SignedAnswer
+from hedui.core.answers import BatchAnswer
 from hedui.core.custody import (
     CUSTODIAN_ID,
     Deployment,
@@ -21,7 +21,7 @@ from hedui.core.custody import (
 )
 from hedui.core.grants import Grant
 from hedui.core.packing import BatchLayout
-from hedui.core.paillier import Ciphertext, PublicKey
+from hedui.core.paillier import PublicKey
 from hedui.core.rpc import open_channel
 from hedui.core.tls import TlsMaterial
 from hedui.proto.v1 import custodian_pb2, custodian_pb2_grpc
@@ -35,15 +35,7 @@ class Custodian(Protocol):
     def public_key(self) -> PublicKey: ...
     @property
     def batch_layouts(self) -> Mapping[str, BatchLayout]: ...
-    def decrypt_totals(
-        self,
-        query_id: str,
-        answers: Sequence[SignedAnswer],
-        claimed: Ciphertext,
-        grant: Grant,
-        evidence: EvidenceSource,
-    ) -> Totals: ...
-    def decrypt_batch(
+    def decrypt(
         self,
         query_id: str,
         answers: Sequence[BatchAnswer],
@@ -61,20 +53,17 @@ class _WitnessMoved(CustodianRefused):
         self.size = size
 
 
-def _custody(a: SignedAnswer | BatchAnswer) -> custodian_pb2.CustodyAnswer:
+def _custody(a: BatchAnswer) -> custodian_pb2.CustodyAnswer:
     """An answer as the custodian receives it: everything it needs to check the signature."""
-    out = custodian_pb2.CustodyAnswer(
+    return custodian_pb2.CustodyAnswer(
         connector_id=a.connector_id,
         key_fingerprint=a.key_fingerprint,
         queried=a.queried,
         signature=a.signature,
+        packed=a.packed,
+        kind=a.kind,
+        ciphertexts=a.ciphertexts,
     )
-    if isinstance(a, BatchAnswer):
-        out.packed.extend(a.packed)
-        out.kind, out.ciphertexts = a.kind, a.ciphertexts
-    else:
-        out.packed.append(a.packed)
-    return out
 
 
 class RemoteCustodian:
@@ -128,31 +117,7 @@ class RemoteCustodian:
             return reply
         raise CustodianRefused("the custodian's witness moved on too often; retry")
 
-    def decrypt_totals(
-        self,
-        query_id: str,
-        answers: Sequence[SignedAnswer],
-        claimed: Ciphertext,
-        grant: Grant,
-        evidence: EvidenceSource,
-    ) -> Totals:
-        def send(proof: custodian_pb2.LogEvidence) -> object:
-            return self._call(
-                self._stub.Decrypt,
-                custodian_pb2.DecryptRequest(
-                    query_id=query_id,
-                    answers=[_custody(a) for a in answers],
-                    aggregate=self.public_key.to_bytes(claimed),
-                    grant=grant.to_pb(),
-                    evidence=proof,
-                ),
-            )
-
-        reply = self._with_evidence(evidence, send)
-        assert isinstance(reply, custodian_pb2.DecryptResponse)
-        return totals_from_pb(reply.totals)
-
-    def decrypt_batch(
+    def decrypt(
         self,
         query_id: str,
         answers: Sequence[BatchAnswer],

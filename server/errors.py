@@ -17,3 +17,15 @@ class PolicyError(ServiceError):
 
 class CustodianRefused(ServiceError):
     """The key custodian refused to decrypt (bad signature, mismatched aggregate, too few banks)."""
+
+
+class RegistryNotFound(ServiceError):
+    """The applicant is not in the household register."""
+
+
+class SourceUnavailable(ServiceError):
+    """The registry (or a source the verification cannot go on without) did not answer."""
+
+
+class MonitoringRefused(ServiceError):
+    """The registry refused a monitoring handle (past its date, not its own) or its issue."""

@@ -15,11 +15,13 @@ from hedui.core.clock import parse_date
 from hedui.core.tls import PeerIdentity
 from hedui.proto.v1 import monitoring_pb2, monitoring_pb2_grpc, verification_pb2
 from hedui.server.alerts import Alert, AlertError, AlertNotFound, AlertWrongState
+from hedui.server.application import Application
 from hedui.server.errors import ServiceError
 from hedui.server.monitor import Monitor, MonitoringError
 from hedui.server.policy.monitoring import EVENT_KINDS
 from hedui.server.requests import StateUnavailable
-from hedui.server.verification import Application, VerificationServicer
+from hedui.server.status import invalid
+from hedui.server.verification import VerificationServicer
 from hedui.server.watchlist import IncomingEvent
 
 log = logging.getLogger("hedui.server.monitor")
@@ -168,15 +170,7 @@ class FollowUpServicer(monitoring_pb2_grpc.FollowUpServiceServicer):
         except ValueError:
             violations.append(("until", f"{request.until[:20]!r} is not a date YYYY-MM-DD"))
         if violations or not isinstance(app, Application) or until is None:
-            detail = rpc.bad_request(*violations[0])
-            for f, d in violations[1:]:
-                detail.field_violations.add(field=f, description=d)
-            rpc.abort(
-                context,
-                grpc.StatusCode.INVALID_ARGUMENT,
-                "invalid request: " + "; ".join(f"{f}: {d}" for f, d in violations),
-                detail,
-            )
+            rpc.abort_with(context, invalid(violations))
         caller = rpc.caller(context)
 
         def enrol() -> monitoring_pb2.Enrolment:

@@ -29,11 +29,12 @@ from hedui.core.tls import PeerIdentity
 from hedui.proto.v1 import audit_pb2, common_pb2, verification_pb2
 from hedui.server import consent
 from hedui.server.alerts import Alert, AlertBook, NewAlert
+from hedui.server.application import Application, Monitored
 from hedui.server.consent import Consent
 from hedui.server.errors import ServiceError
-from hedui.server.fanout import GrantedHousehold
 from hedui.server.policy.monitoring import MonitoringRules
-from hedui.server.verification import SELF, Application, Monitored, Verifier
+from hedui.server.registry_client import GrantedHousehold
+from hedui.server.verifier import SELF, Verifier
 from hedui.server.watchlist import IncomingEvent, QueuedEvent, Watch, WatchError, WatchList
 
 log = logging.getLogger("hedui.server.monitor")
@@ -115,7 +116,7 @@ class Monitor:
             region=app.region,
             district=household.district,
             masked=app.resident.masked(),
-            applicant_token=self.verifier.applicant_token(app),
+            applicant_token=self.verifier.claims.applicant_token(app),
             handle=household.handle,
             consent=_standing(app.consent).SerializeToString(deterministic=True),
             until=until,

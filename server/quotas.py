@@ -29,6 +29,9 @@ class QuotaSettings:
     not_found_window_seconds: int = 600
     # caller name -> (per minute, per day), for callers that need other limits than the default
     overrides: Mapping[str, tuple[int, int]] = field(default_factory=dict)
+    # re-verification campaigns (VerifyBatch) are flow-controlled by their stream and counted
+    # against this daily budget per caller, not against the interactive rate and quota
+    campaign_per_day: int = 2_000_000
 
     def limits(self, caller: str) -> tuple[int, int]:
         return self.overrides.get(caller, (self.per_minute, self.per_day))
@@ -37,9 +40,10 @@ class QuotaSettings:
 class QuotaExceeded(ServiceError):
     """A caller over its rate or daily quota; ``subject`` and ``limit`` for the QuotaFailure."""
 
-    def __init__(self, subject: str, message: str) -> None:
+    def __init__(self, subject: str, message: str, retry_seconds: int = 60) -> None:
         super().__init__(message)
         self.subject = subject
+        self.retry_seconds = max(1, retry_seconds)  # when asking again may succeed
 
 
 @dataclass(frozen=True)
@@ -58,8 +62,35 @@ class Quotas:
         self._lock = threading.Lock()
         self._recent: dict[str, deque[float]] = {}  # caller -> call times in the last minute
         self._day: dict[str, tuple[dt.date, int]] = {}  # caller -> (CST date, calls that day)
+        self._campaign: dict[str, tuple[dt.date, int]] = {}  # the same, for campaigns
         self._not_found: dict[str, deque[float]] = {}
         self._alerted: dict[str, float] = {}  # caller -> when its last burst alert was raised
+
+    def _until_midnight(self, now: dt.datetime) -> int:
+        local = now.astimezone(DEPLOYMENT.zone)
+        midnight = dt.datetime.combine(
+            local.date() + dt.timedelta(days=1), dt.time(), tzinfo=DEPLOYMENT.zone
+        )
+        return int((midnight - local).total_seconds()) + 1
+
+    def charge_campaign(self, caller: str, calls: int = 1) -> None:
+        """Count ``calls`` of a campaign against ``caller``'s daily campaign budget, or raise
+        QuotaExceeded (nothing counted then)."""
+        now = self._now()
+        today = now.astimezone(DEPLOYMENT.zone).date()
+        limit = self._settings.campaign_per_day
+        with self._lock:
+            day, used = self._campaign.get(caller, (today, 0))
+            if day != today:
+                used = 0
+            if used + calls > limit:
+                raise QuotaExceeded(
+                    f"campaign:{caller}",
+                    f"{caller} has used its budget of {limit} campaign verifications for "
+                    f"{today}; it renews at midnight China Standard Time",
+                    self._until_midnight(now),
+                )
+            self._campaign[caller] = (today, used + calls)
 
     def charge(self, caller: str, calls: int = 1) -> None:
         """Count ``calls`` for ``caller`` or raise QuotaExceeded (nothing counted then)."""
@@ -78,12 +109,14 @@ class Quotas:
                     f"caller:{caller}",
                     f"{caller} has used its quota of {per_day} verifications for {today}; "
                     "it renews at midnight China Standard Time",
+                    self._until_midnight(now),
                 )
             if len(recent) + calls > per_minute:
                 raise QuotaExceeded(
                     f"caller:{caller}",
                     f"{caller} is over its rate of {per_minute} verifications a minute; "
                     "slow down and retry",
+                    int(recent[0] + 60 - t) + 1 if recent else 60,
                 )
             recent.extend([t] * calls)
             self._day[caller] = (today, used + calls)

@@ -24,15 +24,15 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1ehedui/proto/v1/connector.proto\x12\x08hedui.v1\"?\n\x14\x42lindEvaluateRequest\x12\r\n\x05\x65poch\x18\x01 \x01(\r\x12\x18\n\x10\x62linded_elements\x18\x02 \x03(\x0c\"B\n\x15\x42lindEvaluateResponse\x12\r\n\x05\x65poch\x18\x01 \x01(\r\x12\x1a\n\x12\x65valuated_elements\x18\x02 \x03(\x0c\"7\n\x0f\x43onnectorDigest\x12\x14\n\x0c\x63onnector_id\x18\x01 \x01(\t\x12\x0e\n\x06\x64igest\x18\x02 \x01(\x0c\"\x98\x01\n\nTokenGrant\x12\x10\n\x08query_id\x18\x01 \x01(\t\x12\r\n\x05\x65poch\x18\x02 \x01(\r\x12\x12\n\nhouseholds\x18\x03 \x01(\r\x12\x16\n\x0eissued_unix_ms\x18\x04 \x01(\x03\x12*\n\x07\x64igests\x18\x05 \x03(\x0b\x32\x19.hedui.v1.ConnectorDigest\x12\x11\n\tsignature\x18\x06 \x01(\x0c\"7\n\x0f\x43onnectorTokens\x12\x14\n\x0c\x63onnector_id\x18\x01 \x01(\t\x12\x0e\n\x06tokens\x18\x02 \x03(\x0c\"]\n\x0eHouseholdGrant\x12&\n\thousehold\x18\x01 \x01(\x0b\x32\x13.hedui.v1.Household\x12#\n\x05grant\x18\x02 \x01(\x0b\x32\x14.hedui.v1.TokenGrant\"c\n\x11HouseholdsRequest\x12\x12\n\nid_numbers\x18\x01 \x03(\t\x12\x10\n\x08query_id\x18\x02 \x01(\t\x12(\n\nsignatures\x18\x03 \x03(\x0b\x32\x14.hedui.v1.Signatures\"b\n\x12HouseholdsResponse\x12\'\n\nhouseholds\x18\x01 \x03(\x0b\x32\x13.hedui.v1.Household\x12#\n\x05grant\x18\x02 \x01(\x0b\x32\x14.hedui.v1.TokenGrant\"\x11\n\x0f\x44\x65scribeRequest\"V\n\x10\x46ieldDescription\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0c\n\x04unit\x18\x02 \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\x03 \x01(\t\x12\x11\n\tmax_value\x18\x04 \x01(\x04\"\xec\x01\n\x10\x44\x65scribeResponse\x12\x14\n\x0c\x63onnector_id\x18\x01 \x01(\t\x12\x0c\n\x04kind\x18\x02 \x01(\t\x12\x14\n\x0c\x64isplay_name\x18\x03 \x01(\t\x12\x0f\n\x07is_bank\x18\x04 \x01(\x08\x12*\n\x06\x66ields\x18\x05 \x03(\x0b\x32\x1a.hedui.v1.FieldDescription\x12\x17\n\x0fkey_fingerprint\x18\x06 \x01(\x0c\x12\x1a\n\x12signing_public_key\x18\x07 \x01(\x0c\x12\x17\n\x0ftoken_key_check\x18\x08 \x01(\x0c\x12\x13\n\x0btoken_epoch\x18\t \x01(\r\"\x8e\x01\n\x0cQueryRequest\x12\x10\n\x08query_id\x18\x01 \x01(\t\x12\x0e\n\x06tokens\x18\x02 \x03(\x0c\x12\x17\n\x0fkey_fingerprint\x18\x03 \x01(\x0c\x12\x1e\n\x06layout\x18\x04 \x03(\x0b\x32\x0e.hedui.v1.Slot\x12#\n\x05grant\x18\x05 \x01(\x0b\x32\x14.hedui.v1.TokenGrant\"F\n\x04Slot\x12\r\n\x05\x66ield\x18\x01 \x01(\t\x12\x0e\n\x06offset\x18\x02 \x01(\r\x12\x0c\n\x04\x62its\x18\x03 \x01(\r\x12\x11\n\tmax_total\x18\x04 \x01(\x04\"g\n\rQueryResponse\x12\x14\n\x0c\x63onnector_id\x18\x01 \x01(\t\x12\x17\n\x0fkey_fingerprint\x18\x02 \x01(\x0c\x12\x11\n\tsignature\x18\x04 \x01(\x0c\x12\x0e\n\x06packed\x18\x05 \x01(\x0cJ\x04\x08\x03\x10\x04\"\x93\x01\n\x10HouseholdRequest\x12\x11\n\tid_number\x18\x01 \x01(\t\x12\x10\n\x08query_id\x18\x02 \x01(\t\x12(\n\nsignatures\x18\x03 \x01(\x0b\x32\x14.hedui.v1.Signatures\x12\x15\n\rmonitor_until\x18\x04 \x01(\t\x12\x19\n\x11monitoring_handle\x18\x05 \x01(\x0c\"2\n\nSignatures\x12\x12\n\nid_numbers\x18\x01 \x03(\t\x12\x10\n\x08standing\x18\x02 \x01(\x08\"~\n\x06Member\x12$\n\x08relation\x18\x02 \x01(\x0e\x32\x12.hedui.v1.Relation\x12\x12\n\nbirth_date\x18\x03 \x01(\t\x12\x11\n\tapplicant\x18\x04 \x01(\x08\x12\x0e\n\x06signed\x18\x05 \x01(\x08\x12\x11\n\tmasked_id\x18\x06 \x01(\tJ\x04\x08\x01\x10\x02\"\xc3\x01\n\tHousehold\x12!\n\x07members\x18\x01 \x03(\x0b\x32\x10.hedui.v1.Member\x12)\n\x06tokens\x18\x02 \x03(\x0b\x32\x19.hedui.v1.ConnectorTokens\x12\x0f\n\x07problem\x18\x03 \x01(\t\x12\x17\n\x0f\x63onsent_missing\x18\x04 \x01(\x08\x12\x11\n\tpseudonym\x18\x05 \x01(\x0c\x12\x10\n\x08\x64istrict\x18\x06 \x01(\t\x12\x19\n\x11monitoring_handle\x18\x07 \x01(\x0c\"\x1a\n\x08TokenSet\x12\x0e\n\x06tokens\x18\x01 \x03(\x0c\"T\n\x0b\x42\x61tchLayout\x12\x1d\n\x05slots\x18\x01 \x03(\x0b\x32\x0e.hedui.v1.Slot\x12\x0e\n\x06stride\x18\x02 \x01(\r\x12\x16\n\x0eper_ciphertext\x18\x03 \x01(\r\"\xb2\x01\n\x11QueryBatchRequest\x12\x10\n\x08query_id\x18\x01 \x01(\t\x12&\n\nhouseholds\x18\x02 \x03(\x0b\x32\x12.hedui.v1.TokenSet\x12\x17\n\x0fkey_fingerprint\x18\x03 \x01(\x0c\x12%\n\x06layout\x18\x04 \x01(\x0b\x32\x15.hedui.v1.BatchLayout\x12#\n\x05grant\x18\x05 \x01(\x0b\x32\x14.hedui.v1.TokenGrant\"f\n\x12QueryBatchResponse\x12\x14\n\x0c\x63onnector_id\x18\x01 \x01(\t\x12\x17\n\x0fkey_fingerprint\x18\x02 \x01(\x0c\x12\x0e\n\x06packed\x18\x03 \x03(\x0c\x12\x11\n\tsignature\x18\x04 \x01(\x0c*y\n\x08Relation\x12\x18\n\x14RELATION_UNSPECIFIED\x10\x00\x12\x08\n\x04HEAD\x10\x01\x12\n\n\x06SPOUSE\x10\x02\x12\t\n\x05\x43HILD\x10\x03\x12\n\n\x06PARENT\x10\x04\x12\x0e\n\nGRANDCHILD\x10\x05\x12\x0b\n\x07SIBLING\x10\x06\x12\t\n\x05OTHER\x10\x07\x32\xd8\x01\n\x10\x43onnectorService\x12\x41\n\x08\x44\x65scribe\x12\x19.hedui.v1.DescribeRequest\x1a\x1a.hedui.v1.DescribeResponse\x12\x38\n\x05Query\x12\x16.hedui.v1.QueryRequest\x1a\x17.hedui.v1.QueryResponse\x12G\n\nQueryBatch\x12\x1b.hedui.v1.QueryBatchRequest\x1a\x1c.hedui.v1.QueryBatchResponse2\xa3\x01\n\x0fRegistryService\x12\x44\n\x0cGetHousehold\x12\x1a.hedui.v1.HouseholdRequest\x1a\x18.hedui.v1.HouseholdGrant\x12J\n\rGetHouseholds\x12\x1b.hedui.v1.HouseholdsRequest\x1a\x1c.hedui.v1.HouseholdsResponse2i\n\x15TokenAuthorityService\x12P\n\rBlindEvaluate\x12\x1e.hedui.v1.BlindEvaluateRequest\x1a\x1f.hedui.v1.BlindEvaluateResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1ehedui/proto/v1/connector.proto\x12\x08hedui.v1\"?\n\x14\x42lindEvaluateRequest\x12\r\n\x05\x65poch\x18\x01 \x01(\r\x12\x18\n\x10\x62linded_elements\x18\x02 \x03(\x0c\"B\n\x15\x42lindEvaluateResponse\x12\r\n\x05\x65poch\x18\x01 \x01(\r\x12\x1a\n\x12\x65valuated_elements\x18\x02 \x03(\x0c\"7\n\x0f\x43onnectorDigest\x12\x14\n\x0c\x63onnector_id\x18\x01 \x01(\t\x12\x0e\n\x06\x64igest\x18\x02 \x01(\x0c\"\x98\x01\n\nTokenGrant\x12\x10\n\x08query_id\x18\x01 \x01(\t\x12\r\n\x05\x65poch\x18\x02 \x01(\r\x12\x12\n\nhouseholds\x18\x03 \x01(\r\x12\x16\n\x0eissued_unix_ms\x18\x04 \x01(\x03\x12*\n\x07\x64igests\x18\x05 \x03(\x0b\x32\x19.hedui.v1.ConnectorDigest\x12\x11\n\tsignature\x18\x06 \x01(\x0c\"7\n\x0f\x43onnectorTokens\x12\x14\n\x0c\x63onnector_id\x18\x01 \x01(\t\x12\x0e\n\x06tokens\x18\x02 \x03(\x0c\"Z\n\x11HouseholdsRequest\x12\x10\n\x08query_id\x18\x02 \x01(\t\x12\'\n\napplicants\x18\x04 \x03(\x0b\x32\x13.hedui.v1.ApplicantJ\x04\x08\x01\x10\x02J\x04\x08\x03\x10\x04\"z\n\tApplicant\x12\x11\n\tid_number\x18\x01 \x01(\t\x12\x19\n\x11monitoring_handle\x18\x02 \x01(\x0c\x12(\n\nsignatures\x18\x03 \x01(\x0b\x32\x14.hedui.v1.Signatures\x12\x15\n\rmonitor_until\x18\x04 \x01(\t\"b\n\x12HouseholdsResponse\x12\'\n\nhouseholds\x18\x01 \x03(\x0b\x32\x13.hedui.v1.Household\x12#\n\x05grant\x18\x02 \x01(\x0b\x32\x14.hedui.v1.TokenGrant\"\x11\n\x0f\x44\x65scribeRequest\"V\n\x10\x46ieldDescription\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0c\n\x04unit\x18\x02 \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\x03 \x01(\t\x12\x11\n\tmax_value\x18\x04 \x01(\x04\"\xec\x01\n\x10\x44\x65scribeResponse\x12\x14\n\x0c\x63onnector_id\x18\x01 \x01(\t\x12\x0c\n\x04kind\x18\x02 \x01(\t\x12\x14\n\x0c\x64isplay_name\x18\x03 \x01(\t\x12\x0f\n\x07is_bank\x18\x04 \x01(\x08\x12*\n\x06\x66ields\x18\x05 \x03(\x0b\x32\x1a.hedui.v1.FieldDescription\x12\x17\n\x0fkey_fingerprint\x18\x06 \x01(\x0c\x12\x1a\n\x12signing_public_key\x18\x07 \x01(\x0c\x12\x17\n\x0ftoken_key_check\x18\x08 \x01(\x0c\x12\x13\n\x0btoken_epoch\x18\t \x01(\r\"F\n\x04Slot\x12\r\n\x05\x66ield\x18\x01 \x01(\t\x12\x0e\n\x06offset\x18\x02 \x01(\r\x12\x0c\n\x04\x62its\x18\x03 \x01(\r\x12\x11\n\tmax_total\x18\x04 \x01(\x04\"2\n\nSignatures\x12\x12\n\nid_numbers\x18\x01 \x03(\t\x12\x10\n\x08standing\x18\x02 \x01(\x08\"~\n\x06Member\x12$\n\x08relation\x18\x02 \x01(\x0e\x32\x12.hedui.v1.Relation\x12\x12\n\nbirth_date\x18\x03 \x01(\t\x12\x11\n\tapplicant\x18\x04 \x01(\x08\x12\x0e\n\x06signed\x18\x05 \x01(\x08\x12\x11\n\tmasked_id\x18\x06 \x01(\tJ\x04\x08\x01\x10\x02\"\xdf\x01\n\tHousehold\x12!\n\x07members\x18\x01 \x03(\x0b\x32\x10.hedui.v1.Member\x12)\n\x06tokens\x18\x02 \x03(\x0b\x32\x19.hedui.v1.ConnectorTokens\x12\x0f\n\x07problem\x18\x03 \x01(\t\x12\x17\n\x0f\x63onsent_missing\x18\x04 \x01(\x08\x12\x11\n\tpseudonym\x18\x05 \x01(\x0c\x12\x10\n\x08\x64istrict\x18\x06 \x01(\t\x12\x19\n\x11monitoring_handle\x18\x07 \x01(\x0c\x12\x1a\n\x12monitoring_refused\x18\x08 \x01(\t\"\x1a\n\x08TokenSet\x12\x0e\n\x06tokens\x18\x01 \x03(\x0c\"T\n\x0b\x42\x61tchLayout\x12\x1d\n\x05slots\x18\x01 \x03(\x0b\x32\x0e.hedui.v1.Slot\x12\x0e\n\x06stride\x18\x02 \x01(\r\x12\x16\n\x0eper_ciphertext\x18\x03 \x01(\r\"\xb2\x01\n\x11QueryBatchRequest\x12\x10\n\x08query_id\x18\x01 \x01(\t\x12&\n\nhouseholds\x18\x02 \x03(\x0b\x32\x12.hedui.v1.TokenSet\x12\x17\n\x0fkey_fingerprint\x18\x03 \x01(\x0c\x12%\n\x06layout\x18\x04 \x01(\x0b\x32\x15.hedui.v1.BatchLayout\x12#\n\x05grant\x18\x05 \x01(\x0b\x32\x14.hedui.v1.TokenGrant\"f\n\x12QueryBatchResponse\x12\x14\n\x0c\x63onnector_id\x18\x01 \x01(\t\x12\x17\n\x0fkey_fingerprint\x18\x02 \x01(\x0c\x12\x0e\n\x06packed\x18\x03 \x03(\x0c\x12\x11\n\tsignature\x18\x04 \x01(\x0c*y\n\x08Relation\x12\x18\n\x14RELATION_UNSPECIFIED\x10\x00\x12\x08\n\x04HEAD\x10\x01\x12\n\n\x06SPOUSE\x10\x02\x12\t\n\x05\x43HILD\x10\x03\x12\n\n\x06PARENT\x10\x04\x12\x0e\n\nGRANDCHILD\x10\x05\x12\x0b\n\x07SIBLING\x10\x06\x12\t\n\x05OTHER\x10\x07\x32\x9e\x01\n\x10\x43onnectorService\x12\x41\n\x08\x44\x65scribe\x12\x19.hedui.v1.DescribeRequest\x1a\x1a.hedui.v1.DescribeResponse\x12G\n\nQueryBatch\x12\x1b.hedui.v1.QueryBatchRequest\x1a\x1c.hedui.v1.QueryBatchResponse2]\n\x0fRegistryService\x12J\n\rGetHouseholds\x12\x1b.hedui.v1.HouseholdsRequest\x1a\x1c.hedui.v1.HouseholdsResponse2i\n\x15TokenAuthorityService\x12P\n\rBlindEvaluate\x12\x1e.hedui.v1.BlindEvaluateRequest\x1a\x1f.hedui.v1.BlindEvaluateResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'hedui.proto.v1.connector_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_RELATION']._serialized_start=2337
-  _globals['_RELATION']._serialized_end=2458
+  _globals['_RELATION']._serialized_start=1985
+  _globals['_RELATION']._serialized_end=2106
   _globals['_BLINDEVALUATEREQUEST']._serialized_start=44
   _globals['_BLINDEVALUATEREQUEST']._serialized_end=107
   _globals['_BLINDEVALUATERESPONSE']._serialized_start=109
@@ -43,44 +43,38 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_TOKENGRANT']._serialized_end=387
   _globals['_CONNECTORTOKENS']._serialized_start=389
   _globals['_CONNECTORTOKENS']._serialized_end=444
-  _globals['_HOUSEHOLDGRANT']._serialized_start=446
-  _globals['_HOUSEHOLDGRANT']._serialized_end=539
-  _globals['_HOUSEHOLDSREQUEST']._serialized_start=541
-  _globals['_HOUSEHOLDSREQUEST']._serialized_end=640
-  _globals['_HOUSEHOLDSRESPONSE']._serialized_start=642
-  _globals['_HOUSEHOLDSRESPONSE']._serialized_end=740
-  _globals['_DESCRIBEREQUEST']._serialized_start=742
-  _globals['_DESCRIBEREQUEST']._serialized_end=759
-  _globals['_FIELDDESCRIPTION']._serialized_start=761
-  _globals['_FIELDDESCRIPTION']._serialized_end=847
-  _globals['_DESCRIBERESPONSE']._serialized_start=850
-  _globals['_DESCRIBERESPONSE']._serialized_end=1086
-  _globals['_QUERYREQUEST']._serialized_start=1089
-  _globals['_QUERYREQUEST']._serialized_end=1231
-  _globals['_SLOT']._serialized_start=1233
-  _globals['_SLOT']._serialized_end=1303
-  _globals['_QUERYRESPONSE']._serialized_start=1305
-  _globals['_QUERYRESPONSE']._serialized_end=1408
-  _globals['_HOUSEHOLDREQUEST']._serialized_start=1411
-  _globals['_HOUSEHOLDREQUEST']._serialized_end=1558
-  _globals['_SIGNATURES']._serialized_start=1560
-  _globals['_SIGNATURES']._serialized_end=1610
-  _globals['_MEMBER']._serialized_start=1612
-  _globals['_MEMBER']._serialized_end=1738
-  _globals['_HOUSEHOLD']._serialized_start=1741
-  _globals['_HOUSEHOLD']._serialized_end=1936
-  _globals['_TOKENSET']._serialized_start=1938
-  _globals['_TOKENSET']._serialized_end=1964
-  _globals['_BATCHLAYOUT']._serialized_start=1966
-  _globals['_BATCHLAYOUT']._serialized_end=2050
-  _globals['_QUERYBATCHREQUEST']._serialized_start=2053
-  _globals['_QUERYBATCHREQUEST']._serialized_end=2231
-  _globals['_QUERYBATCHRESPONSE']._serialized_start=2233
-  _globals['_QUERYBATCHRESPONSE']._serialized_end=2335
-  _globals['_CONNECTORSERVICE']._serialized_start=2461
-  _globals['_CONNECTORSERVICE']._serialized_end=2677
-  _globals['_REGISTRYSERVICE']._serialized_start=2680
-  _globals['_REGISTRYSERVICE']._serialized_end=2843
-  _globals['_TOKENAUTHORITYSERVICE']._serialized_start=2845
-  _globals['_TOKENAUTHORITYSERVICE']._serialized_end=2950
+  _globals['_HOUSEHOLDSREQUEST']._serialized_start=446
+  _globals['_HOUSEHOLDSREQUEST']._serialized_end=536
+  _globals['_APPLICANT']._serialized_start=538
+  _globals['_APPLICANT']._serialized_end=660
+  _globals['_HOUSEHOLDSRESPONSE']._serialized_start=662
+  _globals['_HOUSEHOLDSRESPONSE']._serialized_end=760
+  _globals['_DESCRIBEREQUEST']._serialized_start=762
+  _globals['_DESCRIBEREQUEST']._serialized_end=779
+  _globals['_FIELDDESCRIPTION']._serialized_start=781
+  _globals['_FIELDDESCRIPTION']._serialized_end=867
+  _globals['_DESCRIBERESPONSE']._serialized_start=870
+  _globals['_DESCRIBERESPONSE']._serialized_end=1106
+  _globals['_SLOT']._serialized_start=1108
+  _globals['_SLOT']._serialized_end=1178
+  _globals['_SIGNATURES']._serialized_start=1180
+  _globals['_SIGNATURES']._serialized_end=1230
+  _globals['_MEMBER']._serialized_start=1232
+  _globals['_MEMBER']._serialized_end=1358
+  _globals['_HOUSEHOLD']._serialized_start=1361
+  _globals['_HOUSEHOLD']._serialized_end=1584
+  _globals['_TOKENSET']._serialized_start=1586
+  _globals['_TOKENSET']._serialized_end=1612
+  _globals['_BATCHLAYOUT']._serialized_start=1614
+  _globals['_BATCHLAYOUT']._serialized_end=1698
+  _globals['_QUERYBATCHREQUEST']._serialized_start=1701
+  _globals['_QUERYBATCHREQUEST']._serialized_end=1879
+  _globals['_QUERYBATCHRESPONSE']._serialized_start=1881
+  _globals['_QUERYBATCHRESPONSE']._serialized_end=1983
+  _globals['_CONNECTORSERVICE']._serialized_start=2109
+  _globals['_CONNECTORSERVICE']._serialized_end=2267
+  _globals['_REGISTRYSERVICE']._serialized_start=2269
+  _globals['_REGISTRYSERVICE']._serialized_end=2362
+  _globals['_TOKENAUTHORITYSERVICE']._serialized_start=2364
+  _globals['_TOKENAUTHORITYSERVICE']._serialized_end=2469
 # @@protoc_insertion_point(module_scope)

@@ -195,61 +195,71 @@ class ConnectorTokens(_message.Message):
 Global___ConnectorTokens: _TypeAlias = ConnectorTokens  # noqa: Y015
 
 @_typing.final
-class HouseholdGrant(_message.Message):
-    DESCRIPTOR: _descriptor.Descriptor
-
-    HOUSEHOLD_FIELD_NUMBER: _builtins.int
-    GRANT_FIELD_NUMBER: _builtins.int
-    @_builtins.property
-    def household(self) -> Global___Household: ...
-    @_builtins.property
-    def grant(self) -> Global___TokenGrant: ...
-    def __init__(
-        self,
-        *,
-        household: Global___Household | None = ...,
-        grant: Global___TokenGrant | None = ...,
-    ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["grant", b"grant", "household", b"household"]  # noqa: Y015
-    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["grant", b"grant", "household", b"household"]  # noqa: Y015
-    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    def WhichOneof(self, oneof_group: _Never) -> None: ...
-
-Global___HouseholdGrant: _TypeAlias = HouseholdGrant  # noqa: Y015
-
-@_typing.final
 class HouseholdsRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
-    ID_NUMBERS_FIELD_NUMBER: _builtins.int
     QUERY_ID_FIELD_NUMBER: _builtins.int
-    SIGNATURES_FIELD_NUMBER: _builtins.int
+    APPLICANTS_FIELD_NUMBER: _builtins.int
     query_id: _builtins.str
     @_builtins.property
-    def id_numbers(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
-        """Required: 1 to 1024 ID numbers (else INVALID_ARGUMENT). A number that does not parse is
-        answered as not in the register, never failing the whole call.
-        """
-
-    @_builtins.property
-    def signatures(self) -> _containers.RepeatedCompositeFieldContainer[Global___Signatures]:
-        """One per ID number, in the same order (else INVALID_ARGUMENT)."""
+    def applicants(self) -> _containers.RepeatedCompositeFieldContainer[Global___Applicant]:
+        """Required: 1 to 1024 applicants (else INVALID_ARGUMENT)."""
 
     def __init__(
         self,
         *,
-        id_numbers: _abc.Iterable[_builtins.str] | None = ...,
         query_id: _builtins.str = ...,
-        signatures: _abc.Iterable[Global___Signatures] | None = ...,
+        applicants: _abc.Iterable[Global___Applicant] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["id_numbers", b"id_numbers", "query_id", b"query_id", "signatures", b"signatures"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["applicants", b"applicants", "query_id", b"query_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___HouseholdsRequest: _TypeAlias = HouseholdsRequest  # noqa: Y015
+
+@_typing.final
+class Applicant(_message.Message):
+    """One applicant whose household is asked about."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ID_NUMBER_FIELD_NUMBER: _builtins.int
+    MONITORING_HANDLE_FIELD_NUMBER: _builtins.int
+    SIGNATURES_FIELD_NUMBER: _builtins.int
+    MONITOR_UNTIL_FIELD_NUMBER: _builtins.int
+    id_number: _builtins.str
+    """A resident ID number. One that does not parse is answered as not in the register, never
+    failing the whole call.
+    """
+    monitoring_handle: _builtins.bytes
+    """Instead of id_number: a monitoring handle the registry issued (standing only). Refused
+    (Household.monitoring_refused) once past its date or when not the registry's.
+    """
+    monitor_until: _builtins.str
+    """With a standing authorisation: also issue a monitoring handle valid until this date
+    (YYYY-MM-DD, at most three years ahead), for re-checks without the ID number.
+    """
+    @_builtins.property
+    def signatures(self) -> Global___Signatures:
+        """Who signed the application's consent: see Signatures."""
+
+    def __init__(
+        self,
+        *,
+        id_number: _builtins.str = ...,
+        monitoring_handle: _builtins.bytes = ...,
+        signatures: Global___Signatures | None = ...,
+        monitor_until: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["signatures", b"signatures"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["id_number", b"id_number", "monitor_until", b"monitor_until", "monitoring_handle", b"monitoring_handle", "signatures", b"signatures"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Applicant: _TypeAlias = Applicant  # noqa: Y015
 
 @_typing.final
 class HouseholdsResponse(_message.Message):
@@ -373,60 +383,9 @@ class DescribeResponse(_message.Message):
 Global___DescribeResponse: _TypeAlias = DescribeResponse  # noqa: Y015
 
 @_typing.final
-class QueryRequest(_message.Message):
-    DESCRIPTOR: _descriptor.Descriptor
-
-    QUERY_ID_FIELD_NUMBER: _builtins.int
-    TOKENS_FIELD_NUMBER: _builtins.int
-    KEY_FINGERPRINT_FIELD_NUMBER: _builtins.int
-    LAYOUT_FIELD_NUMBER: _builtins.int
-    GRANT_FIELD_NUMBER: _builtins.int
-    query_id: _builtins.str
-    """Required, 1 to 128 characters (else INVALID_ARGUMENT, google.rpc.BadRequest field
-    "query_id"). Unique per verification; it is signed into the answer so answers cannot be
-    replayed.
-    """
-    key_fingerprint: _builtins.bytes
-    """Required. Fingerprint of the Paillier public key the caller expects; FAILED_PRECONDITION
-    (google.rpc.PreconditionFailure "PAILLIER_KEY") if it is not the pinned one.
-    """
-    @_builtins.property
-    def tokens(self) -> _containers.RepeatedScalarFieldContainer[_builtins.bytes]:
-        """Required: 8 to 64 tokens (a multiple of 8). This connector's tokens of every household
-        member, padded with random fakes by the token authority (32 bytes each).
-        """
-
-    @_builtins.property
-    def layout(self) -> _containers.RepeatedCompositeFieldContainer[Global___Slot]:
-        """Where each field goes in the packed plaintext; the connector fills the slots of its fields."""
-
-    @_builtins.property
-    def grant(self) -> Global___TokenGrant:
-        """Required: the token authority's grant for this query id, naming this connector with the
-        digest of exactly these tokens (else FAILED_PRECONDITION, PreconditionFailure "GRANT").
-        """
-
-    def __init__(
-        self,
-        *,
-        query_id: _builtins.str = ...,
-        tokens: _abc.Iterable[_builtins.bytes] | None = ...,
-        key_fingerprint: _builtins.bytes = ...,
-        layout: _abc.Iterable[Global___Slot] | None = ...,
-        grant: Global___TokenGrant | None = ...,
-    ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["grant", b"grant"]  # noqa: Y015
-    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["grant", b"grant", "key_fingerprint", b"key_fingerprint", "layout", b"layout", "query_id", b"query_id", "tokens", b"tokens"]  # noqa: Y015
-    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    def WhichOneof(self, oneof_group: _Never) -> None: ...
-
-Global___QueryRequest: _TypeAlias = QueryRequest  # noqa: Y015
-
-@_typing.final
 class Slot(_message.Message):
-    """One slot of a packed plaintext: the value sits at bit ``offset`` and may not exceed ``max_total``
-    (bits includes room for a mask and a guard bit, so sums never carry into the next slot).
+    """One slot of a household's stride in a packed plaintext: the value sits at bit ``offset`` and may
+    not exceed ``max_total`` (bits includes a guard bit, so sums never carry into the next slot).
     """
 
     DESCRIPTOR: _descriptor.Descriptor
@@ -454,81 +413,6 @@ class Slot(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___Slot: _TypeAlias = Slot  # noqa: Y015
-
-@_typing.final
-class QueryResponse(_message.Message):
-    DESCRIPTOR: _descriptor.Descriptor
-
-    CONNECTOR_ID_FIELD_NUMBER: _builtins.int
-    KEY_FINGERPRINT_FIELD_NUMBER: _builtins.int
-    SIGNATURE_FIELD_NUMBER: _builtins.int
-    PACKED_FIELD_NUMBER: _builtins.int
-    connector_id: _builtins.str
-    key_fingerprint: _builtins.bytes
-    signature: _builtins.bytes
-    """Ed25519 over hedui/answer/v1 ‖ query id ‖ connector id ‖ key fingerprint ‖
-    SHA-256(sorted tokens) ‖ SHA-256(layout) ‖ packed ciphertext, each part length-prefixed.
-    """
-    packed: _builtins.bytes
-    """One Paillier ciphertext (big-endian, the byte length of n²) of the household totals of all
-    this connector's fields, packed into their slots of the query's layout.
-    """
-    def __init__(
-        self,
-        *,
-        connector_id: _builtins.str = ...,
-        key_fingerprint: _builtins.bytes = ...,
-        signature: _builtins.bytes = ...,
-        packed: _builtins.bytes = ...,
-    ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
-    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["connector_id", b"connector_id", "key_fingerprint", b"key_fingerprint", "packed", b"packed", "signature", b"signature"]  # noqa: Y015
-    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    def WhichOneof(self, oneof_group: _Never) -> None: ...
-
-Global___QueryResponse: _TypeAlias = QueryResponse  # noqa: Y015
-
-@_typing.final
-class HouseholdRequest(_message.Message):
-    DESCRIPTOR: _descriptor.Descriptor
-
-    ID_NUMBER_FIELD_NUMBER: _builtins.int
-    QUERY_ID_FIELD_NUMBER: _builtins.int
-    SIGNATURES_FIELD_NUMBER: _builtins.int
-    MONITOR_UNTIL_FIELD_NUMBER: _builtins.int
-    MONITORING_HANDLE_FIELD_NUMBER: _builtins.int
-    id_number: _builtins.str
-    """Required: a valid resident ID number (else INVALID_ARGUMENT, google.rpc.BadRequest)."""
-    query_id: _builtins.str
-    monitor_until: _builtins.str
-    """With a standing authorisation: also issue a monitoring handle valid until this date
-    (YYYY-MM-DD, at most three years ahead), for re-checks without the ID number.
-    """
-    monitoring_handle: _builtins.bytes
-    """Instead of id_number: a monitoring handle the registry issued (standing only). Refused
-    (FAILED_PRECONDITION) once past its date or when not the registry's.
-    """
-    @_builtins.property
-    def signatures(self) -> Global___Signatures:
-        """Who signed the application's consent: see Signatures."""
-
-    def __init__(
-        self,
-        *,
-        id_number: _builtins.str = ...,
-        query_id: _builtins.str = ...,
-        signatures: Global___Signatures | None = ...,
-        monitor_until: _builtins.str = ...,
-        monitoring_handle: _builtins.bytes = ...,
-    ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["signatures", b"signatures"]  # noqa: Y015
-    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["id_number", b"id_number", "monitor_until", b"monitor_until", "monitoring_handle", b"monitoring_handle", "query_id", b"query_id", "signatures", b"signatures"]  # noqa: Y015
-    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    def WhichOneof(self, oneof_group: _Never) -> None: ...
-
-Global___HouseholdRequest: _TypeAlias = HouseholdRequest  # noqa: Y015
 
 @_typing.final
 class Signatures(_message.Message):
@@ -613,6 +497,7 @@ class Household(_message.Message):
     PSEUDONYM_FIELD_NUMBER: _builtins.int
     DISTRICT_FIELD_NUMBER: _builtins.int
     MONITORING_HANDLE_FIELD_NUMBER: _builtins.int
+    MONITORING_REFUSED_FIELD_NUMBER: _builtins.int
     problem: _builtins.str
     """Set when this household could not be answered (batch path); members and tokens are empty."""
     consent_missing: _builtins.bool
@@ -627,6 +512,11 @@ class Household(_message.Message):
     monitoring_handle: _builtins.bytes
     """Asked for with monitor_until: an opaque handle (sealed under a key only the registry
     holds) naming the applicant until that date.
+    """
+    monitoring_refused: _builtins.str
+    """Set when the applicant's monitoring handle, or the one asked for, was refused (past its
+    date, not the registry's, no standing authorisation, a bad monitor_until): why, in the
+    registry's words. Members and tokens are empty.
     """
     @_builtins.property
     def members(self) -> _containers.RepeatedCompositeFieldContainer[Global___Member]: ...
@@ -644,10 +534,11 @@ class Household(_message.Message):
         pseudonym: _builtins.bytes = ...,
         district: _builtins.str = ...,
         monitoring_handle: _builtins.bytes = ...,
+        monitoring_refused: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["consent_missing", b"consent_missing", "district", b"district", "members", b"members", "monitoring_handle", b"monitoring_handle", "problem", b"problem", "pseudonym", b"pseudonym", "tokens", b"tokens"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["consent_missing", b"consent_missing", "district", b"district", "members", b"members", "monitoring_handle", b"monitoring_handle", "monitoring_refused", b"monitoring_refused", "problem", b"problem", "pseudonym", b"pseudonym", "tokens", b"tokens"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -713,9 +604,13 @@ class QueryBatchRequest(_message.Message):
     LAYOUT_FIELD_NUMBER: _builtins.int
     GRANT_FIELD_NUMBER: _builtins.int
     query_id: _builtins.str
-    """Required, as in QueryRequest."""
+    """Required, 1 to 128 characters (else INVALID_ARGUMENT, google.rpc.BadRequest field
+    "query_id"). Unique per query; it is signed into the answer so answers cannot be replayed.
+    """
     key_fingerprint: _builtins.bytes
-    """Required, as in QueryRequest."""
+    """Required. Fingerprint of the Paillier public key the caller expects; FAILED_PRECONDITION
+    (google.rpc.PreconditionFailure "PAILLIER_KEY") if it is not the pinned one.
+    """
     @_builtins.property
     def households(self) -> _containers.RepeatedCompositeFieldContainer[Global___TokenSet]:
         """Required: 1 to 1024 households of 1 to 64 tokens of 32 bytes (else INVALID_ARGUMENT)."""
@@ -724,7 +619,9 @@ class QueryBatchRequest(_message.Message):
     def layout(self) -> Global___BatchLayout: ...
     @_builtins.property
     def grant(self) -> Global___TokenGrant:
-        """Required, as in QueryRequest; its digest covers every household's tokens in order."""
+        """Required: the token authority's grant for this query id, naming this connector with the
+        digest of every household's tokens in order (else FAILED_PRECONDITION, "GRANT").
+        """
 
     def __init__(
         self,

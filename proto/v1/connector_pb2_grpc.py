@@ -43,11 +43,6 @@ class ConnectorServiceStub:
                 request_serializer=hedui_dot_proto_dot_v1_dot_connector__pb2.DescribeRequest.SerializeToString,
                 response_deserializer=hedui_dot_proto_dot_v1_dot_connector__pb2.DescribeResponse.FromString,
                 _registered_method=True)
-        self.Query = channel.unary_unary(
-                '/hedui.v1.ConnectorService/Query',
-                request_serializer=hedui_dot_proto_dot_v1_dot_connector__pb2.QueryRequest.SerializeToString,
-                response_deserializer=hedui_dot_proto_dot_v1_dot_connector__pb2.QueryResponse.FromString,
-                _registered_method=True)
         self.QueryBatch = channel.unary_unary(
                 '/hedui.v1.ConnectorService/QueryBatch',
                 request_serializer=hedui_dot_proto_dot_v1_dot_connector__pb2.QueryBatchRequest.SerializeToString,
@@ -69,17 +64,11 @@ class ConnectorServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
-    def Query(self, request, context):
-        """One packed Paillier ciphertext of the household totals over all queried tokens, one slot
-        per declared field. Every token is answered; a token the connector does not know adds 0.
-        """
-        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
-        context.set_details('Method not implemented!')
-        raise NotImplementedError('Method not implemented!')
-
     def QueryBatch(self, request, context):
-        """Many households at once (periodic re-verification): the totals of every household, packed
-        several households to a ciphertext in the slots of the batch layout.
+        """The totals of one or many households (one verification, gathered verifications or a
+        campaign's chunk): every household's totals over its queried tokens, packed several
+        households to a ciphertext in the slots of the batch layout of this connector's kind.
+        Every token is answered; a token the connector does not know adds 0.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -92,11 +81,6 @@ def add_ConnectorServiceServicer_to_server(servicer, server):
                     servicer.Describe,
                     request_deserializer=hedui_dot_proto_dot_v1_dot_connector__pb2.DescribeRequest.FromString,
                     response_serializer=hedui_dot_proto_dot_v1_dot_connector__pb2.DescribeResponse.SerializeToString,
-            ),
-            'Query': grpc.unary_unary_rpc_method_handler(
-                    servicer.Query,
-                    request_deserializer=hedui_dot_proto_dot_v1_dot_connector__pb2.QueryRequest.FromString,
-                    response_serializer=hedui_dot_proto_dot_v1_dot_connector__pb2.QueryResponse.SerializeToString,
             ),
             'QueryBatch': grpc.unary_unary_rpc_method_handler(
                     servicer.QueryBatch,
@@ -135,33 +119,6 @@ class ConnectorService:
             '/hedui.v1.ConnectorService/Describe',
             hedui_dot_proto_dot_v1_dot_connector__pb2.DescribeRequest.SerializeToString,
             hedui_dot_proto_dot_v1_dot_connector__pb2.DescribeResponse.FromString,
-            options,
-            channel_credentials,
-            insecure,
-            call_credentials,
-            compression,
-            wait_for_ready,
-            timeout,
-            metadata,
-            _registered_method=True)
-
-    @staticmethod
-    def Query(request,
-            target,
-            options=(),
-            channel_credentials=None,
-            call_credentials=None,
-            insecure=False,
-            compression=None,
-            wait_for_ready=None,
-            timeout=None,
-            metadata=None):
-        return grpc.experimental.unary_unary(
-            request,
-            target,
-            '/hedui.v1.ConnectorService/Query',
-            hedui_dot_proto_dot_v1_dot_connector__pb2.QueryRequest.SerializeToString,
-            hedui_dot_proto_dot_v1_dot_connector__pb2.QueryResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -216,11 +173,6 @@ class RegistryServiceStub:
         Args:
             channel: A grpc.Channel.
         """
-        self.GetHousehold = channel.unary_unary(
-                '/hedui.v1.RegistryService/GetHousehold',
-                request_serializer=hedui_dot_proto_dot_v1_dot_connector__pb2.HouseholdRequest.SerializeToString,
-                response_deserializer=hedui_dot_proto_dot_v1_dot_connector__pb2.HouseholdGrant.FromString,
-                _registered_method=True)
         self.GetHouseholds = channel.unary_unary(
                 '/hedui.v1.RegistryService/GetHouseholds',
                 request_serializer=hedui_dot_proto_dot_v1_dot_connector__pb2.HouseholdsRequest.SerializeToString,
@@ -238,18 +190,12 @@ class RegistryServiceServicer:
     padded list of tokens that connector is to be asked about, under one signed TokenGrant.
     """
 
-    def GetHousehold(self, request, context):
-        """The members of the household of the person with this ID number (公安户籍), their tokens
-        per connector and the grant. NOT_FOUND when the ID number is not in the register.
-        """
-        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
-        context.set_details('Method not implemented!')
-        raise NotImplementedError('Method not implemented!')
-
     def GetHouseholds(self, request, context):
-        """Many households at once (the batch path): one Household per ID number, in request order;
-        a Household without members means that ID number is not in the register, one with a
-        problem could not be answered. One grant covers every household that has tokens.
+        """The households of one or many applicants (公安户籍): one Household per applicant, in
+        request order, with the members, their tokens per connector and one grant covering every
+        household that has tokens. A Household without members means that applicant is not in the
+        register; one with a problem could not be answered; one with monitoring_refused was asked
+        by a monitoring handle or for one, and refused (that applicant's alone).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -258,11 +204,6 @@ class RegistryServiceServicer:
 
 def add_RegistryServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
-            'GetHousehold': grpc.unary_unary_rpc_method_handler(
-                    servicer.GetHousehold,
-                    request_deserializer=hedui_dot_proto_dot_v1_dot_connector__pb2.HouseholdRequest.FromString,
-                    response_serializer=hedui_dot_proto_dot_v1_dot_connector__pb2.HouseholdGrant.SerializeToString,
-            ),
             'GetHouseholds': grpc.unary_unary_rpc_method_handler(
                     servicer.GetHouseholds,
                     request_deserializer=hedui_dot_proto_dot_v1_dot_connector__pb2.HouseholdsRequest.FromString,
@@ -285,33 +226,6 @@ class RegistryService:
     members' relations and birth dates (never their ID numbers) and, for every connector, the
     padded list of tokens that connector is to be asked about, under one signed TokenGrant.
     """
-
-    @staticmethod
-    def GetHousehold(request,
-            target,
-            options=(),
-            channel_credentials=None,
-            call_credentials=None,
-            insecure=False,
-            compression=None,
-            wait_for_ready=None,
-            timeout=None,
-            metadata=None):
-        return grpc.experimental.unary_unary(
-            request,
-            target,
-            '/hedui.v1.RegistryService/GetHousehold',
-            hedui_dot_proto_dot_v1_dot_connector__pb2.HouseholdRequest.SerializeToString,
-            hedui_dot_proto_dot_v1_dot_connector__pb2.HouseholdGrant.FromString,
-            options,
-            channel_credentials,
-            insecure,
-            call_credentials,
-            compression,
-            wait_for_ready,
-            timeout,
-            metadata,
-            _registered_method=True)
 
     @staticmethod
     def GetHouseholds(request,

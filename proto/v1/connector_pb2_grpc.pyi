@@ -44,13 +44,11 @@ class ConnectorServiceStub:
     def __new__(cls, channel: _aio.Channel) -> ConnectorServiceAsyncStub: ...
     Describe: _grpc.UnaryUnaryMultiCallable[_connector_pb2.DescribeRequest, _connector_pb2.DescribeResponse]
     """Name, kind and declared fields: the source of truth for this connector's answer layout."""
-    Query: _grpc.UnaryUnaryMultiCallable[_connector_pb2.QueryRequest, _connector_pb2.QueryResponse]
-    """One packed Paillier ciphertext of the household totals over all queried tokens, one slot
-    per declared field. Every token is answered; a token the connector does not know adds 0.
-    """
     QueryBatch: _grpc.UnaryUnaryMultiCallable[_connector_pb2.QueryBatchRequest, _connector_pb2.QueryBatchResponse]
-    """Many households at once (periodic re-verification): the totals of every household, packed
-    several households to a ciphertext in the slots of the batch layout.
+    """The totals of one or many households (one verification, gathered verifications or a
+    campaign's chunk): every household's totals over its queried tokens, packed several
+    households to a ciphertext in the slots of the batch layout of this connector's kind.
+    Every token is answered; a token the connector does not know adds 0.
     """
 
 @_typing.type_check_only
@@ -64,13 +62,11 @@ class ConnectorServiceAsyncStub(ConnectorServiceStub):
     def __init__(self, channel: _aio.Channel) -> None: ...
     Describe: _aio.UnaryUnaryMultiCallable[_connector_pb2.DescribeRequest, _connector_pb2.DescribeResponse]  # type: ignore[assignment]
     """Name, kind and declared fields: the source of truth for this connector's answer layout."""
-    Query: _aio.UnaryUnaryMultiCallable[_connector_pb2.QueryRequest, _connector_pb2.QueryResponse]  # type: ignore[assignment]
-    """One packed Paillier ciphertext of the household totals over all queried tokens, one slot
-    per declared field. Every token is answered; a token the connector does not know adds 0.
-    """
     QueryBatch: _aio.UnaryUnaryMultiCallable[_connector_pb2.QueryBatchRequest, _connector_pb2.QueryBatchResponse]  # type: ignore[assignment]
-    """Many households at once (periodic re-verification): the totals of every household, packed
-    several households to a ciphertext in the slots of the batch layout.
+    """The totals of one or many households (one verification, gathered verifications or a
+    campaign's chunk): every household's totals over its queried tokens, packed several
+    households to a ciphertext in the slots of the batch layout of this connector's kind.
+    Every token is answered; a token the connector does not know adds 0.
     """
 
 class ConnectorServiceServicer(metaclass=_abc_1.ABCMeta):
@@ -89,23 +85,15 @@ class ConnectorServiceServicer(metaclass=_abc_1.ABCMeta):
         """Name, kind and declared fields: the source of truth for this connector's answer layout."""
 
     @_abc_1.abstractmethod
-    def Query(
-        self,
-        request: _connector_pb2.QueryRequest,
-        context: _ServicerContext,
-    ) -> _typing.Union[_connector_pb2.QueryResponse, _abc.Awaitable[_connector_pb2.QueryResponse]]:
-        """One packed Paillier ciphertext of the household totals over all queried tokens, one slot
-        per declared field. Every token is answered; a token the connector does not know adds 0.
-        """
-
-    @_abc_1.abstractmethod
     def QueryBatch(
         self,
         request: _connector_pb2.QueryBatchRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_connector_pb2.QueryBatchResponse, _abc.Awaitable[_connector_pb2.QueryBatchResponse]]:
-        """Many households at once (periodic re-verification): the totals of every household, packed
-        several households to a ciphertext in the slots of the batch layout.
+        """The totals of one or many households (one verification, gathered verifications or a
+        campaign's chunk): every household's totals over its queried tokens, packed several
+        households to a ciphertext in the slots of the batch layout of this connector's kind.
+        Every token is answered; a token the connector does not know adds 0.
         """
 
 def add_ConnectorServiceServicer_to_server(servicer: ConnectorServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
@@ -124,14 +112,12 @@ class RegistryServiceStub:
     def __new__(cls, channel: _grpc.Channel) -> _Self: ...
     @_typing.overload
     def __new__(cls, channel: _aio.Channel) -> RegistryServiceAsyncStub: ...
-    GetHousehold: _grpc.UnaryUnaryMultiCallable[_connector_pb2.HouseholdRequest, _connector_pb2.HouseholdGrant]
-    """The members of the household of the person with this ID number (公安户籍), their tokens
-    per connector and the grant. NOT_FOUND when the ID number is not in the register.
-    """
     GetHouseholds: _grpc.UnaryUnaryMultiCallable[_connector_pb2.HouseholdsRequest, _connector_pb2.HouseholdsResponse]
-    """Many households at once (the batch path): one Household per ID number, in request order;
-    a Household without members means that ID number is not in the register, one with a
-    problem could not be answered. One grant covers every household that has tokens.
+    """The households of one or many applicants (公安户籍): one Household per applicant, in
+    request order, with the members, their tokens per connector and one grant covering every
+    household that has tokens. A Household without members means that applicant is not in the
+    register; one with a problem could not be answered; one with monitoring_refused was asked
+    by a monitoring handle or for one, and refused (that applicant's alone).
     """
 
 @_typing.type_check_only
@@ -146,14 +132,12 @@ class RegistryServiceAsyncStub(RegistryServiceStub):
     """
 
     def __init__(self, channel: _aio.Channel) -> None: ...
-    GetHousehold: _aio.UnaryUnaryMultiCallable[_connector_pb2.HouseholdRequest, _connector_pb2.HouseholdGrant]  # type: ignore[assignment]
-    """The members of the household of the person with this ID number (公安户籍), their tokens
-    per connector and the grant. NOT_FOUND when the ID number is not in the register.
-    """
     GetHouseholds: _aio.UnaryUnaryMultiCallable[_connector_pb2.HouseholdsRequest, _connector_pb2.HouseholdsResponse]  # type: ignore[assignment]
-    """Many households at once (the batch path): one Household per ID number, in request order;
-    a Household without members means that ID number is not in the register, one with a
-    problem could not be answered. One grant covers every household that has tokens.
+    """The households of one or many applicants (公安户籍): one Household per applicant, in
+    request order, with the members, their tokens per connector and one grant covering every
+    household that has tokens. A Household without members means that applicant is not in the
+    register; one with a problem could not be answered; one with monitoring_refused was asked
+    by a monitoring handle or for one, and refused (that applicant's alone).
     """
 
 class RegistryServiceServicer(metaclass=_abc_1.ABCMeta):
@@ -167,24 +151,16 @@ class RegistryServiceServicer(metaclass=_abc_1.ABCMeta):
     """
 
     @_abc_1.abstractmethod
-    def GetHousehold(
-        self,
-        request: _connector_pb2.HouseholdRequest,
-        context: _ServicerContext,
-    ) -> _typing.Union[_connector_pb2.HouseholdGrant, _abc.Awaitable[_connector_pb2.HouseholdGrant]]:
-        """The members of the household of the person with this ID number (公安户籍), their tokens
-        per connector and the grant. NOT_FOUND when the ID number is not in the register.
-        """
-
-    @_abc_1.abstractmethod
     def GetHouseholds(
         self,
         request: _connector_pb2.HouseholdsRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_connector_pb2.HouseholdsResponse, _abc.Awaitable[_connector_pb2.HouseholdsResponse]]:
-        """Many households at once (the batch path): one Household per ID number, in request order;
-        a Household without members means that ID number is not in the register, one with a
-        problem could not be answered. One grant covers every household that has tokens.
+        """The households of one or many applicants (公安户籍): one Household per applicant, in
+        request order, with the members, their tokens per connector and one grant covering every
+        household that has tokens. A Household without members means that applicant is not in the
+        register; one with a problem could not be answered; one with monitoring_refused was asked
+        by a monitoring handle or for one, and refused (that applicant's alone).
         """
 
 def add_RegistryServiceServicer_to_server(servicer: RegistryServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

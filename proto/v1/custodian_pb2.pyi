@@ -43,12 +43,12 @@ class CustodyAnswer(_message.Message):
     """digest of the tokens the connector was asked about"""
     signature: _builtins.bytes
     kind: _builtins.str
-    """batch path: the connector's kind"""
+    """the connector's kind"""
     ciphertexts: _builtins.bytes
-    """batch path: digest of the ciphertexts, as signed"""
+    """digest of the ciphertexts, as signed"""
     @_builtins.property
     def packed(self) -> _containers.RepeatedScalarFieldContainer[_builtins.bytes]:
-        """one ciphertext (interactive) or one per chunk of households (batch)"""
+        """one ciphertext per chunk of households of its kind's layout"""
 
     def __init__(
         self,
@@ -122,7 +122,7 @@ class LogEvidence(_message.Message):
     """
     @_builtins.property
     def requests(self) -> _containers.RepeatedCompositeFieldContainer[Global___LoggedRequest]:
-        """1 for a verification, one per household of a batch"""
+        """one per household of the query"""
 
     @_builtins.property
     def consistency_proof(self) -> _containers.RepeatedScalarFieldContainer[_builtins.bytes]: ...
@@ -141,45 +141,6 @@ class LogEvidence(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___LogEvidence: _TypeAlias = LogEvidence  # noqa: Y015
-
-@_typing.final
-class DecryptRequest(_message.Message):
-    DESCRIPTOR: _descriptor.Descriptor
-
-    QUERY_ID_FIELD_NUMBER: _builtins.int
-    ANSWERS_FIELD_NUMBER: _builtins.int
-    AGGREGATE_FIELD_NUMBER: _builtins.int
-    GRANT_FIELD_NUMBER: _builtins.int
-    EVIDENCE_FIELD_NUMBER: _builtins.int
-    query_id: _builtins.str
-    aggregate: _builtins.bytes
-    """the aggregator's product of the packed ciphertexts"""
-    @_builtins.property
-    def answers(self) -> _containers.RepeatedCompositeFieldContainer[Global___CustodyAnswer]: ...
-    @_builtins.property
-    def grant(self) -> _connector_pb2.TokenGrant:
-        """required: the token authority's grant for query_id"""
-
-    @_builtins.property
-    def evidence(self) -> Global___LogEvidence:
-        """required"""
-
-    def __init__(
-        self,
-        *,
-        query_id: _builtins.str = ...,
-        answers: _abc.Iterable[Global___CustodyAnswer] | None = ...,
-        aggregate: _builtins.bytes = ...,
-        grant: _connector_pb2.TokenGrant | None = ...,
-        evidence: Global___LogEvidence | None = ...,
-    ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["evidence", b"evidence", "grant", b"grant"]  # noqa: Y015
-    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["aggregate", b"aggregate", "answers", b"answers", "evidence", b"evidence", "grant", b"grant", "query_id", b"query_id"]  # noqa: Y015
-    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    def WhichOneof(self, oneof_group: _Never) -> None: ...
-
-Global___DecryptRequest: _TypeAlias = DecryptRequest  # noqa: Y015
 
 @_typing.final
 class FieldTotal(_message.Message):
@@ -248,30 +209,6 @@ class Totals(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___Totals: _TypeAlias = Totals  # noqa: Y015
-
-@_typing.final
-class DecryptResponse(_message.Message):
-    DESCRIPTOR: _descriptor.Descriptor
-
-    TOTALS_FIELD_NUMBER: _builtins.int
-    WITNESSED_SIZE_FIELD_NUMBER: _builtins.int
-    witnessed_size: _builtins.int
-    """the custodian's last witnessed tree size after this request"""
-    @_builtins.property
-    def totals(self) -> Global___Totals: ...
-    def __init__(
-        self,
-        *,
-        totals: Global___Totals | None = ...,
-        witnessed_size: _builtins.int = ...,
-    ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["totals", b"totals"]  # noqa: Y015
-    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["totals", b"totals", "witnessed_size", b"witnessed_size"]  # noqa: Y015
-    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    def WhichOneof(self, oneof_group: _Never) -> None: ...
-
-Global___DecryptResponse: _TypeAlias = DecryptResponse  # noqa: Y015
 
 @_typing.final
 class DecryptBatchRequest(_message.Message):

@@ -37,11 +37,6 @@ class CustodianServiceStub:
         Args:
             channel: A grpc.Channel.
         """
-        self.Decrypt = channel.unary_unary(
-                '/hedui.v1.CustodianService/Decrypt',
-                request_serializer=hedui_dot_proto_dot_v1_dot_custodian__pb2.DecryptRequest.SerializeToString,
-                response_deserializer=hedui_dot_proto_dot_v1_dot_custodian__pb2.DecryptResponse.FromString,
-                _registered_method=True)
         self.DecryptBatch = channel.unary_unary(
                 '/hedui.v1.CustodianService/DecryptBatch',
                 request_serializer=hedui_dot_proto_dot_v1_dot_custodian__pb2.DecryptBatchRequest.SerializeToString,
@@ -55,16 +50,10 @@ class CustodianServiceServicer:
     certificate role is not "service" gets PERMISSION_DENIED.
     """
 
-    def Decrypt(self, request, context):
-        """Verify every answer, recompute the product, mask what may not be released, decrypt once.
-        FAILED_PRECONDITION (with the reason) when the answers or the aggregate are refused.
-        """
-        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
-        context.set_details('Method not implemented!')
-        raise NotImplementedError('Method not implemented!')
-
     def DecryptBatch(self, request, context):
-        """The batch path: per connector kind, one decryption per kind ciphertext.
+        """One or many households: verify every answer, sum each connector kind's answers ciphertext
+        by ciphertext, decrypt the kinds it may release (one decryption per kind ciphertext).
+        FAILED_PRECONDITION (with the reason) when the answers are refused.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -73,11 +62,6 @@ class CustodianServiceServicer:
 
 def add_CustodianServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
-            'Decrypt': grpc.unary_unary_rpc_method_handler(
-                    servicer.Decrypt,
-                    request_deserializer=hedui_dot_proto_dot_v1_dot_custodian__pb2.DecryptRequest.FromString,
-                    response_serializer=hedui_dot_proto_dot_v1_dot_custodian__pb2.DecryptResponse.SerializeToString,
-            ),
             'DecryptBatch': grpc.unary_unary_rpc_method_handler(
                     servicer.DecryptBatch,
                     request_deserializer=hedui_dot_proto_dot_v1_dot_custodian__pb2.DecryptBatchRequest.FromString,
@@ -96,33 +80,6 @@ class CustodianService:
     "custodian", so clients set grpc.ssl_target_name_override = "custodian". Any caller whose
     certificate role is not "service" gets PERMISSION_DENIED.
     """
-
-    @staticmethod
-    def Decrypt(request,
-            target,
-            options=(),
-            channel_credentials=None,
-            call_credentials=None,
-            insecure=False,
-            compression=None,
-            wait_for_ready=None,
-            timeout=None,
-            metadata=None):
-        return grpc.experimental.unary_unary(
-            request,
-            target,
-            '/hedui.v1.CustodianService/Decrypt',
-            hedui_dot_proto_dot_v1_dot_custodian__pb2.DecryptRequest.SerializeToString,
-            hedui_dot_proto_dot_v1_dot_custodian__pb2.DecryptResponse.FromString,
-            options,
-            channel_credentials,
-            insecure,
-            call_credentials,
-            compression,
-            wait_for_ready,
-            timeout,
-            metadata,
-            _registered_method=True)
 
     @staticmethod
     def DecryptBatch(request,

@@ -43,12 +43,11 @@ class CustodianServiceStub:
     def __new__(cls, channel: _grpc.Channel) -> _Self: ...
     @_typing.overload
     def __new__(cls, channel: _aio.Channel) -> CustodianServiceAsyncStub: ...
-    Decrypt: _grpc.UnaryUnaryMultiCallable[_custodian_pb2.DecryptRequest, _custodian_pb2.DecryptResponse]
-    """Verify every answer, recompute the product, mask what may not be released, decrypt once.
-    FAILED_PRECONDITION (with the reason) when the answers or the aggregate are refused.
-    """
     DecryptBatch: _grpc.UnaryUnaryMultiCallable[_custodian_pb2.DecryptBatchRequest, _custodian_pb2.DecryptBatchResponse]
-    """The batch path: per connector kind, one decryption per kind ciphertext."""
+    """One or many households: verify every answer, sum each connector kind's answers ciphertext
+    by ciphertext, decrypt the kinds it may release (one decryption per kind ciphertext).
+    FAILED_PRECONDITION (with the reason) when the answers are refused.
+    """
 
 @_typing.type_check_only
 class CustodianServiceAsyncStub(CustodianServiceStub):
@@ -58,12 +57,11 @@ class CustodianServiceAsyncStub(CustodianServiceStub):
     """
 
     def __init__(self, channel: _aio.Channel) -> None: ...
-    Decrypt: _aio.UnaryUnaryMultiCallable[_custodian_pb2.DecryptRequest, _custodian_pb2.DecryptResponse]  # type: ignore[assignment]
-    """Verify every answer, recompute the product, mask what may not be released, decrypt once.
-    FAILED_PRECONDITION (with the reason) when the answers or the aggregate are refused.
-    """
     DecryptBatch: _aio.UnaryUnaryMultiCallable[_custodian_pb2.DecryptBatchRequest, _custodian_pb2.DecryptBatchResponse]  # type: ignore[assignment]
-    """The batch path: per connector kind, one decryption per kind ciphertext."""
+    """One or many households: verify every answer, sum each connector kind's answers ciphertext
+    by ciphertext, decrypt the kinds it may release (one decryption per kind ciphertext).
+    FAILED_PRECONDITION (with the reason) when the answers are refused.
+    """
 
 class CustodianServiceServicer(metaclass=_abc_1.ABCMeta):
     """Served over mutual TLS by the custodian's own process. Its server certificate is named
@@ -72,21 +70,14 @@ class CustodianServiceServicer(metaclass=_abc_1.ABCMeta):
     """
 
     @_abc_1.abstractmethod
-    def Decrypt(
-        self,
-        request: _custodian_pb2.DecryptRequest,
-        context: _ServicerContext,
-    ) -> _typing.Union[_custodian_pb2.DecryptResponse, _abc.Awaitable[_custodian_pb2.DecryptResponse]]:
-        """Verify every answer, recompute the product, mask what may not be released, decrypt once.
-        FAILED_PRECONDITION (with the reason) when the answers or the aggregate are refused.
-        """
-
-    @_abc_1.abstractmethod
     def DecryptBatch(
         self,
         request: _custodian_pb2.DecryptBatchRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_custodian_pb2.DecryptBatchResponse, _abc.Awaitable[_custodian_pb2.DecryptBatchResponse]]:
-        """The batch path: per connector kind, one decryption per kind ciphertext."""
+        """One or many households: verify every answer, sum each connector kind's answers ciphertext
+        by ciphertext, decrypt the kinds it may release (one decryption per kind ciphertext).
+        FAILED_PRECONDITION (with the reason) when the answers are refused.
+        """
 
 def add_CustodianServiceServicer_to_server(servicer: CustodianServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

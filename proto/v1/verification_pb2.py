@@ -25,37 +25,40 @@ _sym_db = _symbol_database.Default()
 from hedui.proto.v1 import audit_pb2 as hedui_dot_proto_dot_v1_dot_audit__pb2
 from hedui.proto.v1 import common_pb2 as hedui_dot_proto_dot_v1_dot_common__pb2
 from hedui.proto.v1 import connector_pb2 as hedui_dot_proto_dot_v1_dot_connector__pb2
+from google.protobuf import any_pb2 as google_dot_protobuf_dot_any__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n!hedui/proto/v1/verification.proto\x12\x08hedui.v1\x1a\x1ahedui/proto/v1/audit.proto\x1a\x1bhedui/proto/v1/common.proto\x1a\x1ehedui/proto/v1/connector.proto\"Y\n\rReportRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12&\n\x06\x66ormat\x18\x02 \x01(\x0e\x32\x16.hedui.v1.ReportFormat\x12\x0c\n\x04lang\x18\x03 \x01(\t\"d\n\x06Report\x12\x10\n\x08\x64ocument\x18\x01 \x01(\x0c\x12\x12\n\nmedia_type\x18\x02 \x01(\t\x12\x10\n\x08\x66ilename\x18\x03 \x01(\t\x12\"\n\x07verdict\x18\x04 \x01(\x0b\x32\x11.hedui.v1.Verdict\"x\n\x0b\x42\x61tchResult\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12$\n\x07verdict\x18\x02 \x01(\x0b\x32\x11.hedui.v1.VerdictH\x00\x12%\n\x05\x65rror\x18\x03 \x01(\x0b\x32\x14.hedui.v1.BatchErrorH\x00\x42\x08\n\x06result\"+\n\nBatchError\x12\x0c\n\x04\x63ode\x18\x01 \x01(\t\x12\x0f\n\x07message\x18\x02 \x01(\t\"\xa7\x01\n\rVerifyRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x11\n\tid_number\x18\x02 \x01(\t\x12\x0f\n\x07program\x18\x03 \x01(\t\x12\x0e\n\x06region\x18\x04 \x01(\t\x12\r\n\x05\x61s_of\x18\x06 \x01(\t\x12\x15\n\rcaseworker_id\x18\x07 \x01(\t\x12\"\n\x07\x63onsent\x18\x08 \x01(\x0b\x32\x11.hedui.v1.ConsentJ\x04\x08\x05\x10\x06\"s\n\x07\x43onsent\x12\x13\n\x0b\x63\x61se_number\x18\x01 \x01(\t\x12\x11\n\tsigned_on\x18\x02 \x01(\t\x12\x13\n\x0b\x66orm_sha256\x18\x03 \x01(\x0c\x12\x19\n\x11signer_id_numbers\x18\x04 \x03(\t\x12\x10\n\x08standing\x18\x05 \x01(\x08\"Z\n\x06\x46igure\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x03\x12\x12\n\ncomparison\x18\x03 \x01(\t\x12\x11\n\tthreshold\x18\x04 \x01(\x03\x12\x0c\n\x04unit\x18\x05 \x01(\t\"\xbf\x02\n\x0bRuleOutcome\x12\n\n\x02id\x18\x01 \x01(\t\x12\"\n\x07outcome\x18\x02 \x01(\x0e\x32\x11.hedui.v1.Outcome\x12\x12\n\x05value\x18\x03 \x01(\x03H\x00\x88\x01\x01\x12\x16\n\tthreshold\x18\x04 \x01(\x03H\x01\x88\x01\x01\x12\x12\n\ncomparison\x18\x05 \x01(\t\x12\x0c\n\x04unit\x18\x06 \x01(\t\x12\x12\n\nmessage_zh\x18\x07 \x01(\t\x12\x12\n\nmessage_en\x18\x08 \x01(\t\x12\x17\n\x0fmissing_sources\x18\t \x03(\t\x12!\n\x07\x66igures\x18\n \x03(\x0b\x32\x10.hedui.v1.Figure\x12\x12\n\nreferences\x18\x0b \x03(\t\x12\x10\n\x08title_zh\x18\x0c \x01(\t\x12\x10\n\x08title_en\x18\r \x01(\tB\x08\n\x06_valueB\x0c\n\n_threshold\"\x92\x03\n\x07Verdict\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12$\n\x08\x64\x65\x63ision\x18\x02 \x01(\x0e\x32\x12.hedui.v1.Decision\x12\x13\n\x0b\x62\x65nefit_fen\x18\x03 \x01(\x03\x12\x16\n\x0ehousehold_size\x18\x04 \x01(\x05\x12\x16\n\x0epolicy_version\x18\x05 \x01(\t\x12$\n\x05rules\x18\x06 \x03(\x0b\x32\x15.hedui.v1.RuleOutcome\x12\x0f\n\x07program\x18\x07 \x01(\t\x12\x0e\n\x06region\x18\x08 \x01(\t\x12\r\n\x05\x61s_of\x18\t \x01(\t\x12\x1b\n\x13\x63onnectors_answered\x18\n \x01(\x05\x12)\n\x08\x66\x61ilures\x18\x0b \x03(\x0b\x32\x17.hedui.v1.SourceFailure\x12%\n\x05\x61udit\x18\x0c \x01(\x0b\x32\x16.hedui.v1.AuditReceipt\x12\x17\n\x0f\x66igures_opening\x18\r \x01(\x0c\x12*\n\x07members\x18\x0e \x03(\x0b\x32\x19.hedui.v1.HouseholdMember\"\x81\x01\n\x0fHouseholdMember\x12$\n\x08relation\x18\x01 \x01(\x0e\x32\x12.hedui.v1.Relation\x12\x12\n\nbirth_year\x18\x02 \x01(\x05\x12\x11\n\tapplicant\x18\x03 \x01(\x08\x12\x0e\n\x06signed\x18\x04 \x01(\x08\x12\x11\n\tmasked_id\x18\x05 \x01(\t*@\n\x0cReportFormat\x12\x1d\n\x19REPORT_FORMAT_UNSPECIFIED\x10\x00\x12\x08\n\x04HTML\x10\x01\x12\x07\n\x03PDF\x10\x02\x32\xc6\x01\n\x13VerificationService\x12\x34\n\x06Verify\x12\x17.hedui.v1.VerifyRequest\x1a\x11.hedui.v1.Verdict\x12\x41\n\x0bVerifyBatch\x12\x17.hedui.v1.VerifyRequest\x1a\x15.hedui.v1.BatchResult(\x01\x30\x01\x12\x36\n\tGetReport\x12\x17.hedui.v1.ReportRequest\x1a\x10.hedui.v1.Reportb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n!hedui/proto/v1/verification.proto\x12\x08hedui.v1\x1a\x1ahedui/proto/v1/audit.proto\x1a\x1bhedui/proto/v1/common.proto\x1a\x1ehedui/proto/v1/connector.proto\x1a\x19google/protobuf/any.proto\"Y\n\rReportRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12&\n\x06\x66ormat\x18\x02 \x01(\x0e\x32\x16.hedui.v1.ReportFormat\x12\x0c\n\x04lang\x18\x03 \x01(\t\"d\n\x06Report\x12\x10\n\x08\x64ocument\x18\x01 \x01(\x0c\x12\x12\n\nmedia_type\x18\x02 \x01(\t\x12\x10\n\x08\x66ilename\x18\x03 \x01(\t\x12\"\n\x07verdict\x18\x04 \x01(\x0b\x32\x11.hedui.v1.Verdict\"\x9a\x01\n\x0b\x42\x61tchResult\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12$\n\x07verdict\x18\x02 \x01(\x0b\x32\x11.hedui.v1.VerdictH\x00\x12%\n\x05\x65rror\x18\x03 \x01(\x0b\x32\x14.hedui.v1.BatchErrorH\x00\x12 \n\x06status\x18\x04 \x01(\x0b\x32\x10.hedui.v1.StatusB\x08\n\x06result\"N\n\x06Status\x12\x0c\n\x04\x63ode\x18\x01 \x01(\x05\x12\x0f\n\x07message\x18\x02 \x01(\t\x12%\n\x07\x64\x65tails\x18\x03 \x03(\x0b\x32\x14.google.protobuf.Any\"+\n\nBatchError\x12\x0c\n\x04\x63ode\x18\x01 \x01(\t\x12\x0f\n\x07message\x18\x02 \x01(\t\"\xa7\x01\n\rVerifyRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x11\n\tid_number\x18\x02 \x01(\t\x12\x0f\n\x07program\x18\x03 \x01(\t\x12\x0e\n\x06region\x18\x04 \x01(\t\x12\r\n\x05\x61s_of\x18\x06 \x01(\t\x12\x15\n\rcaseworker_id\x18\x07 \x01(\t\x12\"\n\x07\x63onsent\x18\x08 \x01(\x0b\x32\x11.hedui.v1.ConsentJ\x04\x08\x05\x10\x06\"s\n\x07\x43onsent\x12\x13\n\x0b\x63\x61se_number\x18\x01 \x01(\t\x12\x11\n\tsigned_on\x18\x02 \x01(\t\x12\x13\n\x0b\x66orm_sha256\x18\x03 \x01(\x0c\x12\x19\n\x11signer_id_numbers\x18\x04 \x03(\t\x12\x10\n\x08standing\x18\x05 \x01(\x08\"Z\n\x06\x46igure\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x03\x12\x12\n\ncomparison\x18\x03 \x01(\t\x12\x11\n\tthreshold\x18\x04 \x01(\x03\x12\x0c\n\x04unit\x18\x05 \x01(\t\"\xbf\x02\n\x0bRuleOutcome\x12\n\n\x02id\x18\x01 \x01(\t\x12\"\n\x07outcome\x18\x02 \x01(\x0e\x32\x11.hedui.v1.Outcome\x12\x12\n\x05value\x18\x03 \x01(\x03H\x00\x88\x01\x01\x12\x16\n\tthreshold\x18\x04 \x01(\x03H\x01\x88\x01\x01\x12\x12\n\ncomparison\x18\x05 \x01(\t\x12\x0c\n\x04unit\x18\x06 \x01(\t\x12\x12\n\nmessage_zh\x18\x07 \x01(\t\x12\x12\n\nmessage_en\x18\x08 \x01(\t\x12\x17\n\x0fmissing_sources\x18\t \x03(\t\x12!\n\x07\x66igures\x18\n \x03(\x0b\x32\x10.hedui.v1.Figure\x12\x12\n\nreferences\x18\x0b \x03(\t\x12\x10\n\x08title_zh\x18\x0c \x01(\t\x12\x10\n\x08title_en\x18\r \x01(\tB\x08\n\x06_valueB\x0c\n\n_threshold\"\x92\x03\n\x07Verdict\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12$\n\x08\x64\x65\x63ision\x18\x02 \x01(\x0e\x32\x12.hedui.v1.Decision\x12\x13\n\x0b\x62\x65nefit_fen\x18\x03 \x01(\x03\x12\x16\n\x0ehousehold_size\x18\x04 \x01(\x05\x12\x16\n\x0epolicy_version\x18\x05 \x01(\t\x12$\n\x05rules\x18\x06 \x03(\x0b\x32\x15.hedui.v1.RuleOutcome\x12\x0f\n\x07program\x18\x07 \x01(\t\x12\x0e\n\x06region\x18\x08 \x01(\t\x12\r\n\x05\x61s_of\x18\t \x01(\t\x12\x1b\n\x13\x63onnectors_answered\x18\n \x01(\x05\x12)\n\x08\x66\x61ilures\x18\x0b \x03(\x0b\x32\x17.hedui.v1.SourceFailure\x12%\n\x05\x61udit\x18\x0c \x01(\x0b\x32\x16.hedui.v1.AuditReceipt\x12\x17\n\x0f\x66igures_opening\x18\r \x01(\x0c\x12*\n\x07members\x18\x0e \x03(\x0b\x32\x19.hedui.v1.HouseholdMember\"\x81\x01\n\x0fHouseholdMember\x12$\n\x08relation\x18\x01 \x01(\x0e\x32\x12.hedui.v1.Relation\x12\x12\n\nbirth_year\x18\x02 \x01(\x05\x12\x11\n\tapplicant\x18\x03 \x01(\x08\x12\x0e\n\x06signed\x18\x04 \x01(\x08\x12\x11\n\tmasked_id\x18\x05 \x01(\t*@\n\x0cReportFormat\x12\x1d\n\x19REPORT_FORMAT_UNSPECIFIED\x10\x00\x12\x08\n\x04HTML\x10\x01\x12\x07\n\x03PDF\x10\x02\x32\xc6\x01\n\x13VerificationService\x12\x34\n\x06Verify\x12\x17.hedui.v1.VerifyRequest\x1a\x11.hedui.v1.Verdict\x12\x41\n\x0bVerifyBatch\x12\x17.hedui.v1.VerifyRequest\x1a\x15.hedui.v1.BatchResult(\x01\x30\x01\x12\x36\n\tGetReport\x12\x17.hedui.v1.ReportRequest\x1a\x10.hedui.v1.Reportb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'hedui.proto.v1.verification_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_REPORTFORMAT']._serialized_start=1734
-  _globals['_REPORTFORMAT']._serialized_end=1798
-  _globals['_REPORTREQUEST']._serialized_start=136
-  _globals['_REPORTREQUEST']._serialized_end=225
-  _globals['_REPORT']._serialized_start=227
-  _globals['_REPORT']._serialized_end=327
-  _globals['_BATCHRESULT']._serialized_start=329
-  _globals['_BATCHRESULT']._serialized_end=449
-  _globals['_BATCHERROR']._serialized_start=451
-  _globals['_BATCHERROR']._serialized_end=494
-  _globals['_VERIFYREQUEST']._serialized_start=497
-  _globals['_VERIFYREQUEST']._serialized_end=664
-  _globals['_CONSENT']._serialized_start=666
-  _globals['_CONSENT']._serialized_end=781
-  _globals['_FIGURE']._serialized_start=783
-  _globals['_FIGURE']._serialized_end=873
-  _globals['_RULEOUTCOME']._serialized_start=876
-  _globals['_RULEOUTCOME']._serialized_end=1195
-  _globals['_VERDICT']._serialized_start=1198
-  _globals['_VERDICT']._serialized_end=1600
-  _globals['_HOUSEHOLDMEMBER']._serialized_start=1603
-  _globals['_HOUSEHOLDMEMBER']._serialized_end=1732
-  _globals['_VERIFICATIONSERVICE']._serialized_start=1801
-  _globals['_VERIFICATIONSERVICE']._serialized_end=1999
+  _globals['_REPORTFORMAT']._serialized_start=1876
+  _globals['_REPORTFORMAT']._serialized_end=1940
+  _globals['_REPORTREQUEST']._serialized_start=163
+  _globals['_REPORTREQUEST']._serialized_end=252
+  _globals['_REPORT']._serialized_start=254
+  _globals['_REPORT']._serialized_end=354
+  _globals['_BATCHRESULT']._serialized_start=357
+  _globals['_BATCHRESULT']._serialized_end=511
+  _globals['_STATUS']._serialized_start=513
+  _globals['_STATUS']._serialized_end=591
+  _globals['_BATCHERROR']._serialized_start=593
+  _globals['_BATCHERROR']._serialized_end=636
+  _globals['_VERIFYREQUEST']._serialized_start=639
+  _globals['_VERIFYREQUEST']._serialized_end=806
+  _globals['_CONSENT']._serialized_start=808
+  _globals['_CONSENT']._serialized_end=923
+  _globals['_FIGURE']._serialized_start=925
+  _globals['_FIGURE']._serialized_end=1015
+  _globals['_RULEOUTCOME']._serialized_start=1018
+  _globals['_RULEOUTCOME']._serialized_end=1337
+  _globals['_VERDICT']._serialized_start=1340
+  _globals['_VERDICT']._serialized_end=1742
+  _globals['_HOUSEHOLDMEMBER']._serialized_start=1745
+  _globals['_HOUSEHOLDMEMBER']._serialized_end=1874
+  _globals['_VERIFICATIONSERVICE']._serialized_start=1943
+  _globals['_VERIFICATIONSERVICE']._serialized_end=2141
 # @@protoc_insertion_point(module_scope)

@@ -9,6 +9,7 @@ Every file is named and imported as hedui/proto/v1/<file>.proto, e.g.
 """
 
 from collections import abc as _abc
+from google.protobuf import any_pb2 as _any_pb2
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
 from google.protobuf.internal import containers as _containers
@@ -111,22 +112,32 @@ class BatchResult(_message.Message):
     REQUEST_ID_FIELD_NUMBER: _builtins.int
     VERDICT_FIELD_NUMBER: _builtins.int
     ERROR_FIELD_NUMBER: _builtins.int
+    STATUS_FIELD_NUMBER: _builtins.int
     request_id: _builtins.str
     """The request_id of the application this result answers, as sent."""
     @_builtins.property
     def verdict(self) -> Global___Verdict: ...
     @_builtins.property
     def error(self) -> Global___BatchError: ...
+    @_builtins.property
+    def status(self) -> Global___Status:
+        """With an error: the status Verify would have returned for this application, with the same
+        google.rpc details (BadRequest, PreconditionFailure, QuotaFailure, RetryInfo, ...).
+        RESOURCE_EXHAUSTED, UNAVAILABLE and ABORTED mean "ask again later" (after RetryInfo's delay
+        when it is given): nothing was decided for that application.
+        """
+
     def __init__(
         self,
         *,
         request_id: _builtins.str = ...,
         verdict: Global___Verdict | None = ...,
         error: Global___BatchError | None = ...,
+        status: Global___Status | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["error", b"error", "result", b"result", "verdict", b"verdict"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["error", b"error", "result", b"result", "status", b"status", "verdict", b"verdict"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["error", b"error", "request_id", b"request_id", "result", b"result", "verdict", b"verdict"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["error", b"error", "request_id", b"request_id", "result", b"result", "status", b"status", "verdict", b"verdict"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType_result: _TypeAlias = _typing.Literal["verdict", "error"]  # noqa: Y015
     _WhichOneofArgType_result: _TypeAlias = _typing.Literal["result", b"result"]  # noqa: Y015
@@ -135,13 +146,48 @@ class BatchResult(_message.Message):
 Global___BatchResult: _TypeAlias = BatchResult  # noqa: Y015
 
 @_typing.final
+class Status(_message.Message):
+    """google.rpc.Status, field for field (its bytes parse as one): declared here so that the
+    protos compile from this one include root with the well-known types alone.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CODE_FIELD_NUMBER: _builtins.int
+    MESSAGE_FIELD_NUMBER: _builtins.int
+    DETAILS_FIELD_NUMBER: _builtins.int
+    code: _builtins.int
+    """a google.rpc.Code value"""
+    message: _builtins.str
+    @_builtins.property
+    def details(self) -> _containers.RepeatedCompositeFieldContainer[_any_pb2.Any]:
+        """google.rpc error details"""
+
+    def __init__(
+        self,
+        *,
+        code: _builtins.int = ...,
+        message: _builtins.str = ...,
+        details: _abc.Iterable[_any_pb2.Any] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["code", b"code", "details", b"details", "message", b"message"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Status: _TypeAlias = Status  # noqa: Y015
+
+@_typing.final
 class BatchError(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     CODE_FIELD_NUMBER: _builtins.int
     MESSAGE_FIELD_NUMBER: _builtins.int
     code: _builtins.str
-    """The gRPC status code name the single Verify would have returned, e.g. "NOT_FOUND"."""
+    """The gRPC status code name the single Verify would have returned, e.g. "NOT_FOUND"
+    (the name of status.code).
+    """
     message: _builtins.str
     def __init__(
         self,

@@ -41,7 +41,7 @@ def test_query_time_per_member(benchmark: Any, keys: KeyDir) -> None:
     n = iter(range(10**9))
 
     def household() -> None:
-        ta.grant(f"q{next(n)}", [ta.tokens(MEMBERS, "HH1")], batch=False)
+        ta.grant(f"q{next(n)}", [ta.tokens(MEMBERS, "HH1")])
 
     benchmark.pedantic(household, rounds=200, iterations=1, warmup_rounds=5)
     per_member = benchmark.stats.stats.median / len(MEMBERS)

@@ -33,9 +33,15 @@ def test_rows_of_one_person_are_added_and_stored_by_token(tmp_path: Path) -> Non
     db = tmp_path / "bank.sqlite"
     store = HoldingStore(open_engine(f"sqlite:///{db}"), SEAL)
     assert import_holdings(f, store, BANK, KEY, today=TODAY) == 2
-    assert store.sums([KEY.token(A)], BANK.field_names) == {"deposits": 350, "wealth_products": 5}
-    assert store.sums([KEY.token(A), KEY.token(B)], BANK.field_names)["deposits"] == 357
-    assert store.sums([bytes(32)], BANK.field_names) == {"deposits": 0, "wealth_products": 0}
+    assert store.sums_many([[KEY.token(A)]], BANK.field_names)[0] == {
+        "deposits": 350,
+        "wealth_products": 5,
+    }
+    assert store.sums_many([[KEY.token(A), KEY.token(B)]], BANK.field_names)[0]["deposits"] == 357
+    assert store.sums_many([[bytes(32)]], BANK.field_names)[0] == {
+        "deposits": 0,
+        "wealth_products": 0,
+    }
     blob = b"".join(p.read_bytes() for p in tmp_path.glob("bank.sqlite*"))
     assert A.value.encode() not in blob and B.value.encode() not in blob
 
@@ -68,7 +74,7 @@ def test_bad_rows_name_file_line_and_reason_and_import_nothing(
     with pytest.raises(ImportRejected) as info:
         import_holdings(bad, store, BANK, KEY, today=TODAY)
     assert f"bank-01.csv:{line}:" in str(info.value) and reason in str(info.value)
-    assert store.sums([KEY.token(A)], BANK.field_names)["deposits"] == 999  # unchanged
+    assert store.sums_many([[KEY.token(A)]], BANK.field_names)[0]["deposits"] == 999  # unchanged
 
 
 @pytest.mark.parametrize(
@@ -104,9 +110,9 @@ def test_register_import_and_lookup(tmp_path: Path) -> None:
     )
     store = RegisterStore(open_engine(f"sqlite:///{tmp_path / 'r.sqlite'}"))
     assert import_register(f, store, today=TODAY) == 2
-    members = store.household_of(B.value)
+    (members,) = store.households_of([B.value])
     assert [m.relation for m in members] == ["head", "spouse"]
-    assert store.household_of(make("330106", dt.date(1990, 1, 1), 1).value) == []
+    assert store.households_of([make("330106", dt.date(1990, 1, 1), 1).value]) == [[]]
 
 
 @pytest.mark.parametrize(

@@ -30,9 +30,11 @@ def test_a_changed_figure_is_refused_and_named_and_others_are_answered(tmp_path:
     con.commit()
     con.close()
     with pytest.raises(DataIntegrityError) as info:
-        store.sums([A], ["monthly_pension"])
+        store.sums_many([[A]], ["monthly_pension"])[0]
     assert info.value.rows == [f"monthly_pension of token {A[:6].hex()}…"]
-    assert store.sums([B], ["monthly_wage"]) == {"monthly_wage": 300000}  # untouched household
+    assert store.sums_many([[B]], ["monthly_wage"])[0] == {
+        "monthly_wage": 300000
+    }  # untouched household
     assert store.verify_all() == [f"monthly_pension of token {A[:6].hex()}…"]
 
 
@@ -51,4 +53,4 @@ def test_another_connectors_key_does_not_verify(tmp_path: Path) -> None:
     _store(db)
     other = HoldingStore(open_engine(f"sqlite:///{db}"), RowSeal(bytes(32), "hrss"))
     with pytest.raises(DataIntegrityError):
-        other.sums([A, B], ["monthly_pension", "monthly_wage"])
+        other.sums_many([[A, B]], ["monthly_pension", "monthly_wage"])

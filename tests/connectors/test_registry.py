@@ -13,18 +13,14 @@ from hedui.connectors.server import ConnectorSettings, start_registry
 from hedui.connectors.store import Person, RegisterStore, open_engine
 from hedui.connectors.token_authority import AuthoritySettings
 from hedui.connectors.tokenizer import AuthorityTokenizer
-from hedui.core import clock, signing
+from hedui.core import clock, grants
 from hedui.core.keystore import KeyDir
 from hedui.core.resident_id import ResidentId, make
 from hedui.proto.v1 import connector_pb2
 from hedui.server.consent import ConsentRefused
-from hedui.server.fanout import (
-    Endpoint,
-    GrantedHousehold,
-    RegistryClient,
-    RegistryNotFound,
-    SourceUnavailable,
-)
+from hedui.server.errors import RegistryNotFound, SourceUnavailable
+from hedui.server.fanout import Endpoint
+from hedui.server.registry_client import Asked, GrantedHousehold, RegistryClient
 
 # 07:00 on 24 November in Beijing, still 23 November in UTC
 MORNING = dt.datetime(2026, 11, 23, 23, 0, tzinfo=dt.UTC)
@@ -82,12 +78,21 @@ def registry(served: tuple[RegistryClient, int]) -> RegistryClient:
     return served[0]
 
 
+def _household(registry: RegistryClient, resident, query_id: str, signatures):
+    """One applicant's household and grant; its refusal raised."""
+    (household,), grant = registry.households([Asked(resident, signatures)], query_id)
+    if isinstance(household, Exception):
+        raise household
+    assert grant is not None
+    return household, grant
+
+
 def _relations(household) -> list[tuple[str, str]]:
     return [(m.relation, m.birth_date.isoformat()) for m in household.members]
 
 
 def test_a_newborn_of_this_morning_beijing_time_is_found(registry: RegistryClient) -> None:
-    household, grant = registry.household(NEWBORN, "q1", _by(MOTHER))
+    household, grant = _household(registry, NEWBORN, "q1", _by(MOTHER))
     assert _relations(household) == [("head", "1996-05-01"), ("child", "2026-11-24")]
     assert grant.query_id == "q1" and grant.connectors == set(CONNECTORS)
 
@@ -96,7 +101,7 @@ def test_one_bad_household_fails_alone_in_a_batch(registry: RegistryClient) -> N
     unknown = make("440103", dt.date(1980, 1, 1), 5)
     tomorrow = ResidentId(make("500106", dt.date(2026, 11, 25), 6).value)  # not born yet
     found, grant = registry.households(
-        [SINGLE, BROKEN, tomorrow, unknown, NEWBORN], "q2", [STANDING] * 5
+        [Asked(r, STANDING) for r in (SINGLE, BROKEN, tomorrow, unknown, NEWBORN)], "q2"
     )
     assert _relations(found[0]) == [("head", "1950-01-02")]
     assert isinstance(found[1], SourceUnavailable)  # its own malformed member
@@ -108,13 +113,13 @@ def test_one_bad_household_fails_alone_in_a_batch(registry: RegistryClient) -> N
 
 def test_the_service_sees_no_id_and_connectors_no_household_size(registry: RegistryClient) -> None:
     """The registry answers relations, birth dates and padded tokens under a signed grant."""
-    single, grant1 = registry.household(SINGLE, "q3", _by(SINGLE))
-    pair, grant2 = registry.household(MOTHER, "q4", _by(MOTHER))
+    single, grant1 = _household(registry, SINGLE, "q3", _by(SINGLE))
+    pair, grant2 = _household(registry, MOTHER, "q4", _by(MOTHER))
     for household, grant in ((single, grant1), (pair, grant2)):
         for cid in CONNECTORS:
             tokens = household.tokens[cid]
             assert len(tokens) == 8  # 1 or 2 members: a connector cannot tell
-            assert grant.digest_for(cid) == signing.tokens_digest(tokens)
+            assert grant.digest_for(cid) == grants.batch_digest([tokens])
     assert set(single.tokens["hrss"]).isdisjoint(single.tokens["bank-01"])  # not joinable
     # the wire answer holds no ID number at all
     raw = str(single) + str(pair)
@@ -129,7 +134,7 @@ def test_a_connector_learns_tokens_only_by_counted_blinded_evaluation(
     tokenizer = AuthorityTokenizer(f"127.0.0.1:{port}", keys.tls("bank-01"), "bank-01", 1)
     # the token a bank makes for its customer is the token the authority asks it about
     (token,) = tokenizer.tokens([MOTHER.value])
-    household, _ = registry.household(MOTHER, "q5", _by(MOTHER))
+    household, _ = _household(registry, MOTHER, "q5", _by(MOTHER))
     assert token in household.tokens["bank-01"]
     # a flood (the population, say) is refused beyond the bank's allowance, and recorded
     with pytest.raises(ConnectorError, match="refused: bank-01 has used 1 of its 20"):
@@ -148,26 +153,24 @@ def test_a_connector_learns_tokens_only_by_counted_blinded_evaluation(
 
 
 def test_a_query_id_is_granted_once(registry: RegistryClient) -> None:
-    registry.household(SINGLE, "once", _by(SINGLE))
+    _household(registry, SINGLE, "once", _by(SINGLE))
     with pytest.raises(SourceUnavailable, match="refused the query"):
-        registry.household(
-            MOTHER, "once", _by(MOTHER)
+        _household(
+            registry, MOTHER, "once", _by(MOTHER)
         )  # an old query id aimed at another household
 
 
 def test_the_fakes_of_a_household_are_the_same_every_time(registry: RegistryClient) -> None:
     """Fresh fakes would let a connector intersect two queries and count the real tokens."""
-    first, _ = registry.household(MOTHER, "pad-1", _by(MOTHER))
-    second, _ = registry.household(MOTHER, "pad-2", _by(MOTHER))
+    first, _ = _household(registry, MOTHER, "pad-1", _by(MOTHER))
+    second, _ = _household(registry, MOTHER, "pad-2", _by(MOTHER))
     assert first.tokens == second.tokens
-    other, _ = registry.household(SINGLE, "pad-3", _by(SINGLE))
+    other, _ = _household(registry, SINGLE, "pad-3", _by(SINGLE))
     assert set(other.tokens["bank-01"]).isdisjoint(first.tokens["bank-01"])
 
 
 def test_a_batch_of_one_household_has_a_batch_grant(registry: RegistryClient) -> None:
-    from hedui.core import grants
-
-    (household,), grant = registry.households([SINGLE], "batch-of-one", [_by(SINGLE)])
+    (household,), grant = registry.households([Asked(SINGLE, _by(SINGLE))], "batch-of-one")
     assert grant is not None and grant.households == 1
     assert isinstance(household, GrantedHousehold)
     assert grant.digest_for("hrss") == grants.batch_digest([household.tokens["hrss"]])
@@ -177,20 +180,20 @@ def test_no_tokens_without_every_adult_signature(registry: RegistryClient) -> No
     """The registry holds the consent: a household with an adult who did not sign gets no
     tokens and no grant, whatever the service asks; the adult is named masked."""
     with pytest.raises(ConsentRefused) as refused:
-        registry.household(NEWBORN, "c1", _by(NEWBORN))  # the baby's signature, not the mother's
+        _household(registry, NEWBORN, "c1", _by(NEWBORN))  # the baby's signature, not the mother's
     (subject, description), *_ = refused.value.violations
     assert subject == "consent.signers"
     assert "head (户主) born 1996" in description and MOTHER.masked() in description
     assert MOTHER.value not in str(refused.value) + refused.value.detail
     with pytest.raises(ConsentRefused):
-        registry.household(SINGLE, "c2", connector_pb2.Signatures())  # nobody signed
+        _household(registry, SINGLE, "c2", connector_pb2.Signatures())  # nobody signed
     # a stranger's signature does not stand in for a member's
     with pytest.raises(ConsentRefused):
-        registry.household(SINGLE, "c3", _by(MOTHER))
-    household, grant = registry.household(NEWBORN, "c4", _by(MOTHER))
+        _household(registry, SINGLE, "c3", _by(MOTHER))
+    household, grant = _household(registry, NEWBORN, "c4", _by(MOTHER))
     assert grant.query_id == "c4" and household.tokens
     # a standing authorisation (re-verification) needs no signer
-    household, _ = registry.household(SINGLE, "c5", STANDING)
+    household, _ = _household(registry, SINGLE, "c5", STANDING)
     assert household.tokens
 
 
@@ -198,7 +201,7 @@ def test_a_batch_household_without_consent_fails_alone_outside_the_grant(
     registry: RegistryClient,
 ) -> None:
     found, grant = registry.households(
-        [SINGLE, MOTHER, NEWBORN], "c6", [_by(SINGLE), _by(NEWBORN), STANDING]
+        [Asked(SINGLE, _by(SINGLE)), Asked(MOTHER, _by(NEWBORN)), Asked(NEWBORN, STANDING)], "c6"
     )
     assert isinstance(found[0], GrantedHousehold) and isinstance(found[2], GrantedHousehold)
     assert isinstance(found[1], ConsentRefused)
@@ -206,9 +209,9 @@ def test_a_batch_household_without_consent_fails_alone_outside_the_grant(
 
 
 def test_the_household_pseudonym_is_stable_and_names_no_one(registry: RegistryClient) -> None:
-    mother, _ = registry.household(MOTHER, "p1", _by(MOTHER))
-    baby, _ = registry.household(NEWBORN, "p2", _by(MOTHER))
-    single, _ = registry.household(SINGLE, "p3", _by(SINGLE))
+    mother, _ = _household(registry, MOTHER, "p1", _by(MOTHER))
+    baby, _ = _household(registry, NEWBORN, "p2", _by(MOTHER))
+    single, _ = _household(registry, SINGLE, "p3", _by(SINGLE))
     assert len(mother.pseudonym) == 32
     assert mother.pseudonym == baby.pseudonym != single.pseudonym
     assert b"h1" not in mother.pseudonym

@@ -3,7 +3,7 @@
 1. An insider of the verification service, with everything the service holds (its certificate,
    the public keys, the audit and log keys, the addresses), tries to read one bank's figure for one
    person: one bank asked about the target's real tokens, every other connector about random ones,
-   then the custodian asked to decrypt. Interactive and batch.
+   then the custodian asked to decrypt. For one household and for many.
 2. A curious connector, with everything its directory holds, tries to compute the token of an ID
    it chooses, and to learn a household's size from the queries it gets.
 """
@@ -18,9 +18,10 @@ import tomllib
 import grpc
 import pytest
 
-from hedui.core import grants
+from hedui.core import grants, signing
+from hedui.core.deployment import kind_of
 from hedui.core.grants import Grant
-from hedui.core.packing import slots_pb
+from hedui.core.packing import batch_layout_pb
 from hedui.core.rpc import error_details, open_channel
 from hedui.proto.v1 import connector_pb2, connector_pb2_grpc, custodian_pb2, custodian_pb2_grpc
 from tests.e2e.conftest import Up, grpc_code
@@ -42,6 +43,21 @@ def _registry(up: Up) -> connector_pb2_grpc.RegistryServiceStub:
 STANDING = connector_pb2.Signatures(standing=True)
 
 
+def _households(
+    up: Up, query_id: str, id_numbers: list[str], signatures: connector_pb2.Signatures = STANDING
+) -> connector_pb2.HouseholdsResponse:
+    """The registry asked about these applicants' households, every one with ``signatures``."""
+    return _registry(up).GetHouseholds(
+        connector_pb2.HouseholdsRequest(
+            query_id=query_id,
+            applicants=[
+                connector_pb2.Applicant(id_number=i, signatures=signatures) for i in id_numbers
+            ],
+        ),
+        timeout=10,
+    )
+
+
 def _connector(up: Up, cid: str) -> connector_pb2_grpc.ConnectorServiceStub:
     address = _config(up)["connectors"][cid]
     return connector_pb2_grpc.ConnectorServiceStub(
@@ -49,14 +65,15 @@ def _connector(up: Up, cid: str) -> connector_pb2_grpc.ConnectorServiceStub:
     )
 
 
-def _layout(up: Up, cid: str) -> list[connector_pb2.Slot]:
+def _layout(up: Up, cid: str) -> connector_pb2.BatchLayout:
+    """The batch layout of ``cid``'s kind, as the deployment (and so the custodian) has it."""
     from hedui.core.custody import custodian_view
 
     ids = list(_config(up)["connectors"])
     view = custodian_view(
         ids, {}, up.workdir.keys("custodian").paillier_public().max_plaintext_bits
     )
-    return slots_pb(view.layout.slots)
+    return batch_layout_pb(view.batch_layouts[kind_of(cid).kind])
 
 
 def _refusal(e: grpc.RpcError) -> str:
@@ -69,50 +86,49 @@ def _journal(up: Up) -> list[dict]:
     return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
 
 
+def _random_households(n: int) -> list[connector_pb2.TokenSet]:
+    return [
+        connector_pb2.TokenSet(tokens=grants.padded([secrets.token_bytes(32)])) for _ in range(n)
+    ]
+
+
 def test_the_service_cannot_aim_one_bank_at_one_person(up: Up) -> None:
     keys = up.workdir.keys("service")  # the insider holds the service's own directory
     fingerprint = keys.paillier_public().fingerprint
     target = up.summary.applicants[3][1]
     # knowing one ID number is not enough: without every adult's signature, no token, no grant
-    bare = _registry(up).GetHousehold(
-        connector_pb2.HouseholdRequest(
-            id_number=target,
-            query_id="attack-0",
-            signatures=connector_pb2.Signatures(id_numbers=[]),
-        ),
-        timeout=10,
-    )
-    assert bare.household.consent_missing and not bare.household.tokens
+    bare = _households(up, "attack-0", [target], connector_pb2.Signatures(id_numbers=[]))
+    assert len(bare.households) == 1
+    assert bare.households[0].consent_missing and not bare.households[0].tokens
     assert not bare.HasField("grant")
     # a standing authorisation is the one way past the signers (the log records it): past it,
     # the grant still binds every connector to the household's tokens
-    reply = _registry(up).GetHousehold(
-        connector_pb2.HouseholdRequest(id_number=target, query_id="attack-1", signatures=STANDING),
-        timeout=10,
-    )
+    reply = _households(up, "attack-1", [target])
+    assert reply.grant.households == 1
     grant = Grant.from_pb(reply.grant)
-    tokens = {t.connector_id: list(t.tokens) for t in reply.household.tokens}
-    layout = _layout(up, TARGET_BANK)
+    (household,) = reply.households
+    tokens = {t.connector_id: list(t.tokens) for t in household.tokens}
     # the target bank, asked about the real tokens under the grant, answers
-    answer = _connector(up, TARGET_BANK).Query(
-        connector_pb2.QueryRequest(
+    answer = _connector(up, TARGET_BANK).QueryBatch(
+        connector_pb2.QueryBatchRequest(
             query_id="attack-1",
-            tokens=tokens[TARGET_BANK],
+            households=[connector_pb2.TokenSet(tokens=tokens[TARGET_BANK])],
             key_fingerprint=fingerprint,
-            layout=layout,
+            layout=_layout(up, TARGET_BANK),
             grant=reply.grant,
         ),
         timeout=10,
     )
+    assert len(answer.packed) == 1
     # every other connector, asked about random tokens (an encryption of 0 before), refuses
     for cid in ("bank-01", "bank-02", "hrss", "tax"):
         with pytest.raises(grpc.RpcError) as info:
-            _connector(up, cid).Query(
-                connector_pb2.QueryRequest(
+            _connector(up, cid).QueryBatch(
+                connector_pb2.QueryBatchRequest(
                     query_id="attack-1",
-                    tokens=grants.padded([secrets.token_bytes(32)]),
+                    households=_random_households(1),
                     key_fingerprint=fingerprint,
-                    layout=layout,
+                    layout=_layout(up, cid),
                     grant=reply.grant,
                 ),
                 timeout=10,
@@ -120,24 +136,24 @@ def test_the_service_cannot_aim_one_bank_at_one_person(up: Up) -> None:
         assert _refusal(info.value) == "GRANT"
     # ... and without any grant
     with pytest.raises(grpc.RpcError) as info:
-        _connector(up, "bank-01").Query(
-            connector_pb2.QueryRequest(
+        _connector(up, "bank-01").QueryBatch(
+            connector_pb2.QueryBatchRequest(
                 query_id="attack-1b",
-                tokens=grants.padded([secrets.token_bytes(32)]),
+                households=_random_households(1),
                 key_fingerprint=fingerprint,
-                layout=layout,
+                layout=_layout(up, "bank-01"),
             ),
             timeout=10,
         )
     assert _refusal(info.value) == "GRANT"
     # the same query id again: refused as a replay
     with pytest.raises(grpc.RpcError) as info:
-        _connector(up, TARGET_BANK).Query(
-            connector_pb2.QueryRequest(
+        _connector(up, TARGET_BANK).QueryBatch(
+            connector_pb2.QueryBatchRequest(
                 query_id="attack-1",
-                tokens=tokens[TARGET_BANK],
+                households=[connector_pb2.TokenSet(tokens=tokens[TARGET_BANK])],
                 key_fingerprint=fingerprint,
-                layout=layout,
+                layout=_layout(up, TARGET_BANK),
                 grant=reply.grant,
             ),
             timeout=10,
@@ -153,19 +169,21 @@ def test_the_service_cannot_aim_one_bank_at_one_person(up: Up) -> None:
     )
     before = len(_journal(up))
     with pytest.raises(grpc.RpcError) as info:
-        custodian.Decrypt(
-            custodian_pb2.DecryptRequest(
+        custodian.DecryptBatch(
+            custodian_pb2.DecryptBatchRequest(
                 query_id="attack-1",
                 answers=[
                     custodian_pb2.CustodyAnswer(
                         connector_id=TARGET_BANK,
+                        kind=kind_of(TARGET_BANK).kind,
                         key_fingerprint=answer.key_fingerprint,
                         queried=grant.digest_for(TARGET_BANK) or b"",
                         signature=answer.signature,
-                        packed=[answer.packed],
+                        packed=answer.packed,
+                        ciphertexts=signing.ciphertexts_digest(answer.packed),
                     )
                 ],
-                aggregate=answer.packed,
+                households=1,
                 grant=reply.grant,
                 evidence=custodian_pb2.LogEvidence(),
             ),
@@ -175,35 +193,26 @@ def test_the_service_cannot_aim_one_bank_at_one_person(up: Up) -> None:
     # the refusal is a trace the auditor reads
     refused = _journal(up)[before:]
     assert [r["event"] for r in refused] == ["refused"] and refused[0]["query_id"] == "attack-1"
+    assert "log checkpoint" in refused[0]["reason"], refused[0]
 
 
 def test_the_batch_path_cannot_isolate_one_bank_either(up: Up) -> None:
     keys = up.workdir.keys("service")  # the insider holds the service's own directory
     targets = [a for _, a in up.summary.applicants[5:8]]
-    reply = _registry(up).GetHouseholds(
-        connector_pb2.HouseholdsRequest(
-            id_numbers=targets, query_id="attack-2", signatures=[STANDING] * len(targets)
-        ),
-        timeout=10,
-    )
+    reply = _households(up, "attack-2", targets)
     assert reply.grant.households == 3
     with pytest.raises(grpc.RpcError) as info:
         _connector(up, "bank-01").QueryBatch(
             connector_pb2.QueryBatchRequest(
                 query_id="attack-2",
-                households=[
-                    connector_pb2.TokenSet(tokens=grants.padded([secrets.token_bytes(32)]))
-                    for _ in targets
-                ],
+                households=_random_households(len(targets)),
                 key_fingerprint=keys.paillier_public().fingerprint,
+                layout=_layout(up, "bank-01"),
                 grant=reply.grant,
             ),
             timeout=10,
         )
-    assert grpc_code(info.value) in (
-        grpc.StatusCode.FAILED_PRECONDITION,
-        grpc.StatusCode.INVALID_ARGUMENT,
-    )
+    assert _refusal(info.value) == "GRANT"
 
 
 def test_a_connector_holds_no_token_key_and_cannot_flood_the_authority(up: Up) -> None:
@@ -243,11 +252,7 @@ def test_a_connector_cannot_tell_the_household_size(up: Up) -> None:
         by_size.setdefault(len(members), members[0])
     assert len(by_size) >= 3
     for size, applicant in sorted(by_size.items()):
-        reply = _registry(up).GetHousehold(
-            connector_pb2.HouseholdRequest(
-                id_number=applicant, query_id=f"size-{size}", signatures=STANDING
-            ),
-            timeout=10,
-        )
-        assert len(reply.household.members) == size
-        assert {len(t.tokens) for t in reply.household.tokens} == {8}
+        reply = _households(up, f"size-{size}", [applicant])
+        (household,) = reply.households
+        assert len(household.members) == size
+        assert {len(t.tokens) for t in household.tokens} == {8}

@@ -76,20 +76,30 @@ def test_the_custodian_wants_the_ciphertexts_the_layout_makes(up: Up) -> None:
 
 @pytest.mark.parametrize("offset", [2**31, 2**32 - 1, 2046])
 def test_a_connector_refuses_a_slot_outside_the_key(up: Up, offset: int) -> None:
-    fingerprint = up.workdir.keys("custodian").paillier_public().fingerprint
+    public = up.workdir.keys("custodian").paillier_public()
     with pytest.raises(grpc.RpcError) as info:
-        _connector(up, "hrss").Query(
-            connector_pb2.QueryRequest(
+        _connector(up, "hrss").QueryBatch(
+            connector_pb2.QueryBatchRequest(
                 query_id="bounds-3",
-                tokens=grants.padded([secrets.token_bytes(32)]),
-                key_fingerprint=fingerprint,
-                layout=[
-                    connector_pb2.Slot(field="monthly_wage", offset=offset, bits=60, max_total=1)
+                households=[
+                    connector_pb2.TokenSet(tokens=grants.padded([secrets.token_bytes(32)]))
                 ],
+                key_fingerprint=public.fingerprint,
+                # one household to a plaintext as wide as the key: only the slot is outside it
+                layout=connector_pb2.BatchLayout(
+                    slots=[
+                        connector_pb2.Slot(
+                            field="monthly_wage", offset=offset, bits=60, max_total=1
+                        )
+                    ],
+                    stride=public.max_plaintext_bits,
+                    per_ciphertext=1,
+                ),
             ),
             timeout=10,
         )
     assert _bad_field(info.value) == "layout"
+    assert "monthly_wage' lies outside" in str(info.value), info.value
 
 
 def test_a_connector_refuses_a_batch_stride_outside_the_key(up: Up) -> None:

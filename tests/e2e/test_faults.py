@@ -19,7 +19,7 @@ from hedui.connectors.sdk import Answerer, ConnectorServicer, GrantPolicy
 from hedui.connectors.server import CONNECTOR_SERVICE
 from hedui.connectors.store import HoldingStore, open_engine
 from hedui.core.deployment import DEPARTMENT_KINDS, kind_of
-from hedui.core.packing import from_wire
+from hedui.core.packing import batch_from_wire
 from hedui.core.resident_id import make
 from hedui.core.rpc import RunningServer, create_server
 from hedui.core.workdir import Workdir
@@ -88,14 +88,18 @@ class Garbage(connector_pb2_grpc.ConnectorServiceServicer):
         return self.answerer.describe()
 
     def QueryBatch(self, request, context):
-        context.abort(grpc.StatusCode.UNIMPLEMENTED, "not in this test")
-
-    def Query(self, request, context):
         time.sleep(self.delay)
-        layout = from_wire(((s.field, s.offset, s.bits, s.max_total) for s in request.layout), 2046)
-        answer = self.answerer.answer(request.query_id, list(request.tokens), layout)
+        lay = request.layout
+        layout = batch_from_wire(
+            ((s.field, s.offset, s.bits, s.max_total) for s in lay.slots),
+            lay.stride,
+            lay.per_ciphertext,
+            2046,
+        )
+        households = [list(h.tokens) for h in request.households]
+        answer = self.answerer.answer(request.query_id, households, layout)
         if self.corrupt:
-            answer.packed = bytes(len(answer.packed) - 1) + b"\x07"
+            answer.packed[0] = bytes(len(answer.packed[0]) - 1) + b"\x07"
         return answer
 
 
@@ -218,10 +222,10 @@ def test_a_connector_refuses_another_paillier_key(faulty: Workdir) -> None:
         open_channel(address, tls=faulty.tls("service"), server_name="bank-01")
     )
     with pytest.raises(grpc.RpcError) as info:
-        stub.Query(
-            connector_pb2.QueryRequest(
+        stub.QueryBatch(
+            connector_pb2.QueryBatchRequest(
                 query_id="q",
-                tokens=[bytes(32)] * 8,
+                households=[connector_pb2.TokenSet(tokens=[bytes(32)] * 8)],
                 key_fingerprint=generate_keypair(1024).public.fingerprint,
             ),
             timeout=10,
@@ -292,14 +296,14 @@ def test_the_custodian_is_its_own_process_and_answers_only_the_service(faulty: W
             open_channel(address, tls=faulty.tls(role), server_name="custodian")
         )
         with pytest.raises(grpc.RpcError) as info:
-            stub.Decrypt(custodian_pb2.DecryptRequest(query_id="x"), timeout=10)
+            stub.DecryptBatch(custodian_pb2.DecryptBatchRequest(query_id="x"), timeout=10)
         assert info.value.code() == code  # type: ignore[attr-defined]
     # the service may call it, and a made-up request is refused without decrypting anything
     stub = custodian_pb2_grpc.CustodianServiceStub(
         open_channel(address, tls=faulty.tls("service"), server_name="custodian")
     )
     with pytest.raises(grpc.RpcError) as info:
-        stub.Decrypt(custodian_pb2.DecryptRequest(query_id="x", aggregate=b"\x01"), timeout=10)
+        stub.DecryptBatch(custodian_pb2.DecryptBatchRequest(query_id="x", households=1), timeout=10)
     assert info.value.code() in (
         grpc.StatusCode.INVALID_ARGUMENT,
         grpc.StatusCode.FAILED_PRECONDITION,

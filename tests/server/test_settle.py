@@ -13,7 +13,7 @@ from hedui.audit.store import LogStore, open_log_engine
 from hedui.core.tokens import audit_token_key
 from hedui.proto.v1 import audit_pb2, common_pb2, verification_pb2
 from hedui.server.requests import RequestBook
-from hedui.server.verification import Verifier
+from hedui.server.verifier import Verifier
 
 NOW = dt.datetime(2026, 11, 23, 12, 0, tzinfo=dt.UTC)
 
@@ -68,7 +68,7 @@ def test_a_crash_leaves_nothing_in_progress_and_no_request_without_an_outcome(tm
         ]
     )
     # the next life of the service (another owner) settles what this one left in progress
-    v.requests = book = RequestBook(f"sqlite:///{tmp_path / 'state.sqlite'}")
+    v.requests = v.claims.requests = book = RequestBook(f"sqlite:///{tmp_path / 'state.sqlite'}")
     assert v.settle() == (1, 1)
     assert book.open_claims() == []
     # the retry of r-1 gets its verdict, with a receipt that proves it in the log

@@ -1,0 +1,178 @@
+"""Request claims in one place: one verdict per (caller, request id), for one application or a
+campaign's chunk, and the claims a stopped process left in progress settled from the audit log.
+
+A request id is claimed before anything is logged; a repeat gets the stored verdict (or a
+refusal that says why not); a claim is released when its verification fails, completed with its
+verdict, and settled at start (or by the replica that outlives its owner).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+from hedui.audit.log import AuditLog, Receipt
+from hedui.core.resident_id import ResidentId
+from hedui.core.tls import PeerIdentity
+from hedui.core.tokens import TokenKey
+from hedui.proto.v1 import audit_pb2, verification_pb2
+from hedui.server.application import Application
+from hedui.server.requests import RequestBook, StateUnavailable, is_purged
+from hedui.server.status import RequestConflict, RequestExpired, RequestInProgress
+from hedui.server.verdicts import REQUEST_FIELDS, purged_message, receipt_pb
+
+log = logging.getLogger("hedui.server")
+
+
+@dataclass(frozen=True)
+class Claim:
+    """A request this process holds: its row key, and the applicant's audit token."""
+
+    key: bytes
+    audit_token: bytes
+
+
+class Claims:
+    def __init__(
+        self,
+        requests: RequestBook,
+        audit: AuditLog,
+        audit_key: TokenKey,
+        now: Callable[[], dt.datetime],
+    ) -> None:
+        self.requests = requests
+        self.audit = audit
+        self.audit_key = audit_key
+        self.now = now
+
+    def key(self, caller: PeerIdentity, request_id: str) -> bytes:
+        """A request's row in the state: an HMAC of its caller and request id."""
+        return self.audit_key.mac(f"request\0{caller.name}\0{request_id}".encode())
+
+    def _fingerprint(self, app: Application) -> bytes:
+        """An HMAC of the application, so the table holds no ID."""
+        who = app.resident
+        parts = [
+            who.value if isinstance(who, ResidentId) else f"monitored:{who.audit_token.hex()}",
+            app.program,
+            app.region,
+            app.consent.fingerprint(),
+            app.as_of_requested,
+        ]
+        return self.audit_key.mac("\0".join(parts).encode())
+
+    def applicant_token(self, app: Application) -> bytes:
+        who = app.resident
+        return self.audit_key.token(who) if isinstance(who, ResidentId) else who.audit_token
+
+    def take(
+        self, asks: Sequence[tuple[Application, PeerIdentity]]
+    ) -> list[Claim | verification_pb2.Verdict | Exception]:
+        """Claim every request id, in one transaction: a Claim when it is this process's to
+        verify; the stored verdict of a repeat; or why it cannot be verified now."""
+        keys = [(self.key(caller, app.request_id), self._fingerprint(app)) for app, caller in asks]
+        out: list[Claim | verification_pb2.Verdict | Exception] = []
+        earlier = self.requests.claim_many(keys)
+        for (app, _), (key, fingerprint), e in zip(asks, keys, earlier, strict=True):
+            if e is None:
+                out.append(Claim(key, self.applicant_token(app)))
+            elif e[0] != fingerprint:
+                out.append(
+                    RequestConflict(
+                        f"request id {app.request_id!r} was already used for a different "
+                        "application"
+                    )
+                )
+            elif e[1] is None:
+                out.append(
+                    RequestInProgress(
+                        f"request {app.request_id!r} is being verified; retry shortly"
+                    )
+                )
+            else:
+                kept = verification_pb2.Verdict.FromString(e[1])
+                out.append(RequestExpired(purged_message(kept)) if is_purged(kept) else kept)
+        return out
+
+    def release(self, keys: Sequence[bytes]) -> None:
+        """Give claims back after a failure, so their callers may retry at once; one the state
+        database cannot release now is settled at the next start or by the lease."""
+        for key in keys:
+            try:
+                self.requests.release(key)
+            except StateUnavailable:
+                log.error("a claim could not be released; the next start settles it")
+
+    def settle(self) -> tuple[int, int]:
+        """At start: settle the claims a previous life of the service left in progress. A
+        request whose verdict is in the log is answered from the verdict kept before it was
+        logged; one with no outcome gets an "abandoned" outcome entry and may be retried at once.
+        Returns (answered from the log, abandoned)."""
+        claims = self.requests.open_claims()
+        if not claims:
+            return 0, 0
+        store = self.audit.store
+        size = store.size()  # every stored entry, signed or not
+        begun = {c.query_id for c in claims if c.query_id}
+        start = min((c.from_size for c in claims if c.from_size is not None), default=size)
+        requests: dict[bytes, audit_pb2.AuditEntry] = {}  # claim key -> its request entry
+        outcomes: dict[tuple[str, str, str], int] = {}  # (caller, request id, query id) -> leaf
+        failed: set[tuple[str, str, str]] = set()
+        for page in range(start, size, 1000):
+            for index, data in store.entries(page, min(size, page + 1000)):
+                e = audit_pb2.AuditEntry.FromString(data)
+                if e.HasField("request") and e.request.query_id in begun:
+                    key = self.audit_key.mac(
+                        f"request\0{e.caller}\0{e.request.request_id}".encode()
+                    )
+                    requests[key] = e
+                elif e.HasField("verdict") and e.verdict.query_id in begun:
+                    k = (e.caller, e.verdict.request_id, e.verdict.query_id)
+                    outcomes[k] = index
+                    if e.verdict.error:
+                        failed.add(k)
+        abandoned, answer = [], []
+        for c in claims:
+            request = requests.get(c.request_key)
+            if request is None:  # the verification never reached the log
+                self.requests.release(c.request_key)
+                continue
+            r = request.request
+            k = (request.caller, r.request_id, r.query_id)
+            if k in outcomes and k not in failed and c.pending is not None:
+                answer.append((c, outcomes[k]))
+                continue
+            if k not in outcomes:
+                entry = audit_pb2.AuditEntry(
+                    time_unix_ms=int(self.now().timestamp() * 1000),
+                    caller=request.caller,
+                    caller_role=request.caller_role,
+                )
+                for name in REQUEST_FIELDS:  # the outcome names what its request named
+                    setattr(entry.verdict, name, getattr(r, name))
+                entry.verdict.consent.CopyFrom(r.consent)
+                entry.verdict.error = "abandoned: the service stopped before a verdict; retry"
+                abandoned.append(entry)
+            self.requests.release(c.request_key)
+        if abandoned:
+            self.audit.append(abandoned)  # its checkpoint covers every earlier entry too
+        if answer:
+            latest = store.latest_checkpoint()
+            if latest is None or latest[0] < size:
+                note = self.audit.sign(store.size())
+                latest = (store.size(), note)
+            completed = []
+            for c, leaf in answer:
+                assert c.pending is not None
+                verdict = verification_pb2.Verdict.FromString(c.pending)
+                proof = store.inclusion_proof(leaf, latest[0])
+                verdict.audit.CopyFrom(receipt_pb(Receipt(leaf, latest[1], tuple(proof))))
+                completed.append((c.request_key, verdict.SerializeToString(deterministic=True)))
+            self.requests.complete_many(completed)
+        if answer or abandoned:
+            log.info(
+                "settled %d request(s) from the log, %d abandoned", len(answer), len(abandoned)
+            )
+        return len(answer), len(abandoned)

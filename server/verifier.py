@@ -1,0 +1,415 @@
+"""The one verification pipeline, for one application or a campaign's chunk of a thousand:
+claim → request entries → registry → grant → fan-out → custodian → rules → verdict entries.
+
+``Verify`` runs it with the applications gathered from concurrent calls (:mod:`gather`),
+``VerifyBatch`` with a chunk of its stream, the monitoring re-check with one household named by
+its handle. Every application ends with exactly one outcome: its verdict, or the refusal that is
+its alone (a household not in the register, a consent refused); a failure of the whole run (the
+audit log, the custodian) is every application's. Every request entry gets one outcome entry.
+Logs name the request id and the query id only, never an ID number.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import secrets
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+
+from hedui.audit import commitment, merkle
+from hedui.audit.errors import AuditError, VerificationError
+from hedui.audit.log import AuditLog, Receipt
+from hedui.core.custody import EvidenceSource, Totals
+from hedui.core.deployment import kind_of
+from hedui.core.tls import PeerIdentity
+from hedui.core.tokens import TokenKey
+from hedui.proto.v1 import audit_pb2, common_pb2, verification_pb2
+from hedui.server import consent
+from hedui.server.application import Application, Monitored
+from hedui.server.claims import Claim, Claims
+from hedui.server.consent import ConsentRefused
+from hedui.server.custodian_client import Custodian
+from hedui.server.errors import PolicyError, ServiceError
+from hedui.server.evidence import log_evidence
+from hedui.server.fanout import ConnectorPool
+from hedui.server.policy.book import PolicyBook
+from hedui.server.policy.engine import HouseholdFacts
+from hedui.server.quotas import Alert
+from hedui.server.registry_client import Asked, GrantedHousehold, RegistryClient
+from hedui.server.report import ReportNotFound, ReportNotReady, ReportSource
+from hedui.server.requests import RequestBook, StateUnavailable
+from hedui.server.status import Unfinished
+from hedui.server.verdicts import DECISIONS, OUTCOMES, household_members, receipt_pb, rule_pb
+
+SELF = PeerIdentity("hedui-service", "service")  # the service's own entries (alerts)
+log = logging.getLogger("hedui.server")
+
+# one application's outcome: its verdict and the household as the registry answered it (None
+# for a repeat answered from the stored verdict), or the refusal that is its alone
+Checked = tuple[verification_pb2.Verdict, GrantedHousehold | None]
+Outcome = Checked | Exception
+
+
+@dataclass(frozen=True)
+class _Pending:
+    """An application this run holds the claim of."""
+
+    index: int
+    app: Application
+    caller: PeerIdentity
+    claim: Claim
+
+
+class Verifier:
+    def __init__(
+        self,
+        *,
+        registry: RegistryClient,
+        pool: ConnectorPool,
+        custodian: Custodian,
+        policy: PolicyBook,
+        audit: AuditLog,
+        audit_key: TokenKey,
+        requests: RequestBook,
+        now: Callable[[], dt.datetime],
+        new_query_id: Callable[[], str] = lambda: secrets.token_hex(16),
+        new_salt: Callable[[], bytes] = lambda: secrets.token_bytes(commitment.SALT_BYTES),
+    ) -> None:
+        self.registry = registry
+        self.pool = pool
+        self.custodian = custodian
+        self.policy = policy
+        self.audit = audit
+        self.audit_key = audit_key
+        self.requests = requests
+        self.now = now
+        self.new_query_id = new_query_id
+        self.new_salt = new_salt
+        self.claims = Claims(requests, audit, audit_key, now)
+
+    # -- the pipeline -----------------------------------------------------------------------
+
+    def check(self, app: Application, caller: PeerIdentity) -> Checked:
+        """One application through the pipeline; its refusal raised."""
+        (out,) = self.run([(app, caller)])
+        if isinstance(out, Exception):
+            raise out
+        return out
+
+    def run(self, asks: Sequence[tuple[Application, PeerIdentity]]) -> list[Outcome]:
+        """Every application's outcome, in order: verified once per (caller, request id); a
+        repeat gets the stored verdict."""
+        out: list[Outcome | None] = [None] * len(asks)
+        admitted = []
+        for i, (app, _) in enumerate(asks):
+            try:  # refused before anything is claimed or logged
+                self.policy.check(app.program, app.region, app.as_of)
+                consent.check_in_force(
+                    app.consent, self.policy.regions[app.region], self.now().date()
+                )
+                admitted.append(i)
+            except (PolicyError, ConsentRefused) as e:
+                out[i] = e
+        try:
+            claims = self.claims.take([asks[i] for i in admitted])
+        except StateUnavailable as e:
+            claims = [e] * len(admitted)
+        todo = []
+        for i, c in zip(admitted, claims, strict=True):
+            if isinstance(c, Claim):
+                todo.append(_Pending(i, *asks[i], c))
+            else:
+                out[i] = c if isinstance(c, Exception) else (c, None)
+        if todo:
+            try:
+                for p, result in zip(todo, self._verify(todo), strict=True):
+                    out[p.index] = result
+            except Exception as e:  # the whole run failed: nothing was decided for any of them
+                if not isinstance(e, ServiceError | AuditError):
+                    log.exception("a verification run failed")
+                    e = Unfinished(type(e).__name__)
+                self.claims.release([p.claim.key for p in todo])
+                for p in todo:
+                    out[p.index] = e
+        assert all(o is not None for o in out)
+        return [o for o in out if o is not None]
+
+    def _verify(self, todo: list[_Pending]) -> list[Outcome]:
+        query_id = self.new_query_id()
+        self.requests.begin([(p.claim.key, query_id, self.audit.store.size()) for p in todo])
+        logged = self.audit.append([self.request_entry(p, query_id) for p in todo])
+        try:  # from here on, every way out leaves an outcome entry for every request entry
+            return self._after_logged(todo, query_id, logged)
+        except ServiceError as e:
+            self.audit.append([self.unfinished_entry(p, query_id, str(e)) for p in todo])
+            raise
+
+    def _after_logged(
+        self, todo: list[_Pending], query_id: str, logged: list[Receipt]
+    ) -> list[Outcome]:
+        asked = [
+            Asked(
+                p.app.resident.handle if isinstance(p.app.resident, Monitored) else p.app.resident,
+                p.app.consent.signatures_pb(),
+                p.app.monitor_until,
+            )
+            for p in todo
+        ]
+        lookups: list[GrantedHousehold | ServiceError]
+        try:
+            lookups, grant = self.registry.households(asked, query_id)
+        except ServiceError as e:
+            lookups, grant = [e] * len(todo), None
+        results: dict[int, Outcome] = {}
+        outcome_entries: list[audit_pb2.AuditEntry] = []
+        found: list[tuple[_Pending, GrantedHousehold, int]] = []
+
+        def refuse(p: _Pending, error: ServiceError) -> None:  # this household's alone
+            outcome_entries.append(self.unfinished_entry(p, query_id, str(error)))
+            self.claims.release([p.claim.key])
+            results[p.index] = error
+
+        bound = 0
+        for p, household, receipt in zip(todo, lookups, logged, strict=True):
+            if isinstance(household, ServiceError):
+                refuse(p, household)
+                continue
+            found.append((p, household, receipt.leaf_index))
+            try:  # before any source is asked
+                self.bind_case(p.app, p.caller, household.pseudonym)
+                bound += 1
+            except ConsentRefused as e:
+                # a case number of another household: it is in the grant, so it is asked with
+                # the others (the grant binds the run's tokens), but its totals are not used
+                refuse(p, e)
+        concluded: list[tuple[_Pending, GrantedHousehold, verification_pb2.Verdict]] = []
+        entries: list[audit_pb2.AuditEntry] = []
+        answered: int = 0
+        failures: Mapping[str, str] = {}
+        if bound and grant is not None:
+            fan = self.pool.query(query_id, [hh.tokens for _, hh, _ in found], grant)
+            answered, failures = len(fan.answers), fan.failures
+            per_household = self.custodian.decrypt(
+                query_id,
+                fan.answers,
+                len(found),
+                grant,
+                self.evidence([leaf for *_, leaf in found]),
+            )
+            layouts = self.pool.layouts
+            digests = [
+                (a.connector_id, a.digest(query_id, layouts[a.kind].digest())) for a in fan.answers
+            ]
+            for (p, household, _), totals in zip(found, per_household, strict=True):
+                if p.index in results:  # refused above
+                    continue
+                try:
+                    verdict, entry = self.conclude(
+                        p, query_id, household, fan.failures, digests, totals
+                    )
+                except PolicyError as e:
+                    refuse(p, e)
+                    continue
+                concluded.append((p, household, verdict))
+                entries.append(entry)
+        self.requests.pending(
+            [(p.claim.key, v.SerializeToString(deterministic=True)) for p, _, v in concluded]
+        )
+        receipts = self.audit.append(entries + outcome_entries)
+        completed = []
+        for (p, household, verdict), receipt in zip(concluded, receipts, strict=False):
+            verdict.audit.CopyFrom(receipt_pb(receipt))
+            completed.append((p.claim.key, verdict.SerializeToString(deterministic=True)))
+            results[p.index] = (verdict, household)
+        try:
+            self.requests.complete_many(completed)
+        except StateUnavailable:
+            # the verdicts are in the audit log: the callers get them; the next start of the
+            # service settles the claims from the verdicts kept before they were logged
+            log.error("query=%s: verdicts logged, state not recorded", query_id)
+        log.info(
+            "verified query=%s households=%d decided=%d answered=%d failed=%s",
+            query_id,
+            len(todo),
+            len(concluded),
+            answered,
+            ",".join(sorted(failures)) or "-",
+        )
+        return [results[p.index] for p in todo]
+
+    # -- the steps' parts -------------------------------------------------------------------
+
+    def bind_case(self, app: Application, caller: PeerIdentity, pseudonym: bytes) -> None:
+        """A case number serves one household (per intake system); a standing authorisation
+        covers many."""
+        if app.consent.standing:
+            return
+        key = self.audit_key.mac(f"case\0{caller.name}\0{app.consent.case_number}".encode())
+        if not self.requests.bind_case(key, pseudonym):
+            raise consent.case_reused(app.consent.case_number)
+
+    def evidence(self, leaves: Sequence[int]) -> EvidenceSource:
+        """What proves to the custodian that these request entries are in the log."""
+        return log_evidence(self.audit, leaves)
+
+    def conclude(
+        self,
+        p: _Pending,
+        query_id: str,
+        household: GrantedHousehold,
+        failures: Mapping[str, str],
+        digests: Sequence[tuple[str, bytes]],
+        totals: Totals,
+    ) -> tuple[verification_pb2.Verdict, audit_pb2.AuditEntry]:
+        """From decrypted totals to the verdict and its audit entry."""
+        app = p.app
+        missing: dict[str, set[str]] = {}
+        for cid in failures:
+            declared = self.pool.declared(cid)
+            for name in declared.fields if declared else kind_of(cid).field_names:
+                missing.setdefault(name, set()).add(cid)
+        for name, reason in totals.refused.items():
+            missing.setdefault(name, set()).add(f"key custodian: {reason}")
+        members = household.members
+        facts = HouseholdFacts(
+            members=tuple(members),
+            totals=totals.values,
+            missing={k: tuple(sorted(v)) for k, v in missing.items()},
+        )
+        applied = self.policy.apply(app.program, app.region, facts, app.as_of)
+        ev = applied.evaluation
+        verdict = verification_pb2.Verdict(
+            request_id=app.request_id,
+            decision=DECISIONS[ev.decision],
+            benefit_fen=ev.benefit_fen,
+            household_size=facts.size,
+            policy_version=applied.policy_version,
+            rules=[rule_pb(r) for r in ev.rules],
+            program=app.program,
+            region=app.region,
+            as_of=app.as_of.isoformat(),
+            connectors_answered=len(digests),
+            failures=[
+                common_pb2.SourceFailure(connector_id=c, reason=r)
+                for c, r in sorted(failures.items())
+            ],
+            figures_opening=self.new_salt(),
+            members=household_members(members, app),
+        )
+        entry = self.entry_for(p.caller)
+        entry.verdict.CopyFrom(
+            audit_pb2.VerdictEntry(
+                connectors_answered=sorted(c for c, _ in digests),
+                connectors_failed=list(verdict.failures),
+                answer_digests=[
+                    audit_pb2.AnswerDigest(connector_id=c, digest=d) for c, d in sorted(digests)
+                ],
+                decision=verdict.decision,
+                # no figure: a threshold of the policy only, the rest in the commitment
+                rules=[
+                    audit_pb2.RuleRecord(
+                        id=r.id,
+                        outcome=OUTCOMES[r.outcome],
+                        threshold=None if r.threshold_fields else r.threshold,
+                    )
+                    for r in ev.rules
+                ],
+                policy_version=applied.policy_version,
+                household_size=facts.size,
+                query_id=query_id,
+                figures_commitment=commitment.commit(verdict.figures_opening, verdict),
+                district=household.district,
+            )
+        )
+        self._about(entry.verdict, app, p.claim.audit_token)
+        return verdict, entry
+
+    # -- audit entries ----------------------------------------------------------------------
+
+    def entry_for(self, caller: PeerIdentity) -> audit_pb2.AuditEntry:
+        return audit_pb2.AuditEntry(
+            time_unix_ms=int(self.now().timestamp() * 1000),
+            caller=caller.name,
+            caller_role=caller.role,
+        )
+
+    def _about(
+        self,
+        entry: audit_pb2.RequestEntry | audit_pb2.VerdictEntry,
+        app: Application,
+        audit_token: bytes,
+    ) -> None:
+        """Fill the fields every audit entry about one application carries (never an ID)."""
+        entry.request_id = app.request_id
+        entry.program = app.program
+        entry.region = app.region
+        entry.consent_reference = app.consent.case_number
+        entry.consent.CopyFrom(app.consent.record(self.audit_key))
+        entry.applicant_audit_token = audit_token
+        entry.as_of = app.as_of.isoformat()
+        entry.caseworker_id = app.caseworker_id
+
+    def request_entry(self, p: _Pending, query_id: str) -> audit_pb2.AuditEntry:
+        entry = self.entry_for(p.caller)
+        self._about(entry.request, p.app, p.claim.audit_token)
+        entry.request.query_id = query_id
+        return entry
+
+    def unfinished_entry(self, p: _Pending, query_id: str, error: str) -> audit_pb2.AuditEntry:
+        """The outcome of a request that reached no verdict, and why."""
+        entry = self.entry_for(p.caller)
+        entry.verdict.CopyFrom(audit_pb2.VerdictEntry(query_id=query_id, error=error))
+        self._about(entry.verdict, p.app, p.claim.audit_token)
+        return entry
+
+    def log_alert(self, alert: Alert) -> None:
+        """Write an alert to the audit log, as the service itself."""
+        entry = self.entry_for(SELF)
+        entry.alert.CopyFrom(
+            audit_pb2.Alert(
+                kind=alert.kind,
+                subject=alert.subject,
+                description=alert.description,
+                count=alert.count,
+                window_seconds=alert.window_seconds,
+            )
+        )
+        self.audit.append([entry])
+        log.warning("alert %s for %s: %s", alert.kind, alert.subject, alert.description)
+
+    # -- after the verdict ------------------------------------------------------------------
+
+    def settle(self) -> tuple[int, int]:
+        """Settle the claims a stopped process left in progress (see :meth:`Claims.settle`)."""
+        return self.claims.settle()
+
+    def report_source(self, request_id: str, caller: PeerIdentity) -> ReportSource:
+        """What the report of ``caller``'s request is made from: the kept verdict, its audit
+        entry, and the signed checkpoint of its receipt with the entry's proof checked."""
+        known, kept = self.requests.lookup(self.claims.key(caller, request_id))
+        if not known:
+            raise ReportNotFound(f"no verification by {caller.name} has request id {request_id!r}")
+        if kept is None:
+            raise ReportNotReady(f"request {request_id!r} is being verified; ask again shortly")
+        verdict = verification_pb2.Verdict.FromString(kept)
+        index = verdict.audit.leaf_index
+        rows = self.audit.store.entries(index, index + 1)
+        entry = audit_pb2.AuditEntry.FromString(rows[0][1]) if rows else audit_pb2.AuditEntry()
+        if entry.verdict.request_id != request_id or entry.caller != caller.name:
+            raise AuditError(f"audit entry {index} is not the verdict of request {request_id!r}")
+        note = verdict.audit.checkpoint
+        checkpoint = self.audit.read_checkpoint(note)
+        try:
+            merkle.verify_inclusion(
+                merkle.leaf_hash(rows[0][1]),
+                index,
+                checkpoint.size,
+                self.audit.store.inclusion_proof(index, checkpoint.size),
+                checkpoint.root,
+            )
+            proven = True
+        except VerificationError:
+            log.error("request=%s: its audit entry %d is not proven in the log", request_id, index)
+            proven = False
+        return ReportSource(verdict, entry, index, note, checkpoint, proven)
