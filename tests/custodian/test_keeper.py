@@ -1,17 +1,25 @@
 """The key custodian: releases complete totals only, and refuses what an aggregator or a forged
-answer could use to learn or bend a single source's figure."""
+answer could use to learn or bend a single source's figure.
 
+Every test runs over one household and over more households than one ciphertext holds (the
+custodian has one path for both)."""
+
+import dataclasses
+import threading
 import time
+from collections.abc import Mapping, Sequence
+from pathlib import Path
 
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from hedui.audit.log import AuditLog
 from hedui.audit.store import LogStore, open_log_engine
-from hedui.core import grants, packing, signing
-from hedui.core.answers import SignedAnswer, aggregate
-from hedui.core.custody import Deployment
-from hedui.core.paillier import generate_keypair
+from hedui.core import grants, signing
+from hedui.core.answers import BatchAnswer
+from hedui.core.custody import Deployment, Totals, custodian_view
+from hedui.core.deployment import kind_of
+from hedui.core.paillier import Ciphertext, PrivateKey, PublicKey, generate_keypair
 from hedui.custodian.errors import Refused as CustodianRefused
 from hedui.custodian.keeper import KeyCustodian
 from hedui.custodian.witness import DecryptionJournal, LogWitness
@@ -19,33 +27,134 @@ from hedui.proto.v1 import audit_pb2
 from hedui.server.evidence import log_evidence
 
 KEY = generate_keypair(2048)
+PUB = KEY.public
 BANKS = ("bank-01", "bank-02", "bank-03")
-SIGNERS = {b: Ed25519PrivateKey.generate() for b in BANKS}
-LAYOUT = packing.for_connectors(BANKS)
-DEPLOYMENT = Deployment(
-    verify_keys={b: k.public_key() for b, k in SIGNERS.items()},
-    banks=frozenset(BANKS),
-    holders={"deposits": frozenset(BANKS), "wealth_products": frozenset(BANKS)},
-    layout=LAYOUT,
-    authority_key=(AUTHORITY := Ed25519PrivateKey.generate()).public_key(),
-)
+SIGNERS = {c: Ed25519PrivateKey.generate() for c in (*BANKS, "hrss")}
+AUTHORITY = Ed25519PrivateKey.generate()
 LOG_KEY = Ed25519PrivateKey.generate()
 ORIGIN = "hedui.test/custodian-log"
-TOKENS = grants.padded([bytes(32)])
 
 
-def answer(bank: str, query_id: str, plaintext: int) -> SignedAnswer:
-    pub = KEY.public
-    if plaintext < 2**pub.max_plaintext_bits:
-        packed = pub.to_bytes(pub.encrypt(plaintext))
-    else:  # what a malicious connector could send: any plaintext mod n, made by hand
-        n2 = pub.n_square
-        packed = ((1 + plaintext * pub.n) * pow(12345, pub.n, n2) % n2).to_bytes(
-            pub.ciphertext_bytes, "big"
-        )
-    queried = signing.tokens_digest(TOKENS)
-    data = signing.answer_bytes(query_id, bank, pub.fingerprint, queried, LAYOUT.digest(), packed)
-    return SignedAnswer(bank, packed, signing.sign(SIGNERS[bank], data), pub.fingerprint, queried)
+def view(connector_ids: Sequence[str]) -> Deployment:
+    return custodian_view(
+        connector_ids,
+        {c: SIGNERS[c].public_key() for c in connector_ids},
+        PUB.max_plaintext_bits,
+        AUTHORITY.public_key(),
+    )
+
+
+BANKS_ONLY = view(BANKS)
+WITH_HRSS = view(("hrss", *BANKS))
+LAYOUT = BANKS_ONLY.batch_layouts["bank"]
+HRSS_LAYOUT = WITH_HRSS.batch_layouts["hrss"]
+assert WITH_HRSS.batch_layouts["bank"] == LAYOUT
+MANY = LAYOUT.per_ciphertext + 1  # households spanning two ciphertexts of every kind here
+assert LAYOUT.ciphertexts(MANY) == 2 and HRSS_LAYOUT.per_ciphertext < MANY
+SIZES = pytest.mark.parametrize("n", [1, MANY], ids=["one", "many"])
+# the first bit above a bank plaintext's slots: an honest sum of bank answers never sets it
+OUTSIDE = LAYOUT.per_ciphertext * LAYOUT.stride
+assert OUTSIDE < PUB.max_plaintext_bits
+
+
+def households(n: int, seed: int = 0) -> list[list[bytes]]:
+    """The padded tokens of n households."""
+    return [grants.padded([(seed * 10_000 + h).to_bytes(32, "big")]) for h in range(n)]
+
+
+def encrypted(plaintext: int) -> bytes:
+    if 0 <= plaintext < 2**PUB.max_plaintext_bits:
+        return PUB.to_bytes(PUB.encrypt(plaintext))
+    # what a malicious connector could send: any plaintext mod n, made by hand
+    n2 = PUB.n_square
+    return ((1 + plaintext % PUB.n * PUB.n) * pow(12345, PUB.n, n2) % n2).to_bytes(
+        PUB.ciphertext_bytes, "big"
+    )
+
+
+def answer(
+    cid: str,
+    query_id: str,
+    plaintexts: Sequence[int],
+    tokens: Sequence[Sequence[bytes]],
+    *,
+    deployment: Deployment = BANKS_ONLY,
+    signer: Ed25519PrivateKey | None = None,
+    layout_digest: bytes | None = None,
+) -> BatchAnswer:
+    """cid's answer about the households of ``tokens``: one ciphertext per plaintext, signed
+    (by ``signer``, cid's own key unless told) over ``layout_digest`` (its kind's unless told)."""
+    kind = kind_of(cid).kind
+    if layout_digest is None:
+        layout_digest = deployment.batch_layouts[kind].digest()
+    packed = tuple(encrypted(m) for m in plaintexts)
+    queried, cts = signing.batch_digests(tokens, packed)
+    data = signing.answer_bytes(query_id, cid, PUB.fingerprint, queried, layout_digest, cts)
+    return BatchAnswer(
+        cid,
+        kind,
+        packed,
+        signing.sign(signer or SIGNERS[cid], data),
+        PUB.fingerprint,
+        queried,
+        cts,
+    )
+
+
+def honest(
+    cid: str,
+    query_id: str,
+    values: Sequence[Mapping[str, int]],
+    tokens: Sequence[Sequence[bytes]],
+    deployment: Deployment = BANKS_ONLY,
+) -> BatchAnswer:
+    """cid's answer holding ``values`` (one mapping per household) in its kind's slots."""
+    layout = deployment.batch_layouts[kind_of(cid).kind]
+    return answer(cid, query_id, layout.pack(list(values)), tokens, deployment=deployment)
+
+
+def banks(query_id: str, tokens: Sequence[Sequence[bytes]], deposits: int = 5) -> list[BatchAnswer]:
+    """Every bank holding ``deposits`` for every household."""
+    return [honest(b, query_id, [{"deposits": deposits}] * len(tokens), tokens) for b in BANKS]
+
+
+def grant_for(
+    query_id: str,
+    connectors: Sequence[str] | set[str],
+    tokens: Sequence[Sequence[bytes]],
+    *,
+    households: int | None = None,
+    issued_unix_ms: int | None = None,
+) -> grants.Grant:
+    return grants.issue(
+        AUTHORITY,
+        query_id=query_id,
+        epoch=1,
+        households=len(tokens) if households is None else households,
+        issued_unix_ms=int(time.time() * 1000) if issued_unix_ms is None else issued_unix_ms,
+        digests={c: grants.batch_digest(tokens) for c in connectors},
+    )
+
+
+class CountingKey(PrivateKey):
+    """KEY, remembering every plaintext it decrypts: what the custodian has seen."""
+
+    def __init__(self, public: PublicKey, p: int, q: int) -> None:
+        super().__init__(public, p, q)
+        self.seen: list[int] = []
+        self._lock = threading.Lock()  # the custodian decrypts on worker threads
+
+    def decrypt(self, c: Ciphertext) -> int:
+        m = super().decrypt(c)
+        with self._lock:
+            self.seen.append(m)
+        return m
+
+
+def counting_key() -> CountingKey:
+    key = CountingKey.from_json(KEY.to_json())
+    assert isinstance(key, CountingKey)
+    return key
 
 
 class Run:
@@ -54,37 +163,46 @@ class Run:
     def __init__(
         self,
         min_banks: int = 3,
-        deployment: Deployment = DEPLOYMENT,
+        deployment: Deployment = BANKS_ONLY,
         journal: DecryptionJournal | None = None,
+        key: PrivateKey = KEY,
     ) -> None:
         self.log = AuditLog(
             LogStore(open_log_engine("sqlite://")), origin=ORIGIN, signing_key=LOG_KEY
         )
         self.journal = journal or DecryptionJournal(None)
-        self.custodian = new_custodian(deployment, self.journal, min_banks)
+        self.custodian = new_custodian(deployment, self.journal, min_banks, key)
 
-    def logged(self, query_id: str) -> int:
+    def logged(self, query_id: str, count: int = 1) -> list[int]:
         entry = audit_pb2.AuditEntry(request=audit_pb2.RequestEntry(query_id=query_id))
-        (receipt,) = self.log.append([entry])
-        return receipt.leaf_index
+        return [r.leaf_index for r in self.log.append([entry] * count)]
 
-    def decrypt_totals(self, query_id: str, answers, claimed, *, grant=None, leaves=None):
+    def decrypt(
+        self,
+        query_id: str,
+        answers: Sequence[BatchAnswer],
+        tokens: Sequence[Sequence[bytes]],
+        *,
+        grant: grants.Grant | None = None,
+        leaves: Sequence[int] | None = None,
+    ) -> list[Totals]:
         if leaves is None:
-            leaves = [self.logged(query_id)]
-        return self.custodian.decrypt_totals(
-            query_id,
-            answers,
-            claimed,
-            grant or grant_for(query_id, {a.connector_id for a in answers}),
-            log_evidence(self.log, leaves),
+            leaves = self.logged(query_id, len(tokens))
+        if grant is None:
+            grant = grant_for(query_id, {a.connector_id for a in answers}, tokens)
+        return self.custodian.decrypt(
+            query_id, answers, len(tokens), grant, log_evidence(self.log, leaves)
         )
 
 
 def new_custodian(
-    deployment: Deployment, journal: DecryptionJournal, min_banks: int = 3
+    deployment: Deployment,
+    journal: DecryptionJournal,
+    min_banks: int = 3,
+    key: PrivateKey = KEY,
 ) -> KeyCustodian:
     return KeyCustodian(
-        KEY,
+        key,
         deployment,
         min_banks=min_banks,
         witness=LogWitness(LOG_KEY.public_key(), ORIGIN, None),
@@ -92,239 +210,295 @@ def new_custodian(
     )
 
 
-def grant_for(query_id: str, connectors, tokens=TOKENS) -> grants.Grant:
-    return grants.issue(
-        AUTHORITY,
-        query_id=query_id,
-        epoch=1,
-        households=1,
-        issued_unix_ms=int(time.time() * 1000),
-        digests={c: grants.single_digest(tokens) for c in connectors},
-    )
-
-
-def custodian(min_banks: int = 3) -> Run:
-    return Run(min_banks)
-
-
-def test_complete_totals_are_released_once() -> None:
+@SIZES
+def test_complete_totals_are_released_once(n: int) -> None:
+    tokens = households(n)
     answers = [
-        answer(b, "q1", LAYOUT.pack({"deposits": 100 * i, "wealth_products": i}))
+        honest(b, "q1", [{"deposits": 100 * i + h, "wealth_products": i} for h in range(n)], tokens)
         for i, b in enumerate(BANKS, 1)
     ]
-    c = custodian()
-    totals = c.decrypt_totals("q1", answers, aggregate(KEY.public, answers))
-    assert totals.values == {"deposits": 600, "wealth_products": 6} and not totals.refused
+    run = Run()
+    totals = run.decrypt("q1", answers, tokens)
+    assert [t.values for t in totals] == [
+        {"deposits": 600 + 3 * h, "wealth_products": 6} for h in range(n)
+    ]
+    assert not any(t.refused for t in totals)
     with pytest.raises(CustodianRefused, match="decrypted already"):
-        c.decrypt_totals("q1", answers, aggregate(KEY.public, answers))
+        run.decrypt("q1", answers, tokens)
+    assert [r["event"] for r in run.journal.records] == ["decrypted", "refused"]
 
 
-def test_a_partial_bank_sum_is_neither_released_nor_seen() -> None:
-    answers = [answer(b, "q2", LAYOUT.pack({"deposits": 7})) for b in BANKS[:2]]
-    totals = custodian(min_banks=2).decrypt_totals("q2", answers, aggregate(KEY.public, answers))
-    assert totals.values == {} and set(totals.refused) == {"deposits", "wealth_products"}
+@SIZES
+@pytest.mark.parametrize("missing", ["bank-03", "hrss"])
+def test_a_kind_whose_source_did_not_answer_is_neither_released_nor_seen(
+    n: int, missing: str
+) -> None:
+    """72 of 73 banks, compared with 73, would give away one bank's figure: a kind with a
+    missing source is not decrypted at all; the other kinds are released."""
+    tokens = households(n)
+    wages = [{"monthly_wage": 1000 + h} for h in range(n)]
+    answers = [
+        honest("hrss", "q2", wages, tokens, WITH_HRSS),
+        *(honest(b, "q2", [{"deposits": 7}] * n, tokens, WITH_HRSS) for b in BANKS),
+    ]
+    answers = [a for a in answers if a.connector_id != missing]
+    key = counting_key()
+    totals = Run(min_banks=2, deployment=WITH_HRSS, key=key).decrypt("q2", answers, tokens)
+    assert len(totals) == n
+    refused_kind, released_kind = ("bank", "hrss") if missing == "bank-03" else ("hrss", "bank")
+    refused_layout = WITH_HRSS.batch_layouts[refused_kind]
+    released_layout = WITH_HRSS.batch_layouts[released_kind]
+    for h, t in enumerate(totals):
+        assert t.refused == {
+            s.field: "1 of its sources did not answer" for s in refused_layout.slots
+        }
+        assert set(t.values) == {s.field for s in released_layout.slots}
+        if released_kind == "hrss":
+            assert t.values["monthly_wage"] == 1000 + h
+        else:
+            assert t.values["deposits"] == 21
+    # only the released kind's sums were decrypted
+    assert len(key.seen) == released_layout.ciphertexts(n)
 
 
-def test_an_answer_counted_twice_is_refused() -> None:
-    answers = [answer(b, "q3", LAYOUT.pack({"deposits": 5})) for b in BANKS]
-    doubled = [*answers, answers[0]]
+@SIZES
+def test_too_few_banks_are_neither_released_nor_seen(n: int) -> None:
+    tokens = households(n)
+    key = counting_key()
+    totals = Run(min_banks=4, key=key).decrypt("q2b", banks("q2b", tokens), tokens)
+    reason = "only 3 bank answer(s); at least 4 are needed"
+    assert [(dict(t.values), dict(t.refused)) for t in totals] == [
+        ({}, {"deposits": reason, "wealth_products": reason})
+    ] * n
+    assert key.seen == []
+
+
+@SIZES
+def test_an_answer_counted_twice_is_refused(n: int) -> None:
+    tokens = households(n)
+    answers = banks("q3", tokens)
     with pytest.raises(CustodianRefused, match="twice"):
-        custodian().decrypt_totals("q3", doubled, aggregate(KEY.public, doubled))
+        Run().decrypt("q3", [*answers, answers[0]], tokens)
 
 
-def test_an_aggregate_that_is_not_the_product_is_refused() -> None:
-    answers = [answer(b, "q4", LAYOUT.pack({"deposits": 5})) for b in BANKS]
-    wrong = aggregate(KEY.public, answers[:2])
-    with pytest.raises(CustodianRefused, match="not the product"):
-        custodian().decrypt_totals("q4", answers, wrong)
-
-
+@SIZES
 @pytest.mark.parametrize(
-    "forged",
+    ("forged", "refusal"),
     [
-        KEY.public.n - 100,  # "minus 100" where the others hold 10: the sum wraps below zero
-        1 << (LAYOUT.slot("deposits").bits - 1),  # a value in the deposits slot's mask/guard room
+        # "minus 100" where the others hold 10: the sum wraps below zero
+        (-100, "decrypts out of range: an answer was forged"),
+        # a value in the deposits slot's guard bit: the total is above any honest total
+        (
+            1 << (LAYOUT.slots[0].offset + LAYOUT.slots[0].bits - 1),
+            "a total of deposits is out of its range: an answer was forged",
+        ),
+        # a value above the kind's slots, where no honest sum of the kind can reach
+        (1 << OUTSIDE, "reaches outside its own slots: an answer was forged"),
     ],
+    ids=["wraps", "guard-bit", "outside-slots"],
 )
-def test_forged_answers_that_leave_their_range_are_refused(forged: int) -> None:
-    """Caught: a sum that wraps or carries. Not caught (a known limit, no range proofs): a forged
-    "negative" value small enough to keep every slot in range; see the closing notes."""
-    answers = [answer(b, "q5", LAYOUT.pack({"deposits": 5})) for b in BANKS[:2]]
-    answers.append(answer("bank-03", "q5", forged))
-    with pytest.raises(CustodianRefused, match="forged"):
-        custodian().decrypt_totals("q5", answers, aggregate(KEY.public, answers))
-
-
-def test_an_answer_signed_for_another_query_is_refused() -> None:
-    answers = [answer(b, "q6", 0) for b in BANKS]
-    with pytest.raises(CustodianRefused, match="not signed"):
-        custodian().decrypt_totals("q7", answers, aggregate(KEY.public, answers))
-
-
-def test_an_answer_about_other_tokens_than_granted_is_refused() -> None:
-    """The aggregator aiming bank-01 at one person and the others at random tokens."""
-    answers = [answer(b, "q8", LAYOUT.pack({"deposits": 5})) for b in BANKS]
-    other = grant_for("q8", BANKS, tokens=grants.padded([b"\x01" * 32]))
-    run = custodian()
-    with pytest.raises(CustodianRefused, match="not about the tokens the grant gave it"):
-        run.decrypt_totals("q8", answers, aggregate(KEY.public, answers), grant=other)
-    forged = grants.Grant("q8", 1, 1, 0, grant_for("q8", BANKS).digests, b"\x00" * 64)
-    with pytest.raises(CustodianRefused, match="not signed by the token authority"):
-        run.decrypt_totals("q8", answers, aggregate(KEY.public, answers), grant=forged)
-    assert [r["event"] for r in run.journal.records] == ["refused", "refused"]
-
-
-def test_a_query_that_is_not_in_the_log_is_refused_and_journaled() -> None:
-    answers = [answer(b, "q9", LAYOUT.pack({"deposits": 5})) for b in BANKS]
-    run = custodian()
-    other = run.logged("another query")
-    with pytest.raises(CustodianRefused, match="not a request of this query"):
-        run.decrypt_totals("q9", answers, aggregate(KEY.public, answers), leaves=[other])
+def test_forged_answers_that_leave_their_range_are_refused(
+    n: int, forged: int, refusal: str
+) -> None:
+    """Caught: a sum that wraps, carries or reaches above its slots. Not caught (a known limit,
+    no range proofs): a forged "negative" value small enough to keep every slot in range."""
+    assert LAYOUT.slots[0].field == "deposits"
+    tokens = households(n)
+    answers = banks("q5", tokens)[:2]
+    plaintexts = LAYOUT.pack([{"deposits": 5}] * n)
+    plaintexts[-1] = forged  # in the last ciphertext: every one of them is checked
+    answers.append(answer("bank-03", "q5", plaintexts, tokens))
+    run = Run()
+    with pytest.raises(CustodianRefused, match=refusal):
+        run.decrypt("q5", answers, tokens)
     assert run.journal.records[-1]["event"] == "refused"
-    totals = run.decrypt_totals("q9", answers, aggregate(KEY.public, answers))
-    assert totals.values["deposits"] == 15
+
+
+@SIZES
+@pytest.mark.parametrize("forgery", ["another query", "another key", "another layout"])
+def test_an_answer_not_signed_by_its_connector_for_this_query_is_refused(
+    n: int, forgery: str
+) -> None:
+    tokens = households(n)
+    answers = banks("q6", tokens)
+    plaintexts = LAYOUT.pack([{"deposits": 5}] * n)
+    if forgery == "another query":
+        answers[0] = answer("bank-01", "q7", plaintexts, tokens)
+    elif forgery == "another key":
+        answers[0] = answer("bank-01", "q6", plaintexts, tokens, signer=SIGNERS["bank-02"])
+    else:  # the layout of hrss, whose slots are wider
+        answers[0] = answer("bank-01", "q6", plaintexts, tokens, layout_digest=HRSS_LAYOUT.digest())
+    with pytest.raises(CustodianRefused, match="answer of bank-01 is not signed by it"):
+        Run().decrypt("q6", answers, tokens)
+
+
+def test_an_answer_of_a_connector_outside_the_deployment_or_its_kind_is_refused() -> None:
+    tokens = households(1)
+    answers = banks("qk", tokens)
+    hrss = honest("hrss", "qk", [{"monthly_wage": 5}], tokens, WITH_HRSS)
+    with pytest.raises(CustodianRefused, match="hrss is not a hrss connector"):
+        Run().decrypt("qk", [*answers, hrss], tokens)
+    as_bank = dataclasses.replace(hrss, kind="bank")
+    with pytest.raises(CustodianRefused, match="hrss is not a bank connector"):
+        Run(deployment=WITH_HRSS).decrypt("qk", [*answers, as_bank], tokens)
+
+
+@SIZES
+def test_an_answer_about_other_tokens_than_granted_is_refused(n: int) -> None:
+    """The aggregator aiming bank-01 at one person and the others at random tokens."""
+    tokens = households(n)
+    answers = banks("q8", tokens)
+    run = Run()
+    aimed = grants.issue(
+        AUTHORITY,
+        query_id="q8",
+        epoch=1,
+        households=n,
+        issued_unix_ms=int(time.time() * 1000),
+        digests={
+            **{b: grants.batch_digest(tokens) for b in BANKS},
+            "bank-01": grants.batch_digest(households(n, seed=1)),
+        },
+    )
+    with pytest.raises(CustodianRefused, match="bank-01 is not about the tokens the grant gave it"):
+        run.decrypt("q8", answers, tokens, grant=aimed)
+    forged = dataclasses.replace(grant_for("q8", BANKS, tokens), signature=b"\x00" * 64)
+    with pytest.raises(CustodianRefused, match="not signed by the token authority"):
+        run.decrypt("q8", answers, tokens, grant=forged)
+    for other in (
+        grant_for("q8-other", BANKS, tokens),
+        grant_for("q8", BANKS, tokens, households=n + 1),
+    ):
+        with pytest.raises(CustodianRefused, match="the token grant is for another query"):
+            run.decrypt("q8", answers, tokens, grant=other)
+    assert [r["event"] for r in run.journal.records] == ["refused"] * 4
+    totals = run.decrypt("q8", answers, tokens)
+    assert [t.values["deposits"] for t in totals] == [15] * n
+
+
+@SIZES
+def test_a_query_that_is_not_in_the_log_is_refused_and_journaled(n: int) -> None:
+    tokens = households(n)
+    answers = banks("q9", tokens)
+    run = Run()
+    other = run.logged("another query", n)
+    with pytest.raises(CustodianRefused, match="not a request of this query"):
+        run.decrypt("q9", answers, tokens, leaves=other)
+    assert run.journal.records[-1]["event"] == "refused"
+    leaves = run.logged("q9", n)
+    totals = run.decrypt("q9", answers, tokens, leaves=leaves)
+    assert [t.values["deposits"] for t in totals] == [15] * n
     record = run.journal.records[-1]
     assert record["event"] == "decrypted" and record["query_id"] == "q9"
-    assert record["tree_size"] == run.log.store.size() and record["request_leaves"] == [1]
+    assert record["households"] == n and record["connectors"] == list(BANKS)
+    assert record["tree_size"] == run.log.store.size() and record["request_leaves"] == leaves
 
 
-def test_a_forked_log_is_refused_by_the_witness() -> None:
-    run = custodian()
-    answers = [answer(b, "q10", LAYOUT.pack({"deposits": 5})) for b in BANKS]
-    run.decrypt_totals("q10", answers, aggregate(KEY.public, answers))
+def test_every_household_needs_its_own_logged_request() -> None:
+    tokens = households(MANY)
+    answers = banks("qh", tokens)
+    run = Run()
+    leaves = run.logged("qh", MANY)
+    with pytest.raises(CustodianRefused, match=f"{MANY} logged request\\(s\\) are needed"):
+        run.decrypt("qh", answers, tokens, leaves=leaves[:-1])
+    with pytest.raises(CustodianRefused, match="shown twice"):
+        run.decrypt("qh", answers, tokens, leaves=[*leaves[:-1], leaves[0]])
+    assert len(run.decrypt("qh", answers, tokens, leaves=leaves)) == MANY
+
+
+@SIZES
+def test_a_forked_log_is_refused_by_the_witness(n: int) -> None:
+    run = Run()
+    tokens = households(n)
+    run.decrypt("q10", banks("q10", tokens), tokens)
     # an insider with the log key signs another history, with the query it wants decrypted
     fork = AuditLog(LogStore(open_log_engine("sqlite://")), origin=ORIGIN, signing_key=LOG_KEY)
-    fork.append([audit_pb2.AuditEntry(request=audit_pb2.RequestEntry(query_id="x"))] * 3)
-    (receipt,) = fork.append([audit_pb2.AuditEntry(request=audit_pb2.RequestEntry(query_id="q11"))])
-    answers = [answer(b, "q11", LAYOUT.pack({"deposits": 5})) for b in BANKS]
+    fork.append([audit_pb2.AuditEntry(request=audit_pb2.RequestEntry(query_id="x"))] * (n + 3))
+    receipts = fork.append(
+        [audit_pb2.AuditEntry(request=audit_pb2.RequestEntry(query_id="q11"))] * n
+    )
     with pytest.raises(CustodianRefused, match="fork or a rollback"):
-        run.custodian.decrypt_totals(
+        run.custodian.decrypt(
             "q11",
-            answers,
-            aggregate(KEY.public, answers),
-            grant_for("q11", BANKS),
-            log_evidence(fork, [receipt.leaf_index]),
+            banks("q11", tokens),
+            n,
+            grant_for("q11", BANKS, tokens),
+            log_evidence(fork, [r.leaf_index for r in receipts]),
         )
 
 
-def _batch_run(tmp_journal: DecryptionJournal | None = None) -> tuple[Run, object]:
-    """A custodian over the batch layout of the three banks."""
-    from hedui.core.custody import custodian_view
-
-    view = custodian_view(
-        BANKS,
-        {b: k.public_key() for b, k in SIGNERS.items()},
-        KEY.public.max_plaintext_bits,
-        AUTHORITY.public_key(),
-    )
-    return Run(deployment=view, journal=tmp_journal), view.batch_layouts["bank"]
-
-
-def _batch_answer(bank: str, query_id: str, deposits: list[int], layout, households_tokens):
-    from hedui.core.answers import BatchAnswer
-
-    pub = KEY.public
-    plain = layout.pack([{"deposits": d, "wealth_products": 0} for d in deposits])
-    packed = tuple(pub.to_bytes(pub.encrypt(m)) for m in plain)
-    queried, cts = signing.batch_digests(households_tokens, packed)
-    data = signing.answer_bytes(query_id, bank, pub.fingerprint, queried, layout.digest(), cts)
-    return BatchAnswer(
-        bank, "bank", packed, signing.sign(SIGNERS[bank], data), pub.fingerprint, queried, cts
-    )
-
-
-def test_a_batch_ciphertext_swapped_under_a_valid_signature_is_refused() -> None:
+@SIZES
+def test_a_ciphertext_swapped_under_a_valid_signature_is_refused(n: int) -> None:
     """The aggregator keeps bank-01's answer and puts Enc(0) under the others' signatures:
     the custodian would have decrypted bank-01's own figures per household."""
-    import dataclasses
-
-    run, layout = _batch_run()
-    households = [TOKENS, grants.padded([b"\x02" * 32])]
-    answers = [_batch_answer(b, "qb", [7, 9], layout, households) for b in BANKS]
-    zero = tuple(KEY.public.to_bytes(KEY.public.encrypt(0)) for _ in answers[1].packed)
+    tokens = households(n)
+    answers = [honest(b, "qb", [{"deposits": 7 + h} for h in range(n)], tokens) for b in BANKS]
+    zero = tuple(PUB.to_bytes(PUB.encrypt(0)) for _ in answers[1].packed)
     forged = [answers[0], *(dataclasses.replace(a, packed=zero) for a in answers[1:])]
-    grant = grants.issue(
-        AUTHORITY,
-        query_id="qb",
-        epoch=1,
-        households=2,
-        issued_unix_ms=int(time.time() * 1000),
-        digests={b: grants.batch_digest(households) for b in BANKS},
-    )
-    leaves = [run.logged("qb"), run.logged("qb")]
+    run = Run()
+    grant = grant_for("qb", BANKS, tokens)
+    leaves = run.logged("qb", n)
     with pytest.raises(CustodianRefused, match="not the ones it signed"):
-        run.custodian.decrypt_batch("qb", forged, 2, grant, log_evidence(run.log, leaves))
-    totals = run.custodian.decrypt_batch("qb", answers, 2, grant, log_evidence(run.log, leaves))
-    assert [t.values["deposits"] for t in totals] == [21, 27]
+        run.decrypt("qb", forged, tokens, grant=grant, leaves=leaves)
+    totals = run.decrypt("qb", answers, tokens, grant=grant, leaves=leaves)
+    assert [t.values["deposits"] for t in totals] == [3 * (7 + h) for h in range(n)]
 
 
-def test_a_restarted_custodian_still_refuses_a_second_decryption(tmp_path) -> None:
+def test_an_answer_of_the_wrong_shape_is_refused() -> None:
+    """An answer with fewer ciphertexts than the households need, even signed."""
+    tokens = households(MANY)
+    answers = banks("qs", tokens)
+    plaintexts = LAYOUT.pack([{"deposits": 5}] * MANY)[:-1]
+    answers[2] = answer("bank-03", "qs", plaintexts, tokens)
+    with pytest.raises(CustodianRefused, match="bank-03 has the wrong shape"):
+        Run().decrypt("qs", answers, tokens)
+
+
+@SIZES
+def test_a_restarted_custodian_still_refuses_a_second_decryption(n: int, tmp_path: Path) -> None:
     run = Run(journal=DecryptionJournal(tmp_path / "decryptions.jsonl"))
-    answers = [answer(b, "qr", LAYOUT.pack({"deposits": 5})) for b in BANKS]
-    grant = grant_for("qr", BANKS)
-    run.decrypt_totals("qr", answers, aggregate(KEY.public, answers), grant=grant)
-    restarted = new_custodian(DEPLOYMENT, DecryptionJournal(tmp_path / "decryptions.jsonl"))
+    tokens = households(n)
+    answers = banks("qr", tokens)
+    grant = grant_for("qr", BANKS, tokens)
+    leaves = run.logged("qr", n)
+    run.decrypt("qr", answers, tokens, grant=grant, leaves=leaves)
+    restarted = new_custodian(BANKS_ONLY, DecryptionJournal(tmp_path / "decryptions.jsonl"))
     with pytest.raises(CustodianRefused, match="decrypted already"):
-        restarted.decrypt_totals(
-            "qr", answers, aggregate(KEY.public, answers), grant, log_evidence(run.log, [0])
-        )
+        restarted.decrypt("qr", answers, n, grant, log_evidence(run.log, leaves))
 
 
-def test_an_expired_grant_is_refused() -> None:
-    answers = [answer(b, "qe", LAYOUT.pack({"deposits": 5})) for b in BANKS]
-    old = grants.issue(
-        AUTHORITY,
-        query_id="qe",
-        epoch=1,
-        households=1,
-        issued_unix_ms=int(time.time() * 1000) - grants.GRANT_TTL_MS - 1000,
-        digests={b: grants.single_digest(TOKENS) for b in BANKS},
-    )
+@SIZES
+@pytest.mark.parametrize(
+    "age_ms", [grants.GRANT_TTL_MS + 1000, -120_000], ids=["expired", "from-the-future"]
+)
+def test_an_expired_grant_is_refused(n: int, age_ms: int) -> None:
+    tokens = households(n)
+    old = grant_for("qe", BANKS, tokens, issued_unix_ms=int(time.time() * 1000) - age_ms)
     with pytest.raises(CustodianRefused, match="expired"):
-        custodian().decrypt_totals("qe", answers, aggregate(KEY.public, answers), grant=old)
+        Run().decrypt("qe", banks("qe", tokens), tokens, grant=old)
 
 
-def test_a_connector_cannot_reach_into_another_kinds_slots() -> None:
-    """A bank adding a "negative" wage to its answer would have lowered hrss's wage total: every
-    kind is summed and decrypted apart, so the bank's slots wrap and the answer is refused."""
-    from hedui.core.custody import custodian_view
-
-    ids = ("hrss", *BANKS)
-    signers = {**SIGNERS, "hrss": Ed25519PrivateKey.generate()}
-    view = custodian_view(
-        ids,
-        {c: k.public_key() for c, k in signers.items()},
-        KEY.public.max_plaintext_bits,
-        AUTHORITY.public_key(),
-    )
-    pub = KEY.public
-
-    def signed(cid: str, plaintext: int, query_id: str = "qx") -> SignedAnswer:
-        layout = packing.kind_layout(view.layout, cid)
-        m, n2 = plaintext % pub.n, pub.n_square  # "negative": by hand, as a forger would
-        packed = ((1 + m * pub.n) * pow(12345, pub.n, n2) % n2).to_bytes(
-            pub.ciphertext_bytes, "big"
-        )
-        queried = signing.tokens_digest(TOKENS)
-        data = signing.answer_bytes(
-            query_id, cid, pub.fingerprint, queried, layout.digest(), packed
-        )
-        return SignedAnswer(cid, packed, signing.sign(signers[cid], data), pub.fingerprint, queried)
-
-    wage = view.layout.slot("monthly_wage")
-    honest = packing.kind_layout(view.layout, "bank-01").pack({"deposits": 5})
+@SIZES
+def test_a_connector_cannot_reach_outside_its_kinds_slots(n: int) -> None:
+    """Every kind is summed and decrypted apart, so a bank cannot touch hrss's wage total; what
+    it writes above its own kind's slots is refused, not decrypted into anyone's total."""
+    tokens = households(n)
+    wages = [{"monthly_wage": 500000}] * n
+    honest_banks = LAYOUT.pack([{"deposits": 5}] * n)
+    # "plus 400000" of hrss's wage, written above the banks' slots
+    reaching = [m + (400000 << OUTSIDE) for m in honest_banks]
     answers = [
-        signed("hrss", view.layout.pack({"monthly_wage": 500000})),
-        signed("bank-01", honest),
-        signed("bank-02", honest),
-        signed("bank-03", honest - (400000 << wage.offset)),  # "minus 400000" of hrss's wage
+        honest("hrss", "qx", wages, tokens, WITH_HRSS),
+        *(answer(b, "qx", honest_banks, tokens, deployment=WITH_HRSS) for b in BANKS[:2]),
+        answer("bank-03", "qx", reaching, tokens, deployment=WITH_HRSS),
     ]
-    run = Run(deployment=view)
-    with pytest.raises(CustodianRefused, match="forged"):
-        run.decrypt_totals("qx", answers, aggregate(pub, answers))
+    run = Run(deployment=WITH_HRSS)
+    with pytest.raises(CustodianRefused, match="kind bank reaches outside its own slots"):
+        run.decrypt("qx", answers, tokens)
     answers = [
-        signed("hrss", view.layout.pack({"monthly_wage": 500000}), "qy"),
-        *(signed(b, honest, "qy") for b in BANKS),
+        honest("hrss", "qy", wages, tokens, WITH_HRSS),
+        *(answer(b, "qy", honest_banks, tokens, deployment=WITH_HRSS) for b in BANKS),
     ]
-    totals = run.decrypt_totals("qy", answers, aggregate(pub, answers))
-    assert totals.values["monthly_wage"] == 500000 and totals.values["deposits"] == 15
+    totals = run.decrypt("qy", answers, tokens)
+    assert [(t.values["monthly_wage"], t.values["deposits"]) for t in totals] == [(500000, 15)] * n
+    assert not any(t.refused for t in totals)

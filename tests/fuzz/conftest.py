@@ -151,12 +151,8 @@ class Deployment:
         """An id never used before in this deployment (query ids are granted once)."""
         return f"{prefix}-{next(self._ids)}-{uuid.uuid4().hex[:8]}"
 
-    def kind_layout(self, cid: str) -> list[connector_pb2.Slot]:
-        """The slots ``cid`` answers a Query in, as the verification service sends them."""
-        layout = packing.kind_layout(packing.for_connectors(self.connector_ids), cid)
-        return packing.slots_pb(layout.slots)
-
     def batch_layout(self, kind: str) -> connector_pb2.BatchLayout:
+        """The layout a connector of ``kind`` answers in, as the verification service sends it."""
         bits = self.up.workdir.keys("custodian").paillier_public().max_plaintext_bits
         return packing.batch_layout_pb(
             custodian_view(self.connector_ids, {}, bits).batch_layouts[kind]

@@ -437,3 +437,29 @@ def _relative(field: Any, current: Any, change: Flip | Add) -> Any:
     if field.full_name in CAPPED:
         hi = min(hi, CAP)
     return min(max(int(current) + change.delta, lo), hi)
+
+
+def one_element(cls: type[Message], name: str) -> st.SearchStrategy[list[Any]]:
+    """A list of one element of the repeated field ``name`` of ``cls``, drawn as
+    :func:`messages_of` draws the elements of that field (giant values among them)."""
+    return st.lists(
+        _value(cls.DESCRIPTOR.fields_by_name[name], 0, giant=True), min_size=1, max_size=1
+    )
+
+
+def requests_with(cls: type[M], **fields: st.SearchStrategy[Any]) -> st.SearchStrategy[M]:
+    """Requests of type ``cls`` as :func:`requests` draws them, except that each named field is
+    drawn from its own strategy (a repeated field from a strategy of lists): the shape of one
+    household's request, say (:func:`one_element`)."""
+
+    def override(base: M, values: dict[str, Any]) -> M:
+        out = type(base)()
+        out.CopyFrom(base)
+        for name, value in values.items():
+            out.ClearField(name)
+            _assign(out, cls.DESCRIPTOR.fields_by_name[name], value)
+        return out
+
+    return st.builds(override, requests(cls), st.fixed_dictionaries(fields)).filter(
+        lambda m: m.ByteSize() < MAX_REQUEST_BYTES
+    )

@@ -16,6 +16,7 @@ Inputs that could make a server allocate in proportion to a number are capped at
 
 from __future__ import annotations
 
+import datetime as dt
 from collections.abc import Callable
 from typing import Any
 
@@ -45,7 +46,15 @@ from tests.fuzz.conftest import (
     call,
     check_status,
 )
-from tests.fuzz.strategies import MAX_REQUEST_BYTES, Mutation, mutated, mutations, requests
+from tests.fuzz.strategies import (
+    MAX_REQUEST_BYTES,
+    Mutation,
+    mutated,
+    mutations,
+    one_element,
+    requests,
+    requests_with,
+)
 
 
 def fuzz(examples: int) -> Callable[[Callable[..., None]], Callable[..., None]]:
@@ -76,42 +85,124 @@ def _still_up(d: Deployment, *parties: str) -> None:
 
 # -- requests drawn from the descriptors -----------------------------------------------------
 
-# (method, request type, the party called, the certificate it is called with, examples)
-GENERIC: list[tuple[str, type[Message], str, str, int]] = [
-    ("VerificationService/Verify", verification_pb2.VerifyRequest, "service", "intake", 60),
-    ("AuditService/GetCheckpoint", audit_pb2.GetCheckpointRequest, "service", "auditor", 100),
-    ("AuditService/GetEntries", audit_pb2.GetEntriesRequest, "service", "auditor", 100),
+# (test id, method, its requests, the party called, the certificate it is called with, examples);
+# a method that serves one household or many is also fuzzed in the shape of one household's
+# request (one applicant, one household's tokens, one household to decrypt)
+GENERIC: list[tuple[str, str, st.SearchStrategy[Any], str, str, int]] = [
+    (
+        "VerificationService/Verify",
+        "VerificationService/Verify",
+        requests(verification_pb2.VerifyRequest),
+        "service",
+        "intake",
+        60,
+    ),
+    (
+        "AuditService/GetCheckpoint",
+        "AuditService/GetCheckpoint",
+        requests(audit_pb2.GetCheckpointRequest),
+        "service",
+        "auditor",
+        100,
+    ),
+    (
+        "AuditService/GetEntries",
+        "AuditService/GetEntries",
+        requests(audit_pb2.GetEntriesRequest),
+        "service",
+        "auditor",
+        100,
+    ),
     (
         "AuditService/GetInclusionProof",
-        audit_pb2.GetInclusionProofRequest,
+        "AuditService/GetInclusionProof",
+        requests(audit_pb2.GetInclusionProofRequest),
         "service",
         "auditor",
         100,
     ),
     (
         "AuditService/GetConsistencyProof",
-        audit_pb2.GetConsistencyProofRequest,
+        "AuditService/GetConsistencyProof",
+        requests(audit_pb2.GetConsistencyProofRequest),
         "service",
         "auditor",
         100,
     ),
-    ("AuditService/Search", audit_pb2.SearchRequest, "service", "auditor", 100),
-    ("RegistryService/GetHousehold", connector_pb2.HouseholdRequest, "registry", "service", 40),
-    ("RegistryService/GetHouseholds", connector_pb2.HouseholdsRequest, "registry", "service", 40),
+    (
+        "AuditService/Search",
+        "AuditService/Search",
+        requests(audit_pb2.SearchRequest),
+        "service",
+        "auditor",
+        100,
+    ),
+    (
+        "RegistryService/GetHouseholds-one-applicant",
+        "RegistryService/GetHouseholds",
+        requests_with(
+            connector_pb2.HouseholdsRequest,
+            applicants=one_element(connector_pb2.HouseholdsRequest, "applicants"),
+        ),
+        "registry",
+        "service",
+        40,
+    ),
+    (
+        "RegistryService/GetHouseholds",
+        "RegistryService/GetHouseholds",
+        requests(connector_pb2.HouseholdsRequest),
+        "registry",
+        "service",
+        40,
+    ),
     (
         "TokenAuthorityService/BlindEvaluate",
-        connector_pb2.BlindEvaluateRequest,
+        "TokenAuthorityService/BlindEvaluate",
+        requests(connector_pb2.BlindEvaluateRequest),
         "registry",
         "<connector>",
         40,
     ),
-    ("ConnectorService/Describe", connector_pb2.DescribeRequest, "<connector>", "service", 5),
-    ("ConnectorService/Query", connector_pb2.QueryRequest, "<connector>", "service", 40),
-    ("ConnectorService/QueryBatch", connector_pb2.QueryBatchRequest, "<connector>", "service", 40),
-    ("CustodianService/Decrypt", custodian_pb2.DecryptRequest, "custodian", "service", 25),
+    (
+        "ConnectorService/Describe",
+        "ConnectorService/Describe",
+        requests(connector_pb2.DescribeRequest),
+        "<connector>",
+        "service",
+        5,
+    ),
+    (
+        "ConnectorService/QueryBatch-one-household",
+        "ConnectorService/QueryBatch",
+        requests_with(
+            connector_pb2.QueryBatchRequest,
+            households=one_element(connector_pb2.QueryBatchRequest, "households"),
+        ),
+        "<connector>",
+        "service",
+        40,
+    ),
+    (
+        "ConnectorService/QueryBatch",
+        "ConnectorService/QueryBatch",
+        requests(connector_pb2.QueryBatchRequest),
+        "<connector>",
+        "service",
+        40,
+    ),
+    (
+        "CustodianService/DecryptBatch-one-household",
+        "CustodianService/DecryptBatch",
+        requests_with(custodian_pb2.DecryptBatchRequest, households=st.just(1)),
+        "custodian",
+        "service",
+        25,
+    ),
     (
         "CustodianService/DecryptBatch",
-        custodian_pb2.DecryptBatchRequest,
+        "CustodianService/DecryptBatch",
+        requests(custodian_pb2.DecryptBatchRequest),
         "custodian",
         "service",
         25,
@@ -146,11 +237,49 @@ def _invoke(
         value = value if len(value) <= 120 else value[:120] + f"… ({len(value)} chars)"
         label = f"{method} on {party} as {cert} <- a valid request with {path} = {value}"
     # the verification service answers UNAVAILABLE by contract when a backend refuses
-    return call(
+    reply = call(
         label,
         lambda: rpc(request, timeout=DEADLINE),
         unavailable_ok=method == "VerificationService/Verify",
     )
+    _reply_ok(label, request, reply)
+    return reply
+
+
+def _reply_ok(label: str, request: Message, reply: Any) -> None:
+    """What an answer to a fuzzed call must hold, whatever was changed in the request."""
+    if isinstance(request, connector_pb2.HouseholdsRequest) and isinstance(
+        reply, connector_pb2.HouseholdsResponse
+    ):
+        # one household per applicant, in request order; a refused monitoring request is that
+        # household's answer, and it holds nothing
+        if len(reply.households) != len(request.applicants):
+            raise Finding(
+                f"{label}: {len(request.applicants)} applicants, {len(reply.households)} households"
+            )
+        for i, h in enumerate(reply.households):
+            if h.monitoring_refused and (h.members or h.tokens or h.monitoring_handle):
+                raise Finding(f"{label}: household {i} refused monitoring but holds {h}")
+            leaked = [word for word in LEAKS if word in h.monitoring_refused + h.problem]
+            if leaked:
+                raise Finding(f"{label}: household {i} with internal text {leaked}: {h}")
+    if isinstance(reply, custodian_pb2.DecryptBatchResponse):
+        # no request sent here carries evidence that its query is in the log (a drawn one has
+        # no valid grant either): the custodian must decrypt nothing
+        raise Finding(f"{label}: the custodian decrypted: {_summary(reply)}")
+
+
+def _nothing_for_garbage(label: str, request: Message, reply: Any) -> None:
+    """A drawn request carries no valid grant and no valid monitoring handle (neither can be
+    drawn): no connector answers it, and no registry names a household by its handle."""
+    if isinstance(reply, connector_pb2.QueryBatchResponse):
+        raise Finding(f"{label}: a connector answered a drawn query: {_summary(reply)}")
+    if isinstance(request, connector_pb2.HouseholdsRequest) and isinstance(
+        reply, connector_pb2.HouseholdsResponse
+    ):
+        for a, h in zip(request.applicants, reply.households, strict=True):
+            if a.monitoring_handle and not h.monitoring_refused:
+                raise Finding(f"{label}: a drawn monitoring handle was not refused: {h}")
 
 
 _RESPONSES: dict[str, type[Message]] = {
@@ -160,13 +289,10 @@ _RESPONSES: dict[str, type[Message]] = {
     "AuditService/GetInclusionProof": audit_pb2.ProofResponse,
     "AuditService/GetConsistencyProof": audit_pb2.ProofResponse,
     "AuditService/Search": audit_pb2.SearchResponse,
-    "RegistryService/GetHousehold": connector_pb2.HouseholdGrant,
     "RegistryService/GetHouseholds": connector_pb2.HouseholdsResponse,
     "TokenAuthorityService/BlindEvaluate": connector_pb2.BlindEvaluateResponse,
     "ConnectorService/Describe": connector_pb2.DescribeResponse,
-    "ConnectorService/Query": connector_pb2.QueryResponse,
     "ConnectorService/QueryBatch": connector_pb2.QueryBatchResponse,
-    "CustodianService/Decrypt": custodian_pb2.DecryptResponse,
     "CustodianService/DecryptBatch": custodian_pb2.DecryptBatchResponse,
 }
 
@@ -178,14 +304,14 @@ def _summary(request: Message, limit: int = 300) -> str:
 
 
 @pytest.mark.parametrize(
-    ("method", "request_type", "party", "cert", "examples"),
-    GENERIC,
-    ids=[m for m, *_ in GENERIC],
+    ("method", "drawn", "party", "cert", "examples"),
+    [row[1:] for row in GENERIC],
+    ids=[name for name, *_ in GENERIC],
 )
 def test_generated_requests(
     deployment: Deployment,
     method: str,
-    request_type: type[Message],
+    drawn: st.SearchStrategy[Message],
     party: str,
     cert: str,
     examples: int,
@@ -194,12 +320,13 @@ def test_generated_requests(
     others = [c for c in d.connector_ids if c not in TARGETS]
 
     @fuzz(examples=examples)
-    @given(request=requests(request_type), target=st.sampled_from(TARGETS), caller=st.data())
+    @given(request=drawn, target=st.sampled_from(TARGETS), caller=st.data())
     def run(request: Message, target: str, caller: st.DataObject) -> None:
         to = target if party == "<connector>" else party
         # every token evaluation counts against the caller's allowance: spread them out
         as_ = caller.draw(st.sampled_from(others)) if cert == "<connector>" else cert
-        _invoke(d, method, to, as_, request)
+        reply = _invoke(d, method, to, as_, request)
+        _nothing_for_garbage(f"{method} on {to} <- {_summary(request)}", request, reply)
 
     run()
     _still_up(d, "service", "registry", "custodian", *TARGETS)
@@ -300,28 +427,60 @@ def test_audit_one_field_changed(deployment: Deployment, method: str, data: st.D
 
 # -- the registry and the token authority -----------------------------------------------------
 
+STANDING = connector_pb2.Signatures(standing=True)  # the service's way past the signer check
+MONITOR_UNTIL = (DEPLOYMENT.today() + dt.timedelta(days=30)).isoformat()
+_handles: dict[str, bytes] = {}
+
+
+def _monitoring_handle(d: Deployment) -> bytes:
+    """A real monitoring handle of the third applicant (asked for once per deployment)."""
+    key = str(d.up.workdir.root)
+    if key not in _handles:
+        reply = d.registry().GetHouseholds(
+            connector_pb2.HouseholdsRequest(
+                query_id=d.fresh_id("fuzz-handle"),
+                applicants=[
+                    connector_pb2.Applicant(
+                        id_number=d.applicants[2], signatures=STANDING, monitor_until=MONITOR_UNTIL
+                    )
+                ],
+            ),
+            timeout=DEADLINE,
+        )
+        handle = reply.households[0].monitoring_handle
+        assert handle, f"no monitoring handle issued: {reply.households[0]}"
+        _handles[key] = handle
+    return _handles[key]
+
+
+def _applicants(d: Deployment) -> list[connector_pb2.Applicant]:
+    """One applicant of each shape: by ID number, by ID number asking for a monitoring handle,
+    by a monitoring handle."""
+    return [
+        connector_pb2.Applicant(id_number=d.applicants[0], signatures=STANDING),
+        connector_pb2.Applicant(
+            id_number=d.applicants[1], signatures=STANDING, monitor_until=MONITOR_UNTIL
+        ),
+        connector_pb2.Applicant(monitoring_handle=_monitoring_handle(d), signatures=STANDING),
+    ]
+
 
 @fuzz(examples=40)
-@given(batch=st.booleans(), data=st.data())
+@given(batch=st.booleans(), which=st.integers(0, 2), data=st.data())
 def test_registry_one_field_changed(
-    deployment: Deployment, batch: bool, data: st.DataObject
+    deployment: Deployment, batch: bool, which: int, data: st.DataObject
 ) -> None:
+    """Many applicants, or one (of each shape), asked about in a valid request changed in one
+    field."""
     d = deployment
-    base: Message
-    if batch:
-        base = connector_pb2.HouseholdsRequest(
-            id_numbers=d.applicants[:3],
-            query_id=d.fresh_id("fuzz-households"),
-            signatures=[STANDING] * 3,
-        )
-    else:
-        base = connector_pb2.HouseholdRequest(
-            id_number=d.applicants[1], query_id=d.fresh_id("fuzz-household"), signatures=STANDING
-        )
+    applicants = _applicants(d)
+    base = connector_pb2.HouseholdsRequest(
+        query_id=d.fresh_id("fuzz-households" if batch else "fuzz-household"),
+        applicants=applicants if batch else [applicants[which]],
+    )
     mutation = data.draw(mutations(type(base)))
-    method = "GetHouseholds" if batch else "GetHousehold"
     _invoke(
-        d, f"RegistryService/{method}", "registry", "service", mutated(base, mutation), mutation
+        d, "RegistryService/GetHouseholds", "registry", "service", mutated(base, mutation), mutation
     )
 
 
@@ -341,28 +500,21 @@ def test_blind_evaluate_one_field_changed(
 
 # -- connectors: real queries under real grants, changed in one field --------------------------
 
-STANDING = connector_pb2.Signatures(standing=True)  # the service's way past the signer check
 
-
-def _household(d: Deployment, qid: str, i: int = 0) -> connector_pb2.HouseholdGrant:
-    reply = d.registry().GetHousehold(
-        connector_pb2.HouseholdRequest(
-            id_number=d.applicants[i % len(d.applicants)], query_id=qid, signatures=STANDING
-        ),
-        timeout=DEADLINE,
-    )
-    assert isinstance(reply, connector_pb2.HouseholdGrant)
-    return reply
-
-
-def _households(d: Deployment, qid: str, n: int) -> connector_pb2.HouseholdsResponse:
+def _households(
+    d: Deployment, qid: str, n: int, first: int = 0
+) -> connector_pb2.HouseholdsResponse:
+    """The households of ``n`` applicants from the ``first``, under one grant for ``qid``."""
+    ids = [d.applicants[(first + k) % len(d.applicants)] for k in range(n)]
     reply = d.registry().GetHouseholds(
         connector_pb2.HouseholdsRequest(
-            id_numbers=d.applicants[:n], query_id=qid, signatures=[STANDING] * n
+            query_id=qid,
+            applicants=[connector_pb2.Applicant(id_number=i, signatures=STANDING) for i in ids],
         ),
         timeout=DEADLINE,
     )
     assert isinstance(reply, connector_pb2.HouseholdsResponse)
+    assert len(reply.households) == n and all(h.tokens for h in reply.households), reply
     return reply
 
 
@@ -370,21 +522,11 @@ def _tokens(h: connector_pb2.Household, cid: str) -> list[bytes]:
     return next(list(t.tokens) for t in h.tokens if t.connector_id == cid)
 
 
-def _query(d: Deployment, cid: str, i: int = 0) -> connector_pb2.QueryRequest:
-    qid = d.fresh_id("fuzz-query")
-    reply = _household(d, qid, i)
-    return connector_pb2.QueryRequest(
-        query_id=qid,
-        tokens=_tokens(reply.household, cid),
-        key_fingerprint=d.fingerprint,
-        layout=d.kind_layout(cid),
-        grant=reply.grant,
-    )
-
-
-def _query_batch(d: Deployment, cid: str, n: int) -> connector_pb2.QueryBatchRequest:
+def _query_batch(
+    d: Deployment, cid: str, n: int, first: int = 0
+) -> connector_pb2.QueryBatchRequest:
     qid = d.fresh_id("fuzz-batch")
-    reply = _households(d, qid, n)
+    reply = _households(d, qid, n, first)
     return connector_pb2.QueryBatchRequest(
         query_id=qid,
         households=[connector_pb2.TokenSet(tokens=_tokens(h, cid)) for h in reply.households],
@@ -403,15 +545,16 @@ def _kind(cid: str) -> str:
 @fuzz(examples=300)
 @given(
     target=st.sampled_from(RICH),
-    mutation=mutations(connector_pb2.QueryRequest),
+    mutation=mutations(connector_pb2.QueryBatchRequest),
     which=st.integers(0, 9),
 )
-def test_query_one_field_changed(
+def test_query_one_household_one_field_changed(
     deployment: Deployment, target: str, mutation: Mutation, which: int
 ) -> None:
+    """One household's query (one verification), valid, changed in one field."""
     d = deployment
-    request = mutated(_query(d, target, which), mutation)
-    _invoke(d, "ConnectorService/Query", target, "service", request, mutation)
+    request = mutated(_query_batch(d, target, 1, which), mutation)
+    _invoke(d, "ConnectorService/QueryBatch", target, "service", request, mutation)
 
 
 @fuzz(examples=300)
@@ -440,42 +583,6 @@ def _evidence(d: Deployment, qid: str) -> custodian_pb2.LogEvidence:
     return custodian_pb2.LogEvidence(
         checkpoint=checkpoint.checkpoint,
         requests=[custodian_pb2.LoggedRequest(leaf_index=0, entry=entry.SerializeToString())],
-    )
-
-
-def _decrypt(d: Deployment) -> custodian_pb2.DecryptRequest:
-    qid = d.fresh_id("fuzz-decrypt")
-    reply = _household(d, qid)
-    grant = Grant.from_pb(reply.grant)
-    public = d.up.workdir.keys("custodian").paillier_public()
-    answers = []
-    for cid in ANSWERING:
-        r = d.connector(cid).Query(
-            connector_pb2.QueryRequest(
-                query_id=qid,
-                tokens=_tokens(reply.household, cid),
-                key_fingerprint=d.fingerprint,
-                layout=d.kind_layout(cid),
-                grant=reply.grant,
-            ),
-            timeout=DEADLINE,
-        )
-        answers.append(
-            custodian_pb2.CustodyAnswer(
-                connector_id=cid,
-                key_fingerprint=r.key_fingerprint,
-                queried=grant.digest_for(cid) or b"",
-                signature=r.signature,
-                packed=[r.packed],
-            )
-        )
-    total = public.add(public.from_bytes(a.packed[0], d.fingerprint) for a in answers)
-    return custodian_pb2.DecryptRequest(
-        query_id=qid,
-        answers=answers,
-        aggregate=public.to_bytes(total),
-        grant=reply.grant,
-        evidence=_evidence(d, qid),
     )
 
 
@@ -515,11 +622,14 @@ def _decrypt_batch(d: Deployment, n: int) -> custodian_pb2.DecryptBatchRequest:
 
 
 @fuzz(examples=40)
-@given(mutation=mutations(custodian_pb2.DecryptRequest))
-def test_decrypt_one_field_changed(deployment: Deployment, mutation: Mutation) -> None:
+@given(mutation=mutations(custodian_pb2.DecryptBatchRequest))
+def test_decrypt_one_household_one_field_changed(
+    deployment: Deployment, mutation: Mutation
+) -> None:
+    """One household's answers (one verification), valid, changed in one field."""
     d = deployment
-    request = mutated(_decrypt(d), mutation)
-    _invoke(d, "CustodianService/Decrypt", "custodian", "service", request, mutation)
+    request = mutated(_decrypt_batch(d, 1), mutation)
+    _invoke(d, "CustodianService/DecryptBatch", "custodian", "service", request, mutation)
 
 
 @fuzz(examples=30)
