@@ -76,3 +76,19 @@ def test_spread_out_misses_raise_nothing() -> None:
     for _ in range(10):
         assert q.not_found("intake-a") is None
         now.advance(301)
+
+
+def test_a_campaign_has_its_own_budget_apart_from_the_interactive_rate() -> None:
+    t = [dt.datetime(2026, 11, 23, 12, 0, tzinfo=dt.UTC)]
+    q = Quotas(QuotaSettings(per_minute=1, per_day=1, campaign_per_day=3), lambda: t[0])
+    q.charge("city")  # the interactive minute and day are used up
+    for _ in range(3):
+        q.charge_campaign("city")  # a campaign is not counted against them
+    with pytest.raises(QuotaExceeded) as e:
+        q.charge_campaign("city")
+    assert e.value.subject == "campaign:city" and "campaign" in str(e.value)
+    # renews at midnight China Standard Time: 12:00 UTC is 20:00 in Beijing, 4 hours before
+    assert e.value.retry_seconds == 4 * 3600 + 1
+    with pytest.raises(QuotaExceeded) as e:
+        q.charge("city")
+    assert e.value.retry_seconds == 4 * 3600 + 1  # its daily quota, not only its minute
