@@ -48,7 +48,7 @@ class FanOut:
 def call_timeout(timeout: float, households: int) -> float:
     """The deadline of a call about ``households``: ``timeout`` for one, growing to four times
     that for a campaign's chunk (a connector sums and encrypts them all in the call)."""
-    return timeout * min(4.0, 1.0 + households / 40)
+    return timeout * min(4.0, 1.0 + (households - 1) / 40)
 
 
 _REFUSALS = {  # a connector's precondition type -> what the verdict says (fixed words only)

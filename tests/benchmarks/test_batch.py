@@ -43,10 +43,13 @@ def test_batch_recheck(benchmark: Any, tmp_path_factory: pytest.TempPathFactory)
     try:
         roster = up.workdir.root.parent / "roster.txt"
         roster.write_text("\n".join(i for _, i in up.summary.applicants) + "\n")
-        # the service runs in a worker process of its own (its pid in w/run/service.pid)
-        service = int(up.workdir.pid_file("service").read_text())
-        workers = [p for p in _children(up.process.pid) if p != service]
-        before = {p: _cpu(p) for p in (service, *workers)}
+        # every party runs in a process of its own (pids in w/run/); the connectors in workers
+        parties = {
+            name: int(up.workdir.pid_file(name).read_text())
+            for name in ("service", "registry", "custodian")
+        }
+        workers = [p for p in _children(up.process.pid) if p not in parties.values()]
+        before = {p: _cpu(p) for p in (*parties.values(), *workers)}
         out = up.workdir.root.parent / "verdicts.jsonl"
 
         def run() -> None:
@@ -75,8 +78,10 @@ def test_batch_recheck(benchmark: Any, tmp_path_factory: pytest.TempPathFactory)
 
         benchmark.pedantic(run, rounds=1, iterations=1)
         seconds = benchmark.stats.stats.mean
-        cpu_service = _cpu(service) - before[service]
+        cpu = {name: _cpu(pid) - before[pid] for name, pid in parties.items()}
+        cpu_service = cpu["service"]
         cpu_workers = sum(_cpu(p) - before[p] for p in workers)
+        connectors = len(DEPARTMENT_KINDS) + len(bank_ids())
     finally:
         stop_up(up)
     # least Paillier work per household: fresh randomness for every ciphertext that must leave a
@@ -109,13 +114,18 @@ def test_batch_recheck(benchmark: Any, tmp_path_factory: pytest.TempPathFactory)
         "seconds": round(seconds, 1),
         "households_per_second": round(HOUSEHOLDS / seconds, 1),
         "service_cpu_ms_per_household": round(cpu_service / HOUSEHOLDS * 1000, 2),
-        "connector_cpu_ms_per_household": round(cpu_workers / HOUSEHOLDS * 1000, 2),
+        "registry_cpu_ms_per_household": round(cpu["registry"] / HOUSEHOLDS * 1000, 2),
+        "custodian_cpu_ms_per_household": round(cpu["custodian"] / HOUSEHOLDS * 1000, 2),
+        "connector_workers_cpu_ms_per_household": round(cpu_workers / HOUSEHOLDS * 1000, 2),
+        "one_connector_cpu_ms_per_household": round(
+            cpu_workers / connectors / HOUSEHOLDS * 1000, 3
+        ),
         "fresh_randomness_ms": round(fresh * 1000, 3),
         "decrypt_ms": round(decrypt * 1000, 3),
         "least_paillier_ms_per_household": round(least * 1000, 2),
         "ratio_time_to_least_paillier_work": round(per_household / least, 2),
         "ratio_cpu_to_least_paillier_work": round(
-            (cpu_service + cpu_workers) / HOUSEHOLDS / least, 2
+            (sum(cpu.values()) + cpu_workers) / HOUSEHOLDS / least, 2
         ),
     }
     benchmark.extra_info.update(extra)
