@@ -13,6 +13,7 @@ import json
 from collections.abc import Iterator
 from concurrent import futures
 from pathlib import Path
+from typing import Any
 
 import grpc
 import pytest
@@ -62,7 +63,8 @@ class Limited(verification_pb2_grpc.VerificationServiceServicer):
 
 def _run(tmp_path: Path, refusals: int) -> tuple[list[dict], list[float], object]:
     server = grpc.server(futures.ThreadPoolExecutor(4))
-    verification_pb2_grpc.add_VerificationServiceServicer_to_server(Limited(refusals), server)
+    servicer: Any = Limited(refusals)  # only VerifyBatch is asked for
+    verification_pb2_grpc.add_VerificationServiceServicer_to_server(servicer, server)
     port = server.add_insecure_port("127.0.0.1:0")
     server.start()
     roster = tmp_path / "roster.txt"
