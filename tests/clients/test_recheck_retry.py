@@ -38,6 +38,12 @@ class Limited(verification_pb2_grpc.VerificationServiceServicer):
         self.refusals = refusals
         self.rounds = 0
 
+    def Verify(self, request: Any, context: Any) -> Any:
+        context.abort(grpc.StatusCode.UNIMPLEMENTED, "only campaigns here")
+
+    def GetReport(self, request: Any, context: Any) -> Any:
+        context.abort(grpc.StatusCode.UNIMPLEMENTED, "only campaigns here")
+
     def VerifyBatch(
         self, request_iterator: Iterator[verification_pb2.VerifyRequest], context: object
     ) -> Iterator[verification_pb2.BatchResult]:
@@ -63,8 +69,7 @@ class Limited(verification_pb2_grpc.VerificationServiceServicer):
 
 def _run(tmp_path: Path, refusals: int) -> tuple[list[dict], list[float], object]:
     server = grpc.server(futures.ThreadPoolExecutor(4))
-    servicer: Any = Limited(refusals)  # only VerifyBatch is asked for
-    verification_pb2_grpc.add_VerificationServiceServicer_to_server(servicer, server)
+    verification_pb2_grpc.add_VerificationServiceServicer_to_server(Limited(refusals), server)
     port = server.add_insecure_port("127.0.0.1:0")
     server.start()
     roster = tmp_path / "roster.txt"
