@@ -69,6 +69,7 @@ def test_batch_recheck(benchmark: Any, tmp_path_factory: pytest.TempPathFactory)
                     "--quiet",
                     "--campaign",
                     f"bench-{time.time_ns()}",
+                    *up.authorisation_args(),
                 ],
                 capture_output=True,
                 text=True,

@@ -7,20 +7,16 @@ HEDUI_BENCH_CAMPAIGN_HOUSEHOLDS sets the population (default 100000)."""
 
 from __future__ import annotations
 
-import csv
 import json
 import os
-import re
-import signal
 import subprocess
 import sys
-import threading
 import time
-from collections import Counter, deque
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from tests.e2e.conftest import TODAY
+from tests.e2e.conftest import TODAY, readme_up
 
 HOUSEHOLDS = int(os.environ.get("HEDUI_BENCH_CAMPAIGN_HOUSEHOLDS", "100000"))
 
@@ -57,42 +53,18 @@ def _children(pid: int) -> list[int]:
 
 
 def test_campaign(benchmark: Any, tmp_path: Path) -> None:
-    extra: dict[str, Any] = {"households": HOUSEHOLDS}
-    r, extra["generate_s"] = _hedui(
-        "population", "generate", "--households", str(HOUSEHOLDS), "--seed", "7", "--out", "data/",
-        cwd=tmp_path,
-    )  # fmt: skip
-    assert r.returncode == 0, r.stderr
-    start = time.monotonic()
-    up = subprocess.Popen(
-        [sys.executable, "-m", "hedui.clients.cli", "up", "--data", "data/", "--workdir", "w/"],
-        cwd=tmp_path,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        start_new_session=True,
-    )
-    tail: deque[str] = deque(maxlen=50)
+    up = readme_up(tmp_path, HOUSEHOLDS)
+    extra: dict[str, Any] = {
+        "households": HOUSEHOLDS,
+        "generate_s": round(up.generate_s, 1),
+        "up_s": round(up.up_s, 1),
+    }
     try:
-        assert up.stdout is not None
-        line = ""
-        while True:
-            line = up.stdout.readline()
-            if "ready" in line or not line:
-                break
-        assert re.search(r"127\.0\.0\.1:\d+", line), line + (up.stderr.read() if up.stderr else "")
-        extra["up_s"] = round(time.monotonic() - start, 1)
-        for stream in (up.stdout, up.stderr):
-            threading.Thread(target=tail.extend, args=(stream,), daemon=True).start()
         run = tmp_path / "w" / "run"
         parties = {
             n: int((run / f"{n}.pid").read_text()) for n in ("service", "registry", "custodian")
         }
-        workers = [p for p in _children(up.pid) if p not in parties.values()]
-        with (tmp_path / "data" / "registry.csv").open(encoding="utf-8") as f:
-            heads = [row[1] for row in csv.reader(f) if len(row) > 2 and row[2] == "head"]
-        (tmp_path / "roster.txt").write_text("\n".join(heads) + "\n")
-        (tmp_path / "authorisation.pdf").write_text("复核授权 2026-11\n")
+        workers = [p for p in _children(up.process.pid) if p not in parties.values()]
         before = {p: _status(p)["cpu_ms"] for p in (*parties.values(), *workers)}
 
         def recheck() -> None:
@@ -101,7 +73,7 @@ def test_campaign(benchmark: Any, tmp_path: Path) -> None:
                 "--authorisation", "authorisation.pdf", "--authorised-on", TODAY.isoformat(),
                 cwd=tmp_path,
             )  # fmt: skip
-            assert r.returncode == 0, r.stderr + "".join(tail)
+            assert r.returncode == 0, r.stderr + "".join(up.tail)
             extra["recheck_s"] = round(seconds, 1)
             extra["recheck_summary"] = r.stdout.strip().splitlines()[0]
 
@@ -111,7 +83,7 @@ def test_campaign(benchmark: Any, tmp_path: Path) -> None:
             for x in (tmp_path / "roster.verdicts.jsonl").read_text(encoding="utf-8").splitlines()
         ]
         decisions = Counter(row.get("decision", "refused") for row in rows)
-        assert len(rows) == len(heads) and decisions["refused"] == 0, decisions
+        assert len(rows) == len(up.heads) and decisions["refused"] == 0, decisions
         extra["decisions"] = dict(decisions)
         extra["decisions_per_second"] = round(len(rows) / extra["recheck_s"], 1)
         for name, pid in parties.items():
@@ -129,13 +101,7 @@ def test_campaign(benchmark: Any, tmp_path: Path) -> None:
         assert r.returncode == 0, r.stdout + r.stderr
         dbs = sorted((tmp_path / "w").rglob("audit*.sqlite*"))
         extra["audit_log_mb"] = round(sum(p.stat().st_size for p in dbs) / 2**20, 1)
-        extra["audit_log_files"] = [p.relative_to(tmp_path).as_posix() for p in dbs]
     finally:
-        if up.poll() is None:
-            os.killpg(up.pid, signal.SIGTERM)
-            try:
-                up.wait(120)
-            except subprocess.TimeoutExpired:
-                os.killpg(up.pid, signal.SIGKILL)
+        up.stop()
     benchmark.extra_info.update(extra)
     print("\n" + "\n".join(f"{k}: {v}" for k, v in extra.items()))

@@ -233,3 +233,64 @@ def wait_for_alerts(up: Up, n: int) -> list[dict[str, object]]:
             return list_alerts(up)
         time.sleep(1)
     raise AssertionError(f"{len(list_alerts(up))} alerts after 180 s, expected {n}")
+
+
+@dataclass
+class ReadmeUp:
+    """A deployment started exactly as the README's first lines do, in ``root``:
+    `hedui population generate --households N --seed 7 --out data/`, then
+    `hedui up --data data/ --workdir w/`, with the roster of every household head."""
+
+    root: Path
+    process: subprocess.Popen[str]
+    heads: list[str]
+    generate_s: float
+    up_s: float
+    tail: deque[str] = field(default_factory=lambda: deque(maxlen=50))
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            os.killpg(self.process.pid, signal.SIGTERM)
+            try:
+                self.process.wait(120)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.process.pid, signal.SIGKILL)
+
+
+def readme_up(root: Path, households: int) -> ReadmeUp:
+    start = time.monotonic()
+    r = subprocess.run(
+        [sys.executable, "-m", "hedui.clients.cli", "population", "generate",
+         "--households", str(households), "--seed", "7", "--out", "data/"],
+        cwd=root, capture_output=True, text=True, check=False,
+    )  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    generated = time.monotonic()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "hedui.clients.cli", "up", "--data", "data/", "--workdir", "w/"],
+        cwd=root,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
+    assert proc.stdout is not None
+    line = ""
+    while True:
+        line = proc.stdout.readline()
+        if "ready" in line or not line:
+            break
+    if not re.search(r"127\.0\.0\.1:\d+", line):
+        proc.kill()
+        pytest.fail(
+            f"hedui up did not become ready: {line!r} {proc.stderr.read() if proc.stderr else ''}"
+        )
+    # the README: awk -F, '$3=="head" {print $2}' data/registry.csv > roster.txt
+    with (root / "data" / "registry.csv").open(encoding="utf-8") as f:
+        heads = [row[1] for row in csv.reader(f) if len(row) > 2 and row[2] == "head"]
+    (root / "roster.txt").write_text("\n".join(heads) + "\n")
+    (root / "authorisation.pdf").write_text("复核授权 2026-11\n")
+    up = ReadmeUp(root, proc, heads, generated - start, time.monotonic() - generated)
+    for stream in (proc.stdout, proc.stderr):
+        threading.Thread(target=up.tail.extend, args=(stream,), daemon=True).start()
+    return up
