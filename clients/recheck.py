@@ -35,7 +35,7 @@ from hedui.core.rpc import open_channel
 from hedui.proto.v1 import common_pb2, verification_pb2, verification_pb2_grpc
 
 # "nothing was decided, ask again later": never written as a household's final line
-RETRYABLE = {"ABORTED", "UNAVAILABLE", "RESOURCE_EXHAUSTED"}
+RETRYABLE = {"ABORTED", "UNAVAILABLE", "RESOURCE_EXHAUSTED", "INTERNAL"}
 DECISIONS = {"ELIGIBLE", "INELIGIBLE", "NEEDS_REVIEW"}
 MAX_WAIT = 60.0  # the longest pause between rounds, whatever the service suggests
 
@@ -128,7 +128,9 @@ def _done_requests(out: Path, campaign: str) -> set[str]:
                 f"{out} holds results of another re-verification round ({row.get('campaign')}), "
                 "e.g. of an earlier roster or programme; choose another --out"
             )
-        if "decision" in row or row.get("error", {}).get("code") not in RETRYABLE:
+        if "request_id" in row and (
+            "decision" in row or row.get("error", {}).get("code") not in RETRYABLE
+        ):
             done.add(str(row["request_id"]))
     return done
 

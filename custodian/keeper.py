@@ -238,7 +238,10 @@ class KeyCustodian:
                 continue
             sums = aggregate_batch(public, of_kind)
             plaintexts = self._decrypt_many(sums)
-            if any(m >> (layout.per_ciphertext * layout.stride) for m in plaintexts):
+            # no bit above the households a ciphertext holds (fewer in the last one)
+            used = [layout.per_ciphertext] * (len(plaintexts) - 1)
+            used.append(households - layout.per_ciphertext * (len(plaintexts) - 1))
+            if any(m >> (n * layout.stride) for m, n in zip(plaintexts, used, strict=True)):
                 raise Refused(
                     f"an answer of kind {kind} reaches outside its own slots: an answer was forged"
                 )

@@ -13,6 +13,8 @@ import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
+from google.protobuf.message import DecodeError
+
 from hedui.audit.log import AuditLog, Receipt
 from hedui.core.resident_id import ResidentId
 from hedui.core.tls import PeerIdentity
@@ -92,7 +94,12 @@ class Claims:
                     )
                 )
             else:
-                kept = verification_pb2.Verdict.FromString(e[1])
+                try:
+                    kept = verification_pb2.Verdict.FromString(e[1])
+                except DecodeError:
+                    log.error("request=%s: its kept verdict cannot be read", app.request_id)
+                    out.append(StateUnavailable("a kept verdict cannot be read"))
+                    continue
                 out.append(RequestExpired(purged_message(kept)) if is_purged(kept) else kept)
         return out
 

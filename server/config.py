@@ -48,7 +48,7 @@ class ServiceConfig:
     quota_overrides: Mapping[str, tuple[int, int]] = field(default_factory=dict)
     # a re-verification campaign (VerifyBatch) is not counted against the rate and quota above
     # but against its own daily budget per intake system
-    campaign_daily_budget: int = 2_000_000
+    campaign_daily_budget: int = 1_000_000
     # concurrent Verify calls are gathered into one pipeline run: at most this many households,
     # waiting at most this long for more while another run is in flight (an idle service
     # answers a lone call at once)

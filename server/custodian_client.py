@@ -139,6 +139,8 @@ class RemoteCustodian:
 
         reply = self._with_evidence(evidence, send)
         assert isinstance(reply, custodian_pb2.DecryptBatchResponse)
+        if len(reply.households) != households:
+            raise CustodianRefused("the key custodian answered for another number of households")
         return [totals_from_pb(t) for t in reply.households]
 
     def close(self) -> None:

@@ -31,7 +31,7 @@ class QuotaSettings:
     overrides: Mapping[str, tuple[int, int]] = field(default_factory=dict)
     # re-verification campaigns (VerifyBatch) are flow-controlled by their stream and counted
     # against this daily budget per caller, not against the interactive rate and quota
-    campaign_per_day: int = 2_000_000
+    campaign_per_day: int = 1_000_000
 
     def limits(self, caller: str) -> tuple[int, int]:
         return self.overrides.get(caller, (self.per_minute, self.per_day))

@@ -327,6 +327,17 @@ class RequestBook:
             return bytes(bound) == household
 
     @_guarded
+    def bound_cases(self, case_keys: Sequence[bytes]) -> set[bytes]:
+        """Which of these case keys are bound to a household already, in one query."""
+        if not case_keys:
+            return set()
+        with self._engine.connect() as conn:
+            rows = conn.execute(
+                select(ConsentCase.case_key).where(ConsentCase.case_key.in_(list(case_keys)))
+            )
+            return {bytes(k) for (k,) in rows}
+
+    @_guarded
     def claim_many(
         self, items: Sequence[tuple[bytes, bytes]]
     ) -> list[tuple[bytes, bytes | None] | None]:

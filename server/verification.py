@@ -12,6 +12,7 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import re
+import threading
 from collections.abc import Callable, Iterator, Sequence
 from typing import TypeVar
 
@@ -86,9 +87,21 @@ class VerificationServicer(verification_pb2_grpc.VerificationServiceServicer):
         self._chunk = chunk
         self._quotas = quotas or Quotas(QuotaSettings())
         self._idle = batch_idle_seconds
-        self._gather: Gatherer[tuple[Application, PeerIdentity], Outcome] = Gatherer(
-            verifier.run, max_households=gather_max_households, window=gather_window_ms / 1000
-        )
+        self._gather_max, self._gather_window = gather_max_households, gather_window_ms / 1000
+        # one gatherer per intake system: a run holds one caller's applications only, so no
+        # household of another intake can change or fail its verdicts
+        self._gatherers: dict[str, Gatherer[tuple[Application, PeerIdentity], Outcome]] = {}
+        self._gatherers_lock = threading.Lock()
+
+    def _gatherer(self, caller: str) -> Gatherer[tuple[Application, PeerIdentity], Outcome]:
+        with self._gatherers_lock:
+            g = self._gatherers.get(caller)
+            if g is None:
+                g = Gatherer(
+                    self._verifier.run, max_households=self._gather_max, window=self._gather_window
+                )
+                self._gatherers[caller] = g
+            return g
 
     def _not_found(self, caller: str) -> None:
         alert = self._quotas.not_found(caller)
@@ -181,7 +194,10 @@ class VerificationServicer(verification_pb2_grpc.VerificationServiceServicer):
             metrics.QUOTA_REFUSALS.labels("caller").inc()
             rpc.abort_with(context, status_of(e, app.request_id))
         return self.guarded(
-            context, app, caller, lambda: self._checked(self._gather.submit((app, caller)))[0]
+            context,
+            app,
+            caller,
+            lambda: self._checked(self._gatherer(caller.name).submit((app, caller)))[0],
         )
 
     @staticmethod
@@ -231,9 +247,16 @@ class VerificationServicer(verification_pb2_grpc.VerificationServiceServicer):
                     yield batch_result(request.request_id, invalid(app))
                     continue
                 try:
-                    self._quotas.charge_campaign(caller.name)
+                    # a campaign re-checks under a standing authorisation; an application with
+                    # a signed consent in a stream counts as the interactive ones do
+                    if app.consent.standing:
+                        self._quotas.charge_campaign(caller.name)
+                    else:
+                        self._quotas.charge(caller.name)
                 except QuotaExceeded as e:
-                    metrics.QUOTA_REFUSALS.labels("campaign").inc()
+                    metrics.QUOTA_REFUSALS.labels(
+                        "campaign" if app.consent.standing else "caller"
+                    ).inc()
                     yield batch_result(app.request_id, status_of(e, app.request_id))
                     continue
                 chunk.append(app)

@@ -14,6 +14,7 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import secrets
+from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
@@ -121,19 +122,47 @@ class Verifier:
                 todo.append(_Pending(i, *asks[i], c))
             else:
                 out[i] = c if isinstance(c, Exception) else (c, None)
-        if todo:
+        try:
+            groups = self._groups(todo)
+        except StateUnavailable as e:
+            self.claims.release([p.claim.key for p in todo])
+            groups = []
+            for p in todo:
+                out[p.index] = e
+        for group in groups:
             try:
-                for p, result in zip(todo, self._verify(todo), strict=True):
+                for p, result in zip(group, self._verify(group), strict=True):
                     out[p.index] = result
             except Exception as e:  # the whole run failed: nothing was decided for any of them
                 if not isinstance(e, ServiceError | AuditError):
                     log.exception("a verification run failed")
                     e = Unfinished(type(e).__name__)
-                self.claims.release([p.claim.key for p in todo])
-                for p in todo:
+                self.claims.release([p.claim.key for p in group])
+                for p in group:
                     out[p.index] = e
         assert all(o is not None for o in out)
         return [o for o in out if o is not None]
+
+    def _groups(self, todo: list[_Pending]) -> list[list[_Pending]]:
+        """The runs to make: one for all, except that an application whose case number is bound
+        already (to its own household or another's) or shared with another of this run goes
+        alone, so that a case number of another household is refused before any source is
+        asked (in a run with others its household would be in the grant, asked and decrypted
+        with them)."""
+        if len(todo) < 2:
+            return [todo] if todo else []
+        keys = {p.index: self.case_key(p.app, p.caller) for p in todo if not p.app.consent.standing}
+        if not keys:
+            return [todo]
+        shared = Counter(keys.values())
+        bound = self.requests.bound_cases(sorted(set(keys.values())))
+        alone = [
+            p
+            for p in todo
+            if p.index in keys and (keys[p.index] in bound or shared[keys[p.index]] > 1)
+        ]
+        together = [p for p in todo if p not in alone]
+        return ([together] if together else []) + [[p] for p in alone]
 
     def _verify(self, todo: list[_Pending]) -> list[Outcome]:
         query_id = self.new_query_id()
@@ -141,8 +170,9 @@ class Verifier:
         logged = self.audit.append([self.request_entry(p, query_id) for p in todo])
         try:  # from here on, every way out leaves an outcome entry for every request entry
             return self._after_logged(todo, query_id, logged)
-        except ServiceError as e:
-            self.audit.append([self.unfinished_entry(p, query_id, str(e)) for p in todo])
+        except Exception as e:
+            why = str(e) if isinstance(e, ServiceError) else f"failed: {type(e).__name__}"
+            self.audit.append([self.unfinished_entry(p, query_id, why) for p in todo])
             raise
 
     def _after_logged(
@@ -164,10 +194,11 @@ class Verifier:
         results: dict[int, Outcome] = {}
         outcome_entries: list[audit_pb2.AuditEntry] = []
         found: list[tuple[_Pending, GrantedHousehold, int]] = []
+        refused: list[bytes] = []  # claims given back once their outcome entries are logged
 
         def refuse(p: _Pending, error: ServiceError) -> None:  # this household's alone
             outcome_entries.append(self.unfinished_entry(p, query_id, str(error)))
-            self.claims.release([p.claim.key])
+            refused.append(p.claim.key)
             results[p.index] = error
 
         bound = 0
@@ -217,6 +248,7 @@ class Verifier:
             [(p.claim.key, v.SerializeToString(deterministic=True)) for p, _, v in concluded]
         )
         receipts = self.audit.append(entries + outcome_entries)
+        self.claims.release(refused)  # they may be asked again at once
         completed = []
         for (p, household, verdict), receipt in zip(concluded, receipts, strict=False):
             verdict.audit.CopyFrom(receipt_pb(receipt))
@@ -245,9 +277,12 @@ class Verifier:
         covers many."""
         if app.consent.standing:
             return
-        key = self.audit_key.mac(f"case\0{caller.name}\0{app.consent.case_number}".encode())
-        if not self.requests.bind_case(key, pseudonym):
+        if not self.requests.bind_case(self.case_key(app, caller), pseudonym):
             raise consent.case_reused(app.consent.case_number)
+
+    def case_key(self, app: Application, caller: PeerIdentity) -> bytes:
+        """A case number's row in the state: an HMAC of its caller and number."""
+        return self.audit_key.mac(f"case\0{caller.name}\0{app.consent.case_number}".encode())
 
     def evidence(self, leaves: Sequence[int]) -> EvidenceSource:
         """What proves to the custodian that these request entries are in the log."""

@@ -203,3 +203,57 @@ def test_in_a_batch_the_household_without_consent_fails_alone(up: Up) -> None:
     assert results["batch-unsigned"].error.code == "FAILED_PRECONDITION"
     assert "did not sign" in results["batch-unsigned"].error.message
     assert results["batch-signed"].verdict.connectors_answered == 86
+
+
+def test_a_reused_case_number_among_concurrent_calls_is_refused_before_any_source(
+    up: Up,
+) -> None:
+    """Concurrent Verify calls are verified together (one grant, one fan-out); a case number of
+    another household among them goes alone, so that its household is never asked about or
+    decrypted (issue #22)."""
+    import json
+    import time
+    from concurrent.futures import ThreadPoolExecutor
+
+    (_, owner), (_, other), *crowd_of = up.summary.applicants[20:27]  # 6 calls, within a share
+    rest = [head for _, head in crowd_of]
+    case = "2026-ZJ-000777"
+    _verify(up, "case-777-owner", owner, consent_for(up.summary, owner, case=case))
+    crowd_calls = [
+        (f"case-777-crowd-{i}", head, consent_for(up.summary, head)) for i, head in enumerate(rest)
+    ]
+    reused = ("case-777-other", other, consent_for(up.summary, other, case=case))
+
+    def call(c: tuple[str, str, verification_pb2.Consent]) -> object:
+        try:
+            return _verify(up, *c)
+        except grpc.RpcError as e:
+            return e
+
+    with ThreadPoolExecutor(len(crowd_calls) + 1) as pool:
+        # the first calls keep both runners busy; the reused case number then waits with the
+        # rest of the crowd for the next run, which it would share with them
+        first = [pool.submit(call, c) for c in crowd_calls[:3]]
+        time.sleep(0.05)
+        later = [pool.submit(call, c) for c in [reused, *crowd_calls[3:]]]
+        refused = later[0].result()
+        decided = [f.result() for f in first + later[1:]]
+    assert isinstance(refused, grpc.RpcError)
+    assert [v[:2] for v in _violations(refused)] == [("CONSENT", "consent.case_number")]
+    assert all(isinstance(r, verification_pb2.Verdict) for r in decided), [
+        (grpc_code(r), r.details()) for r in decided if isinstance(r, grpc.RpcError)
+    ]
+    by_request = {
+        e.request.request_id: e.request.query_id for e in _entries(up) if e.HasField("request")
+    }
+    alone = by_request["case-777-other"]
+    crowd = {by_request[f"case-777-crowd-{i}"] for i in range(len(rest))}
+    assert alone not in crowd  # it ran on its own
+    assert len(crowd) < len(rest)  # the others were verified together
+    journal = up.workdir.custodian_dir / "decryptions.jsonl"
+    decrypted = {
+        json.loads(line)["query_id"]
+        for line in journal.read_text().splitlines()
+        if json.loads(line).get("event") == "decrypted"
+    }
+    assert alone not in decrypted and crowd <= decrypted
