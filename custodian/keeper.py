@@ -222,6 +222,8 @@ class KeyCustodian:
         public = self._private.public
         values: list[dict[str, int]] = [{} for _ in range(households)]
         refused: list[dict[str, str]] = [{} for _ in range(households)]
+        released: list[tuple[str, BatchLayout, int]] = []  # kind, layout, its ciphertexts
+        sums: list[Ciphertext] = []
         for kind, members in sorted(d.kinds.items()):
             layout = d.batch_layouts[kind]
             of_kind = [a for a in answers if a.kind == kind]
@@ -236,16 +238,20 @@ class KeyCustodian:
                 for r in refused:
                     r.update(dict.fromkeys((s.field for s in layout.slots), reason))
                 continue
-            sums = aggregate_batch(public, of_kind)
-            plaintexts = self._decrypt_many(sums)
+            kind_sums = aggregate_batch(public, of_kind)
+            released.append((kind, layout, len(kind_sums)))
+            sums += kind_sums
+        plaintexts = iter(self._decrypt_many(sums))  # every kind's at once, on every core
+        for kind, layout, count in released:
+            mine = [next(plaintexts) for _ in range(count)]
             # no bit above the households a ciphertext holds (fewer in the last one)
-            used = [layout.per_ciphertext] * (len(plaintexts) - 1)
-            used.append(households - layout.per_ciphertext * (len(plaintexts) - 1))
-            if any(m >> (n * layout.stride) for m, n in zip(plaintexts, used, strict=True)):
+            used = [layout.per_ciphertext] * (count - 1)
+            used.append(households - layout.per_ciphertext * (count - 1))
+            if any(m >> (n * layout.stride) for m, n in zip(mine, used, strict=True)):
                 raise Refused(
                     f"an answer of kind {kind} reaches outside its own slots: an answer was forged"
                 )
-            plain = layout.unpack(plaintexts, households)
+            plain = layout.unpack(mine, households)
             for totals in plain:
                 for slot in layout.slots:
                     if totals[slot.field] > slot.max_total:

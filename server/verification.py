@@ -13,7 +13,9 @@ import datetime as dt
 import logging
 import re
 import threading
+from collections import deque
 from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import TypeVar
 
 import grpc
@@ -53,6 +55,7 @@ log = logging.getLogger("hedui.server")
 
 MAX_TEXT = 128
 MAX_CASEWORKER = 64
+CHUNKS_IN_FLIGHT = 2  # per campaign stream
 
 
 def _text_ok(value: str) -> bool:
@@ -92,6 +95,8 @@ class VerificationServicer(verification_pb2_grpc.VerificationServiceServicer):
         # household of another intake can change or fail its verdicts
         self._gatherers: dict[str, Gatherer[tuple[Application, PeerIdentity], Outcome]] = {}
         self._gatherers_lock = threading.Lock()
+        # the campaigns' chunks in flight (two streams, CHUNKS_IN_FLIGHT each)
+        self._chunks = ThreadPoolExecutor(2 * CHUNKS_IN_FLIGHT, thread_name_prefix="chunk")
 
     def _gatherer(self, caller: str) -> Gatherer[tuple[Application, PeerIdentity], Outcome]:
         with self._gatherers_lock:
@@ -232,15 +237,28 @@ class VerificationServicer(verification_pb2_grpc.VerificationServiceServicer):
         context: grpc.ServicerContext,
     ) -> Iterator[verification_pb2.BatchResult]:
         """A campaign: read applications, verify them a chunk at a time, stream the results
-        back as they are decided."""
+        back as they are decided. Up to ``CHUNKS_IN_FLIGHT`` chunks are verified at once, so
+        that one chunk's registry, custodian and service work overlaps another's fan-out; the
+        stream is read on only while fewer are in flight (its flow control)."""
         caller = rpc.caller(context)
         chunk: list[Application] = []
+        flight: deque[Future[list[verification_pb2.BatchResult]]] = deque()
+
+        def launch(apps: list[Application]) -> Iterator[verification_pb2.BatchResult]:
+            """Start a chunk; the results of the chunks done meanwhile, waiting for the oldest
+            while too many are in flight."""
+            flight.append(self._chunks.submit(self._run_chunk, apps, caller))
+            while flight and (flight[0].done() or len(flight) >= CHUNKS_IN_FLIGHT):
+                yield from flight.popleft().result()
+
         try:
             for request in paced(request_iterator, min(2.0, self._idle / 2), self._idle):
                 if request is PAUSE:  # the client paused: answer what it sent so far
                     if chunk:
-                        yield from self._run_chunk(chunk, caller)
+                        yield from launch(chunk)
                         chunk = []
+                    while flight:
+                        yield from flight.popleft().result()
                     continue
                 app = self.validate(request)
                 if not isinstance(app, Application):
@@ -261,25 +279,33 @@ class VerificationServicer(verification_pb2_grpc.VerificationServiceServicer):
                     continue
                 chunk.append(app)
                 if len(chunk) >= self._chunk:
-                    yield from self._run_chunk(chunk, caller)
+                    yield from launch(chunk)
                     chunk = []
         except StreamIdle as e:
+            for f in flight:  # the chunks started are decided and logged; their caller is gone
+                f.result()
             rpc.abort(context, grpc.StatusCode.ABORTED, str(e))
         if chunk:
-            yield from self._run_chunk(chunk, caller)
+            yield from launch(chunk)
+        while flight:
+            yield from flight.popleft().result()
 
     def _run_chunk(
         self, apps: Sequence[Application], caller: PeerIdentity
-    ) -> Iterator[verification_pb2.BatchResult]:
+    ) -> list[verification_pb2.BatchResult]:
         outcomes = self._verifier.run([(app, caller) for app in apps])
+        out = []
         for app, outcome in zip(apps, outcomes, strict=True):
             if isinstance(outcome, Exception):
                 if isinstance(outcome, RegistryNotFound):
                     self._not_found(caller.name)
                 status = status_of(outcome, app.request_id, app.policy_subject)
-                yield batch_result(app.request_id, status)
+                out.append(batch_result(app.request_id, status))
             else:
-                yield verification_pb2.BatchResult(request_id=app.request_id, verdict=outcome[0])
+                out.append(
+                    verification_pb2.BatchResult(request_id=app.request_id, verdict=outcome[0])
+                )
+        return out
 
     # -- GetReport --------------------------------------------------------------------------
 
