@@ -241,3 +241,68 @@ def test_the_ca_signs_only_what_its_operator_expects(
     hosted = KeyDir(tmp_path / "d").request_certificate("bank-10", "connector", ["bank10.example"])
     ca.sign(hosted.read_bytes(), NOW, name="bank-10", role="connector")
     assert [r.name for r in ca.records()] == ["bank-10"]
+
+
+def test_one_intake_system_cannot_take_every_place_from_another(
+    ca: CertificateAuthority, tmp_path: Path
+) -> None:
+    """Admission per caller (issue #22): of 3 places, one intake system may hold 2; a third
+    call of its own is refused at once with a RetryInfo, another intake's call is admitted."""
+    import threading
+
+    from google.rpc import error_details_pb2
+
+    from hedui.core.rpc import Admission, error_details
+
+    server_keys = _enrol(ca, tmp_path, "service", "service")
+    a = _enrol(ca, tmp_path, "intake-a", "intake")
+    b = _enrol(ca, tmp_path, "intake-b", "intake")
+    release, entered = threading.Event(), threading.Semaphore(0)
+
+    def hold(request: bytes, context: grpc.ServicerContext) -> bytes:
+        entered.release()
+        release.wait(30)
+        return b"ok"
+
+    def register(server: grpc.Server) -> None:
+        server.add_generic_rpc_handlers(
+            (
+                grpc.method_handlers_generic_handler(
+                    "test.Probe", {"Call": grpc.unary_unary_rpc_method_handler(hold)}
+                ),
+            )
+        )
+
+    method = "/test.Probe/Call"
+    running = create_server(
+        "127.0.0.1:0",
+        tls=server_keys.tls("service"),
+        roles={"test.Probe": {"intake"}},
+        register=[register],
+        admission=Admission({method: 3}, per_caller={method: 2}),
+    )
+    address = f"127.0.0.1:{running.port}"
+    channels = {
+        n: open_channel(address, tls=k.tls(n), server_name="service")
+        for n, k in (("intake-a", a), ("intake-b", b))
+    }
+    call = {n: ch.unary_unary(method) for n, ch in channels.items()}  # type: ignore[call-arg]
+    try:
+        held = [call["intake-a"].future(b"x", timeout=30) for _ in range(2)]
+        for _ in range(2):
+            assert entered.acquire(timeout=10)
+        with pytest.raises(grpc.RpcError) as info:
+            call["intake-a"](b"x", timeout=10)
+        assert info.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED  # type: ignore[attr-defined]
+        assert "intake-a has 2 calls in progress" in str(info.value.details())  # type: ignore[attr-defined]
+        assert any(isinstance(d, error_details_pb2.RetryInfo) for d in error_details(info.value))
+        other = call["intake-b"].future(b"x", timeout=30)  # its share is untouched
+        assert entered.acquire(timeout=10)
+        release.set()
+        assert other.result() == b"ok" and all(f.result() == b"ok" for f in held)
+        assert call["intake-a"](b"x", timeout=10) == b"ok"  # every place was given back
+    finally:
+        release.set()
+        for ch in channels.values():
+            ch.close()
+        running.stop(0)
