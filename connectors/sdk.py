@@ -1,11 +1,12 @@
-"""The connector SDK: answer a query with one signed, freshly encrypted total per field.
+"""The connector SDK: answer a query with signed, freshly encrypted household totals.
 
 A bank or department implements :class:`HoldingSource` over its own data (the reference
 connectors use :class:`hedui.connectors.store.HoldingStore`) and serves
 :class:`ConnectorServicer`. The SDK enforces the privacy contract: every queried token is
-answered (a token the source does not hold adds 0), the household is summed before encryption,
-all fields are packed into their slots of the query's layout and encrypted once with fresh
-randomness, and the answer is signed over the query id, the tokens and the layout.
+answered (a token the source does not hold adds 0), each household is summed before encryption,
+its fields are packed into their slots of the query's layout (several households to a
+plaintext), every plaintext is encrypted with fresh randomness, and the answer is signed over
+the query id, the tokens, the layout and the ciphertexts.
 """
 
 from __future__ import annotations

@@ -1,9 +1,9 @@
 """Ed25519 signatures over connector answers.
 
 A connector signs the canonical bytes of its answer: a domain label, the query id, its own
-connector id, the Paillier key fingerprint, the digest of the tokens it was asked about, the
-digest of the slot layout, and the packed ciphertext, every part length-prefixed so no two
-answers share signed bytes.
+connector id, the Paillier key fingerprint, the digest of every household's tokens it was asked
+about, the digest of its kind's layout, and the digest of its ciphertexts, every part
+length-prefixed so no two answers share signed bytes.
 """
 
 from __future__ import annotations
@@ -33,8 +33,8 @@ def batch_queried(households: Sequence[Sequence[bytes]]) -> bytes:
 def batch_digests(
     households: Sequence[Sequence[bytes]], packed: Sequence[bytes]
 ) -> tuple[bytes, bytes]:
-    """(digest of every household's token digest, digest of the ciphertexts) of a batch answer,
-    signed in place of the tokens and the ciphertext of a single answer."""
+    """(digest of every household's token digest, digest of the ciphertexts) of an answer: what
+    its signature covers in place of the tokens and the ciphertexts themselves."""
     return batch_queried(households), ciphertexts_digest(packed)
 
 
@@ -51,8 +51,8 @@ def answer_bytes(
     layout: bytes,
     packed: bytes,
 ) -> bytes:
-    """``queried`` is the :func:`tokens_digest` of the query's tokens, ``layout`` the digest
-    of the slot layout, ``packed`` the ciphertext bytes."""
+    """``queried`` and ``packed`` are the digests of :func:`batch_digests`, ``layout`` the
+    digest of the kind's layout."""
     parts = [
         _ANSWER_LABEL,
         query_id.encode(),

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import TypeVar
 
@@ -146,10 +146,6 @@ class KeyCustodian:
     @property
     def public_key(self) -> PublicKey:
         return self._private.public
-
-    @property
-    def batch_layouts(self) -> Mapping[str, BatchLayout]:
-        return self._deployment.batch_layouts
 
     def _decrypt_many(self, ciphertexts: Sequence[Ciphertext]) -> list[int]:
         """Decrypt on the custodian's worker threads (gmpy2 releases the GIL there)."""

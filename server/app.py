@@ -181,15 +181,10 @@ def build_verifier(
             "(the verification service never holds the private key)"
         )
     custodian: Custodian = RemoteCustodian(
-        config.custodian_address, tls, public, view, config.query_timeout_seconds * 4
+        config.custodian_address, tls, public, config.query_timeout_seconds * 4
     )
     return Verifier(
-        registry=RegistryClient(
-            config.registry,
-            tls,
-            config.registry_timeout_seconds,
-            Clock(config.timezone, lambda z: clock()),
-        ),
+        registry=RegistryClient(config.registry, tls, config.registry_timeout_seconds),
         pool=ConnectorPool(
             config.connectors,
             tls=tls,

@@ -4,7 +4,7 @@ that the query is logged, and gets back only the totals the custodian may releas
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from typing import Protocol
 
 import grpc
@@ -13,14 +13,12 @@ from hedui.core import rpc
 from hedui.core.answers import BatchAnswer
 from hedui.core.custody import (
     CUSTODIAN_ID,
-    Deployment,
     EvidenceSource,
     Totals,
     evidence_pb,
     totals_from_pb,
 )
 from hedui.core.grants import Grant
-from hedui.core.packing import BatchLayout
 from hedui.core.paillier import PublicKey
 from hedui.core.rpc import open_channel
 from hedui.core.tls import TlsMaterial
@@ -33,8 +31,6 @@ class Custodian(Protocol):
 
     @property
     def public_key(self) -> PublicKey: ...
-    @property
-    def batch_layouts(self) -> Mapping[str, BatchLayout]: ...
     def decrypt(
         self,
         query_id: str,
@@ -75,13 +71,11 @@ class RemoteCustodian:
         address: str,
         tls: TlsMaterial | None,
         public_key: PublicKey,
-        view: Deployment,
         timeout: float,
     ) -> None:
         self.channel = open_channel(address, tls=tls, server_name=CUSTODIAN_ID)
         self._stub = custodian_pb2_grpc.CustodianServiceStub(self.channel)
         self.public_key = public_key
-        self.batch_layouts = view.batch_layouts
         self._timeout = timeout
         self._witnessed = 0  # the custodian's last witnessed tree size, as last heard
 

@@ -102,7 +102,7 @@ class ConnectorPool:
         self._verify_keys = dict(verify_keys)
         self._public = public_key
         self._timeout = timeout
-        self._layouts: dict[str, Declared] = {}
+        self._declared: dict[str, Declared] = {}
         # each connector answers in the layout of its kind only: the custodian sums and decrypts
         # kind by kind, so no connector can reach into another kind's slots
         self.layouts = dict(layouts)
@@ -113,7 +113,7 @@ class ConnectorPool:
         return tuple(self._endpoints)
 
     def declared(self, connector_id: str) -> Declared | None:
-        return self._layouts.get(connector_id)
+        return self._declared.get(connector_id)
 
     def _check_describe(self, cid: str, d: connector_pb2.DescribeResponse) -> Declared:
         if d.connector_id != cid:
@@ -138,11 +138,11 @@ class ConnectorPool:
                 connector_pb2.DescribeRequest(), timeout=self._timeout
             )
             for cid in self._endpoints
-            if cid not in self._layouts
+            if cid not in self._declared
         }
         for cid, fut in pending.items():
             try:
-                self._layouts[cid] = self._check_describe(cid, fut.result())
+                self._declared[cid] = self._check_describe(cid, fut.result())
             except grpc.RpcError as e:
                 failures[cid] = failure_reason(e, self._timeout)
             except CryptoError as e:

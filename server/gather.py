@@ -46,7 +46,6 @@ class Gatherer(Generic[_A, _R]):
         self._cond = threading.Condition()
         self._queue: list[_Waiting[_A, _R]] = []
         self._running = 0
-        self.runs = 0  # how many runs were made (for tests and metrics)
 
     def submit(self, ask: _A) -> _R:
         """Run ``ask`` with whatever else is waiting; its own outcome."""
@@ -84,7 +83,6 @@ class Gatherer(Generic[_A, _R]):
                 for w in batch:
                     w.taken = True
                 self._running += 1
-                self.runs += 1
                 return batch
             self._cond.wait()
         return None

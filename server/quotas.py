@@ -73,6 +73,12 @@ class Quotas:
         )
         return int((midnight - local).total_seconds()) + 1
 
+    @staticmethod
+    def _used(days: dict[str, tuple[dt.date, int]], caller: str, today: dt.date) -> int:
+        """What ``caller`` has used of a daily count on ``today`` (0 on a new day)."""
+        day, used = days.get(caller, (today, 0))
+        return used if day == today else 0
+
     def charge_campaign(self, caller: str, calls: int = 1) -> None:
         """Count ``calls`` of a campaign against ``caller``'s daily campaign budget, or raise
         QuotaExceeded (nothing counted then)."""
@@ -80,9 +86,7 @@ class Quotas:
         today = now.astimezone(DEPLOYMENT.zone).date()
         limit = self._settings.campaign_per_day
         with self._lock:
-            day, used = self._campaign.get(caller, (today, 0))
-            if day != today:
-                used = 0
+            used = self._used(self._campaign, caller, today)
             if used + calls > limit:
                 raise QuotaExceeded(
                     f"campaign:{caller}",
@@ -101,9 +105,7 @@ class Quotas:
             recent = self._recent.setdefault(caller, deque())
             while recent and recent[0] <= t - 60:
                 recent.popleft()
-            day, used = self._day.get(caller, (today, 0))
-            if day != today:
-                used = 0
+            used = self._used(self._day, caller, today)
             if used + calls > per_day:
                 raise QuotaExceeded(
                     f"caller:{caller}",

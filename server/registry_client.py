@@ -15,7 +15,6 @@ from dataclasses import dataclass
 
 import grpc
 
-from hedui.core.clock import DEPLOYMENT, Clock
 from hedui.core.grants import Grant
 from hedui.core.resident_id import ResidentId
 from hedui.core.rpc import open_channel
@@ -73,9 +72,7 @@ class RegistryClient:
         endpoint: Endpoint,
         tls: TlsMaterial | None,
         timeout: float,
-        clock: Clock = DEPLOYMENT,
     ) -> None:
-        self._clock = clock
         self.channel = open_channel(endpoint.address, tls=tls, server_name=endpoint.connector_id)
         self._stub = connector_pb2_grpc.RegistryServiceStub(self.channel)
         self._timeout = timeout
@@ -102,7 +99,6 @@ class RegistryClient:
                 "household registry: the answer has the wrong number of households"
             )
         out: list[GrantedHousehold | ServiceError] = []
-        today = self._clock.today()
         for a, h in zip(asked, reply.households, strict=True):
             if h.monitoring_refused:
                 if a.monitor_until is None and isinstance(a.resident, ResidentId):
@@ -115,7 +111,7 @@ class RegistryClient:
                 out.append(RegistryNotFound("the ID number is not in the household register"))
             else:
                 try:
-                    out.append(_household(h, today))
+                    out.append(_household(h))
                 except SourceUnavailable as e:
                     out.append(e)
         with_tokens = sum(isinstance(h, GrantedHousehold) for h in out)
@@ -138,7 +134,7 @@ def _masked(text: str) -> str:
     return text if _MASKED.fullmatch(text) else "(ID not shown)"
 
 
-def _household(reply: connector_pb2.Household, today: dt.date) -> GrantedHousehold | ConsentRefused:
+def _household(reply: connector_pb2.Household) -> GrantedHousehold | ConsentRefused:
     try:
         members = [
             Member(

@@ -59,14 +59,13 @@ def served(tmp_path: Path, keys: KeyDir, monkeypatch) -> Iterator[tuple[Registry
     )  # fmt: skip
     # both processes read the deployment's clock (Asia/Shanghai), pinned to MORNING
     monkeypatch.setattr("hedui.core.resident_id.DEPLOYMENT", clock.fixed(MORNING))
-    fixed = clock.fixed(MORNING)
     server = start_registry(
         ConnectorSettings("registry", url),
         keys,
         AuthoritySettings(CONNECTORS, {"bank-01": 20}, default_allowance=5),
     )
     client = RegistryClient(
-        Endpoint("registry", f"127.0.0.1:{server.port}"), keys.tls("service"), 5.0, fixed
+        Endpoint("registry", f"127.0.0.1:{server.port}"), keys.tls("service"), 5.0
     )
     yield client, server.port
     client.close()

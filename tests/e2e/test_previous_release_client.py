@@ -93,27 +93,22 @@ def test_a_client_of_the_previous_release_gets_the_same_verdicts(
     assert r.returncode == 0, r.stderr
     old = json.loads(r.stdout)
     # this release's client, the same households (new request ids: a repeat would be stored)
-    stub = up.stub()
     from hedui.proto.v1 import common_pb2, verification_pb2
 
-    for (rid, decision, benefit), (_, head) in zip(old["verify"], picks[:2], strict=True):
-        now = stub.Verify(
+    def now(request_id: str, head: str) -> verification_pb2.Verdict:
+        return up.stub().Verify(
             verification_pb2.VerifyRequest(
-                request_id=f"{rid}-now", id_number=head, program="dibao",
+                request_id=request_id, id_number=head, program="dibao",
                 consent=consent_for(up.summary, head),
             ),
             timeout=60,
         )  # fmt: skip
-        assert (common_pb2.Decision.Name(now.decision), now.benefit_fen) == (decision, benefit)
+
+    for (rid, decision, benefit), (_, head) in zip(old["verify"], picks[:2], strict=True):
+        v = now(f"{rid}-now", head)
+        assert (common_pb2.Decision.Name(v.decision), v.benefit_fen) == (decision, benefit)
     batch = {rid: (kind, value) for rid, kind, value in old["batch"]}
     assert batch["prev-batch-missing"] == ("error", "NOT_FOUND")
     for i, (_, head) in enumerate(picks[2:]):
         kind, benefit = batch[f"prev-batch-{i}"]
-        now = stub.Verify(
-            verification_pb2.VerifyRequest(
-                request_id=f"prev-batch-{i}-now", id_number=head, program="dibao",
-                consent=consent_for(up.summary, head),
-            ),
-            timeout=60,
-        )  # fmt: skip
-        assert (kind, benefit) == ("verdict", now.benefit_fen)
+        assert (kind, benefit) == ("verdict", now(f"prev-batch-{i}-now", head).benefit_fen)

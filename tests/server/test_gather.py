@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 
 import pytest
 
@@ -31,6 +31,19 @@ class Pipeline:
         return [a * 10 for a in asks]
 
 
+def _seven_waiting_behind_one(
+    pool: ThreadPoolExecutor, g: Gatherer[int, int], p: Pipeline
+) -> tuple[Future[int], list[Future[int]]]:
+    """Call 0 holds the run; calls 1..7 wait behind it; then the run goes on."""
+    first = pool.submit(g.submit, 0)
+    assert p.started.wait(10)
+    rest = [pool.submit(g.submit, i) for i in range(1, 8)]
+    while len(g._queue) < 7:  # every other caller is waiting
+        threading.Event().wait(0.01)
+    p.go.set()
+    return first, rest
+
+
 def test_a_lone_call_runs_at_once_and_alone() -> None:
     p = Pipeline()
     g = Gatherer(p, max_households=32, window=5.0)  # a long window is never waited when idle
@@ -42,12 +55,7 @@ def test_callers_waiting_behind_a_run_share_the_next_one() -> None:
     p = Pipeline(hold_first=True)
     g = Gatherer(p, max_households=32, window=0.0, runners=1)
     with ThreadPoolExecutor(8) as pool:
-        first = pool.submit(g.submit, 0)
-        assert p.started.wait(10)
-        rest = [pool.submit(g.submit, i) for i in range(1, 8)]
-        while len(g._queue) < 7:  # every other caller is waiting
-            threading.Event().wait(0.01)
-        p.go.set()
+        first, rest = _seven_waiting_behind_one(pool, g, p)
         assert first.result(10) == 0
         assert [f.result(10) for f in rest] == [i * 10 for i in range(1, 8)]
     assert p.runs[0] == [0] and sorted(p.runs[1]) == list(range(1, 8)) and len(p.runs) == 2
@@ -57,12 +65,7 @@ def test_a_run_takes_at_most_max_households() -> None:
     p = Pipeline(hold_first=True)
     g = Gatherer(p, max_households=3, window=0.0, runners=1)
     with ThreadPoolExecutor(8) as pool:
-        first = pool.submit(g.submit, 0)
-        assert p.started.wait(10)
-        rest = [pool.submit(g.submit, i) for i in range(1, 8)]
-        while len(g._queue) < 7:
-            threading.Event().wait(0.01)
-        p.go.set()
+        first, rest = _seven_waiting_behind_one(pool, g, p)
         assert [f.result(10) for f in [first, *rest]] == [i * 10 for i in range(8)]
     assert all(len(r) <= 3 for r in p.runs) and sorted(a for r in p.runs for a in r) == list(
         range(8)
