@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -32,6 +33,18 @@ def test_the_readme_recheck_decides_every_household_with_default_settings(
         assert r.returncode == 0, r.stderr + "".join(up.tail)
     finally:
         up.stop()
+    # no plaintext ID number of anyone checked in anything the deployment wrote (the
+    # register aside), nor in the results file (masked IDs only)
+    households, person = oracle.load(tmp_path / "data")
+    everyone = {i for members in households.values() for i in members}
+    candidates = re.compile(rb"[0-9]{17}[0-9X]")
+    written = [p for p in (tmp_path / "w").rglob("*") if p.is_file()]
+    written.append(tmp_path / "roster.verdicts.jsonl")
+    for path in written:
+        if "registry" in path.relative_to(tmp_path).parts:
+            continue
+        found = {m.decode() for m in candidates.findall(path.read_bytes())} & everyone
+        assert not found, f"{len(found)} plaintext ID number(s) in {path}"
     rows = [
         json.loads(x)
         for x in (tmp_path / "roster.verdicts.jsonl").read_text(encoding="utf-8").splitlines()
@@ -40,7 +53,6 @@ def test_the_readme_recheck_decides_every_household_with_default_settings(
     refused = [row for row in rows if "decision" not in row]
     assert not refused, refused[:3]
     assert f"{len(up.heads)} decided" in r.stdout and "refused" not in r.stdout
-    households, person = oracle.load(tmp_path / "data")
     household_of = {i: h for h, members in households.items() for i in members}
     for row in rows:
         members = households[household_of[up.heads[row["line"] - 1]]]
