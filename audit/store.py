@@ -16,6 +16,7 @@ the checkpoints auditors keep outside the database.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -44,6 +45,8 @@ from hedui.audit.errors import AuditError
 from hedui.audit.schema import AUDIT_SCHEMA
 from hedui.core import migrations
 from hedui.core.migrations import SchemaError
+
+log = logging.getLogger("hedui.audit")
 
 
 class StorageError(AuditError):
@@ -145,6 +148,8 @@ class Appended:
 class LogStore:
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
+        # set by a refused write, cleared by a successful write probe (see probe_write)
+        self.failed = False
 
     @contextmanager
     def _read(self) -> Iterator[Connection]:
@@ -162,7 +167,19 @@ class LogStore:
             with self.engine.connect().execution_options(**{_WRITE: True}) as conn, conn.begin():
                 yield conn
         except SQLAlchemyError as e:
+            self.failed = True
             raise StorageError(f"the audit database refused the write: {e}") from None
+
+    def probe_write(self) -> bool:
+        """Whether the log's database takes a write now (its state row rewritten unchanged)."""
+        try:
+            with self._write() as conn:
+                conn.execute(update(LogState).where(LogState.id == 1).values(size=LogState.size))
+        except StorageError as e:
+            log.error("the audit database refuses writes: %s", str(e).splitlines()[0])
+            return False
+        self.failed = False
+        return True
 
     def _lock_size(self, conn: Connection) -> int:
         stmt = select(LogState.size).where(LogState.id == 1)

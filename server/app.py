@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 import grpc
 
+from hedui.audit.errors import AuditError
 from hedui.audit.log import AuditLog
 from hedui.audit.store import LogStore, open_log_engine
 from hedui.core.clock import Clock
@@ -30,10 +31,10 @@ from hedui.server.alerts import AlertBook
 from hedui.server.audit_service import AuditServicer
 from hedui.server.config import ServiceConfig
 from hedui.server.custodian_client import Custodian, RemoteCustodian
-from hedui.server.errors import ConfigError
+from hedui.server.errors import ConfigError, ServiceError
 from hedui.server.fanout import ConnectorPool
 from hedui.server.followup import FollowUpServicer, MonitoringServicer
-from hedui.server.health_watch import DependencyWatch
+from hedui.server.health_watch import DependencyWatch, Storage
 from hedui.server.key_events import ed25519_fingerprint, record_startup
 from hedui.server.monitor import Monitor, MonitorWorker
 from hedui.server.policy.book import PolicyBook
@@ -83,11 +84,12 @@ class RunningService:
 
 
 class Settler:
-    """Every ``seconds``: settle the claims of a replica that died (its requests answered from
-    the log or given an "abandoned" outcome), so its callers' retries go on at once on the
-    replicas that live instead of waiting for the claim's lease."""
+    """Every ``seconds``: settle the claims of a replica that died, and this process's own that
+    a fault left behind (a failed release, an outcome the log refused): each request answered
+    from the log, given an "abandoned" outcome, or released, so its caller's retry goes on at
+    once instead of waiting for the claim's lease."""
 
-    def __init__(self, verifier: Verifier, seconds: float = 15.0) -> None:
+    def __init__(self, verifier: Verifier, seconds: float = 5.0) -> None:
         self._verifier, self._seconds = verifier, seconds
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True, name="settler")
@@ -108,12 +110,15 @@ class Settler:
                 return
             try:
                 answered, abandoned = self._verifier.settle()
-            except Exception:  # a database hiccup: next round
-                log.exception("settling the claims of a replica that stopped failed")
+            except (ServiceError, AuditError) as e:  # a database still failing: next round
+                log.error("settling claims left in progress failed: %s", e)
+                continue
+            except Exception:
+                log.exception("settling claims left in progress failed")
                 continue
             if answered or abandoned:
                 log.warning(
-                    "settled a stopped replica's claims: %d answered from the log, %d abandoned",
+                    "settled claims left in progress: %d answered from the log, %d abandoned",
                     answered,
                     abandoned,
                 )
@@ -290,7 +295,11 @@ def start_service(config: ServiceConfig, verifier: Verifier | None = None) -> Ru
     dependencies = [("registry", v.registry.channel)]
     if isinstance(v.custodian, RemoteCustodian):
         dependencies.append(("key custodian", v.custodian.channel))
-    watch = DependencyWatch(running.health, [VERIFICATION_SERVICE], dependencies)
+    storages = [
+        Storage("state database", lambda: v.requests.failed, v.requests.probe_write),
+        Storage("audit database", lambda: v.audit.store.failed, v.audit.store.probe_write),
+    ]
+    watch = DependencyWatch(running.health, [VERIFICATION_SERVICE], dependencies, storages=storages)
     watch.check()
     watch.start()
     retention = Retention(v.requests, config.retention_days, lambda: v.now().timestamp())

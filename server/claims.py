@@ -15,13 +15,14 @@ from dataclasses import dataclass
 
 from google.protobuf.message import DecodeError
 
+from hedui.audit.errors import AuditError
 from hedui.audit.log import AuditLog, Receipt
 from hedui.core.resident_id import ResidentId
 from hedui.core.tls import PeerIdentity
 from hedui.core.tokens import TokenKey
 from hedui.proto.v1 import audit_pb2, verification_pb2
 from hedui.server.application import Application
-from hedui.server.requests import RequestBook, StateUnavailable, is_purged
+from hedui.server.requests import Damaged, RequestBook, StateDamaged, StateUnavailable, is_purged
 from hedui.server.status import RequestConflict, RequestExpired, RequestInProgress
 from hedui.server.verdicts import REQUEST_FIELDS, purged_message, receipt_pb
 
@@ -77,9 +78,11 @@ class Claims:
         keys = [(self.key(caller, app.request_id), self._fingerprint(app)) for app, caller in asks]
         out: list[Claim | verification_pb2.Verdict | Exception] = []
         earlier = self.requests.claim_many(keys)
-        for (app, _), (key, fingerprint), e in zip(asks, keys, earlier, strict=True):
+        for (app, caller), (key, fingerprint), e in zip(asks, keys, earlier, strict=True):
             if e is None:
                 out.append(Claim(key, self.applicant_token(app)))
+            elif isinstance(e, Damaged):
+                out.append(self._damaged(e, caller, app.request_id))
             elif e[0] != fingerprint:
                 out.append(
                     RequestConflict(
@@ -97,27 +100,67 @@ class Claims:
                 try:
                     kept = verification_pb2.Verdict.FromString(e[1])
                 except DecodeError:
-                    log.error("request=%s: its kept verdict cannot be read", app.request_id)
-                    out.append(StateUnavailable("a kept verdict cannot be read"))
+                    out.append(self._damaged(Damaged(None, None), caller, app.request_id))
                     continue
                 out.append(RequestExpired(purged_message(kept)) if is_purged(kept) else kept)
         return out
 
+    def _damaged(self, d: Damaged, caller: PeerIdentity, request_id: str) -> StateDamaged:
+        """A kept verdict that cannot be read: DATA_LOSS naming where its outcome is logged."""
+        index = self._outcome_index(d, caller.name, request_id)
+        where = (
+            f"its outcome is audit entry {index} (`hedui audit prove {index}`)"
+            if index is not None
+            else "its outcome is in the audit log (`hedui audit search`)"
+        )
+        log.error("request=%s: its kept verdict cannot be read; %s", request_id, where)
+        return StateDamaged(
+            f"the service's stored verdict of request {request_id!r} is damaged and cannot be "
+            f"given again; {where}; the operator must restore the state database"
+        )
+
+    def _outcome_index(self, d: Damaged, caller: str, request_id: str) -> int | None:
+        """The leaf of a request's outcome entry, searched from where its request was logged."""
+        if d.query_id is None or d.from_size is None:
+            return None
+        try:
+            store = self.audit.store
+            size = store.size()
+            for page in range(d.from_size, size, 1000):
+                for index, data in store.entries(page, min(size, page + 1000)):
+                    e = audit_pb2.AuditEntry.FromString(data)
+                    if (
+                        e.HasField("verdict")
+                        and e.verdict.query_id == d.query_id
+                        and e.verdict.request_id == request_id
+                        and e.caller == caller
+                    ):
+                        return index
+        except AuditError:
+            return None
+        return None
+
     def release(self, keys: Sequence[bytes]) -> None:
         """Give claims back after a failure, so their callers may retry at once; one the state
-        database cannot release now is settled at the next start or by the lease."""
+        database cannot release now is released by the settler (see :meth:`settle`)."""
         for key in keys:
             try:
                 self.requests.release(key)
             except StateUnavailable:
-                log.error("a claim could not be released; the next start settles it")
+                log.error("a claim could not be released; the settler releases it")
 
-    def settle(self) -> tuple[int, int]:
-        """At start: settle the claims a previous life of the service left in progress. A
-        request whose verdict is in the log is answered from the verdict kept before it was
-        logged; one with no outcome gets an "abandoned" outcome entry and may be retried at once.
-        Returns (answered from the log, abandoned)."""
-        claims = self.requests.open_claims()
+    def settle(self, idle: Callable[[bytes], bool] | None = None) -> tuple[int, int]:
+        """Settle the claims left in progress: a previous life's or a dead replica's, and, with
+        ``idle`` (which of this process's claims no verification holds), this process's own
+        after a fault. A request whose verdict is in the log is answered from the verdict kept
+        before it was logged; one with no outcome gets an "abandoned" outcome entry and may be
+        retried at once; one never logged is released. Returns (answered from the log,
+        abandoned)."""
+        # this process's own first: open_claims makes the claims it adopts this process's too
+        claims = (
+            [] if idle is None else [c for c in self.requests.own_claims() if idle(c.request_key)]
+        )
+        claims += self.requests.open_claims()
         if not claims:
             return 0, 0
         store = self.audit.store
@@ -140,7 +183,7 @@ class Claims:
                     outcomes[k] = index
                     if e.verdict.error:
                         failed.add(k)
-        abandoned, answer = [], []
+        abandoned, answer, given_up = [], [], []
         for c in claims:
             request = requests.get(c.request_key)
             if request is None:  # the verification never reached the log
@@ -160,11 +203,17 @@ class Claims:
                 for name in REQUEST_FIELDS:  # the outcome names what its request named
                     setattr(entry.verdict, name, getattr(r, name))
                 entry.verdict.consent.CopyFrom(r.consent)
-                entry.verdict.error = "abandoned: the service stopped before a verdict; retry"
+                entry.verdict.error = (
+                    "abandoned: the verification stopped before its verdict was logged; retry"
+                )
                 abandoned.append(entry)
+                given_up.append(c.request_key)
+                continue
             self.requests.release(c.request_key)
         if abandoned:
             self.audit.append(abandoned)  # its checkpoint covers every earlier entry too
+            for key in given_up:  # only once their outcome is logged
+                self.requests.release(key)
         if answer:
             latest = store.latest_checkpoint()
             if latest is None or latest[0] < size:

@@ -79,6 +79,31 @@ class StateUnavailable(ServiceError):
     """The service's state database failed; the message is for people (no SQL)."""
 
 
+class StateDamaged(StateUnavailable):
+    """Stored state that cannot be read as written (a verdict failing its seal, a damaged
+    database page): retrying does not help; the operator must restore it."""
+
+
+@dataclass(frozen=True)
+class Damaged:
+    """A claim whose kept verdict cannot be opened: where its outcome is in the audit log."""
+
+    query_id: str | None
+    from_size: int | None
+
+
+# SQLite's and PostgreSQL's words for a damaged database (not a refused or lost connection)
+_DAMAGE = ("malformed", "not a database", "database corrupt")
+_DAMAGE_SQLSTATES = {"XX001", "XX002"}  # data_corrupted, index_corrupted
+
+
+def _is_damage(e: SQLAlchemyError) -> bool:
+    orig = getattr(e, "orig", None)
+    if getattr(orig, "sqlstate", None) in _DAMAGE_SQLSTATES:
+        return True
+    return any(w in str(orig or e).lower() for w in _DAMAGE)
+
+
 class StateSealer:
     """Verdicts at rest: AES-256-GCM under a key derived (HKDF-SHA256) from the service's audit
     key, bound to the row's request key. A file copied off the machine shows no figure; a
@@ -103,7 +128,7 @@ class StateSealer:
             return self._aead.decrypt(stored[1:13], stored[13:], request_key)
         except InvalidTag:
             log.error("a stored verdict fails its integrity check (altered or moved)")
-            raise StateUnavailable(
+            raise StateDamaged(
                 "a stored verdict of this request fails its integrity check; the operator must "
                 "look at the service's state database (the decision is in the audit log)"
             ) from None
@@ -144,11 +169,22 @@ def _guarded(method: Callable[..., _T]) -> Callable[..., _T]:
     """Storage failures become :class:`StateUnavailable` with a message for people."""
 
     @functools.wraps(method)
-    def run(*args: Any, **kwargs: Any) -> _T:
+    def run(self: RequestBook, *args: Any, **kwargs: Any) -> _T:
         try:
-            return method(*args, **kwargs)
+            return method(self, *args, **kwargs)
+        except StateUnavailable:
+            self.failed = True
+            raise
         except SQLAlchemyError as e:
-            log.error("state database error: %s", type(e).__name__)
+            self.failed = True
+            # the driver's own words (statements' parameters are hidden: hide_parameters)
+            why = f"{type(e).__name__}: {getattr(e, 'orig', None) or e}".splitlines()[0]
+            log.error("state database error in %s: %s", method.__name__, why)
+            if _is_damage(e):
+                raise StateDamaged(
+                    f"the service's state database is damaged ({why}); the operator must "
+                    "restore it (every decision is in the audit log)"
+                ) from None
             raise StateUnavailable(
                 "the service's state database is not available; nothing was decided, retry later"
             ) from None
@@ -195,6 +231,8 @@ class RequestBook:
         self._sealer = sealer
         self.owner = owner or uuid.uuid4().hex
         self._life: Connection | None = None
+        # set by any failed operation, cleared by a successful write probe (see probe_write)
+        self.failed = False
         if self._postgres:
             self._life = self._engine.connect()
             self._life.execute(text("SELECT pg_advisory_lock(:k)"), {"k": _lock_key(self.owner)})
@@ -218,6 +256,26 @@ class RequestBook:
             return bool(held)
         except SQLAlchemyError:
             return False
+
+    def probe_write(self) -> bool:
+        """Whether the state database takes a write now: a row inserted and deleted in one
+        transaction (a real write of its pages, leaving nothing behind)."""
+        probe = b"\0" * 32  # never a request key: those are HMACs
+        try:
+            with self._engine.begin() as conn:
+                conn.execute(
+                    insert(VerdictRecord).values(
+                        request_key=probe, application=b"", claimed_at=0.0, owner="probe"
+                    )
+                )
+                conn.execute(delete(VerdictRecord).where(VerdictRecord.request_key == probe))
+        except SQLAlchemyError as e:
+            why = f"{type(e).__name__}: {getattr(e, 'orig', None) or e}".splitlines()[0]
+            log.error("the state database refuses writes: %s", why)
+            self.failed = True
+            return False
+        self.failed = False
+        return True
 
     @property
     def engine(self) -> Engine:
@@ -337,20 +395,35 @@ class RequestBook:
             )
             return {bytes(k) for (k,) in rows}
 
+    def _kept(
+        self, key: bytes, application: bytes, stored: bytes | None, query_id: str | None, size: Any
+    ) -> tuple[bytes, bytes | None] | Damaged:
+        try:
+            return application, self._open(key, stored)
+        except StateDamaged:
+            return Damaged(query_id, None if size is None else int(size))
+
     @_guarded
     def claim_many(
         self, items: Sequence[tuple[bytes, bytes]]
-    ) -> list[tuple[bytes, bytes | None] | None]:
-        """:meth:`claim` for many request ids, in one transaction when none races with another."""
+    ) -> list[tuple[bytes, bytes | None] | Damaged | None]:
+        """:meth:`claim` for many request ids, in one transaction when none races with another;
+        a kept verdict that cannot be opened is that request's :class:`Damaged`, not all's."""
         keys = [k for k, _ in items]
         try:
             with self._engine.begin() as conn:
                 rows = conn.execute(
                     select(
-                        VerdictRecord.request_key, VerdictRecord.application, VerdictRecord.verdict
+                        VerdictRecord.request_key,
+                        VerdictRecord.application,
+                        VerdictRecord.verdict,
+                        VerdictRecord.query_id,
+                        VerdictRecord.from_size,
                     ).where(VerdictRecord.request_key.in_(keys))
                 ).all()
-                earlier = {bytes(k): (bytes(a), self._open(bytes(k), v)) for k, a, v in rows}
+                earlier = {
+                    bytes(k): self._kept(bytes(k), bytes(a), v, q, n) for k, a, v, q, n in rows
+                }
                 now = self._clock()
                 new = [
                     {"request_key": k, "application": a, "claimed_at": now, "owner": self.owner}
@@ -359,15 +432,30 @@ class RequestBook:
                 ]
                 if new:
                     conn.execute(insert(VerdictRecord), new)
-            out = []
+            out: list[tuple[bytes, bytes | None] | Damaged | None] = []
             for k, a in items:
                 e = earlier.get(k)
-                if e is not None and e[1] is None and e[0] == a and self._take_over(k):
+                if isinstance(e, tuple) and e[1] is None and e[0] == a and self._take_over(k):
                     e = None
                 out.append(e)
             return out
         except IntegrityError:  # a concurrent claim of one of them: one at a time then
-            return [self.claim(k, a) for k, a in items]
+            return [self._claim_one(k, a) for k, a in items]
+
+    def _claim_one(
+        self, request_key: bytes, application: bytes
+    ) -> tuple[bytes, bytes | None] | Damaged | None:
+        try:
+            return self.claim(request_key, application)
+        except StateDamaged:
+            with self._engine.connect() as conn:
+                row = conn.execute(
+                    select(VerdictRecord.query_id, VerdictRecord.from_size).where(
+                        VerdictRecord.request_key == request_key
+                    )
+                ).first()
+            q, n = row if row is not None else (None, None)
+            return Damaged(q, None if n is None else int(n))
 
     def _set_each(
         self, items: Sequence[tuple[bytes, dict[str, Any]]], *, mine: bool = True
@@ -440,6 +528,23 @@ class RequestBook:
         """Keep each verdict before its entry is appended to the log: if the process dies in
         between, the next start answers the request from it (the log then holds the verdict)."""
         self._set_each([(key, {"pending": self._seal(key, verdict)}) for key, verdict in items])
+
+    @_guarded
+    def own_claims(self) -> list[OpenClaim]:
+        """This process's claims still in progress (the caller knows which are in flight)."""
+        with self._engine.connect() as conn:
+            rows = conn.execute(
+                select(
+                    VerdictRecord.request_key,
+                    VerdictRecord.query_id,
+                    VerdictRecord.from_size,
+                    VerdictRecord.pending,
+                ).where(VerdictRecord.verdict.is_(None), VerdictRecord.owner == self.owner)
+            ).all()
+        return [
+            OpenClaim(bytes(k), q, None if n is None else int(n), self._open(bytes(k), p))
+            for k, q, n, p in rows
+        ]
 
     @_guarded
     def open_claims(self) -> list[OpenClaim]:

@@ -26,7 +26,7 @@ from hedui.server.errors import (
     SourceUnavailable,
 )
 from hedui.server.quotas import QuotaExceeded
-from hedui.server.requests import StateUnavailable
+from hedui.server.requests import StateDamaged, StateUnavailable
 
 log = logging.getLogger("hedui.server")
 
@@ -122,6 +122,9 @@ def status_of(error: Exception, request_id: str, policy_subject: str = "") -> st
         return rpc.status_pb(code.NOT_FOUND, str(error))
     if isinstance(error, SourceUnavailable):
         return rpc.status_pb(code.UNAVAILABLE, str(error), retry_after(5))
+    if isinstance(error, StateDamaged):  # retrying does not help: the operator must restore it
+        log.error("request=%s: %s", request_id, error)
+        return rpc.status_pb(code.DATA_LOSS, str(error))
     if isinstance(error, AuditError | CustodianRefused | StateUnavailable | Unfinished):
         log.error("request=%s failed: %s: %s", request_id, type(error).__name__, error)
         # the custodian's reasons are its own words (no ID, no figure); storage errors are not

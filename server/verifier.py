@@ -14,6 +14,7 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import secrets
+import threading
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -40,7 +41,7 @@ from hedui.server.quotas import Alert
 from hedui.server.registry_client import Asked, GrantedHousehold, RegistryClient
 from hedui.server.report import ReportNotFound, ReportNotReady, ReportSource
 from hedui.server.requests import RequestBook, StateUnavailable
-from hedui.server.status import Unfinished
+from hedui.server.status import RequestInProgress, Unfinished
 from hedui.server.verdicts import DECISIONS, OUTCOMES, household_members, receipt_pb, rule_pb
 
 SELF = PeerIdentity("hedui-service", "service")  # the service's own entries (alerts)
@@ -50,6 +51,15 @@ log = logging.getLogger("hedui.server")
 # for a repeat answered from the stored verdict), or the refusal that is its alone
 Checked = tuple[verification_pb2.Verdict, GrantedHousehold | None]
 Outcome = Checked | Exception
+
+
+class _Unsettled(Exception):
+    """A run that failed with its request entries possibly logged and their outcomes not: its
+    claims stay, for the settler to give each request its outcome from what the log holds."""
+
+    def __init__(self, error: Exception) -> None:
+        super().__init__(str(error))
+        self.error = error
 
 
 @dataclass(frozen=True)
@@ -88,6 +98,10 @@ class Verifier:
         self.new_query_id = new_query_id
         self.new_salt = new_salt
         self.claims = Claims(requests, audit, audit_key, now)
+        # the claims a run of this process holds; taking claims and settling this process's
+        # idle ones are done under one lock, so a claim is never settled while it is taken
+        self._in_flight: set[bytes] = set()
+        self._claiming = threading.Lock()
 
     # -- the pipeline -----------------------------------------------------------------------
 
@@ -112,16 +126,52 @@ class Verifier:
                 admitted.append(i)
             except (PolicyError, ConsentRefused) as e:
                 out[i] = e
-        try:
-            claims = self.claims.take([asks[i] for i in admitted])
-        except StateUnavailable as e:
-            claims = [e] * len(admitted)
+        claims = self._take([asks[i] for i in admitted])
         todo = []
         for i, c in zip(admitted, claims, strict=True):
             if isinstance(c, Claim):
                 todo.append(_Pending(i, *asks[i], c))
             else:
                 out[i] = c if isinstance(c, Exception) else (c, None)
+        try:
+            self._run(todo, out)
+        finally:
+            with self._claiming:
+                self._in_flight.difference_update(p.claim.key for p in todo)
+        assert all(o is not None for o in out)
+        return [o for o in out if o is not None]
+
+    def _take(
+        self, asks: Sequence[tuple[Application, PeerIdentity]]
+    ) -> list[Claim | verification_pb2.Verdict | Exception]:
+        """Claim the requests (see :meth:`Claims.take`), each claim taken marked in flight. A
+        request still in progress after a fault of this process (no run holds it) is settled
+        first and claimed again, so its retry goes on at once instead of waiting for the
+        settler."""
+        claims = self._take_marked(asks)
+        stuck = [i for i, c in enumerate(claims) if isinstance(c, RequestInProgress)]
+        if stuck:
+            try:
+                settled = self.settle() != (0, 0)
+            except (ServiceError, AuditError):
+                settled = False
+            if settled:
+                for i, c in zip(stuck, self._take_marked([asks[i] for i in stuck]), strict=True):
+                    claims[i] = c
+        return claims
+
+    def _take_marked(
+        self, asks: Sequence[tuple[Application, PeerIdentity]]
+    ) -> list[Claim | verification_pb2.Verdict | Exception]:
+        with self._claiming:
+            try:
+                claims = self.claims.take(asks)
+            except StateUnavailable as e:
+                return [e] * len(asks)
+            self._in_flight.update(c.key for c in claims if isinstance(c, Claim))
+        return claims
+
+    def _run(self, todo: list[_Pending], out: list[Outcome | None]) -> None:
         try:
             groups = self._groups(todo)
         except StateUnavailable as e:
@@ -133,6 +183,9 @@ class Verifier:
             try:
                 for p, result in zip(group, self._verify(group), strict=True):
                     out[p.index] = result
+            except _Unsettled as u:  # the settler gives each request its outcome
+                for p in group:
+                    out[p.index] = u.error
             except Exception as e:  # the whole run failed: nothing was decided for any of them
                 if not isinstance(e, ServiceError | AuditError):
                     log.exception("a verification run failed")
@@ -140,8 +193,6 @@ class Verifier:
                 self.claims.release([p.claim.key for p in group])
                 for p in group:
                     out[p.index] = e
-        assert all(o is not None for o in out)
-        return [o for o in out if o is not None]
 
     def _groups(self, todo: list[_Pending]) -> list[list[_Pending]]:
         """The runs to make: one for all, except that an application whose case number is bound
@@ -167,13 +218,33 @@ class Verifier:
     def _verify(self, todo: list[_Pending]) -> list[Outcome]:
         query_id = self.new_query_id()
         self.requests.begin([(p.claim.key, query_id, self.audit.store.size()) for p in todo])
-        logged = self.audit.append([self.request_entry(p, query_id) for p in todo])
+        try:
+            logged = self.audit.append([self.request_entry(p, query_id) for p in todo])
+        except AuditError as e:  # perhaps logged all the same (a commit whose reply was lost)
+            raise self._unsettled(query_id, todo, e) from None
         try:  # from here on, every way out leaves an outcome entry for every request entry
             return self._after_logged(todo, query_id, logged)
-        except Exception as e:
-            why = str(e) if isinstance(e, ServiceError) else f"failed: {type(e).__name__}"
-            self.audit.append([self.unfinished_entry(p, query_id, why) for p in todo])
+        except _Unsettled:
             raise
+        except Exception as e:
+            if isinstance(e, AuditError):  # the log's writes fail: the settler appends them
+                raise self._unsettled(query_id, todo, e) from None
+            why = str(e) if isinstance(e, ServiceError) else f"failed: {type(e).__name__}"
+            try:
+                self.audit.append([self.unfinished_entry(p, query_id, why) for p in todo])
+            except AuditError:
+                raise self._unsettled(query_id, todo, e) from None
+            raise
+
+    def _unsettled(self, query_id: str, todo: list[_Pending], error: Exception) -> _Unsettled:
+        log.error(
+            "query=%s: %d request(s) without their outcome entry (%s); the settler appends "
+            "them once the audit log takes writes",
+            query_id,
+            len(todo),
+            error,
+        )
+        return _Unsettled(error)
 
     def _after_logged(
         self, todo: list[_Pending], query_id: str, logged: list[Receipt]
@@ -247,7 +318,10 @@ class Verifier:
         self.requests.pending(
             [(p.claim.key, v.SerializeToString(deterministic=True)) for p, _, v in concluded]
         )
-        receipts = self.audit.append(entries + outcome_entries)
+        try:
+            receipts = self.audit.append(entries + outcome_entries)
+        except AuditError as e:  # the verdicts are kept: the settler answers from them
+            raise self._unsettled(query_id, todo, e) from None
         self.claims.release(refused)  # they may be asked again at once
         completed = []
         for (p, household, verdict), receipt in zip(concluded, receipts, strict=False):
@@ -257,8 +331,8 @@ class Verifier:
         try:
             self.requests.complete_many(completed)
         except StateUnavailable:
-            # the verdicts are in the audit log: the callers get them; the next start of the
-            # service settles the claims from the verdicts kept before they were logged
+            # the verdicts are in the audit log: the callers get them; the settler completes
+            # the claims from the verdicts kept before they were logged
             log.error("query=%s: verdicts logged, state not recorded", query_id)
         log.info(
             "verified query=%s households=%d decided=%d answered=%d failed=%s",
@@ -416,8 +490,10 @@ class Verifier:
     # -- after the verdict ------------------------------------------------------------------
 
     def settle(self) -> tuple[int, int]:
-        """Settle the claims a stopped process left in progress (see :meth:`Claims.settle`)."""
-        return self.claims.settle()
+        """Settle the claims a stopped process left in progress, and this process's own that
+        no run holds after a fault (see :meth:`Claims.settle`)."""
+        with self._claiming:
+            return self.claims.settle(idle=lambda key: key not in self._in_flight)
 
     def report_source(self, request_id: str, caller: PeerIdentity) -> ReportSource:
         """What the report of ``caller``'s request is made from: the kept verdict, its audit

@@ -4,18 +4,29 @@ in progress, from the audit log, and never makes a retry wait for a lease."""
 from __future__ import annotations
 
 import datetime as dt
+import sqlite3
 from typing import Any
 
+import grpc
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from sqlalchemy import text
+from sqlalchemy.exc import DatabaseError, OperationalError
 
 from hedui.audit.log import AuditLog
 from hedui.audit.store import LogStore, open_log_engine
+from hedui.core.resident_id import make
+from hedui.core.tls import PeerIdentity
 from hedui.core.tokens import audit_token_key
 from hedui.proto.v1 import audit_pb2, common_pb2, verification_pb2
-from hedui.server.requests import RequestBook
+from hedui.server.application import Application
+from hedui.server.claims import Claim
+from hedui.server.consent import Consent
+from hedui.server.requests import Damaged, RequestBook, StateDamaged, StateSealer, _is_damage
+from hedui.server.status import status_of
 from hedui.server.verifier import Verifier
 
 NOW = dt.datetime(2026, 11, 23, 12, 0, tzinfo=dt.UTC)
+INTAKE = PeerIdentity("intake", "intake")
 
 
 def _verifier(tmp_path: Any) -> Verifier:
@@ -83,3 +94,105 @@ def test_a_crash_leaves_nothing_in_progress_and_no_request_without_an_outcome(tm
     assert "abandoned" in abandoned[0].verdict.error
     assert book.claim(k2, b"a" * 32) is None
     assert book.claim(k3, b"a" * 32) is None
+
+
+def _claimed(v: Verifier, rid: str, qid: str, *, logged: bool) -> bytes:
+    """A claim of this process whose run failed after ``begin`` (its request entry logged or
+    not) and whose release failed too: nothing holds it but the state."""
+    key = v.audit_key.mac(f"request\0intake\0{rid}".encode())
+    assert v.requests.claim(key, b"a" * 32) is None
+    v.requests.begin([(key, qid, v.audit.store.size())])
+    if logged:
+        v.audit.append([_request(rid, qid)])
+    return key
+
+
+def _outcomes(v: Verifier) -> list[tuple[str, str]]:
+    size = v.audit.store.size()
+    entries = [audit_pb2.AuditEntry.FromString(b) for _, b in v.audit.store.entries(0, size)]
+    return [(e.verdict.request_id, e.verdict.error) for e in entries if e.HasField("verdict")]
+
+
+def test_the_settler_gives_this_process_s_own_idle_claims_their_outcome(tmp_path) -> None:
+    v = _verifier(tmp_path)
+    # the verdict's append failed (the log refused writes): the verdict was kept, not logged
+    k1 = _claimed(v, "r-1", "q1", logged=True)
+    v.requests.pending([(k1, verification_pb2.Verdict(request_id="r-1").SerializeToString())])
+    # the outcome was logged, the release failed (the state database refused writes)
+    k2 = _claimed(v, "r-2", "q2", logged=True)
+    v.audit.append(
+        [
+            audit_pb2.AuditEntry(
+                caller="intake",
+                verdict=audit_pb2.VerdictEntry(request_id="r-2", query_id="q2", error="refused"),
+            )
+        ]
+    )
+    k3 = _claimed(v, "r-3", "q3", logged=False)  # the request entry's append failed
+    k4 = _claimed(v, "r-4", "q4", logged=True)  # a run that is still going: not touched
+    v._in_flight.add(k4)
+    assert v.settle() == (0, 1)
+    assert _outcomes(v) == [
+        ("r-2", "refused"),
+        ("r-1", "abandoned: the verification stopped before its verdict was logged; retry"),
+    ]
+    for key in (k1, k2, k3):  # each retry is a new verification at once
+        assert v.requests.claim(key, b"a" * 32) is None
+    assert v.requests.claim(k4, b"a" * 32) == (b"a" * 32, None)  # still in progress
+    assert v.settle() == (0, 0)
+
+
+def test_a_retry_of_a_request_left_in_progress_by_a_fault_goes_on_at_once(tmp_path) -> None:
+    v = _verifier(tmp_path)
+    head = make("330106", dt.date(1970, 3, 4), 11)
+    consent = Consent("case-9", dt.date(2026, 11, 1), bytes(32), (head,), standing=False)
+    app = Application("r-9", head, "dibao", "330106", consent, dt.date(2026, 11, 23))
+    (first,) = v._take([(app, INTAKE)])
+    assert isinstance(first, Claim)
+    v.requests.begin([(first.key, "q9", v.audit.store.size())])
+    v.audit.append([_request("r-9", "q9")])
+    v._in_flight.discard(first.key)  # its run failed; the claim could not be released
+    (again,) = v._take([(app, INTAKE)])  # settled (an "abandoned" outcome), then claimed
+    assert isinstance(again, Claim)
+    assert [r for r, _ in _outcomes(v)] == ["r-9"]
+
+
+def test_a_damaged_kept_verdict_is_data_loss_naming_its_audit_entry(tmp_path) -> None:
+    v = _verifier(tmp_path)
+    v.requests = v.claims.requests = RequestBook(
+        f"sqlite:///{tmp_path / 'sealed.sqlite'}", sealer=StateSealer(bytes(32))
+    )
+    key = _claimed(v, "r-5", "q5", logged=True)
+    (logged,) = v.audit.append(
+        [
+            audit_pb2.AuditEntry(
+                caller="intake",
+                verdict=audit_pb2.VerdictEntry(
+                    request_id="r-5", query_id="q5", decision=common_pb2.ELIGIBLE
+                ),
+            )
+        ]
+    )
+    v.requests.complete(key, b"verdict")
+    with v.requests.engine.begin() as conn:  # one byte of the sealed verdict changed
+        (stored,) = conn.execute(text("SELECT verdict FROM verdict_record")).one()
+        changed = bytes(stored[:20]) + bytes([stored[20] ^ 1]) + bytes(stored[21:])
+        conn.execute(text("UPDATE verdict_record SET verdict = :v"), {"v": changed})
+    (earlier,) = v.requests.claim_many([(key, b"a" * 32)])
+    assert isinstance(earlier, Damaged) and earlier.query_id == "q5"
+    error = v.claims._damaged(earlier, INTAKE, "r-5")
+    assert isinstance(error, StateDamaged)
+    status = status_of(error, "r-5")
+    assert status.code == grpc.StatusCode.DATA_LOSS.value[0]
+    assert f"audit entry {logged.leaf_index}" in status.message
+
+
+def test_a_damaged_database_is_told_apart_from_one_that_is_down() -> None:
+    assert _is_damage(
+        DatabaseError("SELECT", {}, sqlite3.DatabaseError("database disk image is malformed"))
+    )
+    assert not _is_damage(
+        OperationalError(
+            "INSERT", {}, sqlite3.OperationalError("attempt to write a readonly database")
+        )
+    )
