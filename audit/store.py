@@ -171,10 +171,14 @@ class LogStore:
             raise StorageError(f"the audit database refused the write: {e}") from None
 
     def probe_write(self) -> bool:
-        """Whether the log's database takes a write now (its state row rewritten unchanged)."""
+        """Whether the log's database takes a write now: its state row changed and changed back
+        in one transaction (a real write of its page; the entries' tables are append-only)."""
         try:
             with self._write() as conn:
-                conn.execute(update(LogState).where(LogState.id == 1).values(size=LogState.size))
+                for step in (1, -1):
+                    conn.execute(
+                        update(LogState).where(LogState.id == 1).values(size=LogState.size + step)
+                    )
         except StorageError as e:
             log.error("the audit database refuses writes: %s", str(e).splitlines()[0])
             return False

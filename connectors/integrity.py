@@ -3,9 +3,11 @@
 Every stored row (token, field, value) carries an HMAC-SHA256 under the connector's own
 integrity key (``keys/connectors/<id>/integrity.key``), made at import and checked whenever the
 row is read to answer a query; the data set as a whole (how many rows, how many people, the
-token epoch) carries one more. A changed byte in a figure therefore makes the connector refuse
-the queries that touch that row, by name (the household is NEEDS_REVIEW, never answered with an
-altered figure), and rows added or removed while it was stopped make it refuse every query.
+token epoch) carries one more. A changed byte in a figure therefore makes the connector mark the
+household that row belongs to (no figure for it, signed; the household is NEEDS_REVIEW naming
+the connector, never answered with an altered figure) while it answers the other households of
+the query, or refuse the query when that household is all it asks about; rows added or removed
+while it was stopped make it refuse every query.
 
 What it does not protect against: an insider who holds the connector's integrity key (the bank's
 own administrator) can rewrite figures and their MACs at will; that is the connector lying about
@@ -25,11 +27,24 @@ _SET = b"hedui/holding-set/v1"
 
 
 class DataIntegrityError(ConnectorError):
-    """Stored figures whose MAC does not verify; the message names rows, never figures."""
+    """Stored figures whose MAC does not verify; the message names rows, never figures.
 
-    def __init__(self, message: str, rows: list[str]) -> None:
+    Raised while answering a batch, it may also say which households the damaged rows belong
+    to (``households``, their indices in the query) and carry every household's sums with
+    those rows left out (``sums``), so that the connector can answer the other households and
+    mark these; without them the whole query is refused."""
+
+    def __init__(
+        self,
+        message: str,
+        rows: list[str],
+        households: tuple[int, ...] = (),
+        sums: list[dict[str, int]] | None = None,
+    ) -> None:
         super().__init__(message)
         self.rows = rows
+        self.households = households
+        self.sums = sums
 
 
 @dataclass(frozen=True)

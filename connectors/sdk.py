@@ -6,7 +6,10 @@ connectors use :class:`hedui.connectors.store.HoldingStore`) and serves
 answered (a token the source does not hold adds 0), each household is summed before encryption,
 its fields are packed into their slots of the query's layout (several households to a
 plaintext), every plaintext is encrypted with fresh randomness, and the answer is signed over
-the query id, the tokens, the layout and the ciphertexts.
+the query id, the tokens, the layout and the ciphertexts. A household it cannot give a figure
+for (a stored row that fails its seal, a total above its declared maximum) is *marked*: its
+slots are zero and the mark is signed with the answer, so the damage stays with that household
+while the others of the batch are answered (:mod:`hedui.core.answers`).
 """
 
 from __future__ import annotations
@@ -22,7 +25,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from hedui.connectors.errors import ConnectorError
 from hedui.connectors.integrity import DataIntegrityError
-from hedui.core import grants, packing, rpc, signing
+from hedui.core import answers, grants, packing, rpc, signing
 from hedui.core.clock import DEPLOYMENT, Clock
 from hedui.core.deployment import ConnectorKind
 from hedui.core.errors import CryptoError
@@ -148,13 +151,52 @@ class Answerer:
         self, query_id: str, households: Sequence[Sequence[bytes]], layout: BatchLayout
     ) -> connector_pb2.QueryBatchResponse:
         """Every household's totals, ``layout.per_ciphertext`` households to a plaintext, each
-        plaintext encrypted with fresh randomness, the whole answer signed once."""
-        totals = self._source.sums_many(households, self.kind.field_names)
-        for f in self.kind.fields:
-            if any(t[f.name] > f.max_value for t in totals):
-                raise AnswerRefused(
-                    f"a household total of {f.name} is above the declared maximum {f.max_value}"
+        plaintext encrypted with fresh randomness, the whole answer signed once. A household
+        whose stored rows fail their seal, or with a total above its field's declared maximum,
+        is marked (its slots zero); when that is every household, the query is refused."""
+        names = self.kind.field_names
+        marks: dict[int, int] = {}  # household index -> cause
+        damaged: list[str] = []  # the damaged rows, by field and token prefix
+        try:
+            totals = self._source.sums_many(households, names)
+        except DataIntegrityError as e:
+            if e.sums is None or not e.households:
+                raise  # a source that cannot tell the households apart: refuse the query
+            totals, damaged = e.sums, e.rows
+            marks.update(dict.fromkeys(e.households, answers.DATA_INTEGRITY))
+        above: set[str] = set()  # the fields with a total above their declared maximum
+        for i, t in enumerate(totals):
+            over = [f.name for f in self.kind.fields if t[f.name] > f.max_value]
+            if over and i not in marks:
+                marks[i] = answers.DECLARED_MAXIMUM
+                above.update(over)
+        if len(marks) == len(households):  # nothing left to answer: refuse, as before
+            if damaged:
+                raise DataIntegrityError(
+                    f"{len(damaged)} stored row(s) fail their integrity check", damaged
                 )
+            raise AnswerRefused(
+                f"a household total of {', '.join(sorted(above))} is above the declared maximum"
+            )
+        if damaged:
+            log.error(
+                "%s marked %d of %d household(s): stored rows fail their integrity check: %s",
+                self.connector_id,
+                sum(c == answers.DATA_INTEGRITY for c in marks.values()),
+                len(households),
+                "; ".join(damaged[:10]),
+            )
+        if above:
+            log.warning(
+                "%s marked %d of %d household(s): a total of %s is above the declared maximum",
+                self.connector_id,
+                sum(c == answers.DECLARED_MAXIMUM for c in marks.values()),
+                len(households),
+                ", ".join(sorted(above)),
+            )
+        for i in marks:
+            totals[i] = dict.fromkeys(names, 0)
+        marked = sorted(marks.items())
         try:
             plaintexts = layout.pack(list(totals))
         except CryptoError as e:
@@ -168,12 +210,14 @@ class Answerer:
             queried,
             layout.digest(),
             ciphertexts,
+            signing.marks_digest(marked),
         )
         return connector_pb2.QueryBatchResponse(
             connector_id=self.connector_id,
             key_fingerprint=self._public.fingerprint,
             packed=packed,
             signature=signing.sign(self._signing_key, signed),
+            marked=answers.marks_pb(marked),
         )
 
 

@@ -236,7 +236,8 @@ class HoldingStore:
     ) -> list[dict[str, int]]:
         """Every household's total of every field over its tokens (0 for a token or field not
         held), with one query; raises :class:`DataIntegrityError` when a row it would add fails
-        its seal."""
+        its seal, naming the households those rows belong to and carrying every household's
+        sums without them."""
         seal = self._sealer()
         names = list(fields)
         out = [dict.fromkeys(names, 0) for _ in households]
@@ -250,18 +251,23 @@ class HoldingStore:
             Holding.token.in_(list(owner))
         )
         damaged: list[str] = []
+        touched: set[int] = set()  # the households a damaged row belongs to
         with self._engine.connect() as conn:  # Core, not an ORM session: this is the hot path
             for token, field, value, mac in conn.execute(stmt):
                 token = bytes(token)
                 if not hmac.compare_digest(seal.row(token, field, int(value)), bytes(mac)):
                     damaged.append(describe(token, field))
+                    touched.update(owner[token])
                     continue
                 if field in out[0]:
                     for i in owner[token]:
                         out[i][field] += int(value)
         if damaged:
             raise DataIntegrityError(
-                f"{len(damaged)} stored row(s) fail their integrity check", damaged
+                f"{len(damaged)} stored row(s) fail their integrity check",
+                damaged,
+                tuple(sorted(touched)),
+                out,
             )
         return out
 

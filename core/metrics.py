@@ -37,7 +37,8 @@ CONNECTOR_ANSWERS = Counter(
 )
 DECRYPTIONS = Counter(
     "hedui_custodian_decryptions",
-    "decryption requests at the key custodian, by method and outcome (released or refused)",
+    "decryption requests at the key custodian, by method and outcome (released, refused, or "
+    "unavailable: its journal or witness state could not be written)",
     ["method", "outcome"],
     registry=REGISTRY,
 )

@@ -89,6 +89,24 @@ def precondition_failure(
     )
 
 
+def error_info(reason: str, domain: str, **metadata: str) -> error_details_pb2.ErrorInfo:
+    """Why a call failed, as a fixed identifier (``reason``) of the party (``domain``)."""
+    return error_details_pb2.ErrorInfo(reason=reason, domain=domain, metadata=metadata)
+
+
+def sent_by_peer(error: grpc.RpcError) -> bool:
+    """Whether the server itself ended the call with this status (every hedui server ends a
+    call with a ``google.rpc.Status`` in its trailers), not the client's gRPC library (no
+    connection, the deadline passed on the way, a reset): an UNAVAILABLE the custodian sent is
+    its refusal, an UNAVAILABLE without it is a transport failure."""
+    if not isinstance(error, grpc.Call):
+        return False
+    try:
+        return rpc_status.from_call(error) is not None
+    except ValueError:  # a status in the trailers that disagrees with the call's
+        return True
+
+
 def error_details(error: grpc.RpcError) -> list[Any]:
     """The ``google.rpc`` detail messages of a failed call (client side)."""
     if not isinstance(error, grpc.Call):
@@ -103,6 +121,7 @@ def error_details(error: grpc.RpcError) -> list[Any]:
             error_details_pb2.PreconditionFailure,
             error_details_pb2.QuotaFailure,
             error_details_pb2.RetryInfo,
+            error_details_pb2.ErrorInfo,
         ):
             if d.Is(cls.DESCRIPTOR):
                 msg = cls()
@@ -466,3 +485,51 @@ def wait_healthy(channel: grpc.Channel, timeout: float) -> None:
     resp = stub.Check(health_pb2.HealthCheckRequest(service=""), timeout=timeout)
     if resp.status != health_pb2.HealthCheckResponse.SERVING:
         raise RuntimeError("server is not serving")
+
+
+@dataclass(frozen=True)
+class HandshakeFailure:
+    """Why a client's TLS handshake failed, read from a failed call's status details (gRPC
+    gives no code of its own: every one is UNAVAILABLE, "failed to connect to all addresses").
+
+    ``fault``: whose certificate (or setup) is likely at fault —
+    ``"server"``: this side could not verify the server's certificate (``reason`` is OpenSSL's
+    words: "certificate has expired", "certificate is not yet valid", "unable to get local
+    issuer certificate", …); ``"server-name"``: the server's certificate is not for the name
+    expected; ``"plaintext"``: the server does not speak TLS; ``"own"``: this side's own
+    certificate and key cannot be used; ``"rejected"``: the server closed the connection while
+    it was set up, most often because it did not accept this side's certificate (not certain:
+    ``definite`` is False).
+    """
+
+    fault: str
+    reason: str
+    definite: bool = True
+
+
+_VERIFY_FAILED = "CERTIFICATE_VERIFY_FAILED: "
+
+
+def handshake_failure(details: str) -> HandshakeFailure | None:
+    """The TLS handshake failure a client's UNAVAILABLE ``details`` report, or None (for
+    example a refused connection: nothing listening)."""
+    if _VERIFY_FAILED in details:
+        reason = details.split(_VERIFY_FAILED, 1)[1]
+        reason = reason.removesuffix(": OK").split(":", 1)[0].strip()
+        return HandshakeFailure("server", reason or "certificate verify failed")
+    lowered = details.lower()
+    if "hostname verification" in lowered:
+        return HandshakeFailure("server-name", "the certificate is for another name")
+    if "wrong_version_number" in lowered:
+        return HandshakeFailure("plaintext", "the server does not answer in TLS")
+    if "failed to create security handshaker" in lowered:
+        return HandshakeFailure("own", "the certificate and key cannot be used together")
+    if "_alert_" in lowered:  # the server's TLS alert: it refused this side's certificate
+        alert = details.split("_ALERT_", 1)[-1].split(":", 1)[0].strip()
+        return HandshakeFailure("rejected", alert.lower().replace("_", " "))
+    if "tls handshake failed" in lowered or "ssl_error_ssl" in lowered:
+        reason = details.rsplit("SSL routines:OPENSSL_internal:", 1)[-1].removesuffix(": OK")
+        return HandshakeFailure("server", reason.strip())
+    if "socket closed" in lowered and "failed to connect" in lowered:
+        return HandshakeFailure("rejected", "socket closed", definite=False)
+    return None

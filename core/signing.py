@@ -3,7 +3,9 @@
 A connector signs the canonical bytes of its answer: a domain label, the query id, its own
 connector id, the Paillier key fingerprint, the digest of every household's tokens it was asked
 about, the digest of its kind's layout, and the digest of its ciphertexts, every part
-length-prefixed so no two answers share signed bytes.
+length-prefixed so no two answers share signed bytes. An answer that marks households (no figure
+for them, see :func:`marks_digest`) signs one more part, the digest of its marks; an answer
+without marks signs exactly the parts above, so its bytes are unchanged.
 """
 
 from __future__ import annotations
@@ -43,6 +45,16 @@ def ciphertexts_digest(packed: Sequence[bytes]) -> bytes:
     return hashlib.sha256(b"".join(len(p).to_bytes(4, "big") + p for p in packed)).digest()
 
 
+def marks_digest(marked: Sequence[tuple[int, int]]) -> bytes:
+    """The digest of an answer's marks ((household index, cause) in ascending order), signed
+    as its last part; empty for an answer without marks, which then has no such part."""
+    if not marked:
+        return b""
+    return hashlib.sha256(
+        b"".join(i.to_bytes(4, "big") + c.to_bytes(4, "big") for i, c in marked)
+    ).digest()
+
+
 def answer_bytes(
     query_id: str,
     connector_id: str,
@@ -50,9 +62,12 @@ def answer_bytes(
     queried: bytes,
     layout: bytes,
     packed: bytes,
+    marked: bytes = b"",
 ) -> bytes:
     """``queried`` and ``packed`` are the digests of :func:`batch_digests`, ``layout`` the
-    digest of the kind's layout."""
+    digest of the kind's layout, ``marked`` the :func:`marks_digest` of the answer's marks
+    (a part of its own only when there are marks: length-prefixed parts, so an answer with a
+    mark never shares signed bytes with one without)."""
     parts = [
         _ANSWER_LABEL,
         query_id.encode(),
@@ -62,6 +77,8 @@ def answer_bytes(
         layout,
         packed,
     ]
+    if marked:
+        parts.append(marked)
     return b"".join(len(p).to_bytes(4, "big") + p for p in parts)
 
 

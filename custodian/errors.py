@@ -14,3 +14,16 @@ class Refused(CustodianError):
 
 class ConfigError(CustodianError):
     """The custodian's configuration file cannot be used; the message names the file."""
+
+
+class Unavailable(CustodianError):
+    """The custodian cannot write its own state (its journal, its witness of the log): it
+    decrypts nothing, releases nothing and remembers nothing of the request, which may be sent
+    again once the operator has fixed the cause. ``reason`` is a fixed identifier of what
+    failed (for ``google.rpc.ErrorInfo``); the message names it and the system's reason, no
+    path."""
+
+    def __init__(self, what: str, reason: str, error: OSError) -> None:
+        super().__init__(f"cannot write its {what}: {error.strerror or error}; nothing decrypted")
+        self.reason = reason
+        self.error = error  # for the custodian's own log (it names the file)

@@ -10,13 +10,21 @@ It trusts nothing the aggregator computed or was told by a connector:
   the banks' only with at least ``min_banks`` bank contributions; a kind it may not release is
   not decrypted at all, so the custodian does not see it either;
 - it decrypts each query once;
+- a household a connector marked (signed with its answer: no figure, e.g. a stored row that
+  fails its seal) gets none of that connector's kind released, every field of the kind refused
+  naming the connector and the cause (the kind's sum without that connector's figure would give
+  the rest away, and a 0 in its place could be favourable);
 - it decrypts only answers bound to the query's households: the token authority's grant must
   name every answering connector with the digest of the tokens that connector signed it was
   asked about, so the aggregator cannot aim one connector at one person and the rest at random
   tokens;
 - it decrypts only for a query whose request entries are in the audit log, proven against a
-  checkpoint consistent with the last it witnessed (:mod:`hedui.custodian.witness`), and records
-  every decryption and refusal in its own journal.
+  checkpoint on the chain it witnessed (:mod:`hedui.custodian.witness`), and records every
+  decryption and refusal in its own journal;
+- nothing leaves it unjournaled: the record of a decryption is on disk before the totals are
+  returned, and when the journal (or the witness state) cannot be written it answers
+  Unavailable, returns nothing and does not count the query as decrypted, so that the same
+  request succeeds once the operator has fixed the cause.
 """
 
 from __future__ import annotations
@@ -28,17 +36,20 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import TypeVar
 
 from hedui.core import grants, signing
-from hedui.core.answers import BatchAnswer, aggregate_batch
+from hedui.core.answers import BatchAnswer, aggregate_batch, check_marks, mark_reason
 from hedui.core.custody import Deployment, EvidenceSource, Totals
 from hedui.core.errors import CryptoError
 from hedui.core.grants import GRANT_TTL_MS, Grant
 from hedui.core.packing import BatchLayout
 from hedui.core.paillier import Ciphertext, PrivateKey, PublicKey
-from hedui.custodian.errors import Refused
+from hedui.custodian.errors import Refused, Unavailable
 from hedui.custodian.witness import DecryptionJournal, LogWitness, WitnessMoved
 
 _REMEMBERED_QUERIES = 1_000_000
 DECRYPT_THREADS = 2  # one decryption per connector kind, on this many cores
+# how long a request is proven again while other requests move the witness on (each retry is
+# proven in the checkpoint the witness moved to, so one or two are the rule)
+WITNESS_RETRY_SECONDS = 30.0
 
 _R = TypeVar("_R")
 
@@ -104,11 +115,18 @@ class KeyCustodian:
                     f"the answer of {a.connector_id} is not about the tokens the grant gave it"
                 )
         proof = evidence(self.witness.size)
-        try:
-            cp = self.witness.admit(query_id, proof, households)
-        except WitnessMoved as e:  # another request moved it on: prove again from there
-            proof = evidence(e.size)
-            cp = self.witness.admit(query_id, proof, households)
+        deadline = time.monotonic() + WITNESS_RETRY_SECONDS
+        while True:
+            try:
+                cp = self.witness.admit(query_id, proof, households)
+                break
+            except WitnessMoved as e:
+                # another request moved it on: prove again from there, unless the evidence is
+                # a caller's that cannot be proven again here (a remote caller does it itself)
+                again = evidence(e.size)
+                if again.witness_size != e.size or time.monotonic() > deadline:
+                    raise
+                proof = again
         return cp.size, cp.root, [r.leaf_index for r in proof.requests]
 
     def _journal(
@@ -120,9 +138,13 @@ class KeyCustodian:
         households: int,
         decrypt: Callable[[], _R],
     ) -> _R:
-        """Check the binding, decrypt, and journal the decryption or the refusal."""
+        """Check the binding, decrypt, and journal the decryption or the refusal; the record
+        of a decryption is on disk before its result is returned. Unavailable when the journal
+        or the witness state cannot be written: nothing is returned, and the query is not
+        counted as decrypted (the same request can be sent again)."""
         try:
             size, root, leaves = self._bound(query_id, answers, grant, households, evidence)
+            self.journal.writable()  # an unwritable journal stops it before decrypting
             result = decrypt()
         except WitnessMoved:
             raise  # not a refusal: the caller proves again from the custodian's new size
@@ -131,16 +153,20 @@ class KeyCustodian:
                 event="refused", query_id=query_id[:128], reason=str(e), time_ms=_now_ms()
             )
             raise
-        self.journal.record(
-            event="decrypted",
-            query_id=query_id,
-            households=households,
-            request_leaves=leaves,
-            tree_size=size,
-            root=root.hex(),
-            connectors=sorted(a.connector_id for a in answers),
-            time_ms=_now_ms(),
-        )
+        try:
+            self.journal.record(
+                event="decrypted",
+                query_id=query_id,
+                households=households,
+                request_leaves=leaves,
+                tree_size=size,
+                root=root.hex(),
+                connectors=sorted(a.connector_id for a in answers),
+                time_ms=_now_ms(),
+            )
+        except Unavailable:
+            self._forget(query_id)  # released nothing: it may be decrypted once, later
+            raise
         return result
 
     @property
@@ -150,6 +176,10 @@ class KeyCustodian:
     def _decrypt_many(self, ciphertexts: Sequence[Ciphertext]) -> list[int]:
         """Decrypt on the custodian's worker threads (gmpy2 releases the GIL there)."""
         return list(self._workers.map(lambda c: _decrypt(self._private, c), ciphertexts))
+
+    def _forget(self, query_id: str) -> None:
+        """Undo :meth:`_remember` for a decryption whose result was not released."""
+        self._decrypted.pop(query_id, None)
 
     def _remember(self, query_id: str) -> None:
         if query_id in self._decrypted:
@@ -214,11 +244,17 @@ class KeyCustodian:
             expected = d.batch_layouts[answer.kind].ciphertexts(households)
             if len(answer.packed) != expected:
                 raise Refused(f"the batch answer of {answer.connector_id} has the wrong shape")
+            try:
+                check_marks(answer.marked, households)
+            except CryptoError as e:
+                raise Refused(f"the batch answer of {answer.connector_id}: {e}") from None
         self._remember(query_id)
         public = self._private.public
         values: list[dict[str, int]] = [{} for _ in range(households)]
         refused: list[dict[str, str]] = [{} for _ in range(households)]
         released: list[tuple[str, BatchLayout, int]] = []  # kind, layout, its ciphertexts
+        # kind -> household -> why a connector of the kind gave no figure for it (its marks)
+        withheld: dict[str, dict[int, list[str]]] = {}
         sums: list[Ciphertext] = []
         for kind, members in sorted(d.kinds.items()):
             layout = d.batch_layouts[kind]
@@ -234,6 +270,10 @@ class KeyCustodian:
                 for r in refused:
                     r.update(dict.fromkeys((s.field for s in layout.slots), reason))
                 continue
+            for a in sorted(of_kind, key=lambda a: a.connector_id):
+                for index, cause in a.marked:
+                    why = mark_reason(a.connector_id, cause)
+                    withheld.setdefault(kind, {}).setdefault(index, []).append(why)
             kind_sums = aggregate_batch(public, of_kind)
             released.append((kind, layout, len(kind_sums)))
             sums += kind_sums
@@ -254,8 +294,12 @@ class KeyCustodian:
                         raise Refused(
                             f"a total of {slot.field} is out of its range: an answer was forged"
                         )
+            marked = withheld.get(kind, {})
             for h, totals in enumerate(plain):
-                values[h].update(totals)
+                if h in marked:  # not even the other connectors' part of the kind's sum
+                    refused[h].update(dict.fromkeys(totals, "; ".join(marked[h])))
+                else:
+                    values[h].update(totals)
         return [Totals(v, r) for v, r in zip(values, refused, strict=True)]
 
 

@@ -2,10 +2,15 @@
 private key. Only the verification service may call it (the service's client is
 :mod:`hedui.server.custodian_client`): it sends the signed answers about a query's households,
 and gets back only the totals the custodian may release.
+
+A refusal is FAILED_PRECONDITION with the custodian's reason; a journal or witness state it
+cannot write is UNAVAILABLE ("cannot write its journal: …; nothing decrypted", with an
+``ErrorInfo``), logged, and nothing was decrypted: the same request may be sent again.
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -14,7 +19,7 @@ from typing import NoReturn
 import grpc
 
 from hedui.core import metrics, rpc, signing
-from hedui.core.answers import BatchAnswer
+from hedui.core.answers import BatchAnswer, marks_from_pb
 from hedui.core.config import load_settings, read_toml, section, to_toml
 from hedui.core.custody import (
     CUSTODIAN_ID,
@@ -27,10 +32,13 @@ from hedui.core.errors import ConfigFileError
 from hedui.core.grants import MAX_BATCH, Grant
 from hedui.core.keystore import KeyDir
 from hedui.core.rpc import RunningServer, create_server
-from hedui.custodian.errors import ConfigError, Refused
+from hedui.core.tls import TlsMaterial
+from hedui.custodian.errors import ConfigError, Refused, Unavailable
 from hedui.custodian.keeper import KeyCustodian
 from hedui.custodian.witness import DecryptionJournal, LogWitness, WitnessMoved
 from hedui.proto.v1 import custodian_pb2, custodian_pb2_grpc
+
+log = logging.getLogger("hedui.custodian")
 
 WITNESS_FILE = "witness.json"
 JOURNAL_FILE = "decryptions.jsonl"
@@ -109,6 +117,18 @@ class CustodianServicer(custodian_pb2_grpc.CustodianServiceServicer):
             )
         rpc.abort(context, grpc.StatusCode.FAILED_PRECONDITION, str(e))
 
+    def _unavailable(
+        self, context: grpc.ServicerContext, e: Unavailable, method: str, query_id: str
+    ) -> NoReturn:
+        metrics.DECRYPTIONS.labels(method, "unavailable").inc()
+        log.error("%s query=%s: %s (%s)", method, query_id[:MAX_QUERY_ID], e, e.error)
+        rpc.abort(
+            context,
+            grpc.StatusCode.UNAVAILABLE,
+            str(e),
+            rpc.error_info(e.reason, CUSTODIAN_ID),
+        )
+
     def DecryptBatch(
         self, request: custodian_pb2.DecryptBatchRequest, context: grpc.ServicerContext
     ) -> custodian_pb2.DecryptBatchResponse:
@@ -135,6 +155,7 @@ class CustodianServicer(custodian_pb2_grpc.CustodianServiceServicer):
                     a.key_fingerprint,
                     a.queried,
                     signing.ciphertexts_digest(a.packed),  # never the sender's word for it
+                    marks_from_pb(a.marked),
                 )
                 for a in request.answers
             ]
@@ -147,7 +168,10 @@ class CustodianServicer(custodian_pb2_grpc.CustodianServiceServicer):
             )
         except Refused as e:
             self._refuse(context, e, "DecryptBatch")
-        except Exception:
+        except Unavailable as e:
+            self._unavailable(context, e, "DecryptBatch", request.query_id)
+        except Exception as e:
+            log.warning("DecryptBatch: malformed batch answers (%s)", type(e).__name__)
             rpc.abort(context, grpc.StatusCode.INVALID_ARGUMENT, "malformed batch answers")
         metrics.DECRYPTIONS.labels("DecryptBatch", "released").inc()
         return custodian_pb2.DecryptBatchResponse(
@@ -211,14 +235,23 @@ def start_custodian(config: CustodianConfig) -> RunningServer:
         witness=LogWitness(keys.log_public_key(), origin, state_dir / WITNESS_FILE),
         journal=DecryptionJournal(state_dir / JOURNAL_FILE),
     )
+    return serve_custodian(
+        custodian, config.address, None if config.insecure else keys.tls(CUSTODIAN_ID)
+    )
+
+
+def serve_custodian(
+    custodian: KeyCustodian, address: str, tls: TlsMaterial | None
+) -> RunningServer:
+    """Serve ``custodian`` on ``address`` (``tls=None``: plaintext); only the service may call."""
     servicer = CustodianServicer(custodian)
 
     def register(server: grpc.Server) -> None:
         custodian_pb2_grpc.add_CustodianServiceServicer_to_server(servicer, server)
 
     return create_server(
-        config.address,
-        tls=None if config.insecure else keys.tls(CUSTODIAN_ID),
+        address,
+        tls=tls,
         roles={CUSTODIAN_SERVICE: {"service"}},
         register=[register],
         party=CUSTODIAN_ID,

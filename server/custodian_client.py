@@ -1,16 +1,25 @@
 """The verification service's handle on the key custodian process (which alone holds the
 Paillier private key): it sends the signed answers about a query's households and the evidence
-that the query is logged, and gets back only the totals the custodian may release."""
+that the query is logged, and gets back only the totals the custodian may release.
+
+How a failed call is worded: an UNAVAILABLE or DEADLINE_EXCEEDED that the custodian did not send
+itself (no connection, no answer in time) is "the key custodian is not reachable (CODE)"; any
+status the custodian sent is its refusal, in its words: its reason for FAILED_PRECONDITION, "the
+key custodian refused (CODE): its message" for any other code (UNAVAILABLE: "cannot write its
+journal: …; nothing decrypted").
+"""
 
 from __future__ import annotations
 
+import threading
+import time
 from collections.abc import Callable, Sequence
 from typing import Protocol
 
 import grpc
 
 from hedui.core import rpc
-from hedui.core.answers import BatchAnswer
+from hedui.core.answers import BatchAnswer, marks_pb
 from hedui.core.custody import (
     CUSTODIAN_ID,
     EvidenceSource,
@@ -41,6 +50,10 @@ class Custodian(Protocol):
     ) -> list[Totals]: ...
 
 
+# how long a request is proven again while other requests move the witness on, at least
+WITNESS_RETRY_SECONDS = 30.0
+
+
 class _WitnessMoved(CustodianRefused):
     """The custodian has witnessed the log at another size: prove again from there."""
 
@@ -50,7 +63,8 @@ class _WitnessMoved(CustodianRefused):
 
 
 def _custody(a: BatchAnswer) -> custodian_pb2.CustodyAnswer:
-    """An answer as the custodian receives it: everything it needs to check the signature."""
+    """An answer as the custodian receives it: everything it needs to check the signature,
+    the connector's marks included (signed: leaving one out fails the signature)."""
     return custodian_pb2.CustodyAnswer(
         connector_id=a.connector_id,
         key_fingerprint=a.key_fingerprint,
@@ -59,6 +73,7 @@ def _custody(a: BatchAnswer) -> custodian_pb2.CustodyAnswer:
         packed=a.packed,
         kind=a.kind,
         ciphertexts=a.ciphertexts,
+        marked=marks_pb(a.marked),
     )
 
 
@@ -78,38 +93,39 @@ class RemoteCustodian:
         self.public_key = public_key
         self._timeout = timeout
         self._witnessed = 0  # the custodian's last witnessed tree size, as last heard
+        self._retries_lock = threading.Lock()
+        self.witness_retries = 0  # requests proven again because the witness had moved on
 
     def _call(self, method: object, request: object) -> object:
         try:
             return method(request, timeout=self._timeout)  # type: ignore[operator]
         except grpc.RpcError as e:
-            detail = e.details() if isinstance(e, grpc.Call) else None
-            code = e.code() if isinstance(e, grpc.Call) else None
-            if code == grpc.StatusCode.FAILED_PRECONDITION:
-                for d in rpc.error_details(e):
-                    for v in getattr(d, "violations", ()):
-                        if getattr(v, "type", "") == "WITNESS" and v.subject.isdigit():
-                            raise _WitnessMoved(int(v.subject)) from None
-                if detail:
-                    raise CustodianRefused(detail) from None
-            raise CustodianRefused(
-                f"the key custodian is not reachable ({code.name if code else 'error'})"
-            ) from None
+            raise _refusal(e) from None
 
     def _with_evidence(
         self, evidence: EvidenceSource, send: Callable[[custodian_pb2.LogEvidence], object]
     ) -> object:
-        """Prove from the custodian's last witnessed size; if another request moved it on in
-        the meantime, prove again from where it now is."""
-        for _ in range(8):
+        """Prove the request entries in the newest checkpoint the custodian is known to have
+        witnessed (or from it, in a newer one: see :func:`hedui.server.evidence.log_evidence`);
+        when the custodian needs a proof from another size (another request moved its witness
+        on), prove again from there, which lands in a checkpoint it has witnessed. Bounded in
+        time, not in count: each retry means the witness moved on."""
+        size = self._witnessed
+        deadline = time.monotonic() + max(self._timeout, WITNESS_RETRY_SECONDS)
+        while True:
             try:
-                reply = send(evidence_pb(evidence(self._witnessed)))
+                reply = send(evidence_pb(evidence(size)))
             except _WitnessMoved as e:
-                self._witnessed = e.size
+                size = self._witnessed = e.size
+                with self._retries_lock:
+                    self.witness_retries += 1
+                if time.monotonic() > deadline:
+                    raise CustodianRefused(
+                        "the custodian's witness moved on too often; retry"
+                    ) from None
                 continue
             self._witnessed = max(self._witnessed, int(getattr(reply, "witnessed_size", 0)))
             return reply
-        raise CustodianRefused("the custodian's witness moved on too often; retry")
 
     def decrypt(
         self,
@@ -139,3 +155,24 @@ class RemoteCustodian:
 
     def close(self) -> None:
         self.channel.close()
+
+
+def _refusal(e: grpc.RpcError) -> CustodianRefused:
+    """A failed call to the custodian in words (see the module's docstring)."""
+    code = e.code() if isinstance(e, grpc.Call) else None
+    detail = (e.details() if isinstance(e, grpc.Call) else None) or ""
+    transport = (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED)
+    if code is None or (code in transport and not rpc.sent_by_peer(e)):
+        return CustodianRefused(
+            f"the key custodian is not reachable ({code.name if code else 'error'})"
+        )
+    if code == grpc.StatusCode.FAILED_PRECONDITION:
+        for d in rpc.error_details(e):
+            for v in getattr(d, "violations", ()):
+                if getattr(v, "type", "") == "WITNESS" and v.subject.isdigit():
+                    return _WitnessMoved(int(v.subject))
+        if detail:
+            return CustodianRefused(detail)
+    return CustodianRefused(
+        f"the key custodian refused ({code.name})" + (f": {detail}" if detail else "")
+    )

@@ -4,6 +4,9 @@ Nothing a connector sends is trusted: its layout comes from its ``Describe`` (ch
 the pinned signing key and the custodian's Paillier key), and each answer must name the right
 connector and key, carry exactly the declared fields as well-formed ciphertexts, and verify
 under the connector's pinned Ed25519 key. Anything else is a named failure, never a zero.
+A household a connector marked (no figure: a stored row fails its seal, a total above its
+declared maximum) is that connector's failure for that household alone (:meth:`FanOut.failures_of`);
+the mark is signed, and the custodian refuses the connector's kind for the household.
 """
 
 from __future__ import annotations
@@ -15,7 +18,13 @@ import grpc
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from hedui.core import metrics, packing, signing
-from hedui.core.answers import BatchAnswer
+from hedui.core.answers import (
+    DATA_INTEGRITY,
+    DECLARED_MAXIMUM,
+    BatchAnswer,
+    check_marks,
+    marks_from_pb,
+)
 from hedui.core.deployment import kind_of
 from hedui.core.errors import CryptoError
 from hedui.core.grants import Grant
@@ -44,6 +53,17 @@ class FanOut:
     answers: tuple[BatchAnswer, ...]
     failures: Mapping[str, str]  # connector id -> reason
 
+    def failures_of(self, household: int) -> dict[str, str]:
+        """The failures that concern one household of the query (its index): every connector
+        that failed the whole query, and every one that marked this household, in the words a
+        refusal of the whole query would have had."""
+        out = dict(self.failures)
+        for a in self.answers:
+            for index, cause in a.marked:
+                if index == household:
+                    out[a.connector_id] = _MARKED[cause]
+        return out
+
 
 def call_timeout(timeout: float, households: int) -> float:
     """The deadline of a call about ``households``: ``timeout`` for one, growing to four times
@@ -58,6 +78,10 @@ _REFUSALS = {  # a connector's precondition type -> what the verdict says (fixed
     "PAILLIER_KEY": "refused the query: it encrypts under another Paillier key",
     "DECLARED_MAXIMUM": "refused the query: a total is above its declared maximum",
     "DATA_INTEGRITY": "refused the query: its stored data fails its integrity check",
+}
+_MARKED = {  # a mark's cause -> the words of a refusal for the same reason
+    DATA_INTEGRITY: _REFUSALS["DATA_INTEGRITY"],
+    DECLARED_MAXIMUM: _REFUSALS["DECLARED_MAXIMUM"],
 }
 
 
@@ -161,9 +185,11 @@ class ConnectorPool:
             raise CryptoError("its answer has the wrong shape")
         for c in r.packed:
             self._public.from_bytes(c, r.key_fingerprint)
+        marked = marks_from_pb(r.marked)
+        check_marks(marked, len(tokens))
         queried, ciphertexts = signing.batch_digests(tokens, list(r.packed))
         answer = BatchAnswer(
-            cid, kind, tuple(r.packed), r.signature, r.key_fingerprint, queried, ciphertexts
+            cid, kind, tuple(r.packed), r.signature, r.key_fingerprint, queried, ciphertexts, marked
         )
         signing.verify(
             self._verify_keys[cid], answer.signed_bytes(query_id, layout.digest()), r.signature

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 
 import grpc
 
+from hedui.core import rpc
 from hedui.core.grants import Grant
 from hedui.core.resident_id import ResidentId
 from hedui.core.rpc import open_channel
@@ -93,7 +94,7 @@ class RegistryClient:
                 timeout=timeout,
             )
         except grpc.RpcError as e:
-            raise SourceUnavailable(f"household registry: {failure_reason(e, timeout)}") from None
+            raise SourceUnavailable(f"household registry: {_failure(e, timeout)}") from None
         if len(reply.households) != len(asked):
             raise SourceUnavailable(
                 "household registry: the answer has the wrong number of households"
@@ -120,6 +121,18 @@ class RegistryClient:
 
     def close(self) -> None:
         self.channel.close()
+
+
+def _failure(error: grpc.RpcError, timeout: float) -> str:
+    """A failed call in fixed words (never the registry's own text): an UNAVAILABLE or
+    DEADLINE_EXCEEDED the registry sent itself (a status in its trailers) is its refusal with
+    that code, not "unreachable" (no connection) or "no answer within" (the deadline passed)."""
+    code = error.code() if isinstance(error, grpc.Call) else None
+    transport = (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED)
+    if code in transport and rpc.sent_by_peer(error):
+        assert code is not None
+        return f"refused the call ({code.name})"
+    return failure_reason(error, timeout)
 
 
 def _grant(pb: connector_pb2.TokenGrant, query_id: str, households: int) -> Grant:

@@ -129,7 +129,11 @@ def status_of(error: Exception, request_id: str, policy_subject: str = "") -> st
         log.error("request=%s failed: %s: %s", request_id, type(error).__name__, error)
         # the custodian's reasons are its own words (no ID, no figure); storage errors are not
         what = (
-            f"the key custodian refused: {error}"
+            (
+                str(error)
+                if str(error).startswith("the key custodian")
+                else f"the key custodian refused: {error}"
+            )
             if isinstance(error, CustodianRefused)
             else "the service's state database is not available"
             if isinstance(error, StateUnavailable)

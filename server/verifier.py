@@ -303,12 +303,12 @@ class Verifier:
             digests = [
                 (a.connector_id, a.digest(query_id, layouts[a.kind].digest())) for a in fan.answers
             ]
-            for (p, household, _), totals in zip(found, per_household, strict=True):
+            for i, ((p, household, _), totals) in enumerate(zip(found, per_household, strict=True)):
                 if p.index in results:  # refused above
                     continue
-                try:
+                try:  # the sources failed for the run, and those that marked this household
                     verdict, entry = self.conclude(
-                        p, query_id, household, fan.failures, digests, totals
+                        p, query_id, household, fan.failures_of(i), digests, totals
                     )
                 except PolicyError as e:
                     refuse(p, e)

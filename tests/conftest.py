@@ -33,7 +33,7 @@ def pg_schema(prefix: str) -> Iterator[str]:
             pytest.fail("PostgreSQL on 127.0.0.1:5432 is required in CI")
         pytest.skip("PostgreSQL is not running on 127.0.0.1:5432")
     schema = f"{prefix}_{secrets.token_hex(6)}"
-    admin = create_engine(PG_BASE, isolation_level="AUTOCOMMIT")
+    admin = create_engine(PG_BASE, isolation_level="AUTOCOMMIT", pool_pre_ping=True)
     with admin.connect() as conn:
         conn.execute(text(f"CREATE SCHEMA {schema}"))
     yield f"{PG_BASE}?options=-csearch_path%3D{schema}"

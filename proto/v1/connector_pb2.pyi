@@ -51,6 +51,30 @@ SIBLING: Relation.ValueType  # 6
 OTHER: Relation.ValueType  # 7
 Global___Relation: _TypeAlias = Relation  # noqa: Y015
 
+class _MarkCause:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _MarkCauseEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_MarkCause.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    MARK_CAUSE_UNSPECIFIED: _MarkCause.ValueType  # 0
+    """never sent; refused as a malformed answer"""
+    MARK_DATA_INTEGRITY: _MarkCause.ValueType  # 1
+    """a stored row it would add fails its integrity seal"""
+    MARK_DECLARED_MAXIMUM: _MarkCause.ValueType  # 2
+    """a total is above the field's declared maximum"""
+
+class MarkCause(_MarkCause, metaclass=_MarkCauseEnumTypeWrapper):
+    """Why a connector gives no figure for one household of a batch."""
+
+MARK_CAUSE_UNSPECIFIED: MarkCause.ValueType  # 0
+"""never sent; refused as a malformed answer"""
+MARK_DATA_INTEGRITY: MarkCause.ValueType  # 1
+"""a stored row it would add fails its integrity seal"""
+MARK_DECLARED_MAXIMUM: MarkCause.ValueType  # 2
+"""a total is above the field's declared maximum"""
+Global___MarkCause: _TypeAlias = MarkCause  # noqa: Y015
+
 @_typing.final
 class BlindEvaluateRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
@@ -648,15 +672,28 @@ class QueryBatchResponse(_message.Message):
     KEY_FINGERPRINT_FIELD_NUMBER: _builtins.int
     PACKED_FIELD_NUMBER: _builtins.int
     SIGNATURE_FIELD_NUMBER: _builtins.int
+    MARKED_FIELD_NUMBER: _builtins.int
     connector_id: _builtins.str
     key_fingerprint: _builtins.bytes
     signature: _builtins.bytes
     """Ed25519 over hedui/answer/v1 ‖ query id ‖ connector id ‖ key fingerprint ‖
-    SHA-256(the households' token digests) ‖ SHA-256(layout) ‖ SHA-256(ciphertexts).
+    SHA-256(the households' token digests) ‖ SHA-256(layout) ‖ SHA-256(ciphertexts), and,
+    only when ``marked`` is not empty, ‖ SHA-256(every mark's household ‖ cause, 4 bytes
+    big-endian each): an answer without marks is signed exactly as before, and a mark can be
+    neither stripped nor added without breaking the signature.
     """
     @_builtins.property
     def packed(self) -> _containers.RepeatedScalarFieldContainer[_builtins.bytes]:
         """ceil(households / per_ciphertext) ciphertexts, big-endian, each the byte length of n²."""
+
+    @_builtins.property
+    def marked(self) -> _containers.RepeatedCompositeFieldContainer[Global___Mark]:
+        """The households this connector gives no figure for, in ascending order of their index in
+        the query, each once: their slots are encoded as zero, and the key custodian releases none
+        of the connector's kind for them (NEEDS_REVIEW naming the connector). When every household
+        of the query would be marked, the connector refuses the query instead (FAILED_PRECONDITION
+        "DATA_INTEGRITY" or "DECLARED_MAXIMUM"), as for a data set whose seal fails at start.
+        """
 
     def __init__(
         self,
@@ -665,11 +702,35 @@ class QueryBatchResponse(_message.Message):
         key_fingerprint: _builtins.bytes = ...,
         packed: _abc.Iterable[_builtins.bytes] | None = ...,
         signature: _builtins.bytes = ...,
+        marked: _abc.Iterable[Global___Mark] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["connector_id", b"connector_id", "key_fingerprint", b"key_fingerprint", "packed", b"packed", "signature", b"signature"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["connector_id", b"connector_id", "key_fingerprint", b"key_fingerprint", "marked", b"marked", "packed", b"packed", "signature", b"signature"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___QueryBatchResponse: _TypeAlias = QueryBatchResponse  # noqa: Y015
+
+@_typing.final
+class Mark(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    HOUSEHOLD_FIELD_NUMBER: _builtins.int
+    CAUSE_FIELD_NUMBER: _builtins.int
+    household: _builtins.int
+    """the household's index in the query"""
+    cause: Global___MarkCause.ValueType
+    def __init__(
+        self,
+        *,
+        household: _builtins.int = ...,
+        cause: Global___MarkCause.ValueType = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["cause", b"cause", "household", b"household"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Mark: _TypeAlias = Mark  # noqa: Y015

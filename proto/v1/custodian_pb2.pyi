@@ -37,6 +37,7 @@ class CustodyAnswer(_message.Message):
     PACKED_FIELD_NUMBER: _builtins.int
     KIND_FIELD_NUMBER: _builtins.int
     CIPHERTEXTS_FIELD_NUMBER: _builtins.int
+    MARKED_FIELD_NUMBER: _builtins.int
     connector_id: _builtins.str
     key_fingerprint: _builtins.bytes
     queried: _builtins.bytes
@@ -50,6 +51,12 @@ class CustodyAnswer(_message.Message):
     def packed(self) -> _containers.RepeatedScalarFieldContainer[_builtins.bytes]:
         """one ciphertext per chunk of households of its kind's layout"""
 
+    @_builtins.property
+    def marked(self) -> _containers.RepeatedCompositeFieldContainer[_connector_pb2.Mark]:
+        """The connector's marks, as signed (QueryBatchResponse.marked): for each marked household
+        every field of its kind is refused, with the connector and the cause named.
+        """
+
     def __init__(
         self,
         *,
@@ -60,10 +67,11 @@ class CustodyAnswer(_message.Message):
         packed: _abc.Iterable[_builtins.bytes] | None = ...,
         kind: _builtins.str = ...,
         ciphertexts: _builtins.bytes = ...,
+        marked: _abc.Iterable[_connector_pb2.Mark] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["ciphertexts", b"ciphertexts", "connector_id", b"connector_id", "key_fingerprint", b"key_fingerprint", "kind", b"kind", "packed", b"packed", "queried", b"queried", "signature", b"signature"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["ciphertexts", b"ciphertexts", "connector_id", b"connector_id", "key_fingerprint", b"key_fingerprint", "kind", b"kind", "marked", b"marked", "packed", b"packed", "queried", b"queried", "signature", b"signature"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -224,11 +224,16 @@ CUSTODIAN = "key custodian"  # the prefix of a field the key custodian did not d
 
 
 def source_zh(source: str) -> str:
-    """A missing source as the Chinese text names it: ``bank-07`` → 07号银行, ``hrss`` → 人社."""
+    """A missing source as the Chinese text names it: ``bank-07`` → 07号银行, ``hrss`` → 人社;
+    a total the key custodian withheld because a connector marked the household (``key
+    custodian: hrss: stored data fails …``) by that connector."""
     if source.startswith(NO_SOURCE):
         name = FIELD_ZH.get(source[len(NO_SOURCE) :], "部分数据")
         return f"{name}（未接入数据来源）"
     if source.startswith(CUSTODIAN):
+        named = source[len(CUSTODIAN) :].removeprefix(": ").split(": ", 1)[0]
+        if named in SOURCE_ZH or (named.startswith("bank-") and named[5:].isdigit()):
+            return source_zh(named)
         return "密钥托管方（未予解密）"
     if source.startswith("bank-") and source[5:].isdigit():
         return f"{source[5:]}号银行"

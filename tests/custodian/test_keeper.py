@@ -16,7 +16,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from hedui.audit.log import AuditLog
 from hedui.audit.store import LogStore, open_log_engine
 from hedui.core import grants, signing
-from hedui.core.answers import BatchAnswer
+from hedui.core.answers import DATA_INTEGRITY, DECLARED_MAXIMUM, BatchAnswer
 from hedui.core.custody import Deployment, Totals, custodian_view
 from hedui.core.deployment import kind_of
 from hedui.core.paillier import Ciphertext, PrivateKey, PublicKey, generate_keypair
@@ -81,15 +81,19 @@ def answer(
     deployment: Deployment = BANKS_ONLY,
     signer: Ed25519PrivateKey | None = None,
     layout_digest: bytes | None = None,
+    marked: tuple[tuple[int, int], ...] = (),
 ) -> BatchAnswer:
     """cid's answer about the households of ``tokens``: one ciphertext per plaintext, signed
-    (by ``signer``, cid's own key unless told) over ``layout_digest`` (its kind's unless told)."""
+    (by ``signer``, cid's own key unless told) over ``layout_digest`` (its kind's unless told)
+    and its ``marked`` households."""
     kind = kind_of(cid).kind
     if layout_digest is None:
         layout_digest = deployment.batch_layouts[kind].digest()
     packed = tuple(encrypted(m) for m in plaintexts)
     queried, cts = signing.batch_digests(tokens, packed)
-    data = signing.answer_bytes(query_id, cid, PUB.fingerprint, queried, layout_digest, cts)
+    data = signing.answer_bytes(
+        query_id, cid, PUB.fingerprint, queried, layout_digest, cts, signing.marks_digest(marked)
+    )
     return BatchAnswer(
         cid,
         kind,
@@ -98,6 +102,7 @@ def answer(
         PUB.fingerprint,
         queried,
         cts,
+        marked,
     )
 
 
@@ -502,3 +507,71 @@ def test_a_connector_cannot_reach_outside_its_kinds_slots(n: int) -> None:
     totals = run.decrypt("qy", answers, tokens)
     assert [(t.values["monthly_wage"], t.values["deposits"]) for t in totals] == [(500000, 15)] * n
     assert not any(t.refused for t in totals)
+
+
+@SIZES
+def test_a_bank_marked_household_gets_no_bank_total_and_the_others_theirs(n: int) -> None:
+    """bank-02 marks the last household (a stored row fails its seal): its slots are zero and
+    the mark is signed. The custodian releases no bank field for that household, not even the
+    other banks' sum (which, next to a complete one, would give bank-02's figure away), names
+    bank-02 and the cause, and releases every other household's totals."""
+    tokens = households(n)
+    last = n - 1
+    answers = [
+        honest(b, "qm", [{"deposits": 10 + h} for h in range(n)], tokens)
+        for b in ("bank-01", "bank-03")
+    ]
+    zeroed: list[Mapping[str, int]] = [{"deposits": 0 if h == last else 10 + h} for h in range(n)]
+    answers.insert(
+        1, answer("bank-02", "qm", LAYOUT.pack(zeroed), tokens, marked=((last, DATA_INTEGRITY),))
+    )
+    totals = Run().decrypt("qm", answers, tokens)
+    why = "bank-02: stored data fails its integrity check"
+    assert totals[last].refused == {"deposits": why, "wealth_products": why}
+    assert totals[last].values == {}
+    assert [t.values for t in totals[:last]] == [
+        {"deposits": 3 * (10 + h), "wealth_products": 0} for h in range(last)
+    ]
+    assert not any(t.refused for t in totals[:last])
+
+
+@pytest.mark.parametrize(
+    "marked",
+    [((1, DATA_INTEGRITY), (0, DATA_INTEGRITY)), ((0, 1), (0, 2)), ((MANY, 1),), ((0, 9),)],
+    ids=["out-of-order", "twice", "beyond-the-query", "unknown-cause"],
+)
+def test_marks_not_in_their_one_signed_form_are_refused(
+    marked: tuple[tuple[int, int], ...],
+) -> None:
+    tokens = households(MANY)
+    answers = banks("qf", tokens)
+    answers[0] = answer(
+        "bank-01", "qf", LAYOUT.pack([{"deposits": 5}] * MANY), tokens, marked=marked
+    )
+    with pytest.raises(CustodianRefused, match="bank-01"):
+        Run().decrypt("qf", answers, tokens)
+
+
+@SIZES
+def test_a_mark_stripped_or_added_by_the_aggregator_is_refused(n: int) -> None:
+    """Stripping a mark would make the marked household's figure a (favourable) 0; adding one
+    would take a figure away: both break the connector's signature."""
+    tokens = households(n)
+    answers = banks("qx", tokens)
+    marked = ((0, DATA_INTEGRITY),)
+    zeroed: list[Mapping[str, int]] = [{"deposits": 0 if h == 0 else 5} for h in range(n)]
+    answers[2] = answer("bank-03", "qx", LAYOUT.pack(zeroed), tokens, marked=marked)
+    run = Run()
+    grant = grant_for("qx", BANKS, tokens)
+    leaves = run.logged("qx", n)
+    for forged in (
+        dataclasses.replace(answers[2], marked=()),  # stripped
+        dataclasses.replace(answers[2], marked=((0, DECLARED_MAXIMUM),)),  # another cause
+        dataclasses.replace(answers[0], marked=((n - 1, DATA_INTEGRITY),)),  # added
+    ):
+        others = [a for a in answers if a.connector_id != forged.connector_id]
+        with pytest.raises(CustodianRefused, match=f"{forged.connector_id} is not signed by it"):
+            run.decrypt("qx", [*others, forged], tokens, grant=grant, leaves=leaves)
+    totals = run.decrypt("qx", answers, tokens, grant=grant, leaves=leaves)
+    assert totals[0].refused["deposits"] == "bank-03: stored data fails its integrity check"
+    assert [t.values.get("deposits") for t in totals] == [None] + [15] * (n - 1)

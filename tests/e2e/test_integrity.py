@@ -8,8 +8,14 @@ import datetime as dt
 import sqlite3
 from pathlib import Path
 
-from hedui.clients.deploy import Deployment, prepare
-from tests.e2e.test_faults import CAR_OWNER, HEAD, _verify, small_deployment
+from hedui.clients.consent import StandingAuthorisation
+from hedui.clients.deploy import Deployment, DeploySettings, prepare
+from hedui.clients.intake import IntakeProfile, open_service_channel, verdict_to_dict
+from hedui.core.deployment import DEPARTMENT_KINDS
+from hedui.core.resident_id import make
+from hedui.core.workdir import Workdir
+from hedui.proto.v1 import verification_pb2, verification_pb2_grpc
+from tests.e2e.test_faults import BANKS, CAR_OWNER, HEAD, _verify, _write, small_deployment
 
 
 def test_a_changed_figure_is_refused_by_name(tmp_path: Path) -> None:
@@ -42,3 +48,123 @@ def test_a_changed_figure_is_refused_by_name(tmp_path: Path) -> None:
     logs = [p.read_text(errors="replace") for p in w.log_dir.glob("*.log")]
     assert any("fails its integrity check" in text for text in logs)  # the operator is told
     assert not any(HEAD.value in text for text in logs)
+
+
+HOUSEHOLDS = 12
+DAMAGED = 5  # the household whose head's pension row is edited
+PEOPLE = [make("330106", dt.date(1950 + h, 1 + h % 12, 2), 100 + h) for h in range(HOUSEHOLDS)]
+
+
+def _many_households(data: Path) -> None:
+    """Twelve one-person households: hrss pays each head a pension of its own amount (so that
+    one row can be edited alone), every bank holds some deposits, one head owns a car."""
+    data.mkdir()
+    _write(
+        data / "registry.csv",
+        ["household_id", "id_number", "relation", "birth_date"],
+        [[f"H{h}", p.value, "head", p.birth_date.isoformat()] for h, p in enumerate(PEOPLE)],
+    )
+    _write(
+        data / "hrss.csv",
+        ["id_number", "monthly_pension", "monthly_wage", "monthly_unemployment_benefit"],
+        [[p.value, 30000 + 7000 * h, 0, 0] for h, p in enumerate(PEOPLE)],
+    )
+    for i, bank in enumerate(BANKS, start=1):
+        _write(
+            data / f"{bank}.csv",
+            ["id_number", "deposits", "wealth_products"],
+            [[p.value, 1000 * i * h, 0] for h, p in enumerate(PEOPLE)],
+        )
+    _write(
+        data / "vehicles.csv", ["id_number", "vehicles", "vehicle_value"], [[PEOPLE[3].value, 1, 9]]
+    )
+
+
+CAMPAIGN = StandingAuthorisation("recheck-2026-01", dt.date.today(), bytes(32))
+
+
+def _campaign(w: Workdir, run: str) -> dict[str, dict]:
+    """A recheck: every household in one VerifyBatch stream under a standing authorisation,
+    one chunk, so one QueryBatch per connector; each verdict without what differs from run to
+    run (request id, salt, receipt)."""
+    channel = open_service_channel(IntakeProfile.load(w.intake_profile))
+    try:
+        stub = verification_pb2_grpc.VerificationServiceStub(channel)
+        requests = [
+            verification_pb2.VerifyRequest(
+                request_id=f"{run}-{h}",
+                id_number=p.value,
+                program="dibao",
+                consent=CAMPAIGN.consent(),
+            )
+            for h, p in enumerate(PEOPLE)
+        ]
+        results = list(stub.VerifyBatch(iter(requests), timeout=180))
+    finally:
+        channel.close()
+    out = {}
+    for r in results:
+        assert r.HasField("verdict"), r
+        v = verdict_to_dict(r.verdict)
+        for volatile in ("request_id", "figures_opening", "audit"):
+            del v[volatile]
+        out[r.request_id.removeprefix(f"{run}-")] = v
+    return out
+
+
+def test_a_changed_figure_in_a_batch_stays_with_its_household(tmp_path: Path) -> None:
+    """The issue's recheck: one edited hrss figure among many households asked in one
+    QueryBatch. hrss marks that household (signed) and answers the others: the damaged one is
+    NEEDS_REVIEW naming hrss, every other household's verdict is what it was before the edit."""
+    _many_households(tmp_path / "data")
+    settings = DeploySettings(
+        workdir=tmp_path / "work",
+        data=tmp_path / "data",
+        connector_ids=(*DEPARTMENT_KINDS, *BANKS),
+        min_banks=3,
+    )
+    w = prepare(settings, lambda _: None, dt.date.today())
+    up = Deployment(settings, w)
+    up.start()
+    try:
+        before = _campaign(w, "before")
+    finally:
+        up.stop()
+    assert not any(v["failures"] for v in before.values())
+    assert {v["decision"] for v in before.values()} >= {"ELIGIBLE", "INELIGIBLE"}
+    con = sqlite3.connect(w.connector_db("hrss"))
+    edited = con.execute(
+        "UPDATE holding SET value = 128 WHERE field = 'monthly_pension' AND value = ?",
+        (30000 + 7000 * DAMAGED,),
+    ).rowcount
+    con.commit()
+    con.close()
+    assert edited == 1
+    up = Deployment(settings, w)
+    up.start()
+    try:
+        after = _campaign(w, "after")
+    finally:
+        up.stop()
+    damaged = after.pop(str(DAMAGED))
+    assert damaged["decision"] == "NEEDS_REVIEW" and damaged["benefit_fen"] == 0
+    assert damaged["failures"] == [
+        {
+            "connector_id": "hrss",
+            "reason": "refused the query: its stored data fails its integrity check",
+        }
+    ]
+    income = next(r for r in damaged["rules"] if r["id"] == "income")
+    assert income["passed"] is None and income["value"] is None
+    assert "hrss" in income["missing_sources"]
+    assert "key custodian: hrss: stored data fails its integrity check" in income["missing_sources"]
+    assert "人社" in income["message_zh"]
+    del before[str(DAMAGED)]
+    assert after == before  # the other eleven: the same verdicts, hrss answered for them
+    logs = [p.read_text(errors="replace") for p in w.log_dir.glob("*.log")]
+    assert any(
+        f"hrss marked 1 of {HOUSEHOLDS} household(s): stored rows fail their integrity check"
+        in text
+        for text in logs
+    )
+    assert not any(p.value in text for p in PEOPLE for text in logs)

@@ -130,6 +130,10 @@ def test_chinese_text_has_no_latin_letters(name: str, result: RuleResult) -> Non
         ("tax", "税务"),
         ("bank-07", "银行"),
         ("key custodian: refused", "密钥"),
+        ("key custodian: 1 of its sources did not answer", "密钥"),
+        # a household a connector marked: the custodian's refusal names the connector
+        ("key custodian: hrss: stored data fails its integrity check", "人社"),
+        ("key custodian: bank-07: a total is above its declared maximum", "07号银行"),
         ("no source for deposits", "存款"),
     ],
 )
