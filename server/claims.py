@@ -1,9 +1,12 @@
 """Request claims in one place: one verdict per (caller, request id), for one application or a
-campaign's chunk, and the claims a stopped process left in progress settled from the audit log.
+campaign's chunk, and the claims a stopped process or a fault left in progress settled from the
+audit log.
 
 A request id is claimed before anything is logged; a repeat gets the stored verdict (or a
 refusal that says why not); a claim is released when its verification fails, completed with its
-verdict, and settled at start (or by the replica that outlives its owner).
+verdict, and settled from the log: at start, by the replica that outlives its owner, and by the
+settler after a fault of this process (an outcome the log refused, a release the state database
+refused).
 """
 
 from __future__ import annotations
