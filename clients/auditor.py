@@ -12,6 +12,7 @@ from typing import Any
 
 import grpc
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from hedui.audit import merkle
 from hedui.audit.auditor import LogSource, StoreSource, TamperingDetected, describe_entry
@@ -21,8 +22,8 @@ from hedui.audit.log import DEFAULT_ORIGIN, key_name
 from hedui.audit.store import LogStore, open_log_engine
 from hedui.clients.args import unwritable
 from hedui.clients.errors import ClientError
-from hedui.clients.intake import IntakeProfile, describe_rpc_error
-from hedui.core.rpc import open_channel, wait_healthy
+from hedui.clients.intake import IntakeProfile, describe_rpc_error, open_service_channel
+from hedui.core.rpc import handshake_failure, wait_healthy
 from hedui.core.workdir import Workdir
 from hedui.proto.v1 import audit_pb2, audit_pb2_grpc
 
@@ -123,17 +124,36 @@ def write_auditor_profile(
     )
 
 
+def _handshake_failed(channel: grpc.Channel) -> str | None:
+    """Why the TLS handshake on ``channel`` fails, or None when it does not (nothing listens)."""
+    try:
+        health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=3)
+    except grpc.RpcError as e:
+        if (
+            isinstance(e, grpc.Call)
+            and e.code() == grpc.StatusCode.UNAVAILABLE
+            and handshake_failure(e.details() or "") is not None
+        ):
+            return describe_rpc_error(e)
+    return None
+
+
 def open_session(w: Workdir, *, offline: bool = False, say: Any = print) -> AuditorSession:
     settings = _service_settings(w)
     origin = str(settings.get("log_origin", DEFAULT_ORIGIN))
     if not offline and w.auditor_profile.exists():
         profile = IntakeProfile.load(w.auditor_profile)  # the same client profile format
-        channel = open_channel(profile.address, tls=profile.tls, server_name=profile.server_name)
+        channel = open_service_channel(profile)
         try:
             wait_healthy(channel, timeout=3)
             return AuditorSession(w, GrpcSource(channel), origin, True)
         except (grpc.RpcError, grpc.FutureTimeoutError, RuntimeError):
+            failed = _handshake_failed(channel)
             channel.close()
+            if failed:  # it runs, but will not talk to this machine: not "not running"
+                raise ClientError(
+                    f"{failed}\n(`--offline` reads the log's database on this host instead)"
+                ) from None
             say("the deployment is not running: reading the log's database directly")
     url = str(settings.get("audit_database", w.audit_db_url))
     return AuditorSession(w, StoreSource(LogStore(open_log_engine(url))), origin, False)

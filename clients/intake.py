@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import tomllib
 import unicodedata
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -11,8 +13,10 @@ from typing import Any
 import grpc
 
 from hedui.clients.errors import ClientError
-from hedui.core.rpc import error_details, open_channel
-from hedui.core.tls import TlsMaterial
+from hedui.core.clock import DEPLOYMENT
+from hedui.core.errors import CryptoError
+from hedui.core.rpc import error_details, handshake_failure, open_channel
+from hedui.core.tls import TlsMaterial, identity_from_pem, outside_validity
 from hedui.proto.v1 import common_pb2, verification_pb2, verification_pb2_grpc
 
 
@@ -21,6 +25,8 @@ class IntakeProfile:
     address: str
     server_name: str
     tls: TlsMaterial | None
+    cert_path: Path | None = None  # where the profile's certificate and CA were read (messages)
+    ca_path: Path | None = None
 
     @classmethod
     def load(cls, path: Path) -> IntakeProfile:
@@ -33,25 +39,91 @@ class IntakeProfile:
         except tomllib.TOMLDecodeError as e:
             raise ClientError(f"{path}: not a valid profile: {e}") from None
         try:
-            tls = None
+            tls, cert, ca = None, None, None
             if not doc.get("insecure", False):
-                tls = TlsMaterial(
-                    Path(doc["ca"]).read_bytes(),
-                    Path(doc["cert"]).read_bytes(),
-                    Path(doc["key"]).read_bytes(),
-                )
-            return cls(str(doc["address"]), str(doc.get("server_name", "service")), tls)
+                cert, ca = Path(doc["cert"]), Path(doc["ca"])
+                tls = TlsMaterial(ca.read_bytes(), cert.read_bytes(), Path(doc["key"]).read_bytes())
+            return cls(str(doc["address"]), str(doc.get("server_name", "service")), tls, cert, ca)
         except KeyError as e:
             raise ClientError(f"{path}: the profile has no {e.args[0]}") from None
         except OSError as e:
             raise ClientError(f"{path}: cannot read {e.filename}: {e.strerror}") from None
 
 
+def utc_now() -> dt.datetime:
+    return dt.datetime.now(dt.UTC)
+
+
+def _shown(t: dt.datetime) -> str:
+    return DEPLOYMENT.show(int(t.timestamp() * 1000))
+
+
+def check_certificate_dates(profile: IntakeProfile, now: dt.datetime) -> None:
+    """Refuse, before connecting, a profile whose own certificate or trusted CA certificate is
+    expired or not yet valid by this machine's clock (``now``), saying which and what to do:
+    otherwise the service only closes the connection, which looks like a service that is down."""
+    if profile.tls is None:
+        return
+    problems = []
+    for pem, path, own in (
+        (profile.tls.cert_pem, profile.cert_path, True),
+        (profile.tls.ca_pem, profile.ca_path, False),
+    ):
+        where = f" {path}" if path else ""
+        try:
+            found = outside_validity(pem, now)
+            who = identity_from_pem(pem) if own else None
+        except (CryptoError, ValueError):
+            what = "certificate" if own else "CA certificate"
+            raise ClientError(
+                f"the profile's {what}{where} is not a certificate (PEM): restore it, or ask your "
+                "operator for the files again"
+            ) from None
+        if found is None:
+            continue
+        clock = f"(this machine's clock says {_shown(now)})"
+        if who is not None:
+            what = f"your {who.role or 'client'} certificate{where}"
+            renew = (
+                "ask your operator for a new one (`hedui keys request --party "
+                f"{who.name or 'NAME'} --role {who.role or 'ROLE'} --keys DIR`, then "
+                "`hedui keys install`)"
+            )
+        else:
+            what = f"the CA certificate{where} this machine trusts"
+            renew = "ask your operator for the deployment's current ca.pem"
+        if found.state == "expired":
+            problems.append(
+                f"{what} expired on {_shown(found.at)} {clock}: {renew}; "
+                "if that date is wrong, set this machine's clock right"
+            )
+        else:
+            problems.append(
+                f"{what} is not valid until {_shown(found.at)} {clock}: this machine's clock "
+                "may be wrong; set it right and try again"
+            )
+    if problems:
+        raise ClientError("\n".join(problems))
+
+
+def open_service_channel(
+    profile: IntakeProfile, *, now: Callable[[], dt.datetime] = utc_now
+) -> grpc.Channel:
+    """A channel to the verification service of ``profile``, once its certificates' dates were
+    checked against this machine's clock (every client command connects through here)."""
+    check_certificate_dates(profile, now())
+    return open_channel(profile.address, tls=profile.tls, server_name=profile.server_name)
+
+
 class IntakeClient:
-    def __init__(self, profile: IntakeProfile, timeout: float = 60.0) -> None:
-        self._channel = open_channel(
-            profile.address, tls=profile.tls, server_name=profile.server_name
-        )
+    def __init__(
+        self,
+        profile: IntakeProfile,
+        timeout: float = 60.0,
+        *,
+        now: Callable[[], dt.datetime] = utc_now,
+    ) -> None:
+        self._channel = open_service_channel(profile, now=now)
         self._stub = verification_pb2_grpc.VerificationServiceStub(self._channel)
         self._timeout = timeout
 
@@ -76,6 +148,9 @@ def describe_rpc_error(e: grpc.RpcError) -> str:
         return str(e)
     code = e.code()
     details = e.details() or ""
+    failed = handshake_failure(details) if code == grpc.StatusCode.UNAVAILABLE else None
+    if failed is not None:
+        return "UNAVAILABLE: " + handshake_text(failed.fault, failed.reason)
     if code == grpc.StatusCode.UNAVAILABLE and "failed to connect" in details.lower():
         # "failed to connect to all addresses; last error: UNKNOWN: ipv4:…: Connection refused"
         cause = details.rsplit(": ", 1)[-1].strip().lower() if ": " in details else ""
@@ -91,6 +166,60 @@ def describe_rpc_error(e: grpc.RpcError) -> str:
         for v in getattr(d, "violations", []):
             lines.append(f"  {v.subject}: {v.description}")
     return "\n".join(lines)
+
+
+CLOCK_HINT = "check that this machine's date and time are right"
+
+
+def handshake_text(fault: str, reason: str) -> str:
+    """What a failed TLS handshake with the verification service means for a person, and
+    whose certificate is likely at fault (see :func:`hedui.core.rpc.handshake_failure`)."""
+    failed = "the TLS handshake with the verification service failed"
+    if fault == "server":
+        if "expired" in reason:
+            why = (
+                "the service's certificate has expired by this machine's clock: "
+                f"{CLOCK_HINT} (a clock that runs ahead makes it look expired); if they are, "
+                "the service's operator must renew its certificate"
+            )
+        elif "not yet valid" in reason:
+            why = (
+                "the service's certificate is not valid yet by this machine's clock: the clock "
+                f"is probably behind; {CLOCK_HINT}"
+            )
+        elif "issuer" in reason or "self signed" in reason or "self-signed" in reason:
+            why = (
+                "the service's certificate is not issued by the CA this machine trusts (the "
+                "ca): get the deployment's current ca.pem from your operator, or check the "
+                "profile's address"
+            )
+        else:
+            why = (
+                f"this machine could not verify the service's certificate ({reason}): the "
+                f"service's certificate is likely at fault; {CLOCK_HINT}"
+            )
+        return f"{failed}: {why}"
+    if fault == "server-name":
+        return (
+            f"{failed}: the certificate of the server at that address is not the service's "
+            "(not for the profile's server_name): check the profile's address and server_name"
+        )
+    if fault == "plaintext":
+        return (
+            f"{failed}: the server at that address does not speak TLS (it runs with "
+            "--insecure?): give the profile `insecure = true`, or run the service with TLS"
+        )
+    if fault == "own":
+        return (
+            f"{failed}: this machine's certificate and key cannot be used together (the key "
+            "is not the certificate's, or a file is damaged): check the profile's cert and key"
+        )
+    return (
+        f"{failed}: the service closed the connection ({reason}), most likely because it did "
+        "not accept this machine's certificate: expired or not yet valid by the service's "
+        f"clock, or issued by another CA; {CLOCK_HINT} and ask your operator whether your "
+        "certificate is still valid"
+    )
 
 
 def verdict_to_dict(v: verification_pb2.Verdict) -> dict[str, Any]:

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 
 from hedui.clients.consent import StandingAuthorisation
 from hedui.clients.errors import ClientError
-from hedui.clients.intake import IntakeClient, IntakeProfile
+from hedui.clients.intake import IntakeClient, IntakeProfile, check_certificate_dates, utc_now
 from hedui.core.clock import DEPLOYMENT
 from hedui.proto.v1 import verification_pb2
 
@@ -83,6 +83,7 @@ def run_load(
     ).consent()
     if not applicants:
         raise ClientError("no applicants to verify")
+    check_certificate_dates(profile, utc_now())  # here, not in a worker thread
     counter = itertools.count()
     lock = threading.Lock()
     latencies: list[float] = []

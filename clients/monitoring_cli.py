@@ -20,12 +20,17 @@ from google.protobuf.json_format import MessageToDict
 from hedui.clients.args import date_arg
 from hedui.clients.consent import StandingAuthorisation
 from hedui.clients.errors import ClientError
-from hedui.clients.intake import IntakeProfile, decision_text, describe_rpc_error, format_fen
+from hedui.clients.intake import (
+    IntakeProfile,
+    decision_text,
+    describe_rpc_error,
+    format_fen,
+    open_service_channel,
+)
 from hedui.clients.recheck import read_roster
 from hedui.connectors.events import PersonEvent, push_events
 from hedui.connectors.tokenizer import AuthorityTokenizer
 from hedui.core.keystore import REGISTRY_ID
-from hedui.core.rpc import open_channel
 from hedui.core.workdir import Workdir
 from hedui.proto.v1 import monitoring_pb2, monitoring_pb2_grpc
 
@@ -46,7 +51,7 @@ LEVELS = ("in time", "OVERDUE", "ESCALATED")
 @contextmanager
 def _follow_up(workdir: Path) -> Iterator[monitoring_pb2_grpc.FollowUpServiceStub]:
     profile = IntakeProfile.load(Workdir(workdir).intake_profile)
-    channel = open_channel(profile.address, tls=profile.tls, server_name=profile.server_name)
+    channel = open_service_channel(profile)
     try:
         yield monitoring_pb2_grpc.FollowUpServiceStub(channel)
     finally:

@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import os
+import sys
 from pathlib import Path
 
 from hedui.clients.errors import ClientError
@@ -161,13 +162,25 @@ def cmd_db_upgrade(args: argparse.Namespace) -> int:
 
 
 def cmd_db_status(args: argparse.Namespace) -> int:
+    """Each database's schema against this release's; exit 0 only when the service can serve
+    both as they are (1: one is behind, newer, of no known revision, or cannot be read)."""
+    from hedui.audit.schema import AUDIT_SCHEMA
+    from hedui.core.migrations import status
     from hedui.server.config import load
-    from hedui.server.databases import database_status
+    from hedui.server.schema import SERVICE_SCHEMA
 
-    for schema, found, needed in database_status(load(args.config, dict(os.environ))):
-        verdict = "up to date" if found == needed else "run `hedui db upgrade`"
-        print(f"{schema.name}: at {found}; this release needs {needed} ({verdict})")
-    return 0
+    config = load(args.config, dict(os.environ))
+    found = [  # the same two as `hedui db upgrade` (hedui.server.databases)
+        status(config.audit_database, AUDIT_SCHEMA),
+        status(config.service_database, SERVICE_SCHEMA),
+    ]
+    for s in found:
+        line = s.text(f"hedui db upgrade --config {args.config}")
+        if s.state == "unreadable":  # an error, as every command reports one
+            print(f"hedui: error: {line}", file=sys.stderr)
+        else:
+            print(line)
+    return 0 if all(s.servable for s in found) else 1
 
 
 def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -201,7 +214,12 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     dbs = db.add_subparsers(dest="db_command", required=True)
     for name, func, what in (
         ("upgrade", cmd_db_upgrade, "bring them to this release's schema (back them up first)"),
-        ("status", cmd_db_status, "show each one's schema revision and this release's"),
+        (
+            "status",
+            cmd_db_status,
+            "show each one's schema revision and this release's; exit 1 unless both can be "
+            "served as they are",
+        ),
     ):
         p = dbs.add_parser(name, help=what)
         p.add_argument(

@@ -10,6 +10,7 @@ from the service (same request id), so no household is checked twice in the audi
 
 from __future__ import annotations
 
+import datetime as dt
 import hashlib
 import json
 import re
@@ -27,11 +28,11 @@ from google.rpc import error_details_pb2
 from hedui.clients.args import unwritable
 from hedui.clients.consent import StandingAuthorisation
 from hedui.clients.errors import ClientError
-from hedui.clients.intake import IntakeProfile, describe_rpc_error
+from hedui.clients.intake import IntakeProfile, describe_rpc_error, open_service_channel, utc_now
 from hedui.core.errors import InvalidResidentId
 from hedui.core.resident_id import parse as parse_id
 from hedui.core.rpc import error_details as rpc_details
-from hedui.core.rpc import open_channel
+from hedui.core.rpc import handshake_failure
 from hedui.proto.v1 import common_pb2, verification_pb2, verification_pb2_grpc
 
 # "nothing was decided, ask again later": never written as a household's final line
@@ -182,6 +183,7 @@ def recheck(
     patience: float = 300.0,
     sleep: Callable[[float], None] = time.sleep,
     clock: Callable[[], float] = time.monotonic,
+    now: Callable[[], dt.datetime] = utc_now,
 ) -> Summary:
     entries = read_roster(roster)
     campaign = campaign or hashlib.sha256(roster.read_bytes() + program.encode()).hexdigest()[:12]
@@ -203,7 +205,7 @@ def recheck(
         f = out.open("a", encoding="utf-8")
     except OSError as e:
         raise unwritable(out, "--out", e) from None
-    channel = open_channel(profile.address, tls=profile.tls, server_name=profile.server_name)
+    channel = open_service_channel(profile, now=now)
     stub = verification_pb2_grpc.VerificationServiceStub(channel)
     start = time.monotonic()
     left = dict(by_request)
@@ -228,6 +230,11 @@ def recheck(
                         stub, requests(left), left, campaign, f, summary, progress
                     )
                 except grpc.RpcError as e:
+                    if _handshake_failed(e):  # not a busy service: asking again cannot help
+                        raise ClientError(
+                            f"{describe_rpc_error(e)}\nthe households settled so far are in "
+                            f"{out}; run the same command again to resume once this is fixed"
+                        ) from None
                     last_error, wait = describe_rpc_error(e), _retry_delay(rpc_details(e))
                 if len(left) < before:
                     stalled, progressed_at = 0, clock()
@@ -251,6 +258,14 @@ def recheck(
             f"\nthe others are in {out}; run the same command again to resume"
         )
     return summary
+
+
+def _handshake_failed(e: grpc.RpcError) -> bool:
+    """Whether ``e`` is a TLS handshake that certainly failed (a certificate problem)."""
+    if not isinstance(e, grpc.Call) or e.code() != grpc.StatusCode.UNAVAILABLE:
+        return False
+    failed = handshake_failure(e.details() or "")
+    return failed is not None and failed.definite
 
 
 def _retry_delay(details: list[Any]) -> float:

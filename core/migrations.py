@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import re
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -136,8 +137,9 @@ def _lock(conn: Connection, schema: Schema) -> None:
 
 
 @contextmanager
-def _transaction(url: str, schema: Schema) -> Iterator[Connection]:
-    """One migration transaction on the database at ``url``."""
+def _transaction(url: str, schema: Schema, doing: str = "migrated") -> Iterator[Connection]:
+    """One migration transaction on the database at ``url`` (``doing``: for the message
+    when the database cannot be used)."""
     try:
         engine = create_engine(url, hide_parameters=True)
     except (SQLAlchemyError, ImportError) as e:
@@ -151,7 +153,7 @@ def _transaction(url: str, schema: Schema) -> Iterator[Connection]:
             yield conn
     except SQLAlchemyError as e:
         raise SchemaError(
-            f"{schema.name}'s database cannot be migrated: {e.__class__.__name__}: {e}"
+            f"{schema.name}'s database cannot be {doing}: {e.__class__.__name__}: {e}"
         ) from None
     finally:
         engine.dispose()
@@ -251,3 +253,81 @@ def current(url: str, schema: Schema) -> tuple[str, str]:
             shape = _adoptable(conn, schema)
             found = "empty" if shape is None else f"{shape}'s schema, not under migration"
         return found, head(schema)
+
+
+_NUMBER = re.compile(r"_([0-9]+)$")
+
+
+def _number(revision: str) -> int | None:
+    """The schema number of a revision id (``service_0004`` -> 4), None when it has none."""
+    m = _NUMBER.search(revision)
+    return int(m.group(1)) if m else None
+
+
+@dataclass(frozen=True)
+class Status:
+    """Where one database stands against this release, for ``hedui db status``.
+
+    ``state``: ``"current"`` (this release's revision), ``"empty"`` (the service makes its
+    tables when it starts), ``"behind"`` (an earlier revision, or a schema from before
+    migrations: ``hedui db upgrade``), ``"newer"`` (a revision of a later release), ``"unknown"``
+    (a revision no release up to this one made) or ``"unreadable"`` (``found`` says why)."""
+
+    schema: Schema
+    state: str
+    found: str
+    needed: str
+
+    @property
+    def servable(self) -> bool:
+        """Whether this release can serve the database as it is."""
+        return self.state in ("current", "empty")
+
+    def text(self, upgrade_command: str = "hedui db upgrade --config FILE") -> str:
+        name, found, needed = self.schema.name, self.found, self.needed
+        if self.state == "unreadable":  # ``found`` names the schema and says why
+            if "cannot be read" not in found:
+                return found
+            return (
+                f"{found}\ncheck the config's URL for it and that the server is reachable; a "
+                "damaged database is restored from its backup"
+            )
+        if self.state == "newer":
+            return (
+                f"{name}: at {found}, written by a newer release of hedui (schema "
+                f"{_number(found)}, this release knows up to {_number(needed)}): upgrade hedui, "
+                "do not downgrade the database"
+            )
+        if self.state == "unknown":
+            return (
+                f"{name}: at {found}, a revision no release of hedui up to this one made: run "
+                "the release that wrote it, or restore the database from a backup"
+            )
+        verdict = {
+            "current": "up to date",
+            "empty": "empty: the service makes its tables when it starts",
+        }.get(self.state, f"behind: back it up, then run `{upgrade_command}`")
+        return f"{name}: at {found}; this release needs {needed} ({verdict})"
+
+
+def status(url: str, schema: Schema) -> Status:
+    """Where the database at ``url`` stands against this release's revision of ``schema``;
+    its schema is read, never changed."""
+    needed = head(schema)
+    try:
+        with _transaction(url, schema, "read") as conn:
+            found = _current(conn, schema)
+            shape = _adoptable(conn, schema) if found is None else None
+    except SchemaError as e:
+        return Status(schema, "unreadable", str(e), needed)
+    if found is None:
+        if shape is None:
+            return Status(schema, "empty", "empty", needed)
+        return Status(schema, "behind", f"{shape}'s schema, not under migration", needed)
+    if found == needed:
+        return Status(schema, "current", found, needed)
+    if found in revisions(schema, None):
+        return Status(schema, "behind", found, needed)
+    n, m = _number(found), _number(needed)
+    newer = n is not None and m is not None and n > m
+    return Status(schema, "newer" if newer else "unknown", found, needed)

@@ -240,6 +240,29 @@ def identity_from_pem(cert_pem: bytes) -> PeerIdentity:
     return _identity(_certificate(cert_pem).subject)
 
 
+@dataclass(frozen=True)
+class OutsideValidity:
+    """A certificate used outside its dates at some time: ``"expired"`` (``at`` is its
+    notAfter) or ``"not yet valid"`` (``at`` is its notBefore)."""
+
+    state: str
+    at: dt.datetime
+
+
+def outside_validity(cert_pem: bytes, now: dt.datetime) -> OutsideValidity | None:
+    """Whether the certificate ``cert_pem`` is expired or not yet valid at ``now`` (aware);
+    :class:`CryptoError` when it is not a certificate (PEM)."""
+    try:
+        cert = _certificate(cert_pem)
+    except ValueError:
+        raise CryptoError("not a certificate (PEM)") from None
+    if now < cert.not_valid_before_utc:
+        return OutsideValidity("not yet valid", cert.not_valid_before_utc)
+    if now > cert.not_valid_after_utc:
+        return OutsideValidity("expired", cert.not_valid_after_utc)
+    return None
+
+
 @functools.lru_cache(maxsize=1024)
 def _certificate(cert_pem: bytes) -> x509.Certificate:
     """A peer certificate, parsed once however many calls it makes (identity, revocation)."""
