@@ -22,13 +22,14 @@ import re
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from sqlalchemy import Connection, create_engine, inspect
-from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy import Connection, create_engine, inspect, make_url
+from sqlalchemy.exc import ArgumentError, SQLAlchemyError
 
 from hedui.core.config import unusable_url
 from hedui.core.errors import HeduiError
@@ -310,10 +311,25 @@ class Status:
         return f"{name}: at {found}; this release needs {needed} ({verdict})"
 
 
+def _sqlite_file(url: str) -> Path | None:
+    """The file of an SQLite URL (None: another database, in memory, or not a URL)."""
+    try:
+        where = make_url(url)
+    except ArgumentError:
+        return None
+    if where.get_backend_name() != "sqlite" or where.database in (None, "", ":memory:"):
+        return None
+    return Path(str(where.database))
+
+
 def status(url: str, schema: Schema) -> Status:
     """Where the database at ``url`` stands against this release's revision of ``schema``;
     its schema is read, never changed."""
     needed = head(schema)
+    path = _sqlite_file(url)
+    if path is not None and not path.exists():  # asking makes no file (a mistyped path shows)
+        nothing = f"empty ({path} does not exist yet; check the path if you expected one)"
+        return Status(schema, "empty", nothing, needed)
     try:
         with _transaction(url, schema, "read") as conn:
             found = _current(conn, schema)

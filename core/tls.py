@@ -251,16 +251,22 @@ class OutsideValidity:
 
 def outside_validity(cert_pem: bytes, now: dt.datetime) -> OutsideValidity | None:
     """Whether the certificate ``cert_pem`` is expired or not yet valid at ``now`` (aware);
-    :class:`CryptoError` when it is not a certificate (PEM)."""
+    for a bundle (a CA file holding the old and the new CA during a rotation), whether every
+    certificate in it is, naming the first. :class:`CryptoError` when it holds no certificate
+    (PEM)."""
     try:
-        cert = _certificate(cert_pem)
+        certs = x509.load_pem_x509_certificates(cert_pem)
     except ValueError:
         raise CryptoError("not a certificate (PEM)") from None
-    if now < cert.not_valid_before_utc:
-        return OutsideValidity("not yet valid", cert.not_valid_before_utc)
-    if now > cert.not_valid_after_utc:
-        return OutsideValidity("expired", cert.not_valid_after_utc)
-    return None
+    problems = []
+    for cert in certs:
+        if now < cert.not_valid_before_utc:
+            problems.append(OutsideValidity("not yet valid", cert.not_valid_before_utc))
+        elif now > cert.not_valid_after_utc:
+            problems.append(OutsideValidity("expired", cert.not_valid_after_utc))
+        else:
+            return None
+    return problems[0]
 
 
 @functools.lru_cache(maxsize=1024)

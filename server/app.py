@@ -109,7 +109,7 @@ class Settler:
                 os.kill(os.getpid(), signal.SIGTERM)
                 return
             try:
-                answered, abandoned = self._verifier.settle()
+                answered, abandoned, _ = self._verifier.settle()
             except (ServiceError, AuditError) as e:  # a database still failing: next round
                 log.error("settling claims left in progress failed: %s", e)
                 continue

@@ -15,6 +15,7 @@ import datetime as dt
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import NamedTuple
 
 from google.protobuf.message import DecodeError
 
@@ -25,11 +26,27 @@ from hedui.core.tls import PeerIdentity
 from hedui.core.tokens import TokenKey
 from hedui.proto.v1 import audit_pb2, verification_pb2
 from hedui.server.application import Application
-from hedui.server.requests import Damaged, RequestBook, StateDamaged, StateUnavailable, is_purged
+from hedui.server.requests import (
+    Damaged,
+    OpenClaim,
+    RequestBook,
+    StateDamaged,
+    StateUnavailable,
+    is_purged,
+)
 from hedui.server.status import RequestConflict, RequestExpired, RequestInProgress
 from hedui.server.verdicts import REQUEST_FIELDS, purged_message, receipt_pb
 
 log = logging.getLogger("hedui.server")
+
+
+class Settled(NamedTuple):
+    """What a settling did: requests answered from the log, given an "abandoned" outcome, and
+    claims released (never logged, or their failure logged)."""
+
+    answered: int
+    abandoned: int
+    released: int
 
 
 @dataclass(frozen=True)
@@ -152,20 +169,15 @@ class Claims:
             except StateUnavailable:
                 log.error("a claim could not be released; the settler releases it")
 
-    def settle(self, idle: Callable[[bytes], bool] | None = None) -> tuple[int, int]:
-        """Settle the claims left in progress: a previous life's or a dead replica's, and, with
-        ``idle`` (which of this process's claims no verification holds), this process's own
-        after a fault. A request whose verdict is in the log is answered from the verdict kept
-        before it was logged; one with no outcome gets an "abandoned" outcome entry and may be
-        retried at once; one never logged is released. Returns (answered from the log,
-        abandoned)."""
-        # this process's own first: open_claims makes the claims it adopts this process's too
-        claims = (
-            [] if idle is None else [c for c in self.requests.own_claims() if idle(c.request_key)]
-        )
-        claims += self.requests.open_claims()
+    def settle(self, own: Sequence[OpenClaim] = ()) -> Settled:
+        """Settle the claims left in progress: a previous life's or a dead replica's, and
+        ``own``, this process's own that no verification holds after a fault. A request whose
+        verdict is in the log is answered from the verdict kept before it was logged; one with
+        no outcome gets an "abandoned" outcome entry and may be retried at once; one never
+        logged, or whose failure is logged, is released."""
+        claims = [*own, *self.requests.open_claims()]
         if not claims:
-            return 0, 0
+            return Settled(0, 0, 0)
         store = self.audit.store
         size = store.size()  # every stored entry, signed or not
         begun = {c.query_id for c in claims if c.query_id}
@@ -187,10 +199,12 @@ class Claims:
                     if e.verdict.error:
                         failed.add(k)
         abandoned, answer, given_up = [], [], []
+        released = 0
         for c in claims:
             request = requests.get(c.request_key)
             if request is None:  # the verification never reached the log
                 self.requests.release(c.request_key)
+                released += 1
                 continue
             r = request.request
             k = (request.caller, r.request_id, r.query_id)
@@ -213,6 +227,7 @@ class Claims:
                 given_up.append(c.request_key)
                 continue
             self.requests.release(c.request_key)
+            released += 1
         if abandoned:
             self.audit.append(abandoned)  # its checkpoint covers every earlier entry too
             for key in given_up:  # only once their outcome is logged
@@ -234,4 +249,4 @@ class Claims:
             log.info(
                 "settled %d request(s) from the log, %d abandoned", len(answer), len(abandoned)
             )
-        return len(answer), len(abandoned)
+        return Settled(len(answer), len(abandoned), released)

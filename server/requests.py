@@ -310,7 +310,7 @@ class RequestBook:
             return None
         return bytes(stored) if self._sealer is None else self._sealer.open(key, bytes(stored))
 
-    def _take(self, request_key: bytes, condition: Any, **values: Any) -> bool:
+    def _take(self, request_key: bytes, *conditions: Any, **values: Any) -> bool:
         """Make an open claim this process's when ``condition`` still holds (one statement,
         so two processes never both take it); whether it was taken."""
         with self._engine.begin() as conn:
@@ -319,16 +319,24 @@ class RequestBook:
                 .where(
                     VerdictRecord.request_key == request_key,
                     VerdictRecord.verdict.is_(None),
-                    condition,
+                    *conditions,
                 )
                 .values(owner=self.owner, **values)
             ).rowcount
         return bool(taken)
 
     def _take_over(self, request_key: bytes) -> bool:
-        """Take over an abandoned claim (in progress for longer than the lease)."""
+        """Take over an abandoned claim (in progress for longer than the lease) that never began
+        (no query id): one that began may have its request entry in the log, and is settled
+        from the log instead (see :meth:`own_claims`, :meth:`open_claims`), so that entry gets
+        its outcome."""
         now = self._clock()
-        return self._take(request_key, VerdictRecord.claimed_at < now - self._lease, claimed_at=now)
+        return self._take(
+            request_key,
+            VerdictRecord.claimed_at < now - self._lease,
+            VerdictRecord.query_id.is_(None),
+            claimed_at=now,
+        )
 
     @_guarded
     def claim(self, request_key: bytes, application: bytes) -> tuple[bytes, bytes | None] | None:
@@ -542,9 +550,17 @@ class RequestBook:
                 ).where(VerdictRecord.verdict.is_(None), VerdictRecord.owner == self.owner)
             ).all()
         return [
-            OpenClaim(bytes(k), q, None if n is None else int(n), self._open(bytes(k), p))
+            OpenClaim(bytes(k), q, None if n is None else int(n), self._pending(bytes(k), p))
             for k, q, n, p in rows
         ]
+
+    def _pending(self, key: bytes, stored: bytes | None) -> bytes | None:
+        """A kept verdict for settling; one that fails its seal is as if never kept (its
+        request is then settled as abandoned, or released), not a stop to every other."""
+        try:
+            return self._open(key, stored)
+        except StateDamaged:
+            return None
 
     @_guarded
     def open_claims(self) -> list[OpenClaim]:
@@ -573,7 +589,7 @@ class RequestBook:
             if gone[owner] and self._take(k, still_theirs):
                 out.append(
                     OpenClaim(
-                        bytes(k), q, None if size is None else int(size), self._open(bytes(k), p)
+                        bytes(k), q, None if size is None else int(size), self._pending(bytes(k), p)
                     )
                 )
         return out

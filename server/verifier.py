@@ -29,7 +29,7 @@ from hedui.core.tokens import TokenKey
 from hedui.proto.v1 import audit_pb2, common_pb2, verification_pb2
 from hedui.server import consent
 from hedui.server.application import Application, Monitored
-from hedui.server.claims import Claim, Claims
+from hedui.server.claims import Claim, Claims, Settled
 from hedui.server.consent import ConsentRefused
 from hedui.server.custodian_client import Custodian
 from hedui.server.errors import PolicyError, ServiceError
@@ -98,10 +98,13 @@ class Verifier:
         self.new_query_id = new_query_id
         self.new_salt = new_salt
         self.claims = Claims(requests, audit, audit_key, now)
-        # the claims a run of this process holds; taking claims and settling this process's
-        # idle ones are done under one lock, so a claim is never settled while it is taken
-        self._in_flight: set[bytes] = set()
+        # how many runs (or a settling) of this process hold each claim: a claim is idle, and
+        # this process's settler may settle it, only at 0. Counted under ``_claiming``, with
+        # the claims taken, so a claim is never settled while a run holds it; no I/O is done
+        # under it except the claim itself. ``_settling``: one settling at a time.
+        self._in_flight: Counter[bytes] = Counter()
         self._claiming = threading.Lock()
+        self._settling = threading.Lock()
 
     # -- the pipeline -----------------------------------------------------------------------
 
@@ -136,8 +139,7 @@ class Verifier:
         try:
             self._run(todo, out)
         finally:
-            with self._claiming:
-                self._in_flight.difference_update(p.claim.key for p in todo)
+            self._let_go([p.claim.key for p in todo])
         assert all(o is not None for o in out)
         return [o for o in out if o is not None]
 
@@ -152,7 +154,7 @@ class Verifier:
         stuck = [i for i, c in enumerate(claims) if isinstance(c, RequestInProgress)]
         if stuck:
             try:
-                settled = self.settle() != (0, 0)
+                settled = any(self.settle(wait=False))
             except (ServiceError, AuditError):
                 settled = False
             if settled:
@@ -170,6 +172,13 @@ class Verifier:
                 return [e] * len(asks)
             self._in_flight.update(c.key for c in claims if isinstance(c, Claim))
         return claims
+
+    def _let_go(self, keys: Sequence[bytes]) -> None:
+        with self._claiming:
+            self._in_flight.subtract(keys)
+            for key in keys:
+                if self._in_flight[key] <= 0:
+                    del self._in_flight[key]
 
     def _run(self, todo: list[_Pending], out: list[Outcome | None]) -> None:
         try:
@@ -489,11 +498,25 @@ class Verifier:
 
     # -- after the verdict ------------------------------------------------------------------
 
-    def settle(self) -> tuple[int, int]:
+    def settle(self, *, wait: bool = True) -> Settled:
         """Settle the claims a stopped process left in progress, and this process's own that
-        no run holds after a fault (see :meth:`Claims.settle`)."""
-        with self._claiming:
-            return self.claims.settle(idle=lambda key: key not in self._in_flight)
+        no run holds after a fault (see :meth:`Claims.settle`). ``wait=False``: nothing when
+        another settling is under way (a caller's retry does not queue behind the settler)."""
+        if not self._settling.acquire(blocking=wait):
+            return Settled(0, 0, 0)
+        try:
+            # read and marked at once: no run holds an idle claim, so none can release it and
+            # none can claim it again until it is settled (a claim's only I/O under the lock)
+            with self._claiming:
+                own = self.requests.own_claims()
+                idle = [c for c in own if not self._in_flight[c.request_key]]
+                self._in_flight.update(c.request_key for c in idle)
+            try:
+                return self.claims.settle(idle)
+            finally:
+                self._let_go([c.request_key for c in idle])
+        finally:
+            self._settling.release()
 
     def report_source(self, request_id: str, caller: PeerIdentity) -> ReportSource:
         """What the report of ``caller``'s request is made from: the kept verdict, its audit

@@ -133,3 +133,5 @@ def test_an_empty_database_is_served(tmp_path: Path, capsys: pytest.CaptureFixtu
     code, out, _ = _status(capsys, _config(tmp_path, f"sqlite:///{tmp_path / 'new.db'}"))
     assert code == 0, out
     assert out.count("(empty: the service makes its tables when it starts)") == 2, out
+    assert out.count("does not exist yet; check the path") == 2, out
+    assert not (tmp_path / "new.db").exists()  # asking made no file

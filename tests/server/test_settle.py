@@ -80,7 +80,7 @@ def test_a_crash_leaves_nothing_in_progress_and_no_request_without_an_outcome(tm
     )
     # the next life of the service (another owner) settles what this one left in progress
     v.requests = v.claims.requests = book = RequestBook(f"sqlite:///{tmp_path / 'state.sqlite'}")
-    assert v.settle() == (1, 1)
+    assert v.settle() == (1, 1, 1)  # r-1 answered, r-2 abandoned, r-3 released
     assert book.open_claims() == []
     # the retry of r-1 gets its verdict, with a receipt that proves it in the log
     earlier = book.claim(k1, b"a" * 32)
@@ -130,8 +130,8 @@ def test_the_settler_gives_this_process_s_own_idle_claims_their_outcome(tmp_path
     )
     k3 = _claimed(v, "r-3", "q3", logged=False)  # the request entry's append failed
     k4 = _claimed(v, "r-4", "q4", logged=True)  # a run that is still going: not touched
-    v._in_flight.add(k4)
-    assert v.settle() == (0, 1)
+    v._in_flight[k4] += 1
+    assert v.settle() == (0, 1, 2)
     assert _outcomes(v) == [
         ("r-2", "refused"),
         ("r-1", "abandoned: the verification stopped before its verdict was logged; retry"),
@@ -139,7 +139,8 @@ def test_the_settler_gives_this_process_s_own_idle_claims_their_outcome(tmp_path
     for key in (k1, k2, k3):  # each retry is a new verification at once
         assert v.requests.claim(key, b"a" * 32) is None
     assert v.requests.claim(k4, b"a" * 32) == (b"a" * 32, None)  # still in progress
-    assert v.settle() == (0, 0)
+    # the three taken again above outside a run (no run holds them): released, k4 kept
+    assert v.settle() == (0, 0, 3)
 
 
 def test_a_retry_of_a_request_left_in_progress_by_a_fault_goes_on_at_once(tmp_path) -> None:
@@ -151,7 +152,7 @@ def test_a_retry_of_a_request_left_in_progress_by_a_fault_goes_on_at_once(tmp_pa
     assert isinstance(first, Claim)
     v.requests.begin([(first.key, "q9", v.audit.store.size())])
     v.audit.append([_request("r-9", "q9")])
-    v._in_flight.discard(first.key)  # its run failed; the claim could not be released
+    v._let_go([first.key])  # its run failed; the claim could not be released
     (again,) = v._take([(app, INTAKE)])  # settled (an "abandoned" outcome), then claimed
     assert isinstance(again, Claim)
     assert [r for r, _ in _outcomes(v)] == ["r-9"]
@@ -196,3 +197,53 @@ def test_a_damaged_database_is_told_apart_from_one_that_is_down() -> None:
             "INSERT", {}, sqlite3.OperationalError("attempt to write a readonly database")
         )
     )
+
+
+def _app(rid: str = "r-9") -> Application:
+    head = make("330106", dt.date(1970, 3, 4), 11)
+    consent = Consent("case-9", dt.date(2026, 11, 1), bytes(32), (head,), standing=False)
+    return Application(rid, head, "dibao", "330106", consent, dt.date(2026, 11, 23))
+
+
+def test_a_claim_given_back_and_taken_by_another_run_is_not_settled_under_it(tmp_path) -> None:
+    v = _verifier(tmp_path)
+    (a,) = v._take([(_app(), INTAKE)])  # run A …
+    assert isinstance(a, Claim)
+    v.claims.release([a.key])  # … gives it back mid-run (a household refused alone)
+    (b,) = v._take([(_app(), INTAKE)])  # run B, a retry of the same request id, takes it
+    assert isinstance(b, Claim) and b.key == a.key
+    v._let_go([a.key])  # run A ends
+    v.requests.begin([(b.key, "qB", v.audit.store.size())])
+    v.audit.append([_request("r-9", "qB")])
+    assert v.settle() == (0, 0, 0)  # B still holds it
+    v._let_go([b.key])  # B ends without its outcome (the log refused it)
+    assert v.settle() == (0, 1, 0)
+
+
+def test_a_retry_after_a_request_entry_the_log_refused_is_claimed_at_once(tmp_path) -> None:
+    v = _verifier(tmp_path)
+    (a,) = v._take([(_app(), INTAKE)])
+    assert isinstance(a, Claim)
+    v.requests.begin([(a.key, "q1", v.audit.store.size())])  # its request entry never logged
+    v._let_go([a.key])  # the run failed, and so did the release
+    (again,) = v._take([(_app(), INTAKE)])
+    assert isinstance(again, Claim)
+
+
+def test_a_claim_that_began_is_settled_from_the_log_not_taken_over_by_the_lease(
+    tmp_path,
+) -> None:
+    v = _verifier(tmp_path)
+    t = [1000.0]
+    v.requests._clock = lambda: t[0]
+    (a,) = v._take([(_app(), INTAKE)])
+    assert isinstance(a, Claim)
+    v.requests.begin([(a.key, "q1", v.audit.store.size())])
+    v.audit.append([_request("r-9", "q1")])  # logged; its outcome's append failed
+    v._let_go([a.key])
+    t[0] += 601  # longer than the lease
+    (b,) = v._take([(_app(), INTAKE)])  # settled first (q1 abandoned), then claimed afresh
+    assert isinstance(b, Claim)
+    assert _outcomes(v) == [
+        ("r-9", "abandoned: the verification stopped before its verdict was logged; retry")
+    ]
