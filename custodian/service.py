@@ -210,6 +210,26 @@ def load_custodian_config(path: Path, env: Mapping[str, str]) -> CustodianConfig
     return config
 
 
+def check_witness_state(state_dir: Path, journal: DecryptionJournal) -> None:
+    """A custodian that has decrypted never takes a log's checkpoint on trust again: with its
+    witness state gone and its journal still there, it does not start (it would accept any log
+    signed by the log key, a foreign one-entry log included), and says how to restore it."""
+    state = state_dir / WITNESS_FILE
+    if state.exists():
+        return
+    last = journal.last_witnessed()
+    if last is None:
+        return  # never decrypted: its first checkpoint is the first it is shown
+    size, root = last
+    raise ConfigError(
+        f"{state} is missing, but the custodian's journal {journal.path} records decryptions "
+        f"under the log at size {size}: it will not take a log's checkpoint on trust again. "
+        f"Restore {WITNESS_FILE} from the backup of {state_dir}, or, after checking the log "
+        f"with `hedui audit verify`, write the journal's last witnessed checkpoint into it: "
+        f'{{"size": {size}, "root": "{root}"}}'
+    )
+
+
 def start_custodian(config: CustodianConfig) -> RunningServer:
     """Serve the custodian with the private key from its key directory; only the service may
     call it. Its witness state and decryption journal live in its own ``state_dir``."""
@@ -228,12 +248,14 @@ def start_custodian(config: CustodianConfig) -> RunningServer:
         private.public.max_plaintext_bits,
         keys.grant_verify_key(),
     )
+    journal = DecryptionJournal(state_dir / JOURNAL_FILE)
+    check_witness_state(state_dir, journal)
     custodian = KeyCustodian(
         private,
         view,
         min_banks=min_banks,
         witness=LogWitness(keys.log_public_key(), origin, state_dir / WITNESS_FILE),
-        journal=DecryptionJournal(state_dir / JOURNAL_FILE),
+        journal=journal,
     )
     return serve_custodian(
         custodian, config.address, None if config.insecure else keys.tls(CUSTODIAN_ID)

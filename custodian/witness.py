@@ -185,6 +185,22 @@ class DecryptionJournal:
         self._lock = threading.Lock()
         self.records: list[dict[str, Any]] = []  # in memory when there is no file
 
+    @property
+    def path(self) -> Path | None:
+        return self._path
+
+    def last_witnessed(self) -> tuple[int, str] | None:
+        """The log's size and root (hex) of the last decryption journalled, if any."""
+        records = (
+            read_journal(self._path)
+            if self._path is not None and self._path.exists()
+            else self.records
+        )
+        for r in reversed(records):
+            if r.get("event") == "decrypted" and "tree_size" in r and "root" in r:
+                return int(r["tree_size"]), str(r["root"])
+        return None
+
     def decrypted(self) -> list[str]:
         """The query ids decrypted so far, from the journal (a restart forgets nothing)."""
         records = (

@@ -12,8 +12,10 @@ from __future__ import annotations
 
 import json
 import secrets
+import shutil
 import sqlite3
 import tomllib
+from pathlib import Path
 
 import grpc
 import pytest
@@ -23,7 +25,13 @@ from hedui.core.deployment import kind_of
 from hedui.core.grants import Grant
 from hedui.core.packing import batch_layout_pb
 from hedui.core.rpc import error_details, open_channel
-from hedui.proto.v1 import connector_pb2, connector_pb2_grpc, custodian_pb2, custodian_pb2_grpc
+from hedui.proto.v1 import (
+    connector_pb2,
+    connector_pb2_grpc,
+    custodian_pb2,
+    custodian_pb2_grpc,
+    verification_pb2,
+)
 from tests.e2e.conftest import Up, grpc_code
 
 TARGET_BANK = "bank-07"
@@ -256,3 +264,34 @@ def test_a_connector_cannot_tell_the_household_size(up: Up) -> None:
         (household,) = reply.households
         assert len(household.members) == size
         assert {len(t.tokens) for t in household.tokens} == {8}
+
+
+def test_a_custodian_without_its_witness_state_does_not_start(up: Up, tmp_path) -> None:
+    """Issue #23 (first part of item 4): with ``witness.json`` deleted, a restarted custodian
+    took a foreign one-entry log's checkpoint on trust. It now refuses to start while its
+    journal records decryptions, naming the file and how to restore it."""
+    applicant = up.summary.applicants[9][1]
+    up.stub().Verify(  # at least one decryption in the journal
+        verification_pb2.VerifyRequest(
+            request_id="witness-gone",
+            id_number=applicant,
+            program="dibao",
+            consent=up.consent(applicant),
+        ),
+        timeout=60,
+    )
+    # the custodian's own directory as an insider leaves it: its journal, no witness state
+    source = tomllib.loads(up.workdir.custodian_config.read_text(encoding="utf-8"))["custodian"]
+    state = tmp_path / "state"
+    state.mkdir()
+    shutil.copy(Path(source["state_dir"]) / "decryptions.jsonl", state / "decryptions.jsonl")
+    config = up.workdir.custodian_config.read_text(encoding="utf-8")
+    config = config.replace(source["state_dir"], str(state))
+    config = config.replace(source["address"], "127.0.0.1:0")
+    (tmp_path / "custodian.toml").write_text(config, encoding="utf-8")
+    r = up.cli("serve", "custodian", "--config", str(tmp_path / "custodian.toml"))
+    assert r.returncode != 0
+    assert f"{state / 'witness.json'} is missing" in r.stderr, r.stderr
+    assert "will not take a log's checkpoint on trust" in r.stderr
+    assert "Traceback" not in r.stderr
+    assert not (state / "witness.json").exists()
