@@ -345,10 +345,10 @@ def test_every_fault_leaves_nothing_half_done(tmp_path: Path, database_url: str)
                 )
         state.dispose()
         hh = next(m for m in households if m[0] == tally.households[rid])
-        with pytest.raises(grpc.RpcError) as e:
+        with pytest.raises(grpc.RpcError) as refused:
             stub.Verify(_request(rid, hh), timeout=30)
-        assert e.value.code() == grpc.StatusCode.DATA_LOSS  # type: ignore[attr-defined]
-        assert f"audit entry {leaf}" in (e.value.details() or "")  # type: ignore[attr-defined]
+        assert refused.value.code() == grpc.StatusCode.DATA_LOSS  # type: ignore[attr-defined]
+        assert f"audit entry {leaf}" in (refused.value.details() or "")  # type: ignore[attr-defined]
     finally:
         stop.set()
         channel.close()
