@@ -57,7 +57,11 @@ RETRYABLE = {
     grpc.StatusCode.RESOURCE_EXHAUSTED,
 }
 SERVING = health_pb2.HealthCheckResponse.SERVING
-FAVOUR = {common_pb2.INELIGIBLE: 0, common_pb2.NEEDS_REVIEW: 1, common_pb2.ELIGIBLE: 2}
+FAVOUR: dict[int, int] = {
+    common_pb2.INELIGIBLE: 0,
+    common_pb2.NEEDS_REVIEW: 1,
+    common_pb2.ELIGIBLE: 2,
+}
 
 
 @pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
