@@ -6,6 +6,7 @@ import argparse
 import ipaddress
 import socket
 import sys
+import urllib.parse
 from pathlib import Path
 
 from hedui.clients.auditor import open_session
@@ -24,13 +25,25 @@ def _is_loopback(host: str) -> bool:
         return host == "localhost"
 
 
+def _origin(text: str) -> str:
+    """``--origin``: scheme://host[:port], as a browser sends it in ``Origin``."""
+    url = urllib.parse.urlsplit(text.rstrip("/"))
+    if url.scheme not in ("http", "https") or not url.netloc or url.path or url.query:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not an origin such as https://console.example.org or "
+            "http://127.0.0.1:8765"
+        )
+    return f"{url.scheme}://{url.netloc.lower()}"
+
+
 def cmd_console(args: argparse.Namespace) -> int:
     import uvicorn
 
     from hedui.clients.console.app import Console, ConsoleSettings, build_app
 
     session = open_session(Workdir(args.workdir), offline=args.offline, say=_say)
-    console = Console(session, ConsoleSettings(page_size=args.page_size))
+    settings = ConsoleSettings(page_size=args.page_size, origins=tuple(args.origin or ()))
+    console = Console(session, settings)
     family = socket.AF_INET6 if ":" in args.host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -88,6 +101,15 @@ def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-ar
     )
     p.add_argument(
         "--page-size", type=int, default=50, help="log entries per page (default: %(default)s)"
+    )
+    p.add_argument(
+        "--origin",
+        type=_origin,
+        action="append",
+        metavar="URL",
+        help="another origin browsers reach the console by, e.g. https://console.example.org "
+        "of a TLS proxy in front of it (repeatable; forms from any other origin are refused; "
+        "default: only the address it listens on)",
     )
     p.add_argument(
         "--offline",

@@ -13,7 +13,12 @@ deployment is down) and shows it to a browser on this host:
   time and overdue, and a printable monthly bulletin (通报).
 
 Anyone reaching it must present the access token printed at start (as Jupyter does); it is
-exchanged for a session cookie (HttpOnly, SameSite=Strict) and never written to a log.
+exchanged for a session cookie (HttpOnly, SameSite=Strict) and never written to a log. A
+request that changes state (a POST) must come from the console's own pages: its ``Origin`` is
+the console's own (``null`` never is), or, without one, ``Sec-Fetch-Site`` says so. Every
+response carries a Content-Security-Policy that runs only the console's own script files (no
+inline script, handler or style), and every index, size or page number a request names is a
+whole number within bounds, or the answer is 400 naming the parameter.
 """
 
 from __future__ import annotations
@@ -36,7 +41,7 @@ from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.middleware.base import BaseHTTPMiddleware
 from starlette.requests import Request
-from starlette.responses import JSONResponse, RedirectResponse, Response
+from starlette.responses import JSONResponse, PlainTextResponse, RedirectResponse, Response
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 from starlette.templating import Jinja2Templates
@@ -54,6 +59,22 @@ HERE = Path(__file__).resolve().parent
 log = logging.getLogger("hedui.console")
 COOKIE = "hedui_console"
 MAX_ENTRIES = 1000  # per /api/entries call, as the AuditService pages
+MAX_INDEX = 10**12  # the largest index, size or page number a request may name
+SAFE_METHODS = ("GET", "HEAD", "OPTIONS")
+# on every response: only this console's own files run, nothing frames it, no inline style
+CSP = (
+    "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+    "object-src 'none'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'"
+)
+SECURITY_HEADERS = {
+    "Content-Security-Policy": CSP,
+    "X-Content-Type-Options": "nosniff",
+    # no Referer to any other site; not "no-referrer", under which a browser sends its own
+    # forms with ``Origin: null``, which is refused
+    "Referrer-Policy": "same-origin",
+    "X-Frame-Options": "DENY",
+    "Cache-Control": "no-store",
+}
 KINDS = ("request", "verdict", "outcome", "search", "alert", "monitoring", "key_event", "config")
 DECISIONS = ("ELIGIBLE", "INELIGIBLE", "NEEDS_REVIEW")
 
@@ -65,6 +86,9 @@ class ConsoleSettings:
 
     page_size: int = 50
     scan_limit: int = 20_000
+    # origins (scheme://host[:port]) browsers reach the console by besides the address it
+    # listens on, e.g. a TLS proxy in front of it; a POST from any other origin is refused
+    origins: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -270,10 +294,7 @@ def build_app(console: Console, *, templates_dir: Path = HERE / "templates") -> 
 
     def log_page(request: Request) -> Response:
         filters = Filters.of(request)
-        try:
-            number = max(1, int(request.query_params.get("page", "1")))
-        except ValueError:
-            number = 1
+        number = _int(request, "page", 1, low=1)
         size = console.size()
         per = console.settings.page_size
         matched = ((i, d) for i, d in console.scan(size) if filters.match(d, console.clock))
@@ -297,7 +318,7 @@ def build_app(console: Console, *, templates_dir: Path = HERE / "templates") -> 
 
     def entry_page(request: Request) -> Response:
         index = int(request.path_params["index"])
-        rows = console.session.source.entries(index, index + 1)
+        rows = console.session.source.entries(index, index + 1) if index <= MAX_INDEX else []
         if not rows:
             return page(request, "error.html", 404, message=f"日志中没有第 {index} 条。")
         d = describe_entry(rows[0][1])
@@ -396,16 +417,29 @@ def build_app(console: Console, *, templates_dir: Path = HERE / "templates") -> 
         rows = console.session.source.entries(start, end) if end > start else []
         return JSONResponse({"entries": [{"index": i, "entry": _b64(e)} for i, e in rows]})
 
+    def beyond(size: int) -> Response | None:
+        """404 for a tree larger than the log's latest signed checkpoint."""
+        if size <= console.size():
+            return None
+        return JSONResponse({"error": f"the log has no signed tree of size {size}"}, 404)
+
     def api_inclusion(request: Request) -> Response:
-        hashes = console.session.source.inclusion_proof(
-            _int(request, "index", 0), _int(request, "size", 0)
-        )
+        index, size = _int(request, "index", 0), _int(request, "size", 1, low=1)
+        if index >= size:
+            raise BadParameter("index", f"must be below size ({size})")
+        if (missing := beyond(size)) is not None:
+            return missing
+        hashes = console.session.source.inclusion_proof(index, size)
         return JSONResponse({"hashes": [_b64(h) for h in hashes]})
 
     def api_consistency(request: Request) -> Response:
-        hashes = console.session.source.consistency_proof(
-            _int(request, "first", 0), _int(request, "second", 0)
-        )
+        first = _int(request, "first", 1, low=1)
+        second = _int(request, "second", 1, low=1)
+        if first > second:
+            raise BadParameter("first", f"must not exceed second ({second})")
+        if (missing := beyond(second)) is not None:
+            return missing
+        hashes = console.session.source.consistency_proof(first, second)
         return JSONResponse({"hashes": [_b64(h) for h in hashes]})
 
     async def login(request: Request) -> Response:
@@ -440,10 +474,22 @@ def build_app(console: Console, *, templates_dir: Path = HERE / "templates") -> 
             return JSONResponse({"error": message}, status_code=503)
         return page(request, "error.html", 503, message=message)
 
+    async def bad_parameter(request: Request, exc: Exception) -> Response:
+        # the caller's mistake: a 400 naming the parameter, nothing logged
+        if request.url.path.startswith("/api/"):
+            return JSONResponse({"error": str(exc)}, status_code=400)
+        assert isinstance(exc, BadParameter)
+        message = f"参数 {exc.name} {exc.zh}（{exc}）"
+        return page(request, "error.html", 400, message=message)
+
     return Starlette(
         routes=routes,
-        middleware=[Middleware(BaseHTTPMiddleware, dispatch=_gate(console))],
-        exception_handlers={HeduiError: on_error, Exception: on_error},
+        middleware=[Middleware(BaseHTTPMiddleware, dispatch=_gate(console, on_error))],
+        exception_handlers={
+            BadParameter: bad_parameter,
+            HeduiError: on_error,
+            Exception: on_error,
+        },
     )
 
 
@@ -456,22 +502,34 @@ def _signed_in(console: Console, to: str) -> Response:
 
 
 def _gate(
-    console: Console,
+    console: Console, on_error: Callable[[Request, Exception], Awaitable[Response]]
 ) -> Callable[[Request, Callable[[Request], Awaitable[Response]]], Awaitable[Response]]:
-    """Every path but /login needs the session cookie; ``?token=`` (the printed link) signs
-    in once and redirects to the same page without it."""
+    """A state-changing request from elsewhere than the console's own pages is refused; every
+    path but /login needs the session cookie; ``?token=`` (the printed link) signs in once and
+    redirects to the same page without it. Every answer carries the security headers."""
 
     async def dispatch(
         request: Request, call_next: Callable[[Request], Awaitable[Response]]
     ) -> Response:
-        if request.method == "POST" and not _same_origin(request):
-            return JSONResponse({"error": "a form of this console only"}, 403)
+        response = await admit(request, call_next)
+        response.headers.update(SECURITY_HEADERS)
+        return response
+
+    async def admit(
+        request: Request, call_next: Callable[[Request], Awaitable[Response]]
+    ) -> Response:
+        if request.method not in SAFE_METHODS and not _same_origin(request, console):
+            own = " or ".join(_own_origins(request, console)) or "the console's own"
+            return PlainTextResponse(
+                f"{request.method} refused: only this console's own pages may send it "
+                f"(Origin must be {own}).\n",
+                403,
+            )
         if request.cookies.get(COOKIE) in console.sessions or request.url.path == "/login":
-            response = await call_next(request)
-            response.headers["Cache-Control"] = "no-store"
-            response.headers["X-Frame-Options"] = "DENY"
-            response.headers["Referrer-Policy"] = "no-referrer"
-            return response
+            try:
+                return await call_next(request)
+            except Exception as exc:  # answered here, so that it too carries the headers
+                return await on_error(request, exc)
         token = request.query_params.get("token", "")
         if token and hmac.compare_digest(token.encode(), console.token.encode()):
             path = request.url.path
@@ -486,21 +544,53 @@ def _gate(
 _LOCAL_PATH = re.compile(r"^/(?![/\\])[A-Za-z0-9/_.-]*$")
 
 
-def _same_origin(request: Request) -> bool:
-    """A POST from this console's own pages: another site, or another port of this host
-    (which SameSite cookies do not tell apart), may not submit its forms."""
-    site = request.headers.get("sec-fetch-site")
-    if site is not None:
-        return site in ("same-origin", "none")
+def _own_origins(request: Request, console: Console) -> list[str]:
+    """The origins of this console: scheme://host:port of the socket the request came in on
+    (not the Host header, which the client chooses), and those configured (a proxy)."""
+    found = []
+    server = request.scope.get("server")
+    if server and server[1] is not None:
+        scheme, (host, port) = request.url.scheme, server
+        host = f"[{host}]" if ":" in host else host
+        found.append(f"{scheme}://{host}:{port}")
+        if (scheme, port) in (("http", 80), ("https", 443)):
+            found.append(f"{scheme}://{host}")  # browsers leave the default port out
+    return found + list(console.settings.origins)
+
+
+def _same_origin(request: Request, console: Console) -> bool:
+    """A state-changing request from this console's own pages: another site, another port
+    of this host (which SameSite cookies do not tell apart), or an opaque origin (``null``:
+    a sandboxed frame, a data: URL, a file) may not submit its forms. Without an ``Origin``
+    only a browser's ``Sec-Fetch-Site`` of same-origin or none (typed by the user) admits."""
     origin = request.headers.get("origin")
-    return origin is None or origin in ("null", f"http://{request.headers.get('host', '')}")
+    if origin is not None:
+        return origin in _own_origins(request, console)
+    return request.headers.get("sec-fetch-site") in ("same-origin", "none")
 
 
-def _int(request: Request, name: str, default: int) -> int:
-    try:
-        return max(0, int(request.query_params.get(name, default)))
-    except ValueError:
+class BadParameter(Exception):
+    """A query parameter out of its bounds: the caller's mistake, answered with a 400."""
+
+    def __init__(self, name: str, why: str, zh: str = "不在允许的范围内") -> None:
+        super().__init__(f"parameter {name!r} {why}")
+        self.name = name
+        self.zh = zh
+
+
+_DIGITS = re.compile(r"[0-9]{1,13}")
+
+
+def _int(request: Request, name: str, default: int, *, low: int = 0, high: int = MAX_INDEX) -> int:
+    """The whole number ``name`` (ASCII digits, ``low`` to ``high``), ``default`` if absent."""
+    text = request.query_params.get(name)
+    if text is None:
         return default
+    if _DIGITS.fullmatch(text) and low <= int(text) <= high:
+        return int(text)
+    raise BadParameter(
+        name, f"must be a whole number from {low} to {high}", f"应为 {low} 到 {high} 之间的整数"
+    )
 
 
 def _b64(data: bytes) -> str:
