@@ -36,7 +36,13 @@ from hedui.clients.args import (
     positive_seconds,
     unwritable,
 )
-from hedui.clients.consent import StandingAuthorisation, adults, form_digest, signed_consent
+from hedui.clients.consent import (
+    MAX_FORM_TEXT,
+    StandingAuthorisation,
+    adults,
+    form_digest,
+    signed_consent,
+)
 from hedui.clients.deploy import Deployment, DeploySettings, prepare, run_until_signalled
 from hedui.clients.errors import ClientError
 from hedui.clients.intake import (
@@ -352,7 +358,7 @@ def cmd_verify(args: argparse.Namespace) -> int:
     consent = signed_consent(
         args.case_number,
         args.signed_on,
-        form_digest(args.consent_form, "consent form"),
+        form_digest(args.consent_form, "consent form", "--consent-form"),
         args.signer,
     )
     client = IntakeClient(IntakeProfile.load(profile))
@@ -808,7 +814,8 @@ def build_parser() -> argparse.ArgumentParser:
         type=Path,
         required=True,
         metavar="FILE",
-        help="the scanned signed consent form (授权书); its SHA-256 is sent and logged",
+        help="the scanned signed consent form (授权书), a regular file of at most "
+        f"{MAX_FORM_TEXT}; its SHA-256 is sent and logged",
     )
     p.add_argument(
         "--signed-on",
@@ -870,7 +877,8 @@ def build_parser() -> argparse.ArgumentParser:
         required=True,
         metavar="FILE",
         help="the campaign's standing authorisation (the scanned, dated document under which "
-        "enrolled households are re-checked); its SHA-256 goes with every request",
+        f"enrolled households are re-checked), a regular file of at most {MAX_FORM_TEXT}; "
+        "its SHA-256 goes with every request",
     )
     p.add_argument(
         "--authorised-on",
@@ -934,8 +942,8 @@ def build_parser() -> argparse.ArgumentParser:
         type=Path,
         default=Path("hedui-demo-report.html"),
         metavar="FILE",
-        help="where to write the 核对报告 of the first verdict, to open in a browser "
-        "(default: %(default)s here)",
+        help="where to write the 核对报告 of the first verdict, to open in a browser; the demo's "
+        "own file, replaced at every run (default: %(default)s here)",
     )
     _add_deploy_flags(p)
     p.set_defaults(func=cmd_demo, program="dibao", region=None, as_of=None, request_id=None)

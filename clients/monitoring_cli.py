@@ -18,7 +18,7 @@ import grpc
 from google.protobuf.json_format import MessageToDict
 
 from hedui.clients.args import date_arg
-from hedui.clients.consent import StandingAuthorisation
+from hedui.clients.consent import MAX_FORM_TEXT, StandingAuthorisation
 from hedui.clients.errors import ClientError
 from hedui.clients.intake import (
     IntakeProfile,
@@ -287,7 +287,8 @@ def add_parser(sub: Any) -> None:
         type=Path,
         required=True,
         metavar="FILE",
-        help="the standing authorisation that covers monitoring (its SHA-256 is logged)",
+        help="the standing authorisation that covers monitoring, a regular file of at most "
+        f"{MAX_FORM_TEXT} (its SHA-256 is logged)",
     )
     p.add_argument("--authorised-on", type=date_arg, required=True, help="its date, YYYY-MM-DD")
     p.add_argument(

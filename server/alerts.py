@@ -4,8 +4,10 @@ overdue and escalated one level when not closed in time, summed up per district 
 
 An alert names the household only masked (the applicant's ID number as the registry masks it)
 and holds no figure of any source: its kind, the event's date, the decision before and after the
-re-check and the benefit the re-check found. Dates are the deployment's calendar days; the clock
-is passed in.
+re-check and the benefit the re-check found. The benefit gives the household's income to a
+yuan, so it is kept sealed (AES-GCM under the service's state key, bound to the alert's id; see
+:class:`hedui.server.requests.StateSealer`), never in plaintext (issue #24 item 4). Dates are the
+deployment's calendar days; the clock is passed in.
 """
 
 from __future__ import annotations
@@ -17,16 +19,31 @@ from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from sqlalchemy import BigInteger, Engine, Integer, RowMapping, String, insert, select, update
+from sqlalchemy import (
+    Engine,
+    Integer,
+    LargeBinary,
+    RowMapping,
+    String,
+    func,
+    insert,
+    select,
+    update,
+)
 from sqlalchemy.orm import Mapped, mapped_column
 
-from hedui.core.resident_id import looks_like_id
+from hedui.core.resident_id import CASEWORKER_ID, NOTE
 from hedui.server.errors import ServiceError
+from hedui.server.requests import StateDamaged, StateSealer
 from hedui.server.schema import Base
 
 OUTCOMES = ("visited", "applied", "enrolled", "not_needed")
 STATES = ("open", "accepted", "closed")
 NOTE_CHARS = 500
+# a benefit that migration service_0005 moved out of the old plaintext column: it had no key, so
+# it wrote LEGACY + the 8-byte value; the service seals these when it opens the book
+LEGACY = b"\x00"
+_LEGACY_SIZE = len(LEGACY) + 8
 
 
 class AlertError(ServiceError):
@@ -35,6 +52,22 @@ class AlertError(ServiceError):
 
 class AlertNotFound(AlertError):
     pass
+
+
+class AlertTextError(AlertError):
+    """Caller-chosen text (a note, a caseworker id) outside its character set or holding what
+    may be an ID number; ``field`` names the request field."""
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(message)
+        self.field = field
+
+
+def _check_caseworker(who: str) -> None:
+    """``who`` is "<caller>/<caseworker>" (the caller's certificate name alone without one)."""
+    _, _, caseworker = who.partition("/")
+    if (problem := CASEWORKER_ID.problem(caseworker)) is not None:
+        raise AlertTextError("caseworker_id", f"caseworker_id: {problem}")
 
 
 class AlertWrongState(AlertError):
@@ -55,7 +88,7 @@ class AlertRow(Base):
     escalate_on: Mapped[str] = mapped_column(String(10))
     decision_before: Mapped[str] = mapped_column(String(16))
     decision_after: Mapped[str] = mapped_column(String(16))
-    benefit_fen: Mapped[int] = mapped_column(BigInteger)
+    benefit_sealed: Mapped[bytes] = mapped_column(LargeBinary(64))  # sealed, see StateSealer
     suggest: Mapped[str] = mapped_column(String(16))
     state: Mapped[str] = mapped_column(String(10), index=True)
     accepted_by: Mapped[str | None] = mapped_column(String(128), nullable=True)
@@ -125,12 +158,13 @@ class NewAlert:
 _DATES = ("event_on", "raised_on", "due_on", "escalate_on", "closed_on")
 
 
-def _alert(row: RowMapping) -> Alert:
-    values = {k: row[k] for k in Alert.__dataclass_fields__}
-    for name in _DATES:
-        if values[name] is not None:
-            values[name] = dt.date.fromisoformat(values[name])
-    return Alert(**values)
+def _benefit_key(alert_id: str) -> bytes:
+    """What an alert's sealed benefit is bound to: its row (and no verdict's request key)."""
+    return b"hedui/alert-benefit\0" + alert_id.encode()
+
+
+def _fen(value: int) -> bytes:
+    return value.to_bytes(8, "big", signed=True)
 
 
 @dataclass(frozen=True)
@@ -151,10 +185,52 @@ class AlertBook:
         engine: Engine,
         today: Callable[[], dt.date],
         new_id: Callable[[], str] = lambda: uuid.uuid4().hex,
+        *,
+        sealer: StateSealer,
     ) -> None:
         self._engine = engine
         self._today = today
         self._new_id = new_id
+        self._sealer = sealer
+        self.seal_legacy()
+
+    def seal_legacy(self) -> int:
+        """Seal the benefits the migration from plaintext left marked (it had no key); how many.
+        Only here is an unsealed benefit accepted: afterwards one fails to open."""
+        with self._engine.connect() as conn:
+            rows = conn.execute(
+                select(_TABLE.c.alert_id, _TABLE.c.benefit_sealed).where(
+                    func.length(_TABLE.c.benefit_sealed) == _LEGACY_SIZE
+                )
+            ).all()
+        done = 0
+        for alert_id, stored in rows:
+            stored = bytes(stored)
+            if not stored.startswith(LEGACY):
+                continue
+            sealed = self._sealer.seal(_benefit_key(alert_id), stored[len(LEGACY) :])
+            with self._engine.begin() as conn:  # once, when replicas start together
+                done += conn.execute(
+                    update(AlertRow)
+                    .where(AlertRow.alert_id == alert_id, AlertRow.benefit_sealed == stored)
+                    .values(benefit_sealed=sealed)
+                ).rowcount
+        return done
+
+    def _alert(self, row: RowMapping) -> Alert:
+        values = {k: row[k] for k in Alert.__dataclass_fields__ if k != "benefit_fen"}
+        for name in _DATES:
+            if values[name] is not None:
+                values[name] = dt.date.fromisoformat(values[name])
+        try:
+            fen = self._sealer.open(_benefit_key(row["alert_id"]), bytes(row["benefit_sealed"]))
+        except StateDamaged:
+            raise StateDamaged(
+                f"the benefit of alert {row['alert_id']} fails its integrity check (altered, "
+                "moved or written unsealed); the operator must look at the service's state "
+                "database (the re-check's verdict is in the audit log)"
+            ) from None
+        return Alert(**values, benefit_fen=int.from_bytes(fen, "big", signed=True))
 
     def raise_alert(
         self,
@@ -171,9 +247,11 @@ class AlertBook:
                 pass
         today = self._today()
         due = today + dt.timedelta(days=deadline_days)
+        new_id = alert_id or self._new_id()
         row = {
-            "alert_id": alert_id or self._new_id(),
-            **{k: getattr(new, k) for k in NewAlert.__dataclass_fields__},
+            "alert_id": new_id,
+            **{k: getattr(new, k) for k in NewAlert.__dataclass_fields__ if k != "benefit_fen"},
+            "benefit_sealed": self._sealer.seal(_benefit_key(new_id), _fen(new.benefit_fen)),
             "event_on": new.event_on.isoformat(),
             "raised_on": today.isoformat(),
             "due_on": due.isoformat(),
@@ -193,7 +271,7 @@ class AlertBook:
             )
         if row is None:
             raise AlertNotFound(f"no alert {alert_id!r}; `hedui alerts list` shows them")
-        return _alert(row)
+        return self._alert(row)
 
     def find(self, *, district: str | None = None, state: str | None = None) -> list[Alert]:
         stmt = select(_TABLE).order_by(_TABLE.c.due_on, _TABLE.c.alert_id)
@@ -204,7 +282,7 @@ class AlertBook:
                 raise AlertError(f"state must be one of {', '.join(STATES)}, not {state!r}")
             stmt = stmt.where(_TABLE.c.state == state)
         with self._engine.connect() as conn:
-            return [_alert(r) for r in conn.execute(stmt).mappings()]
+            return [self._alert(r) for r in conn.execute(stmt).mappings()]
 
     def overdue(self) -> list[Alert]:
         today = self._today()
@@ -227,15 +305,19 @@ class AlertBook:
         return self.get(alert_id)
 
     def accept(self, alert_id: str, who: str) -> Alert:
+        _check_caseworker(who)
         return self._step(alert_id, ("open",), state="accepted", accepted_by=who)
 
     def close(self, alert_id: str, who: str, outcome: str, note: str) -> Alert:
         if outcome not in OUTCOMES:
             raise AlertError(f"outcome must be one of {', '.join(OUTCOMES)}, not {outcome!r}")
         if len(note) > NOTE_CHARS:
-            raise AlertError(f"the note is {len(note)} characters; at most {NOTE_CHARS}")
-        if looks_like_id(note):
-            raise AlertError("the note holds what looks like an ID number; describe, do not name")
+            raise AlertTextError(
+                "note", f"the note is {len(note)} characters; at most {NOTE_CHARS}"
+            )
+        if (problem := NOTE.problem(note)) is not None:
+            raise AlertTextError("note", f"note: {problem}")
+        _check_caseworker(who)
         return self._step(
             alert_id,
             ("open", "accepted"),

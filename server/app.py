@@ -249,7 +249,9 @@ def start_service(config: ServiceConfig, verifier: Verifier | None = None) -> Ru
         WatchList(
             v.requests.engine, lambda: v.now().date(), lambda: int(v.now().timestamp() * 1000)
         ),
-        AlertBook(v.requests.engine, lambda: v.now().date()),
+        AlertBook(
+            v.requests.engine, lambda: v.now().date(), sealer=StateSealer(keys.service_secret())
+        ),
     )
     worker = MonitorWorker(monitor, v.requests.owner)
 

@@ -45,6 +45,8 @@ class ServiceConfig:
     daily_quota: int = 20_000
     not_found_alert: int = 20
     not_found_window_seconds: int = 600
+    # a burst of not-found answers (above) refuses the caller this long (0: alert only)
+    not_found_cooloff_seconds: int = 900
     quota_overrides: Mapping[str, tuple[int, int]] = field(default_factory=dict)
     # a re-verification campaign (VerifyBatch) is not counted against the rate and quota above
     # but against its own daily budget per intake system
@@ -69,6 +71,7 @@ class ServiceConfig:
             self.not_found_window_seconds,
             dict(self.quota_overrides),
             self.campaign_daily_budget,
+            not_found_cooloff_seconds=self.not_found_cooloff_seconds,
         )
 
     def to_toml(self) -> str:
@@ -103,6 +106,7 @@ _SCALARS: dict[str, type] = {
     "daily_quota": int,
     "not_found_alert": int,
     "not_found_window_seconds": int,
+    "not_found_cooloff_seconds": int,
     "retention_days": int,
     "batch_idle_seconds": float,
     "metrics_address": str,
@@ -181,6 +185,11 @@ def _load(path: Path, env: Mapping[str, str]) -> ServiceConfig:
     for name in _POSITIVE:
         if name in values and not values[name] > 0:
             raise ConfigError(f"{path}: {name} must be above 0, got {values[name]}")
+    if values.get("not_found_cooloff_seconds", 0) < 0:
+        raise ConfigError(
+            f"{path}: not_found_cooloff_seconds must be 0 (alert only) or more, got "
+            f"{values['not_found_cooloff_seconds']}"
+        )
     config = ServiceConfig(
         keys_dir=Path(str(service.get("keys_dir", path.parent / "keys"))),
         registry=Endpoint("registry", registry),

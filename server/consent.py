@@ -29,14 +29,14 @@ from dataclasses import dataclass
 
 from hedui.core.clock import parse_date
 from hedui.core.errors import InvalidResidentId
-from hedui.core.resident_id import ResidentId, looks_like_id
+from hedui.core.resident_id import CASE_NUMBER, ResidentId
 from hedui.core.resident_id import parse as parse_id
 from hedui.core.tokens import TokenKey
 from hedui.proto.v1 import audit_pb2, connector_pb2, verification_pb2
 from hedui.server.errors import ServiceError
 from hedui.server.policy.params import RegionParameters
 
-MAX_CASE_NUMBER = 64
+MAX_CASE_NUMBER = CASE_NUMBER.max_chars
 MAX_SIGNERS = 32
 VALIDITY = "consent_validity_months"
 STANDING_VALIDITY = "standing_consent_validity_months"
@@ -94,22 +94,16 @@ def parse(pb: verification_pb2.Consent, today: dt.date) -> Consent | list[tuple[
     """The consent, or every field violation (fields named "consent.<name>")."""
     violations: list[tuple[str, str]] = []
     case = pb.case_number
-    if not (0 < len(case) <= MAX_CASE_NUMBER and case.isprintable()):
+    if not case:
         violations.append(
             (
                 "consent.case_number",
                 f"the case number of the signed consent is required "
-                f"(1 to {MAX_CASE_NUMBER} printable characters)",
+                f"(1 to {MAX_CASE_NUMBER} characters: {CASE_NUMBER.described})",
             )
         )
-    elif looks_like_id(case):
-        violations.append(
-            (
-                "consent.case_number",
-                "looks like a resident ID number; an ID is sent only as id_number or as a "
-                "signer (free text is logged)",
-            )
-        )
+    elif (problem := CASE_NUMBER.problem(case)) is not None:
+        violations.append(("consent.case_number", problem))
     signed_on = None
     if not pb.signed_on:
         violations.append(("consent.signed_on", "the date the consent was signed is required"))

@@ -207,7 +207,10 @@ class FollowUpServicer(monitoring_pb2_grpc.FollowUpServiceServicer):
             )
         except AlertError as e:
             rpc.abort(
-                context, grpc.StatusCode.INVALID_ARGUMENT, str(e), rpc.bad_request("alert", str(e))
+                context,
+                grpc.StatusCode.INVALID_ARGUMENT,
+                str(e),
+                rpc.bad_request(getattr(e, "field", "alert"), str(e)),
             )
         except (StateUnavailable, AuditError) as e:
             log.error("alert step failed: %s", e)

@@ -122,7 +122,6 @@ class Monitor:
             until=until,
             enrolled_by=caller.name,
             decision=_decision(verdict),
-            benefit_fen=verdict.benefit_fen,
             tokens=_watched_tokens(household, rules),
         )
         self._log(
@@ -218,7 +217,7 @@ class Monitor:
                 request_id=request_id,
             )
         tokens = _watched_tokens(household, rules) if household is not None else None
-        self.watchlist.rechecked(watch.watch_id, after, verdict.benefit_fen, tokens)
+        self.watchlist.rechecked(watch.watch_id, after, tokens)
         self.watchlist.finish(
             q.event_id,
             alert.alert_id if alert else None,

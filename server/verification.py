@@ -25,7 +25,7 @@ from hedui.audit.errors import AuditError
 from hedui.core import metrics, rpc
 from hedui.core.clock import DEPLOYMENT, parse_date
 from hedui.core.errors import InvalidResidentId
-from hedui.core.resident_id import looks_like_id
+from hedui.core.resident_id import CASEWORKER_ID, REQUEST_ID
 from hedui.core.resident_id import parse as parse_id
 from hedui.core.tls import PeerIdentity
 from hedui.proto.v1 import verification_pb2, verification_pb2_grpc
@@ -53,13 +53,9 @@ from hedui.server.verifier import Outcome, Verifier
 T = TypeVar("T")
 log = logging.getLogger("hedui.server")
 
-MAX_TEXT = 128
-MAX_CASEWORKER = 64
+MAX_TEXT = REQUEST_ID.max_chars
+MAX_CASEWORKER = CASEWORKER_ID.max_chars
 CHUNKS_IN_FLIGHT = 2  # per campaign stream
-
-
-def _text_ok(value: str) -> bool:
-    return 0 < len(value) <= MAX_TEXT and value.isprintable()
 
 
 def batch_result(request_id: str, status: status_pb2.Status) -> verification_pb2.BatchResult:
@@ -127,28 +123,11 @@ class VerificationServicer(verification_pb2_grpc.VerificationServiceServicer):
             resident = parse_id(request.id_number, today=today)
         except InvalidResidentId as e:
             violations.append(("id_number", f"{e.reason}: {e}"))
-        if not _text_ok(request.request_id):
-            violations.append(("request_id", f"required, 1 to {MAX_TEXT} printable characters"))
-        if request.caseworker_id and not (
-            len(request.caseworker_id) <= MAX_CASEWORKER
-            and request.caseworker_id.isprintable()
-            and "/" not in request.caseworker_id
-        ):
-            violations.append(
-                (
-                    "caseworker_id",
-                    f"optional, up to {MAX_CASEWORKER} printable characters, without '/'",
-                )
-            )
-        for name in ("request_id", "caseworker_id"):
-            if looks_like_id(getattr(request, name)):
-                violations.append(
-                    (
-                        name,
-                        "looks like a resident ID number; an ID is sent only as id_number "
-                        "(free text is logged)",
-                    )
-                )
+        # free text is logged: a documented character set, and never an ID however written
+        for name, kind in (("request_id", REQUEST_ID), ("caseworker_id", CASEWORKER_ID)):
+            problem = kind.problem(getattr(request, name))
+            if problem is not None:
+                violations.append((name, problem))
         if request.program not in PROGRAMS:
             violations.append(
                 (

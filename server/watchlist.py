@@ -6,7 +6,8 @@ A household is enrolled with a standing authorisation until an end date. The ser
 - the household's padded tokens at the departments whose events matter (``watch_token``), so
   that an event names a watched household by one indexed lookup, and an event about anyone else
   is dropped on arrival without a trace;
-- the last decision, to tell when a re-check changes it.
+- the last decision, to tell when a re-check changes it (not the benefit: nothing compares it,
+  so it is not kept; issue #24 item 4).
 
 A matched event is queued (``monitor_event``) and re-checked by :mod:`hedui.server.monitor`
 (claimed with a lease, so that one replica's crash does not lose it). An amount event (medical
@@ -68,7 +69,6 @@ class WatchRow(Base):
     enrolled_on: Mapped[str] = mapped_column(String(10))
     enrolled_by: Mapped[str] = mapped_column(String(128))
     decision: Mapped[str] = mapped_column(String(16))  # the last one: baseline, then re-checks
-    benefit_fen: Mapped[int] = mapped_column(BigInteger)
 
 
 class WatchTokenRow(Base):
@@ -129,7 +129,6 @@ class Watch:
     enrolled_on: dt.date
     enrolled_by: str
     decision: str
-    benefit_fen: int
 
 
 @dataclass(frozen=True)
@@ -199,7 +198,6 @@ class WatchList:
         until: dt.date,
         enrolled_by: str,
         decision: str,
-        benefit_fen: int,
         tokens: Mapping[str, Sequence[bytes]],
     ) -> Watch:
         """Watch a household (or renew its watch for the programme: a new end date, handle,
@@ -216,7 +214,6 @@ class WatchList:
             "enrolled_on": self._today().isoformat(),
             "enrolled_by": enrolled_by,
             "decision": decision,
-            "benefit_fen": benefit_fen,
         }
         with self._engine.begin() as conn:
             watch_id = conn.execute(
@@ -261,16 +258,13 @@ class WatchList:
         self,
         watch_id: str,
         decision: str,
-        benefit_fen: int,
         tokens: Mapping[str, Sequence[bytes]] | None,
     ) -> None:
         """After a re-check: its decision is the one the next event is compared with; its
         tokens (of the current token epoch) replace the old."""
         with self._engine.begin() as conn:
             conn.execute(
-                update(WatchRow)
-                .where(WatchRow.watch_id == watch_id)
-                .values(decision=decision, benefit_fen=benefit_fen)
+                update(WatchRow).where(WatchRow.watch_id == watch_id).values(decision=decision)
             )
             if tokens is not None:
                 self._replace_tokens(conn, watch_id, tokens)

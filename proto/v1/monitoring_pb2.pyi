@@ -86,13 +86,18 @@ class EnrolRequest(_message.Message):
     UNTIL_FIELD_NUMBER: _builtins.int
     CASEWORKER_ID_FIELD_NUMBER: _builtins.int
     request_id: _builtins.str
-    """1 to 64 characters, chosen by the caller: a retry with the same id is answered the same."""
+    """Chosen by the caller: a retry with the same id is answered the same. As
+    VerifyRequest.request_id: 1 to 128 characters, ASCII letters, digits and . _ : -.
+    """
     id_number: _builtins.str
     program: _builtins.str
     region: _builtins.str
     until: _builtins.str
     """YYYY-MM-DD: the last day of monitoring, within the authorisation's validity."""
     caseworker_id: _builtins.str
+    """Optional; as VerifyRequest.caseworker_id: up to 64 characters, ASCII letters, digits and
+    . _ @ -.
+    """
     @_builtins.property
     def consent(self) -> _verification_pb2.Consent:
         """A standing authorisation (standing = true) that covers monitoring."""
@@ -296,6 +301,9 @@ class AlertRequest(_message.Message):
     CASEWORKER_ID_FIELD_NUMBER: _builtins.int
     alert_id: _builtins.str
     caseworker_id: _builtins.str
+    """Optional; as VerifyRequest.caseworker_id: up to 64 characters, ASCII letters, digits and
+    . _ @ -.
+    """
     def __init__(
         self,
         *,
@@ -321,7 +329,12 @@ class CloseAlertRequest(_message.Message):
     alert_id: _builtins.str
     outcome: _builtins.str
     note: _builtins.str
+    """Optional, at most 500 characters: letters of any script, ASCII and full-width digits,
+    punctuation, symbols, spaces and line breaks (no control or invisible characters, no other
+    digits); never a run of 15 or more digits however written (see VerifyRequest).
+    """
     caseworker_id: _builtins.str
+    """Optional; as VerifyRequest.caseworker_id."""
     def __init__(
         self,
         *,

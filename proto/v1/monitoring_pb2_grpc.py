@@ -184,7 +184,9 @@ class FollowUpServiceServicer:
 
     def CloseAlert(self, request, context):
         """outcome: visited, applied, enrolled or not_needed; the note at most 500 characters and
-        never an ID number.
+        never an ID number. A note or caseworker_id outside its character set, or that may carry an
+        ID number (the rules of VerifyRequest), is INVALID_ARGUMENT with a BadRequest naming the
+        field ("note", "caseworker_id").
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

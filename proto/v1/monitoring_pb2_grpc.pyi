@@ -96,7 +96,9 @@ class FollowUpServiceStub:
     AcceptAlert: _grpc.UnaryUnaryMultiCallable[_monitoring_pb2.AlertRequest, _monitoring_pb2.AlertView]
     CloseAlert: _grpc.UnaryUnaryMultiCallable[_monitoring_pb2.CloseAlertRequest, _monitoring_pb2.AlertView]
     """outcome: visited, applied, enrolled or not_needed; the note at most 500 characters and
-    never an ID number.
+    never an ID number. A note or caseworker_id outside its character set, or that may carry an
+    ID number (the rules of VerifyRequest), is INVALID_ARGUMENT with a BadRequest naming the
+    field ("note", "caseworker_id").
     """
     MonthlyReport: _grpc.UnaryUnaryMultiCallable[_monitoring_pb2.MonthlyReportRequest, _monitoring_pb2.MonthlyReportResponse]
     """Per district: alerts raised in the month and what became of them."""
@@ -116,7 +118,9 @@ class FollowUpServiceAsyncStub(FollowUpServiceStub):
     AcceptAlert: _aio.UnaryUnaryMultiCallable[_monitoring_pb2.AlertRequest, _monitoring_pb2.AlertView]  # type: ignore[assignment]
     CloseAlert: _aio.UnaryUnaryMultiCallable[_monitoring_pb2.CloseAlertRequest, _monitoring_pb2.AlertView]  # type: ignore[assignment]
     """outcome: visited, applied, enrolled or not_needed; the note at most 500 characters and
-    never an ID number.
+    never an ID number. A note or caseworker_id outside its character set, or that may carry an
+    ID number (the rules of VerifyRequest), is INVALID_ARGUMENT with a BadRequest naming the
+    field ("note", "caseworker_id").
     """
     MonthlyReport: _aio.UnaryUnaryMultiCallable[_monitoring_pb2.MonthlyReportRequest, _monitoring_pb2.MonthlyReportResponse]  # type: ignore[assignment]
     """Per district: alerts raised in the month and what became of them."""
@@ -163,7 +167,9 @@ class FollowUpServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_monitoring_pb2.AlertView, _abc.Awaitable[_monitoring_pb2.AlertView]]:
         """outcome: visited, applied, enrolled or not_needed; the note at most 500 characters and
-        never an ID number.
+        never an ID number. A note or caseworker_id outside its character set, or that may carry an
+        ID number (the rules of VerifyRequest), is INVALID_ARGUMENT with a BadRequest naming the
+        field ("note", "caseworker_id").
         """
 
     @_abc_1.abstractmethod

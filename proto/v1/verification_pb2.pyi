@@ -222,9 +222,15 @@ class VerifyRequest(_message.Message):
     CASEWORKER_ID_FIELD_NUMBER: _builtins.int
     CONSENT_FIELD_NUMBER: _builtins.int
     request_id: _builtins.str
-    """Free-text fields (request_id, consent.case_number, caseworker_id) that look like a resident ID
-    number are INVALID_ARGUMENT: no ID reaches the audit log through them.
-    Required, 1 to 128 printable characters. Client-chosen idempotency key, scoped to the
+    """Free-text fields (request_id, consent.case_number, caseworker_id) are logged, so each has a
+    character set, and text that may carry a resident ID number is INVALID_ARGUMENT whatever the
+    set: a run of 15 or more digits once folded (full-width, Arabic-Indic and other Unicode
+    digits, circled and parenthesised digits, CJK numerals 〇零一…九 and 壹贰叁…玖; groups of 1
+    to 3 digits joined across separators such as "+", "#", "(3)(3)"), or an ID number or its
+    first 17 digits, forwards or backwards, with separators between its digits
+    (docs/design.md, "Free text"). The refusal names the field and never repeats the value.
+    Required, 1 to 128 characters: ASCII letters, digits and . _ : - (e.g. "recheck-<campaign>-
+    <line>", "cli-<uuid>"). Client-chosen idempotency key, scoped to the
     caller's certificate name: the same id with the same application returns the same verdict,
     reused for a different application it is ALREADY_EXISTS. Echoed in Verdict and BatchResult,
     and logged in the audit trail.
@@ -241,7 +247,8 @@ class VerifyRequest(_message.Message):
     as_of: _builtins.str
     """Optional. Application date YYYY-MM-DD, not in the future; empty means today."""
     caseworker_id: _builtins.str
-    """Optional, up to 64 printable characters. The user id of the caseworker at the intake system,
+    """Optional, up to 64 characters: ASCII letters, digits and . _ @ - (no "/", which separates
+    caller and caseworker in the log). The user id of the caseworker at the intake system,
     vouched for by the intake system (whose certificate authenticates the call); logged with the
     request and verdict and searchable as "<caller>/<caseworker>" (`hedui audit search --caller`).
     """
@@ -298,8 +305,10 @@ class Consent(_message.Message):
     SIGNER_ID_NUMBERS_FIELD_NUMBER: _builtins.int
     STANDING_FIELD_NUMBER: _builtins.int
     case_number: _builtins.str
-    """Required, 1 to 64 printable characters: the case number (案件编号) of the application, or
-    the document number (文号) of a standing authorisation.
+    """Required, 1 to 64 characters: the case number (案件编号) of the application, or the document
+    number (文号) of a standing authorisation, e.g. "2026-001" or "民政〔2026〕12号". Characters:
+    ASCII letters and digits, full-width digits, CJK ideographs and 〇, space and
+    . _ / # - ( ) [ ] （ ） 〔 〕 【 】; never what may carry an ID number (see VerifyRequest).
     """
     signed_on: _builtins.str
     """Required, YYYY-MM-DD, not after today: when the form was signed (or the authorisation issued)."""

@@ -93,7 +93,7 @@ def test_an_earlier_revision_exits_non_zero(
     code, out, _ = _status(capsys, _config(tmp_path, url))
     assert code == 1
     assert "the audit log: at audit_0001; this release needs audit_0001 (up to date)" in out
-    assert "the service's state: at service_0003; this release needs service_0004 (behind:" in out
+    assert "the service's state: at service_0003; this release needs service_0005 (behind:" in out
 
 
 def test_a_database_of_a_newer_release_is_told_apart(

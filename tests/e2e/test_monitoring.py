@@ -147,6 +147,22 @@ def test_a_day_of_events_raises_exactly_the_expected_alerts(deployment: Up, tmp_
             "NEEDS_REVIEW",
         )
 
+    # no benefit in plaintext at rest (issue #24 item 4): the watch keeps none, the alert only
+    # sealed, though the caseworker sees it as before
+    benefits = {int(str(a.get("benefit_fen", 0))) for a in alerts} - {0}
+    assert benefits, alerts  # a re-check found the household ELIGIBLE, with a benefit
+    for table in ("watch", "alert"):
+        for row in _rows(up, table):
+            assert {c for c in row if "benefit" in c} <= {"benefit_sealed"}, table
+            for value in row.values():
+                blob = value if isinstance(value, bytes) else str(value).encode()
+                for fen in benefits:
+                    assert fen != value and str(fen).encode() not in blob, table
+                    assert fen.to_bytes(8, "big") not in blob, table
+    for row in _rows(up, "alert"):
+        sealed = row["benefit_sealed"]
+        assert isinstance(sealed, bytes) and sealed.startswith(b"\x01")  # StateSealer.MARK
+
     # nothing about the others: no queued event, no level, no new watch token, no ID, no token
     events = _rows(up, "monitor_event")
     watch_ids = {str(a["watch_id"]) for a in alerts}

@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import json
 import re
+import subprocess
+import sys
 import zlib
 from pathlib import Path
 
@@ -151,3 +153,33 @@ def test_a_report_is_only_for_the_intake_that_made_the_request(up: Up, tmp_path:
     with pytest.raises(grpc.RpcError) as e:
         up.stub("auditor").GetReport(verification_pb2.ReportRequest(request_id="report-mine"))
     assert grpc_code(e.value) == grpc.StatusCode.PERMISSION_DENIED
+
+
+def test_without_out_the_report_is_named_by_the_client_and_never_replaced_unasked(
+    up: Up, tmp_path: Path
+) -> None:
+    """Issue #24 item 3: the name is `report-<request id>.html`, made by the CLI, in the current
+    folder; a second run refuses to replace it (before asking the service) unless `--force`."""
+    _verify(up, "income_below_line", "report-name")
+    args = [sys.executable, "-m", "hedui.clients.cli", "report",
+            "--workdir", str(up.workdir.root), "--request-id", "report-name"]  # fmt: skip
+
+    def report(*extra: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [*args, *extra], cwd=tmp_path, capture_output=True, text=True, timeout=120, check=False
+        )
+
+    r = report()
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.strip() == "report-report-name.html"
+    assert [p.name for p in tmp_path.iterdir()] == ["report-report-name.html"]
+    out = tmp_path / "report-report-name.html"
+    assert "家庭经济状况核对报告" in out.read_text(encoding="utf-8")
+    out.write_text("annotated by hand\n", encoding="utf-8")
+    r = report()
+    assert r.returncode == 1 and "Traceback" not in r.stderr
+    assert "report-report-name.html exists; give --force to replace it" in r.stderr
+    assert out.read_text(encoding="utf-8") == "annotated by hand\n"
+    r = report("--force")
+    assert r.returncode == 0, r.stderr
+    assert "家庭经济状况核对报告" in out.read_text(encoding="utf-8")

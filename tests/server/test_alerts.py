@@ -4,16 +4,19 @@ expected numbers worked out by hand below)."""
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import itertools
 from pathlib import Path
 
 import pytest
-from sqlalchemy import create_engine
+from sqlalchemy import create_engine, text
 
 from hedui.core.resident_id import make
-from hedui.server.alerts import AlertBook, AlertError, NewAlert
-from hedui.server.requests import RequestBook
+from hedui.server.alerts import LEGACY, AlertBook, AlertError, NewAlert
+from hedui.server.requests import RequestBook, StateDamaged, StateSealer
+
+SEALER = StateSealer(b"s" * 32)
 
 DAY = dt.date(2026, 11, 2)
 
@@ -24,7 +27,8 @@ def book(tmp_path: Path) -> tuple[AlertBook, list[dt.date]]:
     RequestBook(url).close()  # the state's schema, by migration
     today = [DAY]
     ids = (f"a{n:03d}" for n in itertools.count(1))
-    return AlertBook(create_engine(url), lambda: today[0], lambda: next(ids)), today
+    book = AlertBook(create_engine(url), lambda: today[0], lambda: next(ids), sealer=SEALER)
+    return book, today
 
 
 def _new(district: str = "330102", kind: str = "death") -> NewAlert:
@@ -76,7 +80,7 @@ def test_a_bad_step_is_refused_by_name(book: tuple[AlertBook, list[dt.date]]) ->
     alerts.raise_alert(_new(), 15, 5)
     with pytest.raises(AlertError, match="outcome must be one of visited, applied"):
         alerts.close("a001", "x", "done", "")
-    with pytest.raises(AlertError, match="looks like an ID number"):
+    with pytest.raises(AlertError, match="looks like a resident ID number"):
         alerts.close("a001", "x", "visited", f"met {make('330102', dt.date(1960, 1, 1), 3).value}")
     with pytest.raises(AlertError, match="at most 500"):
         alerts.close("a001", "x", "visited", "x" * 501)
@@ -108,3 +112,41 @@ def test_the_monthly_report_per_district(book: tuple[AlertBook, list[dt.date]]) 
     assert (r.raised, r.closed_in_time, r.closed_late, r.overdue) == (1, 0, 0, 1)
     with pytest.raises(AlertError, match="YYYY-MM"):
         alerts.report("2026-13")
+
+
+def _raw(book: AlertBook, table: str) -> list[dict[str, object]]:
+    with book._engine.connect() as conn:
+        return [dict(r) for r in conn.execute(text(f"SELECT * FROM {table}")).mappings()]
+
+
+def test_the_benefit_is_kept_sealed_to_its_alert(book: tuple[AlertBook, list[dt.date]]) -> None:
+    """Issue #24 item 4: the benefit gives the income to a yuan; the row holds it only sealed."""
+    alerts, _ = book
+    alerts.raise_alert(_new(), 15, 5)
+    alerts.raise_alert(dataclasses.replace(_new(), benefit_fen=98_700), 15, 5)
+    assert [a.benefit_fen for a in alerts.find()] == [126000, 98_700]  # as the caseworker sees it
+    rows = _raw(alerts, "alert")
+    assert {c for c in rows[0] if "benefit" in c} == {"benefit_sealed"}
+    for row, fen in zip(rows, (126000, 98_700), strict=True):
+        sealed = row["benefit_sealed"]
+        assert isinstance(sealed, bytes)
+        assert sealed.startswith(StateSealer.MARK) and len(sealed) == 1 + 12 + 8 + 16
+        assert fen.to_bytes(8, "big") not in sealed and str(fen).encode() not in sealed
+        assert fen not in row.values() and str(fen) not in row.values()
+    # a sealed benefit moved to another alert, or written unsealed, does not open
+    with alerts._engine.begin() as conn:
+        conn.execute(
+            text("UPDATE alert SET benefit_sealed = :b WHERE alert_id = 'a002'"),
+            {"b": rows[0]["benefit_sealed"]},
+        )
+    with pytest.raises(StateDamaged, match="benefit of alert a002 fails its integrity check"):
+        alerts.get("a002")
+    with alerts._engine.begin() as conn:
+        conn.execute(
+            text("UPDATE alert SET benefit_sealed = :b WHERE alert_id = 'a002'"),
+            {"b": LEGACY + (5).to_bytes(8, "big")},
+        )
+    with pytest.raises(StateDamaged):
+        alerts.get("a002")
+    with pytest.raises(StateDamaged):  # under another key
+        AlertBook(alerts._engine, lambda: DAY, sealer=StateSealer(b"t" * 32)).get("a001")

@@ -33,6 +33,18 @@ def test_quotas_default_and_are_overridden(tmp_path: Path) -> None:
     assert config.max_concurrent_verifications == 12
 
 
+def test_the_not_found_cooling_off_is_set_in_the_file_or_the_environment(
+    tmp_path: Path,
+) -> None:
+    assert _load(tmp_path).quotas().not_found_cooloff_seconds == 900
+    config = _load(tmp_path, "not_found_cooloff_seconds = 60")
+    assert config.quotas().not_found_cooloff_seconds == 60
+    config = _load(tmp_path, env={"HEDUI_NOT_FOUND_COOLOFF_SECONDS": "0"})  # alert only
+    assert config.quotas().not_found_cooloff_seconds == 0
+    with pytest.raises(ConfigError, match="not_found_cooloff_seconds must be 0"):
+        _load(tmp_path, env={"HEDUI_NOT_FOUND_COOLOFF_SECONDS": "-1"})
+
+
 def test_per_caller_quotas_round_trip(tmp_path: Path) -> None:
     path = tmp_path / "hedui.toml"
     path.write_text(BASE + '\n[quotas]\n"intake-city" = [600, 50000]\n', encoding="utf-8")

@@ -3,14 +3,17 @@ migration, from an empty database and from release 0.1.0's, on SQLite and on Pos
 
 from __future__ import annotations
 
+import datetime as dt
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from alembic import command
 from alembic.autogenerate import compare_metadata
+from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-from sqlalchemy import create_engine, insert, text
+from sqlalchemy import create_engine, insert, inspect, text
 from sqlalchemy.exc import SQLAlchemyError
 
 from hedui.audit import store as audit_store
@@ -25,9 +28,11 @@ from hedui.server import alerts as _alerts  # noqa: F401  (its tables join the m
 from hedui.server import requests as service_state
 from hedui.server import schema as service_schema
 from hedui.server import watchlist as _watchlist  # noqa: F401
+from hedui.server.alerts import AlertBook
 from hedui.server.config import ServiceConfig
 from hedui.server.fanout import Endpoint
-from hedui.server.requests import RequestBook, StateUnavailable
+from hedui.server.requests import RequestBook, StateSealer, StateUnavailable
+from hedui.server.watchlist import WatchList
 from tests import release_0_1_0
 from tests.conftest import pg_schema
 
@@ -82,7 +87,7 @@ def test_an_empty_database_is_brought_to_this_release(
     assert code == 0, out
     assert "the audit log: applied audit_0001; now at audit_0001" in out
     assert (
-        "the service's state: applied service_0001, service_0002, service_0003, service_0004; now at service_0004"
+        "the service's state: applied service_0001, service_0002, service_0003, service_0004, service_0005; now at service_0005"
         in out
     )
 
@@ -171,7 +176,7 @@ def test_a_release_0_1_0_database_is_adopted_and_upgraded(
     assert "the audit log: already at audit_0001; nothing to do" in out
     assert "the service's state: a database from before migrations, recorded at service_0001" in out
     assert (
-        "the service's state: applied service_0002, service_0003, service_0004; now at service_0004"
+        "the service's state: applied service_0002, service_0003, service_0004, service_0005; now at service_0005"
         in out
     )
 
@@ -204,7 +209,80 @@ def test_a_database_of_a_build_after_0_1_0_is_adopted_at_its_revision(
     code, out, _ = _db(["upgrade", "--config", str(_config(tmp_path, db_url))], capsys)
     assert code == 0, out
     assert "the service's state: a database from before migrations, recorded at service_0002" in out
-    assert "the service's state: applied service_0003, service_0004; now at service_0004" in out
+    assert (
+        "the service's state: applied service_0003, service_0004, service_0005; now at service_0005"
+        in out
+    )
+
+
+def _at_revision(url: str, revision: str) -> None:
+    """A state database made by an earlier release, at ``revision``."""
+    engine = create_engine(url)
+    with engine.begin() as conn:
+        config = Config()
+        config.set_main_option("script_location", service_schema.SERVICE_SCHEMA.location)
+        config.attributes["connection"] = conn
+        config.attributes["version_table"] = service_schema.SERVICE_SCHEMA.version_table
+        command.upgrade(config, revision)
+    engine.dispose()
+
+
+def test_the_plaintext_benefits_of_watches_and_alerts_are_dropped_or_sealed(
+    db_url: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Issue #24 item 4: a database of service_0004 held each watch's and each alert's benefit in
+    plaintext. The upgrade drops the watch's (nothing reads it) and keeps the alert's, which the
+    service seals when it starts; the alert reads as before."""
+    _at_revision(db_url, "service_0004")
+    old = create_engine(db_url)
+    watch = {
+        "watch_id": "w1", "enrol_key": b"e" * 32, "pseudonym": b"p" * 32, "program": "dibao",
+        "region": "demo", "district": "330102", "masked": "330**************2",
+        "applicant_token": b"t" * 32, "handle": b"h" * 60, "consent": b"c", "until": "2027-01-01",
+        "enrolled_on": "2026-11-01", "enrolled_by": "intake", "decision": "ELIGIBLE",
+        "benefit_fen": 126_000,
+    }  # fmt: skip
+    alert = {
+        "alert_id": "a1", "watch_id": "w1", "district": "330102", "masked": "330**************2",
+        "program": "dibao", "kind": "death", "event_on": "2026-11-01", "raised_on": "2026-11-02",
+        "due_on": "2026-11-17", "escalate_on": "2026-11-22", "decision_before": "INELIGIBLE",
+        "decision_after": "ELIGIBLE", "benefit_fen": 98_765, "suggest": "", "state": "open",
+        "version": 1, "recheck_request_id": "monitor-event-1", "level_logged": 0,
+    }  # fmt: skip
+    with old.begin() as conn:
+        for table, row in (("watch", watch), ("alert", alert)):
+            names = ", ".join(row)
+            conn.execute(
+                text(f"INSERT INTO {table} ({names}) VALUES ({', '.join(':' + n for n in row)})"),
+                row,
+            )
+    old.dispose()
+
+    code, out, _ = _db(["upgrade", "--config", str(_config(tmp_path, db_url))], capsys)
+    assert code == 0, out
+    assert "the service's state: applied service_0005; now at service_0005" in out
+    engine = create_engine(db_url)
+    with engine.connect() as conn:
+        columns = {t: {c["name"] for c in inspect(conn).get_columns(t)} for t in ("watch", "alert")}
+    assert "benefit_fen" not in columns["watch"] | columns["alert"]
+    assert "benefit_sealed" in columns["alert"]
+
+    sealer = StateSealer(b"s" * 32)
+    book = AlertBook(engine, lambda: dt.date(2026, 11, 3), sealer=sealer)  # seals at open
+    with engine.connect() as conn:
+        stored = bytes(conn.execute(text("SELECT benefit_sealed FROM alert")).scalar_one())
+    assert stored.startswith(StateSealer.MARK) and (98_765).to_bytes(8, "big") not in stored
+    a = book.get("a1")
+    assert (a.benefit_fen, a.decision_after, a.state, a.due_on) == (
+        98_765,
+        "ELIGIBLE",
+        "open",
+        dt.date(2026, 11, 17),
+    )
+    assert book.seal_legacy() == 0  # once
+    w = WatchList(engine, lambda: dt.date(2026, 11, 3), lambda: 0).get("w1")
+    assert (w.decision, w.until) == ("ELIGIBLE", dt.date(2027, 1, 1))
+    engine.dispose()
 
 
 def test_a_database_that_is_neither_empty_nor_hedui_s_is_refused(tmp_path: Path) -> None:

@@ -39,7 +39,6 @@ def watch(tmp_path: Path) -> tuple[WatchList, list[dt.date], str]:
         until=DAY + dt.timedelta(days=30),
         enrolled_by="intake",
         decision="INELIGIBLE",
-        benefit_fen=0,
         tokens={"medical": [WATCHED, b"f" * 32], "civil": [WATCHED]},
     )
     return wl, today, w.watch_id
