@@ -2,13 +2,17 @@
 
 The auditor trusts only the log's public key and the last checkpoint they saw (kept in a local
 state file). Everything else is fetched and recomputed: every leaf from the entry bytes, the
-root, the consistency with the last checkpoint. On a mismatch, the log's own signed history
-(one checkpoint per append) is searched for the first size whose signed root differs from the
-recomputed one, which names the entry that was changed.
+root, the consistency with the last checkpoint. On a mismatch, the entry changed is named by
+the hash of each entry the auditor verified before (kept beside its state), else by the log's
+own signed history (one checkpoint per append or batch): the first signed size whose root
+differs from the recomputed one.
 """
 
 from __future__ import annotations
 
+import base64
+import hashlib
+import itertools
 import json
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
@@ -66,11 +70,16 @@ class TamperingDetected(AuditError):
 
 @dataclass
 class AuditorState:
-    """The last checkpoint this auditor verified, kept outside the log's database."""
+    """What this auditor verified, kept outside the log's database, by log origin: for each log,
+    the last checkpoint verified and the log's verifier key. A log of another origin (another
+    deployment) is another log, never tampering with this one.
+
+    Beside the file, ``<file>.<origin digest>.leaves`` keeps the hash of every entry verified (32
+    bytes each): a later change to any of them is then named exactly, even when the stored
+    hashes were rebuilt or the log's history was signed again."""
 
     path: Path
-    note: bytes | None = None
-    verifier_key: str | None = None
+    logs: dict[str, dict[str, str]] = field(default_factory=dict)
 
     @classmethod
     def load(cls, path: Path) -> AuditorState:
@@ -78,20 +87,65 @@ class AuditorState:
             return cls(path)
         try:
             doc = json.loads(path.read_text(encoding="utf-8"))
-            return cls(path, doc["checkpoint"].encode(), doc.get("verifier_key"))
-        except (ValueError, KeyError) as e:
+            if "logs" in doc:
+                logs = {
+                    str(origin): {
+                        "checkpoint": str(r["checkpoint"]),
+                        "verifier_key": str(r.get("verifier_key") or ""),
+                    }
+                    for origin, r in doc["logs"].items()
+                }
+            else:  # one log per file, as hedui 0.x wrote it: keyed by its checkpoint's origin
+                note = str(doc["checkpoint"])
+                logs = {
+                    note.split("\n", 1)[0]: {
+                        "checkpoint": note,
+                        "verifier_key": str(doc.get("verifier_key") or ""),
+                    }
+                }
+            return cls(path, logs)
+        except (ValueError, KeyError, TypeError, AttributeError) as e:
             raise AuditError(
                 f"{path} is not an auditor state file ({e}); move it away to start afresh"
             ) from None
 
-    def save(self, note: bytes, verifier_key: str) -> None:
+    def note(self, origin: str) -> bytes | None:
+        record = self.logs.get(origin)
+        return None if record is None else record["checkpoint"].encode()
+
+    def verifier_key(self, origin: str) -> str | None:
+        record = self.logs.get(origin)
+        return (record or {}).get("verifier_key") or None
+
+    def leaves_path(self, origin: str) -> Path:
+        digest = hashlib.sha256(origin.encode()).hexdigest()[:16]
+        return self.path.with_name(f"{self.path.name}.{digest}.leaves")
+
+    def leaves(self, origin: str) -> list[bytes] | None:
+        """The entry hashes kept with the last checkpoint verified, or None (none kept, or the
+        file does not hold exactly that many)."""
+        try:
+            raw = self.leaves_path(origin).read_bytes()
+        except OSError:
+            return None
+        if len(raw) % merkle.HASH_SIZE:
+            return None
+        n = merkle.HASH_SIZE
+        return [raw[i : i + n] for i in range(0, len(raw), n)]
+
+    def save(
+        self, origin: str, note: bytes, verifier_key: str, leaves: list[bytes] | None = None
+    ) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
+        if leaves is not None:
+            target = self.leaves_path(origin)
+            tmp = target.with_suffix(".tmp")
+            tmp.write_bytes(b"".join(leaves))
+            tmp.replace(target)
+        self.logs[origin] = {"checkpoint": note.decode(), "verifier_key": verifier_key}
         tmp = self.path.with_suffix(".tmp")
-        tmp.write_text(
-            json.dumps({"checkpoint": note.decode(), "verifier_key": verifier_key}, indent=2)
-        )
+        tmp.write_text(json.dumps({"logs": self.logs}, indent=2))
         tmp.replace(self.path)
-        self.note, self.verifier_key = note, verifier_key
 
 
 @dataclass
@@ -130,48 +184,86 @@ def _signed_root(
     )
 
 
-def _locate(
-    source: LogSource, tree: merkle.MemoryTree, public_key: Ed25519PublicKey, origin: str
-) -> tuple[str, int | None]:
-    """Find the first entry that no longer matches what the log signed.
+def _first_unlike(tree: merkle.MemoryTree, known: list[bytes]) -> int | None:
+    """The first entry whose hash, recomputed from its bytes, is not the one kept."""
+    for i, h in enumerate(known[: tree.size]):
+        if tree.subtree_hash(i, i + 1) != h:
+            return i
+    return None
 
-    A binary search over the log's signed history (a checkpoint per append or batch) finds the
-    first signed size whose root differs from the recomputed one. Inside a batch, each entry's
-    inclusion proof against that signed root tells which entries changed, unless the stored
-    hashes were rebuilt too.
+
+def _locate(
+    source: LogSource,
+    tree: merkle.MemoryTree,
+    public_key: Ed25519PublicKey,
+    origin: str,
+    *,
+    known: list[bytes] | None = None,
+    upto: int | None = None,
+) -> tuple[str, int | None]:
+    """Find the first entry that no longer matches what was verified or signed.
+
+    First against the hashes of the entries this auditor verified before (``known``, from its
+    state): exact, whatever the log re-signed or rebuilt. Beyond them, a binary search over the
+    log's signed history (a checkpoint per append or batch; a probe without one takes the
+    nearest signed size above, else below) finds the last signed size whose root the entries
+    still give (``good``) and the next one, whose root they do not (``bad``): one entry apart,
+    that is the entry. A batch signed once holds several: each one's inclusion proof against
+    the signed root says which changed, unless the stored hashes were rebuilt as well.
     """
-    good, bad = 0, tree.size
+    good = 0
+    if known:
+        changed = _first_unlike(tree, known)
+        if changed is not None:
+            return (
+                f"entry {changed} differs from the entry you verified before "
+                f"(your state keeps the hash of each of the {len(known)} entries it verified)",
+                changed,
+            )
+        good = min(len(known), tree.size)
+    bad = tree.size if upto is None else upto
+    roots: dict[int, bytes | None] = {}
+
+    def signed(size: int) -> bytes | None:
+        if size not in roots:
+            roots[size] = _signed_root(source, size, public_key, origin)
+        return roots[size]
+
+    def nearest(probe: int) -> int | None:
+        for size in itertools.chain(range(probe, bad), range(probe - 1, good, -1)):
+            if signed(size) is not None:
+                return size
+        return None
+
     while bad - good > 1:
-        probe = (good + bad) // 2
-        root = _signed_root(source, probe, public_key, origin)
-        while root is None and probe < bad - 1:  # the log may batch: take the next signed size
-            probe += 1
-            root = _signed_root(source, probe, public_key, origin)
-        if root is None:
+        size = nearest((good + bad) // 2)
+        if size is None:
             break
-        if root == tree.root(probe):
-            good = probe
+        if signed(size) == tree.root(size):
+            good = size
         else:
-            bad = probe
+            bad = size
     if bad - good == 1:
         return f"entry {good} differs from the entry the log signed at tree size {bad}", good
-    root = _signed_root(source, bad, public_key, origin)
+    root = signed(bad)
+    failed: list[int] = []
     if root is not None:
         for i in range(good, bad):
             try:
                 proof = source.inclusion_proof(i, bad)
                 merkle.verify_inclusion(tree.subtree_hash(i, i + 1), i, bad, proof, root)
             except (VerificationError, AuditError, ValueError):
-                if i + 1 < bad:
-                    later = source.inclusion_proof(i + 1, bad)
-                    try:
-                        merkle.verify_inclusion(
-                            tree.subtree_hash(i + 1, i + 2), i + 1, bad, later, root
-                        )
-                    except (VerificationError, AuditError, ValueError):
-                        break  # the stored hashes were rebuilt as well: only the range is known
-                return f"entry {i} differs from the entry the log signed at tree size {bad}", i
-    return f"an entry in [{good}, {bad}) differs from what the log signed", None
+                failed.append(i)
+        if failed and len(failed) < bad - good:  # the stored tree still proves the others
+            i = failed[0]
+            return f"entry {i} differs from the entry the log signed at tree size {bad}", i
+    return (
+        f"an entry in [{good}, {bad}) differs from what the log signed: the log signed these "
+        f"{bad - good} entries together (one checkpoint, at size {bad}) and its stored hashes "
+        "were rebuilt as well, so no signature tells which; an auditor who verified the log "
+        "before the change is told the entry (the state file keeps each entry's hash)",
+        None,
+    )
 
 
 def verify_log(
@@ -191,6 +283,14 @@ def verify_log(
         ) from None
 
 
+def _known_leaves(state: AuditorState, origin: str, old: Checkpoint) -> list[bytes] | None:
+    """The entry hashes the state keeps, if they are those of the checkpoint it verified."""
+    leaves = state.leaves(origin)
+    if leaves is None or len(leaves) != old.size:
+        return None
+    return leaves if merkle.root_from_leaf_hashes(leaves) == old.root else None
+
+
 def _verify_log(
     source: LogSource,
     public_key: Ed25519PublicKey,
@@ -206,6 +306,20 @@ def _verify_log(
         raise TamperingDetected(
             f"the latest checkpoint is not signed by the log's key: {e}"
         ) from None
+    key = vkey(key_name(origin), public_key)
+    pinned = None if state is None else state.verifier_key(origin)
+    if state is not None and pinned and pinned != key:
+        raise TamperingDetected(
+            f"the log's public key is not the one you verified with before ({pinned}); "
+            f"a replaced key can sign any history. If this is a new deployment, verify it with "
+            f"a state file of its own: --state FILE, or remove {state.path} after checking why "
+            "the key changed"
+        )
+    old = None
+    known = None
+    if state is not None and (old_note := state.note(origin)) is not None:
+        old = parse_and_verify(old_note, key_name(origin), public_key, origin=origin)
+        known = _known_leaves(state, origin, old)
     tree = merkle.MemoryTree()
     kinds: dict[str, int] = {}
     for index, data in read_entries(source, cp.size):
@@ -219,45 +333,43 @@ def _verify_log(
         kind = entry.WhichOneof("body") or "unknown"
         kinds[kind] = kinds.get(kind, 0) + 1
     if tree.root() != cp.root:
-        where, changed = _locate(source, tree, public_key, origin)
+        where, changed = _locate(source, tree, public_key, origin, known=known)
         raise TamperingDetected(
             f"the entries do not hash to the signed root at size {cp.size}: {where}", changed
         )
-    previous_size = None
-    if (
-        state is not None
-        and state.verifier_key
-        and state.verifier_key != vkey(key_name(origin), public_key)
-    ):
+    if old is not None and cp.size < old.size:
         raise TamperingDetected(
-            f"the log's public key is not the one you verified with before ({state.verifier_key}); "
-            "a replaced key can sign any history"
+            f"the log was rolled back: it now has {cp.size} entries, you verified {old.size} before"
         )
-    if state is not None and state.note is not None:
-        old = parse_and_verify(state.note, key_name(origin), public_key, origin=origin)
-        previous_size = old.size
-        if cp.size < old.size:
-            raise TamperingDetected(
-                f"the log was rolled back: it now has {cp.size} entries, you verified {old.size} before"
+    if old is not None and old.size and tree.root(old.size) != old.root:
+        # the log's key signed another history: its signatures no longer say what it was
+        if known is not None:
+            where, changed = _locate(source, tree, public_key, origin, known=known)
+        elif _signed_root(source, old.size, public_key, origin) == old.root:
+            where, changed = _locate(source, tree, public_key, origin, upto=old.size)
+        else:
+            where, changed = (
+                "the log signed its history again, and your state file keeps no entry hashes "
+                "(written by an earlier hedui) to name the entry changed",
+                None,
             )
-        if old.size and tree.root(old.size) != old.root:
-            where, changed = _locate(source, tree, public_key, origin)
+        raise TamperingDetected(
+            f"the log forked: its first {old.size} entries differ from the checkpoint you "
+            f"verified before ({where})",
+            changed,
+        )
+    previous_size = None if old is None else old.size
+    if old is not None and 0 < old.size < cp.size:
+        proof = source.consistency_proof(old.size, cp.size)
+        try:
+            merkle.verify_consistency(old.size, cp.size, proof, old.root, cp.root)
+        except VerificationError as e:
             raise TamperingDetected(
-                f"the log forked: its first {old.size} entries differ from the checkpoint you "
-                f"verified before ({where})",
-                changed,
-            )
-        if 0 < old.size < cp.size:
-            proof = source.consistency_proof(old.size, cp.size)
-            try:
-                merkle.verify_consistency(old.size, cp.size, proof, old.root, cp.root)
-            except VerificationError as e:
-                raise TamperingDetected(
-                    f"the log's consistency proof from {old.size} to {cp.size} fails: {e}"
-                ) from None
+                f"the log's consistency proof from {old.size} to {cp.size} fails: {e}"
+            ) from None
     unsigned = len(source.entries(cp.size, cp.size + PAGE))
     if state is not None:
-        state.save(note, vkey(key_name(origin), public_key))
+        state.save(origin, note, key, tree.leaf_hashes())
     return Report(cp, tree.size, previous_size, kinds, unsigned)
 
 
@@ -265,6 +377,61 @@ def verify_inclusion(
     source: LogSource, public_key: Ed25519PublicKey, origin: str, index: int
 ) -> tuple[bytes, Checkpoint, list[bytes]]:
     """Entry ``index``, the checkpoint it is proven in, and the proof (verified here)."""
+    receipt = prove_inclusion(source, public_key, origin, index)
+    return receipt.entry, receipt.checkpoint, receipt.proof
+
+
+@dataclass(frozen=True)
+class InclusionReceipt:
+    """An entry, the signed checkpoint and the proof that it is in the checkpoint's tree:
+    everything a third party needs to check it with the log's public key alone."""
+
+    index: int
+    entry: bytes
+    note: bytes  # the signed checkpoint (C2SP signed note)
+    checkpoint: Checkpoint
+    proof: list[bytes]
+
+    def to_json(self) -> dict[str, Any]:
+        """The receipt as JSON (``hedui audit prove --json``); see ``check_receipt``."""
+        return {
+            "format": "hedui-audit-receipt/v1",
+            "origin": self.checkpoint.origin,
+            "index": self.index,
+            "tree_size": self.checkpoint.size,
+            "root": self.checkpoint.root.hex(),
+            "checkpoint": self.note.decode(),
+            "entry_base64": base64.b64encode(self.entry).decode(),
+            "leaf_hash": merkle.leaf_hash(self.entry).hex(),
+            "proof": [h.hex() for h in self.proof],
+        }
+
+
+def check_receipt(doc: Mapping[str, Any], public_key: Ed25519PublicKey) -> tuple[int, bytes]:
+    """Check a receipt of ``InclusionReceipt.to_json`` with nothing but the log's public key:
+    the checkpoint's signature (its key named after its origin), the leaf hash of the entry's
+    bytes, the inclusion proof against the signed root. Answers (index, entry bytes)."""
+    try:
+        note = str(doc["checkpoint"]).encode()
+        origin = note.decode().split("\n", 1)[0]
+        cp = parse_and_verify(note, key_name(origin), public_key, origin=origin)
+        index, data = int(doc["index"]), base64.b64decode(str(doc["entry_base64"]), validate=True)
+        proof = [bytes.fromhex(str(h)) for h in doc["proof"]]
+        leaf = merkle.leaf_hash(data)
+        if "leaf_hash" in doc and bytes.fromhex(str(doc["leaf_hash"])) != leaf:
+            raise VerificationError(f"entry {index}: its leaf hash is not that of its bytes")
+        if int(doc.get("tree_size", cp.size)) != cp.size:
+            raise VerificationError("the receipt's tree size is not its checkpoint's")
+        merkle.verify_inclusion(leaf, index, cp.size, proof, cp.root)
+    except (KeyError, TypeError, ValueError) as e:
+        raise VerificationError(f"not a hedui audit receipt: {e}") from None
+    return index, data
+
+
+def prove_inclusion(
+    source: LogSource, public_key: Ed25519PublicKey, origin: str, index: int
+) -> InclusionReceipt:
+    """Entry ``index`` proven in the latest signed checkpoint (verified here)."""
     note = source.checkpoint()
     if note is None:
         raise AuditError("the log has no signed checkpoint yet")
@@ -279,7 +446,85 @@ def verify_inclusion(
     data = page[0][1]
     proof = source.inclusion_proof(index, cp.size)
     merkle.verify_inclusion(merkle.leaf_hash(data), index, cp.size, proof, cp.root)
-    return data, cp, proof
+    return InclusionReceipt(index, data, note, cp, proof)
+
+
+@dataclass(frozen=True)
+class ConsistencyReceipt:
+    """The proof that the log's tree of ``second`` entries extends its tree of ``first``,
+    with both roots: signed (with the note) where the log signed a checkpoint at that size,
+    else computed here from the entries."""
+
+    first: int
+    second: int
+    first_root: bytes
+    second_root: bytes
+    first_note: bytes | None
+    second_note: bytes | None
+    proof: list[bytes]
+
+    def to_json(self, origin: str) -> dict[str, Any]:
+        def side(size: int, root: bytes, note: bytes | None) -> dict[str, Any]:
+            return {
+                "size": size,
+                "root": root.hex(),
+                "signed": note is not None,
+                "checkpoint": None if note is None else note.decode(),
+            }
+
+        return {
+            "format": "hedui-audit-consistency/v1",
+            "origin": origin,
+            "first": side(self.first, self.first_root, self.first_note),
+            "second": side(self.second, self.second_root, self.second_note),
+            "proof": [h.hex() for h in self.proof],
+        }
+
+
+def prove_consistency(
+    source: LogSource,
+    public_key: Ed25519PublicKey,
+    origin: str,
+    first: int,
+    second: int | None = None,
+) -> ConsistencyReceipt:
+    """The consistency proof from tree size ``first`` to ``second`` (default: the latest signed
+    size), verified here against the roots; a proof that fails is TamperingDetected."""
+    latest = source.checkpoint()
+    if latest is None:
+        raise AuditError("the log has no signed checkpoint yet")
+    cp = parse_and_verify(latest, key_name(origin), public_key, origin=origin)
+    second = cp.size if second is None else second
+    if not 0 < first <= second <= cp.size:
+        raise AuditError(
+            f"no consistency proof from size {first} to {second}: the sizes must be "
+            f"1 <= FIRST <= SECOND <= {cp.size}, the size of the latest signed checkpoint"
+        )
+    notes = {s: (latest if s == cp.size else source.checkpoint(s)) for s in {first, second}}
+    roots: dict[int, bytes] = {}
+    for size, note in notes.items():
+        if note is not None:
+            signed = parse_and_verify(note, key_name(origin), public_key, origin=origin)
+            if signed.size != size:
+                raise TamperingDetected(
+                    f"the checkpoint served for size {size} is of {signed.size}"
+                )
+            roots[size] = signed.root
+    if len(roots) < len(notes):  # a size the log signed no checkpoint at: from the entries
+        tree = merkle.MemoryTree()
+        for _, data in read_entries(source, second):
+            tree.append(data)
+        roots = {s: roots.get(s) or tree.root(s) for s in notes}
+    proof = source.consistency_proof(first, second) if first < second else []
+    try:
+        merkle.verify_consistency(first, second, proof, roots[first], roots[second])
+    except VerificationError as e:
+        raise TamperingDetected(
+            f"the log's consistency proof from {first} to {second} fails: {e}"
+        ) from None
+    return ConsistencyReceipt(
+        first, second, roots[first], roots[second], notes[first], notes[second], proof
+    )
 
 
 _DECISIONS = {v: k for k, v in common_pb2.Decision.items()}

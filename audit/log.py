@@ -7,6 +7,7 @@ two checkpoints that contradict each other, even if someone has altered its data
 
 from __future__ import annotations
 
+import secrets
 import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -20,7 +21,14 @@ from hedui.audit.store import CALLER_CHARS, LogStore, SearchKeys
 from hedui.core import metrics
 from hedui.proto.v1 import audit_pb2
 
-DEFAULT_ORIGIN = "hedui.example/demo-log"
+DEFAULT_ORIGIN = "hedui.example/demo-log"  # a log configured without one (before hedui 0.2)
+
+
+def new_origin() -> str:
+    """A fresh origin for a new deployment's log, ``hedui.local/<8 random hex>-log``: each log
+    has an origin of its own, so an auditor keeps each one's state apart (a new deployment is
+    a new log, not a replaced key)."""
+    return f"hedui.local/{secrets.token_hex(4)}-log"
 
 
 def key_name(origin: str) -> str:

@@ -130,6 +130,10 @@ class MemoryTree:
         """Append a log entry; answers its leaf index."""
         return self.append_leaf_hash(leaf_hash(entry))
 
+    def leaf_hashes(self) -> list[bytes]:
+        """Every leaf hash, in order."""
+        return list(self._levels[0])
+
     def append_leaf_hash(self, hash_: bytes) -> int:
         if len(hash_) != HASH_SIZE:
             raise ValueError(f"leaf hash has {len(hash_)} bytes, want {HASH_SIZE}")

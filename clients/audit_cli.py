@@ -17,15 +17,21 @@ from hedui.audit.auditor import (
     TamperingDetected,
     check_decryptions,
     describe_entry,
+    prove_consistency,
+    prove_inclusion,
     read_journal,
     verify_inclusion,
     verify_log,
 )
 from hedui.clients.args import check_period, check_writable_file, date_arg, why_unwritable
 from hedui.clients.auditor import (
+    AUDITOR_STEP,
+    AuditorProfile,
     AuditorSession,
     export,
+    load_log_key,
     log_origin,
+    open_profile_session,
     open_session,
     search,
     verify_export,
@@ -42,7 +48,25 @@ def _say(msg: str) -> None:
 
 
 def _session(args: argparse.Namespace) -> AuditorSession:
+    if args.profile:  # an auditor on a host of its own: through the service only
+        profile = AuditorProfile.load(args.profile)
+        return open_profile_session(profile, offline=args.offline, say=_say)
     return open_session(Workdir(args.workdir), offline=args.offline, say=_say)
+
+
+def _pinned(args: argparse.Namespace) -> tuple[Path, str, Path | None]:
+    """The log's public key file and origin this auditor checks against, and the state file
+    its profile names (None: the default), all read without contacting the service."""
+    if args.profile:
+        profile = AuditorProfile.load(args.profile)
+        return profile.log_public_key, profile.log_origin, profile.state
+    w = Workdir(args.workdir)
+    return w.keys("auditor").root / "log" / "log.pub", log_origin(w), None
+
+
+def _where(args: argparse.Namespace) -> str:
+    """How this command was pointed at the log, to repeat in a suggested command."""
+    return f"--profile {args.profile}" if args.profile else f"--workdir {args.workdir}"
 
 
 def _when(ms: int) -> str:
@@ -61,14 +85,10 @@ def _entry_doc(index: int, data: bytes | dict[str, Any]) -> dict[str, Any]:
 
 
 def cmd_verify(args: argparse.Namespace) -> int:
-    w = Workdir(args.workdir)
+    key_path, origin, profile_state = _pinned(args)
     if args.export:
         try:
-            cp, n = verify_export(
-                args.export,
-                w.keys("auditor").log_public_key(),
-                open_session(w, offline=True, say=_say).origin,
-            )
+            cp, n = verify_export(args.export, load_log_key(key_path), origin)
         except TamperingDetected as e:
             if args.json:
                 _emit({"ok": False, "export": str(args.export), "tampering": str(e)})
@@ -83,7 +103,7 @@ def cmd_verify(args: argparse.Namespace) -> int:
             )
         return 0
     # the state file is checked before the deployment is contacted: it is written at the end
-    state_path = args.state or default_state_path(log_origin(w))
+    state_path = args.state or profile_state or default_state_path(origin)
     check_writable_file(state_path, "--state", make_parents=True)
     try:
         state = AuditorState.load(state_path)
@@ -145,7 +165,12 @@ def _check_journal(
 ) -> int:
     """The key custodian's journal of decryptions, counted against the verified log (in
     ``doc["journal"]``; printed unless ``--json``)."""
-    path = args.journal or Workdir(args.workdir).custodian_dir / "decryptions.jsonl"
+    if args.journal:
+        path = args.journal
+    elif args.workdir:
+        path = Workdir(args.workdir).custodian_dir / "decryptions.jsonl"
+    else:
+        return 0  # an auditor host counts the journal the custodian sends it (--journal)
     if not path.exists():
         if args.journal:
             raise ClientError(f"{path} does not exist; give the custodian's decryptions.jsonl")
@@ -230,19 +255,14 @@ def cmd_show(args: argparse.Namespace) -> int:
 
 def cmd_prove(args: argparse.Namespace) -> int:
     session = _session(args)
-    data, cp, proof = verify_inclusion(
-        session.source, session.public_key, session.origin, args.index
-    )
+    receipt = prove_inclusion(session.source, session.public_key, session.origin, args.index)
+    cp, proof, data = receipt.checkpoint, receipt.proof, receipt.entry
     if args.json:
+        # the receipt on its own: a third party checks it with the log's public key alone
+        # (hedui.audit.auditor.check_receipt), "entry" is the readable copy of entry_base64
         print(
             json.dumps(
-                {
-                    "index": args.index,
-                    "tree_size": cp.size,
-                    "root": cp.root.hex(),
-                    "proof": [h.hex() for h in proof],
-                    "entry": describe_entry(data),
-                },
+                {**receipt.to_json(), "entry": describe_entry(data)},
                 ensure_ascii=False,
                 indent=2,
             )
@@ -254,6 +274,40 @@ def cmd_prove(args: argparse.Namespace) -> int:
     for i, h in enumerate(proof):
         print(f"  proof[{i}] {h.hex()}")
     print(json.dumps(describe_entry(data), ensure_ascii=False, indent=2))
+    return 0
+
+
+def cmd_consistency(args: argparse.Namespace) -> int:
+    session = _session(args)
+    try:
+        got = prove_consistency(
+            session.source, session.public_key, session.origin, args.first, args.second
+        )
+    except TamperingDetected as e:
+        if args.json:
+            _emit({"ok": False, "tampering": str(e)})
+        else:
+            print(f"TAMPERING DETECTED: {e}", file=sys.stderr)
+        return 2
+    if args.json:
+        _emit({"ok": True, **got.to_json(session.origin)})
+        return 0
+
+    def side(size: int, root: bytes, note: bytes | None) -> str:
+        how = "signed" if note is not None else "computed from the entries, no checkpoint signed"
+        return f"size {size} (root {root.hex()}, {how})"
+
+    print(
+        f"the log's tree of {side(got.second, got.second_root, got.second_note)} extends its "
+        f"tree of {side(got.first, got.first_root, got.first_note)}: "
+        f"a consistency proof of {len(got.proof)} hash(es), verified"
+    )
+    for i, h in enumerate(got.proof):
+        print(f"  proof[{i}] {h.hex()}")
+    for note in (got.first_note, got.second_note):
+        if note is not None:
+            print()
+            print(note.decode(), end="")
     return 0
 
 
@@ -367,7 +421,7 @@ def cmd_export(args: argparse.Namespace) -> int:
     n = export(session, args.since, args.until + dt.timedelta(days=1), args.out)
     print(
         f"exported {n} entries with inclusion proofs to {args.out}; check it with "
-        f"`hedui audit verify --workdir {args.workdir} --export {args.out}`"
+        f"`hedui audit verify {_where(args)} --export {args.out}`"
     )
     return 0
 
@@ -378,17 +432,26 @@ def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-ar
     )
 
     def common(p: argparse.ArgumentParser) -> None:
-        p.add_argument(
+        where = p.add_mutually_exclusive_group(required=True)
+        where.add_argument(
             "--workdir",
             type=Path,
-            required=True,
-            help="the deployment's working directory (its auditor profile and log database)",
+            help="on the service's host, the deployment's working directory as `hedui up` "
+            "makes it (its auditor profile and log database); this or --profile, no default",
+        )
+        where.add_argument(
+            "--profile",
+            type=Path,
+            metavar="FILE",
+            help="on an auditor's own host, its profile: the service's address, its TLS files, "
+            f"the log's public key and origin, its state file ({AUDITOR_STEP}); "
+            "this or --workdir, no default",
         )
         p.add_argument(
             "--offline",
             action="store_true",
-            help="read the log's database directly, without the service "
-            "(default: the service when it runs, else the database)",
+            help="read the log's database directly, without the service; with --workdir only "
+            "(default: the service when it runs, else, with --workdir, the database)",
         )
 
     p = audit.add_parser("verify", help="verify the whole log against its signed checkpoint")
@@ -397,7 +460,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-ar
         "--state",
         type=Path,
         help="file where this auditor keeps the last checkpoint it verified "
-        "(default: $XDG_STATE_HOME/hedui/auditor-<origin digest>.json, "
+        "(default: the profile's `state`, else $XDG_STATE_HOME/hedui/auditor-<origin digest>.json, "
         "or ~/.local/state/hedui/… without XDG_STATE_HOME)",
     )
     p.add_argument(
@@ -409,7 +472,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-ar
         "--journal",
         type=Path,
         help="the key custodian's journal of decryptions, counted against the log "
-        "(default: <workdir>/custodian/decryptions.jsonl when present)",
+        "(default: with --workdir, the custodian's journal there when present; "
+        "with --profile, none)",
     )
     p.add_argument(
         "--json",
@@ -436,8 +500,31 @@ def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-ar
     p = audit.add_parser("prove", help="prove that one entry is in the signed log")
     common(p)
     p.add_argument("index", type=_count, help="index of the entry (0 is the first)")
-    p.add_argument("--json", action="store_true", help="print the proof as JSON (default: text)")
+    p.add_argument(
+        "--json",
+        action="store_true",
+        help="print the receipt as JSON: the entry's bytes (base64), its leaf hash, the signed "
+        "checkpoint and the proof, checkable with the log's public key alone (default: text)",
+    )
     p.set_defaults(func=cmd_prove)
+
+    p = audit.add_parser(
+        "consistency", help="prove that the log's tree of one size extends the tree of another"
+    )
+    common(p)
+    p.add_argument("first", type=_count, help="the smaller tree size (1 or more)")
+    p.add_argument(
+        "second",
+        type=_count,
+        nargs="?",
+        help="the larger tree size (default: the size of the latest signed checkpoint)",
+    )
+    p.add_argument(
+        "--json",
+        action="store_true",
+        help="print both sizes, roots and signed checkpoints and the proof as JSON (default: text)",
+    )
+    p.set_defaults(func=cmd_consistency)
 
     def period(p: argparse.ArgumentParser) -> None:
         p.add_argument(

@@ -23,6 +23,8 @@ from hedui.audit.store import LogStore, open_log_engine
 from hedui.clients.args import unwritable
 from hedui.clients.errors import ClientError
 from hedui.clients.intake import IntakeProfile, describe_rpc_error, open_service_channel
+from hedui.core import signing
+from hedui.core.errors import CryptoError
 from hedui.core.rpc import handshake_failure, wait_healthy
 from hedui.core.workdir import Workdir
 from hedui.proto.v1 import audit_pb2, audit_pb2_grpc
@@ -76,16 +78,16 @@ class GrpcSource:
 
 @dataclass
 class AuditorSession:
-    """Everything an auditor command needs for one workdir."""
+    """Everything an auditor command needs: the log, its origin and the pinned public key."""
 
-    workdir: Workdir
     source: LogSource
     origin: str
     online: bool
+    key_path: Path  # the log's public key, as the service's operator gave it to the auditor
 
     @property
     def public_key(self) -> Ed25519PublicKey:
-        return self.workdir.keys("auditor").log_public_key()
+        return load_log_key(self.key_path)
 
     def signed_size(self) -> int:
         """The size of the latest signed checkpoint, as the source gives it (not verified)."""
@@ -98,7 +100,8 @@ def _service_settings(w: Workdir) -> dict[str, Any]:
         return dict(tomllib.loads(w.service_config.read_text(encoding="utf-8")).get("service", {}))
     except (FileNotFoundError, NotADirectoryError):
         raise ClientError(
-            f"{w.service_config} does not exist; is {w.root} a hedui workdir?"
+            f"{w.service_config} does not exist; is {w.root} a hedui workdir? "
+            f"(an auditor on a host of its own gives --profile FILE instead: {AUDITOR_STEP})"
         ) from None
     except OSError as e:
         raise ClientError(f"cannot read {w.service_config}: {e.strerror}") from None
@@ -119,9 +122,75 @@ def write_auditor_profile(
     (path or w.auditor_profile).write_text(
         "# hedui auditor profile (written by `hedui up`)\n"
         f'address = "{address}"\nserver_name = "service"\ninsecure = {"true" if insecure else "false"}\n'
-        f'ca = "{keys.root / "ca.pem"}"\ncert = "{cert}"\nkey = "{key}"\n',
+        f'ca = "{keys.root / "ca.pem"}"\ncert = "{cert}"\nkey = "{key}"\n'
+        f'log_public_key = "{keys.root / "log" / "log.pub"}"\n'
+        f"log_origin = {json.dumps(log_origin(w))}\n",
         encoding="utf-8",
     )
+
+
+AUDITOR_STEP = 'README, "Operating hedui", "Auditor host"'
+
+
+def load_log_key(path: Path) -> Ed25519PublicKey:
+    """The log's public key the auditor pinned, refused by name when missing or damaged."""
+    try:
+        pem = path.read_bytes()
+    except FileNotFoundError:
+        raise ClientError(
+            f"{path} does not exist: the log's public key (log/log.pub) comes from the "
+            f"service's operator ({AUDITOR_STEP}); with `hedui up`, start the deployment once"
+        ) from None
+    except OSError as e:
+        raise ClientError(f"cannot read the log's public key {path}: {e.strerror}") from None
+    try:
+        return signing.load_public_key(pem)
+    except (ValueError, TypeError, CryptoError):
+        raise ClientError(
+            f"{path} is not the log's public key (an Ed25519 public key, PEM): ask the "
+            "service's operator for log/log.pub again"
+        ) from None
+
+
+@dataclass(frozen=True)
+class AuditorProfile:
+    """An auditor on a host of its own (README, "Operating hedui"): how it reaches the
+    service (the client profile's address and TLS files), the log's public key it pinned and
+    the log's origin, and where it keeps the last checkpoint it verified. It has no database:
+    it reads the log through the service's AuditService only."""
+
+    path: Path
+    client: IntakeProfile
+    log_public_key: Path
+    log_origin: str
+    state: Path | None
+
+    @classmethod
+    def load(cls, path: Path) -> AuditorProfile:
+        try:
+            doc = tomllib.loads(path.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            raise ClientError(
+                f"{path} does not exist; an auditor host writes its profile as in {AUDITOR_STEP}"
+            ) from None
+        except OSError as e:
+            raise ClientError(f"cannot read {path}: {e.strerror}") from None
+        except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
+            raise ClientError(f"{path}: not a valid profile: {e}") from None
+        missing = [k for k in ("log_public_key", "log_origin") if not doc.get(k)]
+        if missing:
+            raise ClientError(
+                f"{path}: an auditor profile needs {' and '.join(missing)} "
+                f"(the log's public key file and the service's log_origin; {AUDITOR_STEP})"
+            )
+        state = doc.get("state")
+        return cls(
+            path,
+            IntakeProfile.load(path),  # the same client settings: address, TLS files
+            Path(str(doc["log_public_key"])).expanduser(),
+            str(doc["log_origin"]),
+            Path(str(state)).expanduser() if state else None,
+        )
 
 
 def _handshake_failed(channel: grpc.Channel) -> str | None:
@@ -141,22 +210,53 @@ def _handshake_failed(channel: grpc.Channel) -> str | None:
 def open_session(w: Workdir, *, offline: bool = False, say: Any = print) -> AuditorSession:
     settings = _service_settings(w)
     origin = str(settings.get("log_origin", DEFAULT_ORIGIN))
+    key_path = w.keys("auditor").root / "log" / "log.pub"
+    client = None
     if not offline and w.auditor_profile.exists():
-        profile = IntakeProfile.load(w.auditor_profile)  # the same client profile format
-        channel = open_service_channel(profile)
+        client = IntakeProfile.load(w.auditor_profile)  # the same client profile format
+    url = str(settings.get("audit_database", w.audit_db_url))
+    return _open(client, key_path, origin, url, say)
+
+
+def open_profile_session(
+    profile: AuditorProfile, *, offline: bool = False, say: Any = print
+) -> AuditorSession:
+    """The log through the service named in an auditor host's profile (it has no database)."""
+    if offline:
+        raise ClientError(
+            "--offline reads the log's database, which is on the service's host: there, give "
+            "--workdir; an auditor host (--profile) reads the log through the running service"
+        )
+    return _open(profile.client, profile.log_public_key, profile.log_origin, None, say)
+
+
+def _open(
+    client: IntakeProfile | None, key_path: Path, origin: str, url: str | None, say: Any
+) -> AuditorSession:
+    """Through the service of ``client`` when it answers, else the database at ``url``."""
+    if client is not None:
+        channel = open_service_channel(client)
         try:
             wait_healthy(channel, timeout=3)
-            return AuditorSession(w, GrpcSource(channel), origin, True)
+            return AuditorSession(GrpcSource(channel), origin, True, key_path)
         except (grpc.RpcError, grpc.FutureTimeoutError, RuntimeError):
             failed = _handshake_failed(channel)
             channel.close()
+            if url is None:  # an auditor host: the service is its only way to the log
+                raise ClientError(
+                    failed
+                    or f"the verification service at {client.address} does not answer: an "
+                    "auditor host reads the log through the running service; try again when "
+                    "it runs, or ask its operator"
+                ) from None
             if failed:  # it runs, but will not talk to this machine: not "not running"
                 raise ClientError(
                     f"{failed}\n(`--offline` reads the log's database on this host instead)"
                 ) from None
             say("the deployment is not running: reading the log's database directly")
-    url = str(settings.get("audit_database", w.audit_db_url))
-    return AuditorSession(w, StoreSource(LogStore(open_log_engine(url))), origin, False)
+    if url is None:
+        raise ClientError("an auditor host has no log database: it needs the running service")
+    return AuditorSession(StoreSource(LogStore(open_log_engine(url))), origin, False, key_path)
 
 
 def search(

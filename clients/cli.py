@@ -46,10 +46,12 @@ from hedui.clients.consent import (
 from hedui.clients.deploy import Deployment, DeploySettings, prepare, run_until_signalled
 from hedui.clients.errors import ClientError
 from hedui.clients.intake import (
+    INTAKE_STEP,
     IntakeClient,
     IntakeProfile,
     benefit_text,
     decision_text,
+    intake_profile_path,
     pad,
     verdict_to_dict,
     verdict_to_text,
@@ -324,17 +326,28 @@ def cmd_up(args: argparse.Namespace) -> int:
             )
         deployment = Deployment(settings, w)
         _say(f"starting {len(settings.connectors()) + 1} connectors and the verification service …")
-        run_until_signalled(
-            deployment,
-            lambda address: print(
-                f"ready: verification service at {address} (intake profile {w.intake_profile}); Ctrl-C stops",
-                flush=True,
-            ),
-        )
+        run_until_signalled(deployment, lambda address: _print_ready(deployment, address))
     finally:
         holder.unlock()
     _say("stopped")
     return 0
+
+
+def _print_ready(deployment: Deployment, address: str) -> None:
+    """The "ready" line (the service's address first), then where each process serves its
+    Prometheus /metrics (also in W/run/metrics.txt)."""
+    w = deployment.workdir
+    print(
+        f"ready: verification service at {address} (intake profile {w.intake_profile}); Ctrl-C stops",
+        flush=True,
+    )
+    shown = deployment.metrics_by_process()
+    if shown:
+        print(f"metrics (Prometheus; every party's in {deployment.metrics_file}):")
+        width = max(len(who) for who, _ in shown)
+        for who, metrics in shown:
+            print(f"  {who:<{width}}  http://{metrics}/metrics")
+        sys.stdout.flush()
 
 
 def _request(
@@ -354,7 +367,7 @@ def _request(
 def cmd_verify(args: argparse.Namespace) -> int:
     if args.region is not None and args.region not in (known := known_regions()):
         raise ClientError(f"unknown region {args.region!r}; known regions: {', '.join(known)}")
-    profile = args.profile or Workdir(args.workdir).intake_profile
+    profile = intake_profile_path(args.profile, args.workdir)
     consent = signed_consent(
         args.case_number,
         args.signed_on,
@@ -786,12 +799,17 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="URL",
         help="SQLAlchemy URL of the database for the service's state and the audit log, e.g. "
         "postgresql+psycopg://hedui@db.example/hedui; kept in the service's config for later starts "
-        "(default: SQLite files in WORKDIR/db)",
+        "(default: SQLite files audit.sqlite and service.sqlite in WORKDIR/parties/service/db)",
     )
     p.set_defaults(func=cmd_up)
 
     p = sub.add_parser("verify", help="verify one applicant (the intake client)")
-    p.add_argument("--workdir", type=Path, required=True, help=WORKDIR_HELP)
+    p.add_argument(
+        "--workdir",
+        type=Path,
+        help="the `hedui up` working directory, whose intake.toml is used "
+        "(default: none; an intake host gives --profile instead)",
+    )
     p.add_argument("--id", required=True, help="the applicant's resident ID number")
     p.add_argument("--program", required=True, help="programme: dibao, dibian, zhichu or tekun")
     p.add_argument(
@@ -838,8 +856,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--profile",
         type=Path,
-        help="the intake profile to call with, e.g. from `hedui keys issue` "
-        "(default: WORKDIR/intake.toml)",
+        metavar="FILE",
+        help="the intake profile to call with: an intake host's own "
+        f"({INTAKE_STEP}), or one from `hedui keys issue` (default: WORKDIR/intake.toml)",
     )
     p.add_argument(
         "--request-id",

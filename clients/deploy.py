@@ -5,7 +5,9 @@ that party's host (``hedui serve registry|connector|custodian|service --config F
 from its own directory ``W/parties/<party>`` (0700) holding only its own keys and the public
 files of others it trusts (see :mod:`hedui.clients.provision`). The connectors are grouped into
 a few processes (one ``hedui serve connector --config A --config B …`` each) to spare memory;
-each still has its own directory, certificate and port. This process writes the configs,
+each still has its own directory, certificate and port. Every process serves its Prometheus
+``/metrics`` on a port of its own on 127.0.0.1 (kept in ``W/run/metrics.txt``; the connectors
+of one process share its port, their series labelled by party). This process writes the configs,
 imports connector data through the token authority, supervises the processes and restarts one
 that dies on the same ports. Every channel is mutual TLS unless ``insecure``.
 """
@@ -26,7 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from hedui.audit.checkpoint import vkey
-from hedui.audit.log import DEFAULT_ORIGIN, AuditLog, key_name
+from hedui.audit.log import DEFAULT_ORIGIN, AuditLog, key_name, new_origin
 from hedui.audit.store import LogStore, open_log_engine
 from hedui.clients.auditor import write_auditor_profile
 from hedui.clients.provision import SERVICE, provision
@@ -271,6 +273,34 @@ class Deployment:
         self.restarts = 0
         self.service_port: int | None = None
         self.config: ServiceConfig | None = None
+        # the log's origin: the one the service's config keeps from an earlier start, else a
+        # fresh one, so that each deployment's log is a log of its own to its auditors
+        self.origin = (
+            load_service_config(workdir.service_config, {}).log_origin
+            if workdir.service_config.exists()
+            else new_origin()
+        )
+        self.metrics: dict[str, str] = {}  # party: HOST:PORT of its process's /metrics
+
+    @property
+    def metrics_file(self) -> Path:
+        """``W/run/metrics.txt``: each party and the address of its process's ``/metrics``."""
+        return self.workdir.root / "run" / "metrics.txt"
+
+    def metrics_by_process(self) -> list[tuple[str, str]]:
+        """(who, HOST:PORT) of each process's ``/metrics``, in the order they started."""
+        with self._lock:
+            groups = [p.parties for p in self._processes]
+        shown = []
+        for parties in groups:
+            address = self.metrics.get(parties[0])
+            if address is None:
+                continue
+            who = parties[0] if len(parties) == 1 else f"{len(parties)} connectors"
+            if len(parties) > 1:
+                who += f" ({parties[0]} … {parties[-1]})"
+            shown.append((who, address))
+        return shown
 
     @property
     def address(self) -> str:
@@ -278,12 +308,17 @@ class Deployment:
         return f"127.0.0.1:{self.service_port}"
 
     # -- configs -----------------------------------------------------------------------------
+    def _metrics_address(self, party: str) -> str:
+        """Where ``party``'s process serves /metrics: the port it got, or any free one first."""
+        return self.metrics.get(party, "127.0.0.1:0")
+
     def _connector_settings(self, cid: str, port: int = 0) -> ConnectorSettings:
         w = self.workdir
         return ConnectorSettings(
             cid,
             w.connector_db_url(cid),
             address=f"127.0.0.1:{port}",
+            metrics_address=self._metrics_address(cid),
             insecure=self.settings.insecure,
             keys_dir=w.keys(cid).root,
             authority_config=w.authority_config if cid == REGISTRY_ID else None,
@@ -300,10 +335,11 @@ class Deployment:
             keys_dir=w.keys(CUSTODIAN_ID).root,
             state_dir=w.custodian_dir,
             connectors=self.settings.connectors(),
-            log_origin=DEFAULT_ORIGIN,
+            log_origin=self.origin,
             min_banks=self.settings.min_banks,
             address=f"127.0.0.1:{port}",
             insecure=self.settings.insecure,
+            metrics_address=self._metrics_address(CUSTODIAN_ID),
         )
         w.custodian_config.write_text(config.to_toml(), encoding="utf-8")
         return w.custodian_config
@@ -312,6 +348,7 @@ class Deployment:
     def _launch(self, p: PartyProcess) -> None:
         for party in p.parties:
             self.workdir.listening_file(party).unlink(missing_ok=True)
+            _metrics_file(self.workdir, party).unlink(missing_ok=True)
         with p.log_file.open("ab") as out:
             p.process = subprocess.Popen(
                 p.argv,
@@ -324,10 +361,14 @@ class Deployment:
         p.started_at = time.monotonic()
 
     def _ready(self, p: PartyProcess) -> dict[str, int]:
-        """Wait until the process listens (see _await); then note its pid for operators."""
+        """Wait until the process listens (see _await); then note its pid for operators and
+        where it serves /metrics (written before its parties' listening files)."""
         ports = self._await(p)
         assert p.process is not None
         for party in p.parties:
+            metrics = _metrics_file(self.workdir, party)
+            if metrics.exists():
+                self.metrics[party] = metrics.read_text(encoding="utf-8").strip()
             if party in (SERVICE_ID, CUSTODIAN_ID, REGISTRY_ID):
                 self.workdir.pid_file(party).write_text(f"{p.process.pid}\n", encoding="utf-8")
         return ports
@@ -469,6 +510,7 @@ class Deployment:
             database = self.settings.database_url or self._earlier_database()
             self.config = ServiceConfig(
                 keys_dir=w.keys(SERVICE_ID).root,
+                log_origin=self.origin,
                 registry=Endpoint(REGISTRY_ID, addresses[REGISTRY_ID]),
                 connectors=tuple(Endpoint(c, addresses[c]) for c in self.settings.connectors()),
                 audit_database=database or w.audit_db_url,
@@ -478,6 +520,7 @@ class Deployment:
                 custodian_address=addresses[CUSTODIAN_ID],
                 token_epoch=w.keys(REGISTRY_ID).token_epoch(),
                 query_timeout_seconds=self.settings.query_timeout_seconds,
+                metrics_address=self._metrics_address(SERVICE_ID),
             )
             w.service_config.write_text(self.config.to_toml(), encoding="utf-8")
             for done in upgrade_databases(self.config):  # as its operator runs `hedui db upgrade`
@@ -487,13 +530,22 @@ class Deployment:
                 SERVICE_ID
             ]
             w.service_config.write_text(
-                dataclasses.replace(self.config, address=self.address).to_toml(),
+                dataclasses.replace(
+                    self.config,
+                    address=self.address,
+                    metrics_address=self._metrics_address(SERVICE_ID),
+                ).to_toml(),
                 encoding="utf-8",
             )
             self._wait_healthy({**ports, SERVICE_ID: self.service_port})
         except BaseException:
             self.stop()
             raise
+        self.metrics_file.write_text(
+            "# party  HOST:PORT of its process's Prometheus /metrics (written by `hedui up`)\n"
+            + "".join(f"{party} {address}\n" for party, address in self.metrics.items()),
+            encoding="utf-8",
+        )
         write_intake_profile(w, self.address, self.settings.insecure)
         write_auditor_profile(w, self.address, self.settings.insecure)
         public = w.keys(SERVICE_ID).log_public_key()
@@ -553,6 +605,12 @@ class Deployment:
                         p.process.kill()
                         p.process.wait(5)
             self._processes.clear()
+
+
+def _metrics_file(w: Workdir, party: str) -> Path:
+    """Written by ``hedui serve`` beside the party's listening file: its process's /metrics."""
+    listening = w.listening_file(party)
+    return listening.with_name(f"{party}.metrics")
 
 
 def _tail(path: Path, lines: int = 3) -> str:

@@ -19,6 +19,23 @@ from hedui.core.rpc import error_details, handshake_failure, open_channel
 from hedui.core.tls import TlsMaterial, identity_from_pem, outside_validity
 from hedui.proto.v1 import common_pb2, verification_pb2, verification_pb2_grpc
 
+INTAKE_STEP = 'README, "Operating hedui", "Intake host"'
+
+
+def intake_profile_path(profile: Path | None, workdir: Path | None) -> Path:
+    """The intake profile a command calls with: ``--profile`` (an intake host's, or one from
+    `hedui keys issue`), else the `hedui up` working directory's intake.toml."""
+    if profile is not None:
+        return profile
+    if workdir is None:
+        raise ClientError(
+            f"say which service to call: --profile FILE on an intake host ({INTAKE_STEP}), "
+            "or --workdir DIR of a `hedui up` deployment"
+        )
+    from hedui.core.workdir import Workdir
+
+    return Workdir(workdir).intake_profile
+
 
 @dataclass(frozen=True)
 class IntakeProfile:
@@ -34,9 +51,12 @@ class IntakeProfile:
             doc = tomllib.loads(path.read_text(encoding="utf-8"))
         except FileNotFoundError:
             raise ClientError(
-                f"{path} does not exist; start the deployment with `hedui up --workdir {path.parent}` first"
+                f"{path} does not exist; `hedui up --workdir DIR` writes DIR/intake.toml, and an "
+                f"intake or auditor host writes its own profile ({INTAKE_STEP})"
             ) from None
-        except tomllib.TOMLDecodeError as e:
+        except OSError as e:
+            raise ClientError(f"cannot read {path}: {e.strerror}") from None
+        except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
             raise ClientError(f"{path}: not a valid profile: {e}") from None
         try:
             tls, cert, ca = None, None, None

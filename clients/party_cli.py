@@ -3,6 +3,8 @@
     hedui ca init --dir CA                         the deployment's offline CA
     hedui keys request --party NAME --role ROLE --keys DIR
                                                    the party's keys, made here; a CSR to send
+                                                   (ROLE: service, custodian, registry,
+                                                   connector, intake or auditor)
     hedui ca sign --dir CA REQUEST.csr --name NAME --role ROLE   the CA signs it (REQUEST.pem)
     hedui keys install --party NAME --keys DIR --cert CERT --ca CA.pem [--crl CRL.pem]
     hedui ca revoke --dir CA --name NAME           a new revocation list, to copy to every party
@@ -27,7 +29,7 @@ from hedui.clients.provision import own_secrets
 from hedui.core.ca import CertificateAuthority
 from hedui.core.keyfiles import read_public
 from hedui.core.keystore import KeyDir
-from hedui.core.tls import ROLES, requested_hosts
+from hedui.core.tls import ROLES, check_role, requested_hosts
 
 
 def _now() -> dt.datetime:
@@ -121,6 +123,7 @@ def cmd_ca_list(args: argparse.Namespace) -> int:
 
 
 def cmd_keys_request(args: argparse.Namespace) -> int:
+    check_role(args.party, args.role)  # before any key is made
     keys = KeyDir(args.keys)
     args.keys.mkdir(parents=True, exist_ok=True, mode=0o700)
     keys.create_own_keys(args.party, args.role, paillier_bits=args.paillier_bits)
@@ -138,6 +141,7 @@ def cmd_keys_install(args: argparse.Namespace) -> int:
         read_public(args.cert),
         read_public(args.ca),
         crl_pem=None if args.crl is None else read_public(args.crl),
+        crl_where=f"{args.crl}",
         replace_ca=args.replace_ca,
         now=_now(),
     )
@@ -239,7 +243,12 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     p.add_argument("--dir", type=Path, required=True, help="the CA's directory")
     p.add_argument("request", type=Path, help="the party's .csr file (from `hedui keys request`)")
     p.add_argument("--name", required=True, help="the party the request must be for, e.g. bank-07")
-    p.add_argument("--role", choices=ROLES, required=True, help="the role it must ask for")
+    p.add_argument(
+        "--role",
+        choices=ROLES,
+        required=True,
+        help="the role it must ask for (registry: for the party named registry only)",
+    )
     p.add_argument("--out", type=Path, help="where to write the certificate (default: REQUEST.pem)")
     p.set_defaults(func=cmd_ca_sign)
     p = cas.add_parser("revoke", help="revoke a certificate and write a new revocation list")
@@ -268,7 +277,14 @@ def add_keys_parsers(keys: argparse._SubParsersAction[argparse.ArgumentParser]) 
         "request", help="make a party's keys on its host and a certificate signing request"
     )
     p.add_argument("--party", required=True, help="its name, e.g. bank-07, service, custodian")
-    p.add_argument("--role", choices=ROLES, required=True, help="its certificate role")
+    p.add_argument(
+        "--role",
+        choices=ROLES,
+        required=True,
+        help="its certificate role: service, custodian, registry (the household registry and "
+        "token authority, party name registry), connector (a bank or department), intake or "
+        "auditor (a client). A registry enrolled with role connector keeps working",
+    )
     p.add_argument("--keys", type=Path, required=True, help="the party's key directory")
     p.add_argument(
         "--host",

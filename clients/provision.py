@@ -28,9 +28,9 @@ CLIENTS = ("intake", "auditor")  # the default intake system and auditor of a de
 
 
 def role_of(party: str) -> str:
-    """A party's certificate role: its name for the service, custodian and the default
-    clients; ``connector`` for the registry and every bank and department."""
-    if party in (SERVICE, CUSTODIAN_ID, *CLIENTS):
+    """A party's certificate role: its name for the service, custodian, registry and the
+    default clients; ``connector`` for every bank and department."""
+    if party in (SERVICE, CUSTODIAN_ID, REGISTRY_ID, *CLIENTS):
         return party
     return "connector"
 

@@ -11,8 +11,7 @@ from pathlib import Path
 
 from hedui.clients.args import check_writable_file, unwritable
 from hedui.clients.errors import ClientError
-from hedui.clients.intake import IntakeClient, IntakeProfile
-from hedui.core.workdir import Workdir
+from hedui.clients.intake import INTAKE_STEP, IntakeClient, IntakeProfile, intake_profile_path
 from hedui.proto.v1 import verification_pb2
 
 FORMATS = {"html": verification_pb2.HTML, "pdf": verification_pb2.PDF}
@@ -65,7 +64,7 @@ def cmd_report(args: argparse.Namespace) -> int:
     # the name is the CLI's, from the request id; checked before the service is asked
     out: Path = args.out or Path(report_name(args.request_id, args.format))
     check_new_file(out, "--out", args.force)
-    client = IntakeClient(IntakeProfile.load(args.profile or Workdir(args.workdir).intake_profile))
+    client = IntakeClient(IntakeProfile.load(intake_profile_path(args.profile, args.workdir)))
     try:
         report = client.report(
             verification_pb2.ReportRequest(
@@ -95,8 +94,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-ar
     p.add_argument(
         "--workdir",
         type=Path,
-        required=True,
-        help="the deployment's folder (its intake profile is used)",
+        help="the `hedui up` working directory, whose intake.toml is used "
+        "(default: none; an intake host gives --profile instead)",
     )
     p.add_argument(
         "--format",
@@ -123,6 +122,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-ar
     p.add_argument(
         "--profile",
         type=Path,
-        help="the intake profile to call with (default: WORKDIR/intake.toml)",
+        metavar="FILE",
+        help=f"the intake profile to call with: an intake host's own ({INTAKE_STEP}), "
+        "or one from `hedui keys issue` (default: WORKDIR/intake.toml)",
     )
     p.set_defaults(func=cmd_report)

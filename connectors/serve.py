@@ -12,9 +12,9 @@ import tomllib
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-from hedui.connectors.errors import ConnectorError
 from hedui.connectors.server import ConnectorSettings, start_connector, start_registry
 from hedui.connectors.token_authority import AuthoritySettings
+from hedui.core.ca import PARTY_NAME
 from hedui.core.config import load_settings, read_toml, section, to_toml, toml_value
 from hedui.core.errors import ConfigFileError
 from hedui.core.keystore import REGISTRY_ID, KeyDir
@@ -36,14 +36,19 @@ def connector_config_toml(settings: ConnectorSettings) -> str:
     return to_toml(settings, f"hedui connector {settings.connector_id}", "connector")
 
 
+AUTHORITY_KEYS = ("connectors", "default_allowance", "allowances")
+DEFAULT_ALLOWANCE = 64  # token evaluations per connector per 30 days, unless configured
+
+
 def write_authority_config(
     path: Path, connector_ids: Sequence[str], allowances: Mapping[str, int]
 ) -> None:
-    """The token authority's settings: the deployment's connectors and their allowances."""
+    """The token authority's settings: the deployment's connectors and their allowances (an
+    earlier file's allowances are kept for the connectors still listed)."""
     earlier = load_authority_settings(path).allowances if path.exists() else {}
-    merged = {**earlier, **allowances}
+    merged = {c: n for c, n in {**earlier, **allowances}.items() if c in connector_ids}
     lines = [
-        "# hedui token authority (the registry)",
+        "# hedui token authority (the registry); README, Operating hedui, authority.toml",
         f"connectors = {toml_value(tuple(connector_ids))}",
         "",
         "[allowances]  # token evaluations per connector per 30 days",
@@ -52,16 +57,61 @@ def write_authority_config(
     path.write_text("\n".join(lines) + "\n", encoding="utf-8")
 
 
+def _allowance(value: object, where: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ConfigFileError(f"{where} must be a positive whole number, not {value!r}")
+    return value
+
+
 def load_authority_settings(path: Path) -> AuthoritySettings:
+    """The registry's ``authority.toml``, checked whole at start: ``connectors`` (the ids of
+    every connector of the deployment), ``default_allowance`` and ``[allowances]`` (token
+    evaluations per connector per 30 days); anything else is refused by name."""
     try:
         doc = tomllib.loads(path.read_text(encoding="utf-8"))
-        return AuthoritySettings(
-            tuple(str(c) for c in doc["connectors"]),
-            {str(k): int(v) for k, v in doc.get("allowances", {}).items()},
-            default_allowance=int(doc.get("default_allowance", 64)),
+    except OSError as e:
+        raise ConfigFileError(
+            f"cannot read {path} ({e.strerror}): write the token authority's settings "
+            "(README, Operating hedui, authority.toml)"
+        ) from None
+    except (UnicodeDecodeError, tomllib.TOMLDecodeError) as e:
+        raise ConfigFileError(f"{path} is not valid TOML: {e}") from None
+    for key in doc:
+        if key not in AUTHORITY_KEYS:
+            raise ConfigFileError(
+                f"{path}: unknown setting {key!r}; authority.toml holds only "
+                f"{', '.join(AUTHORITY_KEYS)} (README, Operating hedui, authority.toml)"
+            )
+    ids = doc.get("connectors")
+    if not isinstance(ids, list) or not all(isinstance(c, str) for c in ids):
+        raise ConfigFileError(
+            f'{path}: connectors must be a list of connector ids, e.g. connectors = ["bank-01", '
+            '"hrss"]'
         )
-    except (OSError, KeyError, ValueError, TypeError, tomllib.TOMLDecodeError) as e:
-        raise ConnectorError(f"{path}: not a token authority configuration ({e})") from None
+    for cid in ids:
+        if not PARTY_NAME.fullmatch(cid) or cid == REGISTRY_ID:
+            raise ConfigFileError(
+                f"{path}: connectors lists {cid!r}, which is not a connector's id (3 to 48 "
+                "lower-case letters, digits and hyphens, as in its certificate)"
+            )
+    twice = sorted({c for c in ids if ids.count(c) > 1})
+    if twice:
+        raise ConfigFileError(f"{path}: connectors lists {', '.join(twice)} more than once")
+    default = _allowance(
+        doc.get("default_allowance", DEFAULT_ALLOWANCE), f"{path}: default_allowance"
+    )
+    table = doc.get("allowances", {})
+    if not isinstance(table, dict):
+        raise ConfigFileError(f'{path}: allowances must be a table: [allowances] "bank-01" = 5000')
+    allowances: dict[str, int] = {}
+    for cid, value in table.items():
+        if cid not in ids:
+            raise ConfigFileError(
+                f"{path}: [allowances] names {cid!r}, which connectors does not list; add it "
+                "there or remove its allowance"
+            )
+        allowances[cid] = _allowance(value, f'{path}: [allowances] "{cid}"')
+    return AuthoritySettings(tuple(ids), allowances, default_allowance=default, source=path)
 
 
 def _start(path: Path, env: Mapping[str, str], registry: bool) -> Started:

@@ -20,6 +20,7 @@ import secrets
 import threading
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import grpc
 from cryptography.exceptions import InvalidTag
@@ -36,6 +37,7 @@ from hedui.core.clock import DEPLOYMENT, Clock
 from hedui.core.errors import CryptoError
 from hedui.core.grants import Grant
 from hedui.core.oprf import ServerKey
+from hedui.core.tls import INSECURE_PEER
 from hedui.core.tokens import connector_token
 from hedui.proto.v1 import connector_pb2, connector_pb2_grpc
 
@@ -56,6 +58,7 @@ class AuthoritySettings:
     connector_ids: tuple[str, ...]  # every connector of the deployment, tokens for each
     allowances: Mapping[str, int] = field(default_factory=dict)  # evaluations per window
     default_allowance: int = 1000
+    source: Path | None = None  # the registry's authority.toml, named to a connector not in it
 
 
 class TokenAuthority:
@@ -188,6 +191,21 @@ class TokenAuthorityServicer(connector_pb2_grpc.TokenAuthorityServiceServicer):
                 rpc.bad_request("blinded_elements", f"{n} given"),
             )
         caller = rpc.caller(context).name
+        if caller not in a.settings.connector_ids and caller != INSECURE_PEER.name:
+            # the authority makes no tokens for it at query time either: its import would be
+            # of no use, so it is told why rather than charged against a default allowance
+            where = a.settings.source or "the token authority's settings"
+            log.warning("connector=%s is not listed in %s; evaluation refused", caller, where)
+            rpc.abort(
+                context,
+                grpc.StatusCode.FAILED_PRECONDITION,
+                f"{caller} is not listed in authority.toml ({where}): add it to connectors = "
+                "[...] there (its allowance, if not the default, under [allowances]) and restart "
+                "the registry",
+                rpc.precondition_failure(
+                    "CONNECTOR_NOT_LISTED", caller, "list it in the registry's authority.toml"
+                ),
+            )
         account = f"{caller}/epoch-{a.epoch}"  # a new epoch is a new allowance
         now = a.now()
         days = [(now.date() - dt.timedelta(days=i)).isoformat() for i in range(WINDOW_DAYS)]

@@ -43,6 +43,7 @@ from hedui.core.keyfiles import (
 )
 from hedui.core.paillier import DEFAULT_KEY_BITS, PrivateKey, PublicKey, generate_keypair
 from hedui.core.tls import (
+    REGISTRY_ROLE,
     Issued,
     PeerIdentity,
     TlsMaterial,
@@ -115,7 +116,7 @@ class KeyDir:
         ca = Issued(ca.cert_pem, ca.key_pem)
         write_public(self.root / "crl.pem", revocation_list(ca, [], now=when, number=1))
         parties = [(n, r) for n, r in SERVICE_PARTIES.items()]
-        parties += [(REGISTRY_ID, "connector")] + [(c, "connector") for c in ids]
+        parties += [(REGISTRY_ID, REGISTRY_ROLE)] + [(c, "connector") for c in ids]
         for name, role in parties:
             cert_path, key_path = self.tls_paths(name)
             if not cert_path.exists():
@@ -175,13 +176,15 @@ class KeyDir:
         ca_pem: bytes,
         *,
         crl_pem: bytes | None = None,
+        crl_where: str = "the revocation list given",
         replace_ca: bool = False,
         now: dt.datetime | None = None,
     ) -> PeerIdentity:
         """Install the certificate the CA signed for this party's request, the CA's own
         certificate and (optionally) its revocation list; refused when the certificate is not
-        for this party's key or not from that CA, when the list is not that CA's, and when the
-        directory already trusts another CA (unless ``replace_ca``: a re-keyed deployment)."""
+        for this party's key or not from that CA, when the list is not that CA's or older than
+        one the party recorded (``crl.number``) or holds (``crl.pem``), and when the directory
+        already trusts another CA (unless ``replace_ca``: a re-keyed deployment)."""
         cert_path, key_path = self.tls_paths(name)
         try:
             cert = x509.load_pem_x509_certificate(cert_pem)
@@ -210,8 +213,15 @@ class KeyDir:
             )
         floor = self.root / "crl.number"
         if crl_pem is not None:  # checked before anything is written
+            # never older than the newest this party recorded or holds: a list copied in by
+            # hand after a revocation is recorded only when a server next reads it
             number = check_revocation_list(
-                ca_pem, crl_pem, "the revocation list given", now=now, floor_path=floor
+                ca_pem,
+                crl_pem,
+                crl_where,
+                now=now,
+                floor_path=floor,
+                held_path=self.root / "crl.pem",
             ).number
         self.receive("ca.pem", ca_pem)
         if crl_pem is not None:
@@ -242,7 +252,7 @@ class KeyDir:
             if not (self.root / "service" / "audit.key").exists():
                 write_secret(self.root / "service" / "audit.key", secrets.token_bytes(KEY_BYTES))
             _signing_pair(self.root / "log" / "log.key", self.root / "log" / "log.pub")
-        if role == "connector" and party == REGISTRY_ID:
+        if role in (REGISTRY_ROLE, "connector") and party == REGISTRY_ID:
             if not self._epoch_path.exists():
                 on_create("token authority keys (OPRF, epoch 1)")
                 self._new_oprf_key(1)

@@ -1,8 +1,8 @@
 """Mutual TLS: a private CA, role certificates, gRPC credentials and peer identity.
 
 Every certificate carries its holder's role in the subject's organizational unit
-(``service``, ``intake``, ``auditor``, ``connector``) and its name in the common name; servers
-admit a peer by role (see :func:`peer_identity`). Keys are ECDSA P-256.
+(``service``, ``intake``, ``auditor``, ``connector``, ``custodian``, ``registry``) and its name in
+the common name; servers admit a peer by role (see :func:`peer_identity`). Keys are ECDSA P-256.
 """
 
 from __future__ import annotations
@@ -27,7 +27,24 @@ from hedui.core.errors import CryptoError
 
 log = logging.getLogger("hedui.tls")
 
-ROLES = ("service", "intake", "auditor", "connector", "custodian")
+ROLES = ("service", "intake", "auditor", "connector", "custodian", "registry")
+# the household registry (and token authority) serves and calls nothing as a connector; its
+# role is its own, for it alone. Registries enrolled before this role existed hold a
+# ``connector`` certificate, which still works.
+REGISTRY_ROLE = "registry"
+
+
+def check_role(name: str, role: str) -> None:
+    """Refuse a role hedui does not know, and the registry's role for another party."""
+    if role not in ROLES:
+        raise CryptoError(f"unknown role {role!r}; one of {', '.join(ROLES)}")
+    if role == REGISTRY_ROLE and name != REGISTRY_ROLE:
+        raise CryptoError(
+            f"role registry is the household registry's own (its party name is registry), "
+            f"not {name!r}'s"
+        )
+
+
 _VALIDITY = dt.timedelta(days=825)
 
 
@@ -78,8 +95,7 @@ def request(name: str, role: str, hosts: Sequence[str] = ()) -> Issued:
     """A new key and a certificate signing request for ``name`` in ``role``: made on the
     party's own machine; only the request (``cert_pem`` holds the CSR) leaves it. ``hosts``:
     further DNS names or IP addresses the party's server answers on."""
-    if role not in ROLES:
-        raise CryptoError(f"unknown role {role!r}; one of {', '.join(ROLES)}")
+    check_role(name, role)
     key = ec.generate_private_key(ec.SECP256R1())
     names: list[x509.GeneralName] = []
     for host in hosts:
@@ -124,6 +140,7 @@ def sign_request(ca: Issued, csr_pem: bytes, *, now: dt.datetime) -> tuple[bytes
     who = _identity(csr.subject)
     if who.role not in ROLES or not who.name:
         raise CryptoError(f"the request names role {who.role!r}; one of {', '.join(ROLES)}")
+    check_role(who.name, who.role)
     public = csr.public_key()
     if not isinstance(public, ec.EllipticCurvePublicKey):
         raise CryptoError("the request's key is not an EC key")
@@ -304,10 +321,13 @@ def check_revocation_list(
     *,
     now: dt.datetime | None = None,
     floor_path: Path | None = None,
+    held_path: Path | None = None,
 ) -> RevocationList:
     """A revocation list signed by the CA ``ca_pem``; refused otherwise (a forged list could
     un-revoke a certificate), when past its next update at ``now``, or when its number is below
-    the one recorded in ``floor_path`` (a party's highest accepted list)."""
+    the one recorded in ``floor_path`` (a party's highest accepted list) or below that of the
+    list ``held_path`` (the one in place, however it got there: copied by hand after a
+    revocation, before any server read it)."""
     ca = x509.load_pem_x509_certificate(ca_pem)
     try:
         crl = x509.load_pem_x509_crl(crl_pem)
@@ -329,12 +349,33 @@ def check_revocation_list(
             "fresh one (hedui ca refresh)"
         )
     floor = highest_accepted(floor_path)
-    if number < floor:
+    held = held_list_number(ca_pem, held_path)
+    if number < max(floor, held):
+        source = held_path if held > floor else floor_path
         raise CryptoError(
-            f"{where} is list number {number}, older than number {floor} this party already "
-            "accepted: a rollback would un-revoke certificates; get the CA's current crl.pem"
+            f"{where} is list number {number}, older than number {max(floor, held)} this party "
+            f"already holds or accepted ({source}): a rollback would un-revoke certificates; "
+            "nothing was changed. Get the CA's current crl.pem (`hedui ca list` shows its number)"
         )
     return RevocationList(number, next_update, frozenset(r.serial_number for r in crl))
+
+
+def held_list_number(ca_pem: bytes, held_path: Path | None) -> int:
+    """The number of the revocation list at ``held_path`` when it is one of the CA ``ca_pem``
+    (expired or not: its number still says which lists are older); 0 when there is none, or
+    when it is not that CA's (a list of a replaced CA, or a damaged file, sets no floor)."""
+    if held_path is None:
+        return 0
+    try:
+        held = held_path.read_bytes()
+    except FileNotFoundError:
+        return 0
+    except OSError as e:
+        raise CryptoError(f"cannot read {held_path}: {e.strerror}") from None
+    try:
+        return check_revocation_list(ca_pem, held, str(held_path)).number
+    except CryptoError:
+        return 0
 
 
 def highest_accepted(floor_path: Path | None) -> int:

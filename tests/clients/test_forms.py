@@ -23,7 +23,9 @@ from hedui.clients.errors import ClientError
 from tests.clients.helpers import authorisation
 
 ID = "11010519491231002X"
-MEMORY = 1024 * 1024 * 1024  # far more than hedui needs, far less than /dev/zero offers
+MEMORY = (
+    4 * 1024 * 1024 * 1024
+)  # address space: far more than hedui needs (gRPC and OpenSSL threads reserve much), far less than /dev/zero offers
 
 
 def _limited() -> None:

@@ -308,3 +308,17 @@ def test_the_custodian_is_its_own_process_and_answers_only_the_service(faulty: W
         grpc.StatusCode.INVALID_ARGUMENT,
         grpc.StatusCode.FAILED_PRECONDITION,
     )  # type: ignore[attr-defined]
+
+
+def test_the_log_is_signed_under_an_origin_of_its_own(faulty: Workdir) -> None:
+    """Issue #25 item 6: `hedui up` gives a fresh deployment's log its own origin, kept in the
+    service's config; the key custodian witnesses the same origin, the vkey is named after it."""
+    import re
+
+    from hedui.server.config import load as load_service_config
+
+    origin = load_service_config(faulty.service_config, {}).log_origin
+    assert re.fullmatch(r"hedui\.local/[0-9a-f]{8}-log", origin), origin
+    assert f'log_origin = "{origin}"' in faulty.custodian_config.read_text(encoding="utf-8")
+    assert faulty.log_vkey.read_text(encoding="utf-8").startswith(f"{origin}+")
+    assert faulty.auditor_profile.exists()

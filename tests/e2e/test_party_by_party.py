@@ -8,6 +8,7 @@ directory holds another party's private key."""
 from __future__ import annotations
 
 import csv
+import json
 import os
 import shutil
 import signal
@@ -34,8 +35,10 @@ from tests.e2e.conftest import STANDARD, TODAY, consent_for, grpc_code, verify_d
 
 BANKS = bank_ids(3)
 CONNECTORS = (*DEPARTMENT_KINDS, *BANKS)
-ROLES = {"registry": "connector", "custodian": "custodian", "service": "service"}
+ROLES = {"registry": "registry", "custodian": "custodian", "service": "service"}
 ROLES |= {"intake": "intake", "intake-b": "intake"} | {c: "connector" for c in CONNECTORS}
+AUDITOR = "auditor-prov"  # an auditor on a host of its own (README, "Auditor host")
+ROLES |= {AUDITOR: "auditor"}
 
 
 def _hedui(*args: str) -> None:
@@ -63,6 +66,21 @@ class Install:
         )
         return path
 
+    def auditor_profile(self) -> Path:
+        """The auditor host's profile (README, "Auditor host"): the service's address, its TLS
+        files, the log's public key and origin, its own state file."""
+        keys = self.host(AUDITOR) / "keys"
+        path = self.host(AUDITOR) / "auditor.toml"
+        path.write_text(
+            f'address = "{self.addresses["service"]}"\nserver_name = "service"\n'
+            f'ca = "{keys / "ca.pem"}"\ncert = "{keys / "tls" / f"{AUDITOR}.pem"}"\n'
+            f'key = "{keys / "tls" / f"{AUDITOR}.key"}"\n'
+            f'log_public_key = "{keys / "log" / "log.pub"}"\n'
+            'log_origin = "hedui.example/demo-log"\n'
+            f'state = "{self.host(AUDITOR) / "state" / "auditor.json"}"\n'
+        )
+        return path
+
 
 def _exchange(root: Path) -> None:
     """The public files the parties' operators send each other (README, step 3)."""
@@ -75,7 +93,7 @@ def _exchange(root: Path) -> None:
 
     give("custodian", "custodian/paillier.pub", ["service", *CONNECTORS])
     give("registry", "token-authority/grant.pub", ["custodian", *CONNECTORS])
-    give("service", "log/log.pub", ["custodian"])
+    give("service", "log/log.pub", ["custodian", AUDITOR])
     for c in CONNECTORS:
         give(c, f"connectors/{c}/signing.pub", ["service", "custodian"])
 
@@ -307,3 +325,76 @@ def test_a_revoked_certificate_is_refused_on_its_next_call(install: Install) -> 
     assert "revoked" in (info.value.details() or "")  # type: ignore[attr-defined]
     # the others go on
     assert _verify(install, id_number, "other-intake", who="intake")["decision"]
+
+
+def _cli(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
+    capsys.readouterr()
+    code = main(list(args))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_an_intake_host_verifies_and_prints_a_report_with_its_profile_alone(
+    install: Install, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    """README, "Intake host": no workdir, only the host's own profile."""
+    profile = install.profile("intake")
+    id_number = install.summary.applicants[1][1]
+    consent = consent_for(install.summary, id_number)
+    form = tmp_path / "consent.pdf"
+    form.write_bytes(f"scanned consent {consent.case_number}".encode())
+    signers = [a for s in consent.signer_id_numbers for a in ("--signer", s)]
+    code, out, err = _cli(
+        capsys, "verify", "--profile", str(profile), "--id", id_number, "--program", "dibao",
+        "--case-number", consent.case_number, "--consent-form", str(form),
+        "--signed-on", consent.signed_on, *signers, "--json",
+    )  # fmt: skip
+    assert code == 0, err
+    verdict = json.loads(out)
+    report = tmp_path / "report.html"
+    code, out, err = _cli(
+        capsys, "report", "--profile", str(profile), "--request-id", verdict["request_id"],
+        "--out", str(report),
+    )  # fmt: skip
+    assert code == 0, err
+    assert verdict["request_id"] in report.read_text(encoding="utf-8")
+
+
+def test_an_auditor_host_audits_the_log_with_its_profile_alone(
+    install: Install, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    """README, "Auditor host": enrolled like any party, given log/log.pub by the service's
+    operator; it has no database, and reads the log through the service's AuditService."""
+    id_number = install.summary.applicants[2][1]
+    assert _verify(install, id_number, "for-the-auditor")["decision"]
+    profile = str(install.auditor_profile())
+    state = install.host(AUDITOR) / "state" / "auditor.json"
+    code, out, err = _cli(capsys, "audit", "verify", "--profile", profile)
+    assert code == 0, err
+    assert out.startswith("log OK:") and "first verification" in out and state.exists()
+    code, out, err = _cli(capsys, "audit", "verify", "--profile", profile, "--json")
+    assert code == 0, err
+    doc = json.loads(out)
+    assert doc["ok"] and doc["consistent_with_size"] and doc["state"] == str(state)
+    code, out, err = _cli(capsys, "audit", "show", "--profile", profile, "--last", "50")
+    assert code == 0 and "for-the-auditor" in out, err
+    code, out, err = _cli(capsys, "audit", "prove", "0", "--profile", profile)
+    assert code == 0 and "entry 0 is included in the signed tree" in out, err
+    code, out, err = _cli(capsys, "audit", "search", "--profile", profile, "--caller", "intake")
+    assert code == 0 and "for-the-auditor" in out and "this search was itself logged" in out, err
+    export = tmp_path / "export.json"
+    today = TODAY.isoformat()
+    code, out, err = _cli(
+        capsys, "audit", "export", "--profile", profile, "--since", today, "--until", today,
+        "--out", str(export),
+    )  # fmt: skip
+    assert code == 0 and f"--profile {profile} --export {export}" in out, err
+    code, out, err = _cli(capsys, "audit", "verify", "--profile", profile, "--export", str(export))
+    assert code == 0 and out.startswith("export OK"), err
+    # its search was logged, attributed to it
+    code, out, err = _cli(capsys, "audit", "search", "--profile", profile, "--caller", AUDITOR)
+    assert code == 0, err
+    assert any(line.split()[4:6] == ["search", AUDITOR] for line in out.splitlines()), out
+    # no database on this host: --offline is refused, saying why
+    code, out, err = _cli(capsys, "audit", "verify", "--profile", profile, "--offline")
+    assert code == 1 and "--offline" in err and "--workdir" in err, err
