@@ -9,38 +9,22 @@ import json
 import os
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from hedui.audit import commitment
-from hedui.audit.auditor import (
-    AuditorState,
-    TamperingDetected,
-    check_decryptions,
-    describe_entry,
-    prove_consistency,
-    prove_inclusion,
-    read_journal,
-    verify_inclusion,
-    verify_log,
-)
 from hedui.clients.args import check_period, check_writable_file, date_arg, why_unwritable
-from hedui.clients.auditor import (
-    AUDITOR_STEP,
-    AuditorProfile,
-    AuditorSession,
-    export,
-    load_log_key,
-    log_origin,
-    open_profile_session,
-    open_session,
-    search,
-    verify_export,
-)
 from hedui.clients.errors import ClientError
-from hedui.clients.intake import NO_BENEFIT, decision_text, figures_from_dict, format_fen
+from hedui.clients.intake import (
+    AUDITOR_STEP,
+    NO_BENEFIT,
+    decision_text,
+    figures_from_dict,
+    format_fen,
+)
 from hedui.core.clock import DEPLOYMENT
-from hedui.core.workdir import Workdir
 from hedui.proto.v1 import audit_pb2
+
+if TYPE_CHECKING:  # the log's code (SQLAlchemy, grpc, cryptography) is imported where used
+    from hedui.clients.auditor import AuditorSession
 
 
 def _say(msg: str) -> None:
@@ -48,6 +32,9 @@ def _say(msg: str) -> None:
 
 
 def _session(args: argparse.Namespace) -> AuditorSession:
+    from hedui.clients.auditor import AuditorProfile, open_profile_session, open_session
+    from hedui.core.workdir import Workdir
+
     if args.profile:  # an auditor on a host of its own: through the service only
         profile = AuditorProfile.load(args.profile)
         return open_profile_session(profile, offline=args.offline, say=_say)
@@ -57,6 +44,9 @@ def _session(args: argparse.Namespace) -> AuditorSession:
 def _pinned(args: argparse.Namespace) -> tuple[Path, str, Path | None]:
     """The log's public key file and origin this auditor checks against, and the state file
     its profile names (None: the default), all read without contacting the service."""
+    from hedui.clients.auditor import AuditorProfile, log_origin
+    from hedui.core.workdir import Workdir
+
     if args.profile:
         profile = AuditorProfile.load(args.profile)
         return profile.log_public_key, profile.log_origin, profile.state
@@ -80,11 +70,16 @@ def _emit(doc: dict[str, Any]) -> None:
 def _entry_doc(index: int, data: bytes | dict[str, Any]) -> dict[str, Any]:
     """An entry (bytes, or already described) for ``--json``: its index, its time with the
     zone, and its described fields."""
+    from hedui.audit.auditor import describe_entry
+
     d = describe_entry(data) if isinstance(data, bytes) else data
     return {"index": index, "time": _when(d["time_unix_ms"]), **d}
 
 
 def cmd_verify(args: argparse.Namespace) -> int:
+    from hedui.audit.auditor import AuditorState, TamperingDetected, verify_log
+    from hedui.clients.auditor import load_log_key, verify_export
+
     key_path, origin, profile_state = _pinned(args)
     if args.export:
         try:
@@ -165,6 +160,9 @@ def _check_journal(
 ) -> int:
     """The key custodian's journal of decryptions, counted against the verified log (in
     ``doc["journal"]``; printed unless ``--json``)."""
+    from hedui.audit.auditor import check_decryptions, read_journal
+    from hedui.core.workdir import Workdir
+
     if args.journal:
         path = args.journal
     elif args.workdir:
@@ -215,7 +213,19 @@ def default_state_path(origin: str) -> Path:
     return base / "hedui" / f"auditor-{hashlib.sha256(origin.encode()).hexdigest()[:16]}.json"
 
 
+# the kind column is as wide as the longest kind of entry (config_change), so rows stay aligned
+# (tests/clients/test_small_displays.py checks it against AuditEntry's kinds)
+KIND_WIDTH = 13
+
+
+def _clipped(text: str, most: int = 40) -> str:
+    """A value from an entry, cut to ``most`` characters (with …) for one line of a table."""
+    return text if len(text) <= most else text[: most - 1] + "…"
+
+
 def cmd_show(args: argparse.Namespace) -> int:
+    from hedui.audit.auditor import describe_entry
+
     session = _session(args)
     size = session.signed_size()
     start = max(0, size - args.last)
@@ -223,11 +233,14 @@ def cmd_show(args: argparse.Namespace) -> int:
     if args.json:
         _emit({"size": size, "entries": [_entry_doc(i, data) for i, data in rows]})
         return 0
+    described = [(index, describe_entry(data)) for index, data in rows]
+    caller_width = max([14] + [len(d["caller"]) for _, d in described])
+    request_width = max([28] + [len(d.get("request_id", "")) for _, d in described])
     print(
-        f"{'index':>6}  {'time':<26}  {'kind':<8} {'caller':<14} {'request':<28} decision / detail"
+        f"{'index':>6}  {'time':<26}  {'kind':<{KIND_WIDTH}}  {'caller':<{caller_width}}  "
+        f"{'request':<{request_width}}  decision / detail"
     )
-    for index, data in rows:
-        d = describe_entry(data)
+    for index, d in described:
         detail = decision_text(d["decision"]) if "decision" in d else ""
         if d["kind"] == "verdict":
             failed = [f["connector_id"] for f in d.get("connectors_failed", [])]
@@ -246,14 +259,23 @@ def cmd_show(args: argparse.Namespace) -> int:
             detail = (
                 f"{d.get('alert_kind', '?')} {d.get('subject', '')}: {d.get('description', '')}"
             )
+        elif d["kind"] == "config_change":
+            old, new = _clipped(d.get("old_value", "")), _clipped(d.get("new_value", ""))
+            detail = f"{d.get('setting', '?')}: {old or '(unset)'} -> {new or '(unset)'}"
+        elif d["kind"] == "key_event":
+            detail = f"{d.get('event', '?')} {d.get('key_name', '')}"
         print(
-            f"{index:>6}  {_when(d['time_unix_ms']):<26}  {d['kind']:<8} {d['caller']:<14} {d.get('request_id', ''):<28} {detail}"
+            f"{index:>6}  {_when(d['time_unix_ms']):<26}  {d['kind']:<{KIND_WIDTH}}  "
+            f"{d['caller']:<{caller_width}}  {d.get('request_id', ''):<{request_width}}  "
+            f"{detail}".rstrip()
         )
     print(f"{size} entries in the log")
     return 0
 
 
 def cmd_prove(args: argparse.Namespace) -> int:
+    from hedui.audit.auditor import describe_entry, prove_inclusion
+
     session = _session(args)
     receipt = prove_inclusion(session.source, session.public_key, session.origin, args.index)
     cp, proof, data = receipt.checkpoint, receipt.proof, receipt.entry
@@ -278,6 +300,8 @@ def cmd_prove(args: argparse.Namespace) -> int:
 
 
 def cmd_consistency(args: argparse.Namespace) -> int:
+    from hedui.audit.auditor import TamperingDetected, prove_consistency
+
     session = _session(args)
     try:
         got = prove_consistency(
@@ -327,6 +351,9 @@ def _date(text: str) -> dt.datetime:
 
 
 def cmd_search(args: argparse.Namespace) -> int:
+    from hedui.audit.auditor import describe_entry
+    from hedui.clients.auditor import search
+
     if not (args.id or args.caller or args.since):
         raise ClientError("say what to search for: --id ID, --caller NAME or --since DATE")
     check_period(args.since, args.until)
@@ -339,7 +366,7 @@ def cmd_search(args: argparse.Namespace) -> int:
     for index, data in found:
         d = describe_entry(data)
         print(
-            f"{index:>6}  {_when(d['time_unix_ms'])}  {d['kind']:<8} {d['caller']:<14} "
+            f"{index:>6}  {_when(d['time_unix_ms'])}  {d['kind']:<{KIND_WIDTH}} {d['caller']:<14} "
             f"{d.get('request_id', ''):<28} {decision_text(d['decision']) if 'decision' in d else ''}"
         )
     logged = (
@@ -354,6 +381,9 @@ def cmd_search(args: argparse.Namespace) -> int:
 def cmd_check(args: argparse.Namespace) -> int:
     """A case file's verdict (``hedui verify --json`` output) against its audit entry: the
     entry is proven in the signed log, then its commitment opened with the file's figures."""
+    from hedui.audit import commitment
+    from hedui.audit.auditor import verify_inclusion
+
     try:
         d = json.loads(args.verdict.read_text(encoding="utf-8"))
         figures = figures_from_dict(d)
@@ -392,6 +422,9 @@ ALERT_CALLER = "hedui-service"  # alerts are written by the service itself
 
 
 def cmd_alerts(args: argparse.Namespace) -> int:
+    from hedui.audit.auditor import describe_entry
+    from hedui.clients.auditor import search
+
     check_period(args.since, args.until)
     session = _session(args)
     until = args.until + dt.timedelta(days=1) if args.until else None
@@ -415,6 +448,8 @@ def cmd_alerts(args: argparse.Namespace) -> int:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
+    from hedui.clients.auditor import export
+
     check_period(args.since, args.until)
     check_writable_file(args.out, "--out")  # before the deployment is contacted
     session = _session(args)

@@ -22,7 +22,12 @@ from hedui.audit.log import DEFAULT_ORIGIN, key_name
 from hedui.audit.store import LogStore, open_log_engine
 from hedui.clients.args import unwritable
 from hedui.clients.errors import ClientError
-from hedui.clients.intake import IntakeProfile, describe_rpc_error, open_service_channel
+from hedui.clients.intake import (
+    AUDITOR_STEP,
+    IntakeProfile,
+    describe_rpc_error,
+    open_service_channel,
+)
 from hedui.core import signing
 from hedui.core.errors import CryptoError
 from hedui.core.rpc import handshake_failure, wait_healthy
@@ -127,9 +132,6 @@ def write_auditor_profile(
         f"log_origin = {json.dumps(log_origin(w))}\n",
         encoding="utf-8",
     )
-
-
-AUDITOR_STEP = 'README, "Operating hedui", "Auditor host"'
 
 
 def load_log_key(path: Path) -> Ed25519PublicKey:

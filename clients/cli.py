@@ -36,35 +36,19 @@ from hedui.clients.args import (
     positive_seconds,
     unwritable,
 )
-from hedui.clients.consent import (
-    MAX_FORM_TEXT,
-    StandingAuthorisation,
-    adults,
-    form_digest,
-    signed_consent,
-)
-from hedui.clients.deploy import Deployment, DeploySettings, prepare, run_until_signalled
+from hedui.clients.consent import MAX_FORM_TEXT
 from hedui.clients.errors import ClientError
-from hedui.clients.intake import (
-    INTAKE_STEP,
-    IntakeClient,
-    IntakeProfile,
-    benefit_text,
-    decision_text,
-    intake_profile_path,
-    pad,
-    verdict_to_dict,
-    verdict_to_text,
-)
-from hedui.clients.logs import LOG_FORMAT, ZonedFormatter, log_to_file
+from hedui.clients.intake import INTAKE_STEP
 from hedui.core.clock import DEPLOYMENT
 from hedui.core.errors import HeduiError
-from hedui.core.resident_id import parse as parse_id
-from hedui.core.workdir import Workdir
-from hedui.proto.v1 import common_pb2, verification_pb2
 
+# A command's own code (grpc, cryptography, SQLAlchemy, the parties) is imported in its
+# handler: `hedui --version`, `--help` and a parse error load only the parsers.
 if TYPE_CHECKING:
+    from hedui.clients.deploy import Deployment, DeploySettings
     from hedui.connectors.population import PopulationSummary
+    from hedui.core.workdir import Workdir
+    from hedui.proto.v1 import verification_pb2
 
 
 def _today() -> dt.date:
@@ -76,6 +60,8 @@ def _say(msg: str) -> None:
 
 
 def _setup_logging(verbose: bool) -> None:
+    from hedui.clients.logs import LOG_FORMAT, ZonedFormatter
+
     handlers: list[logging.Handler] = [
         logging.StreamHandler(sys.stderr) if verbose else logging.NullHandler()
     ]
@@ -88,6 +74,9 @@ def _setup_logging(verbose: bool) -> None:
 
 
 def cmd_keys_init(args: argparse.Namespace) -> int:
+    from hedui.clients.deploy import DeploySettings
+    from hedui.core.workdir import Workdir
+
     settings = DeploySettings(
         workdir=args.workdir, paillier_bits=args.paillier_bits, banks=args.banks
     )
@@ -160,7 +149,9 @@ def cmd_keys_issue(args: argparse.Namespace) -> int:
     """A certificate of its own for one more intake system or auditor, and its profile."""
     from hedui.clients.auditor import write_auditor_profile
     from hedui.clients.deploy import record_operator_entry, write_intake_profile
+    from hedui.clients.intake import IntakeProfile
     from hedui.clients.provision import enrol_client
+    from hedui.core.workdir import Workdir
     from hedui.proto.v1 import audit_pb2
 
     w = Workdir(args.workdir)
@@ -190,6 +181,7 @@ def cmd_keys_issue(args: argparse.Namespace) -> int:
 
 def cmd_keys_rotate(args: argparse.Namespace) -> int:
     from hedui.clients.deploy import record_operator_entry
+    from hedui.core.workdir import Workdir
     from hedui.proto.v1 import audit_pb2
 
     w = Workdir(args.workdir)
@@ -245,6 +237,8 @@ def cmd_connector_events(args: argparse.Namespace) -> int:
 
 
 def cmd_connector_import(args: argparse.Namespace) -> int:
+    from hedui.core.workdir import Workdir
+
     if args.config is not None:
         from hedui.clients.connector_cli import import_on_host
 
@@ -302,6 +296,8 @@ def cmd_connector_import(args: argparse.Namespace) -> int:
 
 
 def _deploy_settings(args: argparse.Namespace, workdir: Path, data: Path | None) -> DeploySettings:
+    from hedui.clients.deploy import DeploySettings
+
     return DeploySettings(
         workdir=workdir,
         data=data,
@@ -314,6 +310,10 @@ def _deploy_settings(args: argparse.Namespace, workdir: Path, data: Path | None)
 
 
 def cmd_up(args: argparse.Namespace) -> int:
+    from hedui.clients.deploy import Deployment, prepare, run_until_signalled
+    from hedui.clients.logs import log_to_file
+    from hedui.core.workdir import Workdir
+
     settings = _deploy_settings(args, args.workdir, args.data)
     holder = Workdir(args.workdir)
     holder.lock()  # one deployment per workdir: a second `hedui up` refuses
@@ -325,6 +325,7 @@ def cmd_up(args: argparse.Namespace) -> int:
                 "WARNING: --insecure: plaintext channels without authentication; for local experiments only"
             )
         deployment = Deployment(settings, w)
+        deployment.say = _say  # "started 44/87 connectors" on stderr while they start
         _say(f"starting {len(settings.connectors()) + 1} connectors and the verification service …")
         run_until_signalled(deployment, lambda address: _print_ready(deployment, address))
     finally:
@@ -353,6 +354,8 @@ def _print_ready(deployment: Deployment, address: str) -> None:
 def _request(
     args: argparse.Namespace, id_number: str, consent: verification_pb2.Consent
 ) -> verification_pb2.VerifyRequest:
+    from hedui.proto.v1 import verification_pb2
+
     return verification_pb2.VerifyRequest(
         request_id=args.request_id or f"cli-{uuid.uuid4()}",
         id_number=id_number,
@@ -365,6 +368,16 @@ def _request(
 
 
 def cmd_verify(args: argparse.Namespace) -> int:
+    from hedui.clients.consent import form_digest, signed_consent
+    from hedui.clients.intake import (
+        IntakeClient,
+        IntakeProfile,
+        intake_profile_path,
+        verdict_to_dict,
+        verdict_to_text,
+        verify_option,
+    )
+
     if args.region is not None and args.region not in (known := known_regions()):
         raise ClientError(f"unknown region {args.region!r}; known regions: {', '.join(known)}")
     profile = intake_profile_path(args.profile, args.workdir)
@@ -376,7 +389,7 @@ def cmd_verify(args: argparse.Namespace) -> int:
     )
     client = IntakeClient(IntakeProfile.load(profile))
     try:
-        verdict = client.verify(_request(args, args.id, consent))
+        verdict = client.verify(_request(args, args.id, consent), fields=verify_option)
     finally:
         client.close()
     if args.json:
@@ -387,7 +400,9 @@ def cmd_verify(args: argparse.Namespace) -> int:
 
 
 def cmd_bench_load(args: argparse.Namespace) -> int:
+    from hedui.clients.intake import IntakeProfile
     from hedui.clients.loadgen import run_load
+    from hedui.core.workdir import Workdir
 
     w = Workdir(args.workdir)
     try:
@@ -413,7 +428,10 @@ def cmd_bench_load(args: argparse.Namespace) -> int:
 
 
 def cmd_recheck(args: argparse.Namespace) -> int:
+    from hedui.clients.consent import StandingAuthorisation
+    from hedui.clients.intake import IntakeProfile
     from hedui.clients.recheck import progress_bar, recheck
+    from hedui.core.workdir import Workdir
 
     w = Workdir(args.workdir)
     out = args.out or args.ids.with_suffix(".verdicts.jsonl")
@@ -448,7 +466,11 @@ def cmd_recheck(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
+    from hedui.clients.deploy import Deployment, prepare
+    from hedui.clients.intake import IntakeClient, IntakeProfile, verdict_to_dict
     from hedui.connectors.population import generate
+    from hedui.core.resident_id import parse as parse_id
+    from hedui.proto.v1 import verification_pb2
 
     today = _today()
     check_writable_file(args.report, "--report")
@@ -527,6 +549,8 @@ def _demo_consent(
 ) -> verification_pb2.Consent:
     """The demo's consent for an applicant: signed today by the household's adult members,
     the "scanned form" being a line of text that names the case."""
+    from hedui.clients.consent import adults, signed_consent
+
     household = next(h for h, head in summary.applicants if head == applicant)
     case = f"DEMO-{today.year}-{household}"
     return signed_consent(
@@ -539,6 +563,9 @@ def _demo_consent(
 
 def demo_table(rows: Sequence[tuple[str, str, verification_pb2.Verdict, float]]) -> str:
     """The `hedui demo` table: one line per sample, decisions in English and Chinese."""
+    from hedui.clients.intake import benefit_text, decision_text, pad
+    from hedui.proto.v1 import common_pb2
+
     width = 23  # "NEEDS_REVIEW 需人工复核" on a terminal (a Chinese character takes two columns)
     lines = [
         f"{'sample':<24} {'applicant':<20} {'size':>4}  {pad('decision', width)} {'benefit':>10}  "

@@ -9,9 +9,7 @@ import sys
 import urllib.parse
 from pathlib import Path
 
-from hedui.clients.auditor import open_session
 from hedui.clients.errors import ClientError
-from hedui.core.workdir import Workdir
 
 
 def _say(msg: str) -> None:
@@ -39,7 +37,9 @@ def _origin(text: str) -> str:
 def cmd_console(args: argparse.Namespace) -> int:
     import uvicorn
 
+    from hedui.clients.auditor import open_session
     from hedui.clients.console.app import Console, ConsoleSettings, build_app
+    from hedui.core.workdir import Workdir
 
     session = open_session(Workdir(args.workdir), offline=args.offline, say=_say)
     settings = ConsoleSettings(page_size=args.page_size, origins=tuple(args.origin or ()))

@@ -54,6 +54,29 @@ from hedui.server.fanout import Endpoint
 
 log = logging.getLogger("hedui.deploy")
 
+
+class Progress:
+    """Lines of progress for a person, at most one every ``interval`` seconds (the first one
+    ``interval`` after the start: the line that says what begins is said by the caller).
+    Never "ready" nor an address: scripts wait for `hedui up`'s ready line (see cli)."""
+
+    def __init__(
+        self,
+        say: Callable[[str], None],
+        interval: float = 2.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._say, self._interval, self._clock = say, interval, clock
+        self._last = clock()
+
+    def __call__(self, line: str | Callable[[], str]) -> None:
+        """Say ``line`` (made only when said) unless a line was said less than the interval ago."""
+        now = self._clock()
+        if now - self._last >= self._interval:
+            self._last = now
+            self._say(line if isinstance(line, str) else line())
+
+
 SERVICE_ID = SERVICE  # the verification service's party name
 PER_PARTY = frozenset(
     "HEDUI_" + name.upper()
@@ -281,6 +304,9 @@ class Deployment:
             else new_origin()
         )
         self.metrics: dict[str, str] = {}  # party: HOST:PORT of its process's /metrics
+        # progress of start() for a person (`hedui up` gives stderr): "started 44/87 connectors"
+        self.say: Callable[[str], None] = lambda line: None
+        self.progress_interval = 2.0
 
     @property
     def metrics_file(self) -> Path:
@@ -360,10 +386,10 @@ class Deployment:
             )
         p.started_at = time.monotonic()
 
-    def _ready(self, p: PartyProcess) -> dict[str, int]:
+    def _ready(self, p: PartyProcess, waiting: Callable[[], None] = lambda: None) -> dict[str, int]:
         """Wait until the process listens (see _await); then note its pid for operators and
         where it serves /metrics (written before its parties' listening files)."""
-        ports = self._await(p)
+        ports = self._await(p, waiting=waiting)
         assert p.process is not None
         for party in p.parties:
             metrics = _metrics_file(self.workdir, party)
@@ -373,9 +399,15 @@ class Deployment:
                 self.workdir.pid_file(party).write_text(f"{p.process.pid}\n", encoding="utf-8")
         return ports
 
-    def _await(self, p: PartyProcess, timeout: float = 180.0) -> dict[str, int]:
+    def _await(
+        self,
+        p: PartyProcess,
+        timeout: float = 180.0,
+        waiting: Callable[[], None] = lambda: None,
+    ) -> dict[str, int]:
         """The ports of the process's parties once each listens; an error naming the process
-        (and the last lines of its log) if it exits first."""
+        (and the last lines of its log) if it exits first. ``waiting`` is called meanwhile
+        (progress)."""
         assert p.process is not None
         deadline = time.monotonic() + timeout
         files = {party: self.workdir.listening_file(party) for party in p.parties}
@@ -390,15 +422,22 @@ class Deployment:
                     p.process.kill()
                 tail = _tail(p.log_file)
                 raise ConnectorError(f"{p.describe()} failed to start: {tail}")
+            waiting()
             time.sleep(0.1)
 
-    def _start_process(self, kind: str, parties: list[str], configs: list[Path]) -> dict[str, int]:
+    def _start_process(
+        self,
+        kind: str,
+        parties: list[str],
+        configs: list[Path],
+        waiting: Callable[[], None] = lambda: None,
+    ) -> dict[str, int]:
         label = parties[0] if len(parties) == 1 else f"connectors-{len(self._processes)}"
         p = PartyProcess(
             parties, serve_command(kind, configs), self.workdir.log_dir / f"{label}.log"
         )
         self._launch(p)
-        ports = self._ready(p)
+        ports = self._ready(p, waiting)
         self._processes.append(p)
         return ports
 
@@ -465,7 +504,10 @@ class Deployment:
         if not todo or data is None:
             return
         log.info("importing %d connector database(s) through the token authority", len(todo))
-        for cid in todo:
+        self.say(f"importing the data of {len(todo)} connector(s) through the token authority …")
+        shown = Progress(self.say, self.progress_interval)
+        for n, cid in enumerate(todo):
+            shown(f"imported {n}/{len(todo)} connectors' data")
             dataset = import_connector(
                 w,
                 cid,
@@ -495,13 +537,28 @@ class Deployment:
             self._import_missing(f"127.0.0.1:{ports[REGISTRY_ID]}", overrides)
             ids = [c for c in self.settings.connectors() if c not in overrides]
             n = max(1, self.settings.worker_processes)
-            for group in (ids[i::n] for i in range(n)):
+            groups = [g for g in (ids[i::n] for i in range(n)) if g]
+            self.say(f"starting {len(ids)} connectors in {len(groups)} process(es) …")
+            shown = Progress(self.say, self.progress_interval)
+
+            def started() -> str:
+                up = sum(w.listening_file(c).exists() for c in ids)
+                return f"started {up}/{len(ids)} connectors"
+
+            for group in groups:
                 if group:
                     configs = [self._write_connector_config(c) for c in group]
-                    got = self._start_process("connector", group, configs)
+                    got = self._start_process(
+                        "connector", group, configs, waiting=lambda: shown(started)
+                    )
                     for c, port in got.items():
                         self._write_connector_config(c, port)
                     ports.update(got)
+            if ids:
+                self.say(
+                    f"started {len(ids)}/{len(ids)} connectors; starting the key custodian and "
+                    "the verification service …"
+                )
             ports.update(
                 self._start_process("custodian", [CUSTODIAN_ID], [self._write_custodian_config()])
             )

@@ -3,23 +3,27 @@
 from __future__ import annotations
 
 import datetime as dt
+import re
 import tomllib
 import unicodedata
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
-
-import grpc
+from typing import TYPE_CHECKING, Any
 
 from hedui.clients.errors import ClientError
 from hedui.core.clock import DEPLOYMENT
 from hedui.core.errors import CryptoError
-from hedui.core.rpc import error_details, handshake_failure, open_channel
-from hedui.core.tls import TlsMaterial, identity_from_pem, outside_validity
-from hedui.proto.v1 import common_pb2, verification_pb2, verification_pb2_grpc
+from hedui.proto.v1 import common_pb2, verification_pb2
+
+if TYPE_CHECKING:  # grpc and the TLS code are imported where used: `hedui --help` stays quick
+    import grpc
+
+    from hedui.core.tls import TlsMaterial
 
 INTAKE_STEP = 'README, "Operating hedui", "Intake host"'
+# here rather than in hedui.clients.auditor, which imports the log's code: `hedui audit --help`
+AUDITOR_STEP = 'README, "Operating hedui", "Auditor host"'
 
 
 def intake_profile_path(profile: Path | None, workdir: Path | None) -> Path:
@@ -58,6 +62,8 @@ class IntakeProfile:
             raise ClientError(f"cannot read {path}: {e.strerror}") from None
         except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
             raise ClientError(f"{path}: not a valid profile: {e}") from None
+        from hedui.core.tls import TlsMaterial
+
         try:
             tls, cert, ca = None, None, None
             if not doc.get("insecure", False):
@@ -84,6 +90,8 @@ def check_certificate_dates(profile: IntakeProfile, now: dt.datetime) -> None:
     otherwise the service only closes the connection, which looks like a service that is down."""
     if profile.tls is None:
         return
+    from hedui.core.tls import identity_from_pem, outside_validity
+
     problems = []
     for pem, path, own in (
         (profile.tls.cert_pem, profile.cert_path, True),
@@ -131,6 +139,8 @@ def open_service_channel(
 ) -> grpc.Channel:
     """A channel to the verification service of ``profile``, once its certificates' dates were
     checked against this machine's clock (every client command connects through here)."""
+    from hedui.core.rpc import open_channel
+
     check_certificate_dates(profile, now())
     return open_channel(profile.address, tls=profile.tls, server_name=profile.server_name)
 
@@ -143,17 +153,27 @@ class IntakeClient:
         *,
         now: Callable[[], dt.datetime] = utc_now,
     ) -> None:
+        from hedui.proto.v1 import verification_pb2_grpc
+
         self._channel = open_service_channel(profile, now=now)
         self._stub = verification_pb2_grpc.VerificationServiceStub(self._channel)
         self._timeout = timeout
 
-    def verify(self, request: verification_pb2.VerifyRequest) -> verification_pb2.Verdict:
+    def verify(
+        self, request: verification_pb2.VerifyRequest, *, fields: Callable[[str], str] = str
+    ) -> verification_pb2.Verdict:
+        """The verdict; a refusal's fields are named by ``fields`` (`hedui verify`: its
+        options, :func:`verify_option`)."""
+        import grpc
+
         try:
             return self._stub.Verify(request, timeout=self._timeout)
         except grpc.RpcError as e:
-            raise ClientError(describe_rpc_error(e)) from None
+            raise ClientError(describe_rpc_error(e, fields=fields)) from None
 
     def report(self, request: verification_pb2.ReportRequest) -> verification_pb2.Report:
+        import grpc
+
         try:
             return self._stub.GetReport(request, timeout=self._timeout)
         except grpc.RpcError as e:
@@ -163,7 +183,13 @@ class IntakeClient:
         self._channel.close()
 
 
-def describe_rpc_error(e: grpc.RpcError) -> str:
+def describe_rpc_error(e: grpc.RpcError, *, fields: Callable[[str], str] = str) -> str:
+    """A failed call for a person: the code, what the service said, and each of its reasons
+    once, a request's field named by ``fields`` (e.g. :func:`verify_option`)."""
+    import grpc
+
+    from hedui.core.rpc import error_details, handshake_failure
+
     if not isinstance(e, grpc.Call):
         return str(e)
     code = e.code()
@@ -179,13 +205,77 @@ def describe_rpc_error(e: grpc.RpcError) -> str:
             f"UNAVAILABLE: the verification service is not reachable{because}; "
             "is `hedui up` running?"
         )
-    lines = [f"{code.name}: {e.details()}"]
+    bad_fields: list[tuple[str, str]] = []
+    others: list[tuple[str, str]] = []
     for d in error_details(e):
-        for v in getattr(d, "field_violations", []):
-            lines.append(f"  {v.field}: {v.description}")
-        for v in getattr(d, "violations", []):
-            lines.append(f"  {v.subject}: {v.description}")
+        bad_fields += [(v.field, v.description) for v in getattr(d, "field_violations", [])]
+        others += [(v.subject, v.description) for v in getattr(d, "violations", [])]
+    return refusal_text(code.name, details, bad_fields, others, fields)
+
+
+def refusal_text(
+    code: str,
+    message: str,
+    bad_fields: Sequence[tuple[str, str]],
+    others: Sequence[tuple[str, str]] = (),
+    fields: Callable[[str], str] = str,
+) -> str:
+    """``CODE: message`` and each reason of a refusal once. The service's message repeats
+    its field violations (``invalid request: id_number: …; as_of: …``): they are listed one a
+    line, each field named by ``fields``, after what the message says besides; a precondition
+    or quota violation the message already says is not repeated."""
+    said = message
+    found = [
+        i for field, why in bad_fields if why and (i := _find(message, f"{field}: {why}", why)) >= 0
+    ]
+    if bad_fields and len(found) == len(bad_fields):  # the message only lists them
+        said = message[: min(found)].rstrip(" :;,\n")
+    lines = [f"{code}: {said}" if said else f"{code}:"]
+    lines += [f"  {fields(field)}: {why}" for field, why in bad_fields]
+    lines += [f"  {fields(subject)}: {why}" for subject, why in others if why not in message]
+    if len(lines) == 2 and not said:  # one reason: on one line
+        return f"{code}: {lines[1].strip()}"
     return "\n".join(lines)
+
+
+def _find(text: str, *needles: str) -> int:
+    for needle in needles:
+        if (i := text.find(needle)) >= 0:
+            return i
+    return -1
+
+
+# The option of `hedui verify` that sets each field of a VerifyRequest (VerifyRequest's
+# fields as the service's refusals name them; a repeated field is indexed, from 0)
+VERIFY_OPTIONS = {
+    "id_number": "--id",
+    "program": "--program",
+    "region": "--region",
+    "as_of": "--as-of",
+    "caseworker_id": "--caseworker",
+    "request_id": "--request-id",
+    "consent.case_number": "--case-number",
+    "consent.signed_on": "--signed-on",
+    "consent.form_sha256": "--consent-form",
+    "consent.signer_id_numbers": "--signer",
+    "consent.signers": "--signer",
+}
+_INDEXED = re.compile(r"^(.+)\[(\d+)\]$")
+
+
+def verify_option(field: str) -> str:
+    """The `hedui verify` option a refused field came from: ``consent.signer_id_numbers[1]``
+    is "the 2nd --signer", ``as_of`` is ``--as-of``; a field of no option as it is."""
+    m = _INDEXED.match(field)
+    base, index = (m.group(1), int(m.group(2))) if m else (field, None)
+    option = VERIFY_OPTIONS.get(base)
+    if option is None:
+        return field
+    if index is None:
+        return option
+    n = index + 1
+    suffix = "th" if 10 <= n % 100 <= 20 else {1: "st", 2: "nd", 3: "rd"}.get(n % 10, "th")
+    return f"the {n}{suffix} {option}"
 
 
 CLOCK_HINT = "check that this machine's date and time are right"

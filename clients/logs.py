@@ -1,7 +1,7 @@
 """Log records of every hedui process: times in the deployment's zone, written out.
 
 `hedui up` logs to ``WORKDIR/log/hedui.log``; each party it starts (``hedui serve``) writes its
-lines to stderr, which `hedui up` sends to ``WORKDIR/log/<party>.log``. A party logs JSON lines
+lines to stderr, which `hedui up` sends to ``WORKDIR/log/<party>.log``. Both log JSON lines
 (python-json-logger) with an ISO 8601 time carrying its offset, so that a log collector needs
 no guess about the zone. No log line carries an ID number (the tests grep for them)."""
 
@@ -26,14 +26,25 @@ class ZonedFormatter(logging.Formatter):
         return DEPLOYMENT.show(int(record.created * 1000))
 
 
+# libraries that log every step at INFO (WeasyPrint: 11 lines per PDF, fontTools' subsetter)
+QUIET_LIBRARIES = ("weasyprint", "fontTools")
+
+
+def quiet_libraries() -> None:
+    """Only warnings and errors from the libraries that narrate their work at INFO."""
+    for name in QUIET_LIBRARIES:
+        logging.getLogger(name).setLevel(logging.WARNING)
+
+
 def log_to_file(log_dir: Path) -> None:
-    """Also log (INFO and up) to ``log_dir/hedui.log``."""
+    """Also log (INFO and up) to ``log_dir/hedui.log``, as JSON lines like every party's log."""
     handler = logging.FileHandler(log_dir / "hedui.log", encoding="utf-8")
-    handler.setFormatter(ZonedFormatter(LOG_FORMAT))
+    handler.setFormatter(ZonedJsonFormatter())
     root = logging.getLogger()
     root.addHandler(handler)
     if root.level > logging.INFO or root.level == logging.NOTSET:
         root.setLevel(logging.INFO)
+    quiet_libraries()
 
 
 class ZonedJsonFormatter(JsonFormatter):
@@ -66,3 +77,4 @@ def configure_party_logging(fmt: str) -> None:
         root.removeHandler(h)
     root.addHandler(handler)
     root.setLevel(logging.INFO)
+    quiet_libraries()

@@ -12,9 +12,8 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
-import grpc
 from google.protobuf.json_format import MessageToDict
 
 from hedui.clients.args import date_arg
@@ -27,12 +26,11 @@ from hedui.clients.intake import (
     format_fen,
     open_service_channel,
 )
-from hedui.clients.recheck import read_roster
-from hedui.connectors.events import PersonEvent, push_events
-from hedui.connectors.tokenizer import AuthorityTokenizer
-from hedui.core.keystore import REGISTRY_ID
-from hedui.core.workdir import Workdir
-from hedui.proto.v1 import monitoring_pb2, monitoring_pb2_grpc
+from hedui.proto.v1 import monitoring_pb2
+
+if TYPE_CHECKING:  # grpc, the connectors' and the key store's code are imported where used
+    from hedui.core.workdir import Workdir
+    from hedui.proto.v1 import monitoring_pb2_grpc
 
 T = TypeVar("T")
 WORKDIR_HELP = "the deployment's folder (as given to `hedui up`)"
@@ -50,6 +48,9 @@ LEVELS = ("in time", "OVERDUE", "ESCALATED")
 
 @contextmanager
 def _follow_up(workdir: Path) -> Iterator[monitoring_pb2_grpc.FollowUpServiceStub]:
+    from hedui.core.workdir import Workdir
+    from hedui.proto.v1 import monitoring_pb2_grpc
+
     profile = IntakeProfile.load(Workdir(workdir).intake_profile)
     channel = open_service_channel(profile)
     try:
@@ -59,6 +60,8 @@ def _follow_up(workdir: Path) -> Iterator[monitoring_pb2_grpc.FollowUpServiceStu
 
 
 def _call(what: str, fn: Callable[[], T]) -> T:
+    import grpc
+
     try:
         return fn()
     except grpc.RpcError as e:
@@ -120,6 +123,10 @@ def _show(a: monitoring_pb2.AlertView, as_json: bool) -> None:
 
 
 def cmd_enrol(args: argparse.Namespace) -> int:
+    import grpc
+
+    from hedui.clients.recheck import read_roster
+
     if not args.roster.is_file():
         raise ClientError(f"the roster {args.roster} is not a file; one ID number per line")
     entries = read_roster(args.roster)
@@ -350,6 +357,10 @@ def demo_discovery(w: Workdir, id_number: str, tmp: Path, today: dt.date) -> str
     """`hedui demo`'s 主动发现 step: enrol one household under a standing authorisation, have
     the civil affairs connector report a death in it over its own certificate, and wait for the
     alert that the re-check raises. What a person reads about it."""
+    from hedui.connectors.events import PersonEvent, push_events
+    from hedui.connectors.tokenizer import AuthorityTokenizer
+    from hedui.core.keystore import REGISTRY_ID
+
     doc = tmp / "monitoring-authorisation.pdf"
     doc.write_bytes(b"standing authorisation: dynamic monitoring of low-income households")
     authorisation = StandingAuthorisation.from_file(doc, today, "民政监测〔2026〕1号")

@@ -21,15 +21,36 @@ import argparse
 import datetime as dt
 import os
 import sys
+from collections.abc import Collection, Iterator
 from pathlib import Path
 
 from hedui.clients.errors import ClientError
 from hedui.clients.logs import configure_party_logging
-from hedui.clients.provision import own_secrets
-from hedui.core.ca import CertificateAuthority
 from hedui.core.keyfiles import read_public
-from hedui.core.keystore import KeyDir
-from hedui.core.tls import ROLES, check_role, requested_hosts
+
+
+class _Roles(Collection[str]):
+    """The roles of :data:`hedui.core.tls.ROLES` for argparse's ``choices``, imported only
+    when an argument is checked or shown: hedui.core.tls imports grpc and cryptography, which
+    `hedui --help` and `hedui --version` need not load."""
+
+    @staticmethod
+    def _all() -> tuple[str, ...]:
+        from hedui.core.tls import ROLES
+
+        return ROLES
+
+    def __contains__(self, role: object) -> bool:
+        return role in self._all()
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._all())
+
+    def __len__(self) -> int:
+        return len(self._all())
+
+
+ROLES = _Roles()
 
 
 def _now() -> dt.datetime:
@@ -61,6 +82,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 
 def cmd_ca_init(args: argparse.Namespace) -> int:
+    from hedui.core.ca import CertificateAuthority
+
     ca = CertificateAuthority(args.dir)
     if not ca.init(_now()):
         print(f"{args.dir} already holds a CA; nothing changed")
@@ -71,6 +94,9 @@ def cmd_ca_init(args: argparse.Namespace) -> int:
 
 
 def cmd_ca_sign(args: argparse.Namespace) -> int:
+    from hedui.core.ca import CertificateAuthority
+    from hedui.core.tls import requested_hosts
+
     ca = CertificateAuthority(args.dir)
     try:
         csr = args.request.read_bytes()
@@ -86,22 +112,29 @@ def cmd_ca_sign(args: argparse.Namespace) -> int:
 
 
 def cmd_ca_revoke(args: argparse.Namespace) -> int:
+    from hedui.core.ca import CertificateAuthority, format_serial, parse_serial
+
     ca = CertificateAuthority(args.dir)
     serial = None
     if args.serial is not None:
         try:
-            serial = int(args.serial, 16)
+            serial = parse_serial(args.serial)
         except ValueError:
-            raise ClientError(f"--serial {args.serial!r} is not a hexadecimal number") from None
+            raise ClientError(
+                f"--serial {args.serial!r} is not a serial number: give it as `hedui ca list` "
+                "prints it (hex, colon-separated or not)"
+            ) from None
     revoked = ca.revoke(_now(), name=args.name, serial=serial)
     print(
-        f"revoked certificate {revoked:x}; copy {ca.crl_path} to every party's key directory "
-        "(its servers read it again on the next call)"
+        f"revoked certificate {format_serial(revoked)}; copy {ca.crl_path} to every party's key "
+        "directory (its servers read it again on the next call)"
     )
     return 0
 
 
 def cmd_ca_refresh(args: argparse.Namespace) -> int:
+    from hedui.core.ca import CertificateAuthority
+
     issued = CertificateAuthority(args.dir).refresh(_now())
     print(
         f"revocation list number {issued.number} issued, valid until "
@@ -112,17 +145,32 @@ def cmd_ca_refresh(args: argparse.Namespace) -> int:
 
 
 def cmd_ca_list(args: argparse.Namespace) -> int:
+    from hedui.core.ca import CertificateAuthority, format_serial
+
     ca = CertificateAuthority(args.dir)
     crl = ca.revocation_list()
     print(
         f"# revocation list number {crl.number}, valid until {crl.next_update:%Y-%m-%d %H:%M} UTC"
     )
-    for r in ca.records():
-        print(f"{r.serial:x}\t{r.name}\t{r.role}\t{r.issued_on}\t{'revoked' if r.revoked else ''}")
+    records = ca.records()
+    today = _now().date()
+    rows = [("SERIAL", "ROLE", "NAME", "ISSUED", "NOT AFTER", "STATUS")] + [
+        (format_serial(r.serial), r.role, r.name, r.issued_on, r.not_after, r.status(today))
+        for r in records
+    ]
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    for row in rows:
+        print("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip())
+    if not records:
+        print("(no certificate signed yet)")
     return 0
 
 
 def cmd_keys_request(args: argparse.Namespace) -> int:
+    from hedui.clients.provision import own_secrets
+    from hedui.core.keystore import KeyDir
+    from hedui.core.tls import check_role
+
     check_role(args.party, args.role)  # before any key is made
     keys = KeyDir(args.keys)
     args.keys.mkdir(parents=True, exist_ok=True, mode=0o700)
@@ -135,6 +183,8 @@ def cmd_keys_request(args: argparse.Namespace) -> int:
 
 
 def cmd_keys_install(args: argparse.Namespace) -> int:
+    from hedui.core.keystore import KeyDir
+
     keys = KeyDir(args.keys)
     who = keys.install_certificate(
         args.party,
@@ -246,8 +296,10 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     p.add_argument(
         "--role",
         choices=ROLES,
+        metavar="ROLE",  # not {service,…}: argparse would list ROLES, importing hedui.core.tls
         required=True,
-        help="the role it must ask for (registry: for the party named registry only)",
+        help="the role it must ask for: service, custodian, registry (for the party named "
+        "registry only), connector, intake or auditor",
     )
     p.add_argument("--out", type=Path, help="where to write the certificate (default: REQUEST.pem)")
     p.set_defaults(func=cmd_ca_sign)
@@ -259,7 +311,8 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     )
     group.add_argument(
         "--serial",
-        help="the certificate's serial number, hex, see `ca list` (default: give --name)",
+        help="the certificate's serial number as `ca list` prints it (hex, colon-separated "
+        "or not) (default: give --name)",
     )
     p.set_defaults(func=cmd_ca_revoke)
     p = cas.add_parser(
@@ -280,6 +333,7 @@ def add_keys_parsers(keys: argparse._SubParsersAction[argparse.ArgumentParser]) 
     p.add_argument(
         "--role",
         choices=ROLES,
+        metavar="ROLE",
         required=True,
         help="its certificate role: service, custodian, registry (the household registry and "
         "token authority, party name registry), connector (a bank or department), intake or "

@@ -15,6 +15,7 @@ import hashlib
 import json
 import re
 import sys
+import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
@@ -205,6 +206,8 @@ def recheck(
         f = out.open("a", encoding="utf-8")
     except OSError as e:
         raise unwritable(out, "--out", e) from None
+    if summary.skipped:  # a resumed round: the households already in the file count
+        progress(summary.skipped, summary.total)
     channel = open_service_channel(profile, now=now)
     stub = verification_pb2_grpc.VerificationServiceStub(channel)
     start = time.monotonic()
@@ -314,21 +317,51 @@ def _stream(
     return retryable, wait
 
 
-def progress_bar(stream: TextIO = sys.stderr) -> Callable[[int, int], None]:
-    started = time.monotonic()
-    last = [0.0]
+class ProgressBar:
+    """``[####......] 121/250 40.3/s`` on ``stream``: the households settled (lines in the
+    results file). Redrawn at most every ``interval`` seconds; a count that came in between
+    (the service answers a chunk at a time, in bursts) is drawn ``interval`` later by a timer,
+    so the bar never stays behind the file while the service works on the next chunk."""
 
-    def show(done: int, total: int) -> None:
-        now = time.monotonic()
-        if done != total and now - last[0] < 0.25:
+    def __init__(self, stream: TextIO = sys.stderr, interval: float = 0.25) -> None:
+        self._stream, self._interval = stream, interval
+        self._started = self._drawn_at = time.monotonic()
+        self._drawn_at -= interval
+        self._latest: tuple[int, int] | None = None
+        self._shown: tuple[int, int] | None = None
+        self._timer: threading.Timer | None = None
+        self._lock = threading.Lock()
+
+    def __call__(self, done: int, total: int) -> None:
+        with self._lock:
+            self._latest = (done, total)
+            if done == total or time.monotonic() - self._drawn_at >= self._interval:
+                self._draw()
+            elif self._timer is None:
+                self._timer = threading.Timer(self._interval, self._later)
+                self._timer.daemon = True
+                self._timer.start()
+
+    def _later(self) -> None:
+        with self._lock:
+            self._timer = None
+            self._draw()
+
+    def _draw(self) -> None:
+        if self._latest is None or self._latest == self._shown:
             return
-        last[0] = now
+        done, total = self._shown = self._latest
+        self._drawn_at = now = time.monotonic()
         width = 30
         filled = width * done // max(total, 1)
-        rate = done / max(time.monotonic() - started, 1e-9)
-        stream.write(f"\r[{'#' * filled}{'.' * (width - filled)}] {done}/{total} {rate:.1f}/s ")
+        rate = done / max(now - self._started, 1e-9)
+        self._stream.write(
+            f"\r[{'#' * filled}{'.' * (width - filled)}] {done}/{total} {rate:.1f}/s "
+        )
         if done == total:
-            stream.write("\n")
-        stream.flush()
+            self._stream.write("\n")
+        self._stream.flush()
 
-    return show
+
+def progress_bar(stream: TextIO = sys.stderr) -> Callable[[int, int], None]:
+    return ProgressBar(stream)

@@ -2,7 +2,8 @@
 
     ca/ca.pem        the CA certificate every party trusts (copied to each party)
     ca/ca.key        its private key: never leaves this directory
-    ca/issued.tsv    one line per certificate signed: serial (hex), name, role, date
+    ca/issued.tsv    one line per certificate signed: serial (hex), name, role, date issued,
+                     "revoked" or nothing, date of expiry (not after; absent in older lines)
     ca/crl.pem       the revocation list: copied to every party, whose servers check it on
                      each call (a revoked certificate gets UNAUTHENTICATED)
 
@@ -37,6 +38,27 @@ from hedui.core.tls import (
 )
 
 PARTY_NAME = re.compile(r"[a-z0-9][a-z0-9-]{1,46}[a-z0-9]")
+# what a party's certificate was valid for when issued.tsv did not record the expiry date yet
+_OLDER_VALIDITY = dt.timedelta(days=825)
+_HEX_SERIAL = re.compile(r"(?:0x)?([0-9a-f]{2}(?::[0-9a-f]{2})*|[0-9a-f]+)")
+
+
+def format_serial(serial: int) -> str:
+    """A certificate's serial as OpenSSL prints it (``openssl x509 -text``): upper-case hex,
+    two digits per byte, colon-separated."""
+    digits = f"{serial:X}"
+    digits = "0" * (len(digits) % 2) + digits
+    return ":".join(digits[i : i + 2] for i in range(0, len(digits), 2))
+
+
+def parse_serial(text: str) -> int:
+    """A serial as given on the command line: what ``hedui ca list`` prints (colon-separated
+    hex, any case) or plain hex (``openssl x509 -serial``, older ``ca list`` output, with or
+    without 0x). ValueError for anything else."""
+    found = _HEX_SERIAL.fullmatch(text.strip().lower())
+    if found is None:
+        raise ValueError(f"{text!r} is not a hexadecimal serial number")
+    return int(found.group(1).replace(":", ""), 16)
 
 
 @dataclass(frozen=True)
@@ -46,6 +68,21 @@ class IssuedRecord:
     role: str
     issued_on: str
     revoked: bool
+    not_after: str = ""  # YYYY-MM-DD, the certificate's expiry
+
+    def status(self, today: dt.date) -> str:
+        """revoked, expired or valid (on ``today``)."""
+        if self.revoked:
+            return "revoked"
+        if self.not_after and dt.date.fromisoformat(self.not_after) < today:
+            return "expired"
+        return "valid"
+
+    def line(self, *, revoked: bool) -> str:
+        """Its line in issued.tsv."""
+        mark = "revoked" if revoked else ""
+        cells = (f"{self.serial:x}", self.name, self.role, self.issued_on, mark, self.not_after)
+        return "\t".join(cells) + "\n"
 
 
 class CertificateAuthority:
@@ -126,13 +163,21 @@ class CertificateAuthority:
         live = [r for r in self.records() if r.name == who.name and not r.revoked]
         if live:
             raise CryptoError(
-                f"{who.name} already holds certificate {live[0].serial:x} (issued "
+                f"{who.name} already holds certificate {format_serial(live[0].serial)} (issued "
                 f"{live[0].issued_on}); revoke it first: hedui ca revoke --dir {self.root} "
                 f"--name {who.name}"
             )
-        serial = x509.load_pem_x509_certificate(cert_pem).serial_number
+        cert = x509.load_pem_x509_certificate(cert_pem)
+        record = IssuedRecord(
+            cert.serial_number,
+            who.name,
+            who.role,
+            f"{now:%Y-%m-%d}",
+            False,
+            f"{cert.not_valid_after_utc:%Y-%m-%d}",
+        )
         with self._issued_path.open("a", encoding="utf-8") as f:
-            f.write(f"{serial:x}\t{who.name}\t{who.role}\t{now:%Y-%m-%d}\t\n")
+            f.write(record.line(revoked=False))
         return cert_pem
 
     def records(self) -> list[IssuedRecord]:
@@ -140,8 +185,10 @@ class CertificateAuthority:
             return []
         out = []
         for line in self._issued_path.read_text(encoding="utf-8").splitlines():
-            serial, name, role, when, revoked = (line.split("\t") + [""] * 5)[:5]
-            out.append(IssuedRecord(int(serial, 16), name, role, when, revoked == "revoked"))
+            serial, name, role, when, revoked, until = (line.split("\t") + [""] * 6)[:6]
+            if not until and when:  # a line written before the expiry date was kept
+                until = f"{dt.date.fromisoformat(when) + _OLDER_VALIDITY}"
+            out.append(IssuedRecord(int(serial, 16), name, role, when, revoked == "revoked", until))
         return out
 
     def revoke(
@@ -156,13 +203,10 @@ class CertificateAuthority:
             if not r.revoked and (r.name == name if name is not None else r.serial == serial)
         ]
         if not found:
-            what = f"name {name}" if name is not None else f"serial {serial:x}"
+            what = f"name {name}" if name is not None else f"serial {format_serial(serial or 0)}"
             raise CryptoError(f"no live certificate with {what} in {self._issued_path}")
         target = found[0].serial
-        lines = []
-        for r in records:
-            mark = "revoked" if r.revoked or r.serial == target else ""
-            lines.append(f"{r.serial:x}\t{r.name}\t{r.role}\t{r.issued_on}\t{mark}\n")
+        lines = [r.line(revoked=r.revoked or r.serial == target) for r in records]
         write_public(self._issued_path, "".join(lines).encode())
         self._issue_list(now, [r.serial for r in records if r.revoked or r.serial == target])
         return target

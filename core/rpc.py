@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import sys
 import threading
 import time
 from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
@@ -135,6 +136,11 @@ def _internal(context: grpc.ServicerContext, method: str) -> NoReturn:
     operator's log, the caller gets INTERNAL without it (never UNKNOWN with raw text)."""
     code = context.code()  # type: ignore[attr-defined]  # grpcio has it; the stubs do not
     if code not in (None, grpc.StatusCode.OK):  # an abort on its way out
+        raise
+    if isinstance(sys.exc_info()[1], grpc.RpcError) and not context.is_active():
+        # the caller cancelled or went away (a reflection client closing its stream early):
+        # gRPC's own error for the request stream it can no longer read; nothing broke
+        log.debug("%s: the caller went away before the call ended", method)
         raise
     log.exception("unexpected failure in %s", method)
     abort(
@@ -275,6 +281,11 @@ class Admission:
         return slot
 
 
+def _subject(peer: PeerIdentity | None) -> str:
+    """A certificate's subject as a log line names it: CN (its party's name) and OU (its role)."""
+    return "?" if peer is None else f"CN={peer.name},OU={peer.role}"
+
+
 class RoleInterceptor(grpc.ServerInterceptor):  # type: ignore[type-arg]
     """Admit a call only when the peer's certificate has a role allowed for the service.
 
@@ -306,7 +317,7 @@ class RoleInterceptor(grpc.ServerInterceptor):  # type: ignore[type-arg]
         metrics.RPC_REQUESTS.labels(self._party, method, name).inc()
         metrics.RPC_LATENCY.labels(self._party, method).observe(time.monotonic() - start)
 
-    def _revoked(self, context: grpc.ServicerContext) -> None:
+    def _revoked(self, context: grpc.ServicerContext, method: str) -> None:
         if self._revocations is None:
             return
         serial = peer_serial(context)
@@ -323,6 +334,14 @@ class RoleInterceptor(grpc.ServerInterceptor):  # type: ignore[type-arg]
                 "or expired); its operator's log says which",
             )
         if revoked:
+            peer = peer_identity(context)
+            log.warning(
+                "refused a call to %s: the caller's certificate (subject %s, serial %x) was "
+                "revoked by the deployment's CA",
+                method,
+                _subject(peer),
+                serial,
+            )
             abort(
                 context,
                 grpc.StatusCode.UNAUTHENTICATED,
@@ -342,7 +361,7 @@ class RoleInterceptor(grpc.ServerInterceptor):  # type: ignore[type-arg]
         roles = self._roles.get(method.split("/")[1], frozenset())
 
         def check(context: grpc.ServicerContext) -> None:
-            self._revoked(context)
+            self._revoked(context, method)
             if open_to_all:
                 return
             peer = peer_identity(context)

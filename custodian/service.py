@@ -3,9 +3,10 @@ private key. Only the verification service may call it (the service's client is
 :mod:`hedui.server.custodian_client`): it sends the signed answers about a query's households,
 and gets back only the totals the custodian may release.
 
-A refusal is FAILED_PRECONDITION with the custodian's reason; a journal or witness state it
-cannot write is UNAVAILABLE ("cannot write its journal: …; nothing decrypted", with an
-``ErrorInfo``), logged, and nothing was decrypted: the same request may be sent again.
+A refusal is FAILED_PRECONDITION with the custodian's reason, logged (a WARNING with the query
+id and the reason); a journal or witness state it cannot write is UNAVAILABLE ("cannot write its
+journal: …; nothing decrypted", with an ``ErrorInfo``), logged, and nothing was decrypted: the
+same request may be sent again.
 """
 
 from __future__ import annotations
@@ -106,8 +107,11 @@ class CustodianServicer(custodian_pb2_grpc.CustodianServiceServicer):
         # connector id -> kind, for the shape checks of every request
         self._known = {c: k for k, ids in custodian.deployment.kinds.items() for c in ids}
 
-    def _refuse(self, context: grpc.ServicerContext, e: Refused, method: str) -> NoReturn:
+    def _refuse(
+        self, context: grpc.ServicerContext, e: Refused, method: str, query_id: str
+    ) -> NoReturn:
         metrics.DECRYPTIONS.labels(method, "refused").inc()
+        log.warning("%s query=%s refused: %s", method, query_id[:MAX_QUERY_ID], e)
         if isinstance(e, WitnessMoved):
             rpc.abort(
                 context,
@@ -167,7 +171,7 @@ class CustodianServicer(custodian_pb2_grpc.CustodianServiceServicer):
                 lambda _size: evidence,
             )
         except Refused as e:
-            self._refuse(context, e, "DecryptBatch")
+            self._refuse(context, e, "DecryptBatch", request.query_id)
         except Unavailable as e:
             self._unavailable(context, e, "DecryptBatch", request.query_id)
         except Exception as e:

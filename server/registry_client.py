@@ -154,6 +154,7 @@ def _household(reply: connector_pb2.Household) -> GrantedHousehold | ConsentRefu
                 _RELATIONS.get(m.relation, "other"),
                 dt.date.fromisoformat(m.birth_date),
                 applicant=m.applicant,
+                signed=m.signed,
             )
             for m in reply.members
         ]

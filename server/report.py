@@ -91,6 +91,26 @@ _RELATIONS = {
     },
 }
 _COMPARISONS = {"<": "<", "<=": "≤", "==": "=", ">=": "≥"}
+# a figure cell without its figure says why (a rule's value or threshold is absent from the
+# verdict for one of these reasons), and the report explains each mark it uses under the table
+_NOT_SHOWN = {
+    "zh": {"withheld": "不予披露", "unavailable": "未取得", "removed": "已删除"},
+    "en": {"withheld": "withheld", "unavailable": "not available", "removed": "removed"},
+}
+_NOT_SHOWN_LEGEND = {
+    "zh": {
+        "withheld": "该数值已取得，按信息披露规则不在报告中列示（不披露单一部门的数值）",
+        "unavailable": "有数据来源未答复或答复无效，该数值无法计算，规则无法判定",
+        "removed": "该数值已按保存期限删除",
+    },
+    "en": {
+        "withheld": "the figure was obtained but the disclosure policy keeps it out of the "
+        "report (no single department's figure is disclosed)",
+        "unavailable": "a source did not answer, or its answer was invalid: the figure could "
+        "not be computed and the rule is undecided",
+        "removed": "the figure was removed after the retention period",
+    },
+}
 
 
 yuan = partial(engine.yuan, grouped=True)  # 1,234.56: integer fen as printed yuan
@@ -145,15 +165,25 @@ def context(source: ReportSource, lang: str, clock: Clock, made_at: dt.datetime)
     decision = common_pb2.Decision.Name(v.decision)
     purged = bool(v.decision) and not v.figures_opening
     rules = []
+    marks: dict[str, None] = {}  # the "not shown" marks used, in order
     for r in v.rules:
         unit = r.unit or "fen"
+        # an absent figure: removed by retention, not computed for want of a source, or withheld
+        # by the disclosure policy (a decided figure the verdict leaves out)
+        absent = "removed" if purged else "unavailable" if r.missing_sources else "withheld"
+        cells = {}
+        for name in ("value", "threshold"):
+            if r.HasField(name):
+                cells[name], cells[f"{name}_absent"] = _amount(getattr(r, name), unit, lang), ""
+            else:
+                cells[name], cells[f"{name}_absent"] = _NOT_SHOWN[lang][absent], absent
+                marks[absent] = None
         rules.append(
             {
                 "title": (r.title_zh if lang == "zh" else r.title_en) or r.id,
                 "id": r.id,
-                "value": _amount(r.value if r.HasField("value") else None, unit, lang),
+                **cells,
                 "comparison": _COMPARISONS.get(r.comparison, r.comparison),
-                "threshold": _amount(r.threshold if r.HasField("threshold") else None, unit, lang),
                 "outcome": _OUTCOMES[lang].get(common_pb2.Outcome.Name(r.outcome), "?"),
                 "outcome_class": common_pb2.Outcome.Name(r.outcome).lower(),
                 "message": r.message_zh if lang == "zh" else r.message_en,
@@ -193,6 +223,7 @@ def context(source: ReportSource, lang: str, clock: Clock, made_at: dt.datetime)
             for m in v.members
         ],
         "rules": rules,
+        "not_shown": [(_NOT_SHOWN[lang][m], _NOT_SHOWN_LEGEND[lang][m]) for m in marks],
         "departments": departments,
         "banks": banks,
         "answered": len(answered),

@@ -73,8 +73,10 @@ def household_members(
     members: Sequence[Member], app: Application
 ) -> list[verification_pb2.HouseholdMember]:
     """The household for the caseworker's report: relation, year of birth, the applicant's ID
-    masked. Under a signed consent a verdict exists only when every adult signed it (the
-    registry gives no tokens otherwise), so an adult's ``signed`` is true."""
+    masked. ``signed``: the member is among the consent's signers as the registry matched them
+    (a minor may sign too, and is counted among the signers); under a signed consent a verdict
+    exists only when every adult signed it (the registry gives no tokens otherwise), so an
+    adult's ``signed`` is true whatever the registry says."""
     resident, consent, as_of = app.resident, app.consent, app.as_of
     applicant = resident.masked() if isinstance(resident, ResidentId) else ""
     return [
@@ -82,7 +84,7 @@ def household_members(
             relation=connector_pb2.Relation.Value(m.relation.upper()),
             birth_year=m.birth_date.year,
             applicant=m.applicant,
-            signed=not consent.standing and is_adult(m.birth_date, as_of),
+            signed=not consent.standing and (m.signed or is_adult(m.birth_date, as_of)),
             masked_id=applicant if m.applicant else "",
         )
         for m in members

@@ -32,6 +32,7 @@ class Member:
     relation: str
     birth_date: dt.date
     applicant: bool = False  # the member whose ID number was asked about
+    signed: bool = False  # among the consent's signers, as the registry matched them
 
     def age_on(self, date: dt.date) -> int:
         return age_on(self.birth_date, date)

@@ -42,7 +42,9 @@ def _second_replica(w_config: Path) -> tuple[subprocess.Popen[bytes], str]:
     listening = config.parent / "run" / "replica-2.listening"
     listening.unlink(missing_ok=True)
     env = {k: v for k, v in os.environ.items() if not k.startswith("HEDUI_")}
-    env["HEDUI_ADDRESS"] = "127.0.0.1:0"  # the one setting that differs: its own port
+    # the settings that differ on one host: its own ports (gRPC and metrics)
+    env["HEDUI_ADDRESS"] = "127.0.0.1:0"
+    env["HEDUI_METRICS_ADDRESS"] = "127.0.0.1:0"
     log = (config.parent / "replica-2.log").open("ab")
     proc = subprocess.Popen(
         [sys.executable, "-m", "hedui.clients.cli", "serve", "service", "--config", str(config)],

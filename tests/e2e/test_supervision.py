@@ -14,12 +14,13 @@ from pathlib import Path
 
 import grpc
 import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from hedui.audit.store import LogStore, open_log_engine
 from hedui.clients.cli import main
 from hedui.clients.deploy import Deployment, prepare
 from hedui.clients.intake import IntakeProfile
-from hedui.core.rpc import open_channel
+from hedui.core.rpc import open_channel, wait_healthy
 from hedui.proto.v1 import audit_pb2, verification_pb2, verification_pb2_grpc
 from tests.e2e.test_faults import HEAD, consent_of, small_deployment
 
@@ -29,6 +30,40 @@ def _until(predicate, seconds: float = 60.0) -> None:
     while not predicate():
         assert time.monotonic() < deadline, "timed out"
         time.sleep(0.2)
+
+
+def _answers_health(up: Deployment, party: str) -> bool:
+    """``party`` answers its gRPC health check as SERVING, on a channel of its own (checked as
+    the service's operator would): that it logged "restarted" does not say it listens yet."""
+    try:
+        address = up.workdir.listening_file(party).read_text(encoding="utf-8").strip()
+    except FileNotFoundError:  # started again, not listening yet
+        return False
+    tls = None if up.settings.insecure else up.workdir.tls("service")
+    channel = open_channel(address, tls=tls, server_name=party)
+    try:
+        wait_healthy(channel, timeout=5)
+    except (grpc.RpcError, grpc.FutureTimeoutError, RuntimeError):
+        return False
+    finally:
+        channel.close()
+    return True
+
+
+def _serving(channel: grpc.Channel) -> bool:
+    """The server behind ``channel`` answers SERVING, once the channel has connected again."""
+    health = health_pb2_grpc.HealthStub(channel)
+    try:
+        reply = health.Check(health_pb2.HealthCheckRequest(), timeout=10, wait_for_ready=True)
+    except grpc.RpcError:
+        return False
+    return bool(reply.status == health_pb2.HealthCheckResponse.SERVING)
+
+
+def _restarted(up: Deployment, party: str, before: int) -> None:
+    """Wait until the supervisor restarted ``party`` and it answers its health check."""
+    _until(lambda: up.restarts > before)
+    _until(lambda: _answers_health(up, party))
 
 
 @pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
@@ -81,7 +116,10 @@ def test_killed_parties_come_back_and_no_receipt_is_lost(tmp_path: Path, databas
             before = up.restarts
             time.sleep(1.0)
             os.kill(up.worker_pid(party), signal.SIGKILL)
-            _until(lambda before=before: up.restarts > before)
+            _restarted(up, party, before)
+        # the test's own channel to the service may still be backing off from the refused
+        # connections while it was down: wait until it is connected and the service SERVING
+        _until(lambda: _serving(channel))
         time.sleep(2.0)
         stop.set()
         loader.join(60)
@@ -94,6 +132,7 @@ def test_killed_parties_come_back_and_no_receipt_is_lost(tmp_path: Path, databas
                 consent=consent_of(HEAD.value),
             ),
             timeout=30,
+            wait_for_ready=True,
         )
         assert not v.failures, v.failures
     finally:
@@ -137,8 +176,6 @@ def test_killed_parties_come_back_and_no_receipt_is_lost(tmp_path: Path, databas
 
 def test_health_says_not_serving_while_the_registry_or_custodian_is_down(tmp_path: Path) -> None:
     """Issue #11 item 8: health said SERVING while every verification failed."""
-    from grpc_health.v1 import health_pb2, health_pb2_grpc
-
     settings = small_deployment(tmp_path)
     w = prepare(settings, lambda _: None, dt.date.today())
     up = Deployment(settings, w)

@@ -129,7 +129,7 @@ def test_cli_verify_json_and_text(up: Up) -> None:
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        (["--id", "11010519491231002Y"], "id_number"),
+        (["--id", "11010519491231002Y"], "--id: "),  # the option, not the proto field
         (["--id", "110105194902300021"], "birth date"),
         (["--id", "110105194912310022"], "check character"),
         (["--program", "nope"], "unknown programme"),
@@ -138,7 +138,7 @@ def test_cli_verify_json_and_text(up: Up) -> None:
         (["--as-of", "2025-W01-1"], "not a date"),
         (["--signed-on", "2025-02-30"], "not a date"),
         (["--consent-form", "/nonexistent/form.pdf"], "cannot read the consent form"),
-        (["--signer", "110105194912310022"], "consent.signer_id_numbers[0]"),
+        (["--signer", "110105194912310022"], "the 1st --signer: check_character"),
         (["--case-number", "110105 19491231002X"], "looks like a resident ID"),
     ],
 )

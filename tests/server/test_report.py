@@ -107,3 +107,105 @@ def test_text_from_callers_is_escaped() -> None:
 def test_yuan_is_exact_integer_arithmetic() -> None:
     assert yuan(0) == "0.00" and yuan(5) == "0.05" and yuan(123456789) == "1,234,567.89"
     assert yuan(-150) == "-1.50"
+
+
+def _rows(html: str) -> list[str]:
+    """The rules table's rows (section 4), as HTML."""
+    table = html.split("四、核对规则与结果" if "四、" in html else "4. Rules and outcomes")[1]
+    return table.split("</table>")[0].split("<tr>")[2:]
+
+
+def test_a_figure_cell_says_whether_it_is_withheld_or_not_available() -> None:
+    """Issue #25 item 13: a figure the disclosure policy withholds (the rule decided, its value
+    left out) is not a figure no source gave (the rule undecided, its sources named): two
+    different words, each explained under the table; never a bare dash."""
+    v = _verdict()
+    del v.rules[:]
+    v.rules.extend(
+        [
+            verification_pb2.RuleOutcome(
+                id="financial_assets",
+                outcome=common_pb2.PASSED,
+                threshold=5_000_000,
+                comparison="<=",
+                unit="fen",
+                title_zh="家庭金融资产",
+                title_en="Household financial assets",
+            ),  # withheld: one bank's own figure (disclosure "figures")
+            verification_pb2.RuleOutcome(
+                id="income",
+                outcome=common_pb2.UNDECIDED,
+                unit="fen",
+                missing_sources=["hrss"],
+                title_zh="家庭月收入",
+                title_en="Household monthly income",
+            ),  # not available: hrss did not answer
+        ]
+    )
+    html = render_html(_source(v), "zh", CLOCK, CLOCK.now())
+    assets, income = _rows(html)
+    assert "不予披露" in assets and "≤ 50,000.00 元" in assets and "未取得" not in assets
+    assert income.count("未取得") == 2 and "不予披露" not in income
+    assert "—" not in assets + income
+    legend = html.split("四、核对规则与结果")[1].split("</section>")[0].split("</table>")[1]
+    assert "不予披露</span>：该数值已取得，按信息披露规则不在报告中列示" in legend
+    assert "未取得</span>：有数据来源未答复或答复无效" in legend
+    english = render_html(_source(v), "en", CLOCK, CLOCK.now())
+    assets, income = _rows(english)
+    assert "withheld" in assets and income.count("not available") == 2
+    assert "withheld</span>: the figure was obtained but the disclosure policy" in english
+    # a report whose figures are all shown has no legend
+    assert "不予披露" not in render_html(_source(_verdict()), "zh", CLOCK, CLOCK.now())
+    # figures removed by retention are neither
+    kept = verification_pb2.Verdict.FromString(without_figures(v.SerializeToString()))
+    purged = render_html(_source(kept), "zh", CLOCK, CLOCK.now())
+    assert "已删除</span>：该数值已按保存期限删除" in purged and "不予披露" not in purged
+
+
+def test_a_minor_who_signed_shows_as_signed_and_is_counted() -> None:
+    """Issue #25 item 13: the registry says which members signed; a minor among the signers is
+    shown under 授权 as signed, as 签署人数 counts them."""
+    from hedui.core.resident_id import make
+    from hedui.server.application import Application
+    from hedui.server.consent import Consent
+    from hedui.server.registry_client import GrantedHousehold, _household
+    from hedui.server.verdicts import household_members
+
+    reply = connector_pb2.Household(
+        members=[
+            connector_pb2.Member(
+                relation=connector_pb2.HEAD, birth_date="1980-02-02", applicant=True, signed=True
+            ),
+            connector_pb2.Member(
+                relation=connector_pb2.CHILD, birth_date="2010-03-03", signed=True
+            ),
+            connector_pb2.Member(relation=connector_pb2.CHILD, birth_date="2020-04-04"),
+        ],
+        pseudonym=b"\1" * 32,
+    )
+    household = _household(reply)
+    assert isinstance(household, GrantedHousehold)
+    head = make("330106", dt.date(1980, 2, 2), 1)
+    teen = make("330106", dt.date(2010, 3, 3), 2)
+    consent = Consent("C-9", dt.date(2026, 11, 20), b"\0" * 32, (head, teen), standing=False)
+    app = Application("R-7", head, "dibao", "demo", consent, dt.date(2026, 11, 24))
+    members = household_members(household.members, app)
+    assert [m.signed for m in members] == [True, True, False]
+    v = _verdict()
+    del v.members[:]
+    v.members.extend(members)
+    source = _source(v)
+    source.entry.verdict.consent.signer_audit_tokens.extend([b"a" * 16, b"b" * 16])
+    html = render_html(source, "zh", CLOCK, CLOCK.now())
+    assert html.count("已签署") == 2
+    assert "<th>签署人数</th><td>2</td>" in html
+    # a standing authorisation has no signers
+    standing = Application(
+        "R-8",
+        head,
+        "dibao",
+        "demo",
+        Consent("C-9", dt.date(2026, 11, 20), b"", (), True),
+        app.as_of,
+    )
+    assert not any(m.signed for m in household_members(household.members, standing))
