@@ -27,6 +27,7 @@ from hedui.clients.intake import (
     IntakeProfile,
     describe_rpc_error,
     open_service_channel,
+    read_profile,
 )
 from hedui.core import signing
 from hedui.core.errors import CryptoError
@@ -169,16 +170,9 @@ class AuditorProfile:
 
     @classmethod
     def load(cls, path: Path) -> AuditorProfile:
-        try:
-            doc = tomllib.loads(path.read_text(encoding="utf-8"))
-        except FileNotFoundError:
-            raise ClientError(
-                f"{path} does not exist; an auditor host writes its profile as in {AUDITOR_STEP}"
-            ) from None
-        except OSError as e:
-            raise ClientError(f"cannot read {path}: {e.strerror}") from None
-        except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
-            raise ClientError(f"{path}: not a valid profile: {e}") from None
+        doc = read_profile(
+            path, f"{path} does not exist; an auditor host writes its profile as in {AUDITOR_STEP}"
+        )
         missing = [k for k in ("log_public_key", "log_origin") if not doc.get(k)]
         if missing:
             raise ClientError(
@@ -188,7 +182,7 @@ class AuditorProfile:
         state = doc.get("state")
         return cls(
             path,
-            IntakeProfile.load(path),  # the same client settings: address, TLS files
+            IntakeProfile.from_doc(path, doc),  # the same client settings: address, TLS files
             Path(str(doc["log_public_key"])).expanduser(),
             str(doc["log_origin"]),
             Path(str(state)).expanduser() if state else None,

@@ -51,17 +51,15 @@ class IntakeProfile:
 
     @classmethod
     def load(cls, path: Path) -> IntakeProfile:
-        try:
-            doc = tomllib.loads(path.read_text(encoding="utf-8"))
-        except FileNotFoundError:
-            raise ClientError(
-                f"{path} does not exist; `hedui up --workdir DIR` writes DIR/intake.toml, and an "
-                f"intake or auditor host writes its own profile ({INTAKE_STEP})"
-            ) from None
-        except OSError as e:
-            raise ClientError(f"cannot read {path}: {e.strerror}") from None
-        except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
-            raise ClientError(f"{path}: not a valid profile: {e}") from None
+        missing = (
+            f"{path} does not exist; `hedui up --workdir DIR` writes DIR/intake.toml, and an "
+            f"intake or auditor host writes its own profile ({INTAKE_STEP})"
+        )
+        return cls.from_doc(path, read_profile(path, missing))
+
+    @classmethod
+    def from_doc(cls, path: Path, doc: dict[str, Any]) -> IntakeProfile:
+        """The client settings of a profile read by :func:`read_profile`: address, TLS files."""
         from hedui.core.tls import TlsMaterial
 
         try:
@@ -74,6 +72,18 @@ class IntakeProfile:
             raise ClientError(f"{path}: the profile has no {e.args[0]}") from None
         except OSError as e:
             raise ClientError(f"{path}: cannot read {e.filename}: {e.strerror}") from None
+
+
+def read_profile(path: Path, missing: str) -> dict[str, Any]:
+    """A client profile's TOML; ``missing``: what to say when there is no such file."""
+    try:
+        return tomllib.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ClientError(missing) from None
+    except OSError as e:
+        raise ClientError(f"cannot read {path}: {e.strerror}") from None
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
+        raise ClientError(f"{path}: not a valid profile: {e}") from None
 
 
 def utc_now() -> dt.datetime:

@@ -111,14 +111,15 @@ class CustodianServicer(custodian_pb2_grpc.CustodianServiceServicer):
         self, context: grpc.ServicerContext, e: Refused, method: str, query_id: str
     ) -> NoReturn:
         metrics.DECRYPTIONS.labels(method, "refused").inc()
-        log.warning("%s query=%s refused: %s", method, query_id[:MAX_QUERY_ID], e)
-        if isinstance(e, WitnessMoved):
+        if isinstance(e, WitnessMoved):  # not a refusal: the service proves again from there
+            log.debug("%s query=%s: %s", method, query_id[:MAX_QUERY_ID], e)
             rpc.abort(
                 context,
                 grpc.StatusCode.FAILED_PRECONDITION,
                 str(e),
                 rpc.precondition_failure("WITNESS", str(e.size), str(e)),
             )
+        log.warning("%s query=%s refused: %s", method, query_id[:MAX_QUERY_ID], e)
         rpc.abort(context, grpc.StatusCode.FAILED_PRECONDITION, str(e))
 
     def _unavailable(

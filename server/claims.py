@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import NamedTuple
 
@@ -72,7 +72,10 @@ class Claims:
 
     def key(self, caller: PeerIdentity, request_id: str) -> bytes:
         """A request's row in the state: an HMAC of its caller and request id."""
-        return self.audit_key.mac(f"request\0{caller.name}\0{request_id}".encode())
+        return self.key_of(caller.name, request_id)
+
+    def key_of(self, caller: str, request_id: str) -> bytes:
+        return self.audit_key.mac(f"request\0{caller}\0{request_id}".encode())
 
     def _fingerprint(self, app: Application) -> bytes:
         """An HMAC of the application, so the table holds no ID."""
@@ -144,21 +147,25 @@ class Claims:
         if d.query_id is None or d.from_size is None:
             return None
         try:
-            store = self.audit.store
-            size = store.size()
-            for page in range(d.from_size, size, 1000):
-                for index, data in store.entries(page, min(size, page + 1000)):
-                    e = audit_pb2.AuditEntry.FromString(data)
-                    if (
-                        e.HasField("verdict")
-                        and e.verdict.query_id == d.query_id
-                        and e.verdict.request_id == request_id
-                        and e.caller == caller
-                    ):
-                        return index
+            for index, e in self._entries_from(d.from_size):
+                if (
+                    e.HasField("verdict")
+                    and e.verdict.query_id == d.query_id
+                    and e.verdict.request_id == request_id
+                    and e.caller == caller
+                ):
+                    return index
         except AuditError:
             return None
         return None
+
+    def _entries_from(self, start: int) -> Iterator[tuple[int, audit_pb2.AuditEntry]]:
+        """The log's entries from ``start`` to its stored end (signed or not), a page at a time."""
+        store = self.audit.store
+        size = store.size()
+        for page in range(start, size, 1000):
+            for index, data in store.entries(page, min(size, page + 1000)):
+                yield index, audit_pb2.AuditEntry.FromString(data)
 
     def release(self, keys: Sequence[bytes]) -> None:
         """Give claims back after a failure, so their callers may retry at once; one the state
@@ -185,19 +192,14 @@ class Claims:
         requests: dict[bytes, audit_pb2.AuditEntry] = {}  # claim key -> its request entry
         outcomes: dict[tuple[str, str, str], int] = {}  # (caller, request id, query id) -> leaf
         failed: set[tuple[str, str, str]] = set()
-        for page in range(start, size, 1000):
-            for index, data in store.entries(page, min(size, page + 1000)):
-                e = audit_pb2.AuditEntry.FromString(data)
-                if e.HasField("request") and e.request.query_id in begun:
-                    key = self.audit_key.mac(
-                        f"request\0{e.caller}\0{e.request.request_id}".encode()
-                    )
-                    requests[key] = e
-                elif e.HasField("verdict") and e.verdict.query_id in begun:
-                    k = (e.caller, e.verdict.request_id, e.verdict.query_id)
-                    outcomes[k] = index
-                    if e.verdict.error:
-                        failed.add(k)
+        for index, e in self._entries_from(start):
+            if e.HasField("request") and e.request.query_id in begun:
+                requests[self.key_of(e.caller, e.request.request_id)] = e
+            elif e.HasField("verdict") and e.verdict.query_id in begun:
+                k = (e.caller, e.verdict.request_id, e.verdict.query_id)
+                outcomes[k] = index
+                if e.verdict.error:
+                    failed.add(k)
         abandoned, answer, given_up = [], [], []
         released = 0
         for c in claims:

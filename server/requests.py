@@ -97,6 +97,12 @@ _DAMAGE = ("malformed", "not a database", "database corrupt")
 _DAMAGE_SQLSTATES = {"XX001", "XX002"}  # data_corrupted, index_corrupted
 
 
+def _driver_words(e: SQLAlchemyError) -> str:
+    """What the database driver said, on one line (statements' parameters are hidden:
+    ``hide_parameters``)."""
+    return f"{type(e).__name__}: {getattr(e, 'orig', None) or e}".splitlines()[0]
+
+
 def _is_damage(e: SQLAlchemyError) -> bool:
     orig = getattr(e, "orig", None)
     if getattr(orig, "sqlstate", None) in _DAMAGE_SQLSTATES:
@@ -177,8 +183,7 @@ def _guarded(method: Callable[..., _T]) -> Callable[..., _T]:
             raise
         except SQLAlchemyError as e:
             self.failed = True
-            # the driver's own words (statements' parameters are hidden: hide_parameters)
-            why = f"{type(e).__name__}: {getattr(e, 'orig', None) or e}".splitlines()[0]
+            why = _driver_words(e)
             log.error("state database error in %s: %s", method.__name__, why)
             if _is_damage(e):
                 raise StateDamaged(
@@ -270,8 +275,7 @@ class RequestBook:
                 )
                 conn.execute(delete(VerdictRecord).where(VerdictRecord.request_key == probe))
         except SQLAlchemyError as e:
-            why = f"{type(e).__name__}: {getattr(e, 'orig', None) or e}".splitlines()[0]
-            log.error("the state database refuses writes: %s", why)
+            log.error("the state database refuses writes: %s", _driver_words(e))
             self.failed = True
             return False
         self.failed = False
@@ -342,6 +346,14 @@ class RequestBook:
     def claim(self, request_key: bytes, application: bytes) -> tuple[bytes, bytes | None] | None:
         """Claim a request id. None: it is ours to verify. Otherwise the earlier claim's
         (application fingerprint, verdict bytes or None while it is in progress)."""
+        row = self._claim_row(request_key, application)
+        return None if row is None else (row[0], self._open(request_key, row[1]))
+
+    def _claim_row(
+        self, request_key: bytes, application: bytes
+    ) -> tuple[bytes, bytes | None, str | None, Any] | None:
+        """:meth:`claim`, with the earlier claim's row as stored: (application fingerprint,
+        sealed verdict or None, query id, log size at its start)."""
         try:
             with self._engine.begin() as conn:
                 conn.execute(
@@ -356,15 +368,18 @@ class RequestBook:
         except IntegrityError:
             with self._engine.connect() as conn:
                 row = conn.execute(
-                    select(VerdictRecord.application, VerdictRecord.verdict).where(
-                        VerdictRecord.request_key == request_key
-                    )
+                    select(
+                        VerdictRecord.application,
+                        VerdictRecord.verdict,
+                        VerdictRecord.query_id,
+                        VerdictRecord.from_size,
+                    ).where(VerdictRecord.request_key == request_key)
                 ).first()
             if row is None:  # released in between: try once more
-                return self.claim(request_key, application)
+                return self._claim_row(request_key, application)
             if row[1] is None and bytes(row[0]) == application and self._take_over(request_key):
                 return None
-            return bytes(row[0]), self._open(request_key, row[1])
+            return bytes(row[0]), row[1], row[2], row[3]
 
     @_guarded
     def lookup(self, request_key: bytes) -> tuple[bool, bytes | None]:
@@ -453,17 +468,8 @@ class RequestBook:
     def _claim_one(
         self, request_key: bytes, application: bytes
     ) -> tuple[bytes, bytes | None] | Damaged | None:
-        try:
-            return self.claim(request_key, application)
-        except StateDamaged:
-            with self._engine.connect() as conn:
-                row = conn.execute(
-                    select(VerdictRecord.query_id, VerdictRecord.from_size).where(
-                        VerdictRecord.request_key == request_key
-                    )
-                ).first()
-            q, n = row if row is not None else (None, None)
-            return Damaged(q, None if n is None else int(n))
+        row = self._claim_row(request_key, application)
+        return None if row is None else self._kept(request_key, *row)
 
     def _set_each(
         self, items: Sequence[tuple[bytes, dict[str, Any]]], *, mine: bool = True

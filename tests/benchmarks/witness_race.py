@@ -14,92 +14,30 @@ import tempfile
 import threading
 import time
 from pathlib import Path
-from typing import Any
 
-import grpc
-
-from hedui.audit.log import AuditLog
-from hedui.audit.store import LogStore, open_log_engine
 from hedui.core import rpc
-from hedui.core.custody import CUSTODIAN_ID, CUSTODIAN_SERVICE
-from hedui.core.rpc import create_server
-from hedui.custodian.keeper import KeyCustodian
-from hedui.custodian.service import CustodianServicer
-from hedui.custodian.witness import DecryptionJournal, LogWitness
-from hedui.proto.v1 import audit_pb2, custodian_pb2_grpc
-from hedui.server.custodian_client import RemoteCustodian
-from hedui.server.evidence import log_evidence
-from tests.custodian.test_keeper import (
-    BANKS,
-    BANKS_ONLY,
-    KEY,
-    LOG_KEY,
-    ORIGIN,
-    PUB,
-    banks,
-    grant_for,
-    households,
-)
+from tests.custodian.test_keeper import BANKS, banks, grant_for, households
+from tests.custodian.test_service import Served
 
 CALLERS, CHUNK = 8, 121
 
 
 def main(calls: int, chunks: int) -> str:
-    root = Path(tempfile.mkdtemp())
-    log = AuditLog(
-        LogStore(open_log_engine(f"sqlite:///{root / 'log.db'}")),
-        origin=ORIGIN,
-        signing_key=LOG_KEY,
-    )
-    custodian = KeyCustodian(
-        KEY,
-        BANKS_ONLY,
-        min_banks=3,
-        witness=LogWitness(LOG_KEY.public_key(), ORIGIN, root / "witness.json"),
-        journal=DecryptionJournal(root / "decryptions.jsonl"),
-    )
-    servicer = CustodianServicer(custodian)
-    server = create_server(
-        "127.0.0.1:0",
-        tls=None,
-        roles={CUSTODIAN_SERVICE: {"service"}},
-        register=[lambda s: custodian_pb2_grpc.add_CustodianServiceServicer_to_server(servicer, s)],
-        party=CUSTODIAN_ID,
-    )
-    remote = RemoteCustodian(f"127.0.0.1:{server.port}", None, PUB, 40.0)
+    served = Served(Path(tempfile.mkdtemp()))  # the custodian over gRPC, as its tests serve it
     lock = threading.Lock()
-    count = {"ok": 0, "failed": 0, "moved": 0}
+    count = {"ok": 0, "failed": 0}
     reasons: dict[str, int] = {}
-    real = remote._stub.DecryptBatch
-
-    def counting(request: Any, timeout: float) -> Any:  # counts the witness's "moved on"
-        try:
-            return real(request, timeout=timeout)
-        except grpc.RpcError as e:
-            for d in rpc.error_details(e):
-                if any(getattr(v, "type", "") == "WITNESS" for v in getattr(d, "violations", ())):
-                    with lock:
-                        count["moved"] += 1
-            raise
-
-    remote._stub.DecryptBatch = counting  # type: ignore[assignment]
-
-    def logged(q: str, n: int) -> list[int]:
-        e = audit_pb2.AuditEntry(request=audit_pb2.RequestEntry(query_id=q))
-        return [r.leaf_index for r in log.append([e] * n)]
 
     def caller(name: str, n: int, runs: int) -> None:
         tokens = households(n)
         rnd = random.Random(name)
         for i in range(runs):
             q = f"{name}-{i}"
-            leaves = logged(q, n)
+            leaves = served.logged(q, n)
             answers = banks(q, tokens)
             time.sleep(rnd.uniform(0, 0.03))  # the fan-out to the connectors
             try:
-                remote.decrypt(
-                    q, answers, n, grant_for(q, BANKS, tokens), log_evidence(log, leaves)
-                )
+                served.decrypt(q, answers, n, grant_for(q, BANKS, tokens), leaves)
                 with lock:
                     count["ok"] += 1
             except Exception as e:
@@ -111,7 +49,7 @@ def main(calls: int, chunks: int) -> str:
 
     def grower() -> None:
         while not done.wait(0.002):
-            logged("other", 1)
+            served.logged("other", 1)
 
     threads = [threading.Thread(target=caller, args=(f"c{i}", 1, calls)) for i in range(CALLERS)]
     threads.append(threading.Thread(target=caller, args=("recheck", CHUNK, chunks)))
@@ -124,11 +62,17 @@ def main(calls: int, chunks: int) -> str:
         t.join()
     done.set()
     g.join()
-    server.stop(0)
+    served.server.stop(0)
+    moved = sum(  # the calls the custodian answered "the witness moved on"
+        1
+        for e in served.errors
+        for d in rpc.error_details(e)
+        if any(getattr(v, "type", "") == "WITNESS" for v in getattr(d, "violations", ()))
+    )
     return (
         f"calls={count['ok'] + count['failed']} ok={count['ok']} failed={count['failed']} "
-        f"witness_moved={count['moved']} seconds={time.monotonic() - start:.1f} "
-        f"log_size={log.store.size()} reasons={reasons}"
+        f"witness_moved={moved} seconds={time.monotonic() - start:.1f} "
+        f"log_size={served.log.store.size()} reasons={reasons}"
     )
 
 
