@@ -3,8 +3,9 @@
 Made by the service from what it already holds: the verdict kept for the request (by the caller
 that made it), the verdict's entry in the audit log (caseworker, intake system, consent record,
 which sources answered), and the signed checkpoint the entry is proven under. A4, in Chinese or
-English, self-contained HTML (styles and the receipt's QR code inline, nothing fetched) or PDF
-through WeasyPrint. It names sources, never a figure of one source: the figures shown are the
+English, self-contained HTML (styles, the receipt's QR code and a subset of a freely licensed
+Chinese font with the glyphs the report uses inline, nothing fetched: it reads the same on a
+computer without any Chinese font) or PDF through WeasyPrint. It names sources, never a figure of one source: the figures shown are the
 household's totals the rules compared, as in the verdict.
 """
 
@@ -12,10 +13,14 @@ from __future__ import annotations
 
 import base64
 import datetime as dt
+import io
+import logging
 import shutil
 import subprocess
+import unicodedata
 from dataclasses import dataclass
-from functools import cache, partial
+from functools import cache, lru_cache, partial
+from pathlib import Path
 from typing import Any
 
 import jinja2
@@ -31,6 +36,7 @@ from hedui.server.policy import engine
 from hedui.server.policy.book import PROGRAMS
 
 LANGS = ("zh", "en")
+log = logging.getLogger("hedui.server")
 
 
 class ReportError(ServiceError):
@@ -265,7 +271,15 @@ def _templates() -> jinja2.Environment:
 
 
 def render_html(source: ReportSource, lang: str, clock: Clock, made_at: dt.datetime) -> str:
-    return _templates().get_template("report.html").render(**context(source, lang, clock, made_at))
+    """The report as one HTML file; its style sheet carries the glyphs of every Chinese
+    character it uses (see ``font_face``), so it needs no font on the reader's computer."""
+    template, facts = (
+        _templates().get_template("report.html"),
+        context(source, lang, clock, made_at),
+    )
+    html = template.render(**facts, font_face="")
+    face = font_face(html)
+    return template.render(**facts, font_face=face) if face else html
 
 
 def render_pdf(html: str) -> bytes:
@@ -294,3 +308,134 @@ def has_cjk_font() -> bool:
         [fc_list, ":lang=zh", "family"], capture_output=True, text=True, check=False
     )
     return bool(out.stdout.strip())
+
+
+# -- the embedded font ----------------------------------------------------------------------
+# A reader's computer may have no Chinese font at all (every character a box), so the HTML
+# carries the glyphs it uses: a subset of a freely licensed CJK font found on the service's host,
+# in an @font-face data: URL first in the report's font stack. Characters it lacks, and Latin
+# text (not in the subset), fall through to the common desktop fonts after it in the stack.
+
+FONT_FAMILY = "hedui report CJK"  # the embedded subset's name in the report's CSS
+# fonts whose licence lets a document carry a subset of them, best first (fontconfig's family
+# name); never a host's other fonts (Microsoft YaHei, PingFang: not redistributable)
+EMBEDDABLE_FONTS = (
+    "WenQuanYi Micro Hei",  # Apache-2.0 or GPL-3+ with font exception (fonts-wqy-microhei)
+    "Noto Sans CJK SC",  # SIL OFL 1.1 (fonts-noto-cjk)
+    "Source Han Sans SC",  # SIL OFL 1.1
+    "WenQuanYi Zen Hei",  # GPL-2+ with font exception (fonts-wqy-zenhei)
+    "Droid Sans Fallback",  # Apache-2.0 (fonts-droid-fallback)
+)
+# where Debian puts the first of them, for a host without fontconfig's fc-list
+_KNOWN_FONT_FILES = ((Path("/usr/share/fonts/truetype/wqy/wqy-microhei.ttc"), 0),)
+_REGULAR = 80  # fontconfig's weight of a regular face
+# the name records the subset keeps: copyright (0), names (1-6), licence and its URL (13, 14)
+_NAME_IDS = [0, 1, 2, 3, 4, 5, 6, 13, 14]
+
+
+def report_characters(html: str) -> str:
+    """The characters of ``html`` a Latin font lacks (East Asian wide and fullwidth: hanzi,
+    Chinese punctuation), sorted, each once."""
+    return "".join(sorted({c for c in html if unicodedata.east_asian_width(c) in "WF"}))
+
+
+@cache
+def embeddable_font() -> tuple[Path, int] | None:
+    """The font file (and face index in a collection) a report embeds a subset of: the best of
+    ``EMBEDDABLE_FONTS`` that fontconfig lists for Chinese, else a known path. None (and one
+    WARNING) if the host has none: the report then relies on the reader's fonts."""
+    candidates: list[tuple[int, int, Path, int]] = []
+    fc_list = shutil.which("fc-list")
+    if fc_list is not None:
+        out = subprocess.run(
+            [fc_list, "--format", "%{file}\t%{index}\t%{weight}\t%{family}\n", ":lang=zh"],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        for line in out.stdout.splitlines():
+            file, index, weight, families = [*line.split("\t"), "", "", ""][:4]
+            names = families.split(",")
+            rank = next((i for i, f in enumerate(EMBEDDABLE_FONTS) if f in names), None)
+            if rank is None or not index.isdigit():
+                continue
+            w = int(weight) if weight.isdigit() else _REGULAR
+            candidates.append((rank, abs(w - _REGULAR), Path(file), int(index)))
+    found = [(path, index) for *_, path, index in sorted(candidates)]
+    found += [(path, index) for path, index in _KNOWN_FONT_FILES if path.is_file()]
+    if found:
+        return found[0]
+    log.warning(
+        "no freely licensed Chinese font on the service's host (%s): 核对报告 in HTML carry no "
+        "font and show boxes on a computer without a Chinese font; install one (Debian: "
+        "apt-get install fonts-wqy-microhei)",
+        ", ".join(EMBEDDABLE_FONTS),
+    )
+    return None
+
+
+def font_face(html: str) -> str:
+    """The ``@font-face`` rule that carries the glyphs of every character of ``html`` a Latin
+    font lacks, as a data: URL; "" if it has none or the host has no font to take them from."""
+    chars = report_characters(html)
+    font = embeddable_font() if chars else None
+    if font is None:
+        return ""
+    subset = _font_subset(*font, chars)
+    if subset is None:
+        return ""
+    data, media, css_format, notice = subset
+    return (
+        f"/* {notice} */\n"
+        f'@font-face {{ font-family: "{FONT_FAMILY}"; '
+        f"src: url(data:{media};base64,{base64.b64encode(data).decode()}) "
+        f'format("{css_format}"); }}'
+    )
+
+
+@lru_cache(maxsize=64)  # reports of one programme use much the same characters
+def _font_subset(path: Path, index: int, chars: str) -> tuple[bytes, str, str, str] | None:
+    """The glyphs of ``chars`` in the font at ``path``: its bytes (WOFF2 if brotli is there,
+    else WOFF), media type, CSS format and a notice naming the font and its licence."""
+    try:
+        from fontTools import subset  # type: ignore[import-untyped]
+        from fontTools.ttLib import TTFont  # type: ignore[import-untyped]
+    except ImportError as e:
+        _warn_once(f"the report's font cannot be subset without fontTools ({e})")
+        return None
+    try:
+        import brotli  # type: ignore[import-untyped]  # noqa: F401  (fontTools' WOFF2)
+
+        flavor, media = "woff2", "font/woff2"
+    except ImportError:
+        flavor, media = "woff", "font/woff"
+    options = subset.Options()
+    options.flavor = flavor
+    options.hinting = True  # drawn as the installed font is (2 KB more than without)
+    options.name_IDs = _NAME_IDS
+    options.notdef_outline = True  # a character no font has shows as a box, not as nothing
+    options.drop_tables += ["FFTM", "vhea", "vmtx"]  # no vertical text in a report
+    try:
+        with TTFont(path, fontNumber=index, lazy=True) as font:
+            name = font["name"]
+            notice = "; ".join(
+                str(r) for i in (4, 5, 0, 13, 14) if (r := name.getName(i, 3, 1, 0x409)) is not None
+            )
+            subsetter = subset.Subsetter(options)
+            subsetter.populate(text=chars)
+            subsetter.subset(font)
+            out = io.BytesIO()
+            font.flavor = flavor
+            font.save(out)
+    except Exception as e:  # a damaged or unreadable font file: the report goes without
+        _warn_once(f"the report's font {path} cannot be subset ({type(e).__name__}: {e})")
+        return None
+    notice = f"{notice}; subset to the {len(chars)} characters of this report"
+    for unsafe in ("*/", "<", ">"):  # the notice goes in a CSS comment inside <style>
+        notice = notice.replace(unsafe, "")
+    return out.getvalue(), media, flavor, " ".join(notice.split())
+
+
+@cache
+def _warn_once(problem: str) -> None:
+    log.warning("%s: 核对报告 in HTML carry no font and show boxes without a Chinese font", problem)
