@@ -9,10 +9,13 @@
     hedui keys install --party NAME --keys DIR --cert CERT --ca CA.pem [--crl CRL.pem]
     hedui ca revoke --dir CA --name NAME           a new revocation list, to copy to every party
     hedui serve service|custodian|registry|connector [NAME] --config FILE
+    hedui serve witness --workdir DIR              a log witness (c2sp.org/tlog-witness): its
+                                                   config, key and state in DIR
     hedui db upgrade|status --config FILE          the service's databases: schema migrations
 
 Each `serve` runs the party's own code (``hedui.server.serve``, ``hedui.custodian.serve``,
-``hedui.connectors.serve``) with only the key directory its config names.
+``hedui.connectors.serve``, ``hedui.witness.serve``) with only the key directory its config
+names.
 """
 
 from __future__ import annotations
@@ -58,9 +61,19 @@ def _now() -> dt.datetime:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
+    if (args.party == "witness") != (args.workdir is not None) or (
+        (args.party == "witness") == bool(args.config)
+    ):
+        args.serve_parser.error(
+            "the witness takes --workdir DIR (and no --config); every other party --config FILE"
+        )
     configure_party_logging(args.log_format)
     env = dict(os.environ)
-    if args.party == "service":
+    if args.party == "witness":
+        from hedui.witness.serve import serve as serve_witness
+
+        serve_witness(args.workdir, env)
+    elif args.party == "service":
         from hedui.server.serve import serve
 
         serve(args.config[0], env)
@@ -241,9 +254,10 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     p = sub.add_parser("serve", help="run one party on this host (its operator's command)")
     p.add_argument(
         "party",
-        choices=["service", "custodian", "registry", "connector"],
+        choices=["service", "custodian", "registry", "connector", "witness"],
         help="which party: the verification service, the key custodian, the household "
-        "registry (and token authority), or a bank's or department's connector",
+        "registry (and token authority), a bank's or department's connector, or a witness "
+        "of the audit log",
     )
     p.add_argument(
         "name", nargs="?", help="connector only: its id, e.g. bank-07 (checked against the config)"
@@ -252,9 +266,16 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
         "--config",
         type=Path,
         action="append",
-        required=True,
-        help="the party's TOML config; every setting may be overridden by a HEDUI_<SETTING> "
-        "variable (connector: repeat to serve several connectors from one process)",
+        help="the party's TOML config, required for every party but the witness (default: "
+        "none); every setting may be overridden by a HEDUI_<SETTING> variable (connector: "
+        "repeat to serve several connectors from one process)",
+    )
+    p.add_argument(
+        "--workdir",
+        type=Path,
+        help="witness only, and required for it: its directory (witness.toml, its key and "
+        "state; the key is made at the first start and its verifier key written to "
+        "witness.vkey) (default: none)",
     )
     p.add_argument(
         "--log-format",
@@ -262,7 +283,7 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
         default="json",
         help="log lines on stderr: json (with the time zone) or text (default: %(default)s)",
     )
-    p.set_defaults(func=cmd_serve)
+    p.set_defaults(func=cmd_serve, serve_parser=p)
 
     db = sub.add_parser("db", help="the service's databases (audit log and state): schema")
     dbs = db.add_subparsers(dest="db_command", required=True)
