@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING
 
 from hedui.clients import (
     audit_cli,
+    campaign_cli,
     console_cli,
     monitoring_cli,
     party_cli,
@@ -420,6 +421,7 @@ def cmd_bench_load(args: argparse.Namespace) -> int:
         seconds=args.seconds,
         program=args.program,
         prefix=f"load-{uuid.uuid4().hex[:8]}",
+        campaign=args.campaign,
     )
     if not result.completed:
         raise ClientError(result.summary())
@@ -428,7 +430,6 @@ def cmd_bench_load(args: argparse.Namespace) -> int:
 
 
 def cmd_recheck(args: argparse.Namespace) -> int:
-    from hedui.clients.consent import StandingAuthorisation
     from hedui.clients.intake import IntakeProfile
     from hedui.clients.recheck import progress_bar, recheck
     from hedui.core.workdir import Workdir
@@ -441,17 +442,14 @@ def cmd_recheck(args: argparse.Namespace) -> int:
             "one ID number per line"
         )
     check_writable_file(out, "--out")  # before anything is contacted
-    authorisation = StandingAuthorisation.from_file(
-        args.authorisation, args.authorised_on, args.document_number
-    )
     try:
         summary = recheck(
             IntakeProfile.load(w.intake_profile),
             args.ids,
             out,
             program=args.program,
-            authorisation=authorisation,
-            campaign=args.campaign,
+            campaign_number=args.campaign,
+            campaign=args.round,
             progress=progress_bar() if not args.quiet else (lambda d, t: None),
         )
     except KeyboardInterrupt:
@@ -898,6 +896,7 @@ def build_parser() -> argparse.ArgumentParser:
     party_cli.add_parser(sub)
     policy_cli.add_parser(sub)
     monitoring_cli.add_parser(sub)
+    campaign_cli.add_parser(sub)
     report_cli.add_parser(sub)
     console_cli.add_parser(sub)
 
@@ -915,26 +914,16 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--campaign",
-        help="name of this re-verification round (default: a digest of the roster and programme)",
-    )
-    p.add_argument(
-        "--authorisation",
-        type=Path,
         required=True,
-        metavar="FILE",
-        help="the campaign's standing authorisation (the scanned, dated document under which "
-        f"enrolled households are re-checked), a regular file of at most {MAX_FORM_TEXT}; "
-        "its SHA-256 goes with every request",
+        metavar="NUMBER",
+        help="the document number (文号) of the re-verification campaign the bureau registered "
+        "with the household registry (hedui campaign register); only households on its "
+        "roster are answered",
     )
     p.add_argument(
-        "--authorised-on",
-        type=date_arg,
-        required=True,
-        help="the date of the standing authorisation, YYYY-MM-DD",
-    )
-    p.add_argument(
-        "--document-number",
-        help="the authorisation's document number (文号) (default: the file's name)",
+        "--round",
+        help="name of this run in request ids and the results file, ASCII letters, digits and "
+        "- (default: a digest of the roster, programme and campaign)",
     )
     p.add_argument(
         "--quiet", action="store_true", help="no progress bar (default: a bar on stderr)"
@@ -960,6 +949,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="how long to keep calling, in seconds (default: %(default)s)",
     )
     p.add_argument("--program", default="dibao", help=PROGRAM_HELP)
+    p.add_argument(
+        "--campaign",
+        required=True,
+        metavar="NUMBER",
+        help="the registered campaign (hedui campaign register) the calls re-check under; "
+        "its roster must hold the --ids households",
+    )
     p.set_defaults(func=cmd_bench_load)
 
     p = sub.add_parser(

@@ -3,7 +3,6 @@ throughput and the latency percentiles (``hedui bench load``)."""
 
 from __future__ import annotations
 
-import hashlib
 import itertools
 import statistics
 import threading
@@ -12,10 +11,8 @@ from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from hedui.clients.consent import StandingAuthorisation
 from hedui.clients.errors import ClientError
 from hedui.clients.intake import IntakeClient, IntakeProfile, check_certificate_dates, utc_now
-from hedui.core.clock import DEPLOYMENT
 from hedui.proto.v1 import verification_pb2
 
 
@@ -68,19 +65,12 @@ def run_load(
     seconds: float,
     program: str = "dibao",
     prefix: str = "load",
-    authorisation: StandingAuthorisation | None = None,
+    campaign: str,
 ) -> LoadResult:
     """Keep ``concurrency`` calls in flight for ``seconds`` (each caller waits for its answer),
-    every call under one standing authorisation (by default a synthetic one named after
-    ``prefix``, dated today: a load test re-checks, it does not take applications)."""
-    consent = (
-        authorisation
-        or StandingAuthorisation(
-            f"{prefix}-authorisation",
-            DEPLOYMENT.today(),
-            hashlib.sha256(prefix.encode()).digest(),
-        )
-    ).consent()
+    every call under one registered campaign (``campaign``, its document number: a load test
+    re-checks, it does not take applications)."""
+    consent = verification_pb2.Consent(campaign=campaign)
     if not applicants:
         raise ClientError("no applicants to verify")
     check_certificate_dates(profile, utc_now())  # here, not in a worker thread

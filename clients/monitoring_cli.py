@@ -7,6 +7,7 @@ import argparse
 import datetime as dt
 import hashlib
 import json
+import secrets
 import sys
 import time
 from collections.abc import Callable, Iterator
@@ -17,7 +18,6 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from google.protobuf.json_format import MessageToDict
 
 from hedui.clients.args import date_arg
-from hedui.clients.consent import MAX_FORM_TEXT, StandingAuthorisation
 from hedui.clients.errors import ClientError
 from hedui.clients.intake import (
     IntakeProfile,
@@ -26,7 +26,7 @@ from hedui.clients.intake import (
     format_fen,
     open_service_channel,
 )
-from hedui.proto.v1 import monitoring_pb2
+from hedui.proto.v1 import connector_pb2, monitoring_pb2, verification_pb2
 
 if TYPE_CHECKING:  # grpc, the connectors' and the key store's code are imported where used
     from hedui.core.workdir import Workdir
@@ -130,12 +130,10 @@ def cmd_enrol(args: argparse.Namespace) -> int:
     if not args.roster.is_file():
         raise ClientError(f"the roster {args.roster} is not a file; one ID number per line")
     entries = read_roster(args.roster)
-    authorisation = StandingAuthorisation.from_file(
-        args.authorisation, args.authorised_on, args.document_number
-    )
-    # the same roster, programme and end date give the same request ids: a rerun resumes
+    # the same roster, programme, end date and campaign give the same request ids: a rerun
+    # resumes
     batch = hashlib.sha256(
-        args.roster.read_bytes() + f"\0{args.program}\0{args.until}".encode()
+        args.roster.read_bytes() + f"\0{args.program}\0{args.until}\0{args.campaign}".encode()
     ).hexdigest()[:12]
     done = failed = 0
     with _follow_up(args.workdir) as stub:
@@ -145,7 +143,7 @@ def cmd_enrol(args: argparse.Namespace) -> int:
                 id_number=id_number,
                 program=args.program,
                 region=args.region or "",
-                consent=authorisation.consent(),
+                consent=verification_pb2.Consent(campaign=args.campaign),
                 until=args.until.isoformat(),
                 caseworker_id=args.caseworker or "",
             )
@@ -276,7 +274,8 @@ def add_parser(sub: Any) -> None:
     ).add_subparsers(dest="monitor_command", required=True)
     p = mon.add_parser(
         "enrol",
-        help="monitor the households of a roster until a date, under a standing authorisation",
+        help="monitor the households of a roster until a date, under a registered monitoring "
+        "campaign",
     )
     _common(p, json_flag=False)
     p.add_argument("--roster", type=Path, required=True, help="one ID number per line")
@@ -290,16 +289,12 @@ def add_parser(sub: Any) -> None:
     )
     p.add_argument("--region", help="the policy region (default: the service's)")
     p.add_argument(
-        "--authorisation",
-        type=Path,
+        "--campaign",
         required=True,
-        metavar="FILE",
-        help="the standing authorisation that covers monitoring, a regular file of at most "
-        f"{MAX_FORM_TEXT} (its SHA-256 is logged)",
-    )
-    p.add_argument("--authorised-on", type=date_arg, required=True, help="its date, YYYY-MM-DD")
-    p.add_argument(
-        "--document-number", help="its document number (文号) (default: the file's name)"
+        metavar="NUMBER",
+        help="the document number (文号) of the monitoring (主动发现) campaign the bureau "
+        "registered with the household registry; only households on its roster are enrolled, "
+        "and never past its end",
     )
     p.add_argument("--caseworker", help="who enrols, as logged (default: none)")
     p.set_defaults(func=cmd_enrol)
@@ -354,16 +349,32 @@ def add_parser(sub: Any) -> None:
 
 
 def demo_discovery(w: Workdir, id_number: str, tmp: Path, today: dt.date) -> str:
-    """`hedui demo`'s 主动发现 step: enrol one household under a standing authorisation, have
-    the civil affairs connector report a death in it over its own certificate, and wait for the
-    alert that the re-check raises. What a person reads about it."""
+    """`hedui demo`'s 主动发现 step: the bureau registers a monitoring campaign for one household,
+    the intake enrols it under that campaign, the civil affairs connector reports a death in it
+    over its own certificate, and the demo waits for the alert that the re-check raises. What a
+    person reads about it."""
+    from hedui.clients import campaign_cli
+    from hedui.clients.consent import form_digest
     from hedui.connectors.events import PersonEvent, push_events
     from hedui.connectors.tokenizer import AuthorityTokenizer
     from hedui.core.keystore import REGISTRY_ID
 
     doc = tmp / "monitoring-authorisation.pdf"
     doc.write_bytes(b"standing authorisation: dynamic monitoring of low-income households")
-    authorisation = StandingAuthorisation.from_file(doc, today, "民政监测〔2026〕1号")
+    number = f"民政监测〔{today.year}〕{secrets.randbelow(9000) + 1000}号"
+    campaign_cli.register(
+        campaign_cli.bureau_profile(w.root, None),
+        connector_pb2.Campaign(
+            number=number,
+            kind=connector_pb2.MONITORING,
+            program="dibao",
+            title="低收入人口动态监测（演示）",
+            issued_on=today.isoformat(),
+            valid_until=(today + dt.timedelta(days=365)).isoformat(),
+            document_sha256=form_digest(doc, "campaign document", "--document"),
+        ),
+        [id_number],
+    )
     with _follow_up(w.root) as stub:
         e = _call(
             "enrolling the demo household",
@@ -372,7 +383,7 @@ def demo_discovery(w: Workdir, id_number: str, tmp: Path, today: dt.date) -> str
                     request_id="demo-enrol",
                     id_number=id_number,
                     program="dibao",
-                    consent=authorisation.consent(),
+                    consent=verification_pb2.Consent(campaign=number),
                     until=(today + dt.timedelta(days=180)).isoformat(),
                 ),
                 timeout=120,

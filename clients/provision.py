@@ -18,13 +18,17 @@ from hedui.core.ca import PARTY_NAME
 from hedui.core.custody import CUSTODIAN_ID
 from hedui.core.deployment import DEPARTMENT_KINDS
 from hedui.core.errors import CryptoError, KeyFileError
-from hedui.core.keyfiles import read_public
+from hedui.core.keyfiles import read_public, write_secret
 from hedui.core.keystore import CLIENT_ROLES, REGISTRY_ID, KeyDir
 from hedui.core.tls import CRL_DAYS, identity_from_pem
 from hedui.core.workdir import Workdir
 
 SERVICE = "service"
-CLIENTS = ("intake", "auditor")  # the default intake system and auditor of a dev deployment
+CLIENTS = (
+    "intake",
+    "auditor",
+    "bureau",
+)  # the default intake system and auditor of a dev deployment
 
 
 def role_of(party: str) -> str:
@@ -71,6 +75,8 @@ def enrol(
                 f"{party} is enrolled, but {', '.join(str(p) for p in missing)} is missing: "
                 "restore it from the party's backup; hedui does not replace a key others pinned"
             )
+        if role_of(party) == SERVICE:
+            keys.write_shared_audit_token_key()  # a deployment enrolled before it existed
         return
     keys.create_own_keys(party, role_of(party), paillier_bits=paillier_bits, on_create=on_create)
     csr = keys.request_certificate(party, role_of(party))
@@ -106,6 +112,12 @@ def distribute(w: Workdir, parties: Iterable[str], connector_ids: Sequence[str])
         role = identity_from_pem(read_public(keys.tls_paths(party)[0])).role
         for whose, relative in trusted_files(party, role, connector_ids):
             keys.trust(w.keys(whose), relative)
+        if party == REGISTRY_ID and w.keys(SERVICE).shared_audit_token_path.exists():
+            # the one secret two parties share: the registry binds grants to audit tokens
+            shared = w.keys(SERVICE).shared_audit_token_path.read_bytes()
+            mine = keys.shared_audit_token_path
+            if not mine.exists() or mine.read_bytes() != shared:
+                write_secret(mine, shared)
 
 
 def provision(

@@ -1,9 +1,10 @@
 """``hedui recheck``: periodic re-verification (半年复核) of a roster of enrolled applicants.
 
 The roster is the case system's export, one ID number per line. Every line becomes one
-application with the request id ``recheck-<campaign>-<line>``, under the campaign's standing
-authorisation (a dated document whose SHA-256 every request carries and the audit log records); results are appended to a JSON
-lines file as they arrive and flushed at once. Run again after a crash or Ctrl-C and it skips the
+application with the request id ``recheck-<round>-<line>``, under a campaign the bureau
+registered with the household registry (``hedui campaign register``: its document, dates and
+roster; the registry answers only households on that roster, and the audit log records the
+document's SHA-256 with every request); results are appended to a JSON lines file as they arrive and flushed at once. Run again after a crash or Ctrl-C and it skips the
 lines already in the file; a line that was sent but not yet written gets its stored verdict back
 from the service (same request id), so no household is checked twice in the audit log.
 """
@@ -27,7 +28,6 @@ import grpc
 from google.rpc import error_details_pb2
 
 from hedui.clients.args import unwritable
-from hedui.clients.consent import StandingAuthorisation
 from hedui.clients.errors import ClientError
 from hedui.clients.intake import IntakeProfile, describe_rpc_error, open_service_channel, utc_now
 from hedui.core.errors import InvalidResidentId
@@ -178,7 +178,7 @@ def recheck(
     out: Path,
     *,
     program: str,
-    authorisation: StandingAuthorisation,
+    campaign_number: str,
     campaign: str | None = None,
     progress: Callable[[int, int], None] = lambda done, total: None,
     patience: float = 300.0,
@@ -187,7 +187,12 @@ def recheck(
     now: Callable[[], dt.datetime] = utc_now,
 ) -> Summary:
     entries = read_roster(roster)
-    campaign = campaign or hashlib.sha256(roster.read_bytes() + program.encode()).hexdigest()[:12]
+    campaign = (
+        campaign
+        or hashlib.sha256(
+            roster.read_bytes() + program.encode() + b"\0" + campaign_number.encode()
+        ).hexdigest()[:12]
+    )
     done = _done_requests(out, campaign)
     todo = [(n, i) for n, i in entries if request_id_of(campaign, n) not in done]
     summary = Summary(total=len(entries), skipped=len(entries) - len(todo))
@@ -199,7 +204,7 @@ def recheck(
                 request_id=request_id,
                 id_number=id_number,
                 program=program,
-                consent=authorisation.consent(),
+                consent=verification_pb2.Consent(campaign=campaign_number),
             )
 
     try:  # the results file is opened before the service is contacted

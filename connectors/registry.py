@@ -4,10 +4,16 @@ It is also the token authority (:mod:`hedui.connectors.token_authority`): it ans
 verification service with each member's relation and birth date (never an ID number), every
 connector's padded tokens and the signed grant for the query.
 
-It also holds the consent to the register: unless the check is under a standing authorisation,
-every member who is an adult on the registry's date must be among the consent's signers, or the
-household gets no tokens and no grant, whatever the service asks (an insider of the service who
-knows one ID number cannot have a household's sources asked without every adult's ID number).
+It also holds the consent to the register: unless the check is under a registered campaign
+(:mod:`hedui.connectors.campaigns`) whose roster holds the household, every member who is an
+adult on the registry's date must be among the consent's signers, or the household gets no
+tokens and no grant, whatever the service asks (an insider of the service who knows one ID
+number cannot have a household's sources asked without every adult's ID number).
+
+Every household of a grant is bound (:class:`hedui.core.grants.Binding`) to the applicant the
+registry looked up (its audit token, under the audit token key the service shares with the
+registry) and to the consent or campaign it was asked under, so the key custodian can refuse a
+decryption whose logged request names another applicant or authorisation.
 """
 
 from __future__ import annotations
@@ -19,14 +25,16 @@ from collections.abc import Sequence
 import grpc
 from sqlalchemy.exc import SQLAlchemyError
 
+from hedui.connectors.campaigns import Campaigns, Covered
 from hedui.connectors.store import Person, RegisterStore
 from hedui.connectors.token_authority import MONITOR_DAYS, HandleRefused, TokenAuthority
 from hedui.core import rpc
 from hedui.core.clock import DEPLOYMENT, Clock, is_adult
 from hedui.core.errors import InvalidResidentId
-from hedui.core.grants import MAX_BATCH
+from hedui.core.grants import MAX_BATCH, Binding, authority_digest
 from hedui.core.resident_id import ResidentId
 from hedui.core.resident_id import parse as parse_id
+from hedui.core.tokens import TokenKey
 from hedui.proto.v1 import connector_pb2, connector_pb2_grpc
 
 log = logging.getLogger("hedui.connectors.registry")
@@ -46,10 +54,17 @@ _RELATIONS = {
 
 class RegistryServicer(connector_pb2_grpc.RegistryServiceServicer):
     def __init__(
-        self, store: RegisterStore, authority: TokenAuthority, clock: Clock = DEPLOYMENT
+        self,
+        store: RegisterStore,
+        authority: TokenAuthority,
+        campaigns: Campaigns,
+        audit_key: TokenKey,
+        clock: Clock = DEPLOYMENT,
     ) -> None:
         self._store = store
         self._authority = authority
+        self._campaigns = campaigns
+        self._audit_key = audit_key
         self._clock = clock
 
     def _query_id(self, query_id: str, context: grpc.ServicerContext) -> None:
@@ -95,8 +110,8 @@ class RegistryServicer(connector_pb2_grpc.RegistryServiceServicer):
     ) -> tuple[str | None, dt.date | None]:
         """(the applicant's normalised ID number or None when it does not parse, the date of
         the monitoring handle asked for); HandleRefused for a monitoring request it refuses."""
-        if (a.monitoring_handle or a.monitor_until) and not a.signatures.standing:
-            raise HandleRefused("monitoring needs a standing authorisation")
+        if (a.monitoring_handle or a.monitor_until) and not a.signatures.campaign:
+            raise HandleRefused("monitoring needs a registered monitoring campaign (主动发现)")
         id_number = a.id_number
         if a.monitoring_handle:
             id_number = self._authority.open_handle(bytes(a.monitoring_handle), today)
@@ -131,19 +146,38 @@ class RegistryServicer(connector_pb2_grpc.RegistryServiceServicer):
         except SQLAlchemyError as e:
             log.error("registry database error: %s", type(e).__name__)
             rpc.abort(context, grpc.StatusCode.INTERNAL, "the household register is not available")
-        households, answered_in = [], []
-        for a, x in zip(request.applicants, asked, strict=True):
+        members_of = [
+            next(found) if not isinstance(x, HandleRefused) and x[0] is not None else []
+            for x in asked
+        ]
+        try:
+            covering = self._covering(request.applicants, members_of, today)
+        except SQLAlchemyError as e:
+            log.error("registry database error: %s", type(e).__name__)
+            rpc.abort(context, grpc.StatusCode.INTERNAL, "the campaign register is not available")
+        households, answered_in, bindings = [], [], []
+        for a, x, members in zip(request.applicants, asked, members_of, strict=True):
             if isinstance(x, HandleRefused):
                 households.append(connector_pb2.Household(monitoring_refused=str(x)))
                 continue
             applicant, until = x
-            if applicant is None:
+            if applicant is None or not members:
                 households.append(connector_pb2.Household())
                 continue
-            members = next(found)
+            if a.signatures.campaign:
+                refused = _not_covered(
+                    covering[a.signatures.campaign],
+                    members[0],
+                    until,
+                    monitoring=bool(a.monitoring_handle) or until is not None,
+                )
+                if refused is not None:
+                    households.append(refused)
+                    continue
             household = self._household(applicant, members, a.signatures)
             if household.tokens:
                 answered_in.append((household, members[0].household_id))
+                bindings.append(self._binding(applicant, a.signatures))
                 if until is not None:
                     household.monitoring_handle = self._authority.monitoring_handle(
                         applicant, until
@@ -153,9 +187,44 @@ class RegistryServicer(connector_pb2_grpc.RegistryServiceServicer):
         for household, household_id in answered_in:
             household.district = districts.get(household_id, "")
         answered = [_tokens_of(h) for h in households if h.tokens]
-        grant = self._authority.grant(request.query_id, answered) if answered else None
+        grant = self._authority.grant(request.query_id, answered, bindings) if answered else None
         return connector_pb2.HouseholdsResponse(
             households=households, grant=grant.to_pb() if grant else None
+        )
+
+    def _covering(
+        self,
+        applicants: Sequence[connector_pb2.Applicant],
+        members_of: Sequence[Sequence[Person]],
+        today: dt.date,
+    ) -> dict[str, Covered | str]:
+        """Per campaign named: the campaign with those of its applicants' households on its
+        roster, or why it covers none (one roster query per campaign)."""
+        asked: dict[tuple[str, str], list[str]] = {}
+        for a, members in zip(applicants, members_of, strict=True):
+            if a.signatures.campaign:
+                key = (a.signatures.campaign, a.signatures.program)
+                asked.setdefault(key, []).extend(m.household_id for m in members[:1])
+        out: dict[str, Covered | str] = {}
+        for (number, program), household_ids in asked.items():
+            if number in out:  # one campaign asked for two programmes: the first decides
+                continue
+            out[number] = self._campaigns.covering(number, program, household_ids, today)
+        return out
+
+    def _binding(self, applicant: str, signatures: connector_pb2.Signatures) -> Binding:
+        """What the grant binds this household to: the applicant the registry looked up and
+        the consent or campaign it was asked under."""
+        signers = _signers(signatures, self._clock.today())
+        return Binding(
+            self._audit_key.token(ResidentId(applicant)),
+            authority_digest(
+                campaign=signatures.campaign,
+                case_number=signatures.case_number,
+                signed_on=signatures.signed_on,
+                form_sha256=bytes(signatures.form_sha256),
+                signer_audit_tokens=[self._audit_key.token(ResidentId(s)) for s in signers],
+            ),
         )
 
     def _household(
@@ -173,7 +242,7 @@ class RegistryServicer(connector_pb2_grpc.RegistryServiceServicer):
             for m in members:
                 born = dt.date.fromisoformat(m.birth_date)
                 signed = m.id_number in signers
-                unsigned_adult = not signatures.standing and not signed and is_adult(born, today)
+                unsigned_adult = not signatures.campaign and not signed and is_adult(born, today)
                 missing = missing or unsigned_adult
                 out.append(
                     connector_pb2.Member(
@@ -200,6 +269,29 @@ class RegistryServicer(connector_pb2_grpc.RegistryServiceServicer):
             ],
             pseudonym=pseudonym,
         )
+
+
+def _not_covered(
+    covering: Covered | str, head: Person, until: dt.date | None, *, monitoring: bool
+) -> connector_pb2.Household | None:
+    """The answer for a household its campaign does not cover (None: it covers it)."""
+    if isinstance(covering, str):
+        return connector_pb2.Household(authorisation_refused=covering)
+    number = covering.campaign.number
+    if head.household_id not in covering.households:
+        return connector_pb2.Household(
+            authorisation_refused=f"the household is not on the roster of campaign {number!r}"
+        )
+    if monitoring and covering.campaign.kind != connector_pb2.MONITORING:
+        return connector_pb2.Household(
+            monitoring_refused=f"campaign {number!r} is a re-verification (复核), not monitoring"
+        )
+    if until is not None and until.isoformat() > covering.campaign.valid_until:
+        return connector_pb2.Household(
+            monitoring_refused=f"monitor_until is after the end of campaign {number!r} "
+            f"({covering.campaign.valid_until})"
+        )
+    return None
 
 
 def _signers(signatures: connector_pb2.Signatures, today: dt.date) -> set[str]:

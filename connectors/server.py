@@ -8,6 +8,7 @@ from pathlib import Path
 
 import grpc
 
+from hedui.connectors.campaigns import Campaigns, CampaignServicer
 from hedui.connectors.errors import ConnectorError
 from hedui.connectors.integrity import RowSeal
 from hedui.connectors.registry import RegistryServicer
@@ -30,6 +31,7 @@ log = logging.getLogger("hedui.connectors.server")
 
 CONNECTOR_SERVICE = connector_pb2.DESCRIPTOR.services_by_name["ConnectorService"].full_name
 REGISTRY_SERVICE = connector_pb2.DESCRIPTOR.services_by_name["RegistryService"].full_name
+CAMPAIGN_SERVICE = connector_pb2.DESCRIPTOR.services_by_name["CampaignService"].full_name
 TOKEN_AUTHORITY_SERVICE = connector_pb2.DESCRIPTOR.services_by_name[
     "TokenAuthorityService"
 ].full_name
@@ -119,17 +121,26 @@ def start_registry(
     store = RegisterStore(open_engine(settings.database_url))
     epoch = keys.token_epoch()
     ta = TokenAuthority(keys.oprf_key(epoch), epoch, keys.grant_signing_key(), authority, clock)
-    registry = RegistryServicer(store, ta, clock)
+    campaigns = Campaigns(store, clock)
+    registry = RegistryServicer(store, ta, campaigns, keys.registry_audit_token_key(), clock)
     evaluator = TokenAuthorityServicer(ta, store)
 
     def register(server: grpc.Server) -> None:
         connector_pb2_grpc.add_RegistryServiceServicer_to_server(registry, server)
         connector_pb2_grpc.add_TokenAuthorityServiceServicer_to_server(evaluator, server)
+        connector_pb2_grpc.add_CampaignServiceServicer_to_server(
+            CampaignServicer(campaigns), server
+        )
 
     return create_server(
         settings.address,
         tls=None if settings.insecure else keys.tls(settings.connector_id),
-        roles={REGISTRY_SERVICE: {"service"}, TOKEN_AUTHORITY_SERVICE: {"connector"}},
+        roles={
+            REGISTRY_SERVICE: {"service"},
+            TOKEN_AUTHORITY_SERVICE: {"connector"},
+            # ListCampaigns is read by the service too; RegisterCampaign checks the role itself
+            CAMPAIGN_SERVICE: {"bureau", "service"},
+        },
         register=[register],
         max_workers=settings.max_workers,
         party=settings.connector_id,

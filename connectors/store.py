@@ -72,6 +72,30 @@ class HouseholdPlace(Base):
     district: Mapped[str] = mapped_column(String(6))
 
 
+class CampaignRow(Base):
+    """A campaign (standing authorisation) the civil-affairs bureau registered (registry only)."""
+
+    __tablename__ = "campaign"
+    number: Mapped[str] = mapped_column(String(64), primary_key=True)
+    kind: Mapped[int] = mapped_column(Integer)
+    program: Mapped[str] = mapped_column(String(32))
+    title: Mapped[str] = mapped_column(String(128))
+    issued_on: Mapped[str] = mapped_column(String(10))
+    valid_until: Mapped[str] = mapped_column(String(10))
+    document_sha256: Mapped[bytes] = mapped_column(LargeBinary)
+    households: Mapped[int] = mapped_column(Integer)
+    registered_by: Mapped[str] = mapped_column(String(128))
+    registered_unix_ms: Mapped[int] = mapped_column(BigInteger)
+
+
+class CampaignHousehold(Base):
+    """A household on a registered campaign's roster (registry only)."""
+
+    __tablename__ = "campaign_household"
+    number: Mapped[str] = mapped_column(String(64), primary_key=True)
+    household_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+
+
 class AnsweredQuery(Base):
     """Query ids a connector has answered: a grant is good for one answer only."""
 
@@ -352,6 +376,54 @@ class RegisterStore:
             out = list(s.scalars(select(OprfAlert).order_by(OprfAlert.id)))
             s.expunge_all()
         return out
+
+    def household_ids(self, id_numbers: Sequence[str]) -> dict[str, str]:
+        """ID number -> household id, for those in the register."""
+        with Session(self._engine) as s:
+            rows = s.execute(
+                select(Person.id_number, Person.household_id).where(
+                    Person.id_number.in_(list(id_numbers))
+                )
+            ).all()
+        return {i: h for i, h in rows}
+
+    def add_campaign(self, campaign: CampaignRow, household_ids: Iterable[str]) -> bool:
+        """Register a campaign and its roster in one transaction; False when its number is
+        registered already."""
+        try:
+            with Session(self._engine, expire_on_commit=False) as s, s.begin():
+                s.add(campaign)
+                s.flush()
+                s.execute(
+                    insert(CampaignHousehold),
+                    [{"number": campaign.number, "household_id": h} for h in household_ids],
+                )
+        except IntegrityError:
+            return False
+        return True
+
+    def campaigns(self, number: str = "") -> list[CampaignRow]:
+        with Session(self._engine) as s:
+            stmt = select(CampaignRow).order_by(CampaignRow.registered_unix_ms)
+            if number:
+                stmt = stmt.where(CampaignRow.number == number)
+            out = list(s.scalars(stmt))
+            s.expunge_all()
+        return out
+
+    def on_roster(self, number: str, household_ids: Sequence[str]) -> set[str]:
+        """Those of ``household_ids`` on the roster of campaign ``number``, in one query."""
+        if not household_ids:
+            return set()
+        with Session(self._engine) as s:
+            return set(
+                s.scalars(
+                    select(CampaignHousehold.household_id).where(
+                        CampaignHousehold.number == number,
+                        CampaignHousehold.household_id.in_(set(household_ids)),
+                    )
+                )
+            )
 
     def households_of(self, id_numbers: Sequence[str]) -> list[list[Person]]:
         """Every member of the household of each ID number, head first (empty when unknown),

@@ -137,9 +137,15 @@ class TokenAuthority:
 
         return stream
 
-    def grant(self, query_id: str, households: Sequence[Mapping[str, list[bytes]]]) -> Grant:
+    def grant(
+        self,
+        query_id: str,
+        households: Sequence[Mapping[str, list[bytes]]],
+        bindings: Sequence[grants.Binding],
+    ) -> Grant:
         """The grant of a query about one or many households: per connector, the digest of
-        every household's tokens in order (the digest its QueryBatch answer signs)."""
+        every household's tokens in order (the digest its QueryBatch answer signs), and what
+        each household was granted for (``bindings``, in the same order)."""
         digests = {
             cid: grants.batch_digest([h[cid] for h in households])
             for cid in self.settings.connector_ids
@@ -151,6 +157,7 @@ class TokenAuthority:
             households=len(households),
             issued_unix_ms=int(self._clock.now().timestamp() * 1000),
             digests=digests,
+            bindings=bindings,
         )
 
     def now(self) -> dt.datetime:

@@ -7,11 +7,18 @@ query id, the token epoch, the number of households and, per connector, the dige
 the tokens that connector is to be asked about. The aggregator can therefore no longer aim one
 connector at one person, or ask the others about random tokens: a connector refuses tokens its
 grant does not cover, and the custodian refuses an answer whose signed digest is not the grant's.
+
+Each household of a grant also carries a :class:`Binding`: the applicant's audit token and the
+digest of the consent or campaign it rests on (:func:`authority_digest`), both computed by the
+registry from what it was actually asked. The custodian recomputes them from the logged request
+entries, so an insider of the service cannot log one applicant and have another's household
+decrypted, or log one consent and have the registry shown another.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import math
 import secrets
 from collections.abc import Callable, Mapping, Sequence
@@ -29,6 +36,44 @@ MAX_BATCH = (
 )
 GRANT_TTL_MS = 10 * 60 * 1000  # a connector refuses a grant older than this
 _LABEL = b"hedui/token-grant/v1"
+_AUTHORITY_LABEL = b"hedui/authority/v1"
+
+
+def _framed(parts: Sequence[bytes]) -> bytes:
+    return b"".join(len(p).to_bytes(4, "big") + p for p in parts)
+
+
+def authority_digest(
+    *,
+    campaign: str,
+    case_number: str,
+    signed_on: str,
+    form_sha256: bytes,
+    signer_audit_tokens: Sequence[bytes],
+) -> bytes:
+    """The digest of the authorisation one household was granted under: a registered campaign
+    (its document number, which the registry keeps unique) or a signed consent (its case number,
+    date, form digest and the signers' audit tokens, in any order)."""
+    if campaign:
+        parts = [_AUTHORITY_LABEL, b"campaign", campaign.encode()]
+    else:
+        parts = [
+            _AUTHORITY_LABEL,
+            b"consent",
+            case_number.encode(),
+            signed_on.encode(),
+            form_sha256,
+            *sorted(set(signer_audit_tokens)),
+        ]
+    return hashlib.sha256(_framed(parts)).digest()
+
+
+@dataclasses.dataclass(frozen=True)
+class Binding:
+    """What one household of a grant was granted for (see the module's docstring)."""
+
+    applicant_audit_token: bytes
+    authority: bytes
 
 
 def padded(
@@ -51,6 +96,7 @@ class Grant:
     issued_unix_ms: int
     digests: tuple[tuple[str, bytes], ...]  # (connector id, token digest), sorted by id
     signature: bytes = b""
+    bindings: tuple[Binding, ...] = ()  # one per household, in the grant's household order
 
     def signed_bytes(self) -> bytes:
         parts = [
@@ -62,7 +108,11 @@ class Grant:
         ]
         for cid, digest in self.digests:
             parts += [cid.encode(), digest]
-        return b"".join(len(p).to_bytes(4, "big") + p for p in parts)
+        if self.bindings:
+            parts.append(b"bindings")
+            for b in self.bindings:
+                parts += [b.applicant_audit_token, b.authority]
+        return _framed(parts)
 
     def digest_for(self, connector_id: str) -> bytes | None:
         for cid, digest in self.digests:
@@ -84,6 +134,12 @@ class Grant:
                 connector_pb2.ConnectorDigest(connector_id=c, digest=d) for c, d in self.digests
             ],
             signature=self.signature,
+            bindings=[
+                connector_pb2.HouseholdBinding(
+                    applicant_audit_token=b.applicant_audit_token, authority=b.authority
+                )
+                for b in self.bindings
+            ],
         )
 
     @classmethod
@@ -95,6 +151,7 @@ class Grant:
             int(pb.issued_unix_ms),
             tuple((d.connector_id, bytes(d.digest)) for d in pb.digests),
             bytes(pb.signature),
+            tuple(Binding(bytes(b.applicant_audit_token), bytes(b.authority)) for b in pb.bindings),
         )
 
 
@@ -106,8 +163,18 @@ def issue(
     households: int,
     issued_unix_ms: int,
     digests: Mapping[str, bytes],
+    bindings: Sequence[Binding],
 ) -> Grant:
-    unsigned = Grant(query_id, epoch, households, issued_unix_ms, tuple(sorted(digests.items())))
+    if len(bindings) != households:
+        raise CryptoError(f"{len(bindings)} bindings for {households} households")
+    unsigned = Grant(
+        query_id,
+        epoch,
+        households,
+        issued_unix_ms,
+        tuple(sorted(digests.items())),
+        bindings=tuple(bindings),
+    )
     return dataclasses.replace(unsigned, signature=signing.sign(key, unsigned.signed_bytes()))
 
 

@@ -69,7 +69,7 @@ SERVICE_PARTIES = {
 }
 
 
-CLIENT_ROLES = ("intake", "auditor")
+CLIENT_ROLES = ("intake", "auditor", "bureau")
 
 
 class KeyDir:
@@ -251,6 +251,7 @@ class KeyDir:
         if role == "service":
             if not (self.root / "service" / "audit.key").exists():
                 write_secret(self.root / "service" / "audit.key", secrets.token_bytes(KEY_BYTES))
+            self.write_shared_audit_token_key()
             _signing_pair(self.root / "log" / "log.key", self.root / "log" / "log.pub")
         if role in (REGISTRY_ROLE, "connector") and party == REGISTRY_ID:
             if not self._epoch_path.exists():
@@ -394,6 +395,41 @@ class KeyDir:
     def audit_token_key(self) -> TokenKey:
         path = self.root / "service" / "audit.key"
         return _parsed(path, lambda: audit_token_key(read_secret(path)))
+
+    @property
+    def shared_audit_token_path(self) -> Path:
+        """The audit token key as the service shares it with the registry (a secret)."""
+        return self.root / "service" / "audit-token.key"
+
+    def write_shared_audit_token_key(self) -> Path:
+        """The service writes the key its audit tokens are made with, for the registry's
+        operator (the audit key itself, which also seals the service's state, stays)."""
+        path = self.shared_audit_token_path
+        key = self.audit_token_key().key
+        if not path.exists() or read_secret(path) != key:
+            write_secret(path, key)
+        return path
+
+    def registry_audit_token_key(self) -> TokenKey:
+        """The audit token key the registry binds grants with: the file the service's operator
+        sent (``service/audit-token.key``), or in a key directory that holds the service's own
+        keys (a development deployment), derived from them."""
+        path = self.shared_audit_token_path
+        if not path.exists() and (self.root / "service" / "audit.key").exists():
+            return self.audit_token_key()
+        if not path.exists():
+            raise KeyFileError(
+                f"{path} does not exist: copy service/audit-token.key from the verification "
+                "service's key directory (a secret: over a channel you trust, mode 0600)"
+            )
+
+        def load() -> TokenKey:
+            key = read_secret(path)
+            if len(key) != KEY_BYTES:
+                raise KeyFileError(f"{path} is damaged; copy it again from the service")
+            return TokenKey(key)
+
+        return _parsed(path, load)
 
     def connector_signing_key(self, connector_id: str) -> Ed25519PrivateKey:
         return _private(self.connector_dir(connector_id) / "signing.key")

@@ -30,7 +30,7 @@ It trusts nothing the aggregator computed or was told by a connector:
 from __future__ import annotations
 
 import time
-from collections import OrderedDict
+from collections import Counter, OrderedDict
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import TypeVar
@@ -39,11 +39,12 @@ from hedui.core import grants, signing
 from hedui.core.answers import BatchAnswer, aggregate_batch, check_marks, mark_reason
 from hedui.core.custody import Deployment, EvidenceSource, Totals
 from hedui.core.errors import CryptoError
-from hedui.core.grants import GRANT_TTL_MS, Grant
+from hedui.core.grants import GRANT_TTL_MS, Binding, Grant, authority_digest
 from hedui.core.packing import BatchLayout
 from hedui.core.paillier import Ciphertext, PrivateKey, PublicKey
 from hedui.custodian.errors import Refused, Unavailable
 from hedui.custodian.witness import DecryptionJournal, LogWitness, WitnessMoved
+from hedui.proto.v1 import audit_pb2
 
 _REMEMBERED_QUERIES = 1_000_000
 DECRYPT_THREADS = 2  # one decryption per connector kind, on this many cores
@@ -127,6 +128,7 @@ class KeyCustodian:
                 if again.witness_size != e.size or time.monotonic() > deadline:
                     raise
                 proof = again
+        _check_bindings(grant, [r.entry for r in proof.requests])
         return cp.size, cp.root, [r.leaf_index for r in proof.requests]
 
     def _journal(
@@ -326,3 +328,37 @@ def _decrypt(key: PrivateKey, c: Ciphertext) -> int:
         return key.decrypt(c)
     except CryptoError:
         raise Refused("the aggregate decrypts out of range: an answer was forged") from None
+
+
+def binding_of_entry(entry_bytes: bytes) -> Binding:
+    """What a logged request entry says its household was asked for (as the registry binds it
+    into the grant: :func:`hedui.core.grants.authority_digest`)."""
+    request = audit_pb2.AuditEntry.FromString(entry_bytes).request
+    c = request.consent
+    return Binding(
+        bytes(request.applicant_audit_token),
+        authority_digest(
+            campaign=c.campaign,
+            case_number=c.case_number,
+            signed_on=c.signed_on,
+            form_sha256=bytes(c.form_sha256),
+            signer_audit_tokens=[bytes(t) for t in c.signer_audit_tokens],
+        ),
+    )
+
+
+def _check_bindings(grant: Grant, entries: Sequence[bytes]) -> None:
+    """Refuse unless the logged request entries name exactly the applicants and authorisations
+    the registry granted the households for (issue #23: an insider who logs applicant A and
+    asks the registry for household B gets nothing decrypted)."""
+    if len(grant.bindings) != grant.households:
+        raise Refused("the token grant does not say which applicants it was granted for")
+    try:
+        logged = Counter(binding_of_entry(e) for e in entries)
+    except Exception:
+        raise Refused("a logged request is not an audit entry") from None
+    if logged != Counter(grant.bindings):
+        raise Refused(
+            "the logged requests are not the applicants or authorisations the token grant was "
+            "issued for"
+        )

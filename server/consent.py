@@ -2,10 +2,14 @@
 
 A request carries a consent record (:class:`Consent`): the case number, the date it was signed,
 the SHA-256 of the scanned signed form and the ID numbers of the household members who signed,
-or, for a re-verification campaign, a standing authorisation (a dated document, no signers).
+or, for a re-verification or monitoring campaign, the document number of a campaign the bureau
+registered with the household registry (a standing authorisation: no signers). A request cannot
+make itself standing: ``standing = true`` is refused, and the registry answers a campaign's
+household only when it is on that campaign's registered roster.
 The checks, in the order a request meets them:
 
-1. well-formed (:func:`parse`): INVALID_ARGUMENT before anything is logged;
+1. well-formed (:func:`parse`): INVALID_ARGUMENT before anything is logged; a campaign is then
+   looked up in the registry (:mod:`hedui.server.campaigns`), which gives its date and digest;
 2. in force (:func:`check_in_force`): not older than the region's validity on the check date
    (dated policy parameters ``consent_validity_months`` and
    ``standing_consent_validity_months``); refused before anything is logged;
@@ -58,12 +62,23 @@ class Consent:
     signed_on: dt.date
     form_sha256: bytes
     signers: tuple[ResidentId, ...]
-    standing: bool
+    campaign: str = ""  # a registered campaign's document number (then no signers)
 
-    def signatures_pb(self) -> connector_pb2.Signatures:
-        """What the registry is told: who signed (the only place their ID numbers go)."""
+    @property
+    def standing(self) -> bool:
+        """Under a standing authorisation: a registered campaign."""
+        return bool(self.campaign)
+
+    def signatures_pb(self, program: str) -> connector_pb2.Signatures:
+        """What the registry is told: who signed (the only place their ID numbers go), or the
+        campaign, and what it binds into the grant."""
         return connector_pb2.Signatures(
-            id_numbers=[s.value for s in self.signers], standing=self.standing
+            id_numbers=[s.value for s in self.signers],
+            campaign=self.campaign,
+            program=program,
+            case_number="" if self.campaign else self.case_number,
+            signed_on="" if self.campaign else self.signed_on.isoformat(),
+            form_sha256=b"" if self.campaign else self.form_sha256,
         )
 
     def record(self, audit_key: TokenKey) -> audit_pb2.ConsentRecord:
@@ -74,6 +89,7 @@ class Consent:
             form_sha256=self.form_sha256,
             signer_audit_tokens=[audit_key.token(s) for s in self.signers],
             standing=self.standing,
+            campaign=self.campaign,
         )
 
     def fingerprint(self) -> str:
@@ -85,13 +101,45 @@ class Consent:
                 self.signed_on.isoformat(),
                 self.form_sha256.hex(),
                 signers,
-                "standing" if self.standing else "",
+                f"campaign:{self.campaign}" if self.campaign else "",
             ]
         )
 
 
+RETIRED_STANDING = (
+    "a request cannot make itself standing: a standing authorisation is a campaign the bureau "
+    "registered with the household registry (hedui campaign register); name it in "
+    "consent.campaign"
+)
+
+
+def _campaign(pb: verification_pb2.Consent, today: dt.date) -> Consent | list[tuple[str, str]]:
+    """A campaign named by its document number (its date and digest come from the registry:
+    :func:`hedui.server.campaigns.CampaignBook.resolve`)."""
+    violations: list[tuple[str, str]] = []
+    if (problem := CASE_NUMBER.problem(pb.campaign)) is not None:
+        violations.append(("consent.campaign", problem))
+    for name in ("case_number", "signed_on", "form_sha256", "signer_id_numbers"):
+        if getattr(pb, name):
+            violations.append(
+                (
+                    f"consent.{name}",
+                    "leave it empty with consent.campaign: the campaign's document, date and "
+                    "digest are the ones the bureau registered",
+                )
+            )
+    if violations:
+        return violations
+    return Consent(pb.campaign, today, b"", (), campaign=pb.campaign)
+
+
 def parse(pb: verification_pb2.Consent, today: dt.date) -> Consent | list[tuple[str, str]]:
-    """The consent, or every field violation (fields named "consent.<name>")."""
+    """The consent, or every field violation (fields named "consent.<name>"). A campaign's
+    consent comes back with placeholders for its date and digest until it is resolved."""
+    if pb.standing:
+        return [("consent.standing", RETIRED_STANDING)]
+    if pb.campaign:
+        return _campaign(pb, today)
     violations: list[tuple[str, str]] = []
     case = pb.case_number
     if not case:
@@ -121,9 +169,7 @@ def parse(pb: verification_pb2.Consent, today: dt.date) -> Consent | list[tuple[
             ("consent.form_sha256", "the SHA-256 of the scanned signed form (32 bytes) is required")
         )
     signers: list[ResidentId] = []
-    if pb.standing and pb.signer_id_numbers:
-        violations.append(("consent.signer_id_numbers", "a standing authorisation has no signers"))
-    elif not pb.standing and not pb.signer_id_numbers:
+    if not pb.signer_id_numbers:
         violations.append(
             (
                 "consent.signer_id_numbers",
@@ -141,7 +187,7 @@ def parse(pb: verification_pb2.Consent, today: dt.date) -> Consent | list[tuple[
                 violations.append((f"consent.signer_id_numbers[{i}]", f"{e.reason}: {e}"))
     if violations or signed_on is None:
         return violations or [("consent.signed_on", "invalid")]
-    return Consent(case, signed_on, bytes(pb.form_sha256), tuple(signers), pb.standing)
+    return Consent(case, signed_on, bytes(pb.form_sha256), tuple(signers))
 
 
 def _months_later(date: dt.date, months: int) -> dt.date:

@@ -86,8 +86,8 @@ class Monitor:
         rules = self.rules(app.region)
         if not app.consent.standing:
             raise MonitoringError(
-                "monitoring needs a standing authorisation (consent.standing); a case's signed "
-                "consent covers that application only"
+                "monitoring needs a registered monitoring campaign (consent.campaign); a case's "
+                "signed consent covers that application only"
             )
         today = self.verifier.now().date()
         ends = consent.expires_on(app.consent, self.verifier.policy.regions[app.region], today)
@@ -172,7 +172,7 @@ class Monitor:
             return None
         rules = self.rules(watch.region)
         rule = rules.rule(q.kind)
-        signed = consent.parse(verification_pb2.Consent.FromString(watch.consent), today)
+        signed = consent.parse(_current(verification_pb2.Consent.FromString(watch.consent)), today)
         if not isinstance(signed, Consent):
             raise WatchError(f"watch {watch.watch_id} holds an unusable authorisation")
         request_id = recheck_request_id(q.event_id)
@@ -282,12 +282,16 @@ def _who(caller: PeerIdentity, caseworker: str) -> str:
 
 
 def _standing(c: Consent) -> verification_pb2.Consent:
-    return verification_pb2.Consent(
-        case_number=c.case_number,
-        signed_on=c.signed_on.isoformat(),
-        form_sha256=c.form_sha256,
-        standing=True,
-    )
+    return verification_pb2.Consent(campaign=c.campaign)
+
+
+def _current(pb: verification_pb2.Consent) -> verification_pb2.Consent:
+    """A watch's authorisation as a request names it today: a watch enrolled before campaigns
+    were registered holds a "standing" document; it re-checks under the campaign registered
+    with that document number (the registry refuses it until the bureau registers one)."""
+    if pb.standing and not pb.campaign:
+        return verification_pb2.Consent(campaign=pb.case_number)
+    return pb
 
 
 def _watched_tokens(

@@ -76,7 +76,18 @@ class RegistryClient:
     ) -> None:
         self.channel = open_channel(endpoint.address, tls=tls, server_name=endpoint.connector_id)
         self._stub = connector_pb2_grpc.RegistryServiceStub(self.channel)
+        self._campaigns = connector_pb2_grpc.CampaignServiceStub(self.channel)
         self._timeout = timeout
+
+    def campaign(self, number: str) -> connector_pb2.Campaign | None:
+        """The campaign registered under this document number, or None."""
+        try:
+            reply = self._campaigns.ListCampaigns(
+                connector_pb2.ListCampaignsRequest(number=number), timeout=self._timeout
+            )
+        except grpc.RpcError as e:
+            raise SourceUnavailable(f"household registry: {_failure(e, self._timeout)}") from None
+        return next((c for c in reply.campaigns if c.number == number), None)
 
     def households(
         self, asked: Sequence[Asked], query_id: str
@@ -106,6 +117,12 @@ class RegistryClient:
                     out.append(SourceUnavailable("household registry: an unasked refusal"))
                 else:
                     out.append(MonitoringRefused(f"household registry: {h.monitoring_refused}"))
+            elif h.authorisation_refused:
+                out.append(
+                    ConsentRefused(
+                        [("consent.campaign", f"household registry: {h.authorisation_refused}")]
+                    )
+                )
             elif h.problem:
                 out.append(SourceUnavailable("household registry: a member record is malformed"))
             elif not h.members:

@@ -29,10 +29,11 @@ from hedui.core.tokens import TokenKey
 from hedui.proto.v1 import audit_pb2, common_pb2, verification_pb2
 from hedui.server import consent
 from hedui.server.application import Application, Monitored
+from hedui.server.campaigns import CampaignBook
 from hedui.server.claims import Claim, Claims, Settled
 from hedui.server.consent import ConsentRefused
 from hedui.server.custodian_client import Custodian
-from hedui.server.errors import PolicyError, ServiceError
+from hedui.server.errors import PolicyError, ServiceError, SourceUnavailable
 from hedui.server.evidence import log_evidence
 from hedui.server.fanout import ConnectorPool
 from hedui.server.policy.book import PolicyBook
@@ -98,6 +99,7 @@ class Verifier:
         self.new_query_id = new_query_id
         self.new_salt = new_salt
         self.claims = Claims(requests, audit, audit_key, now)
+        self.campaigns = CampaignBook(lambda number: self.registry.campaign(number))
         # how many runs (or a settling) of this process hold each claim: a claim is idle, and
         # this process's settler may settle it, only at 0. Counted under ``_claiming``, with
         # the claims taken, so a claim is never settled while a run holds it; no I/O is done
@@ -120,14 +122,17 @@ class Verifier:
         repeat gets the stored verdict."""
         out: list[Outcome | None] = [None] * len(asks)
         admitted = []
-        for i, (app, _) in enumerate(asks):
+        asks = list(asks)
+        for i, (app, caller) in enumerate(asks):
             try:  # refused before anything is claimed or logged
                 self.policy.check(app.program, app.region, app.as_of)
+                app = self.campaigns.resolve(app, self.now().date())
+                asks[i] = (app, caller)
                 consent.check_in_force(
                     app.consent, self.policy.regions[app.region], self.now().date()
                 )
                 admitted.append(i)
-            except (PolicyError, ConsentRefused) as e:
+            except (PolicyError, ConsentRefused, SourceUnavailable) as e:
                 out[i] = e
         claims = self._take([asks[i] for i in admitted])
         todo = []
@@ -261,7 +266,7 @@ class Verifier:
         asked = [
             Asked(
                 p.app.resident.handle if isinstance(p.app.resident, Monitored) else p.app.resident,
-                p.app.consent.signatures_pb(),
+                p.app.consent.signatures_pb(p.app.program),
                 p.app.monitor_until,
             )
             for p in todo

@@ -227,11 +227,16 @@ class ConsentRecord(_message.Message):
     FORM_SHA256_FIELD_NUMBER: _builtins.int
     SIGNER_AUDIT_TOKENS_FIELD_NUMBER: _builtins.int
     STANDING_FIELD_NUMBER: _builtins.int
+    CAMPAIGN_FIELD_NUMBER: _builtins.int
     case_number: _builtins.str
     signed_on: _builtins.str
     """YYYY-MM-DD"""
     form_sha256: _builtins.bytes
     standing: _builtins.bool
+    """A standing authorisation: set with campaign (the registered campaign's document number;
+    case_number, signed_on and form_sha256 are then the registered document's).
+    """
+    campaign: _builtins.str
     @_builtins.property
     def signer_audit_tokens(self) -> _containers.RepeatedScalarFieldContainer[_builtins.bytes]:
         """The signers' audit tokens (as applicant_audit_token), in the order sent."""
@@ -244,10 +249,11 @@ class ConsentRecord(_message.Message):
         form_sha256: _builtins.bytes = ...,
         signer_audit_tokens: _abc.Iterable[_builtins.bytes] | None = ...,
         standing: _builtins.bool = ...,
+        campaign: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["case_number", b"case_number", "form_sha256", b"form_sha256", "signed_on", b"signed_on", "signer_audit_tokens", b"signer_audit_tokens", "standing", b"standing"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["campaign", b"campaign", "case_number", b"case_number", "form_sha256", b"form_sha256", "signed_on", b"signed_on", "signer_audit_tokens", b"signer_audit_tokens", "standing", b"standing"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

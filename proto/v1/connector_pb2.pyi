@@ -22,7 +22,33 @@ if sys.version_info >= (3, 11):
 else:
     from typing_extensions import TypeAlias as _TypeAlias, Never as _Never
 
+if sys.version_info >= (3, 13):
+    from warnings import deprecated as _deprecated
+else:
+    from typing_extensions import deprecated as _deprecated
+
 DESCRIPTOR: _descriptor.FileDescriptor
+
+class _CampaignKind:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _CampaignKindEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_CampaignKind.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    CAMPAIGN_KIND_UNSPECIFIED: _CampaignKind.ValueType  # 0
+    RECHECK: _CampaignKind.ValueType  # 1
+    """复核: re-verification of enrolled households"""
+    MONITORING: _CampaignKind.ValueType  # 2
+    """主动发现: monitoring enrolment (monitoring handles need one)"""
+
+class CampaignKind(_CampaignKind, metaclass=_CampaignKindEnumTypeWrapper): ...
+
+CAMPAIGN_KIND_UNSPECIFIED: CampaignKind.ValueType  # 0
+RECHECK: CampaignKind.ValueType  # 1
+"""复核: re-verification of enrolled households"""
+MONITORING: CampaignKind.ValueType  # 2
+"""主动发现: monitoring enrolment (monitoring handles need one)"""
+Global___CampaignKind: _TypeAlias = CampaignKind  # noqa: Y015
 
 class _Relation:
     ValueType = _typing.NewType("ValueType", _builtins.int)
@@ -74,6 +100,179 @@ MARK_DATA_INTEGRITY: MarkCause.ValueType  # 1
 MARK_DECLARED_MAXIMUM: MarkCause.ValueType  # 2
 """a total is above the field's declared maximum"""
 Global___MarkCause: _TypeAlias = MarkCause  # noqa: Y015
+
+@_typing.final
+class Campaign(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NUMBER_FIELD_NUMBER: _builtins.int
+    KIND_FIELD_NUMBER: _builtins.int
+    PROGRAM_FIELD_NUMBER: _builtins.int
+    TITLE_FIELD_NUMBER: _builtins.int
+    ISSUED_ON_FIELD_NUMBER: _builtins.int
+    VALID_UNTIL_FIELD_NUMBER: _builtins.int
+    DOCUMENT_SHA256_FIELD_NUMBER: _builtins.int
+    HOUSEHOLDS_FIELD_NUMBER: _builtins.int
+    REGISTERED_BY_FIELD_NUMBER: _builtins.int
+    REGISTERED_UNIX_MS_FIELD_NUMBER: _builtins.int
+    number: _builtins.str
+    """The document number (文号), 1 to 64 characters of the case-number set, unique."""
+    kind: Global___CampaignKind.ValueType
+    program: _builtins.str
+    """e.g. "dibao" """
+    title: _builtins.str
+    """at most 128 characters, no ID number"""
+    issued_on: _builtins.str
+    """YYYY-MM-DD, not after the registration date"""
+    valid_until: _builtins.str
+    """YYYY-MM-DD, the last day it is in force (at most 3 years on)"""
+    document_sha256: _builtins.bytes
+    households: _builtins.int
+    """Set by the registry: the households on the roster, who registered it, when."""
+    registered_by: _builtins.str
+    registered_unix_ms: _builtins.int
+    def __init__(
+        self,
+        *,
+        number: _builtins.str = ...,
+        kind: Global___CampaignKind.ValueType = ...,
+        program: _builtins.str = ...,
+        title: _builtins.str = ...,
+        issued_on: _builtins.str = ...,
+        valid_until: _builtins.str = ...,
+        document_sha256: _builtins.bytes = ...,
+        households: _builtins.int = ...,
+        registered_by: _builtins.str = ...,
+        registered_unix_ms: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["document_sha256", b"document_sha256", "households", b"households", "issued_on", b"issued_on", "kind", b"kind", "number", b"number", "program", b"program", "registered_by", b"registered_by", "registered_unix_ms", b"registered_unix_ms", "title", b"title", "valid_until", b"valid_until"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Campaign: _TypeAlias = Campaign  # noqa: Y015
+
+@_typing.final
+class CampaignPart(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    HEADER_FIELD_NUMBER: _builtins.int
+    ROSTER_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def header(self) -> Global___Campaign: ...
+    @_builtins.property
+    def roster(self) -> Global___RosterPart: ...
+    def __init__(
+        self,
+        *,
+        header: Global___Campaign | None = ...,
+        roster: Global___RosterPart | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["header", b"header", "part", b"part", "roster", b"roster"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["header", b"header", "part", b"part", "roster", b"roster"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType_part: _TypeAlias = _typing.Literal["header", "roster"]  # noqa: Y015
+    _WhichOneofArgType_part: _TypeAlias = _typing.Literal["part", b"part"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType_part) -> _WhichOneofReturnType_part | None: ...
+
+Global___CampaignPart: _TypeAlias = CampaignPart  # noqa: Y015
+
+@_typing.final
+class RosterPart(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ID_NUMBERS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def id_numbers(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
+    def __init__(
+        self,
+        *,
+        id_numbers: _abc.Iterable[_builtins.str] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["id_numbers", b"id_numbers"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RosterPart: _TypeAlias = RosterPart  # noqa: Y015
+
+@_typing.final
+class CampaignReceipt(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CAMPAIGN_FIELD_NUMBER: _builtins.int
+    UNKNOWN_POSITIONS_FIELD_NUMBER: _builtins.int
+    UNKNOWN_FIELD_NUMBER: _builtins.int
+    DUPLICATES_FIELD_NUMBER: _builtins.int
+    unknown: _builtins.int
+    duplicates: _builtins.int
+    """Roster lines of a household already on it (another member, or the same one twice)."""
+    @_builtins.property
+    def campaign(self) -> Global___Campaign: ...
+    @_builtins.property
+    def unknown_positions(self) -> _containers.RepeatedScalarFieldContainer[_builtins.int]:
+        """1-based positions in the roster of ID numbers that did not parse or are not in the
+        register (at most 1000 listed), and how many there were.
+        """
+
+    def __init__(
+        self,
+        *,
+        campaign: Global___Campaign | None = ...,
+        unknown_positions: _abc.Iterable[_builtins.int] | None = ...,
+        unknown: _builtins.int = ...,
+        duplicates: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["campaign", b"campaign"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["campaign", b"campaign", "duplicates", b"duplicates", "unknown", b"unknown", "unknown_positions", b"unknown_positions"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CampaignReceipt: _TypeAlias = CampaignReceipt  # noqa: Y015
+
+@_typing.final
+class ListCampaignsRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NUMBER_FIELD_NUMBER: _builtins.int
+    number: _builtins.str
+    """Only this document number (empty: every campaign)."""
+    def __init__(
+        self,
+        *,
+        number: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["number", b"number"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListCampaignsRequest: _TypeAlias = ListCampaignsRequest  # noqa: Y015
+
+@_typing.final
+class ListCampaignsResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CAMPAIGNS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def campaigns(self) -> _containers.RepeatedCompositeFieldContainer[Global___Campaign]: ...
+    def __init__(
+        self,
+        *,
+        campaigns: _abc.Iterable[Global___Campaign] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["campaigns", b"campaigns"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListCampaignsResponse: _TypeAlias = ListCampaignsResponse  # noqa: Y015
 
 @_typing.final
 class BlindEvaluateRequest(_message.Message):
@@ -151,6 +350,34 @@ class ConnectorDigest(_message.Message):
 Global___ConnectorDigest: _TypeAlias = ConnectorDigest  # noqa: Y015
 
 @_typing.final
+class HouseholdBinding(_message.Message):
+    """What one household of a grant was granted for, computed by the registry from what it was
+    asked (hedui.core.grants.binding): the applicant's audit token (the registry holds the audit
+    token key) and the digest of the consent or campaign the answer rests on. The key custodian
+    recomputes both from the logged request entries and refuses to decrypt when they differ.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    APPLICANT_AUDIT_TOKEN_FIELD_NUMBER: _builtins.int
+    AUTHORITY_FIELD_NUMBER: _builtins.int
+    applicant_audit_token: _builtins.bytes
+    authority: _builtins.bytes
+    def __init__(
+        self,
+        *,
+        applicant_audit_token: _builtins.bytes = ...,
+        authority: _builtins.bytes = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["applicant_audit_token", b"applicant_audit_token", "authority", b"authority"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___HouseholdBinding: _TypeAlias = HouseholdBinding  # noqa: Y015
+
+@_typing.final
 class TokenGrant(_message.Message):
     """Signed by the token authority (Ed25519, pinned by every connector and the custodian): for
     one query id, exactly which tokens each connector may be asked about. A connector refuses a
@@ -167,6 +394,7 @@ class TokenGrant(_message.Message):
     ISSUED_UNIX_MS_FIELD_NUMBER: _builtins.int
     DIGESTS_FIELD_NUMBER: _builtins.int
     SIGNATURE_FIELD_NUMBER: _builtins.int
+    BINDINGS_FIELD_NUMBER: _builtins.int
     query_id: _builtins.str
     epoch: _builtins.int
     households: _builtins.int
@@ -175,6 +403,10 @@ class TokenGrant(_message.Message):
     signature: _builtins.bytes
     @_builtins.property
     def digests(self) -> _containers.RepeatedCompositeFieldContainer[Global___ConnectorDigest]: ...
+    @_builtins.property
+    def bindings(self) -> _containers.RepeatedCompositeFieldContainer[Global___HouseholdBinding]:
+        """One per household of the grant, in the grant's household order."""
+
     def __init__(
         self,
         *,
@@ -184,10 +416,11 @@ class TokenGrant(_message.Message):
         issued_unix_ms: _builtins.int = ...,
         digests: _abc.Iterable[Global___ConnectorDigest] | None = ...,
         signature: _builtins.bytes = ...,
+        bindings: _abc.Iterable[Global___HouseholdBinding] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["digests", b"digests", "epoch", b"epoch", "households", b"households", "issued_unix_ms", b"issued_unix_ms", "query_id", b"query_id", "signature", b"signature"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["bindings", b"bindings", "digests", b"digests", "epoch", b"epoch", "households", b"households", "issued_unix_ms", b"issued_unix_ms", "query_id", b"query_id", "signature", b"signature"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -258,12 +491,13 @@ class Applicant(_message.Message):
     failing the whole call.
     """
     monitoring_handle: _builtins.bytes
-    """Instead of id_number: a monitoring handle the registry issued (standing only). Refused
+    """Instead of id_number: a monitoring handle the registry issued (campaign only). Refused
     (Household.monitoring_refused) once past its date or when not the registry's.
     """
     monitor_until: _builtins.str
-    """With a standing authorisation: also issue a monitoring handle valid until this date
-    (YYYY-MM-DD, at most three years ahead), for re-checks without the ID number.
+    """Under a monitoring campaign: also issue a monitoring handle valid until this date
+    (YYYY-MM-DD, at most three years ahead and never past the campaign's end), for re-checks
+    without the ID number.
     """
     @_builtins.property
     def signatures(self) -> Global___Signatures:
@@ -440,19 +674,42 @@ Global___Slot: _TypeAlias = Slot  # noqa: Y015
 
 @_typing.final
 class Signatures(_message.Message):
-    """The members who signed a consent (VerifyRequest.consent), for the registry to match against
-    the register. Unless standing, every member who is 18 or older on the registry's date must be
-    among them: otherwise the household is answered with its members (those who did not sign
-    carry masked_id) and consent_missing, without tokens and outside the grant, so its sources
-    cannot be asked. Signers who are not members are ignored.
+    """The authorisation of one application (VerifyRequest.consent), for the registry to check and
+    bind into the grant. Without campaign, every member who is 18 or older on the registry's date
+    must be among the signers: otherwise the household is answered with its members (those who
+    did not sign carry masked_id) and consent_missing, without tokens and outside the grant, so
+    its sources cannot be asked. Signers who are not members are ignored. With campaign, the
+    household must be on the roster of that registered campaign, in force, for program: otherwise
+    the household is answered with authorisation_refused.
     """
 
     DESCRIPTOR: _descriptor.Descriptor
 
     ID_NUMBERS_FIELD_NUMBER: _builtins.int
     STANDING_FIELD_NUMBER: _builtins.int
-    standing: _builtins.bool
-    """A standing authorisation (re-verification of an enrolled household): no signer needed."""
+    CAMPAIGN_FIELD_NUMBER: _builtins.int
+    PROGRAM_FIELD_NUMBER: _builtins.int
+    CASE_NUMBER_FIELD_NUMBER: _builtins.int
+    SIGNED_ON_FIELD_NUMBER: _builtins.int
+    FORM_SHA256_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    @_deprecated("""This field has been marked as deprecated using proto field options.""")
+    def standing(self) -> _builtins.bool:
+        """Retired: the registry treats standing = true without campaign as a consent (signers needed)."""
+
+    @standing.setter
+    @_deprecated("""This field has been marked as deprecated using proto field options.""")
+    def standing(self, value: _builtins.bool) -> None:
+        """Retired: the registry treats standing = true without campaign as a consent (signers needed)."""
+
+    campaign: _builtins.str
+    """The registered campaign's document number, or empty for a signed consent."""
+    program: _builtins.str
+    """The programme asked about (a campaign is for one programme)."""
+    case_number: _builtins.str
+    """The consent's case number, date and form digest, bound into the grant (HouseholdBinding)."""
+    signed_on: _builtins.str
+    form_sha256: _builtins.bytes
     @_builtins.property
     def id_numbers(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
         """At most 32 ID numbers; one that does not parse matches no member."""
@@ -462,10 +719,15 @@ class Signatures(_message.Message):
         *,
         id_numbers: _abc.Iterable[_builtins.str] | None = ...,
         standing: _builtins.bool = ...,
+        campaign: _builtins.str = ...,
+        program: _builtins.str = ...,
+        case_number: _builtins.str = ...,
+        signed_on: _builtins.str = ...,
+        form_sha256: _builtins.bytes = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["id_numbers", b"id_numbers", "standing", b"standing"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["campaign", b"campaign", "case_number", b"case_number", "form_sha256", b"form_sha256", "id_numbers", b"id_numbers", "program", b"program", "signed_on", b"signed_on", "standing", b"standing"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -522,6 +784,7 @@ class Household(_message.Message):
     DISTRICT_FIELD_NUMBER: _builtins.int
     MONITORING_HANDLE_FIELD_NUMBER: _builtins.int
     MONITORING_REFUSED_FIELD_NUMBER: _builtins.int
+    AUTHORISATION_REFUSED_FIELD_NUMBER: _builtins.int
     problem: _builtins.str
     """Set when this household could not be answered (batch path); members and tokens are empty."""
     consent_missing: _builtins.bool
@@ -542,6 +805,11 @@ class Household(_message.Message):
     date, not the registry's, no standing authorisation, a bad monitor_until): why, in the
     registry's words. Members and tokens are empty.
     """
+    authorisation_refused: _builtins.str
+    """Set when the campaign named does not cover this household (not registered, not in force,
+    another programme, not on its roster): why, in the registry's words. Members and tokens
+    are empty.
+    """
     @_builtins.property
     def members(self) -> _containers.RepeatedCompositeFieldContainer[Global___Member]: ...
     @_builtins.property
@@ -559,10 +827,11 @@ class Household(_message.Message):
         district: _builtins.str = ...,
         monitoring_handle: _builtins.bytes = ...,
         monitoring_refused: _builtins.str = ...,
+        authorisation_refused: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["consent_missing", b"consent_missing", "district", b"district", "members", b"members", "monitoring_handle", b"monitoring_handle", "monitoring_refused", b"monitoring_refused", "problem", b"problem", "pseudonym", b"pseudonym", "tokens", b"tokens"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["authorisation_refused", b"authorisation_refused", "consent_missing", b"consent_missing", "district", b"district", "members", b"members", "monitoring_handle", b"monitoring_handle", "monitoring_refused", b"monitoring_refused", "problem", b"problem", "pseudonym", b"pseudonym", "tokens", b"tokens"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -343,3 +343,140 @@ class TokenAuthorityService:
             timeout,
             metadata,
             _registered_method=True)
+
+
+class CampaignServiceStub:
+    """Campaigns (standing authorisations), served by the registry process. A campaign is registered
+    by the civil-affairs bureau that signed its document (certificate role "bureau"), never by an
+    intake system or the verification service: the registry answers a household "under a
+    standing authorisation" (no signers) only when the applicant's household is on the roster of
+    a registered campaign in force for the request's programme. ListCampaigns is also open to the
+    verification service (role "service"), which records the registered document in the log.
+    """
+
+    def __init__(self, channel):
+        """Constructor.
+
+        Args:
+            channel: A grpc.Channel.
+        """
+        self.RegisterCampaign = channel.stream_unary(
+                '/hedui.v1.CampaignService/RegisterCampaign',
+                request_serializer=hedui_dot_proto_dot_v1_dot_connector__pb2.CampaignPart.SerializeToString,
+                response_deserializer=hedui_dot_proto_dot_v1_dot_connector__pb2.CampaignReceipt.FromString,
+                _registered_method=True)
+        self.ListCampaigns = channel.unary_unary(
+                '/hedui.v1.CampaignService/ListCampaigns',
+                request_serializer=hedui_dot_proto_dot_v1_dot_connector__pb2.ListCampaignsRequest.SerializeToString,
+                response_deserializer=hedui_dot_proto_dot_v1_dot_connector__pb2.ListCampaignsResponse.FromString,
+                _registered_method=True)
+
+
+class CampaignServiceServicer:
+    """Campaigns (standing authorisations), served by the registry process. A campaign is registered
+    by the civil-affairs bureau that signed its document (certificate role "bureau"), never by an
+    intake system or the verification service: the registry answers a household "under a
+    standing authorisation" (no signers) only when the applicant's household is on the roster of
+    a registered campaign in force for the request's programme. ListCampaigns is also open to the
+    verification service (role "service"), which records the registered document in the log.
+    """
+
+    def RegisterCampaign(self, request_iterator, context):
+        """The header first (CampaignPart.header), then the roster in parts of at most 1024 ID
+        numbers. INVALID_ARGUMENT (BadRequest) for a malformed header or part; ALREADY_EXISTS when
+        the document number is registered already. An ID number that does not parse, or is not in
+        the register, is reported by its position in the roster, never stored.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListCampaigns(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+
+def add_CampaignServiceServicer_to_server(servicer, server):
+    rpc_method_handlers = {
+            'RegisterCampaign': grpc.stream_unary_rpc_method_handler(
+                    servicer.RegisterCampaign,
+                    request_deserializer=hedui_dot_proto_dot_v1_dot_connector__pb2.CampaignPart.FromString,
+                    response_serializer=hedui_dot_proto_dot_v1_dot_connector__pb2.CampaignReceipt.SerializeToString,
+            ),
+            'ListCampaigns': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListCampaigns,
+                    request_deserializer=hedui_dot_proto_dot_v1_dot_connector__pb2.ListCampaignsRequest.FromString,
+                    response_serializer=hedui_dot_proto_dot_v1_dot_connector__pb2.ListCampaignsResponse.SerializeToString,
+            ),
+    }
+    generic_handler = grpc.method_handlers_generic_handler(
+            'hedui.v1.CampaignService', rpc_method_handlers)
+    server.add_generic_rpc_handlers((generic_handler,))
+    server.add_registered_method_handlers('hedui.v1.CampaignService', rpc_method_handlers)
+
+
+ # This class is part of an EXPERIMENTAL API.
+class CampaignService:
+    """Campaigns (standing authorisations), served by the registry process. A campaign is registered
+    by the civil-affairs bureau that signed its document (certificate role "bureau"), never by an
+    intake system or the verification service: the registry answers a household "under a
+    standing authorisation" (no signers) only when the applicant's household is on the roster of
+    a registered campaign in force for the request's programme. ListCampaigns is also open to the
+    verification service (role "service"), which records the registered document in the log.
+    """
+
+    @staticmethod
+    def RegisterCampaign(request_iterator,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.stream_unary(
+            request_iterator,
+            target,
+            '/hedui.v1.CampaignService/RegisterCampaign',
+            hedui_dot_proto_dot_v1_dot_connector__pb2.CampaignPart.SerializeToString,
+            hedui_dot_proto_dot_v1_dot_connector__pb2.CampaignReceipt.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListCampaigns(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/hedui.v1.CampaignService/ListCampaigns',
+            hedui_dot_proto_dot_v1_dot_connector__pb2.ListCampaignsRequest.SerializeToString,
+            hedui_dot_proto_dot_v1_dot_connector__pb2.ListCampaignsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)

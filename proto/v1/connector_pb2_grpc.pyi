@@ -210,3 +210,73 @@ class TokenAuthorityServiceServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_connector_pb2.BlindEvaluateResponse, _abc.Awaitable[_connector_pb2.BlindEvaluateResponse]]: ...
 
 def add_TokenAuthorityServiceServicer_to_server(servicer: TokenAuthorityServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
+
+class CampaignServiceStub:
+    """Campaigns (standing authorisations), served by the registry process. A campaign is registered
+    by the civil-affairs bureau that signed its document (certificate role "bureau"), never by an
+    intake system or the verification service: the registry answers a household "under a
+    standing authorisation" (no signers) only when the applicant's household is on the roster of
+    a registered campaign in force for the request's programme. ListCampaigns is also open to the
+    verification service (role "service"), which records the registered document in the log.
+    """
+
+    @_typing.overload
+    def __new__(cls, channel: _grpc.Channel) -> _Self: ...
+    @_typing.overload
+    def __new__(cls, channel: _aio.Channel) -> CampaignServiceAsyncStub: ...
+    RegisterCampaign: _grpc.StreamUnaryMultiCallable[_connector_pb2.CampaignPart, _connector_pb2.CampaignReceipt]
+    """The header first (CampaignPart.header), then the roster in parts of at most 1024 ID
+    numbers. INVALID_ARGUMENT (BadRequest) for a malformed header or part; ALREADY_EXISTS when
+    the document number is registered already. An ID number that does not parse, or is not in
+    the register, is reported by its position in the roster, never stored.
+    """
+    ListCampaigns: _grpc.UnaryUnaryMultiCallable[_connector_pb2.ListCampaignsRequest, _connector_pb2.ListCampaignsResponse]
+
+@_typing.type_check_only
+class CampaignServiceAsyncStub(CampaignServiceStub):
+    """Campaigns (standing authorisations), served by the registry process. A campaign is registered
+    by the civil-affairs bureau that signed its document (certificate role "bureau"), never by an
+    intake system or the verification service: the registry answers a household "under a
+    standing authorisation" (no signers) only when the applicant's household is on the roster of
+    a registered campaign in force for the request's programme. ListCampaigns is also open to the
+    verification service (role "service"), which records the registered document in the log.
+    """
+
+    def __init__(self, channel: _aio.Channel) -> None: ...
+    RegisterCampaign: _aio.StreamUnaryMultiCallable[_connector_pb2.CampaignPart, _connector_pb2.CampaignReceipt]  # type: ignore[assignment]
+    """The header first (CampaignPart.header), then the roster in parts of at most 1024 ID
+    numbers. INVALID_ARGUMENT (BadRequest) for a malformed header or part; ALREADY_EXISTS when
+    the document number is registered already. An ID number that does not parse, or is not in
+    the register, is reported by its position in the roster, never stored.
+    """
+    ListCampaigns: _aio.UnaryUnaryMultiCallable[_connector_pb2.ListCampaignsRequest, _connector_pb2.ListCampaignsResponse]  # type: ignore[assignment]
+
+class CampaignServiceServicer(metaclass=_abc_1.ABCMeta):
+    """Campaigns (standing authorisations), served by the registry process. A campaign is registered
+    by the civil-affairs bureau that signed its document (certificate role "bureau"), never by an
+    intake system or the verification service: the registry answers a household "under a
+    standing authorisation" (no signers) only when the applicant's household is on the roster of
+    a registered campaign in force for the request's programme. ListCampaigns is also open to the
+    verification service (role "service"), which records the registered document in the log.
+    """
+
+    @_abc_1.abstractmethod
+    def RegisterCampaign(
+        self,
+        request_iterator: _MaybeAsyncIterator[_connector_pb2.CampaignPart],
+        context: _ServicerContext,
+    ) -> _typing.Union[_connector_pb2.CampaignReceipt, _abc.Awaitable[_connector_pb2.CampaignReceipt]]:
+        """The header first (CampaignPart.header), then the roster in parts of at most 1024 ID
+        numbers. INVALID_ARGUMENT (BadRequest) for a malformed header or part; ALREADY_EXISTS when
+        the document number is registered already. An ID number that does not parse, or is not in
+        the register, is reported by its position in the roster, never stored.
+        """
+
+    @_abc_1.abstractmethod
+    def ListCampaigns(
+        self,
+        request: _connector_pb2.ListCampaignsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_connector_pb2.ListCampaignsResponse, _abc.Awaitable[_connector_pb2.ListCampaignsResponse]]: ...
+
+def add_CampaignServiceServicer_to_server(servicer: CampaignServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -26,6 +26,11 @@ if sys.version_info >= (3, 11):
 else:
     from typing_extensions import TypeAlias as _TypeAlias, Never as _Never
 
+if sys.version_info >= (3, 13):
+    from warnings import deprecated as _deprecated
+else:
+    from typing_extensions import deprecated as _deprecated
+
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class _ReportFormat:
@@ -280,8 +285,16 @@ Global___VerifyRequest: _TypeAlias = VerifyRequest  # noqa: Y015
 @_typing.final
 class Consent(_message.Message):
     """The authorisation of a check (授权书). Either an applicant's consent, signed by the household's
-    adult members, or (standing = true) a standing authorisation: the dated document under which
-    a re-verification campaign (复核) re-checks enrolled households.
+    adult members, or a campaign: a standing authorisation (a 复核 re-verification or a 主动发现
+    monitoring enrolment) that the civil-affairs bureau registered with the household registry,
+    with its document and its roster of households (`hedui campaign register`). An intake system
+    names the campaign; it cannot make a request standing on its own word.
+
+    A campaign request carries only consent.campaign (the registered document number): its date,
+    document digest and programme are the registered ones. Refused with FAILED_PRECONDITION,
+    PreconditionFailure type "CONSENT", subject "consent.campaign", when the campaign is not
+    registered, not in force on the check date, for another programme, or (the registry's word,
+    per household) when the household is not on its roster.
 
     Refused with INVALID_ARGUMENT (field "consent.<name>") when malformed; with
     FAILED_PRECONDITION and a google.rpc.PreconditionFailure (type "CONSENT", subject
@@ -304,6 +317,7 @@ class Consent(_message.Message):
     FORM_SHA256_FIELD_NUMBER: _builtins.int
     SIGNER_ID_NUMBERS_FIELD_NUMBER: _builtins.int
     STANDING_FIELD_NUMBER: _builtins.int
+    CAMPAIGN_FIELD_NUMBER: _builtins.int
     case_number: _builtins.str
     """Required, 1 to 64 characters: the case number (案件编号) of the application, or the document
     number (文号) of a standing authorisation, e.g. "2026-001" or "民政〔2026〕12号". Characters:
@@ -314,8 +328,25 @@ class Consent(_message.Message):
     """Required, YYYY-MM-DD, not after today: when the form was signed (or the authorisation issued)."""
     form_sha256: _builtins.bytes
     """Required, 32 bytes: SHA-256 of the scanned signed form (or of the authorisation document)."""
-    standing: _builtins.bool
-    """A standing authorisation: no signers; its case number may cover many households."""
+    @_builtins.property
+    @_deprecated("""This field has been marked as deprecated using proto field options.""")
+    def standing(self) -> _builtins.bool:
+        """Retired: a request with standing = true is refused with INVALID_ARGUMENT whatever else it
+        carries (a standing authorisation is a registered campaign: set campaign instead).
+        """
+
+    @standing.setter
+    @_deprecated("""This field has been marked as deprecated using proto field options.""")
+    def standing(self, value: _builtins.bool) -> None:
+        """Retired: a request with standing = true is refused with INVALID_ARGUMENT whatever else it
+        carries (a standing authorisation is a registered campaign: set campaign instead).
+        """
+
+    campaign: _builtins.str
+    """The document number (文号) of a campaign registered with the household registry, e.g.
+    "浙民救〔2026〕12号"; then case_number, signed_on, form_sha256 and signer_id_numbers are
+    left empty.
+    """
     @_builtins.property
     def signer_id_numbers(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
         """The resident ID numbers of the household members who signed (applicant included), at most
@@ -331,10 +362,11 @@ class Consent(_message.Message):
         form_sha256: _builtins.bytes = ...,
         signer_id_numbers: _abc.Iterable[_builtins.str] | None = ...,
         standing: _builtins.bool = ...,
+        campaign: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["case_number", b"case_number", "form_sha256", b"form_sha256", "signed_on", b"signed_on", "signer_id_numbers", b"signer_id_numbers", "standing", b"standing"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["campaign", b"campaign", "case_number", b"case_number", "form_sha256", b"form_sha256", "signed_on", b"signed_on", "signer_id_numbers", b"signer_id_numbers", "standing", b"standing"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

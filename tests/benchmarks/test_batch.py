@@ -67,7 +67,7 @@ def test_batch_recheck(benchmark: Any, tmp_path_factory: pytest.TempPathFactory)
                     "--out",
                     str(out),
                     "--quiet",
-                    "--campaign",
+                    "--round",
                     f"bench-{time.time_ns()}",
                     *up.authorisation_args(),
                 ],

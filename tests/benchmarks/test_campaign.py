@@ -16,7 +16,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from tests.e2e.conftest import TODAY, readme_up
+from tests.e2e.conftest import readme_up
 
 HOUSEHOLDS = int(os.environ.get("HEDUI_BENCH_CAMPAIGN_HOUSEHOLDS", "100000"))
 
@@ -70,7 +70,7 @@ def test_campaign(benchmark: Any, tmp_path: Path) -> None:
         def recheck() -> None:
             r, seconds = _hedui(
                 "recheck", "--workdir", "w/", "--ids", "roster.txt", "--quiet",
-                "--authorisation", "authorisation.pdf", "--authorised-on", TODAY.isoformat(),
+                "--campaign", up.campaign,
                 cwd=tmp_path,
             )  # fmt: skip
             assert r.returncode == 0, r.stderr + "".join(up.tail)

@@ -17,7 +17,6 @@ from typing import Any
 
 import pytest
 
-from hedui.clients.consent import StandingAuthorisation
 from hedui.clients.deploy import Deployment, DeploySettings, prepare
 from hedui.clients.intake import IntakeClient, IntakeProfile
 from hedui.clients.loadgen import run_load
@@ -26,10 +25,11 @@ from hedui.core.deployment import DEPARTMENT_KINDS, bank_ids
 from hedui.core.paillier import generate_keypair
 from hedui.proto.v1 import verification_pb2
 from tests.benchmarks import plaintext
+from tests.e2e.conftest import CAMPAIGNS, register_campaign
 
 RESULTS: dict[str, dict[str, float]] = {}
-# a benchmark re-checks under one standing authorisation (no signer list to match)
-CONSENT = StandingAuthorisation("bench-authorisation", dt.date.today(), bytes(32)).consent()
+# a benchmark re-checks under one registered campaign (no signer list to match)
+CONSENT = verification_pb2.Consent(campaign=CAMPAIGNS["recheck"])
 CLASSIC_ENCRYPT = __import__(
     "hedui.core.paillier", fromlist=["PublicKey"]
 ).PublicKey.encrypt  # before any patch
@@ -71,6 +71,7 @@ def deployment(
         env = plaintext.environment() if saved is not None else None
         d = Deployment(settings, w, env=env)
         d.start()
+        register_campaign(w, population[1])
         time.sleep(5)  # let the randomness pools fill
         yield request.param, d
         d.stop()
@@ -115,6 +116,7 @@ def test_sustained(benchmark: Any, deployment: tuple[str, Deployment], populatio
             concurrency=8,
             seconds=LOAD_SECONDS,
             prefix=f"sus-{mode}-{time.time_ns()}",
+            campaign=CAMPAIGNS["recheck"],
         ),
         rounds=1,
         iterations=1,

@@ -16,7 +16,6 @@ import time
 from collections.abc import Iterator
 from typing import Any
 
-from hedui.clients.consent import StandingAuthorisation
 from hedui.clients.intake import IntakeClient, IntakeProfile
 from hedui.core.rpc import open_channel
 from hedui.core.tokens import connector_token
@@ -32,9 +31,7 @@ def _enrol(up: Up, heads: list[str], batch: str) -> monitoring_pb2_grpc.FollowUp
     stub = monitoring_pb2_grpc.FollowUpServiceStub(
         open_channel(profile.address, tls=profile.tls, server_name=profile.server_name)
     )
-    doc = up.data / "bench-monitoring.pdf"
-    doc.write_bytes(b"standing authorisation for the monitoring benchmark")
-    consent = StandingAuthorisation.from_file(doc, TODAY).consent()
+    consent = up.standing("monitoring")
     for n, h in enumerate(heads):
         stub.Enrol(
             monitoring_pb2.EnrolRequest(

@@ -18,6 +18,7 @@ from hedui.connectors.token_authority import AuthoritySettings, TokenAuthority
 from hedui.connectors.tokenizer import AuthorityTokenizer
 from hedui.core import oprf
 from hedui.core.deployment import default_connector_ids
+from hedui.core.grants import Binding
 from hedui.core.keystore import KeyDir
 from hedui.core.resident_id import make
 
@@ -41,7 +42,7 @@ def test_query_time_per_member(benchmark: Any, keys: KeyDir) -> None:
     n = iter(range(10**9))
 
     def household() -> None:
-        ta.grant(f"q{next(n)}", [ta.tokens(MEMBERS, "HH1")])
+        ta.grant(f"q{next(n)}", [ta.tokens(MEMBERS, "HH1")], [Binding(bytes(32), bytes(32))])
 
     benchmark.pedantic(household, rounds=200, iterations=1, warmup_rounds=5)
     per_member = benchmark.stats.stats.median / len(MEMBERS)

@@ -39,10 +39,9 @@ def closed_port() -> int:
 
 
 def authorisation(folder: Path) -> list[str]:
-    """`hedui recheck`'s standing authorisation flags, the document written in ``folder``."""
-    doc = folder / "authorisation.pdf"
-    doc.write_bytes(b"standing authorisation")
-    return ["--authorisation", str(doc), "--authorised-on", "2026-01-05"]
+    """`hedui recheck`'s campaign flag (the campaign need not be registered where the service
+    is not reached); ``folder`` is unused, kept for the callers' shape."""
+    return ["--campaign", "测民复〔2026〕1号"]
 
 
 def consent_flags(folder: Path, signer: str) -> list[str]:

@@ -121,7 +121,7 @@ def test_bench_load_against_a_stopped_deployment_says_why(
 ) -> None:
     code, out, err = run(
         capsys, "bench", "load", "--workdir", str(stopped_workdir), "--ids", str(roster),
-        "--seconds", "0.2", "--concurrency", "2",
+        "--seconds", "0.2", "--concurrency", "2", "--campaign", "测〔2026〕1号",
     )  # fmt: skip
     assert code == 1
     assert out == ""
@@ -148,7 +148,7 @@ def test_bench_load_seconds_must_be_positive(
 ) -> None:
     code, _, err = run(
         capsys, "bench", "load", "--workdir", str(stopped_workdir), "--ids", str(roster),
-        "--seconds", "0",
+        "--seconds", "0", "--campaign", "测〔2026〕1号",
     )  # fmt: skip
     assert code == 2 and "--seconds" in err
 

@@ -20,7 +20,6 @@ import pytest
 
 from hedui.clients.consent import MAX_FORM_BYTES, form_digest
 from hedui.clients.errors import ClientError
-from tests.clients.helpers import authorisation
 
 ID = "11010519491231002X"
 MEMORY = (
@@ -96,30 +95,33 @@ def test_verify_refuses_a_form_over_the_limit(stopped_workdir: Path, tmp_path: P
 
 
 def test_the_limit_is_documented_in_the_help() -> None:
-    for command in (["verify"], ["recheck"], ["monitor", "enrol"]):
+    for command in (["verify"], ["campaign", "register"]):
         r = hedui(*command, "--help")
         assert r.returncode == 0 and "at most 64 MiB" in " ".join(r.stdout.split()), command
 
 
-def test_recheck_refuses_a_device_as_the_authorisation(
-    stopped_workdir: Path, roster: Path, tmp_path: Path
-) -> None:
-    r = hedui(
-        "recheck", "--workdir", str(stopped_workdir), "--ids", str(roster),
-        "--out", str(tmp_path / "verdicts.jsonl"),
-        "--authorisation", "/dev/zero", "--authorised-on", "2026-01-05", "--quiet",
+def _register(
+    workdir: Path, roster: Path, document: str, kind: str
+) -> subprocess.CompletedProcess[str]:
+    return hedui(
+        "campaign", "register", "--workdir", str(workdir), "--number", "民复〔2026〕1号",
+        "--kind", kind, "--issued-on", "2026-01-05", "--valid-until", "2026-12-31",
+        "--document", document, "--roster", str(roster),
     )  # fmt: skip
-    _refused(r, "--authorisation /dev/zero is not a regular file (a character device)")
 
 
-def test_monitor_enrol_refuses_a_named_pipe_as_the_authorisation(
+def test_campaign_register_refuses_a_device_as_the_document(
+    stopped_workdir: Path, roster: Path
+) -> None:
+    r = _register(stopped_workdir, roster, "/dev/zero", "recheck")
+    _refused(r, "--document /dev/zero is not a regular file (a character device)")
+
+
+def test_campaign_register_refuses_a_named_pipe_as_the_document(
     stopped_workdir: Path, roster: Path, fifo: Path
 ) -> None:
-    r = hedui(
-        "monitor", "enrol", "--workdir", str(stopped_workdir), "--roster", str(roster),
-        "--until", "2026-12-31", "--authorisation", str(fifo), "--authorised-on", "2026-01-05",
-    )  # fmt: skip
-    _refused(r, f"--authorisation {fifo} is not a regular file (a named pipe)")
+    r = _register(stopped_workdir, roster, str(fifo), "monitoring")
+    _refused(r, f"--document {fifo} is not a regular file (a named pipe)")
 
 
 def test_a_form_is_hashed_whole_in_chunks_up_to_the_limit(tmp_path: Path) -> None:
@@ -147,10 +149,10 @@ def test_an_empty_or_missing_form_is_still_refused_as_before(tmp_path: Path) -> 
         form_digest(tmp_path / "missing.pdf", "consent form", "--consent-form")
 
 
-def test_a_recheck_authorisation_that_is_a_regular_file_passes(tmp_path: Path) -> None:
-    """The helper's flags still name an ordinary document (the check refuses only the rest)."""
-    flags = authorisation(tmp_path)
-    doc = Path(flags[1])
-    assert form_digest(doc, "authorisation document", "--authorisation") == (
+def test_a_campaign_document_that_is_a_regular_file_passes(tmp_path: Path) -> None:
+    """An ordinary document is hashed (the check refuses only the rest)."""
+    doc = tmp_path / "authorisation.pdf"
+    doc.write_bytes(b"standing authorisation")
+    assert form_digest(doc, "campaign document", "--document") == (
         hashlib.sha256(doc.read_bytes()).digest()
     )

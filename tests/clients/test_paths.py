@@ -3,12 +3,10 @@ traceback, and it is found before anything is contacted."""
 
 from __future__ import annotations
 
-import datetime as dt
 from pathlib import Path
 
 import pytest
 
-from hedui.clients.consent import StandingAuthorisation
 from hedui.clients.errors import ClientError
 from hedui.clients.intake import IntakeProfile
 from hedui.clients.recheck import recheck
@@ -103,7 +101,7 @@ def test_recheck_library_opens_out_before_connecting(tmp_path: Path, a_file: Pat
             roster,
             out,
             program="dibao",
-            authorisation=StandingAuthorisation("doc-1", dt.date(2026, 1, 5), bytes(32)),
+            campaign_number="doc-1",
         )
     assert str(out) in str(info.value) and "not reachable" not in str(info.value)
 
@@ -256,7 +254,7 @@ def test_recheck_keeps_retrying_an_unreachable_service_until_its_patience_runs_o
             roster,
             out,
             program="dibao",
-            authorisation=StandingAuthorisation("doc-1", dt.date(2026, 1, 5), bytes(32)),
+            campaign_number="doc-1",
             patience=120.0,
             sleep=sleep,
             clock=lambda: now[0],

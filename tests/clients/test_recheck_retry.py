@@ -18,7 +18,6 @@ from typing import Any
 import grpc
 import pytest
 
-from hedui.clients.consent import StandingAuthorisation
 from hedui.clients.errors import ClientError
 from hedui.clients.intake import IntakeProfile
 from hedui.clients.recheck import recheck
@@ -87,7 +86,7 @@ def _run(tmp_path: Path, refusals: int) -> tuple[list[dict], list[float], object
             roster,
             out,
             program="dibao",
-            authorisation=StandingAuthorisation("doc-1", dt.date(2026, 1, 5), bytes(32)),
+            campaign_number="doc-1",
             patience=60.0,
             sleep=sleep,
             clock=lambda: now[0],

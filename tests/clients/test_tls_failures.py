@@ -13,7 +13,6 @@ from zoneinfo import ZoneInfo
 import pytest
 
 from hedui.clients.auditor import open_session
-from hedui.clients.consent import StandingAuthorisation
 from hedui.clients.deploy import write_intake_profile
 from hedui.clients.errors import ClientError
 from hedui.clients.intake import IntakeClient, IntakeProfile, check_certificate_dates
@@ -225,7 +224,7 @@ def test_recheck_stops_at_once_on_a_failed_handshake(w: Workdir, tmp_path: Path)
                 roster,
                 out,
                 program="dibao",
-                authorisation=StandingAuthorisation("doc-1", dt.date(2026, 1, 5), bytes(32)),
+                campaign_number="doc-1",
                 sleep=sleep,
             )
     text = str(info.value)
@@ -243,7 +242,7 @@ def test_recheck_checks_the_certificate_s_dates_first(
     roster.write_text(APPLICANT + "\n")
     code, _, err = run(
         capsys, "recheck", "--workdir", str(w.root), "--ids", str(roster), "--quiet",
-        "--authorisation", str(roster), "--authorised-on", "2026-01-05",
+        "--campaign", "doc-1",
     )  # fmt: skip
     assert code == 1 and "your intake certificate" in err and "expired on" in err, err
 

@@ -5,9 +5,11 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
+from hedui.connectors.campaigns import Campaigns
 from hedui.connectors.errors import ConnectorError
 from hedui.connectors.server import ConnectorSettings, start_registry
 from hedui.connectors.store import Person, RegisterStore, open_engine
@@ -31,7 +33,25 @@ BROKEN = make("110105", dt.date(1970, 3, 3), 21)  # its member's record is malfo
 
 
 CONNECTORS = ("hrss", "bank-01")
-STANDING = connector_pb2.Signatures(standing=True)
+CAMPAIGN = "测试〔2026〕1号"
+STANDING = connector_pb2.Signatures(campaign=CAMPAIGN, program="dibao")
+
+
+def register_campaign(url: str, roster: list[str], **header: object) -> None:
+    """The bureau's registration, straight into the registry's store (the gRPC path is
+    tests/connectors/test_campaigns.py)."""
+    fields: dict[str, Any] = {
+        "number": CAMPAIGN,
+        "kind": connector_pb2.RECHECK,
+        "program": "dibao",
+        "issued_on": "2026-11-01",
+        "valid_until": "2027-10-31",
+        "document_sha256": bytes(32),
+    }
+    fields.update(header)
+    Campaigns(RegisterStore(open_engine(url))).register(
+        connector_pb2.Campaign(**fields), [roster], "bureau"
+    )
 
 
 def _by(*signers: ResidentId) -> connector_pb2.Signatures:
@@ -57,6 +77,7 @@ def served(tmp_path: Path, keys: KeyDir, monkeypatch) -> Iterator[tuple[Registry
             Person(id_number=make("110105", dt.date(1971, 4, 4), 22).value, household_id="h3", relation="spouse", birth_date="not a date"),
         ]
     )  # fmt: skip
+    register_campaign(url, [SINGLE.value, BROKEN.value, MOTHER.value])
     # both processes read the deployment's clock (Asia/Shanghai), pinned to MORNING
     monkeypatch.setattr("hedui.core.resident_id.DEPLOYMENT", clock.fixed(MORNING))
     server = start_registry(

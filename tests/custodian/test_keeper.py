@@ -21,7 +21,7 @@ from hedui.core.custody import Deployment, Totals, custodian_view
 from hedui.core.deployment import kind_of
 from hedui.core.paillier import Ciphertext, PrivateKey, PublicKey, generate_keypair
 from hedui.custodian.errors import Refused as CustodianRefused
-from hedui.custodian.keeper import KeyCustodian
+from hedui.custodian.keeper import KeyCustodian, binding_of_entry
 from hedui.custodian.witness import DecryptionJournal, LogWitness
 from hedui.proto.v1 import audit_pb2
 from hedui.server.evidence import log_evidence
@@ -131,14 +131,23 @@ def grant_for(
     households: int | None = None,
     issued_unix_ms: int | None = None,
 ) -> grants.Grant:
+    n = len(tokens) if households is None else households
     return grants.issue(
         AUTHORITY,
         query_id=query_id,
         epoch=1,
-        households=len(tokens) if households is None else households,
+        households=n,
         issued_unix_ms=int(time.time() * 1000) if issued_unix_ms is None else issued_unix_ms,
         digests={c: grants.batch_digest(tokens) for c in connectors},
+        bindings=logged_bindings(query_id, n),
     )
+
+
+def logged_bindings(query_id: str, n: int) -> list[grants.Binding]:
+    """What the registry binds the grant to for the request entries these tests log (a bare
+    RequestEntry of the query id per household)."""
+    entry = audit_pb2.AuditEntry(request=audit_pb2.RequestEntry(query_id=query_id))
+    return [binding_of_entry(entry.SerializeToString())] * n
 
 
 class CountingKey(PrivateKey):
@@ -364,6 +373,7 @@ def test_an_answer_about_other_tokens_than_granted_is_refused(n: int) -> None:
             **{b: grants.batch_digest(tokens) for b in BANKS},
             "bank-01": grants.batch_digest(households(n, seed=1)),
         },
+        bindings=logged_bindings("q8", n),
     )
     with pytest.raises(CustodianRefused, match="bank-01 is not about the tokens the grant gave it"):
         run.decrypt("q8", answers, tokens, grant=aimed)

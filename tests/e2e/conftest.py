@@ -30,6 +30,7 @@ from hedui.core.workdir import Workdir
 from hedui.proto.v1 import verification_pb2, verification_pb2_grpc
 
 TODAY = dt.datetime.now(dt.timezone(dt.timedelta(hours=8))).date()
+CAMPAIGNS = {"recheck": "测民复〔2026〕1号", "monitoring": "测民监〔2026〕1号"}
 STANDARD = 126000
 
 
@@ -41,6 +42,7 @@ class Up:
     process: subprocess.Popen[str]
     address: str
     output: deque[str] = field(default_factory=lambda: deque(maxlen=200))  # the last lines
+    registered: set[str] = field(default_factory=set)  # campaigns registered so far
 
     def stub(self, cert: str = "intake") -> verification_pb2_grpc.VerificationServiceStub:
         tls = self.workdir.tls(cert)
@@ -64,12 +66,36 @@ class Up:
             args += ["--signer", signer]
         return args
 
-    def authorisation_args(self) -> list[str]:
-        """`hedui recheck`'s standing authorisation flags: a dated document on disk."""
-        doc = self.data / "forms" / "recheck-authorisation.pdf"
-        doc.parent.mkdir(exist_ok=True)
-        doc.write_bytes(b"standing authorisation of the re-verification campaign")
-        return ["--authorisation", str(doc), "--authorised-on", TODAY.isoformat()]
+    def campaign(self, kind: str = "recheck") -> str:
+        """The document number of a campaign of ``kind`` (recheck or monitoring) the bureau
+        registered with the registry, covering every household of the population (registered
+        once per deployment, through `hedui campaign register`)."""
+        number = CAMPAIGNS[kind]
+        if number not in self.registered:
+            doc = self.data / "forms" / f"{kind}-authorisation.pdf"
+            doc.parent.mkdir(exist_ok=True)
+            doc.write_bytes(f"standing authorisation of the {kind} campaign".encode())
+            roster = self.data / "forms" / f"{kind}-roster.txt"
+            heads = [ids[0] for ids in self.summary.members.values()]
+            roster.write_text("\n".join(heads) + "\n")
+            r = self.cli(
+                "campaign", "register", "--workdir", str(self.workdir.root),
+                "--number", number, "--kind", kind, "--program", "dibao",
+                "--issued-on", TODAY.isoformat(),
+                "--valid-until", (TODAY + dt.timedelta(days=365)).isoformat(),
+                "--document", str(doc), "--roster", str(roster),
+            )  # fmt: skip
+            assert r.returncode == 0, r.stderr
+            self.registered.add(number)
+        return number
+
+    def standing(self, kind: str = "recheck") -> verification_pb2.Consent:
+        """A request's consent under the registered campaign of ``kind``."""
+        return verification_pb2.Consent(campaign=self.campaign(kind))
+
+    def authorisation_args(self, kind: str = "recheck") -> list[str]:
+        """`hedui recheck`'s (or `monitor enrol`'s) campaign flag, the campaign registered."""
+        return ["--campaign", self.campaign(kind)]
 
     def cli(self, *args: str) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
@@ -79,6 +105,29 @@ class Up:
             timeout=120,
             check=False,
         )
+
+
+def register_campaign(
+    w: Workdir, id_numbers: list[str], number: str = CAMPAIGNS["recheck"], kind: str = "recheck"
+) -> str:
+    """The bureau of a deployment registers a campaign over these applicants' households (in
+    force from today for a year) through the library `hedui campaign register` calls."""
+    from hedui.clients import campaign_cli
+    from hedui.proto.v1 import connector_pb2
+
+    campaign_cli.register(
+        campaign_cli.bureau_profile(w.root, None),
+        connector_pb2.Campaign(
+            number=number,
+            kind=campaign_cli.KINDS[kind],
+            program="dibao",
+            issued_on=TODAY.isoformat(),
+            valid_until=(TODAY + dt.timedelta(days=365)).isoformat(),
+            document_sha256=hashlib.sha256(number.encode()).digest(),
+        ),
+        id_numbers,
+    )
+    return number
 
 
 def simple_consent(case: str, signers: list[str]) -> verification_pb2.Consent:
@@ -246,6 +295,7 @@ class ReadmeUp:
     heads: list[str]
     generate_s: float
     up_s: float
+    campaign: str  # the document number registered for roster.txt
     tail: deque[str] = field(default_factory=lambda: deque(maxlen=50))
 
     def stop(self) -> None:
@@ -290,7 +340,19 @@ def readme_up(root: Path, households: int) -> ReadmeUp:
         heads = [row[1] for row in csv.reader(f) if len(row) > 2 and row[2] == "head"]
     (root / "roster.txt").write_text("\n".join(heads) + "\n")
     (root / "authorisation.pdf").write_text("复核授权 2026-11\n")
-    up = ReadmeUp(root, proc, heads, generated - start, time.monotonic() - generated)
+    # the README: hedui campaign register --workdir w/ --number … --roster roster.txt
+    number = "民复〔2026〕11号"
+    r = subprocess.run(
+        [sys.executable, "-m", "hedui.clients.cli", "campaign", "register", "--workdir", "w/",
+         "--number", number, "--kind", "recheck", "--issued-on", TODAY.isoformat(),
+         "--valid-until", (TODAY + dt.timedelta(days=182)).isoformat(),
+         "--document", "authorisation.pdf", "--roster", "roster.txt"],
+        cwd=root, capture_output=True, text=True, check=False, timeout=600,
+    )  # fmt: skip
+    if r.returncode != 0:
+        os.killpg(proc.pid, signal.SIGTERM)
+        pytest.fail(f"hedui campaign register failed: {r.stderr}")
+    up = ReadmeUp(root, proc, heads, generated - start, time.monotonic() - generated, number)
     for stream in (proc.stdout, proc.stderr):
         threading.Thread(target=up.tail.extend, args=(stream,), daemon=True).start()
     return up

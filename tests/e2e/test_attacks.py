@@ -10,6 +10,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import secrets
 import shutil
@@ -20,6 +21,7 @@ from pathlib import Path
 import grpc
 import pytest
 
+from hedui.clients.errors import ClientError
 from hedui.core import grants, signing
 from hedui.core.deployment import kind_of
 from hedui.core.grants import Grant
@@ -32,7 +34,7 @@ from hedui.proto.v1 import (
     custodian_pb2_grpc,
     verification_pb2,
 )
-from tests.e2e.conftest import Up, grpc_code
+from tests.e2e.conftest import TODAY, Up, grpc_code, register_campaign
 
 TARGET_BANK = "bank-07"
 
@@ -48,13 +50,16 @@ def _registry(up: Up) -> connector_pb2_grpc.RegistryServiceStub:
     )
 
 
-STANDING = connector_pb2.Signatures(standing=True)
-
-
 def _households(
-    up: Up, query_id: str, id_numbers: list[str], signatures: connector_pb2.Signatures = STANDING
+    up: Up,
+    query_id: str,
+    id_numbers: list[str],
+    signatures: connector_pb2.Signatures | None = None,
 ) -> connector_pb2.HouseholdsResponse:
-    """The registry asked about these applicants' households, every one with ``signatures``."""
+    """The registry asked about these applicants' households, every one with ``signatures``
+    (by default: under the campaign the bureau registered for every household)."""
+    if signatures is None:
+        signatures = connector_pb2.Signatures(campaign=up.campaign(), program="dibao")
     return _registry(up).GetHouseholds(
         connector_pb2.HouseholdsRequest(
             query_id=query_id,
@@ -109,7 +114,7 @@ def test_the_service_cannot_aim_one_bank_at_one_person(up: Up) -> None:
     assert len(bare.households) == 1
     assert bare.households[0].consent_missing and not bare.households[0].tokens
     assert not bare.HasField("grant")
-    # a standing authorisation is the one way past the signers (the log records it): past it,
+    # a registered campaign is the one way past the signers (the log records it): past it,
     # the grant still binds every connector to the household's tokens
     reply = _households(up, "attack-1", [target])
     assert reply.grant.households == 1
@@ -295,3 +300,121 @@ def test_a_custodian_without_its_witness_state_does_not_start(up: Up, tmp_path) 
     assert "will not take a log's checkpoint on trust" in r.stderr
     assert "Traceback" not in r.stderr
     assert not (state / "witness.json").exists()
+
+
+# -- issue #23: authority proven, not asserted ------------------------------------------------
+
+
+def _verify_error(up: Up, consent: verification_pb2.Consent, id_number: str) -> grpc.RpcError:
+    with pytest.raises(grpc.RpcError) as e:
+        up.stub().Verify(
+            verification_pb2.VerifyRequest(
+                request_id=f"attack-{secrets.token_hex(6)}",
+                id_number=id_number,
+                program="dibao",
+                consent=consent,
+            ),
+            timeout=120,
+        )
+    return e.value
+
+
+@pytest.mark.parametrize(
+    "consent",
+    [
+        # the issue's attack: standing, a made-up document number and digest, no signer
+        verification_pb2.Consent(
+            case_number="民政〔2026〕99号", signed_on="2026-11-01", form_sha256=bytes(32),
+            standing=True,
+        ),
+        # standing with a campaign that is registered: still refused, standing is not a claim
+        verification_pb2.Consent(campaign="测民复〔2026〕1号", standing=True),
+    ],
+    ids=["made-up", "with-a-registered-campaign"],
+)  # fmt: skip
+def test_an_intake_cannot_make_a_request_standing(
+    up: Up, consent: verification_pb2.Consent
+) -> None:
+    up.campaign()
+    e = _verify_error(up, consent, up.summary.applicants[4][1])
+    assert grpc_code(e) == grpc.StatusCode.INVALID_ARGUMENT
+    fields = [v.field for d in error_details(e) for v in getattr(d, "field_violations", [])]
+    assert "consent.standing" in fields
+
+
+def test_a_campaign_covers_only_what_the_bureau_registered(up: Up, tmp_path: Path) -> None:
+    """An unregistered campaign is refused before anything is logged; a household off the
+    roster of a registered one is refused by the registry; an intake or the service cannot
+    register a campaign (only the bureau's certificate can)."""
+    head = up.summary.applicants[5][1]
+    e = _verify_error(up, verification_pb2.Consent(campaign="假冒〔2026〕7号"), head)
+    assert _refusal(e) == "CONSENT" and "not registered" in str(e.details())
+    # a campaign over two households: a third is not on its roster
+    number = f"测民复〔2026〕{secrets.randbelow(9000) + 1000}号"
+    register_campaign(up.workdir, [up.summary.applicants[0][1]], number=number)
+    e = _verify_error(up, verification_pb2.Consent(campaign=number), head)
+    assert _refusal(e) == "CONSENT" and "not on the roster" in str(e.details())
+    # the registry's CampaignService refuses every role but the bureau's for registering
+    from hedui.clients import campaign_cli
+
+    for role in ("intake", "service"):
+        profile = campaign_cli.bureau_profile(up.workdir.root, None)
+        profile = dataclasses.replace(profile, tls=up.workdir.tls(role))
+        with pytest.raises(ClientError, match="PERMISSION_DENIED"):
+            campaign_cli.register(
+                profile,
+                connector_pb2.Campaign(
+                    number=f"伪〔2026〕{role}号", kind=connector_pb2.RECHECK, program="dibao",
+                    issued_on=TODAY.isoformat(), valid_until=TODAY.isoformat(),
+                    document_sha256=bytes(32),
+                ),
+                [head],
+            )  # fmt: skip
+    # the bureau sees what is registered, and the service may read it (not write it)
+    listed = {
+        c.number for c in campaign_cli.campaigns(campaign_cli.bureau_profile(up.workdir.root, None))
+    }
+    assert number in listed and not any("伪" in n for n in listed)
+
+
+def test_an_insider_who_logs_one_applicant_gets_no_other_household_decrypted(up: Up) -> None:
+    """The issue's attack: an insider of the service, with its own directory and one changed
+    line of its code, logs a request about applicant A and asks the registry for household B
+    under that query id. The grant binds B's audit token; the custodian compares it with the
+    logged request and decrypts nothing."""
+    from hedui.core.resident_id import parse as parse_id
+    from hedui.core.tls import PeerIdentity
+    from hedui.server import config as service_config
+    from hedui.server.app import build_verifier
+    from hedui.server.application import Application
+    from hedui.server.consent import Consent
+
+    number = up.campaign()
+    a, b = up.summary.applicants[6][1], up.summary.applicants[7][1]
+    v = build_verifier(service_config.load(up.workdir.service_config, {}))
+    asked_for_b = v.registry.households
+
+    def swapped(asked, query_id):  # the one changed line
+        return asked_for_b([dataclasses.replace(x, resident=parse_id(b)) for x in asked], query_id)
+
+    v.registry.households = swapped  # type: ignore[method-assign]
+    before = len(_journal(up))
+    app = Application(
+        f"insider-{secrets.token_hex(4)}",
+        parse_id(a),
+        "dibao",
+        v.policy.default_region,
+        Consent(number, TODAY, b"", (), campaign=number),
+        TODAY,
+    )
+    try:
+        with pytest.raises(Exception) as e:
+            v.check(app, PeerIdentity("intake", "intake"))
+    finally:
+        v.registry.close()
+    assert "not the applicants or authorisations the token grant was issued for" in str(e.value)
+    new = _journal(up)[before:]
+    assert new and all(r["event"] == "refused" for r in new), new
+    # the auditor's search by A finds the logged request (and its failure): nothing hidden
+    r = up.cli("audit", "search", "--workdir", str(up.workdir.root), "--id", a, "--json")
+    assert r.returncode == 0 and app.request_id in r.stdout, r.stderr

@@ -26,8 +26,7 @@ def test_the_readme_recheck_decides_every_household_with_default_settings(
     try:
         r = subprocess.run(
             [sys.executable, "-m", "hedui.clients.cli",
-             "recheck", "--workdir", "w/", "--ids", "roster.txt",
-             "--authorisation", "authorisation.pdf", "--authorised-on", TODAY.isoformat()],
+             "recheck", "--workdir", "w/", "--ids", "roster.txt", "--campaign", up.campaign],
             cwd=tmp_path, capture_output=True, text=True, timeout=1800, check=False,
         )  # fmt: skip
         assert r.returncode == 0, r.stderr + "".join(up.tail)

@@ -149,7 +149,17 @@ def test_a_case_number_serves_one_household(up: Up) -> None:
         ({"form_sha256": b"short"}, "consent.form_sha256"),
         ({"signer_id_numbers": []}, "consent.signer_id_numbers"),
         ({"signer_id_numbers": ["110105194912310022"]}, "consent.signer_id_numbers[0]"),
-        ({"standing": True}, "consent.signer_id_numbers"),  # standing with signers
+        ({"standing": True}, "consent.standing"),  # a request cannot make itself standing
+        # a campaign's date, document and signers are the registered ones: a case is refused
+        (
+            {
+                "campaign": "测民复〔2026〕1号",
+                "signed_on": "",
+                "form_sha256": b"",
+                "signer_id_numbers": [],
+            },
+            "consent.case_number",
+        ),
     ],
 )
 def test_a_malformed_consent_is_invalid_argument(up: Up, change: dict, field: str) -> None:

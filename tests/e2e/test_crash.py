@@ -30,7 +30,7 @@ def _recheck(up: Up, roster: Path, out: Path) -> subprocess.Popen[str]:
     return subprocess.Popen(
         [
             sys.executable, "-m", "hedui.clients.cli", "recheck", "--workdir", str(up.workdir.root),
-            "--ids", str(roster), "--out", str(out), "--quiet", "--campaign", "crash",
+            "--ids", str(roster), "--out", str(out), "--quiet", "--round", "crash",
             *up.authorisation_args(),
         ],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,

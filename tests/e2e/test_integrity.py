@@ -8,13 +8,13 @@ import datetime as dt
 import sqlite3
 from pathlib import Path
 
-from hedui.clients.consent import StandingAuthorisation
 from hedui.clients.deploy import Deployment, DeploySettings, prepare
 from hedui.clients.intake import IntakeProfile, open_service_channel, verdict_to_dict
 from hedui.core.deployment import DEPARTMENT_KINDS
 from hedui.core.resident_id import make
 from hedui.core.workdir import Workdir
 from hedui.proto.v1 import verification_pb2, verification_pb2_grpc
+from tests.e2e.conftest import CAMPAIGNS, register_campaign
 from tests.e2e.test_faults import BANKS, CAR_OWNER, HEAD, _verify, _write, small_deployment
 
 
@@ -80,7 +80,7 @@ def _many_households(data: Path) -> None:
     )
 
 
-CAMPAIGN = StandingAuthorisation("recheck-2026-01", dt.date.today(), bytes(32))
+CAMPAIGN = verification_pb2.Consent(campaign=CAMPAIGNS["recheck"])
 
 
 def _campaign(w: Workdir, run: str) -> dict[str, dict]:
@@ -95,7 +95,7 @@ def _campaign(w: Workdir, run: str) -> dict[str, dict]:
                 request_id=f"{run}-{h}",
                 id_number=p.value,
                 program="dibao",
-                consent=CAMPAIGN.consent(),
+                consent=CAMPAIGN,
             )
             for h, p in enumerate(PEOPLE)
         ]
@@ -127,6 +127,7 @@ def test_a_changed_figure_in_a_batch_stays_with_its_household(tmp_path: Path) ->
     up = Deployment(settings, w)
     up.start()
     try:
+        register_campaign(w, [p.value for p in PEOPLE])
         before = _campaign(w, "before")
     finally:
         up.stop()

@@ -80,7 +80,7 @@ def test_a_day_of_events_raises_exactly_the_expected_alerts(deployment: Up, tmp_
     until = TODAY + dt.timedelta(days=180)
     r = up.cli(
         "monitor", "enrol", "--workdir", str(up.workdir.root), "--roster", str(roster),
-        "--program", "dibao", "--until", until.isoformat(), *up.authorisation_args(),
+        "--program", "dibao", "--until", until.isoformat(), *up.authorisation_args("monitoring"),
         "--caseworker", "wang.fang",
     )  # fmt: skip
     assert r.returncode == 0, r.stderr
@@ -267,7 +267,8 @@ def test_insiders_learn_nothing_of_who_is_monitored_and_cannot_stretch_a_handle(
     roster.write_text(heads[-1] + "\n")
     r = up.cli(
         "monitor", "enrol", "--workdir", str(up.workdir.root), "--roster", str(roster),
-        "--until", (TODAY + dt.timedelta(days=30)).isoformat(), *up.authorisation_args(),
+        "--until", (TODAY + dt.timedelta(days=30)).isoformat(),
+        *up.authorisation_args("monitoring"),
     )  # fmt: skip
     assert r.returncode == 0, r.stderr
     keys = up.workdir.keys("registry")
@@ -316,18 +317,30 @@ def test_insiders_learn_nothing_of_who_is_monitored_and_cannot_stretch_a_handle(
         (household,) = reply.households
         assert not household.members and not household.tokens
         assert not reply.HasField("grant")
-        return household.monitoring_refused
+        return household.monitoring_refused or household.authorisation_refused
 
+    monitoring = connector_pb2.Signatures(campaign=up.campaign("monitoring"), program="dibao")
     for forged, signatures in (
-        (handle[:-1] + bytes([handle[-1] ^ 1]), connector_pb2.Signatures(standing=True)),
-        (handle, connector_pb2.Signatures(standing=False)),
+        (handle[:-1] + bytes([handle[-1] ^ 1]), monitoring),
+        (handle, connector_pb2.Signatures(standing=True)),  # a claim of standing is nothing
+        (handle, connector_pb2.Signatures(campaign="未登记〔2026〕9号", program="dibao")),
+        (handle, connector_pb2.Signatures(campaign=up.campaign("recheck"), program="dibao")),
     ):
         assert refused(connector_pb2.Applicant(monitoring_handle=forged, signatures=signatures))
     too_far = refused(
         connector_pb2.Applicant(
             id_number=heads[-3],
-            signatures=connector_pb2.Signatures(standing=True),
+            signatures=monitoring,
             monitor_until=(TODAY + dt.timedelta(days=5 * 366)).isoformat(),
         )
     )
     assert "monitor_until must be a date" in too_far
+    # a handle is never renewed past its campaign's end (it ends in 365 days)
+    past_end = refused(
+        connector_pb2.Applicant(
+            monitoring_handle=handle,
+            signatures=monitoring,
+            monitor_until=(TODAY + dt.timedelta(days=400)).isoformat(),
+        )
+    )
+    assert "after the end of campaign" in past_end

@@ -26,7 +26,6 @@ from google.protobuf.message import Message
 from hypothesis import HealthCheck, Phase, assume, given, settings
 from hypothesis import strategies as st
 
-from hedui.clients.consent import StandingAuthorisation
 from hedui.core import oprf, signing
 from hedui.core.clock import DEPLOYMENT
 from hedui.core.grants import Grant
@@ -341,7 +340,7 @@ def _application(d: Deployment, i: int = 0) -> verification_pb2.VerifyRequest:
         request_id=rid,
         id_number=d.applicants[i % len(d.applicants)],
         program="dibao",
-        consent=StandingAuthorisation(f"fuzz-{rid}", DEPLOYMENT.today(), bytes(32)).consent(),
+        consent=verification_pb2.Consent(campaign=d.up.campaign()),
     )
 
 
@@ -427,7 +426,12 @@ def test_audit_one_field_changed(deployment: Deployment, method: str, data: st.D
 
 # -- the registry and the token authority -----------------------------------------------------
 
-STANDING = connector_pb2.Signatures(standing=True)  # the service's way past the signer check
+
+def _standing(d: Deployment) -> connector_pb2.Signatures:
+    """The service's way past the signer check: a monitoring campaign the bureau registered."""
+    return connector_pb2.Signatures(campaign=d.up.campaign("monitoring"), program="dibao")
+
+
 MONITOR_UNTIL = (DEPLOYMENT.today() + dt.timedelta(days=30)).isoformat()
 _handles: dict[str, bytes] = {}
 
@@ -441,7 +445,9 @@ def _monitoring_handle(d: Deployment) -> bytes:
                 query_id=d.fresh_id("fuzz-handle"),
                 applicants=[
                     connector_pb2.Applicant(
-                        id_number=d.applicants[2], signatures=STANDING, monitor_until=MONITOR_UNTIL
+                        id_number=d.applicants[2],
+                        signatures=_standing(d),
+                        monitor_until=MONITOR_UNTIL,
                     )
                 ],
             ),
@@ -457,11 +463,11 @@ def _applicants(d: Deployment) -> list[connector_pb2.Applicant]:
     """One applicant of each shape: by ID number, by ID number asking for a monitoring handle,
     by a monitoring handle."""
     return [
-        connector_pb2.Applicant(id_number=d.applicants[0], signatures=STANDING),
+        connector_pb2.Applicant(id_number=d.applicants[0], signatures=_standing(d)),
         connector_pb2.Applicant(
-            id_number=d.applicants[1], signatures=STANDING, monitor_until=MONITOR_UNTIL
+            id_number=d.applicants[1], signatures=_standing(d), monitor_until=MONITOR_UNTIL
         ),
-        connector_pb2.Applicant(monitoring_handle=_monitoring_handle(d), signatures=STANDING),
+        connector_pb2.Applicant(monitoring_handle=_monitoring_handle(d), signatures=_standing(d)),
     ]
 
 
@@ -509,7 +515,7 @@ def _households(
     reply = d.registry().GetHouseholds(
         connector_pb2.HouseholdsRequest(
             query_id=qid,
-            applicants=[connector_pb2.Applicant(id_number=i, signatures=STANDING) for i in ids],
+            applicants=[connector_pb2.Applicant(id_number=i, signatures=_standing(d)) for i in ids],
         ),
         timeout=DEADLINE,
     )

@@ -17,7 +17,7 @@ from hedui.server.fanout import Endpoint
 from hedui.server.registry_client import Asked, RegistryClient
 
 # by a monitoring handle: the registry under test never looks at it
-ASKED = Asked(b"\x01" * 32, connector_pb2.Signatures(standing=True))
+ASKED = Asked(b"\x01" * 32, connector_pb2.Signatures(campaign="C-1", program="dibao"))
 
 
 class Refusing(connector_pb2_grpc.RegistryServiceServicer):

@@ -187,7 +187,7 @@ def test_a_minor_who_signed_shows_as_signed_and_is_counted() -> None:
     assert isinstance(household, GrantedHousehold)
     head = make("330106", dt.date(1980, 2, 2), 1)
     teen = make("330106", dt.date(2010, 3, 3), 2)
-    consent = Consent("C-9", dt.date(2026, 11, 20), b"\0" * 32, (head, teen), standing=False)
+    consent = Consent("C-9", dt.date(2026, 11, 20), b"\0" * 32, (head, teen))
     app = Application("R-7", head, "dibao", "demo", consent, dt.date(2026, 11, 24))
     members = household_members(household.members, app)
     assert [m.signed for m in members] == [True, True, False]
@@ -205,7 +205,7 @@ def test_a_minor_who_signed_shows_as_signed_and_is_counted() -> None:
         head,
         "dibao",
         "demo",
-        Consent("C-9", dt.date(2026, 11, 20), b"", (), True),
+        Consent("C-9", dt.date(2026, 11, 20), b"", (), campaign="C-9"),
         app.as_of,
     )
     assert not any(m.signed for m in household_members(household.members, standing))

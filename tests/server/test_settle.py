@@ -146,7 +146,7 @@ def test_the_settler_gives_this_process_s_own_idle_claims_their_outcome(tmp_path
 def test_a_retry_of_a_request_left_in_progress_by_a_fault_goes_on_at_once(tmp_path) -> None:
     v = _verifier(tmp_path)
     head = make("330106", dt.date(1970, 3, 4), 11)
-    consent = Consent("case-9", dt.date(2026, 11, 1), bytes(32), (head,), standing=False)
+    consent = Consent("case-9", dt.date(2026, 11, 1), bytes(32), (head,))
     app = Application("r-9", head, "dibao", "330106", consent, dt.date(2026, 11, 23))
     (first,) = v._take([(app, INTAKE)])
     assert isinstance(first, Claim)
@@ -201,7 +201,7 @@ def test_a_damaged_database_is_told_apart_from_one_that_is_down() -> None:
 
 def _app(rid: str = "r-9") -> Application:
     head = make("330106", dt.date(1970, 3, 4), 11)
-    consent = Consent("case-9", dt.date(2026, 11, 1), bytes(32), (head,), standing=False)
+    consent = Consent("case-9", dt.date(2026, 11, 1), bytes(32), (head,))
     return Application(rid, head, "dibao", "330106", consent, dt.date(2026, 11, 23))
 
 
