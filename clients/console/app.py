@@ -10,7 +10,10 @@ deployment is down) and shows it to a browser on this host:
   and checks them with its own JavaScript (static/verify.js); the server gives no verdict on
   them, and the log's public key comes from the auditor's own key directory;
 - decisions by district per re-verification campaign and per month, alerts raised, closed in
-  time and overdue, and a printable monthly bulletin (通报).
+  time and overdue, and a printable monthly bulletin (通报);
+- districts by their GB/T 2260 names (the Ministry of Civil Affairs' list of the year named in
+  ``DISTRICTS_EDITION``, vendored in ``data/``), campaigns by their registered document number,
+  and refused checks counted by reason next to the decided ones.
 
 Anyone reaching it must present the access token printed at start (as Jupyter does); it is
 exchanged for a session cookie (HttpOnly, SameSite=Strict) and never written to a log. A
@@ -25,6 +28,7 @@ from __future__ import annotations
 
 import base64
 import datetime as dt
+import hashlib
 import hmac
 import json
 import logging
@@ -32,7 +36,7 @@ import re
 import secrets
 import urllib.parse
 from collections import Counter, defaultdict
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -50,10 +54,12 @@ from hedui.audit.auditor import describe_entry
 from hedui.audit.checkpoint import vkey
 from hedui.audit.log import key_name
 from hedui.clients.auditor import AuditorSession, search
+from hedui.clients.errors import ClientError
 from hedui.clients.intake import DECISION_ZH
 from hedui.clients.recheck import campaign_of
 from hedui.core.clock import DEPLOYMENT, Clock
 from hedui.core.errors import HeduiError
+from hedui.proto.v1 import audit_pb2
 
 HERE = Path(__file__).resolve().parent
 log = logging.getLogger("hedui.console")
@@ -75,8 +81,132 @@ SECURITY_HEADERS = {
     "X-Frame-Options": "DENY",
     "Cache-Control": "no-store",
 }
-KINDS = ("request", "verdict", "outcome", "search", "alert", "monitoring", "key_event", "config")
+# the kinds of entry (the body's field name in AuditEntry, as describe_entry gives it)
+KINDS = ("request", "verdict", "search", "alert", "monitoring", "key_event", "config_change")
 DECISIONS = ("ELIGIBLE", "INELIGIBLE", "NEEDS_REVIEW")
+
+# -- districts: GB/T 2260 codes by name ---------------------------------------------------
+
+# the Ministry of Civil Affairs' list of county-level and higher codes at the end of 2024, taken
+# unchanged from the CC0 collection yescallop/areacodes (data/README.md: source, checksum, update)
+DISTRICTS_FILE = HERE / "data" / "gbt2260-2024.txt"
+DISTRICTS_EDITION = "民政部《2024年中华人民共和国县以上行政区划代码》（GB/T 2260，截至 2024-12-31）"
+UNKNOWN_CODE = "(unknown code)"
+NO_DISTRICT = "未知区划"  # a decided check whose household had no district in the register
+_CODE = re.compile(r"[0-9]{6}")
+
+
+@dataclass(frozen=True)
+class Districts:
+    """District names by GB/T 2260 code, from one year's list of the Ministry of Civil Affairs."""
+
+    names: Mapping[str, str]
+    edition: str = DISTRICTS_EDITION
+
+    @classmethod
+    def load(cls, path: Path = DISTRICTS_FILE, edition: str = DISTRICTS_EDITION) -> Districts:
+        """The list at ``path``: one ``code name`` a line."""
+        try:
+            text = path.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as e:
+            raise ClientError(
+                f"the console's list of district names {path} cannot be read ({e}); "
+                "reinstall hedui (the file is part of the package)"
+            ) from None
+        names = {}
+        for line in text.splitlines():
+            code, _, name = line.strip().partition(" ")
+            if _CODE.fullmatch(code) and name.strip():
+                names[code] = name.strip()
+        return cls(names, edition)
+
+    def levels(self, code: str) -> list[str]:
+        """Province, city (where there is one) and county of a known code; [] for another."""
+        if not _CODE.fullmatch(code) or code not in self.names:
+            return []
+        province, city = code[:2] + "0000", code[:4] + "00"
+        found = [province] + ([city] if city != province else []) + [code]
+        return [self.names[c] for c in dict.fromkeys(found) if c in self.names]
+
+    def name(self, code: str) -> str:
+        """``杭州市西湖区``: a county by its city (its province where it has none), a city by its
+        province, a province alone; "" for a code not in the list."""
+        levels = self.levels(code)
+        return "".join(levels[-2:]) if len(levels) > 1 else "".join(levels)
+
+    def label(self, code: str) -> str:
+        """``330106 杭州市西湖区``; ``339999 (unknown code)``; "" for no code."""
+        if not code:
+            return ""
+        name = self.name(code)
+        return f"{code} {name}" if name else f"{code} {UNKNOWN_CODE}"
+
+    def full(self, code: str) -> str:
+        """``浙江省 杭州市 西湖区`` (a cell's tooltip); "" for a code not in the list."""
+        return " ".join(self.levels(code))
+
+
+# -- re-verification campaigns ------------------------------------------------------------
+
+_DIGEST = re.compile(r"[0-9a-f]{12}")  # `hedui recheck` without --round: the roster's digest
+
+
+def registered_campaign(d: Mapping[str, Any]) -> str:
+    """The document number of the registered campaign an entry was made under (its consent's
+    ``campaign``, or the entry's own), or "" for none."""
+    consent = d.get("consent")
+    for value in (
+        d.get("campaign"),
+        consent.get("campaign") if isinstance(consent, dict) else None,
+    ):
+        if isinstance(value, str) and value.strip():
+            return value.strip()
+    return ""
+
+
+def campaign_title(kind: str, name: str) -> str:
+    """How a campaign's group is headed: by its document number when registered (a
+    re-verification or a monitoring campaign: the number says which), else, for a round of
+    ``hedui recheck`` outside any registered campaign, by the name it was given or the roster's
+    digest, shortened and labelled."""
+    if kind == "campaign":
+        return f"批次 {name}"
+    if _DIGEST.fullmatch(name):
+        return f"复核批次（未登记：名册摘要 {name[:8]}…）"
+    return f"复核批次 {name}（未登记）"
+
+
+def _slug(name: str) -> str:
+    """A name as it may stand in an element id (the digest of one that may not)."""
+    if re.fullmatch(r"[A-Za-z0-9_-]{1,64}", name):
+        return name
+    return "h" + hashlib.sha256(name.encode()).hexdigest()[:12]
+
+
+# -- refusals -----------------------------------------------------------------------------
+
+# the reasons a logged request reached no verdict (VerdictEntry.error, the service's message),
+# first match wins; the console reads the message, the service gives no code
+REFUSALS: tuple[tuple[str, str, re.Pattern[str]], ...] = (
+    ("consent", "授权不符（成年成员未签、授权过期或案号已用）", re.compile(r"^consent refused")),
+    ("not_registered", "不在户籍登记中", re.compile(r"not in the household register")),
+    ("registry", "户籍登记系统未答复或拒绝", re.compile(r"^household registry")),
+    ("custodian", "密钥托管方拒绝或不可达", re.compile(r"key custodian|custodian's")),
+    ("policy", "无适用的政策参数", re.compile(r"^(unknown programme|unknown region|no parameter)")),
+    ("internal", "服务内部错误", re.compile(r"^failed: ")),
+)
+OTHER_REFUSAL = ("other", "其他原因")
+REFUSAL_ZH = {key: zh for key, zh, _ in REFUSALS} | {OTHER_REFUSAL[0]: OTHER_REFUSAL[1]}
+
+
+def refusal_reason(error: str) -> str:
+    """The reason (a key of REFUSAL_ZH) of a refused request's logged error."""
+    return next((key for key, _, p in REFUSALS if p.search(error)), OTHER_REFUSAL[0])
+
+
+def is_refusal(d: Mapping[str, Any]) -> bool:
+    """An outcome entry of a request that reached no verdict: the error is set, no decision."""
+    return d.get("kind") == "verdict" and d.get("decision") not in DECISIONS
 
 
 @dataclass(frozen=True)
@@ -147,6 +277,7 @@ class Console:
     clock: Clock = DEPLOYMENT
     token: str = field(default_factory=lambda: secrets.token_urlsafe(24))
     sessions: set[str] = field(default_factory=set)
+    districts: Districts = field(default_factory=Districts.load)
 
     def size(self) -> int:
         return self.session.signed_size()
@@ -159,7 +290,7 @@ class Console:
             lo = max(start, end - MAX_ENTRIES)
             rows = self.session.source.entries(lo, end)
             for index, data in reversed(rows):
-                yield index, describe_entry(data)
+                yield index, _describe(data)
             end = lo
 
     def vkey(self) -> str:
@@ -169,9 +300,24 @@ class Console:
 # -- the pages ---------------------------------------------------------------------------
 
 
+def _describe(data: bytes) -> dict[str, Any]:
+    """An entry described (``describe_entry``), its consent's registered campaign included."""
+    d = describe_entry(data)
+    consent = d.get("consent")
+    if isinstance(consent, dict) and consent.get("standing") and "campaign" not in consent:
+        body = getattr(audit_pb2.AuditEntry.FromString(data), d["kind"], None)
+        campaign = getattr(getattr(body, "consent", None), "campaign", "")
+        if isinstance(campaign, str) and campaign:
+            consent["campaign"] = campaign
+    return d
+
+
 def _row(index: int, d: dict[str, Any], clock: Clock) -> dict[str, Any]:
     detail = ""
-    if d["kind"] == "verdict":
+    if is_refusal(d):
+        error = str(d.get("error", ""))
+        detail = f"拒绝 · {REFUSAL_ZH[refusal_reason(error)]}：{error}"
+    elif d["kind"] == "verdict":
         decision = d.get("decision", "")
         detail = f"{decision} {DECISION_ZH.get(decision, '')}"
         failed = d.get("connectors_failed", [])
@@ -183,8 +329,6 @@ def _row(index: int, d: dict[str, Any], clock: Clock) -> dict[str, Any]:
         detail = f"search by {d.get('by', '?')}: {d.get('results', 0)} result(s)"
     elif d["kind"] == "alert":
         detail = f"{d.get('alert_kind', '')} {d.get('description', '')}"
-    elif d["kind"] == "outcome":
-        detail = str(d.get("error", ""))
     return {
         "index": index,
         "time": clock.show(d["time_unix_ms"]),
@@ -193,24 +337,153 @@ def _row(index: int, d: dict[str, Any], clock: Clock) -> dict[str, Any]:
         "request_id": d.get("request_id", ""),
         "district": d.get("district", ""),
         "program": d.get("program", ""),
-        "decision": d.get("decision", ""),
+        "decision": d.get("decision", "") or ("REFUSED" if is_refusal(d) else ""),
         "detail": detail,
     }
 
 
-def _groups_of(d: dict[str, Any], month: str) -> list[tuple[str, str]]:
-    """The charts a verdict counts in: the month it was decided in, and its re-verification
-    campaign if it is part of one (request id ``recheck-<campaign>-<line>``)."""
-    campaign = campaign_of(str(d.get("request_id", "")))
-    return [("month", month), *([("campaign", campaign)] if campaign else [])]
+KIND_ZH = {
+    "request": "核对请求",
+    "verdict": "核对结果",
+    "search": "按人查询",
+    "alert": "告警",
+    "monitoring": "动态监测",
+    "key_event": "密钥事件",
+    "config_change": "配置变更",
+}
+OUTCOME_ZH = {"PASSED": "符合", "FAILED": "不符合", "UNDECIDED": "无法判定"}
+# an entry's fields in the order and the words of the entry page; any other is shown by its name
+FIELD_ZH = {
+    "request_id": "请求号",
+    "query_id": "查询号",
+    "program": "救助项目",
+    "region": "政策地区",
+    "as_of": "核对基准日",
+    "caseworker_id": "经办人",
+    "household_size": "家庭人数",
+    "policy_version": "政策版本",
+    "consent_reference": "授权案号",
+    "applicant_audit_token": "申请人审计令牌",
+    "figures_commitment": "数字承诺（SHA-256）",
+    "campaign": "复核批次",
+    "by": "查询方式",
+    "results": "结果数",
+    "step": "步骤",
+    "watch_id": "监测号",
+    "event_kind": "事件",
+    "event_on": "事件日期",
+    "alert_id": "预警号",
+    "outcome": "办结结果",
+    "until": "监测截止",
+    "alert_kind": "告警类型",
+    "subject": "对象",
+    "description": "说明",
+    "count": "次数",
+    "window_seconds": "时间窗（秒）",
+    "event": "事件",
+    "key_name": "密钥",
+    "public_fingerprint": "公钥指纹",
+    "setting": "设置",
+    "old_value": "原值",
+    "new_value": "新值",
+}
+_SHOWN_APART = {
+    "kind", "time_unix_ms", "caller", "caller_role", "decision", "error", "district",
+    "rules", "connectors_answered", "connectors_failed", "answer_digests", "consent",
+}  # fmt: skip
+
+
+def _text(value: Any) -> str:
+    if isinstance(value, str):
+        return value
+    if isinstance(value, bool | int | float):
+        return str(value)
+    return json.dumps(value, ensure_ascii=False, default=str)
+
+
+def _consent_text(c: Mapping[str, Any]) -> str:
+    sha = str(c.get("form_sha256", ""))
+    parts = [f"案号 {c.get('case_number', '')}", f"签署于 {c.get('signed_on', '')}"]
+    if c.get("standing"):
+        campaign = registered_campaign({"consent": c})
+        parts.insert(0, f"常设授权（批次 {campaign}）" if campaign else "常设授权")
+    else:
+        parts.append(f"签字成员 {len(c.get('signer_audit_tokens') or [])} 人")
+    if sha:
+        parts.append(f"授权书 SHA-256 {sha[:16]}…")
+    return " · ".join(parts)
+
+
+def entry_view(d: Mapping[str, Any], districts: Districts, clock: Clock) -> dict[str, Any]:
+    """One entry as the entry page's table: (label, text, css class) rows, the rules with their
+    outcomes, the sources failed, and the sources answered (folded on the page)."""
+    kind = str(d.get("kind", ""))
+    role = f"（{d['caller_role']}）" if d.get("caller_role") else ""
+    fields: list[tuple[str, str, str]] = [
+        ("类型", f"{kind} {KIND_ZH.get(kind, '')}".strip(), ""),
+        ("时间", clock.show(int(d.get("time_unix_ms", 0))), "mono"),
+        ("调用方", f"{d.get('caller', '')}{role}", ""),
+    ]
+    if is_refusal(d):
+        error = str(d.get("error", ""))
+        fields.append(("结论", f"拒绝：{REFUSAL_ZH[refusal_reason(error)]}", "REFUSED"))
+        fields.append(("拒绝原因（原文）", error, ""))
+    elif d.get("decision"):
+        decision = str(d["decision"])
+        fields.append(("结论", f"{decision} {DECISION_ZH.get(decision, '')}", decision))
+    district = bool(d.get("district")) or (kind == "verdict" and not is_refusal(d))
+    if district:
+        code = str(d.get("district") or "")
+        fields.append(("区县", districts.label(code) or NO_DISTRICT, ""))
+    if isinstance(d.get("consent"), dict):
+        fields.append(("授权", _consent_text(d["consent"]), ""))
+    for key, value in d.items():
+        if key in _SHOWN_APART or value in ("", None, [], {}):
+            continue
+        hexish = isinstance(value, str) and len(value) >= 32 and re.fullmatch(r"[0-9a-f]+", value)
+        fields.append((FIELD_ZH.get(key, key), _text(value), "mono" if hexish else ""))
+    digests = d.get("answer_digests") or {}
+    answered = sorted(set(d.get("connectors_answered") or []) | set(digests))
+    rules = [
+        {
+            "id": r.get("id", ""),
+            "outcome": r.get("outcome", ""),
+            "outcome_zh": OUTCOME_ZH.get(str(r.get("outcome", "")), ""),
+            "threshold": "—" if r.get("threshold") is None else str(r["threshold"]),
+        }
+        for r in d.get("rules") or []
+    ]
+    return {
+        "fields": fields,
+        "district": district,
+        "rules": rules,
+        "failed": list(d.get("connectors_failed") or []),
+        "answered": [(c, str(digests.get(c, ""))) for c in answered],
+    }
+
+
+def _groups_of(d: Mapping[str, Any], month: str, registered: str) -> list[tuple[str, str]]:
+    """The charts an outcome counts in: the month it was decided in, and its re-verification
+    campaign if it is part of one: ``("campaign", document number)`` for a registered one,
+    else ``("recheck", name or roster digest)`` from its request id ``recheck-<name>-<line>``."""
+    groups = [("month", month)]
+    if registered:
+        groups.append(("campaign", registered))
+    elif unregistered := campaign_of(str(d.get("request_id", ""))):
+        groups.append(("recheck", unregistered))
+    return groups
 
 
 @dataclass
 class Stats:
-    """Decisions by district per campaign and month; alerts per month."""
+    """Decisions by district and refusals by reason, per campaign and month; alerts per month."""
 
     decisions: dict[tuple[str, str], dict[str, Counter[str]]] = field(
         default_factory=lambda: defaultdict(lambda: defaultdict(Counter))
+    )
+    # group -> reason (a key of REFUSAL_ZH) -> requests refused
+    refused: dict[tuple[str, str], Counter[str]] = field(
+        default_factory=lambda: defaultdict(Counter)
     )
     programs: dict[str, Counter[str]] = field(default_factory=lambda: defaultdict(Counter))
     raised: Counter[str] = field(default_factory=Counter)
@@ -222,13 +495,29 @@ class Stats:
     failures: Counter[str] = field(default_factory=Counter)  # month -> verdicts with a failure
 
     @classmethod
-    def of(cls, rows: Iterator[tuple[int, dict[str, Any]]], clock: Clock) -> Stats:
+    def of(cls, rows: Iterable[tuple[int, dict[str, Any]]], clock: Clock) -> Stats:
         s = cls()
-        for _, d in rows:
+        entries = [d for _, d in rows]
+        # a request entry may name the registered campaign its outcome entry does not
+        campaigns = {
+            (d.get("query_id"), d.get("request_id")): registered_campaign(d)
+            for d in entries
+            if d["kind"] == "request" and registered_campaign(d)
+        }
+        for d in entries:
             month = clock.local(d["time_unix_ms"]).strftime("%Y-%m")
             if d["kind"] == "verdict":
-                district, decision = d.get("district") or "—", d.get("decision", "?")
-                for group in _groups_of(d, month):
+                registered = registered_campaign(d) or campaigns.get(
+                    (d.get("query_id"), d.get("request_id")), ""
+                )
+                groups = _groups_of(d, month, registered)
+                if is_refusal(d):
+                    reason = refusal_reason(str(d.get("error", "")))
+                    for group in groups:
+                        s.refused[group][reason] += 1
+                    continue
+                district, decision = str(d.get("district") or ""), str(d["decision"])
+                for group in groups:
                     s.decisions[group][district][decision] += 1
                 s.programs[month][d.get("program", "?")] += 1
                 if d.get("connectors_failed"):
@@ -248,6 +537,14 @@ class Stats:
                     s.escalated.add(alert)
         return s
 
+    def groups(self) -> list[tuple[str, str]]:
+        """Campaigns (registered first, by document number), then months, newest first."""
+        found = set(self.decisions) | set(self.refused)
+        order = {"campaign": 0, "recheck": 1, "month": 2}
+        campaigns = sorted((g for g in found if g[0] != "month"), key=lambda g: (order[g[0]], g[1]))
+        months = sorted((g for g in found if g[0] == "month"), reverse=True)
+        return campaigns + months
+
     def alerts(self, month: str) -> dict[str, int]:
         ids = [a for a, m in self.raised_in.items() if m == month]
         return {
@@ -260,34 +557,57 @@ class Stats:
         }
 
     def months(self) -> list[str]:
-        found = {m for (k, m) in self.decisions if k == "month"} | set(self.raised)
+        found = {m for (k, m) in self.decisions if k == "month"}
+        found |= {m for (k, m) in self.refused if k == "month"} | set(self.raised)
         return sorted(found, reverse=True)
 
-    def chart(self, group: tuple[str, str]) -> dict[str, Any]:
-        by_district = self.decisions[group]
-        districts = sorted(by_district)
+    def chart(self, group: tuple[str, str], districts: Districts) -> dict[str, Any]:
+        """Decisions by district, a district only where some were made; one without a district
+        in the register last, as 未知区划."""
+        by_district = self.decisions.get(group, {})
+        codes = sorted(
+            (c for c, n in by_district.items() if sum(n[x] for x in DECISIONS) > 0),
+            key=lambda c: (c == "", c),
+        )
         return {
-            "labels": districts,
+            "codes": codes,
+            "labels": [districts.label(c) or NO_DISTRICT for c in codes],
+            "names": [districts.full(c) for c in codes],
             "series": [
                 {
                     "decision": d,
                     "label": f"{d} {DECISION_ZH[d]}",
-                    "data": [by_district[x][d] for x in districts],
+                    "data": [by_district[x][d] for x in codes],
                 }
                 for d in DECISIONS
             ],
         }
 
-    def totals(self, group: tuple[str, str]) -> Counter[str]:
-        out: Counter[str] = Counter()
-        for c in self.decisions[group].values():
-            out.update(c)
-        return out
+    def totals(self, group: tuple[str, str]) -> dict[str, Any]:
+        """Decided by decision, refused by reason, and all the outcomes: decided + refused."""
+        decided: Counter[str] = Counter()
+        for c in self.decisions.get(group, {}).values():
+            decided.update({d: c[d] for d in DECISIONS})
+        refused = self.refused.get(group, Counter())
+        return {
+            "decided": {d: decided[d] for d in DECISIONS},
+            "decided_total": sum(decided[d] for d in DECISIONS),
+            "refused": [
+                {"reason": r, "label": REFUSAL_ZH[r], "count": refused[r]}
+                for r in REFUSAL_ZH
+                if refused[r]
+            ],
+            "refused_total": sum(refused.values()),
+            "total": sum(decided[d] for d in DECISIONS) + sum(refused.values()),
+        }
 
 
 def build_app(console: Console, *, templates_dir: Path = HERE / "templates") -> Starlette:
     templates = Jinja2Templates(directory=str(templates_dir))
     templates.env.globals["zone"] = console.clock.now().isoformat()[-6:]  # e.g. +08:00
+    templates.env.globals["edition"] = console.districts.edition
+    templates.env.filters["district"] = console.districts.label
+    templates.env.filters["district_full"] = console.districts.full
 
     def page(request: Request, name: str, status: int = 200, **ctx: Any) -> Response:
         return templates.TemplateResponse(request, name, ctx, status_code=status)
@@ -321,14 +641,15 @@ def build_app(console: Console, *, templates_dir: Path = HERE / "templates") -> 
         rows = console.session.source.entries(index, index + 1) if index <= MAX_INDEX else []
         if not rows:
             return page(request, "error.html", 404, message=f"日志中没有第 {index} 条。")
-        d = describe_entry(rows[0][1])
+        d = _describe(rows[0][1])
         return page(
             request,
             "entry.html",
             index=index,
             entry_b64=_b64(rows[0][1]),
             row=_row(index, d, console.clock),
-            detail=json.dumps(d, ensure_ascii=False, indent=2),
+            view=entry_view(d, console.districts, console.clock),
+            detail=json.dumps(d, ensure_ascii=False, indent=2, default=str),
         )
 
     def verify_page(request: Request) -> Response:
@@ -354,16 +675,16 @@ def build_app(console: Console, *, templates_dir: Path = HERE / "templates") -> 
     def campaigns_page(request: Request) -> Response:
         size = console.size()
         stats = Stats.of(console.scan(size), console.clock)
-        groups = sorted(stats.decisions, key=lambda g: (g[0] != "campaign", g[1]))
         charts = [
             {
                 "kind": kind,
                 "name": name,
-                "id": f"chart-{kind}-{name}",
-                "data": stats.chart((kind, name)),
+                "title": f"{name} 月" if kind == "month" else campaign_title(kind, name),
+                "id": f"chart-{'month' if kind == 'month' else 'campaign'}-{_slug(name)}",
+                "data": stats.chart((kind, name), console.districts),
                 "totals": stats.totals((kind, name)),
             }
-            for kind, name in groups
+            for kind, name in stats.groups()
         ]
         alerts = [{"month": m, **stats.alerts(m)} for m in stats.months()]
         return page(
@@ -387,7 +708,7 @@ def build_app(console: Console, *, templates_dir: Path = HERE / "templates") -> 
             request,
             "bulletin.html",
             month=month,
-            chart=stats.chart(group),
+            chart=stats.chart(group, console.districts),
             totals=stats.totals(group),
             programs=stats.programs[month],
             alerts=stats.alerts(month),

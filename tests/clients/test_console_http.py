@@ -93,9 +93,8 @@ def _workdir(root: Path) -> Path:
     return root
 
 
-@pytest.fixture
-def console(tmp_path: Path) -> Iterator[Console]:
-    work = _workdir(tmp_path / "work")
+def start_console(work: Path) -> Console:
+    """`hedui console --offline` on ``work``, listening; stop it with ``Console.stop``."""
     proc = subprocess.Popen(
         [sys.executable, "-m", "hedui.clients.cli", "console", "--workdir", str(work),
          "--port", "0", "--offline"],
@@ -127,6 +126,12 @@ def console(tmp_path: Path) -> Iterator[Console]:
             if time.monotonic() > deadline or proc.poll() is not None:
                 pytest.fail(f"hedui console does not listen: {c.stop()}")
             time.sleep(0.05)
+    return c
+
+
+@pytest.fixture
+def console(tmp_path: Path) -> Iterator[Console]:
+    c = start_console(_workdir(tmp_path / "work"))
     yield c
     c.stop()
 

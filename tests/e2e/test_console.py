@@ -4,7 +4,11 @@ driven by Playwright) against a real `hedui up` and a real `hedui console` proce
 What the pages must show is worked out here from the population's files (registry.csv for
 districts, the oracle for decisions), from the RFC 6962 public vectors, and from bytes changed
 in the log's database, not from the console's code. Screenshots of every page are checked not
-to be blank; with HEDUI_SCREENSHOTS=DIR they are kept there (docs/screenshots/ was made so)."""
+to be blank; with HEDUI_SCREENSHOTS=DIR they are kept there (docs/screenshots/ was made so).
+
+Issue #25 item 11: districts by name (the ministry's list the console ships, read here on its
+own), refused requests counted next to the decided ones, an entry page of a readable height
+with its 87 sources folded, and charts the width of the page."""
 
 from __future__ import annotations
 
@@ -31,6 +35,8 @@ from tests.e2e.conftest import TODAY, Up, push_events, wait_for_alerts
 
 playwright = pytest.importorskip("playwright.sync_api", reason="the dev extra installs playwright")
 MERKLE_VECTORS = Path(__file__).resolve().parents[1] / "vectors" / "merkle"
+CAMPAIGN = "测民复〔2026〕91号"  # the console test's re-verification campaign
+DISTRICT_LIST = Path(__file__).resolve().parents[2] / "clients/console/data/gbt2260-2024.txt"
 CHROMIUM = Path("/usr/bin/chromium")
 if not CHROMIUM.exists():
     pytest.fail(f"{CHROMIUM} is missing: .ci/run installs Debian's chromium", pytrace=False)
@@ -129,6 +135,18 @@ def _districts(data: Path) -> dict[str, str]:
         return {row["household_id"]: row.get("district") or "" for row in csv.DictReader(f)}
 
 
+def _district_label(code: str) -> str:
+    """``330106 杭州市西湖区``: the code, then the county by its city (or its province where it
+    has none), from the ministry's list the console ships (clients/console/data/)."""
+    names = dict(
+        line.split(" ", 1)
+        for line in DISTRICT_LIST.read_text(encoding="utf-8").splitlines()
+        if line.strip()
+    )
+    upper = names.get(code[:4] + "00") or names[code[:2] + "0000"]
+    return f"{code} {upper}{names[code]}"
+
+
 def test_the_token_is_needed_and_never_logged(browser: Any, console: Console, shots: Path) -> None:
     context = browser.new_context(viewport={"width": 1280, "height": 900})
     page = context.new_page()
@@ -188,7 +206,8 @@ def test_an_auditor_pages_through_the_log_and_filters_it(
     page.goto(console.base + f"/log?kind=verdict&district={district}")
     rows = page.locator("#log tr td:nth-child(5)").all_inner_texts()
     assert "console-verify" in rows
-    assert set(page.locator("#log tr td:nth-child(6)").all_inner_texts()) == {district}
+    shown = set(page.locator("#log tr td:nth-child(6)").all_inner_texts())
+    assert shown == {_district_label(district)}, shown  # e.g. 330106 杭州市西湖区
     page.goto(console.base + f"/log?caller=intake&since={TODAY.isoformat()}")
     assert "console-verify" in page.locator("#log").inner_text()
     page.goto(console.base + "/log?since=2000-01-01&until=2000-01-31")
@@ -284,10 +303,20 @@ def test_campaigns_alerts_and_the_monthly_bulletin(
     picks = up.summary.applicants[30:38]
     roster = up.workdir.root.parent / "console-roster.txt"
     roster.write_text("\n".join(i for _, i in picks) + "\n")
+    # a campaign of its own, registered by the bureau (issue #25: shown by its document number)
+    document = up.workdir.root.parent / "console-campaign.pdf"
+    document.write_bytes(b"standing authorisation of the console's re-verification campaign")
+    r = up.cli(
+        "campaign", "register", "--workdir", str(up.workdir.root), "--number", CAMPAIGN,
+        "--kind", "recheck", "--program", "dibao", "--issued-on", TODAY.isoformat(),
+        "--valid-until", (TODAY + dt.timedelta(days=365)).isoformat(),
+        "--document", str(document), "--roster", str(roster),
+    )  # fmt: skip
+    assert r.returncode == 0, r.stderr
     r = up.cli(
         "recheck", "--workdir", str(up.workdir.root), "--ids", str(roster),
-        "--out", str(roster.with_suffix(".jsonl")), "--quiet", "--campaign", "console",
-        *up.authorisation_args(),
+        "--out", str(roster.with_suffix(".jsonl")), "--quiet", "--campaign", CAMPAIGN,
+        "--round", "console",
     )  # fmt: skip
     assert r.returncode == 0, r.stderr
     households, person = oracle.load(up.data)
@@ -305,7 +334,7 @@ def test_campaigns_alerts_and_the_monthly_bulletin(
     until = (TODAY + dt.timedelta(days=90)).isoformat()
     r = up.cli(
         "monitor", "enrol", "--workdir", work, "--roster", str(monitored), "--program", "dibao",
-        "--until", until, *up.authorisation_args(),
+        "--until", until, *up.authorisation_args("monitoring"),
     )  # fmt: skip
     assert r.returncode == 0, r.stderr
     died = up.summary.members[enrolled[0][0]][-1]
@@ -319,16 +348,21 @@ def test_campaigns_alerts_and_the_monthly_bulletin(
         assert r.returncode == 0, r.stderr
     page = _signed_in(browser, console)
     page.goto(console.base + "/campaigns")
-    page.wait_for_selector("#chart-campaign-console[data-drawn='1']", timeout=30_000)
+    group = page.locator(f'section[data-kind="campaign"][data-name="{CAMPAIGN}"]')
+    chart = group.locator("canvas[data-chart]")
+    chart.wait_for(timeout=30_000)
+    page.wait_for_function("c => c.dataset.drawn === '1'", arg=chart.element_handle())
+    assert group.locator("h3").inner_text().startswith(f"批次 {CAMPAIGN}")
     month = page.locator("#alerts tr", has_text=TODAY.strftime("%Y-%m"))
     cells = [int(x) for x in month.locator("td.num").all_inner_texts()]
     assert cells == [1, 1, 0, 0, 0, 0]  # raised, closed in time, late, overdue, escalated, open
-    data = json.loads(page.get_attribute("#chart-campaign-console", "data-chart") or "{}")
+    data = json.loads(chart.get_attribute("data-chart") or "{}")
     got = {
         district: Counter({s["decision"]: s["data"][i] for s in data["series"] if s["data"][i]})
-        for i, district in enumerate(data["labels"])
+        for i, district in enumerate(data["codes"])
     }
     assert got == want
+    assert data["labels"] == [_district_label(c) for c in data["codes"]]
     _shoot(page, shots, "console-campaigns")
     page.goto(console.base + "/bulletin?month=" + TODAY.strftime("%Y-%m"))
     page.wait_for_selector("#chart-bulletin[data-drawn='1']", timeout=30_000)
@@ -389,3 +423,127 @@ def test_a_report_opens_in_the_browser_and_prints_to_pdf(
     pdf = page.pdf(format="A4", print_background=True)
     assert pdf.startswith(b"%PDF-") and len(pdf) > 10_000
     context.close()
+
+
+def _verified(up: Up, applicant: int, request_id: str) -> str:
+    """A check of the household of one applicant (its head), decided; the head's ID."""
+    _, head = up.summary.applicants[applicant]
+    r = up.cli(
+        "verify", "--workdir", str(up.workdir.root), "--id", head, "--program", "dibao",
+        "--request-id", request_id, *up.consent_args(head),
+    )  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    return head
+
+
+def test_a_refused_request_counts_next_to_the_decided_checks(
+    up: Up, browser: Any, console: Console, shots: Path
+) -> None:
+    """Issue #25 item 11: a request refused (an ID not in the register) counts in the bulletin
+    by its reason next to the decided checks, and the totals add up."""
+    from hedui.core.resident_id import make
+
+    _verified(up, 6, "console-decided")
+    with (up.data / "registry.csv").open(encoding="utf-8") as f:
+        registered = {row["id_number"] for row in csv.DictReader(f)}
+    stranger = next(
+        i.value
+        for n in range(1000)
+        if (i := make("330106", dt.date(1970, 3, 4), n)).value not in registered
+    )
+    form = up.data / "forms" / "console-refused.pdf"
+    form.parent.mkdir(exist_ok=True)
+    form.write_bytes(b"scanned consent of a stranger")
+    page = _signed_in(browser, console)
+    month = TODAY.strftime("%Y-%m")
+
+    def bulletin() -> dict[str, int]:
+        page.goto(console.base + "/bulletin?month=" + month)
+        reasons = {
+            row.locator("td").nth(0).inner_text(): int(row.locator("td").nth(1).inner_text())
+            for row in page.locator("#refusals tr").all()
+            if row.locator("td").count() == 2
+        }
+        return {
+            "decided": int(page.inner_text("#verdicts", timeout=5_000)),
+            "refused": int(page.inner_text("#refused", timeout=5_000)),
+            "total": int(page.inner_text("#outcomes", timeout=5_000)),
+            "not_registered": reasons.get("不在户籍登记中", 0),
+        }
+
+    before = bulletin()
+    r = up.cli(
+        "verify", "--workdir", str(up.workdir.root), "--id", stranger, "--program", "dibao",
+        "--request-id", "console-refused", "--case-number", "console-refused",
+        "--consent-form", str(form), "--signed-on", TODAY.isoformat(), "--signer", stranger,
+    )  # fmt: skip
+    assert r.returncode != 0 and "register" in (r.stdout + r.stderr), r.stdout + r.stderr
+    after = bulletin()
+    assert after["refused"] == before["refused"] + 1
+    assert after["not_registered"] == before["not_registered"] + 1
+    assert after["decided"] == before["decided"]
+    assert after["total"] == after["decided"] + after["refused"]
+    # a district-less group of zeros is no row of the table; every district is named
+    labels = page.locator("#districts tr td:first-child").all_inner_texts()
+    assert labels and "—" not in labels, labels
+    assert all(x == _district_label(x.split()[0]) for x in labels), labels
+    _shoot(page, shots, "console-bulletin-refusals")
+    # and the log says which request was refused, and why
+    page.goto(console.base + "/log?kind=verdict")
+    refused = page.locator("#log tr", has_text="console-refused")
+    assert "拒绝 · 不在户籍登记中" in refused.inner_text()
+
+
+def test_an_entry_page_is_a_table_with_its_sources_folded(
+    up: Up, browser: Any, console: Console, shots: Path
+) -> None:
+    """Issue #25 item 11: a verdict's entry page is a table of a screen or so, not a JSON dump
+    of every source: the sources answered and the raw entry are folded."""
+    head = _verified(up, 7, "console-entry")
+    page = _signed_in(browser, console)
+    page.goto(console.base + "/log?kind=verdict&caller=intake")
+    row = page.locator("#log tr", has_text="console-entry")
+    index = int(row.locator("td.num a").inner_text())
+    page.goto(console.base + f"/entry/{index}")
+    page.wait_for_selector("#entry-check[data-result]", timeout=30_000)
+    assert page.get_attribute("#entry-check", "data-result") == "ok"
+    height = page.evaluate("document.documentElement.scrollHeight")
+    assert height < 2000, f"the entry page is {height} px tall"
+    fields = dict(
+        zip(
+            page.locator("#fields th").all_inner_texts(),
+            page.locator("#fields td").all_inner_texts(),
+            strict=True,
+        )
+    )
+    assert fields["请求号"] == "console-entry"
+    assert fields["结论"].split()[0] in ("ELIGIBLE", "INELIGIBLE", "NEEDS_REVIEW")
+    household = next(h for h, i in up.summary.applicants if i == head)
+    assert fields["区县"] == _district_label(_districts(up.data)[household])
+    assert page.locator("#rules tr").count() > 1
+    assert page.get_attribute("#connectors", "open") is None
+    assert not page.locator("#connectors table").is_visible()
+    assert page.get_attribute("#raw", "open") is None
+    _shoot(page, shots, "console-entry-table")
+    page.click("#connectors > summary")
+    assert page.locator("#connectors table").is_visible()
+    answered = page.locator("#connectors tr").count() - 1  # a header, then each source
+    raw = json.loads(page.locator("#raw pre").text_content() or "{}")
+    assert answered == len(raw["connectors_answered"]) > 80, answered
+
+
+def test_the_charts_take_the_width_of_the_page(up: Up, browser: Any, console: Console) -> None:
+    """Issue #25 item 11: a chart is as wide as the page's content, on a wide screen too."""
+    _verified(up, 8, "console-width")
+    page = _signed_in(browser, console)
+    month = TODAY.strftime("%Y-%m")
+    for width in (1280, 1920):
+        page.set_viewport_size({"width": width, "height": 900})
+        for path, canvas in (("/bulletin?month=" + month, "#chart-bulletin"),
+                             ("/campaigns", "canvas[data-chart]")):  # fmt: skip
+            page.goto(console.base + path)
+            page.wait_for_selector(f"{canvas}[data-drawn='1']", timeout=30_000)
+            box = page.locator(canvas).first.bounding_box()
+            inner = page.evaluate("document.querySelector('main').clientWidth")
+            assert box and box["width"] >= 0.9 * inner, (width, path, box, inner)
+            assert inner >= 0.95 * width, (width, inner)
