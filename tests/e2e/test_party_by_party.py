@@ -94,6 +94,11 @@ def _exchange(root: Path) -> None:
     give("custodian", "custodian/paillier.pub", ["service", *CONNECTORS])
     give("registry", "token-authority/grant.pub", ["custodian", *CONNECTORS])
     give("service", "log/log.pub", ["custodian", AUDITOR])
+    # the one secret: the audit token key, from the service to the registry (mode 0600)
+    secret = root / "registry" / "keys" / "service" / "audit-token.key"
+    secret.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    shutil.copyfile(root / "service" / "keys" / "service" / "audit-token.key", secret)
+    secret.chmod(0o600)
     for c in CONNECTORS:
         give(c, f"connectors/{c}/signing.pub", ["service", "custodian"])
 
