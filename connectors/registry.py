@@ -26,6 +26,7 @@ import grpc
 from sqlalchemy.exc import SQLAlchemyError
 
 from hedui.connectors.campaigns import Campaigns, Covered
+from hedui.connectors.handles import MonitoringHandles
 from hedui.connectors.store import Person, RegisterStore
 from hedui.connectors.token_authority import MONITOR_DAYS, HandleRefused, TokenAuthority
 from hedui.core import rpc
@@ -64,6 +65,7 @@ class RegistryServicer(connector_pb2_grpc.RegistryServiceServicer):
         self._store = store
         self._authority = authority
         self._campaigns = campaigns
+        self._handles = MonitoringHandles(store, clock)
         self._audit_key = audit_key
         self._clock = clock
 
@@ -106,7 +108,7 @@ class RegistryServicer(connector_pb2_grpc.RegistryServiceServicer):
         return until
 
     def _applicant(
-        self, a: connector_pb2.Applicant, today: dt.date
+        self, a: connector_pb2.Applicant, today: dt.date, query_id: str
     ) -> tuple[str | None, dt.date | None]:
         """(the applicant's normalised ID number or None when it does not parse, the date of
         the monitoring handle asked for); HandleRefused for a monitoring request it refuses."""
@@ -114,7 +116,9 @@ class RegistryServicer(connector_pb2_grpc.RegistryServiceServicer):
             raise HandleRefused("monitoring needs a registered monitoring campaign (主动发现)")
         id_number = a.id_number
         if a.monitoring_handle:
-            id_number = self._authority.open_handle(bytes(a.monitoring_handle), today)
+            id_number = self._handles.open(
+                bytes(a.monitoring_handle), a.signatures, today, query_id
+            )
         until = self._monitor_until(a.monitor_until, today)
         try:
             return parse_id(id_number, today=today).value, until
@@ -137,7 +141,7 @@ class RegistryServicer(connector_pb2_grpc.RegistryServiceServicer):
         asked: list[tuple[str | None, dt.date | None] | HandleRefused] = []
         for a in request.applicants:
             try:
-                asked.append(self._applicant(a, today))
+                asked.append(self._applicant(a, today, request.query_id))
             except HandleRefused as e:
                 asked.append(e)
         ids = [x[0] for x in asked if not isinstance(x, HandleRefused) and x[0] is not None]
@@ -178,9 +182,12 @@ class RegistryServicer(connector_pb2_grpc.RegistryServiceServicer):
             if household.tokens:
                 answered_in.append((household, members[0].household_id))
                 bindings.append(self._binding(applicant, a.signatures))
-                if until is not None:
-                    household.monitoring_handle = self._authority.monitoring_handle(
-                        applicant, until
+                if until is not None and a.monitoring_handle:  # renewed, never past its campaign
+                    self._handles.renew(bytes(a.monitoring_handle), until)
+                    household.monitoring_handle = a.monitoring_handle
+                elif until is not None:
+                    household.monitoring_handle = self._handles.issue(
+                        applicant, a.signatures, until
                     )
             households.append(household)
         districts = self._store.districts_of([h for _, h in answered_in])

@@ -96,6 +96,23 @@ class CampaignHousehold(Base):
     household_id: Mapped[str] = mapped_column(String(64), primary_key=True)
 
 
+class MonitoringHandle(Base):
+    """A monitoring handle the registry issued (registry only): whom it names, under which
+    campaign and programme, until when, and how often it was used. The handle itself is not
+    stored, only its SHA-256: the service holds the handle, the registry the record, and
+    neither alone re-checks a household."""
+
+    __tablename__ = "monitoring_handle"
+    digest: Mapped[bytes] = mapped_column(LargeBinary(32), primary_key=True)
+    id_number: Mapped[str] = mapped_column(String(18))
+    campaign: Mapped[str] = mapped_column(String(64), index=True)
+    program: Mapped[str] = mapped_column(String(32))
+    until: Mapped[str] = mapped_column(String(10))
+    issued_unix_ms: Mapped[int] = mapped_column(BigInteger)
+    uses: Mapped[int] = mapped_column(BigInteger, default=0)
+    last_used_unix_ms: Mapped[int] = mapped_column(BigInteger, default=0)
+
+
 class AnsweredQuery(Base):
     """Query ids a connector has answered: a grant is good for one answer only."""
 
@@ -424,6 +441,35 @@ class RegisterStore:
                     )
                 )
             )
+
+    def add_handle(self, row: MonitoringHandle) -> None:
+        with Session(self._engine) as s, s.begin():
+            s.add(row)
+
+    def use_handle(
+        self, digest: bytes, time_ms: int, until: str | None = None
+    ) -> MonitoringHandle | None:
+        """The record of a handle with its use counted in the same transaction (or, given
+        ``until``, its end moved there instead); None when the registry issued no such handle."""
+        with Session(self._engine, expire_on_commit=False) as s, s.begin():
+            row = s.get(MonitoringHandle, digest, with_for_update=True)
+            if row is None:
+                return None
+            if until is None:
+                row.uses += 1
+                row.last_used_unix_ms = time_ms
+            else:
+                row.until = until
+        return row
+
+    def handles(self, campaign: str = "") -> list[MonitoringHandle]:
+        with Session(self._engine) as s:
+            stmt = select(MonitoringHandle).order_by(MonitoringHandle.issued_unix_ms)
+            if campaign:
+                stmt = stmt.where(MonitoringHandle.campaign == campaign)
+            out = list(s.scalars(stmt))
+            s.expunge_all()
+        return out
 
     def households_of(self, id_numbers: Sequence[str]) -> list[list[Person]]:
         """Every member of the household of each ID number, head first (empty when unknown),

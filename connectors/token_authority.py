@@ -16,17 +16,14 @@ from __future__ import annotations
 import datetime as dt
 import hmac
 import logging
-import secrets
 import threading
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import grpc
-from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from google.rpc import error_details_pb2
 
@@ -46,11 +43,11 @@ log = logging.getLogger("hedui.connectors.token_authority")
 MAX_ELEMENTS = 1024  # per BlindEvaluate call
 WINDOW_DAYS = 30
 MONITOR_DAYS = 3 * 366  # the longest a monitoring handle is issued for
-_HANDLE_AAD = b"hedui/monitoring-handle/v1"
 
 
 class HandleRefused(ConnectorError):
-    """A monitoring handle that is not the registry's, is malformed, or is past its date."""
+    """A monitoring handle the registry holds no record of, past its date, or used under
+    another campaign than its own (:mod:`hedui.connectors.handles`)."""
 
 
 @dataclass(frozen=True)
@@ -84,29 +81,6 @@ class TokenAuthority:
         self._pseudonym_key = HKDF(
             algorithm=hashes.SHA256(), length=32, salt=None, info=b"hedui/household-pseudonym/v1"
         ).derive(grant_key.private_bytes_raw())
-        self._handle_key = HKDF(
-            algorithm=hashes.SHA256(), length=32, salt=None, info=b"hedui/monitoring-handle/v1"
-        ).derive(grant_key.private_bytes_raw())
-
-    def monitoring_handle(self, id_number: str, until: dt.date) -> bytes:
-        """A handle naming the applicant until ``until``, for re-checks of a monitored household
-        without the ID number: AES-256-GCM under a key only the authority holds (derived from
-        the grant key, so it outlives a token-epoch rotation), the date bound to it."""
-        nonce = secrets.token_bytes(12)
-        body = f"{until.isoformat()}\0{id_number}".encode("ascii")
-        return nonce + AESGCM(self._handle_key).encrypt(nonce, body, _HANDLE_AAD)
-
-    def open_handle(self, handle: bytes, today: dt.date) -> str:
-        """The ID number a handle names; HandleRefused when forged, altered or past its date."""
-        try:
-            body = AESGCM(self._handle_key).decrypt(handle[:12], handle[12:], _HANDLE_AAD)
-            until, id_number = body.decode("ascii").split("\0")
-            last = dt.date.fromisoformat(until)
-        except (InvalidTag, ValueError) as e:
-            raise HandleRefused("the monitoring handle is not one this registry issued") from e
-        if today > last:
-            raise HandleRefused(f"the monitoring handle ended on {last.isoformat()}")
-        return id_number
 
     def pseudonym(self, household_id: str) -> bytes:
         """The household's pseudonym for the service (case numbers are bound to it): a keyed

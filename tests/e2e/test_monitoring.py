@@ -320,6 +320,17 @@ def test_insiders_learn_nothing_of_who_is_monitored_and_cannot_stretch_a_handle(
         return household.monitoring_refused or household.authorisation_refused
 
     monitoring = connector_pb2.Signatures(campaign=up.campaign("monitoring"), program="dibao")
+
+    def uses() -> int:  # the registry's record of this handle's uses
+        from hedui.connectors.handles import handle_digest
+
+        with sqlite3.connect(up.workdir.connector_db("registry")) as db:
+            row = db.execute(
+                "SELECT uses FROM monitoring_handle WHERE digest = ?", (handle_digest(handle),)
+            ).fetchone()
+        return int(row[0])
+
+    before = uses()
     for forged, signatures in (
         (handle[:-1] + bytes([handle[-1] ^ 1]), monitoring),
         (handle, connector_pb2.Signatures(standing=True)),  # a claim of standing is nothing
@@ -344,3 +355,6 @@ def test_insiders_learn_nothing_of_who_is_monitored_and_cannot_stretch_a_handle(
         )
     )
     assert "after the end of campaign" in past_end
+    # each presentation of the real handle under a campaign was counted (three above; the
+    # forged one and the one without a campaign name no record)
+    assert uses() - before == 3
