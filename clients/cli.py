@@ -26,6 +26,7 @@ from hedui.clients import (
     console_cli,
     monitoring_cli,
     party_cli,
+    payment_cli,
     policy_cli,
     report_cli,
 )
@@ -897,6 +898,7 @@ def build_parser() -> argparse.ArgumentParser:
     policy_cli.add_parser(sub)
     monitoring_cli.add_parser(sub)
     campaign_cli.add_parser(sub)
+    payment_cli.add_parser(sub)
     report_cli.add_parser(sub)
     console_cli.add_parser(sub)
 

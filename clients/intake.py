@@ -382,6 +382,9 @@ def verdict_to_dict(v: verification_pb2.Verdict) -> dict[str, Any]:
         ],
         # keep it with the case: it opens the audit entry's commitment to these figures
         "figures_opening": v.figures_opening.hex(),
+        # "decision_only": the benefit is for the payment system alone, sealed to its key
+        "disclosure": v.disclosure,
+        "sealed_benefit": v.sealed_benefit.hex(),
         "audit": {
             "leaf_index": v.audit.leaf_index,
             "checkpoint": v.audit.checkpoint.decode("utf-8", "replace"),
@@ -437,8 +440,11 @@ def decision_text(decision: common_pb2.Decision.ValueType | str) -> str:
 
 
 def benefit_text(v: verification_pb2.Verdict) -> str:
-    """The monthly benefit in yuan, or ``—`` while the verdict needs review."""
-    return NO_BENEFIT if v.decision == common_pb2.NEEDS_REVIEW else format_fen(v.benefit_fen)
+    """The monthly benefit in yuan, or ``—`` while the verdict needs review (or while it is
+    sealed for the payment system)."""
+    if v.decision == common_pb2.NEEDS_REVIEW or v.sealed_benefit:
+        return NO_BENEFIT
+    return format_fen(v.benefit_fen)
 
 
 def width(text: str) -> int:
@@ -457,7 +463,13 @@ def verdict_to_text(v: verification_pb2.Verdict) -> str:
     lines = [
         f"decision       {decision_text(v.decision)}",
         f"benefit        {benefit_text(v)} "
-        + ("(set after the review)" if v.decision == common_pb2.NEEDS_REVIEW else "yuan per month"),
+        + (
+            "(set after the review)"
+            if v.decision == common_pb2.NEEDS_REVIEW
+            else "(sealed for the payment system: `hedui payment open`)"
+            if v.sealed_benefit
+            else "yuan per month"
+        ),
         f"household      {v.household_size} member(s)",
         f"programme      {v.program} ({v.region}), application date {v.as_of}",
         f"sources        {v.connectors_answered} answered, {len(v.failures)} failed",

@@ -167,6 +167,8 @@ def _row(
             failed_sources=[f.connector_id for f in v.failures],
             figures_opening=v.figures_opening.hex(),
         )
+        if v.sealed_benefit:  # decision_only: the benefit is the payment system's to open
+            row.update(disclosure=v.disclosure, sealed_benefit=v.sealed_benefit.hex())
     else:
         row["error"] = {"code": r.error.code, "message": r.error.message}
     return row

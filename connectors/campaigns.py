@@ -16,6 +16,7 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import re
+import unicodedata
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 
@@ -25,7 +26,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from hedui.connectors.errors import ConnectorError
 from hedui.connectors.store import CampaignRow, RegisterStore
 from hedui.core import rpc
-from hedui.core.clock import DEPLOYMENT, Clock
+from hedui.core.clock import DEPLOYMENT, Clock, parse_date
 from hedui.core.errors import InvalidResidentId
 from hedui.core.resident_id import CASE_NUMBER, NOTE
 from hedui.core.resident_id import parse as parse_id
@@ -62,11 +63,16 @@ class Covered:
     households: frozenset[str]
 
 
+def canonical_number(number: str) -> str:
+    """A document number in the one form the registry registers: NFKC (full-width digits and
+    letters half-width; the brackets 〔〕 are kept), spaces collapsed and trimmed, so that two
+    numbers that look the same are one campaign."""
+    return " ".join(unicodedata.normalize("NFKC", number).split())
+
+
 def _date(text: str, field: str) -> dt.date:
     try:
-        if len(text) != 10:
-            raise ValueError
-        return dt.date.fromisoformat(text)
+        return parse_date(text)  # YYYY-MM-DD only: stored and compared as text
     except ValueError:
         raise CampaignInvalid(field, "a date YYYY-MM-DD is required") from None
 
@@ -82,6 +88,12 @@ def check_header(h: connector_pb2.Campaign, today: dt.date) -> None:
     """Raise :class:`CampaignInvalid` for the first thing wrong with a campaign's header."""
     if (problem := CASE_NUMBER.problem(h.number)) is not None:
         raise CampaignInvalid("number", problem)
+    if h.number != canonical_number(h.number):
+        raise CampaignInvalid(
+            "number",
+            "write it in its one form: half-width digits and letters (NFKC), no leading, "
+            f"trailing or repeated spaces ({canonical_number(h.number)!r})",
+        )
     if h.kind not in KIND_NAMES:
         raise CampaignInvalid("kind", "RECHECK (复核) or MONITORING (主动发现)")
     if not _PROGRAM.fullmatch(h.program):

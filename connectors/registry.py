@@ -27,7 +27,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from hedui.connectors.campaigns import Campaigns, Covered
 from hedui.connectors.handles import MonitoringHandles
-from hedui.connectors.store import Person, RegisterStore
+from hedui.connectors.store import CampaignRow, Person, RegisterStore
 from hedui.connectors.token_authority import MONITOR_DAYS, HandleRefused, TokenAuthority
 from hedui.core import rpc
 from hedui.core.clock import DEPLOYMENT, Clock, is_adult
@@ -168,20 +168,23 @@ class RegistryServicer(connector_pb2_grpc.RegistryServiceServicer):
             if applicant is None or not members:
                 households.append(connector_pb2.Household())
                 continue
+            campaign: CampaignRow | None = None
             if a.signatures.campaign:
+                covered = covering[(a.signatures.campaign, a.signatures.program)]
                 refused = _not_covered(
-                    covering[a.signatures.campaign],
+                    covered,
                     members[0],
                     until,
                     monitoring=bool(a.monitoring_handle) or until is not None,
                 )
-                if refused is not None:
-                    households.append(refused)
+                if refused is not None or isinstance(covered, str):
+                    households.append(refused or connector_pb2.Household())
                     continue
+                campaign = covered.campaign
             household = self._household(applicant, members, a.signatures)
             if household.tokens:
                 answered_in.append((household, members[0].household_id))
-                bindings.append(self._binding(applicant, a.signatures))
+                bindings.append(self._binding(applicant, a.signatures, campaign))
                 if until is not None and a.monitoring_handle:  # renewed, never past its campaign
                     self._handles.renew(bytes(a.monitoring_handle), until)
                     household.monitoring_handle = a.monitoring_handle
@@ -204,7 +207,7 @@ class RegistryServicer(connector_pb2_grpc.RegistryServiceServicer):
         applicants: Sequence[connector_pb2.Applicant],
         members_of: Sequence[Sequence[Person]],
         today: dt.date,
-    ) -> dict[str, Covered | str]:
+    ) -> dict[tuple[str, str], Covered | str]:
         """Per campaign named: the campaign with those of its applicants' households on its
         roster, or why it covers none (one roster query per campaign)."""
         asked: dict[tuple[str, str], list[str]] = {}
@@ -212,24 +215,25 @@ class RegistryServicer(connector_pb2_grpc.RegistryServiceServicer):
             if a.signatures.campaign:
                 key = (a.signatures.campaign, a.signatures.program)
                 asked.setdefault(key, []).extend(m.household_id for m in members[:1])
-        out: dict[str, Covered | str] = {}
-        for (number, program), household_ids in asked.items():
-            if number in out:  # one campaign asked for two programmes: the first decides
-                continue
-            out[number] = self._campaigns.covering(number, program, household_ids, today)
-        return out
+        return {
+            key: self._campaigns.covering(key[0], key[1], household_ids, today)
+            for key, household_ids in asked.items()
+        }
 
-    def _binding(self, applicant: str, signatures: connector_pb2.Signatures) -> Binding:
+    def _binding(
+        self, applicant: str, signatures: connector_pb2.Signatures, campaign: CampaignRow | None
+    ) -> Binding:
         """What the grant binds this household to: the applicant the registry looked up and
-        the consent or campaign it was asked under."""
+        the consent or the registered campaign (its date and document) it was asked under."""
         signers = _signers(signatures, self._clock.today())
         return Binding(
             self._audit_key.token(ResidentId(applicant)),
             authority_digest(
+                program=signatures.program,
                 campaign=signatures.campaign,
                 case_number=signatures.case_number,
-                signed_on=signatures.signed_on,
-                form_sha256=bytes(signatures.form_sha256),
+                signed_on=campaign.issued_on if campaign else signatures.signed_on,
+                form_sha256=campaign.document_sha256 if campaign else bytes(signatures.form_sha256),
                 signer_audit_tokens=[self._audit_key.token(ResidentId(s)) for s in signers],
             ),
         )

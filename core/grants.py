@@ -45,21 +45,25 @@ def _framed(parts: Sequence[bytes]) -> bytes:
 
 def authority_digest(
     *,
+    program: str,
     campaign: str,
     case_number: str,
     signed_on: str,
     form_sha256: bytes,
     signer_audit_tokens: Sequence[bytes],
 ) -> bytes:
-    """The digest of the authorisation one household was granted under: a registered campaign
-    (its document number, which the registry keeps unique) or a signed consent (its case number,
-    date, form digest and the signers' audit tokens, in any order)."""
+    """The digest of the authorisation one household was granted under, for ``program``: a
+    registered campaign (its document number, which the registry keeps unique, its date and its
+    document's digest, as registered) or a signed consent (its case number, date, form digest
+    and the signers' audit tokens, in any order)."""
     if campaign:
-        parts = [_AUTHORITY_LABEL, b"campaign", campaign.encode()]
+        parts = [_AUTHORITY_LABEL, b"campaign", program.encode(), campaign.encode()]
+        parts += [signed_on.encode(), form_sha256]
     else:
         parts = [
             _AUTHORITY_LABEL,
             b"consent",
+            program.encode(),
             case_number.encode(),
             signed_on.encode(),
             form_sha256,

@@ -30,7 +30,7 @@ It trusts nothing the aggregator computed or was told by a connector:
 from __future__ import annotations
 
 import time
-from collections import Counter, OrderedDict
+from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import TypeVar
@@ -338,6 +338,7 @@ def binding_of_entry(entry_bytes: bytes) -> Binding:
     return Binding(
         bytes(request.applicant_audit_token),
         authority_digest(
+            program=request.program,
             campaign=c.campaign,
             case_number=c.case_number,
             signed_on=c.signed_on,
@@ -352,12 +353,15 @@ def _check_bindings(grant: Grant, entries: Sequence[bytes]) -> None:
     the registry granted the households for (issue #23: an insider who logs applicant A and
     asks the registry for household B gets nothing decrypted)."""
     if len(grant.bindings) != grant.households:
-        raise Refused("the token grant does not say which applicants it was granted for")
+        raise Refused(
+            "the token grant does not say which applicants it was granted for (a registry "
+            "older than grant bindings: upgrade it)"
+        )
     try:
-        logged = Counter(binding_of_entry(e) for e in entries)
+        logged = [binding_of_entry(e) for e in entries]
     except Exception:
         raise Refused("a logged request is not an audit entry") from None
-    if logged != Counter(grant.bindings):
+    if logged != list(grant.bindings):  # household for household, in the grant's order
         raise Refused(
             "the logged requests are not the applicants or authorisations the token grant was "
             "issued for"

@@ -76,5 +76,6 @@ class CampaignBook:
             case_number=found.number,
             signed_on=dt.date.fromisoformat(found.issued_on),
             form_sha256=bytes(found.document_sha256),
+            valid_until=dt.date.fromisoformat(found.valid_until),
         )
         return dataclasses.replace(app, consent=consent)

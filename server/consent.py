@@ -63,6 +63,7 @@ class Consent:
     form_sha256: bytes
     signers: tuple[ResidentId, ...]
     campaign: str = ""  # a registered campaign's document number (then no signers)
+    valid_until: dt.date | None = None  # a campaign's last day, as registered (once resolved)
 
     @property
     def standing(self) -> bool:
@@ -190,6 +191,13 @@ def parse(pb: verification_pb2.Consent, today: dt.date) -> Consent | list[tuple[
     return Consent(case, signed_on, bytes(pb.form_sha256), tuple(signers))
 
 
+class CampaignRefused(ConsentRefused):
+    """The registry's word: the campaign named does not cover this household (not registered,
+    not in force, another programme, not on its roster). Counted with the not-found answers
+    towards the enumeration stop: whether a household is on a campaign's roster is what an
+    enumeration under a known document number would learn."""
+
+
 def _months_later(date: dt.date, months: int) -> dt.date:
     """The same day ``months`` later (the month's last day when it has no such day)."""
     years, month0 = divmod(date.month - 1 + months, 12)
@@ -198,13 +206,19 @@ def _months_later(date: dt.date, months: int) -> dt.date:
 
 
 def expires_on(consent: Consent, region: RegionParameters, today: dt.date) -> dt.date:
-    """The first day a consent is no longer in force (the validity in force ``today``)."""
+    """The first day a consent is no longer in force (the validity in force ``today``); for a
+    resolved campaign, the day after the end the bureau registered (the registry's word, which
+    the registry enforces itself)."""
+    if consent.campaign and consent.valid_until is not None:
+        return consent.valid_until + dt.timedelta(days=1)
     name = STANDING_VALIDITY if consent.standing else VALIDITY
     return _months_later(consent.signed_on, region.get(name, today).value)
 
 
 def check_in_force(consent: Consent, region: RegionParameters, today: dt.date) -> None:
     """Refuse a consent older than the region's validity on the check date (``today``)."""
+    if consent.campaign:  # in force as registered: CampaignBook.resolve and the registry
+        return
     expires = expires_on(consent, region, today)
     if today >= expires:
         param = region.get(STANDING_VALIDITY if consent.standing else VALIDITY, today)

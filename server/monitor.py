@@ -30,8 +30,8 @@ from hedui.proto.v1 import audit_pb2, common_pb2, verification_pb2
 from hedui.server import consent
 from hedui.server.alerts import Alert, AlertBook, NewAlert
 from hedui.server.application import Application, Monitored
-from hedui.server.consent import Consent
-from hedui.server.errors import ServiceError
+from hedui.server.consent import Consent, ConsentRefused
+from hedui.server.errors import MonitoringRefused, ServiceError
 from hedui.server.policy.monitoring import MonitoringRules
 from hedui.server.registry_client import GrantedHousehold
 from hedui.server.verifier import SELF, Verifier
@@ -90,11 +90,12 @@ class Monitor:
                 "signed consent covers that application only"
             )
         today = self.verifier.now().date()
+        app = self.verifier.campaigns.resolve(app, today)  # the campaign's end, as registered
         ends = consent.expires_on(app.consent, self.verifier.policy.regions[app.region], today)
         if not today <= until < ends:
             raise MonitoringError(
                 f"until must be from {today.isoformat()} to {(ends - dt.timedelta(days=1))}, "
-                "the last day the standing authorisation is in force"
+                f"the last day campaign {app.consent.campaign} is in force"
             )
         enrol_key = self.verifier.audit_key.mac(f"enrol\0{caller.name}\0{app.request_id}".encode())
         known = self.watchlist.by_enrol_key(enrol_key)
@@ -231,6 +232,13 @@ class Monitor:
         for q in self.watchlist.take(owner, limit):
             try:
                 self.recheck(q)
+                done += 1
+            except (ConsentRefused, MonitoringRefused, WatchError) as e:
+                # not a passing fault: the authorisation no longer covers the household (its
+                # campaign ended or is not registered, the registry refused the handle); asked
+                # again it would be refused again, and would hold the queue's head for good
+                log.warning("re-check of event %d refused for good: %s", q.event_id, e)
+                self.watchlist.finish(q.event_id, None, f"not re-checked: {e}"[:500])
                 done += 1
             except (ServiceError, AuditError) as e:
                 log.warning("re-check of event %d failed, to be retried: %s", q.event_id, e)

@@ -21,7 +21,7 @@ from hedui.core.resident_id import ResidentId
 from hedui.core.rpc import open_channel
 from hedui.core.tls import TlsMaterial
 from hedui.proto.v1 import connector_pb2, connector_pb2_grpc
-from hedui.server.consent import ConsentRefused, unsigned_members
+from hedui.server.consent import CampaignRefused, ConsentRefused, unsigned_members
 from hedui.server.errors import (
     MonitoringRefused,
     RegistryNotFound,
@@ -119,7 +119,7 @@ class RegistryClient:
                     out.append(MonitoringRefused(f"household registry: {h.monitoring_refused}"))
             elif h.authorisation_refused:
                 out.append(
-                    ConsentRefused(
+                    CampaignRefused(
                         [("consent.campaign", f"household registry: {h.authorisation_refused}")]
                     )
                 )

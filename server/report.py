@@ -215,6 +215,8 @@ def context(source: ReportSource, lang: str, clock: Clock, made_at: dt.datetime)
         "decision_text": _DECISIONS[lang].get(decision, decision),
         "benefit": None
         if decision != "ELIGIBLE" or purged
+        else ("已密封交付支付系统" if lang == "zh" else "sealed for the payment system")
+        if v.sealed_benefit
         else _amount(v.benefit_fen, "fen", lang),
         "purged": purged,
         "household_size": v.household_size,

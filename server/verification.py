@@ -9,6 +9,7 @@ the same status on both (:mod:`hedui.server.status`).
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import logging
 import re
@@ -31,7 +32,9 @@ from hedui.core.tls import PeerIdentity
 from hedui.proto.v1 import verification_pb2, verification_pb2_grpc
 from hedui.server import consent
 from hedui.server.application import Application
-from hedui.server.consent import Consent
+from hedui.server.consent import CampaignRefused, Consent
+from hedui.server.disclosure import NONE as NO_SETTING
+from hedui.server.disclosure import Disclosure
 from hedui.server.errors import RegistryNotFound, ServiceError
 from hedui.server.gather import Gatherer
 from hedui.server.monitor import MonitoringError
@@ -80,8 +83,10 @@ class VerificationServicer(verification_pb2_grpc.VerificationServiceServicer):
         batch_idle_seconds: float = 60.0,
         gather_max_households: int = 32,
         gather_window_ms: float = 10.0,
+        disclosure: Disclosure = NO_SETTING,
     ) -> None:
         self._verifier = verifier
+        self._disclosure = disclosure
         self._today = today
         self._chunk = chunk
         self._quotas = quotas or Quotas(QuotaSettings())
@@ -181,7 +186,9 @@ class VerificationServicer(verification_pb2_grpc.VerificationServiceServicer):
             context,
             app,
             caller,
-            lambda: self._checked(self._gatherer(caller.name).submit((app, caller)))[0],
+            lambda: self._disclosure.shown(
+                caller.name, self._checked(self._gatherer(caller.name).submit((app, caller)))[0]
+            ),
         )
 
     @staticmethod
@@ -204,7 +211,7 @@ class VerificationServicer(verification_pb2_grpc.VerificationServiceServicer):
         except (ServiceError, AuditError) as e:
             if isinstance(e, MonitoringError):
                 raise  # the enrolment's own refusal, answered by its caller
-            if isinstance(e, RegistryNotFound):
+            if isinstance(e, RegistryNotFound | CampaignRefused):
                 self._not_found(caller.name)
             rpc.abort_with(context, status_of(e, app.request_id, app.policy_subject))
 
@@ -243,17 +250,17 @@ class VerificationServicer(verification_pb2_grpc.VerificationServiceServicer):
                 if not isinstance(app, Application):
                     yield batch_result(request.request_id, invalid(app))
                     continue
+                # a registered campaign re-checks under its budget; an application with a
+                # signed consent, or naming a campaign the registry does not have in force,
+                # counts as the interactive ones do
+                campaign = app.consent.standing and self._registered(app)
                 try:
-                    # a campaign re-checks under a standing authorisation; an application with
-                    # a signed consent in a stream counts as the interactive ones do
-                    if app.consent.standing:
+                    if campaign:
                         self._quotas.charge_campaign(caller.name)
                     else:
                         self._quotas.charge(caller.name)
                 except QuotaExceeded as e:
-                    metrics.QUOTA_REFUSALS.labels(
-                        "campaign" if app.consent.standing else "caller"
-                    ).inc()
+                    metrics.QUOTA_REFUSALS.labels("campaign" if campaign else "caller").inc()
                     yield batch_result(app.request_id, status_of(e, app.request_id))
                     continue
                 chunk.append(app)
@@ -269,6 +276,15 @@ class VerificationServicer(verification_pb2_grpc.VerificationServiceServicer):
         while flight:
             yield from flight.popleft().result()
 
+    def _registered(self, app: Application) -> bool:
+        """Whether the campaign ``app`` names is registered and in force for its programme
+        (looked up once and kept for a while: :class:`hedui.server.campaigns.CampaignBook`)."""
+        try:
+            self._verifier.campaigns.resolve(app, self._today())
+        except ServiceError:
+            return False
+        return True
+
     def _run_chunk(
         self, apps: Sequence[Application], caller: PeerIdentity
     ) -> list[verification_pb2.BatchResult]:
@@ -276,14 +292,13 @@ class VerificationServicer(verification_pb2_grpc.VerificationServiceServicer):
         out = []
         for app, outcome in zip(apps, outcomes, strict=True):
             if isinstance(outcome, Exception):
-                if isinstance(outcome, RegistryNotFound):
+                if isinstance(outcome, RegistryNotFound | CampaignRefused):
                     self._not_found(caller.name)
                 status = status_of(outcome, app.request_id, app.policy_subject)
                 out.append(batch_result(app.request_id, status))
             else:
-                out.append(
-                    verification_pb2.BatchResult(request_id=app.request_id, verdict=outcome[0])
-                )
+                shown = self._disclosure.shown(caller.name, outcome[0])
+                out.append(verification_pb2.BatchResult(request_id=app.request_id, verdict=shown))
         return out
 
     # -- GetReport --------------------------------------------------------------------------
@@ -310,6 +325,9 @@ class VerificationServicer(verification_pb2_grpc.VerificationServiceServicer):
         pdf = request.format == verification_pb2.PDF
         try:
             source = self._verifier.report_source(request.request_id, caller)
+            source = dataclasses.replace(
+                source, verdict=self._disclosure.shown(caller.name, source.verdict)
+            )
             html = render_html(source, lang, DEPLOYMENT, self._verifier.now())
             document = render_pdf(html) if pdf else html.encode()
         except ReportNotFound as e:

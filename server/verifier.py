@@ -24,6 +24,7 @@ from hedui.audit.errors import AuditError, VerificationError
 from hedui.audit.log import AuditLog, Receipt
 from hedui.core.custody import EvidenceSource, Totals
 from hedui.core.deployment import kind_of
+from hedui.core.grants import Grant
 from hedui.core.tls import PeerIdentity
 from hedui.core.tokens import TokenKey
 from hedui.proto.v1 import audit_pb2, common_pb2, verification_pb2
@@ -276,6 +277,7 @@ class Verifier:
             lookups, grant = self.registry.households(asked, query_id)
         except ServiceError as e:
             lookups, grant = [e] * len(todo), None
+        lookups, grant = self.granted_as_asked(todo, lookups, grant, query_id)
         results: dict[int, Outcome] = {}
         outcome_entries: list[audit_pb2.AuditEntry] = []
         found: list[tuple[_Pending, GrantedHousehold, int]] = []
@@ -359,6 +361,32 @@ class Verifier:
         return [results[p.index] for p in todo]
 
     # -- the steps' parts -------------------------------------------------------------------
+
+    def granted_as_asked(
+        self,
+        todo: Sequence[_Pending],
+        lookups: list[GrantedHousehold | ServiceError],
+        grant: Grant | None,
+        query_id: str,
+    ) -> tuple[list[GrantedHousehold | ServiceError], Grant | None]:
+        """The registry's answer, unless its grant binds other applicants than the run asked
+        about: then every household's refusal, naming the likely cause (a registry holding
+        another audit token key), before any source is asked. The custodian checks the same
+        binding against the log; this only words an honest misconfiguration."""
+        granted = [
+            p.claim.audit_token
+            for p, h in zip(todo, lookups, strict=True)
+            if isinstance(h, GrantedHousehold)
+        ]
+        if grant is None or [b.applicant_audit_token for b in grant.bindings] == granted:
+            return lookups, grant
+        log.error("query=%s: the registry's grant binds other audit tokens", query_id)
+        wrong = SourceUnavailable(
+            "household registry: its grant names other applicants than were asked; its copy of "
+            "the audit token key (service/audit-token.key) is not this service's: copy it again "
+            "from the service's key directory"
+        )
+        return [wrong] * len(todo), None
 
     def bind_case(self, app: Application, caller: PeerIdentity, pseudonym: bytes) -> None:
         """A case number serves one household (per intake system); a standing authorisation

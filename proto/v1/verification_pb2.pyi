@@ -495,6 +495,8 @@ class Verdict(_message.Message):
     AUDIT_FIELD_NUMBER: _builtins.int
     FIGURES_OPENING_FIELD_NUMBER: _builtins.int
     MEMBERS_FIELD_NUMBER: _builtins.int
+    DISCLOSURE_FIELD_NUMBER: _builtins.int
+    SEALED_BENEFIT_FIELD_NUMBER: _builtins.int
     request_id: _builtins.str
     decision: _common_pb2.Decision.ValueType
     benefit_fen: _builtins.int
@@ -507,6 +509,20 @@ class Verdict(_message.Message):
     figures_opening: _builtins.bytes
     """The 32-byte salt of the audit entry's figures_commitment: keep it with the case; with this
     verdict's benefit and rule figures it opens the commitment (`hedui audit check`).
+    """
+    disclosure: _builtins.str
+    """What the caller's disclosure setting let it see: "" (the programme's policy: the benefit
+    and the figures the region discloses) or "decision_only" (an intake system that passes the
+    benefit straight to payment: the decision and each rule's outcome, no figure, benefit_fen 0,
+    figures_opening empty, and the benefit only in sealed_benefit).
+    """
+    sealed_benefit: _builtins.bytes
+    """With "decision_only": the benefit sealed for the payment system (HPKE, RFC 9180, base mode,
+    DHKEM(X25519, HKDF-SHA256), HKDF-SHA256, AES-128-GCM, to the payment key configured for the
+    caller; info "hedui/sealed-benefit/v1" ‖ 0x00 ‖ request_id). The plaintext is JSON:
+    request_id, program, region, as_of, decision, benefit_fen, audit_leaf_index and
+    figures_opening (hex), so the payment system alone can open the log's figures commitment.
+    `hedui payment open` opens it.
     """
     @_builtins.property
     def rules(self) -> _containers.RepeatedCompositeFieldContainer[Global___RuleOutcome]: ...
@@ -537,10 +553,12 @@ class Verdict(_message.Message):
         audit: _audit_pb2.AuditReceipt | None = ...,
         figures_opening: _builtins.bytes = ...,
         members: _abc.Iterable[Global___HouseholdMember] | None = ...,
+        disclosure: _builtins.str = ...,
+        sealed_benefit: _builtins.bytes = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["audit", b"audit"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["as_of", b"as_of", "audit", b"audit", "benefit_fen", b"benefit_fen", "connectors_answered", b"connectors_answered", "decision", b"decision", "failures", b"failures", "figures_opening", b"figures_opening", "household_size", b"household_size", "members", b"members", "policy_version", b"policy_version", "program", b"program", "region", b"region", "request_id", b"request_id", "rules", b"rules"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["as_of", b"as_of", "audit", b"audit", "benefit_fen", b"benefit_fen", "connectors_answered", b"connectors_answered", "decision", b"decision", "disclosure", b"disclosure", "failures", b"failures", "figures_opening", b"figures_opening", "household_size", b"household_size", "members", b"members", "policy_version", b"policy_version", "program", b"program", "region", b"region", "request_id", b"request_id", "rules", b"rules", "sealed_benefit", b"sealed_benefit"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

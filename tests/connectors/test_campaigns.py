@@ -104,10 +104,15 @@ def test_the_bureau_registers_a_campaign_and_the_registry_answers_its_roster_onl
     # the grant names the campaign and the applicant the registry looked up
     (binding,) = grant.bindings
     assert binding.authority == grants.authority_digest(
-        campaign="杭民复〔2026〕3号", case_number="", signed_on="", form_sha256=b"",
-        signer_audit_tokens=[],
+        program="dibao", campaign="杭民复〔2026〕3号", case_number="",
+        signed_on=TODAY.isoformat(), form_sha256=bytes(range(32)), signer_audit_tokens=[],
     )  # fmt: skip
     assert binding.applicant_audit_token == keys.audit_token_key().token(MOTHER)
+    # one campaign asked for two programmes in one call: each is checked on its own
+    tekun = connector_pb2.Signatures(campaign="杭民复〔2026〕3号", program="tekun")
+    mixed, g = registry.households([Asked(MOTHER, signatures), Asked(NEWBORN, tekun)], "q-mix")
+    assert isinstance(mixed[0], GrantedHousehold) and isinstance(mixed[1], ConsentRefused)
+    assert g is not None and g.households == 1
     # another programme, or an unregistered number: refused per household
     for other in (
         connector_pb2.Signatures(campaign="杭民复〔2026〕3号", program="tekun"),
@@ -139,6 +144,9 @@ def test_the_bureau_registers_a_campaign_and_the_registry_answers_its_roster_onl
         ({"valid_until": (TODAY - dt.timedelta(days=1)).isoformat()}, "--valid-until"),
         ({"valid_until": (TODAY + dt.timedelta(days=4 * 366)).isoformat()}, "--valid-until"),
         ({"document_sha256": b"short"}, "--document"),
+        ({"valid_until": "2027-W01-1"}, "--valid-until"),  # an ISO week date: YYYY-MM-DD only
+        ({"number": "民政〔２０２６〕１２号"}, "--number"),  # full-width: one form per number
+        ({"number": "民政〔2026〕12号 "}, "--number"),  # a trailing space
     ],
 )
 def test_a_malformed_campaign_is_refused_by_field(
