@@ -1,7 +1,10 @@
 """What an auditor runs: verify the whole log against its signed checkpoint, on their own.
 
 The auditor trusts only the log's public key and the last checkpoint they saw (kept in a local
-state file). Everything else is fetched and recomputed: every leaf from the entry bytes, the
+state file), and, when it pinned them, the verifier keys of the log's witnesses: the latest
+checkpoint must then carry their cosignatures (c2sp.org/tlog-cosignature; issue #23), else it
+is reported as not cosigned (:class:`NotCosigned`) before anything is saved, and a cosignature
+by a pinned witness that does not verify is tampering. Everything else is fetched and recomputed: every leaf from the entry bytes, the
 root, the consistency with the last checkpoint. On a mismatch, the entry changed is named by
 the hash of each entry the auditor verified before (kept beside its state), else by the log's
 own signed history (one checkpoint per append or batch): the first signed size whose root
@@ -14,6 +17,7 @@ import base64
 import hashlib
 import itertools
 import json
+import time
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,7 +27,8 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from hedui.audit import merkle
 from hedui.audit.checkpoint import Checkpoint, parse_and_verify, vkey
-from hedui.audit.errors import AuditError, VerificationError
+from hedui.audit.cosignature import Cosignature, WitnessPolicy
+from hedui.audit.errors import AuditError, Unwitnessed, VerificationError
 from hedui.audit.log import key_name
 from hedui.audit.store import LogStore
 from hedui.proto.v1 import audit_pb2, common_pb2
@@ -66,6 +71,15 @@ class TamperingDetected(AuditError):
     def __init__(self, message: str, index: int | None = None) -> None:
         super().__init__(message)
         self.index = index
+
+
+class NotCosigned(AuditError):
+    """The latest checkpoint, signed by the log's key, lacks the cosignatures of the witnesses
+    the auditor pinned: it may be a history shown to this auditor alone. Nothing was saved."""
+
+    def __init__(self, message: str, checkpoint: Checkpoint) -> None:
+        super().__init__(message)
+        self.checkpoint = checkpoint
 
 
 @dataclass
@@ -155,6 +169,8 @@ class Report:
     previous_size: int | None
     kinds: dict[str, int] = field(default_factory=dict)
     unsigned: int = 0  # entries stored beyond the latest signed checkpoint
+    # the pinned witnesses' cosignatures of the checkpoint (None: no witness was pinned)
+    cosignatures: tuple[Cosignature, ...] | None = None
 
 
 def read_entries(source: LogSource, size: int) -> Iterator[tuple[int, bytes]]:
@@ -271,11 +287,13 @@ def verify_log(
     public_key: Ed25519PublicKey,
     origin: str,
     state: AuditorState | None = None,
+    witnesses: WitnessPolicy | None = None,
 ) -> Report:
-    """Verify everything; raise TamperingDetected saying what is wrong and where."""
+    """Verify everything; raise TamperingDetected saying what is wrong and where, and, with
+    ``witnesses``, NotCosigned when the latest checkpoint lacks their cosignatures."""
     try:
-        return _verify_log(source, public_key, origin, state)
-    except TamperingDetected:
+        return _verify_log(source, public_key, origin, state, witnesses)
+    except (TamperingDetected, NotCosigned):
         raise
     except VerificationError as e:
         raise TamperingDetected(
@@ -291,11 +309,33 @@ def _known_leaves(state: AuditorState, origin: str, old: Checkpoint) -> list[byt
     return leaves if merkle.root_from_leaf_hashes(leaves) == old.root else None
 
 
+def check_cosigned(
+    note: bytes, cp: Checkpoint, witnesses: WitnessPolicy, now: float | None = None
+) -> tuple[Cosignature, ...]:
+    """The pinned witnesses' cosignatures of ``note`` (the checkpoint ``cp``, its log signature
+    verified); NotCosigned when fewer than their quorum cosigned it, TamperingDetected when a
+    cosignature by one of them does not verify (or is dated in the future)."""
+    try:
+        return witnesses.check(note, now=time.time() if now is None else now)
+    except Unwitnessed as e:
+        raise NotCosigned(
+            f"the checkpoint at size {cp.size} is not cosigned by the log's witness: {e}. A "
+            "checkpoint no witness cosigned may be a history shown to you alone; verify again "
+            "when the witness has cosigned it, or ask the service's operator why it has not",
+            cp,
+        ) from None
+    except VerificationError as e:
+        raise TamperingDetected(
+            f"a witness cosignature of the checkpoint at size {cp.size} does not verify: {e}"
+        ) from None
+
+
 def _verify_log(
     source: LogSource,
     public_key: Ed25519PublicKey,
     origin: str,
     state: AuditorState | None,
+    witnesses: WitnessPolicy | None = None,
 ) -> Report:
     note = source.checkpoint()
     if note is None:
@@ -306,6 +346,7 @@ def _verify_log(
         raise TamperingDetected(
             f"the latest checkpoint is not signed by the log's key: {e}"
         ) from None
+    cosigned = None if witnesses is None else check_cosigned(note, cp, witnesses)
     key = vkey(key_name(origin), public_key)
     pinned = None if state is None else state.verifier_key(origin)
     if state is not None and pinned and pinned != key:
@@ -370,7 +411,7 @@ def _verify_log(
     unsigned = len(source.entries(cp.size, cp.size + PAGE))
     if state is not None:
         state.save(origin, note, key, tree.leaf_hashes())
-    return Report(cp, tree.size, previous_size, kinds, unsigned)
+    return Report(cp, tree.size, previous_size, kinds, unsigned, cosigned)
 
 
 def verify_inclusion(

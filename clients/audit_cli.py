@@ -24,7 +24,10 @@ from hedui.core.clock import DEPLOYMENT
 from hedui.proto.v1 import audit_pb2
 
 if TYPE_CHECKING:  # the log's code (SQLAlchemy, grpc, cryptography) is imported where used
+    from hedui.audit.cosignature import WitnessPolicy
     from hedui.clients.auditor import AuditorSession
+
+NOT_COSIGNED = 4  # exit status: the latest checkpoint lacks the pinned witnesses' cosignatures
 
 
 def _say(msg: str) -> None:
@@ -54,6 +57,45 @@ def _pinned(args: argparse.Namespace) -> tuple[Path, str, Path | None]:
     return w.keys("auditor").root / "log" / "log.pub", log_origin(w), None
 
 
+def _witness_policy(args: argparse.Namespace) -> tuple[WitnessPolicy | None, str]:
+    """The witnesses whose cosignatures this auditor requires (None: it pinned none), and
+    where it pinned them: its profile's ``witness_vkeys`` (and ``witness_quorum``, default 1),
+    or, with --workdir, the witness's verifier key in the auditor's key directory
+    (``witness/witness.vkey``, given to it by `hedui up`)."""
+    from hedui.audit.cosignature import WitnessPolicy
+    from hedui.clients.intake import read_profile
+    from hedui.core.workdir import Workdir
+
+    quorum: object = 1
+    if args.profile:
+        doc = read_profile(args.profile, f"{args.profile} does not exist")
+        where = f"{args.profile} witness_vkeys"
+        vkeys = doc.get("witness_vkeys", [])
+        vkeys = [vkeys] if isinstance(vkeys, str) else vkeys
+        quorum = doc.get("witness_quorum", 1)
+    else:
+        path = Workdir(args.workdir).keys("auditor").root / "witness" / "witness.vkey"
+        where = str(path)
+        try:
+            vkeys = [path.read_text(encoding="utf-8").strip()]
+        except FileNotFoundError:
+            vkeys = []
+        except OSError as e:
+            raise ClientError(
+                f"cannot read the witness's verifier key {path}: {e.strerror}"
+            ) from None
+    if not isinstance(vkeys, list) or not all(isinstance(v, str) for v in vkeys):
+        raise ClientError(f"{where}: want a list of witness verifier keys (strings)")
+    if not isinstance(quorum, int) or isinstance(quorum, bool):
+        raise ClientError(f"{args.profile}: witness_quorum must be a whole number")
+    if not vkeys:
+        return None, where
+    try:
+        return WitnessPolicy.from_vkeys(vkeys, quorum), where
+    except ValueError as e:
+        raise ClientError(f"{where}: {e}") from None
+
+
 def _where(args: argparse.Namespace) -> str:
     """How this command was pointed at the log, to repeat in a suggested command."""
     return f"--profile {args.profile}" if args.profile else f"--workdir {args.workdir}"
@@ -77,7 +119,7 @@ def _entry_doc(index: int, data: bytes | dict[str, Any]) -> dict[str, Any]:
 
 
 def cmd_verify(args: argparse.Namespace) -> int:
-    from hedui.audit.auditor import AuditorState, TamperingDetected, verify_log
+    from hedui.audit.auditor import AuditorState, NotCosigned, TamperingDetected, verify_log
     from hedui.clients.auditor import load_log_key, verify_export
 
     key_path, origin, profile_state = _pinned(args)
@@ -106,15 +148,22 @@ def cmd_verify(args: argparse.Namespace) -> int:
         raise ClientError(
             f"cannot read the auditor state {state_path}: {e.strerror}; give another --state"
         ) from None
+    witnesses, pinned_at = _witness_policy(args)
     session = _session(args)
     try:
-        report = verify_log(session.source, session.public_key, session.origin, state)
+        report = verify_log(session.source, session.public_key, session.origin, state, witnesses)
     except TamperingDetected as e:
         if args.json:
             _emit({"ok": False, "tampering": str(e)})
         else:
             print(f"TAMPERING DETECTED: {e}", file=sys.stderr)
         return 2
+    except NotCosigned as e:
+        if args.json:
+            _emit({"ok": False, "tree_size": e.checkpoint.size, "not_cosigned": str(e)})
+        else:
+            print(f"NOT COSIGNED: {e}", file=sys.stderr)
+        return NOT_COSIGNED
     except OSError as e:  # AuditorState.save, the only file verify_log writes
         raise ClientError(
             f"the log verified, but the auditor state {state_path} cannot be saved: "
@@ -129,6 +178,9 @@ def cmd_verify(args: argparse.Namespace) -> int:
         "consistent_with_size": report.previous_size,
         "unsigned_entries": report.unsigned,
         "state": str(state.path),
+        "cosignatures": None
+        if report.cosignatures is None
+        else [{"witness": c.name, "time": _when(c.timestamp * 1000)} for c in report.cosignatures],
     }
     if not args.json:
         kinds = ", ".join(f"{n} {k}" for k, n in sorted(report.kinds.items()))
@@ -140,6 +192,14 @@ def cmd_verify(args: argparse.Namespace) -> int:
         print(
             f"log OK: {report.entries} entries ({kinds or 'none'}), root matches the signed checkpoint{since}"
         )
+        for c in report.cosignatures or ():
+            print(f"checkpoint cosigned by the witness {c.name} at {_when(c.timestamp * 1000)}")
+        if report.cosignatures is None:
+            print(
+                f"warning: no witness verifier key pinned ({pinned_at}): the checkpoint's "
+                "witness cosignatures were not checked",
+                file=sys.stderr,
+            )
         if report.unsigned:
             print(
                 f"warning: {report.unsigned} stored entr{'y' if report.unsigned == 1 else 'ies'} beyond the signed "
@@ -489,7 +549,14 @@ def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-ar
             "(default: the service when it runs, else, with --workdir, the database)",
         )
 
-    p = audit.add_parser("verify", help="verify the whole log against its signed checkpoint")
+    p = audit.add_parser(
+        "verify",
+        help="verify the whole log against its signed checkpoint and the witness's cosignature",
+        description="Exit status: 0 the log verified; 2 tampering (a changed entry, a fork, a "
+        "witness cosignature that does not verify, a decryption of no logged request); 3 "
+        "decryptions without a verdict; 4 the latest checkpoint is not cosigned by the "
+        "witness you pinned (nothing saved).",
+    )
     common(p)
     p.add_argument(
         "--state",

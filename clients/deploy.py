@@ -23,15 +23,17 @@ import subprocess
 import sys
 import threading
 import time
+import tomllib
 from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from hedui.audit.checkpoint import vkey
+from hedui.audit.checkpoint import parse_and_verify, vkey
+from hedui.audit.errors import VerificationError
 from hedui.audit.log import DEFAULT_ORIGIN, AuditLog, key_name, new_origin
 from hedui.audit.store import LogStore, open_log_engine
 from hedui.clients.auditor import write_auditor_profile
-from hedui.clients.provision import SERVICE, provision
+from hedui.clients.provision import SERVICE, distribute, provision
 from hedui.connectors.errors import ConnectorError, ImportRejected
 from hedui.connectors.importer import Dataset, read_dataset, validate_dataset, write_database
 from hedui.connectors.integrity import RowSeal
@@ -40,10 +42,14 @@ from hedui.connectors.server import ConnectorSettings
 from hedui.connectors.store import HoldingStore, open_engine
 from hedui.connectors.tokenizer import AuthorityTokenizer
 from hedui.core.clock import DEPLOYMENT
+from hedui.core.config import toml_value
 from hedui.core.custody import CUSTODIAN_ID
 from hedui.core.deployment import default_connector_ids, kind_of
+from hedui.core.errors import HeduiError, KeyFileError
+from hedui.core.keyfiles import read_public
 from hedui.core.keystore import REGISTRY_ID
 from hedui.core.rpc import open_channel, wait_healthy
+from hedui.core.tls import identity_from_pem
 from hedui.core.workdir import Workdir
 from hedui.custodian.service import CustodianConfig
 from hedui.proto.v1 import audit_pb2
@@ -78,6 +84,9 @@ class Progress:
 
 
 SERVICE_ID = SERVICE  # the verification service's party name
+WITNESS_ID = "witness"  # the log's witness (c2sp.org/tlog-witness), a party of its own
+WITNESS_ROLE = "witness"  # its certificate's role: it serves HTTPS and may call nothing
+WITNESS_VKEY = Path("witness") / "witness.vkey"  # in its key directory, given to the others
 PER_PARTY = frozenset(
     "HEDUI_" + name.upper()
     for name in (
@@ -144,6 +153,7 @@ def prepare(settings: DeploySettings, say: Callable[[str], None], today: dt.date
         paillier_bits=settings.paillier_bits,
         on_create=lambda what: say(f"creating {what}"),
     )
+    enrol_witness(w, dt.datetime.now(dt.UTC), on_create=lambda what: say(f"creating {what}"))
     if not todo or settings.data is None:
         return w
     counts: dict[str, int] = {}
@@ -179,6 +189,36 @@ def prepare(settings: DeploySettings, say: Callable[[str], None], today: dt.date
             read_dataset(settings.data / "registry.csv", REGISTRY_ID, None, today=today),
         )
     return w
+
+
+def enrol_witness(
+    w: Workdir, now: dt.datetime, *, on_create: Callable[[str], None] = lambda _: None
+) -> None:
+    """The log's witness enrols as every party does: its own TLS key and a certificate of role
+    ``witness`` from the deployment's CA, in its own directory (its cosigning key it makes at
+    its first start, see :mod:`hedui.witness.config`). One enrolled whose TLS key is missing is
+    refused by name."""
+    w.prepare_party(WITNESS_ID)
+    keys = w.keys(WITNESS_ID)
+    cert, tls_key = keys.tls_paths(WITNESS_ID)
+    if cert.exists():
+        if not tls_key.exists():
+            raise KeyFileError(
+                f"{WITNESS_ID} is enrolled, but {tls_key} is missing: restore it from the "
+                "party's backup; hedui does not replace a key others pinned"
+            )
+    else:
+        on_create("the log's witness's certificate")
+        csr = keys.request_certificate(WITNESS_ID, WITNESS_ROLE)
+        signed = w.ca.sign(csr.read_bytes(), now, name=WITNESS_ID, role=WITNESS_ROLE)
+        keys.install_certificate(WITNESS_ID, signed, w.ca.cert_path.read_bytes())
+    distribute(w, [WITNESS_ID], ())  # the CA's certificate and revocation list
+
+
+def witness_name(origin: str) -> str:
+    """The key name of the deployment's witness's cosignatures: after its log's origin
+    (``hedui.local/0123abcd-log`` → ``hedui.local/0123abcd-witness``)."""
+    return origin.removesuffix("-log") + "-witness"
 
 
 def connector_seal(w: Workdir, connector_id: str) -> RowSeal:
@@ -222,19 +262,26 @@ def record_import(w: Workdir, connector_id: str, before: int | None, after: int)
 def record_operator_entry(w: Workdir, entry: audit_pb2.AuditEntry) -> int:
     """Append an operator's act (an import, a key rotation) to the deployment's audit log,
     as the service's operator (with the service's log key, from its own directory)."""
+    from hedui.server.app import audit_witnesses
+
     config = load_service_config(w.service_config, {}) if w.service_config.exists() else None
     engine = open_log_engine(config.audit_database if config else w.audit_db_url)
+    # its checkpoint cosigned when the witness runs, else the service's next one is
+    witnesses = audit_witnesses(config, w.keys(SERVICE)) if config else None
     try:
         log = AuditLog(
             LogStore(engine),
             origin=config.log_origin if config else DEFAULT_ORIGIN,
             signing_key=w.keys(SERVICE).log_signing_key(),
+            witnesses=witnesses,
         )
         entry.time_unix_ms = int(DEPLOYMENT.now().timestamp() * 1000)
         entry.caller, entry.caller_role = IMPORT_CALLER, "operator"
         (receipt,) = log.append([entry])
     finally:
         engine.dispose()
+        if witnesses is not None:
+            witnesses.close()
     return receipt.leaf_index
 
 
@@ -261,6 +308,7 @@ class PartyProcess:
             SERVICE_ID: "the verification service",
             CUSTODIAN_ID: "the key custodian",
             REGISTRY_ID: "the registry",
+            WITNESS_ID: "the log's witness",
         }
         if len(self.parties) == 1 and self.parties[0] in named:
             return named[self.parties[0]]
@@ -304,6 +352,8 @@ class Deployment:
             else new_origin()
         )
         self.metrics: dict[str, str] = {}  # party: HOST:PORT of its process's /metrics
+        self.witness_port: int | None = None
+        self.witness_vkey = ""  # the witness's verifier key, once it started
         # progress of start() for a person (`hedui up` gives stderr): "started 44/87 connectors"
         self.say: Callable[[str], None] = lambda line: None
         self.progress_interval = 2.0
@@ -355,8 +405,89 @@ class Deployment:
         path.write_text(connector_config_toml(self._connector_settings(cid, port)), "utf-8")
         return path
 
+    @property
+    def witness_url(self) -> str:
+        """The witness's submission prefix (c2sp.org/tlog-witness), once it started."""
+        assert self.witness_port is not None
+        return f"https://127.0.0.1:{self.witness_port}"
+
+    def _write_witness_config(self, port: int = 0) -> Path:
+        """The witness's config: its name, address and certificate, the service as the one
+        submitter, and the one log it witnesses (this deployment's origin and log key)."""
+        w, q = self.workdir, toml_value
+        log_vkey = vkey(key_name(self.origin), w.keys(SERVICE_ID).log_public_key())
+        w.witness_config.write_text(
+            "# hedui log witness (written by `hedui up`; see hedui.witness.config)\n"
+            "[witness]\n"
+            f"name = {q(witness_name(self.origin))}\n"
+            f"address = {q(f'127.0.0.1:{port}')}\n"
+            f"tls_name = {q(WITNESS_ID)}\n"
+            f"submitters = {q([SERVICE_ID])}\n"
+            f"metrics_address = {q(self._metrics_address(WITNESS_ID))}\n"
+            "\n[[log]]\n"
+            f"origin = {q(self.origin)}\n"
+            f"vkey = {q(log_vkey)}\n",
+            encoding="utf-8",
+        )
+        return w.witness_config
+
+    def _start_witness(self) -> None:
+        """Start the witness (`hedui serve witness --workdir DIR`); its verifier key, made at its
+        first start, goes to the service, the key custodian and the auditors, as its operator
+        sends it to theirs."""
+        w = self.workdir
+        self._write_witness_config()
+        argv = [sys.executable, "-m", "hedui.clients.cli", "serve", "witness"]
+        argv += ["--workdir", str(w.witness_dir)]
+        self.witness_port = self._start_process("witness", [WITNESS_ID], [], argv=argv)[WITNESS_ID]
+        self._write_witness_config(self.witness_port)
+        made = w.witness_dir / "witness.vkey"
+        self.witness_vkey = made.read_text(encoding="utf-8").strip()
+        w.keys(WITNESS_ID).receive(WITNESS_VKEY, f"{self.witness_vkey}\n".encode())
+        distribute(w, [SERVICE_ID, CUSTODIAN_ID, *_auditors(w)], self.settings.connectors())
+
+    def _first_checkpoint(self) -> tuple[int, str]:
+        """The log's checkpoint the custodian starts its chain from, pinned when it enrols:
+        kept from its config; for a custodian enrolled into a log that has checkpoints (no
+        witness state, no config), the latest, read with the log's key from its database as
+        the service's operator gives it; else none (0, "")."""
+        w = self.workdir
+        if w.custodian_config.exists():
+            try:
+                earlier = tomllib.loads(w.custodian_config.read_text(encoding="utf-8"))
+                table = earlier.get("custodian", {})
+                return (
+                    int(table.get("first_checkpoint_size", 0)),
+                    str(table.get("first_checkpoint_root", "")),
+                )
+            except (OSError, ValueError, TypeError):
+                return 0, ""
+        if (w.custodian_dir / "witness.json").exists() or not w.service_config.exists():
+            return 0, ""
+        try:
+            config = load_service_config(w.service_config, {})
+            engine = open_log_engine(config.audit_database)
+            try:
+                latest = LogStore(engine).latest_checkpoint()
+            finally:
+                engine.dispose()
+            if latest is None:
+                return 0, ""
+            cp = parse_and_verify(
+                latest[1],
+                key_name(self.origin),
+                w.keys(SERVICE_ID).log_public_key(),
+                origin=self.origin,
+            )
+        except (HeduiError, VerificationError) as e:
+            log.warning("no first checkpoint pinned for the key custodian: %s", e)
+            return 0, ""
+        log.info("pinning the key custodian's first checkpoint: size %d", cp.size)
+        return cp.size, cp.root.hex()
+
     def _write_custodian_config(self, port: int = 0) -> Path:
         w = self.workdir
+        first_size, first_root = self._first_checkpoint()
         config = CustodianConfig(
             keys_dir=w.keys(CUSTODIAN_ID).root,
             state_dir=w.custodian_dir,
@@ -366,6 +497,9 @@ class Deployment:
             address=f"127.0.0.1:{port}",
             insecure=self.settings.insecure,
             metrics_address=self._metrics_address(CUSTODIAN_ID),
+            witness_vkeys=(self.witness_vkey,),
+            first_checkpoint_size=first_size,
+            first_checkpoint_root=first_root,
         )
         w.custodian_config.write_text(config.to_toml(), encoding="utf-8")
         return w.custodian_config
@@ -395,7 +529,7 @@ class Deployment:
             metrics = _metrics_file(self.workdir, party)
             if metrics.exists():
                 self.metrics[party] = metrics.read_text(encoding="utf-8").strip()
-            if party in (SERVICE_ID, CUSTODIAN_ID, REGISTRY_ID):
+            if party in (SERVICE_ID, CUSTODIAN_ID, REGISTRY_ID, WITNESS_ID):
                 self.workdir.pid_file(party).write_text(f"{p.process.pid}\n", encoding="utf-8")
         return ports
 
@@ -431,10 +565,12 @@ class Deployment:
         parties: list[str],
         configs: list[Path],
         waiting: Callable[[], None] = lambda: None,
+        *,
+        argv: list[str] | None = None,
     ) -> dict[str, int]:
         label = parties[0] if len(parties) == 1 else f"connectors-{len(self._processes)}"
         p = PartyProcess(
-            parties, serve_command(kind, configs), self.workdir.log_dir / f"{label}.log"
+            parties, argv or serve_command(kind, configs), self.workdir.log_dir / f"{label}.log"
         )
         self._launch(p)
         ports = self._ready(p, waiting)
@@ -556,9 +692,10 @@ class Deployment:
                     ports.update(got)
             if ids:
                 self.say(
-                    f"started {len(ids)}/{len(ids)} connectors; starting the key custodian and "
-                    "the verification service …"
+                    f"started {len(ids)}/{len(ids)} connectors; starting the log's witness, the "
+                    "key custodian and the verification service …"
                 )
+            self._start_witness()
             ports.update(
                 self._start_process("custodian", [CUSTODIAN_ID], [self._write_custodian_config()])
             )
@@ -578,6 +715,8 @@ class Deployment:
                 token_epoch=w.keys(REGISTRY_ID).token_epoch(),
                 query_timeout_seconds=self.settings.query_timeout_seconds,
                 metrics_address=self._metrics_address(SERVICE_ID),
+                witness_urls=(self.witness_url,),
+                witness_vkeys=(self.witness_vkey,),
             )
             w.service_config.write_text(self.config.to_toml(), encoding="utf-8")
             for done in upgrade_databases(self.config):  # as its operator runs `hedui db upgrade`
@@ -605,6 +744,8 @@ class Deployment:
         )
         write_intake_profile(w, self.address, self.settings.insecure)
         write_auditor_profile(w, self.address, self.settings.insecure)
+        with w.auditor_profile.open("a", encoding="utf-8") as profile:  # whose cosignatures
+            profile.write(f"witness_vkeys = {toml_value([self.witness_vkey])}\n")
         public = w.keys(SERVICE_ID).log_public_key()
         w.log_vkey.write_text(
             vkey(key_name(self.config.log_origin), public) + "\n", encoding="utf-8"
@@ -662,6 +803,20 @@ class Deployment:
                         p.process.kill()
                         p.process.wait(5)
             self._processes.clear()
+
+
+def _auditors(w: Workdir) -> list[str]:
+    """The parties of the workdir enrolled as auditors (certificate role ``auditor``)."""
+    found = []
+    parties = w.root / "parties"
+    for d in sorted(parties.iterdir()) if parties.is_dir() else []:
+        cert = w.keys(d.name).tls_paths(d.name)[0]
+        try:
+            if identity_from_pem(read_public(cert)).role == "auditor":
+                found.append(d.name)
+        except (OSError, ValueError, HeduiError):
+            continue
+    return found
 
 
 def _metrics_file(w: Workdir, party: str) -> Path:

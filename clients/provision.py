@@ -89,13 +89,15 @@ def trusted_files(party: str, role: str, connector_ids: Sequence[str]) -> list[t
     paillier = (CUSTODIAN_ID, Path("custodian/paillier.pub"))
     grant = (REGISTRY_ID, Path("token-authority/grant.pub"))
     log_key = (SERVICE, Path("log/log.pub"))
+    # the log's witness's verifier key (made at its first start): whose cosignatures to require
+    witness = ("witness", Path("witness/witness.vkey"))
     answers = [(c, Path("connectors") / c / "signing.pub") for c in connector_ids]
     if party == SERVICE:
-        return [paillier, *answers]
+        return [paillier, witness, *answers]
     if party == CUSTODIAN_ID:
-        return [grant, log_key, *answers]
+        return [grant, log_key, witness, *answers]
     if role == "auditor":
-        return [log_key]
+        return [log_key, witness]
     if role == "connector" and party != REGISTRY_ID:
         return [paillier, grant]
     return []
@@ -111,6 +113,8 @@ def distribute(w: Workdir, parties: Iterable[str], connector_ids: Sequence[str])
         keys.receive("crl.pem", crl_pem)
         role = identity_from_pem(read_public(keys.tls_paths(party)[0])).role
         for whose, relative in trusted_files(party, role, connector_ids):
+            if whose == "witness" and not (w.keys(whose).root / relative).exists():
+                continue  # the witness makes its key at its first start; given out after it
             keys.trust(w.keys(whose), relative)
         if party == REGISTRY_ID and w.keys(SERVICE).shared_audit_token_path.exists():
             # the one secret two parties share: the registry binds grants to audit tokens

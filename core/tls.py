@@ -27,7 +27,7 @@ from hedui.core.errors import CryptoError
 
 log = logging.getLogger("hedui.tls")
 
-ROLES = ("service", "intake", "auditor", "connector", "custodian", "registry", "bureau")
+ROLES = ("service", "intake", "auditor", "connector", "custodian", "registry", "bureau", "witness")
 # the household registry (and token authority) serves and calls nothing as a connector; its
 # role is its own, for it alone. Registries enrolled before this role existed hold a
 # ``connector`` certificate, which still works.

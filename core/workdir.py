@@ -88,6 +88,17 @@ class Workdir:
         return self.config_file("service")
 
     @property
+    def witness_dir(self) -> Path:
+        """The log's witness (``hedui serve witness --workdir``): its config ``witness.toml``,
+        its cosigning key and state, ``keys/`` (its TLS key, and ``witness/witness.vkey``, its
+        verifier key as it gives it to the parties that check cosignatures), ``run/``."""
+        return self.party_dir("witness")
+
+    @property
+    def witness_config(self) -> Path:
+        return self.config_file("witness")
+
+    @property
     def log_vkey(self) -> Path:
         """The audit log's verifier key as a C2SP note vkey string, for generic verifiers."""
         return self.root / "log.vkey"

@@ -19,6 +19,8 @@ from typing import NoReturn
 
 import grpc
 
+from hedui.audit import merkle
+from hedui.audit.cosignature import WitnessPolicy
 from hedui.core import metrics, rpc, signing
 from hedui.core.answers import BatchAnswer, marks_from_pb
 from hedui.core.config import load_settings, read_toml, section, to_toml
@@ -197,9 +199,25 @@ class CustodianConfig:
     address: str = "127.0.0.1:0"
     insecure: bool = False
     metrics_address: str = ""  # HOST:PORT of its Prometheus /metrics ("" = none)
+    # the verifier keys (c2sp.org/tlog-cosignature, type 0x04) of the log's witnesses, and how
+    # many of them must have cosigned a checkpoint before it decrypts under it (issue #23)
+    witness_vkeys: tuple[str, ...] = ()
+    witness_quorum: int = 1
+    # the log's checkpoint pinned at enrolment (size and hex root): the start of its chain
+    # until it has witnessed one (0 and "": the empty log)
+    first_checkpoint_size: int = 0
+    first_checkpoint_root: str = ""
 
     def to_toml(self) -> str:
         return to_toml(self, "hedui key custodian", "custodian")
+
+    def witness_policy(self) -> WitnessPolicy:
+        return WitnessPolicy.from_vkeys(self.witness_vkeys, self.witness_quorum)
+
+    def first_checkpoint(self) -> tuple[int, bytes] | None:
+        if not self.first_checkpoint_size:
+            return None
+        return self.first_checkpoint_size, bytes.fromhex(self.first_checkpoint_root)
 
 
 def load_custodian_config(path: Path, env: Mapping[str, str]) -> CustodianConfig:
@@ -212,6 +230,27 @@ def load_custodian_config(path: Path, env: Mapping[str, str]) -> CustodianConfig
         raise ConfigError(str(e)) from None
     if not config.connectors:
         raise ConfigError(f"{path}: [custodian] connectors lists no connector")
+    if not config.witness_vkeys:
+        raise ConfigError(
+            f"{path}: [custodian] witness_vkeys names no witness: the custodian decrypts only "
+            "under log checkpoints cosigned by a witness that is not the service (issue #23); "
+            "give the witness's verifier key (its witness.vkey)"
+        )
+    try:
+        config.witness_policy()
+    except ValueError as e:
+        raise ConfigError(f"{path}: [custodian] witness_vkeys / witness_quorum: {e}") from None
+    try:
+        root = bytes.fromhex(config.first_checkpoint_root)
+    except ValueError:
+        root = b""
+    if config.first_checkpoint_size < 0 or (
+        config.first_checkpoint_size and len(root) != merkle.HASH_SIZE
+    ):
+        raise ConfigError(
+            f"{path}: [custodian] first_checkpoint_size and first_checkpoint_root: a tree size "
+            "and its root (64 hex digits), or 0 and nothing"
+        )
     return config
 
 
@@ -255,12 +294,29 @@ def start_custodian(config: CustodianConfig) -> RunningServer:
     )
     journal = DecryptionJournal(state_dir / JOURNAL_FILE)
     check_witness_state(state_dir, journal)
+    log_key = keys.log_public_key()
+    policy = config.witness_policy()
+    if any(w.raw_key == log_key.public_bytes_raw() for w in policy.witnesses):
+        raise ConfigError(
+            "a witness of witness_vkeys has the log's own key: the witness must not be the service"
+        )
     custodian = KeyCustodian(
         private,
         view,
         min_banks=min_banks,
-        witness=LogWitness(keys.log_public_key(), origin, state_dir / WITNESS_FILE),
+        witness=LogWitness(
+            log_key,
+            origin,
+            state_dir / WITNESS_FILE,
+            witnesses=policy,
+            first=config.first_checkpoint(),
+        ),
         journal=journal,
+    )
+    log.info(
+        "decrypting only under checkpoints cosigned by %d of: %s",
+        policy.quorum,
+        ", ".join(w.vkey for w in policy.witnesses),
     )
     return serve_custodian(
         custodian, config.address, None if config.insecure else keys.tls(CUSTODIAN_ID)

@@ -16,6 +16,14 @@ in its own directory and refuses a fork or a rollback). A checkpoint is on that 
 Every remembered checkpoint was proven to be a prefix of the latest, so accepting one never
 accepts a fork; a checkpoint of a remembered size with another root is one, and is refused.
 
+Before any of this, the checkpoint must carry the cosignatures of the log's witnesses
+(:class:`~hedui.audit.cosignature.WitnessPolicy`, c2sp.org/tlog-cosignature; issue #23): a
+witness that is not the service cosigns only checkpoints that extend every one it cosigned
+before, so a history forked for the custodian alone (signed with the service's own log key)
+is refused here, with no further check and nothing decrypted. A custodian enrolled into a
+running log starts from the checkpoint pinned in its config (``first``), not from the first
+one it is shown.
+
 Every decryption, and every refusal, is appended to the custodian's own journal, which
 ``hedui audit verify`` checks against the log: an auditor counts decryptions against verdicts,
 and sees a decryption without a verdict, or a checkpoint the log never had. A journal or witness
@@ -29,6 +37,8 @@ import contextlib
 import json
 import os
 import threading
+import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -37,7 +47,8 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from hedui.audit import merkle
 from hedui.audit.auditor import read_journal
 from hedui.audit.checkpoint import Checkpoint, parse_and_verify
-from hedui.audit.errors import VerificationError
+from hedui.audit.cosignature import WitnessPolicy, split_note
+from hedui.audit.errors import Unwitnessed, VerificationError
 from hedui.audit.log import key_name
 from hedui.core.custody import LogEvidence
 from hedui.custodian.errors import Refused, Unavailable
@@ -67,10 +78,19 @@ class LogWitness:
         state: Path | None,
         *,
         history: int = HISTORY,
+        witnesses: WitnessPolicy | None = None,
+        first: tuple[int, bytes] | None = None,
+        clock: Callable[[], float] = time.time,
     ) -> None:
+        """``witnesses``: whose cosignatures every checkpoint must carry (None: none, for
+        tests of the chain alone; `hedui serve custodian` always names them). ``first``: the
+        (size, root) pinned at enrolment, the start of the chain while ``state`` does not
+        exist yet."""
         self._key = log_key
         self._origin = origin
         self._state = state
+        self._witnesses = witnesses
+        self._clock = clock
         self._lock = threading.Lock()
         self._size, self._root = 0, merkle.EMPTY_ROOT
         self._limit = max(1, history)
@@ -81,6 +101,8 @@ class LogWitness:
                 self._size, self._root = int(doc["size"]), bytes.fromhex(doc["root"])
             except (OSError, ValueError, KeyError, TypeError) as e:
                 raise Refused(f"{state}: the witness state is unreadable ({e})") from None
+        elif first is not None:
+            self._size, self._root = first
         if self._size:
             self._seen[self._size] = self._root
 
@@ -103,7 +125,9 @@ class LogWitness:
         """Check that ``households`` request entries of ``query_id`` are in a checkpoint on the
         chain witnessed so far (see the module's docstring); then witness that checkpoint.
         WitnessMoved when a consistency proof is needed from another size than the evidence's;
-        Unavailable (nothing witnessed) when the new latest cannot be saved."""
+        Unavailable (nothing witnessed) when the new latest cannot be saved. A checkpoint
+        without the witnesses' cosignatures is refused first, before anything else is read."""
+        self.check_cosigned(evidence.checkpoint)
         try:
             cp = parse_and_verify(
                 evidence.checkpoint, key_name(self._origin), self._key, origin=self._origin
@@ -163,6 +187,26 @@ class LogWitness:
             if cp.size:
                 self._remember(cp.size, cp.root)
         return cp
+
+    def check_cosigned(self, note: bytes) -> None:
+        """Refused unless ``note`` carries valid cosignatures of the witnesses' quorum."""
+        if self._witnesses is None:
+            return
+        try:
+            split_note(note)
+        except VerificationError as e:
+            raise Refused(f"the log checkpoint does not verify: {e}") from None
+        try:
+            self._witnesses.check(note, now=self._clock())
+        except Unwitnessed as e:
+            raise Refused(
+                f"the log checkpoint is not cosigned by the log's witness: {e}; the custodian "
+                "decrypts only under a checkpoint a witness that is not the service cosigned"
+            ) from None
+        except VerificationError as e:
+            raise Refused(
+                f"a witness cosignature of the log checkpoint does not verify: {e}"
+            ) from None
 
     def _save(self, size: int, root: bytes) -> None:
         if self._state is None:

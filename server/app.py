@@ -13,11 +13,12 @@ from dataclasses import dataclass
 import grpc
 
 from hedui.audit.errors import AuditError
-from hedui.audit.log import AuditLog
+from hedui.audit.log import AuditLog, WitnessEndpoint, Witnessing
 from hedui.audit.store import LogStore, open_log_engine
 from hedui.core.clock import Clock
 from hedui.core.custody import custodian_view
 from hedui.core.keystore import KeyDir
+from hedui.core.payment import load_public
 from hedui.core.rpc import Admission, RunningServer, create_server
 from hedui.proto.v1 import (
     audit_pb2,
@@ -31,6 +32,7 @@ from hedui.server.alerts import AlertBook
 from hedui.server.audit_service import AuditServicer
 from hedui.server.config import ServiceConfig
 from hedui.server.custodian_client import Custodian, RemoteCustodian
+from hedui.server.disclosure import Disclosure
 from hedui.server.errors import ConfigError, ServiceError
 from hedui.server.fanout import ConnectorPool
 from hedui.server.followup import FollowUpServicer, MonitoringServicer
@@ -81,6 +83,8 @@ class RunningService:
         self.verifier.registry.close()
         if isinstance(self.verifier.custodian, RemoteCustodian):
             self.verifier.custodian.close()
+        if self.verifier.audit.witnesses is not None:
+            self.verifier.audit.witnesses.close()
 
 
 class Settler:
@@ -157,6 +161,23 @@ class Retention:
         self._stop.set()
 
 
+def audit_witnesses(config: ServiceConfig, keys: KeyDir) -> Witnessing | None:
+    """The witnesses of ``config``'s ``[witness]`` that cosign the log's checkpoints, reached
+    over mutual TLS with the service's certificate; None when it names none (then the key
+    custodian, which decrypts only under cosigned checkpoints, refuses every decryption)."""
+    if not config.witness_urls:
+        return None
+    return Witnessing(
+        [
+            WitnessEndpoint.parse(u, v)
+            for u, v in zip(config.witness_urls, config.witness_vkeys, strict=True)
+        ],
+        keys.tls("service"),
+        quorum=config.witness_quorum,
+        timeout=config.witness_timeout_seconds,
+    )
+
+
 def build_verifier(
     config: ServiceConfig,
     *,
@@ -188,6 +209,12 @@ def build_verifier(
     custodian: Custodian = RemoteCustodian(
         config.custodian_address, tls, public, config.query_timeout_seconds * 4
     )
+    witnesses = audit_witnesses(config, keys)
+    if witnesses is None:
+        log.warning(
+            "no [witness] in the service's config: the log's checkpoints are not cosigned, and "
+            "the key custodian decrypts only under a cosigned checkpoint"
+        )
     return Verifier(
         registry=RegistryClient(config.registry, tls, config.registry_timeout_seconds),
         pool=ConnectorPool(
@@ -200,7 +227,12 @@ def build_verifier(
         ),
         custodian=custodian,
         policy=policy or PolicyBook.builtin(config.default_region),
-        audit=AuditLog(store, origin=config.log_origin, signing_key=keys.log_signing_key()),
+        audit=AuditLog(
+            store,
+            origin=config.log_origin,
+            signing_key=keys.log_signing_key(),
+            witnesses=witnesses,
+        ),
         audit_key=keys.audit_token_key(),
         requests=RequestBook(config.service_database, sealer=StateSealer(keys.service_secret())),
         now=clock,
@@ -227,6 +259,9 @@ def record_configuration(config: ServiceConfig, v: Verifier) -> None:
     }
     for region in sorted(v.policy.regions):
         settings[f"policy_version:{region}"] = v.policy.version(region)
+    if config.witness_vkeys:  # whose cosignatures the log's checkpoints carry
+        settings["witnesses"] = ",".join(config.witness_vkeys)
+        settings["witness_quorum"] = str(config.witness_quorum)
     record_startup(v.audit, keys=fingerprints, settings=settings, now=v.now())
 
 
@@ -242,6 +277,9 @@ def start_service(config: ServiceConfig, verifier: Verifier | None = None) -> Ru
         batch_idle_seconds=config.batch_idle_seconds,
         gather_max_households=config.gather_max_households,
         gather_window_ms=config.gather_window_ms,
+        disclosure=Disclosure(
+            {c: load_public(k.read_bytes(), str(k)) for c, k in config.decision_only.items()}
+        ),
     )
     auditor = AuditServicer(v.audit, v.audit_key, v.now)
     monitor = Monitor(

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import datetime as dt
+import logging
 from collections.abc import Callable
 
 import grpc
 
 from hedui.audit.checkpoint import vkey
+from hedui.audit.errors import WitnessUnavailable
 from hedui.audit.log import AuditLog
 from hedui.audit.store import CALLER_CHARS
 from hedui.core import rpc
@@ -16,6 +18,8 @@ from hedui.core.resident_id import parse as parse_id
 from hedui.core.tokens import TokenKey
 from hedui.proto.v1 import audit_pb2, audit_pb2_grpc
 from hedui.server.verdicts import receipt_pb
+
+log = logging.getLogger("hedui.server")
 
 MAX_PAGE = 1000
 
@@ -42,7 +46,7 @@ class AuditServicer(audit_pb2_grpc.AuditServiceServicer):
                 rpc.bad_request("tree_size", f"0 (the latest) to {MAX_INDEX}"),
             )
         if request.tree_size:
-            note = self._store.checkpoint_at(request.tree_size)
+            note = self._log.checkpoint(request.tree_size)
             if note is None:
                 rpc.abort(
                     context,
@@ -50,8 +54,15 @@ class AuditServicer(audit_pb2_grpc.AuditServiceServicer):
                     f"the log signed no checkpoint at size {request.tree_size}",
                 )
         else:
-            latest = self._store.latest_checkpoint()
-            note = latest[1] if latest else self._log.sign(self._store.size())
+            # the latest, with its witnesses' cosignatures (asked for now if it was stored
+            # without them); when they cannot be had, as signed: the auditor says it is not
+            # cosigned, and why is in the service's log
+            try:
+                _, note = self._log.witnessed_latest()
+            except WitnessUnavailable as e:
+                log.warning("GetCheckpoint: the latest checkpoint is not cosigned: %s", e)
+                latest = self._store.latest_checkpoint()
+                note = latest[1] if latest else self._log.sign(self._store.size())
         return audit_pb2.CheckpointResponse(
             checkpoint=note, verifier_key=vkey(self._log.key_name, self._log.public_key)
         )

@@ -62,6 +62,16 @@ class ServiceConfig:
     # a VerifyBatch stream that sends nothing for this long is closed (ABORTED), freeing its place
     batch_idle_seconds: float = 60.0
     metrics_address: str = ""  # HOST:PORT of its Prometheus /metrics ("" = none)
+    # [witness]: the witnesses that cosign the log's checkpoints (c2sp.org/tlog-witness; issue
+    # #23): their submission URLs and verifier keys, pairwise, and how many must cosign. The key
+    # custodian decrypts only under a checkpoint that quorum cosigned.
+    witness_urls: tuple[str, ...] = ()
+    witness_vkeys: tuple[str, ...] = ()
+    witness_quorum: int = 1
+    witness_timeout_seconds: float = 5.0
+    # [disclosure]: intake systems (certificate names) shown the decision only, each with its
+    # payment system's X25519 public key (PEM) the benefit is sealed to (issue #24 item 2)
+    decision_only: Mapping[str, Path] = field(default_factory=dict)
 
     def quotas(self) -> QuotaSettings:
         return QuotaSettings(
@@ -84,6 +94,20 @@ class ServiceConfig:
         if self.quota_overrides:
             lines += ["", "[quotas]  # caller = [per minute, per day]"]
             lines += [f"{q(c)} = [{m}, {d}]" for c, (m, d) in sorted(self.quota_overrides.items())]
+        if self.witness_urls:
+            lines += ["", "[witness]  # the witnesses that cosign the log's checkpoints"]
+            lines += [
+                f"url = {q(list(self.witness_urls))}",
+                f"vkey = {q(list(self.witness_vkeys))}",
+            ]
+            lines += [f"quorum = {self.witness_quorum}"]
+            lines += [f"timeout_seconds = {q(self.witness_timeout_seconds)}"]
+        if self.decision_only:
+            lines += ["", "[disclosure]  # intake systems shown the decision only"]
+            lines += [
+                f'{q(c)} = {{ mode = "decision_only", payment_key = {q(k)} }}'
+                for c, k in sorted(self.decision_only.items())
+            ]
         return "\n".join(lines) + "\n"
 
 
@@ -128,6 +152,83 @@ _POSITIVE = (
     "query_timeout_seconds",
     "registry_timeout_seconds",
 )
+
+
+_WITNESS = {"url", "vkey", "quorum", "timeout_seconds"}
+
+
+def _strings(value: Any, where: str) -> tuple[str, ...]:
+    """One string or a list of strings."""
+    if isinstance(value, str):
+        return (value,)
+    if isinstance(value, list) and value and all(isinstance(v, str) for v in value):
+        return tuple(value)
+    raise ConfigError(f"{where} must be a string or a list of strings")
+
+
+def _witness(table: Mapping[str, Any], path: Path) -> dict[str, Any]:
+    """The [witness] table: ``url`` and ``vkey`` (one each, or lists of the same length),
+    ``quorum`` (default 1) and ``timeout_seconds`` (default 5), each checked."""
+    from hedui.audit.cosignature import WitnessPolicy
+    from hedui.audit.log import WitnessEndpoint
+
+    if not table:
+        return {}
+    where = f"{path} [witness]"
+    unknown = sorted(set(table) - _WITNESS)
+    if unknown:
+        raise ConfigError(
+            f"{where} has no setting {', '.join(unknown)} (known: {', '.join(sorted(_WITNESS))})"
+        )
+    if "url" not in table or "vkey" not in table:
+        raise ConfigError(f"{where}: url and vkey are required (the witness's address and key)")
+    urls, vkeys = _strings(table["url"], f"{where} url"), _strings(table["vkey"], f"{where} vkey")
+    if len(urls) != len(vkeys):
+        raise ConfigError(
+            f"{where}: {len(urls)} url(s) but {len(vkeys)} vkey(s); one of each per witness"
+        )
+    quorum = coerce("quorum", table.get("quorum", 1), int, where)
+    timeout = coerce("timeout_seconds", table.get("timeout_seconds", 5.0), float, where)
+    if not timeout > 0:
+        raise ConfigError(f"{where}: timeout_seconds must be above 0, got {timeout}")
+    try:
+        endpoints = [WitnessEndpoint.parse(u, v) for u, v in zip(urls, vkeys, strict=True)]
+        WitnessPolicy(tuple(e.cosigner for e in endpoints), quorum)
+    except ValueError as e:
+        raise ConfigError(f"{where}: {e}") from None
+    return {
+        "witness_urls": urls,
+        "witness_vkeys": vkeys,
+        "witness_quorum": quorum,
+        "witness_timeout_seconds": timeout,
+    }
+
+
+def _disclosure(table: Mapping[str, Any], path: Path) -> dict[str, Path]:
+    """The [disclosure] table: ``"<intake>" = { mode = "decision_only", payment_key = PATH }``
+    per intake system shown the decision only; the key must be an X25519 public key (PEM)."""
+    from hedui.core.errors import CryptoError
+    from hedui.core.payment import load_public
+
+    out: dict[str, Path] = {}
+    for caller, setting in table.items():
+        where = f"{path} [disclosure] {caller}"
+        if not isinstance(setting, dict) or set(setting) != {"mode", "payment_key"}:
+            raise ConfigError(
+                f'{where} must be {{ mode = "decision_only", payment_key = "PATH" }} (the '
+                "payment system's public key, made by `hedui payment keys`)"
+            )
+        if setting["mode"] != "decision_only":
+            raise ConfigError(f'{where}: mode must be "decision_only", got {setting["mode"]!r}')
+        key = Path(str(setting["payment_key"]))
+        try:
+            load_public(key.read_bytes(), str(key))
+        except OSError as e:
+            raise ConfigError(f"{where}: cannot read payment_key {key}: {e.strerror}") from None
+        except CryptoError as e:
+            raise ConfigError(f"{where}: {e}") from None
+        out[str(caller)] = key
+    return out
 
 
 def load(path: Path, env: Mapping[str, str]) -> ServiceConfig:
@@ -196,6 +297,8 @@ def _load(path: Path, env: Mapping[str, str]) -> ServiceConfig:
         connectors=endpoints,
         quota_overrides=overrides,
         **values,
+        **_witness(section(doc, "witness", path), path),
+        decision_only=_disclosure(section(doc, "disclosure", path), path),
     )
     if config.min_banks < 2:
         raise ConfigError(f"min_banks must be at least 2, got {config.min_banks}")

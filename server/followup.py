@@ -150,6 +150,15 @@ class FollowUpServicer(monitoring_pb2_grpc.FollowUpServiceServicer):
     def _today(self) -> dt.date:
         return self._monitor.verifier.now().date()
 
+    def _view(
+        self, a: Alert, today: dt.date, context: grpc.ServicerContext
+    ) -> monitoring_pb2.AlertView:
+        """An alert as the caller may see it: no benefit for a ``decision_only`` intake."""
+        view = alert_pb(a, today)
+        if self._verification.disclosure.of(rpc.caller(context).name):
+            view.benefit_fen = 0
+        return view
+
     def Enrol(
         self, request: monitoring_pb2.EnrolRequest, context: grpc.ServicerContext
     ) -> monitoring_pb2.Enrolment:
@@ -180,7 +189,7 @@ class FollowUpServicer(monitoring_pb2_grpc.FollowUpServiceServicer):
                 masked_applicant=watch.masked,
                 district=watch.district,
                 until=watch.until.isoformat(),
-                baseline=baseline,
+                baseline=self._verification.disclosure.shown(caller.name, baseline),
             )
 
         try:
@@ -234,13 +243,15 @@ class FollowUpServicer(monitoring_pb2_grpc.FollowUpServiceServicer):
         if request.overdue and request.district:
             found = [a for a in found if a.district == request.district]
         today = self._today()
-        return monitoring_pb2.ListAlertsResponse(alerts=[alert_pb(a, today) for a in found])
+        return monitoring_pb2.ListAlertsResponse(
+            alerts=[self._view(a, today, context) for a in found]
+        )
 
     def GetAlert(
         self, request: monitoring_pb2.AlertRequest, context: grpc.ServicerContext
     ) -> monitoring_pb2.AlertView:
         a = self._alerts(context, lambda: self._monitor.alerts.get(request.alert_id))
-        return alert_pb(a, self._today())
+        return self._view(a, self._today(), context)
 
     def AcceptAlert(
         self, request: monitoring_pb2.AlertRequest, context: grpc.ServicerContext
@@ -250,7 +261,7 @@ class FollowUpServicer(monitoring_pb2_grpc.FollowUpServiceServicer):
             context,
             lambda: self._monitor.accept(request.alert_id, caller, request.caseworker_id),
         )
-        return alert_pb(a, self._today())
+        return self._view(a, self._today(), context)
 
     def CloseAlert(
         self, request: monitoring_pb2.CloseAlertRequest, context: grpc.ServicerContext
@@ -262,7 +273,7 @@ class FollowUpServicer(monitoring_pb2_grpc.FollowUpServiceServicer):
                 request.alert_id, caller, request.caseworker_id, request.outcome, request.note
             ),
         )
-        return alert_pb(a, self._today())
+        return self._view(a, self._today(), context)
 
     def MonthlyReport(
         self, request: monitoring_pb2.MonthlyReportRequest, context: grpc.ServicerContext

@@ -86,7 +86,7 @@ class VerificationServicer(verification_pb2_grpc.VerificationServiceServicer):
         disclosure: Disclosure = NO_SETTING,
     ) -> None:
         self._verifier = verifier
-        self._disclosure = disclosure
+        self.disclosure = disclosure
         self._today = today
         self._chunk = chunk
         self._quotas = quotas or Quotas(QuotaSettings())
@@ -186,7 +186,7 @@ class VerificationServicer(verification_pb2_grpc.VerificationServiceServicer):
             context,
             app,
             caller,
-            lambda: self._disclosure.shown(
+            lambda: self.disclosure.shown(
                 caller.name, self._checked(self._gatherer(caller.name).submit((app, caller)))[0]
             ),
         )
@@ -297,7 +297,7 @@ class VerificationServicer(verification_pb2_grpc.VerificationServiceServicer):
                 status = status_of(outcome, app.request_id, app.policy_subject)
                 out.append(batch_result(app.request_id, status))
             else:
-                shown = self._disclosure.shown(caller.name, outcome[0])
+                shown = self.disclosure.shown(caller.name, outcome[0])
                 out.append(verification_pb2.BatchResult(request_id=app.request_id, verdict=shown))
         return out
 
@@ -326,7 +326,7 @@ class VerificationServicer(verification_pb2_grpc.VerificationServiceServicer):
         try:
             source = self._verifier.report_source(request.request_id, caller)
             source = dataclasses.replace(
-                source, verdict=self._disclosure.shown(caller.name, source.verdict)
+                source, verdict=self.disclosure.shown(caller.name, source.verdict)
             )
             html = render_html(source, lang, DEPLOYMENT, self._verifier.now())
             document = render_pdf(html) if pdf else html.encode()

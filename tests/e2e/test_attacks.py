@@ -420,3 +420,120 @@ def test_an_insider_who_logs_one_applicant_gets_no_other_household_decrypted(up:
     # the auditor's search by A finds the logged request (and its failure): nothing hidden
     r = up.cli("audit", "search", "--workdir", str(up.workdir.root), "--id", a, "--json")
     assert r.returncode == 0 and app.request_id in r.stdout, r.stderr
+
+
+def test_a_fork_signed_with_the_log_key_gets_no_cosignature_and_no_decryption(
+    up: Up, tmp_path: Path
+) -> None:
+    """Issue #23 item 4: "With the witness intact, the insider still got one decryption under a
+    fork that never entered the real log." An insider with the service's directory (the log's
+    database and signing key) copies the log, lets the real log move on, appends a request of
+    its own to the copy and signs a checkpoint of it with the log key: a history the real log
+    never had. Shown to the custodian, it is refused for want of the witness's cosignature,
+    before anything else (nothing decrypted); asked to cosign it, the witness refuses (422, a
+    fork of what it cosigned) and keeps it as evidence. The real log goes on, cosigned."""
+    import sqlite3
+
+    from hedui.audit.cosignature import WitnessPolicy
+    from hedui.audit.errors import WitnessRefused
+    from hedui.audit.log import AuditLog
+    from hedui.audit.store import LogStore, open_log_engine
+    from hedui.audit.witness_client import request_cosignature
+    from hedui.core.resident_id import parse as parse_id
+    from hedui.core.tls import PeerIdentity
+    from hedui.proto.v1 import audit_pb2
+    from hedui.server import config as service_config
+    from hedui.server.app import build_verifier
+    from hedui.server.application import Application
+    from hedui.server.consent import Consent
+    from hedui.server.errors import CustodianRefused
+
+    config = service_config.load(up.workdir.service_config, {})
+    assert config.witness_urls and config.audit_database.startswith("sqlite:///")
+    policy = WitnessPolicy.from_vkeys(config.witness_vkeys)
+    # 1. the insider's copy of the log, as it stands
+    fork_db = tmp_path / "fork.sqlite"
+    real, copy = sqlite3.connect(config.audit_database.removeprefix("sqlite:///")), None
+    try:
+        copy = sqlite3.connect(fork_db)
+        real.backup(copy)
+    finally:
+        real.close()
+        if copy is not None:
+            copy.close()
+    # 2. the real log moves on (one more verification, its checkpoints cosigned)
+    moved = up.summary.applicants[13][1]
+    up.stub().Verify(
+        verification_pb2.VerifyRequest(
+            request_id=f"fork-real-{secrets.token_hex(4)}",
+            id_number=moved,
+            program="dibao",
+            consent=up.consent(moved),
+        ),
+        timeout=60,
+    )
+    # 3. on the copy, a request of the insider's own, signed with the service's log key
+    fork = AuditLog(
+        LogStore(open_log_engine(f"sqlite:///{fork_db}")),
+        origin=config.log_origin,
+        signing_key=up.workdir.keys("service").log_signing_key(),
+    )
+    number = up.campaign()
+    target = up.summary.applicants[14][1]
+    v = build_verifier(config)
+    v.audit = fork  # the one changed line: the forked log instead of the real one
+    before = len(_journal(up))
+    app = Application(
+        f"fork-{secrets.token_hex(4)}",
+        parse_id(target),
+        "dibao",
+        v.policy.default_region,
+        Consent(number, TODAY, b"", (), campaign=number),
+        TODAY,
+    )
+    try:
+        with pytest.raises(CustodianRefused) as refused:
+            v.check(app, PeerIdentity("intake", "intake"))
+    finally:
+        v.registry.close()
+        v.pool.close()
+        v.requests.close()
+    assert "not cosigned by the log's witness" in str(refused.value), refused.value
+    new = _journal(up)[before:]
+    assert new and all(r["event"] == "refused" for r in new), new
+    assert "not cosigned" in new[-1]["reason"], new[-1]
+    # 4. the witness will not cosign the fork: it extends no checkpoint the witness cosigned
+    padding = audit_pb2.AuditEntry(caller="insider", config_change=audit_pb2.ConfigChange())
+    fork.append([padding] * 4)  # longer than the real log: proven from the witness's size
+    latest = fork.store.latest_checkpoint()
+    assert latest is not None
+    size, note = latest
+    with pytest.raises(WitnessRefused) as no:
+        request_cosignature(
+            config.witness_urls[0],
+            up.workdir.tls("service"),  # the insider holds the service's certificate too
+            0,
+            [],
+            note,
+            prove=lambda old: fork.store.consistency_proof(old, size),
+            witness=policy.witnesses[0],
+        )
+    assert no.value.status == 422, no.value
+    evidence = up.workdir.witness_dir / "evidence.jsonl"
+    assert evidence.exists() and config.log_origin in evidence.read_text()
+    # 5. the real log is untouched: the next verification decrypts under a cosigned checkpoint
+    after = up.summary.applicants[15][1]
+    up.stub().Verify(
+        verification_pb2.VerifyRequest(
+            request_id=f"fork-after-{secrets.token_hex(4)}",
+            id_number=after,
+            program="dibao",
+            consent=up.consent(after),
+        ),
+        timeout=60,
+    )
+    assert _journal(up)[-1]["event"] == "decrypted"
+    r = up.cli(
+        "audit", "verify", "--workdir", str(up.workdir.root), "--state", str(tmp_path / "a.json")
+    )
+    assert r.returncode == 0 and "checkpoint cosigned by the witness" in r.stdout, r.stderr

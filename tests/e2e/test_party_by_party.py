@@ -23,9 +23,11 @@ import grpc
 import pytest
 from sqlalchemy import create_engine, text
 
+from hedui.audit.checkpoint import vkey
 from hedui.clients.cli import main
 from hedui.clients.intake import IntakeProfile
 from hedui.connectors.population import PopulationSummary, generate
+from hedui.core import signing
 from hedui.core.deployment import DEPARTMENT_KINDS, bank_ids
 from hedui.core.rpc import open_channel
 from hedui.proto.v1 import verification_pb2, verification_pb2_grpc
@@ -37,8 +39,12 @@ BANKS = bank_ids(3)
 CONNECTORS = (*DEPARTMENT_KINDS, *BANKS)
 ROLES = {"registry": "registry", "custodian": "custodian", "service": "service"}
 ROLES |= {"intake": "intake", "intake-b": "intake"} | {c: "connector" for c in CONNECTORS}
+# an intake system that passes the benefit straight to payment (issue #24 item 2)
+ROLES |= {"intake-pay": "intake"}
 AUDITOR = "auditor-prov"  # an auditor on a host of its own (README, "Auditor host")
 ROLES |= {AUDITOR: "auditor"}
+ROLES |= {"witness": "witness"}  # the log's witness (issue #23): a host and an operator of its own
+ORIGIN = "hedui.example/demo-log"
 
 
 def _hedui(*args: str) -> None:
@@ -78,8 +84,13 @@ class Install:
             f'log_public_key = "{keys / "log" / "log.pub"}"\n'
             'log_origin = "hedui.example/demo-log"\n'
             f'state = "{self.host(AUDITOR) / "state" / "auditor.json"}"\n'
+            f'witness_vkeys = ["{self.witness_vkey()}"]\n'
         )
         return path
+
+    def witness_vkey(self) -> str:
+        """The witness's verifier key, as its operator sends it to the others."""
+        return (self.host("witness") / "witness.vkey").read_text().strip()
 
 
 def _exchange(root: Path) -> None:
@@ -237,18 +248,33 @@ def install(tmp_path_factory: pytest.TempPathFactory, source: str) -> Iterator[I
             processes[c] = _serve(root, c, "connector", c, "--config", str(config))
         for c in CONNECTORS:
             addresses[c] = _address(root, c, processes[c])
-        # 6. the key custodian
+        # 6. the log's witness: it witnesses the service's log (its origin and the log key's
+        # vkey, from log/log.pub); its own cosigning key is made at its first start
+        log_key = signing.load_public_key(
+            (root / "service" / "keys" / "log" / "log.pub").read_bytes()
+        )
+        (root / "witness" / "witness.toml").write_text(
+            '[witness]\nname = "witness.example/w1"\naddress = "127.0.0.1:0"\n'
+            f'[[log]]\norigin = "{ORIGIN}"\nvkey = "{vkey(ORIGIN, log_key)}"\n'
+        )
+        processes["witness"] = _serve(
+            root, "witness", "witness", "--workdir", str(root / "witness")
+        )
+        addresses["witness"] = _address(root, "witness", processes["witness"])
+        witness_vkey = (root / "witness" / "witness.vkey").read_text().strip()
+        # 7. the key custodian, decrypting only under checkpoints the witness cosigned
         (root / "custodian" / "custodian.toml").write_text(
             f'[custodian]\nkeys_dir = "{root / "custodian" / "keys"}"\n'
             f'state_dir = "{root / "custodian" / "state"}"\n'
             "connectors = [" + ", ".join(f'"{c}"' for c in CONNECTORS) + "]\n"
             'log_origin = "hedui.example/demo-log"\nmin_banks = 3\naddress = "127.0.0.1:0"\n'
+            f'witness_vkeys = ["{witness_vkey}"]\n'
         )
         processes["custodian"] = _serve(
             root, "custodian", "custodian", "--config", str(root / "custodian" / "custodian.toml")
         )
         addresses["custodian"] = _address(root, "custodian", processes["custodian"])
-        # 7. the verification service
+        # 8. the verification service, each checkpoint cosigned by the witness
         db = root / "service" / "db"
         db.mkdir()
         (root / "service" / "service.toml").write_text(
@@ -258,7 +284,12 @@ def install(tmp_path_factory: pytest.TempPathFactory, source: str) -> Iterator[I
             f'custodian_address = "{addresses["custodian"]}"\naddress = "127.0.0.1:0"\n'
             f'[registry]\naddress = "{addresses["registry"]}"\n[connectors]\n'
             + "".join(f'"{c}" = "{addresses[c]}"\n' for c in CONNECTORS)
+            + f'[witness]\nurl = "https://{addresses["witness"]}"\nvkey = "{witness_vkey}"\n'
+            # the payment system's public key (made on its host by `hedui payment keys`)
+            + '[disclosure]\n"intake-pay" = { mode = "decision_only", payment_key = "'
+            + f'{root / "payment" / "payment.pub"}" }}\n'
         )
+        _hedui("payment", "keys", "--out", str(root / "payment"))  # before the service reads it
         _hedui("db", "upgrade", "--config", str(root / "service" / "service.toml"))
         processes["service"] = _serve(
             root, "service", "service", "--config", str(root / "service" / "service.toml")
@@ -377,6 +408,7 @@ def test_an_auditor_host_audits_the_log_with_its_profile_alone(
     code, out, err = _cli(capsys, "audit", "verify", "--profile", profile)
     assert code == 0, err
     assert out.startswith("log OK:") and "first verification" in out and state.exists()
+    assert "checkpoint cosigned by the witness witness.example/w1" in out, out
     code, out, err = _cli(capsys, "audit", "verify", "--profile", profile, "--json")
     assert code == 0, err
     doc = json.loads(out)
@@ -403,3 +435,32 @@ def test_an_auditor_host_audits_the_log_with_its_profile_alone(
     # no database on this host: --offline is refused, saying why
     code, out, err = _cli(capsys, "audit", "verify", "--profile", profile, "--offline")
     assert code == 1 and "--offline" in err and "--workdir" in err, err
+
+
+def test_a_decision_only_intake_sees_the_decision_and_payment_opens_the_benefit(
+    install: Install, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    """Issue #24 item 2: an intake system configured decision_only gets the decision and each
+    rule's outcome, no figure and no benefit; its payment system opens the sealed benefit."""
+    households, person = oracle.load(install.data)
+    for n, (household, id_number) in enumerate(install.summary.applicants):
+        want = oracle.expected(households[household], person, TODAY.isoformat())
+        if want["decision"] == "ELIGIBLE" and want["benefit_fen"] > 0:
+            break
+    got = _verify(install, id_number, f"pay-{n}", who="intake-pay")
+    assert got["decision"] == "ELIGIBLE" and got["disclosure"] == "decision_only"
+    assert got["benefit_fen"] == 0 and not got["figures_opening"] and got["sealed_benefit"]
+    assert all(
+        r["value"] is None and r["threshold"] is None and not r["figures"] for r in got["rules"]
+    )
+    assert {r["id"]: r["passed"] for r in got["rules"]} == want["rules"]
+    assert str(want["benefit_fen"]) not in json.dumps(got).replace(got["sealed_benefit"], "")
+    verdicts = tmp_path / "pay.jsonl"
+    verdicts.write_text(json.dumps(got) + "\n")
+    key = install.root / "payment" / "payment.key"
+    code, out, err = _cli(capsys, "payment", "open", "--key", str(key), "--verdicts", str(verdicts))
+    assert code == 0, err
+    opened = json.loads(out)
+    assert opened["benefit_fen"] == want["benefit_fen"] and opened["request_id"] == f"pay-{n}"
+    # another intake asking about the same household is shown the benefit as before
+    assert _verify(install, id_number, f"full-{n}")["benefit_fen"] == want["benefit_fen"]

@@ -477,3 +477,76 @@ def test_zzz_offline_audit_names_the_changed_entry(up: Up) -> None:
     assert r.returncode == 2
     assert "TAMPERING DETECTED" in r.stderr and "entry 3" in r.stderr
     assert "Traceback" not in r.stderr
+
+
+def test_zzzz_the_log_checkpoints_carry_the_witness_cosignature(up: Up, tmp_path: Path) -> None:
+    """Issue #23 item 4, on the stopped deployment (after the tests above): the checkpoints the
+    service stored are cosigned by the deployment's own witness (`hedui up` runs it), whose
+    verifier key `hedui up` gave the auditor and the custodian; `hedui audit verify` checks and
+    reports it, and reports a checkpoint the log key signed without the witness as NOT
+    COSIGNED (exit 4), saving nothing. The log's database is opened in processes of their own
+    (this one may still hold a connection of a test above)."""
+    from hedui.audit.cosignature import WitnessPolicy
+
+    if up.process.poll() is None:  # run alone: stop it as the tests above do
+        up.process.send_signal(signal.SIGTERM)
+        up.process.wait(60)
+    w = up.workdir
+    script = tmp_path / "db.py"
+    script.write_text(
+        """
+import hashlib, json, sqlite3, sys
+db = sqlite3.connect(sys.argv[1])
+# undo the change test_zzz made to entry 3, if it made it (its trigger is gone then)
+entry, leaf = db.execute("SELECT entry, leaf_hash FROM log_entry WHERE idx = 3").fetchone()
+if hashlib.sha256(b"\\x00" + entry).digest() != leaf:
+    db.execute("UPDATE log_entry SET entry = ? WHERE idx = 3", (entry[:-1] + bytes([entry[-1] ^ 1]),))
+    db.commit()
+print(json.dumps([bytes(n).decode() for (n,) in db.execute("SELECT note FROM log_checkpoint ORDER BY size")]))
+db.close()
+"""
+    )
+    db = w.party_dir("service") / "db" / "audit.sqlite"
+    got = subprocess.run([sys.executable, str(script), str(db)], capture_output=True, text=True)
+    assert got.returncode == 0, got.stderr
+    notes = [n.encode() for n in json.loads(got.stdout)]
+    pinned = w.keys("auditor").root / "witness" / "witness.vkey"
+    policy = WitnessPolicy.from_vkeys([pinned.read_text().strip()])
+    assert (w.keys("custodian").root / "witness" / "witness.vkey").read_text() == pinned.read_text()
+    assert policy.witnesses[0].vkey in w.custodian_config.read_text()
+    assert policy.witnesses[0].vkey in w.auditor_profile.read_text()
+    # the checkpoints the service stored are cosigned by the witness, the last one included
+    assert notes and policy.check(notes[-1])
+    state, journal = tmp_path / "state.json", tmp_path / "journal.jsonl"
+    journal.write_text("")  # the custodian's journal is counted in a test above
+    where = ["--workdir", str(w.root), "--state", str(state), "--journal", str(journal)]
+    r = up.cli("audit", "verify", *where, "--json")
+    assert r.returncode == 0, r.stderr + r.stdout
+    doc = json.loads(r.stdout)
+    assert [c["witness"] for c in doc["cosignatures"]] == [policy.witnesses[0].name]
+    assert doc["cosignatures"][0]["time"].endswith("+08:00")
+    # the service's operator (or an insider) signs a checkpoint with the log key alone
+    append = tmp_path / "append.py"
+    append.write_text(
+        """
+import sys
+from hedui.audit.log import AuditLog
+from hedui.audit.store import LogStore, open_log_engine
+from hedui.core.workdir import Workdir
+from hedui.proto.v1 import audit_pb2
+from hedui.server.config import load
+w = Workdir(sys.argv[1])
+config = load(w.service_config, {})
+log = AuditLog(LogStore(open_log_engine(config.audit_database)), origin=config.log_origin,
+               signing_key=w.keys("service").log_signing_key())
+log.append([audit_pb2.AuditEntry(caller="hedui-operator", config_change=audit_pb2.ConfigChange())])
+"""
+    )
+    got = subprocess.run([sys.executable, str(append), str(w.root)], capture_output=True, text=True)
+    assert got.returncode == 0, got.stderr
+    saved = state.read_text()
+    r = up.cli("audit", "verify", *where)
+    assert r.returncode == 4, r.stderr + r.stdout
+    assert "NOT COSIGNED" in r.stderr and policy.witnesses[0].name in r.stderr, r.stderr
+    assert "Traceback" not in r.stderr
+    assert state.read_text() == saved  # nothing verified, nothing saved
