@@ -80,18 +80,26 @@ def vkey(name: str, public_key: Ed25519PublicKey) -> str:
     return f"{name}+{key_id(name, public_key).hex()}+{material}"
 
 
-def parse_vkey(text: str) -> tuple[str, Ed25519PublicKey]:
-    """The key name and Ed25519 public key of a vkey; ``ValueError`` if malformed."""
+def vkey_parts(text: str, what: str = "vkey") -> tuple[str, str, bytes]:
+    """A vkey's name, key ID (hex) and key material (type byte and 32 bytes), each checked for
+    form (the type and the key ID against the key are the caller's to check); ``ValueError``
+    naming ``what`` if malformed."""
     parts = text.split("+", 2)
     if len(parts) != 3:
-        raise ValueError("malformed vkey: want <name>+<key ID>+<key>")
+        raise ValueError(f"malformed {what}: want <name>+<key ID>+<key>")
     name, id_hex, material = parts
     _check_name(name)
     if not _KEY_ID.fullmatch(id_hex):
-        raise ValueError(f"malformed vkey: key ID {id_hex!r} is not 8 hex digits")
+        raise ValueError(f"malformed {what}: key ID {id_hex!r} is not 8 hex digits")
     raw = _b64decode(material)
     if raw is None or len(raw) != 1 + 32:
-        raise ValueError("malformed vkey: key is not base64 of 33 bytes")
+        raise ValueError(f"malformed {what}: key is not base64 of 33 bytes")
+    return name, id_hex, raw
+
+
+def parse_vkey(text: str) -> tuple[str, Ed25519PublicKey]:
+    """The key name and Ed25519 public key of a vkey; ``ValueError`` if malformed."""
+    name, id_hex, raw = vkey_parts(text)
     if raw[:1] != ED25519_TYPE:
         raise ValueError(f"unsupported vkey: signature type {raw[0]:#04x}, want 0x01 (Ed25519)")
     public_key = Ed25519PublicKey.from_public_bytes(raw[1:])
@@ -140,10 +148,9 @@ def _parse_signature_line(line: str) -> tuple[str, bytes, bytes]:
     return name, signature[:4], signature[4:]
 
 
-def open_note(note: bytes, verifier_name: str, public_key: Ed25519PublicKey) -> bytes:
-    """The text of ``note`` once a signature by the key (``verifier_name``, ``public_key``)
-    verifies. Lines by other keys are ignored; a bad signature by this key rejects the note."""
-    _check_name(verifier_name)
+def split_note(note: bytes) -> tuple[bytes, list[str]]:
+    """(text, signature lines) of a signed note, strictly (nothing is verified here): the text
+    ends in a newline, a blank line follows, then 1..MAX_SIGNATURES well-formed lines."""
     decoded = _decode_text(note, "note")
     split = decoded.rfind("\n\n")
     if split < 0:
@@ -154,9 +161,17 @@ def open_note(note: bytes, verifier_name: str, public_key: Ed25519PublicKey) -> 
     lines = signatures[:-1].split("\n")
     if len(lines) > MAX_SIGNATURES:
         raise VerificationError(f"note has {len(lines)} signatures, at most {MAX_SIGNATURES}")
+    for line in lines:
+        _parse_signature_line(line)
+    return text.encode(), lines
 
+
+def open_note(note: bytes, verifier_name: str, public_key: Ed25519PublicKey) -> bytes:
+    """The text of ``note`` once a signature by the key (``verifier_name``, ``public_key``)
+    verifies. Lines by other keys are ignored; a bad signature by this key rejects the note."""
+    _check_name(verifier_name)
+    signed, lines = split_note(note)
     want_id = key_id(verifier_name, public_key)
-    signed = text.encode()
     verified = False
     for line in lines:
         name, id_, signature = _parse_signature_line(line)

@@ -37,17 +37,17 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
 from hedui.audit.checkpoint import (
-    _KEY_ID,
     EM_DASH,
     MAX_SIGNATURES,
     Checkpoint,
-    _b64decode,
     _check_name,
     _decode_text,
     _parse_signature_line,
     _raw_public_key,
     parse_and_verify,
+    vkey_parts,
 )
+from hedui.audit.checkpoint import split_note as split_note  # its users read notes here too
 from hedui.audit.errors import Unwitnessed, VerificationError
 
 COSIGNATURE_TYPE = b"\x04"  # c2sp.org/signed-note: timestamped Ed25519 checkpoint cosignatures
@@ -114,16 +114,7 @@ class Cosigner:
     def from_vkey(cls, text: str) -> Cosigner:
         """Parse a cosigner vkey (type 0x04); ``ValueError`` if malformed or of another type
         (a log's type 0x01 vkey is refused: its key ID is not the cosignature's)."""
-        parts = text.strip().split("+", 2)
-        if len(parts) != 3:
-            raise ValueError("malformed witness vkey: want <name>+<key ID>+<key>")
-        name, id_hex, material = parts
-        _check_name(name)
-        if not _KEY_ID.fullmatch(id_hex):
-            raise ValueError(f"malformed witness vkey: key ID {id_hex!r} is not 8 hex digits")
-        raw = _b64decode(material)
-        if raw is None or len(raw) != 1 + 32:
-            raise ValueError("malformed witness vkey: key is not base64 of 33 bytes")
+        name, id_hex, raw = vkey_parts(text.strip(), "witness vkey")
         if raw[:1] != COSIGNATURE_TYPE:
             raise ValueError(
                 f"not a witness vkey: signature type {raw[0]:#04x}, want 0x04 "
@@ -214,24 +205,6 @@ def line_key(line: str) -> tuple[str, bytes]:
     """(key name, key ID) of a well-formed signature line (``VerificationError`` otherwise)."""
     name, id_, _ = signature_line(line)
     return name, id_
-
-
-def split_note(note: bytes) -> tuple[bytes, list[str]]:
-    """(text, signature lines) of a signed note, strictly (nothing is verified here): the text
-    ends in a newline, a blank line follows, then 1..MAX_SIGNATURES well-formed lines."""
-    decoded = _decode_text(note, "note")
-    split = decoded.rfind("\n\n")
-    if split < 0:
-        raise VerificationError("malformed note: no blank line before the signatures")
-    text, signatures = decoded[: split + 1], decoded[split + 2 :]
-    if not signatures.endswith("\n"):
-        raise VerificationError("malformed note: the signatures do not end with a newline")
-    lines = signatures[:-1].split("\n")
-    if len(lines) > MAX_SIGNATURES:
-        raise VerificationError(f"note has {len(lines)} signatures, at most {MAX_SIGNATURES}")
-    for line in lines:
-        _parse_signature_line(line)
-    return text.encode(), lines
 
 
 def parse_signature_lines(lines: bytes) -> list[str]:

@@ -27,12 +27,11 @@ import urllib.parse
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from hedui.audit.checkpoint import Checkpoint
+from hedui.audit.checkpoint import Checkpoint, split_note
 from hedui.audit.cosignature import (
     Cosigner,
     line_key,
     parse_signature_lines,
-    split_note,
     verify_cosignature,
 )
 from hedui.audit.errors import VerificationError, WitnessRefused, WitnessUnavailable

@@ -46,8 +46,8 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from hedui.audit import merkle
 from hedui.audit.auditor import read_journal
-from hedui.audit.checkpoint import Checkpoint, parse_and_verify
-from hedui.audit.cosignature import WitnessPolicy, split_note
+from hedui.audit.checkpoint import Checkpoint, parse_and_verify, split_note
+from hedui.audit.cosignature import WitnessPolicy
 from hedui.audit.errors import Unwitnessed, VerificationError
 from hedui.audit.log import key_name
 from hedui.core.custody import LogEvidence

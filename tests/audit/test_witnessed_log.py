@@ -19,8 +19,8 @@ from hedui.audit.auditor import (
     TamperingDetected,
     verify_log,
 )
-from hedui.audit.checkpoint import Checkpoint, sign_checkpoint
-from hedui.audit.cosignature import WitnessPolicy, add_cosignatures, cosign, split_note
+from hedui.audit.checkpoint import Checkpoint, sign_checkpoint, split_note
+from hedui.audit.cosignature import WitnessPolicy, add_cosignatures, cosign
 from hedui.audit.errors import WitnessUnavailable
 from hedui.audit.log import AuditLog, Witnessing
 from hedui.audit.store import LogStore, open_log_engine
