@@ -57,7 +57,7 @@ def _pinned(args: argparse.Namespace) -> tuple[Path, str, Path | None]:
     return w.keys("auditor").root / "log" / "log.pub", log_origin(w), None
 
 
-def _witness_policy(args: argparse.Namespace) -> tuple[WitnessPolicy | None, str]:
+def witness_policy(workdir: Path | None, profile: Path | None) -> tuple[WitnessPolicy | None, str]:
     """The witnesses whose cosignatures this auditor requires (None: it pinned none), and
     where it pinned them: its profile's ``witness_vkeys`` (and ``witness_quorum``, default 1),
     or, with --workdir, the witness's verifier key in the auditor's key directory
@@ -67,14 +67,16 @@ def _witness_policy(args: argparse.Namespace) -> tuple[WitnessPolicy | None, str
     from hedui.core.workdir import Workdir
 
     quorum: object = 1
-    if args.profile:
-        doc = read_profile(args.profile, f"{args.profile} does not exist")
-        where = f"{args.profile} witness_vkeys"
+    if profile:
+        doc = read_profile(profile, f"{profile} does not exist")
+        where = f"{profile} witness_vkeys"
         vkeys = doc.get("witness_vkeys", [])
         vkeys = [vkeys] if isinstance(vkeys, str) else vkeys
         quorum = doc.get("witness_quorum", 1)
     else:
-        path = Workdir(args.workdir).keys("auditor").root / "witness" / "witness.vkey"
+        if workdir is None:
+            return None, "no --workdir or --profile"
+        path = Workdir(workdir).keys("auditor").root / "witness" / "witness.vkey"
         where = str(path)
         try:
             vkeys = [path.read_text(encoding="utf-8").strip()]
@@ -87,7 +89,7 @@ def _witness_policy(args: argparse.Namespace) -> tuple[WitnessPolicy | None, str
     if not isinstance(vkeys, list) or not all(isinstance(v, str) for v in vkeys):
         raise ClientError(f"{where}: want a list of witness verifier keys (strings)")
     if not isinstance(quorum, int) or isinstance(quorum, bool):
-        raise ClientError(f"{args.profile}: witness_quorum must be a whole number")
+        raise ClientError(f"{profile}: witness_quorum must be a whole number")
     if not vkeys:
         return None, where
     try:
@@ -148,7 +150,7 @@ def cmd_verify(args: argparse.Namespace) -> int:
         raise ClientError(
             f"cannot read the auditor state {state_path}: {e.strerror}; give another --state"
         ) from None
-    witnesses, pinned_at = _witness_policy(args)
+    witnesses, pinned_at = witness_policy(args.workdir, args.profile)
     session = _session(args)
     try:
         report = verify_log(session.source, session.public_key, session.origin, state, witnesses)

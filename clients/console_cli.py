@@ -37,13 +37,17 @@ def _origin(text: str) -> str:
 def cmd_console(args: argparse.Namespace) -> int:
     import uvicorn
 
+    from hedui.clients.audit_cli import witness_policy
     from hedui.clients.auditor import open_session
     from hedui.clients.console.app import Console, ConsoleSettings, build_app
     from hedui.core.workdir import Workdir
 
+    # the witnesses whose cosignatures the checkpoints must carry, pinned as for `hedui audit
+    # verify --workdir` (the witness's vkey in the auditor's key directory, from `hedui up`)
+    witnesses, pinned_at = witness_policy(args.workdir, None)
     session = open_session(Workdir(args.workdir), offline=args.offline, say=_say)
     settings = ConsoleSettings(page_size=args.page_size, origins=tuple(args.origin or ()))
-    console = Console(session, settings)
+    console = Console(session, settings, witnesses=witnesses, witnesses_pinned_at=pinned_at)
     family = socket.AF_INET6 if ":" in args.host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -63,6 +67,11 @@ def cmd_console(args: argparse.Namespace) -> int:
             "put it behind a TLS proxy or keep the default 127.0.0.1"
         )
     where = "the running deployment" if session.online else "the log's database (offline)"
+    if witnesses is None:
+        _say(
+            f"warning: no witness verifier key pinned ({pinned_at}): the console does not "
+            "check the checkpoints' witness cosignatures"
+        )
     print(
         f"hedui console reading {where}; open in a browser on this host:\n"
         f"    http://{shown}:{port}/?token={console.token}\n"

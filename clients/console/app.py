@@ -9,6 +9,12 @@ deployment is down) and shows it to a browser on this host:
 - checks in the page: the browser fetches the signed checkpoint, entries and proofs as bytes
   and checks them with its own JavaScript (static/verify.js); the server gives no verdict on
   them, and the log's public key comes from the auditor's own key directory;
+- the witnesses' cosignatures (c2sp.org/tlog-cosignature, issue #23) of every checkpoint a page
+  shows or the browser proves against, checked here as ``hedui audit verify`` checks them, with
+  the witnesses' verifier keys pinned as it pins them (the auditor's ``witness/witness.vkey``):
+  green only when cosigned; a checkpoint not cosigned, or whose cosignature does not verify, is
+  said so in red and not handed to the browser's checks (409), which then fail; with no witness
+  pinned the pages say the cosignatures were not checked;
 - decisions by district per re-verification campaign and per month, alerts raised, closed in
   time and overdue, and a printable monthly bulletin (通报);
 - districts by their GB/T 2260 names (the Ministry of Civil Affairs' list of the year named in
@@ -50,8 +56,10 @@ from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 from starlette.templating import Jinja2Templates
 
-from hedui.audit.auditor import describe_entry
-from hedui.audit.checkpoint import vkey
+from hedui.audit.auditor import NotCosigned, TamperingDetected, check_cosigned, describe_entry
+from hedui.audit.checkpoint import parse_and_verify, vkey
+from hedui.audit.cosignature import WitnessPolicy
+from hedui.audit.errors import VerificationError
 from hedui.audit.log import key_name
 from hedui.clients.auditor import AuditorSession, search
 from hedui.clients.errors import ClientError
@@ -278,6 +286,11 @@ class Console:
     token: str = field(default_factory=lambda: secrets.token_urlsafe(24))
     sessions: set[str] = field(default_factory=set)
     districts: Districts = field(default_factory=Districts.load)
+    # the witnesses whose cosignatures every checkpoint shown or proven against must carry,
+    # pinned as for `hedui audit verify` (None: none pinned, cosignatures are not checked),
+    # and where they were pinned (a file, said on the pages)
+    witnesses: WitnessPolicy | None = None
+    witnesses_pinned_at: str = ""
 
     def size(self) -> int:
         return self.session.signed_size()
@@ -295,6 +308,116 @@ class Console:
 
     def vkey(self) -> str:
         return vkey(key_name(self.session.origin), self.session.public_key)
+
+    def latest(self) -> Cosigning:
+        """The latest checkpoint's size and its witnesses' cosignatures, checked."""
+        return self.cosigning(self.session.source.checkpoint())
+
+    def cosigning(self, note: bytes | None) -> Cosigning:
+        """The cosignatures of the checkpoint ``note`` by the witnesses pinned, checked as
+        `hedui audit verify` checks them (:func:`~hedui.audit.auditor.check_cosigned`), once
+        the log's key is found to have signed it."""
+        if note is None:
+            return Cosigning(NO_CHECKPOINT, 0, ("日志还没有签名检查点，没有可检查的见证联署。",))
+        if self.witnesses is None:
+            return Cosigning(
+                UNCHECKED,
+                _claimed_size(note),
+                (
+                    "未检查见证联署（cosignatures were not checked）：审计员没有固定见证方的验证"
+                    f"公钥（{self.witnesses_pinned_at or '未给出'}），检查点只有日志自己的签名可依。",
+                ),
+            )
+        origin = self.session.origin
+        try:
+            cp = parse_and_verify(note, key_name(origin), self.session.public_key, origin=origin)
+        except VerificationError as e:
+            return Cosigning(
+                INVALID,
+                _claimed_size(note),
+                (
+                    "✘ 检查点没有日志密钥的有效签名，其见证联署不予采信"
+                    f"（the checkpoint's log signature does not verify）：{e}",
+                ),
+            )
+        try:
+            found = check_cosigned(note, cp, self.witnesses)
+        except NotCosigned as e:
+            return Cosigning(
+                NOT_COSIGNED,
+                cp.size,
+                (
+                    f"✘ NOT COSIGNED：检查点（大小 {cp.size}）没有所固定见证方的联署，可能是只给"
+                    f"本审计员看的历史；浏览器不在它上面验证证明。{e}",
+                ),
+            )
+        except TamperingDetected as e:
+            return Cosigning(
+                INVALID,
+                cp.size,
+                (f"✘ 见证联署无效（cosignature does not verify）：{e}",),
+            )
+        shown = tuple((c.name, self.clock.show(c.timestamp * 1000)) for c in found)
+        return Cosigning(
+            COSIGNED,
+            cp.size,
+            tuple(
+                f"✔ 检查点（大小 {cp.size}）已由见证方 {name} 于 {when} 联署"
+                f"（cosigned by the witness {name} at {when}）"
+                for name, when in shown
+            ),
+            shown,
+        )
+
+
+# what the console found of a checkpoint's cosignatures: only COSIGNED is shown green
+COSIGNED = "cosigned"
+NOT_COSIGNED = "not_cosigned"  # fewer than the quorum of the pinned witnesses cosigned it
+INVALID = "invalid"  # a pinned witness's cosignature (or the log's signature) does not verify
+UNCHECKED = "unchecked"  # no witness pinned
+NO_CHECKPOINT = "none"
+
+
+@dataclass(frozen=True)
+class Cosigning:
+    """The console's check of the witnesses' cosignatures of one checkpoint (issue #23): its
+    state, the size the checkpoint is of, what the page says, and, when cosigned, the
+    witnesses' names and the times they cosigned (as shown)."""
+
+    state: str
+    size: int
+    lines: tuple[str, ...]
+    cosignatures: tuple[tuple[str, str], ...] = ()
+
+    @property
+    def css(self) -> str:
+        """``ok`` (green) for a checkpoint cosigned, ``bad`` (red) for one that is not or whose
+        cosignature does not verify, ``warn`` when nothing was checked."""
+        if self.state == COSIGNED:
+            return "ok"
+        return "warn" if self.state in (UNCHECKED, NO_CHECKPOINT) else "bad"
+
+    @property
+    def refused(self) -> bool:
+        """Not a checkpoint to prove against: the pinned witnesses did not (validly) cosign it."""
+        return self.state in (NOT_COSIGNED, INVALID)
+
+    def doc(self) -> dict[str, Any]:
+        return {
+            "state": self.state,
+            "size": self.size,
+            "message": " ".join(self.lines),
+            "cosignatures": [{"witness": n, "time": t} for n, t in self.cosignatures],
+        }
+
+
+def _claimed_size(note: bytes) -> int:
+    """The size a note says it is of, not verified (as ``AuditorSession.signed_size``); 0 for
+    a note without one."""
+    try:
+        return int(note.decode().split("\n")[1])
+    except (UnicodeDecodeError, IndexError, ValueError):
+        return 0
 
 
 # -- the pages ---------------------------------------------------------------------------
@@ -615,7 +738,8 @@ def build_app(console: Console, *, templates_dir: Path = HERE / "templates") -> 
     def log_page(request: Request) -> Response:
         filters = Filters.of(request)
         number = _int(request, "page", 1, low=1)
-        size = console.size()
+        cosigning = console.latest()
+        size = cosigning.size
         per = console.settings.page_size
         matched = ((i, d) for i, d in console.scan(size) if filters.match(d, console.clock))
         rows, total = [], 0
@@ -634,6 +758,7 @@ def build_app(console: Console, *, templates_dir: Path = HERE / "templates") -> 
             filters=filters,
             kinds=KINDS,
             online=console.session.online,
+            cosigning=cosigning,
         )
 
     def entry_page(request: Request) -> Response:
@@ -650,10 +775,21 @@ def build_app(console: Console, *, templates_dir: Path = HERE / "templates") -> 
             row=_row(index, d, console.clock),
             view=entry_view(d, console.districts, console.clock),
             detail=json.dumps(d, ensure_ascii=False, indent=2, default=str),
+            cosigning=console.latest(),
         )
 
     def verify_page(request: Request) -> Response:
-        return page(request, "verify.html", origin=console.session.origin, vkey=console.vkey())
+        witnesses = console.witnesses
+        return page(
+            request,
+            "verify.html",
+            origin=console.session.origin,
+            vkey=console.vkey(),
+            witness_vkeys=[w.vkey for w in witnesses.witnesses] if witnesses else [],
+            quorum=witnesses.quorum if witnesses else 0,
+            pinned_at=console.witnesses_pinned_at,
+            cosigning=console.latest(),
+        )
 
     async def search_page(request: Request) -> Response:
         if request.method == "GET":
@@ -673,7 +809,8 @@ def build_app(console: Console, *, templates_dir: Path = HERE / "templates") -> 
         return {"size": size, "scanned": min(size, console.settings.scan_limit)}
 
     def campaigns_page(request: Request) -> Response:
-        size = console.size()
+        cosigning = console.latest()
+        size = cosigning.size
         stats = Stats.of(console.scan(size), console.clock)
         charts = [
             {
@@ -694,6 +831,7 @@ def build_app(console: Console, *, templates_dir: Path = HERE / "templates") -> 
             alerts=alerts,
             decisions=DECISIONS,
             coverage=coverage(size),
+            cosigning=cosigning,
         )
 
     def bulletin_page(request: Request) -> Response:
@@ -701,7 +839,8 @@ def build_app(console: Console, *, templates_dir: Path = HERE / "templates") -> 
         month = request.query_params.get("month") or today.strftime("%Y-%m")
         if not re.fullmatch(r"\d{4}-(0[1-9]|1[0-2])", month):
             return page(request, "error.html", 400, message=f"月份 {month!r} 的格式应为 YYYY-MM。")
-        size = console.size()
+        cosigning = console.latest()
+        size = cosigning.size
         stats = Stats.of(console.scan(size), console.clock)
         group = ("month", month)
         return page(
@@ -719,17 +858,31 @@ def build_app(console: Console, *, templates_dir: Path = HERE / "templates") -> 
             decisions=DECISIONS,
             origin=console.session.origin,
             coverage=coverage(size),
+            cosigning=cosigning,
         )
 
-    # -- the bytes the browser checks; no verdict on them ---------------------------------
+    # -- the bytes the browser checks; no verdict on them, but for the cosignatures -------
 
     def api_checkpoint(request: Request) -> Response:
         size = _int(request, "size", 0)
         note = console.session.source.checkpoint(size)
         if note is None:
             return JSONResponse({"error": "no checkpoint of that size"}, status_code=404)
+        cosigning = console.cosigning(note)
+        if cosigning.refused:
+            # as `hedui audit verify` (NOT COSIGNED, nothing saved): not a checkpoint for the
+            # browser to prove against or to remember; its check fails, and the page says why
+            return JSONResponse(
+                {"error": " ".join(cosigning.lines), "cosignature": cosigning.doc()},
+                status_code=409,
+            )
         return JSONResponse(
-            {"note": note.decode(), "vkey": console.vkey(), "origin": console.session.origin}
+            {
+                "note": note.decode(),
+                "vkey": console.vkey(),
+                "origin": console.session.origin,
+                "cosignature": cosigning.doc(),
+            }
         )
 
     def api_entries(request: Request) -> Response:
