@@ -26,8 +26,9 @@ class ZonedFormatter(logging.Formatter):
         return DEPLOYMENT.show(int(record.created * 1000))
 
 
-# libraries that log every step at INFO (WeasyPrint: 11 lines per PDF, fontTools' subsetter)
-QUIET_LIBRARIES = ("weasyprint", "fontTools")
+# libraries that log every step at INFO (WeasyPrint: 11 lines per PDF, fontTools' subsetter,
+# Alembic's plugin set-up: 7 lines at every start; its "Running upgrade" lines stay)
+QUIET_LIBRARIES = ("weasyprint", "fontTools", "alembic.runtime.plugins")
 
 
 def quiet_libraries() -> None:

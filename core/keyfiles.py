@@ -40,7 +40,11 @@ def read_secret(path: Path) -> bytes:
     try:
         mode = path.stat().st_mode
     except FileNotFoundError:
-        raise KeyFileError(f"{path} does not exist; run `hedui keys init` first") from None
+        raise KeyFileError(
+            f"{path} does not exist: a key this party makes at enrolment (`hedui up`, or `hedui "
+            "keys request` on its own host) or receives from another party's operator; restore "
+            "it from the party's backup, never make a new one others have not pinned"
+        ) from None
     if mode & (stat.S_IRWXG | stat.S_IRWXO):
         raise KeyFileError(f"{path} may be read by other users; run `chmod 600 {path}`")
     return path.read_bytes()
@@ -50,4 +54,8 @@ def read_public(path: Path) -> bytes:
     try:
         return path.read_bytes()
     except FileNotFoundError:
-        raise KeyFileError(f"{path} does not exist; run `hedui keys init` first") from None
+        raise KeyFileError(
+            f"{path} does not exist: a key this party makes at enrolment (`hedui up`, or `hedui "
+            "keys request` on its own host) or receives from another party's operator; restore "
+            "it from the party's backup, never make a new one others have not pinned"
+        ) from None

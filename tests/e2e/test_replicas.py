@@ -65,7 +65,11 @@ def test_two_replicas_one_log_each_request_once(tmp_path: Path, pg_url: str) -> 
     w = prepare(settings, lambda _: None, dt.date.today())
     up = Deployment(settings, w)
     up.start()
-    replica, second = _second_replica(w.service_config)
+    try:
+        replica, second = _second_replica(w.service_config)
+    except BaseException:  # the first deployment's processes are not left running
+        up.stop()
+        raise
     channel = open_channel(f"{up.address},{second}", tls=w.tls("intake"), server_name="service")
     stub = verification_pb2_grpc.VerificationServiceStub(channel)
     returned: dict[str, tuple[int, int]] = {}  # request id -> (receipt leaf, decision)
