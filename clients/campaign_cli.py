@@ -126,8 +126,7 @@ _OPTIONS = {
 
 
 def _why(e: grpc.RpcError) -> str:
-    text = describe_rpc_error(e, fields=lambda f: _OPTIONS.get(f, f))
-    return text.replace("the verification service", "the household registry")
+    return describe_rpc_error(e, fields=lambda f: _OPTIONS.get(f, f), peer="the household registry")
 
 
 def cmd_register(args: argparse.Namespace) -> int:

@@ -193,9 +193,14 @@ class IntakeClient:
         self._channel.close()
 
 
-def describe_rpc_error(e: grpc.RpcError, *, fields: Callable[[str], str] = str) -> str:
-    """A failed call for a person: the code, what the service said, and each of its reasons
-    once, a request's field named by ``fields`` (e.g. :func:`verify_option`)."""
+def describe_rpc_error(
+    e: grpc.RpcError,
+    *,
+    fields: Callable[[str], str] = str,
+    peer: str = "the verification service",
+) -> str:
+    """A failed call for a person: the code, what ``peer`` said, and each of its reasons once,
+    a request's field named by ``fields`` (e.g. :func:`verify_option`)."""
     import grpc
 
     from hedui.core.rpc import error_details, handshake_failure
@@ -206,15 +211,12 @@ def describe_rpc_error(e: grpc.RpcError, *, fields: Callable[[str], str] = str) 
     details = e.details() or ""
     failed = handshake_failure(details) if code == grpc.StatusCode.UNAVAILABLE else None
     if failed is not None:
-        return "UNAVAILABLE: " + handshake_text(failed.fault, failed.reason)
+        return "UNAVAILABLE: " + handshake_text(failed.fault, failed.reason, peer)
     if code == grpc.StatusCode.UNAVAILABLE and "failed to connect" in details.lower():
         # "failed to connect to all addresses; last error: UNKNOWN: ipv4:…: Connection refused"
         cause = details.rsplit(": ", 1)[-1].strip().lower() if ": " in details else ""
         because = f" ({cause})" if cause and "failed to connect" not in cause else ""
-        return (
-            f"UNAVAILABLE: the verification service is not reachable{because}; "
-            "is `hedui up` running?"
-        )
+        return f"UNAVAILABLE: {peer} is not reachable{because}; is `hedui up` running?"
     bad_fields: list[tuple[str, str]] = []
     others: list[tuple[str, str]] = []
     for d in error_details(e):
@@ -291,10 +293,10 @@ def verify_option(field: str) -> str:
 CLOCK_HINT = "check that this machine's date and time are right"
 
 
-def handshake_text(fault: str, reason: str) -> str:
-    """What a failed TLS handshake with the verification service means for a person, and
-    whose certificate is likely at fault (see :func:`hedui.core.rpc.handshake_failure`)."""
-    failed = "the TLS handshake with the verification service failed"
+def handshake_text(fault: str, reason: str, peer: str = "the verification service") -> str:
+    """What a failed TLS handshake with ``peer`` means for a person, and whose certificate is
+    likely at fault (see :func:`hedui.core.rpc.handshake_failure`)."""
+    failed = f"the TLS handshake with {peer} failed"
     if fault == "server":
         if "expired" in reason:
             why = (

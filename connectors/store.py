@@ -9,12 +9,14 @@ from __future__ import annotations
 import hmac
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
+from typing import TypeVar
 
 from sqlalchemy import (
     BigInteger,
     Engine,
     Integer,
     LargeBinary,
+    Select,
     String,
     create_engine,
     delete,
@@ -140,6 +142,9 @@ class OprfAlert(Base):
     used: Mapped[int] = mapped_column(BigInteger)
     requested: Mapped[int] = mapped_column(BigInteger)
     allowance: Mapped[int] = mapped_column(BigInteger)
+
+
+_Row = TypeVar("_Row", bound=Base)
 
 
 def sqlite_url(path: Path) -> str:
@@ -419,14 +424,16 @@ class RegisterStore:
             return False
         return True
 
-    def campaigns(self, number: str = "") -> list[CampaignRow]:
+    def _detached(self, stmt: Select[_Row]) -> list[_Row]:
+        """The rows of ``stmt``, usable after the session closes."""
         with Session(self._engine) as s:
-            stmt = select(CampaignRow).order_by(CampaignRow.registered_unix_ms)
-            if number:
-                stmt = stmt.where(CampaignRow.number == number)
             out = list(s.scalars(stmt))
             s.expunge_all()
         return out
+
+    def campaigns(self, number: str = "") -> list[CampaignRow]:
+        stmt = select(CampaignRow).order_by(CampaignRow.registered_unix_ms)
+        return self._detached(stmt.where(CampaignRow.number == number) if number else stmt)
 
     def on_roster(self, number: str, household_ids: Sequence[str]) -> set[str]:
         """Those of ``household_ids`` on the roster of campaign ``number``, in one query."""
@@ -463,13 +470,10 @@ class RegisterStore:
         return row
 
     def handles(self, campaign: str = "") -> list[MonitoringHandle]:
-        with Session(self._engine) as s:
-            stmt = select(MonitoringHandle).order_by(MonitoringHandle.issued_unix_ms)
-            if campaign:
-                stmt = stmt.where(MonitoringHandle.campaign == campaign)
-            out = list(s.scalars(stmt))
-            s.expunge_all()
-        return out
+        stmt = select(MonitoringHandle).order_by(MonitoringHandle.issued_unix_ms)
+        return self._detached(
+            stmt.where(MonitoringHandle.campaign == campaign) if campaign else stmt
+        )
 
     def households_of(self, id_numbers: Sequence[str]) -> list[list[Person]]:
         """Every member of the household of each ID number, head first (empty when unknown),

@@ -16,11 +16,12 @@ from dataclasses import dataclass
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PublicKey
 
 from hedui.core.payment import seal_benefit
-from hedui.proto.v1 import common_pb2, verification_pb2
+from hedui.proto.v1 import verification_pb2
+from hedui.server.policy.engine import Outcome, outcome_words
+from hedui.server.verdicts import OUTCOMES
 
 DECISION_ONLY = "decision_only"
-_WORD_ZH = {common_pb2.PASSED: "符合", common_pb2.FAILED: "不符合"}
-_WORD_EN = {common_pb2.PASSED: "met", common_pb2.FAILED: "not met"}
+_OUTCOME_OF = {wire: outcome for outcome, wire in OUTCOMES.items()}
 
 
 @dataclass(frozen=True)
@@ -43,15 +44,16 @@ NONE = Disclosure({})
 
 
 def _outcome_only(r: verification_pb2.RuleOutcome) -> verification_pb2.RuleOutcome:
-    zh = _WORD_ZH.get(r.outcome, "无法判断，需人工复核")
-    en = _WORD_EN.get(r.outcome, "undecided, needs review")
+    zh, en = outcome_words(
+        _OUTCOME_OF.get(r.outcome, Outcome.UNDECIDED), r.title_zh or r.id, r.title_en or r.id
+    )
     return verification_pb2.RuleOutcome(
         id=r.id,
         outcome=r.outcome,
         comparison=r.comparison,
         unit=r.unit,
-        message_zh=f"{r.title_zh or r.id}：{zh}",
-        message_en=f"{r.title_en or r.id}: {en}",
+        message_zh=zh,
+        message_en=en,
         missing_sources=list(r.missing_sources),
         references=list(r.references),
         title_zh=r.title_zh,

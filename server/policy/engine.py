@@ -48,6 +48,19 @@ class Figure:
     fields: tuple[str, ...] = ()  # the source fields the value is the total of
 
 
+OUTCOME_WORDS = {
+    Outcome.PASSED: ("符合", "met"),
+    Outcome.FAILED: ("不符合", "not met"),
+    Outcome.UNDECIDED: ("无法判断，需人工复核", "undecided, needs review"),
+}
+
+
+def outcome_words(outcome: Outcome, title_zh: str, title_en: str) -> tuple[str, str]:
+    """A rule's messages when no figure may be shown: its title and its outcome in words."""
+    zh, en = OUTCOME_WORDS[outcome]
+    return f"{title_zh}：{zh}", f"{title_en}: {en}"
+
+
 @dataclass(frozen=True)
 class RuleResult:
     """One rule's outcome, explained so a caseworker can read it aloud to the applicant."""
@@ -110,16 +123,7 @@ class RuleResult:
 
     def outcome_only(self) -> RuleResult:
         """The same result with every household figure removed (disclosure "outcomes")."""
-        word_zh = {
-            Outcome.PASSED: "符合",
-            Outcome.FAILED: "不符合",
-            Outcome.UNDECIDED: "无法判断，需人工复核",
-        }
-        word_en = {
-            Outcome.PASSED: "met",
-            Outcome.FAILED: "not met",
-            Outcome.UNDECIDED: "undecided, needs review",
-        }
+        zh, en = outcome_words(self.outcome, self.title_zh, self.title_en)
         return RuleResult(
             self.id,
             self.outcome,
@@ -127,8 +131,8 @@ class RuleResult:
             None,
             self.comparison,
             self.unit,
-            f"{self.title_zh}：{word_zh[self.outcome]}",
-            f"{self.title_en}: {word_en[self.outcome]}",
+            zh,
+            en,
             missing_sources=self.missing_sources,
             references=self.references,
             title_zh=self.title_zh,
