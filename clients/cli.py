@@ -97,14 +97,14 @@ def cmd_keys_init(args: argparse.Namespace) -> int:
 
 
 def _standard_on(as_of: dt.date) -> int:
-    from hedui.server.policy.book import PolicyBook
+    from hedui.core.policy.book import PolicyBook
 
     return PolicyBook.builtin().regions["demo"].get("dibao_standard", as_of).value
 
 
 def known_regions() -> list[str]:
     """The regions a deployment started by `hedui up` serves: the built-in parameter files."""
-    from hedui.server.policy.book import PolicyBook
+    from hedui.core.policy.book import PolicyBook
 
     return sorted(PolicyBook.builtin().regions)
 

@@ -10,9 +10,9 @@ from typing import Any
 from hedui.clients.args import date_arg
 from hedui.clients.errors import ClientError
 from hedui.core.clock import DEPLOYMENT
+from hedui.core.policy import params as params_module
+from hedui.core.policy.book import PROGRAMS, PolicyBook
 from hedui.server.errors import PolicyError
-from hedui.server.policy import params as params_module
-from hedui.server.policy.book import PROGRAMS, PolicyBook
 
 # The parameters each programme reads (for `explain`); dibao's asset rules apply to all.
 _ASSET = (

@@ -36,3 +36,8 @@ class ConfigFileError(HeduiError):
 
 class ListenError(HeduiError):
     """A server that cannot listen on its configured address (in use, or not this host's)."""
+
+
+class PolicyError(HeduiError):
+    """A programme, region or date for which no policy is in force, or a parameter file that
+    cannot be used."""

@@ -19,6 +19,7 @@ from hedui.core.clock import Clock
 from hedui.core.custody import custodian_view
 from hedui.core.keystore import KeyDir
 from hedui.core.payment import load_public
+from hedui.core.policy.book import PolicyBook
 from hedui.core.rpc import Admission, RunningServer, create_server
 from hedui.proto.v1 import (
     audit_pb2,
@@ -39,7 +40,6 @@ from hedui.server.followup import FollowUpServicer, MonitoringServicer
 from hedui.server.health_watch import DependencyWatch, Storage
 from hedui.server.key_events import ed25519_fingerprint, record_startup
 from hedui.server.monitor import Monitor, MonitorWorker
-from hedui.server.policy.book import PolicyBook
 from hedui.server.quotas import Quotas
 from hedui.server.registry_client import RegistryClient
 from hedui.server.requests import RequestBook, StateSealer, StateUnavailable

@@ -33,12 +33,12 @@ from dataclasses import dataclass
 
 from hedui.core.clock import parse_date
 from hedui.core.errors import InvalidResidentId
+from hedui.core.policy.params import RegionParameters
 from hedui.core.resident_id import CASE_NUMBER, ResidentId
 from hedui.core.resident_id import parse as parse_id
 from hedui.core.tokens import TokenKey
 from hedui.proto.v1 import audit_pb2, connector_pb2, verification_pb2
 from hedui.server.errors import ServiceError
-from hedui.server.policy.params import RegionParameters
 
 MAX_CASE_NUMBER = CASE_NUMBER.max_chars
 MAX_SIGNERS = 32

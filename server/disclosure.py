@@ -16,8 +16,8 @@ from dataclasses import dataclass
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PublicKey
 
 from hedui.core.payment import seal_benefit
+from hedui.core.policy.engine import Outcome, outcome_words
 from hedui.proto.v1 import verification_pb2
-from hedui.server.policy.engine import Outcome, outcome_words
 from hedui.server.verdicts import OUTCOMES
 
 DECISION_ONLY = "decision_only"

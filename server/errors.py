@@ -1,6 +1,7 @@
 """The one error base of ``hedui.server``."""
 
 from hedui.core.errors import HeduiError
+from hedui.core.errors import PolicyError as PolicyError  # hedui.core.policy's, answered here
 
 
 class ServiceError(HeduiError):
@@ -9,10 +10,6 @@ class ServiceError(HeduiError):
 
 class ConfigError(ServiceError):
     """A configuration file or override that cannot be used; the message names the setting."""
-
-
-class PolicyError(ServiceError):
-    """A programme, region or date for which no policy is in force."""
 
 
 class CustodianRefused(ServiceError):

@@ -12,13 +12,13 @@ import grpc
 from hedui.audit.errors import AuditError
 from hedui.core import metrics, rpc
 from hedui.core.clock import parse_date
+from hedui.core.policy.monitoring import EVENT_KINDS
 from hedui.core.tls import PeerIdentity
 from hedui.proto.v1 import monitoring_pb2, monitoring_pb2_grpc, verification_pb2
 from hedui.server.alerts import Alert, AlertError, AlertNotFound, AlertWrongState
 from hedui.server.application import Application
 from hedui.server.errors import ServiceError
 from hedui.server.monitor import Monitor, MonitoringError
-from hedui.server.policy.monitoring import EVENT_KINDS
 from hedui.server.requests import StateUnavailable
 from hedui.server.status import invalid
 from hedui.server.verification import VerificationServicer

@@ -25,14 +25,14 @@ from collections.abc import Mapping, Sequence
 
 from hedui.audit.errors import AuditError
 from hedui.core.deployment import kind_of
+from hedui.core.policy.monitoring import MonitoringRules
 from hedui.core.tls import PeerIdentity
 from hedui.proto.v1 import audit_pb2, common_pb2, verification_pb2
 from hedui.server import consent
 from hedui.server.alerts import Alert, AlertBook, NewAlert
 from hedui.server.application import Application, Monitored
 from hedui.server.consent import Consent, ConsentRefused
-from hedui.server.errors import MonitoringRefused, ServiceError
-from hedui.server.policy.monitoring import MonitoringRules
+from hedui.server.errors import MonitoringRefused, PolicyError, ServiceError
 from hedui.server.registry_client import GrantedHousehold
 from hedui.server.verifier import SELF, Verifier
 from hedui.server.watchlist import IncomingEvent, QueuedEvent, Watch, WatchError, WatchList
@@ -240,7 +240,7 @@ class Monitor:
                 log.warning("re-check of event %d refused for good: %s", q.event_id, e)
                 self.watchlist.finish(q.event_id, None, f"not re-checked: {e}"[:500])
                 done += 1
-            except (ServiceError, AuditError) as e:
+            except (ServiceError, PolicyError, AuditError) as e:
                 log.warning("re-check of event %d failed, to be retried: %s", q.event_id, e)
                 self.watchlist.release(q.event_id)
         return done

@@ -17,6 +17,7 @@ import grpc
 
 from hedui.core import rpc
 from hedui.core.grants import Grant
+from hedui.core.policy.engine import Member
 from hedui.core.resident_id import ResidentId
 from hedui.core.rpc import open_channel
 from hedui.core.tls import TlsMaterial
@@ -29,7 +30,6 @@ from hedui.server.errors import (
     SourceUnavailable,
 )
 from hedui.server.fanout import Endpoint, call_timeout, failure_reason
-from hedui.server.policy.engine import Member
 
 _RELATIONS = {v: k.lower() for k, v in connector_pb2.Relation.items() if v}
 _MASKED = re.compile(r"[0-9]{3}\*{14}[0-9X]")

@@ -30,10 +30,10 @@ from hedui.audit import commitment
 from hedui.audit.checkpoint import Checkpoint
 from hedui.core.clock import Clock
 from hedui.core.deployment import BANK, ConnectorKind, kind_of
+from hedui.core.policy import engine
+from hedui.core.policy.book import PROGRAMS
 from hedui.proto.v1 import audit_pb2, common_pb2, connector_pb2, verification_pb2
 from hedui.server.errors import ServiceError
-from hedui.server.policy import engine
-from hedui.server.policy.book import PROGRAMS
 
 LANGS = ("zh", "en")
 log = logging.getLogger("hedui.server")

@@ -6,10 +6,10 @@ from collections.abc import Sequence
 
 from hedui.audit.log import Receipt
 from hedui.core.clock import is_adult
+from hedui.core.policy.engine import Decision, Member, Outcome, RuleResult
 from hedui.core.resident_id import ResidentId
 from hedui.proto.v1 import audit_pb2, common_pb2, connector_pb2, verification_pb2
 from hedui.server.application import Application
-from hedui.server.policy.engine import Decision, Member, Outcome, RuleResult
 
 DECISIONS = {
     Decision.ELIGIBLE: common_pb2.ELIGIBLE,

@@ -26,6 +26,7 @@ from hedui.audit.errors import AuditError
 from hedui.core import metrics, rpc
 from hedui.core.clock import DEPLOYMENT, parse_date
 from hedui.core.errors import InvalidResidentId
+from hedui.core.policy.book import PROGRAMS
 from hedui.core.resident_id import CASEWORKER_ID, REQUEST_ID
 from hedui.core.resident_id import parse as parse_id
 from hedui.core.tls import PeerIdentity
@@ -35,10 +36,9 @@ from hedui.server.application import Application
 from hedui.server.consent import CampaignRefused, Consent
 from hedui.server.disclosure import NONE as NO_SETTING
 from hedui.server.disclosure import Disclosure
-from hedui.server.errors import RegistryNotFound, ServiceError
+from hedui.server.errors import PolicyError, RegistryNotFound, ServiceError
 from hedui.server.gather import Gatherer
 from hedui.server.monitor import MonitoringError
-from hedui.server.policy.book import PROGRAMS
 from hedui.server.quotas import QuotaExceeded, Quotas, QuotaSettings
 from hedui.server.report import (
     LANGS,
@@ -208,7 +208,7 @@ class VerificationServicer(verification_pb2_grpc.VerificationServiceServicer):
         of its refusal."""
         try:
             return work()
-        except (ServiceError, AuditError) as e:
+        except (ServiceError, PolicyError, AuditError) as e:
             if isinstance(e, MonitoringError):
                 raise  # the enrolment's own refusal, answered by its caller
             if isinstance(e, RegistryNotFound | CampaignRefused):

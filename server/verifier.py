@@ -25,6 +25,8 @@ from hedui.audit.log import AuditLog, Receipt
 from hedui.core.custody import EvidenceSource, Totals
 from hedui.core.deployment import kind_of
 from hedui.core.grants import Grant
+from hedui.core.policy.book import PolicyBook
+from hedui.core.policy.engine import HouseholdFacts
 from hedui.core.tls import PeerIdentity
 from hedui.core.tokens import TokenKey
 from hedui.proto.v1 import audit_pb2, common_pb2, verification_pb2
@@ -37,8 +39,6 @@ from hedui.server.custodian_client import Custodian
 from hedui.server.errors import PolicyError, ServiceError, SourceUnavailable
 from hedui.server.evidence import log_evidence
 from hedui.server.fanout import ConnectorPool
-from hedui.server.policy.book import PolicyBook
-from hedui.server.policy.engine import HouseholdFacts
 from hedui.server.quotas import Alert
 from hedui.server.registry_client import Asked, GrantedHousehold, RegistryClient
 from hedui.server.report import ReportNotFound, ReportNotReady, ReportSource
@@ -283,7 +283,7 @@ class Verifier:
         found: list[tuple[_Pending, GrantedHousehold, int]] = []
         refused: list[bytes] = []  # claims given back once their outcome entries are logged
 
-        def refuse(p: _Pending, error: ServiceError) -> None:  # this household's alone
+        def refuse(p: _Pending, error: ServiceError | PolicyError) -> None:  # its alone
             outcome_entries.append(self.unfinished_entry(p, query_id, str(error)))
             refused.append(p.claim.key)
             results[p.index] = error

@@ -41,8 +41,8 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import Mapped, mapped_column
 
+from hedui.core.policy.monitoring import MonitoringRules
 from hedui.server.errors import ServiceError
-from hedui.server.policy.monitoring import MonitoringRules
 from hedui.server.schema import Base
 
 LEASE_MS = 10 * 60 * 1000  # a claimed event not finished within this is taken again

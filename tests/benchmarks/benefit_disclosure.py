@@ -44,8 +44,8 @@ from pathlib import Path
 
 from hedui.connectors.population import generate
 from hedui.core import deployment
-from hedui.server.policy.book import FIELD_KINDS, PolicyBook
-from hedui.server.policy.engine import HouseholdFacts, Member
+from hedui.core.policy.book import FIELD_KINDS, PolicyBook
+from hedui.core.policy.engine import HouseholdFacts, Member
 from tests.e2e import oracle
 
 PROGRAM, REGION = "dibao", "demo"

@@ -9,9 +9,9 @@ import tomllib
 from pathlib import Path
 
 from hedui.clients.cli import build_parser
+from hedui.core.policy.book import FIELD_KINDS, PROGRAMS, PolicyBook
+from hedui.core.policy.engine import HouseholdFacts, Member, Outcome
 from hedui.core.workdir import Workdir
-from hedui.server.policy.book import FIELD_KINDS, PROGRAMS, PolicyBook
-from hedui.server.policy.engine import HouseholdFacts, Member, Outcome
 
 ROOT = Path(__file__).resolve().parents[2]
 README = (ROOT / "README.md").read_text(encoding="utf-8")

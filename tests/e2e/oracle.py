@@ -1,6 +1,6 @@
 """An independent reading of the dibao rules of issue #2, computed straight from the CSV files.
 
-It shares no code with hedui.server.policy on purpose: the end-to-end tests compare the two.
+It shares no code with hedui.core.policy on purpose: the end-to-end tests compare the two.
 """
 
 from __future__ import annotations

@@ -4,9 +4,9 @@ import datetime as dt
 
 import pytest
 
+from hedui.core.policy.book import PolicyBook
+from hedui.core.policy.engine import Decision, HouseholdFacts, Member, Outcome, yuan
 from hedui.server.errors import PolicyError
-from hedui.server.policy.book import PolicyBook
-from hedui.server.policy.engine import Decision, HouseholdFacts, Member, Outcome, yuan
 
 BOOK = PolicyBook.builtin()
 AS_OF = dt.date(2025, 8, 1)
@@ -198,7 +198,7 @@ def test_missing_source_does_not_hide_a_failure() -> None:
 
 
 def test_policy_version_changes_with_parameters() -> None:
-    from hedui.server.policy.params import parse
+    from hedui.core.policy.params import parse
 
     text = b'region = "demo"\n[parameters.dibao_standard]\nunit = "fen/person/month"\nvalues = [{ start = 2023-07-01, value = 100000, reference = "x" }]\n'
     other = PolicyBook({"demo": parse(text, "t")}, "demo")

@@ -17,10 +17,10 @@ from pathlib import Path
 import pytest
 
 from hedui.connectors.population import generate
-from hedui.server.policy import params
-from hedui.server.policy.book import FIELD_KINDS, PROGRAMS, PolicyBook
-from hedui.server.policy.engine import HouseholdFacts, Member
-from hedui.server.policy.params import parse
+from hedui.core.policy import params
+from hedui.core.policy.book import FIELD_KINDS, PROGRAMS, PolicyBook
+from hedui.core.policy.engine import HouseholdFacts, Member
+from hedui.core.policy.params import parse
 
 AS_OF = dt.date(2026, 11, 24)
 

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from hedui.clients.cli import main
-from hedui.server.policy import params
+from hedui.core.policy import params
 
 DEMO = Path(params.__file__).parent / "params" / "demo.toml"
 BASE = DEMO.read_text(encoding="utf-8").split("# 主动发现")[0]
@@ -87,7 +87,7 @@ def test_policy_check_names_each_problem_by_line(
 
 def test_every_event_kind_has_its_words_and_the_deployments_amount_flag() -> None:
     from hedui.core.deployment import EVENT_AMOUNTS
-    from hedui.server.policy.monitoring import EVENT_KINDS
+    from hedui.core.policy.monitoring import EVENT_KINDS
 
     assert list(EVENT_KINDS) == list(EVENT_AMOUNTS)
     assert [k for k, v in EVENT_KINDS.items() if v.amount] == ["medical_self_pay"]

@@ -3,9 +3,9 @@ from pathlib import Path
 import pytest
 
 from hedui.clients.cli import main
-from hedui.server.policy import params
+from hedui.core.policy import params
 
-PARAMS = Path(__file__).resolve().parents[2] / "server" / "policy" / "params"
+PARAMS = Path(__file__).resolve().parents[2] / "core" / "policy" / "params"
 
 
 @pytest.mark.parametrize("path", sorted(PARAMS.glob("*.toml")), ids=lambda p: p.name)

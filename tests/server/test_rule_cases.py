@@ -10,9 +10,9 @@ import pytest
 import yaml
 
 from hedui.core.deployment import ALL_FIELDS
+from hedui.core.policy.book import PolicyBook
+from hedui.core.policy.engine import HouseholdFacts, Member
 from hedui.server.errors import PolicyError
-from hedui.server.policy.book import PolicyBook
-from hedui.server.policy.engine import HouseholdFacts, Member
 
 BOOK = PolicyBook.builtin()
 CASES_DIR = Path(__file__).parent / "cases"

@@ -10,8 +10,8 @@ from collections.abc import Mapping
 import pytest
 
 from hedui.core.deployment import ALL_FIELDS, DEPARTMENT_KINDS
-from hedui.server.policy.book import PROGRAMS, PolicyBook
-from hedui.server.policy.engine import (
+from hedui.core.policy.book import PROGRAMS, PolicyBook
+from hedui.core.policy.engine import (
     FIELD_ZH,
     SOURCE_ZH,
     HouseholdFacts,

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import create_engine, text
 
-from hedui.server.policy.book import PolicyBook
+from hedui.core.policy.book import PolicyBook
 from hedui.server.requests import RequestBook
 from hedui.server.watchlist import IncomingEvent, WatchList
 

@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import datetime as dt
 
-from hedui.server.policy import rules
-from hedui.server.policy.engine import Evaluation, HouseholdFacts, decide
-from hedui.server.policy.params import RegionParameters
+from hedui.core.policy import rules
+from hedui.core.policy.engine import Evaluation, HouseholdFacts, decide
+from hedui.core.policy.params import RegionParameters
 
 NAME = "dibian"
 TITLE = ("低收入家庭（低边）", "low-income household")

@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import datetime as dt
 
-from hedui.server.policy import rules
-from hedui.server.policy.engine import (
+from hedui.core.policy import rules
+from hedui.core.policy.engine import (
     Decision,
     Evaluation,
     HouseholdFacts,
@@ -23,7 +23,7 @@ from hedui.server.policy.engine import (
     undecided,
     yuan,
 )
-from hedui.server.policy.params import RegionParameters
+from hedui.core.policy.params import RegionParameters
 
 NAME = "tekun"
 TITLE = ("特困人员供养", "support for persons in extreme poverty")

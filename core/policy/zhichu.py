@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import datetime as dt
 
-from hedui.server.policy import rules
-from hedui.server.policy.engine import (
+from hedui.core.policy import rules
+from hedui.core.policy.engine import (
     Evaluation,
     Figure,
     HouseholdFacts,
@@ -22,7 +22,7 @@ from hedui.server.policy.engine import (
     undecided,
     yuan,
 )
-from hedui.server.policy.params import DatedValue, RegionParameters
+from hedui.core.policy.params import DatedValue, RegionParameters
 
 NAME = "zhichu"
 TITLE = ("支出型困难家庭", "expenditure-burdened household")

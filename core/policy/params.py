@@ -20,9 +20,9 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from hedui.server.errors import PolicyError
-from hedui.server.policy import monitoring
-from hedui.server.policy.monitoring import MonitoringRules
+from hedui.core.errors import PolicyError
+from hedui.core.policy import monitoring
+from hedui.core.policy.monitoring import MonitoringRules
 
 UNITS = ("fen/person/month", "fen", "months", "count", "percent", "years")
 DISCLOSURES = ("figures", "outcomes")
@@ -295,7 +295,7 @@ def load_file(path: Path) -> RegionParameters:
 def load_builtin() -> dict[str, RegionParameters]:
     """Every region file shipped with hedui, by region name."""
     out: dict[str, RegionParameters] = {}
-    folder = resources.files("hedui.server.policy") / "params"
+    folder = resources.files("hedui.core.policy") / "params"
     for entry in sorted(folder.iterdir(), key=lambda e: e.name):
         if entry.name.endswith(".toml"):
             p = parse(entry.read_bytes(), f"params/{entry.name}")

@@ -12,8 +12,8 @@ from __future__ import annotations
 import datetime as dt
 from dataclasses import dataclass
 
-from hedui.server.policy.engine import Figure, HouseholdFacts, Outcome, RuleResult, undecided, yuan
-from hedui.server.policy.params import DatedValue, RegionParameters
+from hedui.core.policy.engine import Figure, HouseholdFacts, Outcome, RuleResult, undecided, yuan
+from hedui.core.policy.params import DatedValue, RegionParameters
 
 INCOME_FIELDS = (
     "monthly_wage",

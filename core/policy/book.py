@@ -13,10 +13,10 @@ from dataclasses import dataclass, replace
 from importlib import resources
 
 from hedui.core.deployment import BANK, DEPARTMENT_KINDS
-from hedui.server.errors import PolicyError
-from hedui.server.policy import dibao, dibian, tekun, zhichu
-from hedui.server.policy.engine import Evaluation, HouseholdFacts
-from hedui.server.policy.params import RegionParameters, load_builtin
+from hedui.core.errors import PolicyError
+from hedui.core.policy import dibao, dibian, tekun, zhichu
+from hedui.core.policy.engine import Evaluation, HouseholdFacts
+from hedui.core.policy.params import RegionParameters, load_builtin
 
 Evaluate = Callable[[HouseholdFacts, RegionParameters, dt.date], Evaluation]
 
@@ -48,7 +48,7 @@ _RULE_MODULES = (
 
 def _code_digest() -> bytes:
     h = hashlib.sha256(b"hedui/policy-code/v1")
-    folder = resources.files("hedui.server.policy")
+    folder = resources.files("hedui.core.policy")
     for name in _RULE_MODULES:
         h.update(name.encode() + b"\0" + (folder / name).read_bytes())
     return h.digest()

@@ -11,15 +11,15 @@ from __future__ import annotations
 
 import datetime as dt
 
-from hedui.server.policy import rules
-from hedui.server.policy.engine import (
+from hedui.core.policy import rules
+from hedui.core.policy.engine import (
     Decision,
     Evaluation,
     HouseholdFacts,
     decide,
     round_up_to_yuan,
 )
-from hedui.server.policy.params import RegionParameters
+from hedui.core.policy.params import RegionParameters
 
 NAME = "dibao"
 TITLE = ("最低生活保障", "minimum living guarantee")
