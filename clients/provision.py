@@ -77,6 +77,8 @@ def enrol(
             )
         if role_of(party) == SERVICE:
             keys.write_shared_audit_token_key()  # a deployment enrolled before it existed
+        if role_of(party) == CUSTODIAN_ID:
+            keys.judgement_signing_key()  # likewise (issue #24)
         return
     keys.create_own_keys(party, role_of(party), paillier_bits=paillier_bits, on_create=on_create)
     csr = keys.request_certificate(party, role_of(party))
@@ -87,13 +89,15 @@ def enrol(
 def trusted_files(party: str, role: str, connector_ids: Sequence[str]) -> list[tuple[str, Path]]:
     """The public files ``party`` needs from others: (whose, path in their key directory)."""
     paillier = (CUSTODIAN_ID, Path("custodian/paillier.pub"))
+    # the key of the custodian's signed judgements (issue #24): the service checks every one
+    judgement = (CUSTODIAN_ID, Path("custodian/judgement.pub"))
     grant = (REGISTRY_ID, Path("token-authority/grant.pub"))
     log_key = (SERVICE, Path("log/log.pub"))
     # the log's witness's verifier key (made at its first start): whose cosignatures to require
     witness = ("witness", Path("witness/witness.vkey"))
     answers = [(c, Path("connectors") / c / "signing.pub") for c in connector_ids]
     if party == SERVICE:
-        return [paillier, witness, *answers]
+        return [paillier, judgement, witness, *answers]
     if party == CUSTODIAN_ID:
         return [grant, log_key, witness, *answers]
     if role == "auditor":

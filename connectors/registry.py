@@ -33,6 +33,7 @@ from hedui.core import rpc
 from hedui.core.clock import DEPLOYMENT, Clock, is_adult
 from hedui.core.errors import InvalidResidentId
 from hedui.core.grants import MAX_BATCH, Binding, authority_digest
+from hedui.core.judgement import composition_digest
 from hedui.core.resident_id import ResidentId
 from hedui.core.resident_id import parse as parse_id
 from hedui.core.tokens import TokenKey
@@ -184,7 +185,9 @@ class RegistryServicer(connector_pb2_grpc.RegistryServiceServicer):
             household = self._household(applicant, members, a.signatures)
             if household.tokens:
                 answered_in.append((household, members[0].household_id))
-                bindings.append(self._binding(applicant, a.signatures, campaign))
+                bindings.append(
+                    self._binding(applicant, a.signatures, campaign, household.members)
+                )
                 if until is not None and a.monitoring_handle:  # renewed, never past its campaign
                     self._handles.renew(bytes(a.monitoring_handle), until)
                     household.monitoring_handle = a.monitoring_handle
@@ -221,10 +224,15 @@ class RegistryServicer(connector_pb2_grpc.RegistryServiceServicer):
         }
 
     def _binding(
-        self, applicant: str, signatures: connector_pb2.Signatures, campaign: CampaignRow | None
+        self,
+        applicant: str,
+        signatures: connector_pb2.Signatures,
+        campaign: CampaignRow | None,
+        members: Sequence[connector_pb2.Member],
     ) -> Binding:
-        """What the grant binds this household to: the applicant the registry looked up and
-        the consent or the registered campaign (its date and document) it was asked under."""
+        """What the grant binds this household to: the applicant the registry looked up, the
+        consent or the registered campaign (its date and document) it was asked under, and the
+        members it answered (the household the custodian applies the rules to)."""
         signers = _signers(signatures, self._clock.today())
         return Binding(
             self._audit_key.token(ResidentId(applicant)),
@@ -236,6 +244,7 @@ class RegistryServicer(connector_pb2_grpc.RegistryServiceServicer):
                 form_sha256=campaign.document_sha256 if campaign else bytes(signatures.form_sha256),
                 signer_audit_tokens=[self._audit_key.token(ResidentId(s)) for s in signers],
             ),
+            composition_digest(members),
         )
 
     def _household(

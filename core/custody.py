@@ -86,19 +86,6 @@ def custodian_view(
     )
 
 
-def totals_pb(t: Totals) -> custodian_pb2.Totals:
-    return custodian_pb2.Totals(
-        values=[custodian_pb2.FieldTotal(field=k, value=v) for k, v in sorted(t.values.items())],
-        refused=[custodian_pb2.Refusal(field=k, reason=r) for k, r in sorted(t.refused.items())],
-    )
-
-
-def totals_from_pb(pb: custodian_pb2.Totals) -> Totals:
-    return Totals(
-        {v.field: int(v.value) for v in pb.values}, {r.field: r.reason for r in pb.refused}
-    )
-
-
 def evidence_from_pb(pb: custodian_pb2.LogEvidence) -> LogEvidence:
     return LogEvidence(
         bytes(pb.checkpoint),

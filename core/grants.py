@@ -12,7 +12,9 @@ Each household of a grant also carries a :class:`Binding`: the applicant's audit
 digest of the consent or campaign it rests on (:func:`authority_digest`), both computed by the
 registry from what it was actually asked. The custodian recomputes them from the logged request
 entries, so an insider of the service cannot log one applicant and have another's household
-decrypted, or log one consent and have the registry shown another.
+decrypted, or log one consent and have the registry shown another. The binding also holds the
+digest of the household's members as the registry answered them: the custodian applies the
+programme's rules to exactly that household (issue #24).
 """
 
 from __future__ import annotations
@@ -78,6 +80,14 @@ class Binding:
 
     applicant_audit_token: bytes
     authority: bytes
+    # the digest of the household's members as the registry answered them (see
+    # hedui.core.judgement.composition_digest): the household the custodian applies rules to
+    composition: bytes = b""
+
+    @property
+    def asked(self) -> tuple[bytes, bytes]:
+        """What the logged request entry must say: the applicant and the authorisation."""
+        return self.applicant_audit_token, self.authority
 
 
 def padded(
@@ -115,7 +125,7 @@ class Grant:
         if self.bindings:
             parts.append(b"bindings")
             for b in self.bindings:
-                parts += [b.applicant_audit_token, b.authority]
+                parts += [b.applicant_audit_token, b.authority, b.composition]
         return _framed(parts)
 
     def digest_for(self, connector_id: str) -> bytes | None:
@@ -140,7 +150,9 @@ class Grant:
             signature=self.signature,
             bindings=[
                 connector_pb2.HouseholdBinding(
-                    applicant_audit_token=b.applicant_audit_token, authority=b.authority
+                    applicant_audit_token=b.applicant_audit_token,
+                    authority=b.authority,
+                    composition=b.composition,
                 )
                 for b in self.bindings
             ],
@@ -155,7 +167,10 @@ class Grant:
             int(pb.issued_unix_ms),
             tuple((d.connector_id, bytes(d.digest)) for d in pb.digests),
             bytes(pb.signature),
-            tuple(Binding(bytes(b.applicant_audit_token), bytes(b.authority)) for b in pb.bindings),
+            tuple(
+                Binding(bytes(b.applicant_audit_token), bytes(b.authority), bytes(b.composition))
+                for b in pb.bindings
+            ),
         )
 
 

@@ -6,6 +6,8 @@
     keys/connectors/<id>/signing.key    Ed25519 answer-signing key (signing.pub beside it)
     keys/connectors/<id>/integrity.key  the key that seals the connector's stored figures
     keys/custodian/paillier.key         Paillier private key (paillier.pub beside it)
+    keys/custodian/judgement.key        Ed25519 key that signs its judgements (judgement.pub
+                                        beside it; the service and auditors pin it)
     keys/service/audit.key              key of the audit tokens
     keys/log/log.key                    Ed25519 checkpoint-signing key (log.pub beside it)
     keys/token-authority/oprf-<n>.key   the OPRF key of token epoch n (RFC 9497 scalar)
@@ -88,6 +90,26 @@ class KeyDir:
         return self.root / "custodian" / "paillier.key"
 
     @property
+    def judgement_public_path(self) -> Path:
+        return self.root / "custodian" / "judgement.pub"
+
+    def judgement_signing_key(self) -> Ed25519PrivateKey:
+        """The custodian's judgement key, made here on first use (a key set older than
+        issue #24 has none): its public half goes to the service (``judgement.pub``)."""
+        _signing_pair(self.root / "custodian" / "judgement.key", self.judgement_public_path)
+        return _private(self.root / "custodian" / "judgement.key")
+
+    def judgement_verify_key(self) -> Ed25519PublicKey:
+        """The custodian's judgement key as the service and auditors pin it."""
+        path = self.judgement_public_path
+        if not path.exists():
+            raise KeyFileError(
+                f"{path} does not exist: copy custodian/judgement.pub from the key custodian's "
+                "key directory (the custodian makes it when it first starts)"
+            )
+        return _public(path)
+
+    @property
     def paillier_public_path(self) -> Path:
         return self.root / "custodian" / "paillier.pub"
 
@@ -128,6 +150,7 @@ class KeyDir:
             private = generate_keypair(paillier_bits)
             write_secret(self.paillier_private_path, private.to_json().encode())
             write_public(self.paillier_public_path, private.public.to_json().encode())
+        self.judgement_signing_key()
         if not (self.root / "service" / "audit.key").exists():
             write_secret(self.root / "service" / "audit.key", secrets.token_bytes(KEY_BYTES))
         for cid in ids:
@@ -248,6 +271,8 @@ class KeyDir:
             private = generate_keypair(paillier_bits)
             write_secret(self.paillier_private_path, private.to_json().encode())
             write_public(self.paillier_public_path, private.public.to_json().encode())
+        if role == "custodian":
+            self.judgement_signing_key()
         if role == "service":
             if not (self.root / "service" / "audit.key").exists():
                 write_secret(self.root / "service" / "audit.key", secrets.token_bytes(KEY_BYTES))

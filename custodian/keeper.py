@@ -42,9 +42,11 @@ from hedui.core.errors import CryptoError
 from hedui.core.grants import GRANT_TTL_MS, Binding, Grant, authority_digest
 from hedui.core.packing import BatchLayout
 from hedui.core.paillier import Ciphertext, PrivateKey, PublicKey
+from hedui.core.policy.engine import CUSTODIAN
 from hedui.custodian.errors import Refused, Unavailable
+from hedui.custodian.judges import Judges
 from hedui.custodian.witness import DecryptionJournal, LogWitness, WitnessMoved
-from hedui.proto.v1 import audit_pb2
+from hedui.proto.v1 import audit_pb2, connector_pb2, verification_pb2
 
 _REMEMBERED_QUERIES = 1_000_000
 DECRYPT_THREADS = 2  # one decryption per connector kind, on this many cores
@@ -64,6 +66,7 @@ class KeyCustodian:
         min_banks: int,
         witness: LogWitness,
         journal: DecryptionJournal,
+        judges: Judges | None = None,
         now_ms: Callable[[], int] = lambda: int(time.time() * 1000),
     ) -> None:
         if min_banks < 2:
@@ -75,6 +78,7 @@ class KeyCustodian:
         self.min_banks = min_banks
         self.witness = witness
         self.journal = journal
+        self._judges = judges
         self._now_ms = now_ms
         # every query id ever decrypted, from the journal: a restart must not allow a second
         # decryption of one grant
@@ -94,9 +98,9 @@ class KeyCustodian:
         grant: Grant,
         households: int,
         evidence: EvidenceSource,
-    ) -> tuple[int, bytes, list[int]]:
+    ) -> tuple[int, bytes, list[int], list[bytes]]:
         """Refuse unless the answers are bound to the grant and the query is in the log;
-        (checkpoint size, root, request leaves) of the log it was proven in."""
+        (checkpoint size, root, request leaves, request entries) of the log it was proven in."""
         key = self._deployment.authority_key
         assert key is not None
         try:
@@ -128,8 +132,9 @@ class KeyCustodian:
                 if again.witness_size != e.size or time.monotonic() > deadline:
                     raise
                 proof = again
-        _check_bindings(grant, [r.entry for r in proof.requests])
-        return cp.size, cp.root, [r.leaf_index for r in proof.requests]
+        entries = [r.entry for r in proof.requests]
+        _check_bindings(grant, entries)
+        return cp.size, cp.root, [r.leaf_index for r in proof.requests], entries
 
     def _journal(
         self,
@@ -138,16 +143,18 @@ class KeyCustodian:
         grant: Grant,
         evidence: EvidenceSource,
         households: int,
-        decrypt: Callable[[], _R],
+        decrypt: Callable[[Sequence[bytes]], _R],
     ) -> _R:
         """Check the binding, decrypt, and journal the decryption or the refusal; the record
         of a decryption is on disk before its result is returned. Unavailable when the journal
         or the witness state cannot be written: nothing is returned, and the query is not
         counted as decrypted (the same request can be sent again)."""
         try:
-            size, root, leaves = self._bound(query_id, answers, grant, households, evidence)
+            size, root, leaves, entries = self._bound(
+                query_id, answers, grant, households, evidence
+            )
             self.journal.writable()  # an unwritable journal stops it before decrypting
-            result = decrypt()
+            result = decrypt(entries)
         except WitnessMoved:
             raise  # not a refusal: the caller proves again from the custodian's new size
         except Refused as e:
@@ -204,8 +211,60 @@ class KeyCustodian:
             grant,
             evidence,
             households,
-            lambda: self._decrypt(query_id, answers, households),
+            lambda _entries: self._decrypt(query_id, answers, households),
         )
+
+    def judge(
+        self,
+        query_id: str,
+        answers: Sequence[BatchAnswer],
+        households: int,
+        grant: Grant,
+        evidence: EvidenceSource,
+        compositions: Sequence[Sequence[connector_pb2.Member]],
+    ) -> list[verification_pb2.Judgement]:
+        """Decrypt as :meth:`decrypt` does, then apply the programme's rules to each household
+        and return only the signed judgements (issue #24: no total leaves the custodian). The
+        household is the one the registry bound into the grant (``compositions`` must match
+        the grant's composition digests), the programme, region and date those of the logged
+        request entry; both are checked before anything is decrypted."""
+        if self._judges is None:
+            raise Refused("this custodian has no policy or judgement key to judge with")
+        judges = self._judges
+        if len(compositions) != households:
+            raise Refused(f"{len(compositions)} household compositions for {households} households")
+
+        def run(entries: Sequence[bytes]) -> list[verification_pb2.Judgement]:
+            cases = judges.cases(grant, entries, compositions)  # before decrypting
+            totals = self._decrypt(query_id, answers, households)
+            return [
+                judges.judge(query_id, h, case, t, self._missing(h, answers, t))
+                for h, (case, t) in enumerate(zip(cases, totals, strict=True))
+            ]
+
+        return self._journal(query_id, answers, grant, evidence, households, run)
+
+    def _missing(
+        self, household: int, answers: Sequence[BatchAnswer], totals: Totals
+    ) -> dict[str, tuple[str, ...]]:
+        """Per field, the sources whose answer for this household is missing or invalid: every
+        connector of the deployment that did not answer, every one that marked the household,
+        and the custodian's own reason for each field it did not release."""
+        d = self._deployment
+        missing: dict[str, set[str]] = {}
+        answered = {a.connector_id for a in answers}
+        for kind, members in d.kinds.items():
+            fields = [slot.field for slot in d.batch_layouts[kind].slots]
+            for cid in members - answered:
+                for f in fields:
+                    missing.setdefault(f, set()).add(cid)
+        for a in answers:
+            if any(index == household for index, _ in a.marked):
+                for slot in d.batch_layouts[a.kind].slots:
+                    missing.setdefault(slot.field, set()).add(a.connector_id)
+        for f, reason in totals.refused.items():
+            missing.setdefault(f, set()).add(f"{CUSTODIAN}: {reason}")
+        return {f: tuple(sorted(s)) for f, s in missing.items()}
 
     def _decrypt(
         self, query_id: str, answers: Sequence[BatchAnswer], households: int
@@ -361,7 +420,7 @@ def _check_bindings(grant: Grant, entries: Sequence[bytes]) -> None:
         logged = [binding_of_entry(e) for e in entries]
     except Exception:
         raise Refused("a logged request is not an audit entry") from None
-    if logged != list(grant.bindings):  # household for household, in the grant's order
+    if [b.asked for b in logged] != [b.asked for b in grant.bindings]:  # in the grant's order
         raise Refused(
             "the logged requests are not the applicants or authorisations the token grant was "
             "issued for"

@@ -29,14 +29,15 @@ from hedui.core.custody import (
     CUSTODIAN_SERVICE,
     custodian_view,
     evidence_from_pb,
-    totals_pb,
 )
 from hedui.core.errors import ConfigFileError
 from hedui.core.grants import MAX_BATCH, Grant
 from hedui.core.keystore import KeyDir
+from hedui.core.policy.book import PolicyBook
 from hedui.core.rpc import RunningServer, create_server
 from hedui.core.tls import TlsMaterial
 from hedui.custodian.errors import ConfigError, Refused, Unavailable
+from hedui.custodian.judges import Judges
 from hedui.custodian.keeper import KeyCustodian
 from hedui.custodian.witness import DecryptionJournal, LogWitness, WitnessMoved
 from hedui.proto.v1 import custodian_pb2, custodian_pb2_grpc
@@ -49,6 +50,7 @@ JOURNAL_FILE = "decryptions.jsonl"
 
 MAX_PROOF = 64  # hashes in an inclusion or consistency proof (a log of 2^64 entries)
 MAX_QUERY_ID = 128
+MAX_MEMBERS = 64  # members of one household (the register holds none larger)
 
 
 def _bad(context: grpc.ServicerContext, field: str, description: str) -> NoReturn:
@@ -69,6 +71,7 @@ def _check_shape(
     known: Mapping[str, str],
     ciphertexts: Callable[[str], int],
     ciphertext_bytes: int,
+    compositions: Sequence[custodian_pb2.Composition],
 ) -> None:
     """Every count, size and offset of a request, checked against the deployment before
     anything is allocated or computed from it. ``known``: connector id -> kind;
@@ -101,6 +104,17 @@ def _check_shape(
         _bad(context, "evidence", f"at most {households} logged requests and {MAX_PROOF} hashes")
     if any(len(r.inclusion_proof) > MAX_PROOF for r in evidence.requests):
         _bad(context, "evidence.requests.inclusion_proof", f"at most {MAX_PROOF} hashes")
+    if len(compositions) != households:
+        _bad(context, "compositions", f"one per household ({households}), got {len(compositions)}")
+    for i, c in enumerate(compositions):
+        if not 1 <= len(c.members) <= MAX_MEMBERS or any(
+            len(m.birth_date) > 10 or m.masked_id for m in c.members
+        ):
+            _bad(
+                context,
+                f"compositions[{i}]",
+                f"1 to {MAX_MEMBERS} members as the registry answered them",
+            )
 
 
 class CustodianServicer(custodian_pb2_grpc.CustodianServiceServicer):
@@ -150,6 +164,7 @@ class CustodianServicer(custodian_pb2_grpc.CustodianServiceServicer):
             self._known,
             lambda kind: -(-households // layouts[kind].per_ciphertext),
             self._custodian.public_key.ciphertext_bytes,
+            request.compositions,
         )
         evidence = evidence_from_pb(request.evidence)
         try:
@@ -166,12 +181,13 @@ class CustodianServicer(custodian_pb2_grpc.CustodianServiceServicer):
                 )
                 for a in request.answers
             ]
-            result = self._custodian.decrypt(
+            judgements = self._custodian.judge(
                 request.query_id,
                 answers,
                 int(request.households),
                 Grant.from_pb(request.grant),
                 lambda _size: evidence,
+                [list(c.members) for c in request.compositions],
             )
         except Refused as e:
             self._refuse(context, e, "DecryptBatch", request.query_id)
@@ -182,8 +198,7 @@ class CustodianServicer(custodian_pb2_grpc.CustodianServiceServicer):
             rpc.abort(context, grpc.StatusCode.INVALID_ARGUMENT, "malformed batch answers")
         metrics.DECRYPTIONS.labels("DecryptBatch", "released").inc()
         return custodian_pb2.DecryptBatchResponse(
-            households=[totals_pb(t) for t in result],
-            witnessed_size=self._custodian.witness.size,
+            judgements=judgements, witnessed_size=self._custodian.witness.size
         )
 
 
@@ -312,6 +327,7 @@ def start_custodian(config: CustodianConfig) -> RunningServer:
             first=config.first_checkpoint(),
         ),
         journal=journal,
+        judges=Judges(PolicyBook.builtin(), keys.judgement_signing_key()),
     )
     log.info(
         "decrypting only under checkpoints cosigned by %d of: %s",

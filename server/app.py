@@ -207,7 +207,11 @@ def build_verifier(
             "(the verification service never holds the private key)"
         )
     custodian: Custodian = RemoteCustodian(
-        config.custodian_address, tls, public, config.query_timeout_seconds * 4
+        config.custodian_address,
+        tls,
+        public,
+        config.query_timeout_seconds * 4,
+        keys.judgement_verify_key(),
     )
     witnesses = audit_witnesses(config, keys)
     if witnesses is None:

@@ -1,6 +1,7 @@
 """The verification service's handle on the key custodian process (which alone holds the
-Paillier private key): it sends the signed answers about a query's households and the evidence
-that the query is logged, and gets back only the totals the custodian may release.
+Paillier private key): it sends the signed answers about a query's households, the members the
+registry answered and the evidence that the query is logged, and gets back the custodian's
+signed judgement of each household: its decision, benefit and rule outcomes, never a total.
 
 How a failed call is worded: an UNAVAILABLE or DEADLINE_EXCEEDED that the custodian did not send
 itself (no connection, no answer in time) is "the key custodian is not reachable (CODE)"; any
@@ -17,21 +18,18 @@ from collections.abc import Callable, Sequence
 from typing import Protocol
 
 import grpc
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
-from hedui.core import rpc
+from hedui.core import judgement, rpc
 from hedui.core.answers import BatchAnswer, marks_pb
-from hedui.core.custody import (
-    CUSTODIAN_ID,
-    EvidenceSource,
-    Totals,
-    evidence_pb,
-    totals_from_pb,
-)
+from hedui.core.custody import CUSTODIAN_ID, EvidenceSource, evidence_pb
+from hedui.core.errors import CryptoError
 from hedui.core.grants import Grant
+from hedui.core.judgement import Judged
 from hedui.core.paillier import PublicKey
 from hedui.core.rpc import open_channel
 from hedui.core.tls import TlsMaterial
-from hedui.proto.v1 import custodian_pb2, custodian_pb2_grpc
+from hedui.proto.v1 import connector_pb2, custodian_pb2, custodian_pb2_grpc
 from hedui.server.errors import CustodianRefused
 
 
@@ -40,14 +38,15 @@ class Custodian(Protocol):
 
     @property
     def public_key(self) -> PublicKey: ...
-    def decrypt(
+    def judge(
         self,
         query_id: str,
         answers: Sequence[BatchAnswer],
         households: int,
         grant: Grant,
         evidence: EvidenceSource,
-    ) -> list[Totals]: ...
+        compositions: Sequence[Sequence[connector_pb2.Member]],
+    ) -> list[Judged]: ...
 
 
 # how long a request is proven again while other requests move the witness on, at least
@@ -87,10 +86,12 @@ class RemoteCustodian:
         tls: TlsMaterial | None,
         public_key: PublicKey,
         timeout: float,
+        judgement_key: Ed25519PublicKey,
     ) -> None:
         self.channel = open_channel(address, tls=tls, server_name=CUSTODIAN_ID)
         self._stub = custodian_pb2_grpc.CustodianServiceStub(self.channel)
         self.public_key = public_key
+        self.judgement_key = judgement_key
         self._timeout = timeout
         self._witnessed = 0  # the custodian's last witnessed tree size, as last heard
         self._retries_lock = threading.Lock()
@@ -127,14 +128,17 @@ class RemoteCustodian:
             self._witnessed = max(self._witnessed, int(getattr(reply, "witnessed_size", 0)))
             return reply
 
-    def decrypt(
+    def judge(
         self,
         query_id: str,
         answers: Sequence[BatchAnswer],
         households: int,
         grant: Grant,
         evidence: EvidenceSource,
-    ) -> list[Totals]:
+        compositions: Sequence[Sequence[connector_pb2.Member]],
+    ) -> list[Judged]:
+        """The custodian's signed judgement of each household, its signature checked."""
+
         def send(proof: custodian_pb2.LogEvidence) -> object:
             return self._call(
                 self._stub.DecryptBatch,
@@ -144,14 +148,27 @@ class RemoteCustodian:
                     answers=[_custody(a) for a in answers],
                     grant=grant.to_pb(),
                     evidence=proof,
+                    compositions=[custodian_pb2.Composition(members=c) for c in compositions],
                 ),
             )
 
         reply = self._with_evidence(evidence, send)
         assert isinstance(reply, custodian_pb2.DecryptBatchResponse)
-        if len(reply.households) != households:
+        if len(reply.judgements) != households:
             raise CustodianRefused("the key custodian answered for another number of households")
-        return [totals_from_pb(t) for t in reply.households]
+        out = []
+        for h, j in enumerate(reply.judgements):
+            try:
+                statement = judgement.verify(self.judgement_key, j)
+            except CryptoError:
+                raise CustodianRefused(
+                    "the key custodian's judgement is not signed with its judgement key "
+                    "(custodian/judgement.pub): copy the key again from the custodian"
+                ) from None
+            if statement.query_id != query_id or statement.household != h:
+                raise CustodianRefused("the key custodian judged another query or household")
+            out.append(Judged(j, statement))
+        return out
 
     def close(self) -> None:
         self.channel.close()

@@ -15,10 +15,10 @@ from dataclasses import dataclass
 
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PublicKey
 
+from hedui.core.judgement import OUTCOMES
 from hedui.core.payment import seal_benefit
 from hedui.core.policy.engine import Outcome, outcome_words
 from hedui.proto.v1 import verification_pb2
-from hedui.server.verdicts import OUTCOMES
 
 DECISION_ONLY = "decision_only"
 _OUTCOME_OF = {wire: outcome for outcome, wire in OUTCOMES.items()}
@@ -71,6 +71,7 @@ def decision_only(
     shown.rules.extend(_outcome_only(r) for r in verdict.rules)
     shown.benefit_fen = 0
     shown.figures_opening = b""
+    shown.ClearField("judgement")  # its statement holds the benefit and the figures
     shown.disclosure = DECISION_ONLY
     shown.sealed_benefit = seal_benefit(key, verdict)
     return shown

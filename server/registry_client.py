@@ -17,6 +17,7 @@ import grpc
 
 from hedui.core import rpc
 from hedui.core.grants import Grant
+from hedui.core.judgement import members_of
 from hedui.core.policy.engine import Member
 from hedui.core.resident_id import ResidentId
 from hedui.core.rpc import open_channel
@@ -31,7 +32,6 @@ from hedui.server.errors import (
 )
 from hedui.server.fanout import Endpoint, call_timeout, failure_reason
 
-_RELATIONS = {v: k.lower() for k, v in connector_pb2.Relation.items() if v}
 _MASKED = re.compile(r"[0-9]{3}\*{14}[0-9X]")
 
 
@@ -65,6 +65,9 @@ class GrantedHousehold:
     pseudonym: bytes = b""  # the registry's keyed name for the household (case numbers)
     district: str = ""  # its county-level district in the register (alerts go there)
     handle: bytes = b""  # a monitoring handle, when one was asked for
+    # the members exactly as the registry answered them (their digest is in the grant): what
+    # the key custodian applies the rules to
+    composition: tuple[connector_pb2.Member, ...] = ()
 
 
 class RegistryClient:
@@ -166,15 +169,7 @@ def _masked(text: str) -> str:
 
 def _household(reply: connector_pb2.Household) -> GrantedHousehold | ConsentRefused:
     try:
-        members = [
-            Member(
-                _RELATIONS.get(m.relation, "other"),
-                dt.date.fromisoformat(m.birth_date),
-                applicant=m.applicant,
-                signed=m.signed,
-            )
-            for m in reply.members
-        ]
+        members = list(members_of(reply.members))
     except ValueError:
         raise SourceUnavailable("household registry: the answer holds a malformed member") from None
     if sum(m.applicant for m in reply.members) != 1:
@@ -197,4 +192,5 @@ def _household(reply: connector_pb2.Household) -> GrantedHousehold | ConsentRefu
         bytes(reply.pseudonym),
         reply.district,
         bytes(reply.monitoring_handle),
+        tuple(reply.members),
     )

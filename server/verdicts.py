@@ -6,21 +6,14 @@ from collections.abc import Sequence
 
 from hedui.audit.log import Receipt
 from hedui.core.clock import is_adult
-from hedui.core.policy.engine import Decision, Member, Outcome, RuleResult
+from hedui.core.judgement import DECISIONS as DECISIONS
+from hedui.core.judgement import OUTCOMES as OUTCOMES
+from hedui.core.judgement import rule_pb as rule_pb
+from hedui.core.policy.engine import Member
 from hedui.core.resident_id import ResidentId
 from hedui.proto.v1 import audit_pb2, common_pb2, connector_pb2, verification_pb2
 from hedui.server.application import Application
 
-DECISIONS = {
-    Decision.ELIGIBLE: common_pb2.ELIGIBLE,
-    Decision.INELIGIBLE: common_pb2.INELIGIBLE,
-    Decision.NEEDS_REVIEW: common_pb2.NEEDS_REVIEW,
-}
-OUTCOMES = {
-    Outcome.PASSED: common_pb2.PASSED,
-    Outcome.FAILED: common_pb2.FAILED,
-    Outcome.UNDECIDED: common_pb2.UNDECIDED,
-}
 # the fields a request entry and its outcome entry share
 REQUEST_FIELDS = (
     "caseworker_id",
@@ -39,33 +32,6 @@ def purged_message(kept: verification_pb2.Verdict) -> str:
         f"request {kept.request_id!r} was decided ({common_pb2.Decision.Name(kept.decision)}, "
         f"audit entry {kept.audit.leaf_index}); its figures were purged after the retention "
         "period: the decision is in the audit log, a new check needs a new request id"
-    )
-
-
-def rule_pb(r: RuleResult) -> verification_pb2.RuleOutcome:
-    return verification_pb2.RuleOutcome(
-        id=r.id,
-        outcome=OUTCOMES[r.outcome],
-        value=r.value,
-        threshold=r.threshold,
-        comparison=r.comparison,
-        unit=r.unit,
-        message_zh=r.message_zh,
-        message_en=r.message_en,
-        missing_sources=list(r.missing_sources),
-        figures=[
-            verification_pb2.Figure(
-                name=f.name,
-                value=f.value,
-                comparison=f.comparison,
-                threshold=f.threshold,
-                unit=f.unit,
-            )
-            for f in r.figures
-        ],
-        references=list(r.references),
-        title_zh=r.title_zh,
-        title_en=r.title_en,
     )
 
 

@@ -22,11 +22,11 @@ from dataclasses import dataclass
 from hedui.audit import commitment, merkle
 from hedui.audit.errors import AuditError, VerificationError
 from hedui.audit.log import AuditLog, Receipt
-from hedui.core.custody import EvidenceSource, Totals
-from hedui.core.deployment import kind_of
+from hedui.core import judgement
+from hedui.core.custody import EvidenceSource
 from hedui.core.grants import Grant
+from hedui.core.judgement import Judged
 from hedui.core.policy.book import PolicyBook
-from hedui.core.policy.engine import HouseholdFacts
 from hedui.core.tls import PeerIdentity
 from hedui.core.tokens import TokenKey
 from hedui.proto.v1 import audit_pb2, common_pb2, verification_pb2
@@ -36,7 +36,7 @@ from hedui.server.campaigns import CampaignBook
 from hedui.server.claims import Claim, Claims, Settled
 from hedui.server.consent import ConsentRefused
 from hedui.server.custodian_client import Custodian
-from hedui.server.errors import PolicyError, ServiceError, SourceUnavailable
+from hedui.server.errors import CustodianRefused, PolicyError, ServiceError, SourceUnavailable
 from hedui.server.evidence import log_evidence
 from hedui.server.fanout import ConnectorPool
 from hedui.server.quotas import Alert
@@ -44,7 +44,7 @@ from hedui.server.registry_client import Asked, GrantedHousehold, RegistryClient
 from hedui.server.report import ReportNotFound, ReportNotReady, ReportSource
 from hedui.server.requests import RequestBook, StateUnavailable
 from hedui.server.status import RequestInProgress, Unfinished
-from hedui.server.verdicts import DECISIONS, OUTCOMES, household_members, receipt_pb, rule_pb
+from hedui.server.verdicts import household_members, receipt_pb
 
 SELF = PeerIdentity("hedui-service", "service")  # the service's own entries (alerts)
 log = logging.getLogger("hedui.server")
@@ -308,27 +308,25 @@ class Verifier:
         if bound and grant is not None:
             fan = self.pool.query(query_id, [hh.tokens for _, hh, _ in found], grant)
             answered, failures = len(fan.answers), fan.failures
-            per_household = self.custodian.decrypt(
+            judged = self.custodian.judge(
                 query_id,
                 fan.answers,
                 len(found),
                 grant,
                 self.evidence([leaf for *_, leaf in found]),
+                [hh.composition for _, hh, _ in found],
             )
             layouts = self.pool.layouts
             digests = [
                 (a.connector_id, a.digest(query_id, layouts[a.kind].digest())) for a in fan.answers
             ]
-            for i, ((p, household, _), totals) in enumerate(zip(found, per_household, strict=True)):
+            for i, ((p, household, _), j) in enumerate(zip(found, judged, strict=True)):
                 if p.index in results:  # refused above
                     continue
-                try:  # the sources failed for the run, and those that marked this household
-                    verdict, entry = self.conclude(
-                        p, query_id, household, fan.failures_of(i), digests, totals
-                    )
-                except PolicyError as e:
-                    refuse(p, e)
-                    continue
+                # the sources failed for the run, and those that marked this household
+                verdict, entry = self.conclude(
+                    p, query_id, household, fan.failures_of(i), digests, j
+                )
                 concluded.append((p, household, verdict))
                 entries.append(entry)
         self.requests.pending(
@@ -411,32 +409,21 @@ class Verifier:
         household: GrantedHousehold,
         failures: Mapping[str, str],
         digests: Sequence[tuple[str, bytes]],
-        totals: Totals,
+        judged: Judged,
     ) -> tuple[verification_pb2.Verdict, audit_pb2.AuditEntry]:
-        """From decrypted totals to the verdict and its audit entry."""
+        """From the custodian's signed judgement to the verdict and its audit entry: the
+        decision, benefit and rules are the custodian's, relayed as it signed them."""
         app = p.app
-        missing: dict[str, set[str]] = {}
-        for cid in failures:
-            declared = self.pool.declared(cid)
-            for name in declared.fields if declared else kind_of(cid).field_names:
-                missing.setdefault(name, set()).add(cid)
-        for name, reason in totals.refused.items():
-            missing.setdefault(name, set()).add(f"key custodian: {reason}")
-        members = household.members
-        facts = HouseholdFacts(
-            members=tuple(members),
-            totals=totals.values,
-            missing={k: tuple(sorted(v)) for k, v in missing.items()},
-        )
-        applied = self.policy.apply(app.program, app.region, facts, app.as_of)
-        ev = applied.evaluation
+        st = judged.statement
+        if (st.program, st.region, st.as_of) != (app.program, app.region, app.as_of.isoformat()):
+            raise CustodianRefused("the key custodian judged another programme, region or date")
         verdict = verification_pb2.Verdict(
             request_id=app.request_id,
-            decision=DECISIONS[ev.decision],
-            benefit_fen=ev.benefit_fen,
-            household_size=facts.size,
-            policy_version=applied.policy_version,
-            rules=[rule_pb(r) for r in ev.rules],
+            decision=st.decision,
+            benefit_fen=st.benefit_fen,
+            household_size=st.household_size,
+            policy_version=st.policy_version,
+            rules=st.rules,
             program=app.program,
             region=app.region,
             as_of=app.as_of.isoformat(),
@@ -446,8 +433,10 @@ class Verifier:
                 for c, r in sorted(failures.items())
             ],
             figures_opening=self.new_salt(),
-            members=household_members(members, app),
+            members=household_members(household.members, app),
+            judgement=judged.judgement,
         )
+        from_household = set(st.household_thresholds)
         entry = self.entry_for(p.caller)
         entry.verdict.CopyFrom(
             audit_pb2.VerdictEntry(
@@ -461,16 +450,20 @@ class Verifier:
                 rules=[
                     audit_pb2.RuleRecord(
                         id=r.id,
-                        outcome=OUTCOMES[r.outcome],
-                        threshold=None if r.threshold_fields else r.threshold,
+                        outcome=r.outcome,
+                        threshold=r.threshold
+                        if r.HasField("threshold") and r.id not in from_household
+                        else None,
                     )
-                    for r in ev.rules
+                    for r in st.rules
                 ],
-                policy_version=applied.policy_version,
-                household_size=facts.size,
+                policy_version=verdict.policy_version,
+                household_size=verdict.household_size,
                 query_id=query_id,
                 figures_commitment=commitment.commit(verdict.figures_opening, verdict),
                 district=household.district,
+                judgement_digest=judgement.digest(judged.judgement.statement),
+                judgement_signature=judged.judgement.signature,
             )
         )
         self._about(entry.verdict, app, p.claim.audit_token)

@@ -361,17 +361,23 @@ class HouseholdBinding(_message.Message):
 
     APPLICANT_AUDIT_TOKEN_FIELD_NUMBER: _builtins.int
     AUTHORITY_FIELD_NUMBER: _builtins.int
+    COMPOSITION_FIELD_NUMBER: _builtins.int
     applicant_audit_token: _builtins.bytes
     authority: _builtins.bytes
+    composition: _builtins.bytes
+    """SHA-256 of the household's members as the registry answered them (relation, birth date,
+    applicant, signed): the key custodian applies the rules to exactly this household.
+    """
     def __init__(
         self,
         *,
         applicant_audit_token: _builtins.bytes = ...,
         authority: _builtins.bytes = ...,
+        composition: _builtins.bytes = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["applicant_audit_token", b"applicant_audit_token", "authority", b"authority"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["applicant_audit_token", b"applicant_audit_token", "authority", b"authority", "composition", b"composition"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

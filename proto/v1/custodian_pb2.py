@@ -23,31 +23,28 @@ _sym_db = _symbol_database.Default()
 
 
 from hedui.proto.v1 import connector_pb2 as hedui_dot_proto_dot_v1_dot_connector__pb2
+from hedui.proto.v1 import verification_pb2 as hedui_dot_proto_dot_v1_dot_verification__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1ehedui/proto/v1/custodian.proto\x12\x08hedui.v1\x1a\x1ehedui/proto/v1/connector.proto\"\xb5\x01\n\rCustodyAnswer\x12\x14\n\x0c\x63onnector_id\x18\x01 \x01(\t\x12\x17\n\x0fkey_fingerprint\x18\x02 \x01(\x0c\x12\x0f\n\x07queried\x18\x03 \x01(\x0c\x12\x11\n\tsignature\x18\x04 \x01(\x0c\x12\x0e\n\x06packed\x18\x05 \x03(\x0c\x12\x0c\n\x04kind\x18\x06 \x01(\t\x12\x13\n\x0b\x63iphertexts\x18\x07 \x01(\x0c\x12\x1e\n\x06marked\x18\x08 \x03(\x0b\x32\x0e.hedui.v1.Mark\"K\n\rLoggedRequest\x12\x12\n\nleaf_index\x18\x01 \x01(\x04\x12\r\n\x05\x65ntry\x18\x02 \x01(\x0c\x12\x17\n\x0finclusion_proof\x18\x03 \x03(\x0c\"}\n\x0bLogEvidence\x12\x12\n\ncheckpoint\x18\x01 \x01(\x0c\x12)\n\x08requests\x18\x02 \x03(\x0b\x32\x17.hedui.v1.LoggedRequest\x12\x14\n\x0cwitness_size\x18\x03 \x01(\x04\x12\x19\n\x11\x63onsistency_proof\x18\x04 \x03(\x0c\"*\n\nFieldTotal\x12\r\n\x05\x66ield\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x04\"(\n\x07Refusal\x12\r\n\x05\x66ield\x18\x01 \x01(\t\x12\x0e\n\x06reason\x18\x02 \x01(\t\"R\n\x06Totals\x12$\n\x06values\x18\x01 \x03(\x0b\x32\x14.hedui.v1.FieldTotal\x12\"\n\x07refused\x18\x02 \x03(\x0b\x32\x11.hedui.v1.Refusal\"\xb3\x01\n\x13\x44\x65\x63ryptBatchRequest\x12\x10\n\x08query_id\x18\x01 \x01(\t\x12(\n\x07\x61nswers\x18\x02 \x03(\x0b\x32\x17.hedui.v1.CustodyAnswer\x12\x12\n\nhouseholds\x18\x03 \x01(\r\x12#\n\x05grant\x18\x04 \x01(\x0b\x32\x14.hedui.v1.TokenGrant\x12\'\n\x08\x65vidence\x18\x05 \x01(\x0b\x32\x15.hedui.v1.LogEvidence\"T\n\x14\x44\x65\x63ryptBatchResponse\x12$\n\nhouseholds\x18\x01 \x03(\x0b\x32\x10.hedui.v1.Totals\x12\x16\n\x0ewitnessed_size\x18\x02 \x01(\x04\x32\x61\n\x10\x43ustodianService\x12M\n\x0c\x44\x65\x63ryptBatch\x12\x1d.hedui.v1.DecryptBatchRequest\x1a\x1e.hedui.v1.DecryptBatchResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1ehedui/proto/v1/custodian.proto\x12\x08hedui.v1\x1a\x1ehedui/proto/v1/connector.proto\x1a!hedui/proto/v1/verification.proto\"\xb5\x01\n\rCustodyAnswer\x12\x14\n\x0c\x63onnector_id\x18\x01 \x01(\t\x12\x17\n\x0fkey_fingerprint\x18\x02 \x01(\x0c\x12\x0f\n\x07queried\x18\x03 \x01(\x0c\x12\x11\n\tsignature\x18\x04 \x01(\x0c\x12\x0e\n\x06packed\x18\x05 \x03(\x0c\x12\x0c\n\x04kind\x18\x06 \x01(\t\x12\x13\n\x0b\x63iphertexts\x18\x07 \x01(\x0c\x12\x1e\n\x06marked\x18\x08 \x03(\x0b\x32\x0e.hedui.v1.Mark\"K\n\rLoggedRequest\x12\x12\n\nleaf_index\x18\x01 \x01(\x04\x12\r\n\x05\x65ntry\x18\x02 \x01(\x0c\x12\x17\n\x0finclusion_proof\x18\x03 \x03(\x0c\"}\n\x0bLogEvidence\x12\x12\n\ncheckpoint\x18\x01 \x01(\x0c\x12)\n\x08requests\x18\x02 \x03(\x0b\x32\x17.hedui.v1.LoggedRequest\x12\x14\n\x0cwitness_size\x18\x03 \x01(\x04\x12\x19\n\x11\x63onsistency_proof\x18\x04 \x03(\x0c\"0\n\x0b\x43omposition\x12!\n\x07members\x18\x01 \x03(\x0b\x32\x10.hedui.v1.Member\"\xe0\x01\n\x13\x44\x65\x63ryptBatchRequest\x12\x10\n\x08query_id\x18\x01 \x01(\t\x12(\n\x07\x61nswers\x18\x02 \x03(\x0b\x32\x17.hedui.v1.CustodyAnswer\x12\x12\n\nhouseholds\x18\x03 \x01(\r\x12#\n\x05grant\x18\x04 \x01(\x0b\x32\x14.hedui.v1.TokenGrant\x12\'\n\x08\x65vidence\x18\x05 \x01(\x0b\x32\x15.hedui.v1.LogEvidence\x12+\n\x0c\x63ompositions\x18\x06 \x03(\x0b\x32\x15.hedui.v1.Composition\"]\n\x14\x44\x65\x63ryptBatchResponse\x12\x16\n\x0ewitnessed_size\x18\x02 \x01(\x04\x12\'\n\njudgements\x18\x03 \x03(\x0b\x32\x13.hedui.v1.JudgementJ\x04\x08\x01\x10\x02\x32\x61\n\x10\x43ustodianService\x12M\n\x0c\x44\x65\x63ryptBatch\x12\x1d.hedui.v1.DecryptBatchRequest\x1a\x1e.hedui.v1.DecryptBatchResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'hedui.proto.v1.custodian_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_CUSTODYANSWER']._serialized_start=77
-  _globals['_CUSTODYANSWER']._serialized_end=258
-  _globals['_LOGGEDREQUEST']._serialized_start=260
-  _globals['_LOGGEDREQUEST']._serialized_end=335
-  _globals['_LOGEVIDENCE']._serialized_start=337
-  _globals['_LOGEVIDENCE']._serialized_end=462
-  _globals['_FIELDTOTAL']._serialized_start=464
-  _globals['_FIELDTOTAL']._serialized_end=506
-  _globals['_REFUSAL']._serialized_start=508
-  _globals['_REFUSAL']._serialized_end=548
-  _globals['_TOTALS']._serialized_start=550
-  _globals['_TOTALS']._serialized_end=632
-  _globals['_DECRYPTBATCHREQUEST']._serialized_start=635
-  _globals['_DECRYPTBATCHREQUEST']._serialized_end=814
-  _globals['_DECRYPTBATCHRESPONSE']._serialized_start=816
-  _globals['_DECRYPTBATCHRESPONSE']._serialized_end=900
-  _globals['_CUSTODIANSERVICE']._serialized_start=902
-  _globals['_CUSTODIANSERVICE']._serialized_end=999
+  _globals['_CUSTODYANSWER']._serialized_start=112
+  _globals['_CUSTODYANSWER']._serialized_end=293
+  _globals['_LOGGEDREQUEST']._serialized_start=295
+  _globals['_LOGGEDREQUEST']._serialized_end=370
+  _globals['_LOGEVIDENCE']._serialized_start=372
+  _globals['_LOGEVIDENCE']._serialized_end=497
+  _globals['_COMPOSITION']._serialized_start=499
+  _globals['_COMPOSITION']._serialized_end=547
+  _globals['_DECRYPTBATCHREQUEST']._serialized_start=550
+  _globals['_DECRYPTBATCHREQUEST']._serialized_end=774
+  _globals['_DECRYPTBATCHRESPONSE']._serialized_start=776
+  _globals['_DECRYPTBATCHRESPONSE']._serialized_end=869
+  _globals['_CUSTODIANSERVICE']._serialized_start=871
+  _globals['_CUSTODIANSERVICE']._serialized_end=968
 # @@protoc_insertion_point(module_scope)

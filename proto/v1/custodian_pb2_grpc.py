@@ -52,7 +52,8 @@ class CustodianServiceServicer:
 
     def DecryptBatch(self, request, context):
         """One or many households: verify every answer, sum each connector kind's answers ciphertext
-        by ciphertext, decrypt the kinds it may release (one decryption per kind ciphertext).
+        by ciphertext, decrypt the kinds it may release (one decryption per kind ciphertext), and
+        judge each household by the programme, region and date of its logged request entry.
         FAILED_PRECONDITION (with the reason) when the answers are refused.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)

@@ -497,6 +497,7 @@ class Verdict(_message.Message):
     MEMBERS_FIELD_NUMBER: _builtins.int
     DISCLOSURE_FIELD_NUMBER: _builtins.int
     SEALED_BENEFIT_FIELD_NUMBER: _builtins.int
+    JUDGEMENT_FIELD_NUMBER: _builtins.int
     request_id: _builtins.str
     decision: _common_pb2.Decision.ValueType
     benefit_fen: _builtins.int
@@ -536,6 +537,15 @@ class Verdict(_message.Message):
         birth and whether each member signed the consent. No ID number; the applicant's masked.
         """
 
+    @_builtins.property
+    def judgement(self) -> Global___Judgement:
+        """The key custodian's signed word on this verdict (issue #24): the rules were applied where
+        the figures are, and the service relays the decision, the benefit and the rules' outcomes
+        as the custodian signed them. Verify with the custodian's judgement key
+        (custodian/judgement.pub): Ed25519 over "hedui/judgement/v1" ‖ 0x00 ‖ SHA-256(statement).
+        Empty with disclosure "decision_only" (the statement holds the benefit).
+        """
+
     def __init__(
         self,
         *,
@@ -555,14 +565,111 @@ class Verdict(_message.Message):
         members: _abc.Iterable[Global___HouseholdMember] | None = ...,
         disclosure: _builtins.str = ...,
         sealed_benefit: _builtins.bytes = ...,
+        judgement: Global___Judgement | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["audit", b"audit"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["audit", b"audit", "judgement", b"judgement"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["as_of", b"as_of", "audit", b"audit", "benefit_fen", b"benefit_fen", "connectors_answered", b"connectors_answered", "decision", b"decision", "disclosure", b"disclosure", "failures", b"failures", "figures_opening", b"figures_opening", "household_size", b"household_size", "members", b"members", "policy_version", b"policy_version", "program", b"program", "region", b"region", "request_id", b"request_id", "rules", b"rules", "sealed_benefit", b"sealed_benefit"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["as_of", b"as_of", "audit", b"audit", "benefit_fen", b"benefit_fen", "connectors_answered", b"connectors_answered", "decision", b"decision", "disclosure", b"disclosure", "failures", b"failures", "figures_opening", b"figures_opening", "household_size", b"household_size", "judgement", b"judgement", "members", b"members", "policy_version", b"policy_version", "program", b"program", "region", b"region", "request_id", b"request_id", "rules", b"rules", "sealed_benefit", b"sealed_benefit"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___Verdict: _TypeAlias = Verdict  # noqa: Y015
+
+@_typing.final
+class Judgement(_message.Message):
+    """A statement of the key custodian, exactly as signed, with its signature."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    STATEMENT_FIELD_NUMBER: _builtins.int
+    SIGNATURE_FIELD_NUMBER: _builtins.int
+    statement: _builtins.bytes
+    """a JudgementStatement"""
+    signature: _builtins.bytes
+    """Ed25519 over "hedui/judgement/v1" ‖ 0x00 ‖ SHA-256(statement)"""
+    def __init__(
+        self,
+        *,
+        statement: _builtins.bytes = ...,
+        signature: _builtins.bytes = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["signature", b"signature", "statement", b"statement"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Judgement: _TypeAlias = Judgement  # noqa: Y015
+
+@_typing.final
+class JudgementStatement(_message.Message):
+    """What the key custodian decided for one household of a query: the programme's rules applied
+    to the decrypted totals, the household as the registry bound it into the token grant, and
+    the programme, region and date of the logged request entry.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    QUERY_ID_FIELD_NUMBER: _builtins.int
+    HOUSEHOLD_FIELD_NUMBER: _builtins.int
+    REQUEST_LEAF_HASH_FIELD_NUMBER: _builtins.int
+    PROGRAM_FIELD_NUMBER: _builtins.int
+    REGION_FIELD_NUMBER: _builtins.int
+    AS_OF_FIELD_NUMBER: _builtins.int
+    DECISION_FIELD_NUMBER: _builtins.int
+    BENEFIT_FEN_FIELD_NUMBER: _builtins.int
+    HOUSEHOLD_SIZE_FIELD_NUMBER: _builtins.int
+    POLICY_VERSION_FIELD_NUMBER: _builtins.int
+    RULES_FIELD_NUMBER: _builtins.int
+    HOUSEHOLD_THRESHOLDS_FIELD_NUMBER: _builtins.int
+    NONCE_FIELD_NUMBER: _builtins.int
+    query_id: _builtins.str
+    household: _builtins.int
+    """its index in the token grant"""
+    request_leaf_hash: _builtins.bytes
+    """RFC 6962 leaf hash of the logged request entry"""
+    program: _builtins.str
+    region: _builtins.str
+    as_of: _builtins.str
+    """YYYY-MM-DD"""
+    decision: _common_pb2.Decision.ValueType
+    benefit_fen: _builtins.int
+    household_size: _builtins.int
+    policy_version: _builtins.str
+    nonce: _builtins.bytes
+    """16 random bytes: the statement's digest hides its figures"""
+    @_builtins.property
+    def rules(self) -> _containers.RepeatedCompositeFieldContainer[Global___RuleOutcome]:
+        """As the intake may see them: only the figures the region's disclosure policy shows."""
+
+    @_builtins.property
+    def household_thresholds(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """The rules whose threshold is computed from the household's data (not the policy's alone)."""
+
+    def __init__(
+        self,
+        *,
+        query_id: _builtins.str = ...,
+        household: _builtins.int = ...,
+        request_leaf_hash: _builtins.bytes = ...,
+        program: _builtins.str = ...,
+        region: _builtins.str = ...,
+        as_of: _builtins.str = ...,
+        decision: _common_pb2.Decision.ValueType = ...,
+        benefit_fen: _builtins.int = ...,
+        household_size: _builtins.int = ...,
+        policy_version: _builtins.str = ...,
+        rules: _abc.Iterable[Global___RuleOutcome] | None = ...,
+        household_thresholds: _abc.Iterable[_builtins.str] | None = ...,
+        nonce: _builtins.bytes = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["as_of", b"as_of", "benefit_fen", b"benefit_fen", "decision", b"decision", "household", b"household", "household_size", b"household_size", "household_thresholds", b"household_thresholds", "nonce", b"nonce", "policy_version", b"policy_version", "program", b"program", "query_id", b"query_id", "region", b"region", "request_leaf_hash", b"request_leaf_hash", "rules", b"rules"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___JudgementStatement: _TypeAlias = JudgementStatement  # noqa: Y015
 
 @_typing.final
 class HouseholdMember(_message.Message):

@@ -19,11 +19,12 @@ from hedui.core import grants, signing
 from hedui.core.answers import DATA_INTEGRITY, DECLARED_MAXIMUM, BatchAnswer
 from hedui.core.custody import Deployment, Totals, custodian_view
 from hedui.core.deployment import kind_of
+from hedui.core.judgement import composition_digest
 from hedui.core.paillier import Ciphertext, PrivateKey, PublicKey, generate_keypair
 from hedui.custodian.errors import Refused as CustodianRefused
 from hedui.custodian.keeper import KeyCustodian, binding_of_entry
 from hedui.custodian.witness import DecryptionJournal, LogWitness
-from hedui.proto.v1 import audit_pb2
+from hedui.proto.v1 import audit_pb2, connector_pb2
 from hedui.server.evidence import log_evidence
 
 KEY = generate_keypair(2048)
@@ -143,11 +144,29 @@ def grant_for(
     )
 
 
+AS_OF = "2026-01-05"
+# the household of every request these tests log: its head, the applicant
+MEMBERS = (
+    connector_pb2.Member(
+        relation=connector_pb2.HEAD, birth_date="1980-03-01", applicant=True, signed=True
+    ),
+)
+
+
+def request_entry(query_id: str) -> audit_pb2.AuditEntry:
+    """The request entry these tests log per household (dibao in the demo region)."""
+    return audit_pb2.AuditEntry(
+        request=audit_pb2.RequestEntry(
+            query_id=query_id, program="dibao", region="demo", as_of=AS_OF
+        )
+    )
+
+
 def logged_bindings(query_id: str, n: int) -> list[grants.Binding]:
-    """What the registry binds the grant to for the request entries these tests log (a bare
-    RequestEntry of the query id per household)."""
-    entry = audit_pb2.AuditEntry(request=audit_pb2.RequestEntry(query_id=query_id))
-    return [binding_of_entry(entry.SerializeToString())] * n
+    """What the registry binds the grant to for the request entries these tests log, each
+    household being :data:`MEMBERS`."""
+    binding = binding_of_entry(request_entry(query_id).SerializeToString())
+    return [dataclasses.replace(binding, composition=composition_digest(MEMBERS))] * n
 
 
 class CountingKey(PrivateKey):
@@ -188,7 +207,7 @@ class Run:
         self.custodian = new_custodian(deployment, self.journal, min_banks, key)
 
     def logged(self, query_id: str, count: int = 1) -> list[int]:
-        entry = audit_pb2.AuditEntry(request=audit_pb2.RequestEntry(query_id=query_id))
+        entry = request_entry(query_id)
         return [r.leaf_index for r in self.log.append([entry] * count)]
 
     def decrypt(

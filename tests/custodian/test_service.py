@@ -22,18 +22,19 @@ from typing import Any
 
 import grpc
 import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from google.rpc import error_details_pb2
 
 from hedui.audit.log import AuditLog
 from hedui.audit.store import LogStore, open_log_engine
 from hedui.core import grants, rpc
 from hedui.core.answers import BatchAnswer
-from hedui.core.custody import Totals
 from hedui.core.paillier import PrivateKey
+from hedui.core.policy.book import PolicyBook
+from hedui.custodian.judges import Judges
 from hedui.custodian.keeper import KeyCustodian
 from hedui.custodian.service import JOURNAL_FILE, WITNESS_FILE, serve_custodian
 from hedui.custodian.witness import DecryptionJournal, LogWitness
-from hedui.proto.v1 import audit_pb2
 from hedui.server.custodian_client import RemoteCustodian
 from hedui.server.errors import CustodianRefused
 from hedui.server.evidence import log_evidence
@@ -43,13 +44,17 @@ from tests.custodian.test_keeper import (
     BANKS_ONLY,
     KEY,
     LOG_KEY,
+    MEMBERS,
     ORIGIN,
     PUB,
     banks,
     counting_key,
     grant_for,
     households,
+    request_entry,
 )
+
+JUDGE = Ed25519PrivateKey.generate()  # the custodian's judgement key
 
 
 class Served:
@@ -73,9 +78,12 @@ class Served:
             min_banks=3,
             witness=LogWitness(LOG_KEY.public_key(), ORIGIN, self.witness_path),
             journal=DecryptionJournal(self.journal_path),
+            judges=Judges(PolicyBook.builtin(), JUDGE),
         )
         self.server = serve_custodian(self.custodian, "127.0.0.1:0", None)
-        self.remote = RemoteCustodian(f"127.0.0.1:{self.server.port}", None, PUB, 30.0)
+        self.remote = RemoteCustodian(
+            f"127.0.0.1:{self.server.port}", None, PUB, 30.0, JUDGE.public_key()
+        )
         self.errors: list[grpc.RpcError] = []  # every failed call, as the client received it
         real = self.remote._stub.DecryptBatch
 
@@ -89,7 +97,7 @@ class Served:
         self.remote._stub.DecryptBatch = spy  # type: ignore[assignment]
 
     def logged(self, query_id: str, count: int) -> list[int]:
-        entry = audit_pb2.AuditEntry(request=audit_pb2.RequestEntry(query_id=query_id))
+        entry = request_entry(query_id)
         return [r.leaf_index for r in self.log.append([entry] * count)]
 
     def decrypt(
@@ -99,8 +107,14 @@ class Served:
         n: int,
         grant: grants.Grant,
         leaves: Sequence[int],
-    ) -> list[Totals]:
-        return self.remote.decrypt(query_id, answers, n, grant, log_evidence(self.log, leaves))
+    ) -> list[int]:
+        """The households the custodian judged (their index in the grant): each judgement's
+        signature is checked by the client, and each is about this query."""
+        judged = self.remote.judge(
+            query_id, answers, n, grant, log_evidence(self.log, leaves), [MEMBERS] * n
+        )
+        assert {j.statement.query_id for j in judged} <= {query_id}
+        return [j.statement.household for j in judged]
 
     def records(self, query_id: str) -> list[str]:
         """The events the journal holds for this query."""
@@ -157,9 +171,7 @@ def test_an_unwritable_journal_releases_nothing_and_the_same_request_succeeds_la
     s = Served(tmp_path, key, journal_dir="journal")
     try:
         answers, grant, leaves = _request(s, "q-before", 1)
-        assert [t.values["deposits"] for t in s.decrypt("q-before", answers, 1, grant, leaves)] == [
-            15
-        ]
+        assert s.decrypt("q-before", answers, 1, grant, leaves) == [0]
         saved = tmp_path / "journal.saved"
         shutil.move(s.journal_path, saved)
         if fault == "directory":
@@ -196,8 +208,7 @@ def test_an_unwritable_journal_releases_nothing_and_the_same_request_succeeds_la
         else:
             s.journal_path.unlink()
         shutil.move(saved, s.journal_path)
-        totals = s.decrypt("q-fault", answers, 2, grant, leaves)
-        assert [t.values["deposits"] for t in totals] == [15, 15]
+        assert s.decrypt("q-fault", answers, 2, grant, leaves) == [0, 1]
         assert s.records("q-fault") == ["decrypted"]
         assert s.records("q-before") == ["decrypted"]
         with pytest.raises(CustodianRefused, match="decrypted already"):
@@ -240,8 +251,7 @@ def test_an_unwritable_witness_state_advances_nothing_and_the_same_request_succe
     assert not served.custodian.witness.witnessed(served.log.store.size())
     assert served.records("q-w2") == []
     served.witness_path.rmdir()
-    totals = served.decrypt("q-w2", answers, 2, grant, leaves)
-    assert [t.values["deposits"] for t in totals] == [15, 15]
+    assert served.decrypt("q-w2", answers, 2, grant, leaves) == [0, 1]
     assert served.custodian.witness.size == served.log.store.size() > size
     assert (
         LogWitness(LOG_KEY.public_key(), ORIGIN, served.witness_path).size
@@ -255,7 +265,7 @@ def test_the_client_words_the_custodians_refusals_and_transport_failures_apart(
     answers, grant, leaves = _request(served, "q-words")
     # a status the custodian sent: its refusal, with its code and words
     with pytest.raises(CustodianRefused) as info:
-        served.remote.decrypt("q-words", answers, 0, grant, log_evidence(served.log, leaves))
+        served.remote.judge("q-words", answers, 0, grant, log_evidence(served.log, leaves), [])
     assert str(info.value) == (
         "the key custodian refused (INVALID_ARGUMENT): households: 1 to "
         f"{grants.MAX_BATCH} households, got 0"
@@ -269,10 +279,12 @@ def test_the_client_words_the_custodians_refusals_and_transport_failures_apart(
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
-    nobody = RemoteCustodian(f"127.0.0.1:{port}", None, PUB, 2.0)
+    nobody = RemoteCustodian(f"127.0.0.1:{port}", None, PUB, 2.0, JUDGE.public_key())
     try:
         with pytest.raises(CustodianRefused) as info:
-            nobody.decrypt("q-words", answers, 2, grant, log_evidence(served.log, leaves))
+            nobody.judge(
+                "q-words", answers, 2, grant, log_evidence(served.log, leaves), [MEMBERS] * 2
+            )
         assert str(info.value) == "the key custodian is not reachable (UNAVAILABLE)"
     finally:
         nobody.close()
@@ -297,10 +309,10 @@ def test_concurrent_decryptions_while_the_log_grows_all_succeed(served: Served) 
             for i in range(calls):
                 qid = f"{name}-{i}"
                 leaves = served.logged(qid, n)
-                totals = served.decrypt(
+                judged = served.decrypt(
                     qid, banks(qid, tokens), n, grant_for(qid, BANKS, tokens), leaves
                 )
-                assert [t.values["deposits"] for t in totals] == [15] * n
+                assert judged == list(range(n))
         except BaseException as e:  # reported below
             failures.append(e)
 
