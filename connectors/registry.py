@@ -185,9 +185,7 @@ class RegistryServicer(connector_pb2_grpc.RegistryServiceServicer):
             household = self._household(applicant, members, a.signatures)
             if household.tokens:
                 answered_in.append((household, members[0].household_id))
-                bindings.append(
-                    self._binding(applicant, a.signatures, campaign, household.members)
-                )
+                bindings.append(self._binding(applicant, a.signatures, campaign, household.members))
                 if until is not None and a.monitoring_handle:  # renewed, never past its campaign
                     self._handles.renew(bytes(a.monitoring_handle), until)
                     household.monitoring_handle = a.monitoring_handle
