@@ -199,6 +199,7 @@ def test_the_service_cannot_aim_one_bank_at_one_person(up: Up) -> None:
                 households=1,
                 grant=reply.grant,
                 evidence=custodian_pb2.LogEvidence(),
+                compositions=[custodian_pb2.Composition(members=household.members)],
             ),
             timeout=30,
         )

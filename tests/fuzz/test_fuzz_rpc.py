@@ -623,7 +623,12 @@ def _decrypt_batch(d: Deployment, n: int) -> custodian_pb2.DecryptBatchRequest:
         )
     evidence = _evidence(d, qid)
     return custodian_pb2.DecryptBatchRequest(
-        query_id=qid, answers=answers, households=n, grant=reply.grant, evidence=evidence
+        query_id=qid,
+        answers=answers,
+        households=n,
+        grant=reply.grant,
+        evidence=evidence,
+        compositions=[custodian_pb2.Composition(members=h.members) for h in reply.households],
     )
 
 
