@@ -31,6 +31,8 @@ from hedui.audit.cosignature import Cosignature, WitnessPolicy
 from hedui.audit.errors import AuditError, Unwitnessed, VerificationError
 from hedui.audit.log import key_name
 from hedui.audit.store import LogStore
+from hedui.core import judgement
+from hedui.core.errors import CryptoError
 from hedui.proto.v1 import audit_pb2, common_pb2
 
 PAGE = 1000
@@ -680,6 +682,67 @@ def check_decryptions(
             out.not_logged.append(f"query {qid}: its request entries are not in the log")
         elif qid not in outcomes:
             out.without_verdict.append(qid)
+    return out
+
+
+@dataclass
+class JudgementCheck:
+    """The verdict entries against the key custodian's signed decision records (issue #24)."""
+
+    checked: int = 0
+    without: int = 0  # verdict entries without a record (written before issue #24)
+    problems: list[str] = field(default_factory=list)  # tampering
+
+
+def check_judgements(source: LogSource, size: int, key: Ed25519PublicKey) -> JudgementCheck:
+    """Every verdict entry of the log's first ``size`` entries must carry the decision record the
+    key custodian signed for it, and say what the record says: the same query, request,
+    applicant, programme, region, date, decision, rules, policy version and household size, for
+    a request entry of the log (its leaf hash). A verdict entry the service changed, or gave
+    another household's record, is listed."""
+    out = JudgementCheck()
+    requests: dict[tuple[str, str], bytes] = {}  # (query id, request id) -> leaf hash
+    for index, data in read_entries(source, size):
+        entry = audit_pb2.AuditEntry.FromString(data)
+        if entry.HasField("request"):
+            requests[(entry.request.query_id, entry.request.request_id)] = merkle.leaf_hash(data)
+            continue
+        if not entry.HasField("verdict") or entry.verdict.error:
+            continue
+        v = entry.verdict
+        if not v.judgement_record:
+            out.without += 1
+            continue
+        try:
+            r = judgement.verify_record(key, v.judgement_record, v.judgement_signature)
+        except CryptoError:
+            out.problems.append(f"entry {index}: its decision is not signed by the key custodian")
+            continue
+        differ = [
+            name
+            for name, signed, logged in (
+                ("query id", r.query_id, v.query_id),
+                ("request id", r.request_id, v.request_id),
+                ("applicant", r.applicant_audit_token, v.applicant_audit_token),
+                ("programme", r.program, v.program),
+                ("region", r.region, v.region),
+                ("date", r.as_of, v.as_of),
+                ("decision", r.decision, v.decision),
+                ("rules", list(r.rules), list(v.rules)),
+                ("policy version", r.policy_version, v.policy_version),
+                ("household size", r.household_size, v.household_size),
+                ("request entry", r.request_leaf_hash, requests.get((v.query_id, v.request_id))),
+            )
+            if signed != logged
+        ]
+        if r.refused:
+            differ.append("refusal (the custodian decided nothing)")
+        if differ:
+            out.problems.append(
+                f"entry {index}: {', '.join(differ)} not as the key custodian signed"
+            )
+        else:
+            out.checked += 1
     return out
 
 

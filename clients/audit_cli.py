@@ -21,6 +21,7 @@ from hedui.clients.intake import (
     format_fen,
 )
 from hedui.core.clock import DEPLOYMENT
+from hedui.core.errors import HeduiError
 from hedui.proto.v1 import audit_pb2
 
 if TYPE_CHECKING:  # the log's code (SQLAlchemy, grpc, cryptography) is imported where used
@@ -211,6 +212,7 @@ def cmd_verify(args: argparse.Namespace) -> int:
             )
         print(f"state: {state.path}")
     rc = _check_journal(args, session, report.checkpoint.size, doc)
+    rc = max(rc, _check_judgements(args, session, report.checkpoint.size, doc), key=_worse)
     if args.json:
         doc["ok"] = rc == 0
         _emit(doc)
@@ -267,6 +269,70 @@ def _check_journal(
             )
         return 3
     return 0
+
+
+def _worse(rc: int) -> int:
+    """Exit codes by weight: tampering (2) over decryptions without a verdict (3)."""
+    return {0: 0, 3: 1, 2: 2}.get(rc, 3)
+
+
+def judgement_key_path(args: argparse.Namespace) -> Path | None:
+    """The key custodian's judgement key the auditor pinned: ``--judgement-key``, else its
+    profile's ``judgement_key``, else with ``--workdir`` the copy `hedui up` gave the auditor
+    (``custodian/judgement.pub``)."""
+    from hedui.clients.intake import read_profile
+    from hedui.core.workdir import Workdir
+
+    if args.judgement_key:
+        return Path(args.judgement_key)
+    if args.profile:
+        pinned = read_profile(args.profile, f"{args.profile} does not exist").get("judgement_key")
+        if pinned is not None and not isinstance(pinned, str):
+            raise ClientError(f"{args.profile}: judgement_key must be a path")
+        return Path(pinned) if pinned else None
+    if args.workdir:
+        path = Workdir(args.workdir).keys("auditor").judgement_public_path
+        return path if path.exists() else None
+    return None
+
+
+def _check_judgements(
+    args: argparse.Namespace, session: AuditorSession, size: int, doc: dict[str, Any]
+) -> int:
+    """Every verdict entry against the key custodian's signed decision record (in
+    ``doc["judgements"]``; printed unless ``--json``): 2 when one differs."""
+    from hedui.audit.auditor import check_judgements
+    from hedui.core.keyfiles import read_public
+    from hedui.core.signing import load_public_key
+
+    path = judgement_key_path(args)
+    if path is None:
+        doc["judgements"] = None
+        if not args.json:
+            print(
+                "warning: the key custodian's judgement key is not pinned: the verdicts' "
+                "decisions were not checked against its signatures (give --judgement-key "
+                "custodian/judgement.pub)",
+                file=sys.stderr,
+            )
+        return 0
+    try:
+        key = load_public_key(read_public(path))
+    except HeduiError as e:
+        raise ClientError(f"--judgement-key: {e}") from None
+    check = check_judgements(session.source, size, key)
+    doc["judgements"] = {
+        "key": str(path),
+        "checked": check.checked,
+        "before_issue_24": check.without,
+        "tampering": check.problems,
+    }
+    if not args.json:
+        older = f", {check.without} older without one" if check.without else ""
+        print(f"custodian judgements: {check.checked} verdict(s) as the custodian signed{older}")
+        for problem in check.problems:
+            print(f"TAMPERING DETECTED: {problem}", file=sys.stderr)
+    return 2 if check.problems else 0
 
 
 def default_state_path(origin: str) -> Path:
@@ -578,6 +644,13 @@ def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-ar
         help="the key custodian's journal of decryptions, counted against the log "
         "(default: with --workdir, the custodian's journal there when present; "
         "with --profile, none)",
+    )
+    p.add_argument(
+        "--judgement-key",
+        type=Path,
+        help="the key custodian's judgement key (custodian/judgement.pub): every verdict entry "
+        "is checked against the decision the custodian signed (default: the profile's "
+        "judgement_key, or with --workdir the auditor's copy there)",
     )
     p.add_argument(
         "--json",

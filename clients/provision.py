@@ -78,7 +78,7 @@ def enrol(
         if role_of(party) == SERVICE:
             keys.write_shared_audit_token_key()  # a deployment enrolled before it existed
         if role_of(party) == CUSTODIAN_ID:
-            keys.judgement_signing_key()  # likewise (issue #24)
+            keys.ensure_judgement_key()  # likewise (issue #24)
         return
     keys.create_own_keys(party, role_of(party), paillier_bits=paillier_bits, on_create=on_create)
     csr = keys.request_certificate(party, role_of(party))
@@ -101,7 +101,7 @@ def trusted_files(party: str, role: str, connector_ids: Sequence[str]) -> list[t
     if party == CUSTODIAN_ID:
         return [grant, log_key, witness, *answers]
     if role == "auditor":
-        return [log_key, witness]
+        return [log_key, witness, judgement]
     if role == "connector" and party != REGISTRY_ID:
         return [paillier, grant]
     return []
@@ -117,8 +117,11 @@ def distribute(w: Workdir, parties: Iterable[str], connector_ids: Sequence[str])
         keys.receive("crl.pem", crl_pem)
         role = identity_from_pem(read_public(keys.tls_paths(party)[0])).role
         for whose, relative in trusted_files(party, role, connector_ids):
-            if whose == "witness" and not (w.keys(whose).root / relative).exists():
-                continue  # the witness makes its key at its first start; given out after it
+            made_later = whose == "witness" or relative.name == "judgement.pub"
+            if made_later and not (w.keys(whose).root / relative).exists():
+                # the witness makes its key at its first start, the custodian its judgement
+                # key at its enrolment: given out after it
+                continue
             keys.trust(w.keys(whose), relative)
         if party == REGISTRY_ID and w.keys(SERVICE).shared_audit_token_path.exists():
             # the one secret two parties share: the registry binds grants to audit tokens

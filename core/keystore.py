@@ -93,10 +93,21 @@ class KeyDir:
     def judgement_public_path(self) -> Path:
         return self.root / "custodian" / "judgement.pub"
 
+    def ensure_judgement_key(self) -> None:
+        """Make the custodian's judgement key pair when neither half exists (at enrolment, or
+        a custodian enrolled before issue #24); its public half goes to the service
+        (``judgement.pub``). A public half without its private key is a lost key: refused,
+        never replaced (the service pinned it)."""
+        private = self.root / "custodian" / "judgement.key"
+        if not private.exists() and self.judgement_public_path.exists():
+            raise KeyFileError(
+                f"{private} is missing but judgement.pub is there: restore the key from the "
+                "custodian's backup (a new one would not match what the service pinned)"
+            )
+        _signing_pair(private, self.judgement_public_path)
+
     def judgement_signing_key(self) -> Ed25519PrivateKey:
-        """The custodian's judgement key, made here on first use (a key set older than
-        issue #24 has none): its public half goes to the service (``judgement.pub``)."""
-        _signing_pair(self.root / "custodian" / "judgement.key", self.judgement_public_path)
+        """The custodian's judgement key (made by :meth:`ensure_judgement_key`)."""
         return _private(self.root / "custodian" / "judgement.key")
 
     def judgement_verify_key(self) -> Ed25519PublicKey:
@@ -150,7 +161,7 @@ class KeyDir:
             private = generate_keypair(paillier_bits)
             write_secret(self.paillier_private_path, private.to_json().encode())
             write_public(self.paillier_public_path, private.public.to_json().encode())
-        self.judgement_signing_key()
+        self.ensure_judgement_key()
         if not (self.root / "service" / "audit.key").exists():
             write_secret(self.root / "service" / "audit.key", secrets.token_bytes(KEY_BYTES))
         for cid in ids:
@@ -272,7 +283,7 @@ class KeyDir:
             write_secret(self.paillier_private_path, private.to_json().encode())
             write_public(self.paillier_public_path, private.public.to_json().encode())
         if role == "custodian":
-            self.judgement_signing_key()
+            self.ensure_judgement_key()
         if role == "service":
             if not (self.root / "service" / "audit.key").exists():
                 write_secret(self.root / "service" / "audit.key", secrets.token_bytes(KEY_BYTES))

@@ -5,8 +5,10 @@ in the log before anything is decrypted), the members the registry bound into th
 (their digest is the grant's, checked before anything is decrypted), and the totals the custodian
 decrypted. The policy is the one built into this release (:class:`PolicyBook`, named by its
 version: the SHA-256 of the rule code and the region's parameter file). What it returns is a
-signed :class:`~hedui.proto.v1.verification_pb2.JudgementStatement`: the decision, the benefit and
-the rules' outcomes with only the figures the region's disclosure policy shows.
+signed :class:`~hedui.proto.v1.verification_pb2.DecisionRecord` (the decision and the rules'
+outcomes, no figure: what the audit log keeps) and beside it the
+:class:`~hedui.proto.v1.verification_pb2.JudgementStatement` the record names by digest: the
+decision, the benefit and the rules with only the figures the region's disclosure policy shows.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from hedui.audit import merkle
 from hedui.core import judgement
+from hedui.core.clock import DEPLOYMENT
 from hedui.core.custody import Totals
 from hedui.core.errors import PolicyError
 from hedui.core.grants import Grant
@@ -39,6 +42,8 @@ class Case:
     as_of: dt.date
     request_leaf_hash: bytes
     members: tuple[Member, ...]
+    request_id: str
+    applicant_audit_token: bytes
 
 
 class Judges:
@@ -47,10 +52,12 @@ class Judges:
         policy: PolicyBook,
         key: Ed25519PrivateKey,
         new_nonce: Callable[[], bytes] = lambda: secrets.token_bytes(NONCE_BYTES),
+        today: Callable[[], dt.date] = DEPLOYMENT.today,
     ) -> None:
         self.policy = policy
         self._key = key
         self._new_nonce = new_nonce
+        self._today = today
 
     def cases(
         self,
@@ -58,12 +65,20 @@ class Judges:
         entries: Sequence[bytes],
         compositions: Sequence[Sequence[connector_pb2.Member]],
     ) -> list[Case]:
-        """Each household's case, or the refusal of the whole query: a household whose members
-        are not the ones the registry bound into the grant, or a request entry with no policy
-        in force for its programme, region and date."""
+        """Each household's case, or the refusal of the whole query (before anything is
+        decrypted): a household whose members are not the ones the registry bound into the
+        grant, or a request entry with no policy in force for its programme, region and date,
+        or dated after today."""
         out = []
+        today = self._today()
         for h, (entry, members) in enumerate(zip(entries, compositions, strict=True)):
-            if judgement.composition_digest(members) != grant.bindings[h].composition:
+            bound = grant.bindings[h].composition
+            if not bound:
+                raise Refused(
+                    "the token grant binds no household composition: the registry is older "
+                    "than the custodian's judgements (issue #24); upgrade it"
+                )
+            if judgement.composition_digest(members) != bound:
                 raise Refused(
                     f"household {h}: its members are not the ones the registry bound into the "
                     "token grant"
@@ -79,10 +94,20 @@ class Judges:
                 raise Refused(
                     f"household {h}: its request entry or members are malformed"
                 ) from None
+            if as_of > today + dt.timedelta(days=1):  # a day for time zones
+                raise Refused(f"household {h}: its date {as_of} is after today ({today})")
             if sum(m.applicant for m in people) != 1:
                 raise Refused(f"household {h}: its members do not name one applicant")
             out.append(
-                Case(request.program, request.region, as_of, merkle.leaf_hash(entry), people)
+                Case(
+                    request.program,
+                    request.region,
+                    as_of,
+                    merkle.leaf_hash(entry),
+                    people,
+                    request.request_id,
+                    bytes(request.applicant_audit_token),
+                )
             )
         return out
 
@@ -94,13 +119,30 @@ class Judges:
         totals: Totals,
         missing: Mapping[str, tuple[str, ...]],
     ) -> verification_pb2.Judgement:
-        """The programme's rules applied to the household's totals, signed."""
+        """The programme's rules applied to the household's totals, signed: its record (no
+        figure) and its statement. A policy that cannot be applied to this household (a
+        parameter not in force on its date) refuses this household alone, in the record."""
         facts = HouseholdFacts(members=case.members, totals=totals.values, missing=missing)
+        record = verification_pb2.DecisionRecord(
+            query_id=query_id,
+            household=household,
+            request_leaf_hash=case.request_leaf_hash,
+            request_id=case.request_id,
+            applicant_audit_token=case.applicant_audit_token,
+            program=case.program,
+            region=case.region,
+            as_of=case.as_of.isoformat(),
+            household_size=facts.size,
+        )
         try:
             applied = self.policy.apply(case.program, case.region, facts, case.as_of)
         except PolicyError as e:
-            raise Refused(f"household {household}: {e}") from None
+            record.refused = str(e)
+            return judgement.judgement(self._key, record, None)
         ev = applied.evaluation
+        record.decision = DECISIONS[ev.decision]
+        record.rules.extend(judgement.audit_rules(ev.rules))
+        record.policy_version = applied.policy_version
         statement = verification_pb2.JudgementStatement(
             query_id=query_id,
             household=household,
@@ -108,7 +150,7 @@ class Judges:
             program=case.program,
             region=case.region,
             as_of=case.as_of.isoformat(),
-            decision=DECISIONS[ev.decision],
+            decision=record.decision,
             benefit_fen=ev.benefit_fen,
             household_size=facts.size,
             policy_version=applied.policy_version,
@@ -116,4 +158,4 @@ class Judges:
             household_thresholds=[r.id for r in ev.rules if r.threshold_fields],
             nonce=self._new_nonce(),
         )
-        return judgement.judgement(self._key, statement)
+        return judgement.judgement(self._key, record, statement)

@@ -301,6 +301,8 @@ def start_custodian(config: CustodianConfig) -> RunningServer:
     )
     state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
     private = keys.paillier_private()
+    keys.ensure_judgement_key()  # a custodian enrolled before issue #24 makes it now
+    judgement_key = keys.judgement_signing_key()
     view = custodian_view(
         ids,
         {c: keys.connector_verify_key(c) for c in ids},
@@ -327,7 +329,7 @@ def start_custodian(config: CustodianConfig) -> RunningServer:
             first=config.first_checkpoint(),
         ),
         journal=journal,
-        judges=Judges(PolicyBook.builtin(), keys.judgement_signing_key()),
+        judges=Judges(PolicyBook.builtin(), judgement_key),
     )
     log.info(
         "decrypting only under checkpoints cosigned by %d of: %s",

@@ -159,15 +159,18 @@ class RemoteCustodian:
         out = []
         for h, j in enumerate(reply.judgements):
             try:
-                statement = judgement.verify(self.judgement_key, j)
-            except CryptoError:
+                judged = judgement.verify(self.judgement_key, j)
+            except CryptoError as e:
                 raise CustodianRefused(
-                    "the key custodian's judgement is not signed with its judgement key "
-                    "(custodian/judgement.pub): copy the key again from the custodian"
+                    f"the key custodian's judgement cannot be used ({e}): is its judgement key "
+                    "the one in custodian/judgement.pub? copy it again from the custodian"
                 ) from None
-            if statement.query_id != query_id or statement.household != h:
+            r = judged.record
+            if r.query_id != query_id or r.household != h:
                 raise CustodianRefused("the key custodian judged another query or household")
-            out.append(Judged(j, statement))
+            if judged.statement is None and not r.refused:
+                raise CustodianRefused("the key custodian's judgement holds no statement")
+            out.append(judged)
         return out
 
     def close(self) -> None:

@@ -71,7 +71,7 @@ def decision_only(
     shown.rules.extend(_outcome_only(r) for r in verdict.rules)
     shown.benefit_fen = 0
     shown.figures_opening = b""
-    shown.ClearField("judgement")  # its statement holds the benefit and the figures
+    shown.judgement.statement = b""  # it holds the benefit and the figures; the record stays
     shown.disclosure = DECISION_ONLY
     shown.sealed_benefit = seal_benefit(key, verdict)
     return shown

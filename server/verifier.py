@@ -22,7 +22,6 @@ from dataclasses import dataclass
 from hedui.audit import commitment, merkle
 from hedui.audit.errors import AuditError, VerificationError
 from hedui.audit.log import AuditLog, Receipt
-from hedui.core import judgement
 from hedui.core.custody import EvidenceSource
 from hedui.core.grants import Grant
 from hedui.core.judgement import Judged
@@ -323,10 +322,13 @@ class Verifier:
             for i, ((p, household, _), j) in enumerate(zip(found, judged, strict=True)):
                 if p.index in results:  # refused above
                     continue
-                # the sources failed for the run, and those that marked this household
-                verdict, entry = self.conclude(
-                    p, query_id, household, fan.failures_of(i), digests, j
-                )
+                try:  # the sources failed for the run, and those that marked this household
+                    verdict, entry = self.conclude(
+                        p, query_id, household, fan.failures_of(i), digests, j
+                    )
+                except (PolicyError, CustodianRefused) as e:  # this household's alone
+                    refuse(p, e)
+                    continue
                 concluded.append((p, household, verdict))
                 entries.append(entry)
         self.requests.pending(
@@ -412,11 +414,17 @@ class Verifier:
         judged: Judged,
     ) -> tuple[verification_pb2.Verdict, audit_pb2.AuditEntry]:
         """From the custodian's signed judgement to the verdict and its audit entry: the
-        decision, benefit and rules are the custodian's, relayed as it signed them."""
+        decision, benefit and rules are the custodian's, relayed as it signed them, and the
+        entry holds its signed record (an auditor checks the one against the other)."""
         app = p.app
-        st = judged.statement
-        if (st.program, st.region, st.as_of) != (app.program, app.region, app.as_of.isoformat()):
-            raise CustodianRefused("the key custodian judged another programme, region or date")
+        r, st = judged.record, judged.statement
+        asked = (app.request_id, p.claim.audit_token, app.program, app.region)
+        if (r.request_id, r.applicant_audit_token, r.program, r.region) != asked or (
+            r.as_of != app.as_of.isoformat()
+        ):
+            raise CustodianRefused("the key custodian judged another request")
+        if r.refused or st is None:
+            raise PolicyError(r.refused or "the key custodian decided nothing")
         verdict = verification_pb2.Verdict(
             request_id=app.request_id,
             decision=st.decision,
@@ -429,14 +437,13 @@ class Verifier:
             as_of=app.as_of.isoformat(),
             connectors_answered=len(digests),
             failures=[
-                common_pb2.SourceFailure(connector_id=c, reason=r)
-                for c, r in sorted(failures.items())
+                common_pb2.SourceFailure(connector_id=c, reason=why)
+                for c, why in sorted(failures.items())
             ],
             figures_opening=self.new_salt(),
             members=household_members(household.members, app),
             judgement=judged.judgement,
         )
-        from_household = set(st.household_thresholds)
         entry = self.entry_for(p.caller)
         entry.verdict.CopyFrom(
             audit_pb2.VerdictEntry(
@@ -445,24 +452,15 @@ class Verifier:
                 answer_digests=[
                     audit_pb2.AnswerDigest(connector_id=c, digest=d) for c, d in sorted(digests)
                 ],
-                decision=verdict.decision,
+                decision=r.decision,
                 # no figure: a threshold of the policy only, the rest in the commitment
-                rules=[
-                    audit_pb2.RuleRecord(
-                        id=r.id,
-                        outcome=r.outcome,
-                        threshold=r.threshold
-                        if r.HasField("threshold") and r.id not in from_household
-                        else None,
-                    )
-                    for r in st.rules
-                ],
-                policy_version=verdict.policy_version,
-                household_size=verdict.household_size,
+                rules=r.rules,
+                policy_version=r.policy_version,
+                household_size=r.household_size,
                 query_id=query_id,
                 figures_commitment=commitment.commit(verdict.figures_opening, verdict),
                 district=household.district,
-                judgement_digest=judgement.digest(judged.judgement.statement),
+                judgement_record=judged.judgement.record,
                 judgement_signature=judged.judgement.signature,
             )
         )

@@ -43,8 +43,11 @@ def income(facts: HouseholdFacts) -> Income | None:
     tax = facts.get("annual_taxable_income") // 12
     land = facts.get("annual_land_income") // 12
     low, high = hrss + land, max(hrss, tax) + land
-    low_fields = (*INCOME_FIELDS[:3], "annual_land_income")
-    high_fields = low_fields if hrss >= tax else ("annual_taxable_income", "annual_land_income")
+    # a field counts as a source of a total only when it adds to it: land income under 12 fen a
+    # year adds 0 a month, and a total shown as "two sources" would be hrss's own figure
+    land_fields = ("annual_land_income",) if land else ()
+    low_fields = (*INCOME_FIELDS[:3], *land_fields)
+    high_fields = low_fields if hrss >= tax else ("annual_taxable_income", *land_fields)
     # household figures only: one department's own figure is never disclosed (DESIGN §1)
     figures = (
         Figure("income_low", low, "", 0, "fen", low_fields),

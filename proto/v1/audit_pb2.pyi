@@ -394,7 +394,7 @@ class VerdictEntry(_message.Message):
     CASEWORKER_ID_FIELD_NUMBER: _builtins.int
     CONSENT_FIELD_NUMBER: _builtins.int
     DISTRICT_FIELD_NUMBER: _builtins.int
-    JUDGEMENT_DIGEST_FIELD_NUMBER: _builtins.int
+    JUDGEMENT_RECORD_FIELD_NUMBER: _builtins.int
     JUDGEMENT_SIGNATURE_FIELD_NUMBER: _builtins.int
     request_id: _builtins.str
     program: _builtins.str
@@ -422,12 +422,11 @@ class VerdictEntry(_message.Message):
     """The household's county-level district in the register (GB/T 2260), or empty: for
     supervision by district (the web console's charts); it names no person.
     """
-    judgement_digest: _builtins.bytes
-    """The key custodian's judgement of this verdict (issue #24): the SHA-256 of its statement
-    (which holds a random nonce, so the digest gives no figure away) and the custodian's
-    Ed25519 signature over "hedui/judgement/v1" ‖ 0x00 ‖ judgement_digest. With the caller's
-    verdict (Verdict.judgement) anyone holding custodian/judgement.pub checks that the service
-    relayed the custodian's decision.
+    judgement_record: _builtins.bytes
+    """The key custodian's judgement of this verdict (issue #24): its DecisionRecord (the decision,
+    rule outcomes, policy version and size it signed, no figure) exactly as signed, and its
+    Ed25519 signature over "hedui/judgement/v1" ‖ 0x00 ‖ judgement_record. `hedui audit verify`
+    checks both against the entry with the custodian's key (custodian/judgement.pub).
     """
     judgement_signature: _builtins.bytes
     @_builtins.property
@@ -463,12 +462,12 @@ class VerdictEntry(_message.Message):
         caseworker_id: _builtins.str = ...,
         consent: Global___ConsentRecord | None = ...,
         district: _builtins.str = ...,
-        judgement_digest: _builtins.bytes = ...,
+        judgement_record: _builtins.bytes = ...,
         judgement_signature: _builtins.bytes = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["consent", b"consent"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["answer_digests", b"answer_digests", "applicant_audit_token", b"applicant_audit_token", "as_of", b"as_of", "benefit_fen", b"benefit_fen", "caseworker_id", b"caseworker_id", "connectors_answered", b"connectors_answered", "connectors_failed", b"connectors_failed", "consent", b"consent", "consent_reference", b"consent_reference", "decision", b"decision", "district", b"district", "error", b"error", "figures_commitment", b"figures_commitment", "household_size", b"household_size", "judgement_digest", b"judgement_digest", "judgement_signature", b"judgement_signature", "policy_version", b"policy_version", "program", b"program", "query_id", b"query_id", "region", b"region", "request_id", b"request_id", "rules", b"rules"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["answer_digests", b"answer_digests", "applicant_audit_token", b"applicant_audit_token", "as_of", b"as_of", "benefit_fen", b"benefit_fen", "caseworker_id", b"caseworker_id", "connectors_answered", b"connectors_answered", "connectors_failed", b"connectors_failed", "consent", b"consent", "consent_reference", b"consent_reference", "decision", b"decision", "district", b"district", "error", b"error", "figures_commitment", b"figures_commitment", "household_size", b"household_size", "judgement_record", b"judgement_record", "judgement_signature", b"judgement_signature", "policy_version", b"policy_version", "program", b"program", "query_id", b"query_id", "region", b"region", "request_id", b"request_id", "rules", b"rules"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

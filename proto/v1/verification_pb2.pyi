@@ -540,10 +540,11 @@ class Verdict(_message.Message):
     @_builtins.property
     def judgement(self) -> Global___Judgement:
         """The key custodian's signed word on this verdict (issue #24): the rules were applied where
-        the figures are, and the service relays the decision, the benefit and the rules' outcomes
-        as the custodian signed them. Verify with the custodian's judgement key
-        (custodian/judgement.pub): Ed25519 over "hedui/judgement/v1" ‖ 0x00 ‖ SHA-256(statement).
-        Empty with disclosure "decision_only" (the statement holds the benefit).
+        the figures are, and the service relays what the custodian decided. `record` is a
+        DecisionRecord (no figure; the audit log holds the same bytes), `signature` the custodian's
+        Ed25519 signature over "hedui/judgement/v1" ‖ 0x00 ‖ record, checked with its judgement key
+        (custodian/judgement.pub); `statement` the JudgementStatement with the benefit and the
+        figures, whose SHA-256 the record holds (empty with disclosure "decision_only").
         """
 
     def __init__(
@@ -577,37 +578,108 @@ Global___Verdict: _TypeAlias = Verdict  # noqa: Y015
 
 @_typing.final
 class Judgement(_message.Message):
-    """A statement of the key custodian, exactly as signed, with its signature."""
-
     DESCRIPTOR: _descriptor.Descriptor
 
     STATEMENT_FIELD_NUMBER: _builtins.int
     SIGNATURE_FIELD_NUMBER: _builtins.int
+    RECORD_FIELD_NUMBER: _builtins.int
     statement: _builtins.bytes
-    """a JudgementStatement"""
+    """a JudgementStatement, or empty"""
     signature: _builtins.bytes
-    """Ed25519 over "hedui/judgement/v1" ‖ 0x00 ‖ SHA-256(statement)"""
+    """Ed25519 over "hedui/judgement/v1" ‖ 0x00 ‖ record"""
+    record: _builtins.bytes
+    """a DecisionRecord, exactly as signed"""
     def __init__(
         self,
         *,
         statement: _builtins.bytes = ...,
         signature: _builtins.bytes = ...,
+        record: _builtins.bytes = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["signature", b"signature", "statement", b"statement"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["record", b"record", "signature", b"signature", "statement", b"statement"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___Judgement: _TypeAlias = Judgement  # noqa: Y015
 
 @_typing.final
-class JudgementStatement(_message.Message):
-    """What the key custodian decided for one household of a query: the programme's rules applied
-    to the decrypted totals, the household as the registry bound it into the token grant, and
-    the programme, region and date of the logged request entry.
+class DecisionRecord(_message.Message):
+    """The custodian's decision for one household of a query, without a figure: what the audit log
+    keeps, so an auditor checks every verdict entry's decision against the custodian's key.
     """
 
+    DESCRIPTOR: _descriptor.Descriptor
+
+    QUERY_ID_FIELD_NUMBER: _builtins.int
+    HOUSEHOLD_FIELD_NUMBER: _builtins.int
+    REQUEST_LEAF_HASH_FIELD_NUMBER: _builtins.int
+    REQUEST_ID_FIELD_NUMBER: _builtins.int
+    APPLICANT_AUDIT_TOKEN_FIELD_NUMBER: _builtins.int
+    PROGRAM_FIELD_NUMBER: _builtins.int
+    REGION_FIELD_NUMBER: _builtins.int
+    AS_OF_FIELD_NUMBER: _builtins.int
+    DECISION_FIELD_NUMBER: _builtins.int
+    RULES_FIELD_NUMBER: _builtins.int
+    POLICY_VERSION_FIELD_NUMBER: _builtins.int
+    HOUSEHOLD_SIZE_FIELD_NUMBER: _builtins.int
+    STATEMENT_DIGEST_FIELD_NUMBER: _builtins.int
+    REFUSED_FIELD_NUMBER: _builtins.int
+    query_id: _builtins.str
+    household: _builtins.int
+    """its index in the token grant"""
+    request_leaf_hash: _builtins.bytes
+    """RFC 6962 leaf hash of the logged request entry"""
+    request_id: _builtins.str
+    """of that request entry"""
+    applicant_audit_token: _builtins.bytes
+    """of that request entry (the grant binds it)"""
+    program: _builtins.str
+    region: _builtins.str
+    as_of: _builtins.str
+    decision: _common_pb2.Decision.ValueType
+    """unset when refused"""
+    policy_version: _builtins.str
+    household_size: _builtins.int
+    statement_digest: _builtins.bytes
+    """SHA-256 of the JudgementStatement (empty when refused)"""
+    refused: _builtins.str
+    """Why the custodian decided nothing for this household (no policy in force for its date),
+    in words; the service answers that household's request with it.
+    """
+    @_builtins.property
+    def rules(self) -> _containers.RepeatedCompositeFieldContainer[_audit_pb2.RuleRecord]:
+        """id, outcome, the policy's own threshold only"""
+
+    def __init__(
+        self,
+        *,
+        query_id: _builtins.str = ...,
+        household: _builtins.int = ...,
+        request_leaf_hash: _builtins.bytes = ...,
+        request_id: _builtins.str = ...,
+        applicant_audit_token: _builtins.bytes = ...,
+        program: _builtins.str = ...,
+        region: _builtins.str = ...,
+        as_of: _builtins.str = ...,
+        decision: _common_pb2.Decision.ValueType = ...,
+        rules: _abc.Iterable[_audit_pb2.RuleRecord] | None = ...,
+        policy_version: _builtins.str = ...,
+        household_size: _builtins.int = ...,
+        statement_digest: _builtins.bytes = ...,
+        refused: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["applicant_audit_token", b"applicant_audit_token", "as_of", b"as_of", "decision", b"decision", "household", b"household", "household_size", b"household_size", "policy_version", b"policy_version", "program", b"program", "query_id", b"query_id", "refused", b"refused", "region", b"region", "request_id", b"request_id", "request_leaf_hash", b"request_leaf_hash", "rules", b"rules", "statement_digest", b"statement_digest"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DecisionRecord: _TypeAlias = DecisionRecord  # noqa: Y015
+
+@_typing.final
+class JudgementStatement(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     QUERY_ID_FIELD_NUMBER: _builtins.int

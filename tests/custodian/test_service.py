@@ -113,8 +113,9 @@ class Served:
         judged = self.remote.judge(
             query_id, answers, n, grant, log_evidence(self.log, leaves), [MEMBERS] * n
         )
-        assert {j.statement.query_id for j in judged} <= {query_id}
-        return [j.statement.household for j in judged]
+        assert {j.record.query_id for j in judged} <= {query_id}
+        assert all(j.statement is not None for j in judged)
+        return [j.record.household for j in judged]
 
     def records(self, query_id: str) -> list[str]:
         """The events the journal holds for this query."""

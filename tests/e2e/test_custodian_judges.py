@@ -11,6 +11,7 @@ custodian, and cannot change one it relays.
 from __future__ import annotations
 
 import csv
+import json
 import re
 import secrets
 from collections import defaultdict
@@ -126,19 +127,20 @@ def test_the_service_receives_no_figure_of_one_source(up: Up) -> None:
     figures = connector_figures(up.data, up.summary.members)
     head_of = {ids[0].upper(): h for h, ids in up.summary.members.items()}
     key = up.workdir.keys("service").judgement_verify_key()
-    statements = [judgement.verify(key, j) for r in replies for j in r.judgements]
-    by_leaf = {s.request_leaf_hash: s for s in statements}
+    judged = [judgement.verify(key, j) for r in replies for j in r.judgements]
+    by_leaf = {j.record.request_leaf_hash: j for j in judged}
     checked = 0
     for pid, verdict in verdicts.items():
-        st = judgement.verify(key, verdict.judgement)
-        assert by_leaf[st.request_leaf_hash] == st
+        mine = by_leaf[judgement.verify(key, verdict.judgement).record.request_leaf_hash]
+        st = mine.statement
+        assert st is not None and mine.judgement == verdict.judgement
         own = figures[head_of[pid.upper()]]
         policy_thresholds = {
             r.threshold
             for r in st.rules
             if r.HasField("threshold") and r.id not in set(st.household_thresholds)
         }
-        for name, value in integers(st):
+        for name, value in [*integers(st), *integers(mine.record)]:
             if name in ("household", "household_size") or value in policy_thresholds:
                 continue
             assert value not in own, (pid, name, value)
@@ -162,7 +164,8 @@ def test_a_relayed_decision_changed_by_the_service_fails_the_custodians_signatur
 ) -> None:
     """The verdict carries the custodian's signed statement: a service that turns INELIGIBLE
     into ELIGIBLE (or changes the benefit) in what it relays is caught by anyone holding
-    custodian/judgement.pub; the audit entry's digest and signature check from the log alone."""
+    custodian/judgement.pub; the auditor checks the log's verdict entries against the signed
+    records."""
     stub = up.stub()
     pid = up.summary.applicants[3][1]
     verdict = stub.Verify(
@@ -174,20 +177,39 @@ def test_a_relayed_decision_changed_by_the_service_fails_the_custodians_signatur
         )
     )
     key = up.workdir.keys("service").judgement_verify_key()
-    st = judgement.verify(key, verdict.judgement)
+    judged = judgement.verify(key, verdict.judgement)
+    st, record = judged.statement, judged.record
+    assert st is not None
     assert (st.decision, st.benefit_fen, list(st.rules)) == (
         verdict.decision,
         verdict.benefit_fen,
         list(verdict.rules),
     )
+    assert record.request_id == verdict.request_id and record.decision == verdict.decision
+    other = common_pb2.ELIGIBLE if st.decision != common_pb2.ELIGIBLE else common_pb2.INELIGIBLE
+    # the statement changed: it is no longer the one the signed record names
     forged = verification_pb2.JudgementStatement()
     forged.CopyFrom(st)
-    forged.decision = (
-        common_pb2.ELIGIBLE if st.decision != common_pb2.ELIGIBLE else common_pb2.INELIGIBLE
-    )
-    tampered = verification_pb2.Judgement(
-        statement=forged.SerializeToString(deterministic=True),
-        signature=verdict.judgement.signature,
-    )
+    forged.decision = other
     with pytest.raises(CryptoError):
-        judgement.verify(key, tampered)
+        judgement.verify(
+            key,
+            verification_pb2.Judgement(
+                statement=forged.SerializeToString(deterministic=True),
+                record=verdict.judgement.record,
+                signature=verdict.judgement.signature,
+            ),
+        )
+    # the record changed: its signature fails
+    changed = verification_pb2.DecisionRecord()
+    changed.CopyFrom(record)
+    changed.decision = other
+    with pytest.raises(CryptoError):
+        judgement.verify_record(
+            key, changed.SerializeToString(deterministic=True), verdict.judgement.signature
+        )
+    # and the auditor checks every verdict entry of the log against the signed records
+    r = up.cli("audit", "verify", "--workdir", str(up.workdir.root), "--json")
+    assert r.returncode == 0, r.stdout + r.stderr
+    doc = json.loads(r.stdout)
+    assert doc["judgements"]["checked"] >= 1 and doc["judgements"]["tampering"] == []

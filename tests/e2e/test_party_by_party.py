@@ -85,6 +85,7 @@ class Install:
             'log_origin = "hedui.example/demo-log"\n'
             f'state = "{self.host(AUDITOR) / "state" / "auditor.json"}"\n'
             f'witness_vkeys = ["{self.witness_vkey()}"]\n'
+            f'judgement_key = "{keys / "custodian" / "judgement.pub"}"\n'
         )
         return path
 
@@ -103,6 +104,8 @@ def _exchange(root: Path) -> None:
             shutil.copyfile(root / whose / "keys" / relative, target)
 
     give("custodian", "custodian/paillier.pub", ["service", *CONNECTORS])
+    # the key of the custodian's signed judgements (issue #24), made at its `keys request`
+    give("custodian", "custodian/judgement.pub", ["service", AUDITOR])
     give("registry", "token-authority/grant.pub", ["custodian", *CONNECTORS])
     give("service", "log/log.pub", ["custodian", AUDITOR])
     # the one secret: the audit token key, from the service to the registry (mode 0600)
@@ -413,6 +416,8 @@ def test_an_auditor_host_audits_the_log_with_its_profile_alone(
     assert code == 0, err
     doc = json.loads(out)
     assert doc["ok"] and doc["consistent_with_size"] and doc["state"] == str(state)
+    # every verdict entry is the decision the key custodian signed (issue #24)
+    assert doc["judgements"]["checked"] >= 1 and doc["judgements"]["tampering"] == []
     code, out, err = _cli(capsys, "audit", "show", "--profile", profile, "--last", "50")
     assert code == 0 and "for-the-auditor" in out, err
     code, out, err = _cli(capsys, "audit", "prove", "0", "--profile", profile)

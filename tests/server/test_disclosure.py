@@ -108,3 +108,20 @@ def test_the_default_disclosure_is_outcomes() -> None:
     demo = Path(params.__file__).parent / "params" / "demo.toml"
     text = demo.read_text(encoding="utf-8").replace('disclosure = "figures"', "")
     assert parse(text.encode(), "x.toml").disclosure("dibao") == "outcomes"
+
+
+@pytest.mark.parametrize("land", [1, 11])
+def test_land_income_that_adds_nothing_a_month_is_not_a_second_source(land: int) -> None:
+    """Found by review (issue #24): annual land income of 1 to 11 fen adds 0 to the monthly
+    income, yet counted as a second source it let income_low and income_high show hrss's own
+    household figure (an INELIGIBLE household, whose benefit discloses nothing)."""
+    hrss = 8_765_432
+    totals: dict[str, int] = dict.fromkeys(FIELD_KINDS, 0)
+    totals.update(monthly_wage=hrss, annual_land_income=land)
+    facts = HouseholdFacts((Member("head", dt.date(1980, 1, 1), applicant=True),), totals)
+    ev = PolicyBook.builtin().apply("dibao", "demo", facts, AS_OF).evaluation
+    assert hrss not in _disclosed(ev.rules)
+    # with land income that does add a yuan a month, the total is two sources' and is shown
+    totals.update(annual_land_income=1200)
+    ev = PolicyBook.builtin().apply("dibao", "demo", facts, AS_OF).evaluation
+    assert hrss + 100 in _disclosed(ev.rules)
