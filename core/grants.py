@@ -39,6 +39,7 @@ MAX_BATCH = (
 GRANT_TTL_MS = 10 * 60 * 1000  # a connector refuses a grant older than this
 _LABEL = b"hedui/token-grant/v1"
 _AUTHORITY_LABEL = b"hedui/authority/v1"
+_BINDINGS_LABEL = b"hedui/grant-bindings/v1"
 
 
 def _framed(parts: Sequence[bytes]) -> bytes:
@@ -111,6 +112,19 @@ class Grant:
     digests: tuple[tuple[str, bytes], ...]  # (connector id, token digest), sorted by id
     signature: bytes = b""
     bindings: tuple[Binding, ...] = ()  # one per household, in the grant's household order
+    # the bindings are hidden from connectors (issue #26 review): the signature covers their
+    # digest under a random salt; a grant as a connector receives it holds only that digest
+    binding_salt: bytes = b""
+    sealed: bytes = b""  # the bindings' digest, when the bindings themselves are not given
+
+    @property
+    def bindings_digest(self) -> bytes:
+        if not self.bindings:
+            return self.sealed
+        parts = [_BINDINGS_LABEL, self.binding_salt]
+        for b in self.bindings:
+            parts += [b.applicant_audit_token, b.authority, b.composition]
+        return hashlib.sha256(_framed(parts)).digest()
 
     def signed_bytes(self) -> bytes:
         parts = [
@@ -122,10 +136,7 @@ class Grant:
         ]
         for cid, digest in self.digests:
             parts += [cid.encode(), digest]
-        if self.bindings:
-            parts.append(b"bindings")
-            for b in self.bindings:
-                parts += [b.applicant_audit_token, b.authority, b.composition]
+        parts += [b"bindings", self.bindings_digest]
         return _framed(parts)
 
     def digest_for(self, connector_id: str) -> bytes | None:
@@ -137,6 +148,13 @@ class Grant:
     @property
     def connectors(self) -> frozenset[str]:
         return frozenset(c for c, _ in self.digests)
+
+    def for_connectors(self) -> connector_pb2.TokenGrant:
+        """The grant as a connector receives it: the bindings' digest, not the bindings."""
+        pb = self.to_pb()
+        pb.ClearField("bindings")
+        pb.binding_salt = b""
+        return pb
 
     def to_pb(self) -> connector_pb2.TokenGrant:
         return connector_pb2.TokenGrant(
@@ -156,6 +174,8 @@ class Grant:
                 )
                 for b in self.bindings
             ],
+            binding_salt=self.binding_salt,
+            bindings_digest=self.bindings_digest,
         )
 
     @classmethod
@@ -171,6 +191,8 @@ class Grant:
                 Binding(bytes(b.applicant_audit_token), bytes(b.authority), bytes(b.composition))
                 for b in pb.bindings
             ),
+            bytes(pb.binding_salt),
+            bytes(pb.bindings_digest),
         )
 
 
@@ -193,6 +215,7 @@ def issue(
         issued_unix_ms,
         tuple(sorted(digests.items())),
         bindings=tuple(bindings),
+        binding_salt=secrets.token_bytes(32),
     )
     return dataclasses.replace(unsigned, signature=signing.sign(key, unsigned.signed_bytes()))
 
@@ -202,6 +225,8 @@ def verify(key: Ed25519PublicKey, grant: Grant) -> None:
     ids = [c for c, _ in grant.digests]
     if ids != sorted(set(ids)):
         raise CryptoError("the grant names a connector twice or out of order")
+    if grant.bindings and grant.sealed and grant.sealed != grant.bindings_digest:
+        raise CryptoError("the grant's bindings are not the ones its digest names")
     signing.verify(key, grant.signed_bytes(), grant.signature)
 
 

@@ -205,7 +205,7 @@ class ConnectorPool:
         self.describe_missing(failures)
         timeout = call_timeout(self._timeout, len(households))
         futures, queried = {}, {}
-        wire_grant = grant.to_pb()
+        wire_grant = grant.for_connectors()  # not the bindings: they name who is asked about
         for cid in self._endpoints:
             if cid in failures:
                 continue

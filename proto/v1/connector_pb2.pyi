@@ -401,17 +401,27 @@ class TokenGrant(_message.Message):
     DIGESTS_FIELD_NUMBER: _builtins.int
     SIGNATURE_FIELD_NUMBER: _builtins.int
     BINDINGS_FIELD_NUMBER: _builtins.int
+    BINDING_SALT_FIELD_NUMBER: _builtins.int
+    BINDINGS_DIGEST_FIELD_NUMBER: _builtins.int
     query_id: _builtins.str
     epoch: _builtins.int
     households: _builtins.int
     """1 for a verification, the number of households of a batch."""
     issued_unix_ms: _builtins.int
     signature: _builtins.bytes
+    binding_salt: _builtins.bytes
+    """with the bindings: 32 random bytes of the registry's"""
+    bindings_digest: _builtins.bytes
+    """what the signature covers (recomputed when bindings are given)"""
     @_builtins.property
     def digests(self) -> _containers.RepeatedCompositeFieldContainer[Global___ConnectorDigest]: ...
     @_builtins.property
     def bindings(self) -> _containers.RepeatedCompositeFieldContainer[Global___HouseholdBinding]:
-        """One per household of the grant, in the grant's household order."""
+        """One per household of the grant, in the grant's household order: given to the verification
+        service and the key custodian only. A connector gets the grant without them (they name the
+        applicant's audit token and the members' birth dates): the signature covers
+        bindings_digest, SHA-256 over a random salt and the bindings.
+        """
 
     def __init__(
         self,
@@ -423,10 +433,12 @@ class TokenGrant(_message.Message):
         digests: _abc.Iterable[Global___ConnectorDigest] | None = ...,
         signature: _builtins.bytes = ...,
         bindings: _abc.Iterable[Global___HouseholdBinding] | None = ...,
+        binding_salt: _builtins.bytes = ...,
+        bindings_digest: _builtins.bytes = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["bindings", b"bindings", "digests", b"digests", "epoch", b"epoch", "households", b"households", "issued_unix_ms", b"issued_unix_ms", "query_id", b"query_id", "signature", b"signature"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["binding_salt", b"binding_salt", "bindings", b"bindings", "bindings_digest", b"bindings_digest", "digests", b"digests", "epoch", b"epoch", "households", b"households", "issued_unix_ms", b"issued_unix_ms", "query_id", b"query_id", "signature", b"signature"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
