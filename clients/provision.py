@@ -96,6 +96,8 @@ def trusted_files(party: str, role: str, connector_ids: Sequence[str]) -> list[t
     # the log's witness's verifier key (made at its first start): whose cosignatures to require
     witness = ("witness", Path("witness/witness.vkey"))
     answers = [(c, Path("connectors") / c / "signing.pub") for c in connector_ids]
+    if party == REGISTRY_ID:  # the token authority encrypts the decoys' selectors (issue #26)
+        return [paillier]
     if party == SERVICE:
         return [paillier, judgement, witness, *answers]
     if party == CUSTODIAN_ID:

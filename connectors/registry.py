@@ -28,9 +28,15 @@ from sqlalchemy.exc import SQLAlchemyError
 from hedui.connectors.campaigns import Campaigns, Covered
 from hedui.connectors.handles import MonitoringHandles
 from hedui.connectors.store import CampaignRow, Person, RegisterStore
-from hedui.connectors.token_authority import MONITOR_DAYS, HandleRefused, TokenAuthority
+from hedui.connectors.token_authority import (
+    MONITOR_DAYS,
+    HandleRefused,
+    HouseholdTokens,
+    TokenAuthority,
+)
 from hedui.core import rpc
 from hedui.core.clock import DEPLOYMENT, Clock, is_adult
+from hedui.core.deployment import kind_of
 from hedui.core.errors import InvalidResidentId
 from hedui.core.grants import MAX_BATCH, Binding, authority_digest
 from hedui.core.judgement import composition_digest
@@ -182,7 +188,8 @@ class RegistryServicer(connector_pb2_grpc.RegistryServiceServicer):
                     households.append(refused or connector_pb2.Household())
                     continue
                 campaign = covered.campaign
-            household = self._household(applicant, members, a.signatures)
+            monitoring = bool(a.monitoring_handle) or until is not None
+            household = self._household(applicant, members, a.signatures, monitoring)
             if household.tokens:
                 answered_in.append((household, members[0].household_id))
                 bindings.append(self._binding(applicant, a.signatures, campaign, household.members))
@@ -197,7 +204,7 @@ class RegistryServicer(connector_pb2_grpc.RegistryServiceServicer):
         districts = self._store.districts_of([h for _, h in answered_in])
         for household, household_id in answered_in:
             household.district = districts.get(household_id, "")
-        answered = [_tokens_of(h) for h in households if h.tokens]
+        answered = [HouseholdTokens.from_pb(h) for h in households if h.tokens]
         grant = self._authority.grant(request.query_id, answered, bindings) if answered else None
         return connector_pb2.HouseholdsResponse(
             households=households, grant=grant.to_pb() if grant else None
@@ -246,7 +253,11 @@ class RegistryServicer(connector_pb2_grpc.RegistryServiceServicer):
         )
 
     def _household(
-        self, applicant: str, members: Sequence[Person], signatures: connector_pb2.Signatures
+        self,
+        applicant: str,
+        members: Sequence[Person],
+        signatures: connector_pb2.Signatures,
+        monitoring: bool = False,
     ) -> connector_pb2.Household:
         """The household as the service may see it, or its problem (a malformed record); without
         tokens when an adult member did not sign its consent."""
@@ -278,14 +289,23 @@ class RegistryServicer(connector_pb2_grpc.RegistryServiceServicer):
         pseudonym = self._authority.pseudonym(household_id)
         if missing:
             return connector_pb2.Household(members=out, consent_missing=True, pseudonym=pseudonym)
-        tokens = self._authority.tokens([m.id_number for m in members], household_id)
+        k = self._authority.decoys_for(campaign=bool(signatures.campaign))
+        tokens = self._authority.tokens([m.id_number for m in members], household_id, k)
         return connector_pb2.Household(
             members=out,
             tokens=[
-                connector_pb2.ConnectorTokens(connector_id=c, tokens=t)
-                for c, t in sorted(tokens.items())
+                connector_pb2.ConnectorTokens(
+                    connector_id=c, tokens=t, selector_index=tokens.index.get(c, [])
+                )
+                for c, t in sorted(tokens.tokens.items())
             ],
             pseudonym=pseudonym,
+            selectors=tokens.selectors,
+            watched=[
+                connector_pb2.ConnectorTokens(connector_id=c, tokens=t)
+                for c, t in sorted(tokens.own.items())
+                if monitoring and not kind_of(c).is_bank
+            ],
         )
 
 
@@ -322,7 +342,3 @@ def _signers(signatures: connector_pb2.Signatures, today: dt.date) -> set[str]:
         except InvalidResidentId:
             continue
     return out
-
-
-def _tokens_of(household: connector_pb2.Household) -> dict[str, list[bytes]]:
-    return {t.connector_id: list(t.tokens) for t in household.tokens}

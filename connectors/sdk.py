@@ -32,12 +32,13 @@ from hedui.core.errors import CryptoError
 from hedui.core.grants import GRANT_TTL_MS, MAX_BATCH, PAD, Grant
 from hedui.core.packing import BatchLayout
 from hedui.core.paillier import PublicKey
+from hedui.core.selectors import selected_sums
 from hedui.proto.v1 import connector_pb2, connector_pb2_grpc
 
 log = logging.getLogger("hedui.connectors")
 _T = TypeVar("_T")
 
-MAX_TOKENS = 64
+MAX_TOKENS = 128  # with decoys, the residents of a group of households (issue #26)
 TOKEN_BYTES = 32
 MAX_QUERY_ID = 128
 
@@ -147,13 +148,29 @@ class Answerer:
             token_epoch=self._grants.epoch,
         )
 
+    @property
+    def ciphertext_bytes(self) -> int:
+        return self._public.ciphertext_bytes
+
     def answer(
-        self, query_id: str, households: Sequence[Sequence[bytes]], layout: BatchLayout
+        self,
+        query_id: str,
+        households: Sequence[Sequence[bytes]],
+        layout: BatchLayout,
+        selectors: Sequence[Sequence[bytes]] = (),
     ) -> connector_pb2.QueryBatchResponse:
         """Every household's totals, ``layout.per_ciphertext`` households to a plaintext, each
         plaintext encrypted with fresh randomness, the whole answer signed once. A household
         whose stored rows fail their seal, or with a total above its field's declared maximum,
-        is marked (its slots zero); when that is every household, the query is refused."""
+        is marked (its slots zero); when that is every household, the query is refused.
+
+        With decoys (``selectors``, one per token: issue #26), the answer is the selected sum
+        of :mod:`hedui.core.selectors`: the members' rows only, though this connector cannot
+        tell them from the decoys'. A household is then marked for a damaged row of any of its
+        tokens, and a single row above its field's declared maximum (the members' total is
+        checked by the custodian)."""
+        if any(selectors):
+            return self._selected_answer(query_id, households, layout, selectors)
         names = self.kind.field_names
         marks: dict[int, int] = {}  # household index -> cause
         damaged: list[str] = []  # the damaged rows, by field and token prefix
@@ -202,7 +219,64 @@ class Answerer:
         except CryptoError as e:
             raise AnswerRefused(f"the query's layout cannot hold this answer: {e}") from None
         packed = [self._public.to_bytes(self._public.encrypt(m)) for m in plaintexts]
-        queried, ciphertexts = signing.batch_digests(households, packed)
+        return self._signed(query_id, households, (), layout, packed, marked)
+
+    def _selected_answer(
+        self,
+        query_id: str,
+        households: Sequence[Sequence[bytes]],
+        layout: BatchLayout,
+        selectors: Sequence[Sequence[bytes]],
+    ) -> connector_pb2.QueryBatchResponse:
+        names = self.kind.field_names
+        tokens = [
+            (h, t, s)
+            for h, (ts, ss) in enumerate(zip(households, selectors, strict=True))
+            for t, s in zip(ts, ss or [b""] * len(ts), strict=True)
+        ]
+        marks: dict[int, int] = {}
+        try:
+            rows = self._source.sums_many([[t] for _, t, _ in tokens], names)
+        except DataIntegrityError as e:
+            if e.sums is None or not e.households:
+                raise
+            rows = e.sums
+            marks.update(
+                dict.fromkeys({tokens[i][0] for i in e.households}, answers.DATA_INTEGRITY)
+            )
+            log.error(
+                "%s marked %d of %d household(s): stored rows fail their integrity check: %s",
+                self.connector_id,
+                len(marks),
+                len(households),
+                "; ".join(e.rows[:10]),
+            )
+        limits = {f.name: f.max_value for f in self.kind.fields}
+        for (h, _, _), row in zip(tokens, rows, strict=True):
+            if h not in marks and any(row[f] > limits[f] for f in names):
+                marks[h] = answers.DECLARED_MAXIMUM
+        if len(marks) == len(households):
+            raise AnswerRefused("no household of the query can be answered")
+        held: list[list[tuple[bytes, dict[str, int]]]] = [[] for _ in households]
+        for (h, _, selector), row in zip(tokens, rows, strict=True):
+            if h not in marks and any(row.values()):
+                held[h].append((selector, row))
+        try:
+            packed = [self._public.to_bytes(c) for c in selected_sums(self._public, layout, held)]
+        except CryptoError as e:
+            raise AnswerRefused(f"the query's selectors or layout cannot be used: {e}") from None
+        return self._signed(query_id, households, selectors, layout, packed, sorted(marks.items()))
+
+    def _signed(
+        self,
+        query_id: str,
+        households: Sequence[Sequence[bytes]],
+        selectors: Sequence[Sequence[bytes]],
+        layout: BatchLayout,
+        packed: list[bytes],
+        marked: list[tuple[int, int]],
+    ) -> connector_pb2.QueryBatchResponse:
+        queried, ciphertexts = signing.batch_digests(households, packed, selectors)
         signed = signing.answer_bytes(
             query_id,
             self.connector_id,
@@ -263,9 +337,15 @@ class ConnectorServicer(connector_pb2_grpc.ConnectorServiceServicer):
     ) -> connector_pb2.QueryBatchResponse:
         self._check_common(request.query_id, request.key_fingerprint, context)
         households = [list(h.tokens) for h in request.households]
+        selectors = [list(h.selectors) for h in request.households]
+        size = self._answerer.ciphertext_bytes
         if not 1 <= len(households) <= MAX_BATCH or any(
-            not PAD <= len(h) <= MAX_TOKENS or len(h) % PAD or any(len(t) != TOKEN_BYTES for t in h)
-            for h in households
+            not PAD <= len(h) <= MAX_TOKENS
+            or len(h) % PAD
+            or any(len(t) != TOKEN_BYTES for t in h)
+            or len(c) not in (0, len(h))
+            or any(len(x) != size for x in c)
+            for h, c in zip(households, selectors, strict=True)
         ):
             rpc.abort(
                 context,
@@ -273,7 +353,8 @@ class ConnectorServicer(connector_pb2_grpc.ConnectorServiceServicer):
                 "malformed batch",
                 rpc.bad_request(
                     "households",
-                    f"1 to {MAX_BATCH} households of {PAD} to {MAX_TOKENS} 32-byte tokens",
+                    f"1 to {MAX_BATCH} households of {PAD} to {MAX_TOKENS} 32-byte tokens, "
+                    f"each with a {size}-byte selector or none",
                 ),
             )
         try:
@@ -292,9 +373,12 @@ class ConnectorServicer(connector_pb2_grpc.ConnectorServiceServicer):
         def produce() -> connector_pb2.QueryBatchResponse:
             a = self._answerer
             a.check_grant(
-                request.query_id, request.grant, signing.batch_queried(households), len(households)
+                request.query_id,
+                request.grant,
+                signing.batch_queried(households, selectors),
+                len(households),
             )
-            return a.answer(request.query_id, households, layout)
+            return a.answer(request.query_id, households, layout, selectors)
 
         return self._answering(context, produce)
 

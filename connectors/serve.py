@@ -13,7 +13,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from hedui.connectors.server import ConnectorSettings, start_connector, start_registry
-from hedui.connectors.token_authority import AuthoritySettings
+from hedui.connectors.token_authority import DEFAULT_DECOYS, MAX_DECOYS, AuthoritySettings
 from hedui.core.ca import PARTY_NAME
 from hedui.core.config import load_settings, read_toml, section, to_toml, toml_value
 from hedui.core.errors import ConfigFileError
@@ -36,7 +36,13 @@ def connector_config_toml(settings: ConnectorSettings) -> str:
     return to_toml(settings, f"hedui connector {settings.connector_id}", "connector")
 
 
-AUTHORITY_KEYS = ("connectors", "default_allowance", "allowances")
+AUTHORITY_KEYS = (
+    "connectors",
+    "default_allowance",
+    "allowances",
+    "decoys_interactive",
+    "decoys_campaign",
+)
 DEFAULT_ALLOWANCE = 64  # token evaluations per connector per 30 days, unless configured
 
 
@@ -45,11 +51,18 @@ def write_authority_config(
 ) -> None:
     """The token authority's settings: the deployment's connectors and their allowances (an
     earlier file's allowances are kept for the connectors still listed)."""
-    earlier = load_authority_settings(path).allowances if path.exists() else {}
+    before = load_authority_settings(path) if path.exists() else None
+    earlier = before.allowances if before else {}
     merged = {c: n for c, n in {**earlier, **allowances}.items() if c in connector_ids}
+    interactive = before.decoys_interactive if before else DEFAULT_DECOYS
+    campaign = before.decoys_campaign if before else DEFAULT_DECOYS
     lines = [
         "# hedui token authority (the registry); README, Operating hedui, authority.toml",
         f"connectors = {toml_value(tuple(connector_ids))}",
+        "# k: a household is asked about among k - 1 decoy households (1 = none; the same k on",
+        "# both paths, or a connector links a household's interactive and campaign lists)",
+        f"decoys_interactive = {interactive}",
+        f"decoys_campaign = {campaign}",
         "",
         "[allowances]  # token evaluations per connector per 30 days",
     ]
@@ -111,7 +124,23 @@ def load_authority_settings(path: Path) -> AuthoritySettings:
                 "there or remove its allowance"
             )
         allowances[cid] = _allowance(value, f'{path}: [allowances] "{cid}"')
-    return AuthoritySettings(tuple(ids), allowances, default_allowance=default, source=path)
+    decoys = {}
+    for key in ("decoys_interactive", "decoys_campaign"):
+        k = doc.get(key, DEFAULT_DECOYS)
+        if isinstance(k, bool) or not isinstance(k, int) or not 1 <= k <= MAX_DECOYS:
+            raise ConfigFileError(
+                f"{path}: {key} must be a whole number from 1 (no decoys) to {MAX_DECOYS}, "
+                f"not {k!r}"
+            )
+        decoys[key] = k
+    return AuthoritySettings(
+        tuple(ids),
+        allowances,
+        default_allowance=default,
+        source=path,
+        decoys_interactive=decoys["decoys_interactive"],
+        decoys_campaign=decoys["decoys_campaign"],
+    )
 
 
 def _start(path: Path, env: Mapping[str, str], registry: bool) -> Started:

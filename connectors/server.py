@@ -120,7 +120,19 @@ def start_registry(
     clock = Clock(settings.timezone)
     store = RegisterStore(open_engine(settings.database_url))
     epoch = keys.token_epoch()
-    ta = TokenAuthority(keys.oprf_key(epoch), epoch, keys.grant_signing_key(), authority, clock)
+    decoys = max(authority.decoys_interactive, authority.decoys_campaign) > 1
+    public = keys.paillier_public() if decoys else None
+    if public is not None:
+        public.start_pool()  # the selectors' fresh randomness, made ahead of time
+    ta = TokenAuthority(
+        keys.oprf_key(epoch),
+        epoch,
+        keys.grant_signing_key(),
+        authority,
+        clock,
+        public=public,
+        register=store,
+    )
     campaigns = Campaigns(store, clock)
     registry = RegistryServicer(store, ta, campaigns, keys.registry_audit_token_key(), clock)
     evaluator = TokenAuthorityServicer(ta, store)

@@ -115,6 +115,20 @@ class MonitoringHandle(Base):
     last_used_unix_ms: Mapped[int] = mapped_column(BigInteger, default=0)
 
 
+class DecoyGroup(Base):
+    """Which group of households each household is asked about with (registry only; issue #26,
+    :mod:`hedui.connectors.decoys`): every query of any household of a group names the members
+    of all of them. Kept so that a group stays the same when the register changes: a new
+    household joins a group, a household that left drops out of it. ``epoch`` is 0: one
+    partition serves every token epoch."""
+
+    __tablename__ = "decoy_group"
+    epoch: Mapped[int] = mapped_column(Integer, primary_key=True)
+    k: Mapped[int] = mapped_column(Integer, primary_key=True)
+    household_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    group_no: Mapped[int] = mapped_column(Integer)
+
+
 class AnsweredQuery(Base):
     """Query ids a connector has answered: a grant is good for one answer only."""
 
@@ -345,6 +359,66 @@ class RegisterStore:
     def population(self) -> int:
         with Session(self._engine) as s:
             return int(s.scalar(select(func.count()).select_from(Person)) or 0)
+
+    def all_household_ids(self) -> list[str]:
+        """Every household of the register."""
+        with self._engine.connect() as conn:
+            return list(conn.scalars(select(Person.household_id).distinct()))
+
+    def decoy_groups(self, epoch: int, k: int) -> dict[str, int]:
+        """household -> its group, for this token epoch and k (see :class:`DecoyGroup`)."""
+        with self._engine.connect() as conn:
+            rows = conn.execute(
+                select(DecoyGroup.household_id, DecoyGroup.group_no).where(
+                    DecoyGroup.epoch == epoch, DecoyGroup.k == k
+                )
+            )
+            return {h: int(g) for h, g in rows}
+
+    def decoy_groups_of(self, epoch: int, k: int, household_ids: Sequence[str]) -> dict[str, int]:
+        """The recorded groups of these households."""
+        with self._engine.connect() as conn:
+            rows = conn.execute(
+                select(DecoyGroup.household_id, DecoyGroup.group_no).where(
+                    DecoyGroup.epoch == epoch,
+                    DecoyGroup.k == k,
+                    DecoyGroup.household_id.in_(list(household_ids)),
+                )
+            )
+            return {h: int(g) for h, g in rows}
+
+    def add_decoy_groups(self, epoch: int, k: int, groups: Mapping[str, int]) -> None:
+        """Record the groups of households not grouped yet (a concurrent registry replica's
+        rows win: the first to record a household's group decides it)."""
+        if not groups:
+            return
+        rows = [
+            {"epoch": epoch, "k": k, "household_id": h, "group_no": g} for h, g in groups.items()
+        ]
+        try:
+            with self._engine.begin() as conn:
+                conn.execute(insert(DecoyGroup), rows)
+        except IntegrityError:
+            with self._engine.begin() as conn:
+                for row in rows:
+                    try:
+                        with conn.begin_nested():
+                            conn.execute(insert(DecoyGroup).values(**row))
+                    except IntegrityError:
+                        continue
+
+    def members_of_households(self, household_ids: Sequence[str]) -> dict[str, list[str]]:
+        """The ID numbers of each household's members, in one query."""
+        out: dict[str, list[str]] = {h: [] for h in household_ids}
+        with self._engine.connect() as conn:
+            rows = conn.execute(
+                select(Person.household_id, Person.id_number).where(
+                    Person.household_id.in_(list(household_ids))
+                )
+            )
+            for h, i in rows:
+                out[h].append(i)
+        return {h: sorted(ids) for h, ids in out.items()}
 
     def use_evaluations(
         self,

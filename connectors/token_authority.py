@@ -27,6 +27,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from google.rpc import error_details_pb2
 
+from hedui.connectors.decoys import DecoyGroups
 from hedui.connectors.errors import ConnectorError
 from hedui.connectors.store import RegisterStore
 from hedui.core import grants, rpc
@@ -34,6 +35,8 @@ from hedui.core.clock import DEPLOYMENT, Clock
 from hedui.core.errors import CryptoError
 from hedui.core.grants import Grant
 from hedui.core.oprf import ServerKey
+from hedui.core.paillier import PublicKey
+from hedui.core.selectors import selector_set
 from hedui.core.tls import INSECURE_PEER
 from hedui.core.tokens import connector_token
 from hedui.proto.v1 import connector_pb2, connector_pb2_grpc
@@ -50,12 +53,50 @@ class HandleRefused(ConnectorError):
     another campaign than its own (:mod:`hedui.connectors.handles`)."""
 
 
+DEFAULT_DECOYS = 4  # k: a household asked about among k - 1 decoy households (design §5)
+MAX_DECOYS = 8
+
+
 @dataclass(frozen=True)
 class AuthoritySettings:
     connector_ids: tuple[str, ...]  # every connector of the deployment, tokens for each
     allowances: Mapping[str, int] = field(default_factory=dict)  # evaluations per window
     default_allowance: int = 1000
     source: Path | None = None  # the registry's authority.toml, named to a connector not in it
+    # k per path (issue #26): a household is asked about with the k - 1 other households of its
+    # decoy group; 1: none (connectors.decoys: a smaller k splits the larger k's groups).
+    decoys_interactive: int = 1
+    decoys_campaign: int = 1
+
+
+@dataclass(frozen=True)
+class HouseholdTokens:
+    """A household's tokens for every connector, and with decoys its encrypted selectors."""
+
+    tokens: Mapping[str, list[bytes]]  # per connector, sorted
+    selectors: list[bytes] = field(default_factory=list)  # the household's set; [] = no decoys
+    index: Mapping[str, list[int]] = field(default_factory=dict)  # per token, its selector
+    own: Mapping[str, list[bytes]] = field(default_factory=dict)  # the members' tokens only
+
+    def selected(self, connector_id: str) -> list[bytes]:
+        """Each of the connector's tokens' selector ([] without decoys)."""
+        if not self.selectors:
+            return []
+        return [self.selectors[i] for i in self.index[connector_id]]
+
+    def token_set(self, connector_id: str) -> connector_pb2.TokenSet:
+        """What the connector is asked about for this household: its tokens and selectors."""
+        return connector_pb2.TokenSet(
+            tokens=self.tokens[connector_id], selectors=self.selected(connector_id)
+        )
+
+    @classmethod
+    def from_pb(cls, household: connector_pb2.Household) -> HouseholdTokens:
+        return cls(
+            {t.connector_id: list(t.tokens) for t in household.tokens},
+            list(household.selectors),
+            {t.connector_id: list(t.selector_index) for t in household.tokens},
+        )
 
 
 class TokenAuthority:
@@ -66,7 +107,22 @@ class TokenAuthority:
         grant_key: Ed25519PrivateKey,
         settings: AuthoritySettings,
         clock: Clock = DEPLOYMENT,
+        *,
+        public: PublicKey | None = None,
+        register: RegisterStore | None = None,
     ) -> None:
+        for k in (settings.decoys_interactive, settings.decoys_campaign):
+            if not 1 <= k <= MAX_DECOYS:
+                raise ConnectorError(f"decoys: k must be 1 to {MAX_DECOYS}, not {k}")
+        if max(settings.decoys_interactive, settings.decoys_campaign) > 1 and (
+            public is None or register is None
+        ):
+            raise ConnectorError(
+                "decoy households need the key custodian's public key for their selectors: copy "
+                "custodian/paillier.pub into the registry's key directory (README, step 3), or "
+                "set decoys_interactive = decoys_campaign = 1 in authority.toml"
+            )
+        self._public = public
         self._key = key
         self.epoch = epoch
         self._grant_key = grant_key
@@ -76,6 +132,16 @@ class TokenAuthority:
         self._pad_key = HKDF(
             algorithm=hashes.SHA256(), length=32, salt=None, info=b"hedui/token-padding/v1"
         ).derive(key.private_key + epoch.to_bytes(4, "big"))
+        # the key of the decoy groups' shuffle: from the grant key, which a token-epoch rotation
+        # keeps, so a household's group is the same in every epoch (a new one per epoch would
+        # let a connector intersect a household's two groups)
+        decoy_key = HKDF(
+            algorithm=hashes.SHA256(), length=32, salt=None, info=b"hedui/decoy-groups/v1"
+        ).derive(grant_key.private_bytes_raw())
+        k_max = max(settings.decoys_interactive, settings.decoys_campaign)
+        self.groups = (
+            DecoyGroups(register, decoy_key, k_max) if register is not None and k_max > 1 else None
+        )
         # from the grant key, which a token-epoch rotation keeps: a case number stays bound
         # to its household across epochs
         self._pseudonym_key = HKDF(
@@ -88,18 +154,57 @@ class TokenAuthority:
         token epoch."""
         return hmac.digest(self._pseudonym_key, household_id.encode(), "sha256")
 
-    def tokens(self, id_numbers: Sequence[str], household_id: str) -> dict[str, list[bytes]]:
+    def tokens(
+        self, id_numbers: Sequence[str], household_id: str, decoys: int = 1
+    ) -> HouseholdTokens:
         """Every connector's padded tokens for these members: one PRF evaluation per member,
         then one HMAC per member and connector. The fakes are the same every time the same
         household is asked about (a keyed stream per household and connector): fresh random
-        fakes would let a connector intersect two queries of one household and count it."""
-        outputs = [self._key.evaluate(i.encode("ascii")) for i in id_numbers]
-        return {
-            cid: grants.padded(
-                [connector_token(y, cid) for y in outputs], self._fakes(household_id, cid)
-            )
+        fakes would let a connector intersect two queries of one household and count it.
+
+        With ``decoys`` = k > 1 (issue #26), the members of the k - 1 other households of its
+        decoy group come too (:mod:`hedui.connectors.decoys`: the same throughout the token
+        epoch), and every token with its encrypted selector
+        (:func:`hedui.core.selectors.selector_set`): only the members' select."""
+        chosen: list[str] = []
+        fakes_of = household_id
+        if decoys > 1 and self.groups is not None:
+            group, decoy_residents = self.groups.residents(household_id, decoys)
+            members = set(id_numbers)
+            chosen = [i for i in decoy_residents if i not in members]
+            fakes_of = f"group {group.name}"  # the same fakes whichever household is asked
+        residents = [*id_numbers, *chosen]
+        outputs = [self._key.evaluate(i.encode("ascii")) for i in residents]
+        own = {
+            cid: [connector_token(y, cid) for y in outputs[: len(id_numbers)]]
             for cid in self.settings.connector_ids
         }
+        if decoys <= 1 or self.groups is None:
+            return HouseholdTokens(
+                {
+                    cid: grants.padded(own[cid], self._fakes(household_id, cid))
+                    for cid in self.settings.connector_ids
+                },
+                own=own,
+            )
+        assert self._public is not None
+        total = max(grants.PAD, -(-len(residents) // grants.PAD) * grants.PAD)
+        selectors, at = selector_set(self._public, len(id_numbers), total)
+        tokens: dict[str, list[bytes]] = {}
+        index: dict[str, list[int]] = {}
+        for cid in self.settings.connector_ids:
+            noise = self._fakes(fakes_of, cid)(grants.TOKEN_BYTES * (total - len(residents)))
+            fakes = [noise[i : i + grants.TOKEN_BYTES] for i in range(0, len(noise), 32)]
+            decoy_tokens = [connector_token(y, cid) for y in outputs[len(id_numbers) :]]
+            pairs = sorted(zip([*own[cid], *decoy_tokens, *fakes], at, strict=True))
+            tokens[cid] = [t for t, _ in pairs]
+            index[cid] = [i for _, i in pairs]
+        return HouseholdTokens(tokens, selectors, index, own)
+
+    def decoys_for(self, campaign: bool) -> int:
+        """k of a path: the campaign's or the interactive one's."""
+        s = self.settings
+        return s.decoys_campaign if campaign else s.decoys_interactive
 
     def _fakes(self, household_id: str, connector_id: str) -> Callable[[int], bytes]:
         seed = hmac.digest(self._pad_key, f"{household_id}\0{connector_id}".encode(), "sha256")
@@ -114,14 +219,17 @@ class TokenAuthority:
     def grant(
         self,
         query_id: str,
-        households: Sequence[Mapping[str, list[bytes]]],
+        households: Sequence[HouseholdTokens],
         bindings: Sequence[grants.Binding],
     ) -> Grant:
         """The grant of a query about one or many households: per connector, the digest of
-        every household's tokens in order (the digest its QueryBatch answer signs), and what
-        each household was granted for (``bindings``, in the same order)."""
+        every household's tokens in order, each with its selector when decoys are on (the
+        digest its QueryBatch answer signs), and what each household was granted for
+        (``bindings``, in the same order)."""
         digests = {
-            cid: grants.batch_digest([h[cid] for h in households])
+            cid: grants.batch_digest(
+                [h.tokens[cid] for h in households], [h.selected(cid) for h in households]
+            )
             for cid in self.settings.connector_ids
         }
         return grants.issue(

@@ -230,6 +230,9 @@ def verify(key: Ed25519PublicKey, grant: Grant) -> None:
     signing.verify(key, grant.signed_bytes(), grant.signature)
 
 
-def batch_digest(households: Sequence[Sequence[bytes]]) -> bytes:
-    """The digest a grant holds for one connector: every household's token digest, in order."""
-    return signing.batch_queried(households)
+def batch_digest(
+    households: Sequence[Sequence[bytes]], selectors: Sequence[Sequence[bytes]] = ()
+) -> bytes:
+    """The digest a grant holds for one connector: every household's token digest (with its
+    tokens' selectors, when decoys are on), in order."""
+    return signing.batch_queried(households, selectors)

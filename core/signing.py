@@ -22,22 +22,36 @@ from hedui.core.errors import CryptoError
 _ANSWER_LABEL = b"hedui/answer/v1"
 
 
-def tokens_digest(tokens: Sequence[bytes]) -> bytes:
-    """SHA-256 over the queried tokens in sorted order: what the answer is an answer to."""
-    return hashlib.sha256(b"".join(sorted(tokens))).digest()
+def tokens_digest(tokens: Sequence[bytes], selectors: Sequence[bytes] = ()) -> bytes:
+    """SHA-256 over the queried tokens in sorted order: what the answer is an answer to. With
+    decoys, over each token followed by its encrypted selector (tokens have one length, and so
+    have selectors), so that no selector can be moved to another token."""
+    if not selectors:
+        return hashlib.sha256(b"".join(sorted(tokens))).digest()
+    if len(selectors) != len(tokens):
+        raise CryptoError(f"{len(selectors)} selectors for {len(tokens)} tokens")
+    pairs = sorted(t + s for t, s in zip(tokens, selectors, strict=True))
+    return hashlib.sha256(b"hedui/selected-tokens/v1" + b"".join(pairs)).digest()
 
 
-def batch_queried(households: Sequence[Sequence[bytes]]) -> bytes:
+def batch_queried(
+    households: Sequence[Sequence[bytes]], selectors: Sequence[Sequence[bytes]] = ()
+) -> bytes:
     """The digest of every household's token digest, in order: what a batch answers."""
-    return hashlib.sha256(b"".join(tokens_digest(t) for t in households)).digest()
+    chosen = selectors or [()] * len(households)
+    return hashlib.sha256(
+        b"".join(tokens_digest(t, s) for t, s in zip(households, chosen, strict=True))
+    ).digest()
 
 
 def batch_digests(
-    households: Sequence[Sequence[bytes]], packed: Sequence[bytes]
+    households: Sequence[Sequence[bytes]],
+    packed: Sequence[bytes],
+    selectors: Sequence[Sequence[bytes]] = (),
 ) -> tuple[bytes, bytes]:
     """(digest of every household's token digest, digest of the ciphertexts) of an answer: what
     its signature covers in place of the tokens and the ciphertexts themselves."""
-    return batch_queried(households), ciphertexts_digest(packed)
+    return batch_queried(households, selectors), ciphertexts_digest(packed)
 
 
 def ciphertexts_digest(packed: Sequence[bytes]) -> bytes:

@@ -177,6 +177,7 @@ class ConnectorPool:
         cid: str,
         query_id: str,
         tokens: Sequence[Sequence[bytes]],
+        selectors: Sequence[Sequence[bytes]],
         r: connector_pb2.QueryBatchResponse,
     ) -> BatchAnswer:
         kind = kind_of(cid).kind
@@ -187,7 +188,7 @@ class ConnectorPool:
             self._public.from_bytes(c, r.key_fingerprint)
         marked = marks_from_pb(r.marked)
         check_marks(marked, len(tokens))
-        queried, ciphertexts = signing.batch_digests(tokens, list(r.packed))
+        queried, ciphertexts = signing.batch_digests(tokens, list(r.packed), selectors)
         answer = BatchAnswer(
             cid, kind, tuple(r.packed), r.signature, r.key_fingerprint, queried, ciphertexts, marked
         )
@@ -197,14 +198,19 @@ class ConnectorPool:
         return answer
 
     def query(
-        self, query_id: str, households: Sequence[Mapping[str, Sequence[bytes]]], grant: Grant
+        self,
+        query_id: str,
+        households: Sequence[Mapping[str, Sequence[bytes]]],
+        grant: Grant,
+        selected: Sequence[Mapping[str, Sequence[bytes]]] = (),
     ) -> FanOut:
         """Ask every connector about the tokens the token authority granted it for every
-        household, in one call per connector, under the grant."""
+        household, in one call per connector, under the grant; with decoys, each token with
+        its encrypted selector (``selected``: per household, per connector)."""
         failures: dict[str, str] = {}
         self.describe_missing(failures)
         timeout = call_timeout(self._timeout, len(households))
-        futures, queried = {}, {}
+        futures, queried, chosen = {}, {}, {}
         wire_grant = grant.for_connectors()  # not the bindings: they name who is asked about
         for cid in self._endpoints:
             if cid in failures:
@@ -213,10 +219,14 @@ class ConnectorPool:
                 failures[cid] = "the token authority granted no tokens for it"
                 continue
             tokens = [list(h[cid]) for h in households]
-            queried[cid] = tokens
+            selectors = [list(s.get(cid, ())) for s in selected] or [[] for _ in tokens]
+            queried[cid], chosen[cid] = tokens, selectors
             request = connector_pb2.QueryBatchRequest(
                 query_id=query_id,
-                households=[connector_pb2.TokenSet(tokens=t) for t in tokens],
+                households=[
+                    connector_pb2.TokenSet(tokens=t, selectors=c)
+                    for t, c in zip(tokens, selectors, strict=True)
+                ],
                 key_fingerprint=self._public.fingerprint,
                 layout=self._wire_layouts[kind_of(cid).kind],
                 grant=wire_grant,
@@ -225,7 +235,9 @@ class ConnectorPool:
         answers = []
         for cid, fut in futures.items():
             try:
-                answers.append(self._check_answer(cid, query_id, queried[cid], fut.result()))
+                answers.append(
+                    self._check_answer(cid, query_id, queried[cid], chosen[cid], fut.result())
+                )
             except grpc.RpcError as e:
                 failures[cid] = failure_reason(e, timeout)
             except CryptoError as e:

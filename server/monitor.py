@@ -305,9 +305,12 @@ def _current(pb: verification_pb2.Consent) -> verification_pb2.Consent:
 def _watched_tokens(
     household: GrantedHousehold, rules: MonitoringRules
 ) -> Mapping[str, Sequence[bytes]]:
-    """The household's padded tokens at the connectors whose events the rules name."""
+    """The members' tokens at the connectors whose events the rules name (the registry's
+    ``watched`` tokens: never a decoy's, whose events are not the household's; a registry
+    older than issue #26 sends none, and then its padded tokens)."""
     sources = {r.source for r in rules.events.values()}
-    return {c: t for c, t in household.tokens.items() if kind_of(c).kind in sources}
+    tokens = household.watched or household.tokens
+    return {c: t for c, t in tokens.items() if kind_of(c).kind in sources}
 
 
 class MonitorWorker:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import datetime as dt
 import re
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import grpc
 
@@ -68,6 +68,10 @@ class GrantedHousehold:
     # the members exactly as the registry answered them (their digest is in the grant): what
     # the key custodian applies the rules to
     composition: tuple[connector_pb2.Member, ...] = ()
+    # with decoys (issue #26): per connector, each token's encrypted selector ({}: none)
+    selected: Mapping[str, list[bytes]] = field(default_factory=dict)
+    # asked for monitoring: the members' own tokens at each department, to watch for events
+    watched: Mapping[str, list[bytes]] = field(default_factory=dict)
 
 
 class RegistryClient:
@@ -186,6 +190,17 @@ def _household(reply: connector_pb2.Household) -> GrantedHousehold | ConsentRefu
         )
     if len(reply.pseudonym) != 32:
         raise SourceUnavailable("household registry: the answer has no household pseudonym")
+    selected: dict[str, list[bytes]] = {}
+    if reply.selectors:
+        try:
+            for t in reply.tokens:
+                if len(t.selector_index) != len(t.tokens):
+                    raise IndexError
+                selected[t.connector_id] = [reply.selectors[i] for i in t.selector_index]
+        except IndexError:
+            raise SourceUnavailable(
+                "household registry: the answer's selectors do not match its tokens"
+            ) from None
     return GrantedHousehold(
         members,
         {t.connector_id: list(t.tokens) for t in reply.tokens},
@@ -193,4 +208,6 @@ def _household(reply: connector_pb2.Household) -> GrantedHousehold | ConsentRefu
         reply.district,
         bytes(reply.monitoring_handle),
         tuple(reply.members),
+        selected,
+        {t.connector_id: list(t.tokens) for t in reply.watched},
     )

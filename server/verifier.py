@@ -305,7 +305,12 @@ class Verifier:
         answered: int = 0
         failures: Mapping[str, str] = {}
         if bound and grant is not None:
-            fan = self.pool.query(query_id, [hh.tokens for _, hh, _ in found], grant)
+            fan = self.pool.query(
+                query_id,
+                [hh.tokens for _, hh, _ in found],
+                grant,
+                [hh.selected for _, hh, _ in found],
+            )
             answered, failures = len(fan.answers), fan.failures
             judged = self.custodian.judge(
                 query_id,

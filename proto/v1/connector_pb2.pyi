@@ -450,20 +450,30 @@ class ConnectorTokens(_message.Message):
 
     CONNECTOR_ID_FIELD_NUMBER: _builtins.int
     TOKENS_FIELD_NUMBER: _builtins.int
+    SELECTOR_INDEX_FIELD_NUMBER: _builtins.int
     connector_id: _builtins.str
     @_builtins.property
     def tokens(self) -> _containers.RepeatedScalarFieldContainer[_builtins.bytes]:
-        """The member tokens padded with random fakes to a multiple of 8 (at least 8), sorted."""
+        """The member tokens, with those of the k - 1 other households of its decoy group (issue #26),
+        padded with random fakes to a multiple of 8 (at least 8), sorted.
+        """
+
+    @_builtins.property
+    def selector_index(self) -> _containers.RepeatedScalarFieldContainer[_builtins.int]:
+        """With decoys: per token, the index of its selector in Household.selectors (empty: no
+        decoys, the connector sums every token it holds).
+        """
 
     def __init__(
         self,
         *,
         connector_id: _builtins.str = ...,
         tokens: _abc.Iterable[_builtins.bytes] | None = ...,
+        selector_index: _abc.Iterable[_builtins.int] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["connector_id", b"connector_id", "tokens", b"tokens"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["connector_id", b"connector_id", "selector_index", b"selector_index", "tokens", b"tokens"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -803,6 +813,8 @@ class Household(_message.Message):
     MONITORING_HANDLE_FIELD_NUMBER: _builtins.int
     MONITORING_REFUSED_FIELD_NUMBER: _builtins.int
     AUTHORISATION_REFUSED_FIELD_NUMBER: _builtins.int
+    SELECTORS_FIELD_NUMBER: _builtins.int
+    WATCHED_FIELD_NUMBER: _builtins.int
     problem: _builtins.str
     """Set when this household could not be answered (batch path); members and tokens are empty."""
     consent_missing: _builtins.bool
@@ -834,6 +846,21 @@ class Household(_message.Message):
     def tokens(self) -> _containers.RepeatedCompositeFieldContainer[Global___ConnectorTokens]:
         """Per connector of the deployment: the tokens to ask it about."""
 
+    @_builtins.property
+    def selectors(self) -> _containers.RepeatedScalarFieldContainer[_builtins.bytes]:
+        """With decoys (issue #26): the household's encrypted selectors, Paillier ciphertexts under
+        the key custodian's key (the byte length of n²): Enc(1) for a member, Enc(0) for a decoy
+        resident or a fake, fresh for every query. One set for the household, shared by every
+        connector's tokens (ConnectorTokens.selector_index).
+        """
+
+    @_builtins.property
+    def watched(self) -> _containers.RepeatedCompositeFieldContainer[Global___ConnectorTokens]:
+        """Asked for monitoring (a handle, or monitor_until): the members' own tokens at each
+        department, no decoy and no fake, which the service watches for 主动发现 events (a decoy's
+        event is not the household's).
+        """
+
     def __init__(
         self,
         *,
@@ -846,10 +873,12 @@ class Household(_message.Message):
         monitoring_handle: _builtins.bytes = ...,
         monitoring_refused: _builtins.str = ...,
         authorisation_refused: _builtins.str = ...,
+        selectors: _abc.Iterable[_builtins.bytes] | None = ...,
+        watched: _abc.Iterable[Global___ConnectorTokens] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["authorisation_refused", b"authorisation_refused", "consent_missing", b"consent_missing", "district", b"district", "members", b"members", "monitoring_handle", b"monitoring_handle", "monitoring_refused", b"monitoring_refused", "problem", b"problem", "pseudonym", b"pseudonym", "tokens", b"tokens"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["authorisation_refused", b"authorisation_refused", "consent_missing", b"consent_missing", "district", b"district", "members", b"members", "monitoring_handle", b"monitoring_handle", "monitoring_refused", b"monitoring_refused", "problem", b"problem", "pseudonym", b"pseudonym", "selectors", b"selectors", "tokens", b"tokens", "watched", b"watched"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -860,16 +889,27 @@ class TokenSet(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     TOKENS_FIELD_NUMBER: _builtins.int
+    SELECTORS_FIELD_NUMBER: _builtins.int
     @_builtins.property
     def tokens(self) -> _containers.RepeatedScalarFieldContainer[_builtins.bytes]: ...
+    @_builtins.property
+    def selectors(self) -> _containers.RepeatedScalarFieldContainer[_builtins.bytes]:
+        """With decoys (issue #26): per token, its encrypted selector (Enc(1) for a member of the
+        household, Enc(0) for a decoy or a fake). The connector answers the product over the tokens
+        it holds of selector^(its packed row), which is the sum of the members' rows only; the
+        grant's digest covers each token with its selector. Empty: the plain sum of every token
+        it holds.
+        """
+
     def __init__(
         self,
         *,
         tokens: _abc.Iterable[_builtins.bytes] | None = ...,
+        selectors: _abc.Iterable[_builtins.bytes] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["tokens", b"tokens"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["selectors", b"selectors", "tokens", b"tokens"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -924,7 +964,9 @@ class QueryBatchRequest(_message.Message):
     """
     @_builtins.property
     def households(self) -> _containers.RepeatedCompositeFieldContainer[Global___TokenSet]:
-        """Required: 1 to 1024 households of 1 to 64 tokens of 32 bytes (else INVALID_ARGUMENT)."""
+        """Required: 1 to 1024 households of 1 to 128 tokens of 32 bytes, each with its selector or
+        none at all (else INVALID_ARGUMENT).
+        """
 
     @_builtins.property
     def layout(self) -> Global___BatchLayout: ...

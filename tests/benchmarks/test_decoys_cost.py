@@ -482,13 +482,16 @@ def test_wire_today(benchmark: Any, authority: TokenAuthority) -> None:
     grant = authority.grant("q-wire", [tokens], [Binding(bytes(32), bytes(32))]).to_pb()
     household = connector_pb2.Household(
         members=[connector_pb2.Member(relation=connector_pb2.HEAD)] * MEMBERS,
-        tokens=[connector_pb2.ConnectorTokens(connector_id=c, tokens=t) for c, t in tokens.items()],
+        tokens=[
+            connector_pb2.ConnectorTokens(connector_id=c, tokens=t)
+            for c, t in tokens.tokens.items()
+        ],
         pseudonym=bytes(32),
     )
     response = connector_pb2.HouseholdsResponse(households=[household], grant=grant)
     request = connector_pb2.QueryBatchRequest(
         query_id="q-wire",
-        households=[connector_pb2.TokenSet(tokens=tokens["bank-01"])],
+        households=[connector_pb2.TokenSet(tokens=tokens.tokens["bank-01"])],
         key_fingerprint=PUB.fingerprint,
         layout=packing.batch_layout_pb(_layout("bank-01")),
         grant=grant,

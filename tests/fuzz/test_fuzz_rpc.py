@@ -26,6 +26,7 @@ from google.protobuf.message import Message
 from hypothesis import HealthCheck, Phase, assume, given, settings
 from hypothesis import strategies as st
 
+from hedui.connectors.token_authority import HouseholdTokens
 from hedui.core import oprf, signing
 from hedui.core.clock import DEPLOYMENT
 from hedui.core.grants import Grant
@@ -524,8 +525,9 @@ def _households(
     return reply
 
 
-def _tokens(h: connector_pb2.Household, cid: str) -> list[bytes]:
-    return next(list(t.tokens) for t in h.tokens if t.connector_id == cid)
+def _tokens(h: connector_pb2.Household, cid: str) -> connector_pb2.TokenSet:
+    """The tokens (and with decoys their selectors) the registry granted ``cid`` for ``h``."""
+    return HouseholdTokens.from_pb(h).token_set(cid)
 
 
 def _query_batch(
@@ -535,7 +537,7 @@ def _query_batch(
     reply = _households(d, qid, n, first)
     return connector_pb2.QueryBatchRequest(
         query_id=qid,
-        households=[connector_pb2.TokenSet(tokens=_tokens(h, cid)) for h in reply.households],
+        households=[_tokens(h, cid) for h in reply.households],
         key_fingerprint=d.fingerprint,
         layout=d.batch_layout(_kind(cid)),
         grant=reply.grant,
@@ -601,9 +603,7 @@ def _decrypt_batch(d: Deployment, n: int) -> custodian_pb2.DecryptBatchRequest:
         r = d.connector(cid).QueryBatch(
             connector_pb2.QueryBatchRequest(
                 query_id=qid,
-                households=[
-                    connector_pb2.TokenSet(tokens=_tokens(h, cid)) for h in reply.households
-                ],
+                households=[_tokens(h, cid) for h in reply.households],
                 key_fingerprint=d.fingerprint,
                 layout=d.batch_layout(_kind(cid)),
                 grant=reply.grant,

@@ -1,0 +1,273 @@
+"""Decoy residents and encrypted selectors (issue #26): a connector is asked about each member
+among k - 1 decoy residents, cannot tell them apart, and still answers the members' sum."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from hedui.connectors.errors import ConnectorError
+from hedui.connectors.sdk import AnswerRefused
+from hedui.connectors.store import Person, RegisterStore, open_engine
+from hedui.connectors.token_authority import AuthoritySettings, TokenAuthority
+from hedui.core import grants
+from hedui.core.answers import DATA_INTEGRITY
+from hedui.core.oprf import ServerKey
+from hedui.core.selectors import selector_set
+from tests.connectors.test_marks import (
+    LAYOUT,
+    A,
+    B,
+    C,
+    _answerer,
+    _damage,
+    _store,
+)
+from tests.custodian.test_keeper import AUTHORITY, KEY
+
+PUB = KEY.public
+CONNECTORS = ("hrss", "bank-01", "civil")
+
+
+def _decrypted_rows(packed: list[bytes], households: int) -> list[dict[str, int]]:
+    plain = [KEY.decrypt(PUB.from_bytes(c, PUB.fingerprint)) for c in packed]
+    return LAYOUT.unpack(plain, households)
+
+
+def test_the_answer_is_the_members_sum_whatever_the_decoys_hold(tmp_path: Path) -> None:
+    """Households over two ciphertexts of the layout, each asked about A, B, C and D of which
+    only some are members: the decrypted totals are the members' rows alone."""
+    store = _store(tmp_path / "hrss.db")
+    a = _answerer(store)
+    rows = {
+        A: {"monthly_pension": 151200, "monthly_wage": 1000},
+        B: {"monthly_wage": 300000},
+        C: {"monthly_pension": 90000},
+    }
+    n = LAYOUT.per_ciphertext + 2
+    households, selectors, expected = [], [], []
+    for h in range(n):
+        tokens = [A, B, C] + [bytes([200, h, j]) * 8 + bytes(8) for j in range(5)]
+        members = {0} if h % 3 == 0 else ({1, 2} if h % 3 == 1 else set())
+        sels, at = selector_set(PUB, len(members), len(tokens))
+        order = sorted(members) + [i for i in range(len(tokens)) if i not in members]
+        mine = [b""] * len(tokens)
+        for position, i in enumerate(order):
+            mine[i] = sels[at[position]]
+        households.append(tokens)
+        selectors.append(mine)
+        want = {"monthly_wage": 0, "monthly_pension": 0, "monthly_unemployment_benefit": 0}
+        for i in members:
+            for f, v in rows[tokens[i]].items():
+                want[f] += v
+        expected.append(want)
+    r = a.answer("q-decoys", households, LAYOUT, selectors)
+    assert len(r.packed) == LAYOUT.ciphertexts(n) == 2
+    got = _decrypted_rows(list(r.packed), n)
+    assert [{f: g[f] for f in w} for g, w in zip(got, expected, strict=True)] == expected
+    assert not r.marked
+
+
+def test_a_damaged_row_of_a_decoy_marks_its_household_only(tmp_path: Path) -> None:
+    path = tmp_path / "hrss.db"
+    a = _answerer(_store(path))
+    _damage(path)  # A's pension row fails its seal
+    households = [
+        [A, *(bytes([9, j]) * 16 for j in range(7))],
+        [B, C, *(bytes([8, j]) * 16 for j in range(6))],
+    ]
+    selectors = [selector_set(PUB, 0, 8)[0], selector_set(PUB, 8, 8)[0]]
+    r = a.answer("q-damaged", households, LAYOUT, selectors)
+    assert [(m.household, m.cause) for m in r.marked] == [(0, DATA_INTEGRITY)]
+    got = _decrypted_rows(list(r.packed), 2)
+    assert got[0]["monthly_wage"] == 0 and got[1]["monthly_wage"] == 300000
+    assert got[1]["monthly_pension"] == 90000
+
+
+def register(path: Path, sizes: list[int]) -> tuple[RegisterStore, list[list[str]]]:
+    """A register of households of these sizes (synthetic ID numbers: the authority only
+    evaluates them), and each household's members."""
+    store = RegisterStore(open_engine(f"sqlite:///{path}"))
+    households, people, n = [], [], 0
+    for h, size in enumerate(sizes):
+        ids = [f"3301{n + i:014d}" for i in range(size)]
+        n += size
+        households.append(ids)
+        people += [
+            Person(
+                id_number=i,
+                household_id=f"H{h:06d}",
+                relation="head" if j == 0 else "child",
+                birth_date="1980-01-01",
+            )
+            for j, i in enumerate(ids)
+        ]
+    store.replace_all(people)
+    return store, households
+
+
+def authority(
+    store: RegisterStore | None, k: int, connectors: tuple[str, ...] = CONNECTORS
+) -> TokenAuthority:
+    return TokenAuthority(
+        ServerKey(b"\x07" + bytes(31)),
+        1,
+        AUTHORITY,
+        AuthoritySettings(connectors, decoys_interactive=k, decoys_campaign=k),
+        public=PUB,
+        register=store,
+    )
+
+
+def token_of(ta: TokenAuthority, resident: str, cid: str) -> bytes:
+    return ta.tokens([resident], "one", 1).own[cid][0]
+
+
+@pytest.mark.parametrize("k", [2, 4, 8])
+def test_a_household_is_asked_about_with_the_other_households_of_its_group(
+    k: int, tmp_path: Path
+) -> None:
+    store, households = register(tmp_path / "r.db", [3, 1, 2, 4, 3, 2, 1, 3] * 10)
+    ta = authority(store, k)
+    assert ta.groups is not None
+    group = ta.groups.group("H000000", k).households
+    others = [h for h in group if h != "H000000"]
+    assert len(group) in range(k, 2 * k) and "H000000" in group
+    # symmetric: every household of the group has the same group
+    for h in others:
+        assert ta.groups.group(h, k).households == group
+    got = ta.tokens(households[0], "H000000", k)
+    residents = [i for h in group for i in store.members_of_households([h])[h]]
+    total = max(grants.PAD, -(-len(residents) // grants.PAD) * grants.PAD)
+    assert len(got.selectors) == total
+    plain = [KEY.decrypt(PUB.from_bytes(c, PUB.fingerprint)) for c in got.selectors]
+    assert sorted(plain) == [0] * (total - 3) + [1] * 3
+    for cid in CONNECTORS:
+        tokens = got.tokens[cid]
+        assert len(tokens) == total and tokens == sorted(tokens)
+        assert {token_of(ta, r, cid) for r in residents} <= set(tokens)
+        # the members' own tokens carry Enc(1), every other token Enc(0)
+        for t, c in zip(tokens, got.selected(cid), strict=True):
+            assert KEY.decrypt(PUB.from_bytes(c, PUB.fingerprint)) == (t in got.own[cid])
+    # selectors are fresh per query and shared by the connectors of one query
+    assert set(got.selected("hrss")) == set(got.selected("civil"))
+    # any household of the group is asked about with byte for byte the same tokens (its fakes
+    # included: they are the group's), so a connector cannot sort a group's queries
+    for other in others:
+        theirs = ta.tokens(store.members_of_households([other])[other], other, k)
+        assert theirs.tokens == got.tokens
+
+
+def test_asked_twice_the_same_tokens_and_a_leaver_takes_only_their_own(tmp_path: Path) -> None:
+    k = 4
+    store, households = register(tmp_path / "r.db", [3, 2, 2, 1] * 20)
+    ta = authority(store, k)
+    members = households[0]
+    first, again = ta.tokens(members, "H000000", k), ta.tokens(members, "H000000", k)
+    assert first.tokens == again.tokens  # the same list every time in the epoch
+    assert set(first.selectors).isdisjoint(again.selectors)  # the selectors are fresh
+    left = ta.tokens(members[:2], "H000000", k)
+    for cid in CONNECTORS:
+        gone = set(first.tokens[cid]) - set(left.tokens[cid])
+        # of the residents, the leaver alone (padding fakes are nobody's)
+        assert token_of(ta, members[2], cid) in gone
+        residents = {token_of(ta, r, cid) for h in households for r in h}
+        assert gone & residents == {token_of(ta, members[2], cid)}
+
+
+def test_groups_outlive_changes_of_the_register(tmp_path: Path) -> None:
+    """A new household joins a group; a household that is gone drops out; the others stay."""
+    k = 4
+    store, households = register(tmp_path / "r.db", [2] * 40)
+    ta = authority(store, k)
+    assert ta.groups is not None
+    before = {f"H{h:06d}": set(ta.groups.group(f"H{h:06d}", k).households) for h in range(40)}
+    people = [
+        Person(id_number=i, household_id=f"H{h:06d}", relation="head", birth_date="1980-01-01")
+        for h, ids in enumerate(households)
+        if h != 5
+        for i in ids
+    ] + [
+        Person(
+            id_number="330100000000999999",
+            household_id="NEW",
+            relation="head",
+            birth_date="1990-01-01",
+        )
+    ]
+    store.replace_all(people)
+    again = authority(store, k)  # a restarted registry reads the recorded groups
+    assert again.groups is not None
+    joined = set(again.groups.group("NEW", k).households)
+    assert "NEW" in joined and len(joined) >= k
+    for h, group in before.items():
+        if h == "H000005":
+            continue
+        now = set(again.groups.group(h, k).households)
+        assert now - {"NEW"} == group - {"H000005"}
+
+
+def test_a_smaller_k_splits_the_groups_of_the_larger_one(tmp_path: Path) -> None:
+    """One partition for every path: intersecting a household's lists of two paths leaves a
+    group of the smaller k, never the household (found in review: a k per path, and a new
+    shuffle per token epoch, each let a connector intersect two groups down to one household)."""
+    store, _ = register(tmp_path / "r.db", [2] * 64)
+    ta = TokenAuthority(
+        ServerKey(b"\x07" + bytes(31)),
+        1,
+        AUTHORITY,
+        AuthoritySettings(CONNECTORS, decoys_interactive=2, decoys_campaign=4),
+        public=PUB,
+        register=store,
+    )
+    assert ta.groups is not None
+    for h in (f"H{i:06d}" for i in range(64)):
+        small, large = ta.groups.group(h, 2).households, ta.groups.group(h, 4).households
+        assert set(small) <= set(large) and len(small) >= 2
+    # another token epoch: the same groups (the key comes from the grant key)
+    other_epoch = TokenAuthority(
+        ServerKey(b"\x09" + bytes(31)),
+        2,
+        AUTHORITY,
+        AuthoritySettings(CONNECTORS, decoys_interactive=4, decoys_campaign=4),
+        public=PUB,
+        register=store,
+    )
+    assert other_epoch.groups is not None
+    assert other_epoch.groups.group("H000003", 4) == ta.groups.group("H000003", 4)
+
+
+def test_without_the_custodians_key_decoys_are_refused_with_what_to_do(tmp_path: Path) -> None:
+    store, _ = register(tmp_path / "r.db", [1, 2])
+    with pytest.raises(ConnectorError, match=r"custodian/paillier\.pub"):
+        TokenAuthority(
+            ServerKey(b"\x07" + bytes(31)),
+            1,
+            AUTHORITY,
+            AuthoritySettings(CONNECTORS, decoys_interactive=4, decoys_campaign=4),
+            register=store,
+        )
+
+
+def test_a_batch_mixing_households_with_and_without_selectors_is_answered(
+    tmp_path: Path,
+) -> None:
+    """A run may hold households of two paths (a k per path): a household asked without
+    selectors counts every token it holds, one with selectors its members' only."""
+    a = _answerer(_store(tmp_path / "hrss.db"))
+    fakes = [bytes([7, j]) * 16 for j in range(6)]
+    households = [[A, B, *fakes], [B, C, *fakes]]
+    sels, at = selector_set(PUB, 1, 8)  # position 0 (B) is the member
+    mine = [sels[at[i]] for i in range(8)]  # token i at position i: B the member
+    r = a.answer("q-mixed", households, LAYOUT, [[], mine])
+    got = _decrypted_rows(list(r.packed), 2)
+    assert got[0]["monthly_wage"] == 1000 + 300000 and got[0]["monthly_pension"] == 151200
+    assert got[1]["monthly_wage"] == 300000 and got[1]["monthly_pension"] == 0
+
+
+def test_a_selector_that_is_no_ciphertext_of_the_key_is_refused(tmp_path: Path) -> None:
+    a = _answerer(_store(tmp_path / "hrss.db"))
+    bad = PUB.n.to_bytes(PUB.ciphertext_bytes, "big")  # shares its factors with n
+    with pytest.raises(AnswerRefused, match="not a ciphertext"):
+        a.answer("q-bad", [[A, *(bytes([3, j]) * 16 for j in range(7))]], LAYOUT, [[bad] * 8])
