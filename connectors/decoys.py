@@ -1,11 +1,11 @@
 """Decoy households (issue #26): a connector cannot tell which household is being checked.
 
-The token authority partitions the register into groups of households (a keyed shuffle of the
-households, cut into runs of k; the last short run joins the one before it). A query about any
-household of a group names the members of every household of the group, with the same tokens
-and the same padding fakes whichever household it is about, each token with its encrypted
-selector (:mod:`hedui.core.selectors`): Enc(1) for the members of the household asked about,
-Enc(0) for the others. So every query of a group looks the same to a connector, and every
+The token authority partitions the register into groups of at least k households (a keyed
+shuffle of the households, cut into runs of k; the last short run joins the one before it). A
+query about any household of a group names the members of every household of the group, with
+the same tokens and the same padding fakes whichever household it is about, each token with its
+encrypted selector (:mod:`hedui.core.selectors`): Enc(1) for the members of the household asked
+about, Enc(0) for the others. So every query of a group looks the same to a connector, and every
 resident of a group appears as often as any other:
 
 - the decoys are whole households, living together as real households do (random residents
@@ -17,19 +17,22 @@ resident of a group appears as often as any other:
 - a member who leaves takes only their own token with them, and which of the k households they
   left is exactly what the connector cannot tell.
 
-One partition serves every path and every token epoch: it is cut for the largest k configured
-(``k_max``) under a key derived from the token authority's grant key (which a token-epoch rotation
-keeps), and a smaller k splits each group into runs of that k, in the same keyed order, so
-intersecting a household's lists of two paths or two epochs leaves a group of the smaller k,
-never the household. The partition is recorded in the registry's database
-(:class:`~hedui.connectors.store.DecoyGroup`): a household that appears later joins the group its
-keyed hash picks (the next one with room when that has 2·k_max − 1 households already), a household
-that is gone drops out of its group.
+One partition serves every token epoch: its key is derived from the token authority's grant key,
+which a token-epoch rotation keeps (a new shuffle per epoch would let a connector intersect a
+household's two groups down to the household). It is recorded in the registry's database
+(:class:`~hedui.connectors.store.DecoyGroup`) and kept as the register changes, never from a
+query: at each read of the register (at start, every :data:`REFRESH_SECONDS`, and when a query
+names a household the partition does not hold) every new household joins the group its keyed
+hash picks; a group that has fallen below k households (households gone) is merged into another,
+and one that has grown to 2k is split in two in its keyed order. A group only ever grows, or
+splits into halves of at least k: a household's lists over time intersect in at least k
+households.
 """
 
 from __future__ import annotations
 
 import hmac
+import logging
 import threading
 import time
 from collections.abc import Callable
@@ -37,8 +40,11 @@ from dataclasses import dataclass
 
 from hedui.connectors.store import RegisterStore
 
+log = logging.getLogger("hedui.connectors.decoys")
+
 REFRESH_SECONDS = 600.0  # how long the groups are kept in memory before the register is read again
-PARTITION = 0  # the partition's row key (one for every epoch: see the module's docstring)
+PARTITION = 0  # the partition's row key (one for every token epoch: see the module's docstring)
+MAX_RESIDENTS = 120  # a group's residents a query names at most (a connector takes 128 tokens)
 
 
 @dataclass(frozen=True)
@@ -55,12 +61,12 @@ class DecoyGroups:
         self,
         store: RegisterStore,
         key: bytes,
-        k_max: int,
+        k: int,
         now: Callable[[], float] = time.monotonic,
     ) -> None:
         self._store = store
         self._key = key
-        self._k = k_max
+        self._k = k
         self._now = now
         self._lock = threading.Lock()
         self._read_at = -REFRESH_SECONDS
@@ -71,70 +77,98 @@ class DecoyGroups:
         return hmac.digest(self._key, household_id.encode(), "sha256")
 
     def _read(self) -> None:
-        """The recorded partition, cut first if there is none, with every household of the
-        register that has no group yet placed (the whole register read: at start and every
-        :data:`REFRESH_SECONDS`)."""
+        """Read the register and the recorded partition; cut the partition if there is none,
+        place every new household, merge the groups below k, split those at 2k, record the
+        changes."""
         k = self._k
         known = self._store.decoy_groups(PARTITION, k)
         households = self._store.all_household_ids()
         if not known:
             order = sorted(households, key=self._rank)
-            groups = max(1, len(order) // k)
-            new = {h: min(i // k, groups - 1) for i, h in enumerate(order)}
-            self._store.add_decoy_groups(PARTITION, k, new)
+            count = max(1, len(order) // k)
+            self._store.add_decoy_groups(
+                PARTITION, k, {h: min(i // k, count - 1) for i, h in enumerate(order)}
+            )
             known = self._store.decoy_groups(PARTITION, k)  # another replica's rows win
+        count = max(known.values(), default=-1) + 1 or 1
+        new = {
+            h: int.from_bytes(self._rank(h)[:8], "big") % count
+            for h in households
+            if h not in known
+        }
+        if new:
+            self._store.add_decoy_groups(PARTITION, k, new)
+            known = self._store.decoy_groups(PARTITION, k)
         present = set(households)
-        self._group_of = dict(known)
-        self._members = {}
+        members: dict[int, list[str]] = {}
         for h, g in known.items():
             if h in present:
-                self._members.setdefault(g, []).append(h)
-        for h in households:
-            if h not in self._group_of:
-                self._place(h)
+                members.setdefault(g, []).append(h)
+        moves = self._balanced(members, max(known.values(), default=0) + 1)
+        if moves:
+            self._store.move_decoy_groups(PARTITION, k, moves)
+            log.info("decoy groups: %d household(s) merged or split into new groups", len(moves))
+            known.update(moves)
+            members = {}
+            for h, g in known.items():
+                if h in present:
+                    members.setdefault(g, []).append(h)
+        self._group_of = known
+        self._members = {g: sorted(hs, key=self._rank) for g, hs in members.items()}
         self._read_at = self._now()
 
-    def _place(self, household_id: str) -> None:
-        """A household the partition does not hold joins the group its keyed hash picks, or
-        the next with room; one row recorded, nothing else read."""
-        groups = max(self._members, default=-1) + 1 or 1
-        g = int.from_bytes(self._rank(household_id)[:8], "big") % groups
-        for _ in range(groups):
-            if len(self._members.get(g, [])) < 2 * self._k - 1:  # one run of k_max at most
-                break
-            g = (g + 1) % groups
-        else:
-            g = groups  # every group is full: a new one
-        self._store.add_decoy_groups(PARTITION, self._k, {household_id: g})
-        g = self._store.decoy_groups_of(PARTITION, self._k, [household_id]).get(household_id, g)
-        self._group_of[household_id] = g
-        self._members.setdefault(g, []).append(household_id)
+    def _balanced(self, members: dict[int, list[str]], next_group: int) -> dict[str, int]:
+        """The moves that leave every group with k to 2k - 1 households present: a group below
+        k joins the smallest other group (repeatedly, in group order); a group of 2k or more
+        is split into halves in its keyed order."""
+        k = self._k
+        moves: dict[str, int] = {}
+        groups = {g: list(hs) for g, hs in members.items() if hs}
+        for g in sorted(groups):
+            if g in groups and len(groups[g]) < k and len(groups) > 1:
+                into = min((x for x in groups if x != g), key=lambda x: (len(groups[x]), x))
+                for h in groups.pop(g):
+                    moves[h] = into
+                    groups[into].append(h)
+        for g in sorted(groups):
+            while len(groups[g]) >= 2 * k:
+                order = sorted(groups[g], key=self._rank)
+                half = order[len(order) // 2 :]
+                groups[g] = order[: len(order) // 2]
+                groups[next_group] = half
+                for h in half:
+                    moves[h] = next_group
+                next_group += 1
+        return moves
 
-    def group(self, household_id: str, k: int) -> Group:
-        """The group of ``k`` households a query about this one names (itself alone when
-        k = 1): a run of k in its k_max group, in the group's keyed order."""
-        if k <= 1:
-            return Group(f"alone:{household_id}", (household_id,))
-        k = min(k, self._k)
+    def group(self, household_id: str) -> Group:
+        """The group a query about this household names (read again first when the
+        partition does not hold it, so that its group-mates' lists hold it too)."""
         with self._lock:
-            if self._now() - self._read_at >= REFRESH_SECONDS:
+            stale = self._now() - self._read_at >= REFRESH_SECONDS
+            g = self._group_of.get(household_id)
+            if stale or g is None or household_id not in self._members.get(g, ()):
                 self._read()
-            if household_id not in self._group_of:
-                self._place(household_id)
-            g = self._group_of[household_id]
-            members = sorted(self._members.get(g, [household_id]), key=self._rank)
-        if household_id not in members:  # gone from the register since the last read
-            members = sorted([*members, household_id], key=self._rank)
-        runs = max(1, len(members) // k)
-        run = min(members.index(household_id) // k, runs - 1)
-        chosen = members[run * k :] if run == runs - 1 else members[run * k : (run + 1) * k]
-        return Group(f"{k}:{g}:{run}", tuple(chosen))
+                g = self._group_of.get(household_id)
+            chosen = tuple(self._members.get(g, [])) if g is not None else ()
+        if household_id not in chosen:  # not in the register: only itself
+            return Group(f"alone:{household_id}", (household_id,))
+        return Group(f"{self._k}:{g}", chosen)
 
-    def residents(self, household_id: str, k: int) -> tuple[Group, list[str]]:
-        """The group, and the members of its other households: the household's decoys."""
-        group = self.group(household_id, k)
+    def residents(self, household_id: str) -> tuple[Group, list[str]]:
+        """The group, and the members of its other households (the household's decoys), the
+        largest households left out when the group's residents would exceed
+        :data:`MAX_RESIDENTS` (a group holding a collective household, 集体户)."""
+        group = self.group(household_id)
         others = [h for h in group.households if h != household_id]
         if not others:
             return group, []
-        members = self._store.members_of_households(others)
-        return group, [i for h in others for i in members[h]]
+        members = self._store.members_of_households([household_id, *others])
+        budget = MAX_RESIDENTS - len(members[household_id])
+        out: list[str] = []
+        for h in sorted(others, key=lambda x: (len(members[x]), self._rank(x))):
+            if len(members[h]) > budget:
+                continue
+            budget -= len(members[h])
+            out += members[h]
+        return group, out

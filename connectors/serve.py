@@ -133,6 +133,12 @@ def load_authority_settings(path: Path) -> AuthoritySettings:
                 f"not {k!r}"
             )
         decoys[key] = k
+    if len({decoys["decoys_interactive"], decoys["decoys_campaign"]} - {1}) > 1:
+        raise ConfigFileError(
+            f"{path}: decoys_interactive and decoys_campaign must be the same where neither is 1 "
+            "(one partition of the register into decoy groups serves both paths; two would let "
+            "a connector intersect a household's groups)"
+        )
     return AuthoritySettings(
         tuple(ids),
         allowances,

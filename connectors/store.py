@@ -366,7 +366,7 @@ class RegisterStore:
             return list(conn.scalars(select(Person.household_id).distinct()))
 
     def decoy_groups(self, epoch: int, k: int) -> dict[str, int]:
-        """household -> its group, for this token epoch and k (see :class:`DecoyGroup`)."""
+        """household -> its group, for this partition and k (see :class:`DecoyGroup`)."""
         with self._engine.connect() as conn:
             rows = conn.execute(
                 select(DecoyGroup.household_id, DecoyGroup.group_no).where(
@@ -406,6 +406,16 @@ class RegisterStore:
                             conn.execute(insert(DecoyGroup).values(**row))
                     except IntegrityError:
                         continue
+
+    def move_decoy_groups(self, epoch: int, k: int, moves: Mapping[str, int]) -> None:
+        """Record households' new groups (a group merged into another, or split), at once."""
+        if not moves:
+            return
+        with Session(self._engine) as s, s.begin():
+            for h, g in moves.items():
+                row = s.get(DecoyGroup, (epoch, k, h))
+                if row is not None:
+                    row.group_no = g
 
     def members_of_households(self, household_ids: Sequence[str]) -> dict[str, list[str]]:
         """The ID numbers of each household's members, in one query."""

@@ -63,8 +63,8 @@ class AuthoritySettings:
     allowances: Mapping[str, int] = field(default_factory=dict)  # evaluations per window
     default_allowance: int = 1000
     source: Path | None = None  # the registry's authority.toml, named to a connector not in it
-    # k per path (issue #26): a household is asked about with the k - 1 other households of its
-    # decoy group; 1: none (connectors.decoys: a smaller k splits the larger k's groups).
+    # k per path (issue #26): a household is asked about with the other households of its decoy
+    # group (at least k in all); 1: none. Where not 1, the same on both paths (one partition).
     decoys_interactive: int = 1
     decoys_campaign: int = 1
 
@@ -111,9 +111,13 @@ class TokenAuthority:
         public: PublicKey | None = None,
         register: RegisterStore | None = None,
     ) -> None:
-        for k in (settings.decoys_interactive, settings.decoys_campaign):
-            if not 1 <= k <= MAX_DECOYS:
-                raise ConnectorError(f"decoys: k must be 1 to {MAX_DECOYS}, not {k}")
+        ks = {settings.decoys_interactive, settings.decoys_campaign}
+        if not all(1 <= k <= MAX_DECOYS for k in ks) or len(ks - {1}) > 1:
+            raise ConnectorError(
+                f"decoys: k must be 1 to {MAX_DECOYS}, and the same on both paths where it is "
+                f"not 1, not {settings.decoys_interactive} and {settings.decoys_campaign} (one "
+                "partition of the register serves both: connectors would intersect two)"
+            )
         if max(settings.decoys_interactive, settings.decoys_campaign) > 1 and (
             public is None or register is None
         ):
@@ -138,9 +142,9 @@ class TokenAuthority:
         decoy_key = HKDF(
             algorithm=hashes.SHA256(), length=32, salt=None, info=b"hedui/decoy-groups/v1"
         ).derive(grant_key.private_bytes_raw())
-        k_max = max(settings.decoys_interactive, settings.decoys_campaign)
+        k = max(settings.decoys_interactive, settings.decoys_campaign)
         self.groups = (
-            DecoyGroups(register, decoy_key, k_max) if register is not None and k_max > 1 else None
+            DecoyGroups(register, decoy_key, k) if register is not None and k > 1 else None
         )
         # from the grant key, which a token-epoch rotation keeps: a case number stays bound
         # to its household across epochs
@@ -169,7 +173,7 @@ class TokenAuthority:
         chosen: list[str] = []
         fakes_of = household_id
         if decoys > 1 and self.groups is not None:
-            group, decoy_residents = self.groups.residents(household_id, decoys)
+            group, decoy_residents = self.groups.residents(household_id)
             members = set(id_numbers)
             chosen = [i for i in decoy_residents if i not in members]
             fakes_of = f"group {group.name}"  # the same fakes whichever household is asked

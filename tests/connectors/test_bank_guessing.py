@@ -72,7 +72,7 @@ def simulate(
     def residents(h: int, members: list[str]) -> set[str]:
         if ta.groups is None:
             return set(members)
-        return {*members, *ta.groups.residents(f"H{h:06d}", k)[1]}
+        return {*members, *ta.groups.residents(f"H{h:06d}")[1]}
 
     lists: list[tuple[int, frozenset[str], frozenset[str]]] = []
     for h, _path in queries:
