@@ -53,7 +53,10 @@ class HandleRefused(ConnectorError):
     another campaign than its own (:mod:`hedui.connectors.handles`)."""
 
 
-DEFAULT_DECOYS = 4  # k: a household asked about among k - 1 decoy households (design §5)
+# k: a household asked about among k - 1 decoy households (design §5). Off (1) by default until
+# a decoy's damaged row is told apart from a member's (it now marks the asked household);
+# the measurements recommend 4.
+DEFAULT_DECOYS = 1
 MAX_DECOYS = 8
 
 

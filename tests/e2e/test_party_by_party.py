@@ -103,7 +103,7 @@ def _exchange(root: Path) -> None:
             target.parent.mkdir(parents=True, exist_ok=True)
             shutil.copyfile(root / whose / "keys" / relative, target)
 
-    give("custodian", "custodian/paillier.pub", ["service", *CONNECTORS])
+    give("custodian", "custodian/paillier.pub", ["service", "registry", *CONNECTORS])
     # the key of the custodian's signed judgements (issue #24), made at its `keys request`
     give("custodian", "custodian/judgement.pub", ["service", AUDITOR])
     give("registry", "token-authority/grant.pub", ["custodian", *CONNECTORS])
