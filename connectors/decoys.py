@@ -100,21 +100,15 @@ class DecoyGroups:
             self._store.add_decoy_groups(PARTITION, k, new)
             known = self._store.decoy_groups(PARTITION, k)
         present = set(households)
-        members: dict[int, list[str]] = {}
-        for h, g in known.items():
-            if h in present:
-                members.setdefault(g, []).append(h)
-        moves = self._balanced(members, max(known.values(), default=0) + 1)
+        moves = self._balanced(_by_group(known, present), max(known.values(), default=0) + 1)
         if moves:
             self._store.move_decoy_groups(PARTITION, k, moves)
             log.info("decoy groups: %d household(s) merged or split into new groups", len(moves))
             known.update(moves)
-            members = {}
-            for h, g in known.items():
-                if h in present:
-                    members.setdefault(g, []).append(h)
         self._group_of = known
-        self._members = {g: sorted(hs, key=self._rank) for g, hs in members.items()}
+        self._members = {
+            g: sorted(hs, key=self._rank) for g, hs in _by_group(known, present).items()
+        }
         self._read_at = self._now()
 
     def _balanced(self, members: dict[int, list[str]], next_group: int) -> dict[str, int]:
@@ -172,3 +166,12 @@ class DecoyGroups:
             budget -= len(members[h])
             out += members[h]
         return group, out
+
+
+def _by_group(group_of: dict[str, int], present: set[str]) -> dict[int, list[str]]:
+    """group -> its households still in the register."""
+    out: dict[int, list[str]] = {}
+    for h, g in group_of.items():
+        if h in present:
+            out.setdefault(g, []).append(h)
+    return out

@@ -375,18 +375,6 @@ class RegisterStore:
             )
             return {h: int(g) for h, g in rows}
 
-    def decoy_groups_of(self, epoch: int, k: int, household_ids: Sequence[str]) -> dict[str, int]:
-        """The recorded groups of these households."""
-        with self._engine.connect() as conn:
-            rows = conn.execute(
-                select(DecoyGroup.household_id, DecoyGroup.group_no).where(
-                    DecoyGroup.epoch == epoch,
-                    DecoyGroup.k == k,
-                    DecoyGroup.household_id.in_(list(household_ids)),
-                )
-            )
-            return {h: int(g) for h, g in rows}
-
     def add_decoy_groups(self, epoch: int, k: int, groups: Mapping[str, int]) -> None:
         """Record the groups of households not grouped yet (a concurrent registry replica's
         rows win: the first to record a household's group decides it)."""

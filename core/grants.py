@@ -42,7 +42,8 @@ _AUTHORITY_LABEL = b"hedui/authority/v1"
 _BINDINGS_LABEL = b"hedui/grant-bindings/v1"
 
 
-def _framed(parts: Sequence[bytes]) -> bytes:
+def framed(parts: Sequence[bytes]) -> bytes:
+    """Length-prefixed parts: what every digest of this module (and the judgements') is over."""
     return b"".join(len(p).to_bytes(4, "big") + p for p in parts)
 
 
@@ -72,7 +73,7 @@ def authority_digest(
             form_sha256,
             *sorted(set(signer_audit_tokens)),
         ]
-    return hashlib.sha256(_framed(parts)).digest()
+    return hashlib.sha256(framed(parts)).digest()
 
 
 @dataclasses.dataclass(frozen=True)
@@ -124,7 +125,7 @@ class Grant:
         parts = [_BINDINGS_LABEL, self.binding_salt]
         for b in self.bindings:
             parts += [b.applicant_audit_token, b.authority, b.composition]
-        return hashlib.sha256(_framed(parts)).digest()
+        return hashlib.sha256(framed(parts)).digest()
 
     def signed_bytes(self) -> bytes:
         parts = [
@@ -137,7 +138,7 @@ class Grant:
         for cid, digest in self.digests:
             parts += [cid.encode(), digest]
         parts += [b"bindings", self.bindings_digest]
-        return _framed(parts)
+        return framed(parts)
 
     def digest_for(self, connector_id: str) -> bytes | None:
         for cid, digest in self.digests:

@@ -24,6 +24,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 
 from hedui.core import signing
 from hedui.core.errors import CryptoError
+from hedui.core.grants import framed
 from hedui.core.policy.engine import Decision, Member, Outcome, RuleResult
 from hedui.proto.v1 import audit_pb2, common_pb2, connector_pb2, verification_pb2
 
@@ -72,10 +73,6 @@ def rule_pb(r: RuleResult) -> verification_pb2.RuleOutcome:
     )
 
 
-def _framed(parts: Sequence[bytes]) -> bytes:
-    return b"".join(len(p).to_bytes(4, "big") + p for p in parts)
-
-
 def composition_digest(members: Sequence[connector_pb2.Member]) -> bytes:
     """The digest of a household's members as the registry answered them, in its order: what
     the registry binds into the grant and the custodian checks before applying the rules."""
@@ -87,7 +84,7 @@ def composition_digest(members: Sequence[connector_pb2.Member]) -> bytes:
             b"1" if m.applicant else b"0",
             b"1" if m.signed else b"0",
         ]
-    return hashlib.sha256(_framed(parts)).digest()
+    return hashlib.sha256(framed(parts)).digest()
 
 
 def members_of(members: Sequence[connector_pb2.Member]) -> tuple[Member, ...]:

@@ -6,9 +6,6 @@ from collections.abc import Sequence
 
 from hedui.audit.log import Receipt
 from hedui.core.clock import is_adult
-from hedui.core.judgement import DECISIONS as DECISIONS
-from hedui.core.judgement import OUTCOMES as OUTCOMES
-from hedui.core.judgement import rule_pb as rule_pb
 from hedui.core.policy.engine import Member
 from hedui.core.resident_id import ResidentId
 from hedui.proto.v1 import audit_pb2, common_pb2, connector_pb2, verification_pb2
