@@ -15,7 +15,7 @@ while the others of the batch are answered (:mod:`hedui.core.answers`).
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import NoReturn, Protocol, TypeVar
 
@@ -38,7 +38,7 @@ from hedui.proto.v1 import connector_pb2, connector_pb2_grpc
 log = logging.getLogger("hedui.connectors")
 _T = TypeVar("_T")
 
-MAX_TOKENS = 128  # with decoys, the residents of a group of households (issue #26)
+MAX_TOKENS = packing.MAX_ROWS  # with decoys, the residents of a group of households (issue #26)
 TOKEN_BYTES = 32
 MAX_QUERY_ID = 128
 
@@ -166,9 +166,8 @@ class Answerer:
 
         With decoys (``selectors``, one per token: issue #26), the answer is the selected sum
         of :mod:`hedui.core.selectors`: the members' rows only, though this connector cannot
-        tell them from the decoys'. A household is then marked for a damaged row of any of its
-        tokens, and a single row above its field's declared maximum (the members' total is
-        checked by the custodian)."""
+        tell them from the decoys' (a damaged row is counted under encryption: see
+        :meth:`_selected_answer`)."""
         if any(selectors):
             return self._selected_answer(query_id, households, layout, selectors)
         names = self.kind.field_names
@@ -228,6 +227,12 @@ class Answerer:
         layout: BatchLayout,
         selectors: Sequence[Sequence[bytes]],
     ) -> connector_pb2.QueryBatchResponse:
+        """The selected sums: each household's members' rows, which this connector cannot tell
+        from its decoys'. A damaged row (failing its seal) is counted in the household's
+        :data:`~hedui.core.packing.DAMAGED` slot under its own selector, so only the household
+        it is a member of loses the kind's figure; a household whose tokens' rows together
+        exceed a field's declared maximum is marked (the members' sum could not be vouched for,
+        and the group's rows are the same whichever household of it is asked about)."""
         names = self.kind.field_names
         tokens = [
             (h, t, s)
@@ -235,31 +240,43 @@ class Answerer:
             for t, s in zip(ts, ss or [b""] * len(ts), strict=True)
         ]
         marks: dict[int, int] = {}
+        damaged: set[int] = set()  # the tokens (indices) whose stored rows fail their seal
         try:
             rows = self._source.sums_many([[t] for _, t, _ in tokens], names)
         except DataIntegrityError as e:
             if e.sums is None or not e.households:
                 raise
-            rows = e.sums
-            marks.update(
-                dict.fromkeys({tokens[i][0] for i in e.households}, answers.DATA_INTEGRITY)
-            )
+            rows, damaged = e.sums, set(e.households)
+            counted = layout.damaged is not None
+            if not counted:  # a service older than the damage slot: mark, as without decoys
+                marks.update(dict.fromkeys({tokens[i][0] for i in damaged}, answers.DATA_INTEGRITY))
             log.error(
-                "%s marked %d of %d household(s): stored rows fail their integrity check: %s",
+                "%s: %d stored row(s) fail their integrity check, in the lists of %d of %d "
+                "household(s) (%s): %s",
                 self.connector_id,
-                len(marks),
+                len(e.rows),
+                len({tokens[i][0] for i in damaged}),
                 len(households),
+                "counted for the members' households under encryption" if counted else "marked",
                 "; ".join(e.rows[:10]),
             )
-        limits = {f.name: f.max_value for f in self.kind.fields}
+        group = [dict.fromkeys(names, 0) for _ in households]  # every token's rows, per household
         for (h, _, _), row in zip(tokens, rows, strict=True):
-            if h not in marks and any(row[f] > limits[f] for f in names):
+            for f in names:
+                group[h][f] += row[f]
+        limits = {f.name: f.max_value for f in self.kind.fields}
+        for h, total in enumerate(group):
+            if h not in marks and any(total[f] > limits[f] for f in names):
                 marks[h] = answers.DECLARED_MAXIMUM
         if len(marks) == len(households):
             raise AnswerRefused("no household of the query can be answered")
-        held: list[list[tuple[bytes, dict[str, int]]]] = [[] for _ in households]
-        for (h, _, selector), row in zip(tokens, rows, strict=True):
-            if h not in marks and any(row.values()):
+        held: list[list[tuple[bytes, Mapping[str, int]]]] = [[] for _ in households]
+        for i, ((h, _, selector), row) in enumerate(zip(tokens, rows, strict=True)):
+            if h in marks:
+                continue
+            if i in damaged:
+                held[h].append((selector, {packing.DAMAGED: 1}))
+            elif any(row.values()):
                 held[h].append((selector, row))
         try:
             packed = [self._public.to_bytes(c) for c in selected_sums(self._public, layout, held)]

@@ -53,10 +53,10 @@ class HandleRefused(ConnectorError):
     another campaign than its own (:mod:`hedui.connectors.handles`)."""
 
 
-# k: a household asked about among k - 1 decoy households (design §5). Off (1) by default until
-# a decoy's damaged row is told apart from a member's (it now marks the asked household);
-# the measurements recommend 4.
-DEFAULT_DECOYS = 1
+# k: a household asked about among k - 1 decoy households (design §5). 4 by default, on both
+# paths: a bank's best guess of the applicant is then right about 1 time in 4, at a Verify p50
+# within the noise of k = 1 (BENCHMARKS.md, issue #26).
+DEFAULT_DECOYS = 4
 MAX_DECOYS = 8
 
 

@@ -5,11 +5,15 @@ its declared maximum) answers the others and *marks* that household: its slots a
 the mark is signed with the answer, so the service can neither strip it (which would make the
 connector's figure a favourable 0) nor add one; the key custodian then releases none of that
 kind's fields for the household and names the connector and the cause.
+
+Asked with decoys (issue #26), a connector cannot tell whose row is damaged; it counts the row
+under its encrypted selector instead (:data:`hedui.core.packing.DAMAGED`), and the custodian
+names the kind (:func:`damage_reason`).
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 from hedui.core import signing
@@ -44,6 +48,16 @@ def mark_reason(connector_id: str, cause: int) -> str:
     """Why a marked household has no figure of the connector's kind, e.g. ``hrss: stored data
     fails its integrity check``."""
     return f"{connector_id}: {MARK_CAUSES[cause]}"
+
+
+def damage_reason(kind: str, connector_ids: Iterable[str]) -> str:
+    """Why a household whose members' damaged rows were counted under encryption has no figure
+    of the kind: the kind's connector when it has one (``hrss: stored data fails its integrity
+    check``), else the kind (the connector's own log names the row)."""
+    ids = sorted(connector_ids)
+    if len(ids) == 1:
+        return mark_reason(ids[0], DATA_INTEGRITY)
+    return f"{kind}: a member's {MARK_CAUSES[DATA_INTEGRITY]} at one of its {len(ids)} connectors"
 
 
 def marks_pb(marked: Sequence[Mark]) -> list[connector_pb2.Mark]:

@@ -26,6 +26,8 @@ CUSTODIAN_SERVICE = custodian_pb2.DESCRIPTOR.services_by_name["CustodianService"
 class Totals:
     values: Mapping[str, int]
     refused: Mapping[str, str] = field(default_factory=dict)  # field -> reason
+    # field -> the connectors whose figure the custodian found missing (a damaged row counted)
+    missing: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)

@@ -7,6 +7,12 @@ for the largest total it can hold (the field's declared maximum times the number
 of the kind) plus one guard bit: no sum of a kind's answers can carry into the next slot.
 Overflow is impossible by construction, not by luck. A kind's ciphertexts hold only that kind's
 slots, so the key custodian leaves a kind it may not release undecrypted instead of masking it.
+
+After the fields, every household has one more slot, :data:`DAMAGED`: how many of the members'
+stored rows failed their seal at the kind's connectors. A connector asked with decoys (issue #26)
+cannot tell a member's row from a decoy's, so it counts a damaged row under the row's encrypted
+selector there instead of marking the household; the key custodian withholds the kind for a
+household whose count is not zero.
 """
 
 from __future__ import annotations
@@ -29,6 +35,8 @@ class Slot:
 
 
 MAX_SLOTS = 64  # more fields than any connector kind declares
+DAMAGED = "damaged_rows"  # the slot counting a household's damaged rows (not a field of any kind)
+MAX_ROWS = 128  # a connector's rows of one household at most: the tokens a query names for it
 
 
 def _bounded(slots: Iterable[tuple[str, int, int, int]], plaintext_bits: int) -> tuple[Slot, ...]:
@@ -82,6 +90,16 @@ class BatchLayout:
     def digest(self) -> bytes:
         return self._digest
 
+    @property
+    def fields(self) -> tuple[Slot, ...]:
+        """The slots of the kind's fields (every slot but :data:`DAMAGED`)."""
+        return tuple(s for s in self.slots if s.field != DAMAGED)
+
+    @property
+    def damaged(self) -> Slot | None:
+        """The slot counting damaged rows (None in a layout of a service older than it)."""
+        return next((s for s in self.slots if s.field == DAMAGED), None)
+
     def ciphertexts(self, households: int) -> int:
         return -(-households // self.per_ciphertext)
 
@@ -109,9 +127,10 @@ class BatchLayout:
 def batch_layout(
     kind_fields: Iterable[tuple[str, int]], holders: int, plaintext_bits: int
 ) -> BatchLayout:
-    """The layout of a kind whose fields (name, max_value) ``holders`` connectors share."""
+    """The layout of a kind whose fields (name, max_value) ``holders`` connectors share, and
+    its :data:`DAMAGED` slot."""
     slots, offset = [], 0
-    for name, max_value in kind_fields:
+    for name, max_value in (*kind_fields, (DAMAGED, MAX_ROWS)):
         max_total = max_value * holders
         bits = max_total.bit_length() + 1  # one guard bit
         slots.append(Slot(name, offset, bits, max_total))

@@ -36,11 +36,17 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import TypeVar
 
 from hedui.core import grants, signing
-from hedui.core.answers import BatchAnswer, aggregate_batch, check_marks, mark_reason
+from hedui.core.answers import (
+    BatchAnswer,
+    aggregate_batch,
+    check_marks,
+    damage_reason,
+    mark_reason,
+)
 from hedui.core.custody import Deployment, EvidenceSource, Totals
 from hedui.core.errors import CryptoError
 from hedui.core.grants import GRANT_TTL_MS, Binding, Grant, authority_digest
-from hedui.core.packing import BatchLayout
+from hedui.core.packing import DAMAGED, BatchLayout
 from hedui.core.paillier import Ciphertext, PrivateKey, PublicKey
 from hedui.core.policy.engine import CUSTODIAN
 from hedui.custodian.errors import Refused, Unavailable
@@ -254,16 +260,18 @@ class KeyCustodian:
         missing: dict[str, set[str]] = {}
         answered = {a.connector_id for a in answers}
         for kind, members in d.kinds.items():
-            fields = [slot.field for slot in d.batch_layouts[kind].slots]
+            fields = [slot.field for slot in d.batch_layouts[kind].fields]
             for cid in members - answered:
                 for f in fields:
                     missing.setdefault(f, set()).add(cid)
         for a in answers:
             if any(index == household for index, _ in a.marked):
-                for slot in d.batch_layouts[a.kind].slots:
+                for slot in d.batch_layouts[a.kind].fields:
                     missing.setdefault(slot.field, set()).add(a.connector_id)
         for f, reason in totals.refused.items():
             missing.setdefault(f, set()).add(f"{CUSTODIAN}: {reason}")
+        for f, sources in totals.missing.items():
+            missing.setdefault(f, set()).update(sources)
         return {f: tuple(sorted(s)) for f, s in missing.items()}
 
     def _decrypt(
@@ -313,6 +321,7 @@ class KeyCustodian:
         public = self._private.public
         values: list[dict[str, int]] = [{} for _ in range(households)]
         refused: list[dict[str, str]] = [{} for _ in range(households)]
+        sources: list[dict[str, tuple[str, ...]]] = [{} for _ in range(households)]
         released: list[tuple[str, BatchLayout, int]] = []  # kind, layout, its ciphertexts
         # kind -> household -> why a connector of the kind gave no figure for it (its marks)
         withheld: dict[str, dict[int, list[str]]] = {}
@@ -329,7 +338,7 @@ class KeyCustodian:
                 reason = f"only {banks} bank answer(s); at least {self.min_banks} are needed"
             if reason is not None:
                 for r in refused:
-                    r.update(dict.fromkeys((s.field for s in layout.slots), reason))
+                    r.update(dict.fromkeys((s.field for s in layout.fields), reason))
                 continue
             for a in sorted(of_kind, key=lambda a: a.connector_id):
                 for index, cause in a.marked:
@@ -357,11 +366,15 @@ class KeyCustodian:
                         )
             marked = withheld.get(kind, {})
             for h, totals in enumerate(plain):
+                if totals.pop(DAMAGED, 0):  # a member's row, counted under its selector
+                    marked.setdefault(h, []).append(damage_reason(kind, d.kinds[kind]))
+                    if len(d.kinds[kind]) == 1:  # the kind's one connector: named as a source
+                        sources[h].update(dict.fromkeys(totals, tuple(d.kinds[kind])))
                 if h in marked:  # not even the other connectors' part of the kind's sum
                     refused[h].update(dict.fromkeys(totals, "; ".join(marked[h])))
                 else:
                     values[h].update(totals)
-        return [Totals(v, r) for v, r in zip(values, refused, strict=True)]
+        return [Totals(v, r, m) for v, r, m in zip(values, refused, sources, strict=True)]
 
 
 def _release_gil() -> None:

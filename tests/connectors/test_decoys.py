@@ -12,14 +12,17 @@ from hedui.connectors.sdk import AnswerRefused
 from hedui.connectors.store import Person, RegisterStore, open_engine
 from hedui.connectors.token_authority import AuthoritySettings, TokenAuthority
 from hedui.core import grants
-from hedui.core.answers import DATA_INTEGRITY
+from hedui.core.answers import DECLARED_MAXIMUM
 from hedui.core.oprf import ServerKey
+from hedui.core.packing import DAMAGED
 from hedui.core.selectors import selector_set
 from tests.connectors.test_marks import (
     LAYOUT,
     A,
     B,
     C,
+    D,
+    E,
     _answerer,
     _damage,
     _store,
@@ -69,20 +72,47 @@ def test_the_answer_is_the_members_sum_whatever_the_decoys_hold(tmp_path: Path) 
     assert not r.marked
 
 
-def test_a_damaged_row_of_a_decoy_marks_its_household_only(tmp_path: Path) -> None:
+def _selectors(members: int, total: int) -> list[bytes]:
+    """A household's selectors with its ``members`` first: Enc(1) for them, Enc(0) after."""
+    sels, at = selector_set(PUB, members, total)
+    return [sels[at[i]] for i in range(total)]
+
+
+def test_a_damaged_row_counts_only_for_the_household_it_is_a_member_of(tmp_path: Path) -> None:
+    """A's pension row fails its seal. The connector cannot tell where A is a member, so it
+    marks nobody: it counts the row under A's selector in each household's damaged-rows slot.
+    Where A is a decoy the count is 0 and the other rows are answered; where A is a member it
+    is 1 and A's row is left out (the custodian withholds the kind there)."""
     path = tmp_path / "hrss.db"
     a = _answerer(_store(path))
     _damage(path)  # A's pension row fails its seal
     households = [
-        [A, *(bytes([9, j]) * 16 for j in range(7))],
-        [B, C, *(bytes([8, j]) * 16 for j in range(6))],
+        [A, *(bytes([9, j]) * 16 for j in range(7))],  # A a decoy
+        [B, C, *(bytes([8, j]) * 16 for j in range(6))],  # B and C members, A not asked
+        [A, B, *(bytes([7, j]) * 16 for j in range(6))],  # A a member, B a decoy
     ]
-    selectors = [selector_set(PUB, 0, 8)[0], selector_set(PUB, 8, 8)[0]]
+    selectors = [_selectors(0, 8), _selectors(8, 8), _selectors(1, 8)]
     r = a.answer("q-damaged", households, LAYOUT, selectors)
-    assert [(m.household, m.cause) for m in r.marked] == [(0, DATA_INTEGRITY)]
-    got = _decrypted_rows(list(r.packed), 2)
-    assert got[0]["monthly_wage"] == 0 and got[1]["monthly_wage"] == 300000
-    assert got[1]["monthly_pension"] == 90000
+    assert not r.marked
+    got = _decrypted_rows(list(r.packed), 3)
+    assert [g[DAMAGED] for g in got] == [0, 0, 1]
+    assert got[0]["monthly_wage"] == 0 and got[0]["monthly_pension"] == 0
+    assert (got[1]["monthly_wage"], got[1]["monthly_pension"]) == (300000, 90000)
+    assert (got[2]["monthly_wage"], got[2]["monthly_pension"]) == (0, 0)
+
+
+def test_a_group_whose_rows_exceed_a_declared_maximum_is_marked(tmp_path: Path) -> None:
+    """D and E each earn the declared maximum: together they exceed it. The connector cannot
+    vouch for a members' sum within the maximum, so it marks the household (the group's rows
+    are the same whichever household is asked about: the mark tells nothing of the members)."""
+    a = _answerer(_store(tmp_path / "hrss.db"))
+    households = [
+        [D, E, *(bytes([9, j]) * 16 for j in range(6))],
+        [B, *(bytes([8, j]) * 16 for j in range(7))],
+    ]
+    r = a.answer("q-max", households, LAYOUT, [_selectors(1, 8), _selectors(1, 8)])
+    assert [(m.household, m.cause) for m in r.marked] == [(0, DECLARED_MAXIMUM)]
+    assert _decrypted_rows(list(r.packed), 2)[1]["monthly_wage"] == 300000
 
 
 def register(path: Path, sizes: list[int]) -> tuple[RegisterStore, list[list[str]]]:

@@ -19,6 +19,7 @@ from hedui.connectors.store import HoldingStore, open_engine
 from hedui.core import grants, signing
 from hedui.core.answers import DATA_INTEGRITY, DECLARED_MAXIMUM, BatchAnswer, marks_from_pb
 from hedui.core.deployment import kind_of
+from hedui.core.packing import DAMAGED
 from hedui.custodian.errors import Refused as CustodianRefused
 from hedui.proto.v1 import connector_pb2
 from hedui.server.fanout import FanOut
@@ -91,10 +92,13 @@ def _households(*members: tuple[bytes, ...]) -> list[list[bytes]]:
 
 
 def _plain(r: connector_pb2.QueryBatchResponse, n: int) -> list[dict[str, int]]:
-    """What the connector put in its slots (the private key's view, for the test only)."""
-    return LAYOUT.unpack(
+    """What the connector put in its fields' slots (the private key's view, for the test
+    only); its count of damaged rows is zero without decoys."""
+    out = LAYOUT.unpack(
         [KEY.decrypt(KEY.public.from_bytes(c, r.key_fingerprint)) for c in r.packed], n
     )
+    assert all(h.pop(DAMAGED) == 0 for h in out)
+    return out
 
 
 def test_a_damaged_household_is_marked_and_the_others_are_answered(

@@ -7,7 +7,7 @@ from hypothesis import strategies as st
 from hedui.core.custody import custodian_view
 from hedui.core.deployment import default_connector_ids, kind_of
 from hedui.core.errors import CryptoError
-from hedui.core.packing import BatchLayout, batch_from_wire, batch_layout
+from hedui.core.packing import DAMAGED, MAX_ROWS, BatchLayout, batch_from_wire, batch_layout
 from hedui.core.paillier import generate_keypair
 
 IDS = default_connector_ids()
@@ -23,7 +23,8 @@ def wire(layout: BatchLayout) -> list[tuple[str, int, int, int]]:
 
 
 def test_every_kind_of_the_default_deployment_fits_a_2048_bit_plaintext() -> None:
-    assert sum(len(layout.slots) for layout in LAYOUTS.values()) == 21
+    assert sum(len(layout.fields) for layout in LAYOUTS.values()) == 21
+    assert all(layout.damaged is not None for layout in LAYOUTS.values())  # one more slot each
     for layout in LAYOUTS.values():
         assert layout.per_ciphertext >= 1
         assert layout.per_ciphertext * layout.stride <= BITS
@@ -43,6 +44,7 @@ def test_every_connector_at_its_maximum_never_carries_into_a_neighbour(kind: str
     sums = None
     for cid in VIEW.kinds[kind]:
         values = {f.name: f.max_value for f in kind_of(cid).fields}
+        values[DAMAGED] = MAX_ROWS  # every row of the household damaged, counted
         cts = [pub.encrypt(m) for m in layout.pack([values] * households)]
         sums = cts if sums is None else [pub.add([a, b]) for a, b in zip(sums, cts, strict=True)]
     assert sums is not None and len(sums) == 2

@@ -20,6 +20,7 @@ from hedui.core.answers import DATA_INTEGRITY, DECLARED_MAXIMUM, BatchAnswer
 from hedui.core.custody import Deployment, Totals, custodian_view
 from hedui.core.deployment import kind_of
 from hedui.core.judgement import composition_digest
+from hedui.core.packing import DAMAGED
 from hedui.core.paillier import Ciphertext, PrivateKey, PublicKey, generate_keypair
 from hedui.custodian.errors import Refused as CustodianRefused
 from hedui.custodian.keeper import KeyCustodian, binding_of_entry
@@ -283,9 +284,9 @@ def test_a_kind_whose_source_did_not_answer_is_neither_released_nor_seen(
     released_layout = WITH_HRSS.batch_layouts[released_kind]
     for h, t in enumerate(totals):
         assert t.refused == {
-            s.field: "1 of its sources did not answer" for s in refused_layout.slots
+            s.field: "1 of its sources did not answer" for s in refused_layout.fields
         }
-        assert set(t.values) == {s.field for s in released_layout.slots}
+        assert set(t.values) == {s.field for s in released_layout.fields}
         if released_kind == "hrss":
             assert t.values["monthly_wage"] == 1000 + h
         else:
@@ -519,8 +520,8 @@ def test_a_connector_cannot_reach_outside_its_kinds_slots(n: int) -> None:
     tokens = households(n)
     wages = [{"monthly_wage": 500000}] * n
     honest_banks = LAYOUT.pack([{"deposits": 5}] * n)
-    # "plus 400000" of hrss's wage, written above the banks' slots
-    reaching = [m + (400000 << OUTSIDE) for m in honest_banks]
+    # "plus 4" of hrss's wage, written above the banks' slots (within the plaintext's bits)
+    reaching = [m + (4 << OUTSIDE) for m in honest_banks]
     answers = [
         honest("hrss", "qx", wages, tokens, WITH_HRSS),
         *(answer(b, "qx", honest_banks, tokens, deployment=WITH_HRSS) for b in BANKS[:2]),
@@ -562,6 +563,43 @@ def test_a_bank_marked_household_gets_no_bank_total_and_the_others_theirs(n: int
         {"deposits": 3 * (10 + h), "wealth_products": 0} for h in range(last)
     ]
     assert not any(t.refused for t in totals[:last])
+
+
+@SIZES
+def test_a_damaged_row_counted_under_encryption_withholds_its_kind_for_that_household(
+    n: int,
+) -> None:
+    """With decoys a connector counts a damaged row in the household's damaged-rows slot (issue
+    #26) instead of marking it. The custodian withholds the kind for a household whose count is
+    not zero (naming hrss, the kind's one connector; for the banks, the kind and how many
+    connectors it has), and releases every other household's totals of the kind."""
+    tokens = households(n)
+    last = n - 1
+    hrss = [{"monthly_wage": 100 + h, DAMAGED: int(h == last)} for h in range(n)]
+    answers = [
+        honest("hrss", "qd", hrss, tokens, WITH_HRSS),
+        honest(
+            "bank-01",
+            "qd",
+            [{"deposits": 5, DAMAGED: int(h == 0)} for h in range(n)],
+            tokens,
+            WITH_HRSS,
+        ),
+        *(honest(b, "qd", [{"deposits": 5}] * n, tokens, WITH_HRSS) for b in BANKS[1:]),
+    ]
+    totals = Run(deployment=WITH_HRSS).decrypt("qd", answers, tokens)
+    hrss_why = "hrss: stored data fails its integrity check"
+    bank_why = "bank: a member's stored data fails its integrity check at one of its 3 connectors"
+    hrss_fields = kind_of("hrss").field_names
+    assert {f: totals[last].refused.get(f) for f in hrss_fields} == dict.fromkeys(
+        hrss_fields, hrss_why
+    )
+    assert totals[0].refused.get("deposits") == bank_why
+    assert totals[0].refused.get("wealth_products") == bank_why
+    for h in range(1, last):
+        assert not totals[h].refused
+        assert (totals[h].values["monthly_wage"], totals[h].values["deposits"]) == (100 + h, 15)
+    assert all(DAMAGED not in t.values for t in totals)
 
 
 @pytest.mark.parametrize(

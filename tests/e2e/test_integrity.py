@@ -1,6 +1,9 @@
 """Issue #10, finding 1, rerun: one changed byte in a connector's database no longer turns a
-household ELIGIBLE. The connector refuses the query that touches the damaged row, by name, so the
-household is NEEDS_REVIEW; another household's verdict is untouched."""
+household ELIGIBLE. Without decoys the connector marks (or refuses) the household whose row is
+damaged, by name; with decoys (issue #26, the default) it cannot tell whose row it is and counts
+it under the row's encrypted selector, and the key custodian withholds the kind for the household
+the row's owner is a member of. Either way that household is NEEDS_REVIEW naming hrss, and every
+other household's verdict is untouched, including those whose group the damaged row is in."""
 
 from __future__ import annotations
 
@@ -8,8 +11,12 @@ import datetime as dt
 import sqlite3
 from pathlib import Path
 
+import pytest
+
 from hedui.clients.deploy import Deployment, DeploySettings, prepare
 from hedui.clients.intake import IntakeProfile, open_service_channel, verdict_to_dict
+from hedui.connectors import serve as connector_serve
+from hedui.connectors.serve import load_authority_settings
 from hedui.core.deployment import DEPARTMENT_KINDS
 from hedui.core.resident_id import make
 from hedui.core.workdir import Workdir
@@ -41,8 +48,14 @@ def test_a_changed_figure_is_refused_by_name(tmp_path: Path) -> None:
     finally:
         up.stop()
     assert after["decision"] == "NEEDS_REVIEW"
-    reasons = {f["connector_id"]: f["reason"] for f in after["failures"]}
-    assert reasons == {"hrss": "refused the query: its stored data fails its integrity check"}
+    # decoys are on by default: hrss could not tell the head's row from a decoy's, so it refused
+    # nothing; it counted the row for the custodian, which names hrss in the income rule
+    assert load_authority_settings(w.authority_config).decoys_interactive == 4
+    assert after["failures"] == []
+    income = next(r for r in after["rules"] if r["id"] == "income")
+    assert income["passed"] is None and income["value"] is None
+    assert "hrss" in income["missing_sources"]
+    assert "key custodian: hrss: stored data fails its integrity check" in income["missing_sources"]
     # the car owner's household touches no damaged row: decided as before
     assert other["decision"] == "INELIGIBLE" and not other["failures"]
     logs = [p.read_text(errors="replace") for p in w.log_dir.glob("*.log")]
@@ -112,10 +125,13 @@ def _campaign(w: Workdir, run: str) -> dict[str, dict]:
     return out
 
 
-def test_a_changed_figure_in_a_batch_stays_with_its_household(tmp_path: Path) -> None:
+@pytest.mark.parametrize("k", [1, 4], ids=["without-decoys", "decoys"])
+def test_a_changed_figure_in_a_batch_stays_with_its_household(tmp_path: Path, k: int) -> None:
     """The issue's recheck: one edited hrss figure among many households asked in one
-    QueryBatch. hrss marks that household (signed) and answers the others: the damaged one is
-    NEEDS_REVIEW naming hrss, every other household's verdict is what it was before the edit."""
+    QueryBatch. Without decoys hrss marks that household (signed) and answers the others; with
+    decoys (groups of 4: the edited row is a decoy's in three other households' lists) it
+    counts the row under encryption. The damaged one is NEEDS_REVIEW naming hrss, every other
+    household's verdict is what it was before the edit."""
     _many_households(tmp_path / "data")
     settings = DeploySettings(
         workdir=tmp_path / "work",
@@ -123,7 +139,10 @@ def test_a_changed_figure_in_a_batch_stays_with_its_household(tmp_path: Path) ->
         connector_ids=(*DEPARTMENT_KINDS, *BANKS),
         min_banks=3,
     )
-    w = prepare(settings, lambda _: None, dt.date.today())
+    with pytest.MonkeyPatch.context() as m:
+        m.setattr(connector_serve, "DEFAULT_DECOYS", k)  # authority.toml is written with k
+        w = prepare(settings, lambda _: None, dt.date.today())
+    assert load_authority_settings(w.authority_config).decoys_campaign == k
     up = Deployment(settings, w)
     up.start()
     try:
@@ -149,12 +168,16 @@ def test_a_changed_figure_in_a_batch_stays_with_its_household(tmp_path: Path) ->
         up.stop()
     damaged = after.pop(str(DAMAGED))
     assert damaged["decision"] == "NEEDS_REVIEW" and damaged["benefit_fen"] == 0
-    assert damaged["failures"] == [
-        {
-            "connector_id": "hrss",
-            "reason": "refused the query: its stored data fails its integrity check",
-        }
-    ]
+    assert damaged["failures"] == (
+        [
+            {
+                "connector_id": "hrss",
+                "reason": "refused the query: its stored data fails its integrity check",
+            }
+        ]
+        if k == 1
+        else []  # nothing the service could read: hrss marked nobody
+    )
     income = next(r for r in damaged["rules"] if r["id"] == "income")
     assert income["passed"] is None and income["value"] is None
     assert "hrss" in income["missing_sources"]
@@ -163,9 +186,11 @@ def test_a_changed_figure_in_a_batch_stays_with_its_household(tmp_path: Path) ->
     del before[str(DAMAGED)]
     assert after == before  # the other eleven: the same verdicts, hrss answered for them
     logs = [p.read_text(errors="replace") for p in w.log_dir.glob("*.log")]
-    assert any(
+    told = (
         f"hrss marked 1 of {HOUSEHOLDS} household(s): stored rows fail their integrity check"
-        in text
-        for text in logs
+        if k == 1
+        else "hrss: 1 stored row(s) fail their integrity check, in the lists of 4 of "
+        f"{HOUSEHOLDS} household(s) (counted for the members' households under encryption)"
     )
+    assert any(told in text for text in logs)  # the operator is told
     assert not any(p.value in text for p in PEOPLE for text in logs)
