@@ -166,7 +166,9 @@ class RegistryServicer(connector_pb2_grpc.RegistryServiceServicer):
         except SQLAlchemyError as e:
             log.error("registry database error: %s", type(e).__name__)
             rpc.abort(context, grpc.StatusCode.INTERNAL, "the campaign register is not available")
-        households, answered_in, bindings = [], [], []
+        households: list[connector_pb2.Household] = []
+        answered_in: list[tuple[connector_pb2.Household, str]] = []
+        bindings: list[Binding] = []
         for a, x, members in zip(request.applicants, asked, members_of, strict=True):
             if isinstance(x, HandleRefused):
                 households.append(connector_pb2.Household(monitoring_refused=str(x)))
@@ -189,7 +191,9 @@ class RegistryServicer(connector_pb2_grpc.RegistryServiceServicer):
                     continue
                 campaign = covered.campaign
             monitoring = bool(a.monitoring_handle) or until is not None
-            household = self._household(applicant, members, a.signatures, monitoring)
+            household = self._household(
+                applicant, members, a.signatures, monitoring, position=len(answered_in)
+            )
             if household.tokens:
                 answered_in.append((household, members[0].household_id))
                 bindings.append(self._binding(applicant, a.signatures, campaign, household.members))
@@ -258,9 +262,11 @@ class RegistryServicer(connector_pb2_grpc.RegistryServiceServicer):
         members: Sequence[Person],
         signatures: connector_pb2.Signatures,
         monitoring: bool = False,
+        position: int = 0,
     ) -> connector_pb2.Household:
         """The household as the service may see it, or its problem (a malformed record); without
-        tokens when an adult member did not sign its consent."""
+        tokens when an adult member did not sign its consent. ``position``: its place in the
+        grant's batch, if it is answered (its decoy selectors are made for it)."""
         if not members:
             return connector_pb2.Household()
         today = self._clock.today()
@@ -290,7 +296,7 @@ class RegistryServicer(connector_pb2_grpc.RegistryServiceServicer):
         if missing:
             return connector_pb2.Household(members=out, consent_missing=True, pseudonym=pseudonym)
         k = self._authority.decoys_for(campaign=bool(signatures.campaign))
-        tokens = self._authority.tokens([m.id_number for m in members], household_id, k)
+        tokens = self._authority.tokens([m.id_number for m in members], household_id, k, position)
         return connector_pb2.Household(
             members=out,
             tokens=[

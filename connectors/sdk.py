@@ -95,10 +95,17 @@ class Answerer:
         return self._public.max_plaintext_bits
 
     def check_grant(
-        self, query_id: str, pb: connector_pb2.TokenGrant, digest: bytes, households: int
+        self,
+        query_id: str,
+        pb: connector_pb2.TokenGrant,
+        digest: bytes,
+        households: int,
+        placement: tuple[int, int] | None = None,
     ) -> None:
         """Refuse unless the authority granted exactly these tokens to this connector, for this
-        query id, in this epoch, recently, and the query id was never answered before."""
+        query id, in this epoch, recently, and the query id was never answered before; with
+        decoys, also unless it made the selectors for the query layout's ``placement``
+        (household stride, households per ciphertext): others would land in wrong slots."""
         policy = self._grants
         grant = Grant.from_pb(pb)
         try:
@@ -118,6 +125,12 @@ class Answerer:
         if grant.digest_for(self.connector_id) != digest:
             raise GrantRefused(
                 "GRANT", "the queried tokens are not the ones granted to this connector"
+            )
+        if placement is not None and grant.placement != placement:
+            raise GrantRefused(
+                "GRANT",
+                "the selectors were made for households of {} bits, {} to a ciphertext; the "
+                "query's layout has {} and {}".format(*grant.placement, *placement),
             )
         now_ms = int(policy.clock.now().timestamp() * 1000)
         if not -60_000 <= now_ms - grant.issued_unix_ms <= GRANT_TTL_MS:
@@ -394,6 +407,7 @@ class ConnectorServicer(connector_pb2_grpc.ConnectorServiceServicer):
                 request.grant,
                 signing.batch_queried(households, selectors),
                 len(households),
+                (layout.stride, layout.per_ciphertext) if any(selectors) else None,
             )
             return a.answer(request.query_id, households, layout, selectors)
 

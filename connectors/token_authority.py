@@ -30,8 +30,9 @@ from google.rpc import error_details_pb2
 from hedui.connectors.decoys import DecoyGroups
 from hedui.connectors.errors import ConnectorError
 from hedui.connectors.store import RegisterStore
-from hedui.core import grants, rpc
+from hedui.core import grants, packing, rpc
 from hedui.core.clock import DEPLOYMENT, Clock
+from hedui.core.custody import layouts_of
 from hedui.core.errors import CryptoError
 from hedui.core.grants import Grant
 from hedui.core.oprf import ServerKey
@@ -130,6 +131,15 @@ class TokenAuthority:
                 "set decoys_interactive = decoys_campaign = 1 in authority.toml"
             )
         self._public = public
+        # where household i of a batch sits in every kind's plaintext: its members' selectors
+        # are made for those bits (the grant names the placement; hedui.core.selectors)
+        self.placement = (
+            packing.placement(
+                layouts_of(settings.connector_ids, public.max_plaintext_bits).values()
+            )
+            if public is not None and settings.connector_ids
+            else (0, 0)
+        )
         self._key = key
         self.epoch = epoch
         self._grant_key = grant_key
@@ -162,7 +172,7 @@ class TokenAuthority:
         return hmac.digest(self._pseudonym_key, household_id.encode(), "sha256")
 
     def tokens(
-        self, id_numbers: Sequence[str], household_id: str, decoys: int = 1
+        self, id_numbers: Sequence[str], household_id: str, decoys: int = 1, position: int = 0
     ) -> HouseholdTokens:
         """Every connector's padded tokens for these members: one PRF evaluation per member,
         then one HMAC per member and connector. The fakes are the same every time the same
@@ -172,7 +182,8 @@ class TokenAuthority:
         With ``decoys`` = k > 1 (issue #26), the members of the k - 1 other households of its
         decoy group come too (:mod:`hedui.connectors.decoys`: the same throughout the token
         epoch), and every token with its encrypted selector
-        (:func:`hedui.core.selectors.selector_set`): only the members' select."""
+        (:func:`hedui.core.selectors.selector_set`): only the members' select, at the slots
+        of the household's ``position`` in the grant's batch (:attr:`placement`)."""
         chosen: list[str] = []
         fakes_of = household_id
         if decoys > 1 and self.groups is not None:
@@ -196,7 +207,9 @@ class TokenAuthority:
             )
         assert self._public is not None
         total = max(grants.PAD, -(-len(residents) // grants.PAD) * grants.PAD)
-        selectors, at = selector_set(self._public, len(id_numbers), total)
+        stride, per_ciphertext = self.placement
+        place = position % per_ciphertext * stride
+        selectors, at = selector_set(self._public, len(id_numbers), total, place)
         tokens: dict[str, list[bytes]] = {}
         index: dict[str, list[int]] = {}
         for cid in self.settings.connector_ids:
@@ -247,6 +260,7 @@ class TokenAuthority:
             issued_unix_ms=int(self._clock.now().timestamp() * 1000),
             digests=digests,
             bindings=bindings,
+            placement=self.placement if any(h.selectors for h in households) else (0, 0),
         )
 
     def now(self) -> dt.datetime:

@@ -76,16 +76,21 @@ def custodian_view(
         verify_keys=verify_keys,
         banks=frozenset(c for c in connector_ids if kind_of(c).is_bank),
         kinds={k: frozenset(v) for k, v in kinds.items()},
-        batch_layouts={
-            k: packing.batch_layout(
-                [(f.name, f.max_value) for f in kind_of(next(iter(v))).fields],
-                len(v),
-                plaintext_bits,
-            )
-            for k, v in kinds.items()
-        },
+        batch_layouts=layouts_of(connector_ids, plaintext_bits),
         authority_key=authority_key,
     )
+
+
+def layouts_of(connector_ids: Sequence[str], plaintext_bits: int) -> dict[str, BatchLayout]:
+    """Every connector kind's layout in a deployment of these connectors, one household stride
+    for all (:func:`hedui.core.packing.uniform_layouts`): what the service asks in, the
+    custodian decrypts by and the token authority places decoy selectors for."""
+    kinds: dict[str, tuple[list[tuple[str, int]], int]] = {}
+    for cid in sorted(set(connector_ids)):
+        kind = kind_of(cid)
+        fields, holders = kinds.get(kind.kind, ([(f.name, f.max_value) for f in kind.fields], 0))
+        kinds[kind.kind] = (fields, holders + 1)
+    return packing.uniform_layouts(kinds, plaintext_bits)
 
 
 def evidence_from_pb(pb: custodian_pb2.LogEvidence) -> LogEvidence:

@@ -117,6 +117,8 @@ class Grant:
     # digest under a random salt; a grant as a connector receives it holds only that digest
     binding_salt: bytes = b""
     sealed: bytes = b""  # the bindings' digest, when the bindings themselves are not given
+    # with decoys: (household stride, households per ciphertext) the selectors were made for
+    placement: tuple[int, int] = (0, 0)
 
     @property
     def bindings_digest(self) -> bytes:
@@ -138,6 +140,8 @@ class Grant:
         for cid, digest in self.digests:
             parts += [cid.encode(), digest]
         parts += [b"bindings", self.bindings_digest]
+        if self.placement != (0, 0):
+            parts += [b"placement", "{}:{}".format(*self.placement).encode()]
         return framed(parts)
 
     def digest_for(self, connector_id: str) -> bytes | None:
@@ -177,6 +181,8 @@ class Grant:
             ],
             binding_salt=self.binding_salt,
             bindings_digest=self.bindings_digest,
+            household_stride=self.placement[0],
+            households_per_ciphertext=self.placement[1],
         )
 
     @classmethod
@@ -194,6 +200,7 @@ class Grant:
             ),
             bytes(pb.binding_salt),
             bytes(pb.bindings_digest),
+            (int(pb.household_stride), int(pb.households_per_ciphertext)),
         )
 
 
@@ -206,6 +213,7 @@ def issue(
     issued_unix_ms: int,
     digests: Mapping[str, bytes],
     bindings: Sequence[Binding],
+    placement: tuple[int, int] = (0, 0),
 ) -> Grant:
     if len(bindings) != households:
         raise CryptoError(f"{len(bindings)} bindings for {households} households")
@@ -217,6 +225,7 @@ def issue(
         tuple(sorted(digests.items())),
         bindings=tuple(bindings),
         binding_salt=secrets.token_bytes(32),
+        placement=placement,
     )
     return dataclasses.replace(unsigned, signature=signing.sign(key, unsigned.signed_bytes()))
 

@@ -18,7 +18,7 @@ household whose count is not zero.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from functools import cached_property
 
@@ -125,20 +125,43 @@ class BatchLayout:
 
 
 def batch_layout(
-    kind_fields: Iterable[tuple[str, int]], holders: int, plaintext_bits: int
+    kind_fields: Iterable[tuple[str, int]],
+    holders: int,
+    plaintext_bits: int,
+    stride: int = 0,
 ) -> BatchLayout:
     """The layout of a kind whose fields (name, max_value) ``holders`` connectors share, and
-    its :data:`DAMAGED` slot."""
+    its :data:`DAMAGED` slot; each household ``stride`` bits apart (0: as many as its slots
+    take)."""
     slots, offset = [], 0
     for name, max_value in (*kind_fields, (DAMAGED, MAX_ROWS)):
         max_total = max_value * holders
         bits = max_total.bit_length() + 1  # one guard bit
         slots.append(Slot(name, offset, bits, max_total))
         offset += bits
-    per = max(1, plaintext_bits // offset)
-    if offset > plaintext_bits:
+    stride = stride or offset
+    if offset > stride or stride > plaintext_bits:
         raise CryptoError("the key is too small for one household of this kind")
-    return BatchLayout(tuple(slots), offset, per)
+    return BatchLayout(tuple(slots), stride, plaintext_bits // stride)
+
+
+def uniform_layouts(
+    kinds: Mapping[str, tuple[Sequence[tuple[str, int]], int]], plaintext_bits: int
+) -> dict[str, BatchLayout]:
+    """Every kind's layout (kind -> (fields, holders)) with one household stride, the widest
+    kind's: household i of a batch then sits at the same bits in every kind's plaintext, so one
+    encrypted selector per token, made for those bits (issue #26), serves every connector."""
+    natural = {k: batch_layout(f, h, plaintext_bits) for k, (f, h) in kinds.items()}
+    stride = max((layout.stride for layout in natural.values()), default=0)
+    return {k: batch_layout(f, h, plaintext_bits, stride) for k, (f, h) in kinds.items()}
+
+
+def placement(layouts: Iterable[BatchLayout]) -> tuple[int, int]:
+    """(household stride, households per ciphertext) shared by uniform layouts."""
+    shapes = {(layout.stride, layout.per_ciphertext) for layout in layouts}
+    if len(shapes) != 1:
+        raise CryptoError("the layouts do not share one household stride")
+    return shapes.pop()
 
 
 def batch_from_wire(

@@ -46,7 +46,7 @@ from hedui.core.answers import (
 from hedui.core.custody import Deployment, EvidenceSource, Totals
 from hedui.core.errors import CryptoError
 from hedui.core.grants import GRANT_TTL_MS, Binding, Grant, authority_digest
-from hedui.core.packing import DAMAGED, BatchLayout
+from hedui.core.packing import DAMAGED, BatchLayout, placement
 from hedui.core.paillier import Ciphertext, PrivateKey, PublicKey
 from hedui.core.policy.engine import CUSTODIAN
 from hedui.custodian.errors import Refused, Unavailable
@@ -120,6 +120,15 @@ class KeyCustodian:
             raise Refused("the token grant has expired")
         if query_id in self._decrypted:
             raise Refused(f"query {query_id} was decrypted already")
+        layouts = self._deployment.batch_layouts.values()
+        if grant.placement != (0, 0) and grant.placement != placement(layouts):
+            raise Refused(
+                "the token authority made the decoy selectors for households of {} bits, {} to "
+                "a ciphertext, not this deployment's {} and {}: the registry's authority.toml "
+                "and the custodian's connectors differ".format(
+                    *grant.placement, *placement(layouts)
+                )
+            )
         for a in answers:
             if grant.digest_for(a.connector_id) != a.queried:
                 raise Refused(

@@ -403,6 +403,8 @@ class TokenGrant(_message.Message):
     BINDINGS_FIELD_NUMBER: _builtins.int
     BINDING_SALT_FIELD_NUMBER: _builtins.int
     BINDINGS_DIGEST_FIELD_NUMBER: _builtins.int
+    HOUSEHOLD_STRIDE_FIELD_NUMBER: _builtins.int
+    HOUSEHOLDS_PER_CIPHERTEXT_FIELD_NUMBER: _builtins.int
     query_id: _builtins.str
     epoch: _builtins.int
     households: _builtins.int
@@ -413,6 +415,14 @@ class TokenGrant(_message.Message):
     """with the bindings: 32 random bytes of the registry's"""
     bindings_digest: _builtins.bytes
     """what the signature covers (recomputed when bindings are given)"""
+    household_stride: _builtins.int
+    """With decoys (issue #26): the household slots the members' selectors were made for. Household
+    i of the grant selects with Enc(2^((i mod households_per_ciphertext) * household_stride)),
+    so a connector's product of selectors^rows lands in the household's slots without shifting.
+    A connector refuses a query whose layout has another stride or households per ciphertext;
+    the custodian refuses a grant whose placement is not its own layouts'. 0 without decoys.
+    """
+    households_per_ciphertext: _builtins.int
     @_builtins.property
     def digests(self) -> _containers.RepeatedCompositeFieldContainer[Global___ConnectorDigest]: ...
     @_builtins.property
@@ -435,10 +445,12 @@ class TokenGrant(_message.Message):
         bindings: _abc.Iterable[Global___HouseholdBinding] | None = ...,
         binding_salt: _builtins.bytes = ...,
         bindings_digest: _builtins.bytes = ...,
+        household_stride: _builtins.int = ...,
+        households_per_ciphertext: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["binding_salt", b"binding_salt", "bindings", b"bindings", "bindings_digest", b"bindings_digest", "digests", b"digests", "epoch", b"epoch", "households", b"households", "issued_unix_ms", b"issued_unix_ms", "query_id", b"query_id", "signature", b"signature"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["binding_salt", b"binding_salt", "bindings", b"bindings", "bindings_digest", b"bindings_digest", "digests", b"digests", "epoch", b"epoch", "household_stride", b"household_stride", "households", b"households", "households_per_ciphertext", b"households_per_ciphertext", "issued_unix_ms", b"issued_unix_ms", "query_id", b"query_id", "signature", b"signature"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

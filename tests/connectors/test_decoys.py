@@ -3,12 +3,13 @@ among k - 1 decoy residents, cannot tell them apart, and still answers the membe
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import pytest
 
 from hedui.connectors.errors import ConnectorError
-from hedui.connectors.sdk import AnswerRefused
+from hedui.connectors.sdk import AnswerRefused, GrantRefused
 from hedui.connectors.store import Person, RegisterStore, open_engine
 from hedui.connectors.token_authority import AuthoritySettings, TokenAuthority
 from hedui.core import grants
@@ -27,7 +28,7 @@ from tests.connectors.test_marks import (
     _damage,
     _store,
 )
-from tests.custodian.test_keeper import AUTHORITY, KEY
+from tests.custodian.test_keeper import AUTHORITY, KEY, logged_bindings
 
 PUB = KEY.public
 CONNECTORS = ("hrss", "bank-01", "civil")
@@ -53,7 +54,7 @@ def test_the_answer_is_the_members_sum_whatever_the_decoys_hold(tmp_path: Path) 
     for h in range(n):
         tokens = [A, B, C] + [bytes([200, h, j]) * 8 + bytes(8) for j in range(5)]
         members = {0} if h % 3 == 0 else ({1, 2} if h % 3 == 1 else set())
-        sels, at = selector_set(PUB, len(members), len(tokens))
+        sels, at = selector_set(PUB, len(members), len(tokens), _place(h))
         order = sorted(members) + [i for i in range(len(tokens)) if i not in members]
         mine = [b""] * len(tokens)
         for position, i in enumerate(order):
@@ -72,9 +73,15 @@ def test_the_answer_is_the_members_sum_whatever_the_decoys_hold(tmp_path: Path) 
     assert not r.marked
 
 
-def _selectors(members: int, total: int) -> list[bytes]:
-    """A household's selectors with its ``members`` first: Enc(1) for them, Enc(0) after."""
-    sels, at = selector_set(PUB, members, total)
+def _place(position: int) -> int:
+    """The first bit of the slots of the household at this position of a batch."""
+    return position % LAYOUT.per_ciphertext * LAYOUT.stride
+
+
+def _selectors(members: int, total: int, position: int = 0) -> list[bytes]:
+    """A household's selectors with its ``members`` first: Enc(2^place) for them (its place
+    at ``position`` of the batch), Enc(0) after."""
+    sels, at = selector_set(PUB, members, total, _place(position))
     return [sels[at[i]] for i in range(total)]
 
 
@@ -91,7 +98,7 @@ def test_a_damaged_row_counts_only_for_the_household_it_is_a_member_of(tmp_path:
         [B, C, *(bytes([8, j]) * 16 for j in range(6))],  # B and C members, A not asked
         [A, B, *(bytes([7, j]) * 16 for j in range(6))],  # A a member, B a decoy
     ]
-    selectors = [_selectors(0, 8), _selectors(8, 8), _selectors(1, 8)]
+    selectors = [_selectors(0, 8, 0), _selectors(8, 8, 1), _selectors(1, 8, 2)]
     r = a.answer("q-damaged", households, LAYOUT, selectors)
     assert not r.marked
     got = _decrypted_rows(list(r.packed), 3)
@@ -110,7 +117,7 @@ def test_a_group_whose_rows_exceed_a_declared_maximum_is_marked(tmp_path: Path) 
         [D, E, *(bytes([9, j]) * 16 for j in range(6))],
         [B, *(bytes([8, j]) * 16 for j in range(7))],
     ]
-    r = a.answer("q-max", households, LAYOUT, [_selectors(1, 8), _selectors(1, 8)])
+    r = a.answer("q-max", households, LAYOUT, [_selectors(1, 8, 0), _selectors(1, 8, 1)])
     assert [(m.household, m.cause) for m in r.marked] == [(0, DECLARED_MAXIMUM)]
     assert _decrypted_rows(list(r.packed), 2)[1]["monthly_wage"] == 300000
 
@@ -324,8 +331,7 @@ def test_a_batch_mixing_households_with_and_without_selectors_is_answered(
     a = _answerer(_store(tmp_path / "hrss.db"))
     fakes = [bytes([7, j]) * 16 for j in range(6)]
     households = [[A, B, *fakes], [B, C, *fakes]]
-    sels, at = selector_set(PUB, 1, 8)  # position 0 (B) is the member
-    mine = [sels[at[i]] for i in range(8)]  # token i at position i: B the member
+    mine = _selectors(1, 8, 1)  # token i at position i: B the member, household 1 of the batch
     r = a.answer("q-mixed", households, LAYOUT, [[], mine])
     got = _decrypted_rows(list(r.packed), 2)
     assert got[0]["monthly_wage"] == 1000 + 300000 and got[0]["monthly_pension"] == 151200
@@ -337,3 +343,50 @@ def test_a_selector_that_is_no_ciphertext_of_the_key_is_refused(tmp_path: Path) 
     bad = PUB.n.to_bytes(PUB.ciphertext_bytes, "big")  # shares its factors with n
     with pytest.raises(AnswerRefused, match="not a ciphertext"):
         a.answer("q-bad", [[A, *(bytes([3, j]) * 16 for j in range(7))]], LAYOUT, [[bad] * 8])
+
+
+def test_a_grant_placing_selectors_for_another_layout_is_refused(tmp_path: Path) -> None:
+    """Selectors made for other household slots would land a member's rows in a neighbour's
+    slots: the connector refuses a grant whose placement is not its query layout's, before
+    counting the query id as answered."""
+    a = _answerer(_store(tmp_path / "hrss.db"))
+    tokens = [[A, *(bytes([3, j]) * 16 for j in range(7))]]
+    sels = [_selectors(1, 8)]
+    digest = grants.batch_digest(tokens, sels)
+    shape = (LAYOUT.stride, LAYOUT.per_ciphertext)
+
+    def grant(placement: tuple[int, int]) -> grants.Grant:
+        return grants.issue(
+            AUTHORITY,
+            query_id="q-placed",
+            epoch=1,
+            households=1,
+            issued_unix_ms=int(time.time() * 1000),
+            digests={"hrss": digest},
+            bindings=logged_bindings("q-placed", 1),
+            placement=placement,
+        )
+
+    with pytest.raises(GrantRefused, match="made for households of 999 bits"):
+        a.check_grant("q-placed", grant((999, 2)).for_connectors(), digest, 1, shape)
+    a.check_grant("q-placed", grant(shape).for_connectors(), digest, 1, shape)
+
+
+def test_a_member_selects_at_its_households_place_in_the_batch(tmp_path: Path) -> None:
+    """The authority makes a member's selector Enc(2^place) for the household's position in
+    the grant's batch, and the grant names the placement (one stride for every kind)."""
+    store, households = register(tmp_path / "register.db", [2, 1, 3, 2, 1, 2, 2, 1])
+    ta = authority(store, 4)
+    stride, per = ta.placement
+    assert (stride, per) == (LAYOUT.stride, LAYOUT.per_ciphertext)  # hrss is the widest here
+    for position in (0, 1, per + 2):
+        t = ta.tokens(households[2], "H000002", 4, position)
+        plain = sorted(KEY.decrypt(PUB.from_bytes(s, PUB.fingerprint)) for s in t.selectors)
+        place = position % per * stride
+        assert plain == [0] * (len(plain) - 3) + [1 << place] * 3
+    grant = ta.grant("q-place", [t], logged_bindings("q-place", 1))
+    assert grant.placement == (stride, per)
+    plain_grant = ta.grant(
+        "q-plain", [ta.tokens(households[0], "H000000", 1)], logged_bindings("q-plain", 1)
+    )
+    assert plain_grant.placement == (0, 0)

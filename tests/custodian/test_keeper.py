@@ -21,6 +21,7 @@ from hedui.core.custody import Deployment, Totals, custodian_view
 from hedui.core.deployment import kind_of
 from hedui.core.judgement import composition_digest
 from hedui.core.packing import DAMAGED
+from hedui.core.packing import placement as placement_of
 from hedui.core.paillier import Ciphertext, PrivateKey, PublicKey, generate_keypair
 from hedui.custodian.errors import Refused as CustodianRefused
 from hedui.custodian.keeper import KeyCustodian, binding_of_entry
@@ -50,7 +51,9 @@ BANKS_ONLY = view(BANKS)
 WITH_HRSS = view(("hrss", *BANKS))
 LAYOUT = BANKS_ONLY.batch_layouts["bank"]
 HRSS_LAYOUT = WITH_HRSS.batch_layouts["hrss"]
-assert WITH_HRSS.batch_layouts["bank"] == LAYOUT
+# every kind of a deployment has the widest kind's household stride (one placement for decoys)
+BANK_WITH_HRSS = WITH_HRSS.batch_layouts["bank"]
+assert BANK_WITH_HRSS.slots == LAYOUT.slots and BANK_WITH_HRSS.stride == HRSS_LAYOUT.stride
 MANY = LAYOUT.per_ciphertext + 1  # households spanning two ciphertexts of every kind here
 assert LAYOUT.ciphertexts(MANY) == 2 and HRSS_LAYOUT.per_ciphertext < MANY
 SIZES = pytest.mark.parametrize("n", [1, MANY], ids=["one", "many"])
@@ -120,9 +123,15 @@ def honest(
     return answer(cid, query_id, layout.pack(list(values)), tokens, deployment=deployment)
 
 
-def banks(query_id: str, tokens: Sequence[Sequence[bytes]], deposits: int = 5) -> list[BatchAnswer]:
+def banks(
+    query_id: str,
+    tokens: Sequence[Sequence[bytes]],
+    deposits: int = 5,
+    deployment: Deployment = BANKS_ONLY,
+) -> list[BatchAnswer]:
     """Every bank holding ``deposits`` for every household."""
-    return [honest(b, query_id, [{"deposits": deposits}] * len(tokens), tokens) for b in BANKS]
+    values = [{"deposits": deposits}] * len(tokens)
+    return [honest(b, query_id, values, tokens, deployment) for b in BANKS]
 
 
 def grant_for(
@@ -372,9 +381,31 @@ def test_an_answer_of_a_connector_outside_the_deployment_or_its_kind_is_refused(
     hrss = honest("hrss", "qk", [{"monthly_wage": 5}], tokens, WITH_HRSS)
     with pytest.raises(CustodianRefused, match="hrss is not a hrss connector"):
         Run().decrypt("qk", [*answers, hrss], tokens)
+    answers = banks("qk", tokens, deployment=WITH_HRSS)
     as_bank = dataclasses.replace(hrss, kind="bank")
     with pytest.raises(CustodianRefused, match="hrss is not a bank connector"):
         Run(deployment=WITH_HRSS).decrypt("qk", [*answers, as_bank], tokens)
+
+
+def test_a_grant_placing_decoy_selectors_for_other_slots_is_refused() -> None:
+    """A registry whose connectors differ from the custodian's makes selectors for other
+    household slots: refused by name before anything is decrypted; its own placement passes."""
+    tokens = households(MANY)
+    for placement, refused in (((LAYOUT.stride + 8, 2), True), (placement_of([LAYOUT]), False)):
+        query = f"qp-{refused}"
+        answers = banks(query, tokens)
+        grant = dataclasses.replace(
+            grant_for(query, BANKS, tokens), placement=placement, signature=b""
+        )
+        grant = dataclasses.replace(grant, signature=signing.sign(AUTHORITY, grant.signed_bytes()))
+        run = Run()
+        if refused:
+            with pytest.raises(CustodianRefused, match="made the decoy selectors for households"):
+                run.decrypt(query, answers, tokens, grant=grant)
+        else:
+            assert [
+                t.values["deposits"] for t in run.decrypt(query, answers, tokens, grant=grant)
+            ] == [15] * MANY
 
 
 @SIZES
@@ -519,9 +550,10 @@ def test_a_connector_cannot_reach_outside_its_kinds_slots(n: int) -> None:
     it writes above its own kind's slots is refused, not decrypted into anyone's total."""
     tokens = households(n)
     wages = [{"monthly_wage": 500000}] * n
-    honest_banks = LAYOUT.pack([{"deposits": 5}] * n)
+    honest_banks = BANK_WITH_HRSS.pack([{"deposits": 5}] * n)
     # "plus 4" of hrss's wage, written above the banks' slots (within the plaintext's bits)
-    reaching = [m + (4 << OUTSIDE) for m in honest_banks]
+    outside = BANK_WITH_HRSS.per_ciphertext * BANK_WITH_HRSS.stride
+    reaching = [m + (4 << outside) for m in honest_banks]
     answers = [
         honest("hrss", "qx", wages, tokens, WITH_HRSS),
         *(answer(b, "qx", honest_banks, tokens, deployment=WITH_HRSS) for b in BANKS[:2]),
