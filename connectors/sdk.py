@@ -171,6 +171,7 @@ class Answerer:
         households: Sequence[Sequence[bytes]],
         layout: BatchLayout,
         selectors: Sequence[Sequence[bytes]] = (),
+        queried: bytes = b"",
     ) -> connector_pb2.QueryBatchResponse:
         """Every household's totals, ``layout.per_ciphertext`` households to a plaintext, each
         plaintext encrypted with fresh randomness, the whole answer signed once. A household
@@ -182,7 +183,7 @@ class Answerer:
         tell them from the decoys' (a damaged row is counted under encryption: see
         :meth:`_selected_answer`)."""
         if any(selectors):
-            return self._selected_answer(query_id, households, layout, selectors)
+            return self._selected_answer(query_id, households, layout, selectors, queried)
         names = self.kind.field_names
         marks: dict[int, int] = {}  # household index -> cause
         damaged: list[str] = []  # the damaged rows, by field and token prefix
@@ -231,7 +232,7 @@ class Answerer:
         except CryptoError as e:
             raise AnswerRefused(f"the query's layout cannot hold this answer: {e}") from None
         packed = [self._public.to_bytes(self._public.encrypt(m)) for m in plaintexts]
-        return self._signed(query_id, households, (), layout, packed, marked)
+        return self._signed(query_id, households, (), layout, packed, marked, queried)
 
     def _selected_answer(
         self,
@@ -239,6 +240,7 @@ class Answerer:
         households: Sequence[Sequence[bytes]],
         layout: BatchLayout,
         selectors: Sequence[Sequence[bytes]],
+        queried: bytes = b"",
     ) -> connector_pb2.QueryBatchResponse:
         """The selected sums: each household's members' rows, which this connector cannot tell
         from its decoys'. A damaged row (failing its seal) is counted in the household's
@@ -295,7 +297,8 @@ class Answerer:
             packed = [self._public.to_bytes(c) for c in selected_sums(self._public, layout, held)]
         except CryptoError as e:
             raise AnswerRefused(f"the query's selectors or layout cannot be used: {e}") from None
-        return self._signed(query_id, households, selectors, layout, packed, sorted(marks.items()))
+        marked = sorted(marks.items())
+        return self._signed(query_id, households, selectors, layout, packed, marked, queried)
 
     def _signed(
         self,
@@ -305,8 +308,11 @@ class Answerer:
         layout: BatchLayout,
         packed: list[bytes],
         marked: list[tuple[int, int]],
+        queried: bytes = b"",
     ) -> connector_pb2.QueryBatchResponse:
-        queried, ciphertexts = signing.batch_digests(households, packed, selectors)
+        """The answer signed; ``queried``: the tokens' digest when the caller has it already."""
+        queried = queried or signing.batch_queried(households, selectors)
+        ciphertexts = signing.ciphertexts_digest(packed)
         signed = signing.answer_bytes(
             query_id,
             self.connector_id,
@@ -402,14 +408,15 @@ class ConnectorServicer(connector_pb2_grpc.ConnectorServiceServicer):
 
         def produce() -> connector_pb2.QueryBatchResponse:
             a = self._answerer
+            queried = signing.batch_queried(households, selectors)
             a.check_grant(
                 request.query_id,
                 request.grant,
-                signing.batch_queried(households, selectors),
+                queried,
                 len(households),
                 (layout.stride, layout.per_ciphertext) if any(selectors) else None,
             )
-            return a.answer(request.query_id, households, layout, selectors)
+            return a.answer(request.query_id, households, layout, selectors, queried)
 
         return self._answering(context, produce)
 

@@ -10,6 +10,7 @@ without marks signs exactly the parts above, so its bytes are unchanged.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 from collections.abc import Sequence
 
@@ -24,14 +25,21 @@ _ANSWER_LABEL = b"hedui/answer/v1"
 
 def tokens_digest(tokens: Sequence[bytes], selectors: Sequence[bytes] = ()) -> bytes:
     """SHA-256 over the queried tokens in sorted order: what the answer is an answer to. With
-    decoys, over each token followed by its encrypted selector (tokens have one length, and so
-    have selectors), so that no selector can be moved to another token."""
+    decoys, over each token followed by the SHA-256 of its encrypted selector (tokens have one
+    length), so that no selector can be moved to another token. A household's selectors are the
+    same at every connector of a query: each is hashed once (:func:`_selector_digest`), not once
+    per connector."""
     if not selectors:
         return hashlib.sha256(b"".join(sorted(tokens))).digest()
     if len(selectors) != len(tokens):
         raise CryptoError(f"{len(selectors)} selectors for {len(tokens)} tokens")
-    pairs = sorted(t + s for t, s in zip(tokens, selectors, strict=True))
-    return hashlib.sha256(b"hedui/selected-tokens/v1" + b"".join(pairs)).digest()
+    pairs = sorted(t + _selector_digest(s) for t, s in zip(tokens, selectors, strict=True))
+    return hashlib.sha256(b"hedui/selected-tokens/v2" + b"".join(pairs)).digest()
+
+
+@functools.lru_cache(maxsize=1 << 15)  # a batch's selectors (1,024 households of up to 24)
+def _selector_digest(selector: bytes) -> bytes:
+    return hashlib.sha256(selector).digest()
 
 
 def batch_queried(
