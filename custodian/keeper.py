@@ -373,6 +373,10 @@ class KeyCustodian:
                         raise Refused(
                             f"a total of {slot.field} is out of its range: an answer was forged"
                         )
+            if layout.pack(plain) != mine:  # a bit between slots (the stride is every kind's)
+                raise Refused(
+                    f"an answer of kind {kind} sets bits between its slots: an answer was forged"
+                )
             marked = withheld.get(kind, {})
             for h, totals in enumerate(plain):
                 if totals.pop(DAMAGED, 0):  # a member's row, counted under its selector

@@ -60,9 +60,10 @@ def population(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list[str
     return data, [i for _, i in summary.applicants], three
 
 
-# k of the decoy households (issue #26) per run: the default (none), 4 (the recommended), and
-# none for the plaintext baseline, whose integers cannot carry selectors
-DECOYS = {"paillier": None, "paillier-k4": 4, "plaintext": 1}
+# k of the decoy households (issue #26) per run: the default (4), none (the cost of decoys is
+# measured against it: issue #26 asks for at most 1.3x), and none for the plaintext baseline,
+# whose integers cannot carry selectors
+DECOYS = {"paillier": None, "paillier-k1": 1, "plaintext": 1}
 
 
 @pytest.fixture(scope="module", params=list(DECOYS))
@@ -146,7 +147,7 @@ def test_zz_ratios(benchmark: Any) -> None:
     fields = sum(len(k.fields) for k in DEPARTMENT_KINDS.values()) + 2 * len(bank_ids())
     naive = fields * 3 * encrypt  # one phe.encrypt per field per member of a 3-member household
     p, b = RESULTS.get("paillier", {}), RESULTS.get("plaintext", {})
-    k4 = RESULTS.get("paillier-k4", {})
+    k1 = RESULTS.get("paillier-k1", {})
     extra = {
         "paillier_p50_ms": round(p.get("p50", 0) * 1000, 1),
         "paillier_p95_ms": round(p.get("p95", 0) * 1000, 1),
@@ -155,11 +156,11 @@ def test_zz_ratios(benchmark: Any) -> None:
         "p50_ratio_to_plaintext": round(p["p50"] / b["p50"], 2) if p and b else None,
         "naive_encrypt_ms": round(naive * 1000),
         "speedup_vs_naive": round(naive / p["p50"], 1) if p else None,
-        "paillier_k4_p50_ms": round(k4.get("p50", 0) * 1000, 1),
-        "p50_ratio_k4_to_default": round(k4["p50"] / p["p50"], 2) if p and k4 else None,
-        "p50_ratio_k4_to_plaintext": round(k4["p50"] / b["p50"], 2) if k4 and b else None,
+        "paillier_k1_p50_ms": round(k1.get("p50", 0) * 1000, 1),
+        "p50_ratio_default_to_k1": round(p["p50"] / k1["p50"], 2) if p and k1 else None,
+        "p50_ratio_k1_to_plaintext": round(k1["p50"] / b["p50"], 2) if k1 and b else None,
         "paillier_per_second": round(p.get("per_second", 0), 1),
-        "paillier_k4_per_second": round(k4.get("per_second", 0), 1),
+        "paillier_k1_per_second": round(k1.get("per_second", 0), 1),
         "plaintext_per_second": round(b.get("per_second", 0), 1),
     }
     benchmark.extra_info.update(extra)

@@ -562,6 +562,18 @@ def test_a_connector_cannot_reach_outside_its_kinds_slots(n: int) -> None:
     run = Run(deployment=WITH_HRSS)
     with pytest.raises(CustodianRefused, match="kind bank reaches outside its own slots"):
         run.decrypt("qx", answers, tokens)
+    # "plus 4" in the bits between the banks' last slot and the next household (the stride is
+    # hrss's, wider than the banks' slots)
+    gap = sum(slot.bits for slot in BANK_WITH_HRSS.slots)
+    assert gap < BANK_WITH_HRSS.stride
+    between = [m + (4 << gap) for m in honest_banks]
+    answers = [
+        honest("hrss", "qz", wages, tokens, WITH_HRSS),
+        *(answer(b, "qz", honest_banks, tokens, deployment=WITH_HRSS) for b in BANKS[:2]),
+        answer("bank-03", "qz", between, tokens, deployment=WITH_HRSS),
+    ]
+    with pytest.raises(CustodianRefused, match="kind bank sets bits between its slots"):
+        run.decrypt("qz", answers, tokens)
     answers = [
         honest("hrss", "qy", wages, tokens, WITH_HRSS),
         *(answer(b, "qy", honest_banks, tokens, deployment=WITH_HRSS) for b in BANKS),
