@@ -248,6 +248,11 @@ class Answerer:
         it is a member of loses the kind's figure; a household whose tokens' rows together
         exceed a field's declared maximum is marked (the members' sum could not be vouched for,
         and the group's rows are the same whichever household of it is asked about)."""
+        if layout.damaged is None:  # a service older than the slot: damage would mark decoys
+            raise AnswerRefused(
+                "the query's layout has no damaged_rows slot, which answers with decoys need: "
+                "upgrade the verification service"
+            )
         names = self.kind.field_names
         tokens = [
             (h, t, s)
@@ -262,17 +267,13 @@ class Answerer:
             if e.sums is None or not e.households:
                 raise
             rows, damaged = e.sums, set(e.households)
-            counted = layout.damaged is not None
-            if not counted:  # a service older than the damage slot: mark, as without decoys
-                marks.update(dict.fromkeys({tokens[i][0] for i in damaged}, answers.DATA_INTEGRITY))
             log.error(
                 "%s: %d stored row(s) fail their integrity check, in the lists of %d of %d "
-                "household(s) (%s): %s",
+                "household(s) (counted for the members' households under encryption): %s",
                 self.connector_id,
                 len(e.rows),
                 len({tokens[i][0] for i in damaged}),
                 len(households),
-                "counted for the members' households under encryption" if counted else "marked",
                 "; ".join(e.rows[:10]),
             )
         group = [dict.fromkeys(names, 0) for _ in households]  # every token's rows, per household

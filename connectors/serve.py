@@ -126,7 +126,7 @@ def load_authority_settings(path: Path) -> AuthoritySettings:
         allowances[cid] = _allowance(value, f'{path}: [allowances] "{cid}"')
     decoys = {}
     for key in ("decoys_interactive", "decoys_campaign"):
-        k = doc.get(key, DEFAULT_DECOYS)
+        k = doc.get(key, 1)  # a file of a release before decoys keeps them off
         if isinstance(k, bool) or not isinstance(k, int) or not 1 <= k <= MAX_DECOYS:
             raise ConfigFileError(
                 f"{path}: {key} must be a whole number from 1 (no decoys) to {MAX_DECOYS}, "

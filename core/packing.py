@@ -103,7 +103,7 @@ class BatchLayout:
     def ciphertexts(self, households: int) -> int:
         return -(-households // self.per_ciphertext)
 
-    def pack(self, households: list[Mapping[str, int]]) -> list[int]:
+    def pack(self, households: Sequence[Mapping[str, int]]) -> list[int]:
         out = []
         for start in range(0, len(households), self.per_ciphertext):
             m = 0

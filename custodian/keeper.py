@@ -226,7 +226,7 @@ class KeyCustodian:
             grant,
             evidence,
             households,
-            lambda _entries: self._decrypt(query_id, answers, households),
+            lambda _entries: self._decrypt(query_id, answers, households, grant.placement),
         )
 
     def judge(
@@ -251,7 +251,7 @@ class KeyCustodian:
 
         def run(entries: Sequence[bytes]) -> list[verification_pb2.Judgement]:
             cases = judges.cases(grant, entries, compositions)  # before decrypting
-            totals = self._decrypt(query_id, answers, households)
+            totals = self._decrypt(query_id, answers, households, grant.placement)
             return [
                 judges.judge(query_id, h, case, t, self._missing(h, answers, t))
                 for h, (case, t) in enumerate(zip(cases, totals, strict=True))
@@ -284,7 +284,11 @@ class KeyCustodian:
         return {f: tuple(sorted(s)) for f, s in missing.items()}
 
     def _decrypt(
-        self, query_id: str, answers: Sequence[BatchAnswer], households: int
+        self,
+        query_id: str,
+        answers: Sequence[BatchAnswer],
+        households: int,
+        placement: tuple[int, int] = (0, 0),
     ) -> list[Totals]:
         """Per connector kind, verify every answer, sum the kind's answers ciphertext by
         ciphertext, decrypt, unpack per household. A kind whose sources did not all answer (or
@@ -376,6 +380,13 @@ class KeyCustodian:
             if layout.pack(plain) != mine:  # a bit between slots (the stride is every kind's)
                 raise Refused(
                     f"an answer of kind {kind} sets bits between its slots: an answer was forged"
+                )
+            if placement == (0, 0) and any(totals[DAMAGED] for totals in plain):
+                # without decoys a connector marks a damaged household in clear, signed: a count
+                # here is an anonymous veto, not a damaged row
+                raise Refused(
+                    f"an answer of kind {kind} counts damaged rows in a query without decoys: "
+                    "an answer was forged"
                 )
             marked = withheld.get(kind, {})
             for h, totals in enumerate(plain):

@@ -3,6 +3,7 @@ among k - 1 decoy residents, cannot tell them apart, and still answers the membe
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from pathlib import Path
 
@@ -10,6 +11,7 @@ import pytest
 
 from hedui.connectors.errors import ConnectorError
 from hedui.connectors.sdk import AnswerRefused, GrantRefused
+from hedui.connectors.serve import load_authority_settings, write_authority_config
 from hedui.connectors.store import Person, RegisterStore, open_engine
 from hedui.connectors.token_authority import AuthoritySettings, TokenAuthority
 from hedui.core import grants
@@ -390,3 +392,25 @@ def test_a_member_selects_at_its_households_place_in_the_batch(tmp_path: Path) -
         "q-plain", [ta.tokens(households[0], "H000000", 1)], logged_bindings("q-plain", 1)
     )
     assert plain_grant.placement == (0, 0)
+
+
+def test_an_authority_file_of_a_release_before_decoys_keeps_them_off(tmp_path: Path) -> None:
+    """A file written before decoys has no k: read as 1 (the operator turns them on), while a
+    file written now has the default, 4."""
+    old = tmp_path / "old.toml"
+    old.write_text('connectors = ["hrss", "bank-01"]\n', encoding="utf-8")
+    settings = load_authority_settings(old)
+    assert (settings.decoys_interactive, settings.decoys_campaign) == (1, 1)
+    new = tmp_path / "new.toml"
+    write_authority_config(new, ["hrss", "bank-01"], {})
+    settings = load_authority_settings(new)
+    assert (settings.decoys_interactive, settings.decoys_campaign) == (4, 4)
+
+
+def test_selectors_in_a_layout_without_the_damaged_rows_slot_are_refused(tmp_path: Path) -> None:
+    """A layout of a service older than the slot: a damaged row could only mark every household
+    whose list holds it (decoys included), so the query is refused instead."""
+    a = _answerer(_store(tmp_path / "hrss.db"))
+    old = dataclasses.replace(LAYOUT, slots=LAYOUT.fields)
+    with pytest.raises(AnswerRefused, match="no damaged_rows slot"):
+        a.answer("q-old", [[A, *(bytes([3, j]) * 16 for j in range(7))]], old, [_selectors(1, 8)])

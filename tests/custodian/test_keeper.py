@@ -141,6 +141,7 @@ def grant_for(
     *,
     households: int | None = None,
     issued_unix_ms: int | None = None,
+    placement: tuple[int, int] = (0, 0),
 ) -> grants.Grant:
     n = len(tokens) if households is None else households
     return grants.issue(
@@ -151,6 +152,7 @@ def grant_for(
         issued_unix_ms=int(time.time() * 1000) if issued_unix_ms is None else issued_unix_ms,
         digests={c: grants.batch_digest(tokens) for c in connectors},
         bindings=logged_bindings(query_id, n),
+        placement=placement,
     )
 
 
@@ -619,6 +621,7 @@ def test_a_damaged_row_counted_under_encryption_withholds_its_kind_for_that_hous
     connectors it has), and releases every other household's totals of the kind."""
     tokens = households(n)
     last = n - 1
+    layouts = WITH_HRSS.batch_layouts.values()
     hrss = [{"monthly_wage": 100 + h, DAMAGED: int(h == last)} for h in range(n)]
     answers = [
         honest("hrss", "qd", hrss, tokens, WITH_HRSS),
@@ -631,7 +634,11 @@ def test_a_damaged_row_counted_under_encryption_withholds_its_kind_for_that_hous
         ),
         *(honest(b, "qd", [{"deposits": 5}] * n, tokens, WITH_HRSS) for b in BANKS[1:]),
     ]
-    totals = Run(deployment=WITH_HRSS).decrypt("qd", answers, tokens)
+    unplaced = Run(deployment=WITH_HRSS)
+    with pytest.raises(CustodianRefused, match="counts damaged rows in a query without decoys"):
+        unplaced.decrypt("qd", answers, tokens)  # a count with no selectors: an anonymous veto
+    placed = grant_for("qd", ["hrss", *BANKS], tokens, placement=placement_of(layouts))
+    totals = Run(deployment=WITH_HRSS).decrypt("qd", answers, tokens, grant=placed)
     hrss_why = "hrss: stored data fails its integrity check"
     bank_why = "bank: a member's stored data fails its integrity check at one of its 3 connectors"
     hrss_fields = kind_of("hrss").field_names
@@ -640,6 +647,10 @@ def test_a_damaged_row_counted_under_encryption_withholds_its_kind_for_that_hous
     )
     assert totals[0].refused.get("deposits") == bank_why
     assert totals[0].refused.get("wealth_products") == bank_why
+    assert totals[last].missing == dict.fromkeys(hrss_fields, ("hrss",))  # a department, named
+    assert totals[0].missing.keys().isdisjoint({"deposits"})  # one of 3 banks: not named
+    if last:  # the damaged household's other kind is released
+        assert totals[last].values["deposits"] == 15 and "deposits" not in totals[last].refused
     for h in range(1, last):
         assert not totals[h].refused
         assert (totals[h].values["monthly_wage"], totals[h].values["deposits"]) == (100 + h, 15)

@@ -25,7 +25,7 @@ from tests.e2e.conftest import CAMPAIGNS, register_campaign
 from tests.e2e.test_faults import BANKS, CAR_OWNER, HEAD, _verify, _write, small_deployment
 
 
-def test_a_changed_figure_is_refused_by_name(tmp_path: Path) -> None:
+def test_a_changed_figure_is_withheld_by_name(tmp_path: Path) -> None:
     settings = small_deployment(tmp_path)
     w = prepare(settings, lambda _: None, dt.date.today())
     up = Deployment(settings, w)
@@ -56,7 +56,8 @@ def test_a_changed_figure_is_refused_by_name(tmp_path: Path) -> None:
     assert income["passed"] is None and income["value"] is None
     assert "hrss" in income["missing_sources"]
     assert "key custodian: hrss: stored data fails its integrity check" in income["missing_sources"]
-    # the car owner's household touches no damaged row: decided as before
+    # no member of the car owner's household has a damaged row (its group's list may hold some,
+    # as decoys'): decided as before
     assert other["decision"] == "INELIGIBLE" and not other["failures"]
     logs = [p.read_text(errors="replace") for p in w.log_dir.glob("*.log")]
     assert any("fails its integrity check" in text for text in logs)  # the operator is told
