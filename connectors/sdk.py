@@ -286,9 +286,13 @@ class Answerer:
                 marks[h] = answers.DECLARED_MAXIMUM
         if len(marks) == len(households):
             raise AnswerRefused("no household of the query can be answered")
+        # a household whose list holds a damaged row: declared, signed, so that the custodian
+        # names this connector for a count (the same for every household of the group)
+        for h in sorted({tokens[i][0] for i in damaged} - marks.keys()):
+            marks[h] = answers.DAMAGED_COUNTED
         held: list[list[tuple[bytes, Mapping[str, int]]]] = [[] for _ in households]
         for i, ((h, _, selector), row) in enumerate(zip(tokens, rows, strict=True)):
-            if h in marks:
+            if marks.get(h, answers.DAMAGED_COUNTED) != answers.DAMAGED_COUNTED:
                 continue
             if i in damaged:
                 held[h].append((selector, {packing.DAMAGED: 1}))

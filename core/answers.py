@@ -25,11 +25,15 @@ Mark = tuple[int, int]  # (household index in the query, connector_pb2.MarkCause
 
 DATA_INTEGRITY: int = connector_pb2.MARK_DATA_INTEGRITY
 DECLARED_MAXIMUM: int = connector_pb2.MARK_DECLARED_MAXIMUM
+# with decoys: a damaged row of the household's list, counted under its selector (not withheld)
+DAMAGED_COUNTED: int = connector_pb2.MARK_DAMAGED_COUNTED
 # what a mark's cause is called wherever it is shown (fixed words, never the connector's)
 MARK_CAUSES: Mapping[int, str] = {
     DATA_INTEGRITY: "stored data fails its integrity check",
     DECLARED_MAXIMUM: "a total is above its declared maximum",
+    DAMAGED_COUNTED: "a row of the household's decoy group fails its integrity check",
 }
+WITHHOLDING = frozenset({DATA_INTEGRITY, DECLARED_MAXIMUM})  # the causes that withhold a kind
 
 
 def check_marks(marked: Sequence[Mark], households: int) -> None:
@@ -50,14 +54,14 @@ def mark_reason(connector_id: str, cause: int) -> str:
     return f"{connector_id}: {MARK_CAUSES[cause]}"
 
 
-def damage_reason(kind: str, connector_ids: Iterable[str]) -> str:
+def damage_reason(kind: str, declared_by: Iterable[str]) -> str:
     """Why a household whose members' damaged rows were counted under encryption has no figure
-    of the kind: the kind's connector when it has one (``hrss: stored data fails its integrity
-    check``), else the kind (the connector's own log names the row)."""
-    ids = sorted(connector_ids)
+    of the kind: the connector that declared a damaged row in its list (``hrss: stored data
+    fails its integrity check``), or the connectors that did, one of which holds the member's."""
+    ids = sorted(declared_by)
     if len(ids) == 1:
         return mark_reason(ids[0], DATA_INTEGRITY)
-    return f"{kind}: a member's {MARK_CAUSES[DATA_INTEGRITY]} at one of its {len(ids)} connectors"
+    return f"{kind}: a member's {MARK_CAUSES[DATA_INTEGRITY]} at one of {', '.join(ids)}"
 
 
 def marks_pb(marked: Sequence[Mark]) -> list[connector_pb2.Mark]:

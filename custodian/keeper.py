@@ -37,6 +37,7 @@ from typing import TypeVar
 
 from hedui.core import grants, signing
 from hedui.core.answers import (
+    WITHHOLDING,
     BatchAnswer,
     aggregate_batch,
     check_marks,
@@ -274,7 +275,7 @@ class KeyCustodian:
                 for f in fields:
                     missing.setdefault(f, set()).add(cid)
         for a in answers:
-            if any(index == household for index, _ in a.marked):
+            if any(i == household and c in WITHHOLDING for i, c in a.marked):
                 for slot in d.batch_layouts[a.kind].fields:
                     missing.setdefault(slot.field, set()).add(a.connector_id)
         for f, reason in totals.refused.items():
@@ -338,6 +339,8 @@ class KeyCustodian:
         released: list[tuple[str, BatchLayout, int]] = []  # kind, layout, its ciphertexts
         # kind -> household -> why a connector of the kind gave no figure for it (its marks)
         withheld: dict[str, dict[int, list[str]]] = {}
+        # kind -> household -> the connectors that counted a damaged row of its list (decoys)
+        declared: dict[str, dict[int, list[str]]] = {}
         sums: list[Ciphertext] = []
         for kind, members in sorted(d.kinds.items()):
             layout = d.batch_layouts[kind]
@@ -355,6 +358,9 @@ class KeyCustodian:
                 continue
             for a in sorted(of_kind, key=lambda a: a.connector_id):
                 for index, cause in a.marked:
+                    if cause not in WITHHOLDING:  # a damaged row of its list, counted
+                        declared.setdefault(kind, {}).setdefault(index, []).append(a.connector_id)
+                        continue
                     why = mark_reason(a.connector_id, cause)
                     withheld.setdefault(kind, {}).setdefault(index, []).append(why)
             kind_sums = aggregate_batch(public, of_kind)
@@ -391,9 +397,14 @@ class KeyCustodian:
             marked = withheld.get(kind, {})
             for h, totals in enumerate(plain):
                 if totals.pop(DAMAGED, 0):  # a member's row, counted under its selector
-                    marked.setdefault(h, []).append(damage_reason(kind, d.kinds[kind]))
-                    if len(d.kinds[kind]) == 1:  # the kind's one connector: named as a source
-                        sources[h].update(dict.fromkeys(totals, tuple(d.kinds[kind])))
+                    by = declared.get(kind, {}).get(h)
+                    if not by:  # a count no connector signed for: an anonymous veto
+                        raise Refused(
+                            f"an answer of kind {kind} counts damaged rows no connector declared: "
+                            "an answer was forged"
+                        )
+                    marked.setdefault(h, []).append(damage_reason(kind, by))
+                    sources[h].update(dict.fromkeys(totals, tuple(sorted(by))))
                 if h in marked:  # not even the other connectors' part of the kind's sum
                     refused[h].update(dict.fromkeys(totals, "; ".join(marked[h])))
                 else:

@@ -60,7 +60,7 @@ class FanOut:
         out = dict(self.failures)
         for a in self.answers:
             for index, cause in a.marked:
-                if index == household:
+                if index == household and cause in _MARKED:  # a counted row is the custodian's
                     out[a.connector_id] = _MARKED[cause]
         return out
 

@@ -89,6 +89,13 @@ class _MarkCauseEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_MarkCause.V
     """a stored row it would add fails its integrity seal"""
     MARK_DECLARED_MAXIMUM: _MarkCause.ValueType  # 2
     """a total is above the field's declared maximum"""
+    MARK_DAMAGED_COUNTED: _MarkCause.ValueType  # 3
+    """With decoys (issue #26): a row of the household's list fails its seal and was counted in
+    the household's damaged_rows slot under its selector. Not a mark of the household: the
+    same for every household of its group, it names the connector whose count the key
+    custodian finds (it withholds the kind only where the count decrypts to more than 0, and
+    refuses a count no connector of the kind declared).
+    """
 
 class MarkCause(_MarkCause, metaclass=_MarkCauseEnumTypeWrapper):
     """Why a connector gives no figure for one household of a batch."""
@@ -99,6 +106,13 @@ MARK_DATA_INTEGRITY: MarkCause.ValueType  # 1
 """a stored row it would add fails its integrity seal"""
 MARK_DECLARED_MAXIMUM: MarkCause.ValueType  # 2
 """a total is above the field's declared maximum"""
+MARK_DAMAGED_COUNTED: MarkCause.ValueType  # 3
+"""With decoys (issue #26): a row of the household's list fails its seal and was counted in
+the household's damaged_rows slot under its selector. Not a mark of the household: the
+same for every household of its group, it names the connector whose count the key
+custodian finds (it withholds the kind only where the count decrypts to more than 0, and
+refuses a count no connector of the kind declared).
+"""
 Global___MarkCause: _TypeAlias = MarkCause  # noqa: Y015
 
 @_typing.final

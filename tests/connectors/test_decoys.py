@@ -15,7 +15,7 @@ from hedui.connectors.serve import load_authority_settings, write_authority_conf
 from hedui.connectors.store import Person, RegisterStore, open_engine
 from hedui.connectors.token_authority import AuthoritySettings, TokenAuthority
 from hedui.core import grants
-from hedui.core.answers import DECLARED_MAXIMUM
+from hedui.core.answers import DAMAGED_COUNTED, DECLARED_MAXIMUM
 from hedui.core.oprf import ServerKey
 from hedui.core.packing import DAMAGED
 from hedui.core.selectors import selector_set
@@ -89,7 +89,8 @@ def _selectors(members: int, total: int, position: int = 0) -> list[bytes]:
 
 def test_a_damaged_row_counts_only_for_the_household_it_is_a_member_of(tmp_path: Path) -> None:
     """A's pension row fails its seal. The connector cannot tell where A is a member, so it
-    marks nobody: it counts the row under A's selector in each household's damaged-rows slot.
+    withholds nobody: it counts the row under A's selector in each household's damaged-rows slot
+    and declares, for each list holding A, that it counted one.
     Where A is a decoy the count is 0 and the other rows are answered; where A is a member it
     is 1 and A's row is left out (the custodian withholds the kind there)."""
     path = tmp_path / "hrss.db"
@@ -102,7 +103,11 @@ def test_a_damaged_row_counts_only_for_the_household_it_is_a_member_of(tmp_path:
     ]
     selectors = [_selectors(0, 8, 0), _selectors(8, 8, 1), _selectors(1, 8, 2)]
     r = a.answer("q-damaged", households, LAYOUT, selectors)
-    assert not r.marked
+    # declared for both lists holding A's row (signed), so the custodian can name hrss
+    assert [(m.household, m.cause) for m in r.marked] == [
+        (0, DAMAGED_COUNTED),
+        (2, DAMAGED_COUNTED),
+    ]
     got = _decrypted_rows(list(r.packed), 3)
     assert [g[DAMAGED] for g in got] == [0, 0, 1]
     assert got[0]["monthly_wage"] == 0 and got[0]["monthly_pension"] == 0

@@ -17,7 +17,13 @@ from hedui.connectors.integrity import DataIntegrityError, RowSeal
 from hedui.connectors.sdk import Answerer, AnswerRefused, ConnectorServicer, GrantPolicy
 from hedui.connectors.store import HoldingStore, open_engine
 from hedui.core import grants, signing
-from hedui.core.answers import DATA_INTEGRITY, DECLARED_MAXIMUM, BatchAnswer, marks_from_pb
+from hedui.core.answers import (
+    DAMAGED_COUNTED,
+    DATA_INTEGRITY,
+    DECLARED_MAXIMUM,
+    BatchAnswer,
+    marks_from_pb,
+)
 from hedui.core.deployment import kind_of
 from hedui.core.packing import DAMAGED
 from hedui.custodian.errors import Refused as CustodianRefused
@@ -233,3 +239,7 @@ def test_the_fan_out_names_a_marking_connector_for_that_household_only() -> None
         "hrss": "refused the query: its stored data fails its integrity check",
     }
     assert fan.failures_of(2)["tax"] == "refused the query: a total is above its declared maximum"
+    # with decoys, a damaged row of a household's list counted under its selector is the key
+    # custodian's to find: no failure of the household (the same mark is on every group-mate)
+    counted = FanOut((marked("bank-07", ((0, DAMAGED_COUNTED), (1, DAMAGED_COUNTED))),), {})
+    assert counted.failures_of(0) == counted.failures_of(1) == {}

@@ -16,7 +16,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from hedui.audit.log import AuditLog
 from hedui.audit.store import LogStore, open_log_engine
 from hedui.core import grants, signing
-from hedui.core.answers import DATA_INTEGRITY, DECLARED_MAXIMUM, BatchAnswer
+from hedui.core.answers import DAMAGED_COUNTED, DATA_INTEGRITY, DECLARED_MAXIMUM, BatchAnswer
 from hedui.core.custody import Deployment, Totals, custodian_view
 from hedui.core.deployment import kind_of
 from hedui.core.judgement import composition_digest
@@ -616,43 +616,57 @@ def test_a_damaged_row_counted_under_encryption_withholds_its_kind_for_that_hous
     n: int,
 ) -> None:
     """With decoys a connector counts a damaged row in the household's damaged-rows slot (issue
-    #26) instead of marking it. The custodian withholds the kind for a household whose count is
-    not zero (naming hrss, the kind's one connector; for the banks, the kind and how many
-    connectors it has), and releases every other household's totals of the kind."""
+    #26) and declares, signed, that the household's list holds one (the same for every
+    household of the group). The custodian withholds the kind for a household whose count is
+    not zero, naming the connectors that declared it (hrss; bank-01 and bank-02, one of which
+    holds the member's row), releases every other household's totals of the kind, and refuses a
+    count that no connector declared, or one in a query without decoys."""
     tokens = households(n)
     last = n - 1
-    layouts = WITH_HRSS.batch_layouts.values()
+    layouts = WITH_HRSS.batch_layouts
+    everyone = tuple((h, DAMAGED_COUNTED) for h in range(n))  # the group's lists: all of them
+
+    def counting(cid: str, values: list[dict[str, int]], declared: bool) -> BatchAnswer:
+        packed = layouts[kind_of(cid).kind].pack(values)
+        marked = everyone if declared else ()
+        return answer(cid, "qd", packed, tokens, deployment=WITH_HRSS, marked=marked)
+
     hrss = [{"monthly_wage": 100 + h, DAMAGED: int(h == last)} for h in range(n)]
+    bank_01 = [{"deposits": 5, DAMAGED: int(h == 0)} for h in range(n)]
     answers = [
-        honest("hrss", "qd", hrss, tokens, WITH_HRSS),
-        honest(
-            "bank-01",
-            "qd",
-            [{"deposits": 5, DAMAGED: int(h == 0)} for h in range(n)],
-            tokens,
-            WITH_HRSS,
-        ),
-        *(honest(b, "qd", [{"deposits": 5}] * n, tokens, WITH_HRSS) for b in BANKS[1:]),
+        counting("hrss", hrss, True),
+        counting("bank-01", bank_01, True),
+        counting("bank-02", [{"deposits": 5}] * n, True),  # a decoy's row: counted 0
+        counting("bank-03", [{"deposits": 5}] * n, False),
     ]
-    unplaced = Run(deployment=WITH_HRSS)
+    placed = grant_for("qd", ["hrss", *BANKS], tokens, placement=placement_of(layouts.values()))
     with pytest.raises(CustodianRefused, match="counts damaged rows in a query without decoys"):
-        unplaced.decrypt("qd", answers, tokens)  # a count with no selectors: an anonymous veto
-    placed = grant_for("qd", ["hrss", *BANKS], tokens, placement=placement_of(layouts))
+        Run(deployment=WITH_HRSS).decrypt("qd", answers, tokens)  # an anonymous veto
+    undeclared = [
+        answers[0],
+        counting("bank-01", bank_01, False),
+        counting("bank-02", [{"deposits": 5}] * n, False),
+        answers[3],
+    ]
+    with pytest.raises(CustodianRefused, match="counts damaged rows no connector declared"):
+        Run(deployment=WITH_HRSS).decrypt("qd", undeclared, tokens, grant=placed)
     totals = Run(deployment=WITH_HRSS).decrypt("qd", answers, tokens, grant=placed)
     hrss_why = "hrss: stored data fails its integrity check"
-    bank_why = "bank: a member's stored data fails its integrity check at one of its 3 connectors"
+    bank_why = "bank: a member's stored data fails its integrity check at one of bank-01, bank-02"
     hrss_fields = kind_of("hrss").field_names
     assert {f: totals[last].refused.get(f) for f in hrss_fields} == dict.fromkeys(
         hrss_fields, hrss_why
     )
     assert totals[0].refused.get("deposits") == bank_why
     assert totals[0].refused.get("wealth_products") == bank_why
-    assert totals[last].missing == dict.fromkeys(hrss_fields, ("hrss",))  # a department, named
-    assert totals[0].missing.keys().isdisjoint({"deposits"})  # one of 3 banks: not named
+    assert {f: totals[last].missing.get(f) for f in hrss_fields} == dict.fromkeys(
+        hrss_fields, ("hrss",)
+    )
+    assert totals[0].missing["deposits"] == ("bank-01", "bank-02")
     if last:  # the damaged household's other kind is released
         assert totals[last].values["deposits"] == 15 and "deposits" not in totals[last].refused
     for h in range(1, last):
-        assert not totals[h].refused
+        assert not totals[h].refused and not totals[h].missing
         assert (totals[h].values["monthly_wage"], totals[h].values["deposits"]) == (100 + h, 15)
     assert all(DAMAGED not in t.values for t in totals)
 
