@@ -4,8 +4,9 @@ The token authority partitions the register into groups of at least k households
 shuffle of the households, cut into runs of k; the last short run joins the one before it). A
 query about any household of a group names the members of every household of the group, with
 the same tokens and the same padding fakes whichever household it is about, each token with its
-encrypted selector (:mod:`hedui.core.selectors`): Enc(1) for the members of the household asked
-about, Enc(0) for the others. So every query of a group looks the same to a connector, and every
+encrypted selector (:mod:`hedui.core.selectors`): Enc(2^place) for the members of the household
+asked about (place: the first bit of its slots in the batch; 1 for the first household), Enc(0)
+for the others. So every query of a group looks the same to a connector, and every
 resident of a group appears as often as any other:
 
 - the decoys are whole households, living together as real households do (random residents
