@@ -286,13 +286,9 @@ class Answerer:
                 marks[h] = answers.DECLARED_MAXIMUM
         if len(marks) == len(households):
             raise AnswerRefused("no household of the query can be answered")
-        # a household whose list holds a damaged row: declared, signed, so that the custodian
-        # names this connector for a count (the same for every household of the group)
-        for h in sorted({tokens[i][0] for i in damaged} - marks.keys()):
-            marks[h] = answers.DAMAGED_COUNTED
         held: list[list[tuple[bytes, Mapping[str, int]]]] = [[] for _ in households]
         for i, ((h, _, selector), row) in enumerate(zip(tokens, rows, strict=True)):
-            if marks.get(h, answers.DAMAGED_COUNTED) != answers.DAMAGED_COUNTED:
+            if h in marks:
                 continue
             if i in damaged:
                 held[h].append((selector, {packing.DAMAGED: 1}))
@@ -302,7 +298,12 @@ class Answerer:
             packed = [self._public.to_bytes(c) for c in selected_sums(self._public, layout, held)]
         except CryptoError as e:
             raise AnswerRefused(f"the query's selectors or layout cannot be used: {e}") from None
-        marked = sorted(marks.items())
+        # a household whose list holds a damaged row: declared, signed, so that the custodian
+        # names this connector for a count (the same for every household of the group)
+        counted = dict.fromkeys(
+            {tokens[i][0] for i in damaged} - marks.keys(), answers.DAMAGED_COUNTED
+        )
+        marked = sorted({**marks, **counted}.items())
         return self._signed(query_id, households, selectors, layout, packed, marked, queried)
 
     def _signed(

@@ -121,14 +121,14 @@ class KeyCustodian:
             raise Refused("the token grant has expired")
         if query_id in self._decrypted:
             raise Refused(f"query {query_id} was decrypted already")
-        layouts = self._deployment.batch_layouts.values()
-        if grant.placement != (0, 0) and grant.placement != placement(layouts):
+        own = grant.placement  # no decoys: nothing placed
+        if own != (0, 0):
+            own = placement(self._deployment.batch_layouts.values())
+        if grant.placement != own:
             raise Refused(
                 "the token authority made the decoy selectors for households of {} bits, {} to "
                 "a ciphertext, not this deployment's {} and {}: the registry's authority.toml "
-                "and the custodian's connectors differ".format(
-                    *grant.placement, *placement(layouts)
-                )
+                "and the custodian's connectors differ".format(*grant.placement, *own)
             )
         for a in answers:
             if grant.digest_for(a.connector_id) != a.queried:

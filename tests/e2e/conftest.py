@@ -17,7 +17,7 @@ from collections import deque
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO
+from typing import IO, TYPE_CHECKING
 
 import grpc
 import pytest
@@ -28,6 +28,10 @@ from hedui.connectors.population import PopulationSummary, generate
 from hedui.core.rpc import open_channel
 from hedui.core.workdir import Workdir
 from hedui.proto.v1 import verification_pb2, verification_pb2_grpc
+
+if TYPE_CHECKING:
+    from hedui.server.application import Application
+    from hedui.server.verifier import Verifier
 
 TODAY = dt.datetime.now(dt.timezone(dt.timedelta(hours=8))).date()
 CAMPAIGNS = {"recheck": "测民复〔2026〕1号", "monitoring": "测民监〔2026〕1号"}
@@ -128,6 +132,23 @@ def register_campaign(
         id_numbers,
     )
     return number
+
+
+def campaign_application(v: Verifier, request_id: str, id_number: str, number: str) -> Application:
+    """A dibao check of this applicant under a registered campaign, as an in-process verifier
+    (a service insider's, built from the service's own config) takes it."""
+    from hedui.core.resident_id import parse as parse_id
+    from hedui.server.application import Application
+    from hedui.server.consent import Consent
+
+    return Application(
+        request_id,
+        parse_id(id_number),
+        "dibao",
+        v.policy.default_region,
+        Consent(number, TODAY, b"", (), campaign=number),
+        TODAY,
+    )
 
 
 def simple_consent(case: str, signers: list[str]) -> verification_pb2.Consent:

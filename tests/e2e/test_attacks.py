@@ -35,7 +35,7 @@ from hedui.proto.v1 import (
     custodian_pb2_grpc,
     verification_pb2,
 )
-from tests.e2e.conftest import TODAY, Up, grpc_code, register_campaign
+from tests.e2e.conftest import TODAY, Up, campaign_application, grpc_code, register_campaign
 
 TARGET_BANK = "bank-07"
 
@@ -391,8 +391,6 @@ def test_an_insider_who_logs_one_applicant_gets_no_other_household_decrypted(up:
     from hedui.core.tls import PeerIdentity
     from hedui.server import config as service_config
     from hedui.server.app import build_verifier
-    from hedui.server.application import Application
-    from hedui.server.consent import Consent
 
     number = up.campaign()
     a, b = up.summary.applicants[6][1], up.summary.applicants[7][1]
@@ -406,14 +404,7 @@ def test_an_insider_who_logs_one_applicant_gets_no_other_household_decrypted(up:
     # and the service's own check of the grant against its claims, dropped by the insider
     v.granted_as_asked = lambda todo, lookups, grant, query_id: (lookups, grant)  # type: ignore[method-assign]
     before = len(_journal(up))
-    app = Application(
-        f"insider-{secrets.token_hex(4)}",
-        parse_id(a),
-        "dibao",
-        v.policy.default_region,
-        Consent(number, TODAY, b"", (), campaign=number),
-        TODAY,
-    )
+    app = campaign_application(v, f"insider-{secrets.token_hex(4)}", a, number)
     try:
         with pytest.raises(Exception) as e:
             v.check(app, PeerIdentity("intake", "intake"))
@@ -444,13 +435,10 @@ def test_a_fork_signed_with_the_log_key_gets_no_cosignature_and_no_decryption(
     from hedui.audit.log import AuditLog
     from hedui.audit.store import LogStore, open_log_engine
     from hedui.audit.witness_client import request_cosignature
-    from hedui.core.resident_id import parse as parse_id
     from hedui.core.tls import PeerIdentity
     from hedui.proto.v1 import audit_pb2
     from hedui.server import config as service_config
     from hedui.server.app import build_verifier
-    from hedui.server.application import Application
-    from hedui.server.consent import Consent
     from hedui.server.errors import CustodianRefused
 
     config = service_config.load(up.workdir.service_config, {})
@@ -488,14 +476,7 @@ def test_a_fork_signed_with_the_log_key_gets_no_cosignature_and_no_decryption(
     v = build_verifier(config)
     v.audit = fork  # the one changed line: the forked log instead of the real one
     before = len(_journal(up))
-    app = Application(
-        f"fork-{secrets.token_hex(4)}",
-        parse_id(target),
-        "dibao",
-        v.policy.default_region,
-        Consent(number, TODAY, b"", (), campaign=number),
-        TODAY,
-    )
+    app = campaign_application(v, f"fork-{secrets.token_hex(4)}", target, number)
     try:
         with pytest.raises(CustodianRefused) as refused:
             v.check(app, PeerIdentity("intake", "intake"))

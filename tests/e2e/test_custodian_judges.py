@@ -27,7 +27,7 @@ from hedui.core.deployment import BANK, DEPARTMENT_KINDS
 from hedui.core.errors import CryptoError
 from hedui.proto.v1 import common_pb2, custodian_pb2, verification_pb2
 from tests.e2e import oracle
-from tests.e2e.conftest import TODAY, Up
+from tests.e2e.conftest import TODAY, Up, campaign_application
 
 MONEY = {f.name for k in (*DEPARTMENT_KINDS.values(), BANK) for f in k.fields if f.unit == "fen"}
 NUMBER = re.compile(r"-?\d[\d,]*(?:\.\d{2})?")
@@ -81,12 +81,9 @@ def integers(message: Message) -> Iterator[tuple[str, int]]:
 
 
 def test_the_service_receives_no_figure_of_one_source(up: Up) -> None:
-    from hedui.core.resident_id import parse as parse_id
     from hedui.core.tls import PeerIdentity
     from hedui.server import config as service_config
     from hedui.server.app import build_verifier
-    from hedui.server.application import Application
-    from hedui.server.consent import Consent
 
     number = up.campaign()
     v = build_verifier(service_config.load(up.workdir.service_config, {}))
@@ -102,14 +99,7 @@ def test_the_service_receives_no_figure_of_one_source(up: Up) -> None:
     stub.DecryptBatch = recording
     applicants = [pid for _, pid in up.summary.applicants]
     apps = [
-        Application(
-            f"figures-{secrets.token_hex(4)}",
-            parse_id(pid),
-            "dibao",
-            v.policy.default_region,
-            Consent(number, TODAY, b"", (), campaign=number),
-            TODAY,
-        )
+        campaign_application(v, f"figures-{secrets.token_hex(4)}", pid, number)
         for pid in applicants
     ]
     try:

@@ -21,7 +21,14 @@ from hedui.connectors.population import generate
 from hedui.connectors.serve import load_authority_settings
 from hedui.proto.v1 import verification_pb2
 from tests.e2e import oracle
-from tests.e2e.conftest import CAMPAIGNS, STANDARD, TODAY, register_campaign, verify_dibao
+from tests.e2e.conftest import (
+    CAMPAIGNS,
+    STANDARD,
+    TODAY,
+    campaign_application,
+    register_campaign,
+    verify_dibao,
+)
 
 
 def test_verdicts_with_decoy_households_are_the_oracles(tmp_path: Path) -> None:
@@ -65,12 +72,9 @@ def test_a_bank_insider_cannot_tell_which_household_of_a_group_is_asked(tmp_path
     group, asked one at a time, give byte for byte the same token list, every token with a
     selector of its own that differs from query to query; the customers the bank sees in a
     query are those of the whole group, more than the asked household's own."""
-    from hedui.core.resident_id import parse as parse_id
     from hedui.core.tls import PeerIdentity
     from hedui.server import config as service_config
     from hedui.server.app import build_verifier
-    from hedui.server.application import Application
-    from hedui.server.consent import Consent
 
     data = tmp_path / "data"
     summary = generate(data, households=48, seed=27, as_of=TODAY, standard_fen=STANDARD)
@@ -85,14 +89,7 @@ def test_a_bank_insider_cannot_tell_which_household_of_a_group_is_asked(tmp_path
         v = build_verifier(service_config.load(w.service_config, {}))
 
         def check(i: int, head: str) -> None:  # one query each, as interactive checks are
-            app = Application(
-                f"bank-view-{i}",
-                parse_id(head),
-                "dibao",
-                v.policy.default_region,
-                Consent(number, TODAY, b"", (), campaign=number),
-                TODAY,
-            )
+            app = campaign_application(v, f"bank-view-{i}", head, number)
             (out,) = v.run([(app, PeerIdentity("intake", "intake"))])
             assert not isinstance(out, Exception), out
 
